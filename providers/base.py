@@ -1,0 +1,116 @@
+"""The one interface every provider implements, and its contract.
+
+The controller decides; a provider only reports and carries out. Every method
+may raise only the typed errors of ``skyctl.errors``:
+
+- :class:`~skyctl.errors.CapacityError`: no capacity for that offering now. The
+  controller marks the location and places elsewhere.
+- :class:`~skyctl.errors.QuotaError`: the account's limits forbid it.
+- :class:`~skyctl.errors.NotFoundError`: the instance does not exist.
+- :class:`~skyctl.errors.TransientError`: throttling, 5xx, timeouts. The
+  provider has already retried with backoff; the controller tries again on a
+  later tick.
+- :class:`~skyctl.errors.ConfigError`: credentials or configuration missing.
+
+Anything else escaping a provider is a bug in that provider.
+
+Blocking SDK calls run in ``asyncio.to_thread``; nothing else starts threads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from skyctl.spec import ServiceSpec
+from skyctl.types import Instance, InstanceEvent, Offering
+
+EventSink = Callable[[InstanceEvent], None]
+"""Called (in the event loop, never blocking) when the provider learns of a
+preemption, an interruption notice or an exit, as soon as it learns of it."""
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything a provider needs to start one replica.
+
+    ``client_token`` is unique per replica launch attempt and stable across
+    controller restarts: launching twice with the same token must yield the
+    same single instance (AWS ClientToken, GCP requestId, Azure deterministic
+    names, local: a token file).
+    """
+
+    service: str
+    replica_id: int
+    version: int
+    offering: Offering
+    client_token: str
+    spec: ServiceSpec
+    port: int = 8080  # the port the replica's server listens on ($PORT)
+    envs: Mapping[str, str] = field(default_factory=dict)  # already merged with secrets
+
+
+class Provider(abc.ABC):
+    """A place replicas run: the local machine, a cloud, a Kubernetes cluster."""
+
+    #: the ``cloud`` part of this provider's locations ("local", "aws", ...)
+    name: str = ""
+
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Register where push signals go (preemptions, notices, exits).
+
+        Providers without a push channel report the same facts through
+        :meth:`list_instances` (state PREEMPTED, ``interruption_at``).
+        """
+        self._sink = sink
+
+    def _emit(self, event: InstanceEvent) -> None:
+        sink = getattr(self, "_sink", None)
+        if sink is not None:
+            sink(event)
+
+    @abc.abstractmethod
+    async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        """The offerings that satisfy ``spec.resources``: every allowed location,
+        spot and on-demand, with hourly prices. Cheap to call every tick
+        (cache inside the provider)."""
+
+    @abc.abstractmethod
+    async def launch(self, request: LaunchRequest) -> Instance:
+        """Start one replica and return it (state PENDING or RUNNING).
+
+        Idempotent on ``request.client_token``. Raises CapacityError when the
+        offering has no capacity (a spot zone that is out), QuotaError,
+        TransientError. The returned ``endpoint`` may be None until known;
+        :meth:`list_instances` fills it in later.
+        """
+
+    @abc.abstractmethod
+    async def terminate(self, instance_id: str) -> None:
+        """Stop and delete an instance, releasing everything it holds.
+
+        Not found counts as done: never raises NotFoundError. Returns once the
+        provider has accepted the deletion; :meth:`list_instances` shows when
+        it is gone.
+        """
+
+    @abc.abstractmethod
+    async def list_instances(self, service: str) -> Sequence[Instance]:
+        """Every instance of ``service`` this provider holds (found by tag or
+        label, not by the controller's memory), including ones preempted
+        since the last call (state PREEMPTED) while the provider still knows
+        them. Instances fully gone are not listed."""
+
+    async def list_services(self) -> Sequence[str]:
+        """Names of services that have instances here (for garbage collection)."""
+        return []
+
+    def log_path(self, instance_id: str) -> str | None:
+        """A local file with the replica's output, when the provider has one."""
+        return None
+
+    async def close(self) -> None:
+        """Release the provider's own resources (clients, background tasks).
+
+        Does not terminate instances."""

@@ -1,0 +1,109 @@
+"""Plain value types shared by every layer (frozen dataclasses, no I/O)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A failure domain that can host instances: ``cloud/region/zone``.
+
+    ``zone`` is empty for providers whose unit is a region or a cluster
+    (a Kubernetes context is ``kubernetes/<context>/``).
+    """
+
+    cloud: str
+    region: str
+    zone: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.cloud}/{self.region}/{self.zone}" if self.zone else f"{self.cloud}/{self.region}"
+
+    @classmethod
+    def parse(cls, text: str) -> Location:
+        parts = text.split("/")
+        if len(parts) == 2:
+            return cls(parts[0], parts[1], "")
+        if len(parts) == 3:
+            return cls(parts[0], parts[1], parts[2])
+        raise ValueError(f"not a location (cloud/region[/zone]): {text!r}")
+
+
+@dataclass(frozen=True)
+class Offering:
+    """Something a provider can launch: where, spot or not, what type, at what price."""
+
+    location: Location
+    spot: bool
+    price: float  # USD per hour
+    instance_type: str = ""
+    accelerators: str = ""  # e.g. "V100:1", for instance-aware routing and display
+
+
+class InstanceState(str, enum.Enum):
+    """What the provider says about an instance."""
+
+    PENDING = "PENDING"  # being created
+    RUNNING = "RUNNING"
+    PREEMPTED = "PREEMPTED"  # taken away by the cloud (spot interruption, eviction)
+    TERMINATED = "TERMINATED"  # stopped/deleted for another reason
+    FAILED = "FAILED"  # crashed or could not start
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance as the provider reports it.
+
+    ``interruption_at`` is the announced time (epoch seconds) of a coming
+    preemption when the cloud gave notice; ``None`` otherwise.
+    """
+
+    instance_id: str
+    service: str
+    replica_id: int
+    version: int
+    location: Location
+    spot: bool
+    state: InstanceState
+    endpoint: str | None = None  # "http://host:port"
+    price: float = 0.0
+    created_at: float = 0.0
+    interruption_at: float | None = None
+    detail: str = ""
+
+
+class InstanceEventKind(str, enum.Enum):
+    NOTICE = "NOTICE"  # interruption announced; instance still runs until ``at``
+    PREEMPTED = "PREEMPTED"  # the instance was taken away
+    EXITED = "EXITED"  # the instance/process ended on its own
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """A push signal from a provider: something happened to an instance."""
+
+    kind: InstanceEventKind
+    service: str
+    replica_id: int
+    instance_id: str
+    location: Location
+    at: float  # when it happened, or for NOTICE when the kill is due
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A routable replica as the router sees it."""
+
+    replica_id: int
+    url: str  # "http://host:port"
+    location: Location
+    spot: bool = True
+    accelerators: str = ""
+    version: int = 1
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

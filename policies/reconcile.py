@@ -1,0 +1,168 @@
+"""The one decision function: ``plan(observation, now) -> Plan``.
+
+Pure and deterministic; the live controller and the simulator both call it.
+It composes, in this order:
+
+1. ``shutting_down``: terminate every live replica (``USER``), launch nothing.
+2. Health: a replica STARTING for longer than the probe's
+   ``initial_delay_seconds`` (since it was created) ends FAILED_INITIAL_DELAY;
+   a READY/NOT_READY one with ``probe_failures >= failure_threshold`` ends
+   FAILED_PROBING. They stop counting at once, so their replacements are
+   launched by the same plan.
+3. The autoscaler (:mod:`policies.autoscale`): the target replica count.
+4. Rolling update: replicas of older versions that are not READY go at once
+   (``UPDATED``); READY old ones go only as new ones are READY, so that
+   old READY + new READY stays at least the target throughout.
+5. The placement policy chosen by :func:`policies.registry.policy_for`: how many
+   spot and on-demand replicas of the current version, where new spot ones
+   go, which surplus ones drain.
+
+Replicas already SHUTTING_DOWN are not counted and never terminated again;
+no replica is terminated twice in one plan; launches of each kind (spot,
+on-demand) are capped at ``max_replicas + num_overprovision`` per plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies import registry
+from policies.autoscale import STATE_KEY as AUTOSCALE_KEY
+from policies.autoscale import autoscale, overprovision, replica_bounds
+from policies.model import Launch, Plan, ReplicaView, ServiceObservation, Terminate
+from policies.placement import (
+    PlacementContext,
+    cheapest_spot_offers,
+    ondemand_offer,
+    scale_down_order,
+)
+from skyctl.lifecycle import UP, EndReason, ReplicaStatus
+
+S = ReplicaStatus
+
+
+def _shutdown(obs: ServiceObservation) -> Plan:
+    terms = tuple(
+        Terminate(r.replica_id, EndReason.USER, "service shutting down")
+        for r in obs.replicas
+        if r.status is not S.SHUTTING_DOWN
+    )
+    return Plan(
+        terminations=terms,
+        location_states=dict(obs.location_states),
+        policy_state=dict(obs.policy_state),
+        notes=("shutting down: terminating every replica",) if terms else (),
+    )
+
+
+def health_terminations(obs: ServiceObservation, now: float) -> list[Terminate]:
+    """Replicas that failed their readiness probes, as terminations."""
+    probe = obs.spec.service.readiness_probe
+    out: list[Terminate] = []
+    for r in obs.replicas:
+        if r.status is S.STARTING and now - r.created_at > probe.initial_delay_seconds:
+            out.append(
+                Terminate(
+                    r.replica_id,
+                    EndReason.FAILED_INITIAL_DELAY,
+                    f"not ready {probe.initial_delay_seconds:g}s after launch",
+                )
+            )
+        elif r.status in (S.READY, S.NOT_READY) and r.probe_failures >= probe.failure_threshold:
+            out.append(
+                Terminate(
+                    r.replica_id,
+                    EndReason.FAILED_PROBING,
+                    f"{r.probe_failures} consecutive failed probes",
+                )
+            )
+    return out
+
+
+def rolling_terminations(
+    old: list[ReplicaView], new_ready: int, final_target: int
+) -> list[Terminate]:
+    """Old-version replicas to retire: non-ready ones now, ready ones as new ones are ready."""
+    out = [
+        Terminate(r.replica_id, EndReason.UPDATED, "older version, not ready")
+        for r in old
+        if r.status is not S.READY
+    ]
+    old_ready = [r for r in old if r.status is S.READY]
+    keep = max(0, final_target - new_ready)
+    surplus = len(old_ready) - keep
+    if surplus > 0:
+        for r in scale_down_order(old_ready)[:surplus]:
+            out.append(Terminate(r.replica_id, EndReason.UPDATED, "replaced by a newer version"))
+    return out
+
+
+def plan(obs: ServiceObservation, now: float) -> Plan:
+    """Decide launches and terminations for one service at ``now``."""
+    if obs.shutting_down:
+        return _shutdown(obs)
+    spec = obs.spec
+    rp = spec.service.replica_policy
+    state: dict[str, Any] = dict(obs.policy_state)
+    notes: list[str] = []
+
+    terminations: dict[int, Terminate] = {}
+    for t in health_terminations(obs, now):
+        terminations.setdefault(t.replica_id, t)
+
+    auto = autoscale(obs, now, state.get(AUTOSCALE_KEY))
+    state[AUTOSCALE_KEY] = auto.state
+    if auto.note:
+        notes.append(auto.note)
+    extra = overprovision(rp)
+    final_target = auto.target + extra
+
+    live = [r for r in obs.replicas if r.status in UP and r.replica_id not in terminations]
+    current = tuple(r for r in live if r.version >= obs.version)
+    old = [r for r in live if r.version < obs.version]
+    if old:
+        new_ready = sum(1 for r in current if r.status is S.READY)
+        for t in rolling_terminations(old, new_ready, final_target):
+            terminations.setdefault(t.replica_id, t)
+
+    name = registry.policy_for(spec)
+    policy = registry.get(name)
+    _, high = replica_bounds(rp)
+    ctx = PlacementContext(
+        obs=obs,
+        now=now,
+        target=auto.target,
+        overprovision=extra,
+        base_ondemand=max(0, rp.base_ondemand_fallback_replicas),
+        dynamic_ondemand=rp.dynamic_ondemand_fallback,
+        replicas=current,
+        spot_in_use=tuple(r.location for r in live if r.spot and r.replica_id not in terminations),
+        spot_offers=cheapest_spot_offers(obs.offerings),
+        ondemand_offer=ondemand_offer(obs),
+        state=state.get(name) or {},
+        max_launches=high + extra,
+    )
+    result = policy(ctx)
+    state[name] = result.state
+    for t in result.terminations:
+        terminations.setdefault(t.replica_id, t)
+    notes += result.notes
+
+    launches = [
+        Launch(offering, obs.version, why)
+        for offering, why in result.spot_launches[: ctx.max_launches]
+    ]
+    launches += [
+        Launch(offering, obs.version, why)
+        for offering, why in result.ondemand_launches[: ctx.max_launches]
+    ]
+    return Plan(
+        launches=tuple(launches),
+        terminations=tuple(terminations.values()),
+        location_states=result.location_states,
+        policy_state=state,
+        target=final_target,
+        spot_target=result.spot_target,
+        ondemand_target=result.ondemand_target,
+        notes=tuple(notes),
+    )

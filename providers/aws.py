@@ -1,0 +1,597 @@
+"""The AWS provider: EC2 spot and on-demand replicas through boto3.
+
+Configuration (the ``aws:`` section of ``~/.skyctl/config.yaml``, see
+``docs/clouds/aws.md``): ``regions``, ``endpoint_url``, ``profile``,
+``catalog``, ``ami``, ``max_attempts``, ``price_ttl_seconds``.
+
+- Offerings: catalog rows (:mod:`providers.catalog`) matching each ``aws``
+  candidate, in every zone that offers the type, spot priced from the live
+  spot price history (catalog price as fallback).
+- Launch: one ``run_instances`` per replica, ``ClientToken`` derived from the
+  request's token (and an instance tag, so a retried launch finds the first
+  instance before asking again), tags ``skyctl-service``/``-replica``/
+  ``-version``, the bootstrap script as user data, and a security group per
+  service and port that opens only that port.
+- State: found by tag on every call (not from memory). Spot termination
+  (state reason ``Server.SpotInstanceTermination``) is PREEMPTED; the
+  two-minute notice shows up as the instance's spot request status
+  ``marked-for-termination`` and becomes ``interruption_at``.
+- Errors: :mod:`providers.aws_errors`. The security groups of a service are
+  deleted by :meth:`AWSProvider.list_instances` once no instance of the
+  service is left in that region.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from providers.aws_errors import Caller
+from providers.aws_market import Market
+from providers.base import LaunchRequest, Provider
+from providers.bootstrap import render_bootstrap
+from providers.catalog import CatalogEntry, load_catalog, match, regions
+from skyctl.clock import Clock
+from skyctl.errors import ConfigError, SpecError
+from skyctl.spec import ResourceCandidate, ServiceSpec
+from skyctl.types import (
+    Instance,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceState,
+    Location,
+    Offering,
+)
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError:
+    raise ConfigError("the AWS provider needs boto3: pip install 'skyctl[aws]'") from None
+
+__all__ = ["NOTICE_SECONDS", "NOTICE_WATCH", "AWSProvider", "check"]
+
+TAG_SERVICE = "skyctl-service"
+TAG_REPLICA = "skyctl-replica"
+TAG_VERSION = "skyctl-version"
+TAG_PORT = "skyctl-port"
+TAG_PRICE = "skyctl-price"
+TAG_TOKEN = "skyctl-token"
+NOTICE_SECONDS = 120.0  # AWS announces a spot interruption two minutes ahead
+USER_DATA_LIMIT = 16 * 1024
+CONFIG_KEYS = (
+    "regions",
+    "endpoint_url",
+    "profile",
+    "catalog",
+    "ami",
+    "max_attempts",
+    "price_ttl_seconds",
+)
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+
+#: polls IMDSv2 for the spot interruption notice; writes the kill time to $SKYCTL_NOTICE_FILE
+NOTICE_WATCH = r"""
+md=http://169.254.169.254/latest
+while true; do
+  token=$(curl -s -m 2 -X PUT "$md/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+  action=$(curl -s -f -m 2 -H "X-aws-ec2-metadata-token: $token" \
+    "$md/meta-data/spot/instance-action")
+  if [ -n "$action" ]; then
+    when=$(printf '%s' "$action" | sed -n 's/.*"time" *: *"\([^"]*\)".*/\1/p')
+    date -d "$when" +%s > "$SKYCTL_NOTICE_FILE.tmp" \
+      && mv "$SKYCTL_NOTICE_FILE.tmp" "$SKYCTL_NOTICE_FILE"
+    exit 0
+  fi
+  sleep 5
+done
+"""
+
+
+def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {str(t["Key"]): str(t["Value"]) for t in raw.get("Tags", []) or []}
+
+
+def _region_of_zone(zone: str) -> str:
+    return zone.rstrip("abcdefghijklmnopqrstuvwxyz")
+
+
+def _client_token(token: str) -> str:
+    """EC2 ClientToken: at most 64 ASCII characters."""
+    if len(token) <= 64 and token.isascii():
+        return token
+    return "skyctl-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:56]
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _parse_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"aws: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CONFIG_KEYS)}"
+        )
+    out = dict(config)
+    regions_ = out.get("regions")
+    if regions_ is not None and (
+        not isinstance(regions_, list | tuple)
+        or not all(isinstance(r, str) and r for r in regions_)
+    ):
+        raise ConfigError("aws.regions must be a list of region names, e.g. [us-east-1, us-west-2]")
+    ami = out.get("ami")
+    if ami is not None and not isinstance(ami, str | dict):
+        raise ConfigError("aws.ami must be an AMI id or a mapping region -> AMI id")
+    for key in ("max_attempts", "price_ttl_seconds"):
+        value = out.get(key)
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 1
+        ):
+            raise ConfigError(f"aws.{key} must be a number >= 1, got {value!r}")
+    return out
+
+
+class AWSProvider(Provider):
+    """EC2 instances as replicas. See the module docstring and ``docs/clouds/aws.md``."""
+
+    name = "aws"
+
+    def __init__(self, config: Mapping[str, Any], *, clock: Clock) -> None:
+        cfg = _parse_config(config or {})
+        self._clock = clock
+        self._endpoint_url: str | None = cfg.get("endpoint_url")
+        try:
+            self._session = boto3.session.Session(profile_name=cfg.get("profile"))
+        except botocore.exceptions.ProfileNotFound as e:
+            raise ConfigError(f"aws.profile: {e}") from None
+        self._catalog = load_catalog("aws", cfg.get("catalog"))
+        self._regions: list[str] = list(cfg.get("regions") or regions(self._catalog))
+        self._scan = set(self._regions)  # regions list_instances looks at
+        self._botocfg = botocore.config.Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},  # Caller retries
+            connect_timeout=10,
+            read_timeout=60,
+            user_agent_extra="skyctl",
+        )
+        self._clients: dict[str, Any] = {}
+        self._call = Caller(clock, max_attempts=int(cfg.get("max_attempts", 5)))
+        ami = cfg.get("ami")
+        amis = {"*": ami} if isinstance(ami, str) else dict(ami or {})
+        self._market = Market(
+            self._client,
+            self._call,
+            clock,
+            price_ttl=float(cfg.get("price_ttl_seconds", 300)),
+            amis=amis,
+        )
+        self._where: dict[str, str] = {}  # instance id -> region (a hint; searched when missing)
+        self._released: set[str] = set()  # preempted instances the controller has let go
+        self._told: set[tuple[str, str]] = set()  # (instance id, event kind) already emitted
+        self._launching: dict[tuple[str, str], int] = {}  # (region, service) -> launches in flight
+
+    def _client(self, region: str) -> Any:
+        if region not in self._clients:
+            self._clients[region] = self._session.client(
+                "ec2", region_name=region, endpoint_url=self._endpoint_url, config=self._botocfg
+            )
+        return self._clients[region]
+
+    # offerings -------------------------------------------------------------------------
+
+    def _aws_candidates(self, spec: ServiceSpec) -> list[ResourceCandidate]:
+        return [c for c in spec.resources.candidates if (c.cloud or "").lower() == "aws"]
+
+    def _entries(self, c: ResourceCandidate) -> dict[str, list[CatalogEntry]]:
+        region = c.region or (_region_of_zone(c.zone) if c.zone else None)
+        by_region: dict[str, list[CatalogEntry]] = {}
+        for e in match(c, self._catalog):
+            if (region and e.region == region) or (not region and e.region in self._regions):
+                by_region.setdefault(e.region, []).append(e)
+        return by_region
+
+    async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        wanted: dict[str, dict[str, tuple[CatalogEntry, set[str] | None]]] = {}
+        for c in self._aws_candidates(spec):
+            for region, entries in self._entries(c).items():
+                per_type = wanted.setdefault(region, {})
+                for e in entries:
+                    _, zones = per_type.get(e.instance_type, (e, set()))
+                    if zones is not None:
+                        if c.zone:
+                            zones.add(c.zone)
+                        else:
+                            zones = None  # every zone
+                    per_type[e.instance_type] = (e, zones)
+        results = await asyncio.gather(*(self._region_offerings(r, t) for r, t in wanted.items()))
+        seen: set[tuple[Location, bool, str]] = set()
+        out: list[Offering] = []
+        for offer in (o for group in results for o in group):
+            key = (offer.location, offer.spot, offer.instance_type)
+            if key not in seen:
+                seen.add(key)
+                out.append(offer)
+        return out
+
+    async def _region_offerings(
+        self, region: str, per_type: dict[str, tuple[CatalogEntry, set[str] | None]]
+    ) -> list[Offering]:
+        self._scan.add(region)
+        zones = await self._market.zones(region)
+        offered = await self._market.offered_zones(region, per_type)
+        live = await self._market.spot_prices(region, per_type)
+        out = []
+        for itype, (entry, only) in sorted(per_type.items()):
+            for zone in zones:
+                if zone not in offered.get(itype, ()) or (only is not None and zone not in only):
+                    continue
+                loc = Location("aws", region, zone)
+                out.append(Offering(loc, False, entry.ondemand_price, itype, entry.accelerators))
+                spot = live.get(f"{itype}/{zone}", entry.spot_price)
+                spot = entry.ondemand_price if spot is None else spot
+                out.append(Offering(loc, True, spot, itype, entry.accelerators))
+        return out
+
+    # launch ----------------------------------------------------------------------------
+
+    def _candidate_for(self, request: LaunchRequest) -> ResourceCandidate:
+        loc = request.offering.location
+        for c in self._aws_candidates(request.spec):
+            if c.zone and c.zone != loc.zone:
+                continue
+            if any(
+                e.instance_type == request.offering.instance_type
+                for e in self._entries(c).get(loc.region, [])
+            ):
+                return c
+        return ResourceCandidate(cloud="aws")
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        loc = request.offering.location
+        if loc.cloud != "aws" or not loc.zone:
+            raise ConfigError(f"AWS cannot launch in {loc}: expected aws/<region>/<zone>")
+        region = loc.region
+        self._scan.add(region)
+        existing = await self._find_by_token(region, request.client_token)
+        if existing is not None:
+            return existing
+        key = (region, request.service)
+        self._launching[key] = self._launching.get(key, 0) + 1
+        try:
+            return await self._run(request)
+        finally:
+            self._launching[key] -= 1
+
+    async def _find_by_token(self, region: str, token: str) -> Instance | None:
+        found = await self._describe(region, [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}])
+        instances = [i for raw in found if (i := self._to_instance(raw, region, {})) is not None]
+        return instances[0] if instances else None
+
+    async def _run(self, request: LaunchRequest) -> Instance:
+        loc, offer = request.offering.location, request.offering
+        candidate = self._candidate_for(request)
+        image = await self._market.image(
+            loc.region, gpu=bool(offer.accelerators), image_id=candidate.image_id
+        )
+        user_data = render_bootstrap(request, notice_watch=NOTICE_WATCH if offer.spot else "")
+        if len(user_data.encode("utf-8")) > USER_DATA_LIMIT:
+            raise SpecError(
+                f"the boot script is {len(user_data.encode('utf-8'))} bytes; EC2 user data "
+                f"allows {USER_DATA_LIMIT} (shorten setup/run/envs)"
+            )
+        group = await self._security_group(loc.region, request.service, request.port)
+        tags = [
+            {"Key": "Name", "Value": f"skyctl-{request.service}-{request.replica_id}"},
+            {"Key": TAG_SERVICE, "Value": request.service},
+            {"Key": TAG_REPLICA, "Value": str(request.replica_id)},
+            {"Key": TAG_VERSION, "Value": str(request.version)},
+            {"Key": TAG_PORT, "Value": str(request.port)},
+            {"Key": TAG_PRICE, "Value": f"{offer.price:.6g}"},
+            {"Key": TAG_TOKEN, "Value": request.client_token[:256]},
+        ]
+        kinds = ["instance", "volume"] + (["spot-instances-request"] if offer.spot else [])
+        args: dict[str, Any] = {
+            "ImageId": image.image_id,
+            "InstanceType": offer.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": _client_token(request.client_token),
+            "Placement": {"AvailabilityZone": loc.zone},
+            "SecurityGroupIds": [group],
+            "UserData": user_data,
+            "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in kinds],
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        }
+        if offer.spot:
+            args["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
+        if candidate.disk_size:
+            args["BlockDeviceMappings"] = [
+                {
+                    "DeviceName": image.root_device,
+                    "Ebs": {
+                        "VolumeSize": int(candidate.disk_size),
+                        "VolumeType": "gp3",
+                        "DeleteOnTermination": True,
+                    },
+                }
+            ]
+        resp = await self._call(
+            self._client(loc.region).run_instances,
+            what=f"run_instances {offer.instance_type} in {loc.zone}",
+            location=str(loc),
+            **args,
+        )
+        raw = resp["Instances"][0]
+        instance = self._to_instance(raw, loc.region, {})
+        if instance is None:  # pragma: no cover - EC2 returned an instance without our tags
+            raise ConfigError(
+                f"AWS run_instances returned an untagged instance {raw.get('InstanceId')}"
+            )
+        return instance
+
+    async def _security_group(self, region: str, service: str, port: int) -> str:
+        """The id of the group opening only ``port`` for ``service`` (created once)."""
+        client = self._client(region)
+        name = f"skyctl-{service}-{port}"
+        for _ in range(2):
+            resp = await self._call(
+                client.describe_security_groups,
+                what=f"describe_security_groups in {region}",
+                Filters=[{"Name": "group-name", "Values": [name]}],
+            )
+            if resp.get("SecurityGroups"):
+                return str(resp["SecurityGroups"][0]["GroupId"])
+            created = await self._call.tolerant(
+                client.create_security_group,
+                frozenset({"InvalidGroup.Duplicate"}),
+                what=f"create_security_group {name} in {region}",
+                GroupName=name,
+                Description=f"skyctl service {service}: port {port} only",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group",
+                        "Tags": [{"Key": TAG_SERVICE, "Value": service}],
+                    }
+                ],
+            )
+            if created is None:
+                continue  # another launch created it meanwhile: look it up again
+            group = str(created["GroupId"])
+            await self._call.tolerant(
+                client.authorize_security_group_ingress,
+                frozenset({"InvalidPermission.Duplicate"}),
+                what=f"authorize_security_group_ingress {name} in {region}",
+                GroupId=group,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "tcp",
+                        "FromPort": port,
+                        "ToPort": port,
+                        "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "skyctl service port"}],
+                        "Ipv6Ranges": [{"CidrIpv6": "::/0", "Description": "skyctl service port"}],
+                    }
+                ],
+            )
+            return group
+        raise ConfigError(
+            f"AWS security group {name} in {region} could neither be found nor created"
+        )
+
+    # terminate -------------------------------------------------------------------------
+
+    async def terminate(self, instance_id: str) -> None:
+        hint = self._where.get(instance_id)
+        regions_ = [hint] if hint else sorted(self._scan)
+        for region in regions_:
+            done = await self._call.tolerant(
+                self._client(region).terminate_instances,
+                frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}),
+                what=f"terminate_instances {instance_id} in {region}",
+                InstanceIds=[instance_id],
+            )
+            if done is not None:
+                break
+        self._released.add(instance_id)
+
+    # listing ---------------------------------------------------------------------------
+
+    async def _describe(self, region: str, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def fetch() -> list[dict[str, Any]]:
+            pages = (
+                self._client(region).get_paginator("describe_instances").paginate(Filters=filters)
+            )
+            return [
+                i
+                for page in pages
+                for r in page.get("Reservations", [])
+                for i in r.get("Instances", [])
+            ]
+
+        return await self._call(fetch, what=f"describe_instances in {region}")
+
+    async def _notices(self, region: str, service: str) -> dict[str, float]:
+        """instance id -> announced kill time, from spot requests marked for termination."""
+        resp = await self._call(
+            self._client(region).describe_spot_instance_requests,
+            what=f"describe_spot_instance_requests in {region}",
+            Filters=[{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}],
+        )
+        now = self._clock.now()
+        out = {}
+        for req in resp.get("SpotInstanceRequests", []):
+            status = req.get("Status") or {}
+            if status.get("Code") in ("marked-for-termination", "marked-for-stop") and req.get(
+                "InstanceId"
+            ):
+                since = _timestamp(status.get("UpdateTime"))
+                out[str(req["InstanceId"])] = max(now, (since or now) + NOTICE_SECONDS)
+        return out
+
+    async def _region_instances(self, region: str, service: str) -> list[Instance]:
+        raws = await self._describe(region, [{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}])
+        running_spot = any(
+            r.get("InstanceLifecycle") == "spot" and r["State"]["Name"] == "running" for r in raws
+        )
+        notices = await self._notices(region, service) if running_spot else {}
+        out = [i for raw in raws if (i := self._to_instance(raw, region, notices)) is not None]
+        if not any(i.state in (InstanceState.PENDING, InstanceState.RUNNING) for i in out):
+            if not any(r["State"]["Name"] in LIVE_STATES for r in raws):
+                await self._sweep_security_groups(region, service)
+        return out
+
+    async def list_instances(self, service: str) -> Sequence[Instance]:
+        groups = await asyncio.gather(
+            *(self._region_instances(r, service) for r in sorted(self._scan))
+        )
+        out = [i for group in groups for i in group]
+        for inst in out:
+            self._tell(inst)
+        return out
+
+    async def list_services(self) -> Sequence[str]:
+        filters = [
+            {"Name": "tag-key", "Values": [TAG_SERVICE]},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+        ]
+        groups = await asyncio.gather(*(self._describe(r, filters) for r in sorted(self._scan)))
+        return sorted(
+            {
+                _tags(raw)[TAG_SERVICE]
+                for group in groups
+                for raw in group
+                if TAG_SERVICE in _tags(raw)
+            }
+        )
+
+    async def _sweep_security_groups(self, region: str, service: str) -> None:
+        """Delete the service's security groups once nothing of it runs in ``region``."""
+        if self._launching.get((region, service)):
+            return
+        client = self._client(region)
+        resp = await self._call(
+            client.describe_security_groups,
+            what=f"describe_security_groups in {region}",
+            Filters=[{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}],
+        )
+        for group in resp.get("SecurityGroups", []):
+            if self._launching.get((region, service)):
+                return
+            await self._call.tolerant(
+                client.delete_security_group,
+                frozenset({"DependencyViolation", "InvalidGroup.NotFound"}),
+                what=f"delete_security_group {group['GroupId']} in {region}",
+                GroupId=group["GroupId"],
+            )
+
+    def _to_instance(
+        self, raw: Mapping[str, Any], region: str, notices: Mapping[str, float]
+    ) -> Instance | None:
+        tags = _tags(raw)
+        iid = str(raw["InstanceId"])
+        try:
+            service, replica, version = (
+                tags[TAG_SERVICE],
+                int(tags[TAG_REPLICA]),
+                int(tags[TAG_VERSION]),
+            )
+        except (KeyError, ValueError):
+            return None  # not one of ours
+        self._where[iid] = region
+        state_name = raw.get("State", {}).get("Name", "")
+        reason = str((raw.get("StateReason") or {}).get("Code", ""))
+        if state_name in ("shutting-down", "terminated"):
+            if iid in self._released:
+                return None
+            if reason == "Server.SpotInstanceTermination":
+                state = InstanceState.PREEMPTED
+            elif reason.startswith("Server."):
+                state = InstanceState.FAILED
+            elif state_name == "terminated":
+                return None  # gone
+            else:
+                state = InstanceState.TERMINATED
+        else:
+            state = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING}.get(
+                state_name, InstanceState.TERMINATED
+            )
+        ip = raw.get("PublicIpAddress")
+        port = tags.get(TAG_PORT, "")
+        zone = str((raw.get("Placement") or {}).get("AvailabilityZone", ""))
+        try:
+            price = float(tags.get(TAG_PRICE, "0"))
+        except ValueError:
+            price = 0.0
+        return Instance(
+            instance_id=iid,
+            service=service,
+            replica_id=replica,
+            version=version,
+            location=Location("aws", region, zone),
+            spot=raw.get("InstanceLifecycle") == "spot",
+            state=state,
+            endpoint=f"http://{ip}:{port}"
+            if ip and port and state is InstanceState.RUNNING
+            else None,
+            price=price,
+            created_at=_timestamp(raw.get("LaunchTime")) or 0.0,
+            interruption_at=notices.get(iid) if state is InstanceState.RUNNING else None,
+            detail=" ".join(x for x in (state_name, reason) if x),
+        )
+
+    def _tell(self, inst: Instance) -> None:
+        """Emit NOTICE / PREEMPTED once per instance."""
+        if inst.state is InstanceState.PREEMPTED:
+            kind, at = InstanceEventKind.PREEMPTED, self._clock.now()
+        elif inst.interruption_at is not None:
+            kind, at = InstanceEventKind.NOTICE, inst.interruption_at
+        else:
+            return
+        if (inst.instance_id, kind.value) in self._told:
+            return
+        self._told.add((inst.instance_id, kind.value))
+        self._emit(
+            InstanceEvent(
+                kind,
+                inst.service,
+                inst.replica_id,
+                inst.instance_id,
+                inst.location,
+                at,
+                inst.detail,
+            )
+        )
+
+
+def check(config: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether boto3's credential chain finds credentials (never prints them)."""
+    profile = (config or {}).get("profile")
+    try:
+        session = boto3.session.Session(profile_name=profile)
+        creds = session.get_credentials()
+    except botocore.exceptions.ProfileNotFound:
+        return False, f"AWS profile {profile!r} not found: run `aws configure --profile {profile}`"
+    except botocore.exceptions.BotoCoreError as e:
+        return False, f"AWS credentials could not be read ({type(e).__name__}); run `aws configure`"
+    if creds is None:
+        return False, (
+            "no AWS credentials found: run `aws configure`, or set AWS_PROFILE, "
+            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return True, f"AWS credentials found ({creds.method})"

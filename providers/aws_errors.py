@@ -1,0 +1,212 @@
+"""The boundary between botocore's errors and ``skyctl.errors``, and the retry loop.
+
+Every EC2 call of the AWS provider goes through :class:`Caller`: the blocking
+boto3 call runs in ``asyncio.to_thread``; throttling, 5xx and network errors
+are retried with exponential backoff and full jitter (sleeping on the injected
+clock), then raised as TransientError; every other SDK error is translated by
+:func:`translate` and raised ``from`` the original:
+
+=====================================================  ==============
+EC2 error code                                         skyctl error
+=====================================================  ==============
+InsufficientInstanceCapacity, InsufficientCapacity,    CapacityError
+InsufficientHostCapacity, SpotMaxPriceTooLow,
+Unsupported (type not offered in that zone)
+InstanceLimitExceeded, VcpuLimitExceeded,              QuotaError
+MaxSpotInstanceCountExceeded, PendingVerification, ...
+InvalidInstanceID.NotFound / .Malformed                NotFoundError
+RequestLimitExceeded, Throttling, InternalError,       TransientError (after retries)
+Unavailable, any other 5xx, connection errors
+AuthFailure, UnauthorizedOperation, missing            ConfigError
+credentials, any other 4xx (bad AMI, bad parameter)
+=====================================================  ==============
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from skyctl.clock import Clock
+from skyctl.errors import (
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+    TransientError,
+)
+
+try:
+    import botocore.exceptions as bx
+    from botocore.parsers import ResponseParserError
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise ConfigError("the AWS provider needs boto3: pip install 'skyctl[aws]'") from None
+
+T = TypeVar("T")
+
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "SpotMaxPriceTooLow",
+        "Unsupported",
+    }
+)
+QUOTA_CODES = frozenset(
+    {
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+        "MaxSpotInstanceCountExceeded",
+        "PendingVerification",
+        "SecurityGroupLimitExceeded",
+        "RulesPerSecurityGroupLimitExceeded",
+        "AddressLimitExceeded",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+    }
+)
+NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+AUTH_CODES = frozenset(
+    {
+        "AuthFailure",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "OptInRequired",
+        "Blocked",
+        "ExpiredToken",
+        "RequestExpired",
+    }
+)
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    bx.EndpointConnectionError,
+    bx.ConnectionClosedError,
+    bx.ConnectTimeoutError,
+    bx.ReadTimeoutError,
+    ResponseParserError,
+)
+
+
+def error_code(e: Exception) -> str:
+    if isinstance(e, bx.ClientError):
+        return str(e.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _status(e: bx.ClientError) -> int:
+    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def is_transient(e: Exception) -> bool:
+    """Worth retrying: throttling, a 5xx that is not a capacity error, a network error."""
+    if isinstance(e, NETWORK_ERRORS):
+        return True
+    if isinstance(e, bx.ClientError):
+        code = error_code(e)
+        if code in CAPACITY_CODES:
+            return False
+        return code in TRANSIENT_CODES or _status(e) >= 500
+    return False
+
+
+def translate(
+    e: Exception, *, what: str, location: str | None = None
+) -> ProviderError | ConfigError:
+    """The skyctl error for botocore error ``e`` raised while doing ``what``."""
+    if isinstance(e, bx.NoCredentialsError | bx.PartialCredentialsError | bx.ProfileNotFound):
+        return ConfigError(f"AWS credentials: {e}; run `aws configure` or set AWS_PROFILE")
+    if isinstance(e, bx.ClientError):
+        code = error_code(e)
+        message = str(e.response.get("Error", {}).get("Message", "")).splitlines()[0:1]
+        text = f"AWS {what}: {code}: {message[0] if message else ''}".rstrip(": ")
+        if code in CAPACITY_CODES:
+            return CapacityError(text, location=location)
+        if code in QUOTA_CODES:
+            return QuotaError(text, location=location)
+        if code in NOT_FOUND_CODES:
+            return NotFoundError(text, location=location)
+        if is_transient(e):
+            return TransientError(text, location=location)
+        if code in AUTH_CODES:
+            return ConfigError(f"{text} (check the AWS credentials and IAM permissions)")
+        return ConfigError(text)
+    if is_transient(e):
+        return TransientError(f"AWS {what}: {type(e).__name__}: {e}", location=location)
+    # a request botocore refuses to send (bad parameter, unknown region, ...)
+    return ConfigError(f"AWS {what}: {type(e).__name__}: {e}")
+
+
+class Caller:
+    """Runs blocking boto3 calls off the loop, retrying transient failures."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_attempts: int = 5,
+        base_delay: float = 0.5,
+        max_delay: float = 20.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ConfigError(f"aws.max_attempts must be >= 1, got {max_attempts}")
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._rng = rng or random.Random()
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        return self._rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+    async def __call__(
+        self, fn: Callable[..., T], /, *, what: str, location: str | None = None, **kwargs: Any
+    ) -> T:
+        """``fn(**kwargs)`` in a thread; transient errors retried, others translated."""
+        result = await self.tolerant(fn, frozenset(), what=what, location=location, **kwargs)
+        return cast("T", result)  # None only for a tolerated code, and there are none
+
+    async def tolerant(
+        self,
+        fn: Callable[..., T],
+        codes: frozenset[str],
+        /,
+        *,
+        what: str,
+        location: str | None = None,
+        **kwargs: Any,
+    ) -> T | None:
+        """Like calling the Caller, but an error whose code is in ``codes`` returns None."""
+        for attempt in range(self.max_attempts):
+            try:
+                return await asyncio.to_thread(fn, **kwargs)
+            except (bx.BotoCoreError, bx.ClientError, ResponseParserError) as e:
+                if error_code(e) in codes:
+                    return None
+                if not is_transient(e) or attempt == self.max_attempts - 1:
+                    if is_transient(e):
+                        raise TransientError(
+                            f"AWS {what}: still failing after {self.max_attempts} attempts: "
+                            f"{error_code(e) or type(e).__name__}",
+                            location=location,
+                        ) from e
+                    raise translate(e, what=what, location=location) from e
+                await self.clock.sleep(self.backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,644 @@
+"""Replicas on Google Compute Engine: spot (provisioning model SPOT) or on-demand VMs.
+
+The provider reports offerings from the bundled catalog (``skyctl/data/catalog/
+gcp.csv``, overridable) restricted to the zones that sell each machine type
+(asked once a day from ``machineTypes.aggregatedList``), and carries out the
+controller's launches and terminations through google-cloud-compute's REST
+client (:mod:`providers.gcp_api`). It decides nothing.
+
+- Launch: a deterministic instance name and ``requestId`` from the client
+  token (idempotent), labels ``skyctl-service/-replica/-version``, the boot
+  script from :mod:`providers.bootstrap` as ``startup-script``, a firewall rule
+  per service and port that opens only that port to the service's network tag.
+  The insert operation is polled until DONE; its errors become CapacityError
+  (``ZONE_RESOURCE_POOL_EXHAUSTED``), QuotaError, ...
+- Preemption: ``compute.instances.preempted`` operations (one aggregated,
+  filtered listing per call) and TERMINATED spot VMs. While the preempted VM
+  is still STOPPING (GCP's ~30 s notice) it is reported RUNNING with
+  ``interruption_at``; a host maintenance that will stop the VM is reported
+  the same way. Each is pushed once as an InstanceEvent.
+- The firewall rules of a service are deleted when its last instance goes.
+
+See docs/clouds/gcp.md for the user's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from providers.base import LaunchRequest, Provider
+from providers.bootstrap import render_bootstrap
+from providers.catalog import CatalogEntry, load_catalog, match
+from providers.gcp_api import AlreadyExists, ComputeApi, compute_v1, operation_error
+from providers.gcp_build import (
+    GUEST_ACCELERATORS,
+    LABEL_PORT,
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    LABEL_TOKEN,
+    LABEL_VERSION,
+    META_SERVICE,
+    NOTICE_WATCH,
+    PREEMPTION_NOTICE_SECONDS,
+    firewall_name,
+    instance_body,
+    instance_id,
+    instance_name,
+    label_value,
+    last_segment,
+    parse_time,
+    region_of,
+    request_id,
+    service_tag,
+    slug,
+    split_instance_id,
+    state_of,
+    token_label,
+)
+from skyctl.clock import Clock
+from skyctl.errors import ConfigError, NotFoundError
+from skyctl.spec import ResourceCandidate, ServiceSpec
+from skyctl.types import (
+    Instance,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceState,
+    Location,
+    Offering,
+)
+
+__all__ = ["CONFIG_KEYS", "GCPProvider", "check"]
+
+CONFIG_KEYS = (
+    "project",
+    "api_endpoint",
+    "regions",
+    "catalog",
+    "credentials",
+    "network",
+    "subnetwork",
+    "image",
+    "gpu_image",
+    "disk_size",
+    "service_account",
+    "source_ranges",
+)
+ZONE_CACHE_SECONDS = 24 * 3600.0
+PREEMPTED_RETENTION_SECONDS = 3600.0
+
+
+def _validate(config: Mapping[str, Any]) -> None:
+    for key in config:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"gcp.{key}: unknown key; allowed: {', '.join(CONFIG_KEYS)}")
+    regions = config.get("regions")
+    if regions is not None and (
+        not isinstance(regions, list) or not all(isinstance(r, str) for r in regions)
+    ):
+        raise ConfigError("gcp.regions: expected a list of region names such as [us-central1]")
+    creds = config.get("credentials")
+    if creds not in (None, "default", "anonymous"):
+        raise ConfigError(f"gcp.credentials: expected default or anonymous, got {creds!r}")
+
+
+def _project(config: Mapping[str, Any]) -> str:
+    if config.get("project"):
+        return str(config["project"])
+    if config.get("credentials") != "anonymous":
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            _, project = google.auth.default()
+        except DefaultCredentialsError:
+            project = None
+        if project:
+            return str(project)
+    raise ConfigError("gcp.project: not set and no default project found; set gcp.project")
+
+
+def _candidate_for(spec: ServiceSpec, offering: Offering) -> ResourceCandidate | None:
+    loc = offering.location
+    for cand in spec.resources.candidates:
+        if (cand.cloud or "").lower() != "gcp":
+            continue
+        if cand.region not in (None, loc.region) or cand.zone not in (None, loc.zone):
+            continue
+        if cand.instance_type not in (None, offering.instance_type):
+            continue
+        return cand
+    return None
+
+
+def _label(inst: Any, key: str, default: int = 0) -> int:
+    try:
+        return int(inst.labels.get(key, default))
+    except ValueError:
+        return default
+
+
+def _metadata(inst: Any, key: str) -> str | None:
+    for item in inst.metadata.items if inst.metadata else ():
+        if item.key == key:
+            return str(item.value)
+    return None
+
+
+class GCPProvider(Provider):
+    """Compute Engine VMs of one project (see the module docstring)."""
+
+    name = "gcp"
+
+    def __init__(self, config: Mapping[str, Any], *, clock: Clock) -> None:
+        _validate(config)
+        self._config = dict(config)
+        self._clock = clock
+        self._project = _project(config)
+        self._api = ComputeApi(config, clock=clock)
+        self._catalog = load_catalog("gcp", config.get("catalog"))
+        self._by_type = {(e.instance_type, e.region): e for e in self._catalog}
+        self._guests = {e.instance_type: g for e in self._catalog if (g := _guest(e))}
+        self._regions: set[str] | None = set(config["regions"]) if config.get("regions") else None
+        self._zones: dict[str, tuple[float, frozenset[str]]] = {}  # machine/accel type -> zones
+        self._known: dict[str, Instance] = {}  # instances seen, by instance id
+        self._gone: dict[str, float] = {}  # preempted and deleted: instance id -> when
+        self._deleting: set[str] = set()
+        self._emitted: set[tuple[str, InstanceEventKind]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._firewalls_ready: set[str] = set()
+        self._firewalls_clean: set[str] = set()  # services known to have no rules
+
+    # ------------------------------------------------------------ offerings
+
+    async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        picks: list[tuple[ResourceCandidate, CatalogEntry]] = []
+        for cand in spec.resources.candidates:
+            if (cand.cloud or "").lower() != "gcp":
+                continue
+            for entry in match(cand, self._catalog):
+                if self._region_allowed(entry.region):
+                    picks.append((cand, entry))
+        zones = await self._zones_for({e.instance_type for _, e in picks})
+        out: dict[tuple[Location, bool, str], Offering] = {}
+        for cand, e in picks:
+            for zone in sorted(zones.get(e.instance_type, ())):
+                if region_of(zone) != e.region or cand.zone not in (None, zone):
+                    continue
+                loc = Location("gcp", e.region, zone)
+                kinds = (True, False) if spec.use_spot else (False,)
+                for spot in kinds:
+                    price = e.spot_price if spot and e.spot_price is not None else e.ondemand_price
+                    out[(loc, spot, e.instance_type)] = Offering(
+                        loc, spot, price, e.instance_type, e.accelerators
+                    )
+        return sorted(out.values(), key=lambda o: (o.price, str(o.location), o.instance_type))
+
+    def _region_allowed(self, region: str) -> bool:
+        return self._regions is None or region in self._regions
+
+    async def _zones_for(self, types: set[str]) -> dict[str, frozenset[str]]:
+        """machine type -> zones selling it (and its N1 GPU, if any); cached a day."""
+        now = self._clock.now()
+        names = types | {g for t in types if (g := self._guests.get(t))}
+        stale = {n for n in names if n not in self._zones or self._zones[n][0] <= now}
+        if stale:
+            found: dict[str, set[str]] = {n: set() for n in stale}
+            for client, field, batch in (
+                (self._api.machine_types, "machine_types", stale & types),
+                (self._api.accelerator_types, "accelerator_types", stale - types),
+            ):
+                if not batch:
+                    continue
+                for zone, name in await self._aggregated_names(client, field, sorted(batch)):
+                    if name in found and (
+                        self._regions is None or region_of(zone) in self._regions
+                    ):
+                        found[name].add(zone)
+            for name, where in found.items():
+                self._zones[name] = (now + ZONE_CACHE_SECONDS, frozenset(where))
+        out: dict[str, frozenset[str]] = {}
+        for t in types:
+            zones = self._zones[t][1]
+            guest = self._guests.get(t)
+            out[t] = zones & self._zones[guest][1] if guest else zones
+        return out
+
+    async def _aggregated_names(
+        self, client: Any, field: str, names: list[str]
+    ) -> list[tuple[str, str]]:
+        """(zone, name) of every zone's machine or accelerator types named in ``names``."""
+        request = {"project": self._project, "filter": f'name eq "({"|".join(names)})"'}
+
+        def fetch() -> list[tuple[str, str]]:
+            pager = client.aggregated_list(request=request, **self._api.options())
+            return [
+                (last_segment(scope), item.name)
+                for scope, scoped in pager
+                for item in getattr(scoped, field)
+            ]
+
+        return await self._api.call(fetch, what=f"list {field.replace('_', ' ')}")
+
+    # --------------------------------------------------------------- launch
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        off = request.offering
+        if off.location.cloud != "gcp" or not off.location.zone:
+            raise ConfigError(
+                f"gcp: cannot launch offering at {off.location} (need gcp/region/zone)"
+            )
+        zone, loc = off.location.zone, str(off.location)
+        entry = self._by_type.get((off.instance_type, off.location.region))
+        accel_name, _, accel_count = off.accelerators.partition(":")
+        name = instance_name(request.service, request.replica_id, request.client_token)
+        body = instance_body(
+            name=name,
+            zone=zone,
+            project=self._project,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            client_token=request.client_token,
+            port=request.port,
+            spot=off.spot,
+            machine_type=off.instance_type,
+            accelerator_name=entry.accelerator_name if entry else accel_name,
+            accelerator_count=entry.accelerator_count if entry else int(accel_count or 0),
+            startup_script=render_bootstrap(request, notice_watch=NOTICE_WATCH),
+            candidate=_candidate_for(request.spec, off),
+            config=self._config,
+        )
+        async with self._lock(request.service):
+            await self._ensure_firewall(request.service, request.port)
+            self._firewalls_clean.discard(request.service)
+            try:
+                op = await self._api.call(
+                    self._api.instances.insert_unary,
+                    request=compute_v1.InsertInstanceRequest(
+                        project=self._project,
+                        zone=zone,
+                        instance_resource=ComputeApi.message(compute_v1.Instance, body),
+                        request_id=request_id(request.client_token),
+                    ),
+                    what=f"launch {name}",
+                    location=loc,
+                    **self._api.options(),
+                )
+            except AlreadyExists:
+                op = None  # launched before under this token (past requestId's memory)
+            if op is not None:
+                op = await self._api.wait_zone_op(
+                    self._project, zone, op, what=f"launch {name}", location=loc
+                )
+                err = operation_error(op, f"launch {name}", loc)
+                if err is not None:
+                    raise err
+            inst = await self._get(zone, name, location=loc)
+        if inst.labels.get(LABEL_TOKEN) != token_label(request.client_token):
+            raise ConfigError(f"gcp: instance {zone}/{name} exists but was not launched by skyctl")
+        return self._to_instance(inst, request.service, zone, preempted_at=None)
+
+    async def _get(self, zone: str, name: str, *, location: str | None = None) -> Any:
+        return await self._api.call(
+            self._api.instances.get,
+            project=self._project,
+            zone=zone,
+            instance=name,
+            what=f"get {zone}/{name}",
+            location=location,
+            **self._api.options(),
+        )
+
+    def _lock(self, service: str) -> asyncio.Lock:
+        return self._locks.setdefault(service, asyncio.Lock())
+
+    # ------------------------------------------------------------- firewall
+
+    async def _ensure_firewall(self, service: str, port: int) -> None:
+        fw = firewall_name(service, port)
+        if fw in self._firewalls_ready:
+            return
+        try:
+            await self._api.call(
+                self._api.firewalls.get,
+                project=self._project,
+                firewall=fw,
+                what=f"get firewall {fw}",
+                **self._api.options(),
+            )
+        except NotFoundError:
+            network = str(self._config.get("network", "default"))
+            body = {
+                "name": fw,
+                "description": f"skyctl: service {service!r}, port {port}",
+                "network": network
+                if "/" in network
+                else f"projects/{self._project}/global/networks/{network}",
+                "direction": "INGRESS",
+                "priority": 1000,
+                "allowed": [{"IPProtocol": "tcp", "ports": [str(port)]}],
+                "sourceRanges": list(self._config.get("source_ranges") or ["0.0.0.0/0"]),
+                "targetTags": [service_tag(service)],
+            }
+            try:
+                op = await self._api.call(
+                    self._api.firewalls.insert_unary,
+                    request=compute_v1.InsertFirewallRequest(
+                        project=self._project,
+                        firewall_resource=ComputeApi.message(compute_v1.Firewall, body),
+                        request_id=str(uuid.uuid4()),
+                    ),
+                    what=f"create firewall {fw}",
+                    **self._api.options(),
+                )
+                op = await self._api.wait_global_op(self._project, op, what=f"create firewall {fw}")
+                err = operation_error(op, f"create firewall {fw}", None)
+                if err is not None:
+                    raise err
+            except AlreadyExists:
+                pass
+        self._firewalls_ready.add(fw)
+
+    async def _cleanup_if_empty(self, service: str, *, exclude: str = "") -> None:
+        """Delete the service's firewall rules once none of its instances is left."""
+        async with self._lock(service):
+            for inst, zone in await self._list_raw(service):
+                iid = instance_id(zone, inst.name)
+                if (
+                    iid != exclude
+                    and iid not in self._deleting
+                    and inst.status
+                    not in (
+                        "STOPPING",
+                        "TERMINATED",
+                    )
+                ):
+                    return
+            prefix = service_tag(service) + "-"
+
+            def fetch() -> list[str]:
+                pager = self._api.firewalls.list(
+                    request={"project": self._project, "filter": f'name eq "{prefix}.*"'},
+                    **self._api.options(),
+                )
+                return [r.name for r in pager if r.name.startswith(prefix)]
+
+            for fw in await self._api.call(fetch, what=f"list firewalls of {service}"):
+                try:
+                    await self._api.call(
+                        self._api.firewalls.delete_unary,
+                        project=self._project,
+                        firewall=fw,
+                        what=f"delete firewall {fw}",
+                        **self._api.options(),
+                    )
+                except NotFoundError:
+                    pass
+                self._firewalls_ready.discard(fw)
+            self._firewalls_clean.add(service)
+
+    # ------------------------------------------------------------ terminate
+
+    async def terminate(self, instance_id: str) -> None:
+        try:
+            zone, name = split_instance_id(instance_id)
+        except ValueError:
+            return  # not an id this provider made: nothing of ours to delete
+        known = self._known.pop(instance_id, None)
+        self._gone.pop(instance_id, None)
+        service = known.service if known else None
+        try:
+            if service is None:
+                inst = await self._get(zone, name)
+                service = _metadata(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE)
+            await self._api.call(
+                self._api.instances.delete_unary,
+                request=compute_v1.DeleteInstanceRequest(
+                    project=self._project,
+                    zone=zone,
+                    instance=name,
+                    request_id=request_id(instance_id, "delete"),
+                ),
+                what=f"terminate {instance_id}",
+                **self._api.options(),
+            )
+            self._deleting.add(instance_id)
+        except NotFoundError:
+            pass
+        if service:
+            await self._cleanup_if_empty(service, exclude=instance_id)
+
+    # ---------------------------------------------------------------- lists
+
+    async def _list_raw(self, service: str | None) -> list[tuple[Any, str]]:
+        """(instance message, zone) of the service's instances, or of every skyctl one."""
+        if service is None:
+            flt = f"labels.{LABEL_SERVICE}:*"
+        else:
+            flt = f'labels.{LABEL_SERVICE} = "{label_value(service)}"'
+
+        def fetch() -> list[tuple[Any, str]]:
+            pager = self._api.instances.aggregated_list(
+                request={"project": self._project, "filter": flt, "return_partial_success": True},
+                **self._api.options(),
+            )
+            return [(i, last_segment(scope)) for scope, scoped in pager for i in scoped.instances]
+
+        rows = await self._api.call(fetch, what="list instances")
+        if service is None:
+            return rows
+        return [(i, z) for i, z in rows if _metadata(i, META_SERVICE) in (None, service)]
+
+    async def _preemptions(self, service: str) -> dict[str, float]:
+        """instance id -> when GCP started preempting it (from its operations)."""
+        prefix = f"skyctl-{slug(service, 30)}-"
+        flt = (
+            '(operationType = "compute.instances.preempted") '
+            f'(targetLink eq ".*/instances/{prefix}.*")'
+        )
+
+        def fetch() -> list[tuple[str, str, str]]:
+            pager = self._api.global_ops.aggregated_list(
+                request={"project": self._project, "filter": flt, "return_partial_success": True},
+                **self._api.options(),
+            )
+            return [
+                (last_segment(op.zone), last_segment(op.target_link), op.insert_time)
+                for _, scoped in pager
+                for op in scoped.operations
+                if op.zone
+            ]
+
+        ops = await self._api.call(fetch, what="list preemptions")
+        out: dict[str, float] = {}
+        for zone, name, when in ops:
+            iid = instance_id(zone, name)
+            out[iid] = max(out.get(iid, 0.0), parse_time(when))
+        return out
+
+    async def list_instances(self, service: str) -> Sequence[Instance]:
+        rows = await self._list_raw(service)
+        preempted = await self._preemptions(service)
+        now = self._clock.now()
+        out: list[Instance] = []
+        present: set[str] = set()
+        for inst, zone in rows:
+            iid = instance_id(zone, inst.name)
+            present.add(iid)
+            found = self._to_instance(inst, service, zone, preempted_at=preempted.get(iid))
+            self._known[iid] = found
+            self._notify(found)
+            out.append(found)
+        for iid in [i for i in self._deleting if i not in present]:
+            self._deleting.discard(iid)
+        for iid, known in list(self._known.items()):
+            if iid in present or known.service != service:
+                continue
+            if (
+                iid in preempted
+                and now - self._gone.setdefault(iid, now) < PREEMPTED_RETENTION_SECONDS
+            ):
+                gone = _replace_state(known, InstanceState.PREEMPTED, "preempted and deleted")
+                self._known[iid] = gone
+                self._notify(gone)
+                out.append(gone)
+            else:
+                self._known.pop(iid, None)
+                self._gone.pop(iid, None)
+        if not out and service not in self._firewalls_clean:
+            await self._cleanup_if_empty(service)
+        return out
+
+    async def list_services(self) -> Sequence[str]:
+        names = set()
+        for inst, _ in await self._list_raw(None):
+            names.add(_metadata(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE, ""))
+        return sorted(n for n in names if n)
+
+    async def close(self) -> None:
+        self._api.close()
+
+    # ------------------------------------------------------------ converting
+
+    def _to_instance(
+        self, inst: Any, service: str, zone: str, *, preempted_at: float | None
+    ) -> Instance:
+        iid = instance_id(zone, inst.name)
+        region = region_of(zone)
+        sched = inst.scheduling
+        spot = bool(sched and (sched.provisioning_model == "SPOT" or sched.preemptible))
+        status = inst.status
+        now = self._clock.now()
+        interruption_at: float | None = None
+        detail = status
+        state = state_of(
+            status, spot=spot, preempted=preempted_at is not None, deleting=iid in self._deleting
+        )
+        if preempted_at is not None and state is not InstanceState.TERMINATED:
+            due = preempted_at + PREEMPTION_NOTICE_SECONDS
+            if status in ("RUNNING", "STOPPING") and now < due:
+                state, interruption_at, detail = InstanceState.RUNNING, due, "preemption notice"
+            else:
+                state, detail = InstanceState.PREEMPTED, "preempted"
+        maintenance = _maintenance_start(inst)
+        if maintenance and state is InstanceState.RUNNING and interruption_at is None:
+            if spot or (sched and sched.on_host_maintenance == "TERMINATE"):
+                interruption_at, detail = maintenance, "host maintenance will stop it"
+        port = _label(inst, LABEL_PORT, 8080)
+        endpoint = None
+        for nic in inst.network_interfaces:
+            for ac in nic.access_configs:
+                if ac.nat_i_p:
+                    endpoint = f"http://{ac.nat_i_p}:{port}"
+                    break
+            if endpoint:
+                break
+        machine = last_segment(inst.machine_type)
+        entry = self._by_type.get((machine, region))
+        price = 0.0
+        if entry is not None:
+            price = (
+                entry.spot_price if spot and entry.spot_price is not None else entry.ondemand_price
+            )
+        return Instance(
+            instance_id=iid,
+            service=service,
+            replica_id=_label(inst, LABEL_REPLICA),
+            version=_label(inst, LABEL_VERSION, 1),
+            location=Location("gcp", region, zone),
+            spot=spot,
+            state=state,
+            endpoint=endpoint if state in (InstanceState.RUNNING, InstanceState.PENDING) else None,
+            price=price,
+            created_at=parse_time(inst.creation_timestamp),
+            interruption_at=interruption_at,
+            detail=detail,
+        )
+
+    def _notify(self, inst: Instance) -> None:
+        if inst.interruption_at is not None:
+            kind, at = InstanceEventKind.NOTICE, inst.interruption_at
+        elif inst.state is InstanceState.PREEMPTED:
+            kind, at = InstanceEventKind.PREEMPTED, self._clock.now()
+        else:
+            return
+        if (inst.instance_id, kind) in self._emitted:
+            return
+        self._emitted.add((inst.instance_id, kind))
+        self._emit(
+            InstanceEvent(
+                kind=kind,
+                service=inst.service,
+                replica_id=inst.replica_id,
+                instance_id=inst.instance_id,
+                location=inst.location,
+                at=at,
+                detail=inst.detail,
+            )
+        )
+
+
+def _guest(entry: CatalogEntry) -> str | None:
+    if entry.instance_type.startswith("n1-") and entry.accelerator_name:
+        return GUEST_ACCELERATORS.get(entry.accelerator_name.upper())
+    return None
+
+
+def _maintenance_start(inst: Any) -> float | None:
+    status = inst.resource_status if "resource_status" in inst else None
+    if status is None or "upcoming_maintenance" not in status:
+        return None
+    start = status.upcoming_maintenance.window_start_time
+    return parse_time(start) if start else None
+
+
+def _replace_state(inst: Instance, state: InstanceState, detail: str) -> Instance:
+    return replace(inst, state=state, detail=detail, endpoint=None, interruption_at=None)
+
+
+def check(config: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether GCP is usable with this config section, and if not what to configure."""
+    try:
+        _validate(config)
+    except ConfigError as e:
+        return False, str(e)
+    if config.get("credentials") == "anonymous":
+        return True, "anonymous credentials (only for an emulator or test endpoint)"
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        _, default_project = google.auth.default()
+    except DefaultCredentialsError:
+        return False, (
+            "no Google credentials found: run `gcloud auth application-default login`, "
+            "or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file"
+        )
+    project = config.get("project") or default_project
+    if not project:
+        return False, "credentials found but no project: set gcp.project in ~/.skyctl/config.yaml"
+    return True, f"credentials found (project {project})"

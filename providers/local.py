@@ -1,0 +1,465 @@
+"""The local provider: replicas are processes on this machine.
+
+Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own
+process group, listening on a free port of 127.0.0.1 given as ``$PORT``, with
+its output in ``<state_dir>/logs/<service>/replica-<id>.log``. Instance
+records are JSON files under ``state_dir`` (``providers.local_records``), so a
+restarted controller finds the replicas a previous one started; launches are
+idempotent on the client token.
+
+Zones, prices and preemptions come from ``providers.local_replay``: a
+time-compressed replay of a real spot trace, or seeded random preemptions.
+When a zone turns unavailable every spot replica there gets an
+``InstanceEvent(NOTICE)``, is killed ``notice_seconds`` later (SIGKILL to its
+group, as a cloud takes a machine) and reported PREEMPTED until terminated.
+A background task sleeping on the injected clock drives this; it starts on
+first use and stops in :meth:`LocalProvider.close`, which leaves replicas
+running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from providers.base import LaunchRequest, Provider
+from providers.local_records import (
+    FAILED,
+    PREEMPTED,
+    RUNNING,
+    Record,
+    RecordStore,
+    free_port,
+    group_alive,
+    pid_alive,
+    proc_start_time,
+    safe_name,
+    signal_group,
+)
+from providers.local_replay import CLOUD, Replay
+from skyctl.clock import Clock
+from skyctl.errors import CapacityError, ConfigError, TransientError
+from skyctl.spec import LocalOptions, ResourceCandidate, ServiceSpec
+from skyctl.types import Instance, InstanceEvent, InstanceEventKind, Location, Offering
+
+# setup failure ends the replica with this code; run replaces the shell (exec)
+_LAUNCHER = (
+    'if [ -n "$1" ]; then bash -c "$1" || { code=$?; '
+    'echo "skyctl: setup failed with exit code $code" >&2; exit $code; }; fi; '
+    'exec bash -c "$2"'
+)
+logger = logging.getLogger(__name__)
+
+TERM_GRACE_SECONDS = 5.0  # real time between SIGTERM and SIGKILL in terminate
+EXIT_POLL_SECONDS = 2.0  # clock time between liveness checks of adopted replicas
+
+
+class LocalProvider(Provider):
+    name = CLOUD
+
+    def __init__(
+        self,
+        spec_options: LocalOptions | None,
+        *,
+        clock: Clock,
+        state_dir: Path,
+        base_dir: str | None = None,
+    ) -> None:
+        self._default_options = spec_options or LocalOptions()
+        self._clock = clock
+        self._state_dir = Path(state_dir)
+        self._base_dir = base_dir
+        self._store = RecordStore(self._state_dir)
+        self._replays: dict[str, Replay] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._random_due: dict[str, float] = {}  # instance id -> random notice time
+        self._terminating: set[str] = set()
+        self._token_locks: dict[str, asyncio.Lock] = {}
+        self._driver: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._planned: list[asyncio.Future[None]] = []  # resolved once the driver re-planned
+
+    # ------------------------------------------------------------ replays
+
+    def _options(self, spec: ServiceSpec) -> LocalOptions:
+        return spec.local or self._default_options
+
+    def _replay(self, service: str, spec: ServiceSpec) -> Replay:
+        options = self._options(spec)
+        replay = self._replays.get(service)
+        if replay is not None and replay.options == options:
+            return replay
+        if replay is not None:
+            t0 = replay.t0
+        else:
+            has_records = any(r.service == service for r in self._store.records.values())
+            stored = self._store.replay_t0(service) if has_records else None
+            t0 = stored if stored is not None else self._clock.now()
+        base_dir = self._base_dir
+        if spec.source and base_dir is None:
+            base_dir = str(Path(spec.source).parent)
+        try:
+            replay = Replay(options, t0=t0, base_dir=base_dir, seed_key=service)
+        except ValueError as exc:
+            raise ConfigError(f"local: {exc}") from exc
+        self._store.save_replay_t0(service, t0)
+        self._replays[service] = replay
+        return replay
+
+    # ------------------------------------------------------------ Provider API
+
+    async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        self._start_driver()
+        service = spec.name or f"<anonymous {hash(self._options(spec))}>"
+        fresh = service not in self._replays
+        replay = self._replay(service, spec)
+        if fresh:  # adopted replicas of this service may now have deadlines
+            await self._replan()
+        now = self._clock.now()
+        out: list[Offering] = []
+        for zone in replay.zones:
+            cand = _matching_candidate(spec, zone.location)
+            if cand is None:
+                continue
+            accel = ",".join(f"{k}:{v}" for k, v in (cand.accelerators or {}).items())
+            if spec.resources.use_spot:
+                price = replay.spot_price(zone, now)
+                out.append(Offering(zone.location, True, price, "local", accel))
+            out.append(Offering(zone.location, False, zone.ondemand_price, "local", accel))
+        return out
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        self._start_driver()
+        lock = self._token_locks.setdefault(request.client_token, asyncio.Lock())
+        try:
+            async with lock:
+                existing = self._store.by_token(request.client_token)
+                if existing is not None:
+                    return existing.to_instance()
+                rec = await self._spawn(request)
+        finally:
+            if not lock.locked():
+                self._token_locks.pop(request.client_token, None)
+        await self._replan()
+        return rec.to_instance()
+
+    async def terminate(self, instance_id: str) -> None:
+        rec = self._store.records.get(instance_id)
+        if rec is None or instance_id in self._terminating:
+            return
+        self._terminating.add(instance_id)
+        try:
+            await self._stop(rec)
+            self._store.remove(instance_id)
+            self._random_due.pop(instance_id, None)
+            if not any(r.service == rec.service for r in self._store.records.values()):
+                self._store.drop_replay(rec.service)
+                self._replays.pop(rec.service, None)
+        finally:
+            self._terminating.discard(instance_id)
+
+    async def list_instances(self, service: str) -> Sequence[Instance]:
+        self._start_driver()
+        self._check_exits()
+        return [
+            r.to_instance()
+            for r in sorted(self._store.records.values(), key=lambda r: r.replica_id)
+            if r.service == service
+        ]
+
+    async def list_services(self) -> Sequence[str]:
+        return sorted({r.service for r in self._store.records.values()})
+
+    def log_path(self, instance_id: str) -> str | None:
+        rec = self._store.records.get(instance_id)
+        return rec.log_path if rec is not None else None
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._driver, *self._waiters.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._driver = None
+        self._waiters.clear()
+
+    # ------------------------------------------------------------ launching
+
+    async def _spawn(self, request: LaunchRequest) -> Record:
+        spec, offering = request.spec, request.offering
+        if not spec.run:
+            raise ConfigError("run: the local provider needs a `run` command to start a replica")
+        replay = self._replay(request.service, spec)
+        now = self._clock.now()
+        zone = replay.zone(offering.location)
+        if zone is None:
+            raise CapacityError(
+                f"local has no zone {offering.location} for service {request.service!r}",
+                location=str(offering.location),
+            )
+        if offering.spot and not replay.available(zone, now):
+            raise CapacityError(
+                f"no spot capacity in {offering.location} now", location=str(offering.location)
+            )
+        cwd = self._workdir(spec)
+        digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
+        instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
+        log_dir = self._state_dir / "logs" / safe_name(request.service)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"replica-{request.replica_id}.log"
+        port = free_port({r.port for r in self._store.records.values()})
+        env = {**os.environ, **spec.envs, **request.envs}
+        env.update(
+            PORT=str(port),
+            SKYCTL_SERVICE=request.service,
+            SKYCTL_REPLICA_ID=str(request.replica_id),
+            SKYCTL_VERSION=str(request.version),
+            SKYCTL_INSTANCE_ID=instance_id,
+            SKYCTL_LOCATION=str(offering.location),
+            SKYCTL_SPOT="1" if offering.spot else "0",
+        )
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                _LAUNCHER,
+                "skyctl-replica",
+                spec.setup or "",
+                spec.run,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TransientError(f"cannot start replica process: {exc}") from exc
+        finally:
+            os.close(log)
+        price = replay.spot_price(zone, now) if offering.spot else zone.ondemand_price
+        rec = Record(
+            instance_id=instance_id,
+            client_token=request.client_token,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            location=str(offering.location),
+            spot=offering.spot,
+            price=price,
+            created_at=now,
+            pid=proc.pid,
+            pgid=proc.pid,
+            port=port,
+            log_path=str(log_path),
+            proc_start=proc_start_time(proc.pid),
+        )
+        self._store.save(rec)
+        self._procs[instance_id] = proc
+        self._waiters[instance_id] = asyncio.create_task(self._wait_exit(instance_id, proc))
+        if offering.spot:
+            due = replay.draw_preemption_at(now)
+            if due is not None:
+                self._random_due[instance_id] = due
+        return rec
+
+    def _workdir(self, spec: ServiceSpec) -> str:
+        if not spec.workdir:
+            return str(self._state_dir)
+        path = Path(spec.workdir).expanduser()
+        if not path.is_absolute():
+            base = Path(spec.source).parent if spec.source else Path(self._base_dir or ".")
+            path = base / path
+        if not path.is_dir():
+            raise ConfigError(f"workdir: {path} is not a directory")
+        return str(path)
+
+    # ------------------------------------------------------------ exits and stops
+
+    async def _wait_exit(self, instance_id: str, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        self._procs.pop(instance_id, None)
+        self._waiters.pop(instance_id, None)
+        rec = self._store.records.get(instance_id)
+        if rec is not None and rec.state == RUNNING and instance_id not in self._terminating:
+            self._mark_exited(rec, f"process exited with code {code}")
+
+    def _mark_exited(self, rec: Record, detail: str) -> None:
+        rec.state = FAILED
+        rec.detail = detail
+        self._store.save(rec)
+        self._random_due.pop(rec.instance_id, None)
+        self._emit(
+            InstanceEvent(
+                InstanceEventKind.EXITED,
+                rec.service,
+                rec.replica_id,
+                rec.instance_id,
+                Location.parse(rec.location),
+                self._clock.now(),
+                detail,
+            )
+        )
+
+    def _alive(self, rec: Record) -> bool:
+        proc = self._procs.get(rec.instance_id)
+        if proc is not None:
+            return proc.returncode is None
+        return pid_alive(rec.pid, rec.proc_start)
+
+    def _check_exits(self) -> None:
+        """Replicas we did not start ourselves (or whose waiter has not run yet)."""
+        for rec in list(self._store.records.values()):
+            if rec.state == RUNNING and rec.instance_id not in self._terminating:
+                if rec.instance_id not in self._procs and not self._alive(rec):
+                    self._mark_exited(rec, "process ended")
+
+    async def _stop(self, rec: Record) -> None:
+        proc = self._procs.get(rec.instance_id)
+        if rec.state == RUNNING and self._alive(rec):
+            signal_group(rec.pgid, signal.SIGTERM)
+            await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
+        signal_group(rec.pgid, signal.SIGKILL)  # stragglers of the group too
+        await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
+        waiter = self._waiters.pop(rec.instance_id, None)
+        if waiter is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+        self._procs.pop(rec.instance_id, None)
+
+    async def _wait_gone(
+        self, rec: Record, proc: asyncio.subprocess.Process | None, limit: float
+    ) -> None:
+        """Real-time bounded wait for the replica's process (and group) to end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        if proc is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), limit)
+        while loop.time() < deadline:
+            if not pid_alive(rec.pid, rec.proc_start) and not group_alive(rec.pgid):
+                return
+            await asyncio.sleep(0.02)
+
+    # ------------------------------------------------------------ preemption driver
+
+    def _start_driver(self) -> None:
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive(), name="local-provider-preemptions")
+
+    async def _replan(self) -> None:
+        """Wake the driver and wait until it has planned from the current state, so
+        a FakeClock advanced right after a launch already sees the new deadlines."""
+        self._start_driver()
+        assert self._driver is not None
+        planned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._planned.append(planned)
+        self._wakeup.set()
+        await asyncio.wait({planned, self._driver}, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _drive(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = self._clock.now()
+            try:
+                due = self._step(now)
+            except Exception:  # a bug here must not stop preemptions for good
+                logger.exception("local provider: preemption step failed")
+                due = now + EXIT_POLL_SECONDS
+            sleeper = asyncio.ensure_future(self._clock.sleep(due - now)) if due else None
+            woken = asyncio.ensure_future(self._wakeup.wait())
+            waiting = {woken} if sleeper is None else {woken, sleeper}
+            await asyncio.sleep(0)  # let the sleeper register its deadline
+            planned, self._planned = self._planned, []
+            for fut in planned:
+                if not fut.done():
+                    fut.set_result(None)
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waiting:
+                    task.cancel()
+
+    def _step(self, now: float) -> float | None:
+        """Send due notices, kill due replicas; return when to look again."""
+        self._check_exits()
+        wake: list[float] = []
+        for rec in list(self._store.records.values()):
+            if not rec.spot or rec.state != RUNNING or rec.instance_id in self._terminating:
+                continue
+            if rec.interruption_at is not None:
+                if rec.interruption_at <= now:
+                    self._preempt(rec, now)
+                else:
+                    wake.append(rec.interruption_at)
+                continue
+            notice_at = self._notice_due(rec, now)
+            if notice_at is None:
+                continue
+            if notice_at <= now:
+                self._notify(rec, now)
+                wake.append(rec.interruption_at or now)
+            else:
+                wake.append(notice_at)
+        if any(
+            r.state == RUNNING and r.instance_id not in self._procs
+            for r in self._store.records.values()
+        ):
+            wake.append(now + EXIT_POLL_SECONDS)
+        return min(wake) if wake else None
+
+    def _notice_due(self, rec: Record, now: float) -> float | None:
+        replay = self._replays.get(rec.service)
+        if replay is None:
+            return None  # adopted replica whose service has not been seen yet
+        if rec.instance_id in self._random_due:
+            return self._random_due[rec.instance_id]
+        if replay.random_preemptions:
+            due = replay.draw_preemption_at(now)
+            if due is not None:
+                self._random_due[rec.instance_id] = due
+            return due
+        zone = replay.zone(Location.parse(rec.location))
+        return replay.next_unavailable_at(zone, now) if zone is not None else None
+
+    def _notify(self, rec: Record, now: float) -> None:
+        replay = self._replays[rec.service]
+        rec.interruption_at = now + replay.options.notice_seconds
+        self._store.save(rec)
+        self._emit(self._event(InstanceEventKind.NOTICE, rec, rec.interruption_at))
+
+    def _preempt(self, rec: Record, now: float) -> None:
+        signal_group(rec.pgid, signal.SIGKILL)
+        rec.state = PREEMPTED
+        replay = self._replays.get(rec.service)
+        how = "random preemption" if replay and replay.random_preemptions else "trace replay"
+        rec.detail = f"spot capacity reclaimed ({how})"
+        self._store.save(rec)
+        self._random_due.pop(rec.instance_id, None)
+        self._emit(self._event(InstanceEventKind.PREEMPTED, rec, now))
+
+    @staticmethod
+    def _event(kind: InstanceEventKind, rec: Record, at: float) -> InstanceEvent:
+        loc = Location.parse(rec.location)
+        return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at)
+
+
+def _matching_candidate(spec: ServiceSpec, location: Location) -> ResourceCandidate | None:
+    for cand in spec.resources.candidates:
+        if cand.cloud not in (None, CLOUD, "*"):
+            continue
+        if cand.region not in (None, "*", location.region):
+            continue
+        if cand.zone not in (None, "*", location.zone):
+            continue
+        return cand
+    return None

@@ -1,0 +1,179 @@
+"""Instance records and process helpers for the local provider.
+
+Each local instance is one JSON file ``<state_dir>/instances/<id>.json``
+(written atomically), so a restarted controller finds the replicas a previous
+one started. The replay start of each service lives in
+``<state_dir>/replay/<service>.json``. Process helpers check and signal a
+replica's process group without ever touching an unrelated process (a pid
+is trusted only while its start time matches the recorded one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from skyctl.types import Instance, InstanceState, Location
+
+RUNNING = "RUNNING"
+PREEMPTED = "PREEMPTED"
+FAILED = "FAILED"
+
+
+@dataclass
+class Record:
+    """What the local provider remembers about one replica process."""
+
+    instance_id: str
+    client_token: str
+    service: str
+    replica_id: int
+    version: int
+    location: str  # "local/region/zone"
+    spot: bool
+    price: float
+    created_at: float
+    pid: int
+    pgid: int
+    port: int
+    log_path: str
+    proc_start: str | None = None  # /proc start time, guards against pid reuse
+    state: str = RUNNING  # RUNNING, PREEMPTED or FAILED
+    interruption_at: float | None = None
+    detail: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def to_instance(self) -> Instance:
+        return Instance(
+            instance_id=self.instance_id,
+            service=self.service,
+            replica_id=self.replica_id,
+            version=self.version,
+            location=Location.parse(self.location),
+            spot=self.spot,
+            state=InstanceState(self.state),
+            endpoint=self.endpoint if self.state == RUNNING else None,
+            price=self.price,
+            created_at=self.created_at,
+            interruption_at=self.interruption_at,
+            detail=self.detail,
+        )
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a service name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
+
+
+class RecordStore:
+    """Records on disk plus an in-memory copy (this process is the only writer)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "instances"
+        self.replay_dir = state_dir / "replay"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.records: dict[str, Record] = {}
+        for path in sorted(self.dir.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                rec = Record(**json.loads(path.read_text()))
+                self.records[rec.instance_id] = rec
+
+    def by_token(self, token: str) -> Record | None:
+        return next((r for r in self.records.values() if r.client_token == token), None)
+
+    def save(self, rec: Record) -> None:
+        self.records[rec.instance_id] = rec
+        _write_json(self.dir / f"{rec.instance_id}.json", asdict(rec))
+
+    def remove(self, instance_id: str) -> None:
+        self.records.pop(instance_id, None)
+        (self.dir / f"{instance_id}.json").unlink(missing_ok=True)
+
+    def replay_t0(self, service: str) -> float | None:
+        path = self.replay_dir / f"{safe_name(service)}.json"
+        try:
+            return float(json.loads(path.read_text())["t0"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_replay_t0(self, service: str, t0: float) -> None:
+        self.replay_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.replay_dir / f"{safe_name(service)}.json", {"t0": t0})
+
+    def drop_replay(self, service: str) -> None:
+        (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux /proc), None when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def pid_alive(pid: int, proc_start: str | None) -> bool:
+    """True while ``pid`` is the same live (not zombie) process as recorded."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process now: ours is gone
+    if _zombie(pid):
+        return False
+    return proc_start is None or proc_start_time(pid) in (None, proc_start)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group; a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def free_port(avoid: set[int]) -> int:
+    """A TCP port on 127.0.0.1 that is free now and not in ``avoid``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OSError("no free TCP port on 127.0.0.1")

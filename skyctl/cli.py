@@ -1,0 +1,332 @@
+"""The ``skyctl`` command line (click). The only place that exits or prints.
+
+Every error is one line on stderr: exit 2 for bad input (a spec, an argument,
+a missing service), 1 for anything else; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyctl import __version__
+from skyctl.client import ControllerClient
+from skyctl.config import load_user_config, paths
+from skyctl.errors import ServiceNotFound, SkyctlError
+from skyctl.spec_yaml import load_spec_file
+
+POLL_SECONDS = 1.0
+
+
+def _home(ctx: click.Context) -> Any:
+    return paths(ctx.obj.get("home") if ctx.obj else None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="SKYCTL_HOME", default=None,
+              help="State directory (default ~/.skyctl).")
+@click.version_option(__version__, prog_name="skyctl")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Serve AI models on the cheapest spot capacity, and keep them up."""
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@cli.group()
+def serve() -> None:
+    """Run services: up, status, logs, update, down, validate."""
+
+
+@serve.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a service spec without running anything."""
+    spec = load_spec_file(file)
+    rp = spec.service.replica_policy
+    replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
+    clouds = ", ".join(sorted(spec.clouds))
+    spot = "spot" if spec.use_spot else "on-demand"
+    click.echo(f"{file}: valid ({replicas} {spot} replica(s) on {clouds}, "
+               f"load balancing {spec.service.load_balancing_policy})")
+
+
+@serve.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "--name", default=None, help="Service name (default: the spec's or the file's).")
+@click.option("-d", "--detach", is_flag=True, help="Return once submitted; don't wait for a replica.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.pass_context
+def up(ctx: click.Context, file: str, name: str | None, detach: bool, timeout: float | None) -> None:
+    """Start a service from a spec; print its endpoint."""
+    spec = load_spec_file(file)
+    client = ControllerClient.ensure(_home(ctx), progress=click.echo)
+    svc = client.call("POST", "/v1/services", {
+        "yaml": spec.yaml_text, "source": str(Path(file).resolve()), "name": name,
+    })
+    click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
+    if detach:
+        click.echo(f"Follow it with: skyctl serve status {svc['name']}")
+        return
+    _wait_ready(client, svc["name"], timeout)
+
+
+def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> None:
+    start = time.monotonic()
+    last = ""
+    while True:
+        svc = client.call("GET", f"/v1/services?name={name}")[0]
+        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+        counts: dict[str, int] = {}
+        for r in live:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no replicas yet"
+        line = f"[{time.monotonic() - start:5.0f}s] {svc['status']}: {summary}"
+        if line.split("] ", 1)[1] != last:
+            click.echo(line)
+            last = line.split("] ", 1)[1]
+        if svc["ready_replicas"] > 0:
+            click.echo(f"Service {name} is ready at {svc['endpoint']} "
+                       f"(first replica ready after {time.monotonic() - start:.1f}s)")
+            return
+        if svc.get("last_error"):
+            click.echo(f"  last error: {svc['last_error']}", err=True)
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise SkyctlError(f"no replica of {name} became ready within {timeout:.0f}s; "
+                              f"see `skyctl serve status {name}` and `skyctl serve logs {name}`")
+        time.sleep(POLL_SECONDS)
+
+
+@serve.command()
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-a", "--all-replicas", is_flag=True, help="Include terminated replicas.")
+@click.pass_context
+def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool) -> None:
+    """Services and their replicas."""
+    client = ControllerClient.find(_home(ctx))
+    if client is None:
+        if name:
+            raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+        click.echo("[]" if output == "json" else "No services.")
+        return
+    services = client.call("GET", "/v1/services" + (f"?name={name}" if name else ""))
+    if output == "json":
+        click.echo(json.dumps(services, indent=2))
+        return
+    if not services:
+        click.echo("No services.")
+    for svc in services:
+        click.echo(f"{svc['name']}  {svc['status']}  v{svc['version']}  {svc['endpoint']}  "
+                   f"ready {svc['ready_replicas']}  ${svc['cost_per_hour']:.2f}/h  "
+                   f"policy {svc['plan'].get('policy', '-')}")
+        rows = [r for r in svc["replicas"] if all_replicas or r["status"] != "TERMINATED"]
+        if rows:
+            click.echo(_table(
+                ["ID", "VER", "LOCATION", "KIND", "STATUS", "ENDPOINT", "UPTIME", "$/H", "REQS"],
+                [[r["id"], r["version"], r["location"], "spot" if r["spot"] else "on-demand",
+                  r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+                  r["endpoint"] or "-", _duration(r["uptime_seconds"]),
+                  f"{r['price_per_hour']:.2f}", int(r["router"].get("requests", 0))]
+                 for r in rows]))
+        if svc.get("last_error"):
+            click.echo(f"  last error: {svc['last_error']}")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@serve.command()
+@click.argument("name", required=False)
+@click.option("-a", "--all", "all_", is_flag=True, help="All services.")
+@click.option("--no-wait", is_flag=True, help="Return once shutdown has begun.")
+@click.pass_context
+def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> None:
+    """Terminate a service's replicas and remove it."""
+    if bool(name) == all_:
+        raise click.UsageError("give a service NAME or --all")
+    client = ControllerClient.find(_home(ctx))
+    if client is None:
+        if all_:
+            click.echo("No services.")
+            return
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    names = [name] if name else [s["name"] for s in client.call("GET", "/v1/services")]
+    for n in names:
+        client.call("DELETE", f"/v1/services/{n}")
+        click.echo(f"Shutting down {n}...")
+    if no_wait:
+        return
+    pending = set(names)
+    while pending:
+        for n in sorted(pending):
+            try:
+                svc = client.call("GET", f"/v1/services?name={n}")[0]
+            except ServiceNotFound:
+                pending.discard(n)
+                click.echo(f"Service {n} is down: every replica terminated, nothing left.")
+                continue
+            except SkyctlError:  # the controller exited after its last service
+                if ControllerClient.find(client.paths) is None:
+                    for m in sorted(pending):
+                        click.echo(f"Service {m} is down: every replica terminated, nothing left.")
+                    return
+                raise
+            live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+            click.echo(f"  {n}: {len(live)} replica(s) still terminating")
+        if pending:
+            time.sleep(POLL_SECONDS)
+
+
+@serve.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def update(ctx: click.Context, name: str, file: str) -> None:
+    """Roll a service to a new spec (new replicas ready before old ones go)."""
+    spec = load_spec_file(file)
+    client = ControllerClient.find(_home(ctx))
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    svc = client.call("PUT", f"/v1/services/{name}", {
+        "yaml": spec.yaml_text, "source": str(Path(file).resolve()),
+    })
+    click.echo(f"Service {name}: rolling update to version {svc['version']} started")
+
+
+@serve.command()
+@click.argument("name")
+@click.option("--replica", type=int, default=None, help="Replica id (default: the newest live one).")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("--events", is_flag=True, help="Show the service's event log instead.")
+@click.pass_context
+def logs(ctx: click.Context, name: str, replica: int | None, follow: bool, events: bool) -> None:
+    """A replica's output, or the service's event log."""
+    client = ControllerClient.find(_home(ctx))
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    if events:
+        for e in client.call("GET", f"/v1/services/{name}/events?limit=200"):
+            rid = f" replica {e['replica']}" if e["replica"] is not None else ""
+            stamp = time.strftime("%H:%M:%S", time.localtime(e["at"]))
+            click.echo(f"{stamp} {e['kind']}{rid}: {e['message']}")
+        return
+    if replica is None:
+        svc = client.call("GET", f"/v1/services?name={name}")[0]
+        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"] or svc["replicas"]
+        if not live:
+            raise ServiceNotFound(f"service {name!r} has no replicas yet")
+        replica = int(live[-1]["id"])
+    path = f"/v1/services/{name}/replicas/{replica}/log" + ("?follow=1" if follow else "")
+    out = sys.stdout.buffer
+    for chunk in client.stream(path):
+        out.write(chunk)
+        out.flush()
+
+
+@cli.group()
+def controller() -> None:
+    """Run or stop the controller process."""
+
+
+@controller.command("run")
+@click.option("--host", default="127.0.0.1", help="API address (loopback unless you mean it).")
+@click.option("--port", type=int, default=0)
+@click.pass_context
+def controller_run(ctx: click.Context, host: str, port: int) -> None:
+    """Run the controller in the foreground (containers, debugging)."""
+    from skyctl.controller import daemon
+
+    args = ["--host", host, "--port", str(port), "--home", str(_home(ctx).home)]
+    raise SystemExit(daemon.main(args))
+
+
+@controller.command("stop")
+@click.pass_context
+def controller_stop(ctx: click.Context) -> None:
+    """Stop the controller gracefully (replicas keep running)."""
+    p = _home(ctx)
+    client = ControllerClient.find(p)
+    if client is None:
+        click.echo("No controller is running.")
+        return
+    pid = json.loads(p.daemon_info.read_text())["pid"]
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        if ControllerClient.find(p) is None:
+            click.echo("Controller stopped.")
+            return
+        time.sleep(0.1)
+    raise SkyctlError(f"controller {pid} did not stop within 30s")
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Say which clouds are usable and what to configure for the others."""
+    import importlib
+
+    from providers.registry import PROVIDERS
+
+    config = load_user_config(_home(ctx))
+    for cloud, (module_name, _) in PROVIDERS.items():
+        if cloud == "local":
+            click.echo("local: ok (replicas run as local processes)")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+            ok, message = module.check(config.get(cloud, {}))
+        except SkyctlError as e:
+            ok, message = False, str(e)
+        except ImportError as e:
+            ok, message = False, f"pip install 'skyctl[{cloud}]' ({e.name} missing)"
+        click.echo(f"{cloud}: {'ok' if ok else 'not usable'}: {message}")
+
+
+def _add_sim() -> None:
+    try:
+        from skyctl.cli_sim import sim
+    except ImportError:  # pragma: no cover - the simulator ships with skyctl
+        return
+    cli.add_command(sim)
+
+
+_add_sim()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(2) from None
+    except SkyctlError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

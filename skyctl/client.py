@@ -1,0 +1,113 @@
+"""The CLI's side of the controller API: find or start the daemon, call it.
+
+Plain ``urllib`` (the CLI is synchronous; only the controller runs an event
+loop). The daemon is started on demand in its own session with its output in
+``controller.log``, and exits by itself once its last service is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from skyctl.config import Paths, read_or_create_token
+from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
+
+START_TIMEOUT = 30.0
+
+
+class ControllerClient:
+    def __init__(self, p: Paths, host: str, port: int) -> None:
+        self.paths = p
+        self.base = f"http://{host}:{port}"
+        self.token = read_or_create_token(p)
+
+    # -------------------------------------------------------------- discovery
+    @classmethod
+    def find(cls, p: Paths) -> ControllerClient | None:
+        """The running controller for this home, or None."""
+        try:
+            info = json.loads(p.daemon_info.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        client = cls(p, info["host"], int(info["port"]))
+        try:
+            client.call("GET", "/v1/health", timeout=5)
+        except SkyctlError:
+            return None
+        return client
+
+    @classmethod
+    def ensure(cls, p: Paths, progress: Callable[[str], None] | None = None) -> ControllerClient:
+        """The running controller, starting one if needed."""
+        client = cls.find(p)
+        if client is not None:
+            return client
+        if progress:
+            progress("starting the skyctl controller")
+        read_or_create_token(p)
+        with open(p.daemon_log, "ab") as log:
+            os.chmod(p.daemon_log, 0o600)
+            subprocess.Popen(
+                [sys.executable, "-m", "skyctl.controller.daemon", "--home", str(p.home),
+                 "--exit-when-idle"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            client = cls.find(p)
+            if client is not None:
+                return client
+            time.sleep(0.1)
+        raise SkyctlError(f"the controller did not start within {START_TIMEOUT:.0f}s; see {p.daemon_log}")
+
+    # ------------------------------------------------------------------ calls
+    def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        return req
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        try:
+            with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise _error_from(e) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise SkyctlError(f"cannot reach the controller at {self.base}: {e}") from None
+
+    def stream(self, path: str) -> Iterator[bytes]:
+        try:
+            with urllib.request.urlopen(self._request("GET", path), timeout=None) as r:
+                while chunk := r.read1(64 * 1024):
+                    yield chunk
+        except urllib.error.HTTPError as e:
+            raise _error_from(e) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise SkyctlError(f"cannot reach the controller at {self.base}: {e}") from None
+
+
+def _error_from(e: urllib.error.HTTPError) -> SkyctlError:
+    try:
+        payload = json.loads(e.read())
+        message = str(payload.get("error", e.reason))
+        code = int(payload.get("exit_code", 1))
+    except (ValueError, AttributeError):
+        message, code = f"HTTP {e.code} {e.reason}", 1
+    if e.code == 404:
+        return ServiceNotFound(message)
+    if code == 2:
+        return ServiceError(message)
+    return SkyctlError(message)

@@ -1,0 +1,91 @@
+"""Where skyctl keeps its files, and the user's configuration.
+
+``SKYCTL_HOME`` (default ``~/.skyctl``) holds the state database, the API
+token, the daemon's pid/port file and log, the local provider's replicas, and
+``config.yaml``: one section per cloud (``aws:``, ``gcp:``, ``azure:``,
+``kubernetes:``), see ``docs/clouds.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skyctl.errors import ConfigError
+
+CLOUD_SECTIONS = ("local", "aws", "gcp", "azure", "kubernetes", "controller")
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+
+    @property
+    def db(self) -> Path:
+        return Path(os.environ.get("SKYCTL_DB", self.home / "state.db"))
+
+    @property
+    def token(self) -> Path:
+        return self.home / "api-token"
+
+    @property
+    def daemon_info(self) -> Path:
+        return self.home / "controller.json"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "controller.log"
+
+    @property
+    def local_state(self) -> Path:
+        return self.home / "local"
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.yaml"
+
+
+def paths(home: str | os.PathLike[str] | None = None) -> Paths:
+    """The file layout under ``home``, ``$SKYCTL_HOME`` or ``~/.skyctl``; created 0700."""
+    root = Path(home or os.environ.get("SKYCTL_HOME") or Path.home() / ".skyctl").expanduser()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Paths(root.resolve())
+
+
+def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
+    """Read ``config.yaml``; missing file -> empty config. One-line errors."""
+    if not p.config.exists():
+        return {}
+    try:
+        data = yaml.safe_load(p.config.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p.config}{line}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p.config}: expected a mapping of sections {CLOUD_SECTIONS}")
+    for key, value in data.items():
+        if key not in CLOUD_SECTIONS:
+            raise ConfigError(f"{p.config}: unknown section {key!r}; allowed: {', '.join(CLOUD_SECTIONS)}")
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{p.config}: section {key!r} must be a mapping")
+    return {k: dict(v or {}) for k, v in data.items()}
+
+
+def read_or_create_token(p: Paths) -> str:
+    """The controller API token; created with mode 0600 on first use."""
+    if p.token.exists():
+        token = p.token.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    fd = os.open(p.token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(p.token, 0o600)
+    return token

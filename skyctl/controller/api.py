@@ -1,0 +1,101 @@
+"""The controller's HTTP API (aiohttp, inside the controller's event loop).
+
+Loopback only unless configured; every request needs ``Authorization: Bearer
+<token>`` with the token from a file only the user can read, compared in
+constant time. Errors are JSON ``{"error": one line, "exit_code": n}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from skyctl.controller.controller import Controller
+from skyctl.errors import ServiceNotFound, SkyctlError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LOG_POLL_SECONDS = 0.5
+MAX_BODY = 1 << 20
+
+
+def make_app(controller: Controller, token: str, on_shutdown: Callable[[], None]) -> web.Application:
+    @web.middleware
+    async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return web.json_response({"error": "missing or wrong API token", "exit_code": 1},
+                                     status=401)
+        try:
+            return await handler(request)
+        except ServiceNotFound as e:
+            return web.json_response({"error": str(e), "exit_code": e.exit_code}, status=404)
+        except SkyctlError as e:
+            return web.json_response({"error": str(e), "exit_code": e.exit_code}, status=400)
+
+    app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "pid": os.getpid(), "ticks": controller.ticks})
+
+    async def list_services(request: web.Request) -> web.Response:
+        return web.json_response(controller.status(request.query.get("name")))
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        result = await controller.create_service(body["yaml"], body.get("source"), body.get("name"))
+        return web.json_response(result, status=201)
+
+    async def update(request: web.Request) -> web.Response:
+        body = await request.json()
+        result = await controller.update_service(
+            request.match_info["name"], body["yaml"], body.get("source")
+        )
+        return web.json_response(result)
+
+    async def delete(request: web.Request) -> web.Response:
+        return web.json_response(await controller.delete_service(request.match_info["name"]),
+                                 status=202)
+
+    async def events(request: web.Request) -> web.Response:
+        limit = int(request.query.get("limit", "50"))
+        return web.json_response(controller.events(request.match_info["name"], limit))
+
+    async def replica_log(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        rid = int(request.match_info["replica"])
+        follow = request.query.get("follow") == "1"
+        path = controller.log_path(name, rid)
+        if path is None or not path.exists():
+            raise ServiceNotFound(f"replica {rid} of {name!r} has no log here")
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        with path.open("rb") as f:
+            while True:
+                chunk = f.read(64 * 1024)
+                if chunk:
+                    await resp.write(chunk)
+                    continue
+                if not follow or controller.store.get_replica(name, rid) is None:
+                    break
+                await controller.clock.sleep(LOG_POLL_SECONDS)
+        await resp.write_eof()
+        return resp
+
+    async def shutdown(_: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_soon(on_shutdown)
+        return web.json_response({"ok": True}, status=202)
+
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/services", list_services)
+    app.router.add_post("/v1/services", create)
+    app.router.add_put("/v1/services/{name}", update)
+    app.router.add_delete("/v1/services/{name}", delete)
+    app.router.add_get("/v1/services/{name}/events", events)
+    app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
+    app.router.add_post("/v1/shutdown", shutdown)
+    return app

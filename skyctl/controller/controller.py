@@ -1,0 +1,325 @@
+"""The controller loop and the operations the API exposes.
+
+One asyncio task runs :meth:`Controller.run`: every ``tick_seconds`` (or at
+once when woken by a provider signal, a probe result or an API call) it
+reconciles every service concurrently; an exception in one service is logged
+and recorded as an event and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from policies.registry import policy_for
+from providers.registry import ProviderSet, canonical
+from skyctl.clock import Clock
+from skyctl.controller.reconcile import Reconciler
+from skyctl.controller.runtime import ServiceRuntime, make_runtime
+from skyctl.errors import (
+    ConfigError,
+    ServiceError,
+    ServiceExists,
+    ServiceNotFound,
+    SkyctlError,
+)
+from skyctl.lifecycle import ReplicaStatus
+from skyctl.spec import ServiceSpec
+from skyctl.spec_yaml import parse_spec
+from skyctl.store import ServiceRecord, ServiceStatus, Store
+from skyctl.types import InstanceEvent, InstanceEventKind
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        providers: ProviderSet,
+        clock: Clock,
+        *,
+        tick_seconds: float = 2.0,
+        exit_when_idle: bool = False,
+        gc_clouds: tuple[str, ...] = ("local",),
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.exit_when_idle = exit_when_idle
+        self.gc_clouds = gc_clouds
+        self.reconciler = Reconciler(store, providers, clock)
+        self.runtimes: dict[str, ServiceRuntime] = {}
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._ticks = 0
+        self._had_service = False
+
+    # --------------------------------------------------------------- running
+    async def start(self) -> None:
+        """Restore every stored service (routers on their ports) and collect garbage."""
+        for svc in self.store.list_services():
+            with contextlib.suppress(SkyctlError):
+                await self._ensure_runtime(svc)
+        await self._collect_garbage()
+
+    async def run(self) -> None:
+        """Reconcile until :meth:`request_stop` (or idle exit)."""
+        while not self._stopped.is_set():
+            self._wake.clear()
+            await self.tick_all()
+            if self.exit_when_idle and self._had_service and not self.runtimes:
+                log.info("no services left; controller exits")
+                break
+            sleeper = asyncio.ensure_future(self.clock.sleep(self.tick_seconds))
+            waker = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({sleeper, waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (sleeper, waker, stopper):
+                    fut.cancel()
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def ticks(self) -> int:
+        return self._ticks
+
+    async def tick_all(self) -> None:
+        services = self.store.list_services()
+        results = await asyncio.gather(
+            *(self._tick_service(svc) for svc in services), return_exceptions=True
+        )
+        for svc, result in zip(services, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("service %s: tick failed: %r", svc.name, result, exc_info=result)
+                msg = f"{type(result).__name__}: {result}"
+                rt = self.runtimes.get(svc.name)
+                if rt is not None and rt.last_error != msg:
+                    rt.last_error = msg
+                    with contextlib.suppress(Exception):
+                        self.store.add_event(svc.name, "error", msg, now=self.clock.now())
+        self._ticks += 1
+
+    async def _tick_service(self, svc: ServiceRecord) -> None:
+        rt = await self._ensure_runtime(svc)
+        gone = await self.reconciler.tick(rt, svc)
+        if gone:
+            await self._drop_runtime(svc.name)
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Graceful stop: routers finish in-flight requests; replicas keep running."""
+        self._stopped.set()
+        for name in list(self.runtimes):
+            await self._drop_runtime(name, grace_seconds=grace_seconds)
+        await self.providers.close()
+
+    # ------------------------------------------------------------ runtimes
+    async def _ensure_runtime(self, svc: ServiceRecord) -> ServiceRuntime:
+        rt = self.runtimes.get(svc.name)
+        if rt is not None:
+            return rt
+        version = self.store.get_version(svc.name, svc.current_version)
+        spec = parse_spec(version.yaml_text, version.source)
+        rt = make_runtime(svc.name, spec, clock=self.clock, wake=self.wake)
+        rt.specs[svc.current_version] = spec
+        for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
+            self.providers.get(cloud).set_event_sink(self._on_provider_event)
+        port = await rt.router.start(svc.router_host, svc.router_port or spec.service.router.port)
+        rt.prober.start()
+        self.runtimes[svc.name] = rt
+        self._had_service = True
+        if svc.router_port != port:
+            self.store.update_service(svc.name, now=self.clock.now(), router_port=port)
+        return rt
+
+    async def _drop_runtime(self, name: str, grace_seconds: float = 5.0) -> None:
+        rt = self.runtimes.pop(name, None)
+        if rt is None:
+            return
+        await rt.prober.close()
+        await rt.router.stop(grace_seconds)
+
+    def _on_provider_event(self, event: InstanceEvent) -> None:
+        """A push signal: take the replica out of routing now, then reconcile."""
+        rt = self.runtimes.get(event.service)
+        if rt is None:
+            return
+        if event.kind in (InstanceEventKind.PREEMPTED, InstanceEventKind.EXITED):
+            rt.gone.add(event.replica_id)
+            rt.set_backends([b for b in rt.backends if b.replica_id != event.replica_id])
+        elif event.kind is InstanceEventKind.NOTICE:
+            others = [b for b in rt.backends if b.replica_id != event.replica_id]
+            if others:  # drain it, unless it is the last one still serving
+                rt.set_backends(others)
+        self.wake()
+
+    async def _collect_garbage(self) -> None:
+        """Terminate instances of services the store does not know."""
+        known = {s.name for s in self.store.list_services()}
+        clouds = set(self.gc_clouds)
+        for name in known:
+            with contextlib.suppress(SkyctlError):
+                svc = self.store.get_service(name)
+                if svc is not None:
+                    spec = self._spec_of(svc)
+                    clouds |= {canonical(c.cloud) for c in spec.resources.candidates}
+        for cloud in sorted(clouds):
+            try:
+                provider = self.providers.get(cloud)
+                for service in await provider.list_services():
+                    if service in known:
+                        continue
+                    for inst in await provider.list_instances(service):
+                        log.warning("garbage collection: terminating %s of unknown service %s",
+                                    inst.instance_id, service)
+                        await provider.terminate(inst.instance_id)
+            except SkyctlError as e:
+                log.warning("garbage collection on %s skipped: %s", cloud, e)
+
+    def _spec_of(self, svc: ServiceRecord) -> ServiceSpec:
+        version = self.store.get_version(svc.name, svc.current_version)
+        return parse_spec(version.yaml_text, version.source)
+
+    # -------------------------------------------------------- API operations
+    async def create_service(
+        self, yaml_text: str, source: str | None, name: str | None = None
+    ) -> dict[str, Any]:
+        spec = parse_spec(yaml_text, source)
+        name = name or spec.name or _name_from(source)
+        if not NAME_RE.match(name):
+            raise ServiceError(
+                f"service name {name!r}: use 1-40 lowercase letters, digits and '-', "
+                "starting with a letter"
+            )
+        if self.store.get_service(name) is not None:
+            raise ServiceExists(f"service {name!r} already exists; use `skyctl serve update {name} FILE`")
+        for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
+            self.providers.get(cloud)  # ConfigError now if its SDK is missing
+        svc = self.store.create_service(
+            name, yaml_text, now=self.clock.now(), router_host=spec.service.router.host,
+            router_port=spec.service.router.port, source=source,
+        )
+        try:
+            await self._ensure_runtime(svc)
+        except OSError as e:
+            self.store.delete_service(name)
+            raise ConfigError(f"service {name!r}: cannot open its endpoint: {e}") from None
+        self.store.add_event(name, "created", f"version 1, policy {policy_for(spec)}",
+                             now=self.clock.now())
+        self.wake()
+        return self.describe(name)
+
+    async def update_service(self, name: str, yaml_text: str, source: str | None) -> dict[str, Any]:
+        svc = self._get(name)
+        if svc.status is ServiceStatus.SHUTTING_DOWN:
+            raise ServiceError(f"service {name!r} is shutting down")
+        spec = parse_spec(yaml_text, source)
+        if spec.name and spec.name != name:
+            raise ServiceError(f"spec names service {spec.name!r}, not {name!r}")
+        version = self.store.add_version(name, yaml_text, now=self.clock.now(), source=source)
+        rt = self.runtimes.get(name)
+        if rt is not None:
+            rt.specs[version] = spec
+            rt.router.reconfigure(spec.service)
+            rt.prober.probe = spec.service.readiness_probe
+        self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
+        self.wake()
+        return self.describe(name)
+
+    async def delete_service(self, name: str) -> dict[str, Any]:
+        self._get(name)
+        self.store.update_service(name, now=self.clock.now(), status=ServiceStatus.SHUTTING_DOWN)
+        self.store.add_event(name, "down", "shutting down", now=self.clock.now())
+        self.wake()
+        return {"name": name, "status": ServiceStatus.SHUTTING_DOWN.value}
+
+    def _get(self, name: str) -> ServiceRecord:
+        svc = self.store.get_service(name)
+        if svc is None:
+            raise ServiceNotFound(f"no service named {name!r}")
+        return svc
+
+    def describe(self, name: str) -> dict[str, Any]:
+        svc = self._get(name)
+        rt = self.runtimes.get(name)
+        now = self.clock.now()
+        stats = rt.router.replica_stats() if rt is not None else {}
+        replicas = []
+        for r in self.store.list_replicas(name, include_terminated=True):
+            replicas.append({
+                "id": r.replica_id,
+                "version": r.version,
+                "status": r.status.value,
+                "reason": r.reason.value if r.reason else None,
+                "location": str(r.location),
+                "cloud": r.location.cloud,
+                "region": r.location.region,
+                "zone": r.location.zone,
+                "spot": r.spot,
+                "price_per_hour": r.price,
+                "endpoint": r.endpoint,
+                "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
+                "interruption_at": r.interruption_at,
+                "probe_failures": r.probe_failures,
+                "router": stats.get(r.replica_id, {}),
+            })
+        live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
+        host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
+        return {
+            "name": name,
+            "status": svc.status.value,
+            "version": svc.current_version,
+            "endpoint": f"http://{host}:{svc.router_port}" if svc.router_port else None,
+            "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
+            "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),
+            "plan": dict(rt.plan_summary) if rt else {},
+            "last_error": rt.last_error if rt else "",
+            "replicas": replicas,
+            "created_at": svc.created_at,
+        }
+
+    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        if name is not None:
+            return [self.describe(name)]
+        return [self.describe(s.name) for s in self.store.list_services()]
+
+    def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        self._get(name)
+        return [
+            {"at": e.at, "kind": e.kind, "replica": e.replica_id, "message": e.message}
+            for e in self.store.events(name, limit=limit)
+        ]
+
+    def log_path(self, name: str, replica_id: int) -> Path | None:
+        self._get(name)
+        r = self.store.get_replica(name, replica_id)
+        if r is None:
+            raise ServiceNotFound(f"service {name!r} has no replica {replica_id}")
+        if not r.instance_id:
+            return None
+        path = self.providers.get(r.location.cloud).log_path(r.instance_id)
+        return Path(path) if path else None
+
+
+def _name_from(source: str | None) -> str:
+    if not source:
+        return "service"
+    stem = Path(source).stem.lower()
+    stem = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-") or "service"
+    if not stem[0].isalpha():
+        stem = "s-" + stem
+    return stem[:40]

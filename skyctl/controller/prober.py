@@ -1,0 +1,161 @@
+"""Readiness probes.
+
+One task per service probes every replica that has an endpoint and is
+STARTING, READY or NOT_READY, each every ``period_seconds`` (sooner when the
+router reports a connection error to it). Only HTTP 200 counts as ready, as in
+SkyServe. Results are kept in memory; the reconciler turns them into status
+transitions and wakes when one changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from skyctl.clock import Clock
+from skyctl.spec import ReadinessProbe
+
+log = logging.getLogger(__name__)
+
+#: how often the probe loop looks for due probes (clock seconds)
+SCAN_INTERVAL = 0.25
+
+
+@dataclass
+class ProbeResult:
+    ok: bool | None = None  # None: not probed yet
+    consecutive_failures: int = 0
+    last_at: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    replica_id: int
+    endpoint: str
+
+
+class Prober:
+    """Probes a service's replicas on a schedule; ``on_change`` fires when a result flips."""
+
+    def __init__(
+        self, probe: ReadinessProbe, *, clock: Clock, on_change: Callable[[], None]
+    ) -> None:
+        self.probe = probe
+        self._clock = clock
+        self._on_change = on_change
+        self._targets: dict[int, Target] = {}
+        self.results: dict[int, ProbeResult] = {}
+        self._due: dict[int, float] = {}
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def set_targets(self, targets: list[Target]) -> None:
+        """The replicas to probe now; results of others are forgotten."""
+        wanted = {t.replica_id: t for t in targets}
+        for rid in list(self._targets):
+            if rid not in wanted or wanted[rid] != self._targets[rid]:
+                self._forget(rid)
+        for rid, target in wanted.items():
+            if rid not in self._targets:
+                self._targets[rid] = target
+                self.results.setdefault(rid, ProbeResult())
+                self._due[rid] = self._clock.now()
+
+    def probe_soon(self, replica_id: int) -> None:
+        """Probe this replica at the next scan (the router saw it fail)."""
+        if replica_id in self._targets:
+            self._due[replica_id] = self._clock.now()
+
+    def forget(self, rid: int) -> None:
+        """Stop probing a replica (it is going away)."""
+        self._forget(rid)
+
+    def _forget(self, rid: int) -> None:
+        self._targets.pop(rid, None)
+        self.results.pop(rid, None)
+        self._due.pop(rid, None)
+        task = self._inflight.pop(rid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            now = self._clock.now()
+            for rid, due in list(self._due.items()):
+                if due <= now and rid not in self._inflight:
+                    self._due[rid] = now + self.probe.period_seconds
+                    task = asyncio.get_running_loop().create_task(self._probe_one(rid))
+                    self._inflight[rid] = task
+            await self._clock.sleep(SCAN_INTERVAL)
+
+    async def _probe_one(self, rid: int) -> None:
+        target = self._targets.get(rid)
+        try:
+            if target is None:
+                return
+            ok, detail = await self._request(target.endpoint)
+            result = self.results.get(rid)
+            if result is None or self._targets.get(rid) != target:
+                return
+            changed = result.ok != ok
+            result.ok = ok
+            result.detail = detail
+            result.last_at = self._clock.now()
+            result.consecutive_failures = 0 if ok else result.consecutive_failures + 1
+            if changed or not ok:
+                self._on_change()
+        finally:
+            if self._inflight.get(rid) is asyncio.current_task():
+                del self._inflight[rid]
+
+    async def _request(self, endpoint: str) -> tuple[bool, str]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, force_close=True)
+            )
+        url = endpoint.rstrip("/") + "/" + self.probe.path.lstrip("/")
+        timeout = aiohttp.ClientTimeout(total=self.probe.timeout_seconds)
+        headers = dict(self.probe.headers)
+        try:
+            if self.probe.post_data is not None:
+                headers.setdefault("Content-Type", "application/json")
+                body = self.probe.post_data
+                json.loads(body)  # validated by the spec parser; cheap guard
+                req = self._session.post(url, data=body, headers=headers, timeout=timeout)
+            else:
+                req = self._session.get(url, headers=headers, timeout=timeout)
+            async with req as resp:
+                await resp.read()
+                return resp.status == 200, f"HTTP {resp.status}"
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+            return False, type(e).__name__
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._inflight.values()):
+            task.cancel()
+        for task in list(self._inflight.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._inflight.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

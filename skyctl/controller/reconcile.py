@@ -1,0 +1,413 @@
+"""One service's tick: observe -> decide -> act.
+
+- observe: the store's replicas, the provider's instance list, probe results;
+  provider facts (preempted, vanished, endpoint, notice) and probe results
+  become life-cycle transitions right here, each through the store (which
+  checks them against ``skyctl.lifecycle``).
+- decide: ``policies.reconcile.plan(observation, now)``; pure.
+- act: every provider call has its intent recorded before (PENDING /
+  SHUTTING_DOWN with the client token) and its outcome after, so a controller
+  killed at any point resumes: a PROVISIONING replica is launched again with
+  the same token (providers are idempotent on it), a SHUTTING_DOWN one is
+  terminated again (not found counts as done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policies.model import (
+    Launch,
+    LocationEvent,
+    LocationEventKind,
+    LocationState,
+    ReplicaView,
+    ServiceObservation,
+    Terminate,
+)
+from policies.reconcile import plan as make_plan
+from policies.registry import policy_for
+from providers.base import LaunchRequest
+from providers.registry import ProviderSet, canonical
+from skyctl.clock import Clock
+from skyctl.controller.prober import Target
+from skyctl.controller.runtime import ServiceRuntime
+from skyctl.errors import (
+    CapacityError,
+    ConfigError,
+    ProviderError,
+    QuotaError,
+    TransientError,
+)
+from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.spec import ServiceSpec
+from skyctl.store import ReplicaRecord, ServiceRecord, ServiceStatus, Store
+from skyctl.types import Backend, Instance, InstanceState, Offering
+
+log = logging.getLogger(__name__)
+S = ReplicaStatus
+
+#: launch attempts (same client token) before a replica counts as failed to provision
+MAX_LAUNCH_ATTEMPTS = 3
+#: terminated replica rows are kept this long for `serve status` history
+KEEP_TERMINATED_SECONDS = 3600.0
+
+
+@dataclass
+class Reconciler:
+    store: Store
+    providers: ProviderSet
+    clock: Clock
+
+    # ------------------------------------------------------------------ tick
+    async def tick(self, rt: ServiceRuntime, svc: ServiceRecord) -> bool:
+        """Reconcile one service once. Returns True when the service is gone."""
+        name = svc.name
+        version = self.store.get_version(name, svc.current_version)
+        spec = rt.spec(svc.current_version, version.yaml_text, version.source)
+        replicas = self.store.list_replicas(name)
+        instances = await self._instances(name, spec, replicas)
+        replicas = await self._sync(rt, replicas, instances)
+        replicas = self._apply_probes(rt, replicas)
+
+        if svc.status is ServiceStatus.SHUTTING_DOWN:
+            await self._act_terminations(
+                rt, [Terminate(r.replica_id, EndReason.USER) for r in replicas if r.is_live]
+            )
+            self._publish(rt, [])
+            if not [r for r in self.store.list_replicas(name) if r.is_live]:
+                return await self._finish_down(name, spec)
+            return False
+
+        offerings = await self._offerings(spec)
+        obs = ServiceObservation(
+            service=name,
+            version=svc.current_version,
+            spec=spec,
+            replicas=tuple(_view(r) for r in replicas if r.is_live),
+            offerings=tuple(offerings),
+            location_states={
+                loc: LocationState(state) for loc, state in self.store.location_states(name).items()
+            },
+            events=tuple(rt.events),
+            qps=rt.router.request_rate(60.0),
+            policy_state=self.store.policy_state(name),
+        )
+        rt.events.clear()
+        now = self.clock.now()
+        plan = make_plan(obs, now)
+        with self.store.transaction():
+            self.store.set_location_states(
+                name, {loc: str(st) for loc, st in plan.location_states.items()}, now=now
+            )
+            self.store.set_policy_state(name, dict(plan.policy_state))
+            for note in plan.notes:
+                self.store.add_event(name, "plan", note, now=now)
+        rt.plan_summary = {
+            "policy": policy_for(spec),
+            "target": plan.target,
+            "spot_target": plan.spot_target,
+            "ondemand_target": plan.ondemand_target,
+        }
+        await self._act_terminations(rt, list(plan.terminations))
+        await self._act_launches(rt, spec, list(plan.launches))
+        live = [r for r in self.store.list_replicas(name) if r.is_live]
+        self._publish(rt, live)
+        self._set_status(svc, live)
+        self.store.purge_terminated(name, before=now - KEEP_TERMINATED_SECONDS)
+        return False
+
+    # --------------------------------------------------------------- observe
+    async def _instances(
+        self, name: str, spec: ServiceSpec, replicas: Sequence[ReplicaRecord]
+    ) -> dict[str, dict[int, Instance]]:
+        """Instances per cloud; a cloud whose listing failed is absent (unknown this tick)."""
+        clouds = {canonical(c.cloud) for c in spec.resources.candidates}
+        clouds |= {canonical(r.location.cloud) for r in replicas}
+        out: dict[str, dict[int, Instance]] = {}
+        for cloud in sorted(clouds):
+            try:
+                listed = await self.providers.get(cloud).list_instances(name)
+            except (TransientError, ProviderError) as e:
+                log.warning("%s: listing %s instances failed: %s", name, cloud, e)
+                continue
+            out[cloud] = {i.replica_id: i for i in listed}
+        return out
+
+    async def _offerings(self, spec: ServiceSpec) -> list[Offering]:
+        out: list[Offering] = []
+        for cloud in sorted({canonical(c.cloud) for c in spec.resources.candidates}):
+            try:
+                out.extend(await self.providers.get(cloud).offerings(spec))
+            except (TransientError, ProviderError) as e:
+                log.warning("offerings from %s failed: %s", cloud, e)
+        return out
+
+    async def _sync(
+        self,
+        rt: ServiceRuntime,
+        replicas: list[ReplicaRecord],
+        instances: dict[str, dict[int, Instance]],
+    ) -> list[ReplicaRecord]:
+        """Provider facts -> transitions. Returns the replicas as updated."""
+        name = rt.name
+        known_ids = {r.replica_id for r in replicas if r.is_live}
+        out: list[ReplicaRecord] = []
+        for r in replicas:
+            cloud = canonical(r.location.cloud)
+            if cloud not in instances:  # unknown this tick
+                out.append(r)
+                continue
+            inst = instances[cloud].get(r.replica_id)
+            out.append(await self._sync_one(rt, r, inst))
+        # instances of this service that no live replica owns: orphans
+        for cloud, by_id in instances.items():
+            for rid, inst in by_id.items():
+                if rid not in known_ids:
+                    await self._terminate_instance(name, cloud, inst.instance_id)
+                    self.store.add_event(
+                        name, "orphan", f"terminated unknown instance {inst.instance_id}",
+                        now=self.clock.now(), replica_id=rid,
+                    )
+        return out
+
+    async def _sync_one(
+        self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance | None
+    ) -> ReplicaRecord:
+        name, now = rt.name, self.clock.now()
+        if r.status in (S.PENDING, S.PROVISIONING):
+            if inst is not None and inst.state in (InstanceState.PENDING, InstanceState.RUNNING):
+                # the launch went through before a restart: adopt it
+                if r.status is S.PENDING:
+                    r = self.store.update_replica(name, r.replica_id, now=now, status=S.PROVISIONING)
+                return self._started(rt, r, inst)
+            return r  # relaunched (same token) in _resume_launches
+        if r.status is S.SHUTTING_DOWN:
+            return r
+        if r.status not in (S.STARTING, S.READY, S.NOT_READY):
+            return r
+        if inst is None or inst.state is InstanceState.PREEMPTED:
+            # a spot instance that vanished was taken by the cloud (GCP and Azure
+            # delete preempted spot VMs); an on-demand one that vanished failed
+            reason = EndReason.PREEMPTED if r.spot else EndReason.FAILED
+            return await self._end(rt, r, reason, "instance preempted" if inst else "instance gone")
+        if inst.state in (InstanceState.TERMINATED, InstanceState.FAILED):
+            return await self._end(rt, r, EndReason.FAILED, inst.detail or f"instance {inst.state}")
+        changes: dict[str, object] = {}
+        if inst.endpoint and inst.endpoint != r.endpoint:
+            changes["endpoint"] = inst.endpoint
+        if inst.interruption_at is not None and inst.interruption_at != r.interruption_at:
+            changes["interruption_at"] = inst.interruption_at
+            self._note_notice(rt, r)
+        if changes:
+            r = self.store.update_replica(name, r.replica_id, now=now, **changes)
+        return r
+
+    def _note_notice(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
+        if r.replica_id in rt.noticed:
+            return
+        rt.noticed.add(r.replica_id)
+        rt.events.append(LocationEvent(LocationEventKind.NOTICE, r.location, self.clock.now(), r.spot))
+        self.store.add_event(rt.name, "notice", "interruption notice", now=self.clock.now(),
+                             replica_id=r.replica_id)
+
+    async def _end(
+        self, rt: ServiceRuntime, r: ReplicaRecord, reason: EndReason, detail: str
+    ) -> ReplicaRecord:
+        """The instance is gone or going: record, clean up, TERMINATED."""
+        now = self.clock.now()
+        if reason is EndReason.PREEMPTED:
+            rt.events.append(LocationEvent(LocationEventKind.PREEMPTED, r.location, now, r.spot))
+        r = self.store.update_replica(rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN,
+                                      reason=reason)
+        self.store.add_event(rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id)
+        self._unroute(rt, r.replica_id)
+        return await self._finish_terminate(rt, r)
+
+    def _apply_probes(self, rt: ServiceRuntime, replicas: list[ReplicaRecord]) -> list[ReplicaRecord]:
+        out = []
+        now = self.clock.now()
+        for r in replicas:
+            res = rt.prober.results.get(r.replica_id)
+            if res is None or res.ok is None or r.status not in (S.STARTING, S.READY, S.NOT_READY):
+                out.append(r)
+                continue
+            if res.ok and r.status in (S.STARTING, S.NOT_READY):
+                r = self.store.update_replica(rt.name, r.replica_id, now=now, status=S.READY,
+                                              probe_failures=0)
+                self.store.add_event(rt.name, "ready", f"ready at {r.endpoint}", now=now,
+                                     replica_id=r.replica_id)
+            elif not res.ok and r.status in (S.READY, S.NOT_READY):
+                fields: dict[str, object] = {"probe_failures": res.consecutive_failures}
+                if r.status is S.READY:
+                    fields["status"] = S.NOT_READY
+                    self.store.add_event(rt.name, "not_ready", f"probe failed: {res.detail}",
+                                         now=now, replica_id=r.replica_id)
+                r = self.store.update_replica(rt.name, r.replica_id, now=now, **fields)  # type: ignore[arg-type]
+            out.append(r)
+        return out
+
+    # ------------------------------------------------------------------- act
+    async def _act_terminations(self, rt: ServiceRuntime, terms: list[Terminate]) -> None:
+        if not terms:
+            return
+        now = self.clock.now()
+        todo: list[ReplicaRecord] = []
+        for t in terms:
+            r = self.store.get_replica(rt.name, t.replica_id)
+            if r is None or not r.is_live:
+                continue
+            if r.status is not S.SHUTTING_DOWN:
+                r = self.store.update_replica(rt.name, r.replica_id, now=now,
+                                              status=S.SHUTTING_DOWN, reason=t.reason)
+                self.store.add_event(rt.name, "terminate", f"{t.reason}: {t.detail}".rstrip(": "),
+                                     now=now, replica_id=r.replica_id)
+            self._unroute(rt, r.replica_id)
+            todo.append(r)
+        await asyncio.gather(*(self._finish_terminate(rt, r) for r in todo))
+
+    async def _finish_terminate(self, rt: ServiceRuntime, r: ReplicaRecord) -> ReplicaRecord:
+        if r.instance_id:
+            try:
+                await self._terminate_instance(rt.name, canonical(r.location.cloud), r.instance_id)
+            except (TransientError, ProviderError) as e:
+                self.store.add_event(rt.name, "terminate_retry", str(e), now=self.clock.now(),
+                                     replica_id=r.replica_id)
+                return r  # still SHUTTING_DOWN; the next tick tries again
+        r = self.store.update_replica(rt.name, r.replica_id, now=self.clock.now(),
+                                      status=S.TERMINATED)
+        rt.prober.forget(r.replica_id)
+        return r
+
+    async def _terminate_instance(self, service: str, cloud: str, instance_id: str) -> None:
+        await self.providers.get(cloud).terminate(instance_id)
+
+    async def _act_launches(
+        self, rt: ServiceRuntime, spec: ServiceSpec, launches: list[Launch]
+    ) -> None:
+        now = self.clock.now()
+        records: list[ReplicaRecord] = []
+        with self.store.transaction():
+            for launch in launches:
+                off = launch.offering
+                r = self.store.add_replica(
+                    rt.name, version=launch.version, location=off.location, spot=off.spot,
+                    price=off.price, instance_type=off.instance_type,
+                    client_token=secrets.token_hex(16), now=now,
+                )
+                self.store.add_event(rt.name, "launch",
+                                     f"{'spot' if off.spot else 'on-demand'} in {off.location} "
+                                     f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
+                                     now=now, replica_id=r.replica_id)
+                records.append(r)
+        # plus any launch a previous run recorded but did not finish
+        resumed = [r for r in self.store.list_replicas(rt.name)
+                   if r.status in (S.PENDING, S.PROVISIONING) and r not in records]
+        await asyncio.gather(*(self._launch_one(rt, r) for r in records + resumed))
+
+    async def _launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
+        name = rt.name
+        version = self.store.get_version(name, r.version)
+        spec = rt.spec(r.version, version.yaml_text, version.source)
+        r = self.store.update_replica(name, r.replica_id, now=self.clock.now(),
+                                      status=S.PROVISIONING if r.status is S.PENDING else None,
+                                      launch_attempts=r.launch_attempts + 1)
+        offering = Offering(r.location, r.spot, r.price, r.instance_type)
+        request = LaunchRequest(
+            service=name, replica_id=r.replica_id, version=r.version, offering=offering,
+            client_token=r.client_token, spec=spec, port=spec.service.ports or 8080,
+            envs={**spec.envs, **spec.secrets},
+        )
+        try:
+            inst = await self.providers.get(r.location.cloud).launch(request)
+        except (CapacityError, QuotaError) as e:
+            now = self.clock.now()
+            if r.spot:
+                rt.events.append(LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, now))
+            self._fail_launch(name, r, f"{type(e).__name__}: {e}")
+            return
+        except TransientError as e:
+            if r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
+                self._fail_launch(name, r, f"gave up after {r.launch_attempts} attempts: {e}")
+            else:
+                self.store.add_event(name, "launch_retry", str(e), now=self.clock.now(),
+                                     replica_id=r.replica_id)
+            return
+        except (ProviderError, ConfigError) as e:
+            self._fail_launch(name, r, f"{type(e).__name__}: {e}")
+            return
+        if r.spot:
+            rt.events.append(LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now()))
+        self._started(rt, r, inst)
+
+    def _fail_launch(self, name: str, r: ReplicaRecord, detail: str) -> None:
+        now = self.clock.now()
+        self.store.update_replica(name, r.replica_id, now=now, status=S.TERMINATED,
+                                  reason=EndReason.FAILED_PROVISION)
+        self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
+
+    def _started(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> ReplicaRecord:
+        return self.store.update_replica(
+            rt.name, r.replica_id, now=self.clock.now(), status=S.STARTING,
+            instance_id=inst.instance_id, endpoint=inst.endpoint, price=inst.price or r.price,
+        )
+
+    # --------------------------------------------------------------- publish
+    def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:
+        """Routing table and probe targets from the replicas' statuses, at once."""
+        rt.prober.set_targets([
+            Target(r.replica_id, r.endpoint) for r in live
+            if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)
+        ])
+        ready = [r for r in live if r.status is S.READY and r.endpoint]
+        calm = [r for r in ready if r.interruption_at is None and r.replica_id not in rt.gone]
+        chosen = calm or [r for r in ready if r.replica_id not in rt.gone]
+        rt.set_backends([_backend(r) for r in chosen])
+
+    def _unroute(self, rt: ServiceRuntime, replica_id: int) -> None:
+        rt.gone.add(replica_id)
+        rt.set_backends([b for b in rt.backends if b.replica_id != replica_id])
+
+    def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord]) -> None:
+        if any(r.status is S.READY for r in live):
+            status = ServiceStatus.READY
+        elif any(r.status in (S.PENDING, S.PROVISIONING, S.STARTING) for r in live):
+            status = ServiceStatus.REPLICA_INIT
+        else:
+            status = ServiceStatus.NO_REPLICA
+        if status is not svc.status:
+            self.store.update_service(svc.name, now=self.clock.now(), status=status)
+
+    async def _finish_down(self, name: str, spec: ServiceSpec) -> bool:
+        """Everything terminated: verify by listing, then forget the service."""
+        clouds = {canonical(c.cloud) for c in spec.resources.candidates}
+        for cloud in clouds:
+            try:
+                left = await self.providers.get(cloud).list_instances(name)
+            except (TransientError, ProviderError):
+                return False
+            for inst in left:
+                await self._terminate_instance(name, cloud, inst.instance_id)
+            if left:
+                return False
+        self.store.delete_service(name)
+        return True
+
+
+def _view(r: ReplicaRecord) -> ReplicaView:
+    return ReplicaView(
+        replica_id=r.replica_id, version=r.version, status=r.status, location=r.location,
+        spot=r.spot, price=r.price, created_at=r.created_at, status_since=r.status_since,
+        ready_at=r.ready_at, probe_failures=r.probe_failures, interruption_at=r.interruption_at,
+    )
+
+
+def _backend(r: ReplicaRecord) -> Backend:
+    assert r.endpoint is not None
+    return Backend(replica_id=r.replica_id, url=r.endpoint, location=r.location, spot=r.spot,
+                   accelerators="", version=r.version)
+

@@ -1,0 +1,8 @@
+"""The request router: one reverse proxy per service, inside the controller's loop.
+
+Public API: :class:`Router` (see :mod:`skyctl.router.server`).
+"""
+
+from skyctl.router.server import LOCAL_PREFIX, Router
+
+__all__ = ["LOCAL_PREFIX", "Router"]

@@ -1,0 +1,235 @@
+"""Fan-out and hedging: send one request to several replicas, keep the first good answer.
+
+A :class:`Race` starts attempts on replicas (all ``k`` at once for
+``fan_out``; one, then a hedge after a delay, for ``hedge``) and waits:
+
+- the first response that is not a 5xx wins, as soon as its headers arrive
+  (for a streamed response the router commits to that replica);
+- every other attempt is cancelled: a pending one has its connection closed
+  by the cancellation, one that already has headers is closed, never returned
+  to the pool half-read; the replica sees the disconnect;
+- a connection error starts a replacement on an untried replica while
+  ``retries`` allow;
+- when every attempt failed, or the overall deadline passed, the best error
+  is answered: a replica's own 5xx first, then 504 for a timeout, then 502.
+
+The hedge delay and the overall deadline run on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from skyctl.clock import Clock
+from skyctl.router.headers import REQUEST_ID, downstream_headers
+from skyctl.router.stats import Attempt, ReplicaState, Reservoir
+from skyctl.router.upstream import (
+    AttemptFailed,
+    Upstream,
+    json_response,
+    read_error_body,
+    relay,
+)
+
+
+@dataclass
+class _Outcome:
+    attempt: Attempt
+    resp: aiohttp.ClientResponse | None = None  # a winner candidate (status < 500)
+    error_status: int = 0  # a replica's 5xx
+    error_headers: CIMultiDict[str] | None = None
+    error_body: bytes = b""
+    failure: AttemptFailed | None = None
+
+
+@dataclass(frozen=True)
+class RacePlan:
+    """What to race: replicas to start at once, spares for hedges and retries."""
+
+    first: Sequence[ReplicaState]
+    spares: Sequence[ReplicaState]
+    hedge_delay: float | None = None  # None: no hedge
+    retries: int = 0
+    deadline: float = 300.0
+
+
+def _discard(outcome: _Outcome) -> None:
+    """A losing answer: close its connection (never back to the pool half-read)."""
+    if outcome.resp is not None:
+        outcome.resp.close()
+        outcome.attempt.replica.cancelled += 1
+        outcome.attempt.release()
+
+
+def _discard_task(task: asyncio.Task[_Outcome]) -> None:
+    """Done-callback of an attempt cancelled too late: drop the answer it got."""
+    if not task.cancelled() and task.exception() is None:
+        _discard(task.result())
+
+
+class Race:
+    """One request raced over several replicas (see the module docstring)."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        clock: Clock,
+        latency: Reservoir,
+        try_hedge: Callable[[], bool],
+        service: str,
+    ) -> None:
+        self._up = upstream
+        self._clock = clock
+        self._latency = latency
+        self._try_hedge = try_hedge
+        self._service = service
+
+    async def _attempt(
+        self,
+        attempt: Attempt,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+    ) -> _Outcome:
+        replica = attempt.replica
+        started = self._clock.now()
+        try:
+            resp = await self._up.open(replica, method, raw_path, headers, body, None)
+        except AttemptFailed as exc:
+            replica.errors += 1
+            attempt.release()
+            return _Outcome(attempt, failure=exc)
+        except BaseException:
+            attempt.release()
+            raise
+        elapsed = self._clock.now() - started
+        replica.latency.add(elapsed)
+        self._latency.add(elapsed)
+        if resp.status >= 500:
+            replica.errors += 1
+            try:
+                error_body = await read_error_body(resp)
+            finally:
+                attempt.release()
+            return _Outcome(
+                attempt,
+                error_status=resp.status,
+                error_headers=downstream_headers(resp.headers, rid=""),
+                error_body=error_body,
+            )
+        return _Outcome(attempt, resp=resp)
+
+    async def run(
+        self,
+        request: web.BaseRequest,
+        rid: str,
+        plan: RacePlan,
+        headers: CIMultiDict[str],
+        body: bytes,
+    ) -> web.StreamResponse:
+        method, raw_path = request.method, request.raw_path
+        spares = list(plan.spares)
+        retries = plan.retries
+        attempts: list[Attempt] = []
+        pending: dict[asyncio.Task[_Outcome], Attempt] = {}
+
+        def start(replica: ReplicaState) -> None:
+            attempt = Attempt(replica)
+            attempts.append(attempt)
+            task = asyncio.ensure_future(self._attempt(attempt, method, raw_path, headers, body))
+            pending[task] = attempt
+
+        for replica in plan.first:
+            start(replica)
+        deadline = asyncio.ensure_future(self._clock.sleep(plan.deadline))
+        hedge: asyncio.Future[None] | None = None
+        if plan.hedge_delay is not None and spares:
+            hedge = asyncio.ensure_future(self._clock.sleep(plan.hedge_delay))
+        winner: _Outcome | None = None
+        first_error: _Outcome | None = None
+        timed_out = False
+        try:
+            while pending:
+                waiting: set[asyncio.Future[Any]] = {*pending, deadline}
+                if hedge is not None:
+                    waiting.add(hedge)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in pending if t in done]:
+                    del pending[task]
+                    outcome = task.result()
+                    if outcome.resp is not None:
+                        if winner is None:
+                            winner = outcome
+                        else:  # answered in the same instant: a loser
+                            _discard(outcome)
+                    elif outcome.failure is not None:
+                        if outcome.failure.kind == "timeout":
+                            timed_out = True
+                        elif retries > 0 and spares:
+                            retries -= 1
+                            start(spares.pop(0))
+                    elif first_error is None:
+                        first_error = outcome
+                if winner is not None:
+                    break
+                if hedge is not None and hedge in done:
+                    hedge = None
+                    if spares and self._try_hedge():
+                        start(spares.pop(0))
+                if deadline in done:
+                    timed_out = True
+                    break
+        finally:
+            deadline.cancel()
+            if hedge is not None:
+                hedge.cancel()
+            for task, attempt in pending.items():
+                if task.cancel():  # still waiting: the cancellation closes its connection
+                    attempt.replica.cancelled += 1
+                task.add_done_callback(_discard_task)
+            if pending:
+                await asyncio.wait(pending)
+            if winner is None:
+                for attempt in attempts:
+                    attempt.release()
+        if winner is None:
+            return self._best_error(rid, first_error, timed_out, len(attempts))
+        assert winner.resp is not None
+        replica = winner.attempt.replica
+        replica.wins += 1
+        try:
+            return await relay(request, winner.resp, rid, lambda: self._broken(replica))
+        finally:
+            winner.attempt.release()
+
+    def _broken(self, replica: ReplicaState) -> None:
+        replica.errors += 1
+        self._up.report(replica.replica_id)
+
+    def _best_error(
+        self, rid: str, error: _Outcome | None, timed_out: bool, tried: int
+    ) -> web.StreamResponse:
+        if error is not None:
+            headers = error.error_headers or CIMultiDict()
+            headers[REQUEST_ID] = rid
+            headers.popall("Content-Length", None)
+            return web.Response(status=error.error_status, body=error.error_body, headers=headers)
+        if timed_out:
+            return json_response(
+                504,
+                {"error": "replicas did not answer in time", "service": self._service},
+                rid,
+            )
+        return json_response(
+            502,
+            {"error": f"all {tried} replicas failed", "service": self._service},
+            rid,
+        )

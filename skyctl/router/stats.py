@@ -1,0 +1,134 @@
+"""Bounded request accounting for the router.
+
+- :class:`RateWindow`: requests per second over a window, from per-second
+  buckets keyed by the injected clock (at most ``horizon`` buckets kept).
+- :class:`Reservoir`: the most recent ``size`` latencies (a ring), for
+  percentiles.
+- :class:`ReplicaState`: one replica's live counters. ``in_flight`` only
+  moves through :class:`Attempt`, whose release is idempotent, so it can
+  never go negative or leak whatever errors or cancellations happen.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from policies.routing import percentile
+from skyctl.types import Backend
+
+
+class RateWindow:
+    """Event counts in per-second buckets; memory bounded by ``horizon`` seconds."""
+
+    __slots__ = ("_buckets", "_horizon")
+
+    def __init__(self, horizon: int = 3600) -> None:
+        self._horizon = horizon
+        self._buckets: deque[list[int]] = deque(maxlen=horizon)
+
+    def record(self, now: float, count: int = 1) -> None:
+        second = int(now)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += count
+        elif buckets and buckets[-1][0] > second:  # clock went back: count in the newest bucket
+            buckets[-1][1] += count
+        else:
+            buckets.append([second, count])
+
+    def rate(self, now: float, window: float) -> float:
+        """Events per second over the ``window`` seconds ending at ``now``."""
+        if window <= 0:
+            raise ValueError(f"window_seconds must be > 0, got {window}")
+        window = min(window, float(self._horizon))
+        start = now - window
+        total = 0
+        for second, count in reversed(self._buckets):
+            if second + 1 <= start:
+                break
+            if second <= now:
+                total += count
+        return total / window
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class Reservoir:
+    """The last ``size`` samples; percentiles are computed on demand."""
+
+    __slots__ = ("_samples", "total")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self.total = 0  # samples ever added
+
+    def add(self, value: float) -> None:
+        self._samples.append(value)
+        self.total += 1
+
+    def percentile(self, q: float) -> float:
+        return percentile(self._samples, q)
+
+    def values(self) -> list[float]:
+        return list(self._samples)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+class ReplicaState:
+    """Live counters of one replica (kept while it is routable or busy)."""
+
+    __slots__ = (
+        "backend",
+        "cancelled",
+        "errors",
+        "in_flight",
+        "latency",
+        "replica_id",
+        "requests",
+        "target_qps",
+        "url",
+        "wins",
+    )
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.replica_id = backend.replica_id
+        self.url = backend.url.rstrip("/")
+        self.target_qps = 1.0  # for instance_aware_least_load
+        self.in_flight = 0
+        self.requests = 0
+        self.wins = 0
+        self.cancelled = 0
+        self.errors = 0
+        self.latency = Reservoir()  # seconds to response headers
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "requests": float(self.requests),
+            "wins": float(self.wins),
+            "cancelled": float(self.cancelled),
+            "errors": float(self.errors),
+            "in_flight": float(self.in_flight),
+            "latency_p50_ms": self.latency.percentile(50.0) * 1000.0,
+            "latency_p99_ms": self.latency.percentile(99.0) * 1000.0,
+        }
+
+
+class Attempt:
+    """One try of a request on one replica: holds an in-flight slot until released."""
+
+    __slots__ = ("released", "replica")
+
+    def __init__(self, replica: ReplicaState) -> None:
+        self.replica = replica
+        self.released = False
+        replica.in_flight += 1
+        replica.requests += 1
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.replica.in_flight -= 1

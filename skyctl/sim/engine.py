@@ -1,0 +1,303 @@
+"""The simulator's engine: the controller's decision path against a trace, in virtual time.
+
+Event-driven: the clock jumps from one event to the next (trace ticks,
+cold-start completions, interruption notices); at each event time the engine
+applies what happened, builds a :class:`~policies.model.ServiceObservation`,
+calls the same :func:`policies.reconcile.plan` the live controller calls, and
+carries the plan out through :func:`skyctl.lifecycle.transition`. Nothing here
+decides: no second implementation of any policy.
+
+The provider model (also in ``docs/simulator.md``):
+
+- a zone available in the trace accepts any number of spot launches; a spot
+  launch into an unavailable zone fails at once with a capacity error (the
+  plan is then re-run at the same instant, up to ``max_rounds`` times);
+- when a zone turns unavailable, every spot replica there is preempted at the
+  start of that tick (optionally announced ``notice_seconds`` before);
+- on-demand is always obtainable, at the zone's on-demand price;
+- a launch becomes READY after the cold start (spot and on-demand separately);
+- a replica costs its location's price (spot: the price of the current tick)
+  from launch to termination, cold start included.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, replace
+from typing import Any
+
+from policies.model import (
+    LocationEvent,
+    LocationEventKind,
+    LocationState,
+    Plan,
+    ReplicaView,
+    ServiceObservation,
+)
+from policies.reconcile import plan as decide
+from policies.registry import policy_for
+from skyctl.lifecycle import EndReason, ReplicaStatus, transition
+from skyctl.sim.report import Recorder, SimResult
+from skyctl.spec import ServiceSpec
+from skyctl.traces import Trace
+from skyctl.types import Location, Offering
+
+S = ReplicaStatus
+DEFAULT_COLD_START = 180.0
+
+_TICK, _NOTICE, _READY = 0, 1, 2  # event kinds; at equal times ticks go first
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    replicas: int | None = None  # N; None: the spec's min_replicas
+    policy: str | None = None  # overrides the spec's spot policy
+    spot_cold_start: float = DEFAULT_COLD_START
+    ondemand_cold_start: float = DEFAULT_COLD_START
+    start_tick: int = 0
+    ticks: int | None = None  # None: to the end of the trace
+    notice_seconds: float = 0.0  # interruption notice before a trace preemption
+    max_rounds: int = 3  # plans at one instant after failed launches
+    cloud: str | None = None  # the cloud part of locations; None: from the trace name
+    timeline: bool = False  # record the series --plot draws
+
+
+class _Replica:
+    __slots__ = (
+        "created_at",
+        "interruption_at",
+        "ready_at",
+        "rid",
+        "spot",
+        "status",
+        "status_since",
+        "zone",
+    )
+
+    def __init__(self, rid: int, zone: int, spot: bool, now: float) -> None:
+        self.rid = rid
+        self.zone = zone
+        self.spot = spot
+        self.status = S.PENDING
+        self.created_at = now
+        self.status_since = now
+        self.ready_at: float | None = None
+        self.interruption_at: float | None = None
+
+    def move(self, new: ReplicaStatus, now: float, reason: EndReason | None = None) -> None:
+        self.status = transition(self.status, new, reason)
+        self.status_since = now
+
+
+def trace_cloud(trace: Trace) -> str:
+    head = trace.name.split("-", 1)[0].lower()
+    return head if head in ("aws", "gcp", "azure") else "trace"
+
+
+def effective_spec(spec: ServiceSpec, config: SimConfig) -> ServiceSpec:
+    """The spec with the simulator's overrides: fixed N replicas, the policy."""
+    rp = spec.service.replica_policy
+    if config.replicas is not None:
+        rp = replace(
+            rp, min_replicas=config.replicas, max_replicas=None, target_qps_per_replica=None
+        )
+    if config.policy is not None:
+        rp = replace(rp, spot_policy=config.policy)
+    return replace(spec, service=replace(spec.service, replica_policy=rp))
+
+
+class Simulation:
+    """One policy over one trace window. ``run()`` returns the figures."""
+
+    def __init__(self, spec: ServiceSpec, trace: Trace, config: SimConfig) -> None:
+        ticks = config.ticks if config.ticks is not None else trace.ticks - config.start_tick
+        self.trace = trace.window(config.start_tick, ticks)
+        self.config = config
+        self.spec = effective_spec(spec, config)
+        self.n = self.spec.service.replica_policy.min_replicas
+        cloud = config.cloud or trace_cloud(trace)
+        tr = self.trace
+        self.locations = [Location(cloud, z.region, z.zone) for z in tr.zones]
+        self.avail = tr.availability_matrix()
+        self.prices = tr.spot_price_matrix()
+        self.od_prices = [tr.zone_ondemand_price(i) for i in range(len(tr.zones))]
+        self.zone_of = {loc: i for i, loc in enumerate(self.locations)}
+        self.replicas: dict[int, _Replica] = {}
+        self.next_id = 1
+        self.events: list[LocationEvent] = []
+        self.location_states: dict[Location, LocationState] = {}
+        self.policy_state: dict[str, Any] = {}
+        self.tick = 0
+        self.heap: list[tuple[float, int, int, int]] = []
+        self.rec = Recorder(self.n, timeline=config.timeline)
+        self._offers_tick = -1
+        self._offers: tuple[Offering, ...] = ()
+        self.last_plan = Plan()
+
+    # -- the provider model ---------------------------------------------------------
+    def offerings(self) -> tuple[Offering, ...]:
+        if self._offers_tick != self.tick:
+            t = self.tick
+            spot = [Offering(loc, True, self.prices[i][t]) for i, loc in enumerate(self.locations)]
+            od = [Offering(loc, False, self.od_prices[i]) for i, loc in enumerate(self.locations)]
+            self._offers = tuple(spot + od)
+            self._offers_tick = t
+        return self._offers
+
+    def price_of(self, r: _Replica) -> float:
+        return self.prices[r.zone][self.tick] if r.spot else self.od_prices[r.zone]
+
+    def _end(self, r: _Replica, now: float, reason: EndReason) -> None:
+        r.move(S.TERMINATED, now, reason)
+        del self.replicas[r.rid]
+
+    def _preempt_zones(self, now: float) -> None:
+        t = self.tick
+        for r in list(self.replicas.values()):
+            if r.spot and not self.avail[r.zone][t]:
+                self._end(r, now, EndReason.PREEMPTED)
+                self.rec.preemptions += 1
+                self.events.append(
+                    LocationEvent(LocationEventKind.PREEMPTED, self.locations[r.zone], now)
+                )
+
+    def _notice(self, tick: int, now: float) -> None:
+        kill_at = self.trace.start + tick * self.trace.gap_seconds
+        for r in self.replicas.values():
+            if r.spot and r.interruption_at is None and not self.avail[r.zone][tick]:
+                r.interruption_at = kill_at
+                self.events.append(
+                    LocationEvent(LocationEventKind.NOTICE, self.locations[r.zone], now)
+                )
+
+    def _launch(self, offering: Offering, now: float) -> bool:
+        zone = self.zone_of[offering.location]
+        r = _Replica(self.next_id, zone, offering.spot, now)
+        self.next_id += 1
+        self.rec.launches += 1
+        r.move(S.PROVISIONING, now)
+        if offering.spot and not self.avail[zone][self.tick]:
+            r.move(S.TERMINATED, now, EndReason.FAILED_PROVISION)
+            self.rec.failed_launches += 1
+            self.events.append(
+                LocationEvent(LocationEventKind.CAPACITY_ERROR, offering.location, now)
+            )
+            return False
+        r.move(S.STARTING, now)
+        self.replicas[r.rid] = r
+        if offering.spot:
+            self.events.append(LocationEvent(LocationEventKind.LAUNCHED, offering.location, now))
+        cold = self.config.spot_cold_start if offering.spot else self.config.ondemand_cold_start
+        heapq.heappush(self.heap, (now + cold, _READY, r.rid, 0))
+        return True
+
+    # -- the decision path --------------------------------------------------------
+    def observe(self) -> ServiceObservation:
+        views = tuple(
+            ReplicaView(
+                replica_id=r.rid,
+                version=1,
+                status=r.status,
+                location=self.locations[r.zone],
+                spot=r.spot,
+                price=self.price_of(r),
+                created_at=r.created_at,
+                status_since=r.status_since,
+                ready_at=r.ready_at,
+                interruption_at=r.interruption_at,
+            )
+            for r in self.replicas.values()
+        )
+        obs = ServiceObservation(
+            service=self.spec.name or "sim",
+            version=1,
+            spec=self.spec,
+            replicas=views,
+            offerings=self.offerings(),
+            location_states=self.location_states,
+            events=tuple(self.events),
+            policy_state=self.policy_state,
+        )
+        self.events = []
+        return obs
+
+    def step(self, now: float) -> None:
+        for _ in range(max(1, self.config.max_rounds)):
+            p = decide(self.observe(), now)
+            self.rec.plans += 1
+            self.last_plan = p
+            self.location_states = dict(p.location_states)
+            self.policy_state = dict(p.policy_state)
+            for t in p.terminations:
+                r = self.replicas.get(t.replica_id)
+                if r is not None:
+                    r.move(S.SHUTTING_DOWN, now, t.reason)
+                    self._end(r, now, t.reason)
+            failed = False
+            for la in p.launches:
+                failed |= not self._launch(la.offering, now)
+            if not failed:
+                return
+
+    # -- the loop -----------------------------------------------------------------
+    def _account(self, now: float) -> None:
+        ready_spot = ready_od = 0
+        rate = 0.0
+        spot_live = 0
+        for r in self.replicas.values():
+            rate += self.price_of(r)
+            if r.spot:
+                spot_live += 1
+            if r.status is S.READY:
+                if r.spot:
+                    ready_spot += 1
+                else:
+                    ready_od += 1
+        self.rec.advance(now, ready_spot, ready_od, rate, spot_live, len(self.replicas))
+
+    def run(self) -> SimResult:
+        tr = self.trace
+        start, gap = tr.start, tr.gap_seconds
+        end = start + tr.ticks * gap
+        warmup = max(self.config.spot_cold_start, self.config.ondemand_cold_start)
+        self.rec.begin(start, measure_from=start + warmup)
+        heapq.heappush(self.heap, (start, _TICK, 0, 0))
+        notice = self.config.notice_seconds
+        while self.heap:
+            now = self.heap[0][0]
+            if now >= end:
+                break
+            self._account(now)
+            while self.heap and self.heap[0][0] == now:
+                _, kind, a, _b = heapq.heappop(self.heap)
+                if kind == _TICK:
+                    self.tick = a
+                    self._preempt_zones(now)
+                    if a + 1 < tr.ticks:
+                        nxt = start + (a + 1) * gap
+                        heapq.heappush(self.heap, (nxt, _TICK, a + 1, 0))
+                        if notice > 0 and any(col[a] and not col[a + 1] for col in self.avail):
+                            heapq.heappush(self.heap, (max(now, nxt - notice), _NOTICE, a + 1, 0))
+                elif kind == _NOTICE:
+                    self._notice(a, now)
+                else:
+                    r = self.replicas.get(a)
+                    if r is not None and r.status is S.STARTING:
+                        r.move(S.READY, now)
+                        r.ready_at = now
+            self.step(now)
+            self.rec.target = self.last_plan.target
+        self._account(end)
+        return self.rec.result(
+            policy=self._policy_name(),
+            trace=tr,
+            od_price=min(self.od_prices),
+        )
+
+    def _policy_name(self) -> str:
+        return policy_for(self.spec)
+
+
+def simulate(spec: ServiceSpec, trace: Trace, config: SimConfig | None = None) -> SimResult:
+    """Replay ``trace`` through the policy ``spec`` selects (or ``config.policy``)."""
+    return Simulation(spec, trace, config or SimConfig()).run()

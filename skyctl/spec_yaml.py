@@ -1,0 +1,473 @@
+"""Service spec YAML -> :class:`skyctl.spec.ServiceSpec`: the only place that validates.
+
+SkyServe's service YAML parses unchanged; keys it accepts that we do not act
+on are kept in ``ServiceSpec.extra`` (by dotted key path), and whatever it
+rejects is rejected here too. Our own keys (``local:``, ``service.router``,
+``service.fan_out``, ``readiness_probe.period_seconds`` ...) are documented in
+``docs/spec.md``. Every problem is one :class:`~skyctl.errors.SpecError`,
+rendered on one line as ``file:LINE: key.path: message``; any input gives a
+ServiceSpec or a SpecError, never another exception.
+
+The YAML loader with line numbers, the typed readers and the ``resources:``
+section live in ``skyctl.spec_checks``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from skyctl.spec import (
+    TLS,
+    LocalOptions,
+    LocalZone,
+    ReadinessProbe,
+    ReplicaPolicy,
+    Resources,
+    RouterOptions,
+    ServiceSection,
+    ServiceSpec,
+)
+from skyctl.spec_checks import (
+    LineDict,
+    Section,
+    all_ports,
+    did_you_mean,
+    keep_extra,
+    load_yaml,
+    parse_resources,
+    spec_error,
+    type_name,
+)
+
+__all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
+
+#: Values of ``service.replica_policy.spot_policy`` (our key); see docs/policies.md.
+SPOT_POLICIES: tuple[str, ...] = (
+    "spothedge",
+    "ondemand_only",
+    "cheapest_spot",
+    "round_robin_spot",
+    "skyhedge",
+)
+SKYSERVE_LB_POLICIES = ("round_robin", "least_load", "instance_aware_least_load")
+FAN_OUT_POLICIES = ("fan_out", "hedge")  # ours; they use service.fan_out
+LOAD_BALANCING_POLICIES: tuple[str, ...] = SKYSERVE_LB_POLICIES + FAN_OUT_POLICIES
+SPOT_PLACERS = ("dynamic_fallback",)
+HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE")
+
+_TOP_KEYS = {"name", "resources", "service", "envs", "secrets", "workdir", "setup", "run"}
+_TOP_KEYS |= {"num_nodes", "local"}
+# SkyServe keys we accept but do not act on -> ServiceSpec.extra (types checked).
+_TOP_EXTRA: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("file_mounts", "inputs", "outputs", "config", "volumes"), (dict,)),
+    **dict.fromkeys(("file_mounts_mapping", "pool"), (dict,)),
+    **dict.fromkeys(("volume_mounts", "managed_secrets"), (list,)),
+    "event_callback": (str,),
+    "api_server_access": (bool,),
+}
+_SERVICE_KEYS = {"readiness_probe", "replica_policy", "replicas", "load_balancing_policy"}
+_SERVICE_KEYS |= {"ports", "tls", "load_balancer", "router", "fan_out"}
+_SERVICE_EXTRA: dict[str, tuple[type, ...]] = {"pool": (bool, dict), "workers": (int,)}
+# Keys read by kind (see spec_checks.Section.read); the others are read by hand.
+_PROBE = {
+    "initial_delay_seconds": "num>=0",
+    "timeout_seconds": "num>0",
+    "period_seconds": "num>0",
+    "failure_threshold": "int>=1",
+}
+_POLICY = {
+    "min_replicas": "int>=0",
+    "max_replicas": "int>=0",
+    "upscale_delay_seconds": "num>=0",
+    "downscale_delay_seconds": "num>=0",
+    "num_overprovision": "int>=0",
+    "base_ondemand_fallback_replicas": "int>=0",
+    "dynamic_ondemand_fallback": "bool",
+    "spot_placer": "text",
+    "spot_policy": "text",
+}
+_ROUTER = {
+    "host": "text",
+    "port": "port?",
+    "retries": "int>=0",
+    "max_buffer_bytes": "int>=0",
+    "request_timeout_seconds": "num>0",
+    "connect_timeout_seconds": "num>0",
+    "hedge_delay_seconds": "num>=0?",
+    "hedge_budget": "share",
+}
+_LOCAL = {
+    "trace": "text",
+    "trace_tick_seconds": "num>0",
+    "trace_start": "int>=0",
+    "preemption_rate_per_hour": "num>=0",
+    "seed": "int",
+    "notice_seconds": "num>=0",
+    "ondemand_price": "num>=0?",
+}
+_ZONE = {"region": "text", "zone": "text", "spot_price": "num>=0", "ondemand_price": "num>=0"}
+_NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
+_ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
+_NEEDS_SPOT = "needs `resources.use_spot: true`"
+
+
+def load_spec_file(path: str | Path) -> ServiceSpec:
+    """Read and parse a spec file (``source`` = the path, ``yaml_text`` = its text)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise spec_error(f"not UTF-8 text ({e.reason})", line=None, source=source) from None
+    except OSError as e:
+        raise spec_error(f"cannot read: {e.strerror or e}", line=None, source=source) from None
+    return parse_spec(text, source=source)
+
+
+def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
+    """Parse a service spec; raises :class:`SpecError` (one line) on any problem."""
+    if not isinstance(text, str):
+        raise spec_error(f"expected text, got {type_name(text)}", line=None, source=source)
+    data = load_yaml(text, source)
+    if data is None:
+        raise spec_error(
+            "empty spec: expected a mapping with service and run", line=1, source=source
+        )
+    if not isinstance(data, LineDict):
+        raise spec_error(f"expected a mapping, got {type_name(data)}", line=1, source=source)
+    top = Section(data, "", source)
+    top.check_keys(_TOP_KEYS | _TOP_EXTRA.keys())
+    extra: dict[str, Any] = {}
+    keep_extra(top, _TOP_EXTRA, extra)
+    if top.has("pool"):
+        raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
+    name = top.string("name")
+    if name is not None and (not _NAME_RE.fullmatch(name) or len(name) > 63):
+        raise top.error(
+            "name",
+            f"invalid service name {name!r}: letters, digits, '-', '_' and '.', "
+            "starting with a letter, at most 63 characters",
+        )
+    num_nodes = top.integer("num_nodes")
+    if num_nodes is not None and num_nodes != 1:
+        raise top.error("num_nodes", f"a service replica is one node: must be 1, got {num_nodes}")
+    resources = parse_resources(top.mapping("resources", null_ok=True), extra)
+    service = top.mapping("service")
+    if service is None:
+        raise top.error(None, "missing required key 'service' (the service: section)")
+    section = _service(service, resources, extra)
+    run = top.string("run", nonempty=True)
+    if run is None:
+        raise top.error(None, "missing required key 'run' (the command starting the server)")
+    local = top.mapping("local", null_ok=True)
+    return ServiceSpec(
+        name=name,
+        resources=resources,
+        service=section,
+        envs=_env_map(top, "envs"),
+        secrets=_secrets(top, extra),
+        workdir=_workdir(top, extra),
+        setup=top.string("setup") if top.raw("setup") is not None else None,
+        run=run,
+        local=None if local is None else _local(local),
+        yaml_text=text,
+        source=source,
+        extra=extra,
+    )
+
+
+def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
+    value = top.raw("workdir")
+    if not isinstance(value, LineDict):
+        return top.string("workdir", nonempty=True) if value is not None else None
+    repo = Section(value, "workdir", top.source)  # SkyServe: a git repository {url, ref}
+    repo.check_keys({"url", "ref"})
+    repo.require("url")
+    repo.read_all({"url": "text", "ref": "text"})
+    extra["workdir"] = top.plain("workdir")
+    return None
+
+
+def _env_map(top: Section, key: str) -> dict[str, str]:
+    sec = top.mapping(key, null_ok=True)
+    out: dict[str, str] = {}
+    if sec is None:
+        return out
+    for name, value in sec.data.items():
+        label = str(name)  # as SkyServe: `1: x` is variable "1" (then rejected by name)
+        if not _ENV_RE.fullmatch(label):
+            raise sec.error(name, f"invalid variable name {label!r}", at_key=True)
+        if value is None:
+            raise sec.error(name, "no value given (an empty string is allowed)")
+        if isinstance(value, bool | int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            raise sec.error(name, f"expected a string, got {type_name(value)}")
+        out[label] = value
+    return out
+
+
+def _secrets(top: Section, extra: dict[str, Any]) -> dict[str, str]:
+    if not isinstance(top.raw("secrets"), list):
+        return _env_map(top, "secrets")
+    for item, path, line in top.items("secrets") or []:  # SkyServe: managed secret names
+        if not isinstance(item, str):
+            raise top.at(path, line, f"expected a string, got {type_name(item)}")
+    extra["secrets"] = top.plain("secrets")
+    return {}
+
+
+# -- service -------------------------------------------------------------------
+
+
+def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> ServiceSection:
+    sec.check_keys(_SERVICE_KEYS | _SERVICE_EXTRA.keys())
+    keep_extra(sec, _SERVICE_EXTRA, extra)
+    if sec.has("replicas") and sec.has("replica_policy"):
+        raise sec.error(
+            "replica_policy", "give `replicas` or `replica_policy`, not both", at_key=True
+        )
+    lb = sec.string("load_balancing_policy")
+    if lb is not None and lb not in LOAD_BALANCING_POLICIES:
+        allowed = ", ".join(LOAD_BALANCING_POLICIES)
+        hint = did_you_mean(lb, LOAD_BALANCING_POLICIES)
+        raise sec.error(
+            "load_balancing_policy", f"unknown policy {lb!r} (allowed: {allowed}){hint}"
+        )
+    policy = _replica_policy(sec, resources.use_spot)
+    if isinstance(policy.target_qps_per_replica, dict) and lb != "instance_aware_least_load":
+        raise Section(sec.raw("replica_policy"), sec.sub("replica_policy"), sec.source).error(
+            "target_qps_per_replica",
+            "a per-accelerator map needs `load_balancing_policy: instance_aware_least_load`",
+            at_key=True,
+        )
+    if lb == "instance_aware_least_load" and not isinstance(policy.target_qps_per_replica, dict):
+        raise sec.error(
+            "load_balancing_policy",
+            "instance_aware_least_load needs replica_policy.target_qps_per_replica "
+            "as a per-accelerator map (e.g. {A100: 5, L4: 1})",
+        )
+    fan_out = sec.integer("fan_out", minimum=1)
+    if fan_out is not None and lb not in FAN_OUT_POLICIES:
+        raise sec.error(
+            "fan_out", "only used with load_balancing_policy fan_out or hedge", at_key=True
+        )
+    ports = sec.integer("ports", minimum=1, maximum=65535)
+    if ports is None and len(all_ports(resources)) > 1:
+        raise sec.error(None, "resources has several ports: set service.ports to the serving one")
+    balancer = sec.mapping("load_balancer")
+    stream_timeout = 120.0
+    if balancer is not None:
+        balancer.check_keys({"stream_timeout_seconds"})
+        stream_timeout = balancer.read_all({"stream_timeout_seconds": "num>0"}).get(
+            "stream_timeout_seconds", stream_timeout
+        )
+    return ServiceSection(
+        readiness_probe=_probe(sec),
+        replica_policy=policy,
+        load_balancing_policy=lb or "least_load",
+        ports=ports,
+        tls=_tls(sec),
+        stream_timeout_seconds=stream_timeout,
+        router=_router(sec.mapping("router", null_ok=True), fan_out),
+    )
+
+
+def _probe(sec: Section) -> ReadinessProbe:
+    if not sec.has("readiness_probe"):
+        return ReadinessProbe()
+    if isinstance(sec.raw("readiness_probe"), str):
+        return ReadinessProbe(path=_probe_path(sec, "readiness_probe"))
+    probe = sec.mapping("readiness_probe")
+    assert probe is not None  # null is not a mapping: mapping() raised
+    probe.check_keys(_PROBE.keys() | {"path", "post_data", "headers"})
+    probe.require("path", "the HTTP path probed, e.g. /health")
+    return ReadinessProbe(
+        path=_probe_path(probe, "path"),
+        post_data=_post_data(probe),
+        headers=_headers(probe),
+        **probe.read_all(_PROBE),
+    )
+
+
+def _probe_path(sec: Section, key: str) -> str:
+    path = sec.string(key) or ""
+    if not path.startswith("/"):
+        raise sec.error(key, f"the probe path must start with '/', got {path!r}")
+    return path
+
+
+def _post_data(probe: Section) -> str | None:
+    value = probe.raw("post_data")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except (ValueError, RecursionError):
+            raise probe.error("post_data", "not valid JSON text") from None
+        return value
+    if not isinstance(value, dict):
+        raise probe.error("post_data", f"expected a mapping or JSON text, got {type_name(value)}")
+    return json.dumps(probe.plain("post_data"))
+
+
+def _headers(probe: Section) -> dict[str, str]:
+    sec = probe.mapping("headers", null_ok=True)
+    out: dict[str, str] = {}
+    if sec is None:
+        return out
+    for key, value in sec.data.items():
+        if not isinstance(key, str) or not key.strip():
+            raise sec.error(key, "header names must be non-empty strings", at_key=True)
+        if not isinstance(value, str):
+            raise sec.error(key, f"expected a string, got {type_name(value)}")
+        out[key] = value
+    return out
+
+
+def _tls(sec: Section) -> TLS | None:
+    tls = sec.mapping("tls")
+    if tls is None:
+        return None
+    tls.check_keys({"keyfile", "certfile"})
+    tls.require("keyfile")
+    tls.require("certfile")
+    return TLS(**tls.read_all({"keyfile": "text", "certfile": "text"}))
+
+
+def _replica_policy(sec: Section, use_spot: bool) -> ReplicaPolicy:
+    if sec.has("replicas"):
+        return ReplicaPolicy(min_replicas=sec.read("replicas", "int>=0"))
+    rp = sec.mapping("replica_policy")
+    if rp is None:
+        return ReplicaPolicy()
+    rp.check_keys(_POLICY.keys() | {"target_qps_per_replica"})
+    rp.require("min_replicas")
+    values = rp.read_all(_POLICY)
+    min_r, max_r = values["min_replicas"], values.get("max_replicas")
+    qps = _target_qps(rp)
+    if max_r is not None and max_r < min_r:
+        raise rp.error("max_replicas", f"must be >= min_replicas ({min_r}), got {max_r}")
+    if qps is not None and max_r is None:
+        raise rp.error("target_qps_per_replica", "needs max_replicas to autoscale", at_key=True)
+    if qps is None and max_r is not None and max_r != min_r:
+        raise rp.error("max_replicas", "min_replicas != max_replicas needs target_qps_per_replica")
+    if not use_spot:
+        for key in ("base_ondemand_fallback_replicas", "dynamic_ondemand_fallback"):
+            if values.get(key):
+                raise rp.error(key, f"on-demand fallback {_NEEDS_SPOT}")
+        if "spot_placer" in values:
+            raise rp.error("spot_placer", f"a spot placer {_NEEDS_SPOT}")
+    if "spot_placer" in values:
+        values["spot_placer"] = values["spot_placer"].lower()
+        if values["spot_placer"] not in SPOT_PLACERS:
+            allowed = ", ".join(SPOT_PLACERS)
+            raise rp.error("spot_placer", f"unknown spot placer (allowed: {allowed})")
+    spot_policy = values.get("spot_policy")
+    if spot_policy is not None and spot_policy not in SPOT_POLICIES:
+        allowed, hint = ", ".join(SPOT_POLICIES), did_you_mean(spot_policy, SPOT_POLICIES)
+        raise rp.error(
+            "spot_policy", f"unknown spot policy {spot_policy!r} (allowed: {allowed}){hint}"
+        )
+    if spot_policy not in (None, "ondemand_only") and not use_spot:
+        raise rp.error("spot_policy", f"{spot_policy} {_NEEDS_SPOT}")
+    return ReplicaPolicy(target_qps_per_replica=qps, **values)
+
+
+def _target_qps(rp: Section) -> float | dict[str, float] | None:
+    qmap = rp.raw("target_qps_per_replica")
+    if not isinstance(qmap, LineDict):
+        return rp.read("target_qps_per_replica", "num>0")
+    sec = Section(qmap, rp.sub("target_qps_per_replica"), rp.source)
+    if not qmap:
+        raise rp.error("target_qps_per_replica", "the per-accelerator map is empty")
+    for key in qmap:
+        if not isinstance(key, str) or not _QPS_KEY_RE.fullmatch(key):
+            raise sec.error(str(key), "expected an accelerator such as A100 or H100:1", at_key=True)
+    return {key: sec.read(key, "num>0") for key in qmap}
+
+
+def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
+    values: dict[str, Any] = {} if fan_out is None else {"fan_out": fan_out}
+    if sec is None:
+        return RouterOptions(**values)
+    sec.check_keys(_ROUTER.keys() | {"fan_out_methods"})
+    values.update(sec.read_all(_ROUTER))
+    items = sec.items("fan_out_methods")
+    if items is not None:
+        for item, path, line in items:
+            if not isinstance(item, str) or item.upper() not in HTTP_METHODS:
+                allowed = ", ".join(HTTP_METHODS)
+                raise sec.at(path, line, f"unknown HTTP method {item!r} (allowed: {allowed})")
+        values["fan_out_methods"] = tuple(dict.fromkeys(str(i).upper() for i, _, _ in items))
+    return RouterOptions(**values)
+
+
+# -- local provider options ----------------------------------------------------
+
+
+def _local(sec: Section) -> LocalOptions:
+    sec.check_keys(_LOCAL.keys() | {"zones", "trace_zones"})
+    values = sec.read_all(_LOCAL)
+    if "trace" in values:
+        _check_trace(sec, values["trace"])
+        if sec.has("zones"):
+            raise sec.error(
+                "zones", "give `zones` or `trace`, not both (see trace_zones)", at_key=True
+            )
+        if sec.has("preemption_rate_per_hour"):
+            message = "random preemptions apply only without a trace"
+            raise sec.error("preemption_rate_per_hour", message, at_key=True)
+    else:
+        for key in ("trace_tick_seconds", "trace_start", "trace_zones"):
+            if sec.has(key):
+                raise sec.error(key, "only used with `trace`", at_key=True)
+    zones = _local_zones(sec, values.get("ondemand_price"))
+    trace_zones = []
+    for item, path, line in sec.items("trace_zones") or []:
+        if not isinstance(item, str) or not item:
+            raise sec.at(path, line, f"expected a zone name, got {type_name(item)}")
+        trace_zones.append(item)
+    return LocalOptions(zones=zones, trace_zones=tuple(trace_zones), **values)
+
+
+def _check_trace(sec: Section, trace: str) -> None:
+    from skyctl.traces import bundled_traces  # only specs naming a trace need it
+
+    bundled = bundled_traces()
+    if trace in bundled:
+        return
+    path = Path(trace.partition("#")[0]).expanduser()
+    if not path.is_absolute() and sec.source is not None:
+        path = Path(sec.source).parent / path
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # e.g. a NUL byte in the name
+        exists = False
+    if not exists:
+        hint = did_you_mean(trace, bundled)
+        message = f"no bundled trace or file {trace!r} (bundled: {', '.join(bundled)}){hint}"
+        raise sec.error("trace", message)
+
+
+def _local_zones(sec: Section, ondemand: float | None) -> tuple[LocalZone, ...]:
+    zones: dict[tuple[str, str], LocalZone] = {}
+    for item, path, line in sec.items("zones") or []:
+        if not isinstance(item, LineDict):
+            raise sec.at(path, line, f"expected a mapping, got {type_name(item)}")
+        z = Section(item, path, sec.source)
+        z.check_keys(_ZONE.keys())
+        for key in ("region", "zone", "spot_price"):
+            z.require(key)
+        if ondemand is None:
+            z.require("ondemand_price", "or set local.ondemand_price")
+        values = {"ondemand_price": ondemand, **z.read_all(_ZONE)}
+        zone = LocalZone(**values)
+        if (zone.region, zone.zone) in zones:
+            raise z.error("zone", f"zone {zone.region}/{zone.zone} is listed twice")
+        zones[zone.region, zone.zone] = zone
+    return tuple(zones.values())

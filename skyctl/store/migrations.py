@@ -1,0 +1,165 @@
+"""Ordered schema migrations, run when a store is opened.
+
+:data:`MIGRATIONS` lists every schema change since the first release; version
+1 is the initial schema. Each migration's SQL is frozen once released (never
+edit an old one: add the next). :func:`upgrade` runs the pending ones and bumps
+``schema_version`` in one transaction, so a database is always at exactly one
+version. A database written by a newer skyctl is refused with
+:class:`~skyctl.errors.SchemaVersionError` and left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from skyctl.errors import SchemaVersionError, StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+    def apply(self, conn: Connection) -> None:
+        for statement in self.statements:
+            conn.exec_driver_sql(statement)
+
+
+_INITIAL = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE services (
+        name TEXT NOT NULL PRIMARY KEY,
+        status TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        router_host TEXT NOT NULL,
+        router_port INTEGER,
+        next_replica_id INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE service_versions (
+        service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        yaml_text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (service, version)
+    )""",
+    """CREATE TABLE replicas (
+        service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        replica_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        end_reason TEXT,
+        cloud TEXT NOT NULL,
+        region TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        spot BOOLEAN NOT NULL,
+        price REAL NOT NULL,
+        instance_type TEXT NOT NULL,
+        instance_id TEXT,
+        endpoint TEXT,
+        client_token TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        status_since REAL NOT NULL,
+        ready_at REAL,
+        terminated_at REAL,
+        probe_failures INTEGER NOT NULL,
+        interruption_at REAL,
+        launch_attempts INTEGER NOT NULL,
+        PRIMARY KEY (service, replica_id),
+        FOREIGN KEY (service, version)
+            REFERENCES service_versions (service, version) ON DELETE CASCADE
+    )""",
+    "CREATE INDEX replicas_service_status ON replicas (service, status)",
+    """CREATE TABLE location_states (
+        service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        location TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (service, location)
+    )""",
+    """CREATE TABLE policy_state (
+        service TEXT NOT NULL PRIMARY KEY REFERENCES services (name) ON DELETE CASCADE,
+        json TEXT NOT NULL
+    )""",
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL REFERENCES services (name) ON DELETE CASCADE,
+        replica_id INTEGER,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_service_id ON events (service, id)",
+    "INSERT INTO schema_version (version) VALUES (0)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL),
+    Migration(
+        2,
+        "remember the file each spec version came from (for error messages)",
+        ("ALTER TABLE service_versions ADD COLUMN source TEXT",),
+    ),
+)
+
+LATEST: int = MIGRATIONS[-1].version
+
+
+def check_ordered(migrations: Sequence[Migration]) -> None:
+    """Raise ValueError unless versions run 1, 2, 3, ... without gaps."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be numbered 1..n in order, got {versions}")
+
+
+check_ordered(MIGRATIONS)
+
+
+def current_version(conn: Connection, path: str) -> int:
+    """The database's schema version; 0 for an empty database.
+
+    Raises :class:`StoreError` for a SQLite database that is not ours (tables
+    but no ``schema_version``).
+    """
+    names = {
+        row[0]
+        for row in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if not names:
+        return 0
+    if "schema_version" not in names:
+        raise StoreError(f"{path} is a SQLite database but not a skyctl state database")
+    version = conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar()
+    return int(version or 0)
+
+
+def check_not_newer(version: int, path: str, latest: int) -> None:
+    if version > latest:
+        raise SchemaVersionError(
+            f"{path} has schema version {version} but this skyctl knows up to {latest}: "
+            "upgrade skyctl (the database was left unchanged)"
+        )
+
+
+def upgrade(conn: Connection, path: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Run pending migrations inside the caller's (write) transaction.
+
+    Returns the version reached. The caller commits; on any error it rolls
+    back, so a database is never left between two versions.
+    """
+    check_ordered(migrations)
+    latest = migrations[-1].version if migrations else 0
+    version = current_version(conn, path)
+    check_not_newer(version, path, latest)
+    for migration in migrations[version:]:
+        migration.apply(conn)
+        conn.exec_driver_sql("UPDATE schema_version SET version = ?", (migration.version,))
+    return max(version, latest)

@@ -1,0 +1,119 @@
+"""The tables as the store's queries see them (the latest schema).
+
+The database itself is built by :mod:`skyctl.store.migrations`, whose DDL is
+frozen per version; these :class:`~sqlalchemy.Table` objects describe the
+result of running every migration, and a test checks that both agree. Change
+the schema by adding a migration *and* updating these tables.
+
+Times are ``REAL`` epoch seconds; enums are stored as their ``TEXT`` value;
+policy state is JSON text. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("router_host", Text, nullable=False),
+    Column("router_port", Integer),
+    # The next replica id to hand out: ids are never reused, even after purges.
+    Column("next_replica_id", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+service_versions = Table(
+    "service_versions",
+    metadata,
+    Column("service", Text, ForeignKey("services.name", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("yaml_text", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("source", Text),  # the spec's file name, for error messages (v2)
+    PrimaryKeyConstraint("service", "version"),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("service", Text, ForeignKey("services.name", ondelete="CASCADE"), nullable=False),
+    Column("replica_id", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("end_reason", Text),
+    Column("cloud", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("zone", Text, nullable=False),
+    Column("spot", Boolean, nullable=False),
+    Column("price", Float, nullable=False),
+    Column("instance_type", Text, nullable=False),
+    Column("instance_id", Text),
+    Column("endpoint", Text),
+    Column("client_token", Text, nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("status_since", Float, nullable=False),
+    Column("ready_at", Float),
+    Column("terminated_at", Float),
+    Column("probe_failures", Integer, nullable=False),
+    Column("interruption_at", Float),
+    Column("launch_attempts", Integer, nullable=False),
+    PrimaryKeyConstraint("service", "replica_id"),
+    ForeignKeyConstraint(
+        ["service", "version"],
+        ["service_versions.service", "service_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+location_states = Table(
+    "location_states",
+    metadata,
+    Column("service", Text, ForeignKey("services.name", ondelete="CASCADE"), nullable=False),
+    Column("location", Text, nullable=False),  # "cloud/region/zone"
+    Column("state", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("service", "location"),
+)
+
+policy_state = Table(
+    "policy_state",
+    metadata,
+    Column("service", Text, ForeignKey("services.name", ondelete="CASCADE"), primary_key=True),
+    Column("json", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service", Text, ForeignKey("services.name", ondelete="CASCADE"), nullable=False),
+    Column("replica_id", Integer),
+    Column("at", Float, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("message", Text, nullable=False),
+)

@@ -1,0 +1,59 @@
+"""Find and stop processes a test left behind (by their SKYCTL_HOME / state dir)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            if text.encode() in cmdline or text.encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
+def kill_leftovers(home: Path) -> list[int]:
+    """SIGKILL every process tied to ``home``; return the pids that were alive."""
+    pids = pids_mentioning(str(home))
+    info = home / "controller.json"
+    if info.exists():
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            pids.append(int(json.loads(info.read_text())["pid"]))
+    alive = []
+    for pid in set(pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            alive.append(pid)
+    deadline = time.monotonic() + 5
+    while alive and time.monotonic() < deadline:
+        alive_now = []
+        for pid in alive:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+                alive_now.append(pid)
+        if not alive_now:
+            break
+        time.sleep(0.05)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "X"

@@ -60,7 +60,8 @@ class Params:
     spare: int = 1  # spare spot replicas when the spec does not set num_overprovision
     calm_usable: int = 4  # fewer usable locations than this: one more spare, hedge on-demand
     warm_ondemand: int = 0  # on-demand replicas kept while fewer than 2 locations are usable
-    spread_first: bool = True  # a free cooling zone before a second replica in a usable one
+    stack_penalty: float = 2.0  # price multiplier per replica already in the zone
+    cooling_penalty: float = 1.0  # price multiplier while a location cools down
 
 
 def _key(loc: Location) -> str:
@@ -111,9 +112,9 @@ class _Memory:
 def choose_location(
     offers: Mapping[Location, Offering], memory: _Memory, in_use: Sequence[Location]
 ) -> Location | None:
-    """Where the next spot replica goes: the zone hosting fewest of our replicas;
-    among those, usable before cooling down; then the lowest risk-adjusted price,
-    which also spreads over regions."""
+    """Where the next spot replica goes: the lowest risk-adjusted price, where
+    price is multiplied by (1 + weight x factor) for the location's hazard, for
+    cooling down, for our replicas already in its region and in the zone itself."""
     p = memory.p
     if not offers:
         return None
@@ -123,14 +124,14 @@ def choose_location(
         per_zone[loc] = per_zone.get(loc, 0) + 1
         regions[(loc.cloud, loc.region)] = regions.get((loc.cloud, loc.region), 0) + 1
 
-    def score(loc: Location) -> tuple[int, int, float, Location]:
-        risk = 1.0 + p.hazard_weight * memory.hazard(loc)
-        crowd = 1.0 + p.region_penalty * regions.get((loc.cloud, loc.region), 0)
-        cooling = 0 if memory.usable(loc) else 1
-        price = offers[loc].price * risk * crowd
-        if p.spread_first:
-            return (per_zone.get(loc, 0), cooling, price, loc)
-        return (cooling, per_zone.get(loc, 0), price, loc)
+    def score(loc: Location) -> tuple[float, Location]:
+        factor = (
+            (1.0 + p.hazard_weight * memory.hazard(loc))
+            * (1.0 + p.region_penalty * regions.get((loc.cloud, loc.region), 0))
+            * (1.0 + p.stack_penalty * per_zone.get(loc, 0))
+            * (1.0 if memory.usable(loc) else 1.0 + p.cooling_penalty)
+        )
+        return (offers[loc].price * factor, loc)
 
     return min(offers, key=score)
 

@@ -24,12 +24,27 @@ Configuration (the ``aws:`` section of ``~/.skyctl/config.yaml``, see
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
+from providers.aws_config import check, parse_config, session_for
 from providers.aws_errors import Caller
+from providers.aws_instances import (
+    LIVE_STATES,
+    NOTICE_SECONDS,
+    NOTICE_WATCH,
+    TAG_PORT,
+    TAG_PRICE,
+    TAG_REPLICA,
+    TAG_SERVICE,
+    TAG_TOKEN,
+    TAG_VERSION,
+    client_token,
+    region_of_zone,
+    tags_of,
+    timestamp,
+    to_instance,
+)
 from providers.aws_market import Market
 from providers.base import LaunchRequest, Provider
 from providers.bootstrap import render_bootstrap
@@ -47,7 +62,6 @@ from skyctl.types import (
 )
 
 try:
-    import boto3
     import botocore.config
     import botocore.exceptions
 except ImportError:
@@ -55,92 +69,7 @@ except ImportError:
 
 __all__ = ["NOTICE_SECONDS", "NOTICE_WATCH", "AWSProvider", "check"]
 
-TAG_SERVICE = "skyctl-service"
-TAG_REPLICA = "skyctl-replica"
-TAG_VERSION = "skyctl-version"
-TAG_PORT = "skyctl-port"
-TAG_PRICE = "skyctl-price"
-TAG_TOKEN = "skyctl-token"
-NOTICE_SECONDS = 120.0  # AWS announces a spot interruption two minutes ahead
 USER_DATA_LIMIT = 16 * 1024
-CONFIG_KEYS = (
-    "regions",
-    "endpoint_url",
-    "profile",
-    "catalog",
-    "ami",
-    "max_attempts",
-    "price_ttl_seconds",
-)
-LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
-
-#: polls IMDSv2 for the spot interruption notice; writes the kill time to $SKYCTL_NOTICE_FILE
-NOTICE_WATCH = r"""
-md=http://169.254.169.254/latest
-while true; do
-  token=$(curl -s -m 2 -X PUT "$md/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-  action=$(curl -s -f -m 2 -H "X-aws-ec2-metadata-token: $token" \
-    "$md/meta-data/spot/instance-action")
-  if [ -n "$action" ]; then
-    when=$(printf '%s' "$action" | sed -n 's/.*"time" *: *"\([^"]*\)".*/\1/p')
-    date -d "$when" +%s > "$SKYCTL_NOTICE_FILE.tmp" \
-      && mv "$SKYCTL_NOTICE_FILE.tmp" "$SKYCTL_NOTICE_FILE"
-    exit 0
-  fi
-  sleep 5
-done
-"""
-
-
-def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
-    return {str(t["Key"]): str(t["Value"]) for t in raw.get("Tags", []) or []}
-
-
-def _region_of_zone(zone: str) -> str:
-    return zone.rstrip("abcdefghijklmnopqrstuvwxyz")
-
-
-def _client_token(token: str) -> str:
-    """EC2 ClientToken: at most 64 ASCII characters."""
-    if len(token) <= 64 and token.isascii():
-        return token
-    return "skyctl-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:56]
-
-
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _parse_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"aws: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CONFIG_KEYS)}"
-        )
-    out = dict(config)
-    regions_ = out.get("regions")
-    if regions_ is not None and (
-        not isinstance(regions_, list | tuple)
-        or not all(isinstance(r, str) and r for r in regions_)
-    ):
-        raise ConfigError("aws.regions must be a list of region names, e.g. [us-east-1, us-west-2]")
-    ami = out.get("ami")
-    if ami is not None and not isinstance(ami, str | dict):
-        raise ConfigError("aws.ami must be an AMI id or a mapping region -> AMI id")
-    for key in ("max_attempts", "price_ttl_seconds"):
-        value = out.get(key)
-        if value is not None and (
-            not isinstance(value, int | float) or isinstance(value, bool) or value < 1
-        ):
-            raise ConfigError(f"aws.{key} must be a number >= 1, got {value!r}")
-    return out
 
 
 class AWSProvider(Provider):
@@ -149,11 +78,11 @@ class AWSProvider(Provider):
     name = "aws"
 
     def __init__(self, config: Mapping[str, Any], *, clock: Clock) -> None:
-        cfg = _parse_config(config or {})
+        cfg = parse_config(config or {})
         self._clock = clock
         self._endpoint_url: str | None = cfg.get("endpoint_url")
         try:
-            self._session = boto3.session.Session(profile_name=cfg.get("profile"))
+            self._session = session_for(cfg.get("profile"))
         except botocore.exceptions.ProfileNotFound as e:
             raise ConfigError(f"aws.profile: {e}") from None
         self._catalog = load_catalog("aws", cfg.get("catalog"))
@@ -188,13 +117,18 @@ class AWSProvider(Provider):
             )
         return self._clients[region]
 
+    async def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
     # offerings -------------------------------------------------------------------------
 
     def _aws_candidates(self, spec: ServiceSpec) -> list[ResourceCandidate]:
         return [c for c in spec.resources.candidates if (c.cloud or "").lower() == "aws"]
 
     def _entries(self, c: ResourceCandidate) -> dict[str, list[CatalogEntry]]:
-        region = c.region or (_region_of_zone(c.zone) if c.zone else None)
+        region = c.region or (region_of_zone(c.zone) if c.zone else None)
         by_region: dict[str, list[CatalogEntry]] = {}
         for e in match(c, self._catalog):
             if (region and e.region == region) or (not region and e.region in self._regions):
@@ -275,7 +209,7 @@ class AWSProvider(Provider):
 
     async def _find_by_token(self, region: str, token: str) -> Instance | None:
         found = await self._describe(region, [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}])
-        instances = [i for raw in found if (i := self._to_instance(raw, region, {})) is not None]
+        instances = [i for raw in found if (i := self._instance(raw, region, {})) is not None]
         return instances[0] if instances else None
 
     async def _run(self, request: LaunchRequest) -> Instance:
@@ -306,7 +240,7 @@ class AWSProvider(Provider):
             "InstanceType": offer.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "ClientToken": _client_token(request.client_token),
+            "ClientToken": client_token(request.client_token),
             "Placement": {"AvailabilityZone": loc.zone},
             "SecurityGroupIds": [group],
             "UserData": user_data,
@@ -339,7 +273,7 @@ class AWSProvider(Provider):
             **args,
         )
         raw = resp["Instances"][0]
-        instance = self._to_instance(raw, loc.region, {})
+        instance = self._instance(raw, loc.region, {})
         if instance is None:  # pragma: no cover - EC2 returned an instance without our tags
             raise ConfigError(
                 f"AWS run_instances returned an untagged instance {raw.get('InstanceId')}"
@@ -440,7 +374,7 @@ class AWSProvider(Provider):
             if status.get("Code") in ("marked-for-termination", "marked-for-stop") and req.get(
                 "InstanceId"
             ):
-                since = _timestamp(status.get("UpdateTime"))
+                since = timestamp(status.get("UpdateTime"))
                 out[str(req["InstanceId"])] = max(now, (since or now) + NOTICE_SECONDS)
         return out
 
@@ -450,7 +384,7 @@ class AWSProvider(Provider):
             r.get("InstanceLifecycle") == "spot" and r["State"]["Name"] == "running" for r in raws
         )
         notices = await self._notices(region, service) if running_spot else {}
-        out = [i for raw in raws if (i := self._to_instance(raw, region, notices)) is not None]
+        out = [i for raw in raws if (i := self._instance(raw, region, notices)) is not None]
         if not any(i.state in (InstanceState.PENDING, InstanceState.RUNNING) for i in out):
             if not any(r["State"]["Name"] in LIVE_STATES for r in raws):
                 await self._sweep_security_groups(region, service)
@@ -473,10 +407,10 @@ class AWSProvider(Provider):
         groups = await asyncio.gather(*(self._describe(r, filters) for r in sorted(self._scan)))
         return sorted(
             {
-                _tags(raw)[TAG_SERVICE]
+                tags_of(raw)[TAG_SERVICE]
                 for group in groups
                 for raw in group
-                if TAG_SERVICE in _tags(raw)
+                if TAG_SERVICE in tags_of(raw)
             }
         )
 
@@ -500,60 +434,13 @@ class AWSProvider(Provider):
                 GroupId=group["GroupId"],
             )
 
-    def _to_instance(
+    def _instance(
         self, raw: Mapping[str, Any], region: str, notices: Mapping[str, float]
     ) -> Instance | None:
-        tags = _tags(raw)
-        iid = str(raw["InstanceId"])
-        try:
-            service, replica, version = (
-                tags[TAG_SERVICE],
-                int(tags[TAG_REPLICA]),
-                int(tags[TAG_VERSION]),
-            )
-        except (KeyError, ValueError):
-            return None  # not one of ours
-        self._where[iid] = region
-        state_name = raw.get("State", {}).get("Name", "")
-        reason = str((raw.get("StateReason") or {}).get("Code", ""))
-        if state_name in ("shutting-down", "terminated"):
-            if iid in self._released:
-                return None
-            if reason == "Server.SpotInstanceTermination":
-                state = InstanceState.PREEMPTED
-            elif reason.startswith("Server."):
-                state = InstanceState.FAILED
-            elif state_name == "terminated":
-                return None  # gone
-            else:
-                state = InstanceState.TERMINATED
-        else:
-            state = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING}.get(
-                state_name, InstanceState.TERMINATED
-            )
-        ip = raw.get("PublicIpAddress")
-        port = tags.get(TAG_PORT, "")
-        zone = str((raw.get("Placement") or {}).get("AvailabilityZone", ""))
-        try:
-            price = float(tags.get(TAG_PRICE, "0"))
-        except ValueError:
-            price = 0.0
-        return Instance(
-            instance_id=iid,
-            service=service,
-            replica_id=replica,
-            version=version,
-            location=Location("aws", region, zone),
-            spot=raw.get("InstanceLifecycle") == "spot",
-            state=state,
-            endpoint=f"http://{ip}:{port}"
-            if ip and port and state is InstanceState.RUNNING
-            else None,
-            price=price,
-            created_at=_timestamp(raw.get("LaunchTime")) or 0.0,
-            interruption_at=notices.get(iid) if state is InstanceState.RUNNING else None,
-            detail=" ".join(x for x in (state_name, reason) if x),
-        )
+        inst = to_instance(raw, region, notices, self._released)
+        if inst is not None:
+            self._where[inst.instance_id] = region
+        return inst
 
     def _tell(self, inst: Instance) -> None:
         """Emit NOTICE / PREEMPTED once per instance."""
@@ -577,21 +464,3 @@ class AWSProvider(Provider):
                 inst.detail,
             )
         )
-
-
-def check(config: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether boto3's credential chain finds credentials (never prints them)."""
-    profile = (config or {}).get("profile")
-    try:
-        session = boto3.session.Session(profile_name=profile)
-        creds = session.get_credentials()
-    except botocore.exceptions.ProfileNotFound:
-        return False, f"AWS profile {profile!r} not found: run `aws configure --profile {profile}`"
-    except botocore.exceptions.BotoCoreError as e:
-        return False, f"AWS credentials could not be read ({type(e).__name__}); run `aws configure`"
-    if creds is None:
-        return False, (
-            "no AWS credentials found: run `aws configure`, or set AWS_PROFILE, "
-            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        )
-    return True, f"AWS credentials found ({creds.method})"

@@ -26,6 +26,7 @@ import asyncio
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from providers.azure_arm import CREDENTIAL_HINT, ArmClient
@@ -192,7 +193,8 @@ class AzureProvider(Provider):
 
     async def _subnet(self, region: str) -> str:
         if region not in self._subnets:
-            vnet = await self.arm.put("vnet", vnet_name(region), vnet_body(region), location=region)
+            where = str(Location("azure", region))
+            vnet = await self.arm.put("vnet", vnet_name(region), vnet_body(region), location=where)
             self._subnets[region] = vnet["properties"]["subnets"][0]["id"]
         return self._subnets[region]
 
@@ -202,9 +204,8 @@ class AzureProvider(Provider):
         rules = (existing or {}).get("properties", {}).get("securityRules", [])
         if existing is not None and any(r.get("name") == f"skyctl-port-{port}" for r in rules):
             return str(existing["id"])
-        nsg = await self.arm.put(
-            "nsg", name, nsg_body(service, region, {port}, rules), location=region
-        )
+        body = nsg_body(service, region, {port}, rules)
+        nsg = await self.arm.put("nsg", name, body, location=str(Location("azure", region)))
         return str(nsg["id"])
 
     async def launch(self, request: LaunchRequest) -> Instance:
@@ -244,11 +245,12 @@ class AzureProvider(Provider):
                 script,
             )
             subnet = await self._subnet(loc.region)
+            ip = await self.arm.put(
+                "ip", names.ip, ip_body(loc.region, loc.zone, tags), location=where
+            )
+            # a terminate deletes the NSG only while no NIC of the service uses it
             async with self._lock(request.service, loc.region):
                 nsg = await self._nsg(request.service, loc.region, request.port)
-                ip = await self.arm.put(
-                    "ip", names.ip, ip_body(loc.region, loc.zone, tags), location=where
-                )
                 nic = await self.arm.put(
                     "nic",
                     names.nic,
@@ -403,8 +405,6 @@ def _endpoint(ip: dict[str, Any] | None, tags: Mapping[str, str]) -> str | None:
 
 
 def _replace_state(inst: Instance, state: InstanceState, detail: str) -> Instance:
-    from dataclasses import replace
-
     return replace(inst, state=state, detail=detail, endpoint=None)
 
 

@@ -106,11 +106,17 @@ class Provider(abc.ABC):
         """Names of services that have instances here (for garbage collection)."""
         return []
 
+    async def release_service(self, service: str) -> None:  # noqa: B027 - optional hook
+        """The service is gone and none of its instances are left: drop any
+        per-service resource the provider made for it (network rules, replay
+        state). Called by the controller after ``serve down`` verified, by
+        listing, that nothing is left. Must be idempotent."""
+
     def log_path(self, instance_id: str) -> str | None:
         """A local file with the replica's output, when the provider has one."""
         return None
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook with a documented no-op default
         """Release the provider's own resources (clients, background tasks).
 
         Does not terminate instances."""

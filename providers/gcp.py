@@ -25,7 +25,6 @@ See docs/clouds/gcp.md for the user's side.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -36,15 +35,10 @@ from providers.catalog import CatalogEntry, load_catalog, match
 from providers.gcp_api import AlreadyExists, ComputeApi, compute_v1, operation_error
 from providers.gcp_build import (
     GUEST_ACCELERATORS,
-    LABEL_PORT,
-    LABEL_REPLICA,
     LABEL_SERVICE,
     LABEL_TOKEN,
-    LABEL_VERSION,
     META_SERVICE,
     NOTICE_WATCH,
-    PREEMPTION_NOTICE_SECONDS,
-    firewall_name,
     instance_body,
     instance_id,
     instance_name,
@@ -53,12 +47,13 @@ from providers.gcp_build import (
     parse_time,
     region_of,
     request_id,
-    service_tag,
     slug,
     split_instance_id,
-    state_of,
     token_label,
 )
+from providers.gcp_config import CONFIG_KEYS, check, project_of, validate_config
+from providers.gcp_instances import metadata_value, to_instance
+from providers.gcp_network import Firewalls
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError, NotFoundError
 from skyctl.spec import ResourceCandidate, ServiceSpec
@@ -73,52 +68,8 @@ from skyctl.types import (
 
 __all__ = ["CONFIG_KEYS", "GCPProvider", "check"]
 
-CONFIG_KEYS = (
-    "project",
-    "api_endpoint",
-    "regions",
-    "catalog",
-    "credentials",
-    "network",
-    "subnetwork",
-    "image",
-    "gpu_image",
-    "disk_size",
-    "service_account",
-    "source_ranges",
-)
 ZONE_CACHE_SECONDS = 24 * 3600.0
 PREEMPTED_RETENTION_SECONDS = 3600.0
-
-
-def _validate(config: Mapping[str, Any]) -> None:
-    for key in config:
-        if key not in CONFIG_KEYS:
-            raise ConfigError(f"gcp.{key}: unknown key; allowed: {', '.join(CONFIG_KEYS)}")
-    regions = config.get("regions")
-    if regions is not None and (
-        not isinstance(regions, list) or not all(isinstance(r, str) for r in regions)
-    ):
-        raise ConfigError("gcp.regions: expected a list of region names such as [us-central1]")
-    creds = config.get("credentials")
-    if creds not in (None, "default", "anonymous"):
-        raise ConfigError(f"gcp.credentials: expected default or anonymous, got {creds!r}")
-
-
-def _project(config: Mapping[str, Any]) -> str:
-    if config.get("project"):
-        return str(config["project"])
-    if config.get("credentials") != "anonymous":
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-
-        try:
-            _, project = google.auth.default()
-        except DefaultCredentialsError:
-            project = None
-        if project:
-            return str(project)
-    raise ConfigError("gcp.project: not set and no default project found; set gcp.project")
 
 
 def _candidate_for(spec: ServiceSpec, offering: Offering) -> ResourceCandidate | None:
@@ -134,30 +85,16 @@ def _candidate_for(spec: ServiceSpec, offering: Offering) -> ResourceCandidate |
     return None
 
 
-def _label(inst: Any, key: str, default: int = 0) -> int:
-    try:
-        return int(inst.labels.get(key, default))
-    except ValueError:
-        return default
-
-
-def _metadata(inst: Any, key: str) -> str | None:
-    for item in inst.metadata.items if inst.metadata else ():
-        if item.key == key:
-            return str(item.value)
-    return None
-
-
 class GCPProvider(Provider):
     """Compute Engine VMs of one project (see the module docstring)."""
 
     name = "gcp"
 
     def __init__(self, config: Mapping[str, Any], *, clock: Clock) -> None:
-        _validate(config)
+        validate_config(config)
         self._config = dict(config)
         self._clock = clock
-        self._project = _project(config)
+        self._project = project_of(config)
         self._api = ComputeApi(config, clock=clock)
         self._catalog = load_catalog("gcp", config.get("catalog"))
         self._by_type = {(e.instance_type, e.region): e for e in self._catalog}
@@ -169,7 +106,7 @@ class GCPProvider(Provider):
         self._deleting: set[str] = set()
         self._emitted: set[tuple[str, InstanceEventKind]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._firewalls_ready: set[str] = set()
+        self._firewalls = Firewalls(self._api, self._project, config)
         self._firewalls_clean: set[str] = set()  # services known to have no rules
 
     # ------------------------------------------------------------ offerings
@@ -273,7 +210,7 @@ class GCPProvider(Provider):
             config=self._config,
         )
         async with self._lock(request.service):
-            await self._ensure_firewall(request.service, request.port)
+            await self._firewalls.ensure(request.service, request.port)
             self._firewalls_clean.discard(request.service)
             try:
                 op = await self._api.call(
@@ -318,87 +255,15 @@ class GCPProvider(Provider):
 
     # ------------------------------------------------------------- firewall
 
-    async def _ensure_firewall(self, service: str, port: int) -> None:
-        fw = firewall_name(service, port)
-        if fw in self._firewalls_ready:
-            return
-        try:
-            await self._api.call(
-                self._api.firewalls.get,
-                project=self._project,
-                firewall=fw,
-                what=f"get firewall {fw}",
-                **self._api.options(),
-            )
-        except NotFoundError:
-            network = str(self._config.get("network", "default"))
-            body = {
-                "name": fw,
-                "description": f"skyctl: service {service!r}, port {port}",
-                "network": network
-                if "/" in network
-                else f"projects/{self._project}/global/networks/{network}",
-                "direction": "INGRESS",
-                "priority": 1000,
-                "allowed": [{"IPProtocol": "tcp", "ports": [str(port)]}],
-                "sourceRanges": list(self._config.get("source_ranges") or ["0.0.0.0/0"]),
-                "targetTags": [service_tag(service)],
-            }
-            try:
-                op = await self._api.call(
-                    self._api.firewalls.insert_unary,
-                    request=compute_v1.InsertFirewallRequest(
-                        project=self._project,
-                        firewall_resource=ComputeApi.message(compute_v1.Firewall, body),
-                        request_id=str(uuid.uuid4()),
-                    ),
-                    what=f"create firewall {fw}",
-                    **self._api.options(),
-                )
-                op = await self._api.wait_global_op(self._project, op, what=f"create firewall {fw}")
-                err = operation_error(op, f"create firewall {fw}", None)
-                if err is not None:
-                    raise err
-            except AlreadyExists:
-                pass
-        self._firewalls_ready.add(fw)
-
     async def _cleanup_if_empty(self, service: str, *, exclude: str = "") -> None:
         """Delete the service's firewall rules once none of its instances is left."""
         async with self._lock(service):
             for inst, zone in await self._list_raw(service):
                 iid = instance_id(zone, inst.name)
-                if (
-                    iid != exclude
-                    and iid not in self._deleting
-                    and inst.status
-                    not in (
-                        "STOPPING",
-                        "TERMINATED",
-                    )
-                ):
+                stopping = inst.status in ("STOPPING", "TERMINATED")
+                if iid != exclude and iid not in self._deleting and not stopping:
                     return
-            prefix = service_tag(service) + "-"
-
-            def fetch() -> list[str]:
-                pager = self._api.firewalls.list(
-                    request={"project": self._project, "filter": f'name eq "{prefix}.*"'},
-                    **self._api.options(),
-                )
-                return [r.name for r in pager if r.name.startswith(prefix)]
-
-            for fw in await self._api.call(fetch, what=f"list firewalls of {service}"):
-                try:
-                    await self._api.call(
-                        self._api.firewalls.delete_unary,
-                        project=self._project,
-                        firewall=fw,
-                        what=f"delete firewall {fw}",
-                        **self._api.options(),
-                    )
-                except NotFoundError:
-                    pass
-                self._firewalls_ready.discard(fw)
+            await self._firewalls.remove_all(service)
             self._firewalls_clean.add(service)
 
     # ------------------------------------------------------------ terminate
@@ -414,7 +279,7 @@ class GCPProvider(Provider):
         try:
             if service is None:
                 inst = await self._get(zone, name)
-                service = _metadata(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE)
+                service = metadata_value(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE)
             await self._api.call(
                 self._api.instances.delete_unary,
                 request=compute_v1.DeleteInstanceRequest(
@@ -443,7 +308,7 @@ class GCPProvider(Provider):
 
         def fetch() -> list[tuple[Any, str]]:
             pager = self._api.instances.aggregated_list(
-                request={"project": self._project, "filter": flt, "return_partial_success": True},
+                request={"project": self._project, "filter": flt},
                 **self._api.options(),
             )
             return [(i, last_segment(scope)) for scope, scoped in pager for i in scoped.instances]
@@ -451,7 +316,7 @@ class GCPProvider(Provider):
         rows = await self._api.call(fetch, what="list instances")
         if service is None:
             return rows
-        return [(i, z) for i, z in rows if _metadata(i, META_SERVICE) in (None, service)]
+        return [(i, z) for i, z in rows if metadata_value(i, META_SERVICE) in (None, service)]
 
     async def _preemptions(self, service: str) -> dict[str, float]:
         """instance id -> when GCP started preempting it (from its operations)."""
@@ -463,7 +328,7 @@ class GCPProvider(Provider):
 
         def fetch() -> list[tuple[str, str, str]]:
             pager = self._api.global_ops.aggregated_list(
-                request={"project": self._project, "filter": flt, "return_partial_success": True},
+                request={"project": self._project, "filter": flt},
                 **self._api.options(),
             )
             return [
@@ -516,7 +381,7 @@ class GCPProvider(Provider):
     async def list_services(self) -> Sequence[str]:
         names = set()
         for inst, _ in await self._list_raw(None):
-            names.add(_metadata(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE, ""))
+            names.add(metadata_value(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE, ""))
         return sorted(n for n in names if n)
 
     async def close(self) -> None:
@@ -527,57 +392,23 @@ class GCPProvider(Provider):
     def _to_instance(
         self, inst: Any, service: str, zone: str, *, preempted_at: float | None
     ) -> Instance:
-        iid = instance_id(zone, inst.name)
-        region = region_of(zone)
-        sched = inst.scheduling
-        spot = bool(sched and (sched.provisioning_model == "SPOT" or sched.preemptible))
-        status = inst.status
-        now = self._clock.now()
-        interruption_at: float | None = None
-        detail = status
-        state = state_of(
-            status, spot=spot, preempted=preempted_at is not None, deleting=iid in self._deleting
-        )
-        if preempted_at is not None and state is not InstanceState.TERMINATED:
-            due = preempted_at + PREEMPTION_NOTICE_SECONDS
-            if status in ("RUNNING", "STOPPING") and now < due:
-                state, interruption_at, detail = InstanceState.RUNNING, due, "preemption notice"
-            else:
-                state, detail = InstanceState.PREEMPTED, "preempted"
-        maintenance = _maintenance_start(inst)
-        if maintenance and state is InstanceState.RUNNING and interruption_at is None:
-            if spot or (sched and sched.on_host_maintenance == "TERMINATE"):
-                interruption_at, detail = maintenance, "host maintenance will stop it"
-        port = _label(inst, LABEL_PORT, 8080)
-        endpoint = None
-        for nic in inst.network_interfaces:
-            for ac in nic.access_configs:
-                if ac.nat_i_p:
-                    endpoint = f"http://{ac.nat_i_p}:{port}"
-                    break
-            if endpoint:
-                break
-        machine = last_segment(inst.machine_type)
-        entry = self._by_type.get((machine, region))
-        price = 0.0
-        if entry is not None:
-            price = (
-                entry.spot_price if spot and entry.spot_price is not None else entry.ondemand_price
-            )
-        return Instance(
-            instance_id=iid,
+        return to_instance(
+            inst,
             service=service,
-            replica_id=_label(inst, LABEL_REPLICA),
-            version=_label(inst, LABEL_VERSION, 1),
-            location=Location("gcp", region, zone),
-            spot=spot,
-            state=state,
-            endpoint=endpoint if state in (InstanceState.RUNNING, InstanceState.PENDING) else None,
-            price=price,
-            created_at=parse_time(inst.creation_timestamp),
-            interruption_at=interruption_at,
-            detail=detail,
+            zone=zone,
+            now=self._clock.now(),
+            preempted_at=preempted_at,
+            deleting=instance_id(zone, inst.name) in self._deleting,
+            price_of=self._price,
         )
+
+    def _price(self, machine_type: str, region: str, spot: bool) -> float:
+        entry = self._by_type.get((machine_type, region))
+        if entry is None:
+            return 0.0
+        if spot and entry.spot_price is not None:
+            return entry.spot_price
+        return entry.ondemand_price
 
     def _notify(self, inst: Instance) -> None:
         if inst.interruption_at is not None:
@@ -608,37 +439,5 @@ def _guest(entry: CatalogEntry) -> str | None:
     return None
 
 
-def _maintenance_start(inst: Any) -> float | None:
-    status = inst.resource_status if "resource_status" in inst else None
-    if status is None or "upcoming_maintenance" not in status:
-        return None
-    start = status.upcoming_maintenance.window_start_time
-    return parse_time(start) if start else None
-
-
 def _replace_state(inst: Instance, state: InstanceState, detail: str) -> Instance:
     return replace(inst, state=state, detail=detail, endpoint=None, interruption_at=None)
-
-
-def check(config: Mapping[str, Any]) -> tuple[bool, str]:
-    """Whether GCP is usable with this config section, and if not what to configure."""
-    try:
-        _validate(config)
-    except ConfigError as e:
-        return False, str(e)
-    if config.get("credentials") == "anonymous":
-        return True, "anonymous credentials (only for an emulator or test endpoint)"
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        _, default_project = google.auth.default()
-    except DefaultCredentialsError:
-        return False, (
-            "no Google credentials found: run `gcloud auth application-default login`, "
-            "or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file"
-        )
-    project = config.get("project") or default_project
-    if not project:
-        return False, "credentials found but no project: set gcp.project in ~/.skyctl/config.yaml"
-    return True, f"credentials found (project {project})"

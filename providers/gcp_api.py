@@ -87,7 +87,9 @@ def _reason(e: gexc.GoogleAPICallError) -> str:
     return e.reason or ""
 
 
-def translate(e: BaseException, what: str, location: str | None) -> ProviderError | ConfigError:
+def translate(
+    e: BaseException, what: str, location: str | None
+) -> ProviderError | ConfigError | None:
     """The skyctl error for an exception raised by an SDK call."""
     if isinstance(e, gexc.GoogleAPICallError):
         status = int(e.code or 0)
@@ -108,7 +110,9 @@ def translate(e: BaseException, what: str, location: str | None) -> ProviderErro
         return TransientError(f"GCP {what}: {type(e).__name__}: {e}", location=location)
     if isinstance(e, GoogleAuthError):
         return ConfigError(f"GCP {what}: credentials: {e}")
-    return TransientError(f"GCP {what}: unexpected {type(e).__name__}: {e}", location=location)
+    if isinstance(e, gexc.GoogleAPIError):  # e.g. RetryError: the library gave up
+        return TransientError(f"GCP {what}: {type(e).__name__}: {e}", location=location)
+    return None  # not the API's doing: a bug, let it surface unchanged
 
 
 def operation_error(op: Any, what: str, location: str | None) -> ProviderError | None:
@@ -196,6 +200,8 @@ class ComputeApi:
                 return await asyncio.to_thread(fn, *args, **kw)
             except Exception as e:
                 err = translate(e, what, location)
+                if err is None:
+                    raise
                 if isinstance(err, TransientError) and attempt < self.max_attempts:
                     delay = self._rng.uniform(0, min(self._cap, self._base * 2 ** (attempt - 1)))
                     await self._clock.sleep(delay)

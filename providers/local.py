@@ -91,7 +91,7 @@ class LocalProvider(Provider):
     def _options(self, spec: ServiceSpec) -> LocalOptions:
         return spec.local or self._default_options
 
-    def _replay(self, service: str, spec: ServiceSpec) -> Replay:
+    def _replay(self, service: str, spec: ServiceSpec, *, persist: bool = True) -> Replay:
         options = self._options(spec)
         replay = self._replays.get(service)
         if replay is not None and replay.options == options:
@@ -109,7 +109,8 @@ class LocalProvider(Provider):
             replay = Replay(options, t0=t0, base_dir=base_dir, seed_key=service)
         except ValueError as exc:
             raise ConfigError(f"local: {exc}") from exc
-        self._store.save_replay_t0(service, t0)
+        if persist:
+            self._store.save_replay_t0(service, t0)
         self._replays[service] = replay
         return replay
 
@@ -119,7 +120,7 @@ class LocalProvider(Provider):
         self._start_driver()
         service = spec.name or f"<anonymous {hash(self._options(spec))}>"
         fresh = service not in self._replays
-        replay = self._replay(service, spec)
+        replay = self._replay(service, spec, persist=bool(spec.name))
         if fresh:  # adopted replicas of this service may now have deadlines
             await self._replan()
         now = self._clock.now()
@@ -159,9 +160,6 @@ class LocalProvider(Provider):
             await self._stop(rec)
             self._store.remove(instance_id)
             self._random_due.pop(instance_id, None)
-            if not any(r.service == rec.service for r in self._store.records.values()):
-                self._store.drop_replay(rec.service)
-                self._replays.pop(rec.service, None)
         finally:
             self._terminating.discard(instance_id)
 
@@ -177,6 +175,13 @@ class LocalProvider(Provider):
     async def list_services(self) -> Sequence[str]:
         return sorted({r.service for r in self._store.records.values()})
 
+    async def release_service(self, service: str) -> None:
+        """Forget the service's replay clock once none of its replicas is left."""
+        if any(r.service == service for r in self._store.records.values()):
+            return
+        self._replays.pop(service, None)
+        self._store.forget_replay(service)
+
     def log_path(self, instance_id: str) -> str | None:
         rec = self._store.records.get(instance_id)
         return rec.log_path if rec is not None else None
@@ -190,6 +195,7 @@ class LocalProvider(Provider):
                 await task
         self._driver = None
         self._waiters.clear()
+        self._procs.clear()  # from now on their liveness is checked by pid, like adopted ones
 
     # ------------------------------------------------------------ launching
 

@@ -106,12 +106,12 @@ class RecordStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def forget_replay(self, service: str) -> None:
+        (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
+
     def save_replay_t0(self, service: str, t0: float) -> None:
         self.replay_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.replay_dir / f"{safe_name(service)}.json", {"t0": t0})
-
-    def drop_replay(self, service: str) -> None:
-        (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -6,9 +6,8 @@ sequences remember the line of every key and value (:class:`LineDict`,
 (``service.replica_policy``) and offers typed getters; every problem becomes a
 one-line :class:`~skyctl.errors.SpecError` ``file:LINE: key.path: message``.
 
-The ``resources:`` section (any_of/ordered, accelerator lists and maps,
-``infra``) is parsed here too, into concrete :class:`ResourceCandidate` s;
-``skyctl.spec_yaml`` handles everything else.
+Nothing here knows the schema: ``skyctl.spec_yaml`` and
+``skyctl.spec_resources`` say which keys exist.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ from __future__ import annotations
 import datetime
 import difflib
 import math
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import yaml
 
 from skyctl.errors import SpecError
-from skyctl.spec import ResourceCandidate, Resources
 
 # Characters str.splitlines() treats as line breaks: never let one into an error.
 _BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
@@ -60,12 +57,25 @@ class LineList(list[Any]):
     item_lines: list[int]
 
 
-class _DuplicateKey(yaml.MarkedYAMLError):
+class _DuplicateKey(yaml.MarkedYAMLError):  # also: nesting too deep
     pass
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader building LineDict/LineList and refusing duplicate keys."""
+    """SafeLoader building LineDict/LineList, refusing duplicate keys and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                problem = f"nested deeper than {MAX_DEPTH} levels"
+                raise _DuplicateKey(problem=problem, problem_mark=mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 def _line(node: yaml.Node) -> int:
@@ -165,25 +175,28 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 class Section:
     """One mapping of the spec, its key path and where it sits in the file."""
 
-    def __init__(self, data: LineDict, path: str, source: str | None) -> None:
+    def __init__(
+        self, data: LineDict, path: str, source: str | None, line: int | None = None
+    ) -> None:
         self.data = data
         self.path = path
         self.source = source
+        self.line = data.line if line is None else line  # of its key in the parent
 
     # -- locating ---------------------------------------------------------------
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def key_line(self, key: Any) -> int:
-        return self.data.key_lines.get(key, self.data.line)
+        return self.data.key_lines.get(key, self.line)
 
     def value_line(self, key: Any) -> int:
-        return self.data.value_lines.get(key, self.data.line)
+        return self.data.value_lines.get(key, self.line)
 
     def error(self, key: str | None, message: str, *, at_key: bool = False) -> SpecError:
         """An error about ``key`` (its value's line, or the key's with ``at_key``)."""
         if key is None:
-            return spec_error(message, key=self.path, line=self.data.line, source=self.source)
+            return spec_error(message, key=self.path, line=self.line, source=self.source)
         line = self.key_line(key) if at_key else self.value_line(key)
         return spec_error(message, key=self.sub(key), line=line, source=self.source)
 
@@ -218,7 +231,7 @@ class Section:
         value = self.data[key]
         if not isinstance(value, LineDict):
             raise self.error(key, f"expected a mapping, got {type_name(value)}")
-        return Section(value, self.sub(key), self.source)
+        return Section(value, self.sub(key), self.source, self.key_line(key))
 
     def string(self, key: str, *, nonempty: bool = False) -> str | None:
         if key not in self.data:
@@ -358,35 +371,8 @@ def _plain(value: Any, budget: list[int], depth: int) -> Any:
     raise ValueError(f"unsupported YAML value of type {type_name(value)}")
 
 
-# -- resources: (SkyServe's schema; any_of/ordered and accelerator lists expand) --
-
-#: Cloud names SkyServe accepts in ``resources.cloud``/``infra``, plus our ``local``.
-CLOUDS: tuple[str, ...] = tuple(
-    """local aws gcp azure kubernetes lambda ibm scp oci runpod vast vsphere cudo fluidstack
-    paperspace do nebius hyperbolic seeweb shadeform primeintellect ssh slurm""".split()
-)
-_CANDIDATE_KEYS = set(
-    """cloud region zone infra cpus memory accelerators instance_type use_spot image_id
-    disk_size ports labels""".split()
-)
-# SkyServe resource keys we accept and keep in ``extra`` (with the types allowed).
-_RESOURCE_EXTRA: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("disk_tier", "network_tier", "local_disk", "priority_class"), (str,)),
-    **{"job_recovery": (str, dict), "volumes": (list,), "ephemeral_storage": (str, int)},
-    **{"max_hourly_cost": (int, float), "accelerator_args": (dict,), "priority": (int,)},
-    "autostop": (bool, int, str, dict),
-}
 _TYPE_WORDS = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false"}
 _TYPE_WORDS |= {int: "an integer", float: "a number"}
-_ACCEL_RE = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
-_CPUS_RE = re.compile(r"\d+(\.\d+)?\+?")
-_MEMORY_RE = re.compile(r"\d+(\.\d+)?([KkMmGgTtPp][Bb]?|x)?\+?")
-_DISK_RE = re.compile(r"(\d+)\s*([KkMmGgTtPp])?[Bb]?")
-_DISK_GB = {"k": 1 / (1 << 20), "m": 1 / 1024, "g": 1, "t": 1024, "p": 1 << 20}
-MAX_PORTS = 1024
-
-# one parsed resources field: its value and where it came from (for errors)
-_Field = tuple[Any, Section, str]
 
 
 def keep_extra(sec: Section, types: dict[str, tuple[type, ...]], extra: dict[str, Any]) -> None:
@@ -400,272 +386,3 @@ def keep_extra(sec: Section, types: dict[str, tuple[type, ...]], extra: dict[str
             names = " or ".join(_TYPE_WORDS[t] for t in allowed)
             raise sec.error(key, f"expected {names}, got {type_name(value)}")
         extra[sec.sub(key)] = sec.plain(key)
-
-
-def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
-    """``resources:`` -> the concrete candidates (one per any_of/ordered entry and accelerator)."""
-    if sec is None:
-        return Resources()
-    base = _fields(sec, extra, top=True)
-    any_of, ordered = sec.items("any_of"), sec.items("ordered")
-    if any_of is not None and ordered is not None:
-        raise sec.error("ordered", "give `any_of` or `ordered`, not both", at_key=True)
-    entries = any_of if any_of is not None else ordered
-    accel = base.get("accelerators")
-    groups: list[tuple[list[ResourceCandidate], _Field | None]] = []
-    if entries is None:
-        groups.append((_build(base), base.get("use_spot")))
-        ordered_flag = accel is not None and accel[0][1] and len(accel[0][0]) > 1
-    else:
-        which = "any_of" if any_of is not None else "ordered"
-        if not entries:
-            raise sec.error(which, "must list at least one alternative")
-        if accel is not None and len(accel[0][0]) > 1:
-            raise sec.error(
-                "accelerators", f"several accelerators cannot be combined with `{which}`"
-            )
-        for item, path, line in entries:
-            if not isinstance(item, LineDict):
-                raise spec_error(
-                    f"expected a mapping, got {type_name(item)}",
-                    key=path,
-                    line=line,
-                    source=sec.source,
-                )
-            entry = Section(item, path, sec.source)
-            fields = _fields(entry, extra, top=False)
-            if "accelerators" in fields and len(fields["accelerators"][0][0]) > 1:
-                raise entry.error("accelerators", "one accelerator per alternative (e.g. A100:8)")
-            merged = {**base, **fields}
-            groups.append((_build(merged), merged.get("use_spot")))
-        ordered_flag = ordered is not None
-    spot = {c.use_spot for cands, _ in groups for c in cands}
-    if len(spot) > 1:
-        _, where = next(g for g in groups if g[0][0].use_spot != groups[0][0][0].use_spot)
-        message = (
-            "mixing spot and on-demand resources is not supported; use use_spot: true with "
-            "base_ondemand_fallback_replicas or dynamic_ondemand_fallback"
-        )
-        if where is None:
-            raise sec.error(None, message)
-        raise where[1].error(where[2], message)
-    candidates = tuple(c for cands, _ in groups for c in cands)
-    return Resources(candidates=candidates, ordered=bool(ordered_flag), use_spot=spot == {True})
-
-
-def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Field]:
-    sec.check_keys(
-        _CANDIDATE_KEYS | _RESOURCE_EXTRA.keys() | ({"any_of", "ordered"} if top else set())
-    )
-    keep_extra(sec, _RESOURCE_EXTRA, extra)
-    out: dict[str, _Field] = {}
-    for key in _CANDIDATE_KEYS:
-        if sec.has(key) and (sec.raw(key) is not None or key not in ("ports", "image_id")):
-            out[key] = (_field(sec, key, extra), sec, key)
-    if "infra" in out:
-        both = [k for k in ("cloud", "region", "zone") if k in out]
-        if both:
-            raise sec.error(both[0], "give `infra` or cloud/region/zone, not both", at_key=True)
-    return out
-
-
-def _field(sec: Section, key: str, extra: dict[str, Any]) -> Any:
-    value = sec.raw(key)
-    if key == "cloud":
-        return _cloud(sec, key, sec.string(key, nonempty=True) or "")
-    if key in ("region", "zone", "instance_type"):
-        return sec.string(key, nonempty=True)
-    if key == "infra":
-        return _infra(sec, sec.string(key, nonempty=True) or "")
-    if key == "use_spot":
-        return sec.boolean(key)
-    if key in ("cpus", "memory"):
-        if finite_number(value) is not None and not isinstance(value, bool):
-            if value <= 0:
-                raise sec.error(key, f"must be > 0, got {value}")
-            value = f"{value:g}" if isinstance(value, float) else str(value)
-        elif not isinstance(value, str):
-            raise sec.error(
-                key, f"expected a number or a string such as '4+', got {type_name(value)}"
-            )
-        pattern = _CPUS_RE if key == "cpus" else _MEMORY_RE
-        if not pattern.fullmatch(value.strip()):
-            example = "'4' or '4+'" if key == "cpus" else "'32', '32+' or '32GB+'"
-            raise sec.error(key, f"invalid {key} {value!r}: expected e.g. {example}")
-        return value.strip()
-    if key == "accelerators":
-        return _accelerators(sec, key)
-    if key == "image_id":
-        if isinstance(value, dict):  # SkyServe: a per-region map, kept as is
-            extra[sec.sub(key)] = sec.plain(key)
-            return None
-        return sec.string(key, nonempty=True)
-    if key == "disk_size":
-        return _disk_size(sec, key)
-    if key == "ports":
-        return _ports(sec, key)
-    return _labels(sec, key)
-
-
-def _cloud(sec: Section, key: str, name: str) -> str:
-    cloud = name.lower()
-    cloud = "kubernetes" if cloud == "k8s" else cloud
-    if cloud not in CLOUDS:
-        raise sec.error(key, f"unknown cloud {name!r}{did_you_mean(cloud, CLOUDS)}")
-    return cloud
-
-
-def _infra(sec: Section, text: str) -> tuple[str | None, str | None, str | None]:
-    """``cloud[/region[/zone]]`` with ``*`` wildcards, or ``k8s/<context>``."""
-    head, _, rest = text.partition("/")
-    if head.lower() in ("k8s", "kubernetes"):
-        return "kubernetes", rest or None, None
-    parts = text.split("/")
-    if len(parts) > 3 or any(not p for p in parts):
-        raise sec.error("infra", f"invalid infra {text!r}: expected cloud[/region[/zone]]")
-    cloud = None if parts[0] == "*" else _cloud(sec, "infra", parts[0])
-    region = parts[1] if len(parts) > 1 and parts[1] != "*" else None
-    zone = parts[2] if len(parts) > 2 and parts[2] != "*" else None
-    return cloud, region, zone
-
-
-def _accelerators(sec: Section, key: str) -> tuple[list[dict[str, int]], bool]:
-    """The accelerator alternatives, and whether their order is a preference."""
-    value = sec.raw(key)
-    if isinstance(value, str):
-        text = value.strip()
-        if text[:1] in "[{" and text[-1:] in "]}" and text:
-            names = [p.strip().strip("'\"") for p in text[1:-1].split(",") if p.strip()]
-            return [_accelerator(sec, key, n, None) for n in names], text[0] == "["
-        return [_accelerator(sec, key, text, None)], False
-    if isinstance(value, list):
-        items = sec.items(key) or []
-        out = []
-        for item, path, line in items:
-            if not isinstance(item, str):
-                raise spec_error(
-                    f"expected a string, got {type_name(item)}",
-                    key=path,
-                    line=line,
-                    source=sec.source,
-                )
-            out.append(_accelerator(sec, key, item, None))
-        if not out:
-            raise sec.error(key, "the accelerator list is empty")
-        return out, True
-    if isinstance(value, dict):
-        if not value:
-            raise sec.error(key, "the accelerator map is empty")
-        return [_accelerator(sec, key, name, count) for name, count in value.items()], False
-    raise sec.error(key, f"expected a string, list or mapping, got {type_name(value)}")
-
-
-def _accelerator(sec: Section, key: str, name: Any, count: Any) -> dict[str, int]:
-    if not isinstance(name, str):
-        raise sec.error(key, f"accelerator names must be strings, got {type_name(name)}")
-    if count is None and ":" in name:
-        name, _, count_text = name.rpartition(":")
-        try:
-            count = float(count_text)
-        except ValueError:
-            raise sec.error(
-                key, f"invalid accelerator count in {name + ':' + count_text!r}"
-            ) from None
-    number = 1.0 if count is None else finite_number(count)
-    if number is None or number <= 0:
-        raise sec.error(key, f"accelerator count must be a positive number, got {count!r}")
-    if not number.is_integer():
-        raise sec.error(key, f"fractional accelerator counts are not supported, got {count!r}")
-    name = name.strip()
-    if not _ACCEL_RE.fullmatch(name):
-        raise sec.error(key, f"invalid accelerator name {name!r}: expected e.g. L4, A100:8")
-    return {name: int(number)}
-
-
-def _disk_size(sec: Section, key: str) -> int:
-    value = sec.raw(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise sec.error(key, f"must be > 0, got {value}")
-        return value
-    match = _DISK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise sec.error(key, f"expected a size in GB such as 256 or '1TB', got {value!r}")
-    size = int(match.group(1)) * _DISK_GB[(match.group(2) or "g").lower()]
-    if size <= 0:
-        raise sec.error(key, f"must be > 0, got {value!r}")
-    return max(1, math.ceil(size))
-
-
-def _ports(sec: Section, key: str) -> tuple[int, ...]:
-    value = sec.raw(key)
-    items = (
-        sec.items(key) if isinstance(value, list) else [(value, sec.sub(key), sec.value_line(key))]
-    )
-    ports: list[int] = []
-    for item, path, line in items or []:
-        try:
-            ports.extend(_port_range(item))
-        except ValueError as e:
-            raise spec_error(str(e), key=path, line=line, source=sec.source) from None
-        if len(ports) > MAX_PORTS:
-            raise spec_error(f"more than {MAX_PORTS} ports", key=path, line=line, source=sec.source)
-    return tuple(dict.fromkeys(ports))
-
-
-def _port_range(item: Any) -> range:
-    if isinstance(item, int) and not isinstance(item, bool):
-        low = high = item
-    elif isinstance(item, str) and re.fullmatch(r"\s*\d{1,5}\s*(-\s*\d{1,5}\s*)?", item):
-        low_text, _, high_text = item.partition("-")
-        low, high = int(low_text), int(high_text or low_text)
-    else:
-        raise ValueError(f"expected a port (1-65535) or a range such as '8000-8010', got {item!r}")
-    if not 1 <= low <= high <= 65535:
-        raise ValueError(f"invalid port or range {item!r}: ports are 1-65535, low <= high")
-    if high - low >= MAX_PORTS:
-        raise ValueError(f"port range {item!r} is wider than {MAX_PORTS}")
-    return range(low, high + 1)
-
-
-def _labels(sec: Section, key: str) -> dict[str, str]:
-    labels = sec.mapping(key)
-    assert labels is not None
-    out: dict[str, str] = {}
-    for name, value in labels.data.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise labels.error(str(name), "label names and values must be strings")
-        out[name] = value
-    return out
-
-
-def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
-    def get(key: str, default: Any = None) -> Any:
-        return fields[key][0] if key in fields else default
-
-    if "infra" in fields:
-        cloud, region, zone = get("infra")
-    else:
-        cloud, region, zone = get("cloud"), get("region"), get("zone")
-    accels: list[dict[str, int] | None] = list(get("accelerators", ([None], False))[0])
-    return [
-        ResourceCandidate(
-            cloud=cloud,
-            region=region,
-            zone=zone,
-            accelerators=accel,
-            cpus=get("cpus"),
-            memory=get("memory"),
-            instance_type=get("instance_type"),
-            use_spot=bool(get("use_spot", False)),
-            image_id=get("image_id"),
-            disk_size=get("disk_size"),
-            ports=get("ports", ()),
-            labels=get("labels", {}),
-        )
-        for accel in accels
-    ]
-
-
-def all_ports(resources: Resources) -> tuple[int, ...]:
-    return tuple(dict.fromkeys(p for c in resources.candidates for p in c.ports))

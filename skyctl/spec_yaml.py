@@ -8,8 +8,8 @@ rejects is rejected here too. Our own keys (``local:``, ``service.router``,
 rendered on one line as ``file:LINE: key.path: message``; any input gives a
 ServiceSpec or a SpecError, never another exception.
 
-The YAML loader with line numbers, the typed readers and the ``resources:``
-section live in ``skyctl.spec_checks``.
+The YAML loader with line numbers and the typed readers live in
+``skyctl.spec_checks``; the ``resources:`` section in ``skyctl.spec_resources``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,13 @@ from skyctl.spec import (
 from skyctl.spec_checks import (
     LineDict,
     Section,
-    all_ports,
     did_you_mean,
     keep_extra,
     load_yaml,
-    parse_resources,
     spec_error,
     type_name,
 )
+from skyctl.spec_resources import all_ports, parse_resources
 
 __all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
 
@@ -183,7 +182,8 @@ def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
     value = top.raw("workdir")
     if not isinstance(value, LineDict):
         return top.string("workdir", nonempty=True) if value is not None else None
-    repo = Section(value, "workdir", top.source)  # SkyServe: a git repository {url, ref}
+    repo = top.mapping("workdir")  # SkyServe: a git repository {url, ref}
+    assert repo is not None
     repo.check_keys({"url", "ref"})
     repo.require("url")
     repo.read_all({"url": "text", "ref": "text"})
@@ -239,7 +239,9 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         )
     policy = _replica_policy(sec, resources.use_spot)
     if isinstance(policy.target_qps_per_replica, dict) and lb != "instance_aware_least_load":
-        raise Section(sec.raw("replica_policy"), sec.sub("replica_policy"), sec.source).error(
+        where = sec.mapping("replica_policy")
+        assert where is not None  # only a replica_policy gives a map
+        raise where.error(
             "target_qps_per_replica",
             "a per-accelerator map needs `load_balancing_policy: instance_aware_least_load`",
             at_key=True,
@@ -382,7 +384,8 @@ def _target_qps(rp: Section) -> float | dict[str, float] | None:
     qmap = rp.raw("target_qps_per_replica")
     if not isinstance(qmap, LineDict):
         return rp.read("target_qps_per_replica", "num>0")
-    sec = Section(qmap, rp.sub("target_qps_per_replica"), rp.source)
+    sec = rp.mapping("target_qps_per_replica")
+    assert sec is not None
     if not qmap:
         raise rp.error("target_qps_per_replica", "the per-accelerator map is empty")
     for key in qmap:
@@ -459,7 +462,7 @@ def _local_zones(sec: Section, ondemand: float | None) -> tuple[LocalZone, ...]:
     for item, path, line in sec.items("zones") or []:
         if not isinstance(item, LineDict):
             raise sec.at(path, line, f"expected a mapping, got {type_name(item)}")
-        z = Section(item, path, sec.source)
+        z = Section(item, path, sec.source, line)
         z.check_keys(_ZONE.keys())
         for key in ("region", "zone", "spot_price"):
             z.require(key)

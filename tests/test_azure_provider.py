@@ -22,7 +22,7 @@ from aiohttp import web
 from providers.azure import AzureProvider, check, notice_watch
 from providers.azure_resources import vm_state
 from providers.base import LaunchRequest
-from skyctl.clock import FakeClock
+from skyctl.clock import FakeClock, SystemClock
 from skyctl.errors import CapacityError, ConfigError, QuotaError, TransientError
 from skyctl.spec import ResourceCandidate, Resources, ServiceSpec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
@@ -69,14 +69,7 @@ async def fake(tmp_path: Path) -> AsyncIterator[FakeAzure]:
 
 
 def config_for(fake: FakeAzure, **extra: Any) -> dict[str, Any]:
-    return {
-        "subscription_id": fake.subscription,
-        "resource_group": "skyctl",
-        "base_url": fake.base_url,
-        "ca_bundle": fake.ca_path,
-        "ssh_public_key": "ssh-rsa AAAAB3NzaC1yc2E test@skyctl",
-        **extra,
-    }
+    return fake.provider_config(**{"poll_interval_seconds": 5, **extra})  # polls wait on the clock
 
 
 @pytest.fixture
@@ -290,6 +283,28 @@ async def test_rejected_credentials_are_a_config_error(
 async def test_a_bad_image_id_is_a_config_error_naming_the_key(provider: AzureProvider) -> None:
     with pytest.raises(ConfigError, match=r"resources\.image_id"):
         await provider.launch(request(the_spec=spec(image_id="ubuntu")))
+
+
+async def test_a_boot_script_too_big_for_custom_data_is_refused_before_any_call(
+    provider: AzureProvider, fake: FakeAzure
+) -> None:
+    big = ServiceSpec(name="svc", resources=spec().resources, run="echo " + "x" * 70_000)
+    with pytest.raises(ConfigError, match="custom data"):
+        await provider.launch(request(the_spec=big))
+    assert fake.calls("PUT", "/virtualMachines/") == 0 and leftovers(fake) == {}
+
+
+async def test_the_fakes_provider_config_works_on_a_real_clock(fake: FakeAzure) -> None:
+    provider = AzureProvider(
+        fake.provider_config(), clock=SystemClock(), credential=FakeCredential()
+    )
+    try:
+        inst = await provider.launch(request())
+        assert inst.state is InstanceState.RUNNING
+        await provider.terminate(inst.instance_id)
+        assert leftovers(fake) == {}
+    finally:
+        await provider.close()
 
 
 # ---- list -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from providers.gcp_build import (
     request_id,
     service_tag,
     split_instance_id,
+    state_of,
 )
 from skyctl.clock import FakeClock
 from skyctl.errors import CapacityError, ConfigError, QuotaError, TransientError
@@ -251,7 +252,9 @@ async def test_capacity_exhaustion_of_spot_only_still_allows_ondemand(
     fake.exhaust(ZONE, spot_only=True)
     with pytest.raises(CapacityError):
         await provider.launch(_request(spot=True))
-    assert (await provider.launch(_request(spot=False, replica_id=2))).state is InstanceState.RUNNING
+    assert (
+        await provider.launch(_request(spot=False, replica_id=2))
+    ).state is InstanceState.RUNNING
 
 
 async def test_transient_503s_are_retried_with_backoff_on_the_clock(
@@ -296,8 +299,10 @@ async def test_terminate_deletes_and_not_found_counts_as_done(
 ) -> None:
     inst = await provider.launch(_request())
     await provider.terminate(inst.instance_id)
-    listed = await provider.list_instances("svc")
-    assert [i.state for i in listed] == [InstanceState.TERMINATED]  # STOPPING, being deleted
+    assert (
+        "DELETE",
+        f"/compute/v1/projects/proj/zones/{inst.instance_id.replace('/', '/instances/')}",
+    ) in fake.requests
     assert await provider.list_instances("svc") == []
     assert fake.instances == {}
     await provider.terminate(inst.instance_id)  # already gone: no error
@@ -417,3 +422,22 @@ def test_names_are_valid_gcp_names_and_deterministic(service: str) -> None:
     assert re.fullmatch(r"[a-z0-9_-]{0,63}", label_value(service))
     assert uuid.UUID(request_id("tok")) == uuid.UUID(request_id("tok"))
     assert request_id("tok") != request_id("tok2")
+
+
+@pytest.mark.parametrize(
+    ("status", "spot", "preempted", "deleting", "state"),
+    [
+        ("PROVISIONING", True, False, False, InstanceState.PENDING),
+        ("STAGING", False, False, False, InstanceState.PENDING),
+        ("RUNNING", True, False, False, InstanceState.RUNNING),
+        ("STOPPING", True, False, True, InstanceState.TERMINATED),
+        ("STOPPING", True, True, False, InstanceState.PREEMPTED),
+        ("TERMINATED", True, False, False, InstanceState.PREEMPTED),
+        ("TERMINATED", False, False, False, InstanceState.TERMINATED),
+        ("SUSPENDED", False, False, False, InstanceState.TERMINATED),
+    ],
+)
+def test_gcp_status_maps_to_our_state(
+    status: str, spot: bool, preempted: bool, deleting: bool, state: InstanceState
+) -> None:
+    assert state_of(status, spot=spot, preempted=preempted, deleting=deleting) is state

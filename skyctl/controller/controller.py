@@ -264,7 +264,7 @@ class Controller:
                 "id": r.replica_id,
                 "version": r.version,
                 "status": r.status.value,
-                "reason": r.reason.value if r.reason else None,
+                "reason": r.end_reason.value if r.end_reason else None,
                 "location": str(r.location),
                 "cloud": r.location.cloud,
                 "region": r.location.region,

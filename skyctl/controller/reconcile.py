@@ -73,6 +73,12 @@ class Reconciler:
         instances = await self._instances(name, spec, replicas)
         replicas = await self._sync(rt, replicas, instances)
         replicas = self._apply_probes(rt, replicas)
+        if any(r.status in (S.PENDING, S.PROVISIONING) for r in replicas):
+            # launches a previous run recorded but did not finish: settle them
+            # (same client token, so no duplicate) before deciding anything new
+            await asyncio.gather(*(self._launch_one(rt, r) for r in replicas
+                                   if r.status in (S.PENDING, S.PROVISIONING)))
+            replicas = self.store.list_replicas(name)
 
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             await self._act_terminations(
@@ -304,10 +310,7 @@ class Reconciler:
                                      f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
                                      now=now, replica_id=r.replica_id)
                 records.append(r)
-        # plus any launch a previous run recorded but did not finish
-        resumed = [r for r in self.store.list_replicas(rt.name)
-                   if r.status in (S.PENDING, S.PROVISIONING) and r not in records]
-        await asyncio.gather(*(self._launch_one(rt, r) for r in records + resumed))
+        await asyncio.gather(*(self._launch_one(rt, r) for r in records))
 
     async def _launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
         name = rt.name
@@ -394,6 +397,8 @@ class Reconciler:
                 await self._terminate_instance(name, cloud, inst.instance_id)
             if left:
                 return False
+        for cloud in clouds:
+            await self.providers.get(cloud).release_service(name)
         self.store.delete_service(name)
         return True
 

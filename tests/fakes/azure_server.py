@@ -21,7 +21,9 @@ The protocol, as the ARM reference describes it:
 
 Injection: :meth:`FakeAzure.throttle` (429/503 answers), and the state's
 ``fail_allocation``, ``exceed_quota`` and ``evict``. Runs in the test's own
-event loop; ``async with FakeAzure(tmp_path) as fake:`` starts and stops it.
+event loop; ``async with FakeAzure(tmp_path) as fake:`` starts and stops it, and
+``AzureProvider(fake.provider_config(), clock=..., credential=FakeCredential())``
+talks to it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,22 @@ class FakeAzure:
         """Answer the next ``count`` matching requests with ``status`` (429 or 5xx)."""
         self._throttles.append(_Throttle(count, status, method, path_contains, retry_after))
 
+    def provider_config(self, **extra: Any) -> dict[str, Any]:
+        """An ``azure:`` config section pointing our provider here.
+
+        ``poll_interval_seconds`` is 0 so a provider on a real clock does not wait
+        between operation polls; pass ``credential=FakeCredential()`` to the provider.
+        """
+        return {
+            "subscription_id": self.subscription,
+            "resource_group": "skyctl",
+            "base_url": self.base_url,
+            "ca_bundle": self.ca_path,
+            "ssh_public_key": "ssh-rsa AAAAB3NzaC1yc2E fake@skyctl",
+            "poll_interval_seconds": 0,
+            **extra,
+        }
+
     def calls(self, method: str, path_contains: str = "") -> int:
         return sum(
             1 for m, p in self.requests if m == method and path_contains.lower() in p.lower()
@@ -162,8 +180,8 @@ class FakeAzure:
             return await self._route(request)
         except ArmError as e:
             headers = {"x-ms-error-code": e.code}
-            if e.status in (429, 503):
-                headers["Retry-After"] = request.get("retry_after", "1")
+            if e.retry_after is not None:
+                headers["Retry-After"] = str(e.retry_after)
             return web.json_response(e.body(), status=e.status, headers=headers)
 
     def _check_throttle(self, request: web.Request) -> None:
@@ -176,12 +194,11 @@ class FakeAzure:
                 continue
             t.remaining -= 1
             self.throttled += 1
-            request["retry_after"] = str(t.retry_after)
             if t.status == 429:
-                raise ArmError(429, "TooManyRequests", "The request is being throttled.")
-            raise ArmError(
-                t.status, "ServiceUnavailable", "The service is temporarily unavailable."
-            )
+                code, message = "TooManyRequests", "The request is being throttled."
+            else:
+                code, message = "ServiceUnavailable", "The service is temporarily unavailable."
+            raise ArmError(t.status, code, message, retry_after=t.retry_after)
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]

@@ -48,11 +48,14 @@ CAPACITY_MESSAGES = {
 class ArmError(Exception):
     """An ARM error response: HTTP status and the ``error`` object."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}

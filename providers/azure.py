@@ -41,6 +41,7 @@ from providers.azure_resources import (
     TAG_SPOT,
     Names,
     VmSettings,
+    arm_id,
     instance_from_tags,
     instance_from_vm,
     ip_body,
@@ -244,6 +245,13 @@ class AzureProvider(Provider):
                 self._public_key(),
                 script,
             )
+            nic_id = arm_id(
+                self.arm.subscription_id,
+                self.arm.resource_group,
+                "Microsoft.Network/networkInterfaces",
+                names.nic,
+            )
+            body = vm_body(settings, names, tags, nic_id)  # checks the size before any call
             subnet = await self._subnet(loc.region)
             ip = await self.arm.put(
                 "ip", names.ip, ip_body(loc.region, loc.zone, tags), location=where
@@ -251,13 +259,12 @@ class AzureProvider(Provider):
             # a terminate deletes the NSG only while no NIC of the service uses it
             async with self._lock(request.service, loc.region):
                 nsg = await self._nsg(request.service, loc.region, request.port)
-                nic = await self.arm.put(
+                await self.arm.put(
                     "nic",
                     names.nic,
                     nic_body(loc.region, tags, subnet, ip["id"], nsg),
                     location=where,
                 )
-            body = vm_body(settings, names, tags, str(nic["id"]))
             await self.arm.put("vm", names.vm, body, location=where)
             vm = await self.arm.get("vm", names.vm, location=where)
             if vm is None:

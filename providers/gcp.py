@@ -237,7 +237,9 @@ class GCPProvider(Provider):
             inst = await self._get(zone, name, location=loc)
         if inst.labels.get(LABEL_TOKEN) != token_label(request.client_token):
             raise ConfigError(f"gcp: instance {zone}/{name} exists but was not launched by skyctl")
-        return self._to_instance(inst, request.service, zone, preempted_at=None)
+        launched = self._to_instance(inst, request.service, zone, preempted_at=None)
+        self._known[launched.instance_id] = launched
+        return launched
 
     async def _get(self, zone: str, name: str, *, location: str | None = None) -> Any:
         return await self._api.call(
@@ -275,6 +277,7 @@ class GCPProvider(Provider):
             return  # not an id this provider made: nothing of ours to delete
         known = self._known.pop(instance_id, None)
         self._gone.pop(instance_id, None)
+        self._emitted = {e for e in self._emitted if e[0] != instance_id}
         service = known.service if known else None
         try:
             if service is None:
@@ -374,8 +377,8 @@ class GCPProvider(Provider):
             else:
                 self._known.pop(iid, None)
                 self._gone.pop(iid, None)
-        if not out and service not in self._firewalls_clean:
-            await self._cleanup_if_empty(service)
+        if not out and service not in self._firewalls_clean and not self._lock(service).locked():
+            await self._cleanup_if_empty(service)  # (a launch in flight keeps its rule)
         return out
 
     async def list_services(self) -> Sequence[str]:

@@ -30,8 +30,9 @@ def _home(ctx: click.Context) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="SKYCTL_HOME", default=None,
-              help="State directory (default ~/.skyctl).")
+@click.option(
+    "--home", envvar="SKYCTL_HOME", default=None, help="State directory (default ~/.skyctl)."
+)
 @click.version_option(__version__, prog_name="skyctl")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None) -> None:
@@ -54,23 +55,39 @@ def validate(file: str) -> None:
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))
     spot = "spot" if spec.use_spot else "on-demand"
-    click.echo(f"{file}: valid ({replicas} {spot} replica(s) on {clouds}, "
-               f"load balancing {spec.service.load_balancing_policy})")
+    click.echo(
+        f"{file}: valid ({replicas} {spot} replica(s) on {clouds}, "
+        f"load balancing {spec.service.load_balancing_policy})"
+    )
 
 
 @serve.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-n", "--name", default=None, help="Service name (default: the spec's or the file's).")
-@click.option("-d", "--detach", is_flag=True, help="Return once submitted; don't wait for a replica.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.option(
+    "-n", "--name", default=None, help="Service name (default: the spec's or the file's)."
+)
+@click.option(
+    "-d", "--detach", is_flag=True, help="Return once submitted; don't wait for a replica."
+)
+@click.option(
+    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+)
 @click.pass_context
-def up(ctx: click.Context, file: str, name: str | None, detach: bool, timeout: float | None) -> None:
+def up(
+    ctx: click.Context, file: str, name: str | None, detach: bool, timeout: float | None
+) -> None:
     """Start a service from a spec; print its endpoint."""
     spec = load_spec_file(file)
     client = ControllerClient.ensure(_home(ctx), progress=click.echo)
-    svc = client.call("POST", "/v1/services", {
-        "yaml": spec.yaml_text, "source": str(Path(file).resolve()), "name": name,
-    })
+    svc = client.call(
+        "POST",
+        "/v1/services",
+        {
+            "yaml": spec.yaml_text,
+            "source": str(Path(file).resolve()),
+            "name": name,
+        },
+    )
     click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
     if detach:
         click.echo(f"Follow it with: skyctl serve status {svc['name']}")
@@ -87,20 +104,26 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
         counts: dict[str, int] = {}
         for r in live:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no replicas yet"
+        summary = (
+            ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no replicas yet"
+        )
         line = f"[{time.monotonic() - start:5.0f}s] {svc['status']}: {summary}"
         if line.split("] ", 1)[1] != last:
             click.echo(line)
             last = line.split("] ", 1)[1]
         if svc["ready_replicas"] > 0:
-            click.echo(f"Service {name} is ready at {svc['endpoint']} "
-                       f"(first replica ready after {time.monotonic() - start:.1f}s)")
+            click.echo(
+                f"Service {name} is ready at {svc['endpoint']} "
+                f"(first replica ready after {time.monotonic() - start:.1f}s)"
+            )
             return
         if svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}", err=True)
         if timeout is not None and time.monotonic() - start > timeout:
-            raise SkyctlError(f"no replica of {name} became ready within {timeout:.0f}s; "
-                              f"see `skyctl serve status {name}` and `skyctl serve logs {name}`")
+            raise SkyctlError(
+                f"no replica of {name} became ready within {timeout:.0f}s; "
+                f"see `skyctl serve status {name}` and `skyctl serve logs {name}`"
+            )
         time.sleep(POLL_SECONDS)
 
 
@@ -124,18 +147,42 @@ def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool
     if not services:
         click.echo("No services.")
     for svc in services:
-        click.echo(f"{svc['name']}  {svc['status']}  v{svc['version']}  {svc['endpoint']}  "
-                   f"ready {svc['ready_replicas']}  ${svc['cost_per_hour']:.2f}/h  "
-                   f"policy {svc['plan'].get('policy', '-')}")
+        click.echo(
+            f"{svc['name']}  {svc['status']}  v{svc['version']}  {svc['endpoint']}  "
+            f"ready {svc['ready_replicas']}  ${svc['cost_per_hour']:.2f}/h  "
+            f"policy {svc['plan'].get('policy', '-')}"
+        )
         rows = [r for r in svc["replicas"] if all_replicas or r["status"] != "TERMINATED"]
         if rows:
-            click.echo(_table(
-                ["ID", "VER", "LOCATION", "KIND", "STATUS", "ENDPOINT", "UPTIME", "$/H", "REQS"],
-                [[r["id"], r["version"], r["location"], "spot" if r["spot"] else "on-demand",
-                  r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
-                  r["endpoint"] or "-", _duration(r["uptime_seconds"]),
-                  f"{r['price_per_hour']:.2f}", int(r["router"].get("requests", 0))]
-                 for r in rows]))
+            click.echo(
+                _table(
+                    [
+                        "ID",
+                        "VER",
+                        "LOCATION",
+                        "KIND",
+                        "STATUS",
+                        "ENDPOINT",
+                        "UPTIME",
+                        "$/H",
+                        "REQS",
+                    ],
+                    [
+                        [
+                            r["id"],
+                            r["version"],
+                            r["location"],
+                            "spot" if r["spot"] else "on-demand",
+                            r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+                            r["endpoint"] or "-",
+                            _duration(r["uptime_seconds"]),
+                            f"{r['price_per_hour']:.2f}",
+                            int(r["router"].get("requests", 0)),
+                        ]
+                        for r in rows
+                    ],
+                )
+            )
         if svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}")
 
@@ -143,8 +190,9 @@ def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in cells)
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
 
 
 def _duration(seconds: float | None) -> str:
@@ -206,15 +254,22 @@ def update(ctx: click.Context, name: str, file: str) -> None:
     client = ControllerClient.find(_home(ctx))
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    svc = client.call("PUT", f"/v1/services/{name}", {
-        "yaml": spec.yaml_text, "source": str(Path(file).resolve()),
-    })
+    svc = client.call(
+        "PUT",
+        f"/v1/services/{name}",
+        {
+            "yaml": spec.yaml_text,
+            "source": str(Path(file).resolve()),
+        },
+    )
     click.echo(f"Service {name}: rolling update to version {svc['version']} started")
 
 
 @serve.command()
 @click.argument("name")
-@click.option("--replica", type=int, default=None, help="Replica id (default: the newest live one).")
+@click.option(
+    "--replica", type=int, default=None, help="Replica id (default: the newest live one)."
+)
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--events", is_flag=True, help="Show the service's event log instead.")
 @click.pass_context

@@ -57,10 +57,19 @@ class ControllerClient:
         with open(p.daemon_log, "ab") as log:
             os.chmod(p.daemon_log, 0o600)
             subprocess.Popen(
-                [sys.executable, "-m", "skyctl.controller.daemon", "--home", str(p.home),
-                 "--exit-when-idle"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "skyctl.controller.daemon",
+                    "--home",
+                    str(p.home),
+                    "--exit-when-idle",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -68,7 +77,9 @@ class ControllerClient:
             if client is not None:
                 return client
             time.sleep(0.1)
-        raise SkyctlError(f"the controller did not start within {START_TIMEOUT:.0f}s; see {p.daemon_log}")
+        raise SkyctlError(
+            f"the controller did not start within {START_TIMEOUT:.0f}s; see {p.daemon_log}"
+        )
 
     # ------------------------------------------------------------------ calls
     def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:

@@ -71,7 +71,9 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{p.config}: expected a mapping of sections {CLOUD_SECTIONS}")
     for key, value in data.items():
         if key not in CLOUD_SECTIONS:
-            raise ConfigError(f"{p.config}: unknown section {key!r}; allowed: {', '.join(CLOUD_SECTIONS)}")
+            raise ConfigError(
+                f"{p.config}: unknown section {key!r}; allowed: {', '.join(CLOUD_SECTIONS)}"
+            )
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{p.config}: section {key!r} must be a mapping")
     return {k: dict(v or {}) for k, v in data.items()}

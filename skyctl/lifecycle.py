@@ -66,7 +66,9 @@ TRANSITIONS: dict[ReplicaStatus, frozenset[ReplicaStatus]] = {
 LIVE: frozenset[ReplicaStatus] = frozenset(s for s in ReplicaStatus if s is not S.TERMINATED)
 """Statuses that may still hold (or be about to hold) a provider instance."""
 
-UP: frozenset[ReplicaStatus] = frozenset({S.PENDING, S.PROVISIONING, S.STARTING, S.READY, S.NOT_READY})
+UP: frozenset[ReplicaStatus] = frozenset(
+    {S.PENDING, S.PROVISIONING, S.STARTING, S.READY, S.NOT_READY}
+)
 """Statuses that count towards the service's replica target."""
 
 ROUTABLE: frozenset[ReplicaStatus] = frozenset({S.READY})

@@ -57,7 +57,7 @@ class LineList(list[Any]):
     item_lines: list[int]
 
 
-class _DuplicateKey(yaml.MarkedYAMLError):  # also: nesting too deep
+class _Refused(yaml.MarkedYAMLError):  # a duplicate key, or nesting too deep
     pass
 
 
@@ -72,8 +72,8 @@ class _Loader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 problem = f"nested deeper than {MAX_DEPTH} levels"
-                raise _DuplicateKey(problem=problem, problem_mark=mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+                raise _Refused(problem=problem, problem_mark=mark)
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
@@ -99,7 +99,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[LineDict
             if key_node.value in seen:
                 first = seen[key_node.value]
                 problem = f"duplicate key {key_node.value!r} (first on line {first})"
-                raise _DuplicateKey(problem=problem, problem_mark=key_node.start_mark)
+                raise _Refused(problem=problem, problem_mark=key_node.start_mark)
             seen[key_node.value] = _line(key_node)
     data.update(loader.construct_mapping(node))  # also flattens `<<` merges
     for key_node, value_node in node.value:

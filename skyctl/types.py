@@ -19,7 +19,11 @@ class Location:
     zone: str = ""
 
     def __str__(self) -> str:
-        return f"{self.cloud}/{self.region}/{self.zone}" if self.zone else f"{self.cloud}/{self.region}"
+        return (
+            f"{self.cloud}/{self.region}/{self.zone}"
+            if self.zone
+            else f"{self.cloud}/{self.region}"
+        )
 
     @classmethod
     def parse(cls, text: str) -> Location:

@@ -787,7 +787,7 @@ def test_line_breaks_in_user_text_never_split_the_error(key: str) -> None:
         # a structure containing itself
         "service: {}\nrun: x\nfile_mounts: &a {x: *a}\n",
         # deep nesting
-        "service: {}\nrun: x\nfile_mounts: " + "[" * 3000 + "]" * 3000 + "\n",
+        "service: {}\nrun: x\nfile_mounts: " + "[" * 1000 + "]" * 1000 + "\n",
         # a number too large for a float
         "service:\n  readiness_probe: {path: /, timeout_seconds: " + "9" * 400 + "}\nrun: x\n",
         "service:\n  readiness_probe: {path: /, timeout_seconds: .inf}\nrun: x\n",

@@ -46,14 +46,14 @@ def parses_or_fails_cleanly(text: str) -> None:
         assert len(str(e).splitlines()) == 1
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), st.booleans())
 def test_random_documents_give_a_spec_or_a_spec_error(doc: dict[str, object], flow: bool) -> None:
     doc = {"service": {}, "run": "serve", **doc}
     parses_or_fails_cleanly(yaml.safe_dump(doc, default_flow_style=flow))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     st.text(alphabet=st.sampled_from(list("ab:-[]{}&*!|>'\"#\n ,?%@`0.\t\x00\u2028")), max_size=50)
 )

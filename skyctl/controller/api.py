@@ -22,14 +22,17 @@ LOG_POLL_SECONDS = 0.5
 MAX_BODY = 1 << 20
 
 
-def make_app(controller: Controller, token: str, on_shutdown: Callable[[], None]) -> web.Application:
+def make_app(
+    controller: Controller, token: str, on_shutdown: Callable[[], None]
+) -> web.Application:
     @web.middleware
     async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            return web.json_response({"error": "missing or wrong API token", "exit_code": 1},
-                                     status=401)
+            return web.json_response(
+                {"error": "missing or wrong API token", "exit_code": 1}, status=401
+            )
         try:
             return await handler(request)
         except ServiceNotFound as e:
@@ -58,8 +61,9 @@ def make_app(controller: Controller, token: str, on_shutdown: Callable[[], None]
         return web.json_response(result)
 
     async def delete(request: web.Request) -> web.Response:
-        return web.json_response(await controller.delete_service(request.match_info["name"]),
-                                 status=202)
+        return web.json_response(
+            await controller.delete_service(request.match_info["name"]), status=202
+        )
 
     async def events(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))

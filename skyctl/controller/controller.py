@@ -184,8 +184,11 @@ class Controller:
                     if service in known:
                         continue
                     for inst in await provider.list_instances(service):
-                        log.warning("garbage collection: terminating %s of unknown service %s",
-                                    inst.instance_id, service)
+                        log.warning(
+                            "garbage collection: terminating %s of unknown service %s",
+                            inst.instance_id,
+                            service,
+                        )
                         await provider.terminate(inst.instance_id)
             except SkyctlError as e:
                 log.warning("garbage collection on %s skipped: %s", cloud, e)
@@ -206,20 +209,27 @@ class Controller:
                 "starting with a letter"
             )
         if self.store.get_service(name) is not None:
-            raise ServiceExists(f"service {name!r} already exists; use `skyctl serve update {name} FILE`")
+            raise ServiceExists(
+                f"service {name!r} already exists; use `skyctl serve update {name} FILE`"
+            )
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
             self.providers.get(cloud)  # ConfigError now if its SDK is missing
         svc = self.store.create_service(
-            name, yaml_text, now=self.clock.now(), router_host=spec.service.router.host,
-            router_port=spec.service.router.port, source=source,
+            name,
+            yaml_text,
+            now=self.clock.now(),
+            router_host=spec.service.router.host,
+            router_port=spec.service.router.port,
+            source=source,
         )
         try:
             await self._ensure_runtime(svc)
         except OSError as e:
             self.store.delete_service(name)
             raise ConfigError(f"service {name!r}: cannot open its endpoint: {e}") from None
-        self.store.add_event(name, "created", f"version 1, policy {policy_for(spec)}",
-                             now=self.clock.now())
+        self.store.add_event(
+            name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
+        )
         self.wake()
         return self.describe(name)
 
@@ -258,25 +268,27 @@ class Controller:
         rt = self.runtimes.get(name)
         now = self.clock.now()
         stats = rt.router.replica_stats() if rt is not None else {}
-        replicas = []
+        replicas: list[dict[str, Any]] = []
         for r in self.store.list_replicas(name, include_terminated=True):
-            replicas.append({
-                "id": r.replica_id,
-                "version": r.version,
-                "status": r.status.value,
-                "reason": r.end_reason.value if r.end_reason else None,
-                "location": str(r.location),
-                "cloud": r.location.cloud,
-                "region": r.location.region,
-                "zone": r.location.zone,
-                "spot": r.spot,
-                "price_per_hour": r.price,
-                "endpoint": r.endpoint,
-                "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
-                "interruption_at": r.interruption_at,
-                "probe_failures": r.probe_failures,
-                "router": stats.get(r.replica_id, {}),
-            })
+            replicas.append(
+                {
+                    "id": r.replica_id,
+                    "version": r.version,
+                    "status": r.status.value,
+                    "reason": r.end_reason.value if r.end_reason else None,
+                    "location": str(r.location),
+                    "cloud": r.location.cloud,
+                    "region": r.location.region,
+                    "zone": r.location.zone,
+                    "spot": r.spot,
+                    "price_per_hour": r.price,
+                    "endpoint": r.endpoint,
+                    "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
+                    "interruption_at": r.interruption_at,
+                    "probe_failures": r.probe_failures,
+                    "router": stats.get(r.replica_id, {}),
+                }
+            )
         live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
         host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
         return {

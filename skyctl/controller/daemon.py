@@ -49,7 +49,7 @@ async def serve(
     tick_seconds: float = 1.0,
     grace_seconds: float = 10.0,
 ) -> None:
-    lock = open(p.home / "controller.lock", "w")  # noqa: SIM115 - held for the process lifetime
+    lock = open(p.home / "controller.lock", "w")  # noqa: ASYNC230 - held while running
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,7 +59,11 @@ async def serve(
     store = Store(p.db)
     providers = ProviderSet(config=config, clock=clock, local_state=p.local_state)
     controller = Controller(
-        store, providers, clock, tick_seconds=tick_seconds, exit_when_idle=exit_when_idle,
+        store,
+        providers,
+        clock,
+        tick_seconds=tick_seconds,
+        exit_when_idle=exit_when_idle,
         gc_clouds=("local", *(k for k in config if k in PROVIDERS and k != "local")),
     )
     token = read_or_create_token(p)
@@ -107,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         asyncio.run(
-            serve(paths(args.home), host=args.host, port=args.port,
-                  exit_when_idle=args.exit_when_idle, tick_seconds=args.tick_seconds)
+            serve(
+                paths(args.home),
+                host=args.host,
+                port=args.port,
+                exit_when_idle=args.exit_when_idle,
+                tick_seconds=args.tick_seconds,
+            )
         )
     except SkyctlError as e:
         log.error("%s", e)

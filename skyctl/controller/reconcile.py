@@ -19,6 +19,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from policies.model import (
     Launch,
@@ -76,8 +77,13 @@ class Reconciler:
         if any(r.status in (S.PENDING, S.PROVISIONING) for r in replicas):
             # launches a previous run recorded but did not finish: settle them
             # (same client token, so no duplicate) before deciding anything new
-            await asyncio.gather(*(self._launch_one(rt, r) for r in replicas
-                                   if r.status in (S.PENDING, S.PROVISIONING)))
+            await asyncio.gather(
+                *(
+                    self._launch_one(rt, r)
+                    for r in replicas
+                    if r.status in (S.PENDING, S.PROVISIONING)
+                )
+            )
             replicas = self.store.list_replicas(name)
 
         if svc.status is ServiceStatus.SHUTTING_DOWN:
@@ -176,8 +182,11 @@ class Reconciler:
                 if rid not in known_ids:
                     await self._terminate_instance(name, cloud, inst.instance_id)
                     self.store.add_event(
-                        name, "orphan", f"terminated unknown instance {inst.instance_id}",
-                        now=self.clock.now(), replica_id=rid,
+                        name,
+                        "orphan",
+                        f"terminated unknown instance {inst.instance_id}",
+                        now=self.clock.now(),
+                        replica_id=rid,
                     )
         return out
 
@@ -189,7 +198,9 @@ class Reconciler:
             if inst is not None and inst.state in (InstanceState.PENDING, InstanceState.RUNNING):
                 # the launch went through before a restart: adopt it
                 if r.status is S.PENDING:
-                    r = self.store.update_replica(name, r.replica_id, now=now, status=S.PROVISIONING)
+                    r = self.store.update_replica(
+                        name, r.replica_id, now=now, status=S.PROVISIONING
+                    )
                 return self._started(rt, r, inst)
             return r  # relaunched (same token) in _resume_launches
         if r.status is S.SHUTTING_DOWN:
@@ -203,7 +214,7 @@ class Reconciler:
             return await self._end(rt, r, reason, "instance preempted" if inst else "instance gone")
         if inst.state in (InstanceState.TERMINATED, InstanceState.FAILED):
             return await self._end(rt, r, EndReason.FAILED, inst.detail or f"instance {inst.state}")
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if inst.endpoint and inst.endpoint != r.endpoint:
             changes["endpoint"] = inst.endpoint
         if inst.interruption_at is not None and inst.interruption_at != r.interruption_at:
@@ -217,9 +228,12 @@ class Reconciler:
         if r.replica_id in rt.noticed:
             return
         rt.noticed.add(r.replica_id)
-        rt.events.append(LocationEvent(LocationEventKind.NOTICE, r.location, self.clock.now(), r.spot))
-        self.store.add_event(rt.name, "notice", "interruption notice", now=self.clock.now(),
-                             replica_id=r.replica_id)
+        rt.events.append(
+            LocationEvent(LocationEventKind.NOTICE, r.location, self.clock.now(), r.spot)
+        )
+        self.store.add_event(
+            rt.name, "notice", "interruption notice", now=self.clock.now(), replica_id=r.replica_id
+        )
 
     async def _end(
         self, rt: ServiceRuntime, r: ReplicaRecord, reason: EndReason, detail: str
@@ -228,13 +242,18 @@ class Reconciler:
         now = self.clock.now()
         if reason is EndReason.PREEMPTED:
             rt.events.append(LocationEvent(LocationEventKind.PREEMPTED, r.location, now, r.spot))
-        r = self.store.update_replica(rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN,
-                                      reason=reason)
-        self.store.add_event(rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id)
+        r = self.store.update_replica(
+            rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=reason
+        )
+        self.store.add_event(
+            rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id
+        )
         self._unroute(rt, r.replica_id)
         return await self._finish_terminate(rt, r)
 
-    def _apply_probes(self, rt: ServiceRuntime, replicas: list[ReplicaRecord]) -> list[ReplicaRecord]:
+    def _apply_probes(
+        self, rt: ServiceRuntime, replicas: list[ReplicaRecord]
+    ) -> list[ReplicaRecord]:
         out = []
         now = self.clock.now()
         for r in replicas:
@@ -243,17 +262,24 @@ class Reconciler:
                 out.append(r)
                 continue
             if res.ok and r.status in (S.STARTING, S.NOT_READY):
-                r = self.store.update_replica(rt.name, r.replica_id, now=now, status=S.READY,
-                                              probe_failures=0)
-                self.store.add_event(rt.name, "ready", f"ready at {r.endpoint}", now=now,
-                                     replica_id=r.replica_id)
+                r = self.store.update_replica(
+                    rt.name, r.replica_id, now=now, status=S.READY, probe_failures=0
+                )
+                self.store.add_event(
+                    rt.name, "ready", f"ready at {r.endpoint}", now=now, replica_id=r.replica_id
+                )
             elif not res.ok and r.status in (S.READY, S.NOT_READY):
-                fields: dict[str, object] = {"probe_failures": res.consecutive_failures}
+                fields: dict[str, Any] = {"probe_failures": res.consecutive_failures}
                 if r.status is S.READY:
                     fields["status"] = S.NOT_READY
-                    self.store.add_event(rt.name, "not_ready", f"probe failed: {res.detail}",
-                                         now=now, replica_id=r.replica_id)
-                r = self.store.update_replica(rt.name, r.replica_id, now=now, **fields)  # type: ignore[arg-type]
+                    self.store.add_event(
+                        rt.name,
+                        "not_ready",
+                        f"probe failed: {res.detail}",
+                        now=now,
+                        replica_id=r.replica_id,
+                    )
+                r = self.store.update_replica(rt.name, r.replica_id, now=now, **fields)
             out.append(r)
         return out
 
@@ -268,10 +294,16 @@ class Reconciler:
             if r is None or not r.is_live:
                 continue
             if r.status is not S.SHUTTING_DOWN:
-                r = self.store.update_replica(rt.name, r.replica_id, now=now,
-                                              status=S.SHUTTING_DOWN, reason=t.reason)
-                self.store.add_event(rt.name, "terminate", f"{t.reason}: {t.detail}".rstrip(": "),
-                                     now=now, replica_id=r.replica_id)
+                r = self.store.update_replica(
+                    rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason
+                )
+                self.store.add_event(
+                    rt.name,
+                    "terminate",
+                    f"{t.reason}: {t.detail}".rstrip(": "),
+                    now=now,
+                    replica_id=r.replica_id,
+                )
             self._unroute(rt, r.replica_id)
             todo.append(r)
         await asyncio.gather(*(self._finish_terminate(rt, r) for r in todo))
@@ -281,11 +313,17 @@ class Reconciler:
             try:
                 await self._terminate_instance(rt.name, canonical(r.location.cloud), r.instance_id)
             except (TransientError, ProviderError) as e:
-                self.store.add_event(rt.name, "terminate_retry", str(e), now=self.clock.now(),
-                                     replica_id=r.replica_id)
+                self.store.add_event(
+                    rt.name,
+                    "terminate_retry",
+                    str(e),
+                    now=self.clock.now(),
+                    replica_id=r.replica_id,
+                )
                 return r  # still SHUTTING_DOWN; the next tick tries again
-        r = self.store.update_replica(rt.name, r.replica_id, now=self.clock.now(),
-                                      status=S.TERMINATED)
+        r = self.store.update_replica(
+            rt.name, r.replica_id, now=self.clock.now(), status=S.TERMINATED
+        )
         rt.prober.forget(r.replica_id)
         return r
 
@@ -301,14 +339,23 @@ class Reconciler:
             for launch in launches:
                 off = launch.offering
                 r = self.store.add_replica(
-                    rt.name, version=launch.version, location=off.location, spot=off.spot,
-                    price=off.price, instance_type=off.instance_type,
-                    client_token=secrets.token_hex(16), now=now,
+                    rt.name,
+                    version=launch.version,
+                    location=off.location,
+                    spot=off.spot,
+                    price=off.price,
+                    instance_type=off.instance_type,
+                    client_token=secrets.token_hex(16),
+                    now=now,
                 )
-                self.store.add_event(rt.name, "launch",
-                                     f"{'spot' if off.spot else 'on-demand'} in {off.location} "
-                                     f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
-                                     now=now, replica_id=r.replica_id)
+                self.store.add_event(
+                    rt.name,
+                    "launch",
+                    f"{'spot' if off.spot else 'on-demand'} in {off.location} "
+                    f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
+                    now=now,
+                    replica_id=r.replica_id,
+                )
                 records.append(r)
         await asyncio.gather(*(self._launch_one(rt, r) for r in records))
 
@@ -316,13 +363,22 @@ class Reconciler:
         name = rt.name
         version = self.store.get_version(name, r.version)
         spec = rt.spec(r.version, version.yaml_text, version.source)
-        r = self.store.update_replica(name, r.replica_id, now=self.clock.now(),
-                                      status=S.PROVISIONING if r.status is S.PENDING else None,
-                                      launch_attempts=r.launch_attempts + 1)
+        r = self.store.update_replica(
+            name,
+            r.replica_id,
+            now=self.clock.now(),
+            status=S.PROVISIONING if r.status is S.PENDING else None,
+            launch_attempts=r.launch_attempts + 1,
+        )
         offering = Offering(r.location, r.spot, r.price, r.instance_type)
         request = LaunchRequest(
-            service=name, replica_id=r.replica_id, version=r.version, offering=offering,
-            client_token=r.client_token, spec=spec, port=spec.service.ports or 8080,
+            service=name,
+            replica_id=r.replica_id,
+            version=r.version,
+            offering=offering,
+            client_token=r.client_token,
+            spec=spec,
+            port=spec.service.ports or 8080,
             envs={**spec.envs, **spec.secrets},
         )
         try:
@@ -337,35 +393,47 @@ class Reconciler:
             if r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
                 self._fail_launch(name, r, f"gave up after {r.launch_attempts} attempts: {e}")
             else:
-                self.store.add_event(name, "launch_retry", str(e), now=self.clock.now(),
-                                     replica_id=r.replica_id)
+                self.store.add_event(
+                    name, "launch_retry", str(e), now=self.clock.now(), replica_id=r.replica_id
+                )
             return
         except (ProviderError, ConfigError) as e:
             self._fail_launch(name, r, f"{type(e).__name__}: {e}")
             return
         if r.spot:
-            rt.events.append(LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now()))
+            rt.events.append(
+                LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())
+            )
         self._started(rt, r, inst)
 
     def _fail_launch(self, name: str, r: ReplicaRecord, detail: str) -> None:
         now = self.clock.now()
-        self.store.update_replica(name, r.replica_id, now=now, status=S.TERMINATED,
-                                  reason=EndReason.FAILED_PROVISION)
+        self.store.update_replica(
+            name, r.replica_id, now=now, status=S.TERMINATED, reason=EndReason.FAILED_PROVISION
+        )
         self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
 
     def _started(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> ReplicaRecord:
         return self.store.update_replica(
-            rt.name, r.replica_id, now=self.clock.now(), status=S.STARTING,
-            instance_id=inst.instance_id, endpoint=inst.endpoint, price=inst.price or r.price,
+            rt.name,
+            r.replica_id,
+            now=self.clock.now(),
+            status=S.STARTING,
+            instance_id=inst.instance_id,
+            endpoint=inst.endpoint,
+            price=inst.price or r.price,
         )
 
     # --------------------------------------------------------------- publish
     def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:
         """Routing table and probe targets from the replicas' statuses, at once."""
-        rt.prober.set_targets([
-            Target(r.replica_id, r.endpoint) for r in live
-            if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)
-        ])
+        rt.prober.set_targets(
+            [
+                Target(r.replica_id, r.endpoint)
+                for r in live
+                if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)
+            ]
+        )
         ready = [r for r in live if r.status is S.READY and r.endpoint]
         calm = [r for r in ready if r.interruption_at is None and r.replica_id not in rt.gone]
         chosen = calm or [r for r in ready if r.replica_id not in rt.gone]
@@ -405,14 +473,27 @@ class Reconciler:
 
 def _view(r: ReplicaRecord) -> ReplicaView:
     return ReplicaView(
-        replica_id=r.replica_id, version=r.version, status=r.status, location=r.location,
-        spot=r.spot, price=r.price, created_at=r.created_at, status_since=r.status_since,
-        ready_at=r.ready_at, probe_failures=r.probe_failures, interruption_at=r.interruption_at,
+        replica_id=r.replica_id,
+        version=r.version,
+        status=r.status,
+        location=r.location,
+        spot=r.spot,
+        price=r.price,
+        created_at=r.created_at,
+        status_since=r.status_since,
+        ready_at=r.ready_at,
+        probe_failures=r.probe_failures,
+        interruption_at=r.interruption_at,
     )
 
 
 def _backend(r: ReplicaRecord) -> Backend:
     assert r.endpoint is not None
-    return Backend(replica_id=r.replica_id, url=r.endpoint, location=r.location, spot=r.spot,
-                   accelerators="", version=r.version)
-
+    return Backend(
+        replica_id=r.replica_id,
+        url=r.endpoint,
+        location=r.location,
+        spot=r.spot,
+        accelerators="",
+        version=r.version,
+    )

@@ -50,6 +50,7 @@ def make_runtime(
     name: str, spec: ServiceSpec, *, clock: Clock, wake: Callable[[], None]
 ) -> ServiceRuntime:
     prober = Prober(spec.service.readiness_probe, clock=clock, on_change=wake)
+
     def on_backend_error(replica_id: int) -> None:
         prober.probe_soon(replica_id)
         wake()

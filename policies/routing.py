@@ -183,6 +183,6 @@ def earn_hedge_tokens(tokens: float, budget: float, cap: float = HEDGE_TOKEN_CAP
 
 def spend_hedge_token(tokens: float) -> tuple[bool, float]:
     """``(allowed, tokens_after)``: a hedge is allowed when a whole token is saved up."""
-    if tokens >= 1.0:
-        return True, tokens - 1.0
+    if tokens >= 1.0 - 1e-9:  # tolerate float drift from adding e.g. 0.1 ten times
+        return True, max(0.0, tokens - 1.0)
     return False, tokens

@@ -208,7 +208,9 @@ class AWSProvider(Provider):
             self._launching[key] -= 1
 
     async def _find_by_token(self, region: str, token: str) -> Instance | None:
-        found = await self._describe(region, [{"Name": f"tag:{TAG_TOKEN}", "Values": [token]}])
+        found = await self._describe(
+            region, [{"Name": f"tag:{TAG_TOKEN}", "Values": [token[:256]]}]
+        )
         instances = [i for raw in found if (i := self._instance(raw, region, {})) is not None]
         return instances[0] if instances else None
 

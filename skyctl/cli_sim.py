@@ -26,13 +26,13 @@ def _fail(message: str) -> None:
 def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int, int | None]:
     """``--start`` (hours from the trace start) and ``--hours`` as ticks."""
     per_hour = 3600.0 / trace.gap_seconds
-    start_tick = int(round((start or 0.0) * per_hour))
+    start_tick = round((start or 0.0) * per_hour)
     if start_tick >= trace.ticks:
         total = trace.ticks / per_hour
         _fail(f"--start {start:g} is past the end of trace {trace.name!r} ({total:.1f} h)")
     if hours is None:
         return start_tick, None
-    ticks = max(1, int(round(hours * per_hour)))
+    ticks = max(1, round(hours * per_hour))
     return start_tick, min(ticks, trace.ticks - start_tick)
 
 
@@ -123,8 +123,8 @@ def sim(
 ) -> None:
     """Replay a spot trace through placement policies and report availability and cost."""
     try:
-        for name in policies:
-            registry.get(name)
+        for wanted in policies:
+            registry.get(wanted)
         spec = load_spec_file(spec_file)
         trace = load_trace(trace_name, base_dir=str(Path(spec_file).parent))
     except SkyctlError as e:
@@ -132,7 +132,8 @@ def sim(
         return
     start_tick, ticks = _window(trace, start, hours)
     results: list[SimResult] = []
-    for name in policies or (None,):
+    chosen: tuple[str | None, ...] = policies or (None,)
+    for name in chosen:
         config = SimConfig(
             replicas=replicas,
             policy=name,

@@ -10,7 +10,6 @@ Part of the spec parser (``skyctl.spec_yaml``); errors are one-line SpecErrors.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -45,8 +44,9 @@ _ACCEL_RE = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
 _CPUS_RE = re.compile(r"\d+(\.\d+)?\+?")
 _MEMORY_RE = re.compile(r"\d+(\.\d+)?([KkMmGgTtPp][Bb]?|x)?\+?")
 _DISK_RE = re.compile(r"(\d+)\s*([KkMmGgTtPp])?[Bb]?")
-_DISK_GB = {"k": 1 / (1 << 20), "m": 1 / 1024, "g": 1, "t": 1024, "p": 1 << 20}
+_DISK_KB = {"k": 1, "m": 1 << 10, "g": 1 << 20, "t": 1 << 30, "p": 1 << 40}
 MAX_PORTS = 1024
+_NULLABLE = ("ports", "image_id")  # SkyServe allows null for these
 
 # one parsed resources field: its value and where it came from (for errors)
 _Field = tuple[Any, Section, str]
@@ -108,14 +108,17 @@ def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Fie
         _CANDIDATE_KEYS | _RESOURCE_EXTRA.keys() | ({"any_of", "ordered"} if top else set())
     )
     keep_extra(sec, _RESOURCE_EXTRA, extra)
-    out: dict[str, _Field] = {}
-    for key in _CANDIDATE_KEYS:
-        if sec.has(key) and (sec.raw(key) is not None or key not in ("ports", "image_id")):
-            out[key] = (_field(sec, key, extra), sec, key)
-    if "infra" in out:
-        both = [k for k in ("cloud", "region", "zone") if k in out]
+    if sec.has("infra"):
+        both = [k for k in ("cloud", "region", "zone") if sec.has(k)]
         if both:
             raise sec.error(both[0], "give `infra` or cloud/region/zone, not both", at_key=True)
+    out: dict[str, _Field] = {}
+    for key in sec.data:  # in document order, so the first problem is reported
+        if key in _CANDIDATE_KEYS and (sec.raw(key) is not None or key not in _NULLABLE):
+            out[key] = (_field(sec, key, extra), sec, key)
+    if "infra" in out:  # as cloud/region/zone, so an any_of entry overrides them all
+        for name, value in zip(("cloud", "region", "zone"), out.pop("infra")[0], strict=True):
+            out[name] = (value, sec, "infra")
     return out
 
 
@@ -186,7 +189,7 @@ def _accelerators(sec: Section, key: str) -> tuple[list[dict[str, int]], bool]:
         text = value.strip()
         if text[:1] in "[{" and text[-1:] in "]}" and text:
             names = [p.strip().strip("'\"") for p in text[1:-1].split(",") if p.strip()]
-            return [_accelerator(sec, key, n, None) for n in names], text[0] == "["
+            return _unique([_accelerator(sec, key, n, None) for n in names]), text[0] == "["
         return [_accelerator(sec, key, text, None)], False
     if isinstance(value, list):
         items = sec.items(key) or []
@@ -202,12 +205,16 @@ def _accelerators(sec: Section, key: str) -> tuple[list[dict[str, int]], bool]:
             out.append(_accelerator(sec, key, item, None))
         if not out:
             raise sec.error(key, "the accelerator list is empty")
-        return out, True
+        return _unique(out), True
     if isinstance(value, dict):
         if not value:
             raise sec.error(key, "the accelerator map is empty")
         return [_accelerator(sec, key, name, count) for name, count in value.items()], False
     raise sec.error(key, f"expected a string, list or mapping, got {type_name(value)}")
+
+
+def _unique(alternatives: list[dict[str, int]]) -> list[dict[str, int]]:
+    return [dict([pair]) for pair in dict.fromkeys(next(iter(a.items())) for a in alternatives)]
 
 
 def _accelerator(sec: Section, key: str, name: Any, count: Any) -> dict[str, int]:
@@ -241,10 +248,10 @@ def _disk_size(sec: Section, key: str) -> int:
     match = _DISK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
         raise sec.error(key, f"expected a size in GB such as 256 or '1TB', got {value!r}")
-    size = int(match.group(1)) * _DISK_GB[(match.group(2) or "g").lower()]
-    if size <= 0:
+    kilobytes = int(match.group(1)) * _DISK_KB[(match.group(2) or "g").lower()]
+    if kilobytes <= 0:
         raise sec.error(key, f"must be > 0, got {value!r}")
-    return max(1, math.ceil(size))
+    return -(-kilobytes // _DISK_KB["g"])  # whole GB, rounded up
 
 
 def _ports(sec: Section, key: str) -> tuple[int, ...]:
@@ -293,16 +300,12 @@ def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
     def get(key: str, default: Any = None) -> Any:
         return fields[key][0] if key in fields else default
 
-    if "infra" in fields:
-        cloud, region, zone = get("infra")
-    else:
-        cloud, region, zone = get("cloud"), get("region"), get("zone")
     accels: list[dict[str, int] | None] = list(get("accelerators", ([None], False))[0])
     return [
         ResourceCandidate(
-            cloud=cloud,
-            region=region,
-            zone=zone,
+            cloud=get("cloud"),
+            region=get("region"),
+            zone=get("zone"),
             accelerators=accel,
             cpus=get("cpus"),
             memory=get("memory"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ import pytest
 from providers.aws import NOTICE_SECONDS, AWSProvider, check
 from providers.base import LaunchRequest
 from skyctl.clock import FakeClock
-from skyctl.errors import CapacityError, ConfigError, QuotaError, TransientError
+from skyctl.errors import CapacityError, ConfigError, QuotaError, SpecError, TransientError
 from skyctl.spec import ResourceCandidate, Resources, ServiceSpec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
 from tests.fakes.moto_server import MotoEC2, moto_ec2
@@ -62,13 +63,28 @@ def events() -> list[InstanceEvent]:
 
 
 @pytest.fixture
-async def provider(
-    ec2: MotoEC2, clock: FakeClock, events: list[InstanceEvent]
-) -> AsyncIterator[AWSProvider]:
-    p = AWSProvider({"endpoint_url": ec2.url, "regions": [REGION]}, clock=clock)
+async def make_provider(
+    ec2: MotoEC2, clock: FakeClock
+) -> AsyncIterator[Callable[..., AWSProvider]]:
+    """Build providers on the moto endpoint (config keys as kwargs); all closed afterwards."""
+    made: list[AWSProvider] = []
+
+    def make(**config: Any) -> AWSProvider:
+        made.append(
+            AWSProvider({"endpoint_url": ec2.url, "regions": [REGION], **config}, clock=clock)
+        )
+        return made[-1]
+
+    yield make
+    for p in made:
+        await p.close()
+
+
+@pytest.fixture
+def provider(make_provider: Callable[..., AWSProvider], events: list[InstanceEvent]) -> AWSProvider:
+    p = make_provider()
     p.set_event_sink(events.append)
-    yield p
-    await p.close()
+    return p
 
 
 @pytest.fixture
@@ -234,20 +250,44 @@ async def test_a_retried_launch_with_the_same_token_returns_the_same_instance(
     assert len(await provider.list_instances("svc")) == 2
 
 
-async def test_configured_and_explicit_amis_are_used(
-    ec2: MotoEC2, clock: FakeClock, boto: Any
+async def test_configured_and_default_amis_are_used(
+    make_provider: Callable[..., AWSProvider], boto: Any
 ) -> None:
     images = boto.describe_images(Owners=["099720109477"])["Images"]
     trusty = next(i["ImageId"] for i in images if "trusty" in i["Name"])
     xenial = next(i["ImageId"] for i in images if "xenial" in i["Name"])
-    default = AWSProvider({"endpoint_url": ec2.url, "regions": [REGION]}, clock=clock)
-    configured = AWSProvider(
-        {"endpoint_url": ec2.url, "regions": [REGION], "ami": trusty}, clock=clock
-    )
+    default = make_provider()
+    configured = make_provider(ami=trusty)
     inst = await default.launch(request(token="d"))
     assert described(boto, inst.instance_id)["ImageId"] == xenial  # newest Ubuntu LTS found
     inst = await configured.launch(request(token="c"))
     assert described(boto, inst.instance_id)["ImageId"] == trusty
+
+
+async def test_candidate_image_id_and_disk_size_shape_the_instance(
+    provider: AWSProvider, boto: Any
+) -> None:
+    images = boto.describe_images(Owners=["099720109477"])["Images"]
+    trusty = next(i["ImageId"] for i in images if "trusty" in i["Name"])
+    candidate = ResourceCandidate(
+        cloud="aws", instance_type="m5.large", use_spot=True, image_id=trusty, disk_size=200
+    )
+    req = dataclasses.replace(request(), spec=spec(candidate))
+    inst = await provider.launch(req)
+    raw = described(boto, inst.instance_id)
+    assert raw["ImageId"] == trusty
+    volume_ids = [m["Ebs"]["VolumeId"] for m in raw["BlockDeviceMappings"]]
+    sizes = [v["Size"] for v in boto.describe_volumes(VolumeIds=volume_ids)["Volumes"]]
+    assert 200 in sizes
+
+
+async def test_a_boot_script_over_the_user_data_limit_is_a_spec_error(
+    provider: AWSProvider, ec2: MotoEC2
+) -> None:
+    big = dataclasses.replace(request(), envs={"BLOB": "x" * 20_000})
+    with pytest.raises(SpecError, match="16384"):
+        await provider.launch(big)
+    assert not any(c["Action"] == "RunInstances" for c in ec2.calls)
 
 
 # errors ---------------------------------------------------------------------------------
@@ -328,7 +368,7 @@ async def test_list_finds_instances_by_tag_with_their_endpoint(
 ) -> None:
     inst = await provider.launch(request(port=8123))
     boto.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1)  # not ours
-    fresh = AWSProvider({"endpoint_url": ec2.url, "regions": [REGION]}, clock=clock)  # no memory
+    fresh = make_provider()  # a new provider: nothing in memory
     (listed,) = await fresh.list_instances("svc")
     ip = described(boto, inst.instance_id)["PublicIpAddress"]
     assert listed.instance_id == inst.instance_id

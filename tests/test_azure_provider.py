@@ -272,11 +272,18 @@ async def test_a_quota_refusal_is_a_quota_error(provider: AzureProvider, fake: F
     assert leftovers(fake) == {}
 
 
-async def test_rejected_credentials_are_a_config_error(
-    make_provider: Callable[..., AzureProvider],
+@pytest.mark.parametrize(
+    ("settings", "hint"),
+    [
+        ({"credential": FakeCredential("wrong-token")}, "az login"),
+        ({"resource_group": "no-such-group"}, "azure.resource_group"),
+    ],
+)
+async def test_rejected_credentials_or_a_missing_resource_group_are_config_errors(
+    make_provider: Callable[..., AzureProvider], settings: dict[str, Any], hint: str
 ) -> None:
-    provider = make_provider(credential=FakeCredential("wrong-token"))
-    with pytest.raises(ConfigError, match="az login"):
+    provider = make_provider(**settings)
+    with pytest.raises(ConfigError, match=hint):
         await provider.list_instances("svc")
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,6 +201,17 @@ async def test_ondemand_gpu_launch_is_standard_and_attaches_n1_gpus(
     assert not inst.spot and inst.price == 0.54
 
 
+async def test_launch_uses_the_specs_image_disk_and_labels(
+    fake: FakeComputeEngine, provider: GCPProvider
+) -> None:
+    spec = _spec(image_id="projects/p/global/images/mine", disk_size=250, labels={"Team": "ML"})
+    req = replace(_request(), spec=spec)
+    body = fake.instance(*split_instance_id((await provider.launch(req)).instance_id))
+    params = body["disks"][0]["initializeParams"]
+    assert (params["sourceImage"], params["diskSizeGb"]) == ("projects/p/global/images/mine", "250")
+    assert body["labels"]["team"] == "ml"
+
+
 async def test_launch_opens_only_the_service_port_to_the_service_tag(
     fake: FakeComputeEngine, provider: GCPProvider
 ) -> None:
@@ -217,7 +229,8 @@ async def test_launch_with_the_same_token_yields_one_instance(
     req = _request(token="token-1")
     first = await provider.launch(req)
     second = await provider.launch(req)
-    fake._request_ids.clear()  # past GCP's requestId memory: the name still matches
+    assert (ZONE, request_id("token-1")) in fake.request_ids  # GCP de-duplicated the retry
+    fake.request_ids.clear()  # past GCP's requestId memory: the name still matches
     third = await provider.launch(req)
     assert first.instance_id == second.instance_id == third.instance_id
     assert len(fake.instances) == 1
@@ -331,7 +344,6 @@ async def test_preemption_is_reported_and_pushed_once(
     fake: FakeComputeEngine, provider: GCPProvider, events: list[InstanceEvent], stage: str
 ) -> None:
     inst = await provider.launch(_request())
-    await provider.list_instances("svc")
     fake.preempt(*split_instance_id(inst.instance_id), stage=stage)
     for _ in range(2):
         (listed,) = await provider.list_instances("svc")

@@ -296,6 +296,43 @@ ACCEPTED = [
         },
     ),
     (
+        "any_of entries override the base location key by key",
+        """
+        resources:
+          infra: aws/us-east-1
+          any_of:
+            - zone: us-east-1b
+            - infra: gcp
+            - accelerators: A100:2
+            - accelerators: A100:2
+        service: {}
+        run: serve
+        """,
+        {
+            "resources.candidates.0": ResourceCandidate(
+                cloud="aws", region="us-east-1", zone="us-east-1b"
+            ),
+            "resources.candidates.1": ResourceCandidate(cloud="gcp"),
+            "resources.candidates.2.accelerators": {"A100": 2},
+            "resources.candidates.2.region": "us-east-1",
+        },
+    ),
+    (
+        "duplicate accelerators collapse into one alternative",
+        """
+        resources:
+          accelerators: [L4, "L4:1", A100]
+        service: {}
+        run: serve
+        """,
+        {
+            "resources.candidates": (
+                ResourceCandidate(accelerators={"L4": 1}),
+                ResourceCandidate(accelerators={"A100": 1}),
+            )
+        },
+    ),
+    (
         "ordered preferences",
         """
         resources:

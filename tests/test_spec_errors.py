@@ -410,6 +410,19 @@ REJECTED = [
         "resources.ports[1]",
         "low <= high",
     ),
+    (
+        "of several problems the first in the document is reported",
+        """
+        resources:
+          memory: lots
+          cpus: many
+        service: {}
+        run: serve
+        """,
+        2,
+        "resources.memory",
+        "invalid memory 'lots'",
+    ),
     # -- keys and types ---------------------------------------------------------
     (
         "unknown top-level key with did-you-mean",

@@ -13,10 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from skyctl.sim.report import SimResult  # noqa: E402
-from skyctl.traces import Trace  # noqa: E402
+from skyctl.sim.report import SimResult
+from skyctl.traces import Trace
 
 
 def plot_results(results: Sequence[SimResult], trace: Trace, path: str) -> None:

@@ -122,7 +122,7 @@ class FakeComputeEngine:
         self.operations: dict[str, dict[str, Any]] = {}
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
-        self._request_ids: dict[tuple[str, str], str] = {}
+        self.request_ids: dict[tuple[str, str], str] = {}
         self._exhausted: dict[str, tuple[str, bool]] = {}
         self._failures: list[tuple[int, str]] = []
         self._pending_delete: set[tuple[str, str]] = set()
@@ -317,7 +317,7 @@ class FakeComputeEngine:
             self._finish_deletes()
             return inst
         if method == "DELETE":
-            dup = self._request_ids.get((zone, q.get("requestId", "")))
+            dup = self.request_ids.get((zone, q.get("requestId", "")))
             if dup:
                 return self.operations[dup]
             inst = self.instances[key]
@@ -340,10 +340,10 @@ class FakeComputeEngine:
                 uuid.UUID(request_id)
             except ValueError:
                 raise ApiError(400, "Invalid value for field 'requestId'", "invalid") from None
-            self._request_ids[(scope, request_id)] = op["name"]
+            self.request_ids[(scope, request_id)] = op["name"]
 
     def _insert(self, project: str, zone: str, request_id: str | None, body: Any) -> Any:
-        dup = self._request_ids.get((zone, request_id or ""))
+        dup = self.request_ids.get((zone, request_id or ""))
         if dup:
             return self.operations[dup]
         name = body.get("name", "")
@@ -463,7 +463,7 @@ class FakeComputeEngine:
         if method == "GET" and not p:
             return self._listing("firewall", list(self.firewalls.values()), q)
         if method == "POST" and not p:
-            dup = self._request_ids.get(("global", q.get("requestId", "")))
+            dup = self.request_ids.get(("global", q.get("requestId", "")))
             if dup:
                 return self.operations[dup]
             name = body.get("name", "")

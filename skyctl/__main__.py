@@ -1,0 +1,5 @@
+"""``python -m skyctl``: the same as the ``skyctl`` command."""
+
+from skyctl.cli import main
+
+main()

@@ -56,7 +56,7 @@ class PlacementContext:
     spot_offers: Mapping[Location, Offering]  # cheapest spot offering per location
     ondemand_offer: Offering | None  # where an on-demand replica would go
     state: Mapping[str, Any]  # this policy's part of policy_state
-    max_launches: int  # per kind (spot, on-demand) in one plan
+    max_launches: int  # per kind in one plan: max_replicas + num_overprovision
 
     @property
     def final_target(self) -> int:
@@ -73,6 +73,7 @@ class PlacementResult:
     spot_target: int = 0
     ondemand_target: int = 0
     notes: list[str] = field(default_factory=list)
+    spare: int = 0  # the policy's own over-provisioning, when above num_overprovision
 
 
 PlacementPolicy = Callable[[PlacementContext], PlacementResult]

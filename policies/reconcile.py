@@ -19,7 +19,8 @@ It composes, in this order:
 
 Replicas already SHUTTING_DOWN are not counted and never terminated again;
 no replica is terminated twice in one plan; launches of each kind (spot,
-on-demand) are capped at ``max_replicas + num_overprovision`` per plan.
+on-demand) are capped at ``max_replicas + num_overprovision`` per plan (a
+policy's own spares, such as SkyHedge's, count as over-provisioning).
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         terminations.setdefault(t.replica_id, t)
     notes += result.notes
 
+    spot_cap = ctx.max_launches - extra + max(extra, result.spare)
     launches = [
-        Launch(offering, obs.version, why)
-        for offering, why in result.spot_launches[: ctx.max_launches]
+        Launch(offering, obs.version, why) for offering, why in result.spot_launches[:spot_cap]
     ]
     launches += [
         Launch(offering, obs.version, why)

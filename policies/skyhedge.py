@@ -126,12 +126,14 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
         need = max(0, ctx.target - ctx.base_ondemand)
         spot_target = need + spare if ctx.spot_offers and ctx.target > 0 else 0
         res.spot_target = spot_target
+        res.spare = spare
+        cap = ctx.max_launches - ctx.overprovision + spare
 
         spot = [r for r in ctx.replicas if r.spot and _healthy(r)]
         ondemand = [r for r in ctx.replicas if not r.spot]
         if len(spot) < spot_target:
             in_use = [r.location for r in spot]
-            for _ in range(min(spot_target - len(spot), ctx.max_launches)):
+            for _ in range(min(spot_target - len(spot), cap)):
                 loc = choose_location(ctx.spot_offers, last_bad, in_use, now, params)
                 if loc is None:
                     break

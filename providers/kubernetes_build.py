@@ -18,6 +18,7 @@ plain dicts in the API's JSON shape (camelCase keys), as sent and received.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,8 +59,17 @@ CONTAINER = "replica"
 
 #: pod ``status.reason`` values that mean the node or the cluster took the pod away
 PREEMPT_REASONS = frozenset(
-    {"Evicted", "Preempting", "Shutdown", "NodeShutdown", "Terminated", "NodeLost",
-     "NodeAffinity", "OutOfcpu", "OutOfmemory"}
+    {
+        "Evicted",
+        "Preempting",
+        "Shutdown",
+        "NodeShutdown",
+        "Terminated",
+        "NodeLost",
+        "NodeAffinity",
+        "OutOfcpu",
+        "OutOfmemory",
+    }
 )
 #: container waiting reasons that will never resolve on their own
 FATAL_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})
@@ -107,12 +117,12 @@ def image_of(candidate: ResourceCandidate | None, default: str) -> str:
     image_id = candidate.image_id if candidate else None
     if not image_id:
         return default
-    if not image_id.startswith("docker:") or not image_id[len("docker:"):].strip():
+    if not image_id.startswith("docker:") or not image_id[len("docker:") :].strip():
         raise ConfigError(
             f"resources.image_id: kubernetes runs container images, expected docker:IMAGE, "
             f"got {image_id!r}"
         )
-    return image_id[len("docker:"):].strip()
+    return image_id[len("docker:") :].strip()
 
 
 def _quantity(text: str | None) -> float | None:
@@ -154,7 +164,8 @@ def _affinity(selection: NodeSelection) -> dict[str, Any] | None:
     if not selection.exclude_labels:
         return None
     exprs = [
-        {"key": k, "operator": "NotIn", "values": list(v)} if v
+        {"key": k, "operator": "NotIn", "values": list(v)}
+        if v
         else {"key": k, "operator": "DoesNotExist"}
         for k, v in sorted(selection.exclude_labels.items())
     ]
@@ -214,9 +225,7 @@ def pod_body(
     """The Pod a launch creates (restartPolicy Never: the controller replaces replicas)."""
     selection = cfg.spot if request.offering.spot else cfg.on_demand
     if selection is None:
-        raise ConfigError(
-            f"kubernetes.capacity_preset: {cfg.preset} has no spot node selection"
-        )
+        raise ConfigError(f"kubernetes.capacity_preset: {cfg.preset} has no spot node selection")
     selector = dict(selection.node_selector)
     for accel in (candidate.accelerators or {}) if candidate else {}:
         selector.update(accelerator_selector(cfg, accel))
@@ -357,7 +366,9 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
     disruption = _condition(status, "DisruptionTarget")
     disrupted = None
     if disruption and disruption.get("status") == "True":
-        disrupted = f"{disruption.get('reason') or 'DisruptionTarget'}: {disruption.get('message') or ''}"
+        disrupted = (
+            f"{disruption.get('reason') or 'DisruptionTarget'}: {disruption.get('message') or ''}"
+        )
         disrupted = disrupted.rstrip(": ")
     scheduled = _condition(status, "PodScheduled")
     unschedulable = None
@@ -373,7 +384,10 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
     if disrupted:
         state, detail = InstanceState.PREEMPTED, disrupted
     elif phase == "Failed" and reason in PREEMPT_REASONS:
-        state, detail = InstanceState.PREEMPTED, f"{reason}: {status.get('message') or ''}".rstrip(": ")
+        state, detail = (
+            InstanceState.PREEMPTED,
+            f"{reason}: {status.get('message') or ''}".rstrip(": "),
+        )
     elif phase == "Failed" or (phase == "Pending" and fatal):
         state, detail = InstanceState.FAILED, problem or reason or "pod failed"
     elif phase == "Succeeded":
@@ -409,9 +423,7 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
     )
 
 
-def service_endpoint(
-    svc: Mapping[str, Any] | None, node_address: str | None
-) -> str | None:
+def service_endpoint(svc: Mapping[str, Any] | None, node_address: str | None) -> str | None:
     """``http://host:port`` of a replica's Service, once the cluster assigned one."""
     if not svc:
         return None

@@ -174,7 +174,9 @@ def _str(section: Mapping[str, Any], key: str, where: str = "kubernetes") -> str
     return value
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, where: str = "kubernetes") -> float:
+def _number(
+    section: Mapping[str, Any], key: str, default: float, where: str = "kubernetes"
+) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
@@ -273,10 +275,13 @@ def parse_config(config: Mapping[str, Any] | None) -> KubeConfig:
     preset = _choice(cfg, "capacity_preset", PRESETS) or "none"
     if preset == "custom":
         if "on_demand" not in cfg and "spot" not in cfg:
-            raise ConfigError("kubernetes.capacity_preset: custom needs a spot: and/or on_demand: block")
+            raise ConfigError(
+                "kubernetes.capacity_preset: custom needs a spot: and/or on_demand: block"
+            )
         spot = _selection(cfg["spot"], "kubernetes.spot") if "spot" in cfg else None
         on_demand = (
-            _selection(cfg["on_demand"], "kubernetes.on_demand") if "on_demand" in cfg
+            _selection(cfg["on_demand"], "kubernetes.on_demand")
+            if "on_demand" in cfg
             else NodeSelection()
         )
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from skyctl import __version__
+from skyctl.cli_sim import sim
 from skyctl.client import ControllerClient
 from skyctl.config import load_user_config, paths
 from skyctl.errors import ServiceNotFound, SkyctlError
@@ -356,15 +357,7 @@ def check(ctx: click.Context) -> None:
         click.echo(f"{cloud}: {'ok' if ok else 'not usable'}: {message}")
 
 
-def _add_sim() -> None:
-    try:
-        from skyctl.cli_sim import sim
-    except ImportError:  # pragma: no cover - the simulator ships with skyctl
-        return
-    cli.add_command(sim)
-
-
-_add_sim()
+cli.add_command(sim)
 
 
 def main() -> None:

@@ -364,7 +364,7 @@ async def test_unknown_config_keys_and_bad_values_are_rejected(
 
 
 async def test_list_finds_instances_by_tag_with_their_endpoint(
-    provider: AWSProvider, ec2: MotoEC2, boto: Any, clock: FakeClock
+    provider: AWSProvider, make_provider: Callable[..., AWSProvider], boto: Any
 ) -> None:
     inst = await provider.launch(request(port=8123))
     boto.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1)  # not ours

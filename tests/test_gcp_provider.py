@@ -7,6 +7,7 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
@@ -18,6 +19,7 @@ import pytest
 from providers.base import LaunchRequest
 from providers.gcp import GCPProvider, check
 from providers.gcp_build import (
+    NOTICE_WATCH,
     instance_name,
     label_value,
     request_id,
@@ -289,6 +291,30 @@ async def test_persistent_throttling_ends_in_transient_error(
         await _with_clock(clock, provider.list_instances("svc"))
 
 
+@pytest.mark.parametrize(
+    ("status", "reason", "error"),
+    [
+        (403, "quotaExceeded", QuotaError),
+        (403, "rateLimitExceeded", TransientError),
+        (403, "forbidden", ConfigError),
+        (401, "", ConfigError),
+        (400, "", ConfigError),
+    ],
+)
+async def test_http_errors_of_an_insert_become_typed_errors(
+    fake: FakeComputeEngine,
+    provider: GCPProvider,
+    clock: FakeClock,
+    status: int,
+    reason: str,
+    error: type[Exception],
+) -> None:
+    fake.fail_next(10, status=status, reason=reason, path_contains=f"/zones/{ZONE}/instances")
+    with pytest.raises(error) as info:
+        await _with_clock(clock, provider.launch(_request()))
+    assert type(info.value) is error and "\n" not in str(info.value)
+
+
 # ------------------------------------------------------------- list/terminate
 
 
@@ -453,3 +479,27 @@ def test_gcp_status_maps_to_our_state(
     status: str, spot: bool, preempted: bool, deleting: bool, state: InstanceState
 ) -> None:
     assert state_of(status, spot=spot, preempted=preempted, deleting=deleting) is state
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "lead"),
+    [
+        ("instance/preempted", "TRUE", 30),
+        ("instance/maintenance-event", "TERMINATE_ON_HOST_MAINTENANCE", 60),
+    ],
+)
+def test_notice_watcher_writes_the_kill_time_when_the_metadata_server_announces_it(
+    tmp_path: Path, key: str, value: str, lead: int
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    curl = bin_dir / "curl"  # stands in for the metadata server: FALSE/NONE, except ``key``
+    curl.write_text(
+        f'#!/bin/bash\ncase "$*" in *{key}*) echo -n {value};; *) echo -n FALSE;; esac\n'
+    )
+    curl.chmod(0o755)
+    notice = tmp_path / "notice"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SKYCTL_NOTICE_FILE": str(notice)}
+    before = int(time.time())
+    subprocess.run(["bash", "-c", NOTICE_WATCH], env=env, timeout=20, check=True)
+    assert before + lead <= int(notice.read_text()) <= int(time.time()) + lead

@@ -17,7 +17,7 @@ PACKAGES = ("skyctl", "providers", "policies")
 
 # (prefix, layer): the longest matching prefix decides; higher layers may import lower ones
 LAYERS: list[tuple[str, int]] = [
-    ("skyctl.cli", 4), ("skyctl.cli_sim", 4), ("skyctl.client", 4),
+    ("skyctl.cli", 4), ("skyctl.cli_sim", 4), ("skyctl.client", 4), ("skyctl.__main__", 4),
     ("skyctl.controller", 3), ("skyctl.router", 3), ("skyctl.sim", 3),
     ("skyctl.store", 2), ("providers", 2), ("policies", 2),
     ("skyctl", 1),

@@ -96,7 +96,9 @@ def refused_backend(replica_id: int, location: Location | None = None) -> Backen
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return Backend(replica_id, f"http://127.0.0.1:{port}", location or Location("local", "r1", "z9"))
+    return Backend(
+        replica_id, f"http://127.0.0.1:{port}", location or Location("local", "r1", "z9")
+    )
 
 
 class ResettingServer:

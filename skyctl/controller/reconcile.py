@@ -85,6 +85,14 @@ class Reconciler:
                 )
             )
             replicas = self.store.list_replicas(name)
+        if any(r.status is S.SHUTTING_DOWN for r in replicas):
+            # terminations a previous run (or a failed call) left unfinished: the
+            # policy never terminates a SHUTTING_DOWN replica again, so settle them
+            # here (not found counts as done)
+            await asyncio.gather(
+                *(self._finish_terminate(rt, r) for r in replicas if r.status is S.SHUTTING_DOWN)
+            )
+            replicas = self.store.list_replicas(name)
 
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             await self._act_terminations(

@@ -13,7 +13,8 @@ A :class:`Race` starts attempts on replicas (all ``k`` at once for
 - when every attempt failed, or the overall deadline passed, the best error
   is answered: a replica's own 5xx first, then 504 for a timeout, then 502.
 
-The hedge delay and the overall deadline run on the injected clock.
+The hedge delay runs on the injected clock; the overall deadline, like the
+socket timeouts, on the event loop's time.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class Race:
 
         for replica in plan.first:
             start(replica)
-        deadline = asyncio.ensure_future(self._clock.sleep(plan.deadline))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + plan.deadline  # a socket-level deadline, on the loop's time
         hedge: asyncio.Future[None] | None = None
         if plan.hedge_delay is not None and spares:
             hedge = asyncio.ensure_future(self._clock.sleep(plan.hedge_delay))
@@ -158,10 +160,16 @@ class Race:
         timed_out = False
         try:
             while pending:
-                waiting: set[asyncio.Future[Any]] = {*pending, deadline}
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                waiting: set[asyncio.Future[Any]] = set(pending)
                 if hedge is not None:
                     waiting.add(hedge)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in [t for t in pending if t in done]:
                     del pending[task]
                     outcome = task.result()
@@ -184,11 +192,7 @@ class Race:
                     hedge = None
                     if spares and self._try_hedge():
                         start(spares.pop(0))
-                if deadline in done:
-                    timed_out = True
-                    break
         finally:
-            deadline.cancel()
             if hedge is not None:
                 hedge.cancel()
             for task, attempt in pending.items():

@@ -166,6 +166,12 @@ async def read_error_body(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(parts)
 
 
+class _StreamResponse(web.StreamResponse):
+    """A streamed response whose headers go out with its first body bytes (one write)."""
+
+    _send_headers_immediately = False
+
+
 async def relay(
     request: web.BaseRequest,
     resp: aiohttp.ClientResponse,
@@ -174,17 +180,26 @@ async def relay(
 ) -> web.StreamResponse:
     """Stream ``resp`` to the client as it arrives; abort the client on a mid-stream failure.
 
-    The upstream connection goes back to the pool only when the body was read
-    to its end; otherwise it is closed.
+    The response starts with the first body bytes the replica sends; a body
+    already complete by then goes out in one write with the headers. The
+    upstream connection goes back to the pool only when the body was read to
+    its end; otherwise it is closed.
     """
+    content = resp.content
     try:
-        out = web.StreamResponse(
-            status=resp.status,
-            reason=resp.reason,
-            headers=downstream_headers(resp.headers, rid=rid),
-        )
+        try:
+            first = await content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if on_midstream_error is not None:
+                on_midstream_error()
+            body = {"error": f"replica failed before its body: {_describe(exc)}"}
+            return json_response(502, body, rid)
+        headers = downstream_headers(resp.headers, rid=rid)
+        if content.at_eof():
+            return web.Response(status=resp.status, reason=resp.reason, headers=headers, body=first)
+        out = _StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
         await out.prepare(request)
-        content = resp.content
+        await out.write(first)
         while True:
             try:
                 chunk = await content.readany()

@@ -59,7 +59,14 @@ DEFAULT_ACCELERATORS = (
     "nvidia-h100-80gb",
 )
 
-_REASONS = {400: "invalid", 404: "notFound", 409: "alreadyExists", 429: "rateLimitExceeded"}
+_REASONS = {
+    400: "invalid",
+    401: "required",
+    403: "forbidden",
+    404: "notFound",
+    409: "alreadyExists",
+    429: "rateLimitExceeded",
+}
 _CAPACITY_MESSAGES = {
     "ZONE_RESOURCE_POOL_EXHAUSTED": (
         "The zone '{zone}' does not have enough resources available to fulfill the request. "
@@ -124,7 +131,7 @@ class FakeComputeEngine:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.request_ids: dict[tuple[str, str], str] = {}
         self._exhausted: dict[str, tuple[str, bool]] = {}
-        self._failures: list[tuple[int, str]] = []
+        self._failures: list[tuple[int, str, str]] = []
         self._pending_delete: set[tuple[str, str]] = set()
         self._ids = itertools.count(1000)
         self._ips = itertools.count(10)
@@ -146,9 +153,12 @@ class FakeComputeEngine:
     def restore(self, zone: str) -> None:
         self._exhausted.pop(zone, None)
 
-    def fail_next(self, count: int = 1, *, status: int = 503, path_contains: str = "") -> None:
-        """The next ``count`` requests whose path contains ``path_contains`` answer ``status``."""
-        self._failures += [(status, path_contains)] * count
+    def fail_next(
+        self, count: int = 1, *, status: int = 503, path_contains: str = "", reason: str = ""
+    ) -> None:
+        """The next ``count`` requests whose path contains ``path_contains`` answer ``status``
+        (with ``errors[0].reason`` = ``reason``, or the usual one for the status)."""
+        self._failures += [(status, path_contains, reason)] * count
 
     def preempt(self, zone: str, name: str, *, stage: str = "deleted") -> dict[str, Any]:
         """Preempt an instance: record ``compute.instances.preempted`` and move it to
@@ -199,10 +209,10 @@ class FakeComputeEngine:
         project = request.match_info["project"]
         parts = request.match_info["rest"].strip("/").split("/")
         self.requests.append((request.method, request.path))
-        for i, (status, needle) in enumerate(self._failures):
+        for i, (status, needle, reason) in enumerate(self._failures):
             if needle in request.path:
                 del self._failures[i]
-                return self._error(ApiError(status, "injected failure"))
+                return self._error(ApiError(status, "injected failure", reason or None))
         try:
             body = await request.json() if request.can_read_body else {}
             result = self._route(request.method, project, parts, request.query, body)

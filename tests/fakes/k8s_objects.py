@@ -61,8 +61,14 @@ _LABEL_NAME = re.compile(r"([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}
 class ApiError(Exception):
     """Becomes a Status response."""
 
-    def __init__(self, code: int, message: str, *, reason: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -70,8 +76,9 @@ class ApiError(Exception):
         self.details = dict(details or {})
 
 
-def status(code: int, message: str, reason: str, details: Mapping[str, Any] | None = None
-           ) -> dict[str, Any]:
+def status(
+    code: int, message: str, reason: str, details: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -159,6 +166,7 @@ def matches(selector: Sequence[Requirement], labels: Mapping[str, str]) -> bool:
 
 # ---------------------------------------------------------------- validation
 
+
 def validate(plural: str, obj: Mapping[str, Any]) -> None:
     """422 Invalid for what the API server's validation would reject."""
     meta = obj.get("metadata") or {}
@@ -171,8 +179,10 @@ def validate(plural: str, obj: Mapping[str, Any]) -> None:
     elif not pattern.fullmatch(name) or len(name) > 253:
         causes.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 name")
     for key, value in (meta.get("labels") or {}).items():
-        if not _LABEL_NAME.fullmatch(str(key)) or not isinstance(value, str) or not (
-            _LABEL_VALUE.fullmatch(value)
+        if (
+            not _LABEL_NAME.fullmatch(str(key))
+            or not isinstance(value, str)
+            or not (_LABEL_VALUE.fullmatch(value))
         ):
             causes.append(f"metadata.labels: Invalid value: {value!r}")
     spec = obj.get("spec") or {}
@@ -188,8 +198,12 @@ def validate(plural: str, obj: Mapping[str, Any]) -> None:
     if plural == "services":
         if not spec.get("ports"):
             causes.append("spec.ports: Required value")
-        if spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort", "LoadBalancer",
-                                                 "ExternalName"):
+        if spec.get("type", "ClusterIP") not in (
+            "ClusterIP",
+            "NodePort",
+            "LoadBalancer",
+            "ExternalName",
+        ):
             causes.append(f"spec.type: Unsupported value: {spec.get('type')!r}")
     if plural == "deployments" and not (spec.get("selector") and spec.get("template")):
         causes.append("spec.selector, spec.template: Required value")
@@ -197,12 +211,16 @@ def validate(plural: str, obj: Mapping[str, Any]) -> None:
         raise ApiError(
             422,
             f"{kind} {name!r} is invalid: {'; '.join(causes)}",
-            details={"name": name, "kind": kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes]},
+            details={
+                "name": name,
+                "kind": kind,
+                "causes": [{"reason": "FieldValueInvalid", "message": c} for c in causes],
+            },
         )
 
 
 # ------------------------------------------------------------------ scheduler
+
 
 def _tolerates(tolerations: Sequence[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
     for tol in tolerations:
@@ -238,10 +256,9 @@ def fits(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     for key, value in (spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
             return False
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    )
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms") or []
     if terms and not any(
         all(_expression_ok(e, labels) for e in t.get("matchExpressions") or []) for t in terms

@@ -1,0 +1,1 @@
+"""Router benchmarks: throughput against nginx, and tail latency with a slow replica."""

@@ -1,0 +1,283 @@
+"""Router benchmarks in one command: ``python -m benchmarks.router.run [--quick]``.
+
+Throughput (wrk, 1 thread, 32 connections, tiny responses; proxies pinned to
+core 1, wrk and the backend to core 0): the backend directly, nginx as a
+reverse proxy (one worker, keep-alive upstream), a 25-line aiohttp + uvloop
+proxy that buffers whole responses (calibration peer), and our router with
+``least_load`` and with ``fan_out`` k=2, all in front of the same nginx
+backend. Prints requests/s, P50/P99, ratios to nginx, and P50 at one
+connection (the latency a proxy adds without queueing).
+
+Tail (a Python closed-loop client, 8 connections): 4 replicas of which one
+answers 10% of its requests after 500 ms (else 5 ms); P50/P99/P99.9 and the
+extra backend requests for ``least_load``, ``fan_out`` k=2 and ``hedge``.
+
+Needs the Debian packages wrk and nginx, and uvloop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND_PORT = 18180
+NGINX_PROXY_PORT = 18181
+
+MINI_PROXY = """
+import asyncio, sys, aiohttp, uvloop
+from aiohttp import web
+async def main():
+    session = aiohttp.ClientSession()
+    async def handle(req):
+        async with session.get("http://127.0.0.1:%d" + req.raw_path) as r:
+            return web.Response(body=await r.read(), status=r.status)
+    runner = web.ServerRunner(web.Server(handle, access_log=None))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print("PORT", site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+
+
+def nginx_conf(tmp: Path, body: str) -> Path:
+    temp = f"{tmp}/ngx"
+    os.makedirs(temp, exist_ok=True)
+    conf = tmp / f"nginx-{abs(hash(body))}.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {conf}.pid;
+error_log {conf}.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp}; proxy_temp_path {temp}; fastcgi_temp_path {temp};
+  uwsgi_temp_path {temp}; scgi_temp_path {temp};
+  keepalive_requests 10000000;
+  {body}
+}}
+"""
+    )
+    return conf
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+@contextmanager
+def process(
+    argv: list[str], wait_for: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start a process; with ``wait_for``, wait for its first stdout line starting so."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+    )
+    line = ""
+    try:
+        if wait_for is not None:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if not line.startswith(wait_for):
+                raise RuntimeError(f"{argv[0:4]} did not start: {line!r}")
+        else:
+            time.sleep(0.5)
+        yield proc, line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
+    out = subprocess.run(
+        pinned(0, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": ms("50%"),
+        "p99": ms("99%"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def router_argv(policy: str, backends: list[str], extra: list[str] | None = None) -> list[str]:
+    return pinned(
+        1,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.router.serve",
+            "--policy",
+            policy,
+            "--backends",
+            ",".join(backends),
+            *(extra or []),
+        ],
+    )
+
+
+def throughput(tmp: Path, seconds: int) -> None:
+    backend = nginx_conf(
+        tmp,
+        f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
+        f'location / {{ return 200 "hello world\\n"; }} }}',
+    )
+    proxy = nginx_conf(
+        tmp,
+        f"""upstream replicas {{ server 127.0.0.1:{BACKEND_PORT}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{NGINX_PROXY_PORT};
+    location / {{ proxy_pass http://replicas; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering off; }} }}""",
+    )
+    target = f"http://127.0.0.1:{BACKEND_PORT}"
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    with process(pinned(0, ["nginx", "-c", str(backend), "-p", str(tmp)])):
+        rows.append(("backend directly", wrk(target + "/", seconds), wrk(target + "/", 2, 1)))
+        with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])):
+            url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
+            rows.append(("nginx reverse proxy", wrk(url, seconds), wrk(url, 2, 1)))
+        mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
+        for name, argv in (
+            ("aiohttp 25-line proxy (buffers)", mini),
+            ("skyctl router least_load", router_argv("least_load", [target])),
+            ("skyctl router fan_out k=2", router_argv("fan_out", [target, target])),
+        ):
+            with process(argv, wait_for="PORT") as (_, line):
+                url = f"http://127.0.0.1:{line.split()[1]}/"
+                wrk(url, 1)  # warm up connection pools
+                rows.append((name, wrk(url, seconds), wrk(url, 2, 1)))
+    nginx = rows[1][1]["rps"] or 1.0
+    least = next(r[1]["rps"] for r in rows if r[0].endswith("least_load")) or 1.0
+    print(f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses)")
+    print(
+        f"{'target':34} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} {'P50@c1 ms':>10}"
+    )
+    for name, r, light in rows:
+        ratio = r["rps"] / nginx
+        print(
+            f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
+            f"{light['p50']:10.3f}"
+        )
+        if r["non2xx"]:
+            print(f"  ! {r['non2xx']:.0f} non-2xx responses")
+    fan = rows[-1][1]["rps"]
+    print(f"fan_out k=2 / least_load throughput: {fan / least:.1%}")
+
+
+async def closed_loop(url: str, seconds: float, connections: int) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                async with session.get(url) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"status {resp.status}")
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return latencies
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q) - 1))]
+
+
+async def counts(ports: list[int]) -> int:
+    async with aiohttp.ClientSession() as session:
+        total = 0
+        for port in ports:
+            async with session.get(f"http://127.0.0.1:{port}/__count") as resp:
+                total += int(await resp.text())
+        return total
+
+
+def tail(seconds: float) -> None:
+    print(
+        "\nTail (4 replicas, one answers 10% after 500 ms else 5 ms; "
+        f"8 connections, {seconds:.0f} s)"
+    )
+    print(f"{'policy':24} {'requests':>9} {'P50 ms':>8} {'P99 ms':>8} {'P99.9 ms':>9} {'extra':>7}")
+    results: dict[str, float] = {}
+    for policy in ("least_load", "fan_out", "hedge"):
+        backend = pinned(0, [sys.executable, "-m", "benchmarks.router.tail_backend"])
+        with process(backend, wait_for="PORTS") as (_, line):
+            ports = [int(p) for p in line.split()[1].split(",")]
+            urls = [f"http://127.0.0.1:{p}" for p in ports]
+            with process(router_argv(policy, urls), wait_for="PORT") as (_, rline):
+                url = f"http://127.0.0.1:{rline.split()[1]}/"
+                lat = asyncio.run(closed_loop(url, seconds, 8))
+                sent = asyncio.run(counts(ports))
+        extra = sent / len(lat) - 1
+        p99 = quantile(lat, 0.99)
+        results[policy] = p99
+        label = "fan_out k=2" if policy == "fan_out" else policy
+        print(
+            f"{label:24} {len(lat):9d} {quantile(lat, 0.5):8.2f} {p99:8.2f} "
+            f"{quantile(lat, 0.999):9.2f} {extra:7.1%}"
+        )
+    base = results["least_load"]
+    print(
+        f"P99 cut vs least_load: fan_out {base / results['fan_out']:.1f}x, "
+        f"hedge {base / results['hedge']:.1f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs (figures noisier)")
+    parser.add_argument("--skip-tail", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install -y wrk nginx")
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="skyctl-router-bench-") as tmp:
+        if not args.skip_throughput:
+            throughput(Path(tmp), 3 if args.quick else 8)
+    if not args.skip_tail:
+        tail(5.0 if args.quick else 15.0)
+
+
+if __name__ == "__main__":
+    main()

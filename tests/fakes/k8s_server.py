@@ -1,0 +1,598 @@
+"""A small stateful fake of the Kubernetes API server, for tests.
+
+The official ``kubernetes`` client talks to it over real HTTP on 127.0.0.1 (a
+free port) through a kubeconfig the test writes (:meth:`FakeKubernetes.kubeconfig`),
+so two servers are two clusters and two contexts. It runs on aiohttp inside the
+test's event loop; the client's blocking calls run in ``asyncio.to_thread``.
+
+Strict like the real one where the client or the provider could tell:
+``uid``, ``resourceVersion``, ``creationTimestamp``, ``kind``/``apiVersion`` on
+objects (not on list items), ``Status`` bodies for every error (401 without the
+bearer token, 404, 409 AlreadyExists, 410 Expired, 422 Invalid with causes),
+label selectors, ``watch=true`` streams of JSON lines from a resourceVersion
+(a version older than the kept history answers an ``ERROR`` event with 410),
+cascading deletion of objects whose ``ownerReferences`` name a deleted owner.
+
+What the test drives: nodes (:meth:`add_node`, :meth:`remove_node`, which
+marks the node's pods with a ``DisruptionTarget`` condition and deletes them,
+as a spot reclaim or Karpenter's drain does), a scheduler that binds a pod to a
+fitting node or marks it ``Unschedulable``, :meth:`run` (Running, podIP,
+Ready; automatic with ``auto_run``), :meth:`evict`, :meth:`exit`,
+:meth:`fail_next` (429/5xx), :meth:`forbid` (403), :meth:`compact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from tests.fakes.k8s_objects import (
+    KINDS,
+    ApiError,
+    api_version,
+    fits,
+    matches,
+    parse_selector,
+    status,
+    timestamp,
+    validate,
+)
+
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+class _Watcher:
+    def __init__(self, plural: str, namespace: str | None, selector: Any) -> None:
+        self.plural, self.namespace, self.selector = plural, namespace, selector
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+
+class FakeKubernetes:
+    """One fake cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "fake",
+        token: str = "fake-token",
+        namespaces: tuple[str, ...] = ("default",),
+        auto_run: bool = True,
+        auto_lb: bool = True,
+        now: Callable[[], float] = time.time,
+        history: int = 10_000,
+        ip_block: int = 1,
+    ) -> None:
+        self.name = name
+        self.token = token
+        self.auto_run = auto_run
+        self.auto_lb = auto_lb
+        self._now = now
+        self._history_limit = history
+        self._ip_block = ip_block
+        self._rv = 100
+        self._oldest = 0  # events with rv <= this are forgotten
+        self._history: list[tuple[int, str, str, str, dict[str, Any]]] = []
+        self._store: dict[str, dict[Key, dict[str, Any]]] = {p: {} for p in KINDS}
+        self._watchers: list[_Watcher] = []
+        self._failures: list[tuple[int, str | None]] = []
+        self._forbidden: set[tuple[str, str]] = set()
+        self._ips = itertools.count(10)
+        self._node_ports = itertools.count(30000)
+        self.requests: list[tuple[str, str]] = []
+        self.verbs: list[tuple[str, str]] = []  # (RBAC verb, resource) of each routed request
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        for ns in namespaces:
+            self.create("namespaces", {"metadata": {"name": ns}})
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for w in self._watchers:
+            w.queue.put_nowait(None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig_entry(self, context: str, namespace: str | None = None) -> dict[str, Any]:
+        """This cluster's (cluster, user, context) triple for a kubeconfig."""
+        ctx: dict[str, Any] = {"cluster": f"{context}-cluster", "user": f"{context}-user"}
+        if namespace:
+            ctx["namespace"] = namespace
+        return {
+            "cluster": {"name": f"{context}-cluster", "cluster": {"server": self.url}},
+            "user": {"name": f"{context}-user", "user": {"token": self.token}},
+            "context": {"name": context, "context": ctx},
+        }
+
+    @staticmethod
+    def write_kubeconfig(path: Path, entries: list[dict[str, Any]], current: str) -> Path:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [e["cluster"] for e in entries],
+            "users": [e["user"] for e in entries],
+            "contexts": [e["context"] for e in entries],
+            "current-context": current,
+        }
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    # ------------------------------------------------------------- storage
+    def _bump(self, plural: str, event: str, obj: dict[str, Any]) -> None:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        ns = obj["metadata"].get("namespace", "")
+        snapshot = copy.deepcopy(obj)
+        self._history.append((self._rv, plural, ns, event, snapshot))
+        if len(self._history) > self._history_limit:
+            dropped = self._history.pop(0)
+            self._oldest = dropped[0]
+        for w in self._watchers:
+            if (
+                w.plural == plural
+                and w.namespace in (None, ns)
+                and matches(w.selector, snapshot["metadata"].get("labels") or {})
+            ):
+                w.queue.put_nowait({"type": event, "object": snapshot})
+
+    def compact(self) -> None:
+        """Forget every past event, as etcd compaction does: older watches get 410."""
+        if self._history:
+            self._oldest = self._history[-1][0]
+        self._history.clear()
+
+    def create(self, plural: str, body: Mapping[str, Any], namespace: str = "") -> dict[str, Any]:
+        kind, cluster_scoped = KINDS[plural]
+        obj = copy.deepcopy(dict(body))
+        if obj.get("kind", kind) != kind or obj.get("apiVersion", api_version(plural)) != (
+            api_version(plural)
+        ):
+            raise ApiError(
+                400,
+                f"the API version in the data ({obj.get('apiVersion')}) and kind "
+                f"({obj.get('kind')}) do not match {api_version(plural)} {kind}",
+            )
+        meta = obj.setdefault("metadata", {})
+        if cluster_scoped:
+            meta.pop("namespace", None)
+        else:
+            if meta.get("namespace", namespace) != namespace:
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request",
+                )
+            meta["namespace"] = namespace
+            if ("", namespace) not in self._store["namespaces"]:
+                raise ApiError(
+                    404,
+                    f'namespaces "{namespace}" not found',
+                    details={"name": namespace, "kind": "namespaces"},
+                )
+        validate(plural, obj)
+        key = (meta.get("namespace", ""), meta["name"])
+        if key in self._store[plural]:
+            raise ApiError(
+                409,
+                f'{plural} "{meta["name"]}" already exists',
+                details={"name": meta["name"], "kind": plural},
+            )
+        obj["kind"], obj["apiVersion"] = kind, api_version(plural)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp(self._now()))
+        self._defaults(plural, obj)
+        self._store[plural][key] = obj
+        self._bump(plural, "ADDED", obj)
+        if plural == "pods":
+            self._schedule(obj)
+        return copy.deepcopy(obj)
+
+    def _defaults(self, plural: str, obj: dict[str, Any]) -> None:
+        spec = obj.setdefault("spec", {})
+        if plural == "namespaces":
+            spec["finalizers"] = ["kubernetes"]
+            obj["status"] = {"phase": "Active"}
+        elif plural == "pods":
+            spec.setdefault("restartPolicy", "Always")
+            spec.setdefault("dnsPolicy", "ClusterFirst")
+            spec.setdefault("schedulerName", "default-scheduler")
+            spec.setdefault("terminationGracePeriodSeconds", 30)
+            spec.setdefault("serviceAccountName", "default")
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif plural == "services":
+            spec.setdefault("type", "ClusterIP")
+            spec.setdefault("sessionAffinity", "None")
+            spec["clusterIP"] = f"127.{self._ip_block}.1.{next(self._ips)}"
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            for port in spec.get("ports") or []:
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
+                if spec["type"] in ("NodePort", "LoadBalancer"):
+                    port["nodePort"] = next(self._node_ports)
+            lb: dict[str, Any] = {}
+            if spec["type"] == "LoadBalancer" and self.auto_lb:
+                lb = {"ingress": [{"ip": f"127.{self._ip_block}.2.{next(self._ips)}"}]}
+            obj["status"] = {"loadBalancer": lb}
+        elif plural == "nodes":
+            obj.setdefault("status", {}).setdefault(
+                "conditions",
+                [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "lastHeartbeatTime": timestamp(self._now()),
+                        "lastTransitionTime": timestamp(self._now()),
+                    }
+                ],
+            )
+
+    def get(self, plural: str, name: str, namespace: str = "") -> dict[str, Any]:
+        obj = self._store[plural].get((namespace, name))
+        if obj is None:
+            raise ApiError(
+                404, f'{plural} "{name}" not found', details={"name": name, "kind": plural}
+            )
+        return obj
+
+    def delete(self, plural: str, name: str, namespace: str = "") -> dict[str, Any]:
+        obj = self.get(plural, name, namespace)
+        obj["metadata"].setdefault("deletionTimestamp", timestamp(self._now()))
+        obj["metadata"]["deletionGracePeriodSeconds"] = 0
+        del self._store[plural][(namespace, name)]
+        self._bump(plural, "DELETED", obj)
+        uid = obj["metadata"]["uid"]
+        for dep_plural, objects in self._store.items():
+            for (ns, dep_name), dep in list(objects.items()):
+                owners = dep["metadata"].get("ownerReferences") or []
+                if any(o.get("uid") == uid for o in owners):
+                    self.delete(dep_plural, dep_name, ns)
+        if plural == "nodes":
+            self._reschedule()
+        return copy.deepcopy(obj)
+
+    def objects(
+        self, plural: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        sel = parse_selector(selector)
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in sorted(self._store[plural].items())
+            if namespace in (None, ns) and matches(sel, o["metadata"].get("labels") or {})
+        ]
+
+    def pods(
+        self, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.objects("pods", namespace, selector)
+
+    def services(
+        self, namespace: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.objects("services", namespace, selector)
+
+    # ----------------------------------------------------- test-driven state
+    def add_node(
+        self,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        taints: list[dict[str, str]] | None = None,
+        gpus: int = 0,
+    ) -> None:
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+        if gpus:
+            capacity["nvidia.com/gpu"] = str(gpus)
+        self.create(
+            "nodes",
+            {
+                "metadata": {"name": name, "labels": dict(labels or {})},
+                "spec": {"taints": list(taints or [])},
+                "status": {
+                    "capacity": capacity,
+                    "allocatable": dict(capacity),
+                    "addresses": [
+                        {
+                            "type": "InternalIP",
+                            "address": f"127.{self._ip_block}.3.{next(self._ips)}",
+                        },
+                        {"type": "Hostname", "address": name},
+                    ],
+                },
+            },
+        )
+        self._reschedule()
+
+    def remove_node(self, name: str, reason: str = "DeletionByTaintManager") -> None:
+        """A reclaimed spot node: its pods get DisruptionTarget, then all go."""
+        for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == name]:
+            self._disrupt(pod, reason, f"node {name} is being removed")
+        for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == name]:
+            self.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
+        self.delete("nodes", name)
+
+    def evict(self, namespace: str, name: str) -> None:
+        """The Eviction API: DisruptionTarget, then the pod is deleted."""
+        pod = self.get("pods", name, namespace)
+        self._disrupt(pod, "EvictionByEvictionAPI", "Eviction API: evicting")
+        self.delete("pods", name, namespace)
+
+    def _disrupt(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        conds = [c for c in pod["status"].get("conditions", []) if c["type"] != "DisruptionTarget"]
+        conds.append(
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": timestamp(self._now()),
+            }
+        )
+        pod["status"]["conditions"] = conds
+        self._bump("pods", "MODIFIED", pod)
+
+    def _schedule(self, pod: dict[str, Any]) -> None:
+        nodes = sorted(self._store["nodes"].values(), key=lambda n: n["metadata"]["name"])
+        fitting = [n for n in nodes if fits(pod, n)]
+        now = timestamp(self._now())
+        if not fitting:
+            pod["status"]["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastTransitionTime": now,
+                    "message": f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't "
+                    "match Pod's node affinity/selector or had untolerated taints.",
+                }
+            ]
+            self._bump("pods", "MODIFIED", pod)
+            return
+        load = {n["metadata"]["name"]: 0 for n in fitting}
+        for p in self._store["pods"].values():
+            if p["spec"].get("nodeName") in load:
+                load[p["spec"]["nodeName"]] += 1
+        node = min(fitting, key=lambda n: (load[n["metadata"]["name"]], n["metadata"]["name"]))
+        pod["spec"]["nodeName"] = node["metadata"]["name"]
+        pod["status"]["conditions"] = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
+        ]
+        self._bump("pods", "MODIFIED", pod)
+        if self.auto_run:
+            self.run(pod["metadata"]["namespace"], pod["metadata"]["name"])
+
+    def _reschedule(self) -> None:
+        for pod in list(self._store["pods"].values()):
+            if not pod["spec"].get("nodeName") and pod["status"].get("phase") == "Pending":
+                self._schedule(pod)
+
+    def run(self, namespace: str, name: str) -> None:
+        """The kubelet started the container: Running, a pod IP, Ready."""
+        pod = self.get("pods", name, namespace)
+        if not pod["spec"].get("nodeName"):
+            raise AssertionError(f"pod {name} is not scheduled")
+        node = self.get("nodes", pod["spec"]["nodeName"])
+        now = timestamp(self._now())
+        container = pod["spec"]["containers"][0]
+        pod["status"].update(
+            phase="Running",
+            podIP=f"127.{self._ip_block}.0.{next(self._ips)}",
+            hostIP=node["status"]["addresses"][0]["address"],
+            startTime=now,
+            conditions=[
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+            ],
+            containerStatuses=[
+                {
+                    "name": container["name"],
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "image": container["image"],
+                    "imageID": f"docker.io/{container['image']}@sha256:0",
+                    "state": {"running": {"startedAt": now}},
+                }
+            ],
+        )
+        pod["status"]["podIPs"] = [{"ip": pod["status"]["podIP"]}]
+        self._bump("pods", "MODIFIED", pod)
+
+    def exit(self, namespace: str, name: str, code: int = 1) -> None:
+        """The container ended: Failed (or Succeeded for code 0)."""
+        pod = self.get("pods", name, namespace)
+        now = timestamp(self._now())
+        pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+        pod["status"]["containerStatuses"][0].update(
+            ready=False,
+            state={
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            },
+        )
+        self._bump("pods", "MODIFIED", pod)
+
+    def end_watches(self) -> None:
+        """End every open watch stream, as an API server restart does."""
+        for w in self._watchers:
+            w.queue.put_nowait(None)
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watchers)
+
+    def fail_next(self, code: int, count: int = 1, method: str | None = None) -> None:
+        """The next ``count`` requests (of ``method``, if given) answer ``code``."""
+        self._failures.extend([(code, method)] * count)
+
+    def forbid(self, verb: str, plural: str) -> None:
+        """RBAC denies ``verb`` (create, get, list, watch, delete) on ``plural``."""
+        self._forbidden.add((verb, plural))
+
+    # ----------------------------------------------------------------- HTTP
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        try:
+            if request.headers.get("Authorization") != f"Bearer {self.token}":
+                raise ApiError(401, "Unauthorized")
+            for i, (code, method) in enumerate(self._failures):
+                if method in (None, request.method):
+                    del self._failures[i]
+                    raise ApiError(code, "injected failure")
+            return await self._route(request)
+        except ApiError as e:
+            return web.json_response(status(e.code, e.message, e.reason, e.details), status=e.code)
+
+    def _parse_path(self, path: str) -> tuple[str, str | None, str | None]:
+        """(plural, namespace, name) of ``/api/v1/...`` or ``/apis/<group>/<version>/...``."""
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "v1"]:
+            version, rest = "v1", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            version, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+        else:
+            raise ApiError(404, "the server could not find the requested resource")
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 2 or rest[0] not in KINDS or api_version(rest[0]) != version:
+            raise ApiError(404, "the server could not find the requested resource")
+        plural = rest[0]
+        if KINDS[plural][1] != (namespace is None) and not (namespace is None and len(rest) == 1):
+            raise ApiError(404, "the server could not find the requested resource")
+        return plural, namespace, rest[1] if len(rest) == 2 else None
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        plural, namespace, name = self._parse_path(request.path)
+        q = request.query
+        verb = {
+            "GET": "get" if name else ("watch" if q.get("watch") in ("true", "1") else "list"),
+            "POST": "create",
+            "DELETE": "delete",
+        }.get(request.method)
+        if verb is None or (verb == "create" and name) or (verb == "delete" and not name):
+            raise ApiError(405, f"the server does not allow this method on {plural}")
+        self.verbs.append((verb, plural))
+        if (verb, plural) in self._forbidden:
+            raise ApiError(
+                403,
+                f'{plural} is forbidden: User "system:serviceaccount:test" '
+                f'cannot {verb} resource "{plural}"',
+                details={"kind": plural},
+            )
+        ns = namespace or ""
+        if verb == "get":
+            assert name is not None
+            return web.json_response(self.get(plural, name, ns))
+        if verb == "delete":
+            assert name is not None
+            obj = self.delete(plural, name, ns)
+            if plural in ("pods", "services"):
+                return web.json_response(obj)
+            return web.json_response(status(200, "", "", {"name": name, "kind": plural}))
+        if verb == "create":
+            try:
+                body = await request.json()
+            except json.JSONDecodeError:
+                raise ApiError(400, "the request body is not JSON") from None
+            if not isinstance(body, dict):
+                raise ApiError(400, "the request body is not an object")
+            return web.json_response(self.create(plural, body, ns), status=201)
+        selector = parse_selector(q.get("labelSelector"))
+        if verb == "watch":
+            return await self._watch(request, plural, namespace, selector)
+        items = [
+            o
+            for o in self.objects(plural, namespace)
+            if matches(selector, o["metadata"].get("labels") or {})
+        ]
+        for item in items:
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        return web.json_response(
+            {
+                "kind": KINDS[plural][0] + "List",
+                "apiVersion": api_version(plural),
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        )
+
+    async def _watch(
+        self, request: web.Request, plural: str, namespace: str | None, selector: Any
+    ) -> web.StreamResponse:
+        rv_text = request.query.get("resourceVersion", "")
+        timeout = float(request.query.get("timeoutSeconds", "1800"))
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        watcher = _Watcher(plural, namespace, selector)
+        backlog: list[dict[str, Any]] = []
+        if rv_text in ("", "0"):
+            backlog = [
+                {"type": "ADDED", "object": o}
+                for o in self.objects(plural, namespace)
+                if matches(selector, o["metadata"].get("labels") or {})
+            ]
+        elif int(rv_text) < self._oldest:
+            gone = status(410, f"too old resource version: {rv_text} ({self._oldest})", "Expired")
+            await resp.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return resp
+        else:
+            backlog = [
+                {"type": ev, "object": copy.deepcopy(o)}
+                for rv, p, ns, ev, o in self._history
+                if rv > int(rv_text)
+                and p == plural
+                and namespace in (None, ns)
+                and matches(selector, o["metadata"].get("labels") or {})
+            ]
+        self._watchers.append(watcher)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            for event in backlog:
+                await resp.write(json.dumps(event).encode() + b"\n")
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+                if event is None:
+                    break
+                await resp.write(json.dumps(event).encode() + b"\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        finally:
+            self._watchers.remove(watcher)
+        return resp

@@ -119,6 +119,8 @@ def is_transient(e: Exception) -> bool:
         return True
     if isinstance(e, bx.ClientError):
         code = error_code(e)
+        if code in CAPACITY_CODES:
+            return False
         return code in TRANSIENT_CODES or _status(e) >= 500
     return False
 

@@ -35,7 +35,8 @@ from skyctl.types import InstanceEvent, InstanceEventKind
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+#: SkyPilot's service-name rule (the spec parser applies it to `name:` too)
+NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
 
 
 class Controller:
@@ -203,10 +204,10 @@ class Controller:
     ) -> dict[str, Any]:
         spec = parse_spec(yaml_text, source)
         name = name or spec.name or _name_from(source)
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise ServiceError(
-                f"service name {name!r}: use 1-40 lowercase letters, digits and '-', "
-                "starting with a letter"
+                f"service name {name!r}: use letters, digits, '-', '_' and '.', starting with "
+                "a letter and ending with a letter or digit, at most 63 characters"
             )
         if self.store.get_service(name) is not None:
             raise ServiceExists(
@@ -330,8 +331,7 @@ class Controller:
 def _name_from(source: str | None) -> str:
     if not source:
         return "service"
-    stem = Path(source).stem.lower()
-    stem = re.sub(r"[^a-z0-9-]+", "-", stem).strip("-") or "service"
+    stem = re.sub(r"[^a-zA-Z0-9-]+", "-", Path(source).stem).strip("-") or "service"
     if not stem[0].isalpha():
         stem = "s-" + stem
-    return stem[:40]
+    return stem[:63].rstrip("-")

@@ -18,7 +18,7 @@ Configuration (the ``aws:`` section of ``~/.skyctl/config.yaml``, see
   ``marked-for-termination`` and becomes ``interruption_at``.
 - Errors: :mod:`providers.aws_errors`. The security groups of a service are
   deleted by :meth:`AWSProvider.list_instances` once no instance of the
-  service is left in that region.
+  service is left in that region, and by :meth:`AWSProvider.release_service`.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ except ImportError:
 __all__ = ["NOTICE_SECONDS", "NOTICE_WATCH", "AWSProvider", "check"]
 
 USER_DATA_LIMIT = 16 * 1024
+RELEASE_ATTEMPTS = 6  # tries to delete a service's security group after serve down
+RELEASE_WAIT_SECONDS = 10.0
 
 
 class AWSProvider(Provider):
@@ -402,39 +404,65 @@ class AWSProvider(Provider):
         return out
 
     async def list_services(self) -> Sequence[str]:
+        """Services with live instances, or with security groups left behind (garbage
+        collection then lists the service, and that listing deletes them)."""
         filters = [
             {"Name": "tag-key", "Values": [TAG_SERVICE]},
             {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ]
-        groups = await asyncio.gather(*(self._describe(r, filters) for r in sorted(self._scan)))
-        return sorted(
-            {
-                tags_of(raw)[TAG_SERVICE]
-                for group in groups
-                for raw in group
-                if TAG_SERVICE in tags_of(raw)
-            }
-        )
+        found: set[str] = set()
+        for region in sorted(self._scan):
+            for raw in await self._describe(region, filters):
+                found.update(v for k, v in tags_of(raw).items() if k == TAG_SERVICE)
+            resp = await self._call(
+                self._client(region).describe_security_groups,
+                what=f"describe_security_groups in {region}",
+                Filters=[{"Name": "tag-key", "Values": [TAG_SERVICE]}],
+            )
+            for group in resp.get("SecurityGroups", []):
+                found.update(v for k, v in tags_of(group).items() if k == TAG_SERVICE)
+        return sorted(found)
 
-    async def _sweep_security_groups(self, region: str, service: str) -> None:
-        """Delete the service's security groups once nothing of it runs in ``region``."""
+    async def release_service(self, service: str) -> None:
+        """Delete the service's security groups in every region (after ``serve down``).
+
+        A group still attached to a just-terminated instance's network interface
+        is retried a few times, ``RELEASE_WAIT_SECONDS`` apart."""
+        for region in sorted(self._scan):
+            for attempt in range(RELEASE_ATTEMPTS):
+                if await self._sweep_security_groups(region, service):
+                    break
+                if attempt < RELEASE_ATTEMPTS - 1:
+                    await self._clock.sleep(RELEASE_WAIT_SECONDS)
+
+    async def _sweep_security_groups(self, region: str, service: str) -> bool:
+        """Delete the service's security groups in ``region``; True when none is left."""
         if self._launching.get((region, service)):
-            return
+            return False
         client = self._client(region)
         resp = await self._call(
             client.describe_security_groups,
             what=f"describe_security_groups in {region}",
             Filters=[{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}],
         )
-        for group in resp.get("SecurityGroups", []):
+        groups = resp.get("SecurityGroups", [])
+        for group in groups:
             if self._launching.get((region, service)):
-                return
+                return False
             await self._call.tolerant(
                 client.delete_security_group,
                 frozenset({"DependencyViolation", "InvalidGroup.NotFound"}),
                 what=f"delete_security_group {group['GroupId']} in {region}",
                 GroupId=group["GroupId"],
             )
+        if not groups:
+            return True
+        again = await self._call(
+            client.describe_security_groups,
+            what=f"describe_security_groups in {region}",
+            Filters=[{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}],
+        )
+        return not again.get("SecurityGroups")
 
     def _instance(
         self, raw: Mapping[str, Any], region: str, notices: Mapping[str, float]

@@ -21,6 +21,7 @@ API answer         skyctl error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -186,8 +187,9 @@ class WatchHandle:
     def _shutdown(resp: Any) -> None:
         try:
             if hasattr(resp, "shutdown"):
-                resp.shutdown()  # urllib3 >= 2.3: unblocks a read in another thread
-                return
+                with contextlib.suppress(ValueError):  # not yet connected
+                    resp.shutdown()  # urllib3 >= 2.3: unblocks a read in another thread
+                    return
             conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
             sock = getattr(conn, "sock", None)
             if sock is not None:

@@ -18,7 +18,7 @@ import click
 
 from skyctl import __version__
 from skyctl.cli_sim import sim
-from skyctl.client import ControllerClient
+from skyctl.client import ControllerClient, stored_services
 from skyctl.config import load_user_config, paths
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.spec_yaml import load_spec_file
@@ -28,6 +28,20 @@ POLL_SECONDS = 1.0
 
 def _home(ctx: click.Context) -> Any:
     return paths(ctx.obj.get("home") if ctx.obj else None)
+
+
+def _controller(ctx: click.Context) -> ControllerClient | None:
+    """The running controller, or None when there is nothing to manage.
+
+    When the state database still holds services but no controller runs (it
+    crashed, or was stopped), one is started to resume their management. A
+    database skyctl cannot use stops here with its one-line error.
+    """
+    p = _home(ctx)
+    client = ControllerClient.find(p)
+    if client is not None or not stored_services(p):
+        return client
+    return ControllerClient.ensure(p, progress=lambda m: click.echo(m, err=True))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,7 +149,7 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
 @click.pass_context
 def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool) -> None:
     """Services and their replicas."""
-    client = ControllerClient.find(_home(ctx))
+    client = _controller(ctx)
     if client is None:
         if name:
             raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
@@ -212,7 +226,7 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> Non
     """Terminate a service's replicas and remove it."""
     if bool(name) == all_:
         raise click.UsageError("give a service NAME or --all")
-    client = ControllerClient.find(_home(ctx))
+    client = _controller(ctx)
     if client is None:
         if all_:
             click.echo("No services.")
@@ -252,7 +266,7 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> Non
 def update(ctx: click.Context, name: str, file: str) -> None:
     """Roll a service to a new spec (new replicas ready before old ones go)."""
     spec = load_spec_file(file)
-    client = ControllerClient.find(_home(ctx))
+    client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
     svc = client.call(
@@ -276,7 +290,7 @@ def update(ctx: click.Context, name: str, file: str) -> None:
 @click.pass_context
 def logs(ctx: click.Context, name: str, replica: int | None, follow: bool, events: bool) -> None:
     """A replica's output, or the service's event log."""
-    client = ControllerClient.find(_home(ctx))
+    client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
     if events:

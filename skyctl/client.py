@@ -51,12 +51,13 @@ class ControllerClient:
         client = cls.find(p)
         if client is not None:
             return client
+        stored_services(p)  # a corrupt or newer-schema database: its one-line error, now
         if progress:
             progress("starting the skyctl controller")
         read_or_create_token(p)
         with open(p.daemon_log, "ab") as log:
             os.chmod(p.daemon_log, 0o600)
-            subprocess.Popen(
+            daemon = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -76,6 +77,12 @@ class ControllerClient:
             client = cls.find(p)
             if client is not None:
                 return client
+            if daemon.poll() not in (None, 0):
+                error = _last_error(p)
+                if "another controller is running" not in error:  # else: wait for that one
+                    raise SkyctlError(
+                        f"the controller exited at start ({error}); see {p.daemon_log}"
+                    )
             time.sleep(0.1)
         raise SkyctlError(
             f"the controller did not start within {START_TIMEOUT:.0f}s; see {p.daemon_log}"
@@ -108,6 +115,35 @@ class ControllerClient:
             raise _error_from(e) from None
         except (urllib.error.URLError, OSError) as e:
             raise SkyctlError(f"cannot reach the controller at {self.base}: {e}") from None
+
+
+def stored_services(p: Paths) -> list[str]:
+    """Names of the services in the state database ([] when there is no database yet).
+
+    Raises :class:`~skyctl.errors.StoreError` (one line) for a database this
+    skyctl cannot use: corrupt, not ours, or written by a newer version.
+    """
+    if not p.db.exists():
+        return []
+    from skyctl.store import Store
+
+    store = Store(p.db)
+    try:
+        return [s.name for s in store.list_services()]
+    finally:
+        store.close()
+
+
+def _last_error(p: Paths) -> str:
+    """The controller's last logged error, without the log prefix."""
+    try:
+        lines = p.daemon_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines[-50:]):
+        if " ERROR " in line:
+            return line.split(": ", 1)[-1].strip()
+    return lines[-1].strip() if lines else "no output"
 
 
 def _error_from(e: urllib.error.HTTPError) -> SkyctlError:

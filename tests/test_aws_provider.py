@@ -393,6 +393,31 @@ async def test_terminate_removes_the_instance_and_then_its_security_group(
     assert await provider.list_services() == []
 
 
+async def test_release_service_retries_a_group_still_in_use_then_deletes_it(
+    provider: AWSProvider, ec2: MotoEC2, boto: Any, clock: FakeClock
+) -> None:
+    await provider.launch(request())
+    ec2.fail("DeleteSecurityGroup", "DependencyViolation", times=2)
+    await drive(clock, provider.release_service("svc"))
+    assert sum(c["Action"] == "DeleteSecurityGroup" for c in ec2.calls) == 3
+    left = boto.describe_security_groups(
+        Filters=[{"Name": "tag:skyctl-service", "Values": ["svc"]}]
+    )
+    assert left["SecurityGroups"] == []
+
+
+async def test_leftover_security_groups_surface_in_list_services_until_swept(
+    provider: AWSProvider, ec2: MotoEC2, boto: Any
+) -> None:
+    inst = await provider.launch(request())
+    ec2.fail("DeleteSecurityGroup", "DependencyViolation", times=1)
+    await provider.terminate(inst.instance_id)
+    assert await provider.list_instances("svc") == []  # the sweep met DependencyViolation
+    assert await provider.list_services() == ["svc"]  # so garbage collection looks again
+    assert await provider.list_instances("svc") == []
+    assert await provider.list_services() == []
+
+
 async def test_terminating_an_unknown_instance_counts_as_done(provider: AWSProvider) -> None:
     await provider.terminate("i-0123456789abcdef0")
 

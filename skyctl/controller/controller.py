@@ -67,8 +67,10 @@ class Controller:
     async def start(self) -> None:
         """Restore every stored service (routers on their ports) and collect garbage."""
         for svc in self.store.list_services():
-            with contextlib.suppress(SkyctlError):
+            try:
                 await self._ensure_runtime(svc)
+            except (SkyctlError, OSError) as e:  # e.g. its port is taken: ticks retry
+                log.error("service %s: cannot restore it yet: %s", svc.name, e)
         await self._collect_garbage()
 
     async def run(self) -> None:

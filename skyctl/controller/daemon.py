@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 tick_seconds=args.tick_seconds,
             )
         )
-    except SkyctlError as e:
+    except (SkyctlError, OSError) as e:  # one line, e.g. a corrupt database, a taken port
         log.error("%s", e)
         return 1
     return 0

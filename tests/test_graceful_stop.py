@@ -1,0 +1,95 @@
+"""SIGTERM stops the controller gracefully; a new controller adopts what it left.
+
+A slow request is in flight through the service's endpoint when the daemon
+gets SIGTERM: the router stops accepting connections at once, the slow request
+still completes with 200, the daemon exits 0 and removes ``controller.json``;
+the replica keeps running, and the next daemon adopts it (same replica, same
+instance, no new launch) and serves on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from skyctl.client import ControllerClient
+from skyctl.store import Store
+from tests.helpers.crash import spec_text
+from tests.helpers.daemon import Daemon, replica_processes
+
+SLOW_MS = 6000  # far longer than the controller needs to react; well inside its 10 s grace
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def service(client: ControllerClient) -> dict:  # type: ignore[type-arg]
+    return client.call("GET", "/v1/services?name=grace")[0]  # type: ignore[no-any-return]
+
+
+def refuses(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return r.status, r.read().decode()
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_finishes_in_flight_requests_exits_0_and_leaves_replicas_to_adopt(
+    skyctl_home: Path,
+) -> None:
+    daemon = Daemon(skyctl_home)
+    try:
+        client = daemon.start()
+        text = spec_text("grace", replicas=1, tag="g", spot=False)
+        port = int(
+            client.call("POST", "/v1/services", {"yaml": text})["endpoint"].rsplit(":", 1)[1]
+        )
+        await asyncio.to_thread(wait_for, lambda: service(client)["ready_replicas"] == 1, "ready")
+        (replica,) = [r for r in service(client)["replicas"] if r["status"] == "READY"]
+        instance = next(iter(replica_processes(skyctl_home)))
+
+        slow = asyncio.create_task(
+            asyncio.to_thread(get, f"http://127.0.0.1:{port}/slow?ms={SLOW_MS}")
+        )
+        await asyncio.to_thread(
+            wait_for,
+            lambda: service(client)["replicas"][0]["router"].get("in_flight", 0) >= 1,
+            "the slow request to reach the replica",
+        )
+        daemon.proc.send_signal(15)  # type: ignore[union-attr]
+
+        await asyncio.to_thread(wait_for, lambda: refuses(port), "the router to stop accepting")
+        assert not slow.done(), "the slow request ended before the router stopped accepting"
+        status, body = await slow
+        assert (status, body) == (200, f"slow {replica['id']}")
+        assert await asyncio.to_thread(daemon.proc.wait, 30) == 0  # type: ignore[union-attr]
+        assert not (skyctl_home / "controller.json").exists()
+        assert instance in replica_processes(skyctl_home), "the replica must keep running"
+
+        client = daemon.start()
+        await asyncio.to_thread(wait_for, lambda: service(client)["ready_replicas"] == 1, "adopt")
+        assert await asyncio.to_thread(get, f"http://127.0.0.1:{port}/health") == (200, "ok")
+        store = Store(skyctl_home / "state.db")
+        try:
+            replicas = store.list_replicas("grace", include_terminated=True)
+        finally:
+            store.close()
+        assert [(r.replica_id, r.instance_id) for r in replicas] == [(replica["id"], instance)]
+    finally:
+        daemon.close()

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import collections
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -21,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers.crash import run_campaign  # noqa: E402
-from tests.helpers.processes import kill_leftovers  # noqa: E402
+from tests.helpers.crash import run_campaign
+from tests.helpers.processes import kill_leftovers
 
 
 def main() -> int:
@@ -37,36 +38,43 @@ def main() -> int:
     steps: collections.Counter[str] = collections.Counter()
     recover: list[float] = []
     survived = 0
+    failures = 0
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory(prefix="skyctl-crash-") as tmp:
-            home = Path(tmp) / "home"
-            home.mkdir(mode=0o700)
-            try:
-                result = asyncio.run(
-                    run_campaign(
-                        home,
-                        seed=seed,
-                        kills=args.kills,
-                        max_delay=args.max_delay,
-                        rate=args.rate,
-                        report=lambda line, s=seed: print(f"seed {s}: {line}", flush=True),
-                    )
+        home = Path(tempfile.mkdtemp(prefix="skyctl-crash-")) / "home"
+        home.mkdir(mode=0o700)
+        try:
+            result = asyncio.run(
+                run_campaign(
+                    home,
+                    seed=seed,
+                    kills=args.kills,
+                    max_delay=args.max_delay,
+                    rate=args.rate,
+                    report=lambda line, s=seed: print(f"seed {s}: {line}", flush=True),
                 )
-            finally:
-                kill_leftovers(home)
+            )
+        except AssertionError as e:  # keep the home to look at
+            failures += 1
+            print(f"seed {seed}: FAILED: {e}\n  state kept in {home}", flush=True)
+            continue
+        finally:
+            kill_leftovers(home)
+        shutil.rmtree(home.parent, ignore_errors=True)
         survived += result.checks
         recover.extend(result.recover_seconds)
         for point in result.kills:
             kinds.update(point.kinds())
             steps[point.step] += 1
-    print(f"\nkill points survived: {survived} (seeds {args.seeds}, {args.kills} kills each)")
+    print(
+        f"\nkill points survived: {survived} (seeds {args.seeds}, {args.kills} kills each); "
+        f"campaigns failed: {failures}"
+    )
     print("in progress at the kill:", ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     print("scenario step at the kill:", ", ".join(f"{k} {n}" for k, n in steps.most_common()))
     print(
-        f"restart to converged: median {statistics.median(recover):.1f}s, "
-        f"max {max(recover):.1f}s"
+        f"restart to converged: median {statistics.median(recover):.1f}s, max {max(recover):.1f}s"
     )
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -500,6 +500,7 @@ class KubernetesProvider(Provider):
         loop = asyncio.get_running_loop()
         rv: str | None = None
         delay = 1.0
+        empty = 0  # consecutive watch sessions that brought nothing
         while not self._closed:
             try:
                 ns = await self._namespace(ctx)
@@ -518,7 +519,8 @@ class KubernetesProvider(Provider):
                     WATCH_TIMEOUT,
                 )
                 delay = 1.0
-                if handle.events == 0:  # a server that ends idle watches at once: do not spin
+                empty = 0 if handle.events else empty + 1
+                if empty >= 3:  # a server that keeps ending watches at once: do not spin
                     await self._clock.sleep(1.0)
             except Gone:
                 rv = None

@@ -1,0 +1,192 @@
+"""The in-cluster deployment (manifests/kubernetes/, Dockerfile): valid against the
+Kubernetes schemas, accepted by an API server, and granting the controller exactly
+what the provider uses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from providers.kubernetes import KubernetesProvider
+from providers.kubernetes_build import split_instance_id
+from providers.kubernetes_config import parse_config
+from skyctl.clock import FakeClock
+from skyctl.types import Location, Offering
+from tests.fakes.k8s_harness import make_request, make_spec, wait_for
+from tests.fakes.k8s_server import FakeKubernetes
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = sorted((ROOT / "manifests" / "kubernetes").glob("*.yaml"))
+KUBERNETES_VERSION = "1.30.0"
+
+
+def _docs() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return out
+
+
+DOCS = _docs()
+
+
+def _find(kind: str) -> dict[str, Any]:
+    [doc] = [d for _, d in DOCS if d["kind"] == kind]
+    return doc
+
+
+def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
+    kinds = sorted(d["kind"] for _, d in DOCS)
+    assert kinds == sorted([
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
+        "PersistentVolumeClaim", "Deployment", "Service",
+    ])
+    assert MANIFESTS[0].name.startswith("00-namespace")  # `kubectl apply -f` applies in name order
+
+
+@pytest.mark.parametrize(("name", "doc"), DOCS, ids=[n for n, _ in DOCS])
+def test_every_manifest_is_valid_against_the_kubernetes_schema(
+    name: str, doc: dict[str, Any]
+) -> None:
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_broken_manifest() -> None:
+    """Guard the guard: a misspelt field must fail validation."""
+    broken = yaml.safe_load(yaml.safe_dump(_find("Deployment")))
+    broken["spec"]["replica"] = broken["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_controller_runs_once_with_recreate_and_its_state_on_the_claim() -> None:
+    deployment = _find("Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == _find("ServiceAccount")["metadata"]["name"]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["skyctl", "controller", "run"]
+    assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["state"]["mountPath"] == env["SKYCTL_HOME"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = _find("PersistentVolumeClaim")["metadata"]["name"]
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == claim
+    assert mounts["config"]["mountPath"] == f"{env['SKYCTL_HOME']}/config.yaml"
+    assert volumes["config"]["configMap"]["name"] == _find("ConfigMap")["metadata"]["name"]
+
+
+def test_the_router_service_reaches_the_controller_router_ports() -> None:
+    service = _find("Service")
+    deployment = _find("Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"]
+             for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    for port in service["spec"]["ports"]:
+        assert ports[port["targetPort"]] == port["port"]
+        assert port["name"].startswith("router")
+
+
+def test_the_config_map_is_a_valid_kubernetes_provider_config() -> None:
+    config = yaml.safe_load(_find("ConfigMap")["data"]["config.yaml"])
+    cfg = parse_config(config["kubernetes"])
+    assert cfg.endpoint_mode == "pod_ip"
+    assert cfg.namespace == _find("Namespace")["metadata"]["name"]
+
+
+def test_every_namespaced_object_lives_in_the_namespace() -> None:
+    namespace = _find("Namespace")["metadata"]["name"]
+    for name, doc in DOCS:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace, name
+
+
+def test_the_dockerfile_installs_the_kubernetes_extra_and_runs_the_controller() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install '\.\[kubernetes\]'", text)
+    cmd = re.search(r"^CMD (.+)$", text, re.M)
+    assert cmd is not None
+    assert yaml.safe_load(cmd.group(1))[:5] == ["skyctl", "controller", "run", "--host", "0.0.0.0"]
+    assert re.search(r"^USER 10001", text, re.M)  # matches the Deployment's runAsUser
+    sec = _find("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert sec["runAsUser"] == 10001
+
+
+# ------------------------------------------------------- against an API server
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeKubernetes]:
+    server = FakeKubernetes(token="admin")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_the_manifests_apply_to_an_api_server(fake: FakeKubernetes, tmp_path: Path) -> None:
+    import asyncio
+
+    from kubernetes import config as kconfig
+    from kubernetes import utils
+
+    kc = FakeKubernetes.write_kubeconfig(tmp_path / "kc", [fake.kubeconfig_entry("admin")], "admin")
+
+    def apply() -> None:
+        client = kconfig.new_client_from_config(config_file=str(kc), persist_config=False)
+        try:
+            for path in MANIFESTS:
+                utils.create_from_yaml(client, str(path))
+        finally:
+            client.close()
+
+    await asyncio.to_thread(apply)
+    for _, doc in DOCS:
+        plural = {"PersistentVolumeClaim": "persistentvolumeclaims"}.get(
+            doc["kind"], doc["kind"].lower() + "s"
+        )
+        stored = fake.get(plural, doc["metadata"]["name"], doc["metadata"].get("namespace", ""))
+        assert stored["metadata"]["uid"] and stored["metadata"]["resourceVersion"]
+
+
+def _granted(role: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(verb, res) for rule in role["rules"] for res in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+async def test_the_role_grants_exactly_what_the_in_cluster_provider_uses(
+    fake: FakeKubernetes, tmp_path: Path
+) -> None:
+    """Run the provider as the ConfigMap configures it and compare its requests to the Role."""
+    clock = FakeClock()
+    namespace = _find("Namespace")["metadata"]["name"]
+    fake.create("namespaces", {"metadata": {"name": namespace}})
+    fake.add_node("n1", {})
+    kc = FakeKubernetes.write_kubeconfig(tmp_path / "kc", [fake.kubeconfig_entry("c")], "c")
+    config = yaml.safe_load(_find("ConfigMap")["data"]["config.yaml"])["kubernetes"]
+    provider = KubernetesProvider({**config, "kubeconfig": str(kc)}, clock=clock)
+    fake.verbs.clear()
+    try:
+        loc = Location("kubernetes", "c")
+        spec = make_spec(spot=False)
+        inst = await provider.launch(make_request(spec, Offering(loc, False, 1.0)))
+        await provider.launch(make_request(spec, Offering(loc, False, 1.0)))  # AlreadyExists
+        await wait_for(lambda: fake.watch_count > 0, "the provider's watch")
+        assert await provider.list_services() == ["svc"]
+        assert len(await provider.list_instances("svc")) == 1
+        await provider.terminate(inst.instance_id)
+        assert split_instance_id(inst.instance_id)[1] == namespace
+    finally:
+        await provider.close()
+    used = {(verb, res) for verb, res in fake.verbs}
+    assert used == _granted(_find("Role"))

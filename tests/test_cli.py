@@ -59,9 +59,13 @@ def test_status_logs_events_update_and_down(tmp_path: Path, skyctl_home: Path) -
     spec.write_text(SPEC.format(greeting="v2", python=sys.executable, echo=ECHO))
     update = cli(skyctl_home, "serve", "update", "cli-demo", str(spec))
     assert update.returncode == 0 and "version 2" in update.stdout
-    svc = wait_for(skyctl_home, lambda s: [r["version"] for r in s["replicas"]
-                                           if r["status"] != "TERMINATED"] == [2]
-                   and s["ready_replicas"] == 1)
+    svc = wait_for(
+        skyctl_home,
+        lambda s: (
+            [r["version"] for r in s["replicas"] if r["status"] != "TERMINATED"] == [2]
+            and s["ready_replicas"] == 1
+        ),
+    )
     ended = [r for r in svc["replicas"] if r["status"] == "TERMINATED"]
     assert [r["reason"] for r in ended] == ["UPDATED"]
 
@@ -71,8 +75,7 @@ def test_status_logs_events_update_and_down(tmp_path: Path, skyctl_home: Path) -
 
 
 def test_commands_about_a_missing_service_fail_in_one_line(skyctl_home: Path) -> None:
-    for args in (["serve", "status", "nope"], ["serve", "down", "nope"],
-                 ["serve", "logs", "nope"]):
+    for args in (["serve", "status", "nope"], ["serve", "down", "nope"], ["serve", "logs", "nope"]):
         result = cli(skyctl_home, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1

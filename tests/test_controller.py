@@ -82,8 +82,13 @@ class Harness:
         for name in list(self.controller.runtimes):
             await self.controller._drop_runtime(name, grace_seconds=0)
 
-    async def until(self, predicate: Callable[[], bool], *, seconds: float = 120,
-                    check: Callable[[], None] | None = None) -> None:
+    async def until(
+        self,
+        predicate: Callable[[], bool],
+        *,
+        seconds: float = 120,
+        check: Callable[[], None] | None = None,
+    ) -> None:
         """Advance fake time in small steps until ``predicate`` holds."""
         waited = 0.0
         while not predicate():
@@ -144,8 +149,12 @@ async def test_a_preempted_replica_leaves_routing_at_once_and_is_replaced(h: Har
     rt = h.controller.runtimes["spot"]
     assert victim.replica_id not in {b.replica_id for b in rt.backends}
     assert await h.get("spot") == 200
-    await h.until(lambda: h.ready("spot") == 2 and victim.replica_id not in
-                  {r.replica_id for r in h.replicas("spot")})
+    await h.until(
+        lambda: (
+            h.ready("spot") == 2
+            and victim.replica_id not in {r.replica_id for r in h.replicas("spot")}
+        )
+    )
     ended = h.store.get_replica("spot", victim.replica_id)
     assert ended is not None and ended.status is ReplicaStatus.TERMINATED
     assert ended.end_reason is EndReason.PREEMPTED
@@ -158,8 +167,11 @@ async def test_a_capacity_error_marks_the_location_and_placement_moves_on(h: Har
     await h.until(lambda: h.ready("spot") == 2)
     zones = {r.location for r in h.replicas("spot")}
     assert ZONES[0] not in zones
-    failed = [r for r in h.store.list_replicas("spot", include_terminated=True)
-              if r.end_reason is EndReason.FAILED_PROVISION]
+    failed = [
+        r
+        for r in h.store.list_replicas("spot", include_terminated=True)
+        if r.end_reason is EndReason.FAILED_PROVISION
+    ]
     assert failed and all(r.location == ZONES[0] for r in failed)
 
 
@@ -168,8 +180,12 @@ async def test_a_replica_failing_its_probes_past_the_threshold_is_replaced(h: Ha
     await h.until(lambda: h.ready("web") == 1)
     sick = h.replicas("web")[0]
     h.provider.find("web", sick.replica_id).healthy = False
-    await h.until(lambda: (r := h.store.get_replica("web", sick.replica_id)) is not None
-                  and r.status is ReplicaStatus.TERMINATED)
+    await h.until(
+        lambda: (
+            (r := h.store.get_replica("web", sick.replica_id)) is not None
+            and r.status is ReplicaStatus.TERMINATED
+        )
+    )
     ended = h.store.get_replica("web", sick.replica_id)
     assert ended is not None and ended.end_reason is EndReason.FAILED_PROBING
     await h.until(lambda: h.ready("web") == 1)
@@ -178,13 +194,17 @@ async def test_a_replica_failing_its_probes_past_the_threshold_is_replaced(h: Ha
 async def test_a_rolling_update_keeps_a_ready_replica_throughout(h: Harness) -> None:
     await h.controller.create_service(FIXED.format(name="web", replicas=2), None)
     await h.until(lambda: h.ready("web") == 2)
-    await h.controller.update_service("web", FIXED.format(name="web", replicas=2)
-                                      .replace("period_seconds: 1", "period_seconds: 2"), None)
+    await h.controller.update_service(
+        "web",
+        FIXED.format(name="web", replicas=2).replace("period_seconds: 1", "period_seconds: 2"),
+        None,
+    )
 
     def all_new() -> bool:
         live = h.replicas("web")
-        return len(live) == 2 and all(r.version == 2 and r.status is ReplicaStatus.READY
-                                      for r in live)
+        return len(live) == 2 and all(
+            r.version == 2 and r.status is ReplicaStatus.READY for r in live
+        )
 
     def never_dark() -> None:
         assert h.ready("web") >= 1, "no ready replica during the update"
@@ -226,15 +246,27 @@ async def test_a_launch_interrupted_by_a_crash_is_resumed_with_the_same_token(h:
     # the crash happened right after the intent was recorded, before the call
     from skyctl.types import Location
 
-    rec = h.store.add_replica("web", version=1, location=Location("local", "r1", "r1-a"),
-                              spot=False, price=3.0, instance_type="mem.large",
-                              client_token="tok-crash", now=h.clock.now())
-    h.store.update_replica("web", rec.replica_id, now=h.clock.now(),
-                           status=ReplicaStatus.PROVISIONING)
+    rec = h.store.add_replica(
+        "web",
+        version=1,
+        location=Location("local", "r1", "r1-a"),
+        spot=False,
+        price=3.0,
+        instance_type="mem.large",
+        client_token="tok-crash",
+        now=h.clock.now(),
+    )
+    h.store.update_replica(
+        "web", rec.replica_id, now=h.clock.now(), status=ReplicaStatus.PROVISIONING
+    )
     h.controller = h._controller()
     await h.start()
-    await h.until(lambda: (r := h.store.get_replica("web", rec.replica_id)) is not None
-                  and r.status is not ReplicaStatus.PROVISIONING)
+    await h.until(
+        lambda: (
+            (r := h.store.get_replica("web", rec.replica_id)) is not None
+            and r.status is not ReplicaStatus.PROVISIONING
+        )
+    )
     assert "tok-crash" in h.provider.by_token
     tokens = [r.client_token for r in h.store.list_replicas("web", include_terminated=True)]
     assert len(tokens) == len(set(tokens))
@@ -255,10 +287,16 @@ async def test_garbage_collection_terminates_instances_of_unknown_services(tmp_p
         from skyctl.types import Offering
 
         spec = parse_spec(FIXED.format(name="ghost", replicas=1))
-        await harness.provider.launch(LaunchRequest(
-            service="ghost", replica_id=1, version=1, client_token="t",
-            offering=Offering(ZONES[0], False, 3.0), spec=spec,
-        ))
+        await harness.provider.launch(
+            LaunchRequest(
+                service="ghost",
+                replica_id=1,
+                version=1,
+                client_token="t",
+                offering=Offering(ZONES[0], False, 3.0),
+                spec=spec,
+            )
+        )
         assert harness.provider.running("ghost")
         await harness.controller.start()
         assert harness.provider.running("ghost") == []
@@ -286,3 +324,39 @@ async def test_an_exception_in_one_service_never_stops_the_loop(
     assert "error" in kinds
     with contextlib.suppress(Exception):
         await h.controller.delete_service("bad")
+
+
+AUTOSCALED = """\
+name: auto
+service:
+  readiness_probe:
+    path: /
+    initial_delay_seconds: 60
+    period_seconds: 1
+  replica_policy:
+    min_replicas: 1
+    max_replicas: 3
+    target_qps_per_replica: 1
+    upscale_delay_seconds: 5
+    downscale_delay_seconds: 20
+run: serve
+"""
+
+
+async def test_the_autoscaler_follows_the_request_rate_the_router_counts(h: Harness) -> None:
+    await h.controller.create_service(AUTOSCALED, None)
+    await h.until(lambda: h.ready("auto") == 1)
+    port = h.store.get_service("auto").router_port  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as s:  # 150 requests in one fake instant: 2.5 QPS over 60 s
+        for _ in range(150):
+            async with s.get(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200
+    await h.until(lambda: h.ready("auto") == 3)
+    # no more traffic: once the window has passed and the downscale delay too, back to one
+    await h.until(lambda: len(h.replicas("auto")) == 1 and h.ready("auto") == 1, seconds=200)
+    ended = [
+        r
+        for r in h.store.list_replicas("auto", include_terminated=True)
+        if r.status is ReplicaStatus.TERMINATED
+    ]
+    assert {r.end_reason for r in ended} == {EndReason.SCALED_DOWN}

@@ -521,3 +521,52 @@ async def test_a_spec_candidate_names_the_accelerator_used_for_the_offering(
     offers = [o for o in await provider.offerings(spec) if o.accelerators == "A100:8"]
     inst = await provider.launch(make_request(spec, offers[0]))
     assert _pod(clusters["ctx-a"], inst.instance_id)["spec"]["nodeName"] == "gpu"
+
+
+# ------------------------------------------------------------------- scenario
+
+
+async def test_two_clusters_spot_moves_to_the_other_cluster_then_to_ondemand_and_down_cleans_both(
+    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes],
+    events: list[InstanceEvent], clock: FakeClock,
+) -> None:
+    spec = make_spec()
+    offers = {(o.location, o.spot): o for o in await provider.offerings(spec)}
+    one = await provider.launch(make_request(spec, offers[(A, True)], 1))
+    two = await provider.launch(make_request(spec, offers[(B, True)], 2))
+    assert {one.location, two.location} == {A, B}
+    assert one.state is two.state is InstanceState.RUNNING
+
+    # cluster A's spot pool is reclaimed: its replica is preempted at once ...
+    await wait_for(lambda: clusters["ctx-a"].watch_count > 0, "the watch of ctx-a")
+    clusters["ctx-a"].remove_node("ctx-a-spot-1")
+    await wait_for(lambda: [e.replica_id for e in events] == [1], "replica 1 preempted")
+    # ... and a replacement there never schedules: given up, then the pool says no
+    three = await provider.launch(make_request(spec, offers[(A, True)], 3))
+    assert three.state is InstanceState.PENDING
+    await clock.advance(61)
+    await wait_for(lambda: [e.replica_id for e in events] == [1, 3], "replica 3 given up")
+    with pytest.raises(CapacityError):
+        await provider.launch(make_request(spec, offers[(A, True)], 4))
+    five = await provider.launch(make_request(spec, offers[(B, True)], 5))
+    assert five.state is InstanceState.RUNNING and five.location == B
+
+    # cluster B's spot pool goes too: on-demand in A carries the service
+    await wait_for(lambda: clusters["ctx-b"].watch_count > 0, "the watch of ctx-b")
+    clusters["ctx-b"].remove_node("ctx-b-spot-1")
+    await wait_for(lambda: sorted(e.replica_id for e in events) == [1, 2, 3, 5], "B preempted")
+    six = await provider.launch(make_request(spec, offers[(A, False)], 6))
+    assert six.state is InstanceState.RUNNING and not six.spot
+    assert all(e.kind is InstanceEventKind.PREEMPTED for e in events)
+
+    states = {i.replica_id: i.state for i in await provider.list_instances("svc")}
+    assert states == {1: InstanceState.PREEMPTED, 2: InstanceState.PREEMPTED,
+                      3: InstanceState.PREEMPTED, 5: InstanceState.PREEMPTED,
+                      6: InstanceState.RUNNING}
+
+    # serve down: terminate everything listed; neither cluster keeps a pod of ours
+    for inst in await provider.list_instances("svc"):
+        await provider.terminate(inst.instance_id)
+    assert await provider.list_instances("svc") == []
+    for fake in clusters.values():
+        assert fake.pods(selector="skyctl-service") == []

@@ -77,7 +77,8 @@ def main() -> None:
             gaps_kill.append(later[0][0] - e["at"])
             gaps_notice.append(later[0][0] - start)
     print(
-        f"time from `serve up` to first ready replica: {first_ready:.2f} s (includes starting the controller)"
+        f"time from `serve up` to first ready replica: {first_ready:.2f} s "
+        "(includes starting the controller)"
     )
     print(
         f"preemptions observed: {len(gaps_kill)} in {args.seconds:.0f} s of replay "

@@ -38,6 +38,7 @@ from providers.local_records import (
     free_port,
     group_alive,
     pid_alive,
+    pids_with_env,
     proc_start_time,
     safe_name,
     signal_group,
@@ -218,6 +219,7 @@ class LocalProvider(Provider):
         cwd = self._workdir(spec)
         digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
         instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
+        self._end_strays(instance_id)
         log_dir = self._state_dir / "logs" / safe_name(request.service)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"replica-{request.replica_id}.log"
@@ -277,6 +279,20 @@ class LocalProvider(Provider):
             if due is not None:
                 self._random_due[instance_id] = due
         return rec
+
+    @staticmethod
+    def _end_strays(instance_id: str) -> None:
+        """SIGKILL processes of ``instance_id`` that no record knows.
+
+        A controller killed between starting a replica's process and saving its
+        record leaves such a process; the relaunch with the same client token
+        (hence the same instance id) ends it first, so a token never runs twice.
+        """
+        for pid in pids_with_env("SKYCTL_INSTANCE_ID", instance_id):
+            logger.warning("local: ending stray process %d of %s (no record)", pid, instance_id)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal_group(os.getpgid(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
     def _workdir(self, spec: ServiceSpec) -> str:
         if not spec.workdir:

@@ -154,6 +154,24 @@ def pid_alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or proc_start_time(pid) in (None, proc_start)
 
 
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Live processes (other than this one) whose environment holds ``name=value``.
+
+    Reads ``/proc/<pid>/environ`` (Linux); processes it cannot read are skipped.
+    """
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0") and not _zombie(
+                int(entry.name)
+            ):
+                found.append(int(entry.name))
+    return found
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -38,8 +38,8 @@ from providers.local_records import (
     free_port,
     group_alive,
     pid_alive,
-    pids_with_env,
     proc_start_time,
+    processes_with_env,
     safe_name,
     signal_group,
 )
@@ -205,6 +205,14 @@ class LocalProvider(Provider):
         if not spec.run:
             raise ConfigError("run: the local provider needs a `run` command to start a replica")
         replay = self._replay(request.service, spec)
+        digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
+        instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
+        log_dir = self._state_dir / "logs" / safe_name(request.service)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"replica-{request.replica_id}.log"
+        adopted = self._adopt_stray(request, instance_id, log_path)
+        if adopted is not None:
+            return adopted
         now = self._clock.now()
         zone = replay.zone(offering.location)
         if zone is None:
@@ -217,12 +225,6 @@ class LocalProvider(Provider):
                 f"no spot capacity in {offering.location} now", location=str(offering.location)
             )
         cwd = self._workdir(spec)
-        digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
-        instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
-        self._end_strays(instance_id)
-        log_dir = self._state_dir / "logs" / safe_name(request.service)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"replica-{request.replica_id}.log"
         port = free_port({r.port for r in self._store.records.values()})
         env = {**os.environ, **spec.envs, **request.envs}
         env.update(
@@ -280,19 +282,44 @@ class LocalProvider(Provider):
                 self._random_due[instance_id] = due
         return rec
 
-    @staticmethod
-    def _end_strays(instance_id: str) -> None:
-        """SIGKILL processes of ``instance_id`` that no record knows.
+    def _adopt_stray(
+        self, request: LaunchRequest, instance_id: str, log_path: Path
+    ) -> Record | None:
+        """The process of this launch when one runs that no record knows.
 
         A controller killed between starting a replica's process and saving its
         record leaves such a process; the relaunch with the same client token
-        (hence the same instance id) ends it first, so a token never runs twice.
+        (hence the same instance id) adopts it instead of starting a second one.
         """
-        for pid in pids_with_env("SKYCTL_INSTANCE_ID", instance_id):
-            logger.warning("local: ending stray process %d of %s (no record)", pid, instance_id)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                signal_group(os.getpgid(pid), signal.SIGKILL)
-                os.kill(pid, signal.SIGKILL)
+        found = processes_with_env("SKYCTL_INSTANCE_ID", instance_id)
+        leaders = [pid for pid in found if _pgid(pid) == pid]  # the launcher leads its group
+        port = int(found[leaders[0]].get("PORT") or 0) if leaders else 0
+        if not port:
+            for pid in found:  # parts of a launch that cannot be adopted
+                signal_group(_pgid(pid) or pid, signal.SIGKILL)
+            return None
+        pid, now = leaders[0], self._clock.now()
+        rec = Record(
+            instance_id=instance_id,
+            client_token=request.client_token,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            location=str(request.offering.location),
+            spot=request.offering.spot,
+            price=request.offering.price,
+            created_at=now,
+            pid=pid,
+            pgid=pid,
+            port=port,
+            log_path=str(log_path),
+            proc_start=proc_start_time(pid),
+        )
+        self._store.save(rec)
+        logger.warning(
+            "local: adopted process %d of %s (started before a restart)", pid, instance_id
+        )
+        return rec
 
     def _workdir(self, spec: ServiceSpec) -> str:
         if not spec.workdir:
@@ -473,6 +500,13 @@ class LocalProvider(Provider):
     def _event(kind: InstanceEventKind, rec: Record, at: float) -> InstanceEvent:
         loc = Location.parse(rec.location)
         return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at)
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return 0
 
 
 def _matching_candidate(spec: ServiceSpec, location: Location) -> ResourceCandidate | None:

@@ -154,21 +154,21 @@ def pid_alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or proc_start_time(pid) in (None, proc_start)
 
 
-def pids_with_env(name: str, value: str) -> list[int]:
-    """Live processes (other than this one) whose environment holds ``name=value``.
-
-    Reads ``/proc/<pid>/environ`` (Linux); processes it cannot read are skipped.
+def processes_with_env(name: str, value: str) -> dict[int, dict[str, str]]:
+    """Live processes (other than this one) whose environment holds ``name=value``,
+    with their environment. Reads ``/proc/<pid>/environ`` (Linux); processes it
+    cannot read are skipped.
     """
     needle = f"{name}={value}".encode()
-    found = []
+    found: dict[int, dict[str, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0") and not _zombie(
-                int(entry.name)
-            ):
-                found.append(int(entry.name))
+            items = (entry / "environ").read_bytes().split(b"\0")
+            if needle in items and not _zombie(int(entry.name)):
+                pairs = (i.decode(errors="replace").partition("=") for i in items if i)
+                found[int(entry.name)] = {k: v for k, _, v in pairs}
     return found
 
 

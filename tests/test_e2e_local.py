@@ -76,8 +76,12 @@ run: exec {python} {echo}
 def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SKYCTL_HOME": str(home), "SKYCTL_LOG_LEVEL": "INFO"}
     return subprocess.run(
-        [sys.executable, "-m", "skyctl.cli", *args], cwd=ROOT, env=env, text=True,
-        capture_output=True, timeout=timeout,
+        [sys.executable, "-m", "skyctl.cli", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -118,12 +122,15 @@ def test_spot_service_survives_preemptions_with_zero_failed_requests(
             failed += 1
         time.sleep(0.02)
 
-    status = json.loads(cli(skyctl_home, "serve", "status", "e2e-spot", "-o", "json",
-                            "--all-replicas").stdout)[0]
+    status = json.loads(
+        cli(skyctl_home, "serve", "status", "e2e-spot", "-o", "json", "--all-replicas").stdout
+    )[0]
     reasons = [r["reason"] for r in status["replicas"]]
     ready_now = [r for r in status["replicas"] if r["status"] == "READY"]
-    print(f"first ready after {first_ready:.1f}s; sent {sent}, failed {failed}; "
-          f"replicas {sorted(replicas_seen)}; reasons {reasons}")
+    print(
+        f"first ready after {first_ready:.1f}s; sent {sent}, failed {failed}; "
+        f"replicas {sorted(replicas_seen)}; reasons {reasons}"
+    )
 
     assert failed == 0, f"{failed} of {sent} requests failed"
     assert sent > 100

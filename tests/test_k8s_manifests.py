@@ -45,10 +45,18 @@ def _find(kind: str) -> dict[str, Any]:
 
 def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
     kinds = sorted(d["kind"] for _, d in DOCS)
-    assert kinds == sorted([
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
-        "PersistentVolumeClaim", "Deployment", "Service",
-    ])
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service",
+        ]
+    )
     assert MANIFESTS[0].name.startswith("00-namespace")  # `kubectl apply -f` applies in name order
 
 
@@ -91,8 +99,10 @@ def test_the_router_service_reaches_the_controller_router_ports() -> None:
     deployment = _find("Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
-    ports = {p["name"]: p["containerPort"]
-             for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
     for port in service["spec"]["ports"]:
         assert ports[port["targetPort"]] == port["port"]
         assert port["name"].startswith("router")
@@ -160,8 +170,9 @@ async def test_the_manifests_apply_to_an_api_server(fake: FakeKubernetes, tmp_pa
 
 
 def _granted(role: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(verb, res) for rule in role["rules"] for res in rule["resources"]
-            for verb in rule["verbs"]}
+    return {
+        (verb, res) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]
+    }
 
 
 async def test_the_role_grants_exactly_what_the_in_cluster_provider_uses(

@@ -94,12 +94,16 @@ async def test_offerings_are_spot_and_ondemand_per_context_at_configured_prices(
     p = KubernetesProvider(cfg, clock=clock)
     offers = await p.offerings(make_spec())
     assert {(o.location, o.spot, o.price) for o in offers} == {
-        (A, True, 0.35), (A, False, 1.0), (B, True, 0.2), (B, False, 1.0),
+        (A, True, 0.35),
+        (A, False, 1.0),
+        (B, True, 0.2),
+        (B, False, 1.0),
     }
     assert offers[0].location == B and offers[0].spot  # cheapest first
     gpu = await p.offerings(make_spec(accelerators={"L4": 2}, region="ctx-a"))
     assert {(o.location, o.spot, o.price, o.accelerators) for o in gpu} == {
-        (A, True, 0.7, "L4:2"), (A, False, 2.0, "L4:2"),
+        (A, True, 0.7, "L4:2"),
+        (A, False, 2.0, "L4:2"),
     }
     await p.close()
 
@@ -116,7 +120,10 @@ async def test_offerings_are_spot_and_ondemand_per_context_at_configured_prices(
     ids=["ondemand-spec", "preset-none", "one-context", "unknown-context", "other-cloud"],
 )
 async def test_offerings_follow_the_spec_and_the_preset(
-    kubeconfig: Path, clock: FakeClock, extra: dict[str, Any], spec_kwargs: dict[str, Any],
+    kubeconfig: Path,
+    clock: FakeClock,
+    extra: dict[str, Any],
+    spec_kwargs: dict[str, Any],
     expected: set[tuple[Location, bool]],
 ) -> None:
     p = KubernetesProvider(_config(kubeconfig, **extra), clock=clock)
@@ -131,12 +138,26 @@ async def test_offerings_follow_the_spec_and_the_preset(
 async def test_spot_launch_creates_a_labelled_pod_on_a_spot_node(
     provider: KubernetesProvider, clusters: dict[str, FakeKubernetes]
 ) -> None:
-    spec = make_spec(setup="pip install x; echo '$HOME'", run="serve --port $PORT",
-                     cpus="2+", memory="8", accelerators={"L4": 1}, image_id="docker:me/img:1")
-    clusters["ctx-a"].add_node("gpu-spot", {"karpenter.sh/capacity-type": "spot",
-                                            "karpenter.k8s.aws/instance-gpu-name": "l4"}, gpus=1)
-    req = make_request(spec, Offering(A, True, 0.35, "", "L4:1"), 7, port=9000,
-                       envs={"MODEL": "m; rm -rf /", "HF_TOKEN": "s3cret"})
+    spec = make_spec(
+        setup="pip install x; echo '$HOME'",
+        run="serve --port $PORT",
+        cpus="2+",
+        memory="8",
+        accelerators={"L4": 1},
+        image_id="docker:me/img:1",
+    )
+    clusters["ctx-a"].add_node(
+        "gpu-spot",
+        {"karpenter.sh/capacity-type": "spot", "karpenter.k8s.aws/instance-gpu-name": "l4"},
+        gpus=1,
+    )
+    req = make_request(
+        spec,
+        Offering(A, True, 0.35, "", "L4:1"),
+        7,
+        port=9000,
+        envs={"MODEL": "m; rm -rf /", "HF_TOKEN": "s3cret"},
+    )
     inst = await provider.launch(req)
     assert (inst.location, inst.spot, inst.replica_id, inst.service) == (A, True, 7, "svc")
     pod = _pod(clusters["ctx-a"], inst.instance_id)
@@ -145,14 +166,22 @@ async def test_spot_launch_creates_a_labelled_pod_on_a_spot_node(
     assert pod["metadata"]["labels"]["skyctl-replica"] == "7"
     assert pod["metadata"]["labels"]["skyctl-version"] == "1"
     assert pod["spec"]["nodeName"] == "gpu-spot"
-    assert pod["spec"]["nodeSelector"] == {"karpenter.sh/capacity-type": "spot",
-                                           "karpenter.k8s.aws/instance-gpu-name": "l4"}
+    assert pod["spec"]["nodeSelector"] == {
+        "karpenter.sh/capacity-type": "spot",
+        "karpenter.k8s.aws/instance-gpu-name": "l4",
+    }
     container = pod["spec"]["containers"][0]
     assert container["image"] == "me/img:1"
     assert container["command"][-2:] == ["pip install x; echo '$HOME'", "serve --port $PORT"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env == {"PORT": "9000", "SKYCTL_SERVICE": "svc", "SKYCTL_REPLICA_ID": "7",
-                   "SKYCTL_VERSION": "1", "MODEL": "m; rm -rf /", "HF_TOKEN": "s3cret"}
+    assert env == {
+        "PORT": "9000",
+        "SKYCTL_SERVICE": "svc",
+        "SKYCTL_REPLICA_ID": "7",
+        "SKYCTL_VERSION": "1",
+        "MODEL": "m; rm -rf /",
+        "HF_TOKEN": "s3cret",
+    }
     assert not any("rm -rf" in part for part in container["command"])
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
@@ -178,18 +207,39 @@ async def test_launch_with_the_same_token_yields_one_pod(
 @pytest.mark.parametrize(
     ("preset", "spot_labels", "taints", "ondemand_labels"),
     [
-        ("karpenter", {"karpenter.sh/capacity-type": "spot"}, [],
-         {"karpenter.sh/capacity-type": "on-demand"}),
-        ("gke", {"cloud.google.com/gke-spot": "true"},
-         [{"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NoSchedule"}], {}),
-        ("aks", {"kubernetes.azure.com/scalesetpriority": "spot"},
-         [{"key": "kubernetes.azure.com/scalesetpriority", "value": "spot",
-           "effect": "NoSchedule"}], {}),
+        (
+            "karpenter",
+            {"karpenter.sh/capacity-type": "spot"},
+            [],
+            {"karpenter.sh/capacity-type": "on-demand"},
+        ),
+        (
+            "gke",
+            {"cloud.google.com/gke-spot": "true"},
+            [{"key": "cloud.google.com/gke-spot", "value": "true", "effect": "NoSchedule"}],
+            {},
+        ),
+        (
+            "aks",
+            {"kubernetes.azure.com/scalesetpriority": "spot"},
+            [
+                {
+                    "key": "kubernetes.azure.com/scalesetpriority",
+                    "value": "spot",
+                    "effect": "NoSchedule",
+                }
+            ],
+            {},
+        ),
     ],
 )
 async def test_presets_put_spot_pods_on_spot_nodes_and_ondemand_pods_elsewhere(
-    tmp_path: Path, clock: FakeClock, preset: str, spot_labels: dict[str, str],
-    taints: list[dict[str, str]], ondemand_labels: dict[str, str],
+    tmp_path: Path,
+    clock: FakeClock,
+    preset: str,
+    spot_labels: dict[str, str],
+    taints: list[dict[str, str]],
+    ondemand_labels: dict[str, str],
 ) -> None:
     fake = FakeKubernetes(token="t", now=clock.now)
     await fake.start()
@@ -197,8 +247,10 @@ async def test_presets_put_spot_pods_on_spot_nodes_and_ondemand_pods_elsewhere(
         fake.add_node("spot", spot_labels, taints=taints)
         fake.add_node("ondemand", ondemand_labels)
         kc = FakeKubernetes.write_kubeconfig(tmp_path / "kc", [fake.kubeconfig_entry("c")], "c")
-        p = KubernetesProvider({"kubeconfig": str(kc), "capacity_preset": preset,
-                                "endpoint_mode": "pod_ip"}, clock=clock)
+        p = KubernetesProvider(
+            {"kubeconfig": str(kc), "capacity_preset": preset, "endpoint_mode": "pod_ip"},
+            clock=clock,
+        )
         loc = Location("kubernetes", "c")
         spot = await p.launch(make_request(make_spec(), _offer(loc, True), 1))
         ondemand = await p.launch(make_request(make_spec(), _offer(loc, False), 2))
@@ -268,8 +320,10 @@ async def test_terminate_deletes_the_pod_and_not_found_counts_as_done(
 
 @pytest.mark.parametrize("how", ["evict", "remove_node", "delete"])
 async def test_a_pod_taken_by_the_cluster_is_pushed_once_and_listed_preempted(
-    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes],
-    events: list[InstanceEvent], how: str,
+    provider: KubernetesProvider,
+    clusters: dict[str, FakeKubernetes],
+    events: list[InstanceEvent],
+    how: str,
 ) -> None:
     fake = clusters["ctx-a"]
     inst = await provider.launch(make_request(make_spec(), _offer(A), 3))
@@ -322,8 +376,10 @@ async def test_a_deletion_missed_while_the_watch_was_down_is_found_on_the_relist
 
 
 async def test_unschedulable_spot_pods_become_preempted_and_the_pool_a_capacity_error(
-    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes],
-    events: list[InstanceEvent], clock: FakeClock,
+    provider: KubernetesProvider,
+    clusters: dict[str, FakeKubernetes],
+    events: list[InstanceEvent],
+    clock: FakeClock,
 ) -> None:
     fake = clusters["ctx-a"]
     fake.remove_node("ctx-a-spot-1")
@@ -373,8 +429,11 @@ async def test_persistent_5xx_ends_in_a_transient_error(
     ids=["rbac-403", "bad-token-401", "no-namespace"],
 )
 async def test_access_problems_are_config_errors(
-    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes], setup: Any,
-    error: type[Exception], message: str,
+    provider: KubernetesProvider,
+    clusters: dict[str, FakeKubernetes],
+    setup: Any,
+    error: type[Exception],
+    message: str,
 ) -> None:
     setup(clusters["ctx-a"])
     with pytest.raises(error, match=message):
@@ -412,8 +471,9 @@ async def test_service_mode_exposes_each_replica_through_an_owned_service(
     if service_type == "LoadBalancer":
         host, port = svc["status"]["loadBalancer"]["ingress"][0]["ip"], 8000
     elif service_type == "NodePort":
-        node = clusters["ctx-b"].get("nodes", _pod(clusters["ctx-b"], inst.instance_id)["spec"][
-            "nodeName"])
+        node = clusters["ctx-b"].get(
+            "nodes", _pod(clusters["ctx-b"], inst.instance_id)["spec"]["nodeName"]
+        )
         host, port = node["status"]["addresses"][0]["address"], svc["spec"]["ports"][0]["nodePort"]
     else:
         host, port = svc["spec"]["clusterIP"], 8000
@@ -455,11 +515,17 @@ async def test_a_custom_preset_selects_and_tolerates_as_configured(
 ) -> None:
     taint = {"key": "pool", "value": "cheap", "effect": "NoSchedule"}
     clusters["ctx-b"].add_node("cheap-1", {"pool": "cheap"}, taints=[taint])
-    cfg = _config(kubeconfig, capacity_preset="custom", spot={
-        "node_selector": {"pool": "cheap"},
-        "tolerations": [{"key": "pool", "operator": "Equal", "value": "cheap",
-                         "effect": "NoSchedule"}],
-    }, on_demand={"exclude_labels": {"pool": ["cheap"], "karpenter.sh/capacity-type": ["spot"]}})
+    cfg = _config(
+        kubeconfig,
+        capacity_preset="custom",
+        spot={
+            "node_selector": {"pool": "cheap"},
+            "tolerations": [
+                {"key": "pool", "operator": "Equal", "value": "cheap", "effect": "NoSchedule"}
+            ],
+        },
+        on_demand={"exclude_labels": {"pool": ["cheap"], "karpenter.sh/capacity-type": ["spot"]}},
+    )
     p = KubernetesProvider(cfg, clock=clock)
     spot = await p.launch(make_request(make_spec(), _offer(B, True), 1))
     ondemand = await p.launch(make_request(make_spec(), _offer(B, False), 2))
@@ -512,12 +578,18 @@ def test_instance_ids_keep_contexts_that_contain_slashes() -> None:
 async def test_a_spec_candidate_names_the_accelerator_used_for_the_offering(
     provider: KubernetesProvider, clusters: dict[str, FakeKubernetes]
 ) -> None:
-    clusters["ctx-a"].add_node("gpu", {"karpenter.sh/capacity-type": "on-demand",
-                                       "karpenter.k8s.aws/instance-gpu-name": "a100"}, gpus=8)
-    spec = make_spec(spot=False, candidates=(
-        ResourceCandidate(cloud="kubernetes", accelerators={"L4": 1}),
-        ResourceCandidate(cloud="kubernetes", accelerators={"A100": 8}),
-    ))
+    clusters["ctx-a"].add_node(
+        "gpu",
+        {"karpenter.sh/capacity-type": "on-demand", "karpenter.k8s.aws/instance-gpu-name": "a100"},
+        gpus=8,
+    )
+    spec = make_spec(
+        spot=False,
+        candidates=(
+            ResourceCandidate(cloud="kubernetes", accelerators={"L4": 1}),
+            ResourceCandidate(cloud="kubernetes", accelerators={"A100": 8}),
+        ),
+    )
     offers = [o for o in await provider.offerings(spec) if o.accelerators == "A100:8"]
     inst = await provider.launch(make_request(spec, offers[0]))
     assert _pod(clusters["ctx-a"], inst.instance_id)["spec"]["nodeName"] == "gpu"
@@ -527,8 +599,10 @@ async def test_a_spec_candidate_names_the_accelerator_used_for_the_offering(
 
 
 async def test_two_clusters_spot_moves_to_the_other_cluster_then_to_ondemand_and_down_cleans_both(
-    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes],
-    events: list[InstanceEvent], clock: FakeClock,
+    provider: KubernetesProvider,
+    clusters: dict[str, FakeKubernetes],
+    events: list[InstanceEvent],
+    clock: FakeClock,
 ) -> None:
     spec = make_spec()
     offers = {(o.location, o.spot): o for o in await provider.offerings(spec)}
@@ -560,9 +634,13 @@ async def test_two_clusters_spot_moves_to_the_other_cluster_then_to_ondemand_and
     assert all(e.kind is InstanceEventKind.PREEMPTED for e in events)
 
     states = {i.replica_id: i.state for i in await provider.list_instances("svc")}
-    assert states == {1: InstanceState.PREEMPTED, 2: InstanceState.PREEMPTED,
-                      3: InstanceState.PREEMPTED, 5: InstanceState.PREEMPTED,
-                      6: InstanceState.RUNNING}
+    assert states == {
+        1: InstanceState.PREEMPTED,
+        2: InstanceState.PREEMPTED,
+        3: InstanceState.PREEMPTED,
+        5: InstanceState.PREEMPTED,
+        6: InstanceState.RUNNING,
+    }
 
     # serve down: terminate everything listed; neither cluster keeps a pod of ours
     for inst in await provider.list_instances("svc"):

@@ -17,23 +17,53 @@ PACKAGES = ("skyctl", "providers", "policies")
 
 # (prefix, layer): the longest matching prefix decides; higher layers may import lower ones
 LAYERS: list[tuple[str, int]] = [
-    ("skyctl.cli", 4), ("skyctl.cli_sim", 4), ("skyctl.client", 4), ("skyctl.__main__", 4),
-    ("skyctl.controller", 3), ("skyctl.router", 3), ("skyctl.sim", 3),
-    ("skyctl.store", 2), ("providers", 2), ("policies", 2),
+    ("skyctl.cli", 4),
+    ("skyctl.cli_sim", 4),
+    ("skyctl.client", 4),
+    ("skyctl.__main__", 4),
+    ("skyctl.controller", 3),
+    ("skyctl.router", 3),
+    ("skyctl.sim", 3),
+    ("skyctl.store", 2),
+    ("providers", 2),
+    ("policies", 2),
     ("skyctl", 1),
 ]
 # siblings on layer 2 and 3 that must not import each other (importer, imported)
 FORBIDDEN_SIBLINGS = [
-    ("skyctl.store", "providers"), ("skyctl.store", "policies"),
-    ("providers", "skyctl.store"), ("providers", "policies"),
-    ("policies", "skyctl.store"), ("policies", "providers"),
-    ("skyctl.router", "skyctl.controller"), ("skyctl.router", "skyctl.sim"),
-    ("skyctl.sim", "skyctl.controller"), ("skyctl.sim", "skyctl.router"),
+    ("skyctl.store", "providers"),
+    ("skyctl.store", "policies"),
+    ("providers", "skyctl.store"),
+    ("providers", "policies"),
+    ("policies", "skyctl.store"),
+    ("policies", "providers"),
+    ("skyctl.router", "skyctl.controller"),
+    ("skyctl.router", "skyctl.sim"),
+    ("skyctl.sim", "skyctl.controller"),
+    ("skyctl.sim", "skyctl.router"),
 ]
-POLICY_BANNED = ("aiohttp", "sqlalchemy", "boto3", "botocore", "google", "azure", "kubernetes",
-                 "time", "asyncio", "socket", "subprocess", "requests", "random")
-SDKS = {"boto3": "providers.aws", "botocore": "providers.aws", "google": "providers.gcp",
-        "azure": "providers.azure", "kubernetes": "providers.kubernetes"}
+POLICY_BANNED = (
+    "aiohttp",
+    "sqlalchemy",
+    "boto3",
+    "botocore",
+    "google",
+    "azure",
+    "kubernetes",
+    "time",
+    "asyncio",
+    "socket",
+    "subprocess",
+    "requests",
+    "random",
+)
+SDKS = {
+    "boto3": "providers.aws",
+    "botocore": "providers.aws",
+    "google": "providers.gcp",
+    "azure": "providers.azure",
+    "kubernetes": "providers.kubernetes",
+}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -99,8 +129,11 @@ def test_imports_only_go_down_the_layers(module: str, path: Path) -> None:
             )
 
 
-@pytest.mark.parametrize(("module", "path"), [m for m in MODULES if m[0].startswith("policies")],
-                         ids=[m for m, _ in MODULES if m.startswith("policies")])
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [m for m in MODULES if m[0].startswith("policies")],
+    ids=[m for m, _ in MODULES if m.startswith("policies")],
+)
 def test_policies_are_pure(module: str, path: Path) -> None:
     for imported in _imports(module, path):
         top = imported.split(".")[0]

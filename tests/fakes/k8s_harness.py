@@ -29,8 +29,11 @@ async def start_clusters(
     out: dict[str, FakeKubernetes] = {}
     for i, (ctx, ns) in enumerate(contexts.items(), start=1):
         fake = FakeKubernetes(
-            name=ctx, token=f"token-{ctx}", namespaces=("default", *([ns] if ns else [])),
-            now=clock.now, ip_block=i,
+            name=ctx,
+            token=f"token-{ctx}",
+            namespaces=("default", *([ns] if ns else [])),
+            now=clock.now,
+            ip_block=i,
         )
         await fake.start()
         fake.add_node(f"{ctx}-spot-1", KARPENTER_SPOT)
@@ -40,7 +43,8 @@ async def start_clusters(
 
 
 def write_kubeconfig(
-    path: Path, clusters: Mapping[str, FakeKubernetes],
+    path: Path,
+    clusters: Mapping[str, FakeKubernetes],
     namespaces: Mapping[str, str | None] = CONTEXT_NAMESPACES,
 ) -> Path:
     entries = [fake.kubeconfig_entry(ctx, namespaces.get(ctx)) for ctx, fake in clusters.items()]
@@ -52,25 +56,43 @@ def namespace_of(ctx: str) -> str:
 
 
 def make_spec(
-    name: str = "svc", *, spot: bool = True, candidates: tuple[ResourceCandidate, ...] = (),
-    setup: str | None = None, run: str | None = "python -m http.server $PORT", **cand: Any,
+    name: str = "svc",
+    *,
+    spot: bool = True,
+    candidates: tuple[ResourceCandidate, ...] = (),
+    setup: str | None = None,
+    run: str | None = "python -m http.server $PORT",
+    **cand: Any,
 ) -> ServiceSpec:
     if not candidates:
         cand.setdefault("cloud", "kubernetes")
         candidates = (ResourceCandidate(use_spot=spot, **cand),)
     return ServiceSpec(
-        name=name, resources=Resources(candidates=candidates, use_spot=spot),
-        setup=setup, run=run,
+        name=name,
+        resources=Resources(candidates=candidates, use_spot=spot),
+        setup=setup,
+        run=run,
     )
 
 
 def make_request(
-    spec: ServiceSpec, offering: Offering, replica_id: int = 1, token: str | None = None,
-    *, port: int = 8080, envs: Mapping[str, str] | None = None,
+    spec: ServiceSpec,
+    offering: Offering,
+    replica_id: int = 1,
+    token: str | None = None,
+    *,
+    port: int = 8080,
+    envs: Mapping[str, str] | None = None,
 ) -> LaunchRequest:
     return LaunchRequest(
-        service=spec.name or "svc", replica_id=replica_id, version=1, offering=offering,
-        client_token=token or f"token-{replica_id}", spec=spec, port=port, envs=dict(envs or {}),
+        service=spec.name or "svc",
+        replica_id=replica_id,
+        version=1,
+        offering=offering,
+        client_token=token or f"token-{replica_id}",
+        spec=spec,
+        port=port,
+        envs=dict(envs or {}),
     )
 
 

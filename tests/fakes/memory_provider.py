@@ -90,10 +90,16 @@ class MemoryProvider(Provider):
         port = runner.addresses[0][1]
         running.runner = runner
         running.instance = Instance(
-            instance_id=iid, service=request.service, replica_id=request.replica_id,
-            version=request.version, location=loc, spot=request.offering.spot,
-            state=InstanceState.RUNNING, endpoint=f"http://127.0.0.1:{port}",
-            price=request.offering.price, created_at=self.clock.now(),
+            instance_id=iid,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            location=loc,
+            spot=request.offering.spot,
+            state=InstanceState.RUNNING,
+            endpoint=f"http://127.0.0.1:{port}",
+            price=request.offering.price,
+            created_at=self.clock.now(),
         )
         self.instances[iid] = running
         self.by_token[request.client_token] = iid
@@ -113,8 +119,11 @@ class MemoryProvider(Provider):
 
     # ------------------------------------------------------------- injection
     def running(self, service: str) -> list[Instance]:
-        return [r.instance for r in self.instances.values()
-                if r.instance.service == service and r.instance.state is InstanceState.RUNNING]
+        return [
+            r.instance
+            for r in self.instances.values()
+            if r.instance.service == service and r.instance.state is InstanceState.RUNNING
+        ]
 
     def find(self, service: str, replica_id: int) -> _Running:
         for r in self.instances.values():
@@ -128,14 +137,30 @@ class MemoryProvider(Provider):
             await r.runner.cleanup()
             r.runner = None
         r.instance = replace(r.instance, state=InstanceState.PREEMPTED)
-        self._emit(InstanceEvent(InstanceEventKind.PREEMPTED, service, replica_id,
-                                 r.instance.instance_id, r.instance.location, self.clock.now()))
+        self._emit(
+            InstanceEvent(
+                InstanceEventKind.PREEMPTED,
+                service,
+                replica_id,
+                r.instance.instance_id,
+                r.instance.location,
+                self.clock.now(),
+            )
+        )
 
     def notice(self, service: str, replica_id: int, at: float) -> None:
         r = self.find(service, replica_id)
         r.instance = replace(r.instance, interruption_at=at)
-        self._emit(InstanceEvent(InstanceEventKind.NOTICE, service, replica_id,
-                                 r.instance.instance_id, r.instance.location, at))
+        self._emit(
+            InstanceEvent(
+                InstanceEventKind.NOTICE,
+                service,
+                replica_id,
+                r.instance.instance_id,
+                r.instance.location,
+                at,
+            )
+        )
 
     async def close(self) -> None:
         for r in self.instances.values():

@@ -57,3 +57,13 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return "X"
+
+
+def wait_until_gone(text: str, seconds: float = 15.0) -> list[int]:
+    """Wait for processes mentioning ``text`` to exit; return those still alive."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [p for p in pids_mentioning(text) if "Z" not in _state(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)

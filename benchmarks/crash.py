@@ -71,6 +71,8 @@ def main() -> int:
     )
     print("in progress at the kill:", ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     print("scenario step at the kill:", ", ".join(f"{k} {n}" for k, n in steps.most_common()))
+    if not recover:
+        return 1
     print(
         f"restart to converged: median {statistics.median(recover):.1f}s, max {max(recover):.1f}s"
     )

@@ -248,6 +248,8 @@ class KubernetesProvider(Provider):
         iid = instance_id(ctx, ns, name)
         self._gone.pop(iid, None)
         view = view_pod(pod_dict)
+        self._pods.setdefault(ctx, {}).setdefault(name, pod_dict)  # until the watch reports it
+        self._track_pending(iid, view)
         state, detail = self._state(iid, view)
         return self._instance(ctx, view, state, detail, await self._endpoint(ctx, view, svc))
 
@@ -448,10 +450,7 @@ class KubernetesProvider(Provider):
         cache[view.name] = pod
         if iid in self._deleting:
             return
-        if view.unschedulable:
-            self._unschedulable_since.setdefault(iid, self._clock.now())
-        else:
-            self._unschedulable_since.pop(iid, None)
+        self._track_pending(iid, view)
         state, detail = self._state(iid, view)
         self._push(self._instance(ctx, view, state, detail, None))
 
@@ -467,15 +466,21 @@ class KubernetesProvider(Provider):
         elif inst.state in (InstanceState.FAILED, InstanceState.TERMINATED):
             self._emit_once(InstanceEventKind.EXITED, inst)
 
+    def _track_pending(self, iid: str, view: PodView) -> None:
+        """The unschedulable wait starts when a pod is first seen without a node."""
+        if view.phase == "Pending" and not view.node and not view.deleting:
+            self._unschedulable_since.setdefault(iid, self._clock.now())
+        else:
+            self._unschedulable_since.pop(iid, None)
+
     async def _expire_if_unschedulable(self, ctx: str, view: PodView) -> bool:
         """Delete a pod unschedulable for longer than the timeout; True if it was."""
         iid = instance_id(ctx, view.namespace, view.name)
+        self._track_pending(iid, view)
         if not view.unschedulable or view.deleting or iid in self._deleting:
-            self._unschedulable_since.pop(iid, None)
             return False
         now = self._clock.now()
-        since = self._unschedulable_since.setdefault(iid, now)
-        waited = now - since
+        waited = now - self._unschedulable_since.get(iid, now)
         if waited < self._cfg.unschedulable_timeout:
             return False
         self._exhausted[(ctx, view.spot)] = now + self._cfg.capacity_cooldown

@@ -136,6 +136,8 @@ def load_yaml(text: str, source: str | None) -> Any:
         raise spec_error(f"invalid YAML: {reason}", line=line, source=source) from None
     except RecursionError:
         raise spec_error("invalid YAML: nesting too deep", line=None, source=source) from None
+    except ValueError as e:  # a constructor's: a date like 2001-13-45, an int of 5000 digits
+        raise spec_error(f"invalid YAML value: {e}", line=None, source=source) from None
 
 
 def type_name(value: Any) -> str:

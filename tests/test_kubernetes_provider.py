@@ -18,6 +18,7 @@ from skyctl.errors import CapacityError, ConfigError, QuotaError, TransientError
 from skyctl.spec import ResourceCandidate
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
 from tests.fakes.k8s_harness import (
+    advance_until,
     make_request,
     make_spec,
     namespace_of,
@@ -383,12 +384,13 @@ async def test_unschedulable_spot_pods_become_preempted_and_the_pool_a_capacity_
 ) -> None:
     fake = clusters["ctx-a"]
     fake.remove_node("ctx-a-spot-1")
+    start = clock.now()
     inst = await provider.launch(make_request(make_spec(), _offer(A), 1))
     assert inst.state is InstanceState.PENDING
     [pending] = await provider.list_instances("svc")
     assert pending.state is InstanceState.PENDING and "0/1 nodes are available" in pending.detail
-    await clock.advance(61)
-    await wait_for(lambda: bool(events), "the unschedulable pod to be given up")
+    await advance_until(clock, lambda: bool(events), "the unschedulable pod to be given up")
+    assert clock.now() - start >= 60  # not before the configured wait
     assert events[0].kind is InstanceEventKind.PREEMPTED and "unschedulable" in events[0].detail
     assert fake.pods(selector="skyctl-service") == []
     [gone] = await provider.list_instances("svc")
@@ -618,8 +620,7 @@ async def test_two_clusters_spot_moves_to_the_other_cluster_then_to_ondemand_and
     # ... and a replacement there never schedules: given up, then the pool says no
     three = await provider.launch(make_request(spec, offers[(A, True)], 3))
     assert three.state is InstanceState.PENDING
-    await clock.advance(61)
-    await wait_for(lambda: [e.replica_id for e in events] == [1, 3], "replica 3 given up")
+    await advance_until(clock, lambda: [e.replica_id for e in events] == [1, 3], "3 given up")
     with pytest.raises(CapacityError):
         await provider.launch(make_request(spec, offers[(A, True)], 4))
     five = await provider.launch(make_request(spec, offers[(B, True)], 5))

@@ -159,7 +159,8 @@ class Controller:
     def _on_provider_event(self, event: InstanceEvent) -> None:
         """A push signal: take the replica out of routing now, then reconcile."""
         rt = self.runtimes.get(event.service)
-        if rt is None:
+        replica = self.store.get_replica(event.service, event.replica_id) if rt else None
+        if rt is None or replica is None or not replica.is_live:
             return
         if event.kind in (InstanceEventKind.PREEMPTED, InstanceEventKind.EXITED):
             rt.gone.add(event.replica_id)

@@ -333,6 +333,8 @@ class Reconciler:
             rt.name, r.replica_id, now=self.clock.now(), status=S.TERMINATED
         )
         rt.prober.forget(r.replica_id)
+        rt.gone.discard(r.replica_id)  # bounded: only live replicas are remembered
+        rt.noticed.discard(r.replica_id)
         return r
 
     async def _terminate_instance(self, service: str, cloud: str, instance_id: str) -> None:
@@ -458,7 +460,12 @@ class Reconciler:
             status = ServiceStatus.REPLICA_INIT
         else:
             status = ServiceStatus.NO_REPLICA
-        if status is not svc.status:
+        # `svc` was read when the tick began: a `serve down` that arrived during
+        # the tick's awaits must not be overwritten (the deletion would be lost)
+        current = self.store.get_service(svc.name)
+        if current is None or current.status is ServiceStatus.SHUTTING_DOWN:
+            return
+        if status is not current.status:
             self.store.update_service(svc.name, now=self.clock.now(), status=status)
 
     async def _finish_down(self, name: str, spec: ServiceSpec) -> bool:

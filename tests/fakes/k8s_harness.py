@@ -106,6 +106,19 @@ async def wait_for(cond: Callable[[], bool], what: str, timeout: float = 10.0) -
         await asyncio.sleep(0.01)
 
 
+async def advance_until(
+    clock: FakeClock, cond: Callable[[], bool], what: str, step: float = 5.0, timeout: float = 10.0
+) -> None:
+    """Move the fake clock in steps until ``cond`` holds (real time only caps a hang)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await clock.advance(step)
+        await asyncio.sleep(0.01)
+
+
 async def with_clock(clock: FakeClock, work: Awaitable[T], step: float = 1.0) -> T:
     """Run ``work`` while moving the fake clock, so its backoff sleeps end."""
     task = asyncio.ensure_future(work)

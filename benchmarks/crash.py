@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import os
 import shutil
 import statistics
@@ -24,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers.crash import run_campaign
 from tests.helpers.processes import kill_leftovers
+
+
+def report(seed: int, line: str) -> None:
+    print(f"seed {seed}: {line}", flush=True)
 
 
 def main() -> int:
@@ -50,7 +55,7 @@ def main() -> int:
                     kills=args.kills,
                     max_delay=args.max_delay,
                     rate=args.rate,
-                    report=lambda line, s=seed: print(f"seed {s}: {line}", flush=True),
+                    report=functools.partial(report, seed),
                 )
             )
         except AssertionError as e:  # keep the home to look at

@@ -25,9 +25,6 @@ See docs/kubernetes.md for the user's side.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,9 +34,7 @@ from providers.kubernetes_api import (
     REQUEST_TIMEOUT,
     AlreadyExists,
     Discovery,
-    Gone,
     KubeApi,
-    WatchHandle,
     discover,
     in_cluster,
 )
@@ -57,26 +52,17 @@ from providers.kubernetes_build import (
     view_pod,
 )
 from providers.kubernetes_config import KubeConfig, parse_config
+from providers.kubernetes_watch import PodTracker, make_instance
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, NotFoundError, SkyctlError
 from skyctl.spec import ResourceCandidate, ServiceSpec
-from skyctl.types import (
-    Instance,
-    InstanceEvent,
-    InstanceEventKind,
-    InstanceState,
-    Location,
-    Offering,
-)
+from skyctl.types import Instance, Location, Offering
 
 __all__ = ["KubernetesProvider", "check"]
 
 log = logging.getLogger("skyctl.providers.kubernetes")
 
-WATCH_TIMEOUT = 300  # seconds a watch session lasts before it is resumed
-GONE_RETENTION_SECONDS = 3600.0  # how long a pod the cluster removed stays listed PREEMPTED
 NODE_CACHE_SECONDS = 300.0
-SWEEP_SECONDS = 1.0
 
 
 def _is_kubernetes(candidate: ResourceCandidate) -> bool:
@@ -126,17 +112,16 @@ class KubernetesProvider(Provider):
         self._clock = clock
         self._api = KubeApi(self._cfg, clock=clock)
         self._used: set[str] = set()  # contexts named by specs or launched in
-        self._watches: dict[str, asyncio.Task[None]] = {}
-        self._handles: dict[str, WatchHandle] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-        self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # context -> name -> pod (watched)
-        self._gone: dict[str, tuple[float, Instance]] = {}  # removed by the cluster
-        self._deleting: set[str] = set()  # instance ids we asked to delete
-        self._emitted: set[tuple[str, InstanceEventKind]] = set()
-        self._unschedulable_since: dict[str, float] = {}
-        self._exhausted: dict[tuple[str, bool], float] = {}  # (context, spot) -> until
         self._nodes: dict[tuple[str, str], tuple[float, str | None]] = {}
-        self._closed = False
+        self._tracker = PodTracker(
+            self._cfg,
+            clock=clock,
+            api=self._api,
+            namespace=self._namespace,
+            list_pods=self._list_all_pods,
+            delete=self.terminate,
+            emit=self._emit,
+        )
 
     # ------------------------------------------------------------- contexts
 
@@ -205,7 +190,7 @@ class KubernetesProvider(Provider):
         ctx = off.location.region
         if off.location.cloud != "kubernetes" or not ctx:
             raise ConfigError(f"kubernetes: cannot launch at {off.location}")
-        until = self._exhausted.get((ctx, off.spot), 0.0)
+        until = self._tracker.exhausted_until(ctx, off.spot)
         if self._clock.now() < until:
             kind = "spot" if off.spot else "on-demand"
             raise CapacityError(
@@ -223,7 +208,7 @@ class KubernetesProvider(Provider):
             namespace=ns,
             candidate=self._candidate(request.spec, off),
         )
-        self._ensure_watch(ctx)
+        self._tracker.ensure_watch(ctx)
         try:
             pod = await self._api.call(
                 ctx,
@@ -246,12 +231,9 @@ class KubernetesProvider(Provider):
         if await self._service_mode():
             svc = await self._create_service(ctx, pod_dict, request.port)
         iid = instance_id(ctx, ns, name)
-        self._gone.pop(iid, None)
-        view = view_pod(pod_dict)
-        self._pods.setdefault(ctx, {}).setdefault(name, pod_dict)  # until the watch reports it
-        self._track_pending(iid, view)
-        state, detail = self._state(iid, view)
-        return self._instance(ctx, view, state, detail, await self._endpoint(ctx, view, svc))
+        view = self._tracker.launched(ctx, iid, pod_dict)
+        state, detail = self._tracker.state(iid, view)
+        return make_instance(ctx, view, state, detail, await self._endpoint(ctx, view, svc))
 
     def _candidate(self, spec: ServiceSpec, off: Offering) -> ResourceCandidate | None:
         for cand in spec.resources.candidates:
@@ -287,9 +269,7 @@ class KubernetesProvider(Provider):
             ctx, ns, name = split_instance_id(instance_id)
         except ValueError:
             return  # not ours: nothing to delete
-        self._deleting.add(instance_id)
-        self._gone.pop(instance_id, None)
-        self._unschedulable_since.pop(instance_id, None)
+        self._tracker.deleting(instance_id)
         kinds = ["pod", "service"] if await self._service_mode() else ["pod"]
         for kind in kinds:
             method = f"delete_namespaced_{kind}"
@@ -317,13 +297,16 @@ class KubernetesProvider(Provider):
             (data.get("metadata") or {}).get("resourceVersion") or ""
         )
 
+    async def _list_all_pods(self, ctx: str) -> tuple[list[dict[str, Any]], str]:
+        return await self._list(ctx, "pods", LABEL_SERVICE)
+
     async def list_instances(self, service: str) -> Sequence[Instance]:
         selector = f"{LABEL_SERVICE}={label_value(service)}"
         service_mode = await self._service_mode()
         out: list[Instance] = []
         for ctx in await self._contexts():
             pods, _ = await self._list(ctx, "pods", selector)
-            self._ensure_watch(ctx)
+            self._tracker.ensure_watch(ctx)
             svcs: dict[str, dict[str, Any]] = {}
             if service_mode:
                 found, _ = await self._list(ctx, "services", selector)
@@ -333,19 +316,12 @@ class KubernetesProvider(Provider):
                 if view.service != service:
                     continue  # a label-value collision of two long names
                 iid = instance_id(ctx, view.namespace, view.name)
-                if await self._expire_if_unschedulable(ctx, view):
+                if await self._tracker.expire_if_unschedulable(ctx, view):
                     continue
-                state, detail = self._state(iid, view)
+                state, detail = self._tracker.state(iid, view)
                 endpoint = await self._endpoint(ctx, view, svcs.get(view.name))
-                out.append(self._instance(ctx, view, state, detail, endpoint))
-        listed = {i.instance_id for i in out}
-        now = self._clock.now()
-        for iid, (when, inst) in list(self._gone.items()):
-            if now - when > GONE_RETENTION_SECONDS:
-                del self._gone[iid]
-            elif inst.service == service and iid not in listed:
-                out.append(inst)
-        return out
+                out.append(make_instance(ctx, view, state, detail, endpoint))
+        return out + self._tracker.gone(service, {i.instance_id for i in out})
 
     async def list_services(self) -> Sequence[str]:
         names: set[str] = set()
@@ -355,30 +331,6 @@ class KubernetesProvider(Provider):
         return sorted(names)
 
     # ----------------------------------------------------- state & endpoints
-
-    def _state(self, iid: str, view: PodView) -> tuple[InstanceState, str]:
-        if iid in self._deleting:
-            return InstanceState.TERMINATED, "deleting"
-        if view.deleting and view.state not in (InstanceState.FAILED, InstanceState.TERMINATED):
-            return InstanceState.PREEMPTED, view.detail or "pod deleted by the cluster"
-        return view.state, view.detail
-
-    def _instance(
-        self, ctx: str, view: PodView, state: InstanceState, detail: str, endpoint: str | None
-    ) -> Instance:
-        return Instance(
-            instance_id=instance_id(ctx, view.namespace, view.name),
-            service=view.service,
-            replica_id=view.replica_id,
-            version=view.version,
-            location=Location("kubernetes", ctx, ""),
-            spot=view.spot,
-            state=state,
-            endpoint=endpoint,
-            price=view.price,
-            created_at=view.created_at,
-            detail=detail,
-        )
 
     async def _endpoint(self, ctx: str, view: PodView, svc: dict[str, Any] | None) -> str | None:
         if not await self._service_mode():
@@ -408,165 +360,8 @@ class KubernetesProvider(Provider):
         self._nodes[(ctx, node)] = (self._clock.now() + NODE_CACHE_SECONDS, address)
         return address
 
-    # ---------------------------------------------------------- preemption
-
-    def _emit_once(self, kind: InstanceEventKind, inst: Instance) -> None:
-        if (inst.instance_id, kind) in self._emitted:
-            return
-        self._emitted.add((inst.instance_id, kind))
-        self._emit(
-            InstanceEvent(
-                kind,
-                inst.service,
-                inst.replica_id,
-                inst.instance_id,
-                inst.location,
-                self._clock.now(),
-                inst.detail,
-            )
-        )
-
-    def _on_event(self, ctx: str, kind: str, pod: dict[str, Any]) -> None:
-        """A watch event (in the event loop): update the cache, push preemptions."""
-        if self._closed:
-            return
-        view = view_pod(pod)
-        iid = instance_id(ctx, view.namespace, view.name)
-        cache = self._pods.setdefault(ctx, {})
-        if kind == "DELETED":
-            cache.pop(view.name, None)
-            self._unschedulable_since.pop(iid, None)
-            if iid in self._deleting:
-                self._deleting.discard(iid)
-                return
-            state, detail = self._state(iid, view)
-            if state not in (InstanceState.FAILED, InstanceState.TERMINATED):
-                state = InstanceState.PREEMPTED
-                detail = view.detail or "pod deleted by the cluster"
-            inst = self._instance(ctx, view, state, detail, None)
-            self._gone[iid] = (self._clock.now(), inst)
-            self._push(inst)
-            return
-        cache[view.name] = pod
-        if iid in self._deleting:
-            return
-        self._track_pending(iid, view)
-        state, detail = self._state(iid, view)
-        self._push(self._instance(ctx, view, state, detail, None))
-
-    def _deliver(
-        self, loop: asyncio.AbstractEventLoop, ctx: str, kind: str, pod: dict[str, Any]
-    ) -> None:
-        """Called in the watch thread: hand the event to the event loop."""
-        loop.call_soon_threadsafe(self._on_event, ctx, kind, pod)
-
-    def _push(self, inst: Instance) -> None:
-        if inst.state is InstanceState.PREEMPTED:
-            self._emit_once(InstanceEventKind.PREEMPTED, inst)
-        elif inst.state in (InstanceState.FAILED, InstanceState.TERMINATED):
-            self._emit_once(InstanceEventKind.EXITED, inst)
-
-    def _track_pending(self, iid: str, view: PodView) -> None:
-        """The unschedulable wait starts when a pod is first seen without a node."""
-        if view.phase == "Pending" and not view.node and not view.deleting:
-            self._unschedulable_since.setdefault(iid, self._clock.now())
-        else:
-            self._unschedulable_since.pop(iid, None)
-
-    async def _expire_if_unschedulable(self, ctx: str, view: PodView) -> bool:
-        """Delete a pod unschedulable for longer than the timeout; True if it was."""
-        iid = instance_id(ctx, view.namespace, view.name)
-        self._track_pending(iid, view)
-        if not view.unschedulable or view.deleting or iid in self._deleting:
-            return False
-        now = self._clock.now()
-        waited = now - self._unschedulable_since.get(iid, now)
-        if waited < self._cfg.unschedulable_timeout:
-            return False
-        self._exhausted[(ctx, view.spot)] = now + self._cfg.capacity_cooldown
-        detail = f"unschedulable for {waited:.0f}s: {view.unschedulable}"
-        inst = self._instance(ctx, view, InstanceState.PREEMPTED, detail, None)
-        log.info("kubernetes/%s: %s %s", ctx, view.name, detail)
-        await self.terminate(iid)
-        self._gone[iid] = (now, inst)
-        self._push(inst)
-        return True
-
-    def _ensure_watch(self, ctx: str) -> None:
-        if self._closed:
-            return
-        task = self._watches.get(ctx)
-        if task is None or task.done():
-            self._watches[ctx] = asyncio.create_task(self._watch_loop(ctx), name=f"k8s-watch-{ctx}")
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep_loop(), name="k8s-unschedulable")
-
-    async def _watch_loop(self, ctx: str) -> None:
-        loop = asyncio.get_running_loop()
-        rv: str | None = None
-        delay = 1.0
-        empty = 0  # consecutive watch sessions that brought nothing
-        while not self._closed:
-            try:
-                ns = await self._namespace(ctx)
-                if rv is None:
-                    pods, rv = await self._list(ctx, "pods", LABEL_SERVICE)
-                    self._resync(ctx, pods)
-                handle = WatchHandle()
-                self._handles[ctx] = handle
-                rv = await self._api.watch_pods(
-                    ctx,
-                    ns,
-                    LABEL_SERVICE,
-                    rv,
-                    functools.partial(self._deliver, loop, ctx),
-                    handle,
-                    WATCH_TIMEOUT,
-                )
-                delay = 1.0
-                empty = 0 if handle.events else empty + 1
-                if empty >= 3:  # a server that keeps ending watches at once: do not spin
-                    await self._clock.sleep(1.0)
-            except Gone:
-                rv = None
-            except SkyctlError as e:
-                log.warning("kubernetes/%s: pod watch failed: %s; retrying in %.0fs", ctx, e, delay)
-                rv = None
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    def _resync(self, ctx: str, pods: list[dict[str, Any]]) -> None:
-        """A fresh list replaces the cache; pods missing from it were deleted."""
-        fresh = {str(p["metadata"]["name"]): p for p in pods}
-        for name, old in list(self._pods.get(ctx, {}).items()):
-            if name not in fresh:
-                self._on_event(ctx, "DELETED", old)
-        self._pods[ctx] = {}
-        for pod in fresh.values():
-            self._on_event(ctx, "MODIFIED", pod)
-
-    async def _sweep_loop(self) -> None:
-        while not self._closed:
-            await self._clock.sleep(SWEEP_SECONDS)
-            for ctx, pods in list(self._pods.items()):
-                for pod in list(pods.values()):
-                    try:
-                        await self._expire_if_unschedulable(ctx, view_pod(pod))
-                    except SkyctlError as e:
-                        log.warning("kubernetes/%s: %s", ctx, e)
-
     # ---------------------------------------------------------------- close
 
     async def close(self) -> None:
-        self._closed = True
-        for handle in self._handles.values():
-            handle.stop()
-        tasks = [*self._watches.values(), *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._watches.clear()
-        self._sweeper = None
+        await self._tracker.close()
         await self._api.close()

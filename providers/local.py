@@ -233,6 +233,7 @@ class LocalProvider(Provider):
             SKYCTL_REPLICA_ID=str(request.replica_id),
             SKYCTL_VERSION=str(request.version),
             SKYCTL_INSTANCE_ID=instance_id,
+            SKYCTL_LOCAL_STATE=str(self._state_dir),  # whose replica, for _adopt_stray
             SKYCTL_LOCATION=str(offering.location),
             SKYCTL_SPOT="1" if offering.spot else "0",
         )
@@ -291,7 +292,11 @@ class LocalProvider(Provider):
         record leaves such a process; the relaunch with the same client token
         (hence the same instance id) adopts it instead of starting a second one.
         """
-        found = processes_with_env("SKYCTL_INSTANCE_ID", instance_id)
+        found = {
+            pid: env
+            for pid, env in processes_with_env("SKYCTL_INSTANCE_ID", instance_id).items()
+            if env.get("SKYCTL_LOCAL_STATE") == str(self._state_dir)
+        }
         leaders = [pid for pid in found if _pgid(pid) == pid]  # the launcher leads its group
         port = int(found[leaders[0]].get("PORT") or 0) if leaders else 0
         if not port:

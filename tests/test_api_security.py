@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from providers.registry import ProviderSet
@@ -44,7 +45,9 @@ class Calls:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[TestClient, Calls]]:  # type: ignore[type-arg]
+async def api(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Calls]]:
     clock = FakeClock()
     store = Store(tmp_path / "state.db")
     providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
@@ -86,7 +89,7 @@ ROUTES = [
 @pytest.mark.parametrize("header", list(BAD_HEADERS.values()), ids=list(BAD_HEADERS))
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
 async def test_every_route_answers_401_without_the_exact_bearer_token(
-    api: tuple[TestClient, Calls],  # type: ignore[type-arg]
+    api: tuple[TestClient[web.Request, web.Application], Calls],
     method: str,
     path: str,
     header: str | None,
@@ -101,7 +104,9 @@ async def test_every_route_answers_401_without_the_exact_bearer_token(
     assert await listed.json() == []  # nothing was created or changed
 
 
-async def test_the_right_token_is_let_in(api: tuple[TestClient, Calls]) -> None:  # type: ignore[type-arg]
+async def test_the_right_token_is_let_in(
+    api: tuple[TestClient[web.Request, web.Application], Calls],
+) -> None:
     client, calls = api
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert (await client.get("/v1/health", headers=auth)).status == 200
@@ -111,7 +116,7 @@ async def test_the_right_token_is_let_in(api: tuple[TestClient, Calls]) -> None:
 
 
 async def test_the_token_is_compared_in_constant_time(
-    api: tuple[TestClient, Calls],  # type: ignore[type-arg]
+    api: tuple[TestClient[web.Request, web.Application], Calls],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, _ = api

@@ -10,10 +10,13 @@ instance, no new launch) and serves on the same port.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +28,7 @@ from tests.helpers.daemon import Daemon, replica_processes
 SLOW_MS = 6000  # far longer than the controller needs to react; well inside its 10 s grace
 
 
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -34,8 +37,8 @@ def wait_for(predicate, what: str, timeout: float = 30.0) -> None:  # type: igno
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def service(client: ControllerClient) -> dict:  # type: ignore[type-arg]
-    return client.call("GET", "/v1/services?name=grace")[0]  # type: ignore[no-any-return]
+def service(client: ControllerClient) -> dict[str, Any]:
+    return dict(client.call("GET", "/v1/services?name=grace")[0])
 
 
 def refuses(port: int) -> bool:
@@ -72,13 +75,14 @@ async def test_sigterm_finishes_in_flight_requests_exits_0_and_leaves_replicas_t
             lambda: service(client)["replicas"][0]["router"].get("in_flight", 0) >= 1,
             "the slow request to reach the replica",
         )
-        daemon.proc.send_signal(15)  # type: ignore[union-attr]
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
 
         await asyncio.to_thread(wait_for, lambda: refuses(port), "the router to stop accepting")
         assert not slow.done(), "the slow request ended before the router stopped accepting"
         status, body = await slow
         assert (status, body) == (200, f"slow {replica['id']}")
-        assert await asyncio.to_thread(daemon.proc.wait, 30) == 0  # type: ignore[union-attr]
+        assert await asyncio.to_thread(daemon.proc.wait, 30) == 0
         assert not (skyctl_home / "controller.json").exists()
         assert instance in replica_processes(skyctl_home), "the replica must keep running"
 

@@ -201,3 +201,15 @@ async def test_the_role_grants_exactly_what_the_in_cluster_provider_uses(
         await provider.close()
     used = {(verb, res) for verb, res in fake.verbs}
     assert used == _granted(_find("Role"))
+
+
+def test_the_documented_spec_and_config_are_accepted() -> None:
+    from skyctl.spec_yaml import parse_spec
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "kubernetes.md").read_text(), re.S)
+    spec = parse_spec(blocks[0], "docs/kubernetes.md")
+    assert spec.resources.candidates[0].cloud == "kubernetes"
+    configs = [yaml.safe_load(b)["kubernetes"] for b in blocks if b.startswith("kubernetes:")]
+    assert len(configs) == 2
+    for config in configs:
+        parse_config(config)

@@ -27,6 +27,7 @@ from providers.base import LaunchRequest
 from skyctl.clock import FakeClock
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.spec_yaml import parse_spec
+from skyctl.store import ReplicaRecord
 from skyctl.types import Location, Offering
 from tests.fakes.azure_server import FakeAzure
 from tests.fakes.gcp_server import FakeComputeEngine
@@ -138,19 +139,39 @@ def spec(port: int, name: str = NAME) -> str:
     return SPEC.format(name=name, port=port)
 
 
-async def test_a_spot_service_over_three_clouds_survives_a_capacity_error_and_a_preemption_and_down_empties_every_cloud(  # noqa: E501
+async def up(h: Harness, port: int) -> dict[str, ReplicaRecord]:
+    """Start the controller, create the service, wait for a READY replica in each cloud."""
+    await h.start()
+    await h.controller.create_service(spec(port), None)
+    await h.until(lambda: h.ready_clouds(NAME) == sorted(CLOUDS))
+    return {r.location.cloud: r for r in h.live(NAME)}
+
+
+async def replaced(h: Harness, victim: ReplicaRecord) -> ReplicaRecord:
+    """Wait until ``victim`` has ended and three replicas are READY again; the newcomer."""
+    before = {r.replica_id for r in h.live(NAME)}
+    await h.until(
+        lambda: (
+            (r := h.store.get_replica(NAME, victim.replica_id)) is not None
+            and r.status is ReplicaStatus.TERMINATED
+            and len(h.ready(NAME)) == 3
+        )
+    )
+    (newcomer,) = [r for r in h.live(NAME) if r.replica_id not in before]
+    return newcomer
+
+
+async def test_a_spot_service_spans_three_clouds_through_capacity_loss_preemption_and_down(
     h: Harness, app_port: int
 ) -> None:
     h.fakes.gcp.exhaust(GCP_FIRST_ZONE)  # no spot capacity where GCP's replica goes first
-    await h.start()
-    await h.controller.create_service(spec(app_port), None)
 
     # (1) up: a READY replica in each cloud, and each cloud holds one instance with our tags
-    await h.until(lambda: h.ready_clouds(NAME) == sorted(CLOUDS))
+    by_cloud = await up(h, app_port)
     held = await h.fakes.instances(NAME)
     assert {cloud: len(tags) for cloud, tags in held.items()} == {c: 1 for c in CLOUDS}
-    by_cloud = {r.location.cloud: r for r in h.live(NAME)}
     for cloud, (tags,) in held.items():
+        assert tags["skyctl-service"] == NAME
         assert tags["skyctl-replica"] == str(by_cloud[cloud].replica_id)
         assert tags["skyctl-version"] == "1"
     assert by_cloud["aws"].location == Location("aws", AWS_REGION, AWS_ZONE)
@@ -158,27 +179,21 @@ async def test_a_spot_service_over_three_clouds_survives_a_capacity_error_and_a_
     assert all(r.spot for r in h.live(NAME))
     assert await h.get(NAME) == 200
 
-    # (2) the capacity error: that launch failed, its location is marked, GCP's replica
-    # runs in another of its zones
+    # (2) the capacity error: that launch failed, its location is marked, and GCP's
+    # replica runs in another of its zones
     failed = [r for r in h.ended(NAME) if r.end_reason is EndReason.FAILED_PROVISION]
     assert [r.location for r in failed] == [Location("gcp", GCP_REGION, GCP_FIRST_ZONE)]
     assert by_cloud["gcp"].location.zone != GCP_FIRST_ZONE
-    states = h.store.location_states(NAME)
-    assert states[Location("gcp", GCP_REGION, GCP_FIRST_ZONE)] == "PREEMPTED"
+    assert h.store.location_states(NAME)[failed[0].location] == "PREEMPTED"
 
     # (3) Azure evicts its spot VM: that replica ends PREEMPTED and a new one takes its place
     victim = by_cloud["azure"]
     assert victim.instance_id is not None
-    h.fakes.azure.state.evict(victim.instance_id)
-    await h.until(
-        lambda: (r := h.store.get_replica(NAME, victim.replica_id)) is not None
-        and r.status is ReplicaStatus.TERMINATED
-        and len(h.ready(NAME)) == 3
-    )
+    h.fakes.preempt("azure", victim.instance_id)
+    newcomer = await replaced(h, victim)
     gone = h.store.get_replica(NAME, victim.replica_id)
     assert gone is not None and gone.end_reason is EndReason.PREEMPTED
-    assert victim.replica_id not in {r.replica_id for r in h.live(NAME)}
-    assert states != h.store.location_states(NAME)  # the eviction marked Azure's location
+    assert newcomer.spot and newcomer.location != victim.location
     assert h.store.location_states(NAME)[victim.location] == "PREEMPTED"
     assert await h.get(NAME) == 200
 
@@ -186,6 +201,23 @@ async def test_a_spot_service_over_three_clouds_survives_a_capacity_error_and_a_
     await h.controller.delete_service(NAME)
     await h.until(lambda: h.store.get_service(NAME) is None)
     assert await h.fakes.leftovers() == {c: [] for c in CLOUDS}
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+async def test_a_replica_preempted_by_its_cloud_ends_preempted_and_is_replaced_elsewhere(
+    h: Harness, app_port: int, cloud: str
+) -> None:
+    victim = (await up(h, app_port))[cloud]
+    assert victim.instance_id is not None
+    h.fakes.preempt(cloud, victim.instance_id)
+    newcomer = await replaced(h, victim)
+    gone = h.store.get_replica(NAME, victim.replica_id)
+    assert gone is not None and gone.end_reason is EndReason.PREEMPTED
+    assert newcomer.spot and newcomer.location != victim.location
+    assert h.store.location_states(NAME)[victim.location] == "PREEMPTED"
+    held = await h.fakes.instances(NAME)
+    assert sum(len(tags) for tags in held.values()) == 3
+    assert str(victim.replica_id) not in {t["skyctl-replica"] for t in held[cloud]}
 
 
 async def test_on_start_the_controller_terminates_instances_of_unknown_services_in_every_cloud(

@@ -1,95 +1,99 @@
-"""Proxy header hygiene: hop-by-hop headers, X-Forwarded-*, request ids.
+"""Proxy header hygiene on raw header lines: hop-by-hop, X-Forwarded-*, request ids.
 
 A proxy must not forward headers that describe one connection (RFC 9110
 section 7.6.1): ``Connection``, ``Keep-Alive``, ``Proxy-*``, ``TE``,
 ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` and every header named in
-``Connection``. Everything else passes through, in both directions.
+``Connection``. Everything else passes through, in both directions, as the
+very bytes that arrived (no decoding, no re-serialising). Framing
+(``Content-Length``, chunked) is set by whoever sends the body, and
+``X-Request-Id``, ``X-Forwarded-*`` are set by the router.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from skyctl.router.http1 import Head
 
 REQUEST_ID = "X-Request-Id"
 MAX_REQUEST_ID_LENGTH = 128
+_PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
-# dropped on the way to a replica: the client session sets Host for the replica
-_DROP_UPSTREAM = HOP_BY_HOP | {"host"}
+# dropped on the way to a replica: Host is the replica's, the rest the router sets
+_DROP_UPSTREAM = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-request-id",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+_DROP_DOWNSTREAM = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 
 
-def new_request_id() -> str:
+def new_request_id() -> bytes:
     """A fresh 128-bit request id (32 hex characters)."""
-    return secrets.token_hex(16)
+    return secrets.token_hex(16).encode("ascii")
 
 
-def request_id(value: str | None) -> str:
-    """Keep a client's id when it is short printable ASCII, else make a new one."""
-    if value and len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable():
+def request_id(value: bytes | None) -> bytes:
+    """Keep a client's id when it is printable ASCII of at most 128 bytes, else make one."""
+    if value and _PRINTABLE_ID(value):
         return value
     return new_request_id()
 
 
-def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(",") if token.strip()
-    )
+def _kept(head: Head, drop: frozenset[bytes]) -> list[bytes]:
+    if head.connection:
+        drop = drop | head.connection
+    return [raw for lower, _, raw in head.fields if lower not in drop and lower[:6] != b"proxy-"]
 
 
-def _filtered(
-    items: Iterable[tuple[str, str]], drop: frozenset[str], named: frozenset[str]
-) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        lower = name.lower()
-        if lower in drop or lower in named or lower.startswith("proxy-"):
-            continue
-        out.add(name, value)
-    return out
+def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: bytes) -> bytes:
+    """Header lines (each ending in CRLF) to send to a replica for a client request.
 
-
-def upstream_headers(
-    headers: CIMultiDictProxy[str],
-    *,
-    rid: str,
-    client_ip: str | None,
-    scheme: str,
-    host: str | None,
-) -> CIMultiDict[str]:
-    """Headers to send to a replica for a client request."""
-    out = _filtered(headers.items(), _DROP_UPSTREAM, _connection_named(headers))
-    forwarded_for = out.getall("X-Forwarded-For", ())
+    ``Host`` and the framing are added per attempt; see :func:`request_head`.
+    """
+    kept = _kept(head, _DROP_UPSTREAM)
+    chain = head.forwarded_for
     if client_ip:
-        chain = ", ".join([*forwarded_for, client_ip])
-        out["X-Forwarded-For"] = chain
-    out["X-Forwarded-Proto"] = scheme
-    if host:
-        out["X-Forwarded-Host"] = host
-    out[REQUEST_ID] = rid
-    return out
+        chain = [*chain, client_ip]
+    if chain:
+        kept.append(b"X-Forwarded-For: " + b", ".join(chain))
+    kept.append(b"X-Forwarded-Proto: " + scheme)
+    if head.host:
+        kept.append(b"X-Forwarded-Host: " + head.host)
+    kept.append(b"X-Request-Id: " + rid)
+    kept.append(b"")
+    return b"\r\n".join(kept)
 
 
-def downstream_headers(headers: CIMultiDictProxy[str], *, rid: str) -> CIMultiDict[str]:
-    """Headers to send back to the client for a replica's response."""
-    out = _filtered(headers.items(), HOP_BY_HOP, _connection_named(headers))
-    out[REQUEST_ID] = rid
-    return out
+def request_head(
+    method: bytes, target: bytes, host: bytes, lines: bytes, framing: bytes = b""
+) -> bytes:
+    """A complete request head: request line, Host, ``lines``, ``framing``, blank line."""
+    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%b\r\n" % (method, target, host, lines, framing)
+
+
+def downstream_lines(head: Head, *, rid: bytes) -> bytes:
+    """Header lines (each ending in CRLF) to send to the client for a replica's response."""
+    kept = _kept(head, _DROP_DOWNSTREAM)
+    kept.append(b"X-Request-Id: " + rid)
+    kept.append(b"")
+    return b"\r\n".join(kept)

@@ -24,28 +24,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-
 from skyctl.clock import Clock
-from skyctl.router.headers import REQUEST_ID, downstream_headers
+from skyctl.router.client import Response
+from skyctl.router.front import Connection, Request
+from skyctl.router.headers import downstream_lines
 from skyctl.router.stats import Attempt, ReplicaState, Reservoir
-from skyctl.router.upstream import (
-    AttemptFailed,
-    Upstream,
-    json_response,
-    read_error_body,
-    relay,
-)
+from skyctl.router.upstream import AttemptFailed, Upstream, read_error_body, relay
 
 
 @dataclass
 class _Outcome:
     attempt: Attempt
-    resp: aiohttp.ClientResponse | None = None  # a winner candidate (status < 500)
+    resp: Response | None = None  # a winner candidate (status < 500)
     error_status: int = 0  # a replica's 5xx
-    error_headers: CIMultiDict[str] | None = None
+    error_reason: bytes = b""
+    error_lines: bytes = b""
     error_body: bytes = b""
     failure: AttemptFailed | None = None
 
@@ -62,9 +55,9 @@ class RacePlan:
 
 
 def _discard(outcome: _Outcome) -> None:
-    """A losing answer: close its connection (never back to the pool half-read)."""
+    """A losing answer: its connection goes back to the pool only if it arrived whole."""
     if outcome.resp is not None:
-        outcome.resp.close()
+        outcome.resp.release()
         outcome.attempt.replica.cancelled += 1
         outcome.attempt.release()
 
@@ -95,15 +88,17 @@ class Race:
     async def _attempt(
         self,
         attempt: Attempt,
-        method: str,
-        raw_path: str,
-        headers: CIMultiDict[str],
+        request: Request,
+        rid: bytes,
+        lines: bytes,
         body: bytes,
     ) -> _Outcome:
         replica = attempt.replica
+        head = request.head
         started = self._clock.now()
+        length = None if head.content_length is None and not head.chunked else len(body)
         try:
-            resp = await self._up.open(replica, method, raw_path, headers, body, None)
+            resp = await self._up.open(replica, head.method, head.target, lines, body, None, length)
         except AttemptFailed as exc:
             replica.errors += 1
             attempt.release()
@@ -123,20 +118,21 @@ class Race:
             return _Outcome(
                 attempt,
                 error_status=resp.status,
-                error_headers=downstream_headers(resp.headers, rid=""),
+                error_reason=resp.reason,
+                error_lines=downstream_lines(resp.head, rid=rid),
                 error_body=error_body,
             )
         return _Outcome(attempt, resp=resp)
 
     async def run(
         self,
-        request: web.BaseRequest,
-        rid: str,
+        request: Request,
+        out: Connection,
+        rid: bytes,
         plan: RacePlan,
-        headers: CIMultiDict[str],
+        lines: bytes,
         body: bytes,
-    ) -> web.StreamResponse:
-        method, raw_path = request.method, request.raw_path
+    ) -> None:
         spares = list(plan.spares)
         retries = plan.retries
         attempts: list[Attempt] = []
@@ -145,7 +141,7 @@ class Race:
         def start(replica: ReplicaState) -> None:
             attempt = Attempt(replica)
             attempts.append(attempt)
-            task = asyncio.ensure_future(self._attempt(attempt, method, raw_path, headers, body))
+            task = asyncio.ensure_future(self._attempt(attempt, request, rid, lines, body))
             pending[task] = attempt
 
         for replica in plan.first:
@@ -205,12 +201,13 @@ class Race:
                 for attempt in attempts:
                     attempt.release()
         if winner is None:
-            return self._best_error(rid, first_error, timed_out, len(attempts))
+            self._best_error(out, rid, first_error, timed_out, len(attempts))
+            return
         assert winner.resp is not None
         replica = winner.attempt.replica
         replica.wins += 1
         try:
-            return await relay(request, winner.resp, rid, lambda: self._broken(replica))
+            await relay(out, winner.resp, rid, lambda: self._broken(replica))
         finally:
             winner.attempt.release()
 
@@ -219,21 +216,15 @@ class Race:
         self._up.report(replica.replica_id)
 
     def _best_error(
-        self, rid: str, error: _Outcome | None, timed_out: bool, tried: int
-    ) -> web.StreamResponse:
+        self, out: Connection, rid: bytes, error: _Outcome | None, timed_out: bool, tried: int
+    ) -> None:
         if error is not None:
-            headers = error.error_headers or CIMultiDict()
-            headers[REQUEST_ID] = rid
-            headers.popall("Content-Length", None)
-            return web.Response(status=error.error_status, body=error.error_body, headers=headers)
-        if timed_out:
-            return json_response(
-                504,
-                {"error": "replicas did not answer in time", "service": self._service},
-                rid,
+            out.send(error.error_status, error.error_reason, error.error_lines, error.error_body)
+        elif timed_out:
+            out.send_json(
+                504, {"error": "replicas did not answer in time", "service": self._service}, rid
             )
-        return json_response(
-            502,
-            {"error": f"all {tried} replicas failed", "service": self._service},
-            rid,
-        )
+        else:
+            out.send_json(
+                502, {"error": f"all {tried} replicas failed", "service": self._service}, rid
+            )

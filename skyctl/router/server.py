@@ -9,9 +9,10 @@ The controller owns one :class:`Router` per service::
     router.request_rate(60.0); router.replica_stats()
     await router.stop(grace_seconds=10.0)
 
-A request is matched to replicas by the policy in
-``service.load_balancing_policy`` (ranking in :mod:`policies.routing`), sent
-over one shared keep-alive client session, and its response streamed back
+Requests arrive through our own HTTP/1.1 server (:mod:`skyctl.router.front`),
+are matched to replicas by the policy in ``service.load_balancing_policy``
+(ranking in :mod:`policies.routing`), sent over keep-alive connections of our
+own client (:mod:`skyctl.router.client`) and their responses streamed back
 (:mod:`skyctl.router.upstream`); ``fan_out`` and ``hedge`` race copies
 (:mod:`skyctl.router.race`). Paths under ``/-/skyctl/`` belong to the router
 (``health``, ``metrics``); every other path goes to a replica.
@@ -20,28 +21,26 @@ over one shared keep-alive client session, and its response streamed back
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
-
-from aiohttp import web
-from multidict import CIMultiDict
 
 from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import metrics
-from skyctl.router.headers import REQUEST_ID, request_id, upstream_headers
+from skyctl.router.front import Connection, FrontServer, Request
+from skyctl.router.headers import request_id, upstream_lines
+from skyctl.router.http1 import BodyStream
 from skyctl.router.race import Race, RacePlan
 from skyctl.router.stats import Attempt, RateWindow, ReplicaState, Reservoir
-from skyctl.router.upstream import AttemptFailed, Upstream, json_response, relay
+from skyctl.router.upstream import AttemptFailed, Upstream, relay
 from skyctl.spec import ServiceSection
 from skyctl.types import Backend
 
 log = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "/-/skyctl/"
+_LOCAL_PREFIX = LOCAL_PREFIX.encode()
 _NO_EXCLUSION: frozenset[int] = frozenset()
 _UNREAD = object()  # the request body has not been looked at yet
 
@@ -76,8 +75,8 @@ class Router:
         self._idle: asyncio.Event | None = None
         self._upstream: Upstream | None = None
         self._race: Race | None = None
-        self._runner: web.ServerRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._front: FrontServer | None = None
+        self._port = 0
         self.registry = metrics.make_registry(
             metrics.RouterCollector(service, self.replica_stats, self._router_stats)
         )
@@ -86,7 +85,7 @@ class Router:
 
     async def start(self, host: str, port: int | None) -> int:
         """Listen on ``host:port`` (None or 0: a free port) and return the bound port."""
-        if self._runner is not None:
+        if self._front is not None:
             raise RuntimeError(f"router for {self.service!r} already started")
         opts = self._section.router
         self._upstream = Upstream(
@@ -97,40 +96,41 @@ class Router:
         self._race = Race(self._upstream, self._clock, self._latency, self._try_hedge, self.service)
         self._idle = asyncio.Event()
         self._idle.set()
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        self._runner = web.ServerRunner(server, shutdown_timeout=0.5)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port or 0)
+        front = FrontServer(self._handle)
         try:
-            await self._site.start()
+            self._port = await front.start(host, port or 0)
         except BaseException:
-            await self._runner.cleanup()
             await self._upstream.close()
-            self._runner = self._site = self._upstream = None
+            self._upstream = self._race = None
             raise
-        return self.port
+        self._front = front
+        self._upstream.pool.retain({s.origin for s in self._replicas})
+        return self._port
 
     @property
     def port(self) -> int:
-        if self._site is None or self._site._server is None:
+        if self._front is None or not self._front.listening:
             raise RuntimeError(f"router for {self.service!r} is not listening")
-        sockets: list[Any] = list(getattr(self._site._server, "sockets", None) or ())
-        return int(sockets[0].getsockname()[1])
+        return self._port
+
+    @property
+    def listening(self) -> bool:
+        """Accepting new connections (false from the start of :meth:`stop`)."""
+        return self._front is not None and self._front.listening
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish within the grace, close everything."""
-        if self._runner is None:
+        front, upstream = self._front, self._upstream
+        if front is None:
             return
-        runner, site, upstream = self._runner, self._site, self._upstream
-        self._runner = self._site = None
-        if site is not None:
-            await site.stop()  # close the listening socket; open connections stay
+        front.stop_accepting()  # idle keep-alive connections close now, busy ones after
         if self._idle is not None and grace_seconds > 0:
             try:
                 await asyncio.wait_for(self._idle.wait(), grace_seconds)
             except TimeoutError:
                 log.warning("router %s: %d requests cut at stop", self.service, self._active)
-        await runner.cleanup()  # closes idle keep-alive connections, cancels what is left
+        await front.close()  # cancels what is left
+        self._front = None
         if upstream is not None:
             await upstream.close()
         self._upstream = None
@@ -147,16 +147,25 @@ class Router:
                 continue
             seen.add(backend.replica_id)
             state = self._states.get(backend.replica_id)
-            if state is None:
-                state = ReplicaState(backend)
-                self._states[backend.replica_id] = state
-            else:
+            try:
+                if state is None:
+                    state = ReplicaState(backend)
+                    self._states[backend.replica_id] = state
+                elif state.backend.url != backend.url:
+                    fresh = ReplicaState(backend)  # parse first: a bad URL changes nothing
+                    state.origin, state.url = fresh.origin, fresh.url
                 state.backend = backend
-                state.url = backend.url.rstrip("/")
+            except ValueError as exc:
+                log.error(
+                    "router %s: replica %d skipped: %s", self.service, backend.replica_id, exc
+                )
+                continue
             replicas.append(state)
         self._replicas = replicas
         self._set_target_qps()
         self._prune()
+        if self._upstream is not None:
+            self._upstream.pool.retain({s.origin for s in replicas})
 
     def reconfigure(self, section: ServiceSection) -> None:
         """Apply a new service section (``serve update``) to the next requests."""
@@ -198,26 +207,28 @@ class Router:
 
     # ---- request path ---------------------------------------------------------------
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.path.startswith(LOCAL_PREFIX):
-            return self._local(request)
+    async def _handle(self, request: Request, out: Connection) -> None:
+        if request.head.target.startswith(_LOCAL_PREFIX):
+            self._local(request, out)
+            return
         self._requests += 1
         self._rate.record(self._clock.now())
         self._active += 1
         if self._idle is not None:
             self._idle.clear()
         try:
-            return await self._proxy(request)
+            await self._proxy(request, out)
         finally:
             self._active -= 1
             if self._active == 0 and self._idle is not None:
                 self._idle.set()
 
-    async def _proxy(self, request: web.BaseRequest) -> web.StreamResponse:
-        rid = request_id(request.headers.get(REQUEST_ID))
+    async def _proxy(self, request: Request, out: Connection) -> None:
+        rid = request_id(request.head.request_id)
         replicas = self._replicas
         if not replicas:
-            return json_response(503, {"error": "no ready replicas", "service": self.service}, rid)
+            out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
+            return
         opts = self._section.router
         body: object = _UNREAD
         if (
@@ -227,26 +238,21 @@ class Router:
         ):
             body = await self._replay_body(request)
             if isinstance(body, bytes):
-                return await self._fan_out(request, rid, replicas, body)
-        return await self._forward(request, rid, replicas, body)
+                await self._fan_out(request, out, rid, replicas, body)
+                return
+        await self._forward(request, out, rid, replicas, body)
 
-    async def _replay_body(self, request: web.BaseRequest) -> bytes | None:
+    async def _replay_body(self, request: Request) -> bytes | None:
         """The whole request body when it fits the replay buffer; None to stream it once."""
-        if not request.body_exists:
+        if request.body is None:
             return b""
-        length = request.content_length
+        length = request.head.content_length
         if length is None or length > self._section.router.max_buffer_bytes:
             return None
-        return await request.content.readexactly(length)
+        return await request.body.read_all()
 
-    def _headers(self, request: web.BaseRequest, rid: str) -> CIMultiDict[str]:
-        return upstream_headers(
-            request.headers,
-            rid=rid,
-            client_ip=request.remote,
-            scheme=request.scheme,
-            host=request.headers.get("Host"),
-        )
+    def _lines(self, request: Request, rid: bytes) -> bytes:
+        return upstream_lines(request.head, rid=rid, client_ip=request.remote, scheme=b"http")
 
     def _pick(self, replicas: list[ReplicaState], excluded: frozenset[int]) -> int:
         policy = self._policy
@@ -262,17 +268,28 @@ class Router:
         return index
 
     async def _forward(
-        self, request: web.BaseRequest, rid: str, replicas: list[ReplicaState], body: object
-    ) -> web.StreamResponse:
+        self,
+        request: Request,
+        out: Connection,
+        rid: bytes,
+        replicas: list[ReplicaState],
+        body: object,
+    ) -> None:
         """One replica at a time; on a connection error, the next untried one."""
         upstream = self._upstream
         assert upstream is not None
         opts = self._section.router
         if body is _UNREAD:
             body = await self._replay_body(request)
-        data: object = request.content if body is None else (body or None)
-        tries = 1 + opts.retries if body is not None else 1
-        headers = self._headers(request, rid)
+        head = request.head
+        data: bytes | BodyStream | None
+        if isinstance(body, bytes):
+            data, tries = body, 1 + opts.retries
+            declared = head.content_length is not None or head.chunked
+            length = len(body) if declared else None
+        else:  # streamed once, to one replica
+            data, tries, length = request.body, 1, head.content_length
+        lines = self._lines(request, rid)
         excluded = _NO_EXCLUSION
         last: AttemptFailed | None = None
         for _ in range(tries):
@@ -287,20 +304,22 @@ class Router:
                 try:
                     resp = await upstream.open(
                         replica,
-                        request.method,
-                        request.raw_path,
-                        headers,
+                        head.method,
+                        head.target,
+                        lines,
                         data,
                         opts.request_timeout_seconds,
+                        length,
                     )
                 except AttemptFailed as exc:
                     replica.errors += 1
                     if exc.kind == "timeout":
-                        return json_response(
+                        out.send_json(
                             504,
                             {"error": "replica did not answer in time", "service": self.service},
                             rid,
                         )
+                        return
                     last = exc
                     continue
                 elapsed = self._clock.now() - started
@@ -310,11 +329,12 @@ class Router:
                     replica.errors += 1
                 else:
                     replica.wins += 1
-                return await relay(request, resp, rid, partial(self._broken, replica))
+                await relay(out, resp, rid, partial(self._broken, replica))
+                return
             finally:
                 attempt.release()
         detail = last.detail if last is not None else "no replica to try"
-        return json_response(
+        out.send_json(
             502,
             {
                 "error": f"all {len(excluded)} tried replicas failed",
@@ -330,8 +350,13 @@ class Router:
             self._upstream.report(replica.replica_id)
 
     async def _fan_out(
-        self, request: web.BaseRequest, rid: str, replicas: list[ReplicaState], body: bytes
-    ) -> web.StreamResponse:
+        self,
+        request: Request,
+        out: Connection,
+        rid: bytes,
+        replicas: list[ReplicaState],
+        body: bytes,
+    ) -> None:
         race = self._race
         assert race is not None
         opts = self._section.router
@@ -357,8 +382,7 @@ class Router:
                 retries=opts.retries,
                 deadline=opts.request_timeout_seconds,
             )
-        headers = self._headers(request, rid)
-        return await race.run(request, rid, plan, headers, body)
+        await race.run(request, out, rid, plan, self._lines(request, rid), body)
 
     def _hedge_delay(self) -> float | None:
         fixed = self._section.router.hedge_delay_seconds
@@ -378,8 +402,8 @@ class Router:
 
     # ---- router-local endpoints -------------------------------------------------------
 
-    def _local(self, request: web.BaseRequest) -> web.StreamResponse:
-        rid = request_id(request.headers.get(REQUEST_ID))
+    def _local(self, request: Request, out: Connection) -> None:
+        rid = request_id(request.head.request_id)
         name = request.path[len(LOCAL_PREFIX) :]
         if name == "health":
             body = {
@@ -389,15 +413,16 @@ class Router:
                 "policy": self._policy,
                 "request_rate": round(self.request_rate(60.0), 3),
             }
-            return web.Response(
-                text=json.dumps(body), content_type="application/json", headers={REQUEST_ID: rid}
-            )
+            out.send_json(200, body, rid)
+            return
         if name == "metrics":
-            return web.Response(
-                body=metrics.render(self.registry),
-                headers={"Content-Type": metrics.CONTENT_TYPE, REQUEST_ID: rid},
+            lines = b"Content-Type: %b\r\nX-Request-Id: %b\r\n" % (
+                metrics.CONTENT_TYPE.encode(),
+                rid,
             )
-        return json_response(
+            out.send(200, b"OK", lines, metrics.render(self.registry))
+            return
+        out.send_json(
             404,
             {"error": f"unknown router path {request.path!r}; known: health, metrics"},
             rid,

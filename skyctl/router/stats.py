@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 from policies.routing import percentile
+from skyctl.router.client import Origin
 from skyctl.types import Backend
 
 
@@ -86,6 +87,7 @@ class ReplicaState:
         "errors",
         "in_flight",
         "latency",
+        "origin",
         "replica_id",
         "requests",
         "target_qps",
@@ -97,6 +99,7 @@ class ReplicaState:
         self.backend = backend
         self.replica_id = backend.replica_id
         self.url = backend.url.rstrip("/")
+        self.origin = Origin.parse(self.url)  # ValueError for a URL that is not http(s)
         self.target_qps = 1.0  # for instance_aware_least_load
         self.in_flight = 0
         self.requests = 0

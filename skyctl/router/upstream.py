@@ -1,7 +1,7 @@
-"""Talking to replicas: one shared client session, attempts, streaming relay.
+"""Talking to replicas: attempts with error translation, and the streaming relay.
 
-:class:`Upstream` owns the single keep-alive :class:`aiohttp.ClientSession`
-of a router and opens requests on replicas, translating aiohttp's errors into
+:class:`Upstream` owns the router's keep-alive :class:`~skyctl.router.client.Pool`
+and opens requests on replicas, translating the client's errors into
 :class:`AttemptFailed` with a ``kind``:
 
 - ``"connect"``: the connection failed or was reset before a response came;
@@ -16,18 +16,19 @@ so a client never mistakes a truncated body for a complete one.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
-
-from skyctl.router.headers import REQUEST_ID, downstream_headers
+from skyctl.router.client import (
+    ConnectFailed,
+    Pool,
+    Response,
+    UpstreamError,
+)
+from skyctl.router.front import Connection
+from skyctl.router.headers import downstream_lines, request_head
+from skyctl.router.http1 import BodyStream
 from skyctl.router.stats import ReplicaState
 
 log = logging.getLogger(__name__)
@@ -46,26 +47,13 @@ class AttemptFailed(Exception):
         super().__init__(f"replica {replica_id}: {kind}: {detail}")
 
 
-class MidStreamError(Exception):
-    """The replica failed after the response to the client had started."""
-
-
-def json_response(status: int, body: dict[str, Any], rid: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/json",
-        headers={REQUEST_ID: rid},
-    )
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
 class Upstream:
-    """The router's client side: one session, shared by every request and replica."""
+    """The router's client side: one pool, shared by every request and replica."""
 
     def __init__(
         self,
@@ -74,30 +62,16 @@ class Upstream:
         read_timeout: float,
         on_backend_error: Callable[[int], None] | None,
     ) -> None:
-        # idle connections are dropped before common servers drop them (uvicorn: 5 s),
-        # so a reused connection is rarely one the replica is closing
-        self._connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4.0)
-        self.session = aiohttp.ClientSession(
-            connector=self._connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        # aiohttp resends an idempotent request once to the same host after a
-        # disconnect; we retry on another replica instead, never the one that failed
-        self.session._retry_connection = False
+        self.pool = Pool(connect_timeout=connect_timeout, read_timeout=read_timeout)
         self._on_backend_error = on_backend_error
-        self._timeout = aiohttp.ClientTimeout()
-        self.set_timeouts(connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def set_timeouts(self, *, connect_timeout: float, read_timeout: float) -> None:
         """Connect deadline, and the longest silence while reading a response."""
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self.pool.connect_timeout = connect_timeout
+        self.pool.read_timeout = read_timeout
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.pool.close()
 
     def report(self, replica_id: int) -> None:
         """Tell the controller a replica refused or dropped a connection."""
@@ -111,110 +85,106 @@ class Upstream:
     async def open(
         self,
         replica: ReplicaState,
-        method: str,
-        raw_path: str,
-        headers: CIMultiDict[str],
-        data: Any,
+        method: bytes,
+        target: bytes,
+        lines: bytes,
+        body: bytes | BodyStream | None,
         header_timeout: float | None,
-    ) -> aiohttp.ClientResponse:
-        """Send a request to ``replica``; return once its response headers arrive."""
-        url = URL(replica.url + raw_path, encoded=True)
+        length: int | None = None,
+    ) -> Response:
+        """Send a request to ``replica``; return once its response headers arrive.
+
+        ``lines``: the forwarded header lines (:func:`~skyctl.router.headers.upstream_lines`).
+        A bytes body is sent with its length when non-empty or when ``length``
+        is given (the client declared one); a stream body with ``length`` as
+        its Content-Length, or chunked when None.
+        """
+        origin = replica.origin
+        chunked = False
+        if isinstance(body, BodyStream):
+            if length is None:
+                framing, chunked = b"Transfer-Encoding: chunked\r\n", True
+            else:
+                framing = b"Content-Length: %d\r\n" % length
+        elif body or length is not None:
+            framing = b"Content-Length: %d\r\n" % len(body or b"")
+        else:
+            framing = b""
+        head = request_head(method, origin.prefix + target, origin.host_header, lines, framing)
         try:
-            if header_timeout is None:
-                return await self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                )
-            async with asyncio.timeout(header_timeout):
-                return await self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                )
-        except aiohttp.ConnectionTimeoutError as exc:  # never connected: safe to retry
+            return await self.pool.request(origin, method, head, body, header_timeout, chunked)
+        except ConnectFailed as exc:  # never connected: safe to retry
             self.report(replica.replica_id)
             raise AttemptFailed("connect", replica.replica_id, _describe(exc)) from exc
-        except TimeoutError as exc:  # asyncio's deadline or aiohttp's read timeout
+        except TimeoutError as exc:
             raise AttemptFailed("timeout", replica.replica_id, "no response in time") from exc
-        except (aiohttp.ClientConnectionError, OSError) as exc:
+        except (UpstreamError, OSError) as exc:
             self.report(replica.replica_id)
             raise AttemptFailed("connect", replica.replica_id, _describe(exc)) from exc
 
 
-async def read_error_body(resp: aiohttp.ClientResponse) -> bytes:
-    """Up to :data:`ERROR_BODY_LIMIT` bytes of a (5xx) response body; the response is closed."""
+async def read_error_body(resp: Response) -> bytes:
+    """Up to :data:`ERROR_BODY_LIMIT` bytes of a (5xx) response body; the response is released."""
     parts: list[bytes] = []
     size = 0
     try:
         while size < ERROR_BODY_LIMIT:
-            chunk = await resp.content.read(ERROR_BODY_LIMIT - size)
+            chunk = await resp.body.read()
             if not chunk:
                 break
             parts.append(chunk)
             size += len(chunk)
-    except (aiohttp.ClientError, TimeoutError):
+    except (UpstreamError, TimeoutError):
         pass
     finally:
-        resp.close()
-    return b"".join(parts)
-
-
-class _StreamResponse(web.StreamResponse):
-    """A streamed response whose headers go out with its first body bytes (one write)."""
-
-    _send_headers_immediately = False
+        resp.release()
+    return b"".join(parts)[:ERROR_BODY_LIMIT]
 
 
 async def relay(
-    request: web.BaseRequest,
-    resp: aiohttp.ClientResponse,
-    rid: str,
+    out: Connection,
+    resp: Response,
+    rid: bytes,
     on_midstream_error: Callable[[], None] | None = None,
-) -> web.StreamResponse:
+) -> None:
     """Stream ``resp`` to the client as it arrives; abort the client on a mid-stream failure.
 
     The response starts with the first body bytes the replica sends; a body
-    already complete by then goes out in one write with the headers. The
-    upstream connection goes back to the pool only when the body was read to
-    its end; otherwise it is closed.
+    already complete by then goes out in one write with the headers. A
+    Content-Length from the replica is kept, other bodies are chunked. The
+    upstream connection goes back to the pool only when the body arrived
+    whole; otherwise it is closed.
     """
-    content = resp.content
+    body = resp.body
     try:
         try:
-            first = await content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            first = await body.read()
+        except (UpstreamError, TimeoutError) as exc:
             if on_midstream_error is not None:
                 on_midstream_error()
-            body = {"error": f"replica failed before its body: {_describe(exc)}"}
-            return json_response(502, body, rid)
-        headers = downstream_headers(resp.headers, rid=rid)
-        if content.at_eof():
-            return web.Response(status=resp.status, reason=resp.reason, headers=headers, body=first)
-        out = _StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
-        await out.prepare(request)
-        await out.write(first)
+            out.send_json(502, {"error": f"replica failed before its body: {_describe(exc)}"}, rid)
+            return
+        head = resp.head
+        lines = downstream_lines(head, rid=rid)
+        if body.at_eof:
+            out.send(head.status, head.reason, lines, first, head.content_length)
+            return
+        out.start(head.status, head.reason, lines, head.content_length, first)
         while True:
+            await out.drain()
             try:
-                chunk = await content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                chunk = await body.read()
+            except (UpstreamError, TimeoutError) as exc:
                 if on_midstream_error is not None:
                     on_midstream_error()
                 log.warning("replica stream broke after the response started: %s", _describe(exc))
-                transport = request.transport
-                if transport is not None:
-                    transport.abort()
-                return out
+                out.abort()
+                return
             if not chunk:
                 break
-            await out.write(chunk)
-        await out.write_eof()
-        return out
+            out.write(chunk)
+        out.finish()
+    except ConnectionResetError:  # the client went away; the replica's connection closes below
+        return
     finally:
-        resp.close()  # no-op once the body was fully read (already back in the pool)
+        resp.release()  # no-op once the body arrived whole (already back in the pool)

@@ -235,7 +235,7 @@ def _tolerates(tolerations: Sequence[Mapping[str, Any]], taint: Mapping[str, Any
 
 
 def _expression_ok(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    key, op, values = str(expr.get("key")), expr.get("operator"), expr.get("values") or []
     if op == "In":
         return key in labels and labels[key] in values
     if op == "NotIn":

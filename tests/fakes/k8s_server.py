@@ -36,11 +36,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from tests.fakes.k8s_cluster import NodesAndPods
 from tests.fakes.k8s_objects import (
     KINDS,
     ApiError,
     api_version,
-    fits,
     matches,
     parse_selector,
     status,
@@ -57,7 +57,7 @@ class _Watcher:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
 
-class FakeKubernetes:
+class FakeKubernetes(NodesAndPods):
     """One fake cluster (see the module docstring)."""
 
     def __init__(
@@ -68,6 +68,7 @@ class FakeKubernetes:
         namespaces: tuple[str, ...] = ("default",),
         auto_run: bool = True,
         auto_lb: bool = True,
+        serve_pods: bool = False,
         now: Callable[[], float] = time.time,
         history: int = 10_000,
         ip_block: int = 1,
@@ -76,6 +77,9 @@ class FakeKubernetes:
         self.token = token
         self.auto_run = auto_run
         self.auto_lb = auto_lb
+        self.serve_pods = serve_pods
+        self._servers = {}
+        self._server_tasks = set()
         self._now = now
         self._history_limit = history
         self._ip_block = ip_block
@@ -108,6 +112,7 @@ class FakeKubernetes:
     async def stop(self) -> None:
         for w in self._watchers:
             w.queue.put_nowait(None)
+        await self.stop_pod_servers()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -262,6 +267,8 @@ class FakeKubernetes:
         obj["metadata"].setdefault("deletionTimestamp", timestamp(self._now()))
         obj["metadata"]["deletionGracePeriodSeconds"] = 0
         del self._store[plural][(namespace, name)]
+        if plural == "pods":
+            self._unserve(obj["metadata"]["uid"])
         self._bump(plural, "DELETED", obj)
         uid = obj["metadata"]["uid"]
         for dep_plural, objects in self._store.items():
@@ -293,151 +300,7 @@ class FakeKubernetes:
     ) -> list[dict[str, Any]]:
         return self.objects("services", namespace, selector)
 
-    # ----------------------------------------------------- test-driven state
-    def add_node(
-        self,
-        name: str,
-        labels: Mapping[str, str] | None = None,
-        *,
-        taints: list[dict[str, str]] | None = None,
-        gpus: int = 0,
-    ) -> None:
-        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110"}
-        if gpus:
-            capacity["nvidia.com/gpu"] = str(gpus)
-        self.create(
-            "nodes",
-            {
-                "metadata": {"name": name, "labels": dict(labels or {})},
-                "spec": {"taints": list(taints or [])},
-                "status": {
-                    "capacity": capacity,
-                    "allocatable": dict(capacity),
-                    "addresses": [
-                        {
-                            "type": "InternalIP",
-                            "address": f"127.{self._ip_block}.3.{next(self._ips)}",
-                        },
-                        {"type": "Hostname", "address": name},
-                    ],
-                },
-            },
-        )
-        self._reschedule()
-
-    def remove_node(self, name: str, reason: str = "DeletionByTaintManager") -> None:
-        """A reclaimed spot node: its pods get DisruptionTarget, then all go."""
-        for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == name]:
-            self._disrupt(pod, reason, f"node {name} is being removed")
-        for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == name]:
-            self.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"])
-        self.delete("nodes", name)
-
-    def evict(self, namespace: str, name: str) -> None:
-        """The Eviction API: DisruptionTarget, then the pod is deleted."""
-        pod = self.get("pods", name, namespace)
-        self._disrupt(pod, "EvictionByEvictionAPI", "Eviction API: evicting")
-        self.delete("pods", name, namespace)
-
-    def _disrupt(self, pod: dict[str, Any], reason: str, message: str) -> None:
-        conds = [c for c in pod["status"].get("conditions", []) if c["type"] != "DisruptionTarget"]
-        conds.append(
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": timestamp(self._now()),
-            }
-        )
-        pod["status"]["conditions"] = conds
-        self._bump("pods", "MODIFIED", pod)
-
-    def _schedule(self, pod: dict[str, Any]) -> None:
-        nodes = sorted(self._store["nodes"].values(), key=lambda n: n["metadata"]["name"])
-        fitting = [n for n in nodes if fits(pod, n)]
-        now = timestamp(self._now())
-        if not fitting:
-            pod["status"]["conditions"] = [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "lastTransitionTime": now,
-                    "message": f"0/{len(nodes)} nodes are available: {len(nodes)} node(s) didn't "
-                    "match Pod's node affinity/selector or had untolerated taints.",
-                }
-            ]
-            self._bump("pods", "MODIFIED", pod)
-            return
-        load = {n["metadata"]["name"]: 0 for n in fitting}
-        for p in self._store["pods"].values():
-            if p["spec"].get("nodeName") in load:
-                load[p["spec"]["nodeName"]] += 1
-        node = min(fitting, key=lambda n: (load[n["metadata"]["name"]], n["metadata"]["name"]))
-        pod["spec"]["nodeName"] = node["metadata"]["name"]
-        pod["status"]["conditions"] = [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}
-        ]
-        self._bump("pods", "MODIFIED", pod)
-        if self.auto_run:
-            self.run(pod["metadata"]["namespace"], pod["metadata"]["name"])
-
-    def _reschedule(self) -> None:
-        for pod in list(self._store["pods"].values()):
-            if not pod["spec"].get("nodeName") and pod["status"].get("phase") == "Pending":
-                self._schedule(pod)
-
-    def run(self, namespace: str, name: str) -> None:
-        """The kubelet started the container: Running, a pod IP, Ready."""
-        pod = self.get("pods", name, namespace)
-        if not pod["spec"].get("nodeName"):
-            raise AssertionError(f"pod {name} is not scheduled")
-        node = self.get("nodes", pod["spec"]["nodeName"])
-        now = timestamp(self._now())
-        container = pod["spec"]["containers"][0]
-        pod["status"].update(
-            phase="Running",
-            podIP=f"127.{self._ip_block}.0.{next(self._ips)}",
-            hostIP=node["status"]["addresses"][0]["address"],
-            startTime=now,
-            conditions=[
-                {"type": t, "status": "True", "lastTransitionTime": now}
-                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
-            ],
-            containerStatuses=[
-                {
-                    "name": container["name"],
-                    "ready": True,
-                    "restartCount": 0,
-                    "started": True,
-                    "image": container["image"],
-                    "imageID": f"docker.io/{container['image']}@sha256:0",
-                    "state": {"running": {"startedAt": now}},
-                }
-            ],
-        )
-        pod["status"]["podIPs"] = [{"ip": pod["status"]["podIP"]}]
-        self._bump("pods", "MODIFIED", pod)
-
-    def exit(self, namespace: str, name: str, code: int = 1) -> None:
-        """The container ended: Failed (or Succeeded for code 0)."""
-        pod = self.get("pods", name, namespace)
-        now = timestamp(self._now())
-        pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
-        pod["status"]["containerStatuses"][0].update(
-            ready=False,
-            state={
-                "terminated": {
-                    "exitCode": code,
-                    "reason": "Completed" if code == 0 else "Error",
-                    "startedAt": now,
-                    "finishedAt": now,
-                }
-            },
-        )
-        self._bump("pods", "MODIFIED", pod)
-
+    # ------------------------------------------------------------ injection
     def end_watches(self) -> None:
         """End every open watch stream, as an API server restart does."""
         for w in self._watchers:
@@ -584,12 +447,12 @@ class FakeKubernetes:
                 if left <= 0:
                     break
                 try:
-                    event = await asyncio.wait_for(watcher.queue.get(), left)
+                    live = await asyncio.wait_for(watcher.queue.get(), left)
                 except asyncio.TimeoutError:
                     break
-                if event is None:
+                if live is None:
                     break
-                await resp.write(json.dumps(event).encode() + b"\n")
+                await resp.write(json.dumps(live).encode() + b"\n")
             await resp.write_eof()
         except ConnectionResetError:
             pass

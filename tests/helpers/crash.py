@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from providers.local_records import safe_name
 from skyctl.client import ControllerClient
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 from skyctl.lifecycle import ReplicaStatus
@@ -261,7 +260,10 @@ def problems(home: Path, expected: dict[str, Expected]) -> list[str]:
             if svc.status.value == "SHUTTING_DOWN" or (exp is not None and exp.deleting):
                 out.append(f"{name}: still shutting down")
             replicas = store.list_replicas(name)
-            version = store.get_version(name, svc.current_version)
+            try:
+                version = store.get_version(name, svc.current_version)
+            except ServiceNotFound:  # deleted by the daemon since we listed it
+                continue
             want = parse_spec(version.yaml_text, version.source).service.replica_policy
             ready = [r for r in replicas if r.status is S.READY]
             if exp is None or not exp.deleting:

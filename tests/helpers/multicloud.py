@@ -93,6 +93,20 @@ class CloudFakes:
             if res["type"].endswith("publicIPAddresses"):
                 res["properties"]["ipAddress"] = LOOPBACK
 
+    def preempt(self, cloud: str, instance_id: str) -> None:
+        """Take a spot instance away the way its cloud does: AWS terminates it with
+        ``Server.SpotInstanceTermination``, GCP records ``compute.instances.preempted``
+        and deletes it, Azure evicts (deletes) the VM and leaves its NIC and IP."""
+        if cloud == "aws":
+            self.aws.preempt(AWS_REGION, instance_id)
+        elif cloud == "gcp":
+            zone, _, name = instance_id.partition("/")
+            self.gcp.preempt(zone, name)
+        elif cloud == "azure":
+            self.azure.state.evict(instance_id)
+        else:
+            raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}")
+
     # ------------------------------------------------------------ reading back
 
     def _ec2(self) -> Any:
@@ -155,7 +169,9 @@ class CloudFakes:
             "gcp": [f"instance {zone}/{name}" for zone, name in sorted(self.gcp.instances)]
             + [f"firewall {name}" for name in sorted(self.gcp.firewalls)],
             "azure": [
-                f"{kind} {name}" for kind in AZURE_LEFTOVERS for name in self.azure.state.names(kind)
+                f"{kind} {name}"
+                for kind in AZURE_LEFTOVERS
+                for name in self.azure.state.names(kind)
             ],
         }
 

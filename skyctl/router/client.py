@@ -1,0 +1,457 @@
+"""The router's HTTP/1.1 client to replicas: keep-alive pools, streamed responses.
+
+A :class:`Pool` keeps idle connections per :class:`Origin` (LIFO, so the
+warmest is reused; idle ones close after ``keepalive`` seconds, before
+common servers drop them: uvicorn after 5 s). :meth:`Pool.request` sends a
+request head (and a body: bytes, or a :class:`~skyctl.router.http1.BodyStream`
+uploaded as it arrives) and returns a :class:`Response` once the response
+head is in; its body streams through ``response.body`` as it arrives.
+
+Connection reuse: a connection returns to the pool the moment its response
+has fully *arrived* (the bytes may still wait in the body buffer), provided
+the request was fully sent and both sides keep the connection alive.
+:meth:`Response.release` on anything not fully arrived closes the connection
+at once, so a half-read response is never reused and the replica sees the
+disconnect. A request cancelled while waiting closes its connection too.
+
+Errors::
+
+    UpstreamError
+     +-- ConnectFailed   could not connect (refused, unreachable, connect timeout)
+     +-- Disconnected    the connection closed or broke before the response ended
+     +-- BadResponse     the replica sent something that is not HTTP/1.x
+    TimeoutError         no response head within the wait given (or, while
+                         reading the body, no bytes within ``read_timeout``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import cast
+from urllib.parse import urlsplit
+
+from skyctl.router.http1 import (
+    LAST_CHUNK,
+    MAX_HEAD_BYTES,
+    BodyStream,
+    Framer,
+    Head,
+    ProtocolError,
+    encode_chunk,
+    parse_response_head,
+    response_has_body,
+)
+
+MAX_IDLE_PER_ORIGIN = 256
+
+
+class UpstreamError(Exception):
+    """A request to a replica failed (see the module docstring for the tree)."""
+
+
+class ConnectFailed(UpstreamError):
+    pass
+
+
+class Disconnected(UpstreamError):
+    pass
+
+
+class BadResponse(UpstreamError):
+    pass
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a replica listens: ``http[s]://host:port[/prefix]``."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: bytes = b""  # a path prefix every request target gets
+    host_header: bytes = field(default=b"", compare=False)
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"replica url must be http(s)://host[:port], got {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(
+            parts.scheme,
+            parts.hostname,
+            port,
+            parts.path.rstrip("/").encode("ascii"),
+            parts.netloc.encode("idna"),
+        )
+
+
+class Response:
+    """A response whose head has arrived; ``body`` streams the rest."""
+
+    __slots__ = ("_conn", "body", "head")
+
+    def __init__(self, body: BodyStream) -> None:
+        self.head = Head()
+        self.body = body
+        self._conn: _Conn | None = None  # set while the connection still carries it
+
+    @property
+    def status(self) -> int:
+        return self.head.status
+
+    @property
+    def reason(self) -> bytes:
+        return self.head.reason
+
+    def release(self) -> None:
+        """Done with the response: close its connection unless it already arrived whole."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection carrying one exchange at a time."""
+
+    def __init__(self, pool: Pool, origin: Origin) -> None:
+        self._pool = pool
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._buf = b""
+        self._resp: Response | None = None
+        self._head_waiter: asyncio.Future[Response] | None = None
+        self._framer: Framer | None = None
+        self._method = b""
+        self._sent = True
+        self._upload: asyncio.Task[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        resp = self._resp
+        if resp is None:  # bytes on an idle connection: the replica is confused
+            self.abort()
+            return
+        framer = self._framer
+        if framer is None:
+            if self._buf:
+                data, self._buf = self._buf + data, b""
+            try:
+                data = self._parse_head(resp, data)
+            except ProtocolError as exc:
+                self._fail(BadResponse(exc.detail))
+                return
+            framer = self._framer
+            if framer is None:  # the head is not complete yet
+                return
+            if not data and not framer.done:
+                return
+        try:
+            rest = framer.feed(data, resp.body)
+        except ProtocolError as exc:
+            self._fail(BadResponse(exc.detail))
+            return
+        if rest is not None:
+            self._complete(reusable=not rest)
+
+    def _parse_head(self, resp: Response, data: bytes) -> bytes:
+        while True:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HEAD_BYTES:
+                    raise ProtocolError(502, "response head too large")
+                self._buf = data
+                return b""
+            head = parse_response_head(data[:end])
+            data = data[end + 4 :]
+            if head.status >= 200:
+                break
+            if head.status == 101:
+                raise ProtocolError(502, "unexpected protocol switch")
+            # 1xx informational: skip it, the real head follows
+        resp.head = head
+        if response_has_body(self._method, head.status):
+            self._framer = Framer(head.content_length, head.chunked)
+        else:
+            self._framer = Framer(0, False)
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(resp)
+        return data
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost decides what the EOF meant
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool._forget(self)
+        resp = self._resp
+        if resp is not None:
+            framer = self._framer
+            if framer is not None and framer.until_close and exc is None:
+                self._complete(reusable=False)
+            elif framer is None:
+                self._fail(Disconnected("connection closed before a response"))
+            else:
+                self._fail(Disconnected("connection closed before the response ended"))
+        if self._upload is not None:
+            self._upload.cancel()
+            self._upload = None
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _drain(self) -> None:
+        if self.closed:
+            raise Disconnected("connection closed while sending the request body")
+        if self._write_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+
+    # ---- exchange ----------------------------------------------------------------------
+
+    async def exchange(
+        self,
+        method: bytes,
+        head: bytes,
+        body: bytes | BodyStream | None,
+        timeout: float | None,
+        chunked: bool,
+    ) -> Response:
+        transport = self.transport
+        assert transport is not None and self._resp is None
+        pool = self._pool
+        resp = Response(
+            BodyStream(transport.pause_reading, transport.resume_reading, pool.read_timeout)
+        )
+        resp._conn = self
+        self._resp = resp
+        self._method = method
+        self._framer = None
+        loop = asyncio.get_running_loop()
+        waiter = self._head_waiter = loop.create_future()
+        if isinstance(body, BodyStream):
+            transport.write(head)
+            self._sent = False
+            self._upload = asyncio.ensure_future(self._send_body(body, chunked))
+        else:
+            transport.write(head + body if body else head)
+            self._sent = True
+        limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
+        timer = loop.call_later(limit, _expire, waiter)
+        try:
+            return await waiter
+        except BaseException:
+            resp.release()
+            raise
+        finally:
+            timer.cancel()
+            self._head_waiter = None
+
+    async def _send_body(self, body: BodyStream, chunked: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            while True:
+                data = await body.read()
+                if not data:
+                    break
+                transport.write(encode_chunk(data) if chunked else data)
+                await self._drain()
+            if chunked:
+                transport.write(LAST_CHUNK)
+            self._sent = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client's body broke: this exchange cannot finish
+            self._fail(Disconnected(f"request body failed: {exc}"))
+        finally:
+            self._upload = None
+
+    def _complete(self, reusable: bool) -> None:
+        resp = self._resp
+        assert resp is not None
+        keep = reusable and self._sent and resp.head.keep_alive and not self.closed
+        self._resp = None
+        self._framer = None
+        resp._conn = None
+        resp.body.finish()
+        if keep:
+            self._pool._put(self)
+        else:
+            self.abort()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        resp = self._resp
+        self._resp = None
+        if resp is not None:
+            resp._conn = None
+            waiter = self._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            else:
+                resp.body.fail(exc)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self._upload is not None:
+            self._upload.cancel()
+            self._upload = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("no response in time"))
+
+
+class Pool:
+    """Keep-alive connections to replicas (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive: float = 4.0,
+        max_idle: int = MAX_IDLE_PER_ORIGIN,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.keepalive = keepalive
+        self.max_idle = max_idle
+        self.connects = 0  # connections opened, ever (reuse shows as requests > connects)
+        self._idle: dict[Origin, list[_Conn]] = {}
+        self._open: set[_Conn] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    async def request(
+        self,
+        origin: Origin,
+        method: bytes,
+        head: bytes,
+        body: bytes | BodyStream | None = None,
+        head_timeout: float | None = None,
+        chunked: bool = False,
+    ) -> Response:
+        """Send ``head`` (a complete request head) and ``body``; return at the response head.
+
+        A :class:`BodyStream` body is uploaded as it arrives, chunk-encoded when
+        ``chunked`` (the head then says ``Transfer-Encoding: chunked``).
+        """
+        conn = self._take(origin)
+        if conn is None:
+            conn = await self._connect(origin)
+        return await conn.exchange(method, head, body, head_timeout, chunked)
+
+    def idle_count(self, origin: Origin | None = None) -> int:
+        if origin is not None:
+            return len(self._idle.get(origin, ()))
+        return sum(len(conns) for conns in self._idle.values())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._open):
+            conn.abort()
+        self._idle.clear()
+        self._open.clear()
+        await asyncio.sleep(0)  # let the transports run their connection_lost
+
+    def retain(self, origins: set[Origin]) -> None:
+        """Close the idle connections to origins not in ``origins`` (replicas gone)."""
+        for origin in [o for o in self._idle if o not in origins]:
+            for conn in self._idle.pop(origin):
+                conn.abort()
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _take(self, origin: Origin) -> _Conn | None:
+        conns = self._idle.get(origin)
+        if not conns:
+            return None
+        conn = conns.pop()
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
+            conn.abort()
+            return self._take(origin)
+        return conn
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext | None = None
+        if origin.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, origin), origin.host, origin.port, ssl=context
+                )
+        except TimeoutError as exc:
+            raise ConnectFailed(f"connect to {origin.host}:{origin.port} timed out") from exc
+        except OSError as exc:
+            raise ConnectFailed(_describe(exc)) from exc
+        self.connects += 1
+        self._open.add(conn)
+        return conn
+
+    def _put(self, conn: _Conn) -> None:
+        conns = self._idle.setdefault(conn.origin, [])
+        if len(conns) >= self.max_idle:
+            conn.abort()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        conns.append(conn)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.keepalive, self._sweep)
+
+    def _forget(self, conn: _Conn) -> None:
+        self._open.discard(conn)
+        conns = self._idle.get(conn.origin)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - self.keepalive
+        for origin, conns in list(self._idle.items()):
+            expired = [c for c in conns if c.idle_since <= limit]
+            for conn in expired:
+                conns.remove(conn)
+                conn.abort()
+            if not conns:
+                del self._idle[origin]
+        if self._idle:
+            self._sweeper = loop.call_later(self.keepalive / 2, self._sweep)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,488 @@
+"""The router's front: a lean HTTP/1.1 server on an asyncio Protocol.
+
+:class:`FrontServer` listens; each client connection is a
+:class:`Connection` protocol that parses requests from the bytes it receives
+(:mod:`skyctl.router.http1`) and runs them one at a time through
+``await handler(request, connection)`` in one task per connection. The
+handler answers through the connection: :meth:`Connection.send` for a
+complete response (head and body in one write), or
+:meth:`~Connection.start`, :meth:`~Connection.write`,
+:meth:`~Connection.finish` to stream one, with :meth:`~Connection.drain`
+for flow control and :meth:`~Connection.abort` to cut it.
+
+- Keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelining with one
+  request parsed ahead, ``Expect: 100-continue`` answered when the handler
+  first reads the body; request bodies stream through a
+  :class:`~skyctl.router.http1.BodyStream`.
+- When the client hangs up, the task handling its request is cancelled.
+- Malformed requests get the parser's status (400, 431, 501, 505) and the
+  connection closes; so does a connection whose request body was left
+  unread. Idle connections close after ``keepalive_timeout``, heads that
+  take longer than ``head_timeout`` to arrive are cut.
+- :meth:`FrontServer.stop_accepting` closes the listening socket and idle
+  connections; busy ones close after their current response.
+  :meth:`FrontServer.close` cuts what is left and waits for the tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from skyctl.router.http1 import (
+    LAST_CHUNK,
+    MAX_HEAD_BYTES,
+    REASONS,
+    BodyStream,
+    Framer,
+    Head,
+    ProtocolError,
+    encode_chunk,
+    parse_request_head,
+)
+
+log = logging.getLogger(__name__)
+
+_SMALL_BODY = 16 * 1024  # bodies up to this size go out in the same write as the head
+_IDLE, _STREAMING, _DONE = range(3)
+
+
+class Request:
+    """One client request: the parsed head, the body stream (None: no body), the peer."""
+
+    __slots__ = ("body", "head", "method", "remote")
+
+    def __init__(self, head: Head, remote: bytes | None) -> None:
+        self.head = head
+        self.method = head.method.decode("ascii")
+        self.remote = remote
+        self.body: BodyStream | None = None
+
+    @property
+    def target(self) -> bytes:
+        return self.head.target
+
+    @property
+    def path(self) -> str:
+        """The target without its query, decoded (for the router's own endpoints)."""
+        return self.head.target.split(b"?", 1)[0].decode("latin-1")
+
+
+Handler = Callable[[Request, "Connection"], Awaitable[None]]
+
+
+class Connection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, server: FrontServer) -> None:
+        self._server = server
+        self._loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.remote: bytes | None = None
+        self.closed = False
+        self.last_active = self._loop.time()
+        self._buf = b""
+        self._receiving: Request | None = None  # request whose body is still arriving
+        self._framer: Framer | None = None
+        self._current: Request | None = None  # handed to the task
+        self._ready: Request | None = None  # parsed ahead, waiting
+        self._waiter: asyncio.Future[Request | None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._backlog_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # the response to _current
+        self._state = _IDLE
+        self._chunked = False
+        self._close_after = False
+        self._head_only = False
+        self._http11 = True
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.remote = str(peer[0]).encode("ascii", "replace")
+        self._server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        framer = self._framer
+        if framer is not None:
+            request = self._receiving
+            assert request is not None and request.body is not None
+            try:
+                rest = framer.feed(data, request.body)
+            except ProtocolError as exc:
+                request.body.fail(exc)
+                self._framer = self._receiving = None
+                self._close_after = True
+                return
+            if rest is None:
+                return
+            request.body.finish()
+            self._framer = self._receiving = None
+            data = rest
+            if not data:
+                return
+        if self._buf:
+            data, self._buf = self._buf + data, b""
+        self._parse(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._server.connections.discard(self)
+        if self._receiving is not None and self._receiving.body is not None:
+            self._receiving.body.fail(ConnectionResetError("client closed the connection"))
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif self._current is not None and self.task is not None:
+            self.task.cancel()  # the client hung up mid-request
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ---- request parsing -------------------------------------------------------------------
+
+    def _parse(self, data: bytes) -> None:
+        while data:
+            if self._ready is not None or self._receiving is not None:
+                self._buf = data  # one request ahead is enough: wait for the handler
+                if len(data) > MAX_HEAD_BYTES and not self._backlog_paused:
+                    self._backlog_paused = True
+                    self._pause_reading()
+                return
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                data = data.lstrip(b"\r\n")  # empty lines between requests are allowed
+                if len(data) > MAX_HEAD_BYTES:
+                    self._reject(ProtocolError(431, "request head too large"))
+                elif data:
+                    self._buf = data
+                    self.last_active = self._loop.time()
+                return
+            try:
+                head = parse_request_head(data[:end].lstrip(b"\r\n"))
+            except ProtocolError as exc:
+                self._reject(exc)
+                return
+            data = data[end + 4 :]
+            request = Request(head, self.remote)
+            if head.chunked or head.content_length:
+                body = request.body = BodyStream(self._pause_reading, self._resume_reading)
+                if head.expect_continue and head.http11:
+                    body.on_first_read = self._continue
+                framer = Framer(head.content_length, head.chunked)
+                try:
+                    rest = framer.feed(data, body)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                    return
+                if rest is None:
+                    self._framer, self._receiving = framer, request
+                    data = b""
+                else:
+                    body.finish()
+                    data = rest
+            self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> None:
+        self.last_active = self._loop.time()
+        if self._current is not None:
+            self._ready = request
+            return
+        self._current = request
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.set_result(request)
+        elif self.task is None:
+            self.task = self._loop.create_task(self._run(request))
+
+    def _next(self) -> Request | None:
+        """The request parsed ahead, if any; buffered bytes are parsed on."""
+        request, self._ready = self._ready, None
+        self._current = request
+        if self._backlog_paused:
+            self._backlog_paused = False
+            self._resume_reading()
+        if self._buf and self._receiving is None:
+            data, self._buf = self._buf, b""
+            self._parse(data)
+        return request
+
+    def _reject(self, exc: ProtocolError) -> None:
+        if self._current is not None:  # a response is under way: just stop reading
+            self._close_after = True
+            self._pause_reading()
+            return
+        body = json.dumps({"error": exc.detail}).encode()
+        reason = REASONS.get(exc.status, b"Error")
+        self._write_raw(
+            b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%b" % (exc.status, reason, len(body), body)
+        )
+        self.close()
+
+    def _continue(self) -> None:
+        if self._state == _IDLE:
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and not self._backlog_paused:
+            self.transport.resume_reading()
+
+    # ---- the task: one request at a time ------------------------------------------------------
+
+    async def _run(self, request: Request | None) -> None:
+        try:
+            while request is not None:
+                await self._serve(request)
+                if self._close_after or self.closed or self._server.draining:
+                    self.close()
+                    return
+                request = self._next()
+                if request is None:
+                    if self.closed:
+                        return
+                    self._waiter = self._loop.create_future()
+                    request = await self._waiter
+        finally:
+            self.task = None
+            self._current = None
+
+    async def _serve(self, request: Request) -> None:
+        head = request.head
+        self._state = _IDLE
+        self._chunked = False
+        self._close_after = not head.keep_alive or self._server.draining
+        self._head_only = head.method == b"HEAD"
+        self._http11 = head.http11
+        try:
+            await self._server.handler(request, self)
+        except Exception:
+            log.exception("router handler failed on %s %r", request.method, head.target[:200])
+            if self._state == _IDLE:
+                self._close_after = True
+                self.send_json(500, {"error": "internal router error"})
+            else:
+                self.abort()
+        if self._state != _DONE:
+            if self._state == _IDLE:
+                self._close_after = True
+                self.send_json(500, {"error": "router handler sent no response"})
+            else:
+                self.abort()
+        if request.body is not None and not request.body.complete:
+            self._close_after = True  # the rest of the body is still on the wire
+        self.last_active = self._loop.time()
+
+    # ---- responses -----------------------------------------------------------------------------
+
+    def _connection_line(self) -> bytes:
+        if self._close_after:
+            return b"Connection: close\r\n"
+        return b"" if self._http11 else b"Connection: keep-alive\r\n"
+
+    def send(
+        self,
+        status: int,
+        reason: bytes,
+        lines: bytes,
+        body: bytes = b"",
+        declared_length: int | None = None,
+    ) -> None:
+        """A complete response; ``lines`` are header lines ending in CRLF, without framing.
+
+        ``declared_length``: the Content-Length to announce for a HEAD request.
+        """
+        if status < 200 or status in (204, 304):
+            framing, body = b"", b""
+        elif self._head_only:
+            framing = b""
+            if declared_length is not None:
+                framing = b"Content-Length: %d\r\n" % declared_length
+            body = b""
+        else:
+            framing = b"Content-Length: %d\r\n" % len(body)
+        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
+            status,
+            reason,
+            lines,
+            framing,
+            self._connection_line(),
+        )
+        self._state = _DONE
+        if len(body) <= _SMALL_BODY:
+            self._write_raw(head + body if body else head)
+        else:
+            self._write_raw(head)
+            self._write_raw(body)
+
+    def send_json(self, status: int, obj: dict[str, Any], rid: bytes | None = None) -> None:
+        lines = b"Content-Type: application/json\r\n"
+        if rid is not None:
+            lines += b"X-Request-Id: " + rid + b"\r\n"
+        self.send(status, REASONS.get(status, b"Error"), lines, json.dumps(obj).encode())
+
+    def start(
+        self, status: int, reason: bytes, lines: bytes, length: int | None, first: bytes
+    ) -> None:
+        """Start a streamed response with its first body bytes (one write).
+
+        ``length`` None: chunked to an HTTP/1.1 client, else delimited by closing.
+        """
+        if self._head_only or status < 200 or status in (204, 304):
+            self.send(status, reason, lines, b"", length)
+            return
+        if length is not None:
+            framing = b"Content-Length: %d\r\n" % length
+        elif self._http11:
+            framing = b"Transfer-Encoding: chunked\r\n"
+            self._chunked = True
+        else:
+            framing = b""
+            self._close_after = True
+        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
+            status,
+            reason,
+            lines,
+            framing,
+            self._connection_line(),
+        )
+        self._state = _STREAMING
+        if not first:
+            self._write_raw(head)
+        elif self._chunked:
+            self._write_raw(head + encode_chunk(first))
+        else:
+            self._write_raw(head + first)
+
+    def write(self, data: bytes) -> None:
+        if data and self._state == _STREAMING:
+            self._write_raw(encode_chunk(data) if self._chunked else data)
+
+    def finish(self) -> None:
+        if self._state == _STREAMING:
+            if self._chunked:
+                self._write_raw(LAST_CHUNK)
+            self._state = _DONE
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full; raise once the client is gone."""
+        if self.closed:
+            raise ConnectionResetError("client closed the connection")
+        if self._write_paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+            if self.closed:
+                raise ConnectionResetError("client closed the connection")
+
+    def abort(self) -> None:
+        """Cut the connection (a response cannot be completed)."""
+        self._state = _DONE
+        self._close_after = True
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.closed = True
+
+    def _write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+
+class FrontServer:
+    """Listens and runs :class:`Connection` protocols (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        keepalive_timeout: float = 75.0,
+        head_timeout: float = 30.0,
+    ) -> None:
+        self.handler = handler
+        self.keepalive_timeout = keepalive_timeout
+        self.head_timeout = head_timeout
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_event_loop()
+
+    async def start(self, host: str, port: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.draining = False
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+        )
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket and idle connections; busy ones close after their response."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn.close()
+
+    async def close(self) -> None:
+        """Cut every connection, cancel the requests still running and wait for them."""
+        self.stop_accepting()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for conn in list(self.connections):
+            conn.abort()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await asyncio.sleep(0)  # let the transports run connection_lost
+
+    def _sweep_interval(self) -> float:
+        return max(0.5, min(self.keepalive_timeout, self.head_timeout) / 4)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.busy:
+                continue
+            limit = self.head_timeout if conn._buf else self.keepalive_timeout
+            if now - conn.last_active > limit:
+                conn.close()
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)

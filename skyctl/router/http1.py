@@ -1,0 +1,462 @@
+"""HTTP/1.1 on the wire for the router: heads, body framing, body streams.
+
+Pure parsing and serialisation shared by the router's front server
+(:mod:`skyctl.router.front`) and its upstream client
+(:mod:`skyctl.router.client`); no sockets here.
+
+- :func:`parse_request_head` / :func:`parse_response_head` turn the bytes of a
+  head (up to, not including, the blank line) into a :class:`Head`. Header
+  lines are kept as the raw bytes they arrived as, next to their lower-cased
+  name, so a proxy forwards them without re-encoding; the few values the
+  router needs (framing, ``Connection``, ``Host``, ``X-Request-Id``,
+  ``X-Forwarded-For``, ``Expect``) are picked out in the same pass.
+- :class:`Framer` splits a message body off a byte stream: a fixed
+  ``Content-Length``, ``chunked``, or until the connection closes.
+- :class:`BodyStream` is one body as it arrives: the protocol feeds it, one
+  consumer reads it (``await read()``), and a high-water mark pauses the
+  transport's reading while the consumer lags.
+
+Malformed input raises :class:`ProtocolError`, which carries the status a
+server answers with (400, 431, 501, 505). The parser is strict where
+leniency lets two parties frame one message differently (request
+smuggling): both ``Content-Length`` and ``Transfer-Encoding``, differing
+lengths, a transfer coding other than ``chunked``, bare CR or LF, obsolete
+line folding, whitespace before a colon are all rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Callable
+
+MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
+MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer line
+MAX_TRAILER_BYTES = 64 * 1024
+HIGH_WATER = 256 * 1024  # bytes buffered in a BodyStream before reading pauses
+LOW_WATER = 64 * 1024
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
+_DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
+
+REASONS: dict[int, bytes] = {
+    100: b"Continue",
+    200: b"OK",
+    204: b"No Content",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    404: b"Not Found",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+class ProtocolError(Exception):
+    """Malformed HTTP; ``status`` is what a server answers (then closes)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(detail)
+
+
+class IncompleteBody(ConnectionError):
+    """The connection ended before the body did."""
+
+
+# one header: (lower-cased name, value without surrounding whitespace, the raw line)
+Field = tuple[bytes, bytes, bytes]
+
+
+class Head:
+    """A parsed request or response head (see the module docstring)."""
+
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "expect_continue",
+        "fields",
+        "forwarded_for",
+        "host",
+        "http11",
+        "keep_alive",
+        "method",
+        "reason",
+        "request_id",
+        "status",
+        "target",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.status = 0
+        self.reason = b""
+        self.http11 = True
+        self.fields: list[Field] = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.connection: frozenset[bytes] = frozenset()  # tokens named in Connection
+        self.keep_alive = True
+        self.host: bytes | None = None
+        self.request_id: bytes | None = None
+        self.forwarded_for: list[bytes] = []
+        self.expect_continue = False
+
+
+def _parse_fields(head: Head, lines: list[bytes]) -> None:
+    fields = head.fields
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN(name):
+            raise ProtocolError(400, f"malformed header line {line[:40]!r}")
+        lower = name.lower()
+        value = value.strip(b" \t")
+        fields.append((lower, value, line))
+        if lower == b"content-length":
+            lengths.append(value)
+        elif lower == b"transfer-encoding":
+            codings.append(value)
+        elif lower == b"connection":
+            connection.append(value)
+        elif lower == b"host":
+            head.host = value
+        elif lower == b"x-request-id":
+            head.request_id = value
+        elif lower == b"x-forwarded-for":
+            head.forwarded_for.append(value)
+        elif lower == b"expect":
+            head.expect_continue = value.lower() == b"100-continue"
+    if codings:
+        if lengths:
+            raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
+        tokens = [t.strip().lower() for v in codings for t in v.split(b",")]
+        if tokens[-1] != b"chunked" or tokens.count(b"chunked") != 1:
+            raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
+        head.chunked = True
+    elif lengths:
+        values = {v.strip() for length in lengths for v in length.split(b",")}
+        if len(values) != 1:
+            raise ProtocolError(400, "conflicting Content-Length values")
+        value = values.pop()
+        if not _DIGITS(value):
+            raise ProtocolError(400, f"invalid Content-Length {value[:20]!r}")
+        head.content_length = int(value)
+    if connection:
+        head.connection = frozenset(
+            t.strip().lower() for v in connection for t in v.split(b",") if t.strip()
+        )
+    if head.http11:
+        head.keep_alive = b"close" not in head.connection
+    else:
+        head.keep_alive = b"keep-alive" in head.connection and b"close" not in head.connection
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    rest = data.replace(b"\r\n", b"")
+    if b"\n" in rest or b"\r" in rest or b"\0" in rest:
+        raise ProtocolError(400, "bare CR, LF or NUL in the head")
+    lines = data.split(b"\r\n")
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolError(400, "obsolete line folding in the head")
+    return lines
+
+
+def parse_request_head(data: bytes) -> Head:
+    """A request head (request line and header lines, no blank line)."""
+    lines = _split_lines(data)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN(parts[0]) or not parts[1]:
+        raise ProtocolError(400, f"malformed request line {lines[0][:60]!r}")
+    method, target, version = parts
+    if version == b"HTTP/1.1":
+        http11 = True
+    elif version == b"HTTP/1.0":
+        http11 = False
+    elif version.startswith(b"HTTP/"):
+        raise ProtocolError(505, f"unsupported version {version[:16]!r}")
+    else:
+        raise ProtocolError(400, f"malformed request line {lines[0][:60]!r}")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
+    head = Head()
+    head.method, head.target, head.http11 = method, target, http11
+    _parse_fields(head, lines[1:])
+    return head
+
+
+def parse_response_head(data: bytes) -> Head:
+    """A response head (status line and header lines, no blank line)."""
+    lines = _split_lines(data)
+    version, _, rest = lines[0].partition(b" ")
+    status, _, reason = rest.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(status) != 3 or not status.isdigit():
+        raise ProtocolError(502, f"malformed status line {lines[0][:60]!r}")
+    head = Head()
+    head.status, head.reason, head.http11 = int(status), reason, version == b"HTTP/1.1"
+    _parse_fields(head, lines[1:])
+    return head
+
+
+def response_has_body(method: bytes, status: int) -> bool:
+    return method != b"HEAD" and status >= 200 and status not in (204, 304)
+
+
+# ---- body framing ----------------------------------------------------------------------
+
+_LENGTH, _UNTIL_CLOSE, _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(7)
+
+
+class Framer:
+    """Splits one body off a byte stream; :meth:`feed` returns what follows the body."""
+
+    __slots__ = ("_pending", "_remaining", "_state", "_trailer")
+
+    def __init__(self, length: int | None, chunked: bool) -> None:
+        self._pending = b""
+        self._trailer = 0
+        if chunked:
+            self._state, self._remaining = _SIZE, 0
+        elif length is None:
+            self._state, self._remaining = _UNTIL_CLOSE, 0
+        else:
+            self._state, self._remaining = (_LENGTH, length) if length else (_DONE, 0)
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    @property
+    def until_close(self) -> bool:
+        return self._state == _UNTIL_CLOSE
+
+    def feed(self, data: bytes, out: BodyStream) -> bytes | None:
+        """Feed bytes; body bytes go to ``out``. Returns the bytes after the body's end
+        (possibly empty) once it ended, else None."""
+        state = self._state
+        if state == _LENGTH:
+            remaining = self._remaining
+            if len(data) < remaining:
+                self._remaining = remaining - len(data)
+                if data:
+                    out.feed(data)
+                return None
+            self._state, self._remaining = _DONE, 0
+            if len(data) == remaining:
+                out.feed(data)
+                return b""
+            out.feed(data[:remaining])
+            return data[remaining:]
+        if state == _UNTIL_CLOSE:
+            if data:
+                out.feed(data)
+            return None
+        if state == _DONE:
+            return data
+        return self._feed_chunked(data, out)
+
+    def _feed_chunked(self, data: bytes, out: BodyStream) -> bytes | None:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        pos, size = 0, len(data)
+        state = self._state
+        while pos < size:
+            if state == _DATA:
+                take = min(self._remaining, size - pos)
+                out.feed(data if take == size else data[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    state = _DATA_END
+            elif state == _DATA_END:
+                if size - pos < 2:
+                    break
+                if data[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError(400, "chunk data not followed by CRLF")
+                pos += 2
+                state = _SIZE
+            else:  # _SIZE or _TRAILER: one line
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > MAX_CHUNK_LINE:
+                        raise ProtocolError(400, "chunk-size or trailer line too long")
+                    break
+                line = data[pos:end]
+                pos = end + 2
+                if state == _SIZE:
+                    digits = line.split(b";", 1)[0].strip(b" \t")
+                    if not _HEX(digits):
+                        raise ProtocolError(400, f"invalid chunk size {line[:20]!r}")
+                    self._remaining = int(digits, 16)
+                    state = _DATA if self._remaining else _TRAILER
+                elif line:
+                    self._trailer += len(line) + 2
+                    if self._trailer > MAX_TRAILER_BYTES:
+                        raise ProtocolError(400, "trailer section too large")
+                else:
+                    self._state = _DONE
+                    return data[pos:]
+        self._state = state
+        if pos < size:
+            self._pending = data[pos:]
+        return None
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+# ---- body stream -----------------------------------------------------------------------
+
+
+class BodyStream:
+    """One body as it arrives: fed by a protocol, read by one consumer.
+
+    :meth:`read` returns everything buffered so far (b"" at the end) and
+    raises the failure the protocol reported (:class:`IncompleteBody`, a
+    :class:`ProtocolError`, a :class:`TimeoutError` after ``timeout``
+    seconds of silence). ``pause``/``resume`` are called around the
+    high-water mark; ``on_first_read`` once, before the first read (a server
+    answers ``100 Continue`` there).
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_done",
+        "_error",
+        "_paused",
+        "_size",
+        "_waiter",
+        "on_first_read",
+        "pause",
+        "resume",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        pause: Callable[[], None] | None = None,
+        resume: Callable[[], None] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.pause = pause
+        self.resume = resume
+        self.timeout = timeout
+        self.on_first_read: Callable[[], None] | None = None
+
+    # -- producer side
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._waiter is not None:
+            self._wake()
+        if self._size > HIGH_WATER and not self._paused and self.pause is not None:
+            self._paused = True
+            self.pause()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._error = exc
+            self._done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- consumer side
+    @property
+    def complete(self) -> bool:
+        """Every byte of the body has arrived (it may still sit in the buffer)."""
+        return self._done and self._error is None
+
+    @property
+    def at_eof(self) -> bool:
+        """Complete and all read."""
+        return self._done and self._error is None and not self._chunks
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def take(self) -> bytes:
+        """Everything buffered now, without waiting."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._paused and self.resume is not None:
+            self._paused = False
+            self.resume()
+        return data
+
+    async def read(self) -> bytes:
+        if self.on_first_read is not None:
+            first, self.on_first_read = self.on_first_read, None
+            first()
+        while True:
+            if self._chunks:
+                return self.take()
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            await self._wait()
+
+    async def read_all(self) -> bytes:
+        """The rest of the body (callers bound it first, e.g. by its Content-Length)."""
+        parts: list[bytes] = []
+        while True:
+            data = await self.read()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    async def _wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None
+        if self.timeout is not None:
+            timer = loop.call_later(self.timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("no data in time"))

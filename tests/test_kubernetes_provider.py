@@ -745,7 +745,15 @@ async def test_a_controller_keeps_a_service_up_across_two_clusters_and_down_clea
         )
         assert await get() == 200
 
-        print([(e.kind, e.message) for e in store.events("web")])
+        # a replacement in A never schedules: given up, then A's spot pool refuses launches
+        await until(
+            lambda: any(
+                e.kind == "launch_failed" and "CapacityError" in e.message
+                for e in store.events("web", limit=1000)
+            )
+        )
+        assert len(live(status=S.READY)) >= 2 and await get() == 200  # on-demand covers
+
         await controller.delete_service("web")
         await until(lambda: not any(f.pods(selector="skyctl-service") for f in fakes.values()))
         assert await provider.list_services() == []

@@ -162,7 +162,7 @@ async def replaced(h: Harness, victim: ReplicaRecord) -> ReplicaRecord:
 
 
 async def test_a_spot_service_spans_three_clouds_through_capacity_loss_preemption_and_down(
-    h: Harness, app_port: int
+    app_port: int, h: Harness
 ) -> None:
     h.fakes.gcp.exhaust(GCP_FIRST_ZONE)  # no spot capacity where GCP's replica goes first
 
@@ -205,7 +205,7 @@ async def test_a_spot_service_spans_three_clouds_through_capacity_loss_preemptio
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp"])
 async def test_a_replica_preempted_by_its_cloud_ends_preempted_and_is_replaced_elsewhere(
-    h: Harness, app_port: int, cloud: str
+    app_port: int, h: Harness, cloud: str
 ) -> None:
     victim = (await up(h, app_port))[cloud]
     assert victim.instance_id is not None

@@ -56,6 +56,8 @@ S = ReplicaStatus
 MAX_LAUNCH_ATTEMPTS = 3
 #: terminated replica rows are kept this long for `serve status` history
 KEEP_TERMINATED_SECONDS = 3600.0
+#: longest wait for a terminated replica's in-flight requests before its instance goes
+DRAIN_SECONDS = 30.0
 
 
 @dataclass
@@ -90,7 +92,11 @@ class Reconciler:
             # policy never terminates a SHUTTING_DOWN replica again, so settle them
             # here (not found counts as done)
             await asyncio.gather(
-                *(self._finish_terminate(rt, r) for r in replicas if r.status is S.SHUTTING_DOWN)
+                *(
+                    self._finish_terminate(rt, r)
+                    for r in replicas
+                    if r.status is S.SHUTTING_DOWN and not self._draining(rt, r)
+                )
             )
             replicas = self.store.list_replicas(name)
 
@@ -314,7 +320,16 @@ class Reconciler:
                 )
             self._unroute(rt, r.replica_id)
             todo.append(r)
-        await asyncio.gather(*(self._finish_terminate(rt, r) for r in todo))
+        await asyncio.gather(
+            *(self._finish_terminate(rt, r) for r in todo if not self._draining(rt, r))
+        )
+
+    def _draining(self, rt: ServiceRuntime, r: ReplicaRecord) -> bool:
+        """True while the router still has requests in flight to ``r`` (bounded by
+        DRAIN_SECONDS): its termination waits for a later tick, so a scale-down or
+        an update does not cut requests (a cut POST may be retried elsewhere)."""
+        in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
+        return in_flight > 0 and self.clock.now() - r.status_since < DRAIN_SECONDS
 
     async def _finish_terminate(self, rt: ServiceRuntime, r: ReplicaRecord) -> ReplicaRecord:
         if r.instance_id:

@@ -234,7 +234,9 @@ class AzureProvider(Provider):
                 zone=loc.zone,
                 port=request.port,
             )
-            script = render_bootstrap(request, notice_watch=notice_watch(names.vm))
+            script = render_bootstrap(
+                request, notice_watch=notice_watch(names.vm), drain_on_notice=True
+            )
             settings = VmSettings(
                 loc.region,
                 loc.zone,

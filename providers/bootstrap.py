@@ -13,6 +13,9 @@ script:
    that polls the metadata server for an interruption notice and, when one
    comes, writes the epoch second of the announced kill to
    ``"$SKYCTL_NOTICE_FILE"`` (a server may watch that file to drain itself);
+   with ``drain_on_notice`` (clouds whose API does not show the notice, such
+   as Azure) it then sends SIGTERM to ``run``, so the readiness probe fails,
+   the router drains the replica and the controller replaces it before the kill;
 4. runs the spec's ``setup`` (a failure ends the script with its exit code),
    then ``exec``s the spec's ``run``.
 
@@ -59,7 +62,11 @@ def _heredoc(path: str, kind: str, body: str) -> list[str]:
 
 
 def render_bootstrap(
-    request: LaunchRequest, *, notice_watch: str = "", work_root: str = DEFAULT_WORK_ROOT
+    request: LaunchRequest,
+    *,
+    notice_watch: str = "",
+    work_root: str = DEFAULT_WORK_ROOT,
+    drain_on_notice: bool = False,
 ) -> str:
     """The boot script for ``request`` (see the module docstring).
 
@@ -102,7 +109,19 @@ def render_bootstrap(
     lines += _heredoc("run.sh", "RUN", request.spec.run or "echo 'skyctl: the spec has no run'")
     if notice_watch.strip():
         lines += _heredoc("notice_watch.sh", "NOTICE", notice_watch)
-        lines += ["bash notice_watch.sh </dev/null &"]
+        if drain_on_notice:
+            # the cloud tells only the VM: stop the server gracefully (SIGTERM to
+            # run and its children) so the controller's probe fails, the router
+            # drains the replica and its replacement starts before the kill
+            lines += [
+                "(bash notice_watch.sh </dev/null || exit 0",
+                " echo 'skyctl: interruption notice; draining'",
+                ' for p in $(pgrep -P $$); do [ "$p" = "$BASHPID" ] || '
+                '[ "$(cat /proc/$p/comm 2>/dev/null)" = tee ] || kill -TERM "$p" 2>/dev/null; done',
+                " kill -TERM $$) &",
+            ]
+        else:
+            lines += ["bash notice_watch.sh </dev/null &"]
     lines += [
         "bash setup.sh",
         "rc=$?",

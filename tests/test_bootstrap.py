@@ -97,6 +97,31 @@ def test_notice_watch_runs_in_background_and_reports_through_the_notice_file(
     assert (tmp_path / "svc-7" / "seen.txt").read_text().strip() == "1700000120"
 
 
+def test_drain_on_notice_stops_the_server_gracefully_when_the_notice_comes(
+    tmp_path: Path,
+) -> None:
+    """Clouds that tell only the VM (Azure): the server gets SIGTERM, so probes fail."""
+    watch = 'while [ ! -e go ]; do sleep 0.05; done\necho 1700000120 > "$SKYCTL_NOTICE_FILE"\n'
+    run = (
+        "trap 'echo drained > drained.txt; exit 0' TERM\n"
+        "touch go\n"
+        "for i in $(seq 1 400); do sleep 0.05; done\n"
+        "echo not-drained > drained.txt\n"
+    )
+    script = render_bootstrap(
+        request(run=run), notice_watch=watch, work_root=str(tmp_path), drain_on_notice=True
+    )
+    result = run_script(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "svc-7" / "drained.txt").read_text().strip() == "drained"
+    assert "draining" in (tmp_path / "svc-7" / "replica.log").read_text()
+
+
+def test_without_drain_on_notice_the_server_keeps_running() -> None:
+    script = render_bootstrap(request(run="true"), notice_watch="true")
+    assert "kill -TERM" not in script
+
+
 def test_rendering_is_deterministic_for_a_retried_launch() -> None:
     req = request(setup="pip install x", run="python -m server", envs={"A": "1"})
     assert render_bootstrap(req) == render_bootstrap(req)

@@ -118,6 +118,7 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self._pool = pool
+        self._loop = pool.loop
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -225,7 +226,7 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             raise Disconnected("connection closed while sending the request body")
         if self._write_paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = self._loop.create_future()
             await self._drain_waiter
 
     # ---- exchange ----------------------------------------------------------------------
@@ -248,7 +249,7 @@ class _Conn(asyncio.Protocol):
         self._resp = resp
         self._method = method
         self._framer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = self._head_waiter = loop.create_future()
         if isinstance(body, BodyStream):
             transport.write(head)
@@ -347,6 +348,7 @@ class Pool:
         self._open: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None
+        self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
 
     async def request(
         self,
@@ -401,7 +403,7 @@ class Pool:
         return conn
 
     async def _connect(self, origin: Origin) -> _Conn:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         context: ssl.SSLContext | None = None
         if origin.scheme == "https":
             if self._ssl is None:
@@ -425,7 +427,7 @@ class Pool:
         if len(conns) >= self.max_idle:
             conn.abort()
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         conn.idle_since = loop.time()
         conns.append(conn)
         if self._sweeper is None:
@@ -439,7 +441,7 @@ class Pool:
 
     def _sweep(self) -> None:
         self._sweeper = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         limit = loop.time() - self.keepalive
         for origin, conns in list(self._idle.items()):
             expired = [c for c in conns if c.idle_since <= limit]

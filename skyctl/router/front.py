@@ -434,7 +434,7 @@ class FrontServer:
         self.draining = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
 
     async def start(self, host: str, port: int) -> int:
         self.loop = asyncio.get_running_loop()

@@ -20,49 +20,57 @@ REQUEST_ID = "X-Request-Id"
 MAX_REQUEST_ID_LENGTH = 128
 _PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+_HOP = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-encoding|upgrade"
 # dropped on the way to a replica: Host is the replica's, the rest the router sets
-_DROP_UPSTREAM = HOP_BY_HOP | {
-    b"host",
-    b"content-length",
-    b"expect",
-    b"x-request-id",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-}
-_DROP_DOWNSTREAM = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+_DROP_UPSTREAM = re.compile(
+    rb"^(?:%b|host|content-length|expect|x-request-id|x-forwarded-(?:for|proto|host)):[^\n]*\n"
+    % _HOP,
+    re.I | re.M,
+).sub
+_DROP_DOWNSTREAM = re.compile(
+    rb"^(?:%b|content-length|x-request-id):[^\n]*\n" % _HOP, re.I | re.M
+).sub
+_IDS_PER_DRAW = 256
+
+
+class _Ids:
+    """128-bit ids from the OS's CSPRNG, drawn 256 at a time (one syscall per 256)."""
+
+    def __init__(self) -> None:
+        self._hex = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        if self._pos >= len(self._hex):
+            self._hex = secrets.token_hex(16 * _IDS_PER_DRAW).encode("ascii")
+            self._pos = 0
+        pos = self._pos
+        self._pos = pos + 32
+        return self._hex[pos : pos + 32]
+
+
+_ids = _Ids()
 
 
 def new_request_id() -> bytes:
     """A fresh 128-bit request id (32 hex characters)."""
-    return secrets.token_hex(16).encode("ascii")
+    return _ids.next()
 
 
 def request_id(value: bytes | None) -> bytes:
     """Keep a client's id when it is printable ASCII of at most 128 bytes, else make one."""
     if value and _PRINTABLE_ID(value):
         return value
-    return new_request_id()
+    return _ids.next()
 
 
-def _kept(head: Head, drop: frozenset[bytes]) -> list[bytes]:
-    if head.connection:
-        drop = drop | head.connection
-    return [raw for lower, _, raw in head.fields if lower not in drop and lower[:6] != b"proxy-"]
+def _without_named(fields: bytes, connection: frozenset[bytes]) -> bytes:
+    """Drop the headers a Connection header names (beyond keep-alive and close)."""
+    named = connection - {b"keep-alive", b"close"}
+    if not named:
+        return fields
+    names = b"|".join(re.escape(name) for name in sorted(named))
+    return re.sub(rb"^(?:%b):[^\n]*\n" % names, b"", fields, flags=re.I | re.M)
 
 
 def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: bytes) -> bytes:
@@ -70,18 +78,19 @@ def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: b
 
     ``Host`` and the framing are added per attempt; see :func:`request_head`.
     """
-    kept = _kept(head, _DROP_UPSTREAM)
+    kept = _DROP_UPSTREAM(b"", head.fields)
+    if head.connection:
+        kept = _without_named(kept, head.connection)
+    parts = [kept]
     chain = head.forwarded_for
     if client_ip:
         chain = [*chain, client_ip]
     if chain:
-        kept.append(b"X-Forwarded-For: " + b", ".join(chain))
-    kept.append(b"X-Forwarded-Proto: " + scheme)
+        parts.append(b"X-Forwarded-For: %b\r\n" % b", ".join(chain))
     if head.host:
-        kept.append(b"X-Forwarded-Host: " + head.host)
-    kept.append(b"X-Request-Id: " + rid)
-    kept.append(b"")
-    return b"\r\n".join(kept)
+        parts.append(b"X-Forwarded-Host: %b\r\n" % head.host)
+    parts.append(b"X-Forwarded-Proto: %b\r\nX-Request-Id: %b\r\n" % (scheme, rid))
+    return b"".join(parts)
 
 
 def request_head(
@@ -93,7 +102,7 @@ def request_head(
 
 def downstream_lines(head: Head, *, rid: bytes) -> bytes:
     """Header lines (each ending in CRLF) to send to the client for a replica's response."""
-    kept = _kept(head, _DROP_DOWNSTREAM)
-    kept.append(b"X-Request-Id: " + rid)
-    kept.append(b"")
-    return b"\r\n".join(kept)
+    kept = _DROP_DOWNSTREAM(b"", head.fields)
+    if head.connection:
+        kept = _without_named(kept, head.connection)
+    return b"%bX-Request-Id: %b\r\n" % (kept, rid)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer line
@@ -40,6 +40,16 @@ LOW_WATER = 64 * 1024
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
 _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
+# a header section: token, colon, a value without CR, LF or NUL, CRLF; nothing else
+_FIELDS_OK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*").fullmatch
+_REQUEST_SPECIAL = re.compile(
+    rb"^(content-length|transfer-encoding|connection|host|x-request-id|x-forwarded-for|expect)"
+    rb":[ \t]*([^\r]*?)[ \t]*\r$",
+    re.I | re.M,
+).finditer
+_RESPONSE_SPECIAL = re.compile(
+    rb"^(content-length|transfer-encoding|connection):[ \t]*([^\r]*?)[ \t]*\r$", re.I | re.M
+).finditer
 
 REASONS: dict[int, bytes] = {
     100: b"Continue",
@@ -72,12 +82,12 @@ class IncompleteBody(ConnectionError):
     """The connection ended before the body did."""
 
 
-# one header: (lower-cased name, value without surrounding whitespace, the raw line)
-Field = tuple[bytes, bytes, bytes]
-
-
 class Head:
-    """A parsed request or response head (see the module docstring)."""
+    """A parsed request or response head (see the module docstring).
+
+    ``fields`` is the header section as it arrived: every line ending in CRLF,
+    without the start line and the blank line.
+    """
 
     __slots__ = (
         "chunked",
@@ -102,7 +112,7 @@ class Head:
         self.status = 0
         self.reason = b""
         self.http11 = True
-        self.fields: list[Field] = []
+        self.fields = b""
         self.content_length: int | None = None
         self.chunked = False
         self.connection: frozenset[bytes] = frozenset()  # tokens named in Connection
@@ -113,18 +123,27 @@ class Head:
         self.expect_continue = False
 
 
-def _parse_fields(head: Head, lines: list[bytes]) -> None:
-    fields = head.fields
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """The start line and the header section (lines ending in CRLF), validated."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        start, fields = data, b""
+    else:
+        start, fields = data[:end], data[end + 2 :] + b"\r\n"
+        if not _FIELDS_OK(fields):
+            raise ProtocolError(400, "malformed header section")
+    if b"\n" in start or b"\r" in start or b"\0" in start:
+        raise ProtocolError(400, "bare CR, LF or NUL in the start line")
+    return start, fields
+
+
+def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes]]]) -> None:
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN(name):
-            raise ProtocolError(400, f"malformed header line {line[:40]!r}")
-        lower = name.lower()
-        value = value.strip(b" \t")
-        fields.append((lower, value, line))
+    for match in special(head.fields):
+        lower = match.group(1).lower()
+        value = match.group(2)
         if lower == b"content-length":
             lengths.append(value)
         elif lower == b"transfer-encoding":
@@ -164,23 +183,12 @@ def _parse_fields(head: Head, lines: list[bytes]) -> None:
         head.keep_alive = b"keep-alive" in head.connection and b"close" not in head.connection
 
 
-def _split_lines(data: bytes) -> list[bytes]:
-    rest = data.replace(b"\r\n", b"")
-    if b"\n" in rest or b"\r" in rest or b"\0" in rest:
-        raise ProtocolError(400, "bare CR, LF or NUL in the head")
-    lines = data.split(b"\r\n")
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t"):
-            raise ProtocolError(400, "obsolete line folding in the head")
-    return lines
-
-
 def parse_request_head(data: bytes) -> Head:
     """A request head (request line and header lines, no blank line)."""
-    lines = _split_lines(data)
-    parts = lines[0].split(b" ")
+    start, fields = _split(data)
+    parts = start.split(b" ")
     if len(parts) != 3 or not _TOKEN(parts[0]) or not parts[1]:
-        raise ProtocolError(400, f"malformed request line {lines[0][:60]!r}")
+        raise ProtocolError(400, f"malformed request line {start[:60]!r}")
     method, target, version = parts
     if version == b"HTTP/1.1":
         http11 = True
@@ -189,25 +197,29 @@ def parse_request_head(data: bytes) -> Head:
     elif version.startswith(b"HTTP/"):
         raise ProtocolError(505, f"unsupported version {version[:16]!r}")
     else:
-        raise ProtocolError(400, f"malformed request line {lines[0][:60]!r}")
+        raise ProtocolError(400, f"malformed request line {start[:60]!r}")
     if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
         raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
     head = Head()
-    head.method, head.target, head.http11 = method, target, http11
-    _parse_fields(head, lines[1:])
+    head.method, head.target, head.http11, head.fields = method, target, http11, fields
+    _parse_fields(head, _REQUEST_SPECIAL)
     return head
 
 
 def parse_response_head(data: bytes) -> Head:
     """A response head (status line and header lines, no blank line)."""
-    lines = _split_lines(data)
-    version, _, rest = lines[0].partition(b" ")
+    try:
+        start, fields = _split(data)
+    except ProtocolError as exc:
+        raise ProtocolError(502, exc.detail) from None
+    version, _, rest = start.partition(b" ")
     status, _, reason = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(status) != 3 or not status.isdigit():
-        raise ProtocolError(502, f"malformed status line {lines[0][:60]!r}")
+        raise ProtocolError(502, f"malformed status line {start[:60]!r}")
     head = Head()
     head.status, head.reason, head.http11 = int(status), reason, version == b"HTTP/1.1"
-    _parse_fields(head, lines[1:])
+    head.fields = fields
+    _parse_fields(head, _RESPONSE_SPECIAL)
     return head
 
 

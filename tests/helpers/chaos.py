@@ -64,6 +64,7 @@ class ChaosResult:
     seconds_ready: int = 0
     preemptions: int = 0
     replicas_used: int = 0
+    failure_times: list[tuple[float, str]] = field(default_factory=list)  # (start offset, why)
 
     @property
     def ready_share(self) -> float:
@@ -103,8 +104,10 @@ async def _worker(
     failed_posts: set[bytes],
 ) -> None:
     loop = asyncio.get_running_loop()
+    start = deadline - result.seconds  # run_chaos sets seconds to the planned length first
     while loop.time() < deadline and budget[0] > 0:
         budget[0] -= 1
+        began = loop.time() - start
         method = "POST" if rng.random() < post_share else "GET"
         result.sent[method] += 1
         body = f"p-{budget[0]}-{rng.getrandbits(64):x}".encode()
@@ -122,6 +125,7 @@ async def _worker(
         if not ok:
             result.failed[method] += 1
             result.failures[why] += 1
+            result.failure_times.append((round(began, 2), why))
             if method == "POST":
                 failed_posts.add(body)
 
@@ -153,6 +157,7 @@ async def run_chaos(
     notice: float = 1.0,
     post_share: float = 0.2,
     post_ms: int = 50,
+    keep_service: bool = False,
 ) -> ChaosResult:
     """Run the load for ``seconds`` (or ``max_requests``) while replicas are preempted."""
     ledger = home / "ledger.txt"
@@ -181,6 +186,7 @@ async def run_chaos(
             loop = asyncio.get_running_loop()
             started = loop.time()
             deadline = started + seconds
+            result.seconds = seconds
             budget = [max_requests]
             await asyncio.gather(
                 _sampler(session, base, deadline, samples),
@@ -211,8 +217,9 @@ async def run_chaos(
         status = client.call("GET", "/v1/services?name=chaos")[0]
         result.preemptions = sum(1 for r in status["replicas"] if r["reason"] == "PREEMPTED")
         result.replicas_used = len(status["replicas"])
-        client.call("DELETE", "/v1/services/chaos")
-        await asyncio.to_thread(_wait_gone, client, 60.0)
+        if not keep_service:  # keep: its events stay readable after the run
+            client.call("DELETE", "/v1/services/chaos")
+            await asyncio.to_thread(_wait_gone, client, 60.0)
         return result
     finally:
         daemon.close()

@@ -259,14 +259,14 @@ class _Conn(asyncio.Protocol):
             transport.write(head + body if body else head)
             self._sent = True
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
-        timer = loop.call_later(limit, _expire, waiter)
+        timer = None if limit > 1e9 else loop.call_later(limit, _expire, waiter)
         try:
             return await waiter
         except BaseException:
             resp.release()
             raise
         finally:
-            timer.cancel()
+            if timer: timer.cancel()
             self._head_waiter = None
 
     async def _send_body(self, body: BodyStream, chunked: bool) -> None:

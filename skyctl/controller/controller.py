@@ -19,7 +19,7 @@ from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
 from skyctl.controller.reconcile import Reconciler
-from skyctl.controller.runtime import ServiceRuntime, make_runtime
+from skyctl.controller.runtime import ServiceRuntime, load_spec, make_runtime
 from skyctl.errors import (
     ConfigError,
     ServiceError,
@@ -28,8 +28,8 @@ from skyctl.errors import (
     SkyctlError,
 )
 from skyctl.lifecycle import ReplicaStatus
+from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
-from skyctl.spec_yaml import parse_spec
 from skyctl.store import ServiceRecord, ServiceStatus, Store
 from skyctl.types import InstanceEvent, InstanceEventKind
 
@@ -49,14 +49,17 @@ class Controller:
         tick_seconds: float = 2.0,
         exit_when_idle: bool = False,
         gc_clouds: tuple[str, ...] = ("local",),
+        secrets: Secrets | None = None,
     ) -> None:
+        """``secrets`` seals the specs' secrets (default: a key file beside the database)."""
         self.store = store
         self.providers = providers
         self.clock = clock
         self.tick_seconds = tick_seconds
         self.exit_when_idle = exit_when_idle
         self.gc_clouds = gc_clouds
-        self.reconciler = Reconciler(store, providers, clock)
+        self.secrets = secrets or Secrets(store.path.parent / KEY_FILE_NAME)
+        self.reconciler = Reconciler(store, providers, clock, self.secrets)
         self.runtimes: dict[str, ServiceRuntime] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -136,7 +139,7 @@ class Controller:
         if rt is not None:
             return rt
         version = self.store.get_version(svc.name, svc.current_version)
-        spec = parse_spec(version.yaml_text, version.source)
+        spec = load_spec(version, self.secrets)
         rt = make_runtime(svc.name, spec, clock=self.clock, wake=self.wake)
         rt.specs[svc.current_version] = spec
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
@@ -199,13 +202,14 @@ class Controller:
 
     def _spec_of(self, svc: ServiceRecord) -> ServiceSpec:
         version = self.store.get_version(svc.name, svc.current_version)
-        return parse_spec(version.yaml_text, version.source)
+        return load_spec(version, self.secrets)
 
     # -------------------------------------------------------- API operations
     async def create_service(
         self, yaml_text: str, source: str | None, name: str | None = None
     ) -> dict[str, Any]:
-        spec = parse_spec(yaml_text, source)
+        sealed = self.secrets.seal(yaml_text, source)  # secrets redacted and encrypted
+        spec = sealed.spec
         name = name or spec.name or _name_from(source)
         if not NAME_RE.fullmatch(name):
             raise ServiceError(
@@ -220,11 +224,12 @@ class Controller:
             self.providers.get(cloud)  # ConfigError now if its SDK is missing
         svc = self.store.create_service(
             name,
-            yaml_text,
+            sealed.yaml_text,
             now=self.clock.now(),
             router_host=spec.service.router.host,
             router_port=spec.service.router.port,
             source=source,
+            secrets_ciphertext=sealed.ciphertext,
         )
         try:
             await self._ensure_runtime(svc)
@@ -241,13 +246,19 @@ class Controller:
         svc = self._get(name)
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             raise ServiceError(f"service {name!r} is shutting down")
-        spec = parse_spec(yaml_text, source)
-        if spec.name and spec.name != name:
-            raise ServiceError(f"spec names service {spec.name!r}, not {name!r}")
-        version = self.store.add_version(name, yaml_text, now=self.clock.now(), source=source)
+        sealed = self.secrets.seal(yaml_text, source)  # secrets redacted and encrypted
+        if sealed.spec.name and sealed.spec.name != name:
+            raise ServiceError(f"spec names service {sealed.spec.name!r}, not {name!r}")
+        version = self.store.add_version(
+            name,
+            sealed.yaml_text,
+            now=self.clock.now(),
+            source=source,
+            secrets_ciphertext=sealed.ciphertext,
+        )
         rt = self.runtimes.get(name)
         if rt is not None:
-            rt.specs[version] = spec
+            spec = rt.spec(self.store.get_version(name, version), self.secrets)
             rt.router.reconfigure(spec.service)
             rt.prober.probe = spec.service.readiness_probe
         self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())

@@ -4,7 +4,8 @@ It takes an exclusive lock on ``$SKYCTL_HOME/controller.lock`` (one controller
 per home), serves the API on loopback, writes ``controller.json`` (pid, host,
 port; mode 0600) for the CLI, and on SIGTERM/SIGINT stops gracefully: routers
 finish in-flight requests within the grace period, state is already
-persisted, replicas keep running for the next controller to adopt.
+persisted, replicas keep running for the next controller to adopt. The
+specs' ``secrets:`` are stored encrypted with ``$SKYCTL_HOME/secret.key``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from skyctl.config import Paths, load_user_config, paths, read_or_create_token
 from skyctl.controller.api import make_app
 from skyctl.controller.controller import Controller
 from skyctl.errors import SkyctlError
+from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.store import Store
 
 log = logging.getLogger("skyctl.controller")
@@ -65,6 +67,7 @@ async def serve(
         tick_seconds=tick_seconds,
         exit_when_idle=exit_when_idle,
         gc_clouds=("local", *(k for k in config if k in PROVIDERS and k != "local")),
+        secrets=Secrets(p.home / KEY_FILE_NAME),
     )
     token = read_or_create_token(p)
     app = make_app(controller, token, controller.request_stop)

@@ -45,6 +45,7 @@ from skyctl.errors import (
     TransientError,
 )
 from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import ReplicaRecord, ServiceRecord, ServiceStatus, Store
 from skyctl.types import Backend, Instance, InstanceState, Offering
@@ -65,13 +66,14 @@ class Reconciler:
     store: Store
     providers: ProviderSet
     clock: Clock
+    secrets: Secrets  # opens the stored specs' secrets
 
     # ------------------------------------------------------------------ tick
     async def tick(self, rt: ServiceRuntime, svc: ServiceRecord) -> bool:
         """Reconcile one service once. Returns True when the service is gone."""
         name = svc.name
         version = self.store.get_version(name, svc.current_version)
-        spec = rt.spec(svc.current_version, version.yaml_text, version.source)
+        spec = rt.spec(version, self.secrets)
         replicas = self.store.list_replicas(name)
         instances = await self._instances(name, spec, replicas)
         replicas = await self._sync(rt, replicas, instances)
@@ -387,7 +389,7 @@ class Reconciler:
     async def _launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
         name = rt.name
         version = self.store.get_version(name, r.version)
-        spec = rt.spec(r.version, version.yaml_text, version.source)
+        spec = rt.spec(version, self.secrets)
         r = self.store.update_replica(
             name,
             r.replica_id,

@@ -1,7 +1,7 @@
 """What the controller keeps in memory for one service between ticks.
 
 Everything here can be rebuilt from the store after a restart: the parsed
-specs (from the stored YAML), the router (on the stored port), the probe
+specs (from the stored YAML and encrypted secrets), the router (on the stored port), the probe
 results (by probing again) and the pending location events (lost events only
 delay a placement decision by a tick).
 """
@@ -15,8 +15,9 @@ from policies.model import LocationEvent
 from skyctl.clock import Clock
 from skyctl.controller.prober import Prober
 from skyctl.router import Router
+from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
-from skyctl.spec_yaml import parse_spec
+from skyctl.store import VersionRecord
 from skyctl.types import Backend
 
 
@@ -38,12 +39,19 @@ class ServiceRuntime:
         self.backends = backends
         self.router.set_backends(backends)
 
-    def spec(self, version: int, yaml_text: str, source: str | None) -> ServiceSpec:
-        spec = self.specs.get(version)
+    def spec(self, record: VersionRecord, secrets: Secrets) -> ServiceSpec:
+        """The spec of a stored version (parsed once, secrets put back)."""
+        spec = self.specs.get(record.version)
         if spec is None:
-            spec = parse_spec(yaml_text, source)
-            self.specs[version] = spec
+            spec = load_spec(record, secrets)
+            self.specs[record.version] = spec
         return spec
+
+
+def load_spec(record: VersionRecord, secrets: Secrets) -> ServiceSpec:
+    """Parse a stored version with its secrets decrypted: the one way the controller
+    reads a stored spec (the store holds the YAML redacted, see skyctl.secrets)."""
+    return secrets.open(record.yaml_text, record.source, record.secrets_ciphertext)
 
 
 def make_runtime(

@@ -45,6 +45,7 @@ from skyctl.router.http1 import (
 )
 
 MAX_IDLE_PER_ORIGIN = 256
+TICK = 0.05  # seconds between checks of response-head deadlines (their precision)
 
 
 class UpstreamError(Exception):
@@ -132,6 +133,7 @@ class _Conn(asyncio.Protocol):
         self._upload: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self.deadline = 0.0  # loop time by which the response head must have arrived
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -259,14 +261,14 @@ class _Conn(asyncio.Protocol):
             transport.write(head + body if body else head)
             self._sent = True
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
-        timer = None if limit > 1e9 else loop.call_later(limit, _expire, waiter)
+        pool._watch(self, loop.time() + limit)
         try:
             return await waiter
         except BaseException:
             resp.release()
             raise
         finally:
-            if timer: timer.cancel()
+            pool._waiting.discard(self)
             self._head_waiter = None
 
     async def _send_body(self, body: BodyStream, chunked: bool) -> None:
@@ -323,11 +325,6 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
 
-def _expire(waiter: asyncio.Future[Response]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError("no response in time"))
-
-
 class Pool:
     """Keep-alive connections to replicas (see the module docstring)."""
 
@@ -347,6 +344,10 @@ class Pool:
         self._idle: dict[Origin, list[_Conn]] = {}
         self._open: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        # exchanges waiting for a response head, checked every TICK seconds: one
+        # timer for all of them instead of a timer per request
+        self._waiting: set[_Conn] = set()
+        self._ticker: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
 
@@ -375,9 +376,10 @@ class Pool:
         return sum(len(conns) for conns in self._idle.values())
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._ticker):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._ticker = None
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
@@ -432,6 +434,21 @@ class Pool:
         conns.append(conn)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.keepalive, self._sweep)
+
+    def _watch(self, conn: _Conn, deadline: float) -> None:
+        conn.deadline = deadline
+        self._waiting.add(conn)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for conn in [c for c in self._waiting if c.deadline <= now]:
+            self._waiting.discard(conn)
+            waiter = conn._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(TimeoutError("no response in time"))
+        self._ticker = self.loop.call_later(TICK, self._tick) if self._waiting else None
 
     def _forget(self, conn: _Conn) -> None:
         self._open.discard(conn)

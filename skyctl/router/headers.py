@@ -22,14 +22,14 @@ _PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullma
 
 _HOP = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-encoding|upgrade"
 # dropped on the way to a replica: Host is the replica's, the rest the router sets
+# applied to LF + a header section: each match is LF, one line, CR (its LF stays for
+# the next line); a literal LF first lets the regex engine skip ahead
 _DROP_UPSTREAM = re.compile(
-    rb"^(?:%b|host|content-length|expect|x-request-id|x-forwarded-(?:for|proto|host)):[^\n]*\n"
+    rb"\n(?:%b|host|content-length|expect|x-request-id|x-forwarded-(?:for|proto|host)):[^\r]*\r"
     % _HOP,
-    re.I | re.M,
+    re.I,
 ).sub
-_DROP_DOWNSTREAM = re.compile(
-    rb"^(?:%b|content-length|x-request-id):[^\n]*\n" % _HOP, re.I | re.M
-).sub
+_DROP_DOWNSTREAM = re.compile(rb"\n(?:%b|content-length|x-request-id):[^\r]*\r" % _HOP, re.I).sub
 _IDS_PER_DRAW = 256
 
 
@@ -70,7 +70,7 @@ def _without_named(fields: bytes, connection: frozenset[bytes]) -> bytes:
     if not named:
         return fields
     names = b"|".join(re.escape(name) for name in sorted(named))
-    return re.sub(rb"^(?:%b):[^\n]*\n" % names, b"", fields, flags=re.I | re.M)
+    return re.sub(rb"\n(?:%b):[^\r]*\r" % names, b"", b"\n" + fields, flags=re.I)[1:]
 
 
 def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: bytes) -> bytes:
@@ -78,7 +78,7 @@ def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: b
 
     ``Host`` and the framing are added per attempt; see :func:`request_head`.
     """
-    kept = _DROP_UPSTREAM(b"", head.fields)
+    kept = _DROP_UPSTREAM(b"", b"\n" + head.fields)[1:]
     if head.connection:
         kept = _without_named(kept, head.connection)
     parts = [kept]
@@ -102,7 +102,7 @@ def request_head(
 
 def downstream_lines(head: Head, *, rid: bytes) -> bytes:
     """Header lines (each ending in CRLF) to send to the client for a replica's response."""
-    kept = _DROP_DOWNSTREAM(b"", head.fields)
+    kept = _DROP_DOWNSTREAM(b"", b"\n" + head.fields)[1:]
     if head.connection:
         kept = _without_named(kept, head.connection)
     return b"%bX-Request-Id: %b\r\n" % (kept, rid)

@@ -106,6 +106,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "remember the file each spec version came from (for error messages)",
         ("ALTER TABLE service_versions ADD COLUMN source TEXT",),
     ),
+    Migration(
+        3,
+        "keep a spec's secrets encrypted beside its redacted YAML (skyctl.secrets)",
+        ("ALTER TABLE service_versions ADD COLUMN secrets_ciphertext TEXT",),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

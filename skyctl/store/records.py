@@ -60,6 +60,7 @@ class VersionRecord:
     yaml_text: str
     created_at: float
     source: str | None = None  # the file the spec was read from, when known
+    secrets_ciphertext: str | None = None  # its secrets, encrypted (see skyctl.secrets)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> VersionRecord:
@@ -69,6 +70,7 @@ class VersionRecord:
             yaml_text=row["yaml_text"],
             created_at=row["created_at"],
             source=row["source"],
+            secrets_ciphertext=row["secrets_ciphertext"],
         )
 
 

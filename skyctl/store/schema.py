@@ -54,6 +54,7 @@ service_versions = Table(
     Column("yaml_text", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("source", Text),  # the spec's file name, for error messages (v2)
+    Column("secrets_ciphertext", Text),  # the spec's secrets, encrypted (v3; skyctl.secrets)
     PrimaryKeyConstraint("service", "version"),
 )
 

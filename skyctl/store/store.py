@@ -151,10 +151,12 @@ class Store:
         router_host: str = "127.0.0.1",
         router_port: int | None = None,
         source: str | None = None,
+        secrets_ciphertext: str | None = None,
     ) -> ServiceRecord:
         """Store a new service at version 1, status CONTROLLER_INIT.
 
-        ``source`` names the file the spec came from, kept for error messages.
+        ``source`` names the file the spec came from, kept for error messages;
+        ``secrets_ciphertext`` its encrypted secrets (``yaml_text`` is redacted).
         """
         with self._write() as conn:
             if conn.execute(select(t.services.c.name).where(t.services.c.name == name)).first():
@@ -173,13 +175,24 @@ class Store:
             )
             conn.execute(
                 insert(t.service_versions).values(
-                    service=name, version=1, yaml_text=yaml_text, created_at=now, source=source
+                    service=name,
+                    version=1,
+                    yaml_text=yaml_text,
+                    created_at=now,
+                    source=source,
+                    secrets_ciphertext=secrets_ciphertext,
                 )
             )
             return ServiceRecord.from_row(self._service_row(conn, name)._mapping)
 
     def add_version(
-        self, name: str, yaml_text: str, *, now: float, source: str | None = None
+        self,
+        name: str,
+        yaml_text: str,
+        *,
+        now: float,
+        source: str | None = None,
+        secrets_ciphertext: str | None = None,
     ) -> int:
         """Store a new spec for ``name``; it becomes the current version."""
         with self._write() as conn:
@@ -197,6 +210,7 @@ class Store:
                     yaml_text=yaml_text,
                     created_at=now,
                     source=source,
+                    secrets_ciphertext=secrets_ciphertext,
                 )
             )
             conn.execute(

@@ -194,6 +194,15 @@ class Scenario:
         name = f"side{self.side}"
         self._create(client, name, spec_text(name, replicas=1, tag="s", spot=False))
 
+    def retry_deletions(self, client: ControllerClient) -> None:
+        """A deletion in doubt (the kill cut its call) is sent again, as a user would."""
+        for name, exp in self.expected.items():
+            if exp.deleting:
+                try:
+                    client.call("DELETE", f"/v1/services/{name}")
+                except ServiceNotFound:
+                    pass
+
     def _pause(self, _: ControllerClient) -> None:
         time.sleep(self.rng.uniform(0.3, 1.5))
 
@@ -362,6 +371,7 @@ async def run_campaign(
                 scenario.step_index += 1  # a step in doubt is not retried
             started = time.monotonic()
             client = daemon.start()
+            scenario.retry_deletions(client)
             found = await asyncio.to_thread(
                 wait_converged, home, scenario.expected, converge_timeout
             )

@@ -1,0 +1,261 @@
+"""Keeping a spec's ``secrets:`` values out of everything skyctl writes down.
+
+A spec's ``secrets:`` reach the replica's environment and nothing else: the
+controller stores the spec with every secret value replaced by a placeholder
+(:func:`redact`, which keeps the YAML's structure and line numbers, so errors
+about a stored spec still point at the right line) and the values themselves
+encrypted (Fernet, from ``cryptography``) under a key in a file only the user
+can read (``$SKYCTL_HOME/secret.key``, mode 0600, created on first use).
+
+:meth:`Secrets.seal` turns a submitted spec into what is stored;
+:meth:`Secrets.open` turns a stored version back into the spec with its
+secrets. Every problem is one line: a spec that hides its secrets behind YAML
+anchors or merge keys is a :class:`~skyctl.errors.SpecError` (the values could
+not be redacted), a missing, unreadable, exposed or wrong key a
+:class:`~skyctl.errors.ConfigError`. No message ever quotes a secret value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography.fernet import Fernet, InvalidToken
+
+from skyctl.errors import ConfigError, SpecError
+from skyctl.spec import ServiceSpec
+from skyctl.spec_yaml import parse_spec
+
+__all__ = ["KEY_FILE_NAME", "Sealed", "Secrets", "placeholder", "redact"]
+
+#: the key file's name in ``$SKYCTL_HOME``
+KEY_FILE_NAME = "secret.key"
+
+
+def placeholder(name: str) -> str:
+    """The value a redacted spec shows for secret ``name``."""
+    return f"<secret:{name}>"
+
+
+# -- redaction -----------------------------------------------------------------
+
+
+def redact(text: str, source: str | None = None) -> str:
+    """``text`` with each ``secrets:`` value replaced by ``"<secret:NAME>"``.
+
+    Everything else (keys, comments, line numbers) is kept. Raises SpecError
+    for an invalid spec, or when a value cannot be redacted in place (it comes
+    through a YAML alias or merge key).
+    """
+    spec = parse_spec(text, source)
+    if not spec.secrets:
+        return text
+    spans = _secret_spans(text, list(spec.secrets), source)
+    out, last = [], 0
+    for start, end, name in spans:
+        out.append(text[last:start])
+        out.append(_replacement(text[start:end], name, text[end:]))
+        last = end
+    out.append(text[last:])
+    redacted = "".join(out)
+    again = parse_spec(redacted, source)
+    if again.secrets != {name: placeholder(name) for name in spec.secrets}:
+        raise _refuse(source, "the values could not be redacted; write them as plain strings")
+    return redacted
+
+
+def _replacement(span: str, name: str, rest: str) -> str:
+    """A quoted placeholder spanning as many lines as ``span``.
+
+    When text follows the value on its last line (a flow mapping's ``, B: x}``),
+    that line keeps its indentation.
+    """
+    lines = span.split("\n")
+    if len(lines) == 1:
+        return f'"{placeholder(name)}"'
+    last = lines[-1]
+    indent = last[: len(last) - len(last.lstrip(" \t"))] if rest.split("\n", 1)[0].strip() else ""
+    return f'"{placeholder(name)}"' + "\n" * (len(lines) - 1) + indent
+
+
+def _refuse(source: str | None, message: str, line: int | None = None) -> SpecError:
+    return SpecError(message, key="secrets", line=line, source=source)
+
+
+def _secret_spans(text: str, names: list[str], source: str | None) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every secret value's text, in order."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert isinstance(root, yaml.MappingNode)  # parse_spec accepted it
+    section = None
+    for key, value in root.value:
+        if key.tag == "tag:yaml.org,2002:merge":
+            raise _refuse(source, "not allowed with a merge key (<<) at the top level")
+        if isinstance(key, yaml.ScalarNode) and key.value == "secrets":
+            section = value
+    if not isinstance(section, yaml.MappingNode):
+        raise _refuse(source, "write the secrets mapping in place, not through an alias")
+    merges = [k for k, _ in section.value if k.tag == "tag:yaml.org,2002:merge"]
+    if merges or len(section.value) != len(names):
+        raise _refuse(source, "no merge keys (<<) inside secrets", _line(section))
+    counts: dict[int, int] = {}
+    _count_nodes(root, counts, set())
+    spans = []
+    for (_key, value), name in zip(section.value, names, strict=True):
+        if counts[id(value)] > 1 or counts[id(section)] > 1:
+            raise SpecError(
+                "a secret value must be written in place, not shared through an anchor",
+                key=f"secrets.{name}",
+                line=_line(value),
+                source=source,
+            )
+        assert isinstance(value, yaml.ScalarNode)  # parse_spec accepted it
+        spans.append((value.start_mark.index, value.end_mark.index, name))
+    return sorted(spans)
+
+
+def _count_nodes(node: yaml.Node, counts: dict[int, int], seen: set[int]) -> None:
+    """How many times each node is reached (an alias reaches its anchor's node again)."""
+    counts[id(node)] = counts.get(id(node), 0) + 1
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            _count_nodes(key, counts, seen)
+            _count_nodes(value, counts, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _count_nodes(item, counts, seen)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+# -- sealing and opening -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A submitted spec as the controller stores it."""
+
+    yaml_text: str  # the spec with its secret values redacted
+    ciphertext: str | None  # the secret values, encrypted; None when there are none
+    spec: ServiceSpec  # the parsed spec (real secret values, redacted yaml_text)
+
+
+class Secrets:
+    """Encrypts secret values with the key in ``key_file`` (created 0600 on first use)."""
+
+    def __init__(self, key_file: str | os.PathLike[str]) -> None:
+        self.key_file = Path(key_file)
+        self._fernet: Fernet | None = None
+
+    def seal(self, yaml_text: str, source: str | None = None) -> Sealed:
+        """Parse a submitted spec; redact and encrypt its secrets (SpecError if invalid)."""
+        spec = parse_spec(yaml_text, source)
+        if not spec.secrets:
+            return Sealed(yaml_text, None, spec)
+        redacted = redact(yaml_text, source)
+        ciphertext = self.encrypt(spec.secrets)
+        return Sealed(redacted, ciphertext, dataclasses.replace(spec, yaml_text=redacted))
+
+    def open(self, yaml_text: str, source: str | None, ciphertext: str | None) -> ServiceSpec:
+        """The stored spec with its secret values decrypted and put back."""
+        spec = parse_spec(yaml_text, source)
+        if ciphertext is None:
+            return spec
+        values = self.decrypt(ciphertext)
+        if set(values) != set(spec.secrets):
+            raise ConfigError(
+                f"{source or 'a stored spec'}: the stored secrets ({', '.join(sorted(values))}) "
+                f"do not match the spec's ({', '.join(sorted(spec.secrets))}); "
+                "submit the service again"
+            )
+        return dataclasses.replace(spec, secrets={name: values[name] for name in spec.secrets})
+
+    def encrypt(self, values: Mapping[str, str]) -> str:
+        plain = json.dumps(dict(values), sort_keys=True).encode("utf-8")
+        return self._key(create=True).encrypt(plain).decode("ascii")
+
+    def decrypt(self, ciphertext: str) -> dict[str, str]:
+        fernet = self._key(create=False)
+        try:
+            plain = fernet.decrypt(ciphertext.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError):
+            raise ConfigError(
+                f"secret key {self.key_file} does not decrypt the stored secrets "
+                "(was the file replaced?): restore it, or submit the service again"
+            ) from None
+        try:
+            values = json.loads(plain)
+        except ValueError:
+            values = None
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            raise ConfigError("the stored secrets are corrupt: submit the service again")
+        return values
+
+    # -- the key file ----------------------------------------------------------
+
+    def _key(self, *, create: bool) -> Fernet:
+        if self._fernet is None:
+            if create and not self.key_file.exists():
+                self._create_key()
+            self._fernet = self._read_key()
+        return self._fernet
+
+    def _read_key(self) -> Fernet:
+        path = self.key_file
+        try:
+            with open(path, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                raw = f.read(4096)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"secret key {path} is missing, so stored secrets cannot be decrypted: "
+                "restore it, or submit the service again"
+            ) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read secret key {path}: {e.strerror or e}") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise ConfigError(
+                f"secret key {path} is readable by other users "
+                f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}"
+            )
+        try:
+            return Fernet(raw.strip())
+        except ValueError:
+            raise ConfigError(
+                f"secret key {path} is not a valid key (expected 44 url-safe base64 characters)"
+            ) from None
+
+    def _create_key(self) -> None:
+        """Write a new key atomically (mode 0600); a key another process wrote first wins."""
+        path = self.key_file
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".secret-key-", dir=path.parent)
+        except OSError as e:
+            raise ConfigError(f"cannot create secret key {path}: {e.strerror or e}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:  # mkstemp made it 0600
+                f.write(Fernet.generate_key() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        except OSError as e:
+            raise ConfigError(f"cannot create secret key {path}: {e.strerror or e}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -87,7 +87,8 @@ class Params:
     premium: float = 1.5  # home/anchor zones cost at most this x the cheapest ACTIVE zone
     anchor_retry: float = 1800.0  # an anchor avoids zones lost or refused this recently
     rebalance: bool = False
-    od_floor: int = 0  # 1: one on-demand replica while spot spans one failure domain; 2: READY spot  # launch a missing anchor even at full count, then drain a home one
+    od_floor: int = 0  # 1: one on-demand replica while spot spans one failure domain; 2: READY spot
+    floor_zones: int = 99  # od_floor only while at most this many zones are eligible  # launch a missing anchor even at full count, then drain a home one
     spread_spares: bool = True  # with spares and enough zones, spread instead of home + anchors
     stack: float = 2.0  # spread mode: price multiplier per replica of ours already in a zone
     spread_margin: int = 0  # spread when usable zones >= target + spares + this
@@ -251,7 +252,7 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
             doms = {domain(loc) for loc, n in per_zone.items() if n}
             if params.od_floor == 2:
                 doms = {domain(r.location) for r in spot if r.status is READY}
-            if len(doms) < 2:
+            if len(doms) < 2 and len(eligible) <= params.floor_zones:
                 od_target = max(od_target, ctx.base_ondemand + 1)
         od_target = min(ctx.target, od_target)
         res.ondemand_target = od_target

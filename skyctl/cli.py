@@ -21,6 +21,8 @@ from skyctl.cli_sim import sim
 from skyctl.client import ControllerClient, stored_services
 from skyctl.config import load_user_config, paths
 from skyctl.errors import ServiceNotFound, SkyctlError
+from skyctl.secrets import redact
+from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import load_spec_file
 
 POLL_SECONDS = 1.0
@@ -61,11 +63,19 @@ def serve() -> None:
     """Run services: up, status, logs, update, down, validate."""
 
 
+def _load(file: str) -> ServiceSpec:
+    """Parse a spec file with every check the controller will make."""
+    spec = load_spec_file(file)
+    if spec.secrets:
+        redact(spec.yaml_text, spec.source)  # secrets must be redactable in place
+    return spec
+
+
 @serve.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
     """Check a service spec without running anything."""
-    spec = load_spec_file(file)
+    spec = _load(file)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))
@@ -92,7 +102,7 @@ def up(
     ctx: click.Context, file: str, name: str | None, detach: bool, timeout: float | None
 ) -> None:
     """Start a service from a spec; print its endpoint."""
-    spec = load_spec_file(file)
+    spec = _load(file)
     client = ControllerClient.ensure(_home(ctx), progress=click.echo)
     svc = client.call(
         "POST",
@@ -265,7 +275,7 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> Non
 @click.pass_context
 def update(ctx: click.Context, name: str, file: str) -> None:
     """Roll a service to a new spec (new replicas ready before old ones go)."""
-    spec = load_spec_file(file)
+    spec = _load(file)
     client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")

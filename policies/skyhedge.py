@@ -3,49 +3,55 @@
 What it changes against SpotHedge, each change measured on the real traces
 (``benchmarks/policies.py``, ``docs/policies.md``):
 
-- A home zone plus anchors, not a half-spread. A preemption that takes more
+- A home zone plus an anchor, not a half-spread. A preemption that takes more
   replicas than there are spares costs a full cold start, whatever the number
   lost, so most spot replicas share one *home* zone: the ACTIVE zone holding
   most of ours, else the cheapest ACTIVE zone (a zone that has kept capacity
-  for hours tends to keep it). But one zone must never hold them all: a home
-  zone loss would be a total outage. So ``ceil(spot target / anchor_every)``
-  replicas (at least one, whenever there are two or more) are *anchors*, each
-  in a failure domain (cloud, region) of its own, away from the home zone's.
-  When the home zone is lost, the anchor keeps serving and its zone, which has
-  just proven it lasts, becomes the home (it now holds most of ours); a new
-  anchor goes to another region.
-- Spread only when the spares can absorb it: with ``num_overprovision`` (or
-  ``Params.spare``) >= 1, ``spread_spares`` and at least ``target + spares +
-  spread_margin`` usable zones, new spot replicas go to the zone with the
-  lowest ``price x (1 + stack x our replicas already there)``, so each zone
-  loss costs one replica. With fewer usable zones it goes back to home and
-  anchors.
+  for hours tends to keep it), among zones priced within ``premium`` of the
+  cheapest. But one zone must never hold them all, or its loss is a total
+  outage: ``ceil(target / anchor_every)`` replicas (at least one whenever the
+  target is two or more; spares go home) are *anchors*, each in a zone of a
+  failure domain (cloud, region) holding none of ours, chosen among zones
+  with no loss or refusal in the last ``anchor_retry`` seconds; with no such
+  zone, another zone of the home region. When the home zone is lost, the
+  anchor serves on, its zone (which just proved it lasts) becomes the home,
+  since it now holds most of ours, and a new anchor goes elsewhere.
+- Rebalance: when no anchor could be placed (every other region had just
+  failed us), the replicas all went home; as soon as a zone elsewhere is
+  eligible again, one anchor is launched there and, once it is READY, one
+  home replica is drained.
+- On-demand floor: while all our spot replicas sit in one failure domain and
+  at most ``floor_zones`` zones are eligible at all (we know of nowhere else
+  with capacity, the state that precedes a cloud-wide outage), one on-demand
+  replica is kept warm; it drains when an anchor is placed.
+- On-demand cover for the target, not the spares: on-demand fills the gap
+  between the autoscaler target and READY healthy spot replicas and drains as
+  spot becomes READY.
 - Location bookkeeping is SpotHedge's (ACTIVE/PREEMPTED, all reset when fewer
   than two stay ACTIVE), plus interruption notices, which SpotHedge ignores: a
   notice marks its location PREEMPTED, and a replica with an announced kill no
   longer counts, so its replacement (elsewhere) and the on-demand cover launch
-  at once while it still serves.
-- On-demand only for the target: on-demand fills the gap between the
-  autoscaler target and READY healthy spot replicas and drains as spot becomes
-  READY.
-- A zone that just refused a launch is not retried at the same instant (nor
-  for ``retry_after`` seconds), so SpotHedge's reset cannot loop between two
-  refusing zones while a third has capacity.
-- Optionally one more spare while at least ``volatile_preemptions``
-  preemptions happened in the last ``volatile_window`` seconds (off by
-  default; only when spares are in use).
+  at once while it still serves. A zone that just refused a launch is not
+  retried at the same instant (nor for ``retry_after`` seconds).
+- Optional, off by default, kept for the measured trade-off curve:
+  ``spread_spares`` (with spares and enough usable zones, spread over zones
+  at ``price x (1 + stack x ours there)`` instead of home + anchor) and a
+  volatility spare (one more spare while ``volatile_preemptions`` happened in
+  the last ``volatile_window`` seconds).
 
 State (JSON only) under ``policy_state["skyhedge"]``: ``{"pre": [recent
-preemption times], "refused": {"cloud/region/zone": time}}``; the location
+preemption times], "refused": {"cloud/region/zone": time}, "bad":
+{"cloud/region/zone": time of the last loss or refusal}}``; the location
 states travel in ``Plan.location_states``.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from policies.model import LocationEventKind, LocationState, ReplicaView
+from policies.model import LocationEvent, LocationEventKind, LocationState, ReplicaView
 from policies.placement import (
     READY,
     PlacementContext,
@@ -55,18 +61,20 @@ from policies.placement import (
     ondemand_launches,
 )
 from policies.skyhedge_place import (
-    Domain,
+    anchors_for,
     choose_anchor,
     choose_location,
     domain,
+    home_and_anchors,
     location_key,
     location_states,
 )
 from skyctl.lifecycle import EndReason
-from skyctl.types import Location, Offering
+from skyctl.types import Location
 
 __all__ = [
     "Params",
+    "anchors_for",
     "choose_anchor",
     "choose_location",
     "location_key",
@@ -83,13 +91,14 @@ ACTIVE = LocationState.ACTIVE
 @dataclass(frozen=True)
 class Params:
     spare: int = 0  # spare spot replicas when the spec does not set num_overprovision
-    anchor_every: int = 4  # one anchor per this many spot replicas (at least one of 2+); 0: none
-    premium: float = 1.5  # home/anchor zones cost at most this x the cheapest ACTIVE zone
-    anchor_retry: float = 1800.0  # an anchor avoids zones lost or refused this recently
-    rebalance: bool = False
-    od_floor: int = 0  # 1: one on-demand replica while spot spans one failure domain; 2: READY spot
-    floor_zones: int = 99  # od_floor only while at most this many zones are eligible  # launch a missing anchor even at full count, then drain a home one
-    spread_spares: bool = True  # with spares and enough zones, spread instead of home + anchors
+    anchor_every: int = 4  # one anchor per this many target replicas (0: no anchors)
+    premium: float = 1.1  # home and anchor zones cost at most this x the cheapest candidate
+    anchor_retry: float = 1800.0  # anchors avoid zones lost or refused this recently (s)
+    same_region: bool = True  # no eligible zone in another region: anchor in another zone
+    rebalance: bool = True  # place a missing anchor even at full count, then drain a home one
+    od_floor: bool = True  # one on-demand replica while spot is in one domain and ...
+    floor_zones: int = 1  # ... at most this many zones are eligible
+    spread_spares: bool = False  # with spares and enough zones, spread instead
     stack: float = 2.0  # spread mode: price multiplier per replica of ours already in a zone
     spread_margin: int = 0  # spread when usable zones >= target + spares + this
     volatile_preemptions: int = 0  # >0: one more spare while this many recent preemptions
@@ -97,50 +106,45 @@ class Params:
     retry_after: float = 0.0  # a zone that refused us is avoided for this long (0: this instant)
 
 
-def anchors_for(spot_target: int, every: int) -> int:
-    """Anchor replicas among ``spot_target``: ``ceil(target / every)``, at least
-    one whenever there are two or more replicas, never all of them."""
-    if every <= 0 or spot_target < 2:
-        return 0
-    return min(spot_target - 1, max(1, math.ceil(spot_target / every)))
+def _healthy(r: ReplicaView) -> bool:
+    return r.interruption_at is None
 
 
-def home_and_anchors(
-    offers: dict[Location, Offering],
-    states: dict[Location, LocationState],
-    per_zone: dict[Location, int],
-    count: int,
-    anchors: int,
-    avoid: set[Location],
-    eligible: set[Location],
-    premium: float | None = None,
-) -> list[tuple[Location, str]]:
-    """Zones for ``count`` new spot replicas: anchors first until ``anchors``
-    failure domains other than the home zone's hold ours, then the home zone.
-    Updates ``per_zone``."""
-    home = choose_location(offers, states, per_zone, spread=False, avoid=avoid, premium=premium)
-    if home is None:
-        return []
-    taken: set[Domain] = {domain(loc) for loc, n in per_zone.items() if n}
-    out: list[tuple[Location, str]] = []
-    for _ in range(count):
-        loc: Location | None = None
-        role = "home zone"
-        if len(taken - {domain(home)}) < anchors:
-            loc = choose_anchor(
-                offers, eligible, per_zone, taken=taken | {domain(home)}, premium=premium
-            )
-            role = "anchor"
-        if loc is None or loc == home:
-            loc, role = home, "home zone"
-        per_zone[loc] = per_zone.get(loc, 0) + 1
-        taken.add(domain(loc))
-        out.append((loc, role))
+def _recent(
+    state: Mapping[str, Any],
+    key: str,
+    events: Sequence[LocationEvent],
+    now: float,
+    keep: float,
+) -> dict[str, float]:
+    """Zone -> time of its last loss or refusal, for those less than ``keep``
+    seconds ago (``keep`` 0: those of this instant only)."""
+
+    def fresh(t: float) -> bool:
+        return now - t < keep or now == t
+
+    out = {k: float(t) for k, t in state.get(key, {}).items() if fresh(t)}
+    for ev in events:
+        if ev.spot and ev.kind in _BAD and fresh(ev.at):
+            out[location_key(ev.location)] = ev.at
     return out
 
 
-def _healthy(r: ReplicaView) -> bool:
-    return r.interruption_at is None
+def _spread(
+    ctx: PlacementContext,
+    params: Params,
+    states: Mapping[Location, LocationState],
+    per_zone: dict[Location, int],
+    count: int,
+) -> list[tuple[Location, str]]:
+    out: list[tuple[Location, str]] = []
+    for _ in range(count):
+        loc = choose_location(ctx.spot_offers, states, per_zone, spread=True, stack=params.stack)
+        if loc is None:
+            break
+        per_zone[loc] = per_zone.get(loc, 0) + 1
+        out.append((loc, "spread"))
+    return out
 
 
 def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
@@ -148,28 +152,12 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
     params = p or Params()
 
     def skyhedge(ctx: PlacementContext) -> PlacementResult:
-        now = ctx.now
-        events = ctx.obs.events
-        offers = dict(ctx.spot_offers)
+        now, events, offers = ctx.now, ctx.obs.events, ctx.spot_offers
         states = location_states(ctx.obs.location_states, list(offers), events)
         recent = [float(t) for t in ctx.state.get("pre", []) if now - t < params.volatile_window]
         recent += [ev.at for ev in events if ev.spot and ev.kind is LocationEventKind.PREEMPTED]
-        refused = {
-            k: float(t)
-            for k, t in ctx.state.get("refused", {}).items()
-            if now - t <= params.retry_after
-        }
-        for ev in events:
-            if ev.spot and ev.kind in _BAD and now - ev.at <= params.retry_after:
-                refused[location_key(ev.location)] = ev.at
-        bad = {
-            k: float(t)
-            for k, t in ctx.state.get("bad", {}).items()
-            if now - t < params.anchor_retry
-        }
-        for ev in events:
-            if ev.spot and ev.kind in _BAD and now - ev.at < params.anchor_retry:
-                bad[location_key(ev.location)] = ev.at
+        refused = _recent(ctx.state, "refused", events, now, params.retry_after)
+        bad = _recent(ctx.state, "bad", events, now, params.anchor_retry)
         res = PlacementResult(
             location_states=states,
             state={"pre": recent[-_KEEP_PREEMPTIONS:], "refused": refused, "bad": bad},
@@ -194,66 +182,66 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
         for r in spot:
             per_zone[r.location] = per_zone.get(r.location, 0) + 1
         usable = sum(1 for loc in offers if per_zone.get(loc) or states[loc] is ACTIVE)
-        spread = (
-            params.spread_spares
-            and spare > 0
-            and usable >= spot_target + params.spread_margin
-        )
-        anchors = 0 if spread else anchors_for(spot_target, params.anchor_every)
+        spread = params.spread_spares and spare > 0 and usable >= spot_target + params.spread_margin
+        anchors = 0
+        if not spread and params.anchor_every > 0:
+            anchors = max(anchors_for(need, params.anchor_every), min(1, spot_target - 1))
         home = choose_location(
             offers, states, per_zone, spread=False, avoid=avoid, premium=params.premium
         )
-        home_domain = domain(home) if home else None
-        anchor_reps = [r for r in spot if domain(r.location) != home_domain]
-        short = anchors > len({domain(r.location) for r in anchor_reps})
-        if params.rebalance and short and spot and len(spot) == spot_target:
-            extra = home_and_anchors(
-                offers, states, dict(per_zone), 1, anchors, avoid, eligible, params.premium
+        anchored = [r for r in spot if r.location != home]
+
+        def place(zones: dict[Location, int], count: int) -> list[tuple[Location, str]]:
+            return home_and_anchors(
+                offers,
+                states,
+                zones,
+                count,
+                anchors,
+                avoid=avoid,
+                eligible=eligible,
+                premium=params.premium,
+                same_region=params.same_region,
             )
-            if extra and extra[0][1] == "anchor":
-                loc = extra[0][0]
-                res.spot_launches.append((offers[loc], f"skyhedge: spot in {loc} (new anchor)"))
-        elif len(spot) > spot_target and params.rebalance and any(r.status is not READY for r in anchor_reps):
-            pass  # a new anchor is warming up: drain a home replica once it serves
-        elif len(spot) > spot_target and params.rebalance and anchor_reps:
-            keep = {id(r) for r in anchor_reps}
-            movable = [r for r in spot if id(r) not in keep] or spot
-            res.terminations += drain(
-                movable, len(spot) - spot_target, EndReason.SCALED_DOWN, "skyhedge: spot surplus"
-            )
-        elif len(spot) < spot_target:
-            cap = ctx.max_launches - ctx.overprovision + spare
-            count = min(spot_target - len(spot), cap)
+
+        if len(spot) < spot_target:
+            count = min(spot_target - len(spot), ctx.max_launches - ctx.overprovision + spare)
             if spread:
-                chosen: list[tuple[Location, str]] = []
-                for _ in range(count):
-                    loc = choose_location(
-                        offers, states, per_zone, spread=True, stack=params.stack, avoid=avoid
-                    )
-                    if loc is None:
-                        break
-                    per_zone[loc] = per_zone.get(loc, 0) + 1
-                    chosen.append((loc, "spread"))
+                chosen = _spread(ctx, params, states, per_zone, count)
             else:
-                chosen = home_and_anchors(
-                    offers, states, per_zone, count, anchors, avoid, eligible, params.premium
-                )
+                chosen = place(per_zone, count)
             extra = " +volatile spare" if volatile else ""
             for loc, role in chosen:
                 res.spot_launches.append((offers[loc], f"skyhedge: spot in {loc} ({role}){extra}"))
+        elif (
+            params.rebalance
+            and len(spot) == spot_target
+            and len({r.location for r in anchored}) < anchors
+        ):
+            probe = place(dict(per_zone), 1)
+            if probe and probe[0][1] == "anchor":
+                loc = probe[0][0]
+                per_zone[loc] = per_zone.get(loc, 0) + 1
+                res.spot_launches.append((offers[loc], f"skyhedge: spot in {loc} (new anchor)"))
         elif len(spot) > spot_target:
+            movable = spot
+            if params.rebalance and anchored:
+                if any(r.status is not READY for r in anchored):
+                    movable = []  # a new anchor is warming up: drain once it serves
+                else:
+                    movable = [r for r in spot if r.location == home] or spot
             res.terminations += drain(
-                spot, len(spot) - spot_target, EndReason.SCALED_DOWN, "skyhedge: spot surplus"
+                movable,
+                min(len(movable), len(spot) - spot_target),
+                EndReason.SCALED_DOWN,
+                "skyhedge: spot surplus",
             )
 
         ready = sum(1 for r in spot if r.status is READY)
         od_target = ctx.base_ondemand + max(0, need - ready)
-        if params.od_floor and anchors:
-            doms = {domain(loc) for loc, n in per_zone.items() if n}
-            if params.od_floor == 2:
-                doms = {domain(r.location) for r in spot if r.status is READY}
-            if len(doms) < 2 and len(eligible) <= params.floor_zones:
-                od_target = max(od_target, ctx.base_ondemand + 1)
+        one_domain = len({domain(loc) for loc, n in per_zone.items() if n}) < 2
+        if params.od_floor and anchors and one_domain and len(eligible) <= params.floor_zones:
+            od_target = max(od_target, ctx.base_ondemand + 1)
         od_target = min(ctx.target, od_target)
         res.ondemand_target = od_target
         if len(ondemand) < od_target:

@@ -9,7 +9,8 @@ answers where the next spot replica goes:
   zone weighted by how many of ours it already holds (spreading).
 - :func:`choose_anchor`: a zone in another failure domain (another region,
   or another cloud) than the home zone and the other anchors, so that one
-  zone or region loss never takes every replica.
+  zone or region loss never takes every replica; failing that, another zone.
+- :func:`home_and_anchors`: zones for a batch of new replicas, anchors first.
 
 A failure domain is ``(cloud, region)``: zone losses are strongly correlated
 within a region, far less across regions.
@@ -17,6 +18,7 @@ within a region, far less across regions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 
 from policies.model import LocationEvent, LocationEventKind, LocationState
@@ -98,23 +100,69 @@ def choose_anchor(
     eligible: Collection[Location],
     per_zone: Mapping[Location, int],
     *,
-    taken: Collection[Domain],
+    home: Location,
     premium: float | None = None,
+    same_region: bool = True,
 ) -> Location | None:
-    """A zone for an anchor replica: an ``eligible`` zone (the caller's test:
-    no recent loss or refusal there) outside the failure domains in ``taken``
-    (the home zone's and the other anchors'), priced at most ``premium`` x the
-    cheapest eligible zone (any price when None). Among those, one that
-    already holds ours (an anchor stays where it has lasted), else the
-    cheapest. None when there is no such zone: the replica then joins the home
-    zone rather than try a zone that was just out."""
-    ok = [loc for loc in offers if loc in eligible]
+    """A zone for a new anchor replica, or None (it then joins the home zone).
+
+    Candidates are ``eligible`` zones (the caller's test: no recent loss or
+    refusal there) other than ``home``, priced at most ``premium`` x the
+    cheapest eligible zone (any price when None). First choice: the cheapest
+    candidate in a failure domain holding none of ours (not the home zone's
+    region, nor another anchor's). Failing that, with ``same_region``, the
+    cheapest candidate zone holding none of ours: a zone loss is then still
+    not a total outage, though a region loss would be."""
+    ok = [loc for loc in offers if loc in eligible and loc != home]
     if not ok:
         return None
     cap = premium * min(offers[loc].price for loc in ok) if premium is not None else None
-    pool = [
-        loc for loc in ok if domain(loc) not in taken and (cap is None or offers[loc].price <= cap)
-    ]
+    ok = [loc for loc in ok if cap is None or offers[loc].price <= cap]
+    taken = {domain(loc) for loc, n in per_zone.items() if n} | {domain(home)}
+    pool = [loc for loc in ok if domain(loc) not in taken]
+    if not pool and same_region:
+        pool = [loc for loc in ok if not per_zone.get(loc)]
     if not pool:
         return None
-    return min(pool, key=lambda loc: (not per_zone.get(loc), offers[loc].price, loc))
+    return min(pool, key=lambda loc: (offers[loc].price, loc))
+
+
+def anchors_for(target: int, every: int) -> int:
+    """How many anchors ``target`` replicas get: ``ceil(target / every)``, at
+    least one whenever there are two or more replicas, never all of them; none
+    when ``every`` is 0."""
+    if every <= 0 or target < 2:
+        return 0
+    return min(target - 1, max(1, math.ceil(target / every)))
+
+
+def home_and_anchors(
+    offers: Mapping[Location, Offering],
+    states: Mapping[Location, LocationState],
+    per_zone: dict[Location, int],
+    count: int,
+    anchors: int,
+    *,
+    avoid: Collection[Location],
+    eligible: Collection[Location],
+    premium: float | None,
+    same_region: bool = True,
+) -> list[tuple[Location, str]]:
+    """Zones (and roles) for ``count`` new spot replicas: an anchor while fewer
+    than ``anchors`` zones other than the home zone hold ours, else the home
+    zone (:func:`choose_location`, concentrating). ``per_zone`` is updated."""
+    home = choose_location(offers, states, per_zone, spread=False, avoid=avoid, premium=premium)
+    if home is None:
+        return []
+    out: list[tuple[Location, str]] = []
+    for _ in range(count):
+        loc: Location | None = None
+        if sum(1 for z, n in per_zone.items() if n and z != home) < anchors:
+            loc = choose_anchor(
+                offers, eligible, per_zone, home=home, premium=premium, same_region=same_region
+            )
+        role = "anchor" if loc is not None else "home zone"
+        where = loc if loc is not None else home
+        per_zone[where] = per_zone.get(where, 0) + 1
+        out.append((where, role))
+    return out

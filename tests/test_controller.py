@@ -360,3 +360,12 @@ async def test_the_autoscaler_follows_the_request_rate_the_router_counts(h: Harn
         if r.status is ReplicaStatus.TERMINATED
     ]
     assert {r.end_reason for r in ended} == {EndReason.SCALED_DOWN}
+
+
+async def test_a_location_whose_api_keeps_failing_is_skipped_by_its_breaker(h: Harness) -> None:
+    h.provider.sick.add(ZONES[0])  # the cheapest zone answers every launch with a 503
+    await h.controller.create_service(SPOT.format(name="spot", replicas=2), None)
+    await h.until(lambda: h.ready("spot") == 2)
+    assert ZONES[0] not in {r.location for r in h.replicas("spot")}
+    assert "breaker_open" in [e.kind for e in h.store.events("spot", limit=500)]
+    assert h.controller.reconciler.breakers.open_locations() == [ZONES[0]]

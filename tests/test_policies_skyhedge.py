@@ -1,4 +1,4 @@
-"""SkyHedge: a home zone without spares, spreading with spares, notices, on-demand cover."""
+"""SkyHedge: a home zone plus an anchor elsewhere, rebalancing, the on-demand floor, notices."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import pytest
 from policies import registry
 from policies.model import LocationEvent, LocationEventKind, LocationState
 from policies.reconcile import plan
-from policies.skyhedge import Params, choose_location, location_states, make_skyhedge
+from policies.skyhedge import (
+    Params,
+    anchors_for,
+    choose_anchor,
+    choose_location,
+    location_states,
+    make_skyhedge,
+)
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.sim import SimConfig, simulate
 from skyctl.traces import Trace, ZoneTrace
@@ -74,53 +81,203 @@ def test_a_notice_counts_as_a_preemption_of_its_zone() -> None:
     assert states[loc("us-east-1a")] is A
 
 
-def test_without_spares_every_replica_goes_to_one_home_zone() -> None:
-    p = plan(observe(make_spec(replicas=3), [], offerings(PRICES)), now=0.0)
-    assert zones_of(p.launches) == ["us-west-2a"] * 3
-    assert p.spot_target == 3
+# three regions: us-west-2 is the cheapest, us-east-1 and eu-west-1 hold the anchors
+PRICES3 = {"us-west-2a": 0.9, "us-west-2b": 0.92, "us-east-1a": 0.95, "eu-west-1a": 1.0}
+OFFERS3 = {o.location: o for o in offerings(PRICES3) if o.spot}
+
+# (case, eligible zones, ours per zone, home, premium, same region?, expected)
+ANCHORS = [
+    (
+        "the cheapest zone of another region",
+        list(PRICES3),
+        {},
+        "us-west-2a",
+        1.1,
+        True,
+        "us-east-1a",
+    ),
+    (
+        "not a region that already holds an anchor",
+        list(PRICES3),
+        {"us-west-2a": 2, "us-east-1a": 1},
+        "us-west-2a",
+        1.1,
+        True,
+        "eu-west-1a",
+    ),
+    (
+        "a zone that was just lost or refused is not eligible",
+        ["us-west-2a", "us-west-2b", "eu-west-1a"],
+        {},
+        "us-west-2a",
+        1.1,
+        True,
+        "eu-west-1a",
+    ),
+    (
+        "no other region: another zone of the home region",
+        ["us-west-2a", "us-west-2b"],
+        {},
+        "us-west-2a",
+        1.1,
+        True,
+        "us-west-2b",
+    ),
+    (
+        "no other region and no same-region fallback: none",
+        ["us-west-2a", "us-west-2b"],
+        {},
+        "us-west-2a",
+        1.1,
+        False,
+        None,
+    ),
+    (
+        "a zone dearer than the premium allows is skipped",
+        ["us-west-2a", "us-west-2b", "eu-west-1a"],
+        {},
+        "us-west-2a",
+        1.05,
+        True,
+        "us-west-2b",
+    ),
+    ("only the home zone is eligible: none", ["us-west-2a"], {}, "us-west-2a", 1.1, True, None),
+]
+
+
+@pytest.mark.parametrize(
+    "eligible,ours,home,premium,same,want", [c[1:] for c in ANCHORS], ids=[c[0] for c in ANCHORS]
+)
+def test_choose_anchor(eligible, ours, home, premium, same, want) -> None:  # type: ignore[no-untyped-def]
+    got = choose_anchor(
+        OFFERS3,
+        {loc(z) for z in eligible},
+        {loc(z): n for z, n in ours.items()},
+        home=loc(home),
+        premium=premium,
+        same_region=same,
+    )
+    assert got == (loc(want) if want else None)
+
+
+@pytest.mark.parametrize(
+    "target,every,want",
+    [(0, 4, 0), (1, 4, 0), (2, 4, 1), (4, 4, 1), (5, 4, 2), (8, 4, 2), (9, 4, 3), (4, 0, 0)],
+)
+def test_anchors_for(target: int, every: int, want: int) -> None:
+    assert anchors_for(target, every) == want
+
+
+def test_without_spares_one_anchor_in_another_region_and_the_rest_at_home() -> None:
+    p = plan(observe(make_spec(replicas=4), [], offerings(PRICES3)), now=0.0)
+    assert sorted(zones_of(p.launches)) == ["us-east-1a"] + ["us-west-2a"] * 3
+    assert p.spot_target == 4
+
+
+def test_a_single_replica_has_no_anchor() -> None:
+    p = plan(observe(make_spec(replicas=1), [], offerings(PRICES3)), now=0.0)
+    assert zones_of(p.launches) == ["us-west-2a"]
+
+
+def test_a_spare_joins_the_home_zone_by_default() -> None:
+    p = plan(observe(make_spec(replicas=4, overprovision=1), [], offerings(PRICES3)), now=0.0)
+    assert sorted(zones_of(p.launches)) == ["us-east-1a"] + ["us-west-2a"] * 4
+
+
+def test_a_lost_home_promotes_the_anchors_zone_and_a_new_anchor_goes_elsewhere() -> None:
+    anchor = replica(1, "us-east-1a")
+    lost = [LocationEvent(K.PREEMPTED, loc("us-west-2a"), 50.0)] * 3
+    p = plan(observe(make_spec(replicas=4), [anchor], offerings(PRICES3), events=lost), now=60.0)
+    assert sorted(zones_of(p.launches)) == ["us-east-1a", "us-east-1a", "us-west-2b"]
+    assert len(zones_of(p.launches, spot=False)) == 3  # covers the cold start; the anchor serves
 
 
 def test_a_replacement_joins_the_surviving_home_zone() -> None:
-    reps = [replica(1, "us-east-1c"), replica(2, "us-east-1c")]
-    p = plan(observe(make_spec(replicas=3), reps, offerings(PRICES)), now=0.0)
-    assert zones_of(p.launches) == ["us-east-1c"]
+    reps = [replica(1, "us-east-1a"), replica(2, "us-west-2b"), replica(3, "us-west-2b")]
+    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3)), now=0.0)
+    assert zones_of(p.launches) == ["us-west-2b"]
 
 
-def test_with_a_spare_and_enough_zones_replicas_spread() -> None:
-    p = plan(observe(make_spec(replicas=2, overprovision=1), [], offerings(PRICES)), now=0.0)
-    assert zones_of(p.launches) == ["us-west-2a", "us-east-1a", "us-east-1c"]
-    assert p.spot_target == 3
+REBALANCE = [
+    ("every replica at home: one new anchor", ["us-west-2a"] * 4, [], ["us-east-1a"], []),
+    (
+        "the new anchor is starting: nothing is drained yet",
+        ["us-west-2a"] * 4 + ["us-east-1a"],
+        [5],
+        [],
+        [],
+    ),
+    (
+        "the new anchor is READY: one home replica drains",
+        ["us-west-2a"] * 4 + ["us-east-1a"],
+        [],
+        [],
+        [4],
+    ),
+]
 
 
-def test_with_a_spare_but_too_few_usable_zones_it_concentrates() -> None:
-    spec = make_spec(replicas=2, overprovision=1)
-    states = {loc("us-east-1a"): P}  # two usable zones for three replicas
-    p = plan(observe(spec, [], offerings(PRICES), states=states), now=0.0)
-    assert zones_of(p.launches) == ["us-west-2a"] * 3
+@pytest.mark.parametrize(
+    "zones,starting,launch,drained", [c[1:] for c in REBALANCE], ids=[c[0] for c in REBALANCE]
+)
+def test_rebalancing_moves_one_replica_to_an_anchor(zones, starting, launch, drained) -> None:  # type: ignore[no-untyped-def]
+    reps = [
+        replica(i, z, status=R.STARTING if i in starting else R.READY)
+        for i, z in enumerate(zones, start=1)
+    ]
+    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3)), now=0.0)
+    assert zones_of(p.launches) == launch
+    assert sorted(t.replica_id for t in p.terminations) == drained
+
+
+@pytest.mark.parametrize(
+    "refused,floor",
+    [
+        (["us-west-2b", "us-east-1a", "eu-west-1a"], 1),  # nowhere else has capacity
+        (["us-east-1a", "eu-west-1a"], 0),  # us-west-2b is still eligible: a same-region anchor
+    ],
+    ids=["only the home zone is known good: one on-demand", "another zone is eligible: none"],
+)
+def test_the_ondemand_floor_covers_a_single_known_zone(refused: list[str], floor: int) -> None:
+    reps = [replica(i, "us-west-2a") for i in range(1, 5)]
+    events = [LocationEvent(K.CAPACITY_ERROR, loc(z), 0.0) for z in refused]
+    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3), events=events), now=0.0)
+    assert len(zones_of(p.launches, spot=False)) == floor
+    assert p.ondemand_target == floor
+
+
+def test_the_floor_drains_once_an_anchor_serves() -> None:
+    reps = [replica(i, "us-west-2a") for i in range(1, 4)]
+    reps += [replica(4, "us-east-1a"), replica(5, spot=False)]
+    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3)), now=0.0)
+    assert [t.replica_id for t in p.terminations] == [5]
+
+
+def test_spreading_spares_is_an_option() -> None:
+    registry.POLICIES["skyhedge-spread-test"] = make_skyhedge(Params(spread_spares=True))
+    try:
+        spec = make_spec(replicas=2, overprovision=1, policy="skyhedge-spread-test")
+        p = plan(observe(spec, [], offerings(PRICES)), now=0.0)
+        assert zones_of(p.launches) == ["us-west-2a", "us-east-1a", "us-east-1c"]
+    finally:
+        del registry.POLICIES["skyhedge-spread-test"]
 
 
 def test_ondemand_covers_the_target_not_the_spare() -> None:
     reps = [replica(1, "us-west-2a"), replica(2, "us-east-1a")]  # 2 ready, spare missing
     p = plan(observe(make_spec(replicas=2, overprovision=1), reps, offerings(PRICES)), now=0.0)
     assert zones_of(p.launches, spot=False) == []
-    assert zones_of(p.launches) == ["us-east-1c"]
+    assert zones_of(p.launches) == ["us-west-2a"]  # the spare joins the home zone
 
 
 def test_ondemand_fills_missing_ready_spot_and_drains_once_spot_is_ready() -> None:
     spec = make_spec(replicas=2)
-    starting = [replica(1, "us-west-2a", status=R.STARTING), replica(2, "us-west-2a")]
+    starting = [replica(1, "us-west-2a", status=R.STARTING), replica(2, "us-east-1a")]
     p = plan(observe(spec, starting, offerings(PRICES)), now=0.0)
     assert len(zones_of(p.launches, spot=False)) == 1
-    ready = [replica(1, "us-west-2a"), replica(2, "us-west-2a"), replica(3, spot=False)]
+    ready = [replica(1, "us-west-2a"), replica(2, "us-east-1a"), replica(3, spot=False)]
     p = plan(observe(spec, ready, offerings(PRICES)), now=0.0)
     assert [(t.replica_id, t.reason) for t in p.terminations] == [(3, EndReason.SCALED_DOWN)]
-
-
-def test_a_preemption_moves_the_home_zone() -> None:
-    ev = LocationEvent(K.PREEMPTED, loc("us-west-2a"), 50.0)
-    p = plan(observe(make_spec(replicas=2), [], offerings(PRICES), events=[ev]), now=60.0)
-    assert p.location_states[loc("us-west-2a")] is P
-    assert zones_of(p.launches) == ["us-east-1a", "us-east-1a"]
 
 
 def test_a_refused_zone_is_not_retried_at_the_same_instant_after_a_reset() -> None:
@@ -173,18 +330,22 @@ def _trace(*zones: tuple[str, str, float]) -> Trace:
         name="hand",
         start=0.0,
         gap_seconds=3600.0,
-        zones=tuple(ZoneTrace(z, z[:-2], tuple(c == "1" for c in a), p, None) for z, a, p in zones),
+        zones=tuple(ZoneTrace(z, z[:-1], tuple(c == "1" for c in a), p, None) for z, a, p in zones),
         ondemand_price=5.0,
     )
 
 
-def test_the_home_zone_moves_on_a_loss_and_stays_when_the_old_one_returns() -> None:
-    # t=0: both replicas in 1a (cheapest) with on-demand cover until READY;
-    # 1 h: 1a is lost, both move to 1b (on-demand covers the cold start);
-    # 2 h: 1a is back and cheaper, but the replicas stay in 1b, which has lasted.
-    tr = _trace(("z-1a", "1011", 1.0), ("z-1b", "1111", 2.0))
-    r = simulate(make_spec(replicas=2), tr, SimConfig(policy="skyhedge"))
+def test_a_home_zone_loss_is_never_a_total_outage() -> None:
+    # t=0: two replicas in us-west-2a (cheapest) and the anchor in us-east-1a,
+    # on-demand covering the cold start; 1 h: us-west-2a is lost, the anchor
+    # serves on while one replacement starts in its zone (now the home) and the
+    # new anchor in us-west-2b; us-west-2a's return at 2 h changes nothing.
+    tr = _trace(
+        ("us-west-2a", "1011", 1.0), ("us-west-2b", "1111", 1.05), ("us-east-1a", "1111", 1.1)
+    )
+    r = simulate(make_spec(replicas=3), tr, SimConfig(policy="skyhedge"))
     assert r.preemptions == 2
-    assert r.launches == 8  # 2 spot + 2 on-demand, twice
-    assert r.cost == pytest.approx(2 * 1.0 + 2 * 3 * 2.0 + 2 * (2 * 180 / 3600 * 5.0))
+    assert r.availability_any == 1.0
     assert r.availability == pytest.approx((4 * 3600 - 180 - 180) / (4 * 3600 - 180))
+    spot_hours = (2 * 1.0 + 1.1) + 3 * (2 * 1.1 + 1.05)
+    assert r.cost == pytest.approx(spot_hours + (3 + 2) * 180 / 3600 * 5.0)

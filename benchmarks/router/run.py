@@ -83,11 +83,11 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 
 @contextmanager
 def process(
-    argv: list[str], wait_for: str | None = None
+    argv: list[str], wait_for: str | None = None, cwd: Path = ROOT
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start a process; with ``wait_for``, wait for its first stdout line starting so."""
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd
     )
     line = ""
     try:
@@ -124,12 +124,14 @@ def wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
         "p50": ms("50%"),
         "p99": ms("99%"),
         "non2xx": float(errors.group(1)) if errors else 0.0,
+        "requests": float(done.group(1)) if done else 0.0,
     }
 
 
@@ -149,7 +151,37 @@ def router_argv(policy: str, backends: list[str], extra: list[str] | None = None
     )
 
 
-def throughput(tmp: Path, seconds: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far (nginx: its worker)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def measured(url: str, seconds: int, pid: int | None) -> tuple[dict[str, float], dict[str, float]]:
+    """wrk at 32 connections (with the proxy's CPU per request), then at 1 connection."""
+    wrk(url, 1)  # warm up connection pools
+    before = cpu_seconds(pid) if pid else 0.0
+    loaded = wrk(url, seconds)
+    if pid:
+        loaded["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, loaded["requests"]) * 1e6
+    return loaded, wrk(url, 2, 1)
+
+
+def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
     backend = nginx_conf(
         tmp,
         f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
@@ -165,54 +197,84 @@ def throughput(tmp: Path, seconds: int) -> None:
     target = f"http://127.0.0.1:{BACKEND_PORT}"
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
     with process(pinned(0, ["nginx", "-c", str(backend), "-p", str(tmp)])):
-        rows.append(("backend directly", wrk(target + "/", seconds), wrk(target + "/", 2, 1)))
-        with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])):
+        rows.append(("backend directly", *measured(target + "/", seconds, None)))
+        with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])) as (ngx, _):
             url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
-            rows.append(("nginx reverse proxy", wrk(url, seconds), wrk(url, 2, 1)))
+            rows.append(("nginx reverse proxy", *measured(url, seconds, ngx.pid)))
         mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
-        for name, argv in (
-            ("aiohttp 25-line proxy (buffers)", mini),
-            ("skyctl router least_load", router_argv("least_load", [target])),
-            ("skyctl router fan_out k=2", router_argv("fan_out", [target, target])),
-        ):
-            with process(argv, wait_for="PORT") as (_, line):
+        runs: list[tuple[str, list[str], Path]] = [("aiohttp 25-line proxy (buffers)", mini, ROOT)]
+        if baseline is not None:
+            least = router_argv("least_load", [target])
+            runs.append(("baseline router least_load", least, baseline))
+        runs += [
+            ("skyctl router least_load", router_argv("least_load", [target]), ROOT),
+            ("skyctl router fan_out k=2", router_argv("fan_out", [target, target]), ROOT),
+        ]
+        for name, argv, cwd in runs:
+            with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                 url = f"http://127.0.0.1:{line.split()[1]}/"
-                wrk(url, 1)  # warm up connection pools
-                rows.append((name, wrk(url, seconds), wrk(url, 2, 1)))
-    nginx = rows[1][1]["rps"] or 1.0
-    least = next(r[1]["rps"] for r in rows if r[0].endswith("least_load")) or 1.0
+                rows.append((name, *measured(url, seconds, proc.pid)))
+    ngx_row = rows[1][1]
+    least_row = next(r[1] for r in rows if r[0] == "skyctl router least_load")
+    fan = rows[-1][1]
     print(f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses)")
     print(
-        f"{'target':34} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} {'P50@c1 ms':>10}"
+        f"{'target':34} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} "
+        f"{'P50@c1 ms':>10} {'CPU us/req':>11}"
     )
     for name, r, light in rows:
-        ratio = r["rps"] / nginx
+        ratio = r["rps"] / (ngx_row["rps"] or 1.0)
+        cpu = f"{r['cpu_us']:11.1f}" if "cpu_us" in r else f"{'':11}"
         print(
             f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
-            f"{light['p50']:10.3f}"
+            f"{light['p50']:10.3f} {cpu}"
         )
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
-    fan = rows[-1][1]["rps"]
-    print(f"fan_out k=2 / least_load throughput: {fan / least:.1%}")
+    print(f"fan_out k=2 / least_load throughput: {fan['rps'] / (least_row['rps'] or 1.0):.1%}")
+    print(
+        "CPU per request: least_load / nginx "
+        f"{least_row['cpu_us'] / ngx_row['cpu_us']:.1f}x, fan_out / least_load "
+        f"{fan['cpu_us'] / least_row['cpu_us']:.2f}x"
+    )
 
 
-async def closed_loop(url: str, seconds: float, connections: int) -> list[float]:
+async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Requests at a fixed rate whatever the answers (no coordinated omission).
+
+    Latency counts from the moment a request was due, so a stalled client or
+    router shows in the figures. Returns latencies (ms) and the failed count.
+    """
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
+        async def one(due: float) -> None:
+            nonlocal errors
+            try:
                 async with session.get(url) as resp:
                     await resp.read()
                     if resp.status != 200:
-                        raise RuntimeError(f"status {resp.status}")
-                latencies.append((time.perf_counter() - start) * 1000)
+                        errors += 1
+                        return
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            latencies.append((time.perf_counter() - due) * 1000)
 
-        await asyncio.gather(*(worker() for _ in range(connections)))
-    return latencies
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    return latencies, errors
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -220,44 +282,55 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q) - 1))]
 
 
-async def counts(ports: list[int]) -> int:
+async def counts(ports: list[int]) -> list[int]:
     async with aiohttp.ClientSession() as session:
-        total = 0
+        out = []
         for port in ports:
             async with session.get(f"http://127.0.0.1:{port}/__count") as resp:
-                total += int(await resp.text())
-        return total
+                out.append(int(await resp.text()))
+        return out
 
 
-def tail(seconds: float) -> None:
+TAIL_POLICIES = ("round_robin", "least_load", "fan_out", "hedge")
+
+
+def tail(seconds: float, rate: float) -> None:
     print(
-        "\nTail (4 replicas, one answers 10% after 500 ms else 5 ms; "
-        f"8 connections, {seconds:.0f} s)"
+        "\nTail: 4 replicas; replica 1 answers 10% of ITS requests after 500 ms, the rest "
+        "after 5 ms\n(the others: always 5 ms). Open-loop client at "
+        f"{rate:.0f} requests/s for {seconds:.0f} s, latency from the due time."
     )
-    print(f"{'policy':24} {'requests':>9} {'P50 ms':>8} {'P99 ms':>8} {'P99.9 ms':>9} {'extra':>7}")
-    results: dict[str, float] = {}
-    for policy in ("least_load", "fan_out", "hedge"):
+    print(
+        f"{'policy':24} {'requests':>9} {'P50 ms':>8} {'P99 ms':>8} {'P99.9 ms':>9} "
+        f"{'extra':>7} {'to slow':>8}"
+    )
+    results: dict[str, tuple[float, float]] = {}
+    for policy in TAIL_POLICIES:
         backend = pinned(0, [sys.executable, "-m", "benchmarks.router.tail_backend"])
         with process(backend, wait_for="PORTS") as (_, line):
             ports = [int(p) for p in line.split()[1].split(",")]
             urls = [f"http://127.0.0.1:{p}" for p in ports]
             with process(router_argv(policy, urls), wait_for="PORT") as (_, rline):
                 url = f"http://127.0.0.1:{rline.split()[1]}/"
-                lat = asyncio.run(closed_loop(url, seconds, 8))
+                lat, errors = asyncio.run(open_loop(url, rate, seconds))
                 sent = asyncio.run(counts(ports))
-        extra = sent / len(lat) - 1
-        p99 = quantile(lat, 0.99)
-        results[policy] = p99
-        label = "fan_out k=2" if policy == "fan_out" else policy
+        extra = sum(sent) / max(1, len(lat) + errors) - 1
+        p99, p999 = quantile(lat, 0.99), quantile(lat, 0.999)
+        results[policy] = (p99, p999)
+        label = {"fan_out": "fan_out k=2", "hedge": "hedge (P95, 10% budget)"}.get(policy, policy)
         print(
-            f"{label:24} {len(lat):9d} {quantile(lat, 0.5):8.2f} {p99:8.2f} "
-            f"{quantile(lat, 0.999):9.2f} {extra:7.1%}"
+            f"{label:24} {len(lat):9d} {quantile(lat, 0.5):8.2f} {p99:8.2f} {p999:9.2f} "
+            f"{extra:7.1%} {sent[0] / max(1, sum(sent)):8.1%}"
         )
-    base = results["least_load"]
-    print(
-        f"P99 cut vs least_load: fan_out {base / results['fan_out']:.1f}x, "
-        f"hedge {base / results['hedge']:.1f}x"
-    )
+        if errors:
+            print(f"  ! {errors} failed requests")
+    for base in ("least_load", "round_robin"):
+        b99, b999 = results[base]
+        print(
+            f"cut vs {base}: fan_out P99 {b99 / results['fan_out'][0]:.1f}x, "
+            f"P99.9 {b999 / results['fan_out'][1]:.1f}x; hedge P99 "
+            f"{b99 / results['hedge'][0]:.1f}x, P99.9 {b999 / results['hedge'][1]:.1f}x"
+        )
 
 
 def main() -> None:
@@ -267,6 +340,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (figures noisier)")
     parser.add_argument("--skip-tail", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also run the router of another source tree (e.g. `git archive` of an older "
+        "commit unpacked there), side by side",
+    )
+    parser.add_argument("--tail-rate", type=float, default=300.0, help="tail client requests/s")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -274,9 +355,9 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="skyctl-router-bench-") as tmp:
         if not args.skip_throughput:
-            throughput(Path(tmp), 3 if args.quick else 8)
+            throughput(Path(tmp), 3 if args.quick else 8, args.baseline)
     if not args.skip_tail:
-        tail(5.0 if args.quick else 15.0)
+        tail(6.0 if args.quick else 20.0, args.tail_rate)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policies.model import (
@@ -35,6 +35,7 @@ from policies.registry import policy_for
 from providers.base import LaunchRequest
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller.breaker import Breakers
 from skyctl.controller.prober import Target
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import (
@@ -67,6 +68,10 @@ class Reconciler:
     providers: ProviderSet
     clock: Clock
     secrets: Secrets  # opens the stored specs' secrets
+    breakers: Breakers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.breakers = Breakers(self.clock)
 
     # ------------------------------------------------------------------ tick
     async def tick(self, rt: ServiceRuntime, svc: ServiceRecord) -> bool:
@@ -111,7 +116,7 @@ class Reconciler:
                 return await self._finish_down(name, spec)
             return False
 
-        offerings = await self._offerings(spec)
+        offerings = [o for o in await self._offerings(spec) if self.breakers.allows(o.location)]
         obs = ServiceObservation(
             service=name,
             version=svc.current_version,
@@ -408,6 +413,13 @@ class Reconciler:
             port=spec.service.ports or 8080,
             envs={**spec.envs, **spec.secrets},
         )
+        if not self.breakers.allows(r.location):
+            if r.spot:
+                rt.events.append(
+                    LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now())
+                )
+            self._fail_launch(name, r, f"{r.location}: its API keeps failing; breaker open")
+            return
         try:
             inst = await self.providers.get(r.location.cloud).launch(request)
         except (CapacityError, QuotaError) as e:
@@ -417,7 +429,22 @@ class Reconciler:
             self._fail_launch(name, r, f"{type(e).__name__}: {e}")
             return
         except TransientError as e:
-            if r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
+            if self.breakers.failure(r.location):
+                self.store.add_event(
+                    name,
+                    "breaker_open",
+                    f"{r.location}: transient errors; placing elsewhere",
+                    now=self.clock.now(),
+                    replica_id=r.replica_id,
+                )
+                if r.spot:
+                    rt.events.append(
+                        LocationEvent(
+                            LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now()
+                        )
+                    )
+                self._fail_launch(name, r, f"{type(e).__name__}: {e}")
+            elif r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
                 self._fail_launch(name, r, f"gave up after {r.launch_attempts} attempts: {e}")
             else:
                 self.store.add_event(
@@ -427,6 +454,7 @@ class Reconciler:
         except (ProviderError, ConfigError) as e:
             self._fail_launch(name, r, f"{type(e).__name__}: {e}")
             return
+        self.breakers.success(r.location)
         if r.spot:
             rt.events.append(
                 LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())

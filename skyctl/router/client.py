@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from skyctl.router.http1 import (
@@ -45,7 +45,7 @@ from skyctl.router.http1 import (
 )
 
 MAX_IDLE_PER_ORIGIN = 256
-TICK = 0.05  # seconds between checks of response-head deadlines (their precision)
+TICK = 0.05  # seconds between checks of deadlines (their precision)
 
 
 class UpstreamError(Exception):
@@ -90,13 +90,15 @@ class Origin:
 
 
 class Response:
-    """A response whose head has arrived; ``body`` streams the rest."""
+    """The response to one request: ``arrival`` resolves once the head is in,
+    then ``head`` is set and ``body`` streams the rest."""
 
-    __slots__ = ("_conn", "body", "head")
+    __slots__ = ("_conn", "arrival", "body", "head")
 
-    def __init__(self, body: BodyStream) -> None:
+    def __init__(self, body: BodyStream, arrival: asyncio.Future[Response]) -> None:
         self.head = Head()
         self.body = body
+        self.arrival = arrival
         self._conn: _Conn | None = None  # set while the connection still carries it
 
     @property
@@ -108,9 +110,18 @@ class Response:
         return self.head.reason
 
     def release(self) -> None:
-        """Done with the response: close its connection unless it already arrived whole."""
+        """Done with the response: close its connection unless it already arrived whole.
+
+        A response still awaited is cancelled (the replica sees the disconnect).
+        """
+        arrival = self.arrival
+        if not arrival.done():
+            arrival.cancel()
+        elif not arrival.cancelled():
+            arrival.exception()  # looked at: no "exception never retrieved" warning
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn._pool.deadlines.discard(arrival)
             conn.abort()
 
 
@@ -133,7 +144,6 @@ class _Conn(asyncio.Protocol):
         self._upload: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
-        self.deadline = 0.0  # loop time by which the response head must have arrived
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -187,7 +197,9 @@ class _Conn(asyncio.Protocol):
             self._framer = Framer(head.content_length, head.chunked)
         else:
             self._framer = Framer(0, False)
-        waiter = self._head_waiter
+        waiter, self._head_waiter = self._head_waiter, None
+        if waiter is not None:
+            self._pool.deadlines.discard(waiter)
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
         return data
@@ -233,7 +245,7 @@ class _Conn(asyncio.Protocol):
 
     # ---- exchange ----------------------------------------------------------------------
 
-    async def exchange(
+    def begin(
         self,
         method: bytes,
         head: bytes,
@@ -241,18 +253,21 @@ class _Conn(asyncio.Protocol):
         timeout: float | None,
         chunked: bool,
     ) -> Response:
+        """Send a request; its response's ``arrival`` resolves at the head (or fails)."""
         transport = self.transport
         assert transport is not None and self._resp is None
         pool = self._pool
+        loop = self._loop
+        waiter: asyncio.Future[Response] = loop.create_future()
         resp = Response(
-            BodyStream(transport.pause_reading, transport.resume_reading, pool.read_timeout)
+            BodyStream(transport.pause_reading, transport.resume_reading, pool.read_timeout),
+            waiter,
         )
         resp._conn = self
         self._resp = resp
         self._method = method
         self._framer = None
-        loop = self._loop
-        waiter = self._head_waiter = loop.create_future()
+        self._head_waiter = waiter
         if isinstance(body, BodyStream):
             transport.write(head)
             self._sent = False
@@ -261,15 +276,8 @@ class _Conn(asyncio.Protocol):
             transport.write(head + body if body else head)
             self._sent = True
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
-        pool._watch(self, loop.time() + limit)
-        try:
-            return await waiter
-        except BaseException:
-            resp.release()
-            raise
-        finally:
-            pool._waiting.discard(self)
-            self._head_waiter = None
+        pool.deadlines.add(waiter, loop.time() + limit)
+        return resp
 
     async def _send_body(self, body: BodyStream, chunked: bool) -> None:
         transport = self.transport
@@ -309,7 +317,9 @@ class _Conn(asyncio.Protocol):
         self._resp = None
         if resp is not None:
             resp._conn = None
-            waiter = self._head_waiter
+            waiter, self._head_waiter = self._head_waiter, None
+            if waiter is not None:
+                self._pool.deadlines.discard(waiter)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
             else:
@@ -323,6 +333,48 @@ class _Conn(asyncio.Protocol):
             self._upload = None
         if self.transport is not None:
             self.transport.abort()
+
+
+class Deadlines:
+    """Coarse timeouts for many futures on one timer.
+
+    A future added with a deadline (loop time) fails with :class:`TimeoutError`
+    at most :data:`TICK` seconds after it; the timer runs only while some
+    future is watched. A timer per request costs more than the request's own
+    work in a proxy (uvloop allocates a libuv handle for each one).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
+        self._loop = loop
+        self._tick = tick
+        self._watched: dict[asyncio.Future[Any], float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, future: asyncio.Future[Any], deadline: float) -> None:
+        self._watched[future] = deadline
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._tick, self._check)
+
+    def discard(self, future: asyncio.Future[Any]) -> None:
+        self._watched.pop(future, None)
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._watched.clear()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        watched = self._watched
+        for future in [f for f, deadline in watched.items() if deadline <= now]:
+            del watched[future]
+            if not future.done():
+                future.set_exception(TimeoutError("no response in time"))
+        self._timer = self._loop.call_later(self._tick, self._check) if watched else None
 
 
 class Pool:
@@ -344,12 +396,9 @@ class Pool:
         self._idle: dict[Origin, list[_Conn]] = {}
         self._open: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        # exchanges waiting for a response head, checked every TICK seconds: one
-        # timer for all of them instead of a timer per request
-        self._waiting: set[_Conn] = set()
-        self._ticker: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
+        self.deadlines = Deadlines(self.loop)
 
     async def request(
         self,
@@ -365,10 +414,34 @@ class Pool:
         A :class:`BodyStream` body is uploaded as it arrives, chunk-encoded when
         ``chunked`` (the head then says ``Transfer-Encoding: chunked``).
         """
+        resp = self.begin(origin, method, head, body, head_timeout, chunked)
+        if resp is None:
+            conn = await self._connect(origin)
+            resp = conn.begin(method, head, body, head_timeout, chunked)
+        try:
+            return await resp.arrival
+        except BaseException:
+            resp.release()  # cancelled or timed out: the connection closes
+            raise
+
+    def begin(
+        self,
+        origin: Origin,
+        method: bytes,
+        head: bytes,
+        body: bytes | BodyStream | None = None,
+        head_timeout: float | None = None,
+        chunked: bool = False,
+    ) -> Response | None:
+        """Send on an idle pooled connection at once, without awaiting; None if there is none.
+
+        The caller awaits ``response.arrival`` (or not) and must :meth:`Response.release`
+        it when done.
+        """
         conn = self._take(origin)
         if conn is None:
-            conn = await self._connect(origin)
-        return await conn.exchange(method, head, body, head_timeout, chunked)
+            return None
+        return conn.begin(method, head, body, head_timeout, chunked)
 
     def idle_count(self, origin: Origin | None = None) -> int:
         if origin is not None:
@@ -376,10 +449,10 @@ class Pool:
         return sum(len(conns) for conns in self._idle.values())
 
     async def close(self) -> None:
-        for timer in (self._sweeper, self._ticker):
-            if timer is not None:
-                timer.cancel()
-        self._sweeper = self._ticker = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.deadlines.close()
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
@@ -434,21 +507,6 @@ class Pool:
         conns.append(conn)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self.keepalive, self._sweep)
-
-    def _watch(self, conn: _Conn, deadline: float) -> None:
-        conn.deadline = deadline
-        self._waiting.add(conn)
-        if self._ticker is None:
-            self._ticker = self.loop.call_later(TICK, self._tick)
-
-    def _tick(self) -> None:
-        now = self.loop.time()
-        for conn in [c for c in self._waiting if c.deadline <= now]:
-            self._waiting.discard(conn)
-            waiter = conn._head_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(TimeoutError("no response in time"))
-        self._ticker = self.loop.call_later(TICK, self._tick) if self._waiting else None
 
     def _forget(self, conn: _Conn) -> None:
         self._open.discard(conn)

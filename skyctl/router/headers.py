@@ -84,7 +84,7 @@ def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: b
     parts = [kept]
     chain = head.forwarded_for
     if client_ip:
-        chain = [*chain, client_ip]
+        chain = (*chain, client_ip)
     if chain:
         parts.append(b"X-Forwarded-For: %b\r\n" % b", ".join(chain))
     if head.host:

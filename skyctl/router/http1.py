@@ -91,38 +91,21 @@ class Head:
     without the start line and the blank line.
     """
 
-    __slots__ = (
-        "chunked",
-        "connection",
-        "content_length",
-        "expect_continue",
-        "fields",
-        "forwarded_for",
-        "host",
-        "http11",
-        "keep_alive",
-        "method",
-        "reason",
-        "request_id",
-        "status",
-        "target",
-    )
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.status = 0
-        self.reason = b""
-        self.http11 = True
-        self.fields = b""
-        self.content_length: int | None = None
-        self.chunked = False
-        self.connection: frozenset[bytes] = frozenset()  # tokens named in Connection
-        self.keep_alive = True
-        self.host: bytes | None = None
-        self.request_id: bytes | None = None
-        self.forwarded_for: list[bytes] = []
-        self.expect_continue = False
+    # class-level defaults: a parse sets only what the message has (no per-head __init__)
+    method = b""
+    target = b""
+    status = 0
+    reason = b""
+    http11 = True
+    fields = b""
+    content_length: int | None = None
+    chunked = False
+    connection: frozenset[bytes] = frozenset()  # tokens named in Connection
+    keep_alive = True
+    host: bytes | None = None
+    request_id: bytes | None = None
+    forwarded_for: tuple[bytes, ...] = ()
+    expect_continue = False
 
 
 def _split(data: bytes) -> tuple[bytes, bytes]:
@@ -157,7 +140,7 @@ def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes
         elif lower == b"x-request-id":
             head.request_id = value
         elif lower == b"x-forwarded-for":
-            head.forwarded_for.append(value)
+            head.forwarded_for = (*head.forwarded_for, value)
         elif lower == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
     if codings:

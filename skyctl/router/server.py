@@ -360,11 +360,14 @@ class Router:
         race = self._race
         assert race is not None
         opts = self._section.router
-        locations = [r.backend.location for r in replicas]
-        loads = [float(r.in_flight) for r in replicas]
-        order = routing.pick_diverse(locations, loads, len(replicas), self._cursor)
-        self._cursor += 1
-        ranked = [replicas[i] for i in order]
+        if self._policy == routing.FAN_OUT and opts.fan_out >= len(replicas):
+            ranked = replicas  # every replica gets a copy: no ranking to do
+        else:
+            locations = [r.backend.location for r in replicas]
+            loads = [float(r.in_flight) for r in replicas]
+            order = routing.pick_diverse(locations, loads, len(replicas), self._cursor)
+            self._cursor += 1
+            ranked = [replicas[i] for i in order]
         if self._policy == routing.FAN_OUT:
             k = max(1, min(opts.fan_out, len(ranked)))
             plan = RacePlan(

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Literal
 
 from skyctl.router.client import (
-    ConnectFailed,
     Pool,
     Response,
     UpstreamError,
@@ -82,6 +81,30 @@ class Upstream:
         except Exception:  # the controller's callback must never break a request
             log.exception("on_backend_error(%s) raised", replica_id)
 
+    def _head(
+        self,
+        replica: ReplicaState,
+        method: bytes,
+        target: bytes,
+        lines: bytes,
+        body: bytes | BodyStream | None,
+        length: int | None,
+    ) -> tuple[bytes, bool]:
+        origin = replica.origin
+        chunked = False
+        if isinstance(body, BodyStream):
+            if length is None:
+                framing, chunked = b"Transfer-Encoding: chunked\r\n", True
+            else:
+                framing = b"Content-Length: %d\r\n" % length
+        elif body or length is not None:
+            framing = b"Content-Length: %d\r\n" % len(body or b"")
+        else:
+            framing = b""
+        return request_head(
+            method, origin.prefix + target, origin.host_header, lines, framing
+        ), chunked
+
     async def open(
         self,
         replica: ReplicaState,
@@ -99,28 +122,39 @@ class Upstream:
         is given (the client declared one); a stream body with ``length`` as
         its Content-Length, or chunked when None.
         """
-        origin = replica.origin
-        chunked = False
-        if isinstance(body, BodyStream):
-            if length is None:
-                framing, chunked = b"Transfer-Encoding: chunked\r\n", True
-            else:
-                framing = b"Content-Length: %d\r\n" % length
-        elif body or length is not None:
-            framing = b"Content-Length: %d\r\n" % len(body or b"")
-        else:
-            framing = b""
-        head = request_head(method, origin.prefix + target, origin.host_header, lines, framing)
+        head, chunked = self._head(replica, method, target, lines, body, length)
         try:
-            return await self.pool.request(origin, method, head, body, header_timeout, chunked)
-        except ConnectFailed as exc:  # never connected: safe to retry
-            self.report(replica.replica_id)
-            raise AttemptFailed("connect", replica.replica_id, _describe(exc)) from exc
-        except TimeoutError as exc:
-            raise AttemptFailed("timeout", replica.replica_id, "no response in time") from exc
+            return await self.pool.request(
+                replica.origin, method, head, body, header_timeout, chunked
+            )
         except (UpstreamError, OSError) as exc:
-            self.report(replica.replica_id)
-            raise AttemptFailed("connect", replica.replica_id, _describe(exc)) from exc
+            raise self.failure(replica, exc) from exc
+
+    def begin(
+        self,
+        replica: ReplicaState,
+        method: bytes,
+        target: bytes,
+        lines: bytes,
+        body: bytes,
+        length: int | None = None,
+    ) -> Response | None:
+        """Send at once on an idle pooled connection (no task, no await); None if none.
+
+        Await ``response.arrival``; translate its exception with :meth:`failure`;
+        release the response when done.
+        """
+        head, chunked = self._head(replica, method, target, lines, body, length)
+        return self.pool.begin(replica.origin, method, head, body, None, chunked)
+
+    def failure(self, replica: ReplicaState, exc: BaseException) -> AttemptFailed:
+        """The :class:`AttemptFailed` for a client error (the replica is reported if at fault)."""
+        if isinstance(exc, AttemptFailed):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return AttemptFailed("timeout", replica.replica_id, "no response in time")
+        self.report(replica.replica_id)  # refused, reset, or not HTTP: safe to retry elsewhere
+        return AttemptFailed("connect", replica.replica_id, _describe(exc))
 
 
 async def read_error_body(resp: Response) -> bytes:

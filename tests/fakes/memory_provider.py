@@ -52,6 +52,7 @@ class MemoryProvider(Provider):
     by_token: dict[str, str] = field(default_factory=dict)
     out_of_capacity: set[Location] = field(default_factory=set)
     transient_launch_errors: int = 0
+    sick: set[Location] = field(default_factory=set)  # launches there fail with 503s
     launches: int = 0
     terminations: list[str] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -69,6 +70,8 @@ class MemoryProvider(Provider):
             self.transient_launch_errors -= 1
             raise TransientError("simulated 503")
         loc = request.offering.location
+        if loc in self.sick:
+            raise TransientError(f"503 from {loc}")
         if request.offering.spot and loc in self.out_of_capacity:
             raise CapacityError(f"no spot capacity in {loc}", location=str(loc))
         self.launches += 1

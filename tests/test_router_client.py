@@ -17,7 +17,9 @@ from skyctl.router.client import (
 )
 from tests.test_router_helpers import eventually, refused_backend
 
-Serve = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Reader = asyncio.StreamReader
+Writer = asyncio.StreamWriter
+Serve = Callable[["RawServer", Reader, Writer], Awaitable[None]]
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -41,7 +43,7 @@ class RawServer:
         self._server = await asyncio.start_server(self._run, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _run(self, reader: Reader, writer: Writer) -> None:
         self.connections += 1
         task = asyncio.current_task()
         assert task is not None
@@ -71,7 +73,7 @@ def get(path: str = "/", method: bytes = b"GET") -> bytes:
     return method + b" " + path.encode() + b" HTTP/1.1\r\nHost: replica\r\n\r\n"
 
 
-async def keep_answering(server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def keep_answering(server: RawServer, reader: Reader, writer: Writer) -> None:
     """Answers every request on the connection with a 5-byte body."""
     while True:
         await read_request(reader)
@@ -80,7 +82,7 @@ async def keep_answering(server: RawServer, reader: asyncio.StreamReader, writer
         await writer.drain()
 
 
-async def half_then_wait(server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def half_then_wait(server: RawServer, reader: Reader, writer: Writer) -> None:
     """Sends 5 of 10 body bytes, then waits; notes when the client goes away."""
     await read_request(reader)
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
@@ -162,7 +164,7 @@ async def test_a_half_read_response_closes_its_connection(
 async def test_a_cancelled_request_closes_its_connection(
     servers: Callable[[Serve], Awaitable[RawServer]], pool: Pool
 ) -> None:
-    async def never_answer(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def never_answer(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         if not await reader.read(1):
             s.closed += 1
@@ -233,7 +235,7 @@ async def test_bodies_stream_as_they_arrive(
     pieces: list[bytes],
     body: bytes,
 ) -> None:
-    async def in_two_steps(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def in_two_steps(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + pieces[0])
         await writer.drain()
@@ -262,7 +264,7 @@ async def test_responses_without_a_body_end_at_their_head(
     status: int,
     extra: bytes,
 ) -> None:
-    async def no_body(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def no_body(s: RawServer, reader: Reader, writer: Writer) -> None:
         while True:
             await read_request(reader)
             writer.write(b"HTTP/1.1 %d X\r\n%b\r\n" % (status, extra))
@@ -278,7 +280,7 @@ async def test_responses_without_a_body_end_at_their_head(
 async def test_informational_responses_are_skipped(
     servers: Callable[[Serve], Awaitable[RawServer]], pool: Pool
 ) -> None:
-    async def early_hints(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def early_hints(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -293,7 +295,7 @@ async def test_informational_responses_are_skipped(
 async def test_a_body_delimited_by_close_ends_at_eof_and_is_not_reused(
     servers: Callable[[Serve], Awaitable[RawServer]], pool: Pool
 ) -> None:
-    async def until_close(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def until_close(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.0 200 OK\r\n\r\nall of it")
         await writer.drain()
@@ -310,7 +312,7 @@ async def test_a_body_delimited_by_close_ends_at_eof_and_is_not_reused(
 async def test_a_reset_mid_stream_fails_the_body_read(
     servers: Callable[[Serve], Awaitable[RawServer]], pool: Pool
 ) -> None:
-    async def reset(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def reset(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\npart")
         await writer.drain()
@@ -328,7 +330,10 @@ async def test_a_reset_mid_stream_fails_the_body_read(
     [
         (None, Disconnected),  # closed before any response
         (b"SPDY/3 200 OK\r\n\r\n", BadResponse),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", BadResponse),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            BadResponse,
+        ),
         (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", BadResponse),
     ],
     ids=["closed", "not-http", "smuggling", "bad-header"],
@@ -339,7 +344,7 @@ async def test_failures_before_the_head_are_typed(
     answer: bytes | None,
     error: type[Exception],
 ) -> None:
-    async def misbehave(s: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def misbehave(s: RawServer, reader: Reader, writer: Writer) -> None:
         await read_request(reader)
         if answer is not None:
             writer.write(answer)

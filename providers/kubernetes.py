@@ -112,6 +112,7 @@ class KubernetesProvider(Provider):
         self._clock = clock
         self._api = KubeApi(self._cfg, clock=clock)
         self._used: set[str] = set()  # contexts named by specs or launched in
+        self._unknown: set[str] = set()  # contexts named by specs but not in the kubeconfig
         self._nodes: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._tracker = PodTracker(
             self._cfg,
@@ -169,9 +170,9 @@ class KubernetesProvider(Provider):
             accel, gpus = _accelerators(cand)
             for ctx in contexts:
                 if ctx not in allowed and ctx not in found.contexts:
-                    log.warning(
-                        "kubernetes: context %r named by the spec is not in the kubeconfig", ctx
-                    )
+                    if ctx not in self._unknown:
+                        self._unknown.add(ctx)
+                        log.warning("kubernetes: spec context %r is not in the kubeconfig", ctx)
                     continue
                 self._used.add(ctx)
                 prices = self._cfg.context(ctx)
@@ -280,7 +281,8 @@ class KubernetesProvider(Provider):
                     _method(method, name, ns),
                 )
             except NotFoundError:
-                pass
+                if kind == "pod":
+                    self._tracker.forget(instance_id)
 
     # ---------------------------------------------------------------- lists
 

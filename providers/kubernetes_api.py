@@ -200,6 +200,12 @@ class WatchHandle:
             pass
 
 
+def _api_exception(status: Any, reason: str, body: str) -> ApiException:
+    e = ApiException(status=status, reason=reason)  # older clients take no body argument
+    e.body = body
+    return e
+
+
 def watch_pods_blocking(
     core: Any,
     namespace: str,
@@ -231,7 +237,7 @@ def watch_pods_blocking(
         status = getattr(raw, "status", 200)
         if isinstance(status, int) and not 200 <= status < 300:
             body = raw.data.decode("utf-8", "replace") if hasattr(raw, "data") else ""
-            raise ApiException(status=status, reason=getattr(raw, "reason", ""), body=body)
+            raise _api_exception(status, str(getattr(raw, "reason", "")), body)
         for line in iter_resp_lines(raw):
             if handle.stopped:
                 break
@@ -243,9 +249,7 @@ def watch_pods_blocking(
             if kind == "ERROR":
                 if obj.get("code") == 410:
                     return None
-                raise ApiException(
-                    status=obj.get("code"), reason=obj.get("message"), body=json.dumps(obj)
-                )
+                raise _api_exception(obj.get("code"), str(obj.get("message")), json.dumps(obj))
             last = (obj.get("metadata") or {}).get("resourceVersion") or last
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 deliver(str(kind), obj)
@@ -259,6 +263,18 @@ def watch_pods_blocking(
     return last
 
 
+def _close_client(api_client: Any) -> None:
+    """Close an ApiClient and its pooled connections (urllib3 2 leaves those to the GC)."""
+    manager = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    pools = getattr(manager, "pools", None)
+    if pools is not None:
+        for key in list(pools.keys()):
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
+    api_client.close()
+
+
 class KubeApi:
     """Clients per context, created on first use; calls with retries and translation."""
 
@@ -269,11 +285,28 @@ class KubeApi:
         self._discovery: Discovery | None = None
         self._clients: dict[str, Any] = {}  # context -> ApiClient
         self._serializer: Any = None
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._closed = False
         self._lock = asyncio.Lock()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread. A cancelled caller stops waiting, but the call
+        is still tracked, so :meth:`close` closes the clients only once it ended."""
+        if self._closed:
+            raise TransientError("kubernetes: the provider is closed")
+        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._inflight.add(task)
+        task.add_done_callback(self._forget)
+        return await asyncio.shield(task)
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: a caller that stopped waiting never will
 
     async def discovery(self) -> Discovery:
         if self._discovery is None:
-            self._discovery = await asyncio.to_thread(discover, self._cfg)
+            self._discovery = await self._in_thread(discover, self._cfg)
         return self._discovery
 
     async def core(self, context: str) -> Any:
@@ -286,7 +319,7 @@ class KubeApi:
                         f"kubernetes: context {context!r} is not in the kubeconfig; "
                         f"known: {', '.join(found.contexts) or 'none'}"
                     )
-                self._clients[context] = await asyncio.to_thread(self._new_client, found, context)
+                self._clients[context] = await self._in_thread(self._new_client, found, context)
         return kclient.CoreV1Api(self._clients[context])
 
     @staticmethod
@@ -327,7 +360,7 @@ class KubeApi:
         """One watch session (see :func:`watch_pods_blocking`), errors translated."""
         core = await self.core(context)
         try:
-            return await asyncio.to_thread(
+            return await self._in_thread(
                 watch_pods_blocking,
                 core,
                 namespace,
@@ -346,7 +379,7 @@ class KubeApi:
         delay = BACKOFF_SECONDS
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await asyncio.to_thread(fn, core)
+                return await self._in_thread(fn, core)
             except (
                 ApiException,
                 urllib3.exceptions.HTTPError,
@@ -368,11 +401,15 @@ class KubeApi:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
+        """Close the clients once calls still running in threads have ended."""
+        self._closed = True
+        while self._inflight:
+            await asyncio.wait(list(self._inflight))
         clients, self._clients = self._clients, {}
         if self._serializer is not None:
             clients["-"], self._serializer = self._serializer, None
         for api_client in clients.values():
             try:
-                await asyncio.to_thread(api_client.close)
+                await asyncio.to_thread(_close_client, api_client)
             except (OSError, urllib3.exceptions.HTTPError):  # pragma: no cover
                 pass

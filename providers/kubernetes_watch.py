@@ -135,6 +135,11 @@ class PodTracker:
         self._gone.pop(iid, None)
         self._pending_since.pop(iid, None)
 
+    def forget(self, iid: str) -> None:
+        """The pod is gone (a delete found nothing): nothing more to expect of it."""
+        self._deleting.discard(iid)
+        self._gone.pop(iid, None)
+
     def _track_pending(self, iid: str, view: PodView) -> None:
         """The unschedulable wait starts when a pod is first seen without a node."""
         if view.phase == "Pending" and not view.node and not view.deleting:

@@ -19,20 +19,25 @@ class Location:
     zone: str = ""
 
     def __str__(self) -> str:
-        return (
-            f"{self.cloud}/{self.region}/{self.zone}"
-            if self.zone
-            else f"{self.cloud}/{self.region}"
-        )
+        if self.zone:
+            return f"{self.cloud}/{self.region}/{self.zone}"
+        if "/" in self.region:  # e.g. an EKS context ARN: a trailing "/" keeps it one piece
+            return f"{self.cloud}/{self.region}/"
+        return f"{self.cloud}/{self.region}"
 
     @classmethod
     def parse(cls, text: str) -> Location:
-        parts = text.split("/")
-        if len(parts) == 2:
-            return cls(parts[0], parts[1], "")
-        if len(parts) == 3:
-            return cls(parts[0], parts[1], parts[2])
-        raise ValueError(f"not a location (cloud/region[/zone]): {text!r}")
+        """The inverse of ``str()``. Clouds and zones never contain "/"; a region
+        (a Kubernetes context) may, and is then written with a trailing "/"."""
+        cloud, sep, rest = text.partition("/")
+        if not cloud or not sep or not rest.strip("/") or rest.startswith("/"):
+            raise ValueError(f"not a location (cloud/region[/zone]): {text!r}")
+        if rest.endswith("/"):
+            return cls(cloud, rest[:-1], "")
+        region, sep, zone = rest.rpartition("/")
+        if not sep:
+            return cls(cloud, rest, "")
+        return cls(cloud, region, zone)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from providers.kubernetes import KubernetesProvider, check
-from providers.kubernetes_build import pod_name, split_instance_id
+from providers.kubernetes_build import pod_name, split_instance_id, view_pod
 from skyctl.clock import FakeClock
 from skyctl.errors import CapacityError, ConfigError, QuotaError, TransientError
 from skyctl.spec import ResourceCandidate
@@ -595,6 +595,59 @@ async def test_a_spec_candidate_names_the_accelerator_used_for_the_offering(
     offers = [o for o in await provider.offerings(spec) if o.accelerators == "A100:8"]
     inst = await provider.launch(make_request(spec, offers[0]))
     assert _pod(clusters["ctx-a"], inst.instance_id)["spec"]["nodeName"] == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "detail"),
+    [
+        (
+            {"phase": "Failed", "reason": "Evicted", "message": "low on memory"},
+            InstanceState.PREEMPTED,
+            "Evicted: low on memory",
+        ),
+        ({"phase": "Failed", "reason": "Shutdown"}, InstanceState.PREEMPTED, "Shutdown"),
+        (
+            {
+                "phase": "Running",
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "PreemptionByScheduler",
+                    }
+                ],
+            },
+            InstanceState.PREEMPTED,
+            "PreemptionByScheduler",
+        ),
+        ({"phase": "Succeeded"}, InstanceState.TERMINATED, "pod completed"),
+        (
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "InvalidImageName", "message": "bad ref"}}}
+                ],
+            },
+            InstanceState.FAILED,
+            "InvalidImageName: bad ref",
+        ),
+        (
+            {
+                "phase": "Pending",
+                "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}],
+            },
+            InstanceState.PENDING,
+            "ImagePullBackOff",
+        ),
+    ],
+)
+def test_pod_status_maps_to_the_instance_state(
+    status: dict[str, Any], state: InstanceState, detail: str
+) -> None:
+    view = view_pod(
+        {"metadata": {"name": "p", "labels": {"skyctl-replica": "2"}}, "status": status}
+    )
+    assert (view.state, view.detail, view.replica_id) == (state, detail, 2)
 
 
 # ------------------------------------------------------------------- scenario

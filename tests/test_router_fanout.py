@@ -282,3 +282,61 @@ async def test_metrics_expose_per_replica_counters(harness: Harness) -> None:
     assert 'skyctl_router_requests_total{service="svc"} 1.0' in text
     assert "skyctl_router_replica_latency_seconds" in text
     assert "python_gc" not in text  # a registry of its own, not the global one
+
+
+class AnswerTogether:
+    """Two replicas that answer a fan-out's two copies in the very same instant."""
+
+    def __init__(self) -> None:
+        self.waiting: list[asyncio.StreamWriter] = []
+        self.connections = 0
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> list[int]:
+        for _ in range(2):
+            server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.servers.append(server)
+        return [s.sockets[0].getsockname()[1] for s in self.servers]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                self.waiting.append(writer)
+                if len(self.waiting) == 2:
+                    for each in self.waiting:  # both answers leave in one callback
+                        each.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    self.waiting.clear()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()
+
+
+async def test_a_loser_whose_answer_arrived_whole_keeps_its_connection(
+    harness: Harness,
+) -> None:
+    from skyctl.types import Backend
+
+    pair = AnswerTogether()
+    ports = await pair.start()
+    try:
+        backends = [
+            Backend(i + 1, f"http://127.0.0.1:{port}", loc)
+            for i, (port, loc) in enumerate(zip(ports, (Z1, GCP), strict=True))
+        ]
+        router, url = await harness.router(backends, section("fan_out"))
+        for _ in range(5):
+            assert await get_text(harness, url + "/") == (200, "ok")
+        stats = router.replica_stats()
+        assert sum(s["wins"] for s in stats.values()) == 5
+        assert sum(s["cancelled"] for s in stats.values()) == 5  # every loser, counted
+        assert pair.connections == 2  # no reconnect: the losers' connections were reused
+        assert router._upstream is not None and router._upstream.pool.connects == 2
+    finally:
+        await pair.stop()

@@ -88,12 +88,15 @@ CHUNKED = b"5;name=v\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n
 def test_chunked_bodies_decode_whatever_the_packet_boundaries(step: int) -> None:
     framer = Framer(None, chunked=True)
     body = BodyStream()
-    rest = None
+    after = b""
     for i in range(0, len(CHUNKED), step):
-        assert rest is None
+        if framer.done:
+            after += CHUNKED[i : i + step]
+            continue
         rest = framer.feed(CHUNKED[i : i + step], body)
-    assert rest is not None and rest.endswith(b"NEXT") and framer.done
-    assert body.take() == b"hello world"
+        assert (rest is None) is not framer.done
+        after += rest or b""
+    assert after == b"NEXT" and body.take() == b"hello world"
 
 
 @pytest.mark.parametrize("bad", [b"zz\r\n", b"5\r\nhelloXX", b"1" * 5000])

@@ -3,14 +3,22 @@
 Throughput (wrk, 1 thread, 32 connections, tiny responses; proxies pinned to
 core 1, wrk and the backend to core 0): the backend directly, nginx as a
 reverse proxy (one worker, keep-alive upstream), a 25-line aiohttp + uvloop
-proxy that buffers whole responses (calibration peer), and our router with
-``least_load`` and with ``fan_out`` k=2, all in front of the same nginx
-backend. Prints requests/s, P50/P99, ratios to nginx, and P50 at one
-connection (the latency a proxy adds without queueing).
+proxy that buffers whole responses (calibration peer), optionally the router
+of another source tree (``--baseline DIR``, e.g. the previous commit unpacked
+with ``git archive``), and our router with ``least_load`` and with
+``fan_out`` k=2, all in front of the same nginx backend. Prints requests/s,
+P50/P99, ratios to nginx, P50 at one connection (the latency a proxy adds
+without queueing) and each proxy's CPU time per request (user + system, from
+/proc): on a shared machine the requests/s ratios move with the neighbours'
+load, the CPU per request much less.
 
-Tail (a Python closed-loop client, 8 connections): 4 replicas of which one
-answers 10% of its requests after 500 ms (else 5 ms); P50/P99/P99.9 and the
-extra backend requests for ``least_load``, ``fan_out`` k=2 and ``hedge``.
+Tail: 4 replicas of which one answers 10% of ITS requests after 500 ms (else
+5 ms, like the others); an open-loop client sends a fixed rate (default 300
+requests/s, ``--tail-rate``) whatever the answers and counts latency from each
+request's due time. P50/P99/P99.9, the extra backend requests and the share
+of copies the slow replica received, for ``round_robin`` (the slow replica
+keeps its share: the issue's scenario), ``least_load``, ``fan_out`` k=2 and
+``hedge``.
 
 Needs the Debian packages wrk and nginx, and uvloop.
 """

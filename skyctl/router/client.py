@@ -20,8 +20,10 @@ Errors::
      +-- ConnectFailed   could not connect (refused, unreachable, connect timeout)
      +-- Disconnected    the connection closed or broke before the response ended
      +-- BadResponse     the replica sent something that is not HTTP/1.x
-    TimeoutError         no response head within the wait given (or, while
-                         reading the body, no bytes within ``read_timeout``)
+    TimeoutError         no response head within the wait given (checked every
+                         50 ms for all requests at once, see
+                         :mod:`skyctl.router.deadlines`), or, while reading the
+                         body, no bytes within ``read_timeout``
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit
 
+from skyctl.router.deadlines import Deadlines
 from skyctl.router.http1 import (
     LAST_CHUNK,
     MAX_HEAD_BYTES,
@@ -45,7 +48,6 @@ from skyctl.router.http1 import (
 )
 
 MAX_IDLE_PER_ORIGIN = 256
-TICK = 0.05  # seconds between checks of deadlines (their precision)
 
 
 class UpstreamError(Exception):
@@ -333,48 +335,6 @@ class _Conn(asyncio.Protocol):
             self._upload = None
         if self.transport is not None:
             self.transport.abort()
-
-
-class Deadlines:
-    """Coarse timeouts for many futures on one timer.
-
-    A future added with a deadline (loop time) fails with :class:`TimeoutError`
-    at most :data:`TICK` seconds after it; the timer runs only while some
-    future is watched. A timer per request costs more than the request's own
-    work in a proxy (uvloop allocates a libuv handle for each one).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
-        self._loop = loop
-        self._tick = tick
-        self._watched: dict[asyncio.Future[Any], float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, future: asyncio.Future[Any], deadline: float) -> None:
-        self._watched[future] = deadline
-        if self._timer is None:
-            self._timer = self._loop.call_later(self._tick, self._check)
-
-    def discard(self, future: asyncio.Future[Any]) -> None:
-        self._watched.pop(future, None)
-
-    def __len__(self) -> int:
-        return len(self._watched)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._watched.clear()
-
-    def _check(self) -> None:
-        now = self._loop.time()
-        watched = self._watched
-        for future in [f for f, deadline in watched.items() if deadline <= now]:
-            del watched[future]
-            if not future.done():
-                future.set_exception(TimeoutError("no response in time"))
-        self._timer = self._loop.call_later(self._tick, self._check) if watched else None
 
 
 class Pool:

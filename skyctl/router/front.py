@@ -117,10 +117,11 @@ class Connection(asyncio.Protocol):
             assert request is not None and request.body is not None
             try:
                 rest = framer.feed(data, request.body)
-            except ProtocolError as exc:
+            except ProtocolError as exc:  # a broken body: nothing after it can be trusted
                 request.body.fail(exc)
                 self._framer = self._receiving = None
                 self._close_after = True
+                self._pause_reading()
                 return
             if rest is None:
                 return
@@ -166,9 +167,12 @@ class Connection(asyncio.Protocol):
                     self._backlog_paused = True
                     self._pause_reading()
                 return
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
+            if data[:1] in (b"\r", b"\n"):
                 data = data.lstrip(b"\r\n")  # empty lines between requests are allowed
+                if not data:
+                    return
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or end > MAX_HEAD_BYTES:
                 if len(data) > MAX_HEAD_BYTES:
                     self._reject(ProtocolError(431, "request head too large"))
                 elif data:
@@ -176,7 +180,7 @@ class Connection(asyncio.Protocol):
                     self.last_active = self._loop.time()
                 return
             try:
-                head = parse_request_head(data[:end].lstrip(b"\r\n"))
+                head = parse_request_head(data[:end])
             except ProtocolError as exc:
                 self._reject(exc)
                 return

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from skyctl.clock import Clock
 from skyctl.router.client import Response
@@ -34,8 +34,7 @@ from skyctl.router.stats import Attempt, ReplicaState, Reservoir
 from skyctl.router.upstream import AttemptFailed, Upstream, read_error_body, relay
 
 
-@dataclass(frozen=True)
-class RacePlan:
+class RacePlan(NamedTuple):
     """What to race: replicas to start at once, spares for hedges and retries."""
 
     first: Sequence[ReplicaState]
@@ -95,11 +94,11 @@ class Race:
         request: Request,
         lines: bytes,
         body: bytes,
+        length: int | None,
         wake: Callable[[object], None],
     ) -> _Copy:
         attempt = Attempt(replica)
         head = request.head
-        length = None if head.content_length is None and not head.chunked else len(body)
         started = self._clock.now()
         resp = self._up.begin(replica, head.method, head.target, lines, body, length)
         future: asyncio.Future[Response]
@@ -159,6 +158,8 @@ class Race:
         started = 0
         pending: list[_Copy] = []
         signal: list[asyncio.Future[None]] = [loop.create_future()]
+        head = request.head
+        length = None if head.content_length is None and not head.chunked else len(body)
 
         def wake(_: object) -> None:
             if not signal[0].done():
@@ -167,7 +168,7 @@ class Race:
         def start(replica: ReplicaState) -> None:
             nonlocal started
             started += 1
-            pending.append(self._start(replica, request, lines, body, wake))
+            pending.append(self._start(replica, request, lines, body, length, wake))
 
         for replica in plan.first:
             start(replica)

@@ -355,7 +355,9 @@ class FakeKubernetes(NodesAndPods):
         plural, namespace, name = self._parse_path(request.path)
         q = request.query
         verb = {
-            "GET": "get" if name else ("watch" if q.get("watch") in ("true", "1") else "list"),
+            "GET": "get"
+            if name
+            else ("watch" if q.get("watch", "").lower() in ("true", "1", "t") else "list"),
             "POST": "create",
             "DELETE": "delete",
         }.get(request.method)

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.model import (
-    Launch,
     LocationEvent,
     LocationEventKind,
     LocationState,
@@ -32,17 +30,14 @@ from policies.model import (
 )
 from policies.reconcile import plan as make_plan
 from policies.registry import policy_for
-from providers.base import LaunchRequest
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
 from skyctl.controller.breaker import Breakers
+from skyctl.controller.launcher import Launcher
 from skyctl.controller.prober import Target
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import (
-    CapacityError,
-    ConfigError,
     ProviderError,
-    QuotaError,
     TransientError,
 )
 from skyctl.lifecycle import EndReason, ReplicaStatus
@@ -54,8 +49,6 @@ from skyctl.types import Backend, Instance, InstanceState, Offering
 log = logging.getLogger(__name__)
 S = ReplicaStatus
 
-#: launch attempts (same client token) before a replica counts as failed to provision
-MAX_LAUNCH_ATTEMPTS = 3
 #: terminated replica rows are kept this long for `serve status` history
 KEEP_TERMINATED_SECONDS = 3600.0
 #: longest wait for a terminated replica's in-flight requests before its instance goes
@@ -68,10 +61,14 @@ class Reconciler:
     providers: ProviderSet
     clock: Clock
     secrets: Secrets  # opens the stored specs' secrets
-    breakers: Breakers = field(init=False)
+    launcher: Launcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.breakers = Breakers(self.clock)
+        self.launcher = Launcher(self.store, self.providers, self.clock, self.secrets)
+
+    @property
+    def breakers(self) -> Breakers:
+        return self.launcher.breakers
 
     # ------------------------------------------------------------------ tick
     async def tick(self, rt: ServiceRuntime, svc: ServiceRecord) -> bool:
@@ -88,7 +85,7 @@ class Reconciler:
             # (same client token, so no duplicate) before deciding anything new
             await asyncio.gather(
                 *(
-                    self._launch_one(rt, r)
+                    self.launcher.launch_one(rt, r)
                     for r in replicas
                     if r.status in (S.PENDING, S.PROVISIONING)
                 )
@@ -116,7 +113,9 @@ class Reconciler:
                 return await self._finish_down(name, spec)
             return False
 
-        offerings = [o for o in await self._offerings(spec) if self.breakers.allows(o.location)]
+        offerings = [
+            o for o in await self._offerings(spec) if self.launcher.breakers.allows(o.location)
+        ]
         obs = ServiceObservation(
             service=name,
             version=svc.current_version,
@@ -147,7 +146,7 @@ class Reconciler:
             "ondemand_target": plan.ondemand_target,
         }
         await self._act_terminations(rt, list(plan.terminations))
-        await self._act_launches(rt, spec, list(plan.launches))
+        await self.launcher.launch_all(rt, spec, list(plan.launches))
         live = [r for r in self.store.list_replicas(name) if r.is_live]
         self._publish(rt, live)
         self._set_status(svc, live)
@@ -222,7 +221,7 @@ class Reconciler:
                     r = self.store.update_replica(
                         name, r.replica_id, now=now, status=S.PROVISIONING
                     )
-                return self._started(rt, r, inst)
+                return self.launcher.started(rt, r, inst)
             return r  # relaunched (same token) in _resume_launches
         if r.status is S.SHUTTING_DOWN:
             return r
@@ -361,123 +360,6 @@ class Reconciler:
 
     async def _terminate_instance(self, service: str, cloud: str, instance_id: str) -> None:
         await self.providers.get(cloud).terminate(instance_id)
-
-    async def _act_launches(
-        self, rt: ServiceRuntime, spec: ServiceSpec, launches: list[Launch]
-    ) -> None:
-        now = self.clock.now()
-        records: list[ReplicaRecord] = []
-        with self.store.transaction():
-            for launch in launches:
-                off = launch.offering
-                r = self.store.add_replica(
-                    rt.name,
-                    version=launch.version,
-                    location=off.location,
-                    spot=off.spot,
-                    price=off.price,
-                    instance_type=off.instance_type,
-                    client_token=secrets.token_hex(16),
-                    now=now,
-                )
-                self.store.add_event(
-                    rt.name,
-                    "launch",
-                    f"{'spot' if off.spot else 'on-demand'} in {off.location} "
-                    f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
-                    now=now,
-                    replica_id=r.replica_id,
-                )
-                records.append(r)
-        await asyncio.gather(*(self._launch_one(rt, r) for r in records))
-
-    async def _launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
-        name = rt.name
-        version = self.store.get_version(name, r.version)
-        spec = rt.spec(version, self.secrets)
-        r = self.store.update_replica(
-            name,
-            r.replica_id,
-            now=self.clock.now(),
-            status=S.PROVISIONING if r.status is S.PENDING else None,
-            launch_attempts=r.launch_attempts + 1,
-        )
-        offering = Offering(r.location, r.spot, r.price, r.instance_type)
-        request = LaunchRequest(
-            service=name,
-            replica_id=r.replica_id,
-            version=r.version,
-            offering=offering,
-            client_token=r.client_token,
-            spec=spec,
-            port=spec.service.ports or 8080,
-            envs={**spec.envs, **spec.secrets},
-        )
-        if not self.breakers.allows(r.location):
-            if r.spot:
-                rt.events.append(
-                    LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now())
-                )
-            self._fail_launch(name, r, f"{r.location}: its API keeps failing; breaker open")
-            return
-        try:
-            inst = await self.providers.get(r.location.cloud).launch(request)
-        except (CapacityError, QuotaError) as e:
-            now = self.clock.now()
-            if r.spot:
-                rt.events.append(LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, now))
-            self._fail_launch(name, r, f"{type(e).__name__}: {e}")
-            return
-        except TransientError as e:
-            if self.breakers.failure(r.location):
-                self.store.add_event(
-                    name,
-                    "breaker_open",
-                    f"{r.location}: transient errors; placing elsewhere",
-                    now=self.clock.now(),
-                    replica_id=r.replica_id,
-                )
-                if r.spot:
-                    rt.events.append(
-                        LocationEvent(
-                            LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now()
-                        )
-                    )
-                self._fail_launch(name, r, f"{type(e).__name__}: {e}")
-            elif r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
-                self._fail_launch(name, r, f"gave up after {r.launch_attempts} attempts: {e}")
-            else:
-                self.store.add_event(
-                    name, "launch_retry", str(e), now=self.clock.now(), replica_id=r.replica_id
-                )
-            return
-        except (ProviderError, ConfigError) as e:
-            self._fail_launch(name, r, f"{type(e).__name__}: {e}")
-            return
-        self.breakers.success(r.location)
-        if r.spot:
-            rt.events.append(
-                LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())
-            )
-        self._started(rt, r, inst)
-
-    def _fail_launch(self, name: str, r: ReplicaRecord, detail: str) -> None:
-        now = self.clock.now()
-        self.store.update_replica(
-            name, r.replica_id, now=now, status=S.TERMINATED, reason=EndReason.FAILED_PROVISION
-        )
-        self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
-
-    def _started(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> ReplicaRecord:
-        return self.store.update_replica(
-            rt.name,
-            r.replica_id,
-            now=self.clock.now(),
-            status=S.STARTING,
-            instance_id=inst.instance_id,
-            endpoint=inst.endpoint,
-            price=inst.price or r.price,
-        )
 
     # --------------------------------------------------------------- publish
     def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:

@@ -53,6 +53,11 @@ _RESPONSE_SPECIAL = re.compile(
     rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*?)[ \t]*\r", re.I
 ).finditer
 
+_COMMON_CONNECTION = {
+    b"keep-alive": frozenset({b"keep-alive"}),
+    b"close": frozenset({b"close"}),
+}
+
 REASONS: dict[int, bytes] = {
     100: b"Continue",
     200: b"OK",
@@ -159,7 +164,8 @@ def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes
             raise ProtocolError(400, f"invalid Content-Length {value[:20]!r}")
         head.content_length = int(value)
     if connection:
-        head.connection = frozenset(
+        common = _COMMON_CONNECTION.get(connection[0].lower()) if len(connection) == 1 else None
+        head.connection = common or frozenset(
             t.strip().lower() for v in connection for t in v.split(b",") if t.strip()
         )
     if head.http11:

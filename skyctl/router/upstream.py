@@ -123,12 +123,23 @@ class Upstream:
         its Content-Length, or chunked when None.
         """
         head, chunked = self._head(replica, method, target, lines, body, length)
+        pool = self.pool
+        # the hot path: an idle pooled connection, no coroutine layer in between
+        resp = pool.begin(replica.origin, method, head, body, header_timeout, chunked)
+        if resp is None:
+            try:
+                return await pool.request(
+                    replica.origin, method, head, body, header_timeout, chunked
+                )
+            except (UpstreamError, OSError) as exc:
+                raise self.failure(replica, exc) from exc
         try:
-            return await self.pool.request(
-                replica.origin, method, head, body, header_timeout, chunked
-            )
-        except (UpstreamError, OSError) as exc:
-            raise self.failure(replica, exc) from exc
+            return await resp.arrival
+        except BaseException as exc:
+            resp.release()  # cancelled or failed: the connection closes
+            if isinstance(exc, (UpstreamError, OSError)):
+                raise self.failure(replica, exc) from exc
+            raise
 
     def begin(
         self,
@@ -192,7 +203,8 @@ async def relay(
     body = resp.body
     try:
         try:
-            first = await body.read()
+            # a body that arrived whole (the common small response) needs no await
+            first = body.take() if body.complete else await body.read()
         except (UpstreamError, TimeoutError) as exc:
             if on_midstream_error is not None:
                 on_midstream_error()

@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from providers.backoff import full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -174,7 +175,7 @@ class Caller:
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        return self._rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+        return full_jitter(attempt, base=self.base_delay, cap=self.max_delay, rng=self._rng)
 
     async def __call__(
         self, fn: Callable[..., T], /, *, what: str, location: str | None = None, **kwargs: Any

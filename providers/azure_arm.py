@@ -21,6 +21,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from providers.backoff import full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -218,8 +219,8 @@ class ArmClient:
 
     def backoff(self, attempt: int, retry_after: float) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)], at least Retry-After."""
-        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
-        return min(BACKOFF_CAP, max(retry_after, self._rng.uniform(0.0, ceiling)))
+        jitter = full_jitter(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=self._rng)
+        return min(BACKOFF_CAP, max(retry_after, jitter))
 
     async def call(
         self,

@@ -30,6 +30,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from providers.backoff import full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -203,7 +204,7 @@ class ComputeApi:
                 if err is None:
                     raise
                 if isinstance(err, TransientError) and attempt < self.max_attempts:
-                    delay = self._rng.uniform(0, min(self._cap, self._base * 2 ** (attempt - 1)))
+                    delay = full_jitter(attempt - 1, base=self._base, cap=self._cap, rng=self._rng)
                     await self._clock.sleep(delay)
                     continue
                 if isinstance(err, TransientError):

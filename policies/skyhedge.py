@@ -25,8 +25,12 @@ What it changes against SpotHedge, each change measured on the real traces
   with capacity, the state that precedes a cloud-wide outage), one on-demand
   replica is kept warm; it drains when an anchor is placed.
 - On-demand cover for the target, not the spares: on-demand fills the gap
-  between the autoscaler target and READY healthy spot replicas and drains as
-  spot becomes READY.
+  between the autoscaler target and healthy spot replicas that are READY or
+  granted and warming up (STARTING). It launches with the spot replacement
+  and drains at the first plan that sees that launch granted (the two would
+  become ready together, so it would only cost money); it stays while the
+  spot launch is pending or refused, and otherwise drains as spot becomes
+  READY. ``od_pending=False`` counts READY spot replicas only.
 - Location bookkeeping is SpotHedge's (ACTIVE/PREEMPTED, all reset when fewer
   than two stay ACTIVE), plus interruption notices, which SpotHedge ignores: a
   notice marks its location PREEMPTED, and a replica with an announced kill no
@@ -69,7 +73,7 @@ from policies.skyhedge_place import (
     location_key,
     location_states,
 )
-from skyctl.lifecycle import EndReason
+from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.types import Location
 
 __all__ = [
@@ -86,6 +90,7 @@ __all__ = [
 _KEEP_PREEMPTIONS = 50
 _BAD = (LocationEventKind.PREEMPTED, LocationEventKind.CAPACITY_ERROR, LocationEventKind.NOTICE)
 ACTIVE = LocationState.ACTIVE
+STARTING = ReplicaStatus.STARTING  # granted by the cloud, warming up
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Params:
     volatile_preemptions: int = 0  # >0: one more spare while this many recent preemptions
     volatile_window: float = 3600.0  # seconds that count as recent
     retry_after: float = 0.0  # a zone that refused us is avoided for this long (0: this instant)
+    od_pending: bool = True  # on-demand cover counts granted (STARTING) spot replicas
 
 
 def _healthy(r: ReplicaView) -> bool:
@@ -238,7 +244,8 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
             )
 
         ready = sum(1 for r in spot if r.status is READY)
-        od_target = ctx.base_ondemand + max(0, need - ready)
+        warming = sum(1 for r in spot if r.status is STARTING) if params.od_pending else 0
+        od_target = ctx.base_ondemand + max(0, need - ready - warming)
         one_domain = len({domain(loc) for loc, n in per_zone.items() if n}) < 2
         if params.od_floor and anchors and one_domain and len(eligible) <= params.floor_zones:
             od_target = max(od_target, ctx.base_ondemand + 1)

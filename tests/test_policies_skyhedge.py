@@ -270,13 +270,37 @@ def test_ondemand_covers_the_target_not_the_spare() -> None:
     assert zones_of(p.launches) == ["us-west-2a"]  # the spare joins the home zone
 
 
-def test_ondemand_fills_missing_ready_spot_and_drains_once_spot_is_ready() -> None:
+# (case, status of the replica in us-west-2a (None: missing), od_pending, on-demand launches)
+COVER = [
+    ("a granted spot replica warming up is cover enough", R.STARTING, True, 0),
+    ("without od_pending only READY spot counts", R.STARTING, False, 1),
+    ("a spot replica still pending a grant is not cover", R.PROVISIONING, True, 1),
+    ("a missing spot replica is covered while it is replaced", None, True, 1),
+    ("a READY spot replica needs no cover", R.READY, True, 0),
+]
+
+
+@pytest.mark.parametrize("status,pending,want", [c[1:] for c in COVER], ids=[c[0] for c in COVER])
+def test_ondemand_covers_spot_that_is_neither_ready_nor_granted(
+    status: ReplicaStatus | None, pending: bool, want: int
+) -> None:
+    registry.POLICIES["skyhedge-cover-test"] = make_skyhedge(Params(od_pending=pending))
+    try:
+        spec = make_spec(replicas=2, policy="skyhedge-cover-test")
+        reps = [replica(2, "us-east-1a")]
+        if status is not None:
+            reps.append(replica(1, "us-west-2a", status=status))
+        p = plan(observe(spec, reps, offerings(PRICES)), now=0.0)
+        assert len(zones_of(p.launches, spot=False)) == want
+    finally:
+        del registry.POLICIES["skyhedge-cover-test"]
+
+
+def test_ondemand_cover_drains_once_the_replacement_is_granted() -> None:
     spec = make_spec(replicas=2)
-    starting = [replica(1, "us-west-2a", status=R.STARTING), replica(2, "us-east-1a")]
-    p = plan(observe(spec, starting, offerings(PRICES)), now=0.0)
-    assert len(zones_of(p.launches, spot=False)) == 1
-    ready = [replica(1, "us-west-2a"), replica(2, "us-east-1a"), replica(3, spot=False)]
-    p = plan(observe(spec, ready, offerings(PRICES)), now=0.0)
+    reps = [replica(1, "us-west-2a", status=R.STARTING), replica(2, "us-east-1a")]
+    reps.append(replica(3, spot=False, status=R.STARTING))
+    p = plan(observe(spec, reps, offerings(PRICES)), now=0.0)
     assert [(t.replica_id, t.reason) for t in p.terminations] == [(3, EndReason.SCALED_DOWN)]
 
 

@@ -52,6 +52,20 @@ class TLS:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """Our key ``service.auth``: API keys (sent as ``Authorization: Bearer KEY``).
+
+    Only names are kept here, never key values: ``api_key_secrets`` names
+    entries of the spec's ``secrets:`` (stored encrypted), ``api_keys_env``
+    environment variables of the controller.
+    """
+
+    api_key_secrets: tuple[str, ...] = ()
+    api_keys_env: tuple[str, ...] = ()
+    forward_authorization: bool = False  # pass the client's Authorization on to replicas
+
+
+@dataclass(frozen=True)
 class RouterOptions:
     """Our own router keys under ``service.router`` (and ``service.fan_out``)."""
 
@@ -65,6 +79,15 @@ class RouterOptions:
     retries: int = 2  # extra tries on another replica after a connection error
     request_timeout_seconds: float = 300.0
     connect_timeout_seconds: float = 5.0
+    # hostile-input limits (see docs/router.md)
+    max_body_bytes: int = 64 << 20  # larger request bodies get 413
+    max_header_bytes: int = 64 << 10  # request line + headers; larger gets 431
+    max_headers: int = 100  # header lines per request; more gets 431
+    max_connections: int = 1024  # open client connections; more get 503 and are closed
+    client_header_timeout_seconds: float = 30.0  # a request head must arrive within this
+    client_body_timeout_seconds: float = 60.0  # longest silence inside a request body
+    client_keepalive_timeout_seconds: float = 75.0  # idle client connections close after
+    replica_ca_file: str | None = None  # CA bundle for https replicas (default: system CAs)
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,7 @@ class ServiceSection:
     tls: TLS | None = None
     stream_timeout_seconds: float = 120.0
     router: RouterOptions = field(default_factory=RouterOptions)
+    auth: Auth | None = None  # our key; None: the endpoint is open
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ The YAML loader with line numbers and the typed readers live in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from skyctl.spec import (
     TLS,
+    Auth,
     LocalOptions,
     LocalZone,
     ReadinessProbe,
@@ -68,7 +70,7 @@ _TOP_EXTRA: dict[str, tuple[type, ...]] = {
     "api_server_access": (bool,),
 }
 _SERVICE_KEYS = {"readiness_probe", "replica_policy", "replicas", "load_balancing_policy"}
-_SERVICE_KEYS |= {"ports", "tls", "load_balancer", "router", "fan_out"}
+_SERVICE_KEYS |= {"ports", "tls", "load_balancer", "router", "fan_out", "auth"}
 _SERVICE_EXTRA: dict[str, tuple[type, ...]] = {"pool": (bool, dict), "workers": (int,)}
 # Keys read by kind (see spec_checks.Section.read); the others are read by hand.
 _PROBE = {
@@ -97,6 +99,14 @@ _ROUTER = {
     "connect_timeout_seconds": "num>0",
     "hedge_delay_seconds": "num>=0?",
     "hedge_budget": "share",
+    "max_body_bytes": "int>=0",
+    "max_header_bytes": "int>=1",
+    "max_headers": "int>=1",
+    "max_connections": "int>=1",
+    "client_header_timeout_seconds": "num>0",
+    "client_body_timeout_seconds": "num>0",
+    "client_keepalive_timeout_seconds": "num>0",
+    "replica_ca_file": "text",
 }
 _LOCAL = {
     "trace": "text",
@@ -162,12 +172,16 @@ def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
     if run is None:
         raise top.error(None, "missing required key 'run' (the command starting the server)")
     local = top.mapping("local", null_ok=True)
+    secrets = _secrets(top, extra)
+    auth = service.mapping("auth", null_ok=True)
+    if auth is not None:
+        section = dataclasses.replace(section, auth=_auth(auth, secrets))
     return ServiceSpec(
         name=name,
         resources=resources,
         service=section,
         envs=_env_map(top, "envs"),
-        secrets=_secrets(top, extra),
+        secrets=secrets,
         workdir=_workdir(top, extra),
         setup=top.string("setup") if top.raw("setup") is not None else None,
         run=run,
@@ -339,6 +353,31 @@ def _tls(sec: Section) -> TLS | None:
     tls.require("keyfile")
     tls.require("certfile")
     return TLS(**tls.read_all({"keyfile": "text", "certfile": "text"}))
+
+
+def _auth(sec: Section, secrets: dict[str, str]) -> Auth:
+    if sec.has("api_keys"):
+        raise sec.error(
+            "api_keys",
+            "keys written here would be stored in clear: put each under `secrets:` "
+            "and name it in api_key_secrets",
+            at_key=True,
+        )
+    sec.check_keys({"api_key_secrets", "api_keys_env", "forward_authorization"})
+    names: dict[str, tuple[str, ...]] = {}
+    for key in ("api_key_secrets", "api_keys_env"):  # one name or a list of names
+        one = isinstance(sec.raw(key), str)
+        items = [(sec.raw(key), sec.sub(key), sec.value_line(key))] if one else sec.items(key)
+        for item, path, line in items or []:
+            if not isinstance(item, str) or not _ENV_RE.fullmatch(item):
+                raise sec.at(path, line, f"expected a variable name, got {item!r}")
+            if key == "api_key_secrets" and item not in secrets:
+                raise sec.at(path, line, f"no secret {item!r} in the `secrets:` mapping")
+        names[key] = tuple(dict.fromkeys(item for item, _, _ in items or []))
+    if not names["api_key_secrets"] and not names["api_keys_env"]:
+        raise sec.error(None, "give api_key_secrets or api_keys_env (the names of the keys)")
+    forward = sec.read("forward_authorization", "bool")
+    return Auth(**names, forward_authorization=bool(forward))
 
 
 def _replica_policy(sec: Section, use_spot: bool) -> ReplicaPolicy:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,13 +53,14 @@ class FakeReplica:
     hung_up: int = 0  # handlers cancelled because the router closed the connection
     finished: int = 0
     port: int = 0
+    ssl_context: ssl.SSLContext | None = None  # set: the replica serves https
     _runner: web.ServerRunner | None = None
 
     async def start(self) -> None:
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         assert site._server is not None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
@@ -85,7 +88,7 @@ class FakeReplica:
     def backend(self) -> Backend:
         return Backend(
             replica_id=self.replica_id,
-            url=f"http://127.0.0.1:{self.port}",
+            url=f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}",
             location=self.location,
             accelerators=self.accelerators,
         )
@@ -178,21 +181,24 @@ class Harness:
         backends: list[Backend],
         sec: ServiceSection | None = None,
         clock: Clock | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> tuple[Router, str]:
         router = Router(
             "svc",
             sec or section(),
             clock=clock or self.clock,
             on_backend_error=self.backend_errors.append,
+            secrets=secrets,
         )
         port = await router.start("127.0.0.1", None)
         self.routers.append(router)
         router.set_backends(backends)
-        return router, f"http://127.0.0.1:{port}"
+        return router, f"{router.scheme}://127.0.0.1:{port}"
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def open_harness() -> AsyncIterator[Harness]:
+    """A :class:`Harness` whose routers, replicas and client are closed on exit."""
     client = aiohttp.ClientSession()
     h = Harness(clock=FakeClock(), client=client)
     try:
@@ -207,6 +213,12 @@ async def harness() -> AsyncIterator[Harness]:
         for other in h.others:
             await other.stop()
         await client.close()
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with open_harness() as h:
+        yield h
 
 
 def in_flight(router: Router) -> dict[int, float]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from skyctl.router.front import Connection, FrontServer, Request
+from skyctl.router.front import Connection, Request
 from skyctl.router.http1 import (
     BodyStream,
     Framer,
@@ -15,6 +15,7 @@ from skyctl.router.http1 import (
     parse_request_head,
     parse_response_head,
 )
+from skyctl.router.listener import FrontServer
 from tests.test_router_helpers import eventually
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -53,8 +54,14 @@ def test_keep_alive_follows_the_version_and_connection(head: bytes, keep_alive: 
         (b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4", 400),
         (b"GET / HTTP/1.1\r\nContent-Length: -3", 400),
         (b"GET / HTTP/1.1\r\nContent-Length: 0x10", 400),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip", 501),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip", 501),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip", 400),  # chunked must be last
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip", 400),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked", 501),  # unknown coding
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400),
+        (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3", 400),  # duplicate
+        (b"GET / HTTP/1.1\r\nContent-Length: 3, 3", 400),
+        (b"GET / HTTP/1.1" + b"\r\nX-A: 1" * 101, 431),  # too many header lines
         (b"GET / HTTP/1.1\r\nHost : a", 400),  # whitespace before the colon
         (b"GET / HTTP/1.1\r\nX-A: 1\r\n folded", 400),  # obsolete line folding
         (b"GET / HTTP/1.1\r\nX-A: 1\nX-B: 2", 400),  # bare LF

@@ -259,7 +259,7 @@ class Controller:
         rt = self.runtimes.get(name)
         if rt is not None:
             spec = rt.spec(self.store.get_version(name, version), self.secrets)
-            rt.router.reconfigure(spec.service)
+            rt.router.reconfigure(spec.service, spec.secrets)
             rt.prober.probe = spec.service.readiness_probe
         self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
         self.wake()
@@ -306,11 +306,12 @@ class Controller:
             )
         live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
         host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
+        scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls
         return {
             "name": name,
             "status": svc.status.value,
             "version": svc.current_version,
-            "endpoint": f"http://{host}:{svc.router_port}" if svc.router_port else None,
+            "endpoint": f"{scheme}://{host}:{svc.router_port}" if svc.router_port else None,
             "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
             "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),
             "plan": dict(rt.plan_summary) if rt else {},

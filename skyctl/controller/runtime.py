@@ -63,5 +63,7 @@ def make_runtime(
         prober.probe_soon(replica_id)
         wake()
 
-    router = Router(name, spec.service, clock=clock, on_backend_error=on_backend_error)
+    router = Router(
+        name, spec.service, clock=clock, on_backend_error=on_backend_error, secrets=spec.secrets
+    )
     return ServiceRuntime(name=name, router=router, prober=prober)

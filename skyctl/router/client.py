@@ -20,6 +20,9 @@ Errors::
      +-- ConnectFailed   could not connect (refused, unreachable, connect timeout)
      +-- Disconnected    the connection closed or broke before the response ended
      +-- BadResponse     the replica sent something that is not HTTP/1.x
+     +-- ClientBodyError the client's request body failed while it was uploaded
+                         (``cause``: a ProtocolError such as 408/413, or a
+                         disconnect); not the replica's fault
     TimeoutError         no response head within the wait given (checked every
                          50 ms for all requests at once, see
                          :mod:`skyctl.router.deadlines`), or, while reading the
@@ -64,6 +67,14 @@ class Disconnected(UpstreamError):
 
 class BadResponse(UpstreamError):
     pass
+
+
+class ClientBodyError(UpstreamError):
+    """The request body being uploaded failed on the client's side (see ``cause``)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"request body failed: {cause}")
 
 
 @dataclass(frozen=True)
@@ -297,7 +308,7 @@ class _Conn(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client's body broke: this exchange cannot finish
-            self._fail(Disconnected(f"request body failed: {exc}"))
+            self._fail(ClientBodyError(exc))
         finally:
             self._upload = None
 
@@ -347,7 +358,9 @@ class Pool:
         read_timeout: float,
         keepalive: float = 4.0,
         max_idle: int = MAX_IDLE_PER_ORIGIN,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` verifies https replicas (default: the system's CAs)."""
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
@@ -356,7 +369,7 @@ class Pool:
         self._idle: dict[Origin, list[_Conn]] = {}
         self._open: set[_Conn] = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
         self.deadlines = Deadlines(self.loop)
 

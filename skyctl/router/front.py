@@ -1,6 +1,6 @@
 """The router's front: a lean HTTP/1.1 server on an asyncio Protocol.
 
-:class:`FrontServer` listens; each client connection is a
+:class:`~skyctl.router.listener.FrontServer` listens; each client connection is a
 :class:`Connection` protocol that parses requests from the bytes it receives
 (:mod:`skyctl.router.http1`) and runs them one at a time through
 ``await handler(request, connection)`` in one task per connection. The
@@ -17,8 +17,18 @@ for flow control and :meth:`~Connection.abort` to cut it.
 - When the client hangs up, the task handling its request is cancelled.
 - Malformed requests get the parser's status (400, 431, 501, 505) and the
   connection closes; so does a connection whose request body was left
-  unread. Idle connections close after ``keepalive_timeout``, heads that
-  take longer than ``head_timeout`` to arrive are cut.
+  unread. A body over ``max_body_bytes`` gets 413 (at once when its
+  Content-Length says so, else when the chunks pass the limit); a handler
+  reading a broken body gets the :class:`~skyctl.router.http1.ProtocolError`,
+  and a handler that lets it propagate answers with its status.
+- Slow clients: a request head must arrive within ``head_timeout`` of its
+  first byte and a request body may not stay silent for ``body_timeout``
+  (while the server reads; not while it pauses for back-pressure); both
+  end in 408 and a closed connection. Idle connections close after
+  ``keepalive_timeout``. Beyond ``max_connections`` open connections a new
+  one gets 503 and is closed (memory stays bounded: each connection buffers
+  at most one head ahead and a body up to the high-water mark).
+- With ``ssl`` (an :class:`ssl.SSLContext`) the server speaks HTTPS.
 - :meth:`FrontServer.stop_accepting` closes the listening socket and idle
   connections; busy ones close after their current response.
   :meth:`FrontServer.close` cuts what is left and waits for the tasks.
@@ -30,11 +40,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from skyctl.router.http1 import (
     LAST_CHUNK,
-    MAX_HEAD_BYTES,
     REASONS,
     BodyStream,
     Framer,
@@ -43,6 +52,9 @@ from skyctl.router.http1 import (
     encode_chunk,
     parse_request_head,
 )
+
+if TYPE_CHECKING:
+    from skyctl.router.listener import FrontServer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +104,9 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Request | None] | None = None
         self.task: asyncio.Task[None] | None = None
         self._backlog_paused = False
+        self._reading_paused = False
+        self._head_since: float | None = None  # when the head being received began
+        self._body_active = 0.0  # when the body being received last had bytes
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         # the response to _current
@@ -105,10 +120,16 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        server = self._server
+        if len(server.connections) >= server.max_connections:
+            self._close_after = True
+            self.send_json(503, {"error": "too many connections"})
+            self.close()  # stops reading at once: no data_received follows
+            return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.remote = str(peer[0]).encode("ascii", "replace")
-        self._server.connections.add(self)
+        server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         framer = self._framer
@@ -124,6 +145,7 @@ class Connection(asyncio.Protocol):
                 self._pause_reading()
                 return
             if rest is None:
+                self._body_active = self._loop.time()
                 return
             request.body.finish()
             self._framer = self._receiving = None
@@ -163,7 +185,7 @@ class Connection(asyncio.Protocol):
         while data:
             if self._ready is not None or self._receiving is not None:
                 self._buf = data  # one request ahead is enough: wait for the handler
-                if len(data) > MAX_HEAD_BYTES and not self._backlog_paused:
+                if len(data) > self._server.max_head_bytes and not self._backlog_paused:
                     self._backlog_paused = True
                     self._pause_reading()
                 return
@@ -171,18 +193,24 @@ class Connection(asyncio.Protocol):
                 data = data.lstrip(b"\r\n")  # empty lines between requests are allowed
                 if not data:
                     return
+            server = self._server
             end = data.find(b"\r\n\r\n")
-            if end < 0 or end > MAX_HEAD_BYTES:
-                if len(data) > MAX_HEAD_BYTES:
+            if end < 0 or end > server.max_head_bytes:
+                if len(data) > server.max_head_bytes:
                     self._reject(ProtocolError(431, "request head too large"))
                 elif data:
                     self._buf = data
-                    self.last_active = self._loop.time()
+                    if self._head_since is None:
+                        self._head_since = self._loop.time()
                 return
+            self._head_since = None
             try:
-                head = parse_request_head(data[:end])
+                head = parse_request_head(data[:end], server.max_headers)
             except ProtocolError as exc:
                 self._reject(exc)
+                return
+            if head.content_length is not None and head.content_length > server.max_body_bytes:
+                self._reject(ProtocolError(413, f"request body over {server.max_body_bytes} bytes"))
                 return
             data = data[end + 4 :]
             request = Request(head, self.remote)
@@ -190,7 +218,7 @@ class Connection(asyncio.Protocol):
                 body = request.body = BodyStream(self._pause_reading, self._resume_reading)
                 if head.expect_continue and head.http11:
                     body.on_first_read = self._continue
-                framer = Framer(head.content_length, head.chunked)
+                framer = Framer(head.content_length, head.chunked, server.max_body_bytes)
                 try:
                     rest = framer.feed(data, body)
                 except ProtocolError as exc:
@@ -198,6 +226,7 @@ class Connection(asyncio.Protocol):
                     return
                 if rest is None:
                     self._framer, self._receiving = framer, request
+                    self._body_active = self._loop.time()
                     data = b""
                 else:
                     body.finish()
@@ -247,11 +276,33 @@ class Connection(asyncio.Protocol):
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self._reading_paused = True
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
         if self.transport is not None and not self.closed and not self._backlog_paused:
+            self._reading_paused = False
+            self._body_active = self._loop.time()  # silence while paused was ours
             self.transport.resume_reading()
+
+    def _timed_out(self, now: float) -> None:
+        """Called by the server's sweep: cut a head or a body that arrives too slowly."""
+        server = self._server
+        request = self._receiving
+        if request is not None and request.body is not None:
+            if not self._reading_paused and now - self._body_active > server.body_timeout:
+                exc = ProtocolError(408, "request body timed out")
+                request.body.fail(exc)
+                self._framer = self._receiving = None
+                self._reject(exc)  # answered by the handler if it is reading the body
+            return
+        if self.busy:
+            return
+        if self._head_since is not None:
+            if now - self._head_since > server.head_timeout:
+                self._reject(ProtocolError(408, "request head timed out"))
+        elif now - self.last_active > server.keepalive_timeout:
+            self.close()
 
     # ---- the task: one request at a time ------------------------------------------------------
 
@@ -281,8 +332,15 @@ class Connection(asyncio.Protocol):
         self._http11 = head.http11
         try:
             await self._server.handler(request, self)
+        except ProtocolError as exc:  # the request body was malformed, too large or too slow
+            self._close_after = True
+            if self._state == _IDLE:
+                self.send_json(exc.status, {"error": exc.detail})
+            else:
+                self.abort()
         except Exception:
-            log.exception("router handler failed on %s %r", request.method, head.target[:200])
+            if not self.closed:
+                log.exception("router handler failed on %s %r", request.method, head.target[:200])
             if self._state == _IDLE:
                 self._close_after = True
                 self.send_json(500, {"error": "internal router error"})
@@ -419,74 +477,3 @@ class Connection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         return self._current is not None
-
-
-class FrontServer:
-    """Listens and runs :class:`Connection` protocols (see the module docstring)."""
-
-    def __init__(
-        self,
-        handler: Handler,
-        *,
-        keepalive_timeout: float = 75.0,
-        head_timeout: float = 30.0,
-    ) -> None:
-        self.handler = handler
-        self.keepalive_timeout = keepalive_timeout
-        self.head_timeout = head_timeout
-        self.connections: set[Connection] = set()
-        self.draining = False
-        self._server: asyncio.Server | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
-        self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
-
-    async def start(self, host: str, port: int) -> int:
-        self.loop = asyncio.get_running_loop()
-        self.draining = False
-        self._server = await self.loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
-        )
-        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    @property
-    def listening(self) -> bool:
-        return self._server is not None
-
-    def stop_accepting(self) -> None:
-        """Close the listening socket and idle connections; busy ones close after their response."""
-        self.draining = True
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for conn in list(self.connections):
-            if not conn.busy:
-                conn.close()
-
-    async def close(self) -> None:
-        """Cut every connection, cancel the requests still running and wait for them."""
-        self.stop_accepting()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        tasks = [c.task for c in self.connections if c.task is not None]
-        for conn in list(self.connections):
-            conn.abort()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        await asyncio.sleep(0)  # let the transports run connection_lost
-
-    def _sweep_interval(self) -> float:
-        return max(0.5, min(self.keepalive_timeout, self.head_timeout) / 4)
-
-    def _sweep(self) -> None:
-        now = self.loop.time()
-        for conn in list(self.connections):
-            if conn.busy:
-                continue
-            limit = self.head_timeout if conn._buf else self.keepalive_timeout
-            if now - conn.last_active > limit:
-                conn.close()
-        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)

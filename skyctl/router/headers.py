@@ -29,6 +29,7 @@ _DROP_UPSTREAM = re.compile(
     % _HOP,
     re.I,
 ).sub
+_DROP_AUTHORIZATION = re.compile(rb"\n(?:authorization):[^\r]*\r", re.I).sub
 _DROP_DOWNSTREAM = re.compile(rb"\n(?:%b|content-length|x-request-id):[^\r]*\r" % _HOP, re.I).sub
 _IDS_PER_DRAW = 256
 
@@ -73,12 +74,22 @@ def _without_named(fields: bytes, connection: frozenset[bytes]) -> bytes:
     return re.sub(rb"\n(?:%b):[^\r]*\r" % names, b"", b"\n" + fields, flags=re.I)[1:]
 
 
-def upstream_lines(head: Head, *, rid: bytes, client_ip: bytes | None, scheme: bytes) -> bytes:
+def upstream_lines(
+    head: Head,
+    *,
+    rid: bytes,
+    client_ip: bytes | None,
+    scheme: bytes,
+    drop_authorization: bool = False,
+) -> bytes:
     """Header lines (each ending in CRLF) to send to a replica for a client request.
 
     ``Host`` and the framing are added per attempt; see :func:`request_head`.
+    ``drop_authorization``: keep the client's credentials from the replica.
     """
     kept = _DROP_UPSTREAM(b"", b"\n" + head.fields)[1:]
+    if drop_authorization and head.authorization is not None:
+        kept = _DROP_AUTHORIZATION(b"", b"\n" + kept)[1:]
     if head.connection:
         kept = _without_named(kept, head.connection)
     parts = [kept]

@@ -17,11 +17,15 @@ Pure parsing and serialisation shared by the router's front server
   transport's reading while the consumer lags.
 
 Malformed input raises :class:`ProtocolError`, which carries the status a
-server answers with (400, 431, 501, 505). The parser is strict where
+server answers with (400, 413, 431, 501, 505). The parser is strict where
 leniency lets two parties frame one message differently (request
-smuggling): both ``Content-Length`` and ``Transfer-Encoding``, differing
-lengths, a transfer coding other than ``chunked``, bare CR or LF, obsolete
-line folding, whitespace before a colon are all rejected.
+smuggling, RFC 9112 sections 6 and 11.2): both ``Content-Length`` and
+``Transfer-Encoding``, more than one ``Content-Length`` (even equal ones), a
+request whose last transfer coding is not ``chunked`` (400) or that names
+another coding before it (501), ``Transfer-Encoding`` in HTTP/1.0, chunk
+sizes that are not bare hex, bare CR or LF, obsolete line folding,
+whitespace before a colon are all rejected; so are more header lines than
+the server allows (431) and a chunked body past its size limit (413).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
+MAX_FIELDS = 100  # header lines in a request head (Apache's LimitRequestFields)
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer line
 MAX_TRAILER_BYTES = 64 * 1024
 HIGH_WATER = 256 * 1024  # bytes buffered in a BodyStream before reading pauses
@@ -45,7 +50,8 @@ _FIELDS_OK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*").f
 # the headers the router reads, searched in LF + the header section (a literal LF
 # first lets the regex engine skip ahead instead of trying every position)
 _REQUEST_SPECIAL = re.compile(
-    rb"\n(content-length|transfer-encoding|connection|host|x-request-id|x-forwarded-for|expect)"
+    rb"\n(content-length|transfer-encoding|connection|host|x-request-id|x-forwarded-for|expect"
+    rb"|authorization)"
     rb":[ \t]*([^\r]*?)[ \t]*\r",
     re.I,
 ).finditer
@@ -61,6 +67,8 @@ _COMMON_CONNECTION = {
 REASONS: dict[int, bytes] = {
     100: b"Continue",
     200: b"OK",
+    401: b"Unauthorized",
+    408: b"Request Timeout",
     204: b"No Content",
     304: b"Not Modified",
     400: b"Bad Request",
@@ -111,6 +119,7 @@ class Head:
     request_id: bytes | None = None
     forwarded_for: tuple[bytes, ...] = ()
     expect_continue = False
+    authorization: bytes | None = None  # b"" when the request repeats the header
 
 
 def _split(data: bytes) -> tuple[bytes, bytes]:
@@ -148,18 +157,23 @@ def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes
             head.forwarded_for = (*head.forwarded_for, value)
         elif lower == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
+        elif lower == b"authorization":
+            head.authorization = value if head.authorization is None else b""
     if codings:
         if lengths:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
-        tokens = [t.strip().lower() for v in codings for t in v.split(b",")]
-        if tokens[-1] != b"chunked" or tokens.count(b"chunked") != 1:
+        if not head.http11:
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 message")
+        tokens = [t.strip().lower() for v in codings for t in v.split(b",") if t.strip()]
+        if not tokens or tokens[-1] != b"chunked" or tokens.count(b"chunked") != 1:
+            raise ProtocolError(400, f"chunked must be the last transfer coding, once: {tokens!r}")
+        if len(tokens) > 1:
             raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
         head.chunked = True
     elif lengths:
-        values = {v.strip() for length in lengths for v in length.split(b",")}
-        if len(values) != 1:
-            raise ProtocolError(400, "conflicting Content-Length values")
-        value = values.pop()
+        if len(lengths) != 1 or b"," in lengths[0]:
+            raise ProtocolError(400, "more than one Content-Length")
+        value = lengths[0]
         if not _DIGITS(value):
             raise ProtocolError(400, f"invalid Content-Length {value[:20]!r}")
         head.content_length = int(value)
@@ -174,9 +188,11 @@ def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes
         head.keep_alive = b"keep-alive" in head.connection and b"close" not in head.connection
 
 
-def parse_request_head(data: bytes) -> Head:
+def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
     """A request head (request line and header lines, no blank line)."""
     start, fields = _split(data)
+    if fields.count(b"\n") > max_fields:
+        raise ProtocolError(431, f"more than {max_fields} header lines")
     parts = start.split(b" ")
     if len(parts) != 3 or not _TOKEN(parts[0]) or not parts[1]:
         raise ProtocolError(400, f"malformed request line {start[:60]!r}")
@@ -226,11 +242,14 @@ _LENGTH, _UNTIL_CLOSE, _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(7)
 class Framer:
     """Splits one body off a byte stream; :meth:`feed` returns what follows the body."""
 
-    __slots__ = ("_pending", "_remaining", "_state", "_trailer")
+    __slots__ = ("_limit", "_pending", "_remaining", "_state", "_total", "_trailer")
 
-    def __init__(self, length: int | None, chunked: bool) -> None:
+    def __init__(self, length: int | None, chunked: bool, limit: int | None = None) -> None:
+        """``limit``: the most body bytes a chunked body may carry (413 beyond)."""
         self._pending = b""
         self._trailer = 0
+        self._total = 0
+        self._limit = limit
         if chunked:
             self._state, self._remaining = _SIZE, 0
         elif length is None:
@@ -299,11 +318,18 @@ class Framer:
                     break
                 line = data[pos:end]
                 pos = end + 2
+                if b"\n" in line or b"\r" in line or b"\0" in line:
+                    raise ProtocolError(400, "bare CR, LF or NUL in a chunk or trailer line")
                 if state == _SIZE:
-                    digits = line.split(b";", 1)[0].strip(b" \t")
+                    digits, ext, _ = line.partition(b";")
+                    if ext:  # whitespace is allowed before the extension only
+                        digits = digits.rstrip(b" \t")
                     if not _HEX(digits):
                         raise ProtocolError(400, f"invalid chunk size {line[:20]!r}")
                     self._remaining = int(digits, 16)
+                    self._total += self._remaining
+                    if self._limit is not None and self._total > self._limit:
+                        raise ProtocolError(413, f"request body over {self._limit} bytes")
                     state = _DATA if self._remaining else _TRAILER
                 elif line:
                     self._trailer += len(line) + 2

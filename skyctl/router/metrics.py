@@ -70,6 +70,13 @@ class RouterCollector(Collector):
         )
         hedges.add_metric([self._service], router["hedges"])
         yield hedges
+        unauthorized = CounterMetricFamily(
+            "skyctl_router_unauthorized",
+            "Requests refused for a missing or invalid API key (service.auth)",
+            labels=["service"],
+        )
+        unauthorized.add_metric([self._service], router.get("unauthorized", 0.0))
+        yield unauthorized
         for key, doc in (
             ("request_rate", "Client requests per second over the last 60 seconds"),
             ("ready_replicas", "Replicas the router can send requests to"),

@@ -2,10 +2,11 @@
 
 The controller owns one :class:`Router` per service::
 
-    router = Router(service, section, clock=clock, on_backend_error=probe_now)
+    router = Router(service, section, clock=clock, on_backend_error=probe_now,
+                    secrets=spec.secrets)       # the values service.auth names
     port = await router.start(host, port)       # port None/0: a free port
     router.set_backends(backends)               # takes effect for the next request
-    router.reconfigure(section)                 # on `serve update`
+    router.reconfigure(section, spec.secrets)   # on `serve update`
     router.request_rate(60.0); router.replica_stats()
     await router.stop(grace_seconds=10.0)
 
@@ -16,31 +17,39 @@ own client (:mod:`skyctl.router.client`) and their responses streamed back
 (:mod:`skyctl.router.upstream`); ``fan_out`` and ``hedge`` race copies
 (:mod:`skyctl.router.race`). Paths under ``/-/skyctl/`` belong to the router
 (``health``, ``metrics``); every other path goes to a replica.
+
+With ``service.auth`` every request but ``/-/skyctl/health`` needs a
+``Bearer`` key (:mod:`skyctl.router.auth`), else 401; with ``service.tls``
+the endpoint speaks HTTPS only (TLS 1.2 or later). Limits and timeouts for
+hostile clients come from ``service.router`` (see :mod:`skyctl.router.front`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from policies import routing
 from skyctl.clock import Clock
-from skyctl.router import metrics
-from skyctl.router.front import Connection, FrontServer, Request
+from skyctl.router import metrics, security
+from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
 from skyctl.router.http1 import BodyStream
+from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
 from skyctl.router.stats import Attempt, RateWindow, ReplicaState, Reservoir
 from skyctl.router.upstream import AttemptFailed, Upstream, relay
-from skyctl.spec import ServiceSection
+from skyctl.spec import TLS, ServiceSection
 from skyctl.types import Backend
 
 log = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "/-/skyctl/"
 _LOCAL_PREFIX = LOCAL_PREFIX.encode()
+_HEALTH = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
 _NO_EXCLUSION: frozenset[int] = frozenset()
 _UNREAD = object()  # the request body has not been looked at yet
 
@@ -55,7 +64,9 @@ class Router:
         *,
         clock: Clock,
         on_backend_error: Callable[[int], None] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
+        """``secrets``: the spec's ``secrets:`` values (the keys ``service.auth`` names)."""
         self.service = service
         self._clock = clock
         self._on_backend_error = on_backend_error
@@ -77,6 +88,10 @@ class Router:
         self._race: Race | None = None
         self._front: FrontServer | None = None
         self._port = 0
+        self._secrets: Mapping[str, str] = dict(secrets or {})
+        self._auth = security.load_api_keys(service, section.auth, self._secrets)
+        self._tls: ssl.SSLContext | None = None
+        self._unauthorized = 0
         self.registry = metrics.make_registry(
             metrics.RouterCollector(service, self.replica_stats, self._router_stats)
         )
@@ -88,15 +103,20 @@ class Router:
         if self._front is not None:
             raise RuntimeError(f"router for {self.service!r} already started")
         opts = self._section.router
+        tls = self._section.tls
+        self._tls = None if tls is None else security.server_context(tls)
+        replica_ssl = security.replica_context(opts.replica_ca_file)
         self._upstream = Upstream(
             connect_timeout=opts.connect_timeout_seconds,
             read_timeout=self._section.stream_timeout_seconds,
             on_backend_error=self._on_backend_error,
+            ssl_context=replica_ssl,
         )
         self._race = Race(self._upstream, self._clock, self._latency, self._try_hedge, self.service)
         self._idle = asyncio.Event()
         self._idle.set()
-        front = FrontServer(self._handle)
+        front = FrontServer(self._handle, ssl_context=self._tls)
+        security.apply_limits(front, opts)
         try:
             self._port = await front.start(host, port or 0)
         except BaseException:
@@ -112,6 +132,13 @@ class Router:
         if self._front is None or not self._front.listening:
             raise RuntimeError(f"router for {self.service!r} is not listening")
         return self._port
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the endpoint serves TLS (``service.tls``), else ``http``."""
+        if self._front is not None:
+            return "https" if self._tls is not None else "http"
+        return "https" if self._section.tls is not None else "http"
 
     @property
     def listening(self) -> bool:
@@ -167,11 +194,24 @@ class Router:
         if self._upstream is not None:
             self._upstream.pool.retain({s.origin for s in replicas})
 
-    def reconfigure(self, section: ServiceSection) -> None:
-        """Apply a new service section (``serve update``) to the next requests."""
+    def reconfigure(
+        self, section: ServiceSection, secrets: Mapping[str, str] | None = None
+    ) -> None:
+        """Apply a new service section (``serve update``) to the next requests.
+
+        ``secrets``: the new spec's secret values (None: keep the current ones).
+        New TLS files are loaded for the next handshakes; turning TLS on or off
+        needs a router restart (the controller's), and is logged.
+        """
         self._policy = routing.check_policy(section.load_balancing_policy)
+        if secrets is not None:
+            self._secrets = dict(secrets)
+        self._auth = security.load_api_keys(self.service, section.auth, self._secrets)
+        self._reload_tls(section.tls)
         self._section = section
         self._set_target_qps()
+        if self._front is not None:
+            security.apply_limits(self._front, section.router)
         if self._upstream is not None:
             self._upstream.set_timeouts(
                 connect_timeout=section.router.connect_timeout_seconds,
@@ -193,7 +233,23 @@ class Router:
             "hedges": float(self._hedges),
             "request_rate": self.request_rate(60.0),
             "ready_replicas": float(len(self._replicas)),
+            "unauthorized": float(self._unauthorized),
         }
+
+    def _reload_tls(self, tls: TLS | None) -> None:
+        if self._front is None:
+            return
+        if (tls is None) != (self._tls is None):
+            log.warning(
+                "router %s: service.tls %s: takes effect when the router restarts",
+                self.service,
+                "added" if tls is not None else "removed",
+            )
+            return
+        if tls is not None and self._tls is not None:  # rotated or moved files
+            error = security.reload_certificate(self._tls, tls)
+            if error is not None:
+                log.error("router %s: service.tls kept the old files: %s", self.service, error)
 
     def _set_target_qps(self) -> None:
         qps = self._section.replica_policy.target_qps_per_replica
@@ -208,6 +264,11 @@ class Router:
     # ---- request path ---------------------------------------------------------------
 
     async def _handle(self, request: Request, out: Connection) -> None:
+        auth = self._auth
+        if auth is not None and not auth.check(request.head.authorization):
+            if request.head.target != _HEALTH:
+                self._deny(request, out)
+                return
         if request.head.target.startswith(_LOCAL_PREFIX):
             self._local(request, out)
             return
@@ -251,8 +312,20 @@ class Router:
             return None
         return await request.body.read_all()
 
+    def _deny(self, request: Request, out: Connection) -> None:
+        self._unauthorized += 1
+        rid = request_id(request.head.request_id)
+        security.unauthorized(out, rid, self.service, request.head.authorization is not None)
+
     def _lines(self, request: Request, rid: bytes) -> bytes:
-        return upstream_lines(request.head, rid=rid, client_ip=request.remote, scheme=b"http")
+        auth = self._auth
+        return upstream_lines(
+            request.head,
+            rid=rid,
+            client_ip=request.remote,
+            scheme=b"http" if self._tls is None else b"https",
+            drop_authorization=auth is not None and not auth.forward,
+        )
 
     def _pick(self, replicas: list[ReplicaState], excluded: frozenset[int]) -> int:
         policy = self._policy

@@ -9,6 +9,11 @@ and opens requests on replicas, translating the client's errors into
   retried on another replica;
 - ``"timeout"``: no response headers within the deadline (a 504).
 
+A request body that fails on the client's side while it is uploaded (too
+slow, too large, malformed, cut) is no attempt failure: :meth:`Upstream.open`
+raises its cause (a :class:`~skyctl.router.http1.ProtocolError` carrying the
+status to answer, or the disconnect) and the replica is not blamed.
+
 :func:`relay` streams a response to the client chunk by chunk as it arrives.
 A replica failing after response bytes went out aborts the client connection,
 so a client never mistakes a truncated body for a complete one.
@@ -17,10 +22,12 @@ so a client never mistakes a truncated body for a complete one.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Literal
 
 from skyctl.router.client import (
+    ClientBodyError,
     Pool,
     Response,
     UpstreamError,
@@ -60,8 +67,11 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         on_backend_error: Callable[[int], None] | None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.pool = Pool(connect_timeout=connect_timeout, read_timeout=read_timeout)
+        self.pool = Pool(
+            connect_timeout=connect_timeout, read_timeout=read_timeout, ssl_context=ssl_context
+        )
         self._on_backend_error = on_backend_error
 
     def set_timeouts(self, *, connect_timeout: float, read_timeout: float) -> None:
@@ -131,12 +141,16 @@ class Upstream:
                 return await pool.request(
                     replica.origin, method, head, body, header_timeout, chunked
                 )
+            except ClientBodyError as exc:
+                raise exc.cause from None
             except (UpstreamError, OSError) as exc:
                 raise self.failure(replica, exc) from exc
         try:
             return await resp.arrival
         except BaseException as exc:
             resp.release()  # cancelled or failed: the connection closes
+            if isinstance(exc, ClientBodyError):
+                raise exc.cause from None
             if isinstance(exc, (UpstreamError, OSError)):
                 raise self.failure(replica, exc) from exc
             raise
@@ -205,6 +219,8 @@ async def relay(
         try:
             # a body that arrived whole (the common small response) needs no await
             first = body.take() if body.complete else await body.read()
+        except ClientBodyError as exc:
+            raise exc.cause from None  # the client's side failed: answered by the front
         except (UpstreamError, TimeoutError) as exc:
             if on_midstream_error is not None:
                 on_midstream_error()
@@ -221,7 +237,7 @@ async def relay(
             try:
                 chunk = await body.read()
             except (UpstreamError, TimeoutError) as exc:
-                if on_midstream_error is not None:
+                if on_midstream_error is not None and not isinstance(exc, ClientBodyError):
                     on_midstream_error()
                 log.warning("replica stream broke after the response started: %s", _describe(exc))
                 out.abort()

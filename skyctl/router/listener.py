@@ -1,0 +1,110 @@
+"""The listening side of the router's front: sockets, limits, the timeout sweep.
+
+:class:`FrontServer` accepts client connections (plain or TLS) and runs a
+:class:`~skyctl.router.front.Connection` protocol for each; its attributes
+are the limits and timeouts every connection reads (they may change while it
+runs: call :meth:`FrontServer.rearm` after changing a timeout). One timer
+sweeps all connections for slow heads, stalled bodies and idle keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from skyctl.router.front import Connection, Handler
+from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES
+
+
+class FrontServer:
+    """Listens and runs :class:`Connection` protocols (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        keepalive_timeout: float = 75.0,
+        head_timeout: float = 30.0,
+        body_timeout: float = 60.0,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        max_headers: int = MAX_FIELDS,
+        max_body_bytes: int = 64 << 20,
+        max_connections: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Timeouts in seconds; limits as in the module docstring (they may be changed live)."""
+        self.handler = handler
+        self.keepalive_timeout = keepalive_timeout
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
+        self.ssl_context = ssl_context
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
+
+    async def start(self, host: str, port: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.draining = False
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:  # a slow handshake is cut like a slow head
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.head_timeout}
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), host, port, reuse_address=True, backlog=1024, **tls
+        )
+        self.rearm()
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def rearm(self) -> None:
+        """Restart the timeout sweep (after the timeouts changed); only while it runs."""
+        running = self._server is not None or self._sweeper is not None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if running:
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket and idle connections; busy ones close after their response."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn.close()
+
+    async def close(self) -> None:
+        """Cut every connection, cancel the requests still running and wait for them."""
+        self.stop_accepting()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for conn in list(self.connections):
+            conn.abort()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await asyncio.sleep(0)  # let the transports run connection_lost
+
+    def _sweep_interval(self) -> float:
+        shortest = min(self.keepalive_timeout, self.head_timeout, self.body_timeout)
+        return max(0.05, min(shortest / 4, 5.0))
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn._timed_out(now)
+        self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
     service = top.mapping("service")
     if service is None:
         raise top.error(None, "missing required key 'service' (the service: section)")
-    section = _service(service, resources, extra)
+    section = _anchor_files(_service(service, resources, extra), source)
     run = top.string("run", nonempty=True)
     if run is None:
         raise top.error(None, "missing required key 'run' (the command starting the server)")
@@ -343,6 +344,25 @@ def _headers(probe: Section) -> dict[str, str]:
             raise sec.error(key, f"expected a string, got {type_name(value)}")
         out[key] = value
     return out
+
+
+def _anchor_files(section: ServiceSection, source: str | None) -> ServiceSection:
+    """Relative certificate paths are relative to the spec file, not the controller."""
+    if source is None:
+        return section
+
+    def anchored(path: str) -> str:
+        path = os.path.expanduser(path)
+        return path if os.path.isabs(path) else os.path.join(os.path.dirname(source), path)
+
+    if section.tls is not None:
+        tls = TLS(keyfile=anchored(section.tls.keyfile), certfile=anchored(section.tls.certfile))
+        section = dataclasses.replace(section, tls=tls)
+    ca = section.router.replica_ca_file
+    if ca:
+        router = dataclasses.replace(section.router, replica_ca_file=anchored(ca))
+        section = dataclasses.replace(section, router=router)
+    return section
 
 
 def _tls(sec: Section) -> TLS | None:

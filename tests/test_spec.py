@@ -4,6 +4,7 @@ with one-line errors that name the file, line and key path."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -544,3 +545,16 @@ def test_spot_policies_are_the_agreed_names() -> None:
         "round_robin_spot",
         "skyhedge",
     )
+
+
+def test_relative_certificate_paths_are_relative_to_the_spec_file(tmp_path: Path) -> None:
+    from skyctl.spec_yaml import parse_spec
+
+    text = (
+        "service:\n  replicas: 1\n  tls:\n    keyfile: certs/key.pem\n"
+        "    certfile: /abs/cert.pem\nrun: serve\n"
+    )
+    spec = parse_spec(text, str(tmp_path / "svc.yaml"))
+    assert spec.service.tls is not None
+    assert spec.service.tls.keyfile == str(tmp_path / "certs" / "key.pem")
+    assert spec.service.tls.certfile == "/abs/cert.pem"

@@ -88,6 +88,9 @@ class RouterOptions:
     client_body_timeout_seconds: float = 60.0  # longest silence inside a request body
     client_keepalive_timeout_seconds: float = 75.0  # idle client connections close after
     replica_ca_file: str | None = None  # CA bundle for https replicas (default: system CAs)
+    # while no replica is ready, a request waits this long for one before its 503
+    wait_for_replica_seconds: float = 10.0
+    max_waiting_requests: int = 1024  # more requests waiting than this get their 503 at once
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,8 @@ _ROUTER = {
     "client_body_timeout_seconds": "num>0",
     "client_keepalive_timeout_seconds": "num>0",
     "replica_ca_file": "text",
+    "wait_for_replica_seconds": "num>=0",
+    "max_waiting_requests": "int>=0",
 }
 _LOCAL = {
     "trace": "text",

@@ -69,17 +69,41 @@ async def test_set_backends_takes_effect_for_the_very_next_request(harness: Harn
     assert (await get_text(harness, url + "/"))[1] == "replica-1"
     router.set_backends([two.backend])
     assert (await get_text(harness, url + "/"))[1] == "replica-2"
+    router.reconfigure(section(wait_for_replica_seconds=0))
     router.set_backends([])
     assert (await get_text(harness, url + "/"))[0] == 503
 
 
 async def test_no_backend_gives_503_json_naming_the_service(harness: Harness) -> None:
-    _, url = await harness.router([])
+    _, url = await harness.router([], section(wait_for_replica_seconds=0))
     async with harness.client.get(url + "/v1/models") as resp:
         assert resp.status == 503
         assert resp.content_type == "application/json"
         assert await resp.json() == {"error": "no ready replicas", "service": "svc"}
         assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-Id"])
+
+
+async def test_a_request_arriving_while_no_replica_is_ready_waits_for_one(
+    harness: Harness,
+) -> None:
+    one = await harness.replica(1)
+    router, url = await harness.router([], section(wait_for_replica_seconds=30))
+    pending = asyncio.ensure_future(get_text(harness, url + "/"))
+    await eventually(lambda: router._waiting == 1, "the request to wait")
+    router.set_backends([one.backend])
+    assert await pending == (200, "replica-1")
+    assert router._waiting == 0
+
+
+async def test_waiting_for_a_replica_is_bounded_in_time_and_in_numbers(harness: Harness) -> None:
+    router, url = await harness.router(
+        [], section(wait_for_replica_seconds=0.2, max_waiting_requests=1)
+    )
+    first = asyncio.ensure_future(get_text(harness, url + "/"))
+    await eventually(lambda: router._waiting == 1, "the first request to wait")
+    assert (await get_text(harness, url + "/"))[0] == 503  # over the cap: at once
+    assert (await first)[0] == 503  # the waiting one after its 0.2 s
+    assert router._waiting == 0
 
 
 # ---- streaming --------------------------------------------------------------------------

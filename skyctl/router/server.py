@@ -73,6 +73,8 @@ class Router:
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
         self._replicas: list[ReplicaState] = []
+        self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
+        self._waiting = 0  # requests waiting for a first ready replica (bounded)
         self._states: dict[int, ReplicaState] = {}  # routable ones, and retired ones still busy
         self._cursor = 0
         self._rate = RateWindow()
@@ -189,6 +191,10 @@ class Router:
                 continue
             replicas.append(state)
         self._replicas = replicas
+        if replicas:
+            self._have_replicas.set()
+        else:
+            self._have_replicas.clear()
         self._set_target_qps()
         self._prune()
         if self._upstream is not None:
@@ -284,9 +290,25 @@ class Router:
             if self._active == 0 and self._idle is not None:
                 self._idle.set()
 
+    async def _wait_for_replica(self) -> list[ReplicaState]:
+        """No replica is ready: wait a bounded time (and in bounded numbers) for one,
+        so a moment with every replica gone (a preemption burst, a restart) delays
+        requests instead of failing them."""
+        opts = self._section.router
+        if opts.wait_for_replica_seconds <= 0 or self._waiting >= opts.max_waiting_requests:
+            return []
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._have_replicas.wait(), opts.wait_for_replica_seconds)
+        except asyncio.TimeoutError:
+            return []
+        finally:
+            self._waiting -= 1
+        return self._replicas
+
     async def _proxy(self, request: Request, out: Connection) -> None:
         rid = request_id(request.head.request_id)
-        replicas = self._replicas
+        replicas = self._replicas or await self._wait_for_replica()
         if not replicas:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
             return

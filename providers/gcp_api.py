@@ -220,6 +220,23 @@ class ComputeApi:
         self, project: str, zone: str, op: Any, *, what: str, location: str | None
     ) -> Any:
         """Poll a zone operation until DONE (``wait`` long-polls up to 2 minutes server-side)."""
+        return await self._wait_op(
+            self.zone_ops.wait, op, what=what, location=location, project=project, zone=zone
+        )
+
+    async def wait_global_op(self, project: str, op: Any, *, what: str) -> Any:
+        """Poll a global operation (firewalls) until DONE."""
+        return await self._wait_op(self.global_ops.wait, op, what=what, project=project)
+
+    async def _wait_op(
+        self,
+        wait: Callable[..., Any],
+        op: Any,
+        *,
+        what: str,
+        location: str | None = None,
+        **scope: str,
+    ) -> Any:
         deadline = self._clock.now() + self.op_timeout
         for _ in range(self.max_polls):
             if op.status == _DONE:
@@ -227,35 +244,16 @@ class ComputeApi:
             if self._clock.now() > deadline:
                 break
             op = await self.call(
-                self.zone_ops.wait,
-                project=project,
-                zone=zone,
+                wait,
                 operation=op.name,
                 what=f"{what} (waiting)",
                 location=location,
+                **scope,
                 **self.options(),
             )
             if op.status != _DONE:
                 await self._clock.sleep(1.0)
         raise TransientError(f"GCP {what}: operation {op.name} not done in time", location=location)
-
-    async def wait_global_op(self, project: str, op: Any, *, what: str) -> Any:
-        deadline = self._clock.now() + self.op_timeout
-        for _ in range(self.max_polls):
-            if op.status == _DONE:
-                return op
-            if self._clock.now() > deadline:
-                break
-            op = await self.call(
-                self.global_ops.wait,
-                project=project,
-                operation=op.name,
-                what=f"{what} (waiting)",
-                **self.options(),
-            )
-            if op.status != _DONE:
-                await self._clock.sleep(1.0)
-        raise TransientError(f"GCP {what}: operation {op.name} not done in time")
 
     @staticmethod
     def message(cls: type[T], body: Mapping[str, Any]) -> T:

@@ -200,6 +200,37 @@ async def test_a_single_failing_replica_is_not_retried_and_gives_502(harness: Ha
     assert harness.backend_errors == [7]
 
 
+@pytest.mark.parametrize(
+    ("method", "first", "status", "second_hits"),
+    [
+        ("POST", "refused", 200, 1),  # nothing reached replica 1: safe to send elsewhere
+        ("POST", "reset", 502, 0),  # replica 1 read it and died: it may have run
+        ("PATCH", "reset", 502, 0),
+        ("GET", "reset", 200, 1),  # idempotent: retried as before
+        ("PUT", "reset", 200, 1),
+        ("DELETE", "reset", 200, 1),
+    ],
+)
+async def test_a_non_idempotent_request_is_retried_only_if_no_replica_can_have_seen_it(
+    harness: Harness, method: str, first: str, status: int, second_hits: int
+) -> None:
+    good = await harness.replica(2)
+    if first == "refused":
+        failing = refused_backend(1)
+    else:
+        failing = (await harness.resetting()).backend(1)
+    router, url = await harness.router([failing, good.backend], section("round_robin", retries=2))
+    router._cursor = 0  # the first try goes to the failing replica
+    async with harness.client.request(method, url + "/do", data=b"charge-once") as resp:
+        assert resp.status == status
+        if status == 502:
+            body = await resp.json()
+            assert body["service"] == "svc" and f"a {method} is not retried" in body["error"]
+    assert good.hits == second_hits
+    assert router.replica_stats()[1]["errors"] == 1
+    assert harness.backend_errors == [1]
+
+
 async def test_retries_are_bounded_by_the_option(harness: Harness) -> None:
     backends = [refused_backend(i) for i in range(1, 6)]
     router, url = await harness.router(backends, section(retries=2))

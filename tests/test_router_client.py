@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -11,6 +13,7 @@ from skyctl.router.client import (
     BadResponse,
     ConnectFailed,
     Disconnected,
+    NotSent,
     Origin,
     Pool,
     Response,
@@ -398,3 +401,48 @@ async def test_silence_while_reading_the_body_times_out(
 def test_replica_urls_must_be_http(url: str) -> None:
     with pytest.raises(ValueError, match="replica url must be http"):
         Origin.parse(url)
+
+
+# ---- was the request sent? ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("close", "unsent"),
+    [
+        ("reset", True),  # the kernel refuses the write: no byte left us
+        ("fin", False),  # the kernel takes the bytes: the replica may have read them
+    ],
+)
+async def test_a_pooled_connection_closed_under_a_request_says_whether_any_byte_went_out(
+    pool: Pool, close: str, unsent: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        origin = Origin.parse(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        first = asyncio.ensure_future(pool.request(origin, b"GET", get()))
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            await loop.sock_recv(peer, 4096)
+            await loop.sock_sendall(peer, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            assert await read_all(await first) == b"ok"
+            assert pool.idle_count(origin) == 1
+            if close == "reset":
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # closed synchronously: the pool has not seen it yet and reuses the connection
+        resp = pool.begin(origin, b"POST", get(method=b"POST"))
+        assert resp is not None
+        with pytest.raises(Disconnected) as failed:
+            await resp.arrival
+        resp.release()
+    assert failed.value.unsent is unsent
+    assert isinstance(failed.value, NotSent) is unsent
+
+
+async def test_a_refused_connection_never_sent_a_byte(pool: Pool) -> None:
+    origin = Origin.parse(refused_backend(1).url)
+    with pytest.raises(ConnectFailed) as failed:
+        await pool.request(origin, b"POST", get(method=b"POST"))
+    assert failed.value.unsent

@@ -19,6 +19,8 @@ Errors::
     UpstreamError
      +-- ConnectFailed   could not connect (refused, unreachable, connect timeout)
      +-- Disconnected    the connection closed or broke before the response ended
+     |    +-- NotSent    a pooled connection was found broken when the request
+     |                   was written: the kernel took no byte of it
      +-- BadResponse     the replica sent something that is not HTTP/1.x
      +-- ClientBodyError the client's request body failed while it was uploaded
                          (``cause``: a ProtocolError such as 408/413, or a
@@ -27,6 +29,12 @@ Errors::
                          50 ms for all requests at once, see
                          :mod:`skyctl.router.deadlines`), or, while reading the
                          body, no bytes within ``read_timeout``
+
+``UpstreamError.unsent`` is True only when no byte of the request can have
+reached the replica (:class:`ConnectFailed`, :class:`NotSent`): the one case
+where a non-idempotent request may be sent again elsewhere. A keep-alive
+connection the replica closed (FIN) just before we wrote is *not* such a case:
+the kernel accepted the bytes, and we cannot tell whether the replica read them.
 """
 
 from __future__ import annotations
@@ -56,13 +64,21 @@ MAX_IDLE_PER_ORIGIN = 256
 class UpstreamError(Exception):
     """A request to a replica failed (see the module docstring for the tree)."""
 
+    unsent = False  # True when no byte of the request can have reached the replica
+
 
 class ConnectFailed(UpstreamError):
-    pass
+    unsent = True
 
 
 class Disconnected(UpstreamError):
     pass
+
+
+class NotSent(Disconnected):
+    """The connection broke as the request was written, before the kernel took any byte."""
+
+    unsent = True
 
 
 class BadResponse(UpstreamError):
@@ -154,6 +170,7 @@ class _Conn(asyncio.Protocol):
         self._framer: Framer | None = None
         self._method = b""
         self._sent = True
+        self._unsent = False  # the request's first write failed at once: no byte went out
         self._upload: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -228,6 +245,8 @@ class _Conn(asyncio.Protocol):
             framer = self._framer
             if framer is not None and framer.until_close and exc is None:
                 self._complete(reusable=False)
+            elif framer is None and self._unsent:
+                self._fail(NotSent("connection found closed when the request was written"))
             elif framer is None:
                 self._fail(Disconnected("connection closed before a response"))
             else:
@@ -288,6 +307,9 @@ class _Conn(asyncio.Protocol):
         else:
             transport.write(head + body if body else head)
             self._sent = True
+        # A write on a connection already reset fails inside write() before any
+        # byte is taken (the transport closes at once); a later failure may not.
+        self._unsent = transport.is_closing()
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
         pool.deadlines.add(waiter, loop.time() + limit)
         return resp

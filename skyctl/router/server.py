@@ -41,7 +41,7 @@ from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
 from skyctl.router.stats import Attempt, RateWindow, ReplicaState, Reservoir
-from skyctl.router.upstream import AttemptFailed, Upstream, relay
+from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
 from skyctl.spec import TLS, ServiceSection
 from skyctl.types import Backend
 
@@ -370,7 +370,11 @@ class Router:
         replicas: list[ReplicaState],
         body: object,
     ) -> None:
-        """One replica at a time; on a connection error, the next untried one."""
+        """One replica at a time; on a connection error, the next untried one.
+
+        A non-idempotent request goes to the next replica only when the failed
+        one cannot have seen it (:func:`~skyctl.router.upstream.may_retry`).
+        """
         upstream = self._upstream
         assert upstream is not None
         opts = self._section.router
@@ -416,7 +420,14 @@ class Router:
                         )
                         return
                     last = exc
-                    continue
+                    if may_retry(head.method, exc):
+                        continue
+                    method = head.method.decode("latin-1")
+                    error = f"replica failed after the request was sent; a {method} is not retried"
+                    out.send_json(
+                        502, {"error": error, "service": self.service, "detail": exc.detail}, rid
+                    )
+                    return
                 elapsed = self._clock.now() - started
                 replica.latency.add(elapsed)
                 self._latency.add(elapsed)

@@ -5,8 +5,11 @@ and opens requests on replicas, translating the client's errors into
 :class:`AttemptFailed` with a ``kind``:
 
 - ``"connect"``: the connection failed or was reset before a response came;
-  the replica is reported (``on_backend_error``) and the request may be
-  retried on another replica;
+  the replica is reported (``on_backend_error``). ``unsent`` says whether no
+  byte of the request can have reached the replica (refused, connect timeout,
+  a pooled connection found reset as we wrote): the caller retries an
+  idempotent request on another replica either way, a non-idempotent one only
+  when ``unsent`` (:func:`may_retry`);
 - ``"timeout"``: no response headers within the deadline (a 504).
 
 A request body that fails on the client's side while it is uploaded (too
@@ -41,16 +44,36 @@ log = logging.getLogger(__name__)
 
 FailureKind = Literal["connect", "timeout"]
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of a replica's 5xx body kept to pass on
+# RFC 9110 section 9.2.2: running these twice has the effect of running them once
+IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 
 class AttemptFailed(Exception):
-    """A request to one replica failed before its response headers arrived."""
+    """A request to one replica failed before its response headers arrived.
 
-    def __init__(self, kind: FailureKind, replica_id: int, detail: str) -> None:
+    ``unsent``: no byte of the request can have reached the replica.
+    """
+
+    def __init__(
+        self, kind: FailureKind, replica_id: int, detail: str, *, unsent: bool = False
+    ) -> None:
         self.kind = kind
         self.replica_id = replica_id
         self.detail = detail
+        self.unsent = unsent
         super().__init__(f"replica {replica_id}: {kind}: {detail}")
+
+
+def may_retry(method: bytes, failure: AttemptFailed) -> bool:
+    """Whether a request that failed so may be sent to another replica.
+
+    As nginx's ``proxy_next_upstream`` without ``non_idempotent``: an idempotent
+    method after any connection error, any other method only when the replica
+    cannot have seen a byte of it (so a POST never runs twice).
+    """
+    if failure.kind != "connect":
+        return False
+    return failure.unsent or method in IDEMPOTENT_METHODS
 
 
 def _describe(exc: BaseException) -> str:
@@ -178,8 +201,9 @@ class Upstream:
             return exc
         if isinstance(exc, TimeoutError):
             return AttemptFailed("timeout", replica.replica_id, "no response in time")
-        self.report(replica.replica_id)  # refused, reset, or not HTTP: safe to retry elsewhere
-        return AttemptFailed("connect", replica.replica_id, _describe(exc))
+        self.report(replica.replica_id)  # refused, reset, or not HTTP
+        unsent = isinstance(exc, UpstreamError) and exc.unsent
+        return AttemptFailed("connect", replica.replica_id, _describe(exc), unsent=unsent)
 
 
 async def read_error_body(resp: Response) -> bytes:

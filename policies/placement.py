@@ -177,3 +177,24 @@ def ondemand_launches(ctx: PlacementContext, n: int, why: str) -> list[tuple[Off
     if offer is None or n <= 0:
         return []
     return [(offer, why)] * min(n, ctx.max_launches)
+
+
+def settle_ondemand(
+    ctx: PlacementContext,
+    res: PlacementResult,
+    ondemand: list[ReplicaView],
+    od_target: int,
+    *,
+    launch_why: str,
+    drain_why: str,
+) -> PlacementResult:
+    """Bring the on-demand replicas to ``od_target``: launch the missing ones, or
+    drain the surplus (SCALED_DOWN, least useful first). Records the target."""
+    res.ondemand_target = od_target
+    if len(ondemand) < od_target:
+        res.ondemand_launches = ondemand_launches(ctx, od_target - len(ondemand), launch_why)
+    elif len(ondemand) > od_target:
+        res.terminations += drain(
+            ondemand, len(ondemand) - od_target, EndReason.SCALED_DOWN, drain_why
+        )
+    return res

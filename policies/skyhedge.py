@@ -62,7 +62,7 @@ from policies.placement import (
     PlacementPolicy,
     PlacementResult,
     drain,
-    ondemand_launches,
+    settle_ondemand,
 )
 from policies.skyhedge_place import (
     anchors_for,
@@ -250,19 +250,14 @@ def make_skyhedge(p: Params | None = None) -> PlacementPolicy:
         if params.od_floor and anchors and one_domain and len(eligible) <= params.floor_zones:
             od_target = max(od_target, ctx.base_ondemand + 1)
         od_target = min(ctx.target, od_target)
-        res.ondemand_target = od_target
-        if len(ondemand) < od_target:
-            res.ondemand_launches = ondemand_launches(
-                ctx, od_target - len(ondemand), "skyhedge: on-demand covers missing spot"
-            )
-        elif len(ondemand) > od_target:
-            res.terminations += drain(
-                ondemand,
-                len(ondemand) - od_target,
-                EndReason.SCALED_DOWN,
-                "skyhedge: spot covers the target again, on-demand drained",
-            )
-        return res
+        return settle_ondemand(
+            ctx,
+            res,
+            ondemand,
+            od_target,
+            launch_why="skyhedge: on-demand covers missing spot",
+            drain_why="skyhedge: spot covers the target again, on-demand drained",
+        )
 
     return skyhedge
 

@@ -23,7 +23,7 @@ from policies.placement import (
     count,
     drain,
     hedge_states,
-    ondemand_launches,
+    settle_ondemand,
 )
 from skyctl.lifecycle import EndReason
 from skyctl.types import Location, Offering
@@ -72,16 +72,11 @@ def spothedge(ctx: PlacementContext) -> PlacementResult:
     if ctx.dynamic_ondemand:
         od_target += max(0, spot_target - count(spot, spot=True, ready=True))
     od_target = min(od_target, ctx.target)
-    res.ondemand_target = od_target
-    if len(ondemand) < od_target:
-        res.ondemand_launches = ondemand_launches(
-            ctx, od_target - len(ondemand), "spothedge: on-demand fallback"
-        )
-    elif len(ondemand) > od_target:
-        res.terminations += drain(
-            ondemand,
-            len(ondemand) - od_target,
-            EndReason.SCALED_DOWN,
-            "spothedge: spot ready again, on-demand drained",
-        )
-    return res
+    return settle_ondemand(
+        ctx,
+        res,
+        ondemand,
+        od_target,
+        launch_why="spothedge: on-demand fallback",
+        drain_why="spothedge: spot ready again, on-demand drained",
+    )

@@ -20,7 +20,7 @@ from skyctl.clock import FakeClock
 from skyctl.errors import CapacityError, ConfigError, QuotaError, SpecError, TransientError
 from skyctl.spec import ResourceCandidate, Resources, ServiceSpec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
-from tests.fakes.moto_server import MotoEC2, moto_ec2
+from tests.fakes.moto_server import MotoEC2, fake_aws_credentials, moto_ec2
 
 __all__ = ["moto_ec2"]  # the session fixture, re-exported for pytest
 
@@ -32,17 +32,7 @@ ZONE_A, ZONE_B = "us-east-1a", "us-east-1b"
 @pytest.fixture
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials through the standard env chain; no real AWS files or IMDS."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
+    fake_aws_credentials(monkeypatch, tmp_path, REGION)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from skyctl.store import ReplicaRecord
 from skyctl.types import Location, Offering
 from tests.fakes.azure_server import FakeAzure
 from tests.fakes.gcp_server import FakeComputeEngine
-from tests.fakes.moto_server import MotoEC2, moto_ec2
+from tests.fakes.moto_server import MotoEC2, fake_aws_credentials, moto_ec2
 from tests.helpers.multicloud import (
     AWS_REGION,
     AZURE_REGION,
@@ -76,17 +76,7 @@ run: python -m my_model --port $PORT
 @pytest.fixture
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake AWS credentials through boto3's standard chain; moto's public IPs on loopback."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": AWS_REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-credentials"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
+    fake_aws_credentials(monkeypatch, tmp_path, AWS_REGION)
     monkeypatch.setattr(MOTO_PUBLIC_IP, lambda: LOOPBACK)
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # the test extra: a missing install must fail, not skip
 import pytest
 import yaml
 
@@ -63,13 +64,11 @@ def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
 def test_every_manifest_is_valid_against_the_kubernetes_schema(
     name: str, doc: dict[str, Any]
 ) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")  # the test extra
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
 def test_the_validator_rejects_a_broken_manifest() -> None:
     """Guard the guard: a misspelt field must fail validation."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     broken = yaml.safe_load(yaml.safe_dump(_find("Deployment")))
     broken["spec"]["replica"] = broken["spec"].pop("replicas")
     with pytest.raises(kubernetes_validate.ValidationError):

@@ -71,7 +71,6 @@ def test_table_output_with_a_window(files: tuple[Path, Path]) -> None:
 
 
 def test_plot_writes_a_png(files: tuple[Path, Path], tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     spec, folder = files
     out = tmp_path / "sim.png"
     res = CliRunner().invoke(

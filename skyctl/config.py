@@ -8,6 +8,7 @@ token, the daemon's pid/port file and log, the local provider's replicas, and
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
 from dataclasses import dataclass
@@ -69,14 +70,26 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{p.config}{line}: not valid YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p.config}: expected a mapping of sections {CLOUD_SECTIONS}")
+    lines = _key_lines(p.config.read_text())
     for key, value in data.items():
+        where = f"{p.config}:{lines.get(str(key), 1)}"
         if key not in CLOUD_SECTIONS:
+            close = difflib.get_close_matches(str(key), CLOUD_SECTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{p.config}: unknown section {key!r}; allowed: {', '.join(CLOUD_SECTIONS)}"
+                f"{where}: unknown section {key!r}{hint}; allowed: {', '.join(CLOUD_SECTIONS)}"
             )
         if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{p.config}: section {key!r} must be a mapping")
+            raise ConfigError(f"{where}: section {key!r} must be a mapping")
     return {k: dict(v or {}) for k, v in data.items()}
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Top-level key -> its 1-based line, for error messages."""
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
 
 
 def read_or_create_token(p: Paths) -> str:

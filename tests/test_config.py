@@ -1,0 +1,40 @@
+"""The user config file: one-line errors naming the file, line and section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skyctl.config import load_user_config, paths
+from skyctl.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("aws: {}\nawz: {}\n", "config.yaml:2: unknown section 'awz' (did you mean 'aws'?)"),
+        ("aws: 3\n", "config.yaml:1: section 'aws' must be a mapping"),
+        ("aws: [\n", "config.yaml:2: not valid YAML"),
+        ("- aws\n", "config.yaml: expected a mapping of sections"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_where(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    p = paths(tmp_path)
+    p.config.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_user_config(p)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_good_config_gives_each_cloud_its_section(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    p.config.write_text("aws:\n  regions: [us-east-1]\ngcp:\n")
+    assert load_user_config(p) == {"aws": {"regions": ["us-east-1"]}, "gcp": {}}
+
+
+def test_no_config_file_is_an_empty_config(tmp_path: Path) -> None:
+    assert load_user_config(paths(tmp_path)) == {}

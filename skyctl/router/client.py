@@ -41,11 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass, field
-from typing import cast
-from urllib.parse import urlsplit
+from typing import Protocol, cast
 
-from skyctl.router.deadlines import Deadlines
+from skyctl.router.batch import WriteBatch
+from skyctl.router.deadlines import Deadlines, Expirable
 from skyctl.router.http1 import (
     LAST_CHUNK,
     MAX_HEAD_BYTES,
@@ -57,6 +56,7 @@ from skyctl.router.http1 import (
     parse_response_head,
     response_has_body,
 )
+from skyctl.router.origin import Origin
 
 MAX_IDLE_PER_ORIGIN = 256
 
@@ -93,41 +93,38 @@ class ClientBodyError(UpstreamError):
         super().__init__(f"request body failed: {cause}")
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a replica listens: ``http[s]://host:port[/prefix]``."""
+class Listener(Protocol):
+    """Told, from the connection's own callbacks (no future, no task), how a
+    request sent with a listener went: exactly one of the two, once."""
 
-    scheme: str
-    host: str
-    port: int
-    prefix: bytes = b""  # a path prefix every request target gets
-    host_header: bytes = field(default=b"", compare=False)
+    def on_head(self, resp: Response) -> None:
+        """The head is in (``resp.head``); the body bytes that came with it are
+        fed, so ``resp.body.complete`` says whether the response arrived whole."""
 
-    @classmethod
-    def parse(cls, url: str) -> Origin:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"replica url must be http(s)://host[:port], got {url!r}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(
-            parts.scheme,
-            parts.hostname,
-            port,
-            parts.path.rstrip("/").encode("ascii"),
-            parts.netloc.encode("idna"),
-        )
+    def on_error(self, resp: Response | None, exc: BaseException) -> None:
+        """The request failed before its head (an :class:`UpstreamError`, or a
+        :class:`TimeoutError` past the head deadline); the connection is closed.
+        ``resp`` is None when no connection could be made."""
 
 
 class Response:
-    """The response to one request: ``arrival`` resolves once the head is in,
-    then ``head`` is set and ``body`` streams the rest."""
+    """The response to one request: once the head is in, ``head`` is set and
+    ``body`` streams the rest. The head's arrival is announced through the
+    ``arrival`` future, or, for a request sent with a :class:`Listener`, by
+    calling it (``arrival`` is None then)."""
 
-    __slots__ = ("_conn", "arrival", "body", "head")
+    __slots__ = ("_conn", "arrival", "body", "head", "listener")
 
-    def __init__(self, body: BodyStream, arrival: asyncio.Future[Response]) -> None:
+    def __init__(
+        self,
+        body: BodyStream,
+        arrival: asyncio.Future[Response] | None,
+        listener: Listener | None = None,
+    ) -> None:
         self.head = Head()
         self.body = body
         self.arrival = arrival
+        self.listener = listener  # cleared once told
         self._conn: _Conn | None = None  # set while the connection still carries it
 
     @property
@@ -141,17 +138,33 @@ class Response:
     def release(self) -> None:
         """Done with the response: close its connection unless it already arrived whole.
 
-        A response still awaited is cancelled (the replica sees the disconnect).
+        A response still awaited is cancelled (the replica sees the disconnect);
+        its listener is not told.
         """
         arrival = self.arrival
-        if not arrival.done():
-            arrival.cancel()
-        elif not arrival.cancelled():
-            arrival.exception()  # looked at: no "exception never retrieved" warning
+        watched: Expirable = self
+        if arrival is not None:
+            watched = arrival
+            if not arrival.done():
+                arrival.cancel()
+            elif not arrival.cancelled():
+                arrival.exception()  # looked at: no "exception never retrieved" warning
+        self.listener = None
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn._pool.deadlines.discard(arrival)
+            conn._pool.deadlines.discard(watched)
             conn.abort()
+
+    # the head deadline of a listened-to request (see Deadlines)
+    def done(self) -> bool:
+        return self.listener is None
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The head deadline passed: close the connection and tell the listener."""
+        listener = self.listener
+        self.release()
+        if listener is not None:
+            listener.on_error(self, exc)
 
 
 class _Conn(asyncio.Protocol):
@@ -171,6 +184,7 @@ class _Conn(asyncio.Protocol):
         self._method = b""
         self._sent = True
         self._unsent = False  # the request's first write failed at once: no byte went out
+        self._written = True  # the request's first write was made (it waits for the batch)
         self._upload: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -186,6 +200,7 @@ class _Conn(asyncio.Protocol):
             self.abort()
             return
         framer = self._framer
+        listener = None
         if framer is None:
             if self._buf:
                 data, self._buf = self._buf + data, b""
@@ -197,15 +212,21 @@ class _Conn(asyncio.Protocol):
             framer = self._framer
             if framer is None:  # the head is not complete yet
                 return
+            listener, resp.listener = resp.listener, None
             if not data and not framer.done:
+                if listener is not None:
+                    listener.on_head(resp)
                 return
         try:
             rest = framer.feed(data, resp.body)
         except ProtocolError as exc:
             self._fail(BadResponse(exc.detail))
-            return
-        if rest is not None:
-            self._complete(reusable=not rest)
+            rest = None
+        else:
+            if rest is not None:
+                self._complete(reusable=not rest)
+        if listener is not None:  # told after the body bytes that came along are in
+            listener.on_head(resp)
 
     def _parse_head(self, resp: Response, data: bytes) -> bytes:
         while True:
@@ -230,8 +251,10 @@ class _Conn(asyncio.Protocol):
         waiter, self._head_waiter = self._head_waiter, None
         if waiter is not None:
             self._pool.deadlines.discard(waiter)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(resp)
+            if not waiter.done():
+                waiter.set_result(resp)
+        elif resp.listener is not None:
+            self._pool.deadlines.discard(resp)
         return data
 
     def eof_received(self) -> bool | None:
@@ -245,7 +268,7 @@ class _Conn(asyncio.Protocol):
             framer = self._framer
             if framer is not None and framer.until_close and exc is None:
                 self._complete(reusable=False)
-            elif framer is None and self._unsent:
+            elif framer is None and (self._unsent or not self._written):
                 self._fail(NotSent("connection found closed when the request was written"))
             elif framer is None:
                 self._fail(Disconnected("connection closed before a response"))
@@ -284,35 +307,50 @@ class _Conn(asyncio.Protocol):
         body: bytes | BodyStream | None,
         timeout: float | None,
         chunked: bool,
+        listener: Listener | None = None,
     ) -> Response:
-        """Send a request; its response's ``arrival`` resolves at the head (or fails)."""
+        """Send a request; its response's ``arrival`` resolves at the head (or fails),
+        or, with a ``listener``, the listener is told."""
         transport = self.transport
         assert transport is not None and self._resp is None
         pool = self._pool
         loop = self._loop
-        waiter: asyncio.Future[Response] = loop.create_future()
+        waiter: asyncio.Future[Response] | None = None
+        if listener is None:
+            waiter = loop.create_future()
         resp = Response(
             BodyStream(transport.pause_reading, transport.resume_reading, pool.read_timeout),
             waiter,
+            listener,
         )
         resp._conn = self
         self._resp = resp
         self._method = method
         self._framer = None
         self._head_waiter = waiter
+        self._unsent = False
+        self._written = False
         if isinstance(body, BodyStream):
-            transport.write(head)
+            self._write_first(head)
             self._sent = False
             self._upload = asyncio.ensure_future(self._send_body(body, chunked))
-        else:
-            transport.write(head + body if body else head)
+        else:  # at the end of this loop iteration, with the other writes
+            pool.batch.write(self._write_first, head + body if body else head)
             self._sent = True
+        limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
+        pool.deadlines.add(resp if waiter is None else waiter, loop.time() + limit)
+        return resp
+
+    def _write_first(self, data: bytes) -> None:
+        """Write the request head (with a bytes body)."""
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return  # cancelled meanwhile; connection_lost reports a broken one
+        self._written = True
+        transport.write(data)
         # A write on a connection already reset fails inside write() before any
         # byte is taken (the transport closes at once); a later failure may not.
         self._unsent = transport.is_closing()
-        limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
-        pool.deadlines.add(waiter, loop.time() + limit)
-        return resp
 
     async def _send_body(self, body: BodyStream, chunked: bool) -> None:
         transport = self.transport
@@ -350,16 +388,22 @@ class _Conn(asyncio.Protocol):
     def _fail(self, exc: UpstreamError) -> None:
         resp = self._resp
         self._resp = None
+        listener = None
         if resp is not None:
             resp._conn = None
             waiter, self._head_waiter = self._head_waiter, None
+            listener, resp.listener = resp.listener, None
             if waiter is not None:
                 self._pool.deadlines.discard(waiter)
+            elif listener is not None:
+                self._pool.deadlines.discard(resp)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
-            else:
+            elif listener is None:
                 resp.body.fail(exc)
         self.abort()
+        if listener is not None and resp is not None:
+            listener.on_error(resp, exc)
 
     def abort(self) -> None:
         self.closed = True
@@ -394,6 +438,7 @@ class Pool:
         self._ssl = ssl_context
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
         self.deadlines = Deadlines(self.loop)
+        self.batch = WriteBatch(self.loop)  # requests go out at the end of each iteration
 
     async def request(
         self,
@@ -411,8 +456,9 @@ class Pool:
         """
         resp = self.begin(origin, method, head, body, head_timeout, chunked)
         if resp is None:
-            conn = await self._connect(origin)
+            conn = await self.connect(origin)
             resp = conn.begin(method, head, body, head_timeout, chunked)
+        assert resp.arrival is not None
         try:
             return await resp.arrival
         except BaseException:
@@ -427,16 +473,17 @@ class Pool:
         body: bytes | BodyStream | None = None,
         head_timeout: float | None = None,
         chunked: bool = False,
+        listener: Listener | None = None,
     ) -> Response | None:
         """Send on an idle pooled connection at once, without awaiting; None if there is none.
 
-        The caller awaits ``response.arrival`` (or not) and must :meth:`Response.release`
-        it when done.
+        The caller awaits ``response.arrival`` (or, with a ``listener``, is
+        told) and must :meth:`Response.release` it when done.
         """
         conn = self._take(origin)
         if conn is None:
             return None
-        return conn.begin(method, head, body, head_timeout, chunked)
+        return conn.begin(method, head, body, head_timeout, chunked, listener)
 
     def idle_count(self, origin: Origin | None = None) -> int:
         if origin is not None:
@@ -472,7 +519,9 @@ class Pool:
             return self._take(origin)
         return conn
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def connect(self, origin: Origin) -> _Conn:
+        """A new connection (not pooled until its first exchange completes); send with
+        its ``begin``. Raises :class:`ConnectFailed`."""
         loop = self.loop
         context: ssl.SSLContext | None = None
         if origin.scheme == "https":

@@ -11,15 +11,24 @@ late.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Protocol
 
 TICK = 0.05  # seconds between checks (the precision of every deadline)
+
+
+class Expirable(Protocol):
+    """What a deadline watches: an asyncio future, or anything failing the same way."""
+
+    def done(self) -> bool: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
 
 
 class Deadlines:
     """Coarse timeouts for many futures on one timer.
 
-    A future added with a deadline (loop time) fails with :class:`TimeoutError`
+    A future (or :class:`Expirable`) added with a deadline (loop time) fails with
+    :class:`TimeoutError`
     at most :data:`TICK` seconds after it; the timer runs only while some
     future is watched. A timer per request costs more than the request's own
     work in a proxy (uvloop allocates a libuv handle for each one).
@@ -28,15 +37,15 @@ class Deadlines:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
         self._loop = loop
         self._tick = tick
-        self._watched: dict[asyncio.Future[Any], float] = {}
+        self._watched: dict[Expirable, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, future: asyncio.Future[Any], deadline: float) -> None:
+    def add(self, future: Expirable, deadline: float) -> None:
         self._watched[future] = deadline
         if self._timer is None:
             self._timer = self._loop.call_later(self._tick, self._check)
 
-    def discard(self, future: asyncio.Future[Any]) -> None:
+    def discard(self, future: Expirable) -> None:
         self._watched.pop(future, None)
 
     def __len__(self) -> int:

@@ -2,9 +2,12 @@
 
 :class:`~skyctl.router.listener.FrontServer` listens; each client connection is a
 :class:`Connection` protocol that parses requests from the bytes it receives
-(:mod:`skyctl.router.http1`) and runs them one at a time through
-``await handler(request, connection)`` in one task per connection. The
-handler answers through the connection: :meth:`Connection.send` for a
+(:mod:`skyctl.router.http1`) and answers them one at a time. A request
+first goes to the server's ``fast`` hook, which may take it without a task
+(an :class:`Exchange` driven by callbacks, which calls
+:meth:`Connection.exchange_done` when answered); otherwise
+``await handler(request, connection)`` runs in a task. Either answers
+through the connection: :meth:`Connection.send` for a
 complete response (head and body in one write), or
 :meth:`~Connection.start`, :meth:`~Connection.write`,
 :meth:`~Connection.finish` to stream one, with :meth:`~Connection.drain`
@@ -14,7 +17,8 @@ for flow control and :meth:`~Connection.abort` to cut it.
   request parsed ahead, ``Expect: 100-continue`` answered when the handler
   first reads the body; request bodies stream through a
   :class:`~skyctl.router.http1.BodyStream`.
-- When the client hangs up, the task handling its request is cancelled.
+- When the client hangs up, the task or exchange handling its request is
+  cancelled.
 - Malformed requests get the parser's status (400, 431, 501, 505) and the
   connection closes; so does a connection whose request body was left
   unread. A body over ``max_body_bytes`` gets 413 (at once when its
@@ -40,7 +44,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from skyctl.router.http1 import (
     LAST_CHUNK,
@@ -86,6 +90,24 @@ class Request:
 Handler = Callable[[Request, "Connection"], Awaitable[None]]
 
 
+class Exchange(Protocol):
+    """A request answered by callbacks instead of a task (see ``FastHandler``)."""
+
+    def start(self) -> None:
+        """Begin; :meth:`Connection.exchange_done` is called once it has answered
+        (possibly before ``start`` returns)."""
+
+    def cancel(self) -> None:
+        """The client hung up: stop, release everything, answer nothing."""
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Tasks it runs now (a streamed relay, a connect), for a server closing."""
+
+
+# returns the exchange that will answer the request, or None to run ``Handler``
+FastHandler = Callable[[Request, "Connection"], "Exchange | None"]
+
+
 class Connection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
@@ -101,8 +123,8 @@ class Connection(asyncio.Protocol):
         self._framer: Framer | None = None
         self._current: Request | None = None  # handed to the task
         self._ready: Request | None = None  # parsed ahead, waiting
-        self._waiter: asyncio.Future[Request | None] | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the handler of _current, or
+        self.exchange: Exchange | None = None  # the callbacks answering it
         self._backlog_paused = False
         self._reading_paused = False
         self._head_since: float | None = None  # when the head being received began
@@ -161,11 +183,11 @@ class Connection(asyncio.Protocol):
         self._server.connections.discard(self)
         if self._receiving is not None and self._receiving.body is not None:
             self._receiving.body.fail(ConnectionResetError("client closed the connection"))
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        elif self._current is not None and self.task is not None:
+        if self._current is not None and self.task is not None:
             self.task.cancel()  # the client hung up mid-request
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.cancel()
         drain, self._drain_waiter = self._drain_waiter, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -239,11 +261,41 @@ class Connection(asyncio.Protocol):
             self._ready = request
             return
         self._current = request
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.set_result(request)
-        elif self.task is None:
+        self._start(request)
+
+    def _start(self, request: Request) -> None:
+        """Answer ``_current``: through the fast hook's exchange, else a handler task."""
+        head = request.head
+        self._state = _IDLE
+        self._chunked = False
+        self._close_after = not head.keep_alive or self._server.draining
+        self._head_only = head.method == b"HEAD"
+        self._http11 = head.http11
+        fast = self._server.fast
+        exchange = None if fast is None else fast(request, self)
+        if exchange is not None:
+            self.exchange = exchange
+            exchange.start()
+        else:
             self.task = self._loop.create_task(self._run(request))
+
+    def exchange_done(self) -> None:
+        """The exchange has answered ``_current``: go on with the next request."""
+        self.exchange = None
+        request = self._current
+        if request is not None and not self.closed:
+            self._finished(request)
+            self._after()
+
+    def _after(self) -> None:
+        """``_current`` is answered: close, or start the request parsed ahead."""
+        if self._close_after or self.closed or self._server.draining:
+            self._current = None
+            self.close()
+            return
+        request = self._next()
+        if request is not None:
+            self._start(request)
 
     def _next(self) -> Request | None:
         """The request parsed ahead, if any; buffered bytes are parsed on."""
@@ -306,46 +358,50 @@ class Connection(asyncio.Protocol):
 
     # ---- the task: one request at a time ------------------------------------------------------
 
-    async def _run(self, request: Request | None) -> None:
+    async def _run(self, request: Request) -> None:
         try:
-            while request is not None:
-                await self._serve(request)
-                if self._close_after or self.closed or self._server.draining:
-                    self.close()
-                    return
-                request = self._next()
-                if request is None:
-                    if self.closed:
-                        return
-                    self._waiter = self._loop.create_future()
-                    request = await self._waiter
+            await self._serve(request)
+        except BaseException:
+            self._current = None  # cancelled: the client hung up
+            raise
         finally:
             self.task = None
+        if not self.closed:
+            self._after()
+        else:
             self._current = None
 
     async def _serve(self, request: Request) -> None:
-        head = request.head
-        self._state = _IDLE
-        self._chunked = False
-        self._close_after = not head.keep_alive or self._server.draining
-        self._head_only = head.method == b"HEAD"
-        self._http11 = head.http11
         try:
             await self._server.handler(request, self)
-        except ProtocolError as exc:  # the request body was malformed, too large or too slow
-            self._close_after = True
+        except Exception as exc:
+            self.fail(request, exc)
+        self._finished(request)
+
+    def fail(self, request: Request, exc: Exception) -> None:
+        """Answer a request whose handling raised ``exc``: its status for a
+        :class:`ProtocolError` (the request body was malformed, too large or too
+        slow), else 500; a response already under way is cut."""
+        self._close_after = True
+        if isinstance(exc, ProtocolError):
             if self._state == _IDLE:
                 self.send_json(exc.status, {"error": exc.detail})
             else:
                 self.abort()
-        except Exception:
-            if not self.closed:
-                log.exception("router handler failed on %s %r", request.method, head.target[:200])
-            if self._state == _IDLE:
-                self._close_after = True
-                self.send_json(500, {"error": "internal router error"})
-            else:
-                self.abort()
+            return
+        if not self.closed:
+            log.error(
+                "router handler failed on %s %r",
+                request.method,
+                request.head.target[:200],
+                exc_info=exc,
+            )
+        if self._state == _IDLE:
+            self.send_json(500, {"error": "internal router error"})
+        else:
+            self.abort()
+
+    def _finished(self, request: Request) -> None:
         if self._state != _DONE:
             if self._state == _IDLE:
                 self._close_after = True
@@ -467,12 +523,18 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self._server.batch.flush()  # what was answered goes out first
             self.transport.close()
         self.closed = True
 
     def _write_raw(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            self._server.batch.write(self._write_now, data)
+
+    def _write_now(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     @property
     def busy(self) -> bool:

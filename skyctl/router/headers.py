@@ -32,6 +32,7 @@ _DROP_UPSTREAM = re.compile(
 _DROP_AUTHORIZATION = re.compile(rb"\n(?:authorization):[^\r]*\r", re.I).sub
 _DROP_DOWNSTREAM = re.compile(rb"\n(?:%b|content-length|x-request-id):[^\r]*\r" % _HOP, re.I).sub
 _IDS_PER_DRAW = 256
+_ONLY_PERSISTENCE = (frozenset({b"keep-alive"}), frozenset({b"close"}))
 
 
 class _Ids:
@@ -67,6 +68,8 @@ def request_id(value: bytes | None) -> bytes:
 
 def _without_named(fields: bytes, connection: frozenset[bytes]) -> bytes:
     """Drop the headers a Connection header names (beyond keep-alive and close)."""
+    if connection in _ONLY_PERSISTENCE:
+        return fields
     named = connection - {b"keep-alive", b"close"}
     if not named:
         return fields

@@ -13,7 +13,8 @@ import asyncio
 import ssl
 from typing import Any
 
-from skyctl.router.front import Connection, Handler
+from skyctl.router.batch import WriteBatch
+from skyctl.router.front import Connection, FastHandler, Handler
 from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES
 
 
@@ -32,9 +33,15 @@ class FrontServer:
         max_body_bytes: int = 64 << 20,
         max_connections: int = 1024,
         ssl_context: ssl.SSLContext | None = None,
+        fast: FastHandler | None = None,
     ) -> None:
-        """Timeouts in seconds; limits as in the module docstring (they may be changed live)."""
+        """Timeouts in seconds; limits as in the module docstring (they may be changed live).
+
+        ``fast``: offered every request first; the exchange it returns answers
+        it without a task (None: ``handler`` runs in a task).
+        """
         self.handler = handler
+        self.fast = fast
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
@@ -48,6 +55,7 @@ class FrontServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
+        self.batch = WriteBatch(self.loop)  # responses go out at the end of each iteration
 
     async def start(self, host: str, port: int) -> int:
         self.loop = asyncio.get_running_loop()
@@ -85,12 +93,16 @@ class FrontServer:
                 conn.close()
 
     async def close(self) -> None:
-        """Cut every connection, cancel the requests still running and wait for them."""
+        """Cut every connection, cancel the requests still running and wait for them
+        (an exchange's tasks are cancelled by its connection's loss)."""
         self.stop_accepting()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         tasks = [c.task for c in self.connections if c.task is not None]
+        for conn in self.connections:
+            if conn.exchange is not None:
+                tasks += conn.exchange.tasks()
         for conn in list(self.connections):
             conn.abort()
         for task in tasks:

@@ -1,10 +1,14 @@
 """Fan-out and hedging: send one request to several replicas, keep the first good answer.
 
-A :class:`Race` sends copies of a request to replicas (all ``k`` at once for
-``fan_out``; one, then a hedge after a delay, for ``hedge``) and waits:
+A :class:`Race` is an :class:`~skyctl.router.exchange.Exchange` that sends
+copies of a request to replicas (all ``k`` at once for ``fan_out``; one,
+then a hedge after a delay, for ``hedge``) and settles, from the copies'
+callbacks:
 
 - the first response that is not a 5xx wins, as soon as its headers arrive
-  (for a streamed response the router commits to that replica);
+  (for a streamed response the router commits to that replica); the race is
+  decided once the event loop has run the other callbacks of the same
+  instant, so answers that arrived together are all read first;
 - every other copy loses: one still in flight is cancelled, which closes its
   connection (the replica sees the disconnect); one whose answer already
   arrived whole keeps its connection, back in the pool; one half-read is
@@ -14,10 +18,10 @@ A :class:`Race` sends copies of a request to replicas (all ``k`` at once for
 - when every copy failed, or the overall deadline passed, the best error is
   answered: a replica's own 5xx first, then 504 for a timeout, then 502.
 
-A copy goes out at once on an idle pooled connection (no task: its
-response's ``arrival`` future is watched directly); only a copy that must
-connect first runs as a task. The hedge delay runs on the injected clock; the
-overall deadline, like the socket timeouts, on the event loop's time.
+Copies go out at once on idle pooled connections, with no task; only a copy
+that must connect first, the hedge timer and a streamed relay run as tasks.
+The hedge delay runs on the injected clock; the overall deadline, like the
+socket timeouts, on the event loop's time (checked with the other deadlines).
 """
 
 from __future__ import annotations
@@ -26,12 +30,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from skyctl.clock import Clock
-from skyctl.router.client import Response
+from skyctl.router.exchange import Context, Copy, Exchange
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import downstream_lines
-from skyctl.router.stats import Attempt, ReplicaState, Reservoir
-from skyctl.router.upstream import AttemptFailed, Upstream, read_error_body, relay
+from skyctl.router.stats import ReplicaState
+from skyctl.router.upstream import ERROR_BODY_LIMIT, read_error_body
 
 
 class RacePlan(NamedTuple):
@@ -44,227 +47,165 @@ class RacePlan(NamedTuple):
     deadline: float = 300.0
 
 
-class _Copy:
-    """One copy of the request on one replica."""
-
-    __slots__ = ("attempt", "future", "resp", "started")
-
-    def __init__(
-        self,
-        attempt: Attempt,
-        future: asyncio.Future[Response],
-        resp: Response | None,
-        started: float,
-    ) -> None:
-        self.attempt = attempt
-        self.future = future  # the response's arrival, or a task that connects first
-        self.resp = resp  # known at once when sent on a pooled connection
-        self.started = started
-
-
-def _release_late(task: asyncio.Future[Response]) -> None:
-    """Done-callback of a cancelled copy's task: drop whatever it still got."""
-    if task.cancelled():
-        return
-    if task.exception() is None:
-        task.result().release()
-
-
-class Race:
+class Race(Exchange):
     """One request raced over several replicas (see the module docstring)."""
 
     def __init__(
         self,
-        upstream: Upstream,
-        clock: Clock,
-        latency: Reservoir,
-        try_hedge: Callable[[], bool],
-        service: str,
-    ) -> None:
-        self._up = upstream
-        self._clock = clock
-        self._latency = latency
-        self._try_hedge = try_hedge
-        self._service = service
-        self._loop = asyncio.get_running_loop()  # created inside the event loop it serves
-
-    def _start(
-        self,
-        replica: ReplicaState,
-        request: Request,
-        lines: bytes,
-        body: bytes,
-        length: int | None,
-        wake: Callable[[object], None],
-    ) -> _Copy:
-        attempt = Attempt(replica)
-        head = request.head
-        started = self._clock.now()
-        resp = self._up.begin(replica, head.method, head.target, lines, body, length)
-        future: asyncio.Future[Response]
-        if resp is not None:
-            future = resp.arrival
-        else:
-            future = self._loop.create_task(
-                self._up.open(replica, head.method, head.target, lines, body, None, length)
-            )
-        future.add_done_callback(wake)
-        return _Copy(attempt, future, resp, started)
-
-    def _settle(self, copy: _Copy) -> Response | AttemptFailed:
-        """A copy whose future is done: its response (head in) or its failure."""
-        replica = copy.attempt.replica
-        exc = copy.future.exception()
-        if exc is not None:
-            replica.errors += 1
-            copy.attempt.release()
-            if copy.resp is not None:
-                copy.resp.release()
-            return self._up.failure(replica, exc)
-        resp = copy.resp = copy.future.result()
-        elapsed = self._clock.now() - copy.started
-        replica.latency.add(elapsed)
-        self._latency.add(elapsed)
-        if resp.status >= 500:
-            replica.errors += 1
-        return resp
-
-    @staticmethod
-    def _lose(copy: _Copy) -> None:
-        """A copy that lost: cancel it if in flight; keep its connection only if whole."""
-        copy.attempt.replica.cancelled += 1
-        copy.attempt.release()
-        future = copy.future
-        if copy.resp is not None:
-            copy.resp.release()  # cancels a pending arrival; closes unless it arrived whole
-        elif future.done():
-            _release_late(future)
-        else:
-            future.cancel()  # the task closes its connection as it unwinds
-            future.add_done_callback(_release_late)
-
-    async def run(
-        self,
-        request: Request,
+        ctx: Context,
         out: Connection,
+        request: Request,
         rid: bytes,
-        plan: RacePlan,
         lines: bytes,
+        *,
+        plan: RacePlan,
         body: bytes,
+        try_hedge: Callable[[], bool],
     ) -> None:
-        loop = self._loop
-        spares = list(plan.spares)
-        retries = plan.retries
-        started = 0
-        pending: list[_Copy] = []
-        signal: list[asyncio.Future[None]] = [loop.create_future()]
+        super().__init__(ctx, out, request, rid, lines)
+        self._plan = plan
+        self._body = body
         head = request.head
-        length = None if head.content_length is None and not head.chunked else len(body)
+        self._length = None if head.content_length is None and not head.chunked else len(body)
+        self._try_hedge = try_hedge
+        self._spares = list(plan.spares)
+        self._retries = plan.retries
+        self._pending: list[Copy] = []
+        self._sent = 0
+        self._error: Copy | None = None  # the first replica 5xx
+        self._winner: Copy | None = None  # decided at the end of this loop iteration
+        self._timed_out = False
+        self._hedge: asyncio.Task[None] | None = None
+        self._error_read: asyncio.Task[None] | None = None
 
-        def wake(_: object) -> None:
-            if not signal[0].done():
-                signal[0].set_result(None)
-
-        def start(replica: ReplicaState) -> None:
-            nonlocal started
-            started += 1
-            pending.append(self._start(replica, request, lines, body, length, wake))
-
+    def start(self) -> None:
+        plan = self._plan
+        deadlines = self.ctx.upstream.pool.deadlines
+        deadlines.add(self, self.ctx.loop.time() + plan.deadline)
         for replica in plan.first:
-            start(replica)
-        deadlines = self._up.pool.deadlines
-        deadline = loop.time() + plan.deadline  # a socket-level deadline, on the loop's time
-        hedge: asyncio.Task[None] | None = None
-        if plan.hedge_delay is not None and spares:
-            hedge = loop.create_task(self._clock.sleep(plan.hedge_delay))
-            hedge.add_done_callback(wake)
-        winner: _Copy | None = None
-        error: _Copy | None = None  # the first replica 5xx
-        timed_out = False
-        try:
-            while pending:
-                done = [c for c in pending if c.future.done()]
-                if not done and not (hedge is not None and hedge.done()):
-                    waiter = signal[0]
-                    if waiter.done():
-                        waiter = signal[0] = loop.create_future()
-                    deadlines.add(waiter, deadline)
-                    try:
-                        await waiter
-                    except TimeoutError:
-                        timed_out = True
-                        break
-                    finally:
-                        deadlines.discard(waiter)
-                    continue
-                for copy in done:
-                    pending.remove(copy)
-                    answer = self._settle(copy)
-                    if isinstance(answer, AttemptFailed):
-                        if answer.kind == "timeout":
-                            timed_out = True
-                        elif retries > 0 and spares:
-                            retries -= 1
-                            start(spares.pop(0))
-                    elif answer.status >= 500:
-                        if error is None:
-                            error = copy
-                        else:
-                            answer.release()
-                            copy.attempt.release()
-                    elif winner is None:
-                        winner = copy
-                    else:  # answered in the same instant: a loser
-                        self._lose(copy)
-                if winner is not None:
-                    break
-                if hedge is not None and hedge.done():
-                    hedge = None
-                    if spares and self._try_hedge():
-                        start(spares.pop(0))
-        except BaseException:  # cancelled (the client left): the 5xx kept aside goes too
-            if error is not None and error.resp is not None:
-                error.resp.release()
-                error.attempt.release()
-            raise
-        finally:
-            if hedge is not None:
-                hedge.cancel()
-            for copy in pending:
-                self._lose(copy)
-        if winner is None:
-            await self._best_error(out, rid, error, timed_out, started)
+            self._send(replica)
+        if plan.hedge_delay is not None and self._spares and not self.over:
+            self._hedge = self.ctx.loop.create_task(self.ctx.clock.sleep(plan.hedge_delay))
+            self._hedge.add_done_callback(self._hedge_due)
+
+    def _send(self, replica: ReplicaState) -> None:
+        self._sent += 1
+        self._pending.append(Copy(self, replica, self._body, self._length, None))
+
+    # -- the overall deadline (an Expirable for Deadlines)
+    def done(self) -> bool:
+        return self.over
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self._winner is None:  # else the winner is decided in this very iteration
+            self._timed_out = True
+            self._settle(None)
+
+    def _hedge_due(self, task: asyncio.Task[None]) -> None:
+        self._hedge = None
+        if self.over or task.cancelled():
             return
-        if error is not None and error.resp is not None:
-            error.resp.release()
-            error.attempt.release()
-        assert winner.resp is not None
-        replica = winner.attempt.replica
-        replica.wins += 1
-        try:
-            await relay(out, winner.resp, rid, lambda: self._broken(replica))
-        finally:
-            winner.attempt.release()
+        if self._spares and self._try_hedge():
+            self._send(self._spares.pop(0))
 
-    def _broken(self, replica: ReplicaState) -> None:
-        replica.errors += 1
-        self._up.report(replica.replica_id)
-
-    async def _best_error(
-        self, out: Connection, rid: bytes, error: _Copy | None, timed_out: bool, tried: int
-    ) -> None:
-        if error is not None and error.resp is not None:
-            resp = error.resp
-            try:
-                body = await read_error_body(resp)
-            finally:
-                error.attempt.release()
-            out.send(resp.status, resp.reason, downstream_lines(resp.head, rid=rid), body)
-        elif timed_out:
-            out.send_json(
-                504, {"error": "replicas did not answer in time", "service": self._service}, rid
-            )
+    # -- copies
+    def copy_head(self, copy: Copy) -> None:
+        self._pending.remove(copy)
+        resp = copy.resp
+        assert resp is not None
+        if resp.status < 500:
+            if self._winner is None:
+                copy.replica.wins += 1
+                self._winner = copy
+                self.ctx.loop.call_soon(self._decide)
+            else:  # answered in the same instant: a loser, whose answer may be whole
+                copy.replica.cancelled += 1
+                copy.drop()
+            return
+        copy.replica.errors += 1
+        if self._error is None:
+            self._error = copy
         else:
-            out.send_json(
-                502, {"error": f"all {tried} replicas failed", "service": self._service}, rid
-            )
+            copy.drop()
+        if not self._pending and self._winner is None:
+            self._settle(None)
+
+    def copy_failed(self, copy: Copy, exc: BaseException) -> None:
+        self._pending.remove(copy)
+        failure = self.ctx.upstream.failure(copy.replica, exc)
+        if failure.kind == "timeout":
+            self._timed_out = True
+        elif self._retries > 0 and self._spares and self._winner is None:
+            self._retries -= 1
+            self._send(self._spares.pop(0))
+        if not self._pending and self._winner is None:
+            self._settle(None)
+
+    def _decide(self) -> None:
+        winner, self._winner = self._winner, None
+        if winner is not None and not self.over:
+            self._settle(winner)
+
+    def _settle(self, winner: Copy | None) -> None:
+        """The race is decided: losers go, then the winner's answer or the best error."""
+        self.ctx.upstream.pool.deadlines.discard(self)
+        self._stop_racing()
+        error, self._error = self._error, None
+        if winner is not None:
+            if error is not None:
+                error.drop()
+            self.deliver(winner)
+        elif error is not None:
+            self._answer_error(error)
+        elif self._timed_out:
+            self.send_json(504, {"error": "replicas did not answer in time"})
+        else:
+            self.send_json(502, {"error": f"all {self._sent} replicas failed"})
+
+    def _stop_racing(self) -> None:
+        hedge, self._hedge = self._hedge, None
+        if hedge is not None:
+            hedge.cancel()
+        pending, self._pending = self._pending, []
+        for copy in pending:  # losers: cancelled if in flight, kept if whole
+            copy.replica.cancelled += 1
+            copy.drop()
+
+    def _answer_error(self, copy: Copy) -> None:
+        """Pass on a replica's 5xx with (up to 64 KiB of) its body."""
+        resp = copy.resp
+        assert resp is not None
+        if resp.body.complete:
+            body = resp.body.take()[:ERROR_BODY_LIMIT]
+            self.out.send(resp.status, resp.reason, downstream_lines(resp.head, rid=self.rid), body)
+            copy.drop()
+            self._finish()
+            return
+        self._error_read = self.ctx.loop.create_task(self._read_error(copy))
+
+    async def _read_error(self, copy: Copy) -> None:
+        resp = copy.resp
+        assert resp is not None
+        try:
+            body = await read_error_body(resp)
+        finally:
+            self._error_read = None
+            copy.drop()
+        self.out.send(resp.status, resp.reason, downstream_lines(resp.head, rid=self.rid), body)
+        self._finish()
+
+    def _drop_all(self) -> None:
+        self.ctx.upstream.pool.deadlines.discard(self)
+        self._stop_racing()
+        winner, self._winner = self._winner, None
+        if winner is not None:
+            winner.drop()
+        error, self._error = self._error, None
+        if error is not None:
+            error.drop()
+        read, self._error_read = self._error_read, None
+        if read is not None:
+            read.cancel()
+
+    def _copy_tasks(self) -> list[asyncio.Task[None] | None]:
+        return [self._hedge, self._error_read, *(c.task for c in self._pending)]

@@ -30,18 +30,18 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 
 from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import metrics, security
+from skyctl.router.exchange import Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
 from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
-from skyctl.router.stats import Attempt, RateWindow, ReplicaState, Reservoir
-from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
+from skyctl.router.stats import RateWindow, ReplicaState, Reservoir
+from skyctl.router.upstream import Upstream
 from skyctl.spec import TLS, ServiceSection
 from skyctl.types import Backend
 
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 LOCAL_PREFIX = "/-/skyctl/"
 _LOCAL_PREFIX = LOCAL_PREFIX.encode()
 _HEALTH = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
-_NO_EXCLUSION: frozenset[int] = frozenset()
-_UNREAD = object()  # the request body has not been looked at yet
 
 
 class Router:
@@ -87,7 +85,7 @@ class Router:
         self._active = 0
         self._idle: asyncio.Event | None = None
         self._upstream: Upstream | None = None
-        self._race: Race | None = None
+        self._ctx: Context | None = None
         self._front: FrontServer | None = None
         self._port = 0
         self._secrets: Mapping[str, str] = dict(secrets or {})
@@ -114,16 +112,23 @@ class Router:
             on_backend_error=self._on_backend_error,
             ssl_context=replica_ssl,
         )
-        self._race = Race(self._upstream, self._clock, self._latency, self._try_hedge, self.service)
+        self._ctx = Context(
+            self._upstream,
+            self._clock,
+            self._latency,
+            self.service,
+            asyncio.get_running_loop(),
+            self._leave,
+        )
         self._idle = asyncio.Event()
         self._idle.set()
-        front = FrontServer(self._handle, ssl_context=self._tls)
+        front = FrontServer(self._handle, ssl_context=self._tls, fast=self._fast)
         security.apply_limits(front, opts)
         try:
             self._port = await front.start(host, port or 0)
         except BaseException:
             await self._upstream.close()
-            self._upstream = self._race = None
+            self._upstream = self._ctx = None
             raise
         self._front = front
         self._upstream.pool.retain({s.origin for s in self._replicas})
@@ -163,7 +168,7 @@ class Router:
         if upstream is not None:
             await upstream.close()
         self._upstream = None
-        self._race = None
+        self._ctx = None
 
     # ---- control ------------------------------------------------------------------
 
@@ -269,6 +274,33 @@ class Router:
 
     # ---- request path ---------------------------------------------------------------
 
+    def _fast(self, request: Request, out: Connection) -> Exchange | None:
+        """The front's fast hook: the exchange for a request that needs no waiting
+        (replicas ready, body absent or whole within the replay buffer), else None
+        and :meth:`_handle` runs in a task."""
+        head = request.head
+        auth = self._auth
+        if (auth is not None and not auth.check(head.authorization)) or head.target.startswith(
+            _LOCAL_PREFIX
+        ):
+            return None
+        replicas = self._replicas
+        body = request.body
+        if not replicas or self._ctx is None:
+            return None
+        if body is None:
+            data = b""
+        elif (
+            body.complete
+            and head.content_length is not None
+            and head.content_length <= self._section.router.max_buffer_bytes
+        ):
+            data = body.take()
+        else:
+            return None
+        self._enter()
+        return self._exchange(request, out, request_id(head.request_id), replicas, data)
+
     async def _handle(self, request: Request, out: Connection) -> None:
         auth = self._auth
         if auth is not None and not auth.check(request.head.authorization):
@@ -278,17 +310,27 @@ class Router:
         if request.head.target.startswith(_LOCAL_PREFIX):
             self._local(request, out)
             return
+        self._enter()
+        exchange: Exchange | None = None
+        try:
+            exchange = await self._prepare(request, out)
+        finally:
+            if exchange is None:
+                self._leave()
+        if exchange is not None:
+            await exchange.wait()
+
+    def _enter(self) -> None:
         self._requests += 1
         self._rate.record(self._clock.now())
         self._active += 1
-        if self._idle is not None:
+        if self._active == 1 and self._idle is not None:
             self._idle.clear()
-        try:
-            await self._proxy(request, out)
-        finally:
-            self._active -= 1
-            if self._active == 0 and self._idle is not None:
-                self._idle.set()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0 and self._idle is not None:
+            self._idle.set()
 
     async def _wait_for_replica(self) -> list[ReplicaState]:
         """No replica is ready: wait a bounded time (and in bounded numbers) for one,
@@ -306,24 +348,65 @@ class Router:
             self._waiting -= 1
         return self._replicas
 
-    async def _proxy(self, request: Request, out: Connection) -> None:
+    async def _prepare(self, request: Request, out: Connection) -> Exchange | None:
+        """Wait for what a request needs (a ready replica, its body); None once answered."""
         rid = request_id(request.head.request_id)
         replicas = self._replicas or await self._wait_for_replica()
-        if not replicas:
+        if not replicas or self._ctx is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
-            return
+            return None
+        body = await self._replay_body(request)
+        return self._exchange(request, out, rid, replicas, body)
+
+    def _exchange(
+        self,
+        request: Request,
+        out: Connection,
+        rid: bytes,
+        replicas: list[ReplicaState],
+        body: bytes | None,
+    ) -> Exchange:
+        """A race for fan-out and hedging, else one replica at a time.
+
+        ``body``: the whole request body (b"" without one), or None when it is
+        too large to keep for replays: it then streams to one replica, untried
+        elsewhere.
+        """
+        ctx = self._ctx
+        assert ctx is not None
         opts = self._section.router
-        body: object = _UNREAD
+        lines = self._lines(request, rid)
         if (
-            self._policy in (routing.FAN_OUT, routing.HEDGE)
+            body is not None
+            and self._policy in (routing.FAN_OUT, routing.HEDGE)
             and len(replicas) > 1
             and request.method in opts.fan_out_methods
         ):
-            body = await self._replay_body(request)
-            if isinstance(body, bytes):
-                await self._fan_out(request, out, rid, replicas, body)
-                return
-        await self._forward(request, out, rid, replicas, body)
+            plan = self._race_plan(replicas)
+            return Race(
+                ctx, out, request, rid, lines, plan=plan, body=body, try_hedge=self._try_hedge
+            )
+        head = request.head
+        data: bytes | BodyStream | None
+        if body is not None:
+            data, tries = body, 1 + opts.retries
+            declared = head.content_length is not None or head.chunked
+            length = len(body) if declared else None
+        else:  # streamed once, to one replica
+            data, tries, length = request.body, 1, head.content_length
+        return Forward(
+            ctx,
+            out,
+            request,
+            rid,
+            lines,
+            replicas=replicas,
+            pick=self._pick,
+            body=data,
+            length=length,
+            tries=tries,
+            timeout=opts.request_timeout_seconds,
+        )
 
     async def _replay_body(self, request: Request) -> bytes | None:
         """The whole request body when it fits the replay buffer; None to stream it once."""
@@ -349,7 +432,7 @@ class Router:
             drop_authorization=auth is not None and not auth.forward,
         )
 
-    def _pick(self, replicas: list[ReplicaState], excluded: frozenset[int]) -> int:
+    def _pick(self, replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
         policy = self._policy
         if policy == routing.ROUND_ROBIN:
             index = routing.pick_round_robin(len(replicas), self._cursor, excluded)
@@ -362,109 +445,7 @@ class Router:
         self._cursor = index + 1
         return index
 
-    async def _forward(
-        self,
-        request: Request,
-        out: Connection,
-        rid: bytes,
-        replicas: list[ReplicaState],
-        body: object,
-    ) -> None:
-        """One replica at a time; on a connection error, the next untried one.
-
-        A non-idempotent request goes to the next replica only when the failed
-        one cannot have seen it (:func:`~skyctl.router.upstream.may_retry`).
-        """
-        upstream = self._upstream
-        assert upstream is not None
-        opts = self._section.router
-        if body is _UNREAD:
-            body = await self._replay_body(request)
-        head = request.head
-        data: bytes | BodyStream | None
-        if isinstance(body, bytes):
-            data, tries = body, 1 + opts.retries
-            declared = head.content_length is not None or head.chunked
-            length = len(body) if declared else None
-        else:  # streamed once, to one replica
-            data, tries, length = request.body, 1, head.content_length
-        lines = self._lines(request, rid)
-        excluded = _NO_EXCLUSION
-        last: AttemptFailed | None = None
-        for _ in range(tries):
-            index = self._pick(replicas, excluded)
-            if index < 0:
-                break
-            excluded = excluded | {index}
-            replica = replicas[index]
-            attempt = Attempt(replica)
-            try:
-                started = self._clock.now()
-                try:
-                    resp = await upstream.open(
-                        replica,
-                        head.method,
-                        head.target,
-                        lines,
-                        data,
-                        opts.request_timeout_seconds,
-                        length,
-                    )
-                except AttemptFailed as exc:
-                    replica.errors += 1
-                    if exc.kind == "timeout":
-                        out.send_json(
-                            504,
-                            {"error": "replica did not answer in time", "service": self.service},
-                            rid,
-                        )
-                        return
-                    last = exc
-                    if may_retry(head.method, exc):
-                        continue
-                    method = head.method.decode("latin-1")
-                    error = f"replica failed after the request was sent; a {method} is not retried"
-                    out.send_json(
-                        502, {"error": error, "service": self.service, "detail": exc.detail}, rid
-                    )
-                    return
-                elapsed = self._clock.now() - started
-                replica.latency.add(elapsed)
-                self._latency.add(elapsed)
-                if resp.status >= 500:
-                    replica.errors += 1
-                else:
-                    replica.wins += 1
-                await relay(out, resp, rid, partial(self._broken, replica))
-                return
-            finally:
-                attempt.release()
-        detail = last.detail if last is not None else "no replica to try"
-        out.send_json(
-            502,
-            {
-                "error": f"all {len(excluded)} tried replicas failed",
-                "service": self.service,
-                "detail": detail,
-            },
-            rid,
-        )
-
-    def _broken(self, replica: ReplicaState) -> None:
-        replica.errors += 1
-        if self._upstream is not None:
-            self._upstream.report(replica.replica_id)
-
-    async def _fan_out(
-        self,
-        request: Request,
-        out: Connection,
-        rid: bytes,
-        replicas: list[ReplicaState],
-        body: bytes,
-    ) -> None:
-        race = self._race
-        assert race is not None
+    def _race_plan(self, replicas: list[ReplicaState]) -> RacePlan:
         opts = self._section.router
         if self._policy == routing.FAN_OUT and opts.fan_out >= len(replicas):
             ranked = replicas  # every replica gets a copy: no ranking to do
@@ -476,22 +457,20 @@ class Router:
             ranked = [replicas[i] for i in order]
         if self._policy == routing.FAN_OUT:
             k = max(1, min(opts.fan_out, len(ranked)))
-            plan = RacePlan(
+            return RacePlan(
                 first=ranked[:k],
                 spares=ranked[k:],
                 retries=opts.retries,
                 deadline=opts.request_timeout_seconds,
             )
-        else:
-            self._hedge_tokens = routing.earn_hedge_tokens(self._hedge_tokens, opts.hedge_budget)
-            plan = RacePlan(
-                first=ranked[:1],
-                spares=ranked[1:],
-                hedge_delay=self._hedge_delay(),
-                retries=opts.retries,
-                deadline=opts.request_timeout_seconds,
-            )
-        await race.run(request, out, rid, plan, self._lines(request, rid), body)
+        self._hedge_tokens = routing.earn_hedge_tokens(self._hedge_tokens, opts.hedge_budget)
+        return RacePlan(
+            first=ranked[:1],
+            spares=ranked[1:],
+            hedge_delay=self._hedge_delay(),
+            retries=opts.retries,
+            deadline=opts.request_timeout_seconds,
+        )
 
     def _hedge_delay(self) -> float | None:
         fixed = self._section.router.hedge_delay_seconds

@@ -1,8 +1,10 @@
 """Talking to replicas: attempts with error translation, and the streaming relay.
 
-:class:`Upstream` owns the router's keep-alive :class:`~skyctl.router.client.Pool`
-and opens requests on replicas, translating the client's errors into
-:class:`AttemptFailed` with a ``kind``:
+:class:`Upstream` owns the router's keep-alive :class:`~skyctl.router.client.Pool`,
+writes request heads for replicas (:meth:`Upstream.prepare`; the requests
+themselves go out through :mod:`skyctl.router.exchange`) and translates the
+client's errors into :class:`AttemptFailed` with a ``kind``
+(:meth:`Upstream.failure`):
 
 - ``"connect"``: the connection failed or was reset before a response came;
   the replica is reported (``on_backend_error``). ``unsent`` says whether no
@@ -13,9 +15,9 @@ and opens requests on replicas, translating the client's errors into
 - ``"timeout"``: no response headers within the deadline (a 504).
 
 A request body that fails on the client's side while it is uploaded (too
-slow, too large, malformed, cut) is no attempt failure: :meth:`Upstream.open`
-raises its cause (a :class:`~skyctl.router.http1.ProtocolError` carrying the
-status to answer, or the disconnect) and the replica is not blamed.
+slow, too large, malformed, cut) is no attempt failure: the exchange answers
+its cause (a :class:`~skyctl.router.http1.ProtocolError` carrying the status
+to answer, or the disconnect) and the replica is not blamed.
 
 :func:`relay` streams a response to the client chunk by chunk as it arrives.
 A replica failing after response bytes went out aborts the client connection,
@@ -29,12 +31,7 @@ import ssl
 from collections.abc import Callable
 from typing import Literal
 
-from skyctl.router.client import (
-    ClientBodyError,
-    Pool,
-    Response,
-    UpstreamError,
-)
+from skyctl.router.client import ClientBodyError, Pool, Response, UpstreamError
 from skyctl.router.front import Connection
 from skyctl.router.headers import downstream_lines, request_head
 from skyctl.router.http1 import BodyStream
@@ -114,7 +111,7 @@ class Upstream:
         except Exception:  # the controller's callback must never break a request
             log.exception("on_backend_error(%s) raised", replica_id)
 
-    def _head(
+    def prepare(
         self,
         replica: ReplicaState,
         method: bytes,
@@ -123,6 +120,13 @@ class Upstream:
         body: bytes | BodyStream | None,
         length: int | None,
     ) -> tuple[bytes, bool]:
+        """The request head for ``replica``, and whether its body goes chunked.
+
+        ``lines``: the forwarded header lines (:func:`~skyctl.router.headers.upstream_lines`).
+        A bytes body is sent with its length when non-empty or when ``length``
+        is given (the client declared one); a stream body with ``length`` as
+        its Content-Length, or chunked when None.
+        """
         origin = replica.origin
         chunked = False
         if isinstance(body, BodyStream):
@@ -137,63 +141,6 @@ class Upstream:
         return request_head(
             method, origin.prefix + target, origin.host_header, lines, framing
         ), chunked
-
-    async def open(
-        self,
-        replica: ReplicaState,
-        method: bytes,
-        target: bytes,
-        lines: bytes,
-        body: bytes | BodyStream | None,
-        header_timeout: float | None,
-        length: int | None = None,
-    ) -> Response:
-        """Send a request to ``replica``; return once its response headers arrive.
-
-        ``lines``: the forwarded header lines (:func:`~skyctl.router.headers.upstream_lines`).
-        A bytes body is sent with its length when non-empty or when ``length``
-        is given (the client declared one); a stream body with ``length`` as
-        its Content-Length, or chunked when None.
-        """
-        head, chunked = self._head(replica, method, target, lines, body, length)
-        pool = self.pool
-        # the hot path: an idle pooled connection, no coroutine layer in between
-        resp = pool.begin(replica.origin, method, head, body, header_timeout, chunked)
-        if resp is None:
-            try:
-                return await pool.request(
-                    replica.origin, method, head, body, header_timeout, chunked
-                )
-            except ClientBodyError as exc:
-                raise exc.cause from None
-            except (UpstreamError, OSError) as exc:
-                raise self.failure(replica, exc) from exc
-        try:
-            return await resp.arrival
-        except BaseException as exc:
-            resp.release()  # cancelled or failed: the connection closes
-            if isinstance(exc, ClientBodyError):
-                raise exc.cause from None
-            if isinstance(exc, (UpstreamError, OSError)):
-                raise self.failure(replica, exc) from exc
-            raise
-
-    def begin(
-        self,
-        replica: ReplicaState,
-        method: bytes,
-        target: bytes,
-        lines: bytes,
-        body: bytes,
-        length: int | None = None,
-    ) -> Response | None:
-        """Send at once on an idle pooled connection (no task, no await); None if none.
-
-        Await ``response.arrival``; translate its exception with :meth:`failure`;
-        release the response when done.
-        """
-        head, chunked = self._head(replica, method, target, lines, body, length)
-        return self.pool.begin(replica.origin, method, head, body, None, chunked)
 
     def failure(self, replica: ReplicaState, exc: BaseException) -> AttemptFailed:
         """The :class:`AttemptFailed` for a client error (the replica is reported if at fault)."""

@@ -1,0 +1,31 @@
+"""Where a replica listens, parsed once from its URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a replica listens: ``http[s]://host:port[/prefix]``."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: bytes = b""  # a path prefix every request target gets
+    host_header: bytes = field(default=b"", compare=False)
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"replica url must be http(s)://host[:port], got {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(
+            parts.scheme,
+            parts.hostname,
+            port,
+            parts.path.rstrip("/").encode("ascii"),
+            parts.netloc.encode("idna"),
+        )

@@ -116,9 +116,12 @@ def process(
             proc.wait()
 
 
-def wrk(url: str, seconds: int, connections: int = 32) -> dict[str, float]:
+def wrk(
+    url: str, seconds: int, connections: int = 32, script: Path | None = None
+) -> dict[str, float]:
+    extra = ["-s", str(script)] if script is not None else []
     out = subprocess.run(
-        pinned(0, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]),
+        pinned(0, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url]),
         capture_output=True,
         text=True,
         check=True,
@@ -189,6 +192,29 @@ def measured(url: str, seconds: int, pid: int | None) -> tuple[dict[str, float],
     return loaded, wrk(url, 2, 1)
 
 
+PACED_DELAY_MS = 2
+
+
+PACED_CONNECTIONS = 0  # set by half_load for the report
+
+
+def half_load(
+    tmp: Path, router_url: str, backend_url: str, peak: float, seconds: int
+) -> list[tuple[str, dict[str, float]]]:
+    """P50 at about half the router's peak: wrk connections that each wait
+    PACED_DELAY_MS between requests, as many as make half the peak rate; the
+    backend directly with the same pacing, for the latency the router adds."""
+    global PACED_CONNECTIONS
+    script = tmp / "paced.lua"
+    script.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
+    # each connection: one request per (delay + about 0.3 ms of latency)
+    connections = max(1, round(peak / 2 * (PACED_DELAY_MS + 0.3) / 1000))
+    PACED_CONNECTIONS = connections
+    routed = wrk(router_url, seconds, connections, script)
+    direct = wrk(backend_url, seconds, connections, script)
+    return [("backend directly, paced", direct), ("router least_load, paced", routed)]
+
+
 def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
     backend = nginx_conf(
         tmp,
@@ -218,10 +244,13 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
             ("skyctl router least_load", router_argv("least_load", [target]), ROOT),
             ("skyctl router fan_out k=2", router_argv("fan_out", [target, target]), ROOT),
         ]
+        paced: list[tuple[str, dict[str, float]]] = []
         for name, argv, cwd in runs:
             with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                 url = f"http://127.0.0.1:{line.split()[1]}/"
                 rows.append((name, *measured(url, seconds, proc.pid)))
+                if name == "skyctl router least_load":
+                    paced = half_load(tmp, url, target + "/", rows[-1][1]["rps"], seconds)
     ngx_row = rows[1][1]
     least_row = next(r[1] for r in rows if r[0] == "skyctl router least_load")
     fan = rows[-1][1]
@@ -240,6 +269,15 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
     print(f"fan_out k=2 / least_load throughput: {fan['rps'] / (least_row['rps'] or 1.0):.1%}")
+    if paced:
+        (_, direct), (_, routed) = paced
+        print(
+            f"At half the router's peak ({routed['rps']:.0f} req/s, wrk paced: "
+            f"{PACED_CONNECTIONS} connections, {PACED_DELAY_MS} ms between requests): P50 "
+            f"{routed['p50']:.3f} ms through the router, {direct['p50']:.3f} ms to the backend "
+            f"directly at the same pacing ({direct['rps']:.0f} req/s): the router adds "
+            f"{routed['p50'] - direct['p50']:.3f} ms"
+        )
     print(
         "CPU per request: least_load / nginx "
         f"{least_row['cpu_us'] / ngx_row['cpu_us']:.1f}x, fan_out / least_load "

@@ -107,7 +107,10 @@ class Copy:
         elapsed = self.owner.ctx.clock.now() - self.started
         self.replica.latency.add(elapsed)
         self.owner.ctx.latency.add(elapsed)
-        _guarded(self.owner, self.owner.copy_head, self)
+        try:
+            self.owner.copy_head(self)
+        except Exception as exc:  # a bug of ours: answer 500, keep the connection sane
+            self.owner.crash(exc)
 
     def on_error(self, resp: Response | None, exc: BaseException) -> None:
         self.resp = None
@@ -116,7 +119,10 @@ class Copy:
         self.attempt.release()
         if not isinstance(exc, ClientBodyError):
             self.replica.errors += 1
-        _guarded(self.owner, self.owner.copy_failed, self, exc)
+        try:
+            self.owner.copy_failed(self, exc)
+        except Exception as exc2:  # a bug of ours: answer 500, keep the connection sane
+            self.owner.crash(exc2)
 
     # -- owner side
     @property
@@ -133,15 +139,6 @@ class Copy:
         if resp is not None:
             resp.release()
         self.attempt.release()
-
-
-def _guarded(owner: Exchange, call: Callable[..., None], *args: Any) -> None:
-    """Run an exchange callback from a connection's callback: an error in our
-    code answers 500 (or cuts the response) instead of breaking the connection."""
-    try:
-        call(*args)
-    except Exception as exc:
-        owner.crash(exc)
 
 
 class Exchange:

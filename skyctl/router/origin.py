@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a replica listens: ``http[s]://host:port[/prefix]``."""
+class Origin(NamedTuple):
+    """Where a replica listens: ``http[s]://host:port[/prefix]``.
+
+    A tuple, so the connection pool's lookups hash it in C (a frozen
+    dataclass's ``__hash__`` is a Python call on every request).
+    """
 
     scheme: str
     host: str
     port: int
     prefix: bytes = b""  # a path prefix every request target gets
-    host_header: bytes = field(default=b"", compare=False)
+    host_header: bytes = b""  # the Host header for it (the URL's host[:port])
 
     @classmethod
     def parse(cls, url: str) -> Origin:

@@ -473,3 +473,43 @@ def test_duplicate_replica_ids_keep_the_first_backend() -> None:
         ]
     )
     assert list(router.replica_stats()) == [1]
+
+
+def router_tasks() -> list[asyncio.Task[object]]:
+    """Tasks running code of the router package (the test's own are elsewhere)."""
+    tasks = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and "skyctl/router/" in code.co_filename:
+            tasks.append(task)
+    return tasks
+
+
+async def test_a_plain_request_in_flight_has_no_task_of_its_own(harness: Harness) -> None:
+    """The hot path runs on callbacks: a request that needs no waiting (a replica
+    ready, no body to stream) holds no task while its replica works on it."""
+    held = await harness.replica(1, behaviour=blocked_until_gate)
+    router, url = await harness.router([held.backend], section("least_load"))
+    waiting = asyncio.ensure_future(get_text(harness, url + "/"))
+    await eventually(lambda: held.hits == 1, "the request reaches the replica")
+    assert router_tasks() == []
+    assert in_flight(router) == {1: 1}
+    held.gate.set()
+    assert await waiting == (200, "replica-1")
+    assert in_flight(router) == {1: 0}
+
+
+async def test_pipelined_requests_are_answered_in_order(harness: Harness) -> None:
+    one = await harness.replica(1)
+    _, url = await harness.router([one.backend], section("least_load"))
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+    answers = []
+    for _ in range(3):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        answers.append(await reader.readexactly(length))
+    writer.close()
+    assert answers == [b"replica-1"] * 3
+    assert [s.path for s in one.seen] == ["/p0", "/p1", "/p2"]

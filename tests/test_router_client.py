@@ -433,7 +433,7 @@ async def test_a_pooled_connection_closed_under_a_request_says_whether_any_byte_
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # closed synchronously: the pool has not seen it yet and reuses the connection
         resp = pool.begin(origin, b"POST", get(method=b"POST"))
-        assert resp is not None
+        assert resp is not None and resp.arrival is not None
         with pytest.raises(Disconnected) as failed:
             await resp.arrival
         resp.release()

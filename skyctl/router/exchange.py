@@ -52,14 +52,15 @@ class Context:
     on_finish: Callable[[], None]  # an exchange is over (the router's active count)
 
 
-class Copy:
+class Copy(Attempt):
     """The request on one replica; the connection's listener.
 
-    Holds an in-flight slot from creation until :meth:`drop` or a failure.
-    Tells its owner ``copy_head(copy)`` or ``copy_failed(copy, exc)``, once.
+    An :class:`~skyctl.router.stats.Attempt`: holds an in-flight slot from
+    creation until :meth:`drop` or a failure. Tells its owner
+    ``copy_head(copy)`` or ``copy_failed(copy, exc)``, once.
     """
 
-    __slots__ = ("_task", "attempt", "owner", "replica", "resp", "started")
+    __slots__ = ("_task", "owner", "resp", "started")
 
     def __init__(
         self,
@@ -69,10 +70,9 @@ class Copy:
         length: int | None,
         timeout: float | None,
     ) -> None:
+        super().__init__(replica)
         ctx = owner.ctx
         self.owner = owner
-        self.replica = replica
-        self.attempt = Attempt(replica)
         self.started = ctx.clock.now()
         self.resp: Response | None = None
         self._task: asyncio.Task[None] | None = None
@@ -116,7 +116,7 @@ class Copy:
         self.resp = None
         if resp is not None:
             resp.release()
-        self.attempt.release()
+        self.release()
         if not isinstance(exc, ClientBodyError):
             self.replica.errors += 1
         try:
@@ -138,11 +138,13 @@ class Copy:
         resp, self.resp = self.resp, None
         if resp is not None:
             resp.release()
-        self.attempt.release()
+        self.release()
 
 
 class Exchange:
     """One client request in flight (see the module docstring); subclasses pick replicas."""
+
+    __slots__ = ("_relay", "_waiter", "ctx", "lines", "out", "over", "request", "rid")
 
     def __init__(
         self,
@@ -268,6 +270,18 @@ class Exchange:
 
 class Forward(Exchange):
     """One replica at a time (see the module docstring)."""
+
+    __slots__ = (
+        "_body",
+        "_copy",
+        "_excluded",
+        "_last",
+        "_length",
+        "_pick",
+        "_replicas",
+        "_timeout",
+        "_tries",
+    )
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
 MAX_FIELDS = 100  # header lines in a request head (Apache's LimitRequestFields)
@@ -54,10 +54,12 @@ _REQUEST_SPECIAL = re.compile(
     rb"|authorization)"
     rb":[ \t]*([^\r]*?)[ \t]*\r",
     re.I,
-).finditer
+).findall
 _RESPONSE_SPECIAL = re.compile(
     rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*?)[ \t]*\r", re.I
-).finditer
+).findall
+# a status line, validated and split in one call
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?").fullmatch
 
 _COMMON_CONNECTION = {
     b"keep-alive": frozenset({b"keep-alive"}),
@@ -136,13 +138,12 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     return start, fields
 
 
-def _parse_fields(head: Head, special: Callable[[bytes], Iterator[re.Match[bytes]]]) -> None:
+def _parse_fields(head: Head, special: Callable[[bytes], list[tuple[bytes, bytes]]]) -> None:
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
-    for match in special(b"\n" + head.fields):
-        lower = match.group(1).lower()
-        value = match.group(2)
+    for name, value in special(b"\n" + head.fields):  # findall: (name, value) pairs, in C
+        lower = name.lower()
         if lower == b"content-length":
             lengths.append(value)
         elif lower == b"transfer-encoding":
@@ -215,16 +216,21 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
 
 def parse_response_head(data: bytes) -> Head:
     """A response head (status line and header lines, no blank line)."""
-    try:
-        start, fields = _split(data)
-    except ProtocolError as exc:
-        raise ProtocolError(502, exc.detail) from None
-    version, _, rest = start.partition(b" ")
-    status, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(status) != 3 or not status.isdigit():
+    end = data.find(b"\r\n")
+    if end < 0:
+        start, fields = data, b""
+    else:
+        start, fields = data[:end], data[end + 2 :] + b"\r\n"
+        if not _FIELDS_OK(fields):
+            raise ProtocolError(502, "malformed header section")
+    line = _STATUS_LINE(start)
+    if line is None:
+        if b"\n" in start or b"\r" in start or b"\0" in start:
+            raise ProtocolError(502, "bare CR, LF or NUL in the start line")
         raise ProtocolError(502, f"malformed status line {start[:60]!r}")
+    minor, status, reason = line.groups(b"")
     head = Head()
-    head.status, head.reason, head.http11 = int(status), reason, version == b"HTTP/1.1"
+    head.status, head.reason, head.http11 = int(status), reason, minor == b"1"
     head.fields = fields
     _parse_fields(head, _RESPONSE_SPECIAL)
     return head

@@ -50,6 +50,22 @@ class RacePlan(NamedTuple):
 class Race(Exchange):
     """One request raced over several replicas (see the module docstring)."""
 
+    __slots__ = (
+        "_body",
+        "_error",
+        "_error_read",
+        "_hedge",
+        "_length",
+        "_pending",
+        "_plan",
+        "_retries",
+        "_sent",
+        "_spares",
+        "_timed_out",
+        "_try_hedge",
+        "_winner",
+    )
+
     def __init__(
         self,
         ctx: Context,

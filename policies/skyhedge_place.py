@@ -11,6 +11,8 @@ answers where the next spot replica goes:
   or another cloud) than the home zone and the other anchors, so that one
   zone or region loss never takes every replica; failing that, another zone.
 - :func:`home_and_anchors`: zones for a batch of new replicas, anchors first.
+- :func:`tolerant_zones`: zones for a batch of new replicas when there are
+  spares enough to survive a zone loss: at most ``cap`` replicas per zone.
 
 A failure domain is ``(cloud, region)``: zone losses are strongly correlated
 within a region, far less across regions.
@@ -165,4 +167,56 @@ def home_and_anchors(
         where = loc if loc is not None else home
         per_zone[where] = per_zone.get(where, 0) + 1
         out.append((where, role))
+    return out
+
+
+def tolerant_zones(
+    offers: Mapping[Location, Offering],
+    states: Mapping[Location, LocationState],
+    per_zone: dict[Location, int],
+    count: int,
+    cap: int,
+    *,
+    avoid: Collection[Location],
+    eligible: Collection[Location],
+    premium: float,
+    region_weight: float,
+) -> list[tuple[Location, str]]:
+    """Zones for ``count`` new spot replicas, at most ``cap`` per zone, so that
+    losing any one zone costs at most ``cap`` replicas. Candidates, first
+    non-empty set wins: zones with room that are ``eligible`` (no recent loss
+    or refusal), else ACTIVE and not avoided, else not avoided, else any zone;
+    then only those priced at most ``premium`` x the cheapest of them. Among
+    those, a zone already holding ours (filling it to ``cap`` keeps the number
+    of zones, so of exposures, low), then the lowest ``price x (1 +
+    region_weight x ours in its region)`` (other regions first: losses are
+    correlated within a region). ``per_zone`` is updated."""
+    out: list[tuple[Location, str]] = []
+    for _ in range(count):
+        room = [loc for loc in offers if per_zone.get(loc, 0) < cap]
+        tiers = [
+            [loc for loc in room if loc in eligible],
+            [loc for loc in room if loc not in avoid and states.get(loc, ACTIVE) is ACTIVE],
+            [loc for loc in room if loc not in avoid],
+            list(offers),
+        ]
+        pool = next((t for t in tiers if t), [])
+        if not pool:
+            break
+        cheapest = min(offers[loc].price for loc in pool)
+        pool = [loc for loc in pool if offers[loc].price <= premium * cheapest]
+        in_region: dict[Domain, int] = {}
+        for z, n in per_zone.items():
+            in_region[domain(z)] = in_region.get(domain(z), 0) + n
+        score = {
+            loc: (
+                0 if per_zone.get(loc) else 1,
+                offers[loc].price * (1 + region_weight * in_region.get(domain(loc), 0)),
+                loc,
+            )
+            for loc in pool
+        }
+        where = min(pool, key=score.__getitem__)
+        per_zone[where] = per_zone.get(where, 0) + 1
+        out.append((where, "zone-tolerant"))
     return out

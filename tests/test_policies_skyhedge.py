@@ -15,6 +15,7 @@ from policies.skyhedge import (
     location_states,
     make_skyhedge,
 )
+from policies.skyhedge_place import tolerant_zones
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.sim import SimConfig, simulate
 from skyctl.traces import Trace, ZoneTrace
@@ -239,11 +240,186 @@ def test_rebalancing_moves_one_replica_to_an_anchor(zones, starting, launch, dra
     ids=["only the home zone is known good: one on-demand", "another zone is eligible: none"],
 )
 def test_the_ondemand_floor_covers_a_single_known_zone(refused: list[str], floor: int) -> None:
-    reps = [replica(i, "us-west-2a") for i in range(1, 5)]
-    events = [LocationEvent(K.CAPACITY_ERROR, loc(z), 0.0) for z in refused]
-    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3), events=events), now=0.0)
+    reps = [replica(i, "us-west-2a") for i in range(1, 5)]  # serving for two hours
+    events = [LocationEvent(K.CAPACITY_ERROR, loc(z), 7200.0) for z in refused]
+    p = plan(observe(make_spec(replicas=4), reps, offerings(PRICES3), events=events), now=7200.0)
     assert len(zones_of(p.launches, spot=False)) == floor
     assert p.ondemand_target == floor
+
+
+# (case, zone and status of each spot replica, on-demand replica?, now, spot launches,
+#  on-demand target, time of a preemption of ours or None); READY replicas
+#  started serving at 0
+YOUNG = [
+    (
+        "all in a zone that served us for under an hour: one on-demand, an anchor tried",
+        [("us-west-2a", R.READY)] * 4,
+        False,
+        600.0,
+        ["us-east-1a"],
+        1,
+        None,
+    ),
+    (
+        "all in a zone that has served us for over an hour: no floor",
+        [("us-west-2a", R.READY)] * 4,
+        False,
+        7200.0,
+        ["us-east-1a"],
+        0,
+        None,
+    ),
+    (
+        "an anchor only attempted in this plan does not drain the floor",
+        [("us-west-2a", R.READY)] * 4,
+        True,
+        600.0,
+        ["us-east-1a"],
+        1,
+        None,
+    ),
+    (
+        "an anchor the cloud granted (warming up) elsewhere: no floor",
+        [("us-west-2a", R.READY)] * 3 + [("us-east-1a", R.STARTING)],
+        True,
+        600.0,
+        [],
+        0,
+        None,
+    ),
+    (
+        "all in one zone, none serving yet, within an hour of a loss: one on-demand",
+        [("us-west-2a", R.STARTING)] * 4,
+        False,
+        600.0,
+        ["us-east-1a"],
+        1,
+        500.0,
+    ),
+    (
+        "all in one zone, none serving yet, no loss (a cold start): no floor",
+        [("us-west-2a", R.STARTING)] * 4,
+        False,
+        600.0,
+        ["us-east-1a"],
+        0,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "spots,od,now,launch,want,lost", [c[1:] for c in YOUNG], ids=[c[0] for c in YOUNG]
+)
+def test_the_ondemand_floor_covers_a_young_single_zone(  # type: ignore[no-untyped-def]
+    spots, od, now, launch, want, lost
+) -> None:
+    reps = [replica(i, z, status=st) for i, (z, st) in enumerate(spots, start=1)]
+    if od:
+        reps.append(replica(9, spot=False))
+    state = {"skyhedge": {"pre": [lost]}} if lost is not None else None
+    obs = observe(make_spec(replicas=4), reps, offerings(PRICES3), policy_state=state)
+    p = plan(obs, now=now)
+    assert zones_of(p.launches) == launch
+    assert p.ondemand_target == want
+    assert len(zones_of(p.launches, spot=False)) == max(0, want - od)
+    assert [t.replica_id for t in p.terminations] == ([9] if od and not want else [])
+
+
+# six cheap zones in four regions, and a dear one
+PRICES6 = {
+    "us-west-2a": 1.0,
+    "us-west-2b": 1.0,
+    "us-east-1a": 1.05,
+    "us-east-2a": 1.1,
+    "eu-west-1a": 1.2,
+    "eu-west-1b": 1.25,
+    "ap-south-1a": 2.0,
+}
+
+# (case, spares, zones that just refused, expected zones of the first launches)
+TOLERANT = [
+    (
+        "two spares, six cheap zones known: two per zone, in the cheapest zones",
+        2,
+        [],
+        ["us-east-1a"] * 2 + ["us-west-2a"] * 2 + ["us-west-2b"] * 2,
+    ),
+    (
+        "two spares, five cheap zones known (less than twice the three needed): home + anchor",
+        2,
+        ["eu-west-1b"],
+        ["us-east-1a"] + ["us-west-2a"] * 5,
+    ),
+    (
+        "one spare: home + anchor (five zones would be needed)",
+        1,
+        [],
+        ["us-east-1a"] + ["us-west-2a"] * 4,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "spares,refused,want", [c[1:] for c in TOLERANT], ids=[c[0] for c in TOLERANT]
+)
+def test_zone_tolerant_spares(spares: int, refused: list[str], want: list[str]) -> None:
+    events = [LocationEvent(K.CAPACITY_ERROR, loc(z), 0.0) for z in refused]
+    spec = make_spec(replicas=4, overprovision=spares)
+    p = plan(observe(spec, [], offerings(PRICES6), events=events), now=0.0)
+    assert sorted(zones_of(p.launches)) == sorted(want)
+
+
+def test_zone_tolerant_layout_survives_any_one_zone_loss() -> None:
+    offers = {o.location: o for o in offerings(PRICES6) if o.spot}
+    states = {z: A for z in offers}
+    per_zone: dict = {}
+    got = tolerant_zones(
+        offers,
+        states,
+        per_zone,
+        6,
+        2,
+        avoid=(),
+        eligible=set(offers),
+        premium=1.3,
+        region_weight=0.3,
+    )
+    assert len(got) == 6
+    assert max(per_zone.values()) == 2  # any one zone loss leaves four
+    assert all(offers[z].price <= 1.3 for z in per_zone)
+
+
+def test_zone_tolerant_layout_fills_a_zone_holding_ours_before_a_new_one() -> None:
+    offers = {o.location: o for o in offerings(PRICES6) if o.spot}
+    states = {z: A for z in offers}
+    per_zone = {loc("eu-west-1b"): 1}
+    got = tolerant_zones(
+        offers,
+        states,
+        per_zone,
+        1,
+        2,
+        avoid=(),
+        eligible=set(offers),
+        premium=1.3,
+        region_weight=0.3,
+    )
+    assert got == [(loc("eu-west-1b"), "zone-tolerant")]
+
+
+@pytest.mark.parametrize(
+    "weight,want",
+    [(0.0, ["us-west-2a", "us-west-2b"]), (0.3, ["us-east-1a", "us-west-2a"])],
+    ids=["no region weight: the cheapest zones", "region weight: another region first"],
+)
+def test_zone_tolerant_region_weight(weight: float, want: list[str]) -> None:
+    offers = {o.location: o for o in offerings(PRICES6) if o.spot}
+    states = {z: A for z in offers}
+    got = tolerant_zones(
+        offers, states, {}, 2, 1, avoid=(), eligible=set(offers), premium=1.3, region_weight=weight
+    )
+    assert sorted(z.zone for z, _ in got) == want
 
 
 def test_the_floor_drains_once_an_anchor_serves() -> None:

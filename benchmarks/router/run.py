@@ -13,12 +13,14 @@ without queueing) and each proxy's CPU time per request (user + system, from
 load, the CPU per request much less.
 
 Tail: 4 replicas of which one answers 10% of ITS requests after 500 ms (else
-5 ms, like the others); an open-loop client sends a fixed rate (default 300
-requests/s, ``--tail-rate``) whatever the answers and counts latency from each
-request's due time. P50/P99/P99.9, the extra backend requests and the share
-of copies the slow replica received, for ``round_robin`` (the slow replica
-keeps its share: the issue's scenario), ``least_load``, ``fan_out`` k=2 and
-``hedge``.
+5 ms, like the others); an open-loop client sends a fixed rate whatever the
+answers and counts latency from each request's due time, at 20 and at 300
+requests/s (``--tail-rates``): at 20 the replicas are mostly idle, so
+``least_load`` cannot tell the slow one from the others before it is stuck;
+at 300 its in-flight counts already steer most requests away from it.
+P50/P99/P99.9, the extra backend requests and the share of copies the slow
+replica received, for ``round_robin`` (the slow replica keeps its share),
+``least_load``, ``fan_out`` k=2 and ``hedge``.
 
 Needs the Debian packages wrk and nginx, and uvloop.
 """
@@ -393,7 +395,13 @@ def main() -> None:
         help="also run the router of another source tree (e.g. `git archive` of an older "
         "commit unpacked there), side by side",
     )
-    parser.add_argument("--tail-rate", type=float, default=300.0, help="tail client requests/s")
+    parser.add_argument(
+        "--tail-rates",
+        type=float,
+        nargs="+",
+        default=[20.0, 300.0],
+        help="tail client requests/s, one run per rate (default: 20 and 300)",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -403,7 +411,10 @@ def main() -> None:
         if not args.skip_throughput:
             throughput(Path(tmp), 3 if args.quick else 8, args.baseline)
     if not args.skip_tail:
-        tail(6.0 if args.quick else 20.0, args.tail_rate)
+        for rate in args.tail_rates:
+            # at least 1,200 requests per policy (P99 from a dozen samples), 20 s at least
+            seconds = max(20.0, 1200.0 / rate)
+            tail(seconds / 3 if args.quick else seconds, rate)
 
 
 if __name__ == "__main__":

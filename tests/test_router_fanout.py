@@ -202,6 +202,26 @@ async def test_hedge_sends_a_second_copy_only_after_the_delay(harness: Harness) 
     assert router._hedges == 1
 
 
+async def test_a_primary_that_lost_to_its_hedge_still_counts_in_the_delay_sample(
+    harness: Harness,
+) -> None:
+    """Its time so far is a lower bound of its latency: without it the slow
+    answers would vanish from the P95 and hedges would fire too often."""
+    slow = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
+    fast = await harness.replica(2, location=GCP)
+    sec = section("hedge", hedge_delay_seconds=0.5, hedge_budget=1.0)
+    router, url = await harness.router([slow.backend, fast.backend], sec)
+    router._cursor = 0  # the slow replica is the primary
+    answer = asyncio.ensure_future(get_text(harness, url + "/"))
+    await eventually(lambda: slow.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
+    await harness.clock.advance(0.6)
+    assert await answer == (200, "replica-2")
+    # the hedge went out at 0.5 s and answered by 0.6 s; the primary had run 0.6 s
+    hedge, primary = sorted(router._latency.values())
+    assert hedge == pytest.approx(0.1, abs=1e-3) and primary == pytest.approx(0.6, abs=1e-3)
+    assert router.replica_stats()[1]["latency_p50_ms"] == 0.0  # no sample for the replica
+
+
 async def test_hedging_stays_within_the_budget(harness: Harness) -> None:
     one = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
     two = await harness.replica(2, location=GCP, behaviour=wait_for_gate)

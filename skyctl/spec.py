@@ -91,6 +91,8 @@ class RouterOptions:
     # while no replica is ready, a request waits this long for one before its 503
     wait_for_replica_seconds: float = 10.0
     max_waiting_requests: int = 1024  # more requests waiting than this get their 503 at once
+    # the router's Prometheus metrics also here (None: the path goes to replicas)
+    metrics_path: str | None = "/metrics"
 
 
 @dataclass(frozen=True)

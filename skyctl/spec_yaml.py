@@ -123,6 +123,7 @@ _LOCAL = {
 _ZONE = {"region": "text", "zone": "text", "spot_price": "num>=0", "ondemand_price": "num>=0"}
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
 
@@ -459,8 +460,10 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
     values: dict[str, Any] = {} if fan_out is None else {"fan_out": fan_out}
     if sec is None:
         return RouterOptions(**values)
-    sec.check_keys(_ROUTER.keys() | {"fan_out_methods"})
+    sec.check_keys(_ROUTER.keys() | {"fan_out_methods", "metrics_path"})
     values.update(sec.read_all(_ROUTER))
+    if sec.has("metrics_path"):
+        values["metrics_path"] = _metrics_path(sec)
     items = sec.items("fan_out_methods")
     if items is not None:
         for item, path, line in items:
@@ -469,6 +472,16 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
                 raise sec.at(path, line, f"unknown HTTP method {item!r} (allowed: {allowed})")
         values["fan_out_methods"] = tuple(dict.fromkeys(str(i).upper() for i, _, _ in items))
     return RouterOptions(**values)
+
+
+def _metrics_path(sec: Section) -> str | None:
+    if sec.raw("metrics_path") is None:
+        return None  # null: /metrics goes to the replicas (a model server's own)
+    path = sec.string("metrics_path", nonempty=True)
+    if path is None or not _PATH_RE.fullmatch(path) or path.startswith("/-/skyctl/"):
+        message = "expected a path such as /metrics (no query, no spaces, not under /-/skyctl/)"
+        raise sec.error("metrics_path", message + ", or null to pass it on to replicas")
+    return path
 
 
 # -- local provider options ----------------------------------------------------

@@ -363,9 +363,27 @@ async def test_router_paths_do_not_shadow_user_paths(harness: Harness) -> None:
         health = await resp.json()
     assert health["service"] == "svc" and health["status"] == "ok"
     assert health["ready_replicas"] == 1
-    assert (await get_text(harness, url + "/metrics"))[1] == "replica-1"
     assert (await get_text(harness, url + "/health"))[1] == "replica-1"
-    assert replica.hits == 2
+    assert (await get_text(harness, url + "/metricsx"))[1] == "replica-1"
+    assert (await get_text(harness, url + "/metrics/x"))[1] == "replica-1"
+    assert replica.hits == 3
+
+
+async def test_the_router_serves_its_metrics_at_slash_metrics_unless_told_not_to(
+    harness: Harness,
+) -> None:
+    replica = await harness.replica(1)
+    router, url = await harness.router([replica.backend])
+    for path in ("/metrics", "/metrics?x=1", "/-/skyctl/metrics"):
+        status, text = await get_text(harness, url + path)
+        assert status == 200 and "skyctl_router_requests_total" in text, path
+    assert replica.hits == 0
+    # metrics_path: null hands /metrics to the model server (its own metrics)
+    router.reconfigure(section("least_load", metrics_path=None))
+    assert (await get_text(harness, url + "/metrics"))[1] == "replica-1"
+    router.reconfigure(section("least_load", metrics_path="/-/router-metrics"))
+    assert "skyctl_router_requests_total" in (await get_text(harness, url + "/-/router-metrics"))[1]
+    assert (await get_text(harness, url + "/metrics"))[1] == "replica-1"
 
 
 # ---- accounting -------------------------------------------------------------------------

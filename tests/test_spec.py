@@ -429,6 +429,24 @@ ACCEPTED = [
         },
     ),
     (
+        "the router's metrics path, moved or handed to the replicas",
+        """
+        service:
+          router: {metrics_path: /router/metrics}
+        run: serve
+        """,
+        {"service.router.metrics_path": "/router/metrics"},
+    ),
+    (
+        "metrics_path null passes /metrics on to the model server",
+        """
+        service:
+          router: {metrics_path: null}
+        run: serve
+        """,
+        {"service.router.metrics_path": None},
+    ),
+    (
         "our spot_policy with use_spot",
         """
         resources: {use_spot: true}

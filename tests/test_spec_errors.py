@@ -653,6 +653,30 @@ REJECTED = [
         "unknown HTTP method 'FETCH'",
     ),
     (
+        "metrics path that is not a path",
+        """
+        service:
+          router:
+            metrics_path: metrics
+        run: serve
+        """,
+        3,
+        "service.router.metrics_path",
+        "expected a path such as /metrics",
+    ),
+    (
+        "metrics path under the router's own prefix",
+        """
+        service:
+          router:
+            metrics_path: /-/skyctl/x
+        run: serve
+        """,
+        3,
+        "service.router.metrics_path",
+        "not under /-/skyctl/",
+    ),
+    (
         "unknown trace with did-you-mean",
         """
         local:

@@ -16,7 +16,9 @@ are matched to replicas by the policy in ``service.load_balancing_policy``
 own client (:mod:`skyctl.router.client`) and their responses streamed back
 (:mod:`skyctl.router.upstream`); ``fan_out`` and ``hedge`` race copies
 (:mod:`skyctl.router.race`). Paths under ``/-/skyctl/`` belong to the router
-(``health``, ``metrics``); every other path goes to a replica.
+(``health``, ``metrics``), and so does ``service.router.metrics_path``
+(``/metrics`` unless set to another path or null); every other path goes to
+a replica.
 
 With ``service.auth`` every request but ``/-/skyctl/health`` needs a
 ``Bearer`` key (:mod:`skyctl.router.auth`), else 401; with ``service.tls``
@@ -52,6 +54,11 @@ _LOCAL_PREFIX = LOCAL_PREFIX.encode()
 _HEALTH = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
 
 
+def _metrics_path(section: ServiceSection) -> bytes | None:
+    path = section.router.metrics_path
+    return None if path is None else path.encode("ascii")
+
+
 class Router:
     """Reverse proxy for one service (see the module docstring)."""
 
@@ -70,6 +77,7 @@ class Router:
         self._on_backend_error = on_backend_error
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
+        self._metrics_path = _metrics_path(section)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
         self._waiting = 0  # requests waiting for a first ready replica (bounded)
@@ -215,6 +223,7 @@ class Router:
         needs a router restart (the controller's), and is logged.
         """
         self._policy = routing.check_policy(section.load_balancing_policy)
+        self._metrics_path = _metrics_path(section)
         if secrets is not None:
             self._secrets = dict(secrets)
         self._auth = security.load_api_keys(self.service, section.auth, self._secrets)
@@ -280,9 +289,7 @@ class Router:
         and :meth:`_handle` runs in a task."""
         head = request.head
         auth = self._auth
-        if (auth is not None and not auth.check(head.authorization)) or head.target.startswith(
-            _LOCAL_PREFIX
-        ):
+        if (auth is not None and not auth.check(head.authorization)) or self._own(head.target):
             return None
         replicas = self._replicas
         body = request.body
@@ -307,7 +314,7 @@ class Router:
             if request.head.target != _HEALTH:
                 self._deny(request, out)
                 return
-        if request.head.target.startswith(_LOCAL_PREFIX):
+        if self._own(request.head.target):
             self._local(request, out)
             return
         self._enter()
@@ -490,8 +497,18 @@ class Router:
 
     # ---- router-local endpoints -------------------------------------------------------
 
+    def _own(self, target: bytes) -> bool:
+        """Whether the router answers this target itself (its paths, its metrics path)."""
+        if target.startswith(_LOCAL_PREFIX):
+            return True
+        path = self._metrics_path
+        return path is not None and (target == path or target.startswith(path + b"?"))
+
     def _local(self, request: Request, out: Connection) -> None:
         rid = request_id(request.head.request_id)
+        if not request.head.target.startswith(_LOCAL_PREFIX):  # the metrics path
+            self._send_metrics(out, rid)
+            return
         name = request.path[len(LOCAL_PREFIX) :]
         if name == "health":
             body = {
@@ -504,14 +521,14 @@ class Router:
             out.send_json(200, body, rid)
             return
         if name == "metrics":
-            lines = b"Content-Type: %b\r\nX-Request-Id: %b\r\n" % (
-                metrics.CONTENT_TYPE.encode(),
-                rid,
-            )
-            out.send(200, b"OK", lines, metrics.render(self.registry))
+            self._send_metrics(out, rid)
             return
         out.send_json(
             404,
             {"error": f"unknown router path {request.path!r}; known: health, metrics"},
             rid,
         )
+
+    def _send_metrics(self, out: Connection, rid: bytes) -> None:
+        lines = b"Content-Type: %b\r\nX-Request-Id: %b\r\n" % (metrics.CONTENT_TYPE.encode(), rid)
+        out.send(200, b"OK", lines, metrics.render(self.registry))

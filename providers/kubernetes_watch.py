@@ -239,8 +239,9 @@ class PodTracker:
             try:
                 ns = await self._namespace(ctx)
                 if rv is None:
+                    known = set(self._pods.get(ctx, {}))  # before the list: see _resync
                     pods, rv = await self._list_pods(ctx)
-                    self._resync(ctx, pods)
+                    self._resync(ctx, pods, known)
                 handle = WatchHandle()
                 self._handles[ctx] = handle
                 deliver = functools.partial(self._deliver, loop, ctx)
@@ -259,13 +260,17 @@ class PodTracker:
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _resync(self, ctx: str, pods: list[dict[str, Any]]) -> None:
-        """A fresh list replaces the cache; pods missing from it were deleted."""
+    def _resync(self, ctx: str, pods: list[dict[str, Any]], known: set[str]) -> None:
+        """A fresh list replaces the cache; pods ``known`` before the list began and
+        missing from it were deleted. A pod launched while the list was on its way
+        may be missing from it without being gone (the watch from the list's
+        resourceVersion reports it): it stays."""
         fresh = {str(p["metadata"]["name"]): p for p in pods}
-        for name, old in list(self._pods.get(ctx, {}).items()):
-            if name not in fresh:
+        cache = self._pods.get(ctx, {})
+        for name, old in list(cache.items()):
+            if name not in fresh and name in known:
                 self.on_event(ctx, "DELETED", old)
-        self._pods[ctx] = {}
+        self._pods[ctx] = {n: p for n, p in cache.items() if n not in fresh and n not in known}
         for pod in fresh.values():
             self.on_event(ctx, "MODIFIED", pod)
 

@@ -1,0 +1,83 @@
+"""The Kubernetes pod tracker: what a fresh list means for pods it already knows."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+from providers.kubernetes_build import instance_id
+from providers.kubernetes_config import KubeConfig
+from providers.kubernetes_watch import PodTracker
+from skyctl.clock import FakeClock
+from skyctl.types import InstanceEvent, InstanceEventKind
+
+
+def pod(name: str, replica: int) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"skyctl-service": "svc", "skyctl-replica": str(replica)},
+        },
+        "spec": {"nodeName": "node-1"},
+        "status": {"phase": "Running"},
+    }
+
+
+class SlowList:
+    """A pod list that answers when told, with what the cluster held when it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer: asyncio.Future[list[dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    async def __call__(self, ctx: str) -> tuple[list[dict[str, Any]], str]:
+        self.asked.set()
+        return await self.answer, "7"
+
+
+class QuietWatch:
+    """A watch that reports nothing until the tracker closes."""
+
+    async def watch_pods(self, *args: Any) -> str | None:
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_a_pod_launched_while_the_list_was_on_its_way_is_not_reported_gone() -> None:
+    events: list[InstanceEvent] = []
+    listing = SlowList()
+
+    async def namespace(ctx: str) -> str:
+        return "default"
+
+    async def delete(iid: str) -> None:
+        return None
+
+    tracker = PodTracker(
+        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
+        clock=FakeClock(),
+        api=cast(Any, QuietWatch()),
+        namespace=namespace,
+        list_pods=listing,
+        delete=delete,
+        emit=events.append,
+    )
+    try:
+        tracker.launched("ctx", instance_id("ctx", "default", "svc-1"), pod("svc-1", 1))
+        tracker.ensure_watch("ctx")
+        await asyncio.wait_for(listing.asked.wait(), 5)
+        # created while the list was on its way: the list's snapshot predates it
+        tracker.launched("ctx", instance_id("ctx", "default", "svc-2"), pod("svc-2", 2))
+        listing.answer.set_result([])  # svc-1 was removed by the cluster meanwhile
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert [(e.kind, e.replica_id) for e in events] == [(InstanceEventKind.PREEMPTED, 1)]
+    finally:
+        await tracker.close()

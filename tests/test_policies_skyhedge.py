@@ -370,41 +370,34 @@ def test_zone_tolerant_spares(spares: int, refused: list[str], want: list[str]) 
     assert sorted(zones_of(p.launches)) == sorted(want)
 
 
-def test_zone_tolerant_layout_survives_any_one_zone_loss() -> None:
+def tolerant_layout(per_zone: dict, count: int, cap: int = 2) -> tuple[dict, list]:
+    """``tolerant_zones`` over PRICES6, every zone ACTIVE and eligible."""
     offers = {o.location: o for o in offerings(PRICES6) if o.spot}
     states = {z: A for z in offers}
-    per_zone: dict = {}
     got = tolerant_zones(
         offers,
         states,
         per_zone,
-        6,
-        2,
+        count,
+        cap,
         avoid=(),
         eligible=set(offers),
         premium=1.3,
         region_weight=0.3,
     )
+    return offers, got
+
+
+def test_zone_tolerant_layout_survives_any_one_zone_loss() -> None:
+    per_zone: dict = {}
+    offers, got = tolerant_layout(per_zone, 6)
     assert len(got) == 6
     assert max(per_zone.values()) == 2  # any one zone loss leaves four
     assert all(offers[z].price <= 1.3 for z in per_zone)
 
 
 def test_zone_tolerant_layout_fills_a_zone_holding_ours_before_a_new_one() -> None:
-    offers = {o.location: o for o in offerings(PRICES6) if o.spot}
-    states = {z: A for z in offers}
-    per_zone = {loc("eu-west-1b"): 1}
-    got = tolerant_zones(
-        offers,
-        states,
-        per_zone,
-        1,
-        2,
-        avoid=(),
-        eligible=set(offers),
-        premium=1.3,
-        region_weight=0.3,
-    )
+    _, got = tolerant_layout({loc("eu-west-1b"): 1}, 1)
     assert got == [(loc("eu-west-1b"), "zone-tolerant")]
 
 

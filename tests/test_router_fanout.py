@@ -8,6 +8,7 @@ import re
 import pytest
 from aiohttp import web
 
+from skyctl.router import Router
 from skyctl.types import Location
 from tests.test_router_helpers import (
     FakeReplica,
@@ -185,7 +186,10 @@ async def answer_after_gate_or_hedge(
     return web.Response(text=f"replica-{replica.replica_id}")
 
 
-async def test_hedge_sends_a_second_copy_only_after_the_delay(harness: Harness) -> None:
+async def hedged_slow_primary(
+    harness: Harness,
+) -> tuple[Router, FakeReplica, FakeReplica, asyncio.Future[tuple[int, str]]]:
+    """A request racing on a held (slow) primary, hedge delay 0.5 s, budget for every request."""
     slow = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
     fast = await harness.replica(2, location=GCP)
     sec = section("hedge", hedge_delay_seconds=0.5, hedge_budget=1.0)
@@ -193,6 +197,11 @@ async def test_hedge_sends_a_second_copy_only_after_the_delay(harness: Harness) 
     router._cursor = 0  # the slow replica is the primary
     answer = asyncio.ensure_future(get_text(harness, url + "/"))
     await eventually(lambda: slow.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
+    return router, slow, fast, answer
+
+
+async def test_hedge_sends_a_second_copy_only_after_the_delay(harness: Harness) -> None:
+    router, slow, fast, answer = await hedged_slow_primary(harness)
     await harness.clock.advance(0.4)
     await asyncio.sleep(0.02)
     assert fast.hits == 0  # not before the delay
@@ -207,13 +216,7 @@ async def test_a_primary_that_lost_to_its_hedge_still_counts_in_the_delay_sample
 ) -> None:
     """Its time so far is a lower bound of its latency: without it the slow
     answers would vanish from the P95 and hedges would fire too often."""
-    slow = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
-    fast = await harness.replica(2, location=GCP)
-    sec = section("hedge", hedge_delay_seconds=0.5, hedge_budget=1.0)
-    router, url = await harness.router([slow.backend, fast.backend], sec)
-    router._cursor = 0  # the slow replica is the primary
-    answer = asyncio.ensure_future(get_text(harness, url + "/"))
-    await eventually(lambda: slow.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
+    router, _, _, answer = await hedged_slow_primary(harness)
     await harness.clock.advance(0.6)
     assert await answer == (200, "replica-2")
     # the hedge went out at 0.5 s and answered by 0.6 s; the primary had run 0.6 s

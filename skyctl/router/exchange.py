@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from skyctl.clock import Clock
 from skyctl.router.client import ClientBodyError, Response
@@ -141,24 +141,23 @@ class Copy(Attempt):
         self.release()
 
 
+class Call(NamedTuple):
+    """What every exchange starts from: the router's context and the client's request."""
+
+    ctx: Context
+    out: Connection
+    request: Request
+    rid: bytes  # the request id
+    lines: bytes  # the header lines forwarded to replicas
+
+
 class Exchange:
     """One client request in flight (see the module docstring); subclasses pick replicas."""
 
     __slots__ = ("_relay", "_waiter", "ctx", "lines", "out", "over", "request", "rid")
 
-    def __init__(
-        self,
-        ctx: Context,
-        out: Connection,
-        request: Request,
-        rid: bytes,
-        lines: bytes,
-    ) -> None:
-        self.ctx = ctx
-        self.out = out
-        self.request = request
-        self.rid = rid
-        self.lines = lines  # the header lines forwarded to replicas
+    def __init__(self, call: Call) -> None:
+        self.ctx, self.out, self.request, self.rid, self.lines = call
         self.over = False
         self._waiter: asyncio.Future[None] | None = None
         self._relay: asyncio.Task[None] | None = None
@@ -208,16 +207,20 @@ class Exchange:
         """``copy`` won: its response goes to the client (in one write when whole)."""
         resp = copy.resp
         assert resp is not None
-        body = resp.body
-        if body.complete:
-            first = body.take()
-            head = resp.head
-            lines = downstream_lines(head, rid=self.rid)
-            self.out.send(head.status, head.reason, lines, first, head.content_length)
-            copy.drop()  # the connection is back in the pool already
-            self._finish()
+        if resp.body.complete:
+            self.send_whole(copy, resp.body.take())
             return
         self._relay = self.ctx.loop.create_task(self._relay_stream(copy))
+
+    def send_whole(self, copy: Copy, body: bytes) -> None:
+        """Answer with ``copy``'s response head and ``body`` in one write, and finish."""
+        resp = copy.resp
+        assert resp is not None
+        head = resp.head
+        lines = downstream_lines(head, rid=self.rid)
+        self.out.send(head.status, head.reason, lines, body, head.content_length)
+        copy.drop()  # a response that arrived whole: its connection is back in the pool
+        self._finish()
 
     async def _relay_stream(self, copy: Copy) -> None:
         resp = copy.resp
@@ -285,11 +288,7 @@ class Forward(Exchange):
 
     def __init__(
         self,
-        ctx: Context,
-        out: Connection,
-        request: Request,
-        rid: bytes,
-        lines: bytes,
+        call: Call,
         *,
         replicas: Sequence[ReplicaState],
         pick: Callable[[Sequence[ReplicaState], frozenset[int]], int],
@@ -298,7 +297,7 @@ class Forward(Exchange):
         tries: int,
         timeout: float,
     ) -> None:
-        super().__init__(ctx, out, request, rid, lines)
+        super().__init__(call)
         self._replicas = replicas
         self._pick = pick
         self._body = body

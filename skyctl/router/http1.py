@@ -124,17 +124,18 @@ class Head:
     authorization: bytes | None = None  # b"" when the request repeats the header
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    """The start line and the header section (lines ending in CRLF), validated."""
+def _split(data: bytes, status: int) -> tuple[bytes, bytes]:
+    """The start line and the header section (lines ending in CRLF), validated;
+    ``status``: what a malformed head is answered with (400, or 502 for a replica's)."""
     end = data.find(b"\r\n")
     if end < 0:
         start, fields = data, b""
     else:
         start, fields = data[:end], data[end + 2 :] + b"\r\n"
         if not _FIELDS_OK(fields):
-            raise ProtocolError(400, "malformed header section")
+            raise ProtocolError(status, "malformed header section")
     if b"\n" in start or b"\r" in start or b"\0" in start:
-        raise ProtocolError(400, "bare CR, LF or NUL in the start line")
+        raise ProtocolError(status, "bare CR, LF or NUL in the start line")
     return start, fields
 
 
@@ -191,7 +192,7 @@ def _parse_fields(head: Head, special: Callable[[bytes], list[tuple[bytes, bytes
 
 def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
     """A request head (request line and header lines, no blank line)."""
-    start, fields = _split(data)
+    start, fields = _split(data, 400)
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
     parts = start.split(b" ")
@@ -216,17 +217,9 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
 
 def parse_response_head(data: bytes) -> Head:
     """A response head (status line and header lines, no blank line)."""
-    end = data.find(b"\r\n")
-    if end < 0:
-        start, fields = data, b""
-    else:
-        start, fields = data[:end], data[end + 2 :] + b"\r\n"
-        if not _FIELDS_OK(fields):
-            raise ProtocolError(502, "malformed header section")
+    start, fields = _split(data, 502)
     line = _STATUS_LINE(start)
     if line is None:
-        if b"\n" in start or b"\r" in start or b"\0" in start:
-            raise ProtocolError(502, "bare CR, LF or NUL in the start line")
         raise ProtocolError(502, f"malformed status line {start[:60]!r}")
     minor, status, reason = line.groups(b"")
     head = Head()

@@ -40,9 +40,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from skyctl.router.exchange import Context, Copy, Exchange
-from skyctl.router.front import Connection, Request
-from skyctl.router.headers import downstream_lines
+from skyctl.router.exchange import Call, Copy, Exchange
 from skyctl.router.stats import ReplicaState
 from skyctl.router.upstream import ERROR_BODY_LIMIT, read_error_body
 
@@ -79,20 +77,16 @@ class Race(Exchange):
 
     def __init__(
         self,
-        ctx: Context,
-        out: Connection,
-        request: Request,
-        rid: bytes,
-        lines: bytes,
+        call: Call,
         *,
         plan: RacePlan,
         body: bytes,
         try_hedge: Callable[[], bool],
     ) -> None:
-        super().__init__(ctx, out, request, rid, lines)
+        super().__init__(call)
         self._plan = plan
         self._body = body
-        head = request.head
+        head = call.request.head
         self._length = None if head.content_length is None and not head.chunked else len(body)
         self._try_hedge = try_hedge
         self._spares = list(plan.spares)
@@ -208,10 +202,7 @@ class Race(Exchange):
         resp = copy.resp
         assert resp is not None
         if resp.body.complete:
-            body = resp.body.take()[:ERROR_BODY_LIMIT]
-            self.out.send(resp.status, resp.reason, downstream_lines(resp.head, rid=self.rid), body)
-            copy.drop()
-            self._finish()
+            self.send_whole(copy, resp.body.take()[:ERROR_BODY_LIMIT])
             return
         self._error_read = self.ctx.loop.create_task(self._read_error(copy))
 
@@ -220,11 +211,12 @@ class Race(Exchange):
         assert resp is not None
         try:
             body = await read_error_body(resp)
+        except BaseException:
+            copy.drop()
+            raise
         finally:
             self._error_read = None
-            copy.drop()
-        self.out.send(resp.status, resp.reason, downstream_lines(resp.head, rid=self.rid), body)
-        self._finish()
+        self.send_whole(copy, body)
 
     def _drop_all(self) -> None:
         self.ctx.upstream.pool.deadlines.discard(self)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import metrics, security
-from skyctl.router.exchange import Context, Exchange, Forward
+from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
 from skyctl.router.http1 import BodyStream
@@ -382,7 +382,7 @@ class Router:
         ctx = self._ctx
         assert ctx is not None
         opts = self._section.router
-        lines = self._lines(request, rid)
+        call = Call(ctx, out, request, rid, self._lines(request, rid))
         if (
             body is not None
             and self._policy in (routing.FAN_OUT, routing.HEDGE)
@@ -390,9 +390,7 @@ class Router:
             and request.method in opts.fan_out_methods
         ):
             plan = self._race_plan(replicas)
-            return Race(
-                ctx, out, request, rid, lines, plan=plan, body=body, try_hedge=self._try_hedge
-            )
+            return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
         head = request.head
         data: bytes | BodyStream | None
         if body is not None:
@@ -402,11 +400,7 @@ class Router:
         else:  # streamed once, to one replica
             data, tries, length = request.body, 1, head.content_length
         return Forward(
-            ctx,
-            out,
-            request,
-            rid,
-            lines,
+            call,
             replicas=replicas,
             pick=self._pick,
             body=data,

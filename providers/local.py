@@ -208,7 +208,8 @@ class LocalProvider(Provider):
         digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
         instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
         log_dir = self._state_dir / "logs" / safe_name(request.service)
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # logs may echo secrets
+        log_dir.chmod(0o700)
         log_path = log_dir / f"replica-{request.replica_id}.log"
         adopted = self._adopt_stray(request, instance_id, log_path)
         if adopted is not None:
@@ -237,8 +238,9 @@ class LocalProvider(Provider):
             SKYCTL_LOCATION=str(offering.location),
             SKYCTL_SPOT="1" if offering.spot else "0",
         )
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            os.fchmod(log, 0o600)  # a log left by an older version may be world-readable
             proc = await asyncio.create_subprocess_exec(
                 "bash",
                 "-c",

@@ -81,7 +81,8 @@ class RecordStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "instances"
         self.replay_dir = state_dir / "replay"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # records and logs are the user's alone
         self.records: dict[str, Record] = {}
         for path in sorted(self.dir.glob("*.json")):
             with contextlib.suppress(OSError, ValueError, TypeError):
@@ -110,13 +111,17 @@ class RecordStore:
         (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
 
     def save_replay_t0(self, service: str, t0: float) -> None:
-        self.replay_dir.mkdir(parents=True, exist_ok=True)
+        self.replay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_json(self.replay_dir / f"{safe_name(service)}.json", {"t0": t0})
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, readable by the user only."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.write(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 

@@ -258,6 +258,11 @@ async def test_spot_and_on_demand_replicas_answer_over_http(
     log = provider.log_path(spot.instance_id)
     assert log == str(state_dir / "logs" / "svc" / "replica-1.log")
     assert "hello-from-setup" in Path(log).read_text()  # noqa: ASYNC240
+    # replica output may echo secrets: readable by the user only
+    assert Path(log).stat().st_mode & 0o777 == 0o600  # noqa: ASYNC240
+    assert Path(log).parent.stat().st_mode & 0o777 == 0o700
+    records = list((state_dir / "instances").glob("*.json"))
+    assert records and all(r.stat().st_mode & 0o777 == 0o600 for r in records)
 
 
 async def test_launch_is_idempotent_on_the_client_token(make_provider: MakeProvider) -> None:

@@ -441,6 +441,21 @@ def test_events_come_newest_last_and_limited(store: Store, svc: str) -> None:
         store.events(svc, limit=-1)
 
 
+def test_a_service_keeps_its_latest_events_only(
+    store: Store, svc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyctl.store import store as store_module
+
+    monkeypatch.setattr(store_module, "EVENTS_KEPT", 5)
+    monkeypatch.setattr(store_module, "EVENTS_TRIM_EVERY", 8)
+    for i in range(40):
+        store.add_event(svc, "tick", f"m{i}", now=float(i))
+    kept = store.events(svc, limit=1000)
+    assert 5 <= len(kept) < 5 + 8  # trimmed every 8 inserts down to the latest 5
+    assert kept[-1].message == "m39"
+    assert [e.message for e in kept] == [f"m{i}" for i in range(40 - len(kept), 40)]
+
+
 # -- transactions ----------------------------------------------------------------
 
 

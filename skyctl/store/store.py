@@ -43,6 +43,9 @@ from skyctl.store.records import (
 )
 from skyctl.types import Location
 
+EVENTS_KEPT = 10_000  # events kept per service (status shows the latest; older ones go)
+EVENTS_TRIM_EVERY = 256  # inserts between trims
+
 #: Replica columns :meth:`Store.update_replica` accepts as keyword arguments.
 REPLICA_FIELDS: frozenset[str] = frozenset(
     {"instance_id", "endpoint", "probe_failures", "interruption_at", "launch_attempts", "price"}
@@ -493,13 +496,28 @@ class Store:
     def add_event(
         self, name: str, kind: str, message: str, *, now: float, replica_id: int | None = None
     ) -> None:
+        """Record an event; a service keeps its latest ``EVENTS_KEPT`` (trimmed every
+        ``EVENTS_TRIM_EVERY`` inserts, so the table stays bounded over months)."""
         with self._write() as conn:
             self._service_row(conn, name)
-            conn.execute(
+            result = conn.execute(
                 insert(t.events).values(
                     service=name, replica_id=replica_id, at=now, kind=kind, message=message
                 )
             )
+            key = result.inserted_primary_key
+            if key is not None and key[0] % EVENTS_TRIM_EVERY == 0:
+                cutoff = conn.execute(
+                    select(t.events.c.id)
+                    .where(t.events.c.service == name)
+                    .order_by(t.events.c.id.desc())
+                    .offset(EVENTS_KEPT)
+                    .limit(1)
+                ).scalar()
+                if cutoff is not None:
+                    conn.execute(
+                        delete(t.events).where(t.events.c.service == name, t.events.c.id <= cutoff)
+                    )
 
     def events(self, name: str, *, limit: int = 100) -> list[EventRecord]:
         """The service's latest ``limit`` events, oldest first (newest last)."""

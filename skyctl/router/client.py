@@ -236,7 +236,7 @@ class _Conn(asyncio.Protocol):
                     raise ProtocolError(502, "response head too large")
                 self._buf = data
                 return b""
-            head = parse_response_head(data[:end])
+            head = parse_response_head(data[: end + 2])
             data = data[end + 4 :]
             if head.status >= 200:
                 break

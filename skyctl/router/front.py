@@ -227,7 +227,7 @@ class Connection(asyncio.Protocol):
                 return
             self._head_since = None
             try:
-                head = parse_request_head(data[:end], server.max_headers)
+                head = parse_request_head(data[: end + 2], server.max_headers)
             except ProtocolError as exc:
                 self._reject(exc)
                 return

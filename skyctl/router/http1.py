@@ -58,8 +58,15 @@ _REQUEST_SPECIAL = re.compile(
 _RESPONSE_SPECIAL = re.compile(
     rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*?)[ \t]*\r", re.I
 ).findall
-# a status line, validated and split in one call
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?").fullmatch
+_LINES = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*)"
+# a whole well-formed head (start line and header lines, each ending in CRLF) in
+# one call; anything else goes the long way, which says what is wrong
+_REQUEST_HEAD = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n\x00]+) HTTP/1\.([01])\r\n" + _LINES
+).fullmatch
+_RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?\r\n" + _LINES
+).fullmatch
 
 _COMMON_CONNECTION = {
     b"keep-alive": frozenset({b"keep-alive"}),
@@ -139,11 +146,15 @@ def _split(data: bytes, status: int) -> tuple[bytes, bytes]:
     return start, fields
 
 
-def _parse_fields(head: Head, special: Callable[[bytes], list[tuple[bytes, bytes]]]) -> None:
+def _parse_fields(
+    head: Head, special: Callable[[bytes, int], list[tuple[bytes, bytes]]], data: bytes, pos: int
+) -> None:
+    """Pick out the headers the router reads from ``data[pos:]``: LF, then the header
+    lines (``head.fields``) each ending in CRLF."""
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
-    for name, value in special(b"\n" + head.fields):  # findall: (name, value) pairs, in C
+    for name, value in special(data, pos):  # findall: (name, value) pairs, in C
         lower = name.lower()
         if lower == b"content-length":
             lengths.append(value)
@@ -191,7 +202,25 @@ def _parse_fields(head: Head, special: Callable[[bytes], list[tuple[bytes, bytes
 
 
 def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
-    """A request head (request line and header lines, no blank line)."""
+    """A request head: the request line and header lines, each ending in CRLF (the
+    last line's CRLF may be left off), without the blank line."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    m = _REQUEST_HEAD(data)
+    if m is None:
+        return _parse_request_slowly(data[:-2], max_fields)  # raises what is wrong
+    method, target, minor, fields = m.groups()
+    if fields.count(b"\n") > max_fields:
+        raise ProtocolError(431, f"more than {max_fields} header lines")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
+    head = Head()
+    head.method, head.target, head.http11, head.fields = method, target, minor == b"1", fields
+    _parse_fields(head, _REQUEST_SPECIAL, data, m.start(4) - 1)
+    return head
+
+
+def _parse_request_slowly(data: bytes, max_fields: int) -> Head:
     start, fields = _split(data, 400)
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
@@ -211,21 +240,24 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
         raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
     head = Head()
     head.method, head.target, head.http11, head.fields = method, target, http11, fields
-    _parse_fields(head, _REQUEST_SPECIAL)
+    _parse_fields(head, _REQUEST_SPECIAL, b"\n" + fields, 0)
     return head
 
 
 def parse_response_head(data: bytes) -> Head:
-    """A response head (status line and header lines, no blank line)."""
-    start, fields = _split(data, 502)
-    line = _STATUS_LINE(start)
-    if line is None:
+    """A response head: the status line and header lines, each ending in CRLF (the
+    last line's CRLF may be left off), without the blank line."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    m = _RESPONSE_HEAD(data)
+    if m is None:
+        start, _ = _split(data[:-2], 502)  # raises what is wrong with the header lines
         raise ProtocolError(502, f"malformed status line {start[:60]!r}")
-    minor, status, reason = line.groups(b"")
+    minor, status, reason, fields = m.groups(b"")
     head = Head()
     head.status, head.reason, head.http11 = int(status), reason, minor == b"1"
     head.fields = fields
-    _parse_fields(head, _RESPONSE_SPECIAL)
+    _parse_fields(head, _RESPONSE_SPECIAL, data, m.start(4) - 1)
     return head
 
 

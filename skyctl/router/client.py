@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from skyctl.router.batch import WriteBatch
@@ -188,11 +189,17 @@ class _Conn(asyncio.Protocol):
         self._upload: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self._write_head = self._write_first  # bound once, not per request
+        self._pause: Callable[[], None] | None = None
+        self._resume: Callable[[], None] | None = None
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        # bound once, not per request
+        self._pause = self.transport.pause_reading
+        self._resume = self.transport.resume_reading
 
     def data_received(self, data: bytes) -> None:
         resp = self._resp
@@ -318,11 +325,7 @@ class _Conn(asyncio.Protocol):
         waiter: asyncio.Future[Response] | None = None
         if listener is None:
             waiter = loop.create_future()
-        resp = Response(
-            BodyStream(transport.pause_reading, transport.resume_reading, pool.read_timeout),
-            waiter,
-            listener,
-        )
+        resp = Response(BodyStream(self._pause, self._resume, pool.read_timeout), waiter, listener)
         resp._conn = self
         self._resp = resp
         self._method = method
@@ -335,7 +338,7 @@ class _Conn(asyncio.Protocol):
             self._sent = False
             self._upload = asyncio.ensure_future(self._send_body(body, chunked))
         else:  # at the end of this loop iteration, with the other writes
-            pool.batch.write(self._write_first, head + body if body else head)
+            pool.batch.write(self._write_head, head + body if body else head)
             self._sent = True
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
         pool.deadlines.add(resp if waiter is None else waiter, loop.time() + limit)

@@ -70,7 +70,11 @@ class Copy(Attempt):
         length: int | None,
         timeout: float | None,
     ) -> None:
-        super().__init__(replica)
+        # Attempt's slot, inline (the hot path)
+        self.replica = replica
+        self.released = False
+        replica.in_flight += 1
+        replica.requests += 1
         ctx = owner.ctx
         self.owner = owner
         self.started = ctx.clock.now()

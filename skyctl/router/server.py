@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 LOCAL_PREFIX = "/-/skyctl/"
 _LOCAL_PREFIX = LOCAL_PREFIX.encode()
 _HEALTH = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
+_RACING = frozenset((routing.FAN_OUT, routing.HEDGE))
 
 
 def _metrics_path(section: ServiceSection) -> bytes | None:
@@ -385,7 +386,7 @@ class Router:
         call = Call(ctx, out, request, rid, self._lines(request, rid))
         if (
             body is not None
-            and self._policy in (routing.FAN_OUT, routing.HEDGE)
+            and self._policy in _RACING
             and len(replicas) > 1
             and request.method in opts.fan_out_methods
         ):
@@ -441,8 +442,7 @@ class Router:
             loads = [r.in_flight / r.target_qps for r in replicas]
             index = routing.pick_least_load(loads, self._cursor, excluded)
         else:
-            loads = [float(r.in_flight) for r in replicas]
-            index = routing.pick_least_load(loads, self._cursor, excluded)
+            index = routing.pick_least_load([r.in_flight for r in replicas], self._cursor, excluded)
         self._cursor = index + 1
         return index
 
@@ -496,7 +496,12 @@ class Router:
         if target.startswith(_LOCAL_PREFIX):
             return True
         path = self._metrics_path
-        return path is not None and (target == path or target.startswith(path + b"?"))
+        # the path itself, or with a query (63: "?"), without building a bytes per request
+        return (
+            path is not None
+            and target.startswith(path)
+            and (len(target) == len(path) or target[len(path)] == 63)
+        )
 
     def _local(self, request: Request, out: Connection) -> None:
         rid = request_id(request.head.request_id)

@@ -249,6 +249,27 @@ async def test_hedging_stays_within_the_budget(harness: Harness) -> None:
     await eventually(lambda: all(v == 0 for v in in_flight(router).values()), "all released")
 
 
+async def test_a_hedge_the_budget_refused_is_asked_for_again_while_the_request_waits(
+    harness: Harness,
+) -> None:
+    slow = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
+    fast = await harness.replica(2, location=GCP)
+    sec = section("hedge", hedge_delay_seconds=0.1, hedge_budget=0.5)
+    router, url = await harness.router([slow.backend, fast.backend], sec)
+    router._cursor = 0  # the slow replica is the first request's primary
+    first = asyncio.ensure_future(get_text(harness, url + "/"))  # earns half a token
+    await eventually(lambda: slow.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
+    await harness.clock.advance(0.1)  # its hedge is due; the budget is dry: ask again at +0.2
+    await asyncio.sleep(0.02)
+    assert router._hedges == 0 and fast.hits == 0
+    # a second request (to the idle fast replica, answered at once) earns the other half
+    assert await get_text(harness, url + "/") == (200, "replica-2")
+    await harness.clock.advance(0.2)  # the first request asks again and gets the token
+    assert await asyncio.wait_for(first, 10) == (200, "replica-2")
+    assert router._hedges == 1  # within the budget: 0.5 x 2 requests
+    await eventually(lambda: slow.hung_up == 1, "the slow primary is cancelled")
+
+
 async def test_hedge_waits_for_latency_samples_before_using_the_p95(harness: Harness) -> None:
     one = await harness.replica(1, location=Z1)
     two = await harness.replica(2, location=GCP)

@@ -28,6 +28,11 @@ P99.9). So a loser of a hedged race adds the time it had run as a sample: a
 lower bound of its latency, which ranks it correctly above the P95 (the
 first copy only: a hedge that lost started late, its time says nothing).
 
+A hedge that finds the budget dry is asked for again after twice the wait,
+then four times, and so on while the request is still outstanding: a burst
+of merely late requests that empties the budget no longer leaves the truly
+slow one behind it unhedged. Hedges stay within the budget either way.
+
 Copies go out at once on idle pooled connections, with no task; only a copy
 that must connect first, the hedge timer and a streamed relay run as tasks.
 The hedge delay runs on the injected clock; the overall deadline, like the
@@ -64,6 +69,7 @@ class Race(Exchange):
         "_error_read",
         "_first",
         "_hedge",
+        "_hedge_wait",
         "_length",
         "_pending",
         "_plan",
@@ -97,6 +103,7 @@ class Race(Exchange):
         self._winner: Copy | None = None  # decided at the end of this loop iteration
         self._timed_out = False
         self._hedge: asyncio.Task[None] | None = None
+        self._hedge_wait = 0.0  # the last hedge delay waited (doubles while the budget is dry)
         self._error_read: asyncio.Task[None] | None = None
         self._first: Copy | None = None  # a hedged race's first copy
 
@@ -108,8 +115,12 @@ class Race(Exchange):
             self._send(replica)
         self._first = self._pending[0] if self._pending else None
         if plan.hedge_delay is not None and self._spares and not self.over:
-            self._hedge = self.ctx.loop.create_task(self.ctx.clock.sleep(plan.hedge_delay))
-            self._hedge.add_done_callback(self._hedge_due)
+            self._hedge_after(plan.hedge_delay)
+
+    def _hedge_after(self, delay: float) -> None:
+        self._hedge_wait = delay
+        self._hedge = self.ctx.loop.create_task(self.ctx.clock.sleep(delay))
+        self._hedge.add_done_callback(self._hedge_due)
 
     def _send(self, replica: ReplicaState) -> None:
         self._sent += 1
@@ -126,10 +137,12 @@ class Race(Exchange):
 
     def _hedge_due(self, task: asyncio.Task[None]) -> None:
         self._hedge = None
-        if self.over or task.cancelled():
+        if self.over or task.cancelled() or not self._spares:
             return
-        if self._spares and self._try_hedge():
+        if self._try_hedge():
             self._send(self._spares.pop(0))
+        elif self._hedge_wait > 0:  # the budget is dry: ask again later, while still waiting
+            self._hedge_after(self._hedge_wait * 2)
 
     # -- copies
     def copy_head(self, copy: Copy) -> None:

@@ -25,7 +25,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from providers.kubernetes_api import Gone, KubeApi, WatchHandle
-from providers.kubernetes_build import LABEL_SERVICE, PodView, instance_id, view_pod
+from providers.kubernetes_build import (
+    LABEL_SERVICE,
+    PodView,
+    instance_id,
+    split_instance_id,
+    view_pod,
+)
 from providers.kubernetes_config import KubeConfig
 from skyctl.clock import Clock
 from skyctl.errors import SkyctlError
@@ -89,6 +95,7 @@ class PodTracker:
         self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # context -> name -> pod
         self._gone: dict[str, tuple[float, Instance]] = {}  # removed by the cluster
         self._deleting: set[str] = set()  # instance ids we asked to delete
+        self._deleted: set[str] = set()  # ... and saw go: later news of them is stale
         self._emitted: set[tuple[str, InstanceEventKind]] = set()
         self._pending_since: dict[str, float] = {}  # first seen without a node
         self._exhausted: dict[tuple[str, bool], float] = {}  # (context, spot) -> until
@@ -125,6 +132,7 @@ class PodTracker:
         view = view_pod(pod)
         self._gone.pop(iid, None)
         self._deleting.discard(iid)
+        self._deleted.discard(iid)
         self._pods.setdefault(ctx, {}).setdefault(view.name, pod)
         self._track_pending(iid, view)
         return view
@@ -175,6 +183,8 @@ class PodTracker:
             return
         view = view_pod(pod)
         iid = instance_id(ctx, view.namespace, view.name)
+        if iid in self._deleted:  # we deleted it and saw it go: a late or repeated report
+            return
         cache = self._pods.setdefault(ctx, {})
         if kind != "DELETED":
             cache[view.name] = pod
@@ -186,6 +196,7 @@ class PodTracker:
         self._pending_since.pop(iid, None)
         if iid in self._deleting:
             self._deleting.discard(iid)
+            self._deleted.add(iid)
             return
         state, detail = self.state(iid, view)
         if state not in (InstanceState.FAILED, InstanceState.TERMINATED):
@@ -266,6 +277,9 @@ class PodTracker:
         may be missing from it without being gone (the watch from the list's
         resourceVersion reports it): it stays."""
         fresh = {str(p["metadata"]["name"]): p for p in pods}
+        listed = {instance_id(ctx, view_pod(p).namespace, n) for n, p in fresh.items()}
+        # a deletion a fresh list confirms needs no more remembering (bounded memory)
+        self._deleted = {i for i in self._deleted if split_instance_id(i)[0] != ctx or i in listed}
         cache = self._pods.get(ctx, {})
         for name, old in list(cache.items()):
             if name not in fresh and name in known:

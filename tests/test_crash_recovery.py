@@ -12,6 +12,7 @@ The long version: ``python benchmarks/crash.py --kills 100``.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -65,7 +66,15 @@ async def test_a_launch_cut_before_its_record_was_saved_is_adopted_not_started_t
     )
     launched = await first.launch(req)
     await first.close()
-    pid = replica_processes_of(tmp_path, launched.instance_id)
+    # a process shows its environment only once it has exec'd: wait for that (a
+    # restarting controller takes seconds; this test restarts at once)
+    pid: list[int] = []
+    for _ in range(500):
+        pid = replica_processes_of(tmp_path, launched.instance_id)
+        if pid:
+            break
+        await asyncio.sleep(0.01)
+    assert pid, "the replica's process never showed up"
     try:
         (state / "instances" / f"{launched.instance_id}.json").unlink()  # the record never landed
         second = LocalProvider(None, clock=FakeClock(), state_dir=state)  # the next controller
@@ -79,13 +88,17 @@ async def test_a_launch_cut_before_its_record_was_saved_is_adopted_not_started_t
         assert replica_processes_of(tmp_path, launched.instance_id) == []
         await second.close()
     finally:
-        for p in pid:
+        for p in {*pid, *replica_processes_of(tmp_path, launched.instance_id)}:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p, signal.SIGKILL)
 
 
 def replica_processes_of(tmp: Path, instance_id: str) -> list[int]:
-    return sorted(processes_with_env("SKYCTL_INSTANCE_ID", instance_id))
+    """This test's replica processes: the instance id is deterministic, so the same
+    test running at the same time elsewhere on a shared machine must not count."""
+    found = processes_with_env("SKYCTL_INSTANCE_ID", instance_id)
+    state = str(tmp / "local")
+    return sorted(pid for pid, env in found.items() if env.get("SKYCTL_LOCAL_STATE") == state)
 
 
 # ---- the store across kills and bad files ---------------------------------------------

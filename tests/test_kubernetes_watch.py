@@ -81,3 +81,33 @@ async def test_a_pod_launched_while_the_list_was_on_its_way_is_not_reported_gone
         assert [(e.kind, e.replica_id) for e in events] == [(InstanceEventKind.PREEMPTED, 1)]
     finally:
         await tracker.close()
+
+
+def test_news_of_a_pod_we_deleted_after_it_went_is_stale_not_a_preemption() -> None:
+    """A re-list racing the watch can report our deletion twice, or show the pod
+    once more: neither may turn into a preemption or bring the pod back."""
+    events: list[InstanceEvent] = []
+
+    async def never(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    tracker = PodTracker(
+        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
+        clock=FakeClock(),
+        api=cast(Any, QuietWatch()),
+        namespace=never,
+        list_pods=never,
+        delete=never,
+        emit=events.append,
+    )
+    iid = instance_id("ctx", "default", "svc-1")
+    tracker.launched("ctx", iid, pod("svc-1", 1))
+    tracker.deleting(iid)
+    tracker.on_event("ctx", "DELETED", pod("svc-1", 1))  # the one we expected
+    tracker.on_event("ctx", "DELETED", pod("svc-1", 1))  # the same news again
+    tracker.on_event("ctx", "MODIFIED", pod("svc-1", 1))  # a stale list's copy
+    assert events == [] and tracker.gone("svc", set()) == []
+    # launched again under the same name (same token): news of it counts again
+    tracker.launched("ctx", iid, pod("svc-1", 1))
+    tracker.on_event("ctx", "DELETED", pod("svc-1", 1))
+    assert [(e.kind, e.replica_id) for e in events] == [(InstanceEventKind.PREEMPTED, 1)]

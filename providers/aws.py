@@ -49,12 +49,12 @@ from providers.aws_market import Market
 from providers.base import LaunchRequest, Provider
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
+from providers.events import EventsOnce
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError, SpecError
 from skyctl.spec import ResourceCandidate, ServiceSpec
 from skyctl.types import (
     Instance,
-    InstanceEvent,
     InstanceEventKind,
     InstanceState,
     Location,
@@ -109,7 +109,7 @@ class AWSProvider(Provider):
         )
         self._where: dict[str, str] = {}  # instance id -> region (a hint; searched when missing)
         self._released: set[str] = set()  # preempted instances the controller has let go
-        self._told: set[tuple[str, str]] = set()  # (instance id, event kind) already emitted
+        self._told = EventsOnce(self._emit)  # NOTICE / PREEMPTED, once per instance
         self._launching: dict[tuple[str, str], int] = {}  # (region, service) -> launches in flight
 
     def _client(self, region: str) -> Any:
@@ -480,17 +480,4 @@ class AWSProvider(Provider):
             kind, at = InstanceEventKind.NOTICE, inst.interruption_at
         else:
             return
-        if (inst.instance_id, kind.value) in self._told:
-            return
-        self._told.add((inst.instance_id, kind.value))
-        self._emit(
-            InstanceEvent(
-                kind,
-                inst.service,
-                inst.replica_id,
-                inst.instance_id,
-                inst.location,
-                at,
-                inst.detail,
-            )
-        )
+        self._told.push(inst, kind, at)

@@ -32,6 +32,7 @@ from typing import Any
 from providers.base import LaunchRequest, Provider
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
+from providers.events import EventsOnce
 from providers.gcp_api import AlreadyExists, ComputeApi, compute_v1, operation_error
 from providers.gcp_build import (
     GUEST_ACCELERATORS,
@@ -59,7 +60,6 @@ from skyctl.errors import ConfigError, NotFoundError
 from skyctl.spec import ResourceCandidate, ServiceSpec
 from skyctl.types import (
     Instance,
-    InstanceEvent,
     InstanceEventKind,
     InstanceState,
     Location,
@@ -104,7 +104,7 @@ class GCPProvider(Provider):
         self._known: dict[str, Instance] = {}  # instances seen, by instance id
         self._gone: dict[str, float] = {}  # preempted and deleted: instance id -> when
         self._deleting: set[str] = set()
-        self._emitted: set[tuple[str, InstanceEventKind]] = set()
+        self._told = EventsOnce(self._emit)  # NOTICE / PREEMPTED, once per instance
         self._locks: dict[str, asyncio.Lock] = {}
         self._firewalls = Firewalls(self._api, self._project, config)
         self._firewalls_clean: set[str] = set()  # services known to have no rules
@@ -277,7 +277,7 @@ class GCPProvider(Provider):
             return  # not an id this provider made: nothing of ours to delete
         known = self._known.pop(instance_id, None)
         self._gone.pop(instance_id, None)
-        self._emitted = {e for e in self._emitted if e[0] != instance_id}
+        self._told.forget(instance_id)
         service = known.service if known else None
         try:
             if service is None:
@@ -420,20 +420,7 @@ class GCPProvider(Provider):
             kind, at = InstanceEventKind.PREEMPTED, self._clock.now()
         else:
             return
-        if (inst.instance_id, kind) in self._emitted:
-            return
-        self._emitted.add((inst.instance_id, kind))
-        self._emit(
-            InstanceEvent(
-                kind=kind,
-                service=inst.service,
-                replica_id=inst.replica_id,
-                instance_id=inst.instance_id,
-                location=inst.location,
-                at=at,
-                detail=inst.detail,
-            )
-        )
+        self._told.push(inst, kind, at)
 
 
 def _guest(entry: CatalogEntry) -> str | None:

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from providers.events import EventsOnce
 from providers.kubernetes_api import Gone, KubeApi, WatchHandle
 from providers.kubernetes_build import (
     LABEL_SERVICE,
@@ -88,7 +89,6 @@ class PodTracker:
         self._namespace = namespace
         self._list_pods = list_pods
         self._delete = delete
-        self._emit = emit
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._handles: dict[str, WatchHandle] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -96,7 +96,7 @@ class PodTracker:
         self._gone: dict[str, tuple[float, Instance]] = {}  # removed by the cluster
         self._deleting: set[str] = set()  # instance ids we asked to delete
         self._deleted: set[str] = set()  # ... and saw go: later news of them is stale
-        self._emitted: set[tuple[str, InstanceEventKind]] = set()
+        self._told = EventsOnce(emit)
         self._pending_since: dict[str, float] = {}  # first seen without a node
         self._exhausted: dict[tuple[str, bool], float] = {}  # (context, spot) -> until
         self._closed = False
@@ -140,6 +140,7 @@ class PodTracker:
     def deleting(self, iid: str) -> None:
         """We are deleting it: its disappearance is no preemption."""
         self._deleting.add(iid)
+        self._told.forget(iid)
         self._gone.pop(iid, None)
         self._pending_since.pop(iid, None)
 
@@ -162,20 +163,7 @@ class PodTracker:
             kind = InstanceEventKind.EXITED
         else:
             return
-        if (inst.instance_id, kind) in self._emitted:
-            return
-        self._emitted.add((inst.instance_id, kind))
-        self._emit(
-            InstanceEvent(
-                kind,
-                inst.service,
-                inst.replica_id,
-                inst.instance_id,
-                inst.location,
-                self._clock.now(),
-                inst.detail,
-            )
-        )
+        self._told.push(inst, kind, self._clock.now())
 
     def on_event(self, ctx: str, kind: str, pod: dict[str, Any]) -> None:
         """A watch event (in the event loop): update the cache, push what the cluster did."""

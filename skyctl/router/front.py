@@ -414,6 +414,16 @@ class Connection(asyncio.Protocol):
 
     # ---- responses -----------------------------------------------------------------------------
 
+    def _head(self, status: int, reason: bytes, lines: bytes, framing: bytes) -> bytes:
+        """A response head: status line, ``lines``, ``framing``, Connection, blank line."""
+        return b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
+            status,
+            reason,
+            lines,
+            framing,
+            self._connection_line(),
+        )
+
     def _connection_line(self) -> bytes:
         if self._close_after:
             return b"Connection: close\r\n"
@@ -440,13 +450,7 @@ class Connection(asyncio.Protocol):
             body = b""
         else:
             framing = b"Content-Length: %d\r\n" % len(body)
-        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
-            status,
-            reason,
-            lines,
-            framing,
-            self._connection_line(),
-        )
+        head = self._head(status, reason, lines, framing)
         self._state = _DONE
         if len(body) <= _SMALL_BODY:
             self._write_raw(head + body if body else head)
@@ -478,13 +482,7 @@ class Connection(asyncio.Protocol):
         else:
             framing = b""
             self._close_after = True
-        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
-            status,
-            reason,
-            lines,
-            framing,
-            self._connection_line(),
-        )
+        head = self._head(status, reason, lines, framing)
         self._state = _STREAMING
         if not first:
             self._write_raw(head)

@@ -20,18 +20,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers.cli import run_cli  # noqa: E402  (after the path is set)
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SKYCTL_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "skyctl", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
+    return run_cli(home, *args, timeout=300)
 
 
 def main() -> None:
@@ -49,7 +44,6 @@ def main() -> None:
         name = json.loads(cli(home, "serve", "status", "-o", "json").stdout)[0]["name"]
         time.sleep(args.seconds)
         client_env = {**os.environ, "SKYCTL_HOME": str(home)}
-        sys.path.insert(0, str(ROOT))
         os.environ.update(client_env)
         from skyctl.client import ControllerClient
         from skyctl.config import paths

@@ -7,7 +7,7 @@ import base64
 import dataclasses
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +20,9 @@ from skyctl.clock import FakeClock
 from skyctl.errors import CapacityError, ConfigError, QuotaError, SpecError, TransientError
 from skyctl.spec import ResourceCandidate, Resources, ServiceSpec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
-from tests.fakes.moto_server import MotoEC2, fake_aws_credentials, moto_ec2
+from tests.fakes.moto_server import MotoEC2, ec2, fake_aws_credentials, moto_ec2
 
-__all__ = ["moto_ec2"]  # the session fixture, re-exported for pytest
+__all__ = ["ec2", "moto_ec2"]  # the fixtures, re-exported for pytest
 
 T = TypeVar("T")
 REGION = "us-east-1"
@@ -33,13 +33,6 @@ ZONE_A, ZONE_B = "us-east-1a", "us-east-1b"
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials through the standard env chain; no real AWS files or IMDS."""
     fake_aws_credentials(monkeypatch, tmp_path, REGION)
-
-
-@pytest.fixture
-def ec2(moto_ec2: MotoEC2, aws_env: None) -> Iterator[MotoEC2]:
-    moto_ec2.reset()
-    yield moto_ec2
-    moto_ec2.reset()
 
 
 @pytest.fixture

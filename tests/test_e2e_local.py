@@ -10,7 +10,6 @@ port and no replica record behind.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cli import run_cli
 from tests.helpers.processes import pids_mentioning
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,15 +74,7 @@ run: exec {python} {echo}
 
 
 def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SKYCTL_HOME": str(home), "SKYCTL_LOG_LEVEL": "INFO"}
-    return subprocess.run(
-        [sys.executable, "-m", "skyctl.cli", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
+    return run_cli(home, *args, timeout=timeout, log_level="INFO")
 
 
 def port_open(port: int) -> bool:

@@ -17,7 +17,7 @@ replicas in three different locations, cheapest first: one per cloud.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from skyctl.store import ReplicaRecord
 from skyctl.types import Location, Offering
 from tests.fakes.azure_server import FakeAzure
 from tests.fakes.gcp_server import FakeComputeEngine
-from tests.fakes.moto_server import MotoEC2, fake_aws_credentials, moto_ec2
+from tests.fakes.moto_server import MotoEC2, ec2, fake_aws_credentials, moto_ec2
 from tests.helpers.multicloud import (
     AWS_REGION,
     AZURE_REGION,
@@ -43,7 +43,7 @@ from tests.helpers.multicloud import (
     Harness,
 )
 
-__all__ = ["moto_ec2"]  # the session fixture, re-exported for pytest
+__all__ = ["ec2", "moto_ec2"]  # the fixtures, re-exported for pytest
 
 NAME = "multi"
 AWS_ZONE, AZURE_ZONE = "us-east-1a", "1"
@@ -78,13 +78,6 @@ def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake AWS credentials through boto3's standard chain; moto's public IPs on loopback."""
     fake_aws_credentials(monkeypatch, tmp_path, AWS_REGION)
     monkeypatch.setattr(MOTO_PUBLIC_IP, lambda: LOOPBACK)
-
-
-@pytest.fixture
-def ec2(moto_ec2: MotoEC2, aws_env: None) -> Iterator[MotoEC2]:
-    moto_ec2.reset()
-    yield moto_ec2
-    moto_ec2.reset()
 
 
 @pytest.fixture

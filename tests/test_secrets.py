@@ -39,9 +39,9 @@ from skyctl.spec_yaml import parse_spec
 from skyctl.store import Store
 from skyctl.types import Instance
 from tests.fakes.memory_provider import MemoryProvider
+from tests.helpers.cli import run_cli
 
 SECRET = "s3cr3t-value-XYZ"
-ROOT = Path(__file__).resolve().parent.parent
 
 SPEC = """\
 name: vault
@@ -404,16 +404,7 @@ run: exec {python} {app}
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SKYCTL_HOME": str(home), "SKYCTL_LOG_LEVEL": "DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "skyctl.cli", *args],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(home, *args, log_level="DEBUG")
 
 
 def ask(endpoint: str) -> dict[str, Any]:

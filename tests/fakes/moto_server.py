@@ -231,3 +231,12 @@ def moto_ec2() -> Iterator[MotoEC2]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def ec2(moto_ec2: MotoEC2, aws_env: None) -> Iterator[MotoEC2]:
+    """The session's moto server, emptied before and after the test; ``aws_env`` is the
+    requesting test module's own fixture (its fake credentials)."""
+    moto_ec2.reset()
+    yield moto_ec2
+    moto_ec2.reset()

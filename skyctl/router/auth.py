@@ -52,18 +52,17 @@ class ApiKeys:
         env = os.environ if environ is None else environ
         keys: list[str] = []
         problems: list[str] = []
-        for name in auth.api_key_secrets:
-            value = secrets.get(name, "").strip()
-            if value:
-                keys.append(value)
-            else:
-                problems.append(f"secret {name} is missing or empty")
-        for name in auth.api_keys_env:
-            value = env.get(name, "").strip()
-            if value:
-                keys.append(value)
-            else:
-                problems.append(f"environment variable {name} is unset or empty")
+        sources = (
+            (auth.api_key_secrets, secrets, "secret {} is missing or empty"),
+            (auth.api_keys_env, env, "environment variable {} is unset or empty"),
+        )
+        for names, values, missing in sources:
+            for name in names:
+                value = values.get(name, "").strip()
+                if value:
+                    keys.append(value)
+                else:
+                    problems.append(missing.format(name))
         api_keys = cls(keys, forward=auth.forward_authorization)
         api_keys.problems = problems
         return api_keys

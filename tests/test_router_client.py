@@ -13,6 +13,7 @@ from skyctl.router.client import (
     BadResponse,
     ConnectFailed,
     Disconnected,
+    HeadFuture,
     NotSent,
     Origin,
     Pool,
@@ -432,10 +433,11 @@ async def test_a_pooled_connection_closed_under_a_request_says_whether_any_byte_
             if close == "reset":
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # closed synchronously: the pool has not seen it yet and reuses the connection
-        resp = pool.begin(origin, b"POST", get(method=b"POST"))
-        assert resp is not None and resp.arrival is not None
+        arrival = HeadFuture()
+        resp = pool.begin(origin, b"POST", get(method=b"POST"), None, None, False, arrival)
+        assert resp is not None
         with pytest.raises(Disconnected) as failed:
-            await resp.arrival
+            await arrival.future
         resp.release()
     assert failed.value.unsent is unsent
     assert isinstance(failed.value, NotSent) is unsent
@@ -446,3 +448,23 @@ async def test_a_refused_connection_never_sent_a_byte(pool: Pool) -> None:
     with pytest.raises(ConnectFailed) as failed:
         await pool.request(origin, b"POST", get(method=b"POST"))
     assert failed.value.unsent
+
+
+async def test_a_request_head_still_in_the_write_batch_when_its_connection_breaks_was_not_sent(
+    servers: Callable[[Serve], Awaitable[RawServer]], pool: Pool
+) -> None:
+    """Heads go out at the end of the loop iteration: a connection lost before then
+    took no byte, so even a POST may go to another replica."""
+    server = await servers(keep_answering)
+    await read_all(await pool.request(server.origin, b"GET", get()))
+    await eventually(lambda: pool.idle_count(server.origin) == 1, "a pooled connection")
+    arrival = HeadFuture()
+    resp = pool.begin(server.origin, b"POST", get(method=b"POST"), None, None, False, arrival)
+    assert resp is not None and len(pool.batch) == 1  # not written yet
+    conn = resp._conn
+    assert conn is not None and conn.transport is not None
+    conn.transport.abort()  # broken before the batch is flushed
+    with pytest.raises(NotSent) as failed:
+        await arrival.future
+    assert failed.value.unsent
+    assert server.requests == 1  # the replica saw the GET only

@@ -52,13 +52,12 @@ async def test_a_listener_is_told_once_at_the_head_with_the_body_that_came_along
     server = await servers(keep_answering)
     told = Told()
     resp = await connect_and_send(pool, server, told)
-    assert resp.arrival is None  # no future for a listened-to request
     await eventually(lambda: bool(told.heads), "the head")
     await asyncio.sleep(0.05)
     assert told.heads == [resp] and told.whole == [True] and not told.errors
     assert resp.body.take() == b"hello"
     assert pool.idle_count(server.origin) == 1  # back in the pool: it arrived whole
-    again = pool.begin(server.origin, b"GET", get(), listener=told)
+    again = pool.begin(server.origin, b"GET", get(), None, None, False, told)
     assert again is not None  # sent at once on the pooled connection
     await eventually(lambda: len(told.heads) == 2, "the second head")
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from skyctl.router.batch import WriteBatch
-from skyctl.router.deadlines import Deadlines, Expirable
+from skyctl.router.deadlines import Deadlines
 from skyctl.router.http1 import (
     LAST_CHUNK,
     MAX_HEAD_BYTES,
@@ -108,24 +108,34 @@ class Listener(Protocol):
         ``resp`` is None when no connection could be made."""
 
 
+class HeadFuture:
+    """A :class:`Listener` that resolves ``future`` at the head (or fails it), for
+    callers that would rather await (:meth:`Pool.request`)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+    def on_head(self, resp: Response) -> None:
+        if not self.future.done():
+            self.future.set_result(resp)
+
+    def on_error(self, resp: Response | None, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class Response:
-    """The response to one request: once the head is in, ``head`` is set and
-    ``body`` streams the rest. The head's arrival is announced through the
-    ``arrival`` future, or, for a request sent with a :class:`Listener`, by
-    calling it (``arrival`` is None then)."""
+    """The response to one request: once the head is in, its listener is told,
+    ``head`` is set and ``body`` streams the rest."""
 
-    __slots__ = ("_conn", "arrival", "body", "head", "listener")
+    __slots__ = ("_conn", "body", "head", "listener")
 
-    def __init__(
-        self,
-        body: BodyStream,
-        arrival: asyncio.Future[Response] | None,
-        listener: Listener | None = None,
-    ) -> None:
+    def __init__(self, body: BodyStream, listener: Listener) -> None:
         self.head = Head()
         self.body = body
-        self.arrival = arrival
-        self.listener = listener  # cleared once told
+        self.listener: Listener | None = listener  # cleared once told
         self._conn: _Conn | None = None  # set while the connection still carries it
 
     @property
@@ -142,21 +152,13 @@ class Response:
         A response still awaited is cancelled (the replica sees the disconnect);
         its listener is not told.
         """
-        arrival = self.arrival
-        watched: Expirable = self
-        if arrival is not None:
-            watched = arrival
-            if not arrival.done():
-                arrival.cancel()
-            elif not arrival.cancelled():
-                arrival.exception()  # looked at: no "exception never retrieved" warning
         self.listener = None
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn._pool.deadlines.discard(watched)
+            conn._pool.deadlines.discard(self)
             conn.abort()
 
-    # the head deadline of a listened-to request (see Deadlines)
+    # the head deadline (an Expirable for Deadlines)
     def done(self) -> bool:
         return self.listener is None
 
@@ -180,7 +182,6 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self._buf = b""
         self._resp: Response | None = None
-        self._head_waiter: asyncio.Future[Response] | None = None
         self._framer: Framer | None = None
         self._method = b""
         self._sent = True
@@ -255,13 +256,7 @@ class _Conn(asyncio.Protocol):
             self._framer = Framer(head.content_length, head.chunked)
         else:
             self._framer = Framer(0, False)
-        waiter, self._head_waiter = self._head_waiter, None
-        if waiter is not None:
-            self._pool.deadlines.discard(waiter)
-            if not waiter.done():
-                waiter.set_result(resp)
-        elif resp.listener is not None:
-            self._pool.deadlines.discard(resp)
+        self._pool.deadlines.discard(resp)
         return data
 
     def eof_received(self) -> bool | None:
@@ -314,23 +309,17 @@ class _Conn(asyncio.Protocol):
         body: bytes | BodyStream | None,
         timeout: float | None,
         chunked: bool,
-        listener: Listener | None = None,
+        listener: Listener,
     ) -> Response:
-        """Send a request; its response's ``arrival`` resolves at the head (or fails),
-        or, with a ``listener``, the listener is told."""
+        """Send a request; ``listener`` is told at its response head (or failure)."""
         transport = self.transport
         assert transport is not None and self._resp is None
         pool = self._pool
-        loop = self._loop
-        waiter: asyncio.Future[Response] | None = None
-        if listener is None:
-            waiter = loop.create_future()
-        resp = Response(BodyStream(self._pause, self._resume, pool.read_timeout), waiter, listener)
+        resp = Response(BodyStream(self._pause, self._resume, pool.read_timeout), listener)
         resp._conn = self
         self._resp = resp
         self._method = method
         self._framer = None
-        self._head_waiter = waiter
         self._unsent = False
         self._written = False
         if isinstance(body, BodyStream):
@@ -341,7 +330,7 @@ class _Conn(asyncio.Protocol):
             pool.batch.write(self._write_head, head + body if body else head)
             self._sent = True
         limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
-        pool.deadlines.add(resp if waiter is None else waiter, loop.time() + limit)
+        pool.deadlines.add(resp, self._loop.time() + limit)
         return resp
 
     def _write_first(self, data: bytes) -> None:
@@ -394,15 +383,10 @@ class _Conn(asyncio.Protocol):
         listener = None
         if resp is not None:
             resp._conn = None
-            waiter, self._head_waiter = self._head_waiter, None
             listener, resp.listener = resp.listener, None
-            if waiter is not None:
-                self._pool.deadlines.discard(waiter)
-            elif listener is not None:
+            if listener is not None:  # before the head: the listener is told
                 self._pool.deadlines.discard(resp)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(exc)
-            elif listener is None:
+            else:  # after it: whoever reads the body is
                 resp.body.fail(exc)
         self.abort()
         if listener is not None and resp is not None:
@@ -457,13 +441,13 @@ class Pool:
         A :class:`BodyStream` body is uploaded as it arrives, chunk-encoded when
         ``chunked`` (the head then says ``Transfer-Encoding: chunked``).
         """
-        resp = self.begin(origin, method, head, body, head_timeout, chunked)
+        arrival = HeadFuture()
+        resp = self.begin(origin, method, head, body, head_timeout, chunked, arrival)
         if resp is None:
             conn = await self.connect(origin)
-            resp = conn.begin(method, head, body, head_timeout, chunked)
-        assert resp.arrival is not None
+            resp = conn.begin(method, head, body, head_timeout, chunked, arrival)
         try:
-            return await resp.arrival
+            return await arrival.future
         except BaseException:
             resp.release()  # cancelled or timed out: the connection closes
             raise
@@ -473,15 +457,15 @@ class Pool:
         origin: Origin,
         method: bytes,
         head: bytes,
-        body: bytes | BodyStream | None = None,
-        head_timeout: float | None = None,
-        chunked: bool = False,
-        listener: Listener | None = None,
+        body: bytes | BodyStream | None,
+        head_timeout: float | None,
+        chunked: bool,
+        listener: Listener,
     ) -> Response | None:
         """Send on an idle pooled connection at once, without awaiting; None if there is none.
 
-        The caller awaits ``response.arrival`` (or, with a ``listener``, is
-        told) and must :meth:`Response.release` it when done.
+        ``listener`` is told at the response head (:class:`HeadFuture` to await it
+        instead); the caller must :meth:`Response.release` the response when done.
         """
         conn = self._take(origin)
         if conn is None:

@@ -1,10 +1,10 @@
-"""Coarse deadlines for many futures on one timer.
+"""Coarse deadlines for many waiting requests on one timer.
 
-The router waits on a future per request (a response head, a race); giving
+The router waits for many things at once (a response head, a race); giving
 each its own ``loop.call_later`` costs more than the request's own work on a
 proxy's hot path (uvloop allocates and later frees a libuv handle per timer).
-:class:`Deadlines` checks every watched future each ``tick`` (50 ms) instead,
-and only while some future is watched, so a deadline fires at most one tick
+:class:`Deadlines` checks every watched item each ``tick`` (50 ms) instead,
+and only while something is watched, so a deadline fires at most one tick
 late.
 """
 
@@ -17,7 +17,8 @@ TICK = 0.05  # seconds between checks (the precision of every deadline)
 
 
 class Expirable(Protocol):
-    """What a deadline watches: an asyncio future, or anything failing the same way."""
+    """What a deadline watches (a response awaiting its head, a race); an asyncio
+    future fits too."""
 
     def done(self) -> bool: ...
 
@@ -25,13 +26,11 @@ class Expirable(Protocol):
 
 
 class Deadlines:
-    """Coarse timeouts for many futures on one timer.
+    """Coarse timeouts for many items on one timer (see the module docstring).
 
-    A future (or :class:`Expirable`) added with a deadline (loop time) fails with
-    :class:`TimeoutError`
-    at most :data:`TICK` seconds after it; the timer runs only while some
-    future is watched. A timer per request costs more than the request's own
-    work in a proxy (uvloop allocates a libuv handle for each one).
+    An item added with a deadline (loop time) gets a :class:`TimeoutError`
+    through ``set_exception`` at most :data:`TICK` seconds after it, unless it
+    is done or discarded first; the timer runs only while something is watched.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
@@ -40,13 +39,13 @@ class Deadlines:
         self._watched: dict[Expirable, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, future: Expirable, deadline: float) -> None:
-        self._watched[future] = deadline
+    def add(self, item: Expirable, deadline: float) -> None:
+        self._watched[item] = deadline
         if self._timer is None:
             self._timer = self._loop.call_later(self._tick, self._check)
 
-    def discard(self, future: Expirable) -> None:
-        self._watched.pop(future, None)
+    def discard(self, item: Expirable) -> None:
+        self._watched.pop(item, None)
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -60,8 +59,8 @@ class Deadlines:
     def _check(self) -> None:
         now = self._loop.time()
         watched = self._watched
-        for future in [f for f, deadline in watched.items() if deadline <= now]:
-            del watched[future]
-            if not future.done():
-                future.set_exception(TimeoutError("no response in time"))
+        for item in [i for i, deadline in watched.items() if deadline <= now]:
+            del watched[item]
+            if not item.done():
+                item.set_exception(TimeoutError("no response in time"))
         self._timer = self._loop.call_later(self._tick, self._check) if watched else None

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.helpers.compiled import compiled_copy
+
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_PORT = 18180
 NGINX_PROXY_PORT = 18181
@@ -197,27 +199,22 @@ def measured(url: str, seconds: int, pid: int | None) -> tuple[dict[str, float],
 PACED_DELAY_MS = 2
 
 
-PACED_CONNECTIONS = 0  # set by half_load for the report
-
-
 def half_load(
     tmp: Path, router_url: str, backend_url: str, peak: float, seconds: int
 ) -> list[tuple[str, dict[str, float]]]:
     """P50 at about half the router's peak: wrk connections that each wait
     PACED_DELAY_MS between requests, as many as make half the peak rate; the
     backend directly with the same pacing, for the latency the router adds."""
-    global PACED_CONNECTIONS
     script = tmp / "paced.lua"
     script.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
     # each connection: one request per (delay + about 0.3 ms of latency)
     connections = max(1, round(peak / 2 * (PACED_DELAY_MS + 0.3) / 1000))
-    PACED_CONNECTIONS = connections
-    routed = wrk(router_url, seconds, connections, script)
+    routed = {**wrk(router_url, seconds, connections, script), "connections": connections}
     direct = wrk(backend_url, seconds, connections, script)
     return [("backend directly, paced", direct), ("router least_load, paced", routed)]
 
 
-def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
+def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | None) -> None:
     backend = nginx_conf(
         tmp,
         f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
@@ -242,49 +239,53 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None) -> None:
         if baseline is not None:
             least = router_argv("least_load", [target])
             runs.append(("baseline router least_load", least, baseline))
-        runs += [
-            ("skyctl router least_load", router_argv("least_load", [target]), ROOT),
-            ("skyctl router fan_out k=2", router_argv("fan_out", [target, target]), ROOT),
-        ]
-        paced: list[tuple[str, dict[str, float]]] = []
+        builds = [("", ROOT)] + ([(" (compiled)", compiled)] if compiled is not None else [])
+        for suffix, tree in builds:
+            runs += [
+                (f"skyctl router least_load{suffix}", router_argv("least_load", [target]), tree),
+                (f"skyctl router fan_out k=2{suffix}", router_argv("fan_out", [target] * 2), tree),
+            ]
+        paced: dict[str, list[tuple[str, dict[str, float]]]] = {}
         for name, argv, cwd in runs:
             with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                 url = f"http://127.0.0.1:{line.split()[1]}/"
                 rows.append((name, *measured(url, seconds, proc.pid)))
-                if name == "skyctl router least_load":
-                    paced = half_load(tmp, url, target + "/", rows[-1][1]["rps"], seconds)
+                if "least_load" in name and name.startswith("skyctl"):
+                    paced[name] = half_load(tmp, url, target + "/", rows[-1][1]["rps"], seconds)
     ngx_row = rows[1][1]
-    least_row = next(r[1] for r in rows if r[0] == "skyctl router least_load")
-    fan = rows[-1][1]
     print(f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses)")
     print(
-        f"{'target':34} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} "
+        f"{'target':38} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} "
         f"{'P50@c1 ms':>10} {'CPU us/req':>11}"
     )
     for name, r, light in rows:
         ratio = r["rps"] / (ngx_row["rps"] or 1.0)
         cpu = f"{r['cpu_us']:11.1f}" if "cpu_us" in r else f"{'':11}"
         print(
-            f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
+            f"{name:38} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
             f"{light['p50']:10.3f} {cpu}"
         )
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
-    print(f"fan_out k=2 / least_load throughput: {fan['rps'] / (least_row['rps'] or 1.0):.1%}")
-    if paced:
-        (_, direct), (_, routed) = paced
+    by_name = {name: r for name, r, _ in rows}
+    for suffix, _ in builds:
+        least = by_name[f"skyctl router least_load{suffix}"]
+        fan = by_name[f"skyctl router fan_out k=2{suffix}"]
+        build = suffix.strip(" ()") or "pure Python"
         print(
-            f"At half the router's peak ({routed['rps']:.0f} req/s, wrk paced: "
-            f"{PACED_CONNECTIONS} connections, {PACED_DELAY_MS} ms between requests): P50 "
+            f"{build}: least_load / nginx {least['rps'] / (ngx_row['rps'] or 1.0):.1%}, "
+            f"fan_out k=2 / least_load {fan['rps'] / (least['rps'] or 1.0):.1%}; CPU per "
+            f"request: least_load / nginx {least['cpu_us'] / ngx_row['cpu_us']:.1f}x, "
+            f"fan_out / least_load {fan['cpu_us'] / least['cpu_us']:.2f}x"
+        )
+    for name, ((_, direct), (_, routed)) in paced.items():
+        print(
+            f"At half the peak of {name} ({routed['rps']:.0f} req/s, wrk paced: "
+            f"{routed['connections']:.0f} connections, {PACED_DELAY_MS} ms between requests): P50 "
             f"{routed['p50']:.3f} ms through the router, {direct['p50']:.3f} ms to the backend "
             f"directly at the same pacing ({direct['rps']:.0f} req/s): the router adds "
             f"{routed['p50'] - direct['p50']:.3f} ms"
         )
-    print(
-        "CPU per request: least_load / nginx "
-        f"{least_row['cpu_us'] / ngx_row['cpu_us']:.1f}x, fan_out / least_load "
-        f"{fan['cpu_us'] / least_row['cpu_us']:.2f}x"
-    )
 
 
 async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
@@ -389,6 +390,11 @@ def main() -> None:
     parser.add_argument("--skip-tail", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument(
+        "--pure-only",
+        action="store_true",
+        help="measure only the pure-Python router, not also the compiled build",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -409,7 +415,11 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="skyctl-router-bench-") as tmp:
         if not args.skip_throughput:
-            throughput(Path(tmp), 3 if args.quick else 8, args.baseline)
+            compiled = None
+            if not args.pure_only:
+                print("compiling the router (mypyc, as SKYCTL_COMPILE=1 builds it)...", flush=True)
+                compiled = compiled_copy(Path(tmp) / "compiled")
+            throughput(Path(tmp), 3 if args.quick else 8, args.baseline, compiled)
     if not args.skip_tail:
         for rate in args.tail_rates:
             # at least 1,200 requests per policy (P99 from a dozen samples), 20 s at least

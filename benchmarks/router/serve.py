@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from dataclasses import replace
 
@@ -31,6 +32,8 @@ async def main(args: argparse.Namespace) -> None:
         ]
     )
     port = await router.start("127.0.0.1", args.port)
+    gc.collect()  # as the controller does once started (skyctl/controller/daemon.py)
+    gc.freeze()
     print(f"PORT {port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

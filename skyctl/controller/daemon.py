@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -83,6 +84,11 @@ async def serve(
         await controller.start()
         _write_private(p.daemon_info, json.dumps({"pid": os.getpid(), "host": host, "port": bound}))
         log.info("controller %d listening on %s:%d", os.getpid(), host, bound)
+        # What start-up loaded (modules, SDKs, the restored state) lives as long as
+        # the process: keep it out of every later collection, so the router's
+        # short-lived objects are all a collection walks (docs/router.md)
+        gc.collect()
+        gc.freeze()
         await controller.run()
     finally:
         log.info("controller stopping")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import ClassVar, Protocol, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.deadlines import Deadlines
@@ -65,11 +65,13 @@ MAX_IDLE_PER_ORIGIN = 256
 class UpstreamError(Exception):
     """A request to a replica failed (see the module docstring for the tree)."""
 
-    unsent = False  # True when no byte of the request can have reached the replica
+    # True when no byte of the request can have reached the replica (a class
+    # attribute: ClassVar keeps it one for mypyc too)
+    unsent: ClassVar[bool] = False
 
 
 class ConnectFailed(UpstreamError):
-    unsent = True
+    unsent: ClassVar[bool] = True
 
 
 class Disconnected(UpstreamError):
@@ -79,7 +81,7 @@ class Disconnected(UpstreamError):
 class NotSent(Disconnected):
     """The connection broke as the request was written, before the kernel took any byte."""
 
-    unsent = True
+    unsent: ClassVar[bool] = True
 
 
 class BadResponse(UpstreamError):
@@ -170,8 +172,12 @@ class Response:
             listener.on_error(self, exc)
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying one exchange at a time."""
+class _Conn:
+    """One keep-alive connection carrying one exchange at a time.
+
+    An asyncio protocol by its methods, not by inheritance: a class of its own
+    compiles to a native class (mypyc), whose attributes are struct fields.
+    """
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self._pool = pool
@@ -517,9 +523,13 @@ class Pool:
             context = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self, origin), origin.host, origin.port, ssl=context
+                _, protocol = await loop.create_connection(
+                    cast(Callable[[], asyncio.Protocol], lambda: _Conn(self, origin)),
+                    origin.host,
+                    origin.port,
+                    ssl=context,
                 )
+                conn = cast(_Conn, protocol)
         except TimeoutError as exc:
             raise ConnectFailed(f"connect to {origin.host}:{origin.port} timed out") from exc
         except OSError as exc:

@@ -108,8 +108,9 @@ class Exchange(Protocol):
 FastHandler = Callable[[Request, "Connection"], "Exchange | None"]
 
 
-class Connection(asyncio.Protocol):
-    """One client connection (see the module docstring)."""
+class Connection:
+    """One client connection (see the module docstring); an asyncio protocol by its
+    methods, not by inheritance (so it compiles to a native class)."""
 
     def __init__(self, server: FrontServer) -> None:
         self._server = server
@@ -177,6 +178,9 @@ class Connection(asyncio.Protocol):
         if self._buf:
             data, self._buf = self._buf + data, b""
         self._parse(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # the client half-closed: the transport closes (asyncio.Protocol default)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

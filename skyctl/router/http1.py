@@ -102,10 +102,6 @@ class ProtocolError(Exception):
         super().__init__(detail)
 
 
-class IncompleteBody(ConnectionError):
-    """The connection ended before the body did."""
-
-
 class Head:
     """A parsed request or response head (see the module docstring).
 
@@ -389,7 +385,7 @@ class BodyStream:
     """One body as it arrives: fed by a protocol, read by one consumer.
 
     :meth:`read` returns everything buffered so far (b"" at the end) and
-    raises the failure the protocol reported (:class:`IncompleteBody`, a
+    raises the failure the protocol reported (the connection's error, a
     :class:`ProtocolError`, a :class:`TimeoutError` after ``timeout``
     seconds of silence). ``pause``/``resume`` are called around the
     high-water mark; ``on_first_read`` once, before the first read (a server

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.front import Connection, FastHandler, Handler
@@ -64,10 +65,18 @@ class FrontServer:
         if self.ssl_context is not None:  # a slow handshake is cut like a slow head
             tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.head_timeout}
         self._server = await self.loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024, **tls
+            cast(Callable[[], asyncio.Protocol], lambda: Connection(self)),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            **tls,
         )
         self.rearm()
-        return int(self._server.sockets[0].getsockname()[1])
+        # Any: uvloop's Server.sockets is a list where asyncio's is a tuple (compiled
+        # code would check the type the stubs name)
+        server: Any = self._server
+        return int(server.sockets[0].getsockname()[1])
 
     def rearm(self) -> None:
         """Restart the timeout sweep (after the timeouts changed); only while it runs."""

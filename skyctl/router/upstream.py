@@ -190,8 +190,8 @@ async def relay(
         try:
             # a body that arrived whole (the common small response) needs no await
             first = body.take() if body.complete else await body.read()
-        except ClientBodyError as exc:
-            raise exc.cause from None  # the client's side failed: answered by the front
+        except ClientBodyError as client_failed:  # (mypyc: one name per exception type)
+            raise client_failed.cause from None  # the client's side failed: the front answers
         except (UpstreamError, TimeoutError) as exc:
             if on_midstream_error is not None:
                 on_midstream_error()

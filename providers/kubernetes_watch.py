@@ -145,9 +145,14 @@ class PodTracker:
         self._pending_since.pop(iid, None)
 
     def forget(self, iid: str) -> None:
-        """The pod is gone (a delete found nothing): nothing more to expect of it."""
+        """The pod is gone (a delete found nothing): drop it, and take whatever news of
+        it the watch still brings (its deletion, running late) as stale."""
+        ctx, _, name = split_instance_id(iid)
+        self._pods.get(ctx, {}).pop(name, None)
         self._deleting.discard(iid)
+        self._deleted.add(iid)  # trimmed by the next list, like every confirmed deletion
         self._gone.pop(iid, None)
+        self._pending_since.pop(iid, None)
 
     def _track_pending(self, iid: str, view: PodView) -> None:
         """The unschedulable wait starts when a pod is first seen without a node."""
@@ -172,6 +177,8 @@ class PodTracker:
         view = view_pod(pod)
         iid = instance_id(ctx, view.namespace, view.name)
         if iid in self._deleted:  # we deleted it and saw it go: a late or repeated report
+            if kind == "DELETED":
+                self._pods.get(ctx, {}).pop(view.name, None)
             return
         cache = self._pods.setdefault(ctx, {})
         if kind != "DELETED":

@@ -111,3 +111,33 @@ def test_news_of_a_pod_we_deleted_after_it_went_is_stale_not_a_preemption() -> N
     tracker.launched("ctx", iid, pod("svc-1", 1))
     tracker.on_event("ctx", "DELETED", pod("svc-1", 1))
     assert [(e.kind, e.replica_id) for e in events] == [(InstanceEventKind.PREEMPTED, 1)]
+
+
+def test_news_of_our_deletion_arriving_after_a_repeated_delete_is_stale() -> None:
+    """terminate twice: the second delete finds nothing (the pod went) before the watch
+    reported the first; the watch's late news must not bring it back as a preemption."""
+    events: list[InstanceEvent] = []
+
+    async def never(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    tracker = PodTracker(
+        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
+        clock=FakeClock(),
+        api=cast(Any, QuietWatch()),
+        namespace=never,
+        list_pods=never,
+        delete=never,
+        emit=events.append,
+    )
+    iid = instance_id("ctx", "default", "svc-1")
+    tracker.launched("ctx", iid, pod("svc-1", 1))
+    tracker.deleting(iid)  # the first terminate
+    tracker.forget(iid)  # the second: not found
+    going = pod("svc-1", 1)
+    going["metadata"]["deletionTimestamp"] = "2026-11-21T00:00:00Z"
+    tracker.on_event("ctx", "MODIFIED", going)  # the watch, late: terminating
+    tracker.on_event("ctx", "DELETED", going)  # and gone
+    assert events == []
+    assert tracker.gone("svc", set()) == []
+    assert "svc-1" not in tracker._pods.get("ctx", {})

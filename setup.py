@@ -9,12 +9,14 @@ is compiled and the package is pure Python.
 from __future__ import annotations
 
 import configparser
-import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools"))
+from skyctl_build import compile_requested  # noqa: E402  (the one reading of SKYCTL_COMPILE)
 
 
 def compiled_modules() -> list[str]:
@@ -25,7 +27,7 @@ def compiled_modules() -> list[str]:
 
 
 def ext_modules() -> list[object]:
-    if os.environ.get("SKYCTL_COMPILE", "") != "1":
+    if not compile_requested():
         return []
     from mypyc.build import mypycify  # present in the build environment (see above)
 

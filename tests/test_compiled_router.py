@@ -10,11 +10,14 @@ catches them.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,9 +55,9 @@ def test_the_router_test_suite_passes_against_the_compiled_router(compiled_tree:
     assert " passed" in tail and "failed" not in tail
 
 
-def _backend() -> object:
-    import importlib.util
-
+@pytest.fixture
+def backend() -> Any:
+    """The in-tree build backend (tools/skyctl_build.py), as pip loads it."""
     spec = importlib.util.spec_from_file_location("skyctl_build", ROOT / "tools/skyctl_build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -62,16 +65,47 @@ def _backend() -> object:
     return module
 
 
-def test_the_build_fetches_mypy_only_for_a_compiled_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = _backend()
+def test_the_build_fetches_mypy_only_for_a_compiled_build(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SKYCTL_COMPILE", "1")
-    assert any(r.startswith("mypy") for r in backend.get_requires_for_build_wheel())  # type: ignore[attr-defined]
-    monkeypatch.delenv("SKYCTL_COMPILE")
+    assert any(r.startswith("mypy") for r in backend.get_requires_for_build_wheel())
+    monkeypatch.setenv("SKYCTL_COMPILE", "0")
     monkeypatch.chdir(ROOT)
-    assert not any(r.startswith("mypy") for r in backend.get_requires_for_build_wheel())  # type: ignore[attr-defined]
+    assert not any(r.startswith("mypy") for r in backend.get_requires_for_build_wheel())
 
 
-def test_an_editable_install_is_never_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("value", ["yes", "true", "2", "on"])
+def test_a_compile_setting_other_than_1_or_0_stops_the_build_with_one_line(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SKYCTL_COMPILE", value)
+    with pytest.raises(SystemExit) as stopped:
+        backend.get_requires_for_build_wheel()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "SKYCTL_COMPILE must be 1" in message and repr(value) in message
+
+
+def test_an_editable_install_is_never_compiled(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SKYCTL_COMPILE", "1")
     with pytest.raises(SystemExit, match="not to an editable install"):
-        _backend().build_editable("/nonexistent")  # type: ignore[attr-defined]
+        backend.build_editable("/nonexistent")
+
+
+def test_the_source_distribution_carries_the_build_backend(tmp_path: Path) -> None:
+    """pyproject.toml names tools/ as the backend's path: an sdist without it cannot build."""
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    (archive,) = tmp_path.glob("skyctl-*.tar.gz")
+    with tarfile.open(archive) as sdist:
+        names = sdist.getnames()
+    assert any(n.endswith("/tools/skyctl_build.py") for n in names)
+    assert any(n.endswith("/setup.py") for n in names)

@@ -23,12 +23,19 @@ from setuptools.build_meta import (  # noqa: F401  (the rest of the backend inte
 MYPYC = "mypy>=1.10"
 
 
-def _compiling() -> bool:
-    return os.environ.get("SKYCTL_COMPILE", "") == "1"
+def compile_requested() -> bool:
+    """``SKYCTL_COMPILE``: 1 compiles the router, 0 or unset does not; anything else
+    stops the build with one line (a typo must not pass for a plain build)."""
+    value = os.environ.get("SKYCTL_COMPILE", "").strip()
+    if value not in ("", "0", "1"):
+        raise SystemExit(
+            f"skyctl: SKYCTL_COMPILE must be 1 (compile the router) or 0, got {value!r}"
+        )
+    return value == "1"
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    if _compiling():  # setup.py needs mypyc even to be read, so it is not asked here
+    if compile_requested():  # setup.py needs mypyc even to be read, so it is not asked here
         return ["wheel", MYPYC]
     return list(_setuptools.get_requires_for_build_wheel(config_settings))
 
@@ -50,7 +57,7 @@ def build_editable(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    if _compiling():
+    if compile_requested():
         raise SystemExit(
             "skyctl: SKYCTL_COMPILE=1 applies to `pip install .`, not to an editable install "
             "(compiled modules would shadow the sources you edit); unset it or drop -e"

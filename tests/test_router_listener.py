@@ -144,3 +144,42 @@ async def test_writes_of_one_iteration_go_out_together_in_order() -> None:
     assert made == [b"a", b"b", b"c"]
     await asyncio.sleep(0)
     assert made == [b"a", b"b", b"c"]  # the scheduled flush finds nothing left
+
+
+def test_the_router_serves_on_uvloop_the_loop_the_controller_runs() -> None:
+    """The controller runs on uvloop, whose objects are not always the types the
+    stubs name (its Server.sockets is a list): the router must serve there too,
+    plain or compiled (tests/test_compiled_router.py runs this file compiled)."""
+    import uvloop
+
+    from skyctl.clock import SystemClock
+    from skyctl.router import Router
+    from skyctl.spec import ServiceSection
+    from skyctl.types import Backend, Location
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> tuple[bytes, int, int]:
+        backend = await asyncio.start_server(replica, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
+        router = Router("svc", ServiceSection(), clock=SystemClock())
+        router.set_backends([Backend(1, url, Location("local", "r", "z"))])
+        port = await router.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return answer, port, router.port
+        finally:
+            await router.stop(grace_seconds=1.0)
+            backend.close()
+            await backend.wait_closed()
+
+    answer, bound, reported = uvloop.run(main())
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
+    assert bound == reported > 0

@@ -369,3 +369,31 @@ async def test_a_location_whose_api_keeps_failing_is_skipped_by_its_breaker(h: H
     assert ZONES[0] not in {r.location for r in h.replicas("spot")}
     assert "breaker_open" in [e.kind for e in h.store.events("spot", limit=500)]
     assert h.controller.reconciler.breakers.open_locations() == [ZONES[0]]
+
+
+async def test_the_daemon_freezes_its_start_up_heap_once_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What start-up loaded stays out of later collections (docs/router.md): the
+    daemon collects once and freezes, after it is listening, before it runs."""
+    from types import SimpleNamespace
+
+    from skyctl.config import paths
+    from skyctl.controller import daemon
+    from tests.test_router_helpers import eventually
+
+    calls: list[str] = []
+    fake_gc = SimpleNamespace(
+        collect=lambda: calls.append("collect"), freeze=lambda: calls.append("freeze")
+    )
+    monkeypatch.setattr(daemon, "gc", fake_gc)
+    home = paths(tmp_path / "home")
+    task = asyncio.ensure_future(daemon.serve(home, port=0))
+    try:
+        await eventually(lambda: calls == ["collect", "freeze"], "the heap frozen")
+        assert home.daemon_info.exists()  # listening first
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert not home.daemon_info.exists()  # and it cleaned up as it stopped

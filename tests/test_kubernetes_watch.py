@@ -47,6 +47,23 @@ class QuietWatch:
         return None
 
 
+def offline_tracker(events: list[InstanceEvent]) -> PodTracker:
+    """A tracker fed by hand (``on_event``): it never lists, deletes or watches."""
+
+    async def never(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    return PodTracker(
+        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
+        clock=FakeClock(),
+        api=cast(Any, QuietWatch()),
+        namespace=never,
+        list_pods=never,
+        delete=never,
+        emit=events.append,
+    )
+
+
 async def test_a_pod_launched_while_the_list_was_on_its_way_is_not_reported_gone() -> None:
     events: list[InstanceEvent] = []
     listing = SlowList()
@@ -87,19 +104,7 @@ def test_news_of_a_pod_we_deleted_after_it_went_is_stale_not_a_preemption() -> N
     """A re-list racing the watch can report our deletion twice, or show the pod
     once more: neither may turn into a preemption or bring the pod back."""
     events: list[InstanceEvent] = []
-
-    async def never(*args: Any) -> Any:
-        raise AssertionError("not called")
-
-    tracker = PodTracker(
-        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
-        clock=FakeClock(),
-        api=cast(Any, QuietWatch()),
-        namespace=never,
-        list_pods=never,
-        delete=never,
-        emit=events.append,
-    )
+    tracker = offline_tracker(events)
     iid = instance_id("ctx", "default", "svc-1")
     tracker.launched("ctx", iid, pod("svc-1", 1))
     tracker.deleting(iid)
@@ -117,19 +122,7 @@ def test_news_of_our_deletion_arriving_after_a_repeated_delete_is_stale() -> Non
     """terminate twice: the second delete finds nothing (the pod went) before the watch
     reported the first; the watch's late news must not bring it back as a preemption."""
     events: list[InstanceEvent] = []
-
-    async def never(*args: Any) -> Any:
-        raise AssertionError("not called")
-
-    tracker = PodTracker(
-        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
-        clock=FakeClock(),
-        api=cast(Any, QuietWatch()),
-        namespace=never,
-        list_pods=never,
-        delete=never,
-        emit=events.append,
-    )
+    tracker = offline_tracker(events)
     iid = instance_id("ctx", "default", "svc-1")
     tracker.launched("ctx", iid, pod("svc-1", 1))
     tracker.deleting(iid)  # the first terminate

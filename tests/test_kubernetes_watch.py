@@ -47,18 +47,21 @@ class QuietWatch:
         return None
 
 
-def offline_tracker(events: list[InstanceEvent]) -> PodTracker:
-    """A tracker fed by hand (``on_event``): it never lists, deletes or watches."""
+async def never(*args: Any) -> Any:
+    raise AssertionError("not called")
 
-    async def never(*args: Any) -> Any:
-        raise AssertionError("not called")
 
+def offline_tracker(
+    events: list[InstanceEvent], *, namespace: Any = never, list_pods: Any = never
+) -> PodTracker:
+    """A tracker whose watch reports nothing (tests feed it ``on_event`` by hand); it
+    never deletes, and lists or names namespaces only with what it is given."""
     return PodTracker(
         cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
         clock=FakeClock(),
         api=cast(Any, QuietWatch()),
-        namespace=never,
-        list_pods=never,
+        namespace=namespace,
+        list_pods=list_pods,
         delete=never,
         emit=events.append,
     )
@@ -71,18 +74,7 @@ async def test_a_pod_launched_while_the_list_was_on_its_way_is_not_reported_gone
     async def namespace(ctx: str) -> str:
         return "default"
 
-    async def delete(iid: str) -> None:
-        return None
-
-    tracker = PodTracker(
-        cast(KubeConfig, SimpleNamespace(unschedulable_timeout=600.0, capacity_cooldown=300.0)),
-        clock=FakeClock(),
-        api=cast(Any, QuietWatch()),
-        namespace=namespace,
-        list_pods=listing,
-        delete=delete,
-        emit=events.append,
-    )
+    tracker = offline_tracker(events, namespace=namespace, list_pods=listing)
     try:
         tracker.launched("ctx", instance_id("ctx", "default", "svc-1"), pod("svc-1", 1))
         tracker.ensure_watch("ctx")

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from skyctl.clock import Clock
 from skyctl.router.client import ClientBodyError, Response
@@ -145,14 +145,23 @@ class Copy(Attempt):
         self.release()
 
 
-class Call(NamedTuple):
-    """What every exchange starts from: the router's context and the client's request."""
+class Call:
+    """What every exchange starts from: the router's context and the client's request.
 
-    ctx: Context
-    out: Connection
-    request: Request
-    rid: bytes  # the request id
-    lines: bytes  # the header lines forwarded to replicas
+    A plain class, not a NamedTuple: compiled, it is built by a C call (a
+    NamedTuple's ``__new__`` runs as Python, once per request).
+    """
+
+    __slots__ = ("ctx", "lines", "out", "request", "rid")
+
+    def __init__(
+        self, ctx: Context, out: Connection, request: Request, rid: bytes, lines: bytes
+    ) -> None:
+        self.ctx = ctx
+        self.out = out
+        self.request = request
+        self.rid = rid  # the request id
+        self.lines = lines  # the header lines forwarded to replicas
 
 
 class Exchange:
@@ -161,7 +170,11 @@ class Exchange:
     __slots__ = ("_relay", "_waiter", "ctx", "lines", "out", "over", "request", "rid")
 
     def __init__(self, call: Call) -> None:
-        self.ctx, self.out, self.request, self.rid, self.lines = call
+        self.ctx = call.ctx
+        self.out = call.out
+        self.request = call.request
+        self.rid = call.rid
+        self.lines = call.lines
         self.over = False
         self._waiter: asyncio.Future[None] | None = None
         self._relay: asyncio.Task[None] | None = None

@@ -327,14 +327,17 @@ async def test_metrics_expose_per_replica_counters(harness: Harness) -> None:
     assert 'skyctl_router_replica_wins_total{replica="2",service="svc"} 1.0' in text
     assert 'skyctl_router_replica_cancelled_total{replica="1",service="svc"} 1.0' in text
     assert 'skyctl_router_requests_total{service="svc"} 1.0' in text
+    assert 'skyctl_router_upstream_connections_total{service="svc"} 2.0' in text
     assert "skyctl_router_replica_latency_seconds" in text
     assert "python_gc" not in text  # a registry of its own, not the global one
 
 
 class AnswerTogether:
-    """Two replicas that answer a fan-out's two copies in the very same instant."""
+    """Two replicas that answer a fan-out's two copies in the very same instant
+    (or, with ``apart``, the second one event-loop iteration after the first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, apart: bool = False) -> None:
+        self.apart = apart
         self.waiting: list[asyncio.StreamWriter] = []
         self.connections = 0
         self.servers: list[asyncio.Server] = []
@@ -351,9 +354,11 @@ class AnswerTogether:
             while await reader.readuntil(b"\r\n\r\n"):
                 self.waiting.append(writer)
                 if len(self.waiting) == 2:
-                    for each in self.waiting:  # both answers leave in one callback
+                    waiting, self.waiting = self.waiting, []
+                    for each in waiting:  # both answers leave in one callback, or apart
                         each.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    self.waiting.clear()
+                        if self.apart:
+                            await asyncio.sleep(0)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -365,12 +370,15 @@ class AnswerTogether:
             await server.wait_closed()
 
 
+@pytest.mark.parametrize(
+    "apart", [False, True], ids=["in-the-same-instant", "one-iteration-after-the-winner"]
+)
 async def test_a_loser_whose_answer_arrived_whole_keeps_its_connection(
-    harness: Harness,
+    harness: Harness, apart: bool
 ) -> None:
     from skyctl.types import Backend
 
-    pair = AnswerTogether()
+    pair = AnswerTogether(apart)
     ports = await pair.start()
     try:
         backends = [

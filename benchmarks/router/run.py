@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -196,6 +197,19 @@ def measured(url: str, seconds: int, pid: int | None) -> tuple[dict[str, float],
     return loaded, wrk(url, 2, 1)
 
 
+def connections_per_k(router_url: str) -> float:
+    """Upstream connections our router opened per 1,000 client requests, from its metrics."""
+    with urllib.request.urlopen(router_url + "-/skyctl/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+
+    def total(name: str) -> float:
+        found = re.search(rf"^{name}_total{{[^}}]*}} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    requests = total("skyctl_router_requests")
+    return total("skyctl_router_upstream_connections") / max(1.0, requests) * 1000
+
+
 PACED_DELAY_MS = 2
 
 
@@ -250,6 +264,8 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | 
             with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                 url = f"http://127.0.0.1:{line.split()[1]}/"
                 rows.append((name, *measured(url, seconds, proc.pid)))
+                if name.startswith("skyctl"):
+                    rows[-1][1]["conns_per_k"] = connections_per_k(url)
                 if "least_load" in name and name.startswith("skyctl"):
                     paced[name] = half_load(tmp, url, target + "/", rows[-1][1]["rps"], seconds)
     ngx_row = rows[1][1]
@@ -265,6 +281,8 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | 
             f"{name:38} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
             f"{light['p50']:10.3f} {cpu}"
         )
+        if "conns_per_k" in r:
+            print(f"  upstream connections opened: {r['conns_per_k']:.1f} per 1,000 requests")
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
     by_name = {name: r for name, r, _ in rows}

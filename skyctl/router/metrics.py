@@ -77,6 +77,14 @@ class RouterCollector(Collector):
         )
         unauthorized.add_metric([self._service], router.get("unauthorized", 0.0))
         yield unauthorized
+        connections = CounterMetricFamily(
+            "skyctl_router_upstream_connections",
+            "Connections opened to replicas (kept alive and reused; a fan-out loser "
+            "cancelled in flight costs one)",
+            labels=["service"],
+        )
+        connections.add_metric([self._service], router.get("upstream_connections", 0.0))
+        yield connections
         for key, doc in (
             ("request_rate", "Client requests per second over the last 60 seconds"),
             ("ready_replicas", "Replicas the router can send requests to"),

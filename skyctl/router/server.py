@@ -255,6 +255,9 @@ class Router:
             "request_rate": self.request_rate(60.0),
             "ready_replicas": float(len(self._replicas)),
             "unauthorized": float(self._unauthorized),
+            "upstream_connections": float(
+                self._upstream.pool.connects if self._upstream is not None else 0
+            ),
         }
 
     def _reload_tls(self, tls: TLS | None) -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from skyctl.router import Router
+from skyctl.router.stats import Reservoir
 from skyctl.types import Backend
 from tests.test_router_helpers import (
     FakeReplica,
@@ -531,3 +532,12 @@ async def test_pipelined_requests_are_answered_in_order(harness: Harness) -> Non
     writer.close()
     assert answers == [b"replica-1"] * 3
     assert [s.path for s in one.seen] == ["/p0", "/p1", "/p2"]
+
+
+def test_the_latency_reservoir_keeps_the_most_recent_samples_and_no_more() -> None:
+    reservoir = Reservoir(size=100)
+    for value in range(250):
+        reservoir.add(float(value))
+    assert len(reservoir) == 100 and reservoir.total == 250
+    assert sorted(reservoir.values()) == [float(v) for v in range(150, 250)]
+    assert reservoir.percentile(50.0) in (199.0, 200.0)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
 from collections.abc import Callable
 
 MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
@@ -411,7 +410,7 @@ class BodyStream:
         resume: Callable[[], None] | None = None,
         timeout: float | None = None,
     ) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # a list: no 64-slot block per body, as a deque has
         self._size = 0
         self._done = False
         self._error: BaseException | None = None
@@ -469,8 +468,8 @@ class BodyStream:
         chunks = self._chunks
         if not chunks:
             return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
         self._size = 0
         if self._paused and self.resume is not None:
             self._paused = False

@@ -58,14 +58,21 @@ class RateWindow:
 class Reservoir:
     """The last ``size`` samples; percentiles are computed on demand."""
 
-    __slots__ = ("_samples", "total")
+    __slots__ = ("_samples", "_size", "total")
 
     def __init__(self, size: int = 1024) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
+        # a ring in a list (an item store, native when compiled; a deque's append
+        # is a method call): the order of samples is not kept, no figure needs it
+        self._samples: list[float] = []
+        self._size = size
         self.total = 0  # samples ever added
 
     def add(self, value: float) -> None:
-        self._samples.append(value)
+        samples = self._samples
+        if len(samples) < self._size:
+            samples.append(value)
+        else:
+            samples[self.total % self._size] = value
         self.total += 1
 
     def percentile(self, q: float) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from skyctl.router.batch import WriteBatch
 from skyctl.router.client import ConnectFailed, Disconnected, Pool, Response
 from tests.test_router_client import (
@@ -144,6 +146,32 @@ async def test_writes_of_one_iteration_go_out_together_in_order() -> None:
     assert made == [b"a", b"b", b"c"]
     await asyncio.sleep(0)
     assert made == [b"a", b"b", b"c"]  # the scheduled flush finds nothing left
+
+
+async def test_end_of_iteration_callbacks_run_before_the_writes_and_join_their_burst(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    batch = WriteBatch(loop)
+    made: list[bytes] = []
+
+    def decide() -> None:  # as a fan-out race is decided: it answers in the same burst
+        batch.write(made.append, b"answer")
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    batch.write(made.append, b"request")
+    batch.soon(broken)
+    batch.soon(decide)
+    batch.flush()  # a closing connection's flush makes the writes only
+    assert made == [b"request"]
+    await asyncio.sleep(0)
+    assert made == [b"request", b"answer"]  # in this iteration, despite the failed one
+    assert "end-of-iteration callback failed" in caplog.text
+    batch.soon(decide)  # a callback alone schedules the end of the iteration too
+    await asyncio.sleep(0)
+    assert made == [b"request", b"answer", b"answer"]
 
 
 def test_the_router_serves_on_uvloop_the_loop_the_controller_runs() -> None:

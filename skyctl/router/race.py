@@ -184,7 +184,7 @@ class Race(Exchange):
             if self._winner is None:
                 copy.replica.wins += 1
                 self._winner = copy
-                self.ctx.loop.call_soon(self._decide)
+                self.ctx.upstream.pool.batch.soon(self._decide)
             else:  # answered in the same instant: a loser, whose answer may be whole
                 copy.replica.cancelled += 1
                 copy.drop()

@@ -132,6 +132,9 @@ class Router:
         self._idle = asyncio.Event()
         self._idle.set()
         front = FrontServer(self._handle, ssl_context=self._tls, fast=self._fast)
+        # one batch for the writes to replicas and to clients: a race decided at the
+        # end of an iteration answers its client in that iteration's burst
+        front.batch = self._upstream.pool.batch
         security.apply_limits(front, opts)
         try:
             self._port = await front.start(host, port or 0)

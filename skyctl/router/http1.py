@@ -179,10 +179,12 @@ def _parse_fields(
             raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
         head.chunked = True
     elif lengths:
-        if len(lengths) != 1 or b"," in lengths[0]:
+        if len(lengths) != 1:
             raise ProtocolError(400, "more than one Content-Length")
         value = lengths[0]
-        if not _DIGITS(value):
+        if not _DIGITS(value):  # (no `b"," in value` first: bytes' `in` formats an error)
+            if b"," in value:
+                raise ProtocolError(400, "more than one Content-Length")
             raise ProtocolError(400, f"invalid Content-Length {value[:20]!r}")
         head.content_length = int(value)
     if connection:

@@ -8,9 +8,13 @@ of another source tree (``--baseline DIR``, e.g. the previous commit unpacked
 with ``git archive``), and our router with ``least_load`` and with
 ``fan_out`` k=2, all in front of the same nginx backend. Prints requests/s,
 P50/P99, ratios to nginx, P50 at one connection (the latency a proxy adds
-without queueing) and each proxy's CPU time per request (user + system, from
-/proc): on a shared machine the requests/s ratios move with the neighbours'
-load, the CPU per request much less.
+without queueing), each proxy's CPU time per request (user + system, from
+/proc) and, for our router, the upstream connections it opened per 1,000
+requests (from its metrics). On a shared machine one run's figures move by
+10 to 20% with the neighbours' load, so our routers run in ``--rounds``
+alternating rounds (default 3) and the table shows medians; the
+``fan_out`` / ``least_load`` ratio is also printed per round (each from two
+runs side by side).
 
 Tail: 4 replicas of which one answers 10% of ITS requests after 500 ms (else
 5 ms, like the others); an open-loop client sends a fixed rate whatever the
@@ -33,6 +37,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,7 +233,20 @@ def half_load(
     return [("backend directly, paced", direct), ("router least_load, paced", routed)]
 
 
-def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | None) -> None:
+Row = tuple[str, dict[str, float], dict[str, float]]
+
+
+def median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over rounds (``non2xx`` summed)."""
+    out = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    if "non2xx" in out:
+        out["non2xx"] = sum(r["non2xx"] for r in results)
+    return out
+
+
+def throughput(
+    tmp: Path, seconds: int, baseline: Path | None, compiled: Path | None, rounds: int
+) -> None:
     backend = nginx_conf(
         tmp,
         f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
@@ -242,34 +260,58 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | 
                  proxy_set_header Connection ""; proxy_buffering off; }} }}""",
     )
     target = f"http://127.0.0.1:{BACKEND_PORT}"
-    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    rows: list[Row] = []
+    builds = [("", ROOT)] + ([(" (compiled)", compiled)] if compiled is not None else [])
+    ours: list[tuple[str, list[str], Path]] = []
+    for suffix, tree in builds:
+        ours += [
+            (f"skyctl router least_load{suffix}", router_argv("least_load", [target]), tree),
+            (f"skyctl router fan_out k=2{suffix}", router_argv("fan_out", [target] * 2), tree),
+        ]
     with process(pinned(0, ["nginx", "-c", str(backend), "-p", str(tmp)])):
         rows.append(("backend directly", *measured(target + "/", seconds, None)))
         with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])) as (ngx, _):
             url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
             rows.append(("nginx reverse proxy", *measured(url, seconds, ngx.pid)))
         mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
-        runs: list[tuple[str, list[str], Path]] = [("aiohttp 25-line proxy (buffers)", mini, ROOT)]
+        peers: list[tuple[str, list[str], Path]] = [("aiohttp 25-line proxy (buffers)", mini, ROOT)]
         if baseline is not None:
-            least = router_argv("least_load", [target])
-            runs.append(("baseline router least_load", least, baseline))
-        builds = [("", ROOT)] + ([(" (compiled)", compiled)] if compiled is not None else [])
-        for suffix, tree in builds:
-            runs += [
-                (f"skyctl router least_load{suffix}", router_argv("least_load", [target]), tree),
-                (f"skyctl router fan_out k=2{suffix}", router_argv("fan_out", [target] * 2), tree),
-            ]
-        paced: dict[str, list[tuple[str, dict[str, float]]]] = {}
-        for name, argv, cwd in runs:
+            peers.append(
+                ("baseline router least_load", router_argv("least_load", [target]), baseline)
+            )
+        for name, argv, cwd in peers:
             with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
-                url = f"http://127.0.0.1:{line.split()[1]}/"
-                rows.append((name, *measured(url, seconds, proc.pid)))
-                if name.startswith("skyctl"):
-                    rows[-1][1]["conns_per_k"] = connections_per_k(url)
-                if "least_load" in name and name.startswith("skyctl"):
-                    paced[name] = half_load(tmp, url, target + "/", rows[-1][1]["rps"], seconds)
+                rows.append(
+                    (name, *measured(f"http://127.0.0.1:{line.split()[1]}/", seconds, proc.pid))
+                )
+        # our routers in alternating rounds: on a shared machine one run's figure moves
+        # by 10 to 20% with the neighbours, a median of side-by-side rounds much less
+        runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {
+            n: [] for n, _, _ in ours
+        }
+        for _ in range(rounds):
+            for name, argv, cwd in ours:
+                with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
+                    url = f"http://127.0.0.1:{line.split()[1]}/"
+                    loaded, light = measured(url, seconds, proc.pid)
+                    loaded["conns_per_k"] = connections_per_k(url)
+                    runs[name].append((loaded, light))
+        for name, _, _ in ours:
+            rows.append(
+                (name, median_of([r for r, _ in runs[name]]), median_of([c for _, c in runs[name]]))
+            )
+        paced: dict[str, list[tuple[str, dict[str, float]]]] = {}
+        by_name = {name: r for name, r, _ in rows}
+        for name, argv, cwd in ours:
+            if "least_load" in name:  # at half its median peak
+                with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
+                    url = f"http://127.0.0.1:{line.split()[1]}/"
+                    paced[name] = half_load(tmp, url, target + "/", by_name[name]["rps"], seconds)
     ngx_row = rows[1][1]
-    print(f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses)")
+    print(
+        f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses; our routers: median of "
+        f"{rounds} alternating rounds)"
+    )
     print(
         f"{'target':38} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} "
         f"{'P50@c1 ms':>10} {'CPU us/req':>11}"
@@ -285,16 +327,22 @@ def throughput(tmp: Path, seconds: int, baseline: Path | None, compiled: Path | 
             print(f"  upstream connections opened: {r['conns_per_k']:.1f} per 1,000 requests")
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
-    by_name = {name: r for name, r, _ in rows}
     for suffix, _ in builds:
+        least_runs = runs[f"skyctl router least_load{suffix}"]
+        fan_runs = runs[f"skyctl router fan_out k=2{suffix}"]
+        ratios = [
+            f["rps"] / (ll["rps"] or 1.0)
+            for (ll, _), (f, _) in zip(least_runs, fan_runs, strict=True)
+        ]
         least = by_name[f"skyctl router least_load{suffix}"]
         fan = by_name[f"skyctl router fan_out k=2{suffix}"]
         build = suffix.strip(" ()") or "pure Python"
         print(
-            f"{build}: least_load / nginx {least['rps'] / (ngx_row['rps'] or 1.0):.1%}, "
-            f"fan_out k=2 / least_load {fan['rps'] / (least['rps'] or 1.0):.1%}; CPU per "
-            f"request: least_load / nginx {least['cpu_us'] / ngx_row['cpu_us']:.1f}x, "
-            f"fan_out / least_load {fan['cpu_us'] / least['cpu_us']:.2f}x"
+            f"{build}: least_load / nginx {least['rps'] / (ngx_row['rps'] or 1.0):.1%}; "
+            f"fan_out k=2 / least_load by round {', '.join(f'{x:.1%}' for x in ratios)}, "
+            f"median {statistics.median(ratios):.1%}; CPU per request: least_load / nginx "
+            f"{least['cpu_us'] / ngx_row['cpu_us']:.1f}x, fan_out / least_load "
+            f"{fan['cpu_us'] / least['cpu_us']:.2f}x"
         )
     for name, ((_, direct), (_, routed)) in paced.items():
         print(
@@ -406,6 +454,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="shorter runs (figures noisier)")
     parser.add_argument("--skip-tail", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of our routers in the throughput part (medians; default 3)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument(
         "--pure-only",
@@ -437,7 +491,8 @@ def main() -> None:
             if not args.pure_only:
                 print("compiling the router (mypyc, as SKYCTL_COMPILE=1 builds it)...", flush=True)
                 compiled = compiled_copy(Path(tmp) / "compiled")
-            throughput(Path(tmp), 3 if args.quick else 8, args.baseline, compiled)
+            seconds = 3 if args.quick else 8
+            throughput(Path(tmp), seconds, args.baseline, compiled, args.rounds)
     if not args.skip_tail:
         for rate in args.tail_rates:
             # at least 1,200 requests per policy (P99 from a dozen samples), 20 s at least

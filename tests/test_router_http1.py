@@ -49,6 +49,26 @@ def test_keep_alive_follows_the_version_and_connection(head: bytes, keep_alive: 
     assert parse_request_head(head).keep_alive is keep_alive
 
 
+def test_header_names_and_connection_values_are_read_in_any_case() -> None:
+    head = parse_response_head(
+        b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 12\r\nCONNECTION: CLOSE\r\nx-ReQuest-iD: a"
+    )
+    assert head.content_length == 12 and head.connection == {b"close"}
+    assert head.keep_alive is False
+    head = parse_request_head(b"POST / HTTP/1.0\r\nX-REQUEST-ID: AbC\r\nConnection: KEEP-ALIVE")
+    assert head.request_id == b"AbC" and head.keep_alive is True
+    chunked = parse_response_head(b"HTTP/1.1 200 OK\r\ntransfer-ENCODING: Chunked")
+    assert chunked.chunked and chunked.content_length is None
+
+
+def test_header_values_lose_the_whitespace_around_them_only() -> None:
+    head = parse_request_head(
+        b"GET / HTTP/1.1\r\nX-Request-Id: \t a b \t\r\nHost:h\r\nContent-Length:  \t7 "
+    )
+    assert (head.request_id, head.host, head.content_length) == (b"a b", b"h", 7)
+    assert parse_request_head(b"GET / HTTP/1.1\r\nX-Request-Id: \t ").request_id == b""
+
+
 @pytest.mark.parametrize(
     ("head", "status"),
     [
@@ -63,6 +83,9 @@ def test_keep_alive_follows_the_version_and_connection(head: bytes, keep_alive: 
         (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked", 400),
         (b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3", 400),  # duplicate
         (b"GET / HTTP/1.1\r\nContent-Length: 3, 3", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: 1234567890123456789", 400),  # 19 digits
+        (b"GET / HTTP/1.1\r\nContent-Length: ", 400),
+        (b"GET / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\ncontent-length: 3", 400),
         (b"GET / HTTP/1.1" + b"\r\nX-A: 1" * 101, 431),  # too many header lines
         (b"GET / HTTP/1.1\r\nHost : a", 400),  # whitespace before the colon
         (b"GET / HTTP/1.1\r\nX-A: 1\r\n folded", 400),  # obsolete line folding

@@ -33,43 +33,47 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from typing import Final
 
-MAX_HEAD_BYTES = 64 * 1024  # request or response head, like common servers' limits
-MAX_FIELDS = 100  # header lines in a request head (Apache's LimitRequestFields)
-MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer line
-MAX_TRAILER_BYTES = 64 * 1024
-HIGH_WATER = 256 * 1024  # bytes buffered in a BodyStream before reading pauses
-LOW_WATER = 64 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024  # request or response head, like common servers' limits
+MAX_FIELDS: Final = 100  # header lines in a request head (Apache's LimitRequestFields)
+MAX_CHUNK_LINE: Final = 4096  # a chunk-size line with its extensions, or one trailer line
+MAX_TRAILER_BYTES: Final = 64 * 1024
+HIGH_WATER: Final = 256 * 1024  # bytes buffered in a BodyStream before reading pauses
+LOW_WATER: Final = 64 * 1024
 
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
-_DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
+_TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
 # a header section: token, colon, a value without CR, LF or NUL, CRLF; nothing else
-_FIELDS_OK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*").fullmatch
+_FIELDS_OK: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*").fullmatch
 # the headers the router reads, searched in LF + the header section (a literal LF
 # first lets the regex engine skip ahead instead of trying every position)
-_REQUEST_SPECIAL = re.compile(
+_REQUEST_SPECIAL: Final = re.compile(
     rb"\n(content-length|transfer-encoding|connection|host|x-request-id|x-forwarded-for|expect"
     rb"|authorization)"
-    rb":[ \t]*([^\r]*?)[ \t]*\r",
+    rb":[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*\r",
     re.I,
 ).findall
-_RESPONSE_SPECIAL = re.compile(
-    rb"\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*?)[ \t]*\r", re.I
+_RESPONSE_SPECIAL: Final = re.compile(
+    rb"\n(content-length|transfer-encoding|connection):[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*\r", re.I
 ).findall
-_LINES = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*)"
+_LINES: Final = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*)"
 # a whole well-formed head (start line and header lines, each ending in CRLF) in
 # one call; anything else goes the long way, which says what is wrong
-_REQUEST_HEAD = re.compile(
+_REQUEST_HEAD: Final = re.compile(
     rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n\x00]+) HTTP/1\.([01])\r\n" + _LINES
 ).fullmatch
-_RESPONSE_HEAD = re.compile(
+_RESPONSE_HEAD: Final = re.compile(
     rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?\r\n" + _LINES
 ).fullmatch
 
-_COMMON_CONNECTION = {
-    b"keep-alive": frozenset({b"keep-alive"}),
-    b"close": frozenset({b"close"}),
+_KEEP_ALIVE: Final = frozenset({b"keep-alive"})
+_CLOSE: Final = frozenset({b"close"})
+_COMMON_CONNECTION: Final = {  # Connection values as commonly spelt (else the long way)
+    b"keep-alive": _KEEP_ALIVE,
+    b"Keep-Alive": _KEEP_ALIVE,
+    b"close": _CLOSE,
+    b"Close": _CLOSE,
 }
 
 REASONS: dict[int, bytes] = {
@@ -141,33 +145,64 @@ def _split(data: bytes, status: int) -> tuple[bytes, bytes]:
     return start, fields
 
 
+# the names the special-header regexes match; each found by its spelling as sent
+# when common (lower case, Title-Case), else lower-cased first
+_CONTENT_LENGTH: Final = 0
+_TRANSFER_ENCODING: Final = 1
+_CONNECTION: Final = 2
+_HOST: Final = 3
+_REQUEST_ID: Final = 4
+_FORWARDED_FOR: Final = 5
+_EXPECT: Final = 6
+_AUTHORIZATION: Final = 7
+_SPECIAL_NAMES: Final = (
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"host",
+    b"x-request-id",
+    b"x-forwarded-for",
+    b"expect",
+    b"authorization",
+)
+_NAMES: Final[dict[bytes, int]] = {
+    spelling: kind
+    for kind, name in enumerate(_SPECIAL_NAMES)
+    for spelling in (name, name.title(), name.title().replace(b"-Id", b"-ID"))
+}
+
+
 def _parse_fields(
     head: Head, special: Callable[[bytes, int], list[tuple[bytes, bytes]]], data: bytes, pos: int
 ) -> None:
     """Pick out the headers the router reads from ``data[pos:]``: LF, then the header
     lines (``head.fields``) each ending in CRLF."""
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
+    length: bytes | None = None
+    lengths = 0
+    codings: list[bytes] | None = None
+    connection: list[bytes] | None = None
     for name, value in special(data, pos):  # findall: (name, value) pairs, in C
-        lower = name.lower()
-        if lower == b"content-length":
-            lengths.append(value)
-        elif lower == b"transfer-encoding":
-            codings.append(value)
-        elif lower == b"connection":
-            connection.append(value)
-        elif lower == b"host":
+        kind = _NAMES.get(name)
+        if kind is None:
+            kind = _NAMES[name.lower()]
+        if kind == _CONTENT_LENGTH:
+            length = value
+            lengths += 1
+        elif kind == _TRANSFER_ENCODING:
+            codings = [value] if codings is None else [*codings, value]
+        elif kind == _CONNECTION:
+            connection = [value] if connection is None else [*connection, value]
+        elif kind == _HOST:
             head.host = value
-        elif lower == b"x-request-id":
+        elif kind == _REQUEST_ID:
             head.request_id = value
-        elif lower == b"x-forwarded-for":
+        elif kind == _FORWARDED_FOR:
             head.forwarded_for = (*head.forwarded_for, value)
-        elif lower == b"expect":
+        elif kind == _EXPECT:
             head.expect_continue = value.lower() == b"100-continue"
-        elif lower == b"authorization":
+        elif kind == _AUTHORIZATION:
             head.authorization = value if head.authorization is None else b""
-    if codings:
+    if codings is not None:
         if lengths:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
         if not head.http11:
@@ -178,17 +213,18 @@ def _parse_fields(
         if len(tokens) > 1:
             raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
         head.chunked = True
-    elif lengths:
-        if len(lengths) != 1:
+    elif length is not None:
+        if lengths != 1:
             raise ProtocolError(400, "more than one Content-Length")
-        value = lengths[0]
-        if not _DIGITS(value):  # (no `b"," in value` first: bytes' `in` formats an error)
-            if b"," in value:
+        # isdigit: ASCII digits only, for bytes (no `b"," in value` here: bytes' `in`
+        # formats an error message inside it, each time)
+        if not (length.isdigit() and len(length) <= 18):
+            if b"," in length:
                 raise ProtocolError(400, "more than one Content-Length")
-            raise ProtocolError(400, f"invalid Content-Length {value[:20]!r}")
-        head.content_length = int(value)
-    if connection:
-        common = _COMMON_CONNECTION.get(connection[0].lower()) if len(connection) == 1 else None
+            raise ProtocolError(400, f"invalid Content-Length {length[:20]!r}")
+        head.content_length = int(length)
+    if connection is not None:
+        common = _COMMON_CONNECTION.get(connection[0]) if len(connection) == 1 else None
         head.connection = common or frozenset(
             t.strip().lower() for v in connection for t in v.split(b",") if t.strip()
         )
@@ -264,7 +300,13 @@ def response_has_body(method: bytes, status: int) -> bool:
 
 # ---- body framing ----------------------------------------------------------------------
 
-_LENGTH, _UNTIL_CLOSE, _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(7)
+_LENGTH: Final = 0
+_UNTIL_CLOSE: Final = 1
+_SIZE: Final = 2
+_DATA: Final = 3
+_DATA_END: Final = 4
+_TRAILER: Final = 5
+_DONE: Final = 6
 
 
 class Framer:
@@ -376,7 +418,7 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 # ---- body stream -----------------------------------------------------------------------

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import ClassVar, Protocol, cast
+from typing import ClassVar, Final, Protocol, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.deadlines import Deadlines
@@ -59,7 +59,7 @@ from skyctl.router.http1 import (
 )
 from skyctl.router.origin import Origin
 
-MAX_IDLE_PER_ORIGIN = 256
+MAX_IDLE_PER_ORIGIN: Final = 256
 
 
 class UpstreamError(Exception):

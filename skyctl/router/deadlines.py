@@ -11,9 +11,9 @@ late.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
-TICK = 0.05  # seconds between checks (the precision of every deadline)
+TICK: Final = 0.05  # seconds between checks (the precision of every deadline)
 
 
 class Expirable(Protocol):

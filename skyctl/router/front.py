@@ -44,7 +44,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from skyctl.router.http1 import (
     LAST_CHUNK,
@@ -62,8 +62,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SMALL_BODY = 16 * 1024  # bodies up to this size go out in the same write as the head
-_IDLE, _STREAMING, _DONE = range(3)
+_SMALL_BODY: Final = 16 * 1024  # bodies up to this size go out in the same write as the head
+_IDLE: Final = 0
+_STREAMING: Final = 1
+_DONE: Final = 2
 
 
 class Request:

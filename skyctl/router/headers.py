@@ -13,26 +13,29 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Final
 
 from skyctl.router.http1 import Head
 
 REQUEST_ID = "X-Request-Id"
-MAX_REQUEST_ID_LENGTH = 128
-_PRINTABLE_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
+MAX_REQUEST_ID_LENGTH: Final = 128
+_PRINTABLE_ID: Final = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
 
-_HOP = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-encoding|upgrade"
+_HOP: Final = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-encoding|upgrade"
 # dropped on the way to a replica: Host is the replica's, the rest the router sets
 # applied to LF + a header section: each match is LF, one line, CR (its LF stays for
 # the next line); a literal LF first lets the regex engine skip ahead
-_DROP_UPSTREAM = re.compile(
+_DROP_UPSTREAM: Final = re.compile(
     rb"\n(?:%b|host|content-length|expect|x-request-id|x-forwarded-(?:for|proto|host)):[^\r]*\r"
     % _HOP,
     re.I,
 ).sub
-_DROP_AUTHORIZATION = re.compile(rb"\n(?:authorization):[^\r]*\r", re.I).sub
-_DROP_DOWNSTREAM = re.compile(rb"\n(?:%b|content-length|x-request-id):[^\r]*\r" % _HOP, re.I).sub
-_IDS_PER_DRAW = 256
-_ONLY_PERSISTENCE = (frozenset({b"keep-alive"}), frozenset({b"close"}))
+_DROP_AUTHORIZATION: Final = re.compile(rb"\n(?:authorization):[^\r]*\r", re.I).sub
+_DROP_DOWNSTREAM: Final = re.compile(
+    rb"\n(?:%b|content-length|x-request-id):[^\r]*\r" % _HOP, re.I
+).sub
+_IDS_PER_DRAW: Final = 256
+_ONLY_PERSISTENCE: Final = (frozenset({b"keep-alive"}), frozenset({b"close"}))
 
 
 class _Ids:
@@ -51,7 +54,7 @@ class _Ids:
         return self._hex[pos : pos + 32]
 
 
-_ids = _Ids()
+_ids: Final = _Ids()
 
 
 def new_request_id() -> bytes:

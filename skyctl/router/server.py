@@ -32,6 +32,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from policies import routing
 from skyctl.clock import Clock
@@ -50,9 +51,9 @@ from skyctl.types import Backend
 log = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "/-/skyctl/"
-_LOCAL_PREFIX = LOCAL_PREFIX.encode()
-_HEALTH = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
-_RACING = frozenset((routing.FAN_OUT, routing.HEDGE))
+_LOCAL_PREFIX: Final = LOCAL_PREFIX.encode()
+_HEALTH: Final = _LOCAL_PREFIX + b"health"  # open to health checkers even with service.auth
+_RACING: Final = frozenset((routing.FAN_OUT, routing.HEDGE))
 
 
 def _metrics_path(section: ServiceSection) -> bytes | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 
 from skyctl.router.client import ClientBodyError, Pool, Response, UpstreamError
 from skyctl.router.front import Connection
@@ -40,9 +40,9 @@ from skyctl.router.stats import ReplicaState
 log = logging.getLogger(__name__)
 
 FailureKind = Literal["connect", "timeout"]
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of a replica's 5xx body kept to pass on
+ERROR_BODY_LIMIT: Final = 64 * 1024  # bytes of a replica's 5xx body kept to pass on
 # RFC 9110 section 9.2.2: running these twice has the effect of running them once
-IDEMPOTENT_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+IDEMPOTENT_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 
 class AttemptFailed(Exception):

@@ -4,8 +4,8 @@ Throughput (wrk, 1 thread, 32 connections, tiny responses; proxies pinned to
 core 1, wrk and the backend to core 0): the backend directly, nginx as a
 reverse proxy (one worker, keep-alive upstream), a 25-line aiohttp + uvloop
 proxy that buffers whole responses (calibration peer), optionally the router
-of another source tree (``--baseline DIR``, e.g. the previous commit unpacked
-with ``git archive``), and our router with ``least_load`` and with
+of another source tree in the same rounds as ours (``--baseline DIR``, e.g. an
+older commit unpacked with ``git archive``), and our router with ``least_load`` and with
 ``fan_out`` k=2, all in front of the same nginx backend. Prints requests/s,
 P50/P99, ratios to nginx, P50 at one connection (the latency a proxy adds
 without queueing), each proxy's CPU time per request (user + system, from
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -207,9 +208,9 @@ def connections_per_k(router_url: str) -> float:
     with urllib.request.urlopen(router_url + "-/skyctl/metrics", timeout=10) as resp:
         text = resp.read().decode()
 
-    def total(name: str) -> float:
+    def total(name: str) -> float:  # NaN for a router without it (an older baseline)
         found = re.search(rf"^{name}_total{{[^}}]*}} (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
+        return float(found.group(1)) if found else math.nan
 
     requests = total("skyctl_router_requests")
     return total("skyctl_router_upstream_connections") / max(1.0, requests) * 1000
@@ -261,7 +262,11 @@ def throughput(
     )
     target = f"http://127.0.0.1:{BACKEND_PORT}"
     rows: list[Row] = []
-    builds = [("", ROOT)] + ([(" (compiled)", compiled)] if compiled is not None else [])
+    builds = [("", ROOT)]
+    if baseline is not None:  # another tree's router, in the same rounds
+        builds.append((" (baseline)", baseline))
+    if compiled is not None:
+        builds.append((" (compiled)", compiled))
     ours: list[tuple[str, list[str], Path]] = []
     for suffix, tree in builds:
         ours += [
@@ -275,10 +280,6 @@ def throughput(
             rows.append(("nginx reverse proxy", *measured(url, seconds, ngx.pid)))
         mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
         peers: list[tuple[str, list[str], Path]] = [("aiohttp 25-line proxy (buffers)", mini, ROOT)]
-        if baseline is not None:
-            peers.append(
-                ("baseline router least_load", router_argv("least_load", [target]), baseline)
-            )
         for name, argv, cwd in peers:
             with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                 rows.append(
@@ -303,7 +304,7 @@ def throughput(
         paced: dict[str, list[tuple[str, dict[str, float]]]] = {}
         by_name = {name: r for name, r, _ in rows}
         for name, argv, cwd in ours:
-            if "least_load" in name:  # at half its median peak
+            if "least_load" in name and "baseline" not in name:  # at half its median peak
                 with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                     url = f"http://127.0.0.1:{line.split()[1]}/"
                     paced[name] = half_load(tmp, url, target + "/", by_name[name]["rps"], seconds)
@@ -323,7 +324,7 @@ def throughput(
             f"{name:38} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:9.1%} "
             f"{light['p50']:10.3f} {cpu}"
         )
-        if "conns_per_k" in r:
+        if not math.isnan(r.get("conns_per_k", math.nan)):
             print(f"  upstream connections opened: {r['conns_per_k']:.1f} per 1,000 requests")
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
@@ -471,7 +472,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="also run the router of another source tree (e.g. `git archive` of an older "
-        "commit unpacked there), side by side",
+        "commit unpacked there), least_load and fan_out, in the same rounds as ours",
     )
     parser.add_argument(
         "--tail-rates",

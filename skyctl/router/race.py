@@ -24,11 +24,11 @@ Why losers in flight get one more look: under load the losing answer is
 often a few microseconds behind the winner's, already in the socket or
 arriving with the next poll. Cutting it then wastes the work already done
 and costs a new connection for a later request (a TCP handshake, with TLS a
-full one); in the router benchmark 4.7% of fan-out requests paid that,
-about 15% of the router's CPU. Waiting one event-loop iteration (no timer,
-no delay for the client, who has the winner's answer already) keeps 98% of
-those connections; the replica still sees the cancellation of real
-stragglers, one iteration later.
+full one): in the router benchmark 47 of every 1,000 fan-out requests
+paid that. Waiting one event-loop
+iteration (no timer, no delay for the client, who has the winner's answer
+already) leaves 0.3 to 0.5 per 1,000; the replica still sees the
+cancellation of a real straggler, one iteration later.
 
 The hedge delay is the P95 of the service's recent header latencies. A copy
 cancelled because a hedge won never reports its latency, so without care

@@ -107,7 +107,9 @@ class AWSProvider(Provider):
             price_ttl=float(cfg.get("price_ttl_seconds", 300)),
             amis=amis,
         )
+        # what we remember per instance, until AWS stops listing it (list_instances):
         self._where: dict[str, str] = {}  # instance id -> region (a hint; searched when missing)
+        self._service_of: dict[str, str] = {}  # instance id -> service
         self._released: set[str] = set()  # preempted instances the controller has let go
         self._told = EventsOnce(self._emit)  # NOTICE / PREEMPTED, once per instance
         self._launching: dict[tuple[str, str], int] = {}  # (region, service) -> launches in flight
@@ -382,7 +384,8 @@ class AWSProvider(Provider):
                 out[str(req["InstanceId"])] = max(now, (since or now) + NOTICE_SECONDS)
         return out
 
-    async def _region_instances(self, region: str, service: str) -> list[Instance]:
+    async def _region_instances(self, region: str, service: str) -> tuple[list[Instance], set[str]]:
+        """The service's instances in ``region``, and the ids AWS still lists there."""
         raws = await self._describe(region, [{"Name": f"tag:{TAG_SERVICE}", "Values": [service]}])
         running_spot = any(
             r.get("InstanceLifecycle") == "spot" and r["State"]["Name"] == "running" for r in raws
@@ -392,16 +395,26 @@ class AWSProvider(Provider):
         if not any(i.state in (InstanceState.PENDING, InstanceState.RUNNING) for i in out):
             if not any(r["State"]["Name"] in LIVE_STATES for r in raws):
                 await self._sweep_security_groups(region, service)
-        return out
+        return out, {str(r["InstanceId"]) for r in raws}
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
         groups = await asyncio.gather(
             *(self._region_instances(r, service) for r in sorted(self._scan))
         )
-        out = [i for group in groups for i in group]
+        out = [i for group, _ in groups for i in group]
         for inst in out:
             self._tell(inst)
+        self._forget_unlisted(service, set().union(*(ids for _, ids in groups)))
         return out
+
+    def _forget_unlisted(self, service: str, listed: set[str]) -> None:
+        """Drop what we remember of the service's instances AWS no longer lists (it
+        drops an ended instance after about an hour): memory stays bounded."""
+        for iid in [i for i, s in self._service_of.items() if s == service and i not in listed]:
+            del self._service_of[iid]
+            self._where.pop(iid, None)
+            self._released.discard(iid)
+            self._told.forget(iid)
 
     async def list_services(self) -> Sequence[str]:
         """Services with live instances, or with security groups left behind (garbage
@@ -470,6 +483,7 @@ class AWSProvider(Provider):
         inst = to_instance(raw, region, notices, self._released)
         if inst is not None:
             self._where[inst.instance_id] = region
+            self._service_of[inst.instance_id] = inst.service
         return inst
 
     def _tell(self, inst: Instance) -> None:

@@ -16,13 +16,13 @@ class EventsOnce:
 
     def __init__(self, emit: Callable[[InstanceEvent], None]) -> None:
         self._emit = emit
-        self._told: set[tuple[str, InstanceEventKind]] = set()
+        self._told: dict[str, set[InstanceEventKind]] = {}  # instance id -> kinds told
 
     def push(self, inst: Instance, kind: InstanceEventKind, at: float) -> None:
-        key = (inst.instance_id, kind)
-        if key in self._told:
+        told = self._told.setdefault(inst.instance_id, set())
+        if kind in told:
             return
-        self._told.add(key)
+        told.add(kind)
         self._emit(
             InstanceEvent(
                 kind,
@@ -37,4 +37,8 @@ class EventsOnce:
 
     def forget(self, instance_id: str) -> None:
         """The instance is ours to end now: nothing more to tell of it (bounded memory)."""
-        self._told = {k for k in self._told if k[0] != instance_id}
+        self._told.pop(instance_id, None)
+
+    def __len__(self) -> int:
+        """Instances remembered."""
+        return len(self._told)

@@ -421,6 +421,27 @@ async def test_spot_termination_is_reported_as_preempted_once(
     assert await provider.list_instances("svc") == []
 
 
+async def test_an_ended_instance_is_remembered_until_aws_stops_listing_it(
+    provider: AWSProvider, ec2: MotoEC2, events: list[InstanceEvent]
+) -> None:
+    """Bounded memory: what the provider keeps per instance (its region, that it was
+    released, the events told) goes once AWS no longer lists the instance."""
+    inst = await provider.launch(request())
+    other = await provider.launch(request(replica=2, token="svc-2-a1"))
+    ec2.preempt(REGION, inst.instance_id)
+    await provider.list_instances("svc")
+    await provider.terminate(inst.instance_id)  # the controller lets it go
+    for _ in range(2):  # still listed (terminated): still released, never told again
+        assert [i.instance_id for i in await provider.list_instances("svc")] == [other.instance_id]
+    assert len(events) == 1
+    ec2.purge(REGION, inst.instance_id)
+    await provider.list_instances("svc")
+    remembered = (provider._where, provider._service_of, provider._released)
+    assert all(inst.instance_id not in kept for kept in remembered)
+    assert all(other.instance_id in kept for kept in remembered[:2])
+    assert len(provider._told) == 0
+
+
 async def test_user_terminated_instances_are_not_reported_as_preempted(
     provider: AWSProvider, boto: Any, events: list[InstanceEvent]
 ) -> None:

@@ -189,6 +189,11 @@ class MotoEC2:
         )
         inst._reason = "Server.SpotInstanceTermination: Spot instance termination"
 
+    def purge(self, region: str, instance_id: str) -> None:
+        """Stop listing an ended instance, as AWS does about an hour after it ends."""
+        for reservation in self.backend(region).reservations.values():
+            reservation.instances = [i for i in reservation.instances if i.id != instance_id]
+
     def mark_for_termination(self, region: str, instance_id: str) -> None:
         """Give the instance a spot request in status ``marked-for-termination``."""
         backend = self.backend(region)

@@ -25,10 +25,10 @@ often a few microseconds behind the winner's, already in the socket or
 arriving with the next poll. Cutting it then wastes the work already done
 and costs a new connection for a later request (a TCP handshake, with TLS a
 full one): in the router benchmark 47 of every 1,000 fan-out requests
-paid that. Waiting one event-loop
-iteration (no timer, no delay for the client, who has the winner's answer
-already) leaves 0.3 to 0.5 per 1,000; the replica still sees the
-cancellation of a real straggler, one iteration later.
+paid that. Waiting one event-loop iteration (no timer, no delay for the
+client, who has the winner's answer already) leaves 0.3 to 0.5 per 1,000;
+the replica still sees the cancellation of a real straggler, one iteration
+later.
 
 The hedge delay is the P95 of the service's recent header latencies. A copy
 cancelled because a hedge won never reports its latency, so without care
@@ -215,7 +215,11 @@ class Race(Exchange):
     def _decide(self) -> None:
         winner, self._winner = self._winner, None
         if winner is not None and not self.over:
-            self._settle(winner)
+            try:
+                self._settle(winner)
+            except Exception as exc:  # a bug of ours: answer 500, release everything
+                winner.drop()
+                self.crash(exc)
 
     def _settle(self, winner: Copy | None) -> None:
         """The race is decided: losers go, then the winner's answer or the best error."""

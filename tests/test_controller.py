@@ -380,7 +380,7 @@ async def test_the_daemon_freezes_its_start_up_heap_once_it_serves(
 
     from skyctl.config import paths
     from skyctl.controller import daemon
-    from tests.test_router_helpers import eventually
+    from tests.helpers.waiting import eventually
 
     calls: list[str] = []
     fake_gc = SimpleNamespace(

@@ -12,7 +12,6 @@ The long version: ``python benchmarks/crash.py --kills 100``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
@@ -36,6 +35,7 @@ from skyctl.store import Store
 from tests.helpers.crash import run_campaign, spec_text
 from tests.helpers.daemon import ECHO, ROOT, Daemon
 from tests.helpers.processes import pids_mentioning
+from tests.helpers.waiting import eventually
 
 ECHO_RUN = f"exec {sys.executable} {ECHO}"
 
@@ -68,13 +68,8 @@ async def test_a_launch_cut_before_its_record_was_saved_is_adopted_not_started_t
     await first.close()
     # a process shows its environment only once it has exec'd: wait for that (a
     # restarting controller takes seconds; this test restarts at once)
-    pid: list[int] = []
-    for _ in range(500):
-        pid = replica_processes_of(tmp_path, launched.instance_id)
-        if pid:
-            break
-        await asyncio.sleep(0.01)
-    assert pid, "the replica's process never showed up"
+    await eventually(lambda: replica_processes_of(tmp_path, launched.instance_id), "exec")
+    pid = replica_processes_of(tmp_path, launched.instance_id)
     try:
         (state / "instances" / f"{launched.instance_id}.json").unlink()  # the record never landed
         second = LocalProvider(None, clock=FakeClock(), state_dir=state)  # the next controller

@@ -11,6 +11,7 @@ from providers.kubernetes_config import KubeConfig
 from providers.kubernetes_watch import PodTracker
 from skyctl.clock import FakeClock
 from skyctl.types import InstanceEvent, InstanceEventKind
+from tests.helpers.waiting import eventually
 
 
 def pod(name: str, replica: int) -> dict[str, Any]:
@@ -82,11 +83,8 @@ async def test_a_pod_launched_while_the_list_was_on_its_way_is_not_reported_gone
         # created while the list was on its way: the list's snapshot predates it
         tracker.launched("ctx", instance_id("ctx", "default", "svc-2"), pod("svc-2", 2))
         listing.answer.set_result([])  # svc-1 was removed by the cluster meanwhile
-        for _ in range(100):
-            if events:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: events, "the removed pod reported")
+        await asyncio.sleep(0.05)  # and nothing more: the pod launched meanwhile stays
         assert [(e.kind, e.replica_id) for e in events] == [(InstanceEventKind.PREEMPTED, 1)]
     finally:
         await tracker.close()

@@ -33,6 +33,7 @@ from skyctl.types import (
     Location,
     Offering,
 )
+from tests.helpers.waiting import eventually
 
 ECHO = Path(__file__).parent / "apps" / "echo_server.py"
 ECHO_RUN = f"exec {sys.executable} {ECHO}"
@@ -95,16 +96,6 @@ async def http_get(url: str) -> tuple[int, bytes]:
         await writer.wait_closed()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
-
-
-async def eventually(check: Callable[[], object], what: str, limit: float = 15.0) -> None:
-    """Poll (real time) until ``check()`` is truthy; fail after ``limit`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"gave up waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def get_when_up(url: str) -> tuple[int, bytes]:

@@ -13,10 +13,10 @@ from aiohttp import web
 from skyctl.router import Router
 from skyctl.router.stats import Reservoir
 from skyctl.types import Backend
+from tests.helpers.waiting import eventually
 from tests.test_router_helpers import (
     FakeReplica,
     Harness,
-    eventually,
     harness,
     in_flight,
     refused_backend,

@@ -19,7 +19,8 @@ from skyctl.router.client import (
     Pool,
     Response,
 )
-from tests.test_router_helpers import eventually, refused_backend
+from tests.helpers.waiting import eventually
+from tests.test_router_helpers import refused_backend
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter

@@ -2,8 +2,9 @@
 
 A :class:`FakeReplica` is an aiohttp server whose behaviour a test sets as an
 async function; it records what it received and whether the router hung up on
-it (its handler is cancelled when the connection drops). No test here sleeps
-for a fixed time: :func:`eventually` waits for a condition, bounded.
+it (its handler is cancelled when the connection drops). No router test sleeps
+for a fixed time: ``tests.helpers.waiting.eventually`` waits for a condition,
+bounded.
 """
 
 from __future__ import annotations
@@ -142,15 +143,6 @@ def section(
         replica_policy=replica_policy,
         router=replace(RouterOptions(), **router),
     )
-
-
-async def eventually(condition: Callable[[], bool], what: str = "condition") -> None:
-    """Wait (bounded, by yielding) until ``condition()`` holds."""
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 @dataclass

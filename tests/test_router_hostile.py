@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from tests.helpers.waiting import eventually
 from tests.test_router_helpers import (
     FakeReplica,
     Harness,
-    eventually,
     open_harness,
     section,
 )

@@ -18,7 +18,7 @@ from skyctl.router.http1 import (
     parse_response_head,
 )
 from skyctl.router.listener import FrontServer
-from tests.test_router_helpers import eventually
+from tests.helpers.waiting import eventually
 
 # ---- parsing -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.client import ConnectFailed, Disconnected, Pool, Response
+from tests.helpers.waiting import eventually
 from tests.test_router_client import (
     RawServer,
     Reader,
@@ -22,7 +23,7 @@ from tests.test_router_client import (
     read_request,
     servers,
 )
-from tests.test_router_helpers import eventually, refused_backend
+from tests.test_router_helpers import refused_backend
 
 __all__ = ["pool", "servers"]  # the fixtures, used by name
 

@@ -10,7 +10,6 @@ checks that the replica sees the exact values and that no command ran.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +17,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from providers.local import LocalProvider
 from skyctl.clock import FakeClock
 from skyctl.spec_yaml import parse_spec
 from skyctl.types import Location, Offering
+from tests.helpers.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "svc'\"$(touch CANARY-name)`touch CANARY-name2`"
@@ -107,15 +107,6 @@ async def provider(tmp_path: Path) -> AsyncIterator[LocalProvider]:
     for record in state.rglob("instances/*.json"):
         with contextlib.suppress(ProcessLookupError, PermissionError, ValueError, KeyError):
             os.killpg(int(json.loads(record.read_text())["pgid"]), signal.SIGKILL)
-
-
-async def eventually(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_the_local_provider_passes_hostile_values_as_data(

@@ -1,0 +1,24 @@
+"""Waiting in tests for what real I/O brings (sockets, processes, SDK threads).
+
+Time on the injected clock is advanced (``FakeClock.advance``), never waited
+for; this is only for what no fake clock can hurry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+
+async def eventually(
+    check: Callable[[], object], what: str = "condition", limit: float = 20.0
+) -> None:
+    """Poll until ``check()`` is truthy; fail, naming ``what``, after ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"never happened: {what}")
+        await asyncio.sleep(0.005)

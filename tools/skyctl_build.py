@@ -15,6 +15,8 @@ from typing import Any
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import (  # noqa: F401  (the rest of the backend interface)
     build_sdist,
+    build_wheel,
+    get_requires_for_build_editable,
     get_requires_for_build_sdist,
     prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
@@ -38,18 +40,6 @@ def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) 
     if compile_requested():  # setup.py needs mypyc even to be read, so it is not asked here
         return ["wheel", MYPYC]
     return list(_setuptools.get_requires_for_build_wheel(config_settings))
-
-
-def build_wheel(
-    wheel_directory: str,
-    config_settings: dict[str, Any] | None = None,
-    metadata_directory: str | None = None,
-) -> str:
-    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
-
-
-def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return list(_setuptools.get_requires_for_build_editable(config_settings))
 
 
 def build_editable(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -486,21 +484,3 @@ def test_check_says_what_to_configure_without_credentials(
     assert "aws configure" in message and "AWS_ACCESS_KEY_ID" in message
     ok, message = check({"profile": "nope"})
     assert ok is False and "nope" in message
-
-
-def test_importing_without_boto3_asks_for_the_extra(repo_root: Path) -> None:
-    code = (
-        "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
-        "try:\n    import providers.aws\nexcept Exception as e:\n"
-        "    print(type(e).__name__, e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=repo_root,
-        timeout=60,
-        check=True,
-    )
-    assert out.stdout.startswith("ConfigError")
-    assert "pip install 'skyctl[aws]'" in out.stdout

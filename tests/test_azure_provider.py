@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -503,22 +501,6 @@ def test_check_says_whether_credentials_work_without_showing_details(fail: bool)
     assert ok is not fail
     assert "secret-looking" not in message
     assert ("az login" in message) is fail
-
-
-def test_importing_without_the_sdk_says_what_to_install() -> None:
-    code = (
-        "import sys; sys.modules['azure.mgmt.compute'] = None\n"
-        "try:\n    import providers.azure\nexcept Exception as e:\n"
-        "    print(type(e).__name__, e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    ).stdout
-    assert out.startswith("ConfigError") and "pip install 'skyctl[azure]'" in out
 
 
 async def test_the_notice_watch_writes_the_announced_eviction_time(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ the pure pieces (pod names, instance ids, pod states). The fixtures are those of
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from skyctl.types import InstanceState
 from tests.fakes.k8s_harness import make_request, make_spec
 from tests.fakes.k8s_server import FakeKubernetes
 from tests.test_kubernetes_provider import (
-    ROOT,
     B,
     _config,
     _offer,
@@ -94,18 +91,6 @@ def test_check_names_the_contexts_without_showing_credentials(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     ok, message = check({})
     assert not ok and "no kubeconfig found" in message
-
-
-def test_importing_without_the_sdk_says_what_to_install() -> None:
-    code = (
-        "import sys; sys.modules['kubernetes'] = None\n"
-        "from skyctl.errors import ConfigError\n"
-        "try:\n    import providers.kubernetes\nexcept ConfigError as e:\n    print(e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert "pip install 'skyctl[kubernetes]'" in out.stdout, out.stderr
 
 
 @pytest.mark.parametrize("service", ["svc", "My.Svc_2", "x" * 63, "a-b"])

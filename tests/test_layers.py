@@ -8,6 +8,8 @@ by its own provider; store, providers and policies never import each other.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,28 @@ def test_the_checker_sees_a_violation() -> None:
     assert _layer("skyctl.cli") == 4
     assert _layer("skyctl.controller.reconcile") > _layer("policies.reconcile")  # type: ignore[operator]
     assert _within("providers.aws", "providers")
+
+
+@pytest.mark.parametrize(
+    ("provider", "sdk", "extra"),
+    [
+        ("aws", ["boto3", "botocore"], "aws"),
+        ("gcp", ["google.cloud.compute_v1"], "gcp"),
+        ("azure", ["azure.mgmt.compute"], "azure"),
+        ("kubernetes", ["kubernetes"], "kubernetes"),
+    ],
+)
+def test_a_provider_imported_without_its_sdk_says_which_extra_to_install(
+    provider: str, sdk: list[str], extra: str
+) -> None:
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in sdk)
+    code = (
+        f"import sys; {blocked}\n"
+        f"try:\n    import providers.{provider}\nexcept Exception as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.startswith("ConfigError"), out.stdout + out.stderr
+    assert f"pip install 'skyctl[{extra}]'" in out.stdout

@@ -482,6 +482,14 @@ def main() -> None:
         help="tail client requests/s, one run per rate (default: 20 and 300)",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be 1 or more, got {args.rounds}")
+    serve = Path("benchmarks/router/serve.py")
+    if args.baseline is not None and not (args.baseline / serve).is_file():
+        parser.error(
+            f"--baseline {args.baseline}: expected a source tree with {serve} "
+            "(e.g. `git archive COMMIT | tar -x -C DIR`)"
+        )
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y wrk nginx")

@@ -335,8 +335,9 @@ class AnswerTogether:
     """Two replicas that answer a fan-out's two copies in the very same instant
     (or, with ``apart``, the second one event-loop iteration after the first)."""
 
-    def __init__(self, apart: bool = False) -> None:
+    def __init__(self, apart: bool = False, loser_status: int = 200) -> None:
         self.apart = apart
+        self.loser_status = loser_status
         self.waiting: list[asyncio.StreamWriter] = []
         self.connections = 0
         self.servers: list[asyncio.Server] = []
@@ -354,8 +355,10 @@ class AnswerTogether:
                 self.waiting.append(writer)
                 if len(self.waiting) == 2:
                     waiting, self.waiting = self.waiting, []
-                    for each in waiting:  # both answers leave in one callback, or apart
-                        each.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    statuses = (200, self.loser_status)
+                    for each, status in zip(waiting, statuses, strict=True):
+                        # both answers leave in one callback, or one iteration apart
+                        each.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % status)
                         if self.apart:
                             await asyncio.sleep(0)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -369,15 +372,16 @@ class AnswerTogether:
             await server.wait_closed()
 
 
+@pytest.mark.parametrize("loser_status", [200, 500])
 @pytest.mark.parametrize(
     "apart", [False, True], ids=["in-the-same-instant", "one-iteration-after-the-winner"]
 )
 async def test_a_loser_whose_answer_arrived_whole_keeps_its_connection(
-    harness: Harness, apart: bool
+    harness: Harness, apart: bool, loser_status: int
 ) -> None:
     from skyctl.types import Backend
 
-    pair = AnswerTogether(apart)
+    pair = AnswerTogether(apart, loser_status)
     ports = await pair.start()
     try:
         backends = [
@@ -389,7 +393,11 @@ async def test_a_loser_whose_answer_arrived_whole_keeps_its_connection(
             assert await get_text(harness, url + "/") == (200, "ok")
         stats = router.replica_stats()
         assert sum(s["wins"] for s in stats.values()) == 5
-        assert sum(s["cancelled"] for s in stats.values()) == 5  # every loser, counted
+        # every loser counted once: cancelled, or an error when it answered 5xx
+        lost = "cancelled" if loser_status == 200 else "errors"
+        kept = "errors" if loser_status == 200 else "cancelled"
+        assert sum(s[lost] for s in stats.values()) == 5
+        assert sum(s[kept] for s in stats.values()) == 0
         assert pair.connections == 2  # no reconnect: the losers' connections were reused
         assert router._upstream is not None and router._upstream.pool.connects == 2
     finally:

@@ -173,8 +173,11 @@ class Race(Exchange):
         lingering = self._lingering
         if lingering is not None and copy in lingering:  # a loser, answering in time
             lingering.remove(copy)
+            # counted as a loser answering in the same instant is (below)
             if copy.resp is not None and copy.resp.status >= 500:
                 copy.replica.errors += 1
+            else:
+                copy.replica.cancelled += 1
             copy.drop()  # its connection stays if the answer arrived whole
             return
         self._pending.remove(copy)
@@ -245,7 +248,6 @@ class Race(Exchange):
             hedge.cancel()
         pending, self._pending = self._pending, []
         for copy in pending:
-            copy.replica.cancelled += 1
             if linger and copy.task is None:  # sent (not still connecting)
                 if self._lingering is None:
                     self._lingering = []
@@ -261,6 +263,7 @@ class Race(Exchange):
 
     def _cut(self, copy: Copy) -> None:
         """Cancel a losing copy (its connection closes unless the answer arrived whole)."""
+        copy.replica.cancelled += 1
         copy.drop()
         if copy is self._first and self._plan.hedge_delay is not None:
             # a hedged race's first copy would have taken at least this long (module docstring)

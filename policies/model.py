@@ -57,6 +57,24 @@ class ReplicaView:
     ready_at: float | None = None  # first time it became READY
     probe_failures: int = 0  # consecutive failed probes
     interruption_at: float | None = None  # announced preemption time, if any
+    unreachable: bool = False  # the provider said it is gone; not routable whatever its status
+
+
+@dataclass(frozen=True)
+class ReplicaEnded:
+    """A replica that ended on its own (observed, not planned), since the previous plan.
+
+    ``capacity`` marks a FAILED_PROVISION for capacity/quota or an open breaker:
+    the location's fault, which placement handles, not the version's.
+    """
+
+    replica_id: int
+    version: int
+    reason: EndReason
+    at: float
+    exit_code: int | None = None  # the setup/run command's exit status, when known
+    detail: str = ""  # one line: the provider's reason
+    capacity: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,8 @@ class ServiceObservation:
     qps: float = 0.0  # requests per second over the recent window (from the router)
     policy_state: Mapping[str, Any] = field(default_factory=dict)  # from the previous Plan
     shutting_down: bool = False  # serve down in progress: plan terminates everything
+    ended: tuple[ReplicaEnded, ...] = ()  # replicas that ended on their own since the last plan
+    closed_locations: frozenset[Location] = frozenset()  # circuit breaker open: no launches there
 
 
 @dataclass(frozen=True)
@@ -97,3 +117,6 @@ class Plan:
     spot_target: int = 0
     ondemand_target: int = 0
     notes: tuple[str, ...] = ()  # explanations for the event log
+    routable: tuple[int, ...] = ()  # READY replicas the router should use, after this plan
+    failure: str = ""  # non-empty: the current version is given up (service FAILED), why
+    launch_after: float | None = None  # launches held back (failure backoff / hourly cap) until

@@ -4,8 +4,10 @@ Pure and deterministic; the live controller and the simulator both call it.
 It composes, in this order:
 
 1. ``shutting_down``: terminate every live replica (``USER``), launch nothing.
+0. Breaker gating: offerings in ``closed_locations`` are not used.
 2. Health: a replica STARTING for longer than the probe's
-   ``initial_delay_seconds`` (since it was created) ends FAILED_INITIAL_DELAY;
+   ``initial_delay_seconds`` (since it became STARTING: its own start, never
+   the batch's decision time) ends FAILED_INITIAL_DELAY;
    a READY/NOT_READY one with ``probe_failures >= failure_threshold`` ends
    FAILED_PROBING. They stop counting at once, so their replacements are
    launched by the same plan.
@@ -25,9 +27,10 @@ policy's own spares, such as SkyHedge's, count as over-provisioning).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from policies import registry
+from policies import failures, registry
 from policies.autoscale import STATE_KEY as AUTOSCALE_KEY
 from policies.autoscale import autoscale, overprovision, replica_bounds
 from policies.model import Launch, Plan, ReplicaView, ServiceObservation, Terminate
@@ -37,7 +40,8 @@ from policies.placement import (
     ondemand_offer,
     scale_down_order,
 )
-from skyctl.lifecycle import UP, EndReason, ReplicaStatus
+from policies.routable import routable
+from skyctl.lifecycle import FAILURES, UP, EndReason, ReplicaStatus
 
 S = ReplicaStatus
 
@@ -53,6 +57,7 @@ def _shutdown(obs: ServiceObservation) -> Plan:
         location_states=dict(obs.location_states),
         policy_state=dict(obs.policy_state),
         notes=("shutting down: terminating every replica",) if terms else (),
+        failure=failures.failure(obs.policy_state.get(failures.STATE_KEY), obs.version),
     )
 
 
@@ -61,12 +66,13 @@ def health_terminations(obs: ServiceObservation, now: float) -> list[Terminate]:
     probe = obs.spec.service.readiness_probe
     out: list[Terminate] = []
     for r in obs.replicas:
-        if r.status is S.STARTING and now - r.created_at > probe.initial_delay_seconds:
+        # status_since of a STARTING replica is when its instance came up
+        if r.status is S.STARTING and now - r.status_since > probe.initial_delay_seconds:
             out.append(
                 Terminate(
                     r.replica_id,
                     EndReason.FAILED_INITIAL_DELAY,
-                    f"not ready {probe.initial_delay_seconds:g}s after launch",
+                    f"not ready {probe.initial_delay_seconds:g}s after it started",
                 )
             )
         elif r.status in (S.READY, S.NOT_READY) and r.probe_failures >= probe.failure_threshold:
@@ -102,6 +108,11 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     """Decide launches and terminations for one service at ``now``."""
     if obs.shutting_down:
         return _shutdown(obs)
+    if obs.closed_locations:
+        obs = replace(
+            obs,
+            offerings=tuple(o for o in obs.offerings if o.location not in obs.closed_locations),
+        )
     spec = obs.spec
     rp = spec.service.replica_policy
     state: dict[str, Any] = dict(obs.policy_state)
@@ -157,6 +168,14 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         Launch(offering, obs.version, why)
         for offering, why in result.ondemand_launches[: ctx.max_launches]
     ]
+
+    own = [t for t in terminations.values() if t.reason in FAILURES]
+    fstate, fnotes = failures.record(state.get(failures.STATE_KEY), obs, own, now, auto.target)
+    launches, fstate, gnotes, after = failures.gate(
+        fstate, launches, obs, now, failures.hourly_cap(high + extra)
+    )
+    state[failures.STATE_KEY] = fstate
+    notes += fnotes + gnotes
     return Plan(
         launches=tuple(launches),
         terminations=tuple(terminations.values()),
@@ -166,4 +185,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         spot_target=result.spot_target,
         ondemand_target=result.ondemand_target,
         notes=tuple(notes),
+        routable=routable(obs.replicas, terminations),
+        failure=failures.failure(fstate, obs.version),
+        launch_after=after,
     )

@@ -13,7 +13,8 @@ Any live status may also go straight to TERMINATED when the instance is found
 gone (a preemption the provider already carried out, a failed launch).
 Why a replica ended is its :class:`EndReason`, recorded with the move to
 SHUTTING_DOWN or TERMINATED: PREEMPTED and the FAILED_* kinds are reasons, not
-statuses, so the machine stays small.
+statuses, so the machine stays small. :data:`FAILURES` are the reasons that
+count against a version (``policies.failures``: backoff, service FAILED).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class EndReason(str, enum.Enum):
     FAILED_PROVISION = "FAILED_PROVISION"  # the launch failed
     FAILED_INITIAL_DELAY = "FAILED_INITIAL_DELAY"  # never passed a probe within the delay
     FAILED_PROBING = "FAILED_PROBING"  # too many failed probes after being ready
-    FAILED = "FAILED"  # the process/instance died on its own
+    FAILED = "FAILED"  # the process/instance died on its own (the run command exited)
+    FAILED_SETUP = "FAILED_SETUP"  # the spec's setup command exited non-zero
     SCALED_DOWN = "SCALED_DOWN"  # the autoscaler or fallback drained it
     UPDATED = "UPDATED"  # replaced by a newer version
     USER = "USER"  # serve down
@@ -52,6 +54,18 @@ class EndReason(str, enum.Enum):
 
 
 S = ReplicaStatus
+
+#: End reasons that count against the replica's version: its own fault, not the
+#: cloud's (PREEMPTED) nor a decision (SCALED_DOWN, UPDATED, USER, ORPHAN).
+FAILURES: frozenset[EndReason] = frozenset(
+    {
+        EndReason.FAILED,
+        EndReason.FAILED_SETUP,
+        EndReason.FAILED_PROVISION,
+        EndReason.FAILED_INITIAL_DELAY,
+        EndReason.FAILED_PROBING,
+    }
+)
 
 TRANSITIONS: dict[ReplicaStatus, frozenset[ReplicaStatus]] = {
     S.PENDING: frozenset({S.PROVISIONING, S.SHUTTING_DOWN, S.TERMINATED}),

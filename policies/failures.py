@@ -1,0 +1,214 @@
+"""Failure discipline: which failures count, how relaunches back off, when to give up.
+
+Pure, like every policy: :func:`record` folds what happened since the previous
+plan (replicas that ended on their own, the plan's own health terminations,
+replicas that became READY) into the ``"failures"`` part of the plan's
+``policy_state``; :func:`gate` then holds back the plan's launches. The state is
+JSON and persisted by the controller (and kept by the simulator), so a restart
+does not reset a backoff nor revive a FAILED service.
+
+The rules, per service and version:
+
+- A failure is an end reason in :data:`skyctl.lifecycle.FAILURES` (the run or
+  setup command exited, never ready within the initial delay, failed probes, a
+  launch refused for a reason other than capacity). PREEMPTED and capacity
+  errors are the cloud's doing: placement moves away from the location
+  (``location_states``), they do not count here.
+- ``streak``: failures since a replica of the version last became READY.
+  Relaunches wait ``backoff(rounds)`` after the last failure, where a round is
+  one replica target's worth of failures: the first round relaunches at once
+  (one crash is not a pattern), then 10 s, 20 s, 40 s ... up to 10 minutes.
+- A version none of whose replicas was ever READY gives up after
+  ``GIVE_UP_ROUNDS`` rounds of failures (so a one-replica service whose run
+  exits at once is launched 3 times, 10 s apart at the end): the plan's ``failure`` is a one-line
+  reason (the service shows FAILED) and no replica of it is launched again. A
+  new version (``serve update``) starts clean, and :func:`retry` clears it.
+- Whatever the reasons, a service launches at most :func:`hourly_cap` replicas
+  per rolling hour (counted per minute): the last guard against a cost leak.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from policies.model import Launch, ReplicaEnded, ServiceObservation, Terminate
+from skyctl.lifecycle import FAILURES, EndReason
+
+STATE_KEY = "failures"
+GIVE_UP_ROUNDS = 3  # rounds of failures, with none ever READY, before a version is given up
+BASE_BACKOFF = 10.0  # seconds: the wait after the second round of failures
+MAX_BACKOFF = 600.0
+HOUR = 3600.0
+
+
+def backoff(rounds: int) -> float:
+    """Seconds to wait before relaunching after ``rounds`` rounds of failures."""
+    if rounds <= 1:
+        return 0.0
+    return min(BASE_BACKOFF * 2.0 ** (rounds - 2), MAX_BACKOFF)
+
+
+def hourly_cap(max_replicas: int) -> int:
+    """Launches allowed per rolling hour for a service of ``max_replicas`` (incl. spares)."""
+    return max(60, 10 * max_replicas)
+
+
+def describe(end: ReplicaEnded) -> str:
+    """One line saying how a replica ended, e.g. ``replica 4: run exited with code 3``."""
+    if end.reason is EndReason.FAILED_SETUP:
+        what = "setup failed" + (
+            f" with exit code {end.exit_code}" if end.exit_code is not None else ""
+        )
+    elif end.reason is EndReason.FAILED and end.exit_code is not None:
+        what = f"run failed with exit code {end.exit_code}"
+    else:
+        what = str(end.reason)
+        if end.detail:
+            what += f" ({end.detail})"
+    return f"replica {end.replica_id}: {what}"
+
+
+def _versions(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: dict(v) for k, v in (state.get("versions") or {}).items()}
+
+
+def record(
+    state: Mapping[str, Any] | None,
+    obs: ServiceObservation,
+    own: Sequence[Terminate],
+    now: float,
+    target: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """Fold the new facts into the failure state; returns it and notes for the event log."""
+    out: dict[str, Any] = dict(state or {})
+    versions = _versions(out)
+    failed = dict(out["failed"]) if out.get("failed") else None
+    notes: list[str] = []
+
+    def entry(version: int) -> dict[str, Any]:
+        return versions.setdefault(
+            str(version),
+            {"streak": 0, "ever_ready": False, "last_ready_at": None, "hold_until": 0.0},
+        )
+
+    for r in obs.replicas:  # readiness first: a replica that made it resets the streak
+        if r.ready_at is None:
+            continue
+        e = entry(r.version)
+        if e["last_ready_at"] is None or r.ready_at > e["last_ready_at"]:
+            e.update(streak=0, ever_ready=True, last_ready_at=r.ready_at, hold_until=0.0)
+            if failed is not None and failed.get("version") == r.version:
+                notes.append(f"version {r.version}: a replica became READY; launching again")
+                failed = None
+
+    ends = list(obs.ended) + [
+        ReplicaEnded(t.replica_id, _version_of(obs, t.replica_id), t.reason, now, detail=t.detail)
+        for t in own
+    ]
+    per_round = max(1, target)
+    holds: dict[int, str] = {}  # one backoff note per version and plan
+    for end in ends:
+        if end.reason not in FAILURES or end.capacity or end.version < 0:
+            continue
+        e = entry(end.version)
+        e["streak"] += 1
+        e["last"] = describe(end)
+        wait = backoff(math.ceil(e["streak"] / per_round))
+        e["hold_until"] = max(float(e["hold_until"]), end.at + wait)
+        if wait > 0 and end.at + wait > now:
+            holds[end.version] = f"{e['last']}; relaunching version {end.version} in {wait:g}s"
+        give_up = GIVE_UP_ROUNDS * per_round
+        if not e["ever_ready"] and e["streak"] >= give_up and failed is None:
+            failed = {
+                "version": end.version,
+                "reason": f"version {end.version}: {e['streak']} replicas failed and none was "
+                f"ever READY; last {e['last']}",
+                "at": end.at,
+            }
+            notes.append(f"FAILED: {failed['reason']}; launches stopped until an update or retry")
+
+    if failed is not None:
+        holds.pop(int(failed["version"]), None)
+    notes[:0] = holds.values()
+    keep = {str(obs.version)} | {str(r.version) for r in obs.replicas}
+    out["versions"] = {k: v for k, v in versions.items() if k in keep}
+    if failed is not None and str(failed.get("version")) in keep:
+        out["failed"] = failed
+    else:
+        out.pop("failed", None)
+    return out, notes
+
+
+def _version_of(obs: ServiceObservation, replica_id: int) -> int:
+    for r in obs.replicas:
+        if r.replica_id == replica_id:
+            return r.version
+    return -1
+
+
+def failure(state: Mapping[str, Any] | None, version: int) -> str:
+    """The one-line reason ``version`` was given up, or "" while it is not."""
+    failed = (state or {}).get("failed") or {}
+    return str(failed.get("reason", "")) if failed.get("version") == version else ""
+
+
+def _recent(buckets: Mapping[str, int], now: float) -> dict[str, int]:
+    first = math.floor((now - HOUR) / 60.0) + 1
+    return {k: int(n) for k, n in buckets.items() if int(k) >= first}
+
+
+def gate(
+    state: Mapping[str, Any],
+    launches: Iterable[Launch],
+    obs: ServiceObservation,
+    now: float,
+    cap: int,
+) -> tuple[list[Launch], dict[str, Any], list[str], float | None]:
+    """Hold back launches of a failed or backing-off version and beyond the hourly cap.
+
+    Returns the launches to make, the state (with them counted), notes, and when
+    held-back launches may go (None: nothing held, or held until an update).
+    """
+    out = dict(state)
+    wanted = list(launches)
+    notes: list[str] = []
+    if not wanted:
+        return wanted, out, notes, None
+    if failure(out, obs.version):
+        return [], out, notes, None
+    hold = float(_versions(out).get(str(obs.version), {}).get("hold_until", 0.0))
+    if now < hold:
+        return [], out, notes, hold
+    buckets = _recent(out.get("launches_per_minute") or {}, now)
+    used = sum(buckets.values())
+    allowed = wanted[: max(0, cap - used)]
+    after: float | None = None
+    if len(allowed) < len(wanted):
+        oldest = min((int(k) for k in buckets), default=math.floor(now / 60.0))
+        after = (oldest + 1) * 60.0 + HOUR
+        if not out.get("capped"):
+            notes.append(
+                f"launch cap reached: {used} launches in the last hour (at most {cap}); "
+                f"{len(wanted) - len(allowed)} held back"
+            )
+        out["capped"] = True
+    else:
+        out.pop("capped", None)
+    if allowed:
+        minute = str(math.floor(now / 60.0))
+        buckets[minute] = buckets.get(minute, 0) + len(allowed)
+    out["launches_per_minute"] = buckets
+    return allowed, out, notes, after
+
+
+def retry(state: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """An explicit retry: forget ``version``'s failures and resume launching it."""
+    out = dict(state)
+    versions = _versions(out)
+    versions.pop(str(version), None)
+    out["versions"] = versions
+    if (out.get("failed") or {}).get("version") == version:
+        out.pop("failed", None)
+    return out

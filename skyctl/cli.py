@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from skyctl import __version__
+from skyctl.cli_costs import cost
 from skyctl.cli_sim import sim
 from skyctl.client import ControllerClient, stored_services
 from skyctl.config import load_user_config, paths
@@ -156,9 +157,27 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("-a", "--all-replicas", is_flag=True, help="Include terminated replicas.")
+@click.option(
+    "--endpoint",
+    "endpoint_only",
+    is_flag=True,
+    help="Print only the endpoint URL of service NAME "
+    "(curl $(skyctl serve status --endpoint llm)/v1/models).",
+)
 @click.pass_context
-def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool) -> None:
+def status(
+    ctx: click.Context,
+    name: str | None,
+    output: str,
+    all_replicas: bool,
+    endpoint_only: bool,
+) -> None:
     """Services and their replicas."""
+    if endpoint_only:
+        if not name:
+            raise click.UsageError("--endpoint needs the service: serve status --endpoint NAME")
+        click.echo(_endpoint(ctx, name))
+        return
     client = _controller(ctx)
     if client is None:
         if name:
@@ -175,6 +194,8 @@ def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool
         click.echo(
             f"{svc['name']}  {svc['status']}  v{svc['version']}  {svc['endpoint']}  "
             f"ready {svc['ready_replicas']}  ${svc['cost_per_hour']:.2f}/h  "
+            f"accrued ${svc.get('accrued_cost', 0.0):.4f} "
+            f"(saved ${svc.get('savings', 0.0):.4f} vs on-demand)  "
             f"policy {svc['plan'].get('policy', '-')}"
         )
         rows = [r for r in svc["replicas"] if all_replicas or r["status"] != "TERMINATED"]
@@ -210,6 +231,17 @@ def status(ctx: click.Context, name: str | None, output: str, all_replicas: bool
             )
         if svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}")
+
+
+def _endpoint(ctx: click.Context, name: str) -> str:
+    """The service's endpoint URL; a one-line error when there is none yet."""
+    client = _controller(ctx)
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    (svc,) = client.call("GET", f"/v1/services?name={name}")
+    if not svc.get("endpoint"):
+        raise ServiceNotFound(f"service {name!r} has no endpoint yet (status {svc['status']})")
+    return str(svc["endpoint"])
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -382,6 +414,7 @@ def check(ctx: click.Context) -> None:
 
 
 cli.add_command(sim)
+serve.add_command(cost)
 
 
 def main() -> None:

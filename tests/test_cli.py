@@ -40,14 +40,30 @@ def wait_for(home: Path, predicate, seconds: float = 60):  # type: ignore[no-unt
 def test_status_logs_events_update_and_down(tmp_path: Path, skyctl_home: Path) -> None:
     spec = tmp_path / "svc.yaml"
     spec.write_text(SPEC.format(greeting="v1", python=sys.executable, echo=ECHO))
+    before_up = time.time()
     up = cli(skyctl_home, "serve", "up", str(spec))
     assert up.returncode == 0, up.stderr
+    after_up = time.time()
     assert "is ready at http://127.0.0.1:" in up.stdout
 
     table = cli(skyctl_home, "serve", "status").stdout
     assert "cli-demo" in table and "READY" in table and "on-demand" in table
 
     svc = wait_for(skyctl_home, lambda s: s["ready_replicas"] == 1)
+    endpoint = cli(skyctl_home, "serve", "status", "--endpoint", "cli-demo")
+    assert endpoint.returncode == 0 and endpoint.stdout == svc["endpoint"] + "\n"
+
+    # cost: the replica has billed since its launch (inside `serve up`), at its price
+    time.sleep(1.0)
+    asked = time.time()
+    (r1,) = json.loads(cli(skyctl_home, "serve", "status", "cli-demo", "-o", "json").stdout)[0][
+        "replicas"
+    ]
+    answered = time.time()
+    assert asked - after_up <= r1["billed_seconds"] <= answered - before_up
+    assert r1["accrued_cost"] == pytest.approx(
+        r1["billed_seconds"] * r1["price_per_hour"] / 3600, rel=0.01
+    )
     with urllib.request.urlopen(svc["endpoint"] + "/hello-from-test", timeout=10) as r:
         assert r.status == 200
     logs = cli(skyctl_home, "serve", "logs", "cli-demo")

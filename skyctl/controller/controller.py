@@ -30,7 +30,7 @@ from skyctl.errors import (
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
-from skyctl.store import ServiceRecord, ServiceStatus, Store
+from skyctl.store import ServiceRecord, ServiceStatus, Store, costs
 from skyctl.types import InstanceEvent, InstanceEventKind
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,12 @@ class Controller:
         rt = self.runtimes.get(name)
         now = self.clock.now()
         stats = rt.router.replica_stats() if rt is not None else {}
+        spans = self.store.billed_spans(name)
+        cost = costs.total(spans, float("-inf"), now).as_dict()
+        billed = {s.replica_id: costs.accrued(s, now) for s in spans if not s.purged}
         replicas: list[dict[str, Any]] = []
         for r in self.store.list_replicas(name, include_terminated=True):
+            acc = billed.get(r.replica_id, costs.CostTotals())
             replicas.append(
                 {
                     "id": r.replica_id,
@@ -297,6 +301,9 @@ class Controller:
                     "zone": r.location.zone,
                     "spot": r.spot,
                     "price_per_hour": r.price,
+                    "ondemand_price_per_hour": r.ondemand_price,
+                    "billed_seconds": round(acc.replica_seconds, 3),
+                    "accrued_cost": round(acc.cost, 6),
                     "endpoint": r.endpoint,
                     "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
                     "interruption_at": r.interruption_at,
@@ -314,6 +321,12 @@ class Controller:
             "endpoint": f"{scheme}://{host}:{svc.router_port}" if svc.router_port else None,
             "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
             "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),
+            # USD since the service started, purged replicas included (skyctl.store.costs)
+            "accrued_cost": cost["accrued_cost"],
+            "ondemand_cost": cost["ondemand_cost"],
+            "savings": cost["savings"],
+            "savings_pct": cost["savings_pct"],
+            "replica_seconds": cost["replica_seconds"],
             "plan": dict(rt.plan_summary) if rt else {},
             "last_error": rt.last_error if rt else "",
             "replicas": replicas,

@@ -18,6 +18,7 @@ from providers.base import LaunchRequest
 from providers.registry import ProviderSet
 from skyctl.clock import Clock
 from skyctl.controller.breaker import Breakers
+from skyctl.controller.pricing import ondemand_price
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import CapacityError, ConfigError, ProviderError, QuotaError, TransientError
 from skyctl.lifecycle import EndReason, ReplicaStatus
@@ -46,10 +47,11 @@ class Launcher:
     async def launch_all(
         self, rt: ServiceRuntime, spec: ServiceSpec, launches: list[Launch]
     ) -> None:
+        ondemand = [await ondemand_price(self.providers, spec, x.offering) for x in launches]
         now = self.clock.now()
         records: list[ReplicaRecord] = []
         with self.store.transaction():
-            for launch in launches:
+            for launch, od_price in zip(launches, ondemand, strict=True):
                 off = launch.offering
                 r = self.store.add_replica(
                     rt.name,
@@ -60,6 +62,7 @@ class Launcher:
                     instance_type=off.instance_type,
                     client_token=secrets.token_hex(16),
                     now=now,
+                    ondemand_price=od_price,
                 )
                 self.store.add_event(
                     rt.name,

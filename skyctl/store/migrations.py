@@ -111,6 +111,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         "keep a spec's secrets encrypted beside its redacted YAML (skyctl.secrets)",
         ("ALTER TABLE service_versions ADD COLUMN secrets_ciphertext TEXT",),
     ),
+    Migration(
+        4,
+        "cost accounting: when a replica's instance started billing, the on-demand price of "
+        "its place, and a ledger that keeps ended replicas after they are purged",
+        (
+            "ALTER TABLE replicas ADD COLUMN billed_from REAL",
+            "ALTER TABLE replicas ADD COLUMN ondemand_price REAL",
+            """CREATE TABLE replica_ledger (
+                service TEXT NOT NULL,
+                replica_id INTEGER NOT NULL,
+                cloud TEXT NOT NULL,
+                region TEXT NOT NULL,
+                zone TEXT NOT NULL,
+                spot BOOLEAN NOT NULL,
+                instance_type TEXT NOT NULL,
+                price REAL NOT NULL,
+                ondemand_price REAL,
+                end_reason TEXT,
+                created_at REAL NOT NULL,
+                billed_from REAL,
+                terminated_at REAL NOT NULL,
+                had_notice BOOLEAN NOT NULL,
+                launch_attempts INTEGER NOT NULL,
+                PRIMARY KEY (service, replica_id, created_at)
+            )""",
+            "CREATE INDEX replica_ledger_ended ON replica_ledger (service, terminated_at)",
+        ),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

@@ -104,6 +104,8 @@ class ReplicaRecord:
     probe_failures: int
     interruption_at: float | None
     launch_attempts: int
+    billed_from: float | None = None  # when its instance was first known: billing starts
+    ondemand_price: float | None = None  # USD/h on demand for the same place and type
 
     @property
     def location(self) -> Location:
@@ -140,6 +142,8 @@ class ReplicaRecord:
             probe_failures=row["probe_failures"],
             interruption_at=row["interruption_at"],
             launch_attempts=row["launch_attempts"],
+            billed_from=row["billed_from"],
+            ondemand_price=row["ondemand_price"],
         )
 
 

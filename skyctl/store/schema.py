@@ -83,12 +83,39 @@ replicas = Table(
     Column("probe_failures", Integer, nullable=False),
     Column("interruption_at", Float),
     Column("launch_attempts", Integer, nullable=False),
+    # v4, cost accounting: when its instance was first known (billing starts), and
+    # the on-demand price of the same place and type (for savings); see store.costs
+    Column("billed_from", Float),
+    Column("ondemand_price", Float),
     PrimaryKeyConstraint("service", "replica_id"),
     ForeignKeyConstraint(
         ["service", "version"],
         ["service_versions.service", "service_versions.version"],
         ondelete="CASCADE",
     ),
+)
+
+# v4: an ended replica's cost facts, kept when its row is purged and when its
+# service is deleted (money spent stays spent), so cost totals and counters never shrink
+replica_ledger = Table(
+    "replica_ledger",
+    metadata,
+    Column("service", Text, nullable=False),
+    Column("replica_id", Integer, nullable=False),
+    Column("cloud", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("zone", Text, nullable=False),
+    Column("spot", Boolean, nullable=False),
+    Column("instance_type", Text, nullable=False),
+    Column("price", Float, nullable=False),
+    Column("ondemand_price", Float),
+    Column("end_reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("billed_from", Float),
+    Column("terminated_at", Float, nullable=False),
+    Column("had_notice", Boolean, nullable=False),
+    Column("launch_attempts", Integer, nullable=False),
+    PrimaryKeyConstraint("service", "replica_id", "created_at"),
 )
 
 location_states = Table(

@@ -26,11 +26,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
 from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, StoreError
 from skyctl.lifecycle import ENDING, EndReason, ReplicaStatus, transition
-from skyctl.store import migrations
+from skyctl.store import costs, migrations
 from skyctl.store import schema as t
 from skyctl.store.db import WRITE_INTENT, make_engine, prepare_file, translated
 from skyctl.store.jsonvalue import check_json
@@ -48,7 +48,15 @@ EVENTS_TRIM_EVERY = 256  # inserts between trims
 
 #: Replica columns :meth:`Store.update_replica` accepts as keyword arguments.
 REPLICA_FIELDS: frozenset[str] = frozenset(
-    {"instance_id", "endpoint", "probe_failures", "interruption_at", "launch_attempts", "price"}
+    {
+        "instance_id",
+        "endpoint",
+        "probe_failures",
+        "interruption_at",
+        "launch_attempts",
+        "price",
+        "ondemand_price",
+    }
 )
 
 
@@ -278,9 +286,13 @@ class Store:
         return [VersionRecord.from_row(r._mapping) for r in rows]
 
     def delete_service(self, name: str) -> None:
-        """Remove the service and every row about it (versions, replicas, states, events)."""
+        """Remove the service and every row about it (versions, replicas, states, events).
+
+        Its ended replicas' cost facts stay in the ledger (see :mod:`skyctl.store.costs`).
+        """
         with self._write() as conn:
             self._service_row(conn, name)
+            costs.keep_in_ledger(conn, t.replicas.c.service == name)
             for table in (t.events, t.location_states, t.policy_state, t.replicas):
                 conn.execute(delete(table).where(table.c.service == name))
             conn.execute(delete(t.service_versions).where(t.service_versions.c.service == name))
@@ -299,10 +311,13 @@ class Store:
         instance_type: str,
         client_token: str,
         now: float,
+        ondemand_price: float | None = None,
     ) -> ReplicaRecord:
         """Record the intent to launch a replica (status PENDING) under a fresh id.
 
         Ids grow per service and are never reused, even after a purge.
+        ``ondemand_price`` is the on-demand USD/h of the same place and type
+        (for savings), when known.
         """
         with self._write() as conn:
             service = self._service_row(conn, name)
@@ -348,6 +363,7 @@ class Store:
                     status_since=now,
                     probe_failures=0,
                     launch_attempts=0,
+                    ondemand_price=ondemand_price,
                 )
             )
             return self._replica(conn, name, replica_id)
@@ -403,6 +419,8 @@ class Store:
                     values["terminated_at"] = now
             elif reason is not None:
                 raise InvalidTransition("an end reason needs a status change to go with it")
+            if fields.get("instance_id") and current.billed_from is None:
+                values["billed_from"] = now  # its instance exists: the cloud bills from here
             if reason is not None:
                 values["end_reason"] = EndReason(reason).value
             conn.execute(
@@ -431,8 +449,19 @@ class Store:
         return [ReplicaRecord.from_row(r._mapping) for r in rows]
 
     def purge_terminated(self, name: str, *, before: float) -> int:
-        """Delete TERMINATED replicas that ended before ``before``; return how many."""
+        """Delete TERMINATED replicas that ended before ``before``; return how many.
+
+        Their cost facts are kept in the ledger first (see :mod:`skyctl.store.costs`).
+        """
         with self._write() as conn:
+            costs.keep_in_ledger(
+                conn,
+                and_(
+                    t.replicas.c.service == name,
+                    t.replicas.c.status == ReplicaStatus.TERMINATED.value,
+                    t.replicas.c.terminated_at < before,
+                ),
+            )
             result = conn.execute(
                 delete(t.replicas).where(
                     t.replicas.c.service == name,
@@ -441,6 +470,12 @@ class Store:
                 )
             )
             return int(result.rowcount)
+
+    def billed_spans(self, name: str | None = None) -> list[costs.BilledSpan]:
+        """Every replica's billed interval and prices, purged ones included (all services
+        when ``name`` is None); :mod:`skyctl.store.costs` sums them."""
+        with self._read() as conn:
+            return costs.spans(conn, name)
 
     # -- placement and policy state -----------------------------------------
 

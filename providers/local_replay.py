@@ -56,7 +56,9 @@ class Replay:
         self.t0 = t0
         self.trace: Trace | None = None
         if options.trace:
-            self.trace = load_trace(options.trace, base_dir=base_dir).select(options.trace_zones)
+            self.trace = load_trace(
+                options.trace, base_dir=base_dir, ondemand_price=options.ondemand_price
+            ).select(options.trace_zones)
         self.zones = self._zones()
         self._by_location = {z.location: z for z in self.zones}
         self._rng = random.Random(f"{options.seed}:{seed_key}")

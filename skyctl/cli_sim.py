@@ -14,6 +14,7 @@ import click
 from policies import registry
 from skyctl.errors import SkyctlError
 from skyctl.sim import DEFAULT_COLD_START, SimConfig, SimResult, format_table, simulate, to_json
+from skyctl.sim.coldstart import ColdStart, parse_cold_start
 from skyctl.spec_yaml import load_spec_file
 from skyctl.traces import Trace, load_trace
 
@@ -61,22 +62,37 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
 )
 @click.option(
     "--cold-start",
-    type=click.FloatRange(min=0),
-    default=DEFAULT_COLD_START,
+    default=f"{DEFAULT_COLD_START:g}",
     show_default=True,
-    help="Seconds from launch to READY (spot and on-demand).",
+    metavar="SECONDS|DIST",
+    help="Launch to READY (spot and on-demand): seconds, or uniform:LOW:HIGH, "
+    "normal:MEAN:SD, lognormal:MEDIAN:SIGMA, choice:A,B,... sampled per launch.",
 )
 @click.option(
     "--spot-cold-start",
-    type=click.FloatRange(min=0),
     default=None,
-    help="Spot cold start in seconds (default: --cold-start).",
+    metavar="SECONDS|DIST",
+    help="Spot cold start (default: --cold-start).",
 )
 @click.option(
     "--ondemand-cold-start",
-    type=click.FloatRange(min=0),
     default=None,
-    help="On-demand cold start in seconds (default: --cold-start).",
+    metavar="SECONDS|DIST",
+    help="On-demand cold start (default: --cold-start).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for cold-start distributions.",
+)
+@click.option(
+    "--ondemand-price",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="USD_PER_HOUR",
+    help="On-demand price for a trace that does not carry one.",
 )
 @click.option(
     "--notice",
@@ -112,9 +128,11 @@ def sim(
     trace_name: str,
     policies: tuple[str, ...],
     replicas: int | None,
-    cold_start: float,
-    spot_cold_start: float | None,
-    ondemand_cold_start: float | None,
+    cold_start: str,
+    spot_cold_start: str | None,
+    ondemand_cold_start: str | None,
+    seed: int,
+    ondemand_price: float | None,
     notice: float,
     start: float | None,
     hours: float | None,
@@ -125,8 +143,21 @@ def sim(
     try:
         for wanted in policies:
             registry.get(wanted)
+        both = parse_cold_start(cold_start)
+        spot_cold: ColdStart = (
+            both
+            if spot_cold_start is None
+            else parse_cold_start(spot_cold_start, key="--spot-cold-start")
+        )
+        od_cold: ColdStart = (
+            both
+            if ondemand_cold_start is None
+            else parse_cold_start(ondemand_cold_start, key="--ondemand-cold-start")
+        )
         spec = load_spec_file(spec_file)
-        trace = load_trace(trace_name, base_dir=str(Path(spec_file).parent))
+        trace = load_trace(
+            trace_name, base_dir=str(Path(spec_file).parent), ondemand_price=ondemand_price
+        )
     except SkyctlError as e:
         _fail(str(e))
         return
@@ -137,8 +168,9 @@ def sim(
         config = SimConfig(
             replicas=replicas,
             policy=name,
-            spot_cold_start=cold_start if spot_cold_start is None else spot_cold_start,
-            ondemand_cold_start=cold_start if ondemand_cold_start is None else ondemand_cold_start,
+            spot_cold_start=spot_cold,
+            ondemand_cold_start=od_cold,
+            seed=seed,
             notice_seconds=notice,
             start_tick=start_tick,
             ticks=ticks,

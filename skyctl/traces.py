@@ -14,11 +14,18 @@ one; ``archive#sub/folder`` picks a folder inside an archive):
 - GCP (``zones/<zone>.json`` with ``{"metadata": {...}, "data": [...]}``,
   **1 = preempted/unavailable**, prices in ``metadata.price_info``);
 - counts (``<zone>_<type>.json`` directly in the folder, ``{"metadata":
-  {"gap_seconds"}, "data": [count per tick]}``, available = count > 0).
+  {"gap_seconds"}, "data": [count per tick]}``, available = count > 0, and
+  the count is a **capacity cap**: at most that many spot instances can run
+  in the zone during the tick, as the SkyServe authors' simulator treats it).
 
 An optional ``trace.json`` in a folder (our own) may set ``ondemand_price``,
 ``gap_seconds`` and ``start`` where the data does not carry them. Zones of
 unequal length are cut to the shortest, so every zone has ``ticks`` values.
+
+Every trace has a known on-demand price (USD/h): from ``trace.json``, the
+zones' metadata, the bundled table (the catalog's price for the instance the
+trace measured), or the ``ondemand_price`` argument. A trace with none is a
+ConfigError saying what to pass: cost figures against $0 would be silently wrong.
 
 Bundled traces (``skyctl/data/traces``, Apache-2.0, SkyNomad artifact; see the
 LICENSE and NOTICE there) load by name: see :func:`bundled_traces`. Pure: no
@@ -101,6 +108,8 @@ class ZoneTrace:
     available: tuple[bool, ...]  # per tick, True = spot obtainable/kept
     spot_price: tuple[float, ...] | float | None  # per tick (AWS), constant (GCP), or None
     ondemand_price: float | None
+    # per tick, at most this many spot instances at once (count traces); None: unlimited
+    capacity: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,13 @@ class Trace:
     start: float  # epoch seconds of tick 0
     gap_seconds: float
     zones: tuple[ZoneTrace, ...]
-    ondemand_price: float  # USD/h; 0.0 when the trace does not say
+    ondemand_price: float  # USD/h, > 0 (a trace without one cannot be loaded)
 
     def __post_init__(self) -> None:
         if not self.zones:
             raise ValueError(f"trace {self.name!r} has no zones")
+        if not self.ondemand_price > 0:
+            raise ValueError(f"trace {self.name!r}: ondemand_price must be > 0")
         if self.gap_seconds <= 0:
             raise ValueError(f"trace {self.name!r}: gap_seconds must be > 0")
         n = len(self.zones[0].available)
@@ -122,6 +133,8 @@ class Trace:
                 raise ValueError(f"trace {self.name!r}: zone {z.zone} has a different length")
             if isinstance(z.spot_price, tuple) and len(z.spot_price) != n:
                 raise ValueError(f"trace {self.name!r}: zone {z.zone} prices misaligned")
+            if z.capacity is not None and len(z.capacity) != n:
+                raise ValueError(f"trace {self.name!r}: zone {z.zone} capacity misaligned")
 
     @property
     def ticks(self) -> int:
@@ -178,6 +191,10 @@ class Trace:
                 out.append((self.spot_price(i, 0),) * self.ticks)
         return out
 
+    def capacity_matrix(self) -> list[tuple[int, ...] | None]:
+        """Per zone, its per-tick spot capacity cap (None: unlimited while available)."""
+        return [z.capacity for z in self.zones]
+
     def availability_fraction(self, zone_index: int) -> float:
         a = self.zones[zone_index].available
         return sum(a) / len(a)
@@ -204,6 +221,7 @@ class Trace:
                     if isinstance(z.spot_price, tuple)
                     else z.spot_price
                 ),
+                capacity=z.capacity[start_tick:end] if z.capacity is not None else None,
             )
             for z in self.zones
         )
@@ -221,9 +239,14 @@ def bundled_traces() -> list[str]:
     return sorted(_BUNDLED)
 
 
-def load_trace(name_or_path: str, *, base_dir: str | None = None) -> Trace:
+def load_trace(
+    name_or_path: str, *, base_dir: str | None = None, ondemand_price: float | None = None
+) -> Trace:
     """A bundled trace by name, or a trace folder/archive by path (absolute, or
-    relative to ``base_dir``, else to the working directory)."""
+    relative to ``base_dir``, else to the working directory). ``ondemand_price``
+    (USD/h) applies where the trace does not carry one (see the module docstring)."""
+    if ondemand_price is not None and not ondemand_price > 0:
+        raise ConfigError(f"ondemand_price {ondemand_price!r}: must be > 0 (USD per hour)")
     if name_or_path in _BUNDLED:
         return _load_bundled(name_or_path)
     text, _, member = name_or_path.partition("#")
@@ -235,7 +258,7 @@ def load_trace(name_or_path: str, *, base_dir: str | None = None) -> Trace:
             f"trace {name_or_path!r}: not a bundled trace and no such file or folder "
             f"({path}); bundled: {', '.join(bundled_traces())}"
         )
-    return _load_path(path, member.strip("/"), None)
+    return _load_path(path, member.strip("/"), ondemand_price)
 
 
 @functools.cache
@@ -351,7 +374,13 @@ def _parse(files: _Files, folder: str, label: str, ondemand: float | None) -> Tr
     zones = [_truncate(z, n) for z in zones]
     if known is None:
         zone_od = [z.ondemand_price for z in zones if z.ondemand_price is not None]
-        known = min(zone_od) if zone_od else 0.0
+        known = min(zone_od) if zone_od else None
+    if known is None or not float(known) > 0:
+        raise ConfigError(
+            f"trace {label!r} carries no on-demand price: pass --ondemand-price USD_PER_HOUR "
+            f'(ondemand_price= in Python) or put {{"ondemand_price": USD_PER_HOUR}} in a '
+            f"trace.json beside its data"
+        )
     return Trace(label, start, gap, tuple(zones), float(known))
 
 
@@ -359,7 +388,8 @@ def _truncate(z: ZoneTrace, n: int) -> ZoneTrace:
     if len(z.available) == n:
         return z
     price = z.spot_price[:n] if isinstance(z.spot_price, tuple) else z.spot_price
-    return replace(z, available=z.available[:n], spot_price=price)
+    cap = z.capacity[:n] if z.capacity is not None else None
+    return replace(z, available=z.available[:n], spot_price=price, capacity=cap)
 
 
 def _epoch(text: str) -> float:
@@ -427,10 +457,12 @@ def _parse_json_zones(
                 "load the folder holding zones/"
             )
         data = doc["data"]
+        capacity: tuple[int, ...] | None = None
         if gcp:
             available = tuple(_flag(v) == 0 for v in data)  # GCP: 1 = preempted/unavailable
         else:
-            available = tuple(_flag(v) > 0 for v in data)  # counts: available = count > 0
+            capacity = tuple(_flag(v) for v in data)  # counts: a cap on concurrent spot
+            available = tuple(c > 0 for c in capacity)
         if not zones:
             gap = float(meta.get("gap_seconds", 0.0))
             start = _epoch(meta["start_time"]) if "start_time" in meta else 0.0
@@ -438,7 +470,6 @@ def _parse_json_zones(
         info = meta.get("price_info") or {}
         spot = float(info["price"]) if "price" in info else None
         od = float(info["on_demand_price"]) if "on_demand_price" in info else None
-        zones.append(
-            ZoneTrace(zone, str(info.get("region") or region_of(zone)), available, spot, od)
-        )
+        region = str(info.get("region") or region_of(zone))
+        zones.append(ZoneTrace(zone, region, available, spot, od, capacity))
     return start, gap, zones

@@ -102,3 +102,30 @@ def test_missing_trace_is_a_clear_error(files: tuple[Path, Path], tmp_path: Path
     res = CliRunner().invoke(sim, [str(spec), "--trace", str(tmp_path / "none")])
     assert res.exit_code == 2
     assert res.output.count("\n") == 1 and "no such file or folder" in res.output
+
+
+def test_ondemand_price_flag_prices_a_trace_that_lacks_one(files: tuple[Path, Path]) -> None:
+    spec, folder = files
+    (folder / "trace.json").unlink()
+    args = [str(spec), "--trace", str(folder), "--policy", "ondemand_only", "-o", "json"]
+    refused = CliRunner().invoke(sim, args)
+    assert refused.exit_code == 2
+    assert "no on-demand price" in refused.output and "--ondemand-price" in refused.output
+    res = CliRunner().invoke(sim, [*args, "--ondemand-price", "2.5"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)[0]["cost"] == pytest.approx(4 * 2.5)
+
+
+def test_cold_start_distribution_and_seed(files: tuple[Path, Path]) -> None:
+    spec, folder = files
+    base = [str(spec), "--trace", str(folder), "--policy", "cheapest_spot", "-o", "json"]
+
+    def availability(*extra: str) -> float:
+        res = CliRunner().invoke(sim, [*base, *extra])
+        assert res.exit_code == 0, res.output
+        return float(json.loads(res.output)[0]["availability"])
+
+    dist = ("--cold-start", "uniform:60:3000")
+    assert availability(*dist, "--seed", "4") == availability(*dist, "--seed", "4")
+    bad = CliRunner().invoke(sim, [*base, "--spot-cold-start", "soon"])
+    assert bad.exit_code == 2 and "--spot-cold-start 'soon'" in bad.output

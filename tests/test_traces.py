@@ -16,9 +16,17 @@ from skyctl.traces import Trace, ZoneTrace, bundled_traces, load_trace, region_o
 # ---------------------------------------------------------------- hand-made folders
 
 
-def make_aws(root: Path, zones: dict[str, list[int]], prices: dict[str, list[float]]) -> Path:
-    """AWS layout: availability/<zone>_v100_1.csv (1 = available) + spot_prices.json."""
+def make_aws(
+    root: Path,
+    zones: dict[str, list[int]],
+    prices: dict[str, list[float]],
+    ondemand: float | None = 3.06,
+) -> Path:
+    """AWS layout: availability/<zone>_v100_1.csv (1 = available) + spot_prices.json
+    (+ our trace.json with the on-demand price, which the data lacks)."""
     (root / "availability").mkdir(parents=True)
+    if ondemand is not None:
+        (root / "trace.json").write_text(json.dumps({"ondemand_price": ondemand}))
     for zone, values in zones.items():
         rows = ["date,availability"]
         for i, v in enumerate(values):
@@ -49,9 +57,11 @@ def make_gcp(root: Path, zones: dict[str, list[int]], price: float, ondemand: fl
     return root
 
 
-def make_counts(root: Path, zones: dict[str, list[int]]) -> Path:
+def make_counts(root: Path, zones: dict[str, list[int]], ondemand: float | None = 3.06) -> Path:
     """Multinode layout: <zone>_v100_1.json with counts (available = count > 0)."""
     root.mkdir(parents=True)
+    if ondemand is not None:
+        (root / "trace.json").write_text(json.dumps({"ondemand_price": ondemand}))
     for zone, values in zones.items():
         doc = {"metadata": {"gap_seconds": 300}, "data": values}
         (root / f"{zone}_v100_1.json").write_text(json.dumps(doc))
@@ -174,6 +184,50 @@ def test_counts_folder_available_when_count_positive(tmp_path: Path) -> None:
     trace = load_trace(str(tmp_path / "c"))
     assert avail(trace, "us-east-2b") == (False, True, True, False)
     assert trace.gap_seconds == 300
+
+
+def test_counts_are_capacity_caps(tmp_path: Path) -> None:
+    make_counts(tmp_path / "c", {"us-east-2b": [0, 3, 16, 0]})
+    trace = load_trace(str(tmp_path / "c"))
+    assert trace.capacity_matrix() == [(0, 3, 16, 0)]
+    assert trace.window(1, 2).capacity_matrix() == [(3, 16)]
+
+
+def test_bundled_multinode_traces_carry_their_counts_as_caps() -> None:
+    sixteen = load_trace("aws-v100-multinode-2023-08/16-nodes")
+    caps = sixteen.capacity_matrix()
+    assert all(c is not None and max(c) == 16 for c in caps)
+    assert any(c is not None and 0 < min(v for v in c if v) < 16 for c in caps)
+    four = load_trace("aws-v100-multinode-2023-08/4-nodes-real-preemption")
+    assert all(c is not None and max(c) == 4 for c in four.capacity_matrix())
+    assert load_trace("aws-v100-2023-02").capacity_matrix() == [None] * 9  # unlimited
+
+
+@pytest.mark.parametrize("layout", ["aws", "counts"])
+def test_a_trace_without_an_ondemand_price_is_refused_saying_what_to_pass(
+    tmp_path: Path, layout: str
+) -> None:
+    if layout == "aws":
+        make_aws(tmp_path / "x", {"us-east-1a": [1, 0]}, {}, ondemand=None)
+    else:
+        make_counts(tmp_path / "x", {"us-east-2b": [1, 0]}, ondemand=None)
+    with pytest.raises(ConfigError) as err:
+        load_trace(str(tmp_path / "x"))
+    message = str(err.value)
+    assert "no on-demand price" in message and "--ondemand-price" in message
+    assert '"ondemand_price"' in message and "\n" not in message
+    trace = load_trace(str(tmp_path / "x"), ondemand_price=2.5)
+    assert trace.ondemand_price == 2.5 and trace.zone_ondemand_price(0) == 2.5
+
+
+def test_a_trace_with_a_zero_ondemand_price_is_refused(tmp_path: Path) -> None:
+    make_counts(tmp_path / "c", {"us-east-2b": [1, 0]}, ondemand=0.0)
+    with pytest.raises(ConfigError, match="no on-demand price"):
+        load_trace(str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="ondemand_price"):
+        load_trace(str(tmp_path / "c"), ondemand_price=-1.0)
+    with pytest.raises(ValueError, match="ondemand_price must be > 0"):
+        Trace("t", 0.0, 1.0, (ZoneTrace("a-1a", "a-1", (True,), None, None),), 0.0)
 
 
 def test_zones_of_unequal_length_are_cut_to_the_shortest(tmp_path: Path) -> None:

@@ -9,13 +9,18 @@ decides: no second implementation of any policy.
 
 The provider model (also in ``docs/simulator.md``):
 
-- a zone available in the trace accepts any number of spot launches; a spot
-  launch into an unavailable zone fails at once with a capacity error (the
-  plan is then re-run at the same instant, up to ``max_rounds`` times);
+- a zone available in the trace accepts spot launches up to its capacity cap
+  (count traces: the count is the most spot instances that can run there at
+  once; other traces: unlimited); a spot launch into an unavailable or full
+  zone fails at once with a capacity error (the plan is then re-run at the
+  same instant, up to ``max_rounds`` times);
 - when a zone turns unavailable, every spot replica there is preempted at the
-  start of that tick (optionally announced ``notice_seconds`` before);
+  start of that tick; when its cap falls below the spot replicas running
+  there, the newest ones beyond the cap are (both optionally announced
+  ``notice_seconds`` before);
 - on-demand is always obtainable, at the zone's on-demand price;
-- a launch becomes READY after the cold start (spot and on-demand separately);
+- a launch becomes READY after the cold start (spot and on-demand separately),
+  a fixed figure or a distribution sampled per launch with ``seed``;
 - a replica costs its location's price (spot: the price of the current tick)
   from launch to termination, cold start included.
 """
@@ -23,6 +28,7 @@ The provider model (also in ``docs/simulator.md``):
 from __future__ import annotations
 
 import heapq
+import random
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +43,7 @@ from policies.model import (
 from policies.reconcile import plan as decide
 from policies.registry import policy_for
 from skyctl.lifecycle import EndReason, ReplicaStatus, transition
+from skyctl.sim.coldstart import ColdStart, as_cold_start
 from skyctl.sim.report import Recorder, SimResult
 from skyctl.spec import ServiceSpec
 from skyctl.traces import Trace
@@ -52,14 +59,15 @@ _TICK, _NOTICE, _READY = 0, 1, 2  # event kinds; at equal times ticks go first
 class SimConfig:
     replicas: int | None = None  # N; None: the spec's min_replicas
     policy: str | None = None  # overrides the spec's spot policy
-    spot_cold_start: float = DEFAULT_COLD_START
-    ondemand_cold_start: float = DEFAULT_COLD_START
+    spot_cold_start: float | str | ColdStart = DEFAULT_COLD_START  # seconds or a distribution
+    ondemand_cold_start: float | str | ColdStart = DEFAULT_COLD_START
     start_tick: int = 0
     ticks: int | None = None  # None: to the end of the trace
     notice_seconds: float = 0.0  # interruption notice before a trace preemption
     max_rounds: int = 3  # plans at one instant after failed launches
     cloud: str | None = None  # the cloud part of locations; None: from the trace name
     timeline: bool = False  # record the series --plot draws
+    seed: int = 0  # for cold-start distributions
 
 
 class _Replica:
@@ -119,6 +127,10 @@ class Simulation:
         tr = self.trace
         self.locations = [Location(cloud, z.region, z.zone) for z in tr.zones]
         self.avail = tr.availability_matrix()
+        self.caps = tr.capacity_matrix()
+        self.spot_cold = as_cold_start(config.spot_cold_start)
+        self.od_cold = as_cold_start(config.ondemand_cold_start)
+        self.rng = random.Random(config.seed)
         self.prices = tr.spot_price_matrix()
         self.od_prices = [tr.zone_ondemand_price(i) for i in range(len(tr.zones))]
         self.zone_of = {loc: i for i, loc in enumerate(self.locations)}
@@ -151,24 +163,50 @@ class Simulation:
         r.move(S.TERMINATED, now, reason)
         del self.replicas[r.rid]
 
+    def _doomed(self, tick: int) -> list[_Replica]:
+        """Spot replicas the trace takes at ``tick``: all of an unavailable zone's,
+        and beyond a zone's capacity cap the newest ones."""
+        out: list[_Replica] = []
+        by_zone: dict[int, list[_Replica]] = {}
+        for r in self.replicas.values():
+            if r.spot:
+                by_zone.setdefault(r.zone, []).append(r)
+        for zone, rs in by_zone.items():
+            cap = self.caps[zone]
+            keep = len(rs) if self.avail[zone][tick] else 0
+            if cap is not None:
+                keep = min(keep, cap[tick])
+            if keep < len(rs):
+                rs.sort(key=lambda r: (r.created_at, r.rid))
+                out += rs[keep:]
+        return out
+
     def _preempt_zones(self, now: float) -> None:
-        t = self.tick
-        for r in list(self.replicas.values()):
-            if r.spot and not self.avail[r.zone][t]:
-                self._end(r, now, EndReason.PREEMPTED)
-                self.rec.preemptions += 1
-                self.events.append(
-                    LocationEvent(LocationEventKind.PREEMPTED, self.locations[r.zone], now)
-                )
+        for r in self._doomed(self.tick):
+            self._end(r, now, EndReason.PREEMPTED)
+            self.rec.preemptions += 1
+            self.events.append(
+                LocationEvent(LocationEventKind.PREEMPTED, self.locations[r.zone], now)
+            )
 
     def _notice(self, tick: int, now: float) -> None:
         kill_at = self.trace.start + tick * self.trace.gap_seconds
-        for r in self.replicas.values():
-            if r.spot and r.interruption_at is None and not self.avail[r.zone][tick]:
+        for r in self._doomed(tick):
+            if r.interruption_at is None:
                 r.interruption_at = kill_at
                 self.events.append(
                     LocationEvent(LocationEventKind.NOTICE, self.locations[r.zone], now)
                 )
+
+    def _full(self, zone: int) -> bool:
+        """The zone refuses spot now: unavailable, or at its capacity cap."""
+        if not self.avail[zone][self.tick]:
+            return True
+        cap = self.caps[zone]
+        if cap is None:
+            return False
+        live = sum(1 for r in self.replicas.values() if r.spot and r.zone == zone)
+        return live >= cap[self.tick]
 
     def _launch(self, offering: Offering, now: float) -> bool:
         zone = self.zone_of[offering.location]
@@ -176,7 +214,7 @@ class Simulation:
         self.next_id += 1
         self.rec.launches += 1
         r.move(S.PROVISIONING, now)
-        if offering.spot and not self.avail[zone][self.tick]:
+        if offering.spot and self._full(zone):
             r.move(S.TERMINATED, now, EndReason.FAILED_PROVISION)
             self.rec.failed_launches += 1
             self.events.append(
@@ -187,7 +225,7 @@ class Simulation:
         self.replicas[r.rid] = r
         if offering.spot:
             self.events.append(LocationEvent(LocationEventKind.LAUNCHED, offering.location, now))
-        cold = self.config.spot_cold_start if offering.spot else self.config.ondemand_cold_start
+        cold = (self.spot_cold if offering.spot else self.od_cold).sample(self.rng)
         heapq.heappush(self.heap, (now + cold, _READY, r.rid, 0))
         return True
 
@@ -259,7 +297,7 @@ class Simulation:
         tr = self.trace
         start, gap = tr.start, tr.gap_seconds
         end = start + tr.ticks * gap
-        warmup = max(self.config.spot_cold_start, self.config.ondemand_cold_start)
+        warmup = max(self.spot_cold.mean, self.od_cold.mean)
         self.rec.begin(start, measure_from=start + warmup)
         heapq.heappush(self.heap, (start, _TICK, 0, 0))
         notice = self.config.notice_seconds
@@ -276,7 +314,7 @@ class Simulation:
                     if a + 1 < tr.ticks:
                         nxt = start + (a + 1) * gap
                         heapq.heappush(self.heap, (nxt, _TICK, a + 1, 0))
-                        if notice > 0 and any(col[a] and not col[a + 1] for col in self.avail):
+                        if notice > 0 and self._drops(a):
                             heapq.heappush(self.heap, (max(now, nxt - notice), _NOTICE, a + 1, 0))
                 elif kind == _NOTICE:
                     self._notice(a, now)
@@ -293,6 +331,15 @@ class Simulation:
             trace=tr,
             od_price=min(self.od_prices),
         )
+
+    def _drops(self, tick: int) -> bool:
+        """Some zone loses availability or capacity from ``tick`` to the next."""
+        for col, cap in zip(self.avail, self.caps, strict=True):
+            if col[tick] and not col[tick + 1]:
+                return True
+            if cap is not None and cap[tick + 1] < cap[tick]:
+                return True
+        return False
 
     def _policy_name(self) -> str:
         return policy_for(self.spec)

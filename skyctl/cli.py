@@ -18,6 +18,7 @@ import click
 
 from skyctl import __version__
 from skyctl.cli_costs import cost
+from skyctl.cli_env import override_options, overrides
 from skyctl.cli_sim import sim
 from skyctl.client import ControllerClient, stored_services
 from skyctl.config import load_user_config, paths
@@ -64,19 +65,27 @@ def serve() -> None:
     """Run services: up, status, logs, update, down, validate."""
 
 
-def _load(file: str) -> ServiceSpec:
-    """Parse a spec file with every check the controller will make."""
-    spec = load_spec_file(file)
-    if spec.secrets:
-        redact(spec.yaml_text, spec.source)  # secrets must be redactable in place
-    return spec
+Overrides = tuple[dict[str, str], dict[str, str]]
+
+
+def _load(file: str, kw: dict[str, Any]) -> tuple[ServiceSpec, Overrides]:
+    """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
+    controller will make; the overrides are sent to it with the spec."""
+    envs, secrets = overrides(
+        kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
+    )
+    spec = load_spec_file(file, envs=envs, secrets=secrets)
+    if spec.secrets:  # secrets must be redactable in place
+        redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
+    return spec, (envs, secrets)
 
 
 @serve.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
+@override_options
+def validate(file: str, **kw: Any) -> None:
     """Check a service spec without running anything."""
-    spec = _load(file)
+    spec, _ = _load(file, kw)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))
@@ -98,12 +107,18 @@ def validate(file: str) -> None:
 @click.option(
     "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
 )
+@override_options
 @click.pass_context
 def up(
-    ctx: click.Context, file: str, name: str | None, detach: bool, timeout: float | None
+    ctx: click.Context,
+    file: str,
+    name: str | None,
+    detach: bool,
+    timeout: float | None,
+    **kw: Any,
 ) -> None:
     """Start a service from a spec; print its endpoint."""
-    spec = _load(file)
+    spec, (envs, secrets) = _load(file, kw)
     client = ControllerClient.ensure(_home(ctx), progress=click.echo)
     svc = client.call(
         "POST",
@@ -112,6 +127,8 @@ def up(
             "yaml": spec.yaml_text,
             "source": str(Path(file).resolve()),
             "name": name,
+            "envs": envs,
+            "secrets": secrets,
         },
     )
     click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
@@ -304,10 +321,11 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> Non
 @serve.command()
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
+@override_options
 @click.pass_context
-def update(ctx: click.Context, name: str, file: str) -> None:
+def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
     """Roll a service to a new spec (new replicas ready before old ones go)."""
-    spec = _load(file)
+    spec, (envs, secrets) = _load(file, kw)
     client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
@@ -317,6 +335,8 @@ def update(ctx: click.Context, name: str, file: str) -> None:
         {
             "yaml": spec.yaml_text,
             "source": str(Path(file).resolve()),
+            "envs": envs,
+            "secrets": secrets,
         },
     )
     click.echo(f"Service {name}: rolling update to version {svc['version']} started")

@@ -48,17 +48,25 @@ def placeholder(name: str) -> str:
 # -- redaction -----------------------------------------------------------------
 
 
-def redact(text: str, source: str | None = None) -> str:
+def redact(
+    text: str,
+    source: str | None = None,
+    *,
+    envs: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> str:
     """``text`` with each ``secrets:`` value replaced by ``"<secret:NAME>"``.
 
-    Everything else (keys, comments, line numbers) is kept. Raises SpecError
-    for an invalid spec, or when a value cannot be redacted in place (it comes
-    through a YAML alias or merge key).
+    Everything else (keys, comments, line numbers) is kept; a secret left
+    blank (filled from the command line, ``envs``/``secrets`` here) and a
+    managed reference stay as written. Raises SpecError for an invalid spec,
+    or when a value cannot be redacted in place (it comes through a YAML alias
+    or merge key).
     """
-    spec = parse_spec(text, source)
+    spec = parse_spec(text, source, envs=envs, secrets=secrets)
     if not spec.secrets:
         return text
-    spans = _secret_spans(text, list(spec.secrets), source)
+    spans = _secret_spans(text, source)
     out, last = [], 0
     for start, end, name in spans:
         out.append(text[last:start])
@@ -66,8 +74,13 @@ def redact(text: str, source: str | None = None) -> str:
         last = end
     out.append(text[last:])
     redacted = "".join(out)
-    again = parse_spec(redacted, source)
-    if again.secrets != {name: placeholder(name) for name in spec.secrets}:
+    parse_spec(redacted, source, envs=envs, secrets=secrets)  # still a valid spec
+    written = yaml.safe_load(redacted).get("secrets") or {}
+    if isinstance(written, list):
+        written = {}  # managed references only
+    if not isinstance(written, dict) or any(
+        value not in (None, placeholder(str(name))) for name, value in written.items()
+    ):
         raise _refuse(source, "the values could not be redacted; write them as plain strings")
     return redacted
 
@@ -90,8 +103,8 @@ def _refuse(source: str | None, message: str, line: int | None = None) -> SpecEr
     return SpecError(message, key="secrets", line=line, source=source)
 
 
-def _secret_spans(text: str, names: list[str], source: str | None) -> list[tuple[int, int, str]]:
-    """(start, end, name) of every secret value's text, in order."""
+def _secret_spans(text: str, source: str | None) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every secret value's text, in order (not blank ones)."""
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     assert isinstance(root, yaml.MappingNode)  # parse_spec accepted it
     section = None
@@ -100,15 +113,20 @@ def _secret_spans(text: str, names: list[str], source: str | None) -> list[tuple
             raise _refuse(source, "not allowed with a merge key (<<) at the top level")
         if isinstance(key, yaml.ScalarNode) and key.value == "secrets":
             section = value
+    if section is None or isinstance(section, yaml.SequenceNode):
+        return []  # every secret comes from the command line (managed references aside)
     if not isinstance(section, yaml.MappingNode):
         raise _refuse(source, "write the secrets mapping in place, not through an alias")
     merges = [k for k, _ in section.value if k.tag == "tag:yaml.org,2002:merge"]
-    if merges or len(section.value) != len(names):
+    if merges:
         raise _refuse(source, "no merge keys (<<) inside secrets", _line(section))
     counts: dict[int, int] = {}
     _count_nodes(root, counts, set())
     spans = []
-    for (_key, value), name in zip(section.value, names, strict=True):
+    for key, value in section.value:
+        name = str(key.value)
+        if value.tag == "tag:yaml.org,2002:null":
+            continue  # nothing written to hide: filled from the command line, or managed
         if counts[id(value)] > 1 or counts[id(section)] > 1:
             raise SpecError(
                 "a secret value must be written in place, not shared through an anchor",
@@ -143,6 +161,14 @@ def _line(node: yaml.Node) -> int:
 # -- sealing and opening -------------------------------------------------------
 
 
+def _strings(values: object) -> dict[str, str]:
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+    ):
+        raise ConfigError("the stored secrets are corrupt: submit the service again")
+    return values
+
+
 @dataclass(frozen=True)
 class Sealed:
     """A submitted spec as the controller stores it."""
@@ -159,34 +185,65 @@ class Secrets:
         self.key_file = Path(key_file)
         self._fernet: Fernet | None = None
 
-    def seal(self, yaml_text: str, source: str | None = None) -> Sealed:
-        """Parse a submitted spec; redact and encrypt its secrets (SpecError if invalid)."""
-        spec = parse_spec(yaml_text, source)
-        if not spec.secrets:
+    def seal(
+        self,
+        yaml_text: str,
+        source: str | None = None,
+        *,
+        envs: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Sealed:
+        """Parse a submitted spec; redact and encrypt its secrets (SpecError if invalid).
+
+        ``envs``/``secrets`` are the command line's overrides (``--env``,
+        ``--secret``): they are sealed with the secrets (an ``--env`` often
+        carries a token), so a restarted controller opens the same spec.
+        """
+        spec = parse_spec(yaml_text, source, envs=envs, secrets=secrets)
+        if not spec.secrets and not envs:
             return Sealed(yaml_text, None, spec)
-        redacted = redact(yaml_text, source)
-        ciphertext = self.encrypt(spec.secrets)
+        redacted = redact(yaml_text, source, envs=envs, secrets=secrets)
+        if envs:
+            payload: dict[str, object] = {"v": 2, "envs": dict(envs), "secrets": spec.secrets}
+            ciphertext = self._encrypt_json(payload)
+        else:
+            ciphertext = self.encrypt(spec.secrets)
         return Sealed(redacted, ciphertext, dataclasses.replace(spec, yaml_text=redacted))
 
     def open(self, yaml_text: str, source: str | None, ciphertext: str | None) -> ServiceSpec:
-        """The stored spec with its secret values decrypted and put back."""
-        spec = parse_spec(yaml_text, source)
+        """The stored spec with its secret values (and command-line envs) put back."""
         if ciphertext is None:
-            return spec
-        values = self.decrypt(ciphertext)
-        if set(values) != set(spec.secrets):
+            return parse_spec(yaml_text, source)
+        envs, values = self._unseal(ciphertext)
+        spec = parse_spec(yaml_text, source, envs=envs, secrets=values)
+        missing = [name for name, value in spec.secrets.items() if value == placeholder(name)]
+        if missing:
             raise ConfigError(
                 f"{source or 'a stored spec'}: the stored secrets ({', '.join(sorted(values))}) "
                 f"do not match the spec's ({', '.join(sorted(spec.secrets))}); "
                 "submit the service again"
             )
-        return dataclasses.replace(spec, secrets={name: values[name] for name in spec.secrets})
+        return spec
 
     def encrypt(self, values: Mapping[str, str]) -> str:
-        plain = json.dumps(dict(values), sort_keys=True).encode("utf-8")
+        return self._encrypt_json(dict(values))
+
+    def _encrypt_json(self, payload: object) -> str:
+        plain = json.dumps(payload, sort_keys=True).encode("utf-8")
         return self._key(create=True).encrypt(plain).decode("ascii")
 
     def decrypt(self, ciphertext: str) -> dict[str, str]:
+        """Secret values sealed by :meth:`encrypt`."""
+        return _strings(self._decrypt_json(ciphertext))
+
+    def _unseal(self, ciphertext: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(envs, secrets) sealed by :meth:`seal` (envs empty in the older form)."""
+        payload = self._decrypt_json(ciphertext)
+        if isinstance(payload, dict) and payload.get("v") == 2:
+            return _strings(payload.get("envs")), _strings(payload.get("secrets"))
+        return {}, _strings(payload)
+
+    def _decrypt_json(self, ciphertext: str) -> object:
         fernet = self._key(create=False)
         try:
             plain = fernet.decrypt(ciphertext.encode("ascii"))
@@ -196,14 +253,9 @@ class Secrets:
                 "(was the file replaced?): restore it, or submit the service again"
             ) from None
         try:
-            values = json.loads(plain)
+            return json.loads(plain)
         except ValueError:
-            values = None
-        if not isinstance(values, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
-        ):
-            raise ConfigError("the stored secrets are corrupt: submit the service again")
-        return values
+            return None
 
     # -- the key file ----------------------------------------------------------
 

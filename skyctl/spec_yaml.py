@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from skyctl.spec_checks import (
     spec_error,
     type_name,
 )
+from skyctl.spec_env import MANAGED_PREFIX, SUBSTITUTED_KEYS, apply_overrides, fill_hint, substitute
 from skyctl.spec_resources import all_ports, parse_resources
 
 __all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
@@ -128,7 +130,12 @@ _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
 
 
-def load_spec_file(path: str | Path) -> ServiceSpec:
+def load_spec_file(
+    path: str | Path,
+    *,
+    envs: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> ServiceSpec:
     """Read and parse a spec file (``source`` = the path, ``yaml_text`` = its text)."""
     source = str(path)
     try:
@@ -137,11 +144,22 @@ def load_spec_file(path: str | Path) -> ServiceSpec:
         raise spec_error(f"not UTF-8 text ({e.reason})", line=None, source=source) from None
     except OSError as e:
         raise spec_error(f"cannot read: {e.strerror or e}", line=None, source=source) from None
-    return parse_spec(text, source=source)
+    return parse_spec(text, source=source, envs=envs, secrets=secrets)
 
 
-def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
-    """Parse a service spec; raises :class:`SpecError` (one line) on any problem."""
+def parse_spec(
+    text: str,
+    source: str | None = None,
+    *,
+    envs: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> ServiceSpec:
+    """Parse a service spec; raises :class:`SpecError` (one line) on any problem.
+
+    ``envs`` and ``secrets`` are the command line's overrides (``--env``,
+    ``--secret``): they replace or add to the spec's, before any check; then
+    both are substituted where SkyServe does it (see ``skyctl.spec_env``).
+    """
     if not isinstance(text, str):
         raise spec_error(f"expected text, got {type_name(text)}", line=None, source=source)
     data = load_yaml(text, source)
@@ -153,7 +171,15 @@ def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
         raise spec_error(f"expected a mapping, got {type_name(data)}", line=1, source=source)
     top = Section(data, "", source)
     top.check_keys(_TOP_KEYS | _TOP_EXTRA.keys())
+    apply_overrides(data, "envs", envs)
+    apply_overrides(data, "secrets", secrets)
     extra: dict[str, Any] = {}
+    env_values = _env_map(top, "envs")
+    secret_values = _secrets(top, extra)
+    variables = {**env_values, **secret_values}
+    for key in SUBSTITUTED_KEYS:
+        if key in data:
+            data[key] = substitute(data[key], variables)
     keep_extra(top, _TOP_EXTRA, extra)
     if top.has("pool"):
         raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
@@ -176,16 +202,15 @@ def parse_spec(text: str, source: str | None = None) -> ServiceSpec:
     if run is None:
         raise top.error(None, "missing required key 'run' (the command starting the server)")
     local = top.mapping("local", null_ok=True)
-    secrets = _secrets(top, extra)
     auth = service.mapping("auth", null_ok=True)
     if auth is not None:
-        section = dataclasses.replace(section, auth=_auth(auth, secrets))
+        section = dataclasses.replace(section, auth=_auth(auth, secret_values))
     return ServiceSpec(
         name=name,
         resources=resources,
         service=section,
-        envs=_env_map(top, "envs"),
-        secrets=secrets,
+        envs=env_values,
+        secrets=secret_values,
         workdir=_workdir(top, extra),
         setup=top.string("setup") if top.raw("setup") is not None else None,
         run=run,
@@ -209,17 +234,27 @@ def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
     return None
 
 
-def _env_map(top: Section, key: str) -> dict[str, str]:
+def _env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[str, str]:
     sec = top.mapping(key, null_ok=True)
     out: dict[str, str] = {}
     if sec is None:
         return out
     for name, value in sec.data.items():
         label = str(name)  # as SkyServe: `1: x` is variable "1" (then rejected by name)
+        if managed is not None and label.startswith(MANAGED_PREFIX):
+            if value is not None:
+                raise sec.error(
+                    name,
+                    f"a managed secret reference ({MANAGED_PREFIX}NAME) takes null, not a value; "
+                    f"to give the value here, write {label[len(MANAGED_PREFIX) :]!r} without "
+                    "the prefix",
+                )
+            managed.append(label)
+            continue
         if not _ENV_RE.fullmatch(label):
             raise sec.error(name, f"invalid variable name {label!r}", at_key=True)
         if value is None:
-            raise sec.error(name, "no value given (an empty string is allowed)")
+            raise sec.error(name, fill_hint(key, label))
         if isinstance(value, bool | int | float):
             value = str(value)
         if not isinstance(value, str):
@@ -229,13 +264,24 @@ def _env_map(top: Section, key: str) -> dict[str, str]:
 
 
 def _secrets(top: Section, extra: dict[str, Any]) -> dict[str, str]:
-    if not isinstance(top.raw("secrets"), list):
-        return _env_map(top, "secrets")
-    for item, path, line in top.items("secrets") or []:  # SkyServe: managed secret names
-        if not isinstance(item, str):
-            raise top.at(path, line, f"expected a string, got {type_name(item)}")
-    extra["secrets"] = top.plain("secrets")
-    return {}
+    """The inline secrets; managed references (SkyServe's secret store) go to ``extra``."""
+    managed: list[str] = []
+    if isinstance(top.raw("secrets"), list):
+        for item, path, line in top.items("secrets") or []:
+            if not isinstance(item, str) or not item.startswith(MANAGED_PREFIX):
+                raise top.at(
+                    path,
+                    line,
+                    f"expected a managed secret reference such as '{MANAGED_PREFIX}HF_TOKEN', "
+                    f"got {item!r} (inline secrets are a mapping: {{NAME: value}})",
+                )
+            managed.append(item)
+        values: dict[str, str] = {}
+    else:
+        values = _env_map(top, "secrets", managed)
+    if managed:
+        extra["secrets"] = managed
+    return values
 
 
 # -- service -------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_redaction_replaces_every_secret_value_and_keeps_every_other_line(writin
     "text",
     [
         SPEC.format(secrets=""),
-        SPEC.format(secrets="secrets: [HF_TOKEN, WANDB_KEY]"),  # SkyServe managed names
+        SPEC.format(secrets="secrets: ['secrets:HF_TOKEN', 'secrets:WANDB_KEY']"),  # managed
         SPEC.format(secrets="secrets:"),
     ],
     ids=["no secrets", "managed secret names", "empty secrets"],
@@ -344,6 +344,35 @@ async def test_a_restarted_controller_launches_replacements_with_the_secrets(h: 
 
     await h.ticks_until(lambda: len(h.provider.envs) == 2)
     assert h.provider.envs[1]["API_KEY"] == SECRET
+
+
+async def test_command_line_envs_and_secrets_are_sealed_and_survive_a_restart(
+    h: Harness,
+) -> None:
+    text = SPEC.format(secrets="secrets:\n  API_KEY:\nenvs:\n  HF_TOKEN:").replace(
+        "envs:\n  PLAIN: visible\n", ""
+    )
+    text = text.replace(
+        "readiness_probe: /health",
+        "readiness_probe:\n    path: /health\n"
+        "    headers: {Authorization: Bearer $API_KEY, X-HF: $HF_TOKEN}",
+    )
+    await h.controller.create_service(
+        text, None, envs={"HF_TOKEN": "hf-" + SECRET}, secrets={"API_KEY": SECRET, "NEW": "n"}
+    )
+    await h.ticks_until(lambda: bool(h.provider.envs))
+    want = {"HF_TOKEN": "hf-" + SECRET, "API_KEY": SECRET, "NEW": "n"}
+    assert h.provider.envs[0] == want
+    assert SECRET.encode() not in h.stored_bytes()
+    await h.restart()
+    (replica,) = h.store.list_replicas("vault")
+    await h.provider.preempt("vault", replica.replica_id)
+
+    await h.ticks_until(lambda: len(h.provider.envs) == 2)
+    assert h.provider.envs[1] == want
+    probe = h.controller.runtimes["vault"].prober.probe
+    assert probe.headers == {"Authorization": f"Bearer {SECRET}", "X-HF": f"hf-{SECRET}"}
+    assert SECRET not in json.dumps([h.controller.status(), h.controller.events("vault")])
 
 
 async def test_a_lost_key_is_a_one_line_logged_error_not_a_leak(

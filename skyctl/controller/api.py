@@ -11,15 +11,30 @@ import asyncio
 import hmac
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from skyctl.controller.controller import Controller
-from skyctl.errors import ServiceNotFound, SkyctlError
+from skyctl.errors import ServiceNotFound, SkyctlError, SpecError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
 MAX_BODY = 1 << 20
+
+
+def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
+    """The command line's ``--env``/``--secret`` values sent with a spec."""
+    out: dict[str, dict[str, str] | None] = {}
+    for key in ("envs", "secrets"):
+        values = body.get(key)
+        if values is not None and not (
+            isinstance(values, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+        ):
+            raise SpecError(f"{key}: expected a mapping of names to strings")
+        out[key] = values or None
+    return out
 
 
 def make_app(
@@ -50,13 +65,15 @@ def make_app(
 
     async def create(request: web.Request) -> web.Response:
         body = await request.json()
-        result = await controller.create_service(body["yaml"], body.get("source"), body.get("name"))
+        result = await controller.create_service(
+            body["yaml"], body.get("source"), body.get("name"), **_overrides(body)
+        )
         return web.json_response(result, status=201)
 
     async def update(request: web.Request) -> web.Response:
         body = await request.json()
         result = await controller.update_service(
-            request.match_info["name"], body["yaml"], body.get("source")
+            request.match_info["name"], body["yaml"], body.get("source"), **_overrides(body)
         )
         return web.json_response(result)
 

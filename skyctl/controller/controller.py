@@ -206,9 +206,16 @@ class Controller:
 
     # -------------------------------------------------------- API operations
     async def create_service(
-        self, yaml_text: str, source: str | None, name: str | None = None
+        self,
+        yaml_text: str,
+        source: str | None,
+        name: str | None = None,
+        *,
+        envs: dict[str, str] | None = None,
+        secrets: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        sealed = self.secrets.seal(yaml_text, source)  # secrets redacted and encrypted
+        # secrets redacted and encrypted, with the command line's --env/--secret values
+        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets)
         spec = sealed.spec
         name = name or spec.name or _name_from(source)
         if not NAME_RE.fullmatch(name):
@@ -242,11 +249,19 @@ class Controller:
         self.wake()
         return self.describe(name)
 
-    async def update_service(self, name: str, yaml_text: str, source: str | None) -> dict[str, Any]:
+    async def update_service(
+        self,
+        name: str,
+        yaml_text: str,
+        source: str | None,
+        *,
+        envs: dict[str, str] | None = None,
+        secrets: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         svc = self._get(name)
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             raise ServiceError(f"service {name!r} is shutting down")
-        sealed = self.secrets.seal(yaml_text, source)  # secrets redacted and encrypted
+        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets)
         if sealed.spec.name and sealed.spec.name != name:
             raise ServiceError(f"spec names service {sealed.spec.name!r}, not {name!r}")
         version = self.store.add_version(

@@ -1,0 +1,96 @@
+"""``--env``, ``--env-file``, ``--secret``, ``--secret-file`` for the serve commands.
+
+SkyPilot's flags with its semantics and precedence (see ``skyctl.spec_env``):
+``--env KEY`` alone takes ``$KEY`` from this shell; ``--env-file`` values are
+also secrets, below ``--secret-file`` and ``--secret``; the flags beat the
+files. :func:`overrides` turns the parsed flags into the ``envs`` and
+``secrets`` overrides that go, with the spec, to the controller (which stores
+them sealed). Every problem is one line naming the flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+import dotenv
+
+from skyctl.spec_env import ENV_NAME_RE, merge_overrides, parse_assignment
+
+__all__ = ["override_options", "overrides"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _pairs(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[tuple[str, str]]:
+    flag = f"--{(param.name or '').replace('_', '-')}"
+    try:
+        return [parse_assignment(text, flag) for text in values]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _dotenv(ctx: click.Context, param: click.Parameter, path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    flag = f"--{(param.name or '').replace('_', '-')}"
+    try:
+        values = dotenv.dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"{flag} {path}: cannot read it ({e})") from None
+    for key in values:
+        if not ENV_NAME_RE.fullmatch(key):
+            raise click.ClickException(
+                f"{flag} {path}: {key!r} is not a variable name "
+                "(letters, digits and '_', not starting with a digit)"
+            )
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def override_options(f: F) -> F:
+    """The four flags, on a click command."""
+    file_type = click.Path(exists=True, dir_okay=False)
+    options = [
+        click.option(
+            "--env",
+            multiple=True,
+            callback=_pairs,
+            metavar="KEY[=VALUE]",
+            help="Set envs KEY (over the spec's); KEY alone takes $KEY from this shell.",
+        ),
+        click.option(
+            "--env-file",
+            type=file_type,
+            callback=_dotenv,
+            help="A dotenv file of envs (--env wins); its values also fill secrets.",
+        ),
+        click.option(
+            "--secret",
+            multiple=True,
+            callback=_pairs,
+            metavar="KEY[=VALUE]",
+            help="Set secret KEY (stored encrypted, redacted everywhere); KEY alone takes $KEY.",
+        ),
+        click.option(
+            "--secret-file",
+            type=file_type,
+            callback=_dotenv,
+            help="A dotenv file of secrets (--secret wins).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def overrides(
+    env: list[tuple[str, str]],
+    env_file: dict[str, str],
+    secret: list[tuple[str, str]],
+    secret_file: dict[str, str],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(envs, secrets) to override the spec's, in SkyPilot's precedence."""
+    return merge_overrides([env_file], env), merge_overrides([env_file, secret_file], secret)

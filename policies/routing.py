@@ -14,6 +14,8 @@ Policies (``service.load_balancing_policy``):
   for its accelerator (SkyServe's per-accelerator ``target_qps_per_replica``).
 - ``fan_out``: each request goes to ``k`` replicas in different failure domains.
 - ``hedge``: one replica first, a second copy after a delay, within a budget.
+- ``cache_aware``: the replica holding the request's prompt prefix, within a
+  load bound (ranked by :mod:`policies.cache_aware`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ LEAST_LOAD: Final = "least_load"
 INSTANCE_AWARE_LEAST_LOAD: Final = "instance_aware_least_load"
 FAN_OUT: Final = "fan_out"
 HEDGE: Final = "hedge"
-POLICIES: Final = (ROUND_ROBIN, LEAST_LOAD, INSTANCE_AWARE_LEAST_LOAD, FAN_OUT, HEDGE)
+CACHE_AWARE: Final = "cache_aware"  # prefix affinity with bounded load: policies/cache_aware.py
+POLICIES: Final = (ROUND_ROBIN, LEAST_LOAD, INSTANCE_AWARE_LEAST_LOAD, FAN_OUT, HEDGE, CACHE_AWARE)
 
 DEFAULT_TARGET_QPS: Final = 1.0  # SkyServe's fallback for an accelerator missing from the map
 HEDGE_MIN_SAMPLES: Final = 20  # latencies needed before a P95 hedge delay is trusted

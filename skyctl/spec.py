@@ -66,6 +66,20 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class CacheAware:
+    """``service.router.cache_aware``: how ``load_balancing_policy: cache_aware`` finds a
+    request's prefix and how far it lets a replica's load run (docs/router.md)."""
+
+    session_header: str = "X-Session-Id"  # the key when the body gives none
+    json_path: str | None = None  # where the prompt is for APIs other than OpenAI's
+    balance_factor: float = 1.25  # a replica over this x the mean load loses new prefixes
+    max_body_bytes: int = 256 << 10  # larger (or chunked) bodies are not read: least load
+    max_prefixes: int = 200_000  # (prefix block, replica) pairs remembered
+    ttl_seconds: float = 600.0  # a prefix unused this long is forgotten
+    race: str | None = None  # "hedge" or "fan_out": copies to the next-best replicas
+
+
+@dataclass(frozen=True)
 class RouterOptions:
     """Our own router keys under ``service.router`` (and ``service.fan_out``)."""
 
@@ -93,6 +107,7 @@ class RouterOptions:
     max_waiting_requests: int = 1024  # more requests waiting than this get their 503 at once
     # the router's Prometheus metrics also here (None: the path goes to replicas)
     metrics_path: str | None = "/metrics"
+    cache_aware: CacheAware = field(default_factory=CacheAware)
 
 
 @dataclass(frozen=True)

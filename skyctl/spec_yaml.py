@@ -25,6 +25,7 @@ from typing import Any
 from skyctl.spec import (
     TLS,
     Auth,
+    CacheAware,
     LocalOptions,
     LocalZone,
     ReadinessProbe,
@@ -58,7 +59,9 @@ SPOT_POLICIES: tuple[str, ...] = (
 )
 SKYSERVE_LB_POLICIES = ("round_robin", "least_load", "instance_aware_least_load")
 FAN_OUT_POLICIES = ("fan_out", "hedge")  # ours; they use service.fan_out
-LOAD_BALANCING_POLICIES: tuple[str, ...] = SKYSERVE_LB_POLICIES + FAN_OUT_POLICIES
+CACHE_AWARE = "cache_aware"  # ours; service.router.cache_aware
+LOAD_BALANCING_POLICIES: tuple[str, ...] = SKYSERVE_LB_POLICIES + FAN_OUT_POLICIES + (CACHE_AWARE,)
+RACES = ("hedge", "fan_out")  # service.router.cache_aware.race
 SPOT_PLACERS = ("dynamic_fallback",)
 HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE")
 
@@ -112,6 +115,15 @@ _ROUTER = {
     "replica_ca_file": "text",
     "wait_for_replica_seconds": "num>=0",
     "max_waiting_requests": "int>=0",
+}
+_CACHE_AWARE = {
+    "session_header": "text",
+    "json_path": "text?",
+    "balance_factor": "num>0",
+    "max_body_bytes": "int>=0",
+    "max_prefixes": "int>=1",
+    "ttl_seconds": "num>0",
+    "race": "text?",
 }
 _LOCAL = {
     "trace": "text",
@@ -317,9 +329,11 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
             "as a per-accelerator map (e.g. {A100: 5, L4: 1})",
         )
     fan_out = sec.integer("fan_out", minimum=1)
-    if fan_out is not None and lb not in FAN_OUT_POLICIES:
+    if fan_out is not None and lb not in (*FAN_OUT_POLICIES, CACHE_AWARE):
         raise sec.error(
-            "fan_out", "only used with load_balancing_policy fan_out or hedge", at_key=True
+            "fan_out",
+            "only used with load_balancing_policy fan_out or hedge (or cache_aware)",
+            at_key=True,
         )
     ports = sec.integer("ports", minimum=1, maximum=65535)
     if ports is None and len(all_ports(resources)) > 1:
@@ -506,8 +520,11 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
     values: dict[str, Any] = {} if fan_out is None else {"fan_out": fan_out}
     if sec is None:
         return RouterOptions(**values)
-    sec.check_keys(_ROUTER.keys() | {"fan_out_methods", "metrics_path"})
+    sec.check_keys(_ROUTER.keys() | {"fan_out_methods", "metrics_path", "cache_aware"})
     values.update(sec.read_all(_ROUTER))
+    cache_aware = sec.mapping("cache_aware")
+    if cache_aware is not None:
+        values["cache_aware"] = _cache_aware(cache_aware)
     if sec.has("metrics_path"):
         values["metrics_path"] = _metrics_path(sec)
     items = sec.items("fan_out_methods")
@@ -518,6 +535,23 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
                 raise sec.at(path, line, f"unknown HTTP method {item!r} (allowed: {allowed})")
         values["fan_out_methods"] = tuple(dict.fromkeys(str(i).upper() for i, _, _ in items))
     return RouterOptions(**values)
+
+
+def _cache_aware(sec: Section) -> CacheAware:
+    sec.check_keys(_CACHE_AWARE.keys())
+    values = sec.read_all(_CACHE_AWARE)
+    if values.get("balance_factor", 1.0) < 1.0:
+        raise sec.error("balance_factor", "expected a number >= 1 (1.25: 25% over the mean)")
+    race = values.get("race")
+    if race is not None and race not in RACES:
+        raise sec.error("race", f"unknown race {race!r} (allowed: {', '.join(RACES)}, null)")
+    header = values.get("session_header")
+    if header is not None and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", header):
+        raise sec.error("session_header", "expected an HTTP header name such as X-Session-Id")
+    path = values.get("json_path")
+    if path is not None and any(not part for part in path.split(".")):
+        raise sec.error("json_path", "expected dotted keys such as inputs or input.0.text")
+    return CacheAware(**values)
 
 
 def _metrics_path(sec: Section) -> str | None:

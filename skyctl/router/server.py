@@ -37,6 +37,7 @@ from typing import Final
 from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import metrics, security
+from skyctl.router.affinity import Affinity
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
@@ -79,6 +80,8 @@ class Router:
         self._on_backend_error = on_backend_error
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
+        self._affinity: Affinity | None = None  # cache_aware's prefix index
+        self._set_affinity(section)
         self._metrics_path = _metrics_path(section)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
@@ -189,6 +192,10 @@ class Router:
         """Replace the routable replicas; the very next request uses the new set."""
         replicas: list[ReplicaState] = []
         seen: set[int] = set()
+        if self._affinity is not None:  # a replica that left takes only its prefixes
+            self._affinity.forget(
+                {r.replica_id for r in self._replicas} - {b.replica_id for b in backends}
+            )
         for backend in backends:
             if backend.replica_id in seen:
                 continue
@@ -228,6 +235,7 @@ class Router:
         needs a router restart (the controller's), and is logged.
         """
         self._policy = routing.check_policy(section.load_balancing_policy)
+        self._set_affinity(section)
         self._metrics_path = _metrics_path(section)
         if secrets is not None:
             self._secrets = dict(secrets)
@@ -278,6 +286,14 @@ class Router:
             error = security.reload_certificate(self._tls, tls)
             if error is not None:
                 log.error("router %s: service.tls kept the old files: %s", self.service, error)
+
+    def _set_affinity(self, section: ServiceSection) -> None:
+        if self._policy != routing.CACHE_AWARE:
+            self._affinity = None
+        elif self._affinity is None:
+            self._affinity = Affinity(section.router.cache_aware)
+        else:
+            self._affinity.reconfigure(section.router.cache_aware)
 
     def _set_target_qps(self) -> None:
         qps = self._section.replica_policy.target_qps_per_replica
@@ -391,6 +407,8 @@ class Router:
         assert ctx is not None
         opts = self._section.router
         call = Call(ctx, out, request, rid, self._lines(request, rid))
+        if self._affinity is not None:
+            return self._cache_aware(self._affinity, call, request, replicas, body)
         if (
             body is not None
             and self._policy in _RACING
@@ -399,6 +417,47 @@ class Router:
         ):
             plan = self._race_plan(replicas)
             return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
+        return self._forward(call, request, replicas, body, self._pick)
+
+    def _cache_aware(
+        self,
+        affinity: Affinity,
+        call: Call,
+        request: Request,
+        replicas: list[ReplicaState],
+        body: bytes | None,
+    ) -> Exchange:
+        """``cache_aware``: replicas ranked by the prefix they hold, within the load
+        bound; copies of a race (``cache_aware.race``) go to the next-best ones."""
+        opts = self._section.router
+        now = self._clock.now()
+        keys = affinity.keys(request, body)
+        order, depths = affinity.order(replicas, keys, now, self._cursor)
+        self._cursor += 1
+        race = opts.cache_aware.race
+        if (
+            race is not None
+            and body is not None
+            and len(replicas) > 1
+            and request.method in opts.fan_out_methods
+        ):
+            ranked = [replicas[i] for i in order]
+            plan = self._race_plan(replicas, ranked, race)
+            for index in order[: len(plan.first)]:
+                affinity.record(keys, replicas[index], depths[index], now)
+            return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
+        pick = affinity.picker(order, depths, keys, now)
+        return self._forward(call, request, replicas, body, pick)
+
+    def _forward(
+        self,
+        call: Call,
+        request: Request,
+        replicas: list[ReplicaState],
+        body: bytes | None,
+        pick: Callable[[Sequence[ReplicaState], frozenset[int]], int],
+    ) -> Exchange:
+        opts = self._section.router
         head = request.head
         data: bytes | BodyStream | None
         if body is not None:
@@ -410,7 +469,7 @@ class Router:
         return Forward(
             call,
             replicas=replicas,
-            pick=self._pick,
+            pick=pick,
             body=data,
             length=length,
             tries=tries,
@@ -453,17 +512,25 @@ class Router:
         self._cursor = index + 1
         return index
 
-    def _race_plan(self, replicas: list[ReplicaState]) -> RacePlan:
+    def _race_plan(
+        self,
+        replicas: list[ReplicaState],
+        ranked: list[ReplicaState] | None = None,
+        race: str | None = None,
+    ) -> RacePlan:
+        """``ranked``/``race``: an order and a race kind already chosen (cache_aware)."""
         opts = self._section.router
-        if self._policy == routing.FAN_OUT and opts.fan_out >= len(replicas):
-            ranked = replicas  # every replica gets a copy: no ranking to do
-        else:
-            locations = [r.backend.location for r in replicas]
-            loads = [float(r.in_flight) for r in replicas]
-            order = routing.pick_diverse(locations, loads, len(replicas), self._cursor)
-            self._cursor += 1
-            ranked = [replicas[i] for i in order]
-        if self._policy == routing.FAN_OUT:
+        kind = self._policy if race is None else race
+        if ranked is None:
+            if kind == routing.FAN_OUT and opts.fan_out >= len(replicas):
+                ranked = replicas  # every replica gets a copy: no ranking to do
+            else:
+                locations = [r.backend.location for r in replicas]
+                loads = [float(r.in_flight) for r in replicas]
+                order = routing.pick_diverse(locations, loads, len(replicas), self._cursor)
+                self._cursor += 1
+                ranked = [replicas[i] for i in order]
+        if kind == routing.FAN_OUT:
             k = max(1, min(opts.fan_out, len(ranked)))
             return RacePlan(
                 first=ranked[:k],

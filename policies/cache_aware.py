@@ -1,0 +1,281 @@
+"""Cache-aware routing: send a request where its prompt's prefix is likely cached.
+
+LLM servers (vLLM, SGLang, TGI) keep the KV cache of recent prompts; a request
+whose prefix (a system prompt, a chat's earlier turns) is cached on a replica
+skips most of its prefill. This module is the pure part of the router's
+``cache_aware`` policy (``service.load_balancing_policy``):
+
+- :func:`prompt_bytes` reads the prompt out of a small JSON request body:
+  OpenAI-style ``/v1/chat/completions`` messages and ``/v1/completions``
+  prompts, or the value at a configured JSON path for other APIs.
+- :func:`block_keys` cuts it into blocks of :data:`BLOCK_BYTES` and names each
+  by a hash of the whole prefix up to its end (as vLLM names its KV blocks):
+  two prompts share their first ``n`` keys exactly when they share their first
+  ``n`` blocks (up to hash collisions, which only cost a cache miss).
+- :class:`PrefixIndex` remembers which replica was sent which blocks: an
+  approximate radix tree of every replica's cache, bounded in size (oldest
+  blocks evicted first) and in age (blocks older than ``ttl`` are forgotten).
+- :func:`rank` orders the replicas: the one holding the longest prefix first,
+  unless its load is over the bound (``balance_factor`` times the mean, as in
+  consistent hashing with bounded loads), in which case the least loaded
+  under the bound wins and, once recorded, becomes the prefix's new home.
+  A hedge or fan-out copy goes to the next replica in the same order.
+
+A replica that leaves takes only the blocks it held: every other prefix keeps
+its home (the index is keyed by prefix, not by position in a ring); a replica
+that joins takes new prefixes as the least loaded one. The index is data the
+router owns and passes ``now`` into; nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+BLOCK_BYTES: Final = 64  # about 16 tokens, vLLM's default KV block
+MAX_BLOCKS: Final = 1024  # prefixes are compared over their first 64 KiB
+MIN_MATCH: Final = 2  # blocks (128 bytes, ~32 tokens): a shorter match counts as none
+DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new work
+DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
+DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
+CHAT_SUFFIX: Final = "/chat/completions"
+COMPLETION_SUFFIX: Final = "/completions"
+
+
+def parse_json_path(text: str) -> tuple[str | int, ...]:
+    """``"input.0.text"`` -> ``("input", 0, "text")``; a ValueError for an empty segment."""
+    parts: list[str | int] = []
+    for segment in text.split("."):
+        if not segment:
+            raise ValueError(f"json path {text!r}: empty segment (expected e.g. inputs or a.0.b)")
+        parts.append(int(segment) if segment.isdigit() else segment)
+    return tuple(parts)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _content(content: Any) -> str:
+    """A chat message's content: a string, or parts (text, image URLs) in order."""
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, dict) and "text" in part else _text(part)
+            for part in content
+        )
+    return _text(content) if content is not None else ""
+
+
+def _chat(doc: Mapping[str, Any]) -> str | None:
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    parts = [_text(doc.get("model", "")), "\x00"]
+    if "tools" in doc:  # chat templates put tool definitions before the messages
+        parts += [_text(doc["tools"]), "\x00"]
+    for message in messages:
+        if not isinstance(message, dict):
+            return None
+        parts += [str(message.get("role", "")), "\x01", _content(message.get("content")), "\x02"]
+    return "".join(parts)
+
+
+def _completion(doc: Mapping[str, Any]) -> str | None:
+    prompt = doc.get("prompt")
+    if isinstance(prompt, list):  # a batch of prompts (the first decides) or token ids
+        if not prompt:
+            return None
+        prompt = prompt[0] if isinstance(prompt[0], (str, list)) else prompt
+    if isinstance(prompt, list):
+        prompt = ",".join(str(token) for token in prompt)
+    if not isinstance(prompt, str) or not prompt:
+        return None
+    return _text(doc.get("model", "")) + "\x00" + prompt
+
+
+def _at(doc: Any, path: Sequence[str | int]) -> Any:
+    for step in path:
+        if isinstance(step, int) and isinstance(doc, list) and step < len(doc):
+            doc = doc[step]
+        elif isinstance(doc, dict) and str(step) in doc:
+            doc = doc[str(step)]
+        else:
+            return None
+    return doc
+
+
+def prompt_bytes(
+    path: str, body: bytes, json_path: Sequence[str | int] | None = None
+) -> bytes | None:
+    """The prompt of a JSON request body, as bytes to cut into blocks; None if none.
+
+    ``path`` is the request path without its query: one ending in
+    ``/chat/completions`` is read as OpenAI chat (model, tools, then each
+    message's role and content), one ending in ``/completions`` as a completion
+    (model, then the prompt, or the first of a batch). Otherwise, or when that
+    finds nothing, the value at ``json_path`` (strings as they are, anything
+    else as canonical JSON). A body that is not a JSON object gives None.
+    """
+    if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    text: str | None = None
+    if path.endswith(CHAT_SUFFIX):
+        text = _chat(doc)
+    elif path.endswith(COMPLETION_SUFFIX):
+        text = _completion(doc)
+    if text is None and json_path:
+        value = _at(doc, json_path)
+        text = None if value is None or value == "" else _text(value)
+    return None if text is None else text.encode("utf-8", "surrogatepass")
+
+
+def block_keys(data: bytes, block: int = BLOCK_BYTES, max_blocks: int = MAX_BLOCKS) -> list[int]:
+    """Keys of ``data``'s blocks, each a hash of the whole prefix up to the block's end.
+
+    The last, partial block counts too (a short prompt still has a key); the
+    key holds the block's index, so prefixes of different lengths never share
+    a key by a collision of the running CRC.
+    """
+    keys: list[int] = []
+    crc = 0
+    end = min(len(data), block * max_blocks)
+    for index, start in enumerate(range(0, end, block)):
+        crc = zlib.crc32(data[start : start + block], crc)
+        keys.append((index << 32) | crc)
+    return keys
+
+
+def session_keys(value: str) -> list[int]:
+    """The one key of a session header's value (no body needed)."""
+    return [(1 << 62) | zlib.crc32(value.encode("utf-8", "surrogatepass"))]
+
+
+class _Block:
+    __slots__ = ("holders", "used")
+
+    def __init__(self, used: float) -> None:
+        self.used = used
+        self.holders: dict[int, float] = {}  # replica id -> when it was last sent the block
+
+
+class PrefixIndex:
+    """Which replicas were last sent which prefix blocks (bounded; see the module docstring).
+
+    ``max_entries`` bounds the (block, replica) pairs kept; past it, the blocks
+    used least recently go first. Blocks unused for ``ttl`` seconds are dropped
+    (and a replica's hold on a block expires after ``ttl`` too).
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float = DEFAULT_TTL) -> None:
+        self.max_entries = max(1, max_entries)
+        self.ttl = ttl
+        self._blocks: dict[int, _Block] = {}  # in order of last use, oldest first
+        self._entries = 0
+
+    def __len__(self) -> int:
+        """(block, replica) pairs held."""
+        return self._entries
+
+    def blocks(self) -> int:
+        return len(self._blocks)
+
+    def depths(self, keys: Sequence[int], now: float) -> dict[int, int]:
+        """Replica id -> how many leading blocks of ``keys`` it holds (those holding any)."""
+        depth: dict[int, int] = {}
+        alive: set[int] | None = None
+        oldest = now - self.ttl
+        blocks = self._blocks
+        for index, key in enumerate(keys):
+            block = blocks.get(key)
+            if block is None or block.used < oldest:
+                break
+            held = {r for r, used in block.holders.items() if used >= oldest}
+            alive = held if alive is None else alive & held
+            if not alive:
+                break
+            for replica in alive:
+                depth[replica] = index + 1
+        return depth
+
+    def record(self, keys: Sequence[int], replica: int, now: float) -> None:
+        """``replica`` was sent the prompt of ``keys``: it holds those blocks now."""
+        blocks = self._blocks
+        for key in keys:
+            block = blocks.pop(key, None)
+            if block is None:
+                block = _Block(now)
+            block.used = now
+            if replica not in block.holders:
+                self._entries += 1
+            block.holders[replica] = now
+            blocks[key] = block  # to the end: the most recently used
+        self._evict(now)
+
+    def forget(self, replica: int) -> None:
+        """Drop everything ``replica`` holds (it left); other replicas' blocks stay."""
+        for key in list(self._blocks):
+            block = self._blocks[key]
+            if block.holders.pop(replica, None) is not None:
+                self._entries -= 1
+                if not block.holders:
+                    del self._blocks[key]
+
+    def _evict(self, now: float) -> None:
+        blocks = self._blocks
+        oldest = now - self.ttl
+        while blocks:
+            key = next(iter(blocks))
+            block = blocks[key]
+            if self._entries <= self.max_entries and block.used >= oldest:
+                break
+            del blocks[key]
+            self._entries -= len(block.holders)
+
+
+def bound(loads: Sequence[float], factor: float) -> float:
+    """Most load a replica may carry and still take a new request: ``factor`` x the
+    mean load counting that request (consistent hashing with bounded loads)."""
+    if not loads:
+        return 0.0
+    return max(1.0, float(math.ceil(factor * (sum(loads) + 1.0) / len(loads) - 1e-9)))
+
+
+def rank(
+    depths: Sequence[int],
+    loads: Sequence[float],
+    total_blocks: int,
+    factor: float = DEFAULT_BALANCE,
+    cursor: int = 0,
+    min_match: int = MIN_MATCH,
+) -> list[int]:
+    """Every replica index, best first, for a prompt of ``total_blocks`` blocks.
+
+    ``depths[i]``: leading blocks replica ``i`` holds; ``loads[i]``: its load.
+    Replicas whose load plus this request stays within :func:`bound` come
+    first: the deepest match (one under ``min_match`` blocks counts as none,
+    unless it is the whole prompt), then the least loaded, ties rotating from ``cursor``. Replicas
+    over the bound follow, least loaded first: they are the retries and hedge
+    targets of last resort.
+    """
+    count = len(loads)
+    limit = bound(loads, factor)
+    least = max(1, min(min_match, total_blocks))
+
+    def key(index: int) -> tuple[int, int, float, int]:
+        depth = depths[index]
+        over = 1 if loads[index] + 1.0 > limit else 0
+        matched = depth if depth >= least and not over else 0
+        return (over, -matched, loads[index], (index - cursor) % count)
+
+    return sorted(range(count), key=key)

@@ -1,0 +1,112 @@
+"""The router's side of ``load_balancing_policy: cache_aware``: keys, index, order.
+
+:class:`Affinity` holds one service's prefix index (:class:`policies.cache_aware.
+PrefixIndex`) and turns a request into an order of replicas, best first:
+
+- a small JSON body (whole, with a ``Content-Length`` within both
+  ``router.max_buffer_bytes`` and ``cache_aware.max_body_bytes``) gives block
+  keys from its prompt (:func:`policies.cache_aware.prompt_bytes`);
+- otherwise, or when the body names no prompt, the ``session_header``
+  (``X-Session-Id``) gives one key; a request with neither is ranked by load
+  alone. Large or chunked bodies are never read here: they stream to the
+  least loaded replica as before.
+
+The replica a request is sent to is recorded as holding its prefix (its new
+home when the bound moved it). A replica's load is the router's in-flight
+count of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from policies import cache_aware
+from skyctl.router.front import Request
+from skyctl.router.stats import ReplicaState
+from skyctl.spec import CacheAware
+
+Pick = Callable[[Sequence[ReplicaState], frozenset[int]], int]
+
+
+def _header_re(name: str) -> re.Pattern[bytes]:
+    return re.compile(
+        rb"(?:^|\n)" + re.escape(name.encode("ascii")) + rb":[ \t]*([^\r\n]*?)[ \t]*\r\n",
+        re.IGNORECASE,
+    )
+
+
+class Affinity:
+    """Prefix keys and replica order for one service (see the module docstring)."""
+
+    def __init__(self, options: CacheAware) -> None:
+        self.index = cache_aware.PrefixIndex(options.max_prefixes, options.ttl_seconds)
+        self.options = options
+        self._header = _header_re(options.session_header)
+        self._json_path = (
+            cache_aware.parse_json_path(options.json_path) if options.json_path else None
+        )
+        self.keyed = 0  # requests that had a key
+        self.routed_home = 0  # requests sent to a replica holding a share of their prefix
+
+    def reconfigure(self, options: CacheAware) -> None:
+        """New options; the index is kept (resized to the new bounds)."""
+        self.index.max_entries = max(1, options.max_prefixes)
+        self.index.ttl = options.ttl_seconds
+        self.options = options
+        self._header = _header_re(options.session_header)
+        self._json_path = (
+            cache_aware.parse_json_path(options.json_path) if options.json_path else None
+        )
+
+    def keys(self, request: Request, body: bytes | None) -> list[int]:
+        """The request's prefix keys: from its body, else its session header; [] for none."""
+        if body and len(body) <= self.options.max_body_bytes:
+            data = cache_aware.prompt_bytes(request.path, body, self._json_path)
+            if data:
+                return cache_aware.block_keys(data)
+        match = self._header.search(request.head.fields)
+        if match is not None and match.group(1):
+            return cache_aware.session_keys(match.group(1).decode("latin-1"))
+        return []
+
+    def order(
+        self, replicas: Sequence[ReplicaState], keys: Sequence[int], now: float, cursor: int
+    ) -> tuple[list[int], list[int]]:
+        """Indices into ``replicas`` best first (:func:`policies.cache_aware.rank`), and
+        each replica's depth (leading blocks of ``keys`` it holds)."""
+        loads = [float(r.in_flight) for r in replicas]
+        if keys:
+            self.keyed += 1
+            held = self.index.depths(keys, now)
+            depths = [held.get(r.replica_id, 0) for r in replicas]
+        else:
+            depths = [0] * len(replicas)
+        ranked = cache_aware.rank(depths, loads, len(keys), self.options.balance_factor, cursor)
+        return ranked, depths
+
+    def record(self, keys: Sequence[int], replica: ReplicaState, depth: int, now: float) -> None:
+        """``replica`` is sent the prompt of ``keys``; ``depth``: blocks it held already."""
+        if keys:
+            if depth >= min(cache_aware.MIN_MATCH, len(keys)):  # what rank() counts
+                self.routed_home += 1
+            self.index.record(keys, replica.replica_id, now)
+
+    def picker(
+        self, order: Sequence[int], depths: Sequence[int], keys: Sequence[int], now: float
+    ) -> Pick:
+        """A ``Forward`` pick: the best replica in ``order`` not yet tried, recorded."""
+
+        def pick(replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
+            for index in order:
+                if index not in excluded:
+                    self.record(keys, replicas[index], depths[index], now)
+                    return index
+            return -1
+
+        return pick
+
+    def forget(self, replica_ids: set[int]) -> None:
+        """Replicas that left: their blocks go, every other prefix keeps its home."""
+        for replica_id in replica_ids:
+            self.index.forget(replica_id)

@@ -1,0 +1,196 @@
+"""The cache_aware policy's pure part: prefix keys, the bounded index, the load bound."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policies import cache_aware as ca
+
+
+def chat(*messages: tuple[str, str], model: str = "m") -> bytes:
+    return json.dumps(
+        {"model": model, "messages": [{"role": r, "content": c} for r, c in messages]}
+    ).encode()
+
+
+SYSTEM = "You are a careful assistant. " * 20  # ~580 bytes: 9 blocks
+
+
+# ---- keys ----------------------------------------------------------------------------
+
+
+def test_a_chat_turn_shares_every_block_of_the_previous_turn_but_its_last() -> None:
+    first = chat(("system", SYSTEM), ("user", "What is a KV cache?"))
+    second = chat(
+        ("system", SYSTEM),
+        ("user", "What is a KV cache?"),
+        ("assistant", "Keys and values of attention, kept per token. " * 5),
+        ("user", "And paged attention?"),
+    )
+    one = ca.block_keys(ca.prompt_bytes("/v1/chat/completions", first) or b"")
+    two = ca.block_keys(ca.prompt_bytes("/v1/chat/completions", second) or b"")
+    assert len(two) > len(one) > 9
+    assert two[: len(one) - 1] == one[:-1]  # the last block of turn one was partial
+    other = chat(("system", SYSTEM), ("user", "Something else"))
+    three = ca.block_keys(ca.prompt_bytes("/v1/chat/completions", other) or b"")
+    assert three[:9] == one[:9] and three[9:] != one[9 : len(three)]
+
+
+def test_chat_content_parts_and_tools_are_part_of_the_prefix() -> None:
+    parts = json.dumps(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+    ).encode()
+    plain = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    assert ca.prompt_bytes("/v1/chat/completions", parts) == ca.prompt_bytes(
+        "/v1/chat/completions", plain
+    )
+    tools = json.dumps({"tools": [{"name": "f"}], "messages": [{"role": "user", "content": "hi"}]})
+    assert ca.prompt_bytes("/v1/chat/completions", tools.encode()) != ca.prompt_bytes(
+        "/v1/chat/completions", plain
+    )
+
+
+def test_completion_prompts_strings_batches_and_token_ids() -> None:
+    text = ca.prompt_bytes("/v1/completions", b'{"model": "m", "prompt": "Once upon"}')
+    assert text == b"m\x00Once upon"
+    batch = ca.prompt_bytes("/v1/completions", b'{"model": "m", "prompt": ["Once upon", "x"]}')
+    assert batch == text
+    tokens = ca.prompt_bytes("/v1/completions", b'{"prompt": [1, 2, 3]}')
+    assert tokens == b"\x001,2,3"
+    assert ca.prompt_bytes("/v1/completions", b'{"prompt": ""}') is None
+
+
+def test_other_apis_use_the_configured_json_path_and_nothing_else() -> None:
+    body = b'{"inputs": "Translate: hello", "parameters": {"max_new_tokens": 9}}'
+    assert ca.prompt_bytes("/generate", body) is None  # no path configured
+    assert ca.prompt_bytes("/generate", body, ca.parse_json_path("inputs")) == b"Translate: hello"
+    nested = b'{"input": [{"text": "a"}, {"text": "b"}]}'
+    assert ca.prompt_bytes("/embed", nested, ca.parse_json_path("input.1.text")) == b"b"
+    assert ca.prompt_bytes("/embed", nested, ca.parse_json_path("input.7.text")) is None
+    with pytest.raises(ValueError, match="empty segment"):
+        ca.parse_json_path("input..text")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b"[1, 2]", b'{"messages": "x"}', b'{"messages": [1]}', b"{" * 5000]
+)
+def test_bodies_without_a_prompt_give_no_key(body: bytes) -> None:
+    assert ca.prompt_bytes("/v1/chat/completions", body) is None
+
+
+def test_block_keys_are_bounded_and_the_session_key_is_one_block() -> None:
+    assert len(ca.block_keys(b"x" * (ca.BLOCK_BYTES * ca.MAX_BLOCKS * 3))) == ca.MAX_BLOCKS
+    assert len(ca.block_keys(b"short")) == 1
+    assert ca.session_keys("abc") == ca.session_keys("abc") != ca.session_keys("abd")
+    assert len(ca.session_keys("abc")) == 1
+
+
+# ---- the index ---------------------------------------------------------------------------
+
+
+def test_depth_is_the_leading_blocks_a_replica_was_sent() -> None:
+    index = ca.PrefixIndex()
+    a = ca.block_keys(b"a" * 640)  # 10 blocks
+    b = ca.block_keys(b"a" * 320 + b"b" * 320)  # shares 5 with a
+    index.record(a, 1, now=0.0)
+    index.record(b, 2, now=0.0)
+    assert index.depths(a, now=1.0) == {1: 10, 2: 5}
+    assert index.depths(b, now=1.0) == {1: 5, 2: 10}
+    assert index.depths(ca.block_keys(b"c" * 640), now=1.0) == {}
+
+
+def test_memory_is_bounded_by_size_oldest_first_and_by_age() -> None:
+    index = ca.PrefixIndex(max_entries=100, ttl=60.0)
+    for n in range(50):
+        index.record(ca.block_keys(b"%05d" % n + b"x" * 600), n % 4, now=float(n))
+        assert len(index) <= 100
+    assert index.depths(ca.block_keys(b"%05d" % 49 + b"x" * 600), now=50.0) == {1: 10}
+    assert index.depths(ca.block_keys(b"%05d" % 0 + b"x" * 600), now=50.0) == {}  # evicted
+    assert index.depths(ca.block_keys(b"%05d" % 49 + b"x" * 600), now=49.0 + 61.0) == {}  # aged
+    index.record(ca.block_keys(b"new"), 0, now=200.0)  # a write sweeps the aged ones
+    assert len(index) == 1 and index.blocks() == 1
+
+
+def test_a_replica_leaving_takes_only_its_own_prefixes() -> None:
+    index = ca.PrefixIndex()
+    keys = [ca.block_keys(b"conversation %d " % n * 20) for n in range(200)]
+    for n, k in enumerate(keys):
+        index.record(k, n % 4, now=0.0)
+    before = [max(index.depths(k, 1.0).items(), key=lambda kv: kv[1])[0] for k in keys]
+    index.forget(2)
+    after = [index.depths(k, 1.0) for k in keys]
+    for home, held in zip(before, after, strict=True):
+        assert set(held) == (set() if home == 2 else {home})
+    assert len(index) == sum(len(k) for n, k in enumerate(keys) if n % 4 != 2)
+
+
+# ---- ranking and the bound --------------------------------------------------------------------
+
+
+def test_the_deepest_holder_wins_while_under_the_bound() -> None:
+    assert ca.rank([0, 8, 3, 0], [2, 2, 1, 1], total_blocks=10)[0] == 1
+    assert ca.rank([0, 8, 9, 0], [2, 2, 2, 2], total_blocks=10)[:2] == [2, 1]  # next-best second
+
+
+def test_an_overloaded_home_loses_its_prefix_to_the_least_loaded() -> None:
+    loads = [10.0, 2.0, 1.0, 3.0]  # mean with this request 4.25, bound ceil(1.25 x 4.25) = 6
+    assert ca.bound(loads, 1.25) == 6
+    order = ca.rank([10, 0, 0, 0], loads, total_blocks=10)
+    assert order[0] == 2 and order[-1] == 0  # the home is the last resort
+    # a match too short to matter counts as none: least load decides
+    assert ca.rank([1, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], total_blocks=10, cursor=1)[0] == 1
+    assert ca.rank([1, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], total_blocks=1, cursor=1)[0] == 0
+
+
+def test_no_key_is_least_load_with_ties_rotating() -> None:
+    assert ca.rank([0, 0, 0], [1, 0, 0], total_blocks=0, cursor=0)[0] == 1
+    assert ca.rank([0, 0, 0], [1, 0, 0], total_blocks=0, cursor=2)[0] == 2
+    assert ca.rank([], [], total_blocks=3) == []
+
+
+# ---- the spec key ------------------------------------------------------------------------------
+
+SPEC = """\
+service:
+  load_balancing_policy: cache_aware
+  router:
+    cache_aware:
+{options}
+run: serve
+"""
+
+
+def test_the_spec_key_and_its_defaults() -> None:
+    from skyctl.spec import CacheAware
+    from skyctl.spec_yaml import parse_spec
+
+    plain = parse_spec("service:\n  load_balancing_policy: cache_aware\nrun: serve\n")
+    assert plain.service.load_balancing_policy == "cache_aware"
+    assert plain.service.router.cache_aware == CacheAware()
+    options = "      json_path: inputs\n      race: hedge\n      balance_factor: 1.5\n"
+    spec = parse_spec(SPEC.format(options=options))
+    assert spec.service.router.cache_aware == CacheAware(
+        json_path="inputs", race="hedge", balance_factor=1.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("      race: fanout", "service.router.cache_aware.race: unknown race 'fanout'"),
+        ("      balance_factor: 0.5", "cache_aware.balance_factor: expected a number >= 1"),
+        ("      session_header: 'X Session'", "session_header: expected an HTTP header name"),
+        ("      json_path: a..b", "json_path: expected dotted keys"),
+        ("      max_prefixes: 0", "cache_aware.max_prefixes"),
+        ("      affinity: on", "cache_aware.affinity: unknown key"),
+    ],
+)
+def test_bad_spec_values_name_the_key_and_its_line(options: str, message: str) -> None:
+    from skyctl.errors import SpecError
+    from skyctl.spec_yaml import parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec(SPEC.format(options=options), source="svc.yaml")
+    assert message in str(info.value) and str(info.value).startswith("svc.yaml:5: ")

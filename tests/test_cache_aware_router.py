@@ -1,0 +1,188 @@
+"""cache_aware through the real router: affinity, the bound, hedges that keep affinity,
+and bodies that are not read (large, chunked) or responses that stream, untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from policies import cache_aware as ca
+from skyctl.router import Router
+from skyctl.spec import CacheAware
+from tests.helpers.waiting import eventually
+from tests.test_router_helpers import FakeReplica, Harness, harness, section
+
+__all__ = ["harness"]  # the fixture, used by name
+
+CHAT = "/v1/chat/completions"
+SYSTEM = "You are an agent with these tools and rules. " * 30  # ~1.4 KB shared
+
+
+def turn(conversation: int, turns: int, system: str = "") -> dict[str, Any]:
+    """A chat's request for its turn ``turns`` (0 first): the history, then a question."""
+    messages = [{"role": "system", "content": system}] if system else []
+    for n in range(turns + 1):
+        if n:
+            messages.append({"role": "assistant", "content": f"answer {n} " * 40})
+        messages.append({"role": "user", "content": f"conversation {conversation} q{n} " * 10})
+    return {"model": "m", "messages": messages, "stream": False}
+
+
+async def echo_name(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+    body = await request.read()
+    replica.seen[-1].body = body
+    return web.Response(text=f"replica-{replica.replica_id}")
+
+
+async def held(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+    await request.read()
+    await replica.gate.wait()
+    return web.Response(text=f"replica-{replica.replica_id}")
+
+
+async def post(h: Harness, url: str, doc: Any = None, **kwargs: Any) -> tuple[int, str]:
+    if doc is not None:
+        kwargs["data"] = json.dumps(doc).encode()
+    async with h.client.post(url, **kwargs) as resp:
+        return resp.status, await resp.text()
+
+
+def cache_section(**options: Any) -> Any:
+    sec = section("cache_aware", hedge_delay_seconds=0.5, hedge_budget=1.0)
+    return replace(sec, router=replace(sec.router, cache_aware=CacheAware(**options)))
+
+
+async def four(h: Harness, **options: Any) -> tuple[Router, str, list[FakeReplica]]:
+    replicas = [await h.replica(i, behaviour=echo_name) for i in (1, 2, 3, 4)]
+    router, url = await h.router([r.backend for r in replicas], cache_section(**options))
+    return router, url, replicas
+
+
+async def test_every_turn_of_a_conversation_goes_to_its_first_replica(harness: Harness) -> None:
+    _, url, _ = await four(harness)
+    homes: dict[int, set[str]] = {}
+    for n in range(4):
+        for conversation in range(8):
+            status, name = await post(harness, url + CHAT, turn(conversation, n))
+            assert status == 200
+            homes.setdefault(conversation, set()).add(name)
+    assert all(len(names) == 1 for names in homes.values())  # affinity
+    assert len({next(iter(n)) for n in homes.values()}) == 4  # new prefixes spread by load
+
+
+async def test_the_session_header_keys_requests_without_a_readable_body(harness: Harness) -> None:
+    _, url, _ = await four(harness)
+    for session in ("a", "b", "c"):
+        names = {
+            (await post(harness, url + "/generate", headers={"X-Session-Id": session}))[1]
+            for _ in range(5)
+        }
+        assert len(names) == 1
+    no_key = {(await post(harness, url + "/generate"))[1] for _ in range(8)}
+    assert len(no_key) == 4  # no key: least load, ties rotating
+
+
+async def test_a_long_shared_system_prompt_draws_new_conversations_to_its_holder(
+    harness: Harness,
+) -> None:
+    _, url, _ = await four(harness)
+    names = {(await post(harness, url + CHAT, turn(c, 0, SYSTEM)))[1] for c in range(6)}
+    assert len(names) == 1  # idle replicas: the holder of the system prompt serves them all
+
+
+async def test_an_overloaded_home_loses_the_prefix_and_the_new_home_keeps_it(
+    harness: Harness,
+) -> None:
+    replicas = [await harness.replica(i, behaviour=held) for i in (1, 2, 3)]
+    router, url = await harness.router([r.backend for r in replicas], cache_section())
+    doc = turn(7, 1)
+    pending = [asyncio.ensure_future(post(harness, url + CHAT, doc))]
+    await eventually(lambda: sum(r.hits for r in replicas) == 1, "the first turn")
+    home = next(r for r in replicas if r.hits)
+    while all(r.hits == 0 for r in replicas if r is not home):  # load the home until it spills
+        assert len(pending) < 10
+        pending.append(asyncio.ensure_future(post(harness, url + CHAT, doc)))
+        await eventually(lambda: sum(r.hits for r in replicas) == len(pending), "arrives")
+    moved = next(r for r in replicas if r is not home and r.hits)
+    loads = [float(home.hits), 0.0, 0.0]  # in flight when the one that moved came
+    assert home.hits + 1 > ca.bound(loads, 1.25)  # it was over the bound
+    for r in replicas:
+        r.gate.set()
+    for task in pending:
+        assert (await task)[0] == 200
+    # the prefix now lives on both: the next ones go to either, never to the third
+    names = {(await post(harness, url + CHAT, doc))[1] for _ in range(4)}
+    assert names <= {f"replica-{home.replica_id}", f"replica-{moved.replica_id}"}
+    assert router._affinity is not None and router._affinity.keyed == len(pending) + 4
+
+
+async def test_a_replica_leaving_moves_only_its_own_conversations(harness: Harness) -> None:
+    router, url, replicas = await four(harness)
+    homes = {c: (await post(harness, url + CHAT, turn(c, 0)))[1] for c in range(12)}
+    gone = replicas[1]
+    router.set_backends([r.backend for r in replicas if r is not gone])
+    after = {c: (await post(harness, url + CHAT, turn(c, 1)))[1] for c in range(12)}
+    for c, name in homes.items():
+        if name != f"replica-{gone.replica_id}":
+            assert after[c] == name
+        else:
+            assert after[c] != name
+
+
+async def test_large_and_chunked_bodies_stream_untouched_by_least_load(harness: Harness) -> None:
+    _, url, replicas = await four(harness, max_body_bytes=1000)
+    big = json.dumps(turn(1, 30)).encode()
+    assert len(big) > 1000
+    for _ in range(4):  # not read: routed by load (ties rotate), not by prefix
+        assert (await post(harness, url + CHAT, data=big))[0] == 200
+    assert sorted(r.hits for r in replicas) == [1, 1, 1, 1]
+
+    async def chunks() -> Any:
+        for start in range(0, len(big), 700):
+            yield big[start : start + 700]
+
+    assert (await post(harness, url + CHAT, data=chunks()))[0] == 200
+    assert [s.body for r in replicas for s in r.seen] == [big] * 5
+    assert all("chunked" in s.headers.get("Transfer-Encoding", "") for s in replicas[0].seen[1:])
+
+
+async def test_a_streamed_answer_passes_through_as_it_is_written(harness: Harness) -> None:
+    async def sse(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await replica.gate.wait()
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    one = await harness.replica(1, behaviour=sse)
+    _, url = await harness.router([one.backend], cache_section())
+    async with harness.client.post(url + CHAT, data=json.dumps(turn(1, 0))) as resp:
+        assert await resp.content.readuntil(b"\n\n") == b"data: first\n\n"  # before the end
+        one.gate.set()
+        assert await resp.content.read() == b"data: [DONE]\n\n"
+
+
+async def test_a_hedge_goes_to_the_next_best_holder_of_the_prefix(harness: Harness) -> None:
+    home = await harness.replica(1, behaviour=held)
+    others = [await harness.replica(i, behaviour=echo_name) for i in (2, 3, 4)]
+    sec = cache_section(race="hedge")
+    sec = replace(sec, router=replace(sec.router, fan_out_methods=("POST",)))
+    router, url = await harness.router([home.backend] + [o.backend for o in others], sec)
+    doc = turn(3, 2)
+    keys = ca.block_keys(ca.prompt_bytes(CHAT, json.dumps(doc).encode()) or b"")
+    assert router._affinity is not None
+    now = harness.clock.now()
+    router._affinity.index.record(keys, 1, now)  # the home holds all of it
+    router._affinity.index.record(keys[: len(keys) // 2], 4, now)  # replica 4 half of it
+    answer = asyncio.ensure_future(post(harness, url + CHAT, doc))
+    await eventually(lambda: home.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
+    await harness.clock.advance(0.6)
+    assert await answer == (200, "replica-4")
+    assert [o.hits for o in others] == [0, 0, 1]

@@ -160,6 +160,11 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
                 f"(first replica ready after {time.monotonic() - start:.1f}s)"
             )
             return
+        if svc["status"] == "FAILED":
+            raise SkyctlError(
+                f"service {name} FAILED: {svc.get('failure') or svc.get('last_error')}; "
+                f"fix the spec and `skyctl serve update {name} FILE`"
+            )
         if svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}", err=True)
         if timeout is not None and time.monotonic() - start > timeout:
@@ -236,7 +241,7 @@ def status(
                             r["version"],
                             r["location"],
                             "spot" if r["spot"] else "on-demand",
-                            r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+                            _status_cell(r),
                             r["endpoint"] or "-",
                             _duration(r["uptime_seconds"]),
                             f"{r['price_per_hour']:.2f}",
@@ -246,7 +251,9 @@ def status(
                     ],
                 )
             )
-        if svc.get("last_error"):
+        if svc.get("failure"):
+            click.echo(f"  FAILED: {svc['failure']}")
+        elif svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}")
 
 
@@ -259,6 +266,14 @@ def _endpoint(ctx: click.Context, name: str) -> str:
     if not svc.get("endpoint"):
         raise ServiceNotFound(f"service {name!r} has no endpoint yet (status {svc['status']})")
     return str(svc["endpoint"])
+
+
+def _status_cell(r: dict[str, Any]) -> str:
+    """READY, or TERMINATED (FAILED, exit 3): the status with why it ended."""
+    why = [x for x in (r.get("reason"), r.get("exit_code")) if x is not None]
+    if len(why) == 2:
+        why[1] = f"exit {why[1]}"
+    return r["status"] + (f" ({', '.join(str(x) for x in why)})" if why else "")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from policies import failures
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
@@ -323,12 +324,17 @@ class Controller:
                     "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
                     "interruption_at": r.interruption_at,
                     "probe_failures": r.probe_failures,
+                    "exit_code": r.exit_code,
+                    "failure": r.failure,
+                    "log_tail": r.log_tail.splitlines() if r.log_tail else [],
                     "router": stats.get(r.replica_id, {}),
                 }
             )
         live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
         host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
         scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls
+        state = self.store.policy_state(name).get(failures.STATE_KEY)
+        failure = failures.failure(state, svc.current_version)
         return {
             "name": name,
             "status": svc.status.value,
@@ -343,7 +349,9 @@ class Controller:
             "savings_pct": cost["savings_pct"],
             "replica_seconds": cost["replica_seconds"],
             "plan": dict(rt.plan_summary) if rt else {},
-            "last_error": rt.last_error if rt else "",
+            # non-empty: the current version was given up (service FAILED), in one line
+            "failure": failure,
+            "last_error": (rt.last_error if rt else "") or failure,
             "replicas": replicas,
             "created_at": svc.created_at,
         }

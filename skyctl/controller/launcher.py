@@ -13,7 +13,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 
-from policies.model import Launch, LocationEvent, LocationEventKind
+from policies.model import Launch, LocationEvent, LocationEventKind, ReplicaEnded
 from providers.base import LaunchRequest
 from providers.registry import ProviderSet
 from skyctl.clock import Clock
@@ -102,7 +102,7 @@ class Launcher:
                 rt.events.append(
                     LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now())
                 )
-            self.fail(name, r, f"{r.location}: its API keeps failing; breaker open")
+            self.fail(rt, r, f"{r.location}: its API keeps failing; breaker open", capacity=True)
             return
         try:
             inst = await self.providers.get(r.location.cloud).launch(request)
@@ -110,7 +110,7 @@ class Launcher:
             now = self.clock.now()
             if r.spot:
                 rt.events.append(LocationEvent(LocationEventKind.CAPACITY_ERROR, r.location, now))
-            self.fail(name, r, f"{type(e).__name__}: {e}")
+            self.fail(rt, r, f"{type(e).__name__}: {e}", capacity=True)
             return
         except TransientError as e:
             if self.breakers.failure(r.location):
@@ -127,16 +127,16 @@ class Launcher:
                             LocationEventKind.CAPACITY_ERROR, r.location, self.clock.now()
                         )
                     )
-                self.fail(name, r, f"{type(e).__name__}: {e}")
+                self.fail(rt, r, f"{type(e).__name__}: {e}", capacity=True)
             elif r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
-                self.fail(name, r, f"gave up after {r.launch_attempts} attempts: {e}")
+                self.fail(rt, r, f"gave up after {r.launch_attempts} attempts: {e}", capacity=True)
             else:
                 self.store.add_event(
                     name, "launch_retry", str(e), now=self.clock.now(), replica_id=r.replica_id
                 )
             return
-        except (ProviderError, ConfigError) as e:
-            self.fail(name, r, f"{type(e).__name__}: {e}")
+        except (ProviderError, ConfigError) as e:  # the spec's fault: counts against it
+            self.fail(rt, r, f"{type(e).__name__}: {e}")
             return
         self.breakers.success(r.location)
         if r.spot:
@@ -145,12 +145,27 @@ class Launcher:
             )
         self.started(rt, r, inst)
 
-    def fail(self, name: str, r: ReplicaRecord, detail: str) -> None:
+    def fail(
+        self, rt: ServiceRuntime, r: ReplicaRecord, detail: str, *, capacity: bool = False
+    ) -> None:
+        """FAILED_PROVISION, told to the next plan: ``capacity`` (the location's fault:
+        capacity, quota, a failing API) does not count against the version."""
         now = self.clock.now()
+        line = detail.replace("\n", " ")[:500]
         self.store.update_replica(
-            name, r.replica_id, now=now, status=S.TERMINATED, reason=EndReason.FAILED_PROVISION
+            rt.name,
+            r.replica_id,
+            now=now,
+            status=S.TERMINATED,
+            reason=EndReason.FAILED_PROVISION,
+            failure=line,
         )
-        self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
+        rt.ended.append(
+            ReplicaEnded(
+                r.replica_id, r.version, EndReason.FAILED_PROVISION, now, None, line, capacity
+            )
+        )
+        self.store.add_event(rt.name, "launch_failed", detail, now=now, replica_id=r.replica_id)
 
     def started(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> ReplicaRecord:
         return self.store.update_replica(

@@ -30,8 +30,10 @@ from policies.model import (
 )
 from policies.reconcile import plan as make_plan
 from policies.registry import policy_for
+from policies.routable import routable
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller import failure_facts
 from skyctl.controller.breaker import Breakers
 from skyctl.controller.launcher import Launcher
 from skyctl.controller.prober import Target
@@ -40,7 +42,7 @@ from skyctl.errors import (
     ProviderError,
     TransientError,
 )
-from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.lifecycle import FAILURES, EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import ReplicaRecord, ServiceRecord, ServiceStatus, Store
@@ -113,14 +115,12 @@ class Reconciler:
                 return await self._finish_down(name, spec)
             return False
 
-        offerings = [
-            o for o in await self._offerings(spec) if self.launcher.breakers.allows(o.location)
-        ]
+        offerings = await self._offerings(spec)
         obs = ServiceObservation(
             service=name,
             version=svc.current_version,
             spec=spec,
-            replicas=tuple(_view(r) for r in replicas if r.is_live),
+            replicas=tuple(_view(r, rt.gone) for r in replicas if r.is_live),
             offerings=tuple(offerings),
             location_states={
                 loc: LocationState(state) for loc, state in self.store.location_states(name).items()
@@ -128,8 +128,11 @@ class Reconciler:
             events=tuple(rt.events),
             qps=rt.router.request_rate(60.0),
             policy_state=self.store.policy_state(name),
+            ended=tuple(rt.ended),
+            closed_locations=frozenset(self.launcher.breakers.open_locations()),
         )
         rt.events.clear()
+        rt.ended.clear()
         now = self.clock.now()
         plan = make_plan(obs, now)
         with self.store.transaction():
@@ -149,7 +152,7 @@ class Reconciler:
         await self.launcher.launch_all(rt, spec, list(plan.launches))
         live = [r for r in self.store.list_replicas(name) if r.is_live]
         self._publish(rt, live)
-        self._set_status(svc, live)
+        self._set_status(svc, live, plan.failure)
         self.store.purge_terminated(name, before=now - KEEP_TERMINATED_SECONDS)
         return False
 
@@ -259,11 +262,16 @@ class Reconciler:
         self, rt: ServiceRuntime, r: ReplicaRecord, reason: EndReason, detail: str
     ) -> ReplicaRecord:
         """The instance is gone or going: record, clean up, TERMINATED."""
+        extra: dict[str, Any] = {}
+        if reason in FAILURES:  # how it failed: exit code, log tail (read off the loop)
+            facts = await failure_facts.gather(self.providers, r, reason, detail)
+            reason, extra = facts.reason, facts.fields()
+            rt.ended.append(facts.ended(r, self.clock.now()))
         now = self.clock.now()
         if reason is EndReason.PREEMPTED:
             rt.events.append(LocationEvent(LocationEventKind.PREEMPTED, r.location, now, r.spot))
         r = self.store.update_replica(
-            rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=reason
+            rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=reason, **extra
         )
         self.store.add_event(
             rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id
@@ -307,15 +315,19 @@ class Reconciler:
     async def _act_terminations(self, rt: ServiceRuntime, terms: list[Terminate]) -> None:
         if not terms:
             return
-        now = self.clock.now()
         todo: list[ReplicaRecord] = []
         for t in terms:
             r = self.store.get_replica(rt.name, t.replica_id)
             if r is None or not r.is_live:
                 continue
             if r.status is not S.SHUTTING_DOWN:
+                extra: dict[str, Any] = {}
+                if t.reason in FAILURES:  # the plan counted it; keep its log tail for status
+                    facts = await failure_facts.gather(self.providers, r, t.reason, t.detail)
+                    extra = facts.fields()
+                now = self.clock.now()
                 r = self.store.update_replica(
-                    rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason
+                    rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason, **extra
                 )
                 self.store.add_event(
                     rt.name,
@@ -371,18 +383,19 @@ class Reconciler:
                 if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)
             ]
         )
-        ready = [r for r in live if r.status is S.READY and r.endpoint]
-        calm = [r for r in ready if r.interruption_at is None and r.replica_id not in rt.gone]
-        chosen = calm or [r for r in ready if r.replica_id not in rt.gone]
-        rt.set_backends([_backend(r) for r in chosen])
+        # the one routing decision (policies.routable), as plan() computes Plan.routable
+        chosen = set(routable(_view(r, rt.gone) for r in live if r.endpoint))
+        rt.set_backends([_backend(r) for r in live if r.replica_id in chosen])
 
     def _unroute(self, rt: ServiceRuntime, replica_id: int) -> None:
         rt.gone.add(replica_id)
         rt.set_backends([b for b in rt.backends if b.replica_id != replica_id])
 
-    def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord]) -> None:
+    def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord], failure: str) -> None:
         if any(r.status is S.READY for r in live):
             status = ServiceStatus.READY
+        elif failure:  # plan gave the current version up (policies.failures)
+            status = ServiceStatus.FAILED
         elif any(r.status in (S.PENDING, S.PROVISIONING, S.STARTING) for r in live):
             status = ServiceStatus.REPLICA_INIT
         else:
@@ -413,7 +426,7 @@ class Reconciler:
         return True
 
 
-def _view(r: ReplicaRecord) -> ReplicaView:
+def _view(r: ReplicaRecord, gone: set[int] | frozenset[int] = frozenset()) -> ReplicaView:
     return ReplicaView(
         replica_id=r.replica_id,
         version=r.version,
@@ -426,6 +439,7 @@ def _view(r: ReplicaRecord) -> ReplicaView:
         ready_at=r.ready_at,
         probe_failures=r.probe_failures,
         interruption_at=r.interruption_at,
+        unreachable=r.replica_id in gone,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from policies.model import LocationEvent
+from policies.model import LocationEvent, ReplicaEnded
 from skyctl.clock import Clock
 from skyctl.controller.prober import Prober
 from skyctl.router import Router
@@ -28,6 +28,7 @@ class ServiceRuntime:
     prober: Prober
     specs: dict[int, ServiceSpec] = field(default_factory=dict)
     events: list[LocationEvent] = field(default_factory=list)
+    ended: list[ReplicaEnded] = field(default_factory=list)  # failures for the next plan
     noticed: set[int] = field(default_factory=set)  # replicas whose notice became an event
     gone: set[int] = field(default_factory=set)  # replicas the provider said are gone (push)
     plan_summary: dict[str, object] = field(default_factory=dict)

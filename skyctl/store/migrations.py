@@ -139,6 +139,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX replica_ledger_ended ON replica_ledger (service, terminated_at)",
         ),
     ),
+    Migration(
+        5,
+        "how a replica failed: its exit code, a one-line failure and the last lines of its log",
+        (
+            "ALTER TABLE replicas ADD COLUMN exit_code INTEGER",
+            "ALTER TABLE replicas ADD COLUMN failure TEXT",
+            "ALTER TABLE replicas ADD COLUMN log_tail TEXT",
+        ),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

@@ -106,6 +106,9 @@ class ReplicaRecord:
     launch_attempts: int
     billed_from: float | None = None  # when its instance was first known: billing starts
     ondemand_price: float | None = None  # USD/h on demand for the same place and type
+    exit_code: int | None = None  # the setup/run command's exit status, when it exited
+    failure: str | None = None  # one line: how it failed
+    log_tail: str | None = None  # the last lines of its log when it failed
 
     @property
     def location(self) -> Location:
@@ -144,6 +147,9 @@ class ReplicaRecord:
             launch_attempts=row["launch_attempts"],
             billed_from=row["billed_from"],
             ondemand_price=row["ondemand_price"],
+            exit_code=row["exit_code"],
+            failure=row["failure"],
+            log_tail=row["log_tail"],
         )
 
 

@@ -87,6 +87,9 @@ replicas = Table(
     # the on-demand price of the same place and type (for savings); see store.costs
     Column("billed_from", Float),
     Column("ondemand_price", Float),
+    Column("exit_code", Integer),  # the setup/run command's exit status, when it exited (v5)
+    Column("failure", Text),  # one line: how it failed (v5)
+    Column("log_tail", Text),  # the last lines of its log when it failed (v5)
     PrimaryKeyConstraint("service", "replica_id"),
     ForeignKeyConstraint(
         ["service", "version"],

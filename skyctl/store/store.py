@@ -56,6 +56,9 @@ REPLICA_FIELDS: frozenset[str] = frozenset(
         "launch_attempts",
         "price",
         "ondemand_price",
+        "exit_code",
+        "failure",
+        "log_tail",
     }
 )
 

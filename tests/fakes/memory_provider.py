@@ -3,7 +3,9 @@ server in the test's own event loop, so probes and routing are real HTTP.
 
 Faults are injected by the test: ``preempt(replica_id)`` (push event + state
 PREEMPTED, server closed), ``capacity_out(location)``, ``fail_next_launch``,
-``set_health(replica_id, ok)``.
+``set_health(replica_id, ok)``; ``exit_code`` makes every new instance's run
+command exit at once (state FAILED, its log in ``log_dir``), ``born_unhealthy``
+makes every new instance fail its probes.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class MemoryProvider(Provider):
     sick: set[Location] = field(default_factory=set)  # launches there fail with 503s
     launches: int = 0
     terminations: list[str] = field(default_factory=list)
+    exit_code: int | None = None  # new instances exit at once with this code
+    born_unhealthy: bool = False  # new instances never pass a probe
+    log_dir: str | None = None  # where exited instances leave a log
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
@@ -76,7 +81,9 @@ class MemoryProvider(Provider):
             raise CapacityError(f"no spot capacity in {loc}", location=str(loc))
         self.launches += 1
         iid = f"i-{next(self._ids)}"
-        running = _Running(instance=None, runner=None)  # type: ignore[arg-type]
+        if self.exit_code is not None:
+            return self._exited(request, iid, self.exit_code)
+        running = _Running(instance=None, runner=None, healthy=not self.born_unhealthy)  # type: ignore[arg-type]
 
         async def handle(_: web.Request) -> web.Response:
             running.hits += 1
@@ -107,6 +114,29 @@ class MemoryProvider(Provider):
         self.instances[iid] = running
         self.by_token[request.client_token] = iid
         return running.instance
+
+    def _exited(self, request: LaunchRequest, iid: str, code: int) -> Instance:
+        if self.log_dir is not None:
+            with open(self.log_path(iid) or "", "w") as f:
+                f.write(f"starting replica {request.replica_id}\nboom: bad config\n")
+        inst = Instance(
+            instance_id=iid,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            location=request.offering.location,
+            spot=request.offering.spot,
+            state=InstanceState.FAILED,
+            price=request.offering.price,
+            created_at=self.clock.now(),
+            detail=f"process exited with code {code}",
+        )
+        self.instances[iid] = _Running(instance=inst, runner=None)
+        self.by_token[request.client_token] = iid
+        return inst
+
+    def log_path(self, instance_id: str) -> str | None:
+        return f"{self.log_dir}/{instance_id}.log" if self.log_dir else None
 
     async def terminate(self, instance_id: str) -> None:
         self.terminations.append(instance_id)

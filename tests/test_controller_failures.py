@@ -1,0 +1,105 @@
+"""Failure discipline through the live controller (fake provider, fake clock).
+
+SkyServe's smoke scenarios ``failures`` and ``user_bug_restart``, specified:
+a replica whose run exits is not relaunched in a loop; the service ends FAILED
+with the exit code in one line; a never-ready server ends FAILED_INITIAL_DELAY
+with backoff; a READY replica of a new version that breaks ends FAILED_PROBING.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.store import ServiceStatus
+from tests.test_controller import FIXED, Harness
+
+R = ReplicaStatus
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    harness.provider.log_dir = str(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.stop_controller()
+    await harness.controller.stop(0)
+    await harness.provider.close()
+    harness.store.close()
+
+
+def status(h: Harness, name: str) -> ServiceStatus:
+    svc = h.store.get_service(name)
+    assert svc is not None
+    return svc.status
+
+
+async def test_a_run_that_exits_fails_the_service_with_its_exit_code(h: Harness) -> None:
+    h.provider.exit_code = 3
+    await h.controller.create_service(FIXED.format(name="bug", replicas=2), None)
+    await h.until(lambda: status(h, "bug") is ServiceStatus.FAILED, seconds=60)
+    seen = h.controller.describe("bug")
+    assert "exit code 3" in seen["failure"] and "\n" not in seen["failure"]
+    assert seen["last_error"] == seen["failure"]
+    launches = h.provider.launches
+    await h.clock.advance(240.0)  # the rest of the first 5 minutes: nothing more
+    for _ in range(5):
+        await h.clock.advance(1.0)
+    assert h.provider.launches == launches <= 10
+    rows = seen["replicas"]
+    assert rows and all(r["reason"] == "FAILED" and r["exit_code"] == 3 for r in rows)
+    assert "boom: bad config" in rows[0]["log_tail"]
+    assert ".log" in rows[0]["failure"]  # names the replica's log file
+    assert status(h, "bug") is ServiceStatus.FAILED
+
+
+async def test_an_update_resumes_a_failed_service(h: Harness) -> None:
+    h.provider.exit_code = 3
+    await h.controller.create_service(FIXED.format(name="bug", replicas=1), None)
+    await h.until(lambda: status(h, "bug") is ServiceStatus.FAILED, seconds=60)
+    h.provider.exit_code = None  # the user fixed the bug
+    await h.controller.update_service("bug", FIXED.format(name="bug", replicas=1), None)
+    await h.until(lambda: h.ready("bug") == 1)
+    assert status(h, "bug") is ServiceStatus.READY and h.controller.describe("bug")["failure"] == ""
+
+
+async def test_a_server_that_never_gets_ready_fails_initial_delay_then_the_service(
+    h: Harness,
+) -> None:
+    h.provider.born_unhealthy = True
+    spec = FIXED.format(name="slow", replicas=1).replace(
+        "initial_delay_seconds: 60", "initial_delay_seconds: 5"
+    )
+    await h.controller.create_service(spec, None)
+    await h.until(lambda: status(h, "slow") is ServiceStatus.FAILED, seconds=120)
+    ended = h.store.list_replicas("slow", include_terminated=True)
+    assert {r.end_reason for r in ended if r.status is R.TERMINATED} == {
+        EndReason.FAILED_INITIAL_DELAY
+    }
+    assert h.provider.launches == 3
+    assert "FAILED_INITIAL_DELAY" in h.controller.describe("slow")["failure"]
+
+
+async def test_a_ready_v2_replica_that_breaks_ends_failed_probing(h: Harness) -> None:
+    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
+    await h.until(lambda: h.ready("web") == 1)
+    v2 = FIXED.format(name="web", replicas=1).replace("period_seconds: 1", "period_seconds: 2")
+    await h.controller.update_service("web", v2, None)
+    await h.until(lambda: [r.version for r in h.replicas("web", R.READY)] == [2])
+    sick = h.replicas("web", R.READY)[0]
+    h.provider.find("web", sick.replica_id).healthy = False
+    await h.until(
+        lambda: (
+            (r := h.store.get_replica("web", sick.replica_id)) is not None
+            and r.status is R.TERMINATED
+        )
+    )
+    ended = h.store.get_replica("web", sick.replica_id)
+    assert ended is not None and ended.end_reason is EndReason.FAILED_PROBING
+    assert ended.failure and "failed probes" in ended.failure
+    await h.until(lambda: h.ready("web") == 1)  # replaced: v2 was READY once, not FAILED
+    assert status(h, "web") is ServiceStatus.READY

@@ -62,6 +62,8 @@ class Controller:
         self.secrets = secrets or Secrets(store.path.parent / KEY_FILE_NAME)
         self.reconciler = Reconciler(store, providers, clock, self.secrets)
         self.runtimes: dict[str, ServiceRuntime] = {}
+        # one runtime (one router) per service: creating one is serialized per name
+        self._runtime_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._ticks = 0
@@ -122,7 +124,10 @@ class Controller:
         self._ticks += 1
 
     async def _tick_service(self, svc: ServiceRecord) -> None:
-        rt = await self._ensure_runtime(svc)
+        try:
+            rt = await self._ensure_runtime(svc)
+        except ServiceNotFound:  # deleted while this tick waited (a failed create)
+            return
         gone = await self.reconciler.tick(rt, svc)
         if gone:
             await self._drop_runtime(svc.name)
@@ -136,16 +141,37 @@ class Controller:
 
     # ------------------------------------------------------------ runtimes
     async def _ensure_runtime(self, svc: ServiceRecord) -> ServiceRuntime:
+        """The service's runtime, made once: a create and a tick (or two ticks) that ask
+        at the same time get the same one, so a service never has two routers."""
         rt = self.runtimes.get(svc.name)
         if rt is not None:
             return rt
+        lock = self._runtime_locks.setdefault(svc.name, asyncio.Lock())
+        async with lock:
+            rt = self.runtimes.get(svc.name)
+            if rt is not None:
+                return rt
+            current = self.store.get_service(svc.name)  # as it is now, not when asked
+            if current is None:
+                raise ServiceNotFound(f"no service named {svc.name!r}")
+            return await self._make_runtime(current)
+
+    async def _make_runtime(self, svc: ServiceRecord) -> ServiceRuntime:
         version = self.store.get_version(svc.name, svc.current_version)
         spec = load_spec(version, self.secrets)
         rt = make_runtime(svc.name, spec, clock=self.clock, wake=self.wake)
         rt.specs[svc.current_version] = spec
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
             self.providers.get(cloud).set_event_sink(self._on_provider_event)
-        port = await rt.router.start(svc.router_host, svc.router_port or spec.service.router.port)
+        port = svc.router_port
+        try:
+            port = await rt.router.start(svc.router_host, port or spec.service.router.port)
+        except (SkyctlError, OSError) as e:
+            if svc.status is not ServiceStatus.SHUTTING_DOWN:
+                raise
+            # going down needs no endpoint: its replicas are terminated all the same
+            log.warning("service %s: shutting down without its endpoint: %s", svc.name, e)
+            rt.last_error = f"endpoint not started: {e}"
         rt.prober.start()
         self.runtimes[svc.name] = rt
         self._had_service = True
@@ -155,6 +181,9 @@ class Controller:
 
     async def _drop_runtime(self, name: str, grace_seconds: float = 5.0) -> None:
         rt = self.runtimes.pop(name, None)
+        lock = self._runtime_locks.get(name)
+        if lock is not None and not lock.locked():
+            del self._runtime_locks[name]
         if rt is None:
             return
         await rt.prober.close()
@@ -241,7 +270,7 @@ class Controller:
         )
         try:
             await self._ensure_runtime(svc)
-        except OSError as e:
+        except (SkyctlError, OSError) as e:  # a taken port, a TLS file that is not there
             self.store.delete_service(name)
             raise ConfigError(f"service {name!r}: cannot open its endpoint: {e}") from None
         self.store.add_event(
@@ -282,11 +311,25 @@ class Controller:
         return self.describe(name)
 
     async def delete_service(self, name: str) -> dict[str, Any]:
-        self._get(name)
-        self.store.update_service(name, now=self.clock.now(), status=ServiceStatus.SHUTTING_DOWN)
-        self.store.add_event(name, "down", "shutting down", now=self.clock.now())
+        """Begin the shutdown; the answer names the clouds where its instances may be,
+        so the CLI can confirm with each provider that none is left."""
+        svc = self._get(name)
+        rows = self.store.list_replicas(name, include_terminated=True)
+        clouds = {canonical(r.location.cloud) for r in rows}
+        with contextlib.suppress(SkyctlError):
+            spec = self._spec_of(svc)
+            clouds |= {canonical(c.cloud) for c in spec.resources.candidates}
+        if svc.status is not ServiceStatus.SHUTTING_DOWN:
+            self.store.update_service(
+                name, now=self.clock.now(), status=ServiceStatus.SHUTTING_DOWN
+            )
+            self.store.add_event(name, "down", "shutting down", now=self.clock.now())
         self.wake()
-        return {"name": name, "status": ServiceStatus.SHUTTING_DOWN.value}
+        return {
+            "name": name,
+            "status": ServiceStatus.SHUTTING_DOWN.value,
+            "clouds": sorted(clouds),
+        }
 
     def _get(self, name: str) -> ServiceRecord:
         svc = self.store.get_service(name)

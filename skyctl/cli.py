@@ -7,8 +7,6 @@ a missing service), 1 for anything else; never a traceback.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -18,11 +16,17 @@ import click
 
 from skyctl import __version__
 from skyctl.cli_costs import cost
+from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, wait_down
 from skyctl.cli_env import override_options, overrides
 from skyctl.cli_sim import sim
-from skyctl.client import ControllerClient, stored_services
+from skyctl.client import (
+    ControllerClient,
+    service_path,
+    services_query,
+    stored_services,
+)
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ServiceNotFound, SkyctlError
+from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import load_spec_file
@@ -142,7 +146,7 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
     start = time.monotonic()
     last = ""
     while True:
-        svc = client.call("GET", f"/v1/services?name={name}")[0]
+        svc = client.call("GET", services_query(name))[0]
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
         counts: dict[str, int] = {}
         for r in live:
@@ -206,7 +210,7 @@ def status(
             raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
         click.echo("[]" if output == "json" else "No services.")
         return
-    services = client.call("GET", "/v1/services" + (f"?name={name}" if name else ""))
+    services = client.call("GET", services_query(name))
     if output == "json":
         click.echo(json.dumps(services, indent=2))
         return
@@ -262,7 +266,7 @@ def _endpoint(ctx: click.Context, name: str) -> str:
     client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    (svc,) = client.call("GET", f"/v1/services?name={name}")
+    (svc,) = client.call("GET", services_query(name))
     if not svc.get("endpoint"):
         raise ServiceNotFound(f"service {name!r} has no endpoint yet (status {svc['status']})")
     return str(svc["endpoint"])
@@ -295,42 +299,47 @@ def _duration(seconds: float | None) -> str:
 @click.argument("name", required=False)
 @click.option("-a", "--all", "all_", is_flag=True, help="All services.")
 @click.option("--no-wait", is_flag=True, help="Return once shutdown has begun.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --all: stop every instance skyctl launched, found by its tags on each "
+    "provider, without the controller or the state database (e.g. a damaged one).",
+)
 @click.pass_context
-def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool) -> None:
-    """Terminate a service's replicas and remove it."""
+def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool, force: bool) -> None:
+    """Terminate a service's replicas and remove it.
+
+    It says a service is down only once the controller removed it from the store
+    and every provider it used lists none of its instances; else it exits 1 with
+    what is left. A controller that exits meanwhile is restarted to finish.
+    """
     if bool(name) == all_:
         raise click.UsageError("give a service NAME or --all")
-    client = _controller(ctx)
+    p = _home(ctx)
+    if force:
+        if not all_:
+            raise click.UsageError(
+                "--force goes with --all: it stops every instance skyctl launched"
+            )
+        force_down(p)
+        return
+    try:
+        client = _controller(ctx)
+    except StoreError as e:
+        raise StoreError(f"{e}; {FORCE_HINT}") from None
     if client is None:
         if all_:
             click.echo("No services.")
             return
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    names = [name] if name else [s["name"] for s in client.call("GET", "/v1/services")]
+    names = [name] if name else [s["name"] for s in client.call("GET", services_query())]
+    clouds: dict[str, list[str]] = {}
     for n in names:
-        client.call("DELETE", f"/v1/services/{n}")
+        answer = client.call("DELETE", service_path(n))
+        clouds[n] = list(answer.get("clouds") or ["local"])
         click.echo(f"Shutting down {n}...")
-    if no_wait:
-        return
-    pending = set(names)
-    while pending:
-        for n in sorted(pending):
-            try:
-                svc = client.call("GET", f"/v1/services?name={n}")[0]
-            except ServiceNotFound:
-                pending.discard(n)
-                click.echo(f"Service {n} is down: every replica terminated, nothing left.")
-                continue
-            except SkyctlError:  # the controller exited after its last service
-                if ControllerClient.find(client.paths) is None:
-                    for m in sorted(pending):
-                        click.echo(f"Service {m} is down: every replica terminated, nothing left.")
-                    return
-                raise
-            live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-            click.echo(f"  {n}: {len(live)} replica(s) still terminating")
-        if pending:
-            time.sleep(POLL_SECONDS)
+    if not no_wait:
+        wait_down(p, client, clouds)
 
 
 @serve.command()
@@ -346,7 +355,7 @@ def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
     svc = client.call(
         "PUT",
-        f"/v1/services/{name}",
+        service_path(name),
         {
             "yaml": spec.yaml_text,
             "source": str(Path(file).resolve()),
@@ -371,18 +380,18 @@ def logs(ctx: click.Context, name: str, replica: int | None, follow: bool, event
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
     if events:
-        for e in client.call("GET", f"/v1/services/{name}/events?limit=200"):
+        for e in client.call("GET", service_path(name, "events") + "?limit=200"):
             rid = f" replica {e['replica']}" if e["replica"] is not None else ""
             stamp = time.strftime("%H:%M:%S", time.localtime(e["at"]))
             click.echo(f"{stamp} {e['kind']}{rid}: {e['message']}")
         return
     if replica is None:
-        svc = client.call("GET", f"/v1/services?name={name}")[0]
+        svc = client.call("GET", services_query(name))[0]
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"] or svc["replicas"]
         if not live:
             raise ServiceNotFound(f"service {name!r} has no replicas yet")
         replica = int(live[-1]["id"])
-    path = f"/v1/services/{name}/replicas/{replica}/log" + ("?follow=1" if follow else "")
+    path = service_path(name, "replicas", str(replica), "log") + ("?follow=1" if follow else "")
     out = sys.stdout.buffer
     for chunk in client.stream(path):
         out.write(chunk)
@@ -411,18 +420,11 @@ def controller_run(ctx: click.Context, host: str, port: int) -> None:
 def controller_stop(ctx: click.Context) -> None:
     """Stop the controller gracefully (replicas keep running)."""
     p = _home(ctx)
-    client = ControllerClient.find(p)
-    if client is None:
+    if ControllerClient.find(p) is None:
         click.echo("No controller is running.")
         return
-    pid = json.loads(p.daemon_info.read_text())["pid"]
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(300):
-        if ControllerClient.find(p) is None:
-            click.echo("Controller stopped.")
-            return
-        time.sleep(0.1)
-    raise SkyctlError(f"controller {pid} did not stop within 30s")
+    stop_controller(p)
+    click.echo("Controller stopped.")
 
 
 @cli.command()

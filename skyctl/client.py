@@ -13,14 +13,37 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from skyctl.config import Paths, read_or_create_token
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 
+if TYPE_CHECKING:
+    from skyctl.store import Store
+
 START_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+class ControllerUnreachable(SkyctlError):
+    """The controller did not answer: not running, or it exited meanwhile."""
+
+
+def service_path(name: str, *rest: str) -> str:
+    """``/v1/services/<name>[/rest...]`` with the name percent-encoded: a name is
+    data, never part of the URL's syntax (``good?x`` must not address ``good``)."""
+    parts = [urllib.parse.quote(name, safe=""), *rest]
+    return "/v1/services/" + "/".join(parts)
+
+
+def services_query(name: str | None = None) -> str:
+    """``/v1/services``, or ``/v1/services?name=<name>`` with the name encoded."""
+    if name is None:
+        return "/v1/services"
+    return "/v1/services?" + urllib.parse.urlencode({"name": name})
 
 
 class ControllerClient:
@@ -104,7 +127,9 @@ class ControllerClient:
         except urllib.error.HTTPError as e:
             raise _error_from(e) from None
         except (urllib.error.URLError, OSError) as e:
-            raise SkyctlError(f"cannot reach the controller at {self.base}: {e}") from None
+            raise ControllerUnreachable(
+                f"cannot reach the controller at {self.base}: {e}"
+            ) from None
 
     def stream(self, path: str) -> Iterator[bytes]:
         try:
@@ -114,7 +139,9 @@ class ControllerClient:
         except urllib.error.HTTPError as e:
             raise _error_from(e) from None
         except (urllib.error.URLError, OSError) as e:
-            raise SkyctlError(f"cannot reach the controller at {self.base}: {e}") from None
+            raise ControllerUnreachable(
+                f"cannot reach the controller at {self.base}: {e}"
+            ) from None
 
 
 def stored_services(p: Paths) -> list[str]:
@@ -123,13 +150,50 @@ def stored_services(p: Paths) -> list[str]:
     Raises :class:`~skyctl.errors.StoreError` (one line) for a database this
     skyctl cannot use: corrupt, not ours, or written by a newer version.
     """
+    return _with_store(p, lambda store: [s.name for s in store.list_services()], [])
+
+
+def stored_replicas(p: Paths, names: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Per service, its live replicas as the store has them: (id, status)."""
+    return _with_store(
+        p,
+        lambda store: {
+            n: [(r.replica_id, r.status.value) for r in store.list_replicas(n)] for n in names
+        },
+        {},
+    )
+
+
+def stored_replica_clouds(p: Paths, names: list[str]) -> dict[str, set[str]]:
+    """Per service, the clouds its replicas (live or ended) were placed on."""
+    return _with_store(
+        p,
+        lambda store: {
+            n: {r.location.cloud for r in store.list_replicas(n, include_terminated=True)}
+            for n in names
+        },
+        {},
+    )
+
+
+def forget_services(p: Paths, names: list[str]) -> None:
+    """Remove services from the store (after their instances were all stopped)."""
+
+    def forget(store: Store) -> None:
+        for n in names:
+            store.delete_service(n)
+
+    _with_store(p, forget, None)
+
+
+def _with_store(p: Paths, use: Callable[[Store], T], default: T) -> T:
     if not p.db.exists():
-        return []
+        return default
     from skyctl.store import Store
 
     store = Store(p.db)
     try:
-        return [s.name for s in store.list_services()]
+        return use(store)
     finally:
         store.close()
 

@@ -21,6 +21,8 @@ PACKAGES = ("skyctl", "providers", "policies")
 LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli", 4),
     ("skyctl.cli_sim", 4),
+    ("skyctl.cli_down", 4),
+    ("skyctl.teardown", 4),
     ("skyctl.client", 4),
     ("skyctl.__main__", 4),
     ("skyctl.controller", 3),

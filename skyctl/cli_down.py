@@ -1,0 +1,183 @@
+"""``skyctl serve down``: take services down, and say so only once it is verified.
+
+A service is reported down when the controller has removed it from the store
+*and* each provider it used lists none of its instances (:mod:`skyctl.teardown`);
+else the command exits 1 with what is left. A controller that exits during the
+shutdown is restarted (up to :data:`MAX_CONTROLLER_RESTARTS` times) to finish
+it. ``--all --force`` needs neither the controller nor the state database: it
+stops every instance skyctl tagged, on each provider it can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import click
+
+from skyctl import teardown
+from skyctl.client import (
+    ControllerClient,
+    ControllerUnreachable,
+    forget_services,
+    services_query,
+    stored_replica_clouds,
+    stored_replicas,
+    stored_services,
+)
+from skyctl.config import Paths
+from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
+
+POLL_SECONDS = 1.0
+
+
+FORCE_HINT = "`skyctl serve down --all --force` stops every instance skyctl launched without it"
+#: times `serve down` restarts a controller that exits before the shutdown is done
+MAX_CONTROLLER_RESTARTS = 3
+
+
+def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) -> None:
+    """Poll until each service is gone from the store, then confirm with its providers."""
+    pending = dict(clouds)
+    problems: list[str] = []
+    restarts = 0
+    shown: dict[str, int] = {}
+    while pending:
+        try:
+            for n in sorted(pending):
+                try:
+                    svc = client.call("GET", services_query(n))[0]
+                except ServiceNotFound:
+                    problems += _confirm_down(p, n, pending.pop(n))
+                    continue
+                live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+                if shown.get(n) != len(live):
+                    shown[n] = len(live)
+                    click.echo(f"  {n}: {len(live)} replica(s) still terminating")
+        except ControllerUnreachable:
+            found = ControllerClient.find(p)
+            if found is not None:  # a hiccup, or another CLI restarted it
+                client = found
+                continue
+            try:
+                stored = set(stored_services(p))
+            except StoreError as e:
+                raise SkyctlError(
+                    f"the controller exited and {e}; {_what_is_left(p, pending)}; {FORCE_HINT}"
+                ) from None
+            for n in sorted(set(pending) - stored):  # removed, then the idle controller exited
+                problems += _confirm_down(p, n, pending.pop(n))
+            if not pending:
+                break
+            if restarts >= MAX_CONTROLLER_RESTARTS:
+                raise SkyctlError(
+                    f"the controller keeps exiting (see {p.daemon_log}); "
+                    + _what_is_left(p, pending)
+                ) from None
+            restarts += 1
+            click.echo(
+                f"The controller exited before {', '.join(sorted(pending))} was down; "
+                f"restarting it to finish (see {p.daemon_log})",
+                err=True,
+            )
+            try:
+                client = ControllerClient.ensure(p)
+            except SkyctlError as e:
+                raise SkyctlError(f"{e}; {_what_is_left(p, pending)}") from None
+            continue
+        if pending:
+            time.sleep(POLL_SECONDS)
+    if problems:
+        raise SkyctlError("; ".join(problems))
+
+
+def _confirm_down(p: Paths, name: str, clouds: list[str]) -> list[str]:
+    """The store no longer has ``name``: ask its providers too. Problems, if any."""
+    left, unchecked = teardown.leftovers(p, {name: clouds})
+    problems = []
+    if left.get(name):
+        problems.append(
+            f"service {name} was removed but its provider still lists "
+            f"{', '.join(left[name])}; {FORCE_HINT}"
+        )
+    for cloud, why in sorted(unchecked.items()):
+        problems.append(f"service {name}: could not confirm on {cloud} that nothing is left: {why}")
+    if not problems:
+        where = ", ".join(sorted(clouds))
+        click.echo(f"Service {name} is down: every replica terminated, nothing left on {where}.")
+    return problems
+
+
+def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:
+    """One line: the replicas the store still has live, and what the providers list."""
+    replicas: dict[str, list[tuple[int, str]]] | None
+    try:
+        replicas = stored_replicas(p, list(pending))
+    except StoreError:
+        replicas = None  # the caller says why
+    listed, unchecked = teardown.leftovers(p, pending)
+    parts: list[str] = []
+    for n in sorted(pending):
+        if replicas is None:
+            rows = "unknown"
+        else:
+            rows = ", ".join(f"{rid} {status}" for rid, status in replicas.get(n, [])) or "none"
+        instances = ", ".join(listed.get(n, [])) or "none"
+        parts.append(f"{n} is not down (live replicas: {rows}; instances: {instances})")
+    parts += [f"{cloud} not checked: {why}" for cloud, why in sorted(unchecked.items())]
+    return "left: " + "; ".join(parts)
+
+
+def force_down(p: Paths) -> None:
+    """Stop everything skyctl launched, by the providers' tags, store or no store."""
+    if ControllerClient.find(p) is not None:
+        click.echo("Stopping the controller first (it would relaunch what is stopped)")
+        stop_controller(p)
+    extra: set[str] = set()
+    try:
+        names = stored_services(p)
+        damaged = ""
+        for rows in stored_replica_clouds(p, names).values():
+            extra |= set(rows)
+    except StoreError as e:
+        names, damaged = [], str(e)
+    clouds = teardown.configured_clouds(p, extra)
+    click.echo(f"Listing the instances skyctl tagged on {', '.join(clouds)}...")
+    result = teardown.sweep(p, clouds)
+    for cloud in result.checked:
+        done = result.terminated.get(cloud, {})
+        for service, ids in sorted(done.items()):
+            click.echo(
+                f"  {cloud}: terminated {len(ids)} instance(s) of {service}: {', '.join(ids)}"
+            )
+        if not done:
+            click.echo(f"  {cloud}: no instance found")
+    if damaged:
+        click.echo(
+            f"The state database could not be read ({damaged}); move it aside to start "
+            f"afresh: mv {p.db} {p.db}.damaged"
+        )
+    elif names and result.clean:
+        forget_services(p, names)
+        click.echo(f"Removed {', '.join(names)} from the store.")
+    if not result.clean:
+        left = [
+            f"{cloud}: {service} ({', '.join(ids)})"
+            for cloud, by_service in sorted(result.left.items())
+            for service, ids in sorted(by_service.items())
+        ]
+        left += [f"{cloud} not checked: {why}" for cloud, why in sorted(result.unchecked.items())]
+        raise SkyctlError("not everything is stopped; left: " + "; ".join(left))
+    click.echo(f"Nothing skyctl launched is left on {', '.join(result.checked)}.")
+
+
+def stop_controller(p: Paths) -> None:
+    pid = json.loads(p.daemon_info.read_text())["pid"]
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        if ControllerClient.find(p) is None:
+            return
+        time.sleep(0.1)
+    raise SkyctlError(f"controller {pid} did not stop within 30s")

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli", 4),
     ("skyctl.cli_sim", 4),
     ("skyctl.cli_down", 4),
+    ("skyctl.cli_costs", 4),
     ("skyctl.teardown", 4),
     ("skyctl.client", 4),
     ("skyctl.__main__", 4),

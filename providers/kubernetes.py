@@ -69,7 +69,7 @@ def _is_kubernetes(candidate: ResourceCandidate) -> bool:
     return (candidate.cloud or "").lower() in ("kubernetes", "k8s")
 
 
-def _accelerators(candidate: ResourceCandidate) -> tuple[str, int]:
+def _accelerators(candidate: ResourceCandidate) -> tuple[str, float]:
     accels = candidate.accelerators or {}
     text = ",".join(f"{name}:{count}" for name, count in sorted(accels.items()))
     return text, sum(accels.values())
@@ -168,6 +168,8 @@ class KubernetesProvider(Provider):
                 continue
             contexts = [cand.region] if cand.region else allowed
             accel, gpus = _accelerators(cand)
+            if not float(gpus).is_integer():
+                continue  # a pod asks for whole GPUs (nvidia.com/gpu): no T4:0.5 here
             for ctx in contexts:
                 if ctx not in allowed and ctx not in found.contexts:
                     if ctx not in self._unknown:

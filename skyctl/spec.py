@@ -129,7 +129,7 @@ class ResourceCandidate:
     cloud: str | None = None
     region: str | None = None
     zone: str | None = None
-    accelerators: dict[str, int] | None = None  # {"A100": 8}
+    accelerators: dict[str, float] | None = None  # {"A100": 8}; a fraction: {"T4": 0.5}
     cpus: str | None = None  # "8", "8+"
     memory: str | None = None  # "32", "32+"
     instance_type: str | None = None

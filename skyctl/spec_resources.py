@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from skyctl.accelerators import devices_by_memory, parse_memory_accelerator
 from skyctl.spec import ResourceCandidate, Resources
 from skyctl.spec_checks import (
     LineDict,
@@ -33,10 +34,11 @@ _CANDIDATE_KEYS = set(
     """cloud region zone infra cpus memory accelerators instance_type use_spot image_id
     disk_size ports labels""".split()
 )
+_ALIASES = {"gpus": "accelerators"}  # SkyServe's resource aliases
 # SkyServe resource keys we accept and keep in ``extra`` (with the types allowed).
 _RESOURCE_EXTRA: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("disk_tier", "network_tier", "local_disk", "priority_class"), (str,)),
-    **{"job_recovery": (str, dict), "volumes": (list,), "ephemeral_storage": (str, int)},
+    **{"volumes": (list,), "ephemeral_storage": (str, int)},
     **{"max_hourly_cost": (int, float), "accelerator_args": (dict,), "priority": (int,)},
     "autostop": (bool, int, str, dict),
 }
@@ -70,10 +72,8 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
         which = "any_of" if any_of is not None else "ordered"
         if not entries:
             raise sec.error(which, "must list at least one alternative")
-        if accel is not None and len(accel[0][0]) > 1:
-            raise sec.error(
-                "accelerators", f"several accelerators cannot be combined with `{which}`"
-            )
+        if which == "ordered" and accel is not None and len(accel[0][0]) > 1:
+            raise sec.error(accel[2], "several accelerators cannot be combined with `ordered`")
         for item, path, line in entries:
             if not isinstance(item, LineDict):
                 raise spec_error(
@@ -84,8 +84,14 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
                 )
             entry = Section(item, path, sec.source, line)
             fields = _fields(entry, extra, top=False)
-            if "accelerators" in fields and len(fields["accelerators"][0][0]) > 1:
-                raise entry.error("accelerators", "one accelerator per alternative (e.g. A100:8)")
+            if (
+                which == "ordered"
+                and "accelerators" in fields
+                and len(fields["accelerators"][0][0]) > 1
+            ):
+                raise entry.error(
+                    fields["accelerators"][2], "one accelerator per alternative (e.g. A100:8)"
+                )
             merged = {**base, **fields}
             groups.append((_build(merged), merged.get("use_spot")))
         ordered_flag = ordered is not None
@@ -93,8 +99,9 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
     if len(spot) > 1:
         _, where = next(g for g in groups if g[0][0].use_spot != groups[0][0][0].use_spot)
         message = (
-            "mixing spot and on-demand resources is not supported; use use_spot: true with "
-            "base_ondemand_fallback_replicas or dynamic_ondemand_fallback"
+            "resources must all use spot or none use spot (as in SkyServe); to serve on "
+            "spot and on-demand together, set use_spot: true with "
+            "replica_policy.base_ondemand_fallback_replicas or dynamic_ondemand_fallback"
         )
         if where is None:
             raise sec.error(None, message)
@@ -105,8 +112,22 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
 
 def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Field]:
     sec.check_keys(
-        _CANDIDATE_KEYS | _RESOURCE_EXTRA.keys() | ({"any_of", "ordered"} if top else set())
+        _CANDIDATE_KEYS
+        | _ALIASES.keys()
+        | _RESOURCE_EXTRA.keys()
+        | {"job_recovery"}
+        | ({"any_of", "ordered"} if top else set())
     )
+    if sec.has("job_recovery"):
+        raise sec.error(
+            "job_recovery",
+            "job_recovery is for managed jobs, not services (SkyServe rejects it too): "
+            "the service itself replaces preempted spot replicas",
+            at_key=True,
+        )
+    for alias, canonical in _ALIASES.items():
+        if sec.has(alias) and sec.has(canonical):
+            raise sec.error(alias, f"give `{alias}` or `{canonical}`, not both", at_key=True)
     keep_extra(sec, _RESOURCE_EXTRA, extra)
     if sec.has("infra"):
         both = [k for k in ("cloud", "region", "zone") if sec.has(k)]
@@ -114,8 +135,10 @@ def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Fie
             raise sec.error(both[0], "give `infra` or cloud/region/zone, not both", at_key=True)
     out: dict[str, _Field] = {}
     for key in sec.data:  # in document order, so the first problem is reported
-        if key in _CANDIDATE_KEYS and (sec.raw(key) is not None or key not in _NULLABLE):
-            out[key] = (_field(sec, key, extra), sec, key)
+        name = _ALIASES.get(key, key)
+        if name in _CANDIDATE_KEYS and (sec.raw(key) is not None or name not in _NULLABLE):
+            value = _accelerators(sec, key) if name == "accelerators" else _field(sec, key, extra)
+            out[name] = (value, sec, key)
     if "infra" in out:  # as cloud/region/zone, so an any_of entry overrides them all
         for name, value in zip(("cloud", "region", "zone"), out.pop("infra")[0], strict=True):
             out[name] = (value, sec, "infra")
@@ -146,8 +169,6 @@ def _field(sec: Section, key: str, extra: dict[str, Any]) -> Any:
             example = "'4' or '4+'" if key == "cpus" else "'32', '32+' or '32GB+'"
             raise sec.error(key, f"invalid {key} {value!r}: expected e.g. {example}")
         return value.strip()
-    if key == "accelerators":
-        return _accelerators(sec, key)
     if key == "image_id":
         if isinstance(value, dict):  # SkyServe: a per-region map, kept as is
             extra[sec.sub(key)] = sec.plain(key)
@@ -182,15 +203,19 @@ def _infra(sec: Section, text: str) -> tuple[str | None, str | None, str | None]
     return cloud, region, zone
 
 
-def _accelerators(sec: Section, key: str) -> tuple[list[dict[str, int]], bool]:
+Accel = dict[str, float]  # {"A100": 8}, {"T4": 0.5}: one alternative
+
+
+def _accelerators(sec: Section, key: str) -> tuple[list[Accel], bool]:
     """The accelerator alternatives, and whether their order is a preference."""
     value = sec.raw(key)
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in "[{" and text[-1:] in "]}" and text:
             names = [p.strip().strip("'\"") for p in text[1:-1].split(",") if p.strip()]
-            return _unique([_accelerator(sec, key, n, None) for n in names]), text[0] == "["
-        return [_accelerator(sec, key, text, None)], False
+            alternatives = [a for n in names for a in _accelerator(sec, key, n, None)]
+            return _unique(alternatives), text[0] == "["
+        return _unique(_accelerator(sec, key, text, None)), False
     if isinstance(value, list):
         items = sec.items(key) or []
         out = []
@@ -202,24 +227,38 @@ def _accelerators(sec: Section, key: str) -> tuple[list[dict[str, int]], bool]:
                     line=line,
                     source=sec.source,
                 )
-            out.append(_accelerator(sec, key, item, None))
+            out.extend(_accelerator(sec, key, item, None))
         if not out:
             raise sec.error(key, "the accelerator list is empty")
         return _unique(out), True
     if isinstance(value, dict):
         if not value:
             raise sec.error(key, "the accelerator map is empty")
-        return [_accelerator(sec, key, name, count) for name, count in value.items()], False
+        pairs = [a for name, count in value.items() for a in _accelerator(sec, key, name, count)]
+        return _unique(pairs), False
     raise sec.error(key, f"expected a string, list or mapping, got {type_name(value)}")
 
 
-def _unique(alternatives: list[dict[str, int]]) -> list[dict[str, int]]:
+def _unique(alternatives: list[Accel]) -> list[Accel]:
     return [dict([pair]) for pair in dict.fromkeys(next(iter(a.items())) for a in alternatives)]
 
 
-def _accelerator(sec: Section, key: str, name: Any, count: Any) -> dict[str, int]:
+def _accelerator(sec: Section, key: str, name: Any, count: Any) -> list[Accel]:
+    """One written accelerator -> its alternatives (several for a memory size such as 24GB+)."""
     if not isinstance(name, str):
         raise sec.error(key, f"accelerator names must be strings, got {type_name(name)}")
+    try:
+        by_memory = parse_memory_accelerator(name if count is None else f"{name}:{count}")
+    except ValueError as e:
+        raise sec.error(key, str(e)) from None
+    if by_memory is not None:
+        maker, gb, at_least, number = by_memory
+        devices = devices_by_memory(gb, at_least, maker)
+        if not devices:
+            raise sec.error(
+                key, f"no accelerator{' of ' + maker if maker else ''} has {name} of memory"
+            )
+        return [{device: _count(sec, key, number, name)} for device in devices]
     if count is None and ":" in name:
         name, _, count_text = name.rpartition(":")
         try:
@@ -228,15 +267,18 @@ def _accelerator(sec: Section, key: str, name: Any, count: Any) -> dict[str, int
             raise sec.error(
                 key, f"invalid accelerator count in {name + ':' + count_text!r}"
             ) from None
-    number = 1.0 if count is None else finite_number(count)
-    if number is None or number <= 0:
-        raise sec.error(key, f"accelerator count must be a positive number, got {count!r}")
-    if not number.is_integer():
-        raise sec.error(key, f"fractional accelerator counts are not supported, got {count!r}")
+    parsed = 1.0 if count is None else finite_number(count)
     name = name.strip()
     if not _ACCEL_RE.fullmatch(name):
         raise sec.error(key, f"invalid accelerator name {name!r}: expected e.g. L4, A100:8")
-    return {name: int(number)}
+    return [{name: _count(sec, key, parsed, count)}]
+
+
+def _count(sec: Section, key: str, number: float | None, written: Any) -> float:
+    """A positive count; whole counts as int (``A100:8``), fractions as float (``T4:0.5``)."""
+    if number is None or number <= 0:
+        raise sec.error(key, f"accelerator count must be a positive number, got {written!r}")
+    return int(number) if number.is_integer() else number
 
 
 def _disk_size(sec: Section, key: str) -> int:
@@ -300,7 +342,7 @@ def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
     def get(key: str, default: Any = None) -> Any:
         return fields[key][0] if key in fields else default
 
-    accels: list[dict[str, int] | None] = list(get("accelerators", ([None], False))[0])
+    accels: list[Accel | None] = list(get("accelerators", ([None], False))[0])
     return [
         ResourceCandidate(
             cloud=get("cloud"),

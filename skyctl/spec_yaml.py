@@ -73,6 +73,7 @@ _TOP_EXTRA: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("file_mounts_mapping", "pool"), (dict,)),
     **dict.fromkeys(("volume_mounts", "managed_secrets"), (list,)),
     "event_callback": (str,),
+    "_metadata": (dict,),
     "api_server_access": (bool,),
 }
 _SERVICE_KEYS = {"readiness_probe", "replica_policy", "replicas", "load_balancing_policy"}
@@ -204,15 +205,17 @@ def parse_spec(
         )
     num_nodes = top.integer("num_nodes")
     if num_nodes is not None and num_nodes != 1:
-        raise top.error("num_nodes", f"a service replica is one node: must be 1, got {num_nodes}")
+        raise top.error(
+            "num_nodes",
+            "multi-node replicas are not supported yet: a replica is one node; "
+            f"must be 1, got {num_nodes}",
+        )
     resources = parse_resources(top.mapping("resources", null_ok=True), extra)
     service = top.mapping("service")
     if service is None:
         raise top.error(None, "missing required key 'service' (the service: section)")
     section = _anchor_files(_service(service, resources, extra), source)
-    run = top.string("run", nonempty=True)
-    if run is None:
-        raise top.error(None, "missing required key 'run' (the command starting the server)")
+    run = top.string("run", nonempty=True) if top.has("run") else None  # SkyServe: optional
     local = top.mapping("local", null_ok=True)
     auth = service.mapping("auth", null_ok=True)
     if auth is not None:

@@ -375,7 +375,6 @@ ACCEPTED = [
           /data: s3://bucket
         resources:
           disk_tier: best
-          job_recovery: {strategy: FAILOVER}
           image_id: {us-east-1: ami-1}
         service:
           tls: {keyfile: k.pem, certfile: c.pem}
@@ -387,7 +386,6 @@ ACCEPTED = [
             "extra": {
                 "file_mounts": {"/data": "s3://bucket"},
                 "resources.disk_tier": "best",
-                "resources.job_recovery": {"strategy": "FAILOVER"},
                 "resources.image_id": {"us-east-1": "ami-1"},
                 "workdir": {"url": "https://github.com/org/repo", "ref": "main"},
             },

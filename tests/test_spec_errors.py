@@ -197,7 +197,7 @@ REJECTED = [
         """,
         6,
         "resources.any_of[1].use_spot",
-        "mixing spot and on-demand resources is not supported",
+        "resources must all use spot or none use spot (as in SkyServe)",
     ),
     (
         "mixing spot (inherited) and on-demand candidates",
@@ -213,7 +213,7 @@ REJECTED = [
         """,
         6,
         "resources.ordered[1].use_spot",
-        "mixing spot and on-demand",
+        "must all use spot or none use spot",
     ),
     (
         "unknown load_balancing_policy",
@@ -323,17 +323,17 @@ REJECTED = [
         "not both",
     ),
     (
-        "several accelerators with any_of",
+        "several accelerators with ordered",
         """
         resources:
           accelerators: [A100, L4]
-          any_of: [{cloud: aws}]
+          ordered: [{cloud: aws}]
         service: {}
         run: serve
         """,
         2,
         "resources.accelerators",
-        "cannot be combined with `any_of`",
+        "cannot be combined with `ordered`",
     ),
     (
         "infra together with cloud",
@@ -772,7 +772,6 @@ DOCUMENT_ERRORS = [
     ("unsafe tag", "service: !!python/object:os.system {}\nrun: x\n", 1, "invalid YAML"),
     ("a control character", "service: {}\nrun: a\x07b\n", 2, "invalid YAML"),
     ("missing service", "name: x\nrun: serve\n", 1, "missing required key 'service'"),
-    ("missing run", "service: {}\n", 1, "missing required key 'run'"),
     ("empty run", "service: {}\nrun: '  '\n", 2, "must not be empty"),
     ("a non-string key", "service: {}\nrun: x\n3: y\n", 3, "keys must be strings"),
     (

@@ -2,7 +2,9 @@
 
 Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own
 process group, listening on a free port of 127.0.0.1 given as ``$PORT``, with
-its output in ``<state_dir>/logs/<service>/replica-<id>.log``. Instance
+its output in ``<state_dir>/logs/<service>/replica-<id>.log``. It runs in the
+spec's ``workdir``, else in a directory of its own (``<state_dir>/work/<instance
+id>``, removed at termination), never in the state folder itself. Instance
 records are JSON files under ``state_dir`` (``providers.local_records``), so a
 restarted controller finds the replicas a previous one started; launches are
 idempotent on the client token.
@@ -24,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,6 +163,9 @@ class LocalProvider(Provider):
         try:
             await self._stop(rec)
             self._store.remove(instance_id)
+            # its own directory goes with it, as a cloud VM's disk does (a spec's
+            # workdir is the user's and stays)
+            await asyncio.to_thread(shutil.rmtree, self._replica_dir(instance_id), True)
             self._random_due.pop(instance_id, None)
         finally:
             self._terminating.discard(instance_id)
@@ -225,7 +231,7 @@ class LocalProvider(Provider):
             raise CapacityError(
                 f"no spot capacity in {offering.location} now", location=str(offering.location)
             )
-        cwd = self._workdir(spec)
+        cwd = self._workdir(spec, instance_id)
         port = free_port({r.port for r in self._store.records.values()})
         env = {**os.environ, **spec.envs, **request.envs}
         env.update(
@@ -328,9 +334,13 @@ class LocalProvider(Provider):
         )
         return rec
 
-    def _workdir(self, spec: ServiceSpec) -> str:
+    def _workdir(self, spec: ServiceSpec, instance_id: str) -> str:
+        """The spec's ``workdir``, else a fresh directory of the replica's own: never
+        this provider's state folder (a file server replica would list it)."""
         if not spec.workdir:
-            return str(self._state_dir)
+            path = self._replica_dir(instance_id)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return str(path)
         path = Path(spec.workdir).expanduser()
         if not path.is_absolute():
             base = Path(spec.source).parent if spec.source else Path(self._base_dir or ".")
@@ -338,6 +348,10 @@ class LocalProvider(Provider):
         if not path.is_dir():
             raise ConfigError(f"workdir: {path} is not a directory")
         return str(path)
+
+    def _replica_dir(self, instance_id: str) -> Path:
+        """Where a replica without a ``workdir`` runs; removed when it is terminated."""
+        return self._state_dir / "work" / instance_id
 
     # ------------------------------------------------------------ exits and stops
 

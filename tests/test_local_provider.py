@@ -534,3 +534,60 @@ async def test_one_large_clock_advance_still_preempts_at_trace_times(
         (InstanceEventKind.NOTICE, 17.0),
         (InstanceEventKind.PREEMPTED, 17.0),
     ]
+
+
+# ---------------------------------------------------------------- working directory
+# the spec's workdir, else a directory of the replica's own: never the state folder
+# (a file-serving replica, like the http-server demo, would list instances and logs)
+
+# prints its working directory and what is in it, then stays up
+SHOW_CWD = "echo cwd=$(pwd -P); echo files=$(ls -A | tr '\\n' ,); exec sleep 60"
+
+
+async def launched_cwd(
+    provider: LocalProvider, spec: ServiceSpec, replica_id: int
+) -> tuple[Instance, Path, str]:
+    offering = pick(list(await provider.offerings(spec)), "us-east-a", False)
+    inst = await provider.launch(request(spec, offering, replica_id))
+    log = Path(provider.log_path(inst.instance_id) or "")
+    await eventually(lambda: "files=" in log.read_text(), "the replica to print its cwd")
+    report = _cwd_report(log)
+    return inst, Path(report["cwd"]), report["files"]
+
+
+def _cwd_report(log: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in log.read_text().splitlines() if "=" in line)
+
+
+async def test_a_replica_runs_in_a_fresh_directory_of_its_own_never_the_state_folder(
+    make_provider: MakeProvider, state_dir: Path
+) -> None:
+    provider = make_provider()
+    spec = ServiceSpec(name="svc", resources=Resources(), run=SHOW_CWD)
+    first, cwd1, files1 = await launched_cwd(provider, spec, 1)
+    second, cwd2, _ = await launched_cwd(provider, spec, 2)
+
+    assert state_dir not in (cwd1, cwd2)  # tmp_path is already a real path
+    assert cwd1 != cwd2  # one each
+    assert files1 == ""  # nothing of skyctl's (instances, logs) to see from there
+    assert not (cwd1 / "instances").exists() and not (cwd1 / "logs").exists()
+    assert oct(cwd1.stat().st_mode & 0o777) == oct(0o700)
+
+    await provider.terminate(first.instance_id)
+    await provider.terminate(second.instance_id)
+    assert not cwd1.exists() and not cwd2.exists()  # gone with the replica
+
+
+async def test_the_specs_workdir_is_used_and_kept(
+    make_provider: MakeProvider, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "model.txt").write_text("weights")
+    provider = make_provider()
+    spec = ServiceSpec(name="svc", resources=Resources(), run=SHOW_CWD, workdir=str(project))
+    inst, cwd, files = await launched_cwd(provider, spec, 1)
+    assert cwd == project.resolve()
+    assert files == "model.txt,"
+    await provider.terminate(inst.instance_id)
+    assert (project / "model.txt").read_text() == "weights"  # the user's folder stays

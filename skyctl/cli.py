@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from skyctl import __version__
+from skyctl.cli_console import console
 from skyctl.cli_costs import cost
 from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, wait_down
 from skyctl.cli_env import override_options, overrides
@@ -452,6 +453,7 @@ def check(ctx: click.Context) -> None:
 
 cli.add_command(sim)
 serve.add_command(cost)
+cli.add_command(console)
 
 
 def main() -> None:

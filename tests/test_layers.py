@@ -24,11 +24,13 @@ LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli_down", 4),
     ("skyctl.cli_costs", 4),
     ("skyctl.teardown", 4),
+    ("skyctl.cli_console", 4),
     ("skyctl.client", 4),
     ("skyctl.__main__", 4),
     ("skyctl.controller", 3),
     ("skyctl.router", 3),
     ("skyctl.sim", 3),
+    ("skyctl.console", 3),
     ("skyctl.store", 2),
     ("providers", 2),
     ("policies", 2),
@@ -46,6 +48,9 @@ FORBIDDEN_SIBLINGS = [
     ("skyctl.router", "skyctl.sim"),
     ("skyctl.sim", "skyctl.controller"),
     ("skyctl.sim", "skyctl.router"),
+    ("skyctl.router", "skyctl.console"),
+    ("skyctl.sim", "skyctl.console"),
+    ("skyctl.console", "skyctl.router"),
 ]
 POLICY_BANNED = (
     "aiohttp",

@@ -3,19 +3,25 @@
 Loopback only unless configured; every request needs ``Authorization: Bearer
 <token>`` with the token from a file only the user can read, compared in
 constant time. Errors are JSON ``{"error": one line, "exit_code": n}``.
+``/metrics`` serves the controller's Prometheus metrics (same token). The web
+console (:mod:`skyctl.console`) shares this origin: its login exchanges a
+token derived from the API token for a cookie that allows reads (GET) only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from skyctl import console
 from skyctl.controller.controller import Controller
+from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceNotFound, SkyctlError, SpecError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,7 +50,10 @@ def make_app(
     async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        bearer = hmac.compare_digest(given.encode(), expected.encode())
+        if not bearer and not console.allows(request, token):
+            if console.is_console(request):
+                return console.login_page(request)
             return web.json_response(
                 {"error": "missing or wrong API token", "exit_code": 1}, status=401
             )
@@ -111,6 +120,21 @@ def make_app(
         asyncio.get_running_loop().call_soon(on_shutdown)
         return web.json_response({"ok": True}, status=202)
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=controller.metrics.render(), headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    async def watch_lag(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(controller.metrics.watch_loop_lag())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(watch_lag)
+    app.router.add_get("/metrics", metrics)
+    console.add_routes(app, controller, token)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/services", list_services)
     app.router.add_post("/v1/services", create)

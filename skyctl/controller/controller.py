@@ -19,6 +19,7 @@ from policies import failures
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller.metrics import ControllerMetrics
 from skyctl.controller.reconcile import Reconciler
 from skyctl.controller.runtime import ServiceRuntime, load_spec, make_runtime
 from skyctl.errors import (
@@ -61,6 +62,7 @@ class Controller:
         self.gc_clouds = gc_clouds
         self.secrets = secrets or Secrets(store.path.parent / KEY_FILE_NAME)
         self.reconciler = Reconciler(store, providers, clock, self.secrets)
+        self.metrics = ControllerMetrics(self)
         self.runtimes: dict[str, ServiceRuntime] = {}
         # one runtime (one router) per service: creating one is serialized per name
         self._runtime_locks: dict[str, asyncio.Lock] = {}
@@ -109,9 +111,10 @@ class Controller:
 
     async def tick_all(self) -> None:
         services = self.store.list_services()
-        results = await asyncio.gather(
-            *(self._tick_service(svc) for svc in services), return_exceptions=True
-        )
+        with self.metrics.tick_seconds.time():
+            results = await asyncio.gather(
+                *(self._tick_service(svc) for svc in services), return_exceptions=True
+            )
         for svc, result in zip(services, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("service %s: tick failed: %r", svc.name, result, exc_info=result)
@@ -161,6 +164,7 @@ class Controller:
         spec = load_spec(version, self.secrets)
         rt = make_runtime(svc.name, spec, clock=self.clock, wake=self.wake)
         rt.specs[svc.current_version] = spec
+        rt.prober.on_probe = self.metrics.probe_observer(svc.name)
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
             self.providers.get(cloud).set_event_sink(self._on_provider_event)
         port = svc.router_port

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ class Prober:
         self.probe = probe
         self._clock = clock
         self._on_change = on_change
+        #: called after each probe with its duration (seconds) and outcome (metrics)
+        self.on_probe: Callable[[float, bool], None] | None = None
         self._targets: dict[int, Target] = {}
         self.results: dict[int, ProbeResult] = {}
         self._due: dict[int, float] = {}
@@ -105,7 +108,10 @@ class Prober:
         try:
             if target is None:
                 return
+            started = time.perf_counter()  # a duration, for metrics; not time of day
             ok, detail = await self._request(target.endpoint)
+            if self.on_probe is not None:
+                self.on_probe(time.perf_counter() - started, ok)
             result = self.results.get(rid)
             if result is None or self._targets.get(rid) != target:
                 return

@@ -1,0 +1,175 @@
+"""The controller's Prometheus metrics, served at ``/metrics`` by the API.
+
+Two kinds, following Prometheus conventions (base units, ``_total`` counters,
+histograms rather than precomputed quantiles):
+
+- Facts the store holds, computed at scrape time so they survive restarts:
+  replicas by service, status and kind (gauge); launch attempts, launch
+  failures by reason, preemptions and interruption notices by location
+  (counters, read from the replicas and the ledger that keeps purged ones, so
+  they never go down); accrued cost in USD (counter); open circuit breakers.
+- Measurements of this process: tick duration, event-loop lag and readiness
+  probe latency (histograms, from when the controller started).
+
+Durations are measured with ``time.perf_counter``: they are the process's own
+elapsed time, not time of day, so they are not read from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from skyctl.lifecycle import ReplicaStatus
+from skyctl.store import costs
+
+if TYPE_CHECKING:
+    from skyctl.controller.controller import Controller
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FAILURE_REASONS = ("FAILED", "FAILED_PROVISION", "FAILED_INITIAL_DELAY", "FAILED_PROBING")
+
+
+class _StoreFacts(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.controller
+        store = c.store
+        replicas = GaugeMetricFamily(
+            "skyctl_replicas",
+            "Replicas per service, life-cycle status and kind (spot or on-demand).",
+            labels=["service", "status", "kind"],
+        )
+        for svc in store.list_services():
+            count = Counter(
+                (r.status.value, "spot" if r.spot else "on-demand")
+                for r in store.list_replicas(svc.name)
+            )
+            for status in ReplicaStatus:
+                if status is ReplicaStatus.TERMINATED:
+                    continue
+                for kind in ("spot", "on-demand"):
+                    replicas.add_metric([svc.name, status.value, kind], count[(status.value, kind)])
+        yield replicas
+
+        spans = store.billed_spans()
+        launches = CounterMetricFamily(
+            "skyctl_launches",
+            "Launch calls made to providers (retries with the same token included).",
+            labels=["service", "location", "kind"],
+        )
+        failures = CounterMetricFamily(
+            "skyctl_launch_failures",
+            "Replicas that ended failed, by reason (FAILED_PROVISION: the launch failed).",
+            labels=["service", "location", "reason"],
+        )
+        preemptions = CounterMetricFamily(
+            "skyctl_preemptions",
+            "Spot replicas the cloud took away.",
+            labels=["service", "location"],
+        )
+        notices = CounterMetricFamily(
+            "skyctl_interruption_notices",
+            "Replicas that received an interruption notice.",
+            labels=["service", "location"],
+        )
+        cost = CounterMetricFamily(
+            "skyctl_accrued_cost_usd",
+            "Cost accrued by replicas' instances since they launched, in USD.",
+            labels=["service", "location", "kind"],
+        )
+        now = c.clock.now()
+        n_launch: Counter[tuple[str, ...]] = Counter()
+        n_fail: Counter[tuple[str, ...]] = Counter()
+        n_pre: Counter[tuple[str, ...]] = Counter()
+        n_notice: Counter[tuple[str, ...]] = Counter()
+        usd: dict[tuple[str, ...], float] = {}
+        for s in spans:
+            loc, kind = str(s.location), "spot" if s.spot else "on-demand"
+            n_launch[(s.service, loc, kind)] += s.launch_attempts
+            if s.end_reason in FAILURE_REASONS:
+                n_fail[(s.service, loc, s.end_reason)] += 1
+            if s.end_reason == "PREEMPTED":
+                n_pre[(s.service, loc)] += 1
+            if s.had_notice:
+                n_notice[(s.service, loc)] += 1
+            key = (s.service, loc, kind)
+            usd[key] = usd.get(key, 0.0) + costs.accrued(s, now).cost
+        for family, values in (
+            (launches, n_launch),
+            (failures, n_fail),
+            (preemptions, n_pre),
+            (notices, n_notice),
+        ):
+            for labels, value in sorted(values.items()):
+                family.add_metric(list(labels), value)
+            yield family
+        for labels, amount in sorted(usd.items()):
+            cost.add_metric(list(labels), amount)
+        yield cost
+
+        breakers = GaugeMetricFamily(
+            "skyctl_breaker_open",
+            "1 while a location's circuit breaker is open (its API kept failing).",
+            labels=["location"],
+        )
+        b = c.reconciler.launcher.breakers
+        for location in b.open_locations():
+            breakers.add_metric([str(location)], 1.0)
+        yield breakers
+
+
+class ControllerMetrics:
+    """The controller's registry: store facts plus this process's histograms."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_StoreFacts(controller))
+        self.tick_seconds = Histogram(
+            "skyctl_controller_tick_seconds",
+            "Time one tick took to reconcile every service.",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.loop_lag_seconds = Histogram(
+            "skyctl_controller_event_loop_lag_seconds",
+            f"How late the event loop woke a task sleeping {LAG_INTERVAL} s.",
+            buckets=_FAST,
+            registry=self.registry,
+        )
+        self.probe_seconds = Histogram(
+            "skyctl_probe_duration_seconds",
+            "Readiness probe round-trip time.",
+            labelnames=["service", "result"],
+            buckets=_FAST,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def probe_observer(self, service: str) -> Callable[[float, bool], None]:
+        """What a service's prober calls after each probe (seconds, passed)."""
+
+        def observe(seconds: float, ok: bool) -> None:
+            self.probe_seconds.labels(service, "ok" if ok else "fail").observe(seconds)
+
+        return observe
+
+    async def watch_loop_lag(self, interval: float = LAG_INTERVAL) -> None:
+        """Sample the event loop's lag until cancelled (runs with the API)."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(interval)
+            self.loop_lag_seconds.observe(max(0.0, time.perf_counter() - start - interval))

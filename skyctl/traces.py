@@ -47,7 +47,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -395,7 +395,7 @@ def _truncate(z: ZoneTrace, n: int) -> ZoneTrace:
 def _epoch(text: str) -> float:
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)  # the AWS traces are in UTC
+        dt = dt.replace(tzinfo=UTC)  # the AWS traces are in UTC
     return dt.timestamp()
 
 

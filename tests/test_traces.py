@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tarfile
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ def make_aws(
     for zone, values in zones.items():
         rows = ["date,availability"]
         for i, v in enumerate(values):
-            t = datetime.fromtimestamp(1_676_498_896 + 195 * i, tz=timezone.utc)
+            t = datetime.fromtimestamp(1_676_498_896 + 195 * i, tz=UTC)
             rows.append(f"{t:%Y-%m-%d %H:%M:%S},{v}")
         (root / "availability" / f"{zone}_v100_1.csv").write_text("\n".join(rows) + "\n")
     (root / "spot_prices.json").write_text(
@@ -92,7 +92,7 @@ def test_aws_trace_has_the_published_shape() -> None:
     trace = load_trace("aws-v100-2023-02")
     assert trace.ticks == 20_158
     assert trace.gap_seconds == 195
-    assert trace.start == datetime(2023, 2, 15, 22, 8, 16, tzinfo=timezone.utc).timestamp()
+    assert trace.start == datetime(2023, 2, 15, 22, 8, 16, tzinfo=UTC).timestamp()
     assert len(trace.zones) == 9
     assert trace.ondemand_price == pytest.approx(3.06)
     assert trace.zones[trace.zone_index("us-east-2a")].region == "us-east-2"
@@ -176,7 +176,7 @@ def test_gcp_folder_one_means_preempted(tmp_path: Path) -> None:
     assert avail(trace, "us-central1-a") == (True, False, False, True)
     assert trace.spot_price(0, 2) == 18.0
     assert trace.zone_ondemand_price(0) == 80.0
-    assert trace.start == datetime(2025, 10, 4, 0, 10, tzinfo=timezone.utc).timestamp()
+    assert trace.start == datetime(2025, 10, 4, 0, 10, tzinfo=UTC).timestamp()
 
 
 def test_counts_folder_available_when_count_positive(tmp_path: Path) -> None:

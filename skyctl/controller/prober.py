@@ -147,7 +147,7 @@ class Prober:
                 return resp.status == 200, f"HTTP {resp.status}"
         except asyncio.CancelledError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
             return False, type(e).__name__
 
     async def close(self) -> None:

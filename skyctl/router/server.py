@@ -373,7 +373,7 @@ class Router:
         self._waiting += 1
         try:
             await asyncio.wait_for(self._have_replicas.wait(), opts.wait_for_replica_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return []
         finally:
             self._waiting -= 1

@@ -450,7 +450,7 @@ class FakeKubernetes(NodesAndPods):
                     break
                 try:
                     live = await asyncio.wait_for(watcher.queue.get(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if live is None:
                     break

@@ -15,6 +15,7 @@ from policies import registry
 from skyctl.errors import SkyctlError
 from skyctl.sim import DEFAULT_COLD_START, SimConfig, SimResult, format_table, simulate, to_json
 from skyctl.sim.coldstart import ColdStart, parse_cold_start
+from skyctl.sim.engine import cold_start_warning
 from skyctl.spec_yaml import load_spec_file
 from skyctl.traces import Trace, load_trace
 
@@ -62,11 +63,11 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
 )
 @click.option(
     "--cold-start",
-    default=f"{DEFAULT_COLD_START:g}",
-    show_default=True,
+    default=None,
     metavar="SECONDS|DIST",
     help="Launch to READY (spot and on-demand): seconds, or uniform:LOW:HIGH, "
-    "normal:MEAN:SD, lognormal:MEDIAN:SIGMA, choice:A,B,... sampled per launch.",
+    "normal:MEAN:SD, lognormal:MEDIAN:SIGMA, choice:A,B,... sampled per launch "
+    f"(default: the spec's initial_delay_seconds, at most {DEFAULT_COLD_START:g}).",
 )
 @click.option(
     "--spot-cold-start",
@@ -128,7 +129,7 @@ def sim(
     trace_name: str,
     policies: tuple[str, ...],
     replicas: int | None,
-    cold_start: str,
+    cold_start: str | None,
     spot_cold_start: str | None,
     ondemand_cold_start: str | None,
     seed: int,
@@ -143,13 +144,13 @@ def sim(
     try:
         for wanted in policies:
             registry.get(wanted)
-        both = parse_cold_start(cold_start)
-        spot_cold: ColdStart = (
+        both = parse_cold_start(cold_start) if cold_start is not None else None
+        spot_cold: ColdStart | None = (
             both
             if spot_cold_start is None
             else parse_cold_start(spot_cold_start, key="--spot-cold-start")
         )
-        od_cold: ColdStart = (
+        od_cold: ColdStart | None = (
             both
             if ondemand_cold_start is None
             else parse_cold_start(ondemand_cold_start, key="--ondemand-cold-start")
@@ -162,6 +163,10 @@ def sim(
         _fail(str(e))
         return
     start_tick, ticks = _window(trace, start, hours)
+    for cold in {c for c in (spot_cold, od_cold) if c is not None}:
+        warning = cold_start_warning(spec, cold)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     results: list[SimResult] = []
     chosen: tuple[str | None, ...] = policies or (None,)
     for name in chosen:
@@ -180,6 +185,9 @@ def sim(
             results.append(simulate(spec, trace, config))
         except SkyctlError as e:
             _fail(str(e))
+    for result in results:
+        if result.failure:
+            click.echo(f"warning: {result.policy}: service FAILED {result.failure}", err=True)
     if output == "json":
         click.echo(to_json(results))
     else:

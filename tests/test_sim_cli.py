@@ -123,7 +123,7 @@ def test_cold_start_distribution_and_seed(files: tuple[Path, Path]) -> None:
     def availability(*extra: str) -> float:
         res = CliRunner().invoke(sim, [*base, *extra])
         assert res.exit_code == 0, res.output
-        return float(json.loads(res.output)[0]["availability"])
+        return float(json.loads(res.stdout)[0]["availability"])  # a warning goes to stderr
 
     dist = ("--cold-start", "uniform:60:3000")
     assert availability(*dist, "--seed", "4") == availability(*dist, "--seed", "4")

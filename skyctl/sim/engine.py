@@ -20,7 +20,13 @@ The provider model (also in ``docs/simulator.md``):
   ``notice_seconds`` before);
 - on-demand is always obtainable, at the zone's on-demand price;
 - a launch becomes READY after the cold start (spot and on-demand separately),
-  a fixed figure or a distribution sampled per launch with ``seed``;
+  a fixed figure or a distribution sampled per launch with ``seed``; by
+  default the spec's ``initial_delay_seconds``, at most ``DEFAULT_COLD_START``
+  (the spec says its replicas are ready within that delay);
+- the plan runs at every event and also when a STARTING replica's initial
+  delay runs out and when held-back launches may go (``Plan.launch_after``),
+  as the live controller's ticks would: failures, backoff and a FAILED
+  service (``policies.failures``) play out as they would live.
 - a replica costs its location's price (spot: the price of the current tick)
   from launch to termination, cold start included.
 """
@@ -52,15 +58,16 @@ from skyctl.types import Location, Offering
 S = ReplicaStatus
 DEFAULT_COLD_START = 180.0
 
-_TICK, _NOTICE, _READY = 0, 1, 2  # event kinds; at equal times ticks go first
+_TICK, _NOTICE, _READY, _WAKE = 0, 1, 2, 3  # event kinds; at equal times ticks go first
 
 
 @dataclass(frozen=True)
 class SimConfig:
     replicas: int | None = None  # N; None: the spec's min_replicas
     policy: str | None = None  # overrides the spec's spot policy
-    spot_cold_start: float | str | ColdStart = DEFAULT_COLD_START  # seconds or a distribution
-    ondemand_cold_start: float | str | ColdStart = DEFAULT_COLD_START
+    # seconds or a distribution; None: from the spec (spec_cold_start)
+    spot_cold_start: float | str | ColdStart | None = None
+    ondemand_cold_start: float | str | ColdStart | None = None
     start_tick: int = 0
     ticks: int | None = None  # None: to the end of the trace
     notice_seconds: float = 0.0  # interruption notice before a trace preemption
@@ -102,6 +109,24 @@ def trace_cloud(trace: Trace) -> str:
     return head if head in ("aws", "gcp", "azure") else "trace"
 
 
+def spec_cold_start(spec: ServiceSpec) -> float:
+    """The default cold start for ``spec``: its initial delay, at most DEFAULT_COLD_START."""
+    return min(DEFAULT_COLD_START, spec.service.readiness_probe.initial_delay_seconds)
+
+
+def cold_start_warning(spec: ServiceSpec, cold: float | str | ColdStart) -> str:
+    """A one-line warning when the modelled cold start outlasts the spec's initial delay."""
+    delay = spec.service.readiness_probe.initial_delay_seconds
+    model = as_cold_start(cold)
+    if model.mean <= delay:
+        return ""
+    return (
+        f"the cold start modelled ({model}, mean {model.mean:g}s) is longer than the spec's "
+        f"initial_delay_seconds ({delay:g}s): replicas are killed FAILED_INITIAL_DELAY "
+        "before they are ready, as they would be live"
+    )
+
+
 def effective_spec(spec: ServiceSpec, config: SimConfig) -> ServiceSpec:
     """The spec with the simulator's overrides: fixed N replicas, the policy."""
     rp = spec.service.replica_policy
@@ -128,8 +153,13 @@ class Simulation:
         self.locations = [Location(cloud, z.region, z.zone) for z in tr.zones]
         self.avail = tr.availability_matrix()
         self.caps = tr.capacity_matrix()
-        self.spot_cold = as_cold_start(config.spot_cold_start)
-        self.od_cold = as_cold_start(config.ondemand_cold_start)
+        default = spec_cold_start(self.spec)
+        spot, od = config.spot_cold_start, config.ondemand_cold_start
+        self.spot_cold = as_cold_start(default if spot is None else spot)
+        self.od_cold = as_cold_start(default if od is None else od)
+        self.initial_delay = self.spec.service.readiness_probe.initial_delay_seconds
+        self.wakes: set[float] = set()  # times a plan is already due (_WAKE events)
+        self.failure = ""  # the first time plan gave the service up: why
         self.rng = random.Random(config.seed)
         self.prices = tr.spot_price_matrix()
         self.od_prices = [tr.zone_ondemand_price(i) for i in range(len(tr.zones))]
@@ -227,7 +257,14 @@ class Simulation:
             self.events.append(LocationEvent(LocationEventKind.LAUNCHED, offering.location, now))
         cold = (self.spot_cold if offering.spot else self.od_cold).sample(self.rng)
         heapq.heappush(self.heap, (now + cold, _READY, r.rid, 0))
+        if cold > self.initial_delay:  # the plan must look when its delay runs out
+            self._wake(now + self.initial_delay + 1e-3)
         return True
+
+    def _wake(self, at: float) -> None:
+        if at not in self.wakes:
+            self.wakes.add(at)
+            heapq.heappush(self.heap, (at, _WAKE, 0, 0))
 
     # -- the decision path --------------------------------------------------------
     def observe(self) -> ServiceObservation:
@@ -264,6 +301,10 @@ class Simulation:
             p = decide(self.observe(), now)
             self.rec.plans += 1
             self.last_plan = p
+            if p.failure and not self.failure:
+                self.failure = f"at {now - self.trace.start:.0f}s: {p.failure}"
+            if p.launch_after is not None and p.launch_after > now:
+                self._wake(p.launch_after)
             self.location_states = dict(p.location_states)
             self.policy_state = dict(p.policy_state)
             for t in p.terminations:
@@ -318,6 +359,8 @@ class Simulation:
                             heapq.heappush(self.heap, (max(now, nxt - notice), _NOTICE, a + 1, 0))
                 elif kind == _NOTICE:
                     self._notice(a, now)
+                elif kind == _WAKE:
+                    self.wakes.discard(now)
                 else:
                     r = self.replicas.get(a)
                     if r is not None and r.status is S.STARTING:
@@ -326,11 +369,12 @@ class Simulation:
             self.step(now)
             self.rec.target = self.last_plan.target
         self._account(end)
-        return self.rec.result(
+        result = self.rec.result(
             policy=self._policy_name(),
             trace=tr,
             od_price=min(self.od_prices),
         )
+        return replace(result, failure=self.failure)
 
     def _drops(self, tick: int) -> bool:
         """Some zone loses availability or capacity from ``tick`` to the next."""

@@ -47,6 +47,7 @@ class SimResult:
     ondemand_hours: float  # on-demand replica-hours
     spot_hours: float  # spot replica-hours
     plans: int  # calls of policies.reconcile.plan
+    failure: str = ""  # when and why plan gave the service up (FAILED), if it did
     timeline: tuple[TimelinePoint, ...] = field(default=(), repr=False)
 
     @property

@@ -1,0 +1,63 @@
+"""``skyctl sim`` runs the controller's failure rules: no launch storm, FAILED as live.
+
+Every shipped manifest with a service, replayed over whole bundled traces, makes
+at most twice as many (granted) launches as the preemptions plus the target:
+each preemption costs a replacement and perhaps an on-demand fallback, never a
+loop. A cold start longer than the spec's initial delay is warned about, and
+plays out as it would live: FAILED_INITIAL_DELAY, backoff, the service FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from skyctl.cli_sim import sim
+from skyctl.sim.engine import DEFAULT_COLD_START, cold_start_warning, spec_cold_start
+from skyctl.spec_yaml import load_spec_file
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = sorted(ROOT.glob("manifests/*.yaml"))
+TRACES = ("aws-v100-2023-02", "gcp-h100-2025-10")
+
+
+def _run(args: list[str]) -> tuple[list[dict[str, object]], str]:
+    res = CliRunner().invoke(sim, [*args, "-o", "json"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    return json.loads(out[out.index("[") :]), res.stderr
+
+
+@pytest.mark.parametrize("trace", TRACES)
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
+def test_no_launch_storm_on_any_shipped_manifest(manifest: Path, trace: str) -> None:
+    spec = load_spec_file(str(manifest))
+    rp = spec.service.replica_policy
+    target = rp.min_replicas + (rp.num_overprovision or 0)
+    (row,), err = _run([str(manifest), "--trace", trace])
+    granted = int(row["launches"]) - int(row["failed_launches"])  # type: ignore[call-overload]
+    assert granted <= 2 * (int(row["preemptions"]) + target), row  # type: ignore[call-overload]
+    assert row["failure"] == "" and "warning" not in err
+    assert float(row["availability"]) > 0.95  # type: ignore[arg-type]
+
+
+def test_the_default_cold_start_is_the_specs_initial_delay_at_most_180s() -> None:
+    local = load_spec_file(str(ROOT / "manifests/spot-local-trace.yaml"))
+    vllm = load_spec_file(str(ROOT / "manifests/skyserve-vllm.yaml"))
+    assert spec_cold_start(local) == 30.0
+    assert spec_cold_start(vllm) == DEFAULT_COLD_START
+    assert cold_start_warning(local, 30.0) == ""
+    assert "initial_delay_seconds (30s)" in cold_start_warning(local, 180.0)
+
+
+def test_a_cold_start_beyond_the_initial_delay_is_warned_about_and_fails_as_live() -> None:
+    manifest = str(ROOT / "manifests/spot-local-trace.yaml")
+    (row,), err = _run([manifest, "--trace", TRACES[0], "--cold-start", "180"])
+    assert "warning: the cold start modelled (180" in err
+    assert "service FAILED" in err and "FAILED_INITIAL_DELAY" in str(row["failure"])
+    # three rounds of 4 replicas, then nothing: not the 491,130 launches of a storm
+    granted = int(row["launches"]) - int(row["failed_launches"])  # type: ignore[call-overload]
+    assert granted <= 12 and row["availability"] == 0.0

@@ -113,7 +113,7 @@ SMUGGLING = [
     (GET + b"X-A: 1\r\n Transfer-Encoding: chunked\r\n\r\n", 400),  # obs-fold
     (GET + b"X-A: 1\nTransfer-Encoding: chunked\r\n\r\n", 400),  # bare LF
     (GET + b"X-A: a\x00b\r\n\r\n", 400),
-    (b"GET  / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 3.2)
     (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
     (b"G(T / HTTP/1.1\r\n\r\n", 400),
     (b"GET http://evil/ HTTP/1.1\r\n\r\n", 400),

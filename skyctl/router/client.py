@@ -256,6 +256,10 @@ class _Conn:
                 break
             if head.status == 101:
                 raise ProtocolError(502, "unexpected protocol switch")
+            if not head.keep_alive:  # llhttp: nothing may follow it
+                raise ProtocolError(502, "informational response on a closing connection")
+            if data[:1] == b"\r" or data[:1] == b"\n":
+                data = data.lstrip(b"\r\n")  # empty lines between messages (as llhttp)
             # 1xx informational: skip it, the real head follows
         resp.head = head
         if response_has_body(self._method, head.status):

@@ -123,6 +123,9 @@ class Connection:
         self.last_active = self._loop.time()
         self._buf = b""
         self._receiving: Request | None = None  # request whose body is still arriving
+        # after an Upgrade request: the bytes that followed its head (nothing more is
+        # parsed as HTTP/1.1; reading pauses until a tunnel takes the connection)
+        self.upgraded: bytes | None = None
         self._framer: Framer | None = None
         self._current: Request | None = None  # handed to the task
         self._ready: Request | None = None  # parsed ahead, waiting
@@ -210,6 +213,9 @@ class Connection:
     # ---- request parsing -------------------------------------------------------------------
 
     def _parse(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded += data
+            return
         while data:
             if self._ready is not None or self._receiving is not None:
                 self._buf = data  # one request ahead is enough: wait for the handler
@@ -226,6 +232,8 @@ class Connection:
             if end < 0 or end > server.max_head_bytes:
                 if len(data) > server.max_head_bytes:
                     self._reject(ProtocolError(431, "request head too large"))
+                elif data.count(b"\n") != data.count(b"\r\n"):  # refused now, as llhttp
+                    self._reject(ProtocolError(400, "bare LF in the request head"))
                 elif data:
                     self._buf = data
                     if self._head_since is None:
@@ -242,6 +250,11 @@ class Connection:
                 return
             data = data[end + 4 :]
             request = Request(head, self.remote)
+            if head.upgrade:  # as llhttp: what follows the head is the new protocol's
+                self.upgraded = data
+                self._pause_reading()
+                self._dispatch(request)
+                return
             if head.chunked or head.content_length:
                 body = request.body = BodyStream(self._pause_reading, self._resume_reading)
                 if head.expect_continue and head.http11:
@@ -274,7 +287,7 @@ class Connection:
         head = request.head
         self._state = _IDLE
         self._chunked = False
-        self._close_after = not head.keep_alive or self._server.draining
+        self._close_after = not head.keep_alive or self._server.draining or head.upgrade
         self._head_only = head.method == b"HEAD"
         self._http11 = head.http11
         fast = self._server.fast

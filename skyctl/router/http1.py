@@ -43,29 +43,48 @@ HIGH_WATER: Final = 256 * 1024  # bytes buffered in a BodyStream before reading 
 LOW_WATER: Final = 64 * 1024
 
 _TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+").fullmatch
-_HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
-# a header section: token, colon, a value without CR, LF or NUL, CRLF; nothing else
-_FIELDS_OK: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*").fullmatch
+# a header section as llhttp takes it: token, colon, a value of HTAB, SP, visible
+# ASCII or obs-text (no other control byte), CRLF; nothing else
+_FIELDS_OK: Final = re.compile(
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
+).fullmatch
+# a chunk-size line: hex digits, then extensions (;name or ;name=token or "quoted")
+_CHUNK_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]+)(?:;+(?:[!#$%&'*+.^_`|~0-9A-Za-z-]*=(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|"
+    rb""""(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*")?"""
+    rb"|[!#$%&'*+.^_`|~0-9A-Za-z-]+))*"
+).fullmatch
 # the headers the router reads, searched in LF + the header section (a literal LF
-# first lets the regex engine skip ahead instead of trying every position)
+# first lets the regex engine skip ahead instead of trying every position): the
+# name, the value without its surrounding whitespace, the whitespace after it
 _REQUEST_SPECIAL: Final = re.compile(
     rb"\n(content-length|transfer-encoding|connection|host|x-request-id|x-forwarded-for|expect"
-    rb"|authorization)"
-    rb":[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*\r",
+    rb"|authorization|upgrade)"
+    rb":[ \t]*((?:[^\r]*[^\r \t])?)([ \t]*)\r",
     re.I,
 ).findall
 _RESPONSE_SPECIAL: Final = re.compile(
-    rb"\n(content-length|transfer-encoding|connection):[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*\r", re.I
+    rb"\n(content-length|transfer-encoding|connection):[ \t]*((?:[^\r]*[^\r \t])?)([ \t]*)\r",
+    re.I,
 ).findall
-_LINES: Final = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*\r\n)*)"
+_LINES: Final = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)"
 # a whole well-formed head (start line and header lines, each ending in CRLF) in
-# one call; anything else goes the long way, which says what is wrong
+# one call; anything else goes the long way, which says what is wrong. Spaces
+# between the request line's parts may repeat, as llhttp allows (RFC 9112 3).
 _REQUEST_HEAD: Final = re.compile(
-    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n\x00]+) HTTP/1\.([01])\r\n" + _LINES
+    rb"([A-Z-]+) +([\x21-\x7e]+) +HTTP/1\.([01])\r\n" + _LINES
 ).fullmatch
 _RESPONSE_HEAD: Final = re.compile(
-    rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?\r\n" + _LINES
+    rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?\r\n" + _LINES
 ).fullmatch
+# the methods llhttp knows (an HTTP/1.1 server answers others 501); CONNECT is
+# refused apart: the router is no forward proxy
+_FRAMING_FIELD: Final = re.compile(rb"(?i:content-length|transfer-encoding):").match
+METHODS: Final = frozenset(
+    b"DELETE GET HEAD POST PUT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH"
+    b" UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE"
+    b" UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split()
+)
 
 _KEEP_ALIVE: Final = frozenset({b"keep-alive"})
 _CLOSE: Final = frozenset({b"close"})
@@ -128,6 +147,7 @@ class Head:
     forwarded_for: tuple[bytes, ...] = ()
     expect_continue = False
     authorization: bytes | None = None  # b"" when the request repeats the header
+    upgrade = False  # Connection names "upgrade" and an Upgrade header is present
 
 
 def _split(data: bytes, status: int) -> tuple[bytes, bytes]:
@@ -155,6 +175,7 @@ _REQUEST_ID: Final = 4
 _FORWARDED_FOR: Final = 5
 _EXPECT: Final = 6
 _AUTHORIZATION: Final = 7
+_UPGRADE: Final = 8
 _SPECIAL_NAMES: Final = (
     b"content-length",
     b"transfer-encoding",
@@ -164,36 +185,58 @@ _SPECIAL_NAMES: Final = (
     b"x-forwarded-for",
     b"expect",
     b"authorization",
+    b"upgrade",
 )
 _NAMES: Final[dict[bytes, int]] = {
     spelling: kind
     for kind, name in enumerate(_SPECIAL_NAMES)
     for spelling in (name, name.title(), name.title().replace(b"-Id", b"-ID"))
 }
+_MAX_LENGTH: Final = (1 << 64) - 2  # llhttp's bound on Content-Length and chunk sizes
 
 
 def _parse_fields(
-    head: Head, special: Callable[[bytes, int], list[tuple[bytes, bytes]]], data: bytes, pos: int
+    head: Head,
+    special: Callable[[bytes, int], list[tuple[bytes, bytes, bytes]]],
+    data: bytes,
+    pos: int,
+    request: bool,
 ) -> None:
     """Pick out the headers the router reads from ``data[pos:]``: LF, then the header
-    lines (``head.fields``) each ending in CRLF."""
+    lines (``head.fields``) each ending in CRLF. The framing rules are llhttp's
+    (RFC 9112 6.3), plus the router's own for requests (docs/router.md)."""
+    status = 400 if request else 502
     length: bytes | None = None
     lengths = 0
+    hosts = 0
+    upgrade = False
+    conflict = False
     codings: list[bytes] | None = None
     connection: list[bytes] | None = None
-    for name, value in special(data, pos):  # findall: (name, value) pairs, in C
+    for name, value, space in special(data, pos):  # findall: (name, value, OWS) triples, in C
         kind = _NAMES.get(name)
         if kind is None:
             kind = _NAMES[name.lower()]
         if kind == _CONTENT_LENGTH:
-            length = value
+            if codings:  # after a Transfer-Encoding (llhttp: one with a value)
+                conflict = True
+            # llhttp: digits, then spaces only (a tab after them is an error)
+            length = value if not space or space.count(9) == 0 else b"\t"
             lengths += 1
         elif kind == _TRANSFER_ENCODING:
-            codings = [value] if codings is None else [*codings, value]
+            if lengths:  # after a Content-Length, even empty
+                conflict = True
+            if space and space.count(9):  # llhttp: a tab after the value is part of it
+                value += space
+            if value or request:  # llhttp: an empty one in a response does not count
+                codings = [value] if codings is None else [*codings, value]
         elif kind == _CONNECTION:
+            if space and space.count(9):  # llhttp: a tab after the value is part of it
+                value += space
             connection = [value] if connection is None else [*connection, value]
         elif kind == _HOST:
             head.host = value
+            hosts += 1
         elif kind == _REQUEST_ID:
             head.request_id = value
         elif kind == _FORWARDED_FOR:
@@ -202,36 +245,71 @@ def _parse_fields(
             head.expect_continue = value.lower() == b"100-continue"
         elif kind == _AUTHORIZATION:
             head.authorization = value if head.authorization is None else b""
+        elif kind == _UPGRADE:
+            upgrade = upgrade or bool(value)  # llhttp: an empty one does not count
+    if conflict or (codings is not None and lengths):
+        raise ProtocolError(status, "both Content-Length and Transfer-Encoding")
     if codings is not None:
-        if lengths:
-            raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
-        if not head.http11:
-            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 message")
-        tokens = [t.strip().lower() for v in codings for t in v.split(b",") if t.strip()]
-        if not tokens or tokens[-1] != b"chunked" or tokens.count(b"chunked") != 1:
-            raise ProtocolError(400, f"chunked must be the last transfer coding, once: {tokens!r}")
-        if len(tokens) > 1:
-            raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
-        head.chunked = True
+        if request:
+            _request_codings(head, codings)
+        else:  # chunked if it is the last coding, else the body runs until the close
+            # (a response without a body, 1xx, 204, 304, ignores it)
+            last = codings[-1].rsplit(b",", 1)[-1].lstrip(b" \t").rstrip(b" ")
+            head.chunked = last.lower() == b"chunked"
     elif length is not None:
-        if lengths != 1:
-            raise ProtocolError(400, "more than one Content-Length")
+        if lengths > 1:
+            raise ProtocolError(status, "more than one Content-Length")
         # isdigit: ASCII digits only, for bytes (no `b"," in value` here: bytes' `in`
         # formats an error message inside it, each time)
-        if not (length.isdigit() and len(length) <= 18):
-            if b"," in length:
-                raise ProtocolError(400, "more than one Content-Length")
-            raise ProtocolError(400, f"invalid Content-Length {length[:20]!r}")
-        head.content_length = int(length)
+        if not length.isdigit():
+            if length.count(44):  # ","
+                raise ProtocolError(status, "more than one Content-Length")
+            raise ProtocolError(status, f"invalid Content-Length {length[:20]!r}")
+        number = int(length)
+        if number > _MAX_LENGTH:
+            raise ProtocolError(status, f"Content-Length overflow {length[:24]!r}")
+        head.content_length = number
     if connection is not None:
         common = _COMMON_CONNECTION.get(connection[0]) if len(connection) == 1 else None
         head.connection = common or frozenset(
-            t.strip().lower() for v in connection for t in v.split(b",") if t.strip()
+            t.lstrip(b" \t").rstrip(b" ").lower() for v in connection for t in v.split(b",")
         )
     if head.http11:
         head.keep_alive = b"close" not in head.connection
     else:
-        head.keep_alive = b"keep-alive" in head.connection and b"close" not in head.connection
+        head.keep_alive = b"keep-alive" in head.connection  # as llhttp (even with close)
+    if request:
+        if hosts != 1 and (head.http11 or hosts):  # RFC 9112 3.2
+            raise ProtocolError(400, "a request needs one Host header" if hosts else "no Host")
+        head.upgrade = upgrade and b"upgrade" in head.connection
+
+
+def _request_codings(head: Head, codings: list[bytes]) -> None:
+    """A request's Transfer-Encoding: ``chunked`` alone (llhttp also frames
+    ``gzip, chunked``; the router answers it 501), in HTTP/1.1 only."""
+    # llhttp: whitespace before a coding is skipped, a tab after one is part of it
+    tokens: list[bytes] = []
+    for value in codings:
+        parts = [t.lstrip(b" \t").rstrip(b" ").lower() for t in value.split(b",")]
+        if value and not parts[-1]:  # "chunked," (llhttp: invalid)
+            raise ProtocolError(400, f"invalid Transfer-Encoding {value[:40]!r}")
+        tokens += [t for t in parts if t]
+    if not head.http11:
+        raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if not tokens or tokens[-1] != b"chunked" or tokens.count(b"chunked") != 1:
+        raise ProtocolError(400, f"chunked must be the last transfer coding, once: {tokens!r}")
+    if len(tokens) > 1:
+        raise ProtocolError(501, f"unsupported Transfer-Encoding {b', '.join(tokens)!r}")
+    head.chunked = True
+
+
+def _check_request_line(method: bytes, target: bytes) -> None:
+    if method not in METHODS:
+        if method == b"CONNECT":
+            raise ProtocolError(400, "CONNECT: the router is no forward proxy")
+        raise ProtocolError(501, f"unknown method {method[:20]!r}")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
 
 
 def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
@@ -245,35 +323,41 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
     method, target, minor, fields = m.groups()
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
-    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
-        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
+    _check_request_line(method, target)
     head = Head()
     head.method, head.target, head.http11, head.fields = method, target, minor == b"1", fields
-    _parse_fields(head, _REQUEST_SPECIAL, data, m.start(4) - 1)
+    _parse_fields(head, _REQUEST_SPECIAL, data, m.start(4) - 1, True)
     return head
+
+
+_REQUEST_LINE: Final = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([\x21-\x7e]+) +(HTTP/\S*)"
+).fullmatch
+
+
+_VERSION: Final = re.compile(rb"HTTP/[0-9]\.[0-9]").fullmatch
 
 
 def _parse_request_slowly(data: bytes, max_fields: int) -> Head:
     start, fields = _split(data, 400)
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
-    parts = start.split(b" ")
-    if len(parts) != 3 or not _TOKEN(parts[0]) or not parts[1]:
+    m = _REQUEST_LINE(start)
+    if m is None:
         raise ProtocolError(400, f"malformed request line {start[:60]!r}")
-    method, target, version = parts
+    method, target, version = m.groups()
     if version == b"HTTP/1.1":
         http11 = True
     elif version == b"HTTP/1.0":
         http11 = False
-    elif version.startswith(b"HTTP/"):
+    elif _VERSION(version):
         raise ProtocolError(505, f"unsupported version {version[:16]!r}")
     else:
         raise ProtocolError(400, f"malformed request line {start[:60]!r}")
-    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
-        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
+    _check_request_line(method, target)
     head = Head()
     head.method, head.target, head.http11, head.fields = method, target, http11, fields
-    _parse_fields(head, _REQUEST_SPECIAL, b"\n" + fields, 0)
+    _parse_fields(head, _REQUEST_SPECIAL, b"\n" + fields, 0, True)
     return head
 
 
@@ -290,7 +374,7 @@ def parse_response_head(data: bytes) -> Head:
     head = Head()
     head.status, head.reason, head.http11 = int(status), reason, minor == b"1"
     head.fields = fields
-    _parse_fields(head, _RESPONSE_SPECIAL, data, m.start(4) - 1)
+    _parse_fields(head, _RESPONSE_SPECIAL, data, m.start(4) - 1, False)
     return head
 
 
@@ -312,12 +396,13 @@ _DONE: Final = 6
 class Framer:
     """Splits one body off a byte stream; :meth:`feed` returns what follows the body."""
 
-    __slots__ = ("_limit", "_pending", "_remaining", "_state", "_total", "_trailer")
+    __slots__ = ("_limit", "_pending", "_remaining", "_state", "_total", "_trailer", "trailers")
 
     def __init__(self, length: int | None, chunked: bool, limit: int | None = None) -> None:
         """``limit``: the most body bytes a chunked body may carry (413 beyond)."""
         self._pending = b""
         self._trailer = 0
+        self.trailers: list[bytes] = []  # the trailer's lines (not forwarded)
         self._total = 0
         self._limit = limit
         if chunked:
@@ -388,21 +473,24 @@ class Framer:
                     break
                 line = data[pos:end]
                 pos = end + 2
-                if b"\n" in line or b"\r" in line or b"\0" in line:
-                    raise ProtocolError(400, "bare CR, LF or NUL in a chunk or trailer line")
                 if state == _SIZE:
-                    digits, ext, _ = line.partition(b";")
-                    if ext:  # whitespace is allowed before the extension only
-                        digits = digits.rstrip(b" \t")
-                    if not _HEX(digits):
+                    m = _CHUNK_LINE(line)  # as llhttp: no whitespace, extensions well formed
+                    if m is None:
                         raise ProtocolError(400, f"invalid chunk size {line[:20]!r}")
-                    self._remaining = int(digits, 16)
+                    self._remaining = int(m.group(1), 16)
+                    if self._remaining > _MAX_LENGTH:
+                        raise ProtocolError(400, f"chunk size overflow {line[:20]!r}")
                     self._total += self._remaining
                     if self._limit is not None and self._total > self._limit:
                         raise ProtocolError(413, f"request body over {self._limit} bytes")
                     state = _DATA if self._remaining else _TRAILER
                 elif line:
+                    if not _FIELDS_OK(line + b"\r\n"):
+                        raise ProtocolError(400, f"malformed trailer line {line[:40]!r}")
+                    if _FRAMING_FIELD(line):  # framing in a trailer (llhttp: an error)
+                        raise ProtocolError(400, f"framing header in the trailer {line[:40]!r}")
                     self._trailer += len(line) + 2
+                    self.trailers.append(line)
                     if self._trailer > MAX_TRAILER_BYTES:
                         raise ProtocolError(400, "trailer section too large")
                 else:

@@ -6,7 +6,9 @@ script:
 
 1. exports ``PORT``, ``SKYCTL_SERVICE``, ``SKYCTL_REPLICA_ID``,
    ``SKYCTL_VERSION``, ``SKYCTL_NOTICE_FILE`` and the request's ``envs``
-   (already merged with secrets), every value shell-quoted;
+   (already merged with secrets), every value shell-quoted, then SkyPilot's
+   task variables (``providers.replica_env``; ``SKYPILOT_NODE_IPS`` is the
+   node's first address);
 2. creates and enters a work directory and appends all output to
    ``replica.log`` there (and to the boot log of the cloud);
 3. starts ``notice_watch`` in the background: a cloud-specific bash snippet
@@ -33,6 +35,7 @@ import re
 import shlex
 
 from providers.base import LaunchRequest
+from providers.replica_env import NODE_IP_VAR, skypilot_env
 from skyctl.errors import SpecError
 
 __all__ = ["DEFAULT_WORK_ROOT", "render_bootstrap"]
@@ -99,6 +102,13 @@ def render_bootstrap(
         if k not in _RESERVED
     ]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in ours.items()]
+    lines += [  # SkyPilot's task variables; the node's address is known only here
+        f"export {k}={shlex.quote(v)}" for k, v in skypilot_env(request, node_ip=None).items()
+    ]
+    lines.append(
+        f'export {NODE_IP_VAR}="$(hostname -I 2>/dev/null | cut -d" " -f1)"; '
+        f'[ -n "${NODE_IP_VAR}" ] || export {NODE_IP_VAR}=127.0.0.1'
+    )
     lines += [
         f"SKYCTL_WORK={shlex.quote(work)}",
         'mkdir -p "$SKYCTL_WORK" && cd "$SKYCTL_WORK" || exit 1',

@@ -27,6 +27,7 @@ from typing import Any
 
 from providers.base import LaunchRequest
 from providers.kubernetes_config import KubeConfig, NodeSelection, accelerator_selector
+from providers.replica_env import NODE_IP_VAR, skypilot_env
 from skyctl.errors import ConfigError
 from skyctl.spec import ResourceCandidate
 from skyctl.types import InstanceState
@@ -198,8 +199,8 @@ def _command(setup: str | None, run: str | None) -> list[str] | None:
     return ["/bin/bash", "-c", 'exec bash -c "$1"', "skyctl", run]
 
 
-def _env(request: LaunchRequest) -> list[dict[str, str]]:
-    env = [
+def _env(request: LaunchRequest) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
         {"name": "PORT", "value": str(request.port)},
         {"name": "SKYCTL_SERVICE", "value": request.service},
         {"name": "SKYCTL_REPLICA_ID", "value": str(request.replica_id)},
@@ -211,6 +212,10 @@ def _env(request: LaunchRequest) -> list[dict[str, str]]:
         if key in _RESERVED_ENVS:
             raise ConfigError(f"envs.{key}: reserved by skyctl; choose another name")
         env.append({"name": key, "value": str(value)})
+    ours = skypilot_env(request, node_ip=None)  # SkyPilot's task variables win
+    env = [e for e in env if e["name"] not in ours and e["name"] != NODE_IP_VAR]
+    env += [{"name": k, "value": v} for k, v in ours.items()]
+    env.append({"name": NODE_IP_VAR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     return env
 
 

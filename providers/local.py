@@ -47,6 +47,7 @@ from providers.local_records import (
     signal_group,
 )
 from providers.local_replay import CLOUD, Replay
+from providers.replica_env import skypilot_env
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, TransientError
 from skyctl.spec import LocalOptions, ResourceCandidate, ServiceSpec
@@ -234,6 +235,7 @@ class LocalProvider(Provider):
         cwd = self._workdir(spec, instance_id)
         port = free_port({r.port for r in self._store.records.values()})
         env = {**os.environ, **spec.envs, **request.envs}
+        env.update(skypilot_env(request, node_ip="127.0.0.1"))  # SkyPilot's task variables
         env.update(
             PORT=str(port),
             SKYCTL_SERVICE=request.service,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,22 @@ def test_rendering_is_deterministic_for_a_retried_launch() -> None:
 def test_env_names_that_are_not_shell_identifiers_are_rejected(name: str) -> None:
     with pytest.raises(SpecError, match="not a valid environment variable name"):
         render_bootstrap(request(envs={name: "v"}))
+
+
+def test_script_exports_skypilots_task_variables_with_the_nodes_address(tmp_path: Path) -> None:
+    dump = (
+        "python3 -c 'import json, os; json.dump({k: v for k, v in os.environ.items() "
+        'if k.startswith("SKYPILOT_") or k == "PYTHONUNBUFFERED"}, open("env.json", "w"))\'\n'
+    )
+    req = request(run=dump, envs={"SKYPILOT_NODE_RANK": "5", "PYTHONUNBUFFERED": ""})
+    req = replace(req, offering=replace(req.offering, accelerators="A100:8"))
+    result = run_script(render_bootstrap(req, work_root=str(tmp_path / "work")), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    env = json.loads((tmp_path / "work" / "svc-7" / "env.json").read_text())
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["SKYPILOT_NODE_RANK"] == "0"  # ours win, as SkyPilot's own do
+    assert env["SKYPILOT_NUM_NODES"] == "1" and env["SKYPILOT_NUM_GPUS_PER_NODE"] == "8"
+    assert env["SKYPILOT_SERVE_REPLICA_ID"] == "7" and env["SKYPILOT_SERVICE_NAME"] == "svc"
+    assert env["SKYPILOT_NODE_IPS"] and " " not in env["SKYPILOT_NODE_IPS"]  # one address
+    info = json.loads(env["SKYPILOT_CLUSTER_INFO"])
+    assert (info["cloud"], info["region"], info["zone"]) == ("aws", "us-east-1", "us-east-1a")

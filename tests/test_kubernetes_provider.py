@@ -171,7 +171,8 @@ async def test_spot_launch_creates_a_labelled_pod_on_a_spot_node(
     container = pod["spec"]["containers"][0]
     assert container["image"] == "me/img:1"
     assert container["command"][-2:] == ["pip install x; echo '$HOME'", "serve --port $PORT"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    skypilot = {k: env.pop(k) for k in list(env) if k.startswith("SKYPILOT_")}
     assert env == {
         "PORT": "9000",
         "SKYCTL_SERVICE": "svc",
@@ -179,7 +180,13 @@ async def test_spot_launch_creates_a_labelled_pod_on_a_spot_node(
         "SKYCTL_VERSION": "1",
         "MODEL": "m; rm -rf /",
         "HF_TOKEN": "s3cret",
+        "PYTHONUNBUFFERED": "1",
     }
+    assert skypilot["SKYPILOT_NUM_GPUS_PER_NODE"] == "1"  # from the offering, L4:1
+    assert skypilot["SKYPILOT_NODE_RANK"] == "0" and skypilot["SKYPILOT_NUM_NODES"] == "1"
+    assert skypilot["SKYPILOT_SERVE_REPLICA_ID"] == "7"
+    assert skypilot["SKYPILOT_SERVICE_NAME"] == "svc"
+    assert skypilot["SKYPILOT_NODE_IPS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert not any("rm -rf" in part for part in container["command"])
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},

@@ -591,3 +591,37 @@ async def test_the_specs_workdir_is_used_and_kept(
     assert files == "model.txt,"
     await provider.terminate(inst.instance_id)
     assert (project / "model.txt").read_text() == "weights"  # the user's folder stays
+# ---------------------------------------------------------------- SkyPilot's conventions
+
+PRINT_THEN_WAIT = (
+    f"exec {sys.executable} -c "
+    "'import json, os, time; "
+    'print(json.dumps({k: v for k, v in os.environ.items() if k.startswith("SKYPILOT_")})); '
+    "time.sleep(120)'"
+)
+
+
+async def test_a_python_replica_logs_as_it_runs_with_skypilots_variables(
+    make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # as in a user's shell
+    provider = make_provider()
+    spec = spec_for(None, run=PRINT_THEN_WAIT, spot=False)
+    offerings = list(await provider.offerings(spec))
+    inst = await provider.launch(request(spec, pick(offerings, "us-east-a", False), 4))
+    log = Path(provider.log_path(inst.instance_id) or "")
+
+    # the process keeps running: without PYTHONUNBUFFERED its line would sit in
+    # Python's buffer until exit
+    def first_line() -> str | None:
+        return next((x for x in log.read_text().splitlines() if x.startswith("{")), None)
+
+    await eventually(first_line, "the replica's first line in its log while it runs")
+    assert not process_gone(pid_of(inst, provider._state_dir))
+    env = json.loads(first_line() or "")
+    assert env["SKYPILOT_NODE_RANK"] == "0" and env["SKYPILOT_NUM_NODES"] == "1"
+    assert env["SKYPILOT_NODE_IPS"] == "127.0.0.1"
+    assert env["SKYPILOT_SERVE_REPLICA_ID"] == "4" and env["SKYPILOT_SERVICE_NAME"] == "svc"
+    assert env["SKYPILOT_NUM_GPUS_PER_NODE"] == "0"  # a CPU offering
+    assert json.loads(env["SKYPILOT_CLUSTER_INFO"])["cloud"] == "local"
+    await provider.terminate(inst.instance_id)

@@ -1,0 +1,71 @@
+"""The environment SkyPilot gives a task, which replicas of SkyServe specs expect.
+
+Every provider adds :func:`skypilot_env` to a replica's environment, after the
+spec's envs and secrets (ours win, as SkyPilot's own variables do):
+
+- ``PYTHONUNBUFFERED=1``: Python output reaches the replica's log as it is
+  written, not when the process exits (SkyPilot runs tasks with it);
+- ``SKYPILOT_NUM_GPUS_PER_NODE`` (and ``SKYPILOT_SETUP_NUM_GPUS_PER_NODE``):
+  the accelerators of the offering placed on, rounded up (0 without);
+- ``SKYPILOT_NODE_RANK=0``, ``SKYPILOT_NUM_NODES=1``, ``SKYPILOT_NODE_IPS``:
+  a replica is one node, the head (``node_ip``: ``127.0.0.1`` on this machine;
+  clouds and Kubernetes fill in the node's address where it runs, see
+  :data:`NODE_IP_VAR`);
+- ``SKYPILOT_SERVE_REPLICA_ID``, ``SKYPILOT_SERVICE_NAME``, ``SKYPILOT_TASK_ID``
+  and ``SKYPILOT_CLUSTER_INFO`` (JSON: cluster name, cloud, region, zone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from providers.base import LaunchRequest
+
+__all__ = ["NODE_IP_VAR", "gpus_per_node", "skypilot_env"]
+
+#: the variable whose value is the node's address; providers that learn it only
+#: on the node (clouds at boot, Kubernetes from the pod) set it there
+NODE_IP_VAR = "SKYPILOT_NODE_IPS"
+
+
+def gpus_per_node(accelerators: str) -> int:
+    """``"A100:8"`` -> 8; ``"T4:0.5"`` -> 1 (rounded up, as SkyPilot); ``""`` -> 0."""
+    total = 0.0
+    for part in accelerators.split(","):
+        name, _, count = part.strip().rpartition(":")
+        if not name:
+            continue
+        try:
+            total += float(count)
+        except ValueError:
+            total += 1
+    return math.ceil(total)
+
+
+def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, str]:
+    """SkyPilot's task variables for this launch (``node_ip`` None: set on the node)."""
+    gpus = str(gpus_per_node(request.offering.accelerators))
+    location = request.offering.location
+    cluster = f"{request.service}-{request.replica_id}"
+    env = {
+        "PYTHONUNBUFFERED": "1",
+        "SKYPILOT_NUM_GPUS_PER_NODE": gpus,
+        "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": gpus,
+        "SKYPILOT_NODE_RANK": "0",
+        "SKYPILOT_NUM_NODES": "1",
+        "SKYPILOT_SERVE_REPLICA_ID": str(request.replica_id),
+        "SKYPILOT_SERVICE_NAME": request.service,
+        "SKYPILOT_TASK_ID": f"skyctl-{cluster}-v{request.version}",
+        "SKYPILOT_CLUSTER_INFO": json.dumps(
+            {
+                "cluster_name": cluster,
+                "cloud": location.cloud,
+                "region": location.region,
+                "zone": location.zone or None,
+            }
+        ),
+    }
+    if node_ip is not None:
+        env[NODE_IP_VAR] = node_ip
+    return env

@@ -591,6 +591,8 @@ async def test_the_specs_workdir_is_used_and_kept(
     assert files == "model.txt,"
     await provider.terminate(inst.instance_id)
     assert (project / "model.txt").read_text() == "weights"  # the user's folder stays
+
+
 # ---------------------------------------------------------------- SkyPilot's conventions
 
 PRINT_THEN_WAIT = (

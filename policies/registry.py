@@ -12,6 +12,7 @@ from __future__ import annotations
 from policies.baselines import cheapest_spot, ondemand_only, round_robin_spot
 from policies.placement import PlacementPolicy
 from policies.skyhedge import skyhedge
+from policies.skyhedge_online import skyhedge_online
 from policies.spothedge import spothedge
 from skyctl.errors import ConfigError
 from skyctl.spec import ServiceSpec
@@ -22,6 +23,7 @@ POLICIES: dict[str, PlacementPolicy] = {
     "cheapest_spot": cheapest_spot,
     "round_robin_spot": round_robin_spot,
     "skyhedge": skyhedge,
+    "skyhedge_online": skyhedge_online,
 }
 
 DEFAULT_SPOT_POLICY = "skyhedge"

@@ -112,6 +112,12 @@ class Provider(abc.ABC):
         state). Called by the controller after ``serve down`` verified, by
         listing, that nothing is left. Must be idempotent."""
 
+    def check_spec(self, spec: ServiceSpec) -> None:  # noqa: B027 - optional hook
+        """Raise a one-line SpecError when every replica the spec asks for would be
+        placed here and this provider can never run them as asked (the local
+        provider and a fixed port for several replicas). Called at ``serve up`` and
+        ``serve update`` when the spec names this cloud only."""
+
     def log_path(self, instance_id: str) -> str | None:
         """A local file with the replica's output, when the provider has one."""
         return None

@@ -31,6 +31,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from providers import local_ports
 from providers.base import LaunchRequest, Provider
 from providers.local_records import (
     FAILED,
@@ -38,7 +39,6 @@ from providers.local_records import (
     RUNNING,
     Record,
     RecordStore,
-    free_port,
     group_alive,
     pid_alive,
     proc_start_time,
@@ -190,6 +190,9 @@ class LocalProvider(Provider):
         self._replays.pop(service, None)
         self._store.forget_replay(service)
 
+    def check_spec(self, spec: ServiceSpec) -> None:
+        local_ports.check_spec(spec)  # a fixed port for several replicas
+
     def log_path(self, instance_id: str) -> str | None:
         rec = self._store.records.get(instance_id)
         return rec.log_path if rec is not None else None
@@ -233,7 +236,7 @@ class LocalProvider(Provider):
                 f"no spot capacity in {offering.location} now", location=str(offering.location)
             )
         cwd = self._workdir(spec, instance_id)
-        port = free_port({r.port for r in self._store.records.values()})
+        port = local_ports.claim(spec, self._store.records.values(), str(log_path))
         env = {**os.environ, **spec.envs, **request.envs}
         env.update(skypilot_env(request, node_ip="127.0.0.1"))  # SkyPilot's task variables
         env.update(

@@ -261,8 +261,7 @@ class Controller:
             raise ServiceExists(
                 f"service {name!r} already exists; use `skyctl serve update {name} FILE`"
             )
-        for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
-            self.providers.get(cloud)  # ConfigError now if its SDK is missing
+        self._check_placeable(spec)
         svc = self.store.create_service(
             name,
             sealed.yaml_text,
@@ -298,6 +297,7 @@ class Controller:
         sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets)
         if sealed.spec.name and sealed.spec.name != name:
             raise ServiceError(f"spec names service {sealed.spec.name!r}, not {name!r}")
+        self._check_placeable(sealed.spec)
         version = self.store.add_version(
             name,
             sealed.yaml_text,
@@ -334,6 +334,16 @@ class Controller:
             "status": ServiceStatus.SHUTTING_DOWN.value,
             "clouds": sorted(clouds),
         }
+
+    def _check_placeable(self, spec: ServiceSpec) -> None:
+        """ConfigError now if a cloud's SDK is missing; the provider's one-line
+        SpecError if the spec can only go where it can never run (e.g. the local
+        provider and a fixed port for several replicas)."""
+        clouds = {canonical(c.cloud) for c in spec.resources.candidates}
+        for cloud in clouds:
+            provider = self.providers.get(cloud)
+            if len(clouds) == 1:
+                provider.check_spec(spec)
 
     def _get(self, name: str) -> ServiceRecord:
         svc = self.store.get_service(name)

@@ -54,7 +54,7 @@ def _rows(title: str, groups: dict[str, dict[str, Any]]) -> list[list[str]]:
             title,
             key,
             str(g["replicas"]),
-            f"{g['replica_seconds'] / 3600:.2f}",
+            f"{g['replica_seconds'] / 3600:.3f}",
             f"{g['accrued_cost']:.4f}",
             f"{g['ondemand_cost']:.4f}",
             f"{g['savings']:.4f} ({g['savings_pct']:.0f}%)",

@@ -124,6 +124,13 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
     metavar="FILE.png",
     help="Draw ready replicas, availability and cost over time (needs matplotlib).",
 )
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.html",
+    help="Write the report as one standalone web page (table and charts; skyctl console's look).",
+)
 def sim(
     spec_file: str,
     trace_name: str,
@@ -139,6 +146,7 @@ def sim(
     hours: float | None,
     output: str,
     plot: str | None,
+    html: str | None,
 ) -> None:
     """Replay a spot trace through placement policies and report availability and cost."""
     try:
@@ -179,7 +187,7 @@ def sim(
             notice_seconds=notice,
             start_tick=start_tick,
             ticks=ticks,
-            timeline=plot is not None,
+            timeline=plot is not None or html is not None,
         )
         try:
             results.append(simulate(spec, trace, config))
@@ -192,6 +200,11 @@ def sim(
         click.echo(to_json(results))
     else:
         click.echo(format_table(results))
+    if html is not None:
+        from skyctl.console.simpage import render
+
+        Path(html).write_text(render(results))
+        click.echo(f"report written to {html}", err=True)
     if plot is not None:
         try:
             from skyctl.sim.plot import plot_results

@@ -33,6 +33,7 @@ STATIC = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
     "uPlot.LICENSE": "text/plain",
+    "simpage.js": "text/javascript",
 }
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -91,8 +92,9 @@ def update(env: jinja2.Environment, snap: dict[str, Any]) -> dict[str, Any]:
         "names": [s["name"] for s in snap["services"]],
         "main": env.get_template("services.html").render(services=snap["services"]),
         "parts": {
-            f"svc-{s['name']}": env.get_template("service.html").render(svc=s)
+            f"{kind}-{s['name']}": env.get_template(f"{template}.html").render(svc=s)
             for s in snap["services"]
+            for kind, template in (("svc", "service"), ("ev", "events"))
         },
         "charts": charts(snap),
     }

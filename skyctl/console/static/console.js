@@ -11,7 +11,10 @@
   const costCharts = {};
   const traffic = {}; // name -> {ids: [...], t: [], ys: {id: []}, chart}
 
-  function width(el) { return Math.max(320, el.clientWidth || 480); }
+  function width(el) {
+    const section = el.closest("section") || document.body;
+    return Math.max(320, Math.floor((section.clientWidth - 60) / 2));
+  }
 
   function costChart(name, series) {
     const el = document.getElementById("cost-" + name);

@@ -32,3 +32,62 @@ def test_the_router_benchmark_refuses_bad_arguments_before_running(
     (error,) = [line for line in out.stderr.splitlines() if "error:" in line]
     assert says in error
     assert "Throughput" not in out.stdout  # nothing was measured
+
+
+def test_the_llm_routing_benchmark_quick_run_meets_its_chat_and_control_goals() -> None:
+    """``--quick``: chat and the no-sharing control, 4 replicas at 70%, one held-out
+    seed. Deterministic (virtual time), so the figures it prints are checked."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.llm_routing", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    goals = {line.split(":")[0]: line for line in out.stdout.splitlines() if line.startswith("- ")}
+    chat = goals["- chat, 4 replicas"]
+    for goal in ("cached share", "P99 TTFT", "max/mean load", "hit rate back"):
+        assert f"{goal}" in chat and chat.split(goal)[1].split(";")[0].endswith("ok"), chat
+    control = goals["- control, 4 replicas"]
+    assert control.count(" ok") == 2, control
+    assert "| 4 | 70% | sglang |" in out.stdout and "| 4 | 70% | chash |" in out.stdout
+
+
+def test_the_llm_routing_benchmark_refuses_bad_arguments_before_running() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.llm_routing", "--replicas", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    (error,) = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert "--replicas must be 2 or more" in error and out.stdout == ""
+
+
+def test_the_simulated_replica_caches_prefix_blocks_and_evicts_the_oldest() -> None:
+    from benchmarks.llm_routing.engine import BLOCK, Job, Model, Replica
+
+    replica = Replica(0, Model(cache_blocks=8))
+    now = 0.0
+
+    def serve(tokens: list[int]) -> Job:
+        nonlocal now
+        job = Job(tokens, [7] * 4, now)
+        replica.submit(job, now)
+        while job.done is None:
+            assert replica.step_end is not None
+            now = replica.step_end
+            replica.end_step(now)
+        return job
+
+    a = list(range(100, 100 + 5 * BLOCK))  # 5 blocks
+    assert serve(a).cached == 0
+    again = serve(a + [1, 2, 3])
+    assert again.cached == 5 * BLOCK  # the whole prompt, block by block
+    b = list(range(900, 900 + 6 * BLOCK))
+    assert serve(b).cached == 0  # 6 more blocks: a's oldest blocks are evicted
+    assert serve(a).cached == 0  # its first block went first, so nothing matches
+    assert replica.prompt_tokens == 3 * len(a) + 3 + len(b)

@@ -186,3 +186,60 @@ async def test_a_hedge_goes_to_the_next_best_holder_of_the_prefix(harness: Harne
     await harness.clock.advance(0.6)
     assert await answer == (200, "replica-4")
     assert [o.hits for o in others] == [0, 0, 1]
+
+
+async def test_simulated_llm_servers_report_the_prefix_cache_hits_cache_aware_earns(
+    harness: Harness,
+) -> None:
+    """The benchmark's OpenAI-compatible server behind the real router: a chat's
+    second turn, resending the first and its streamed answer, finds all of it cached
+    (whole 16-token blocks), as usage.prompt_tokens_details.cached_tokens says."""
+    from benchmarks.llm_routing.server import SimServer
+
+    servers = [SimServer(i, time_scale=0.001) for i in range(3)]
+    backends = []
+    for i, server in enumerate(servers):
+        await server.start()
+        backends.append(replace(harness_backend(i), url=f"http://127.0.0.1:{server.port}"))
+    try:
+        _, url = await harness.router(backends, cache_section())
+        for chat_id in range(4):
+            question = " ".join(str(100 + chat_id * 1000 + n) for n in range(40))
+            messages = [{"role": "user", "content": question}]
+            first, answer = await stream_chat(harness, url, messages)
+            assert len(answer.split()) == 24 and first["prompt_tokens_details"] == {
+                "cached_tokens": 0
+            }
+            messages += [
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "1 2 3"},
+            ]
+            usage, _ = await stream_chat(harness, url, messages)
+            resent = first["prompt_tokens"] + 24  # the first prompt and its answer
+            assert usage["prompt_tokens_details"]["cached_tokens"] == resent // 16 * 16
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+def harness_backend(i: int) -> Any:
+    from skyctl.types import Backend, Location
+
+    return Backend(i + 1, "http://127.0.0.1:1", Location("local", "r1", f"z{i}"))
+
+
+async def stream_chat(
+    h: Harness, url: str, messages: list[dict[str, str]]
+) -> tuple[dict[str, Any], str]:
+    """(usage, answer text) of a streamed chat completion: tokens arrive as separate
+    events, usage in the last."""
+    doc = {"model": "sim", "messages": messages, "stream": True, "max_tokens": 24}
+    events: list[dict[str, Any]] = []
+    async with h.client.post(url + CHAT, data=json.dumps(doc)) as resp:
+        assert resp.status == 200
+        async for line in resp.content:
+            if line.startswith(b"data: {"):
+                events.append(json.loads(line[6:]))
+    tokens = [e["choices"][0]["delta"]["content"] for e in events if e["choices"]]
+    assert len(tokens) == 24  # one event per token
+    return events[-1]["usage"], "".join(tokens).strip()

@@ -1,0 +1,192 @@
+"""A simulated LLM server replica: continuous batching, chunked prefill, a prefix cache.
+
+One :class:`Replica` behaves as vLLM does at the level routing can see:
+
+- at most ``batch`` requests run at once; the others wait, first come first
+  served;
+- a request admitted looks its prompt up in the prefix cache, in blocks of
+  ``BLOCK`` tokens named by the hash of the whole prefix up to the block's end
+  (vLLM's automatic prefix caching): the leading blocks found are its
+  ``cached_tokens`` (as ``usage.prompt_tokens_details.cached_tokens``), the
+  rest must be prefilled (at least one token, as vLLM recomputes the last);
+- the replica runs in steps: each step decodes one token of every running
+  request and prefills up to ``prefill_budget`` prompt tokens (chunked
+  prefill); it lasts ``step_base + step_per_seq x decoding + prefill tokens x
+  prefill_per_token`` seconds, so prefill competes with decoding for the GPU;
+- a request's first token comes at the end of the step that finishes its
+  prefill (time to first token); its prompt blocks enter the cache then, its
+  answer's blocks when it finishes; the cache holds ``cache_blocks`` blocks
+  and evicts the least recently used.
+
+Times are virtual seconds; :mod:`benchmarks.llm_routing.run` drives replicas
+from an event queue. :mod:`benchmarks.llm_routing.server` serves one over
+HTTP as an OpenAI-compatible endpoint that streams its tokens.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+BLOCK = 16  # tokens per KV block (vLLM's default)
+
+
+@dataclass(frozen=True)
+class Model:
+    """Costs of one replica (defaults: a 7-8B model on one 24-48 GB GPU)."""
+
+    batch: int = 32  # running requests at most
+    prefill_budget: int = 512  # prompt tokens prefilled per step
+    prefill_per_token: float = 0.0002  # s: 5,000 prompt tokens/s
+    step_base: float = 0.015  # s per decode step
+    step_per_seq: float = 0.0003  # s per running request per step
+    cache_blocks: int = 2048  # 32,768 tokens of KV cache
+
+    def seconds_per_request(self, prompt_tokens: float, output_tokens: float) -> float:
+        """GPU seconds one request costs at a full batch with nothing cached
+        (its prefill, and its share of the decode steps): 1 / capacity."""
+        step = self.step_base + self.step_per_seq * self.batch
+        return prompt_tokens * self.prefill_per_token + output_tokens * step / self.batch
+
+
+def block_hashes(tokens: list[int]) -> list[int]:
+    """The hash of each full block of ``tokens``, chained over the prefix."""
+    out: list[int] = []
+    prev = 0
+    for start in range(0, len(tokens) - BLOCK + 1, BLOCK):
+        prev = hash((prev, *tokens[start : start + BLOCK]))
+        out.append(prev)
+    return out
+
+
+@dataclass(eq=False)
+class Job:
+    """One request on a replica."""
+
+    tokens: list[int]  # the prompt, ending with the assistant's turn marker
+    answer: list[int]  # the tokens it will generate (the workload decides them)
+    arrived: float  # when the client sent it (the router adds nothing)
+    owner: object = None  # the caller's handle (the run's Request)
+    cached: int = 0
+    remaining: int = 0  # prompt tokens still to prefill
+    taking: int = 0  # prefilled in the current step
+    left: int = 0  # tokens still to decode
+    first_token: float | None = None
+    done: float | None = None
+    blocks: list[int] = field(default_factory=list)
+
+
+class Replica:
+    """One simulated server (see the module docstring)."""
+
+    def __init__(self, replica_id: int, model: Model) -> None:
+        self.replica_id = replica_id
+        self.model = model
+        self.cache: OrderedDict[int, None] = OrderedDict()
+        self.waiting: deque[Job] = deque()
+        self.prefilling: list[Job] = []
+        self.decoding: list[Job] = []
+        self.step_end: float | None = None  # the running step ends then; None: idle
+        self.alive = True
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+
+    @property
+    def running(self) -> int:
+        return len(self.prefilling) + len(self.decoding)
+
+    def submit(self, job: Job, now: float) -> None:
+        self.waiting.append(job)
+        if self.step_end is None:
+            self._start_step(now)
+
+    def _lookup(self, job: Job) -> None:
+        job.blocks = block_hashes(job.tokens)
+        hit = 0
+        for block in job.blocks:
+            if block not in self.cache:
+                break
+            self.cache.move_to_end(block)
+            hit += 1
+        job.cached = min(hit * BLOCK, len(job.tokens) - 1)
+        job.remaining = len(job.tokens) - job.cached
+        self.prompt_tokens += len(job.tokens)
+        self.cached_tokens += job.cached
+
+    def _insert(self, blocks: list[int]) -> None:
+        cache = self.cache
+        for block in blocks:
+            if block in cache:
+                cache.move_to_end(block)
+            else:
+                cache[block] = None
+        while len(cache) > self.model.cache_blocks:
+            cache.popitem(last=False)
+
+    def _start_step(self, now: float) -> None:
+        model = self.model
+        while self.waiting and self.running < model.batch:
+            job = self.waiting.popleft()
+            self._lookup(job)
+            self.prefilling.append(job)
+        if not self.prefilling and not self.decoding:
+            self.step_end = None
+            return
+        budget = model.prefill_budget
+        tokens = 0
+        for job in self.prefilling:
+            job.taking = min(job.remaining, budget - tokens)
+            tokens += job.taking
+            if tokens >= budget:
+                break
+        duration = (
+            model.step_base + model.step_per_seq * self.running + tokens * model.prefill_per_token
+        )
+        self.step_end = now + duration
+
+    def end_step(self, now: float) -> tuple[list[Job], list[Job]]:
+        """The step ending at ``now``: (jobs that got their first token, jobs finished);
+        the next step starts at once if there is work."""
+        first: list[Job] = []
+        finished: list[Job] = []
+        still: list[Job] = []
+        for job in self.decoding:
+            job.left -= 1
+            if job.left <= 0:
+                job.done = now
+                finished.append(job)
+            else:
+                still.append(job)
+        prefilling: list[Job] = []
+        for job in self.prefilling:
+            job.remaining -= job.taking
+            job.taking = 0
+            if job.remaining > 0:
+                prefilling.append(job)
+                continue
+            job.first_token = now
+            first.append(job)
+            self._insert(job.blocks)
+            job.left = len(job.answer) - 1
+            if job.left <= 0:
+                job.done = now
+                finished.append(job)
+            else:
+                still.append(job)
+        for job in finished:
+            answer = block_hashes(job.tokens + job.answer)  # the answer's blocks too
+            self._insert(answer[len(job.blocks) :])
+        self.decoding = still
+        self.prefilling = prefilling
+        self._start_step(now)
+        return first, finished
+
+    def preempt(self) -> list[Job]:
+        """The replica is gone: every job it held, for the caller to send elsewhere."""
+        self.alive = False
+        jobs = list(self.waiting) + self.prefilling + self.decoding
+        self.waiting.clear()
+        self.prefilling, self.decoding = [], []
+        self.step_end = None
+        self.cache.clear()
+        return jobs

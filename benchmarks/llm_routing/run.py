@@ -1,0 +1,211 @@
+"""One simulated run: conversations, a router policy, replicas; and its figures.
+
+Virtual time, an event queue: conversations arrive (Poisson, open loop); each
+turn's request is routed from its JSON body (:func:`policies.cache_aware.
+prompt_bytes` and ``block_keys``, as the router reads it) and the router's
+in-flight counts; replicas (:mod:`benchmarks.llm_routing.engine`) run their
+steps. Halfway through, one replica is preempted: its requests are sent again
+elsewhere (as the router retries them) and its cache is lost; a fresh replica
+joins 60 s later. The steady-state figures count the requests sent between the
+warm-up and the preemption; the minute after it is reported apart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from benchmarks.llm_routing.engine import Job, Model, Replica
+from benchmarks.llm_routing.routers import make
+from benchmarks.llm_routing.workloads import Conversation, Generator, mean_cost
+from policies import cache_aware as ca
+
+WINDOW = 10.0  # seconds per bucket of the hit-rate timeline
+CHAT = "/v1/chat/completions"
+
+
+@dataclass
+class Config:
+    workload: str
+    policy: str
+    replicas: int = 4
+    load: float = 0.7  # share of the replicas' capacity with nothing cached
+    seed: int = 1
+    duration: float = 300.0  # virtual seconds of arrivals
+    warmup: float = 30.0  # requests sent before this are not measured
+    preempt: bool = True
+    model: Model = field(default_factory=Model)
+
+
+@dataclass
+class Result:
+    config: Config
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    ttfts: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)  # TTFTs in the minute after the preemption
+    balance: float = 0.0  # max / mean of each replica's time-averaged in-flight count
+    recovery: float | None = None  # seconds until the hit rate is back after the preemption
+    timeline: dict[int, list[int]] = field(default_factory=dict)  # window -> [cached, prompt]
+
+    @property
+    def cached_share(self) -> float:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+    @property
+    def mean_ttft(self) -> float:
+        return sum(self.ttfts) / len(self.ttfts) if self.ttfts else 0.0
+
+    def ttft_percentile(self, q: float) -> float:
+        ordered = sorted(self.ttfts)
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
+@dataclass(eq=False)
+class Request:
+    conv: Conversation
+    turn: int
+    sent: float
+    keys: list[int]
+    size: int
+    replica: int = -1
+
+
+def run(config: Config) -> Result:
+    """Simulate ``config`` to the end of its last request; deterministic per seed."""
+    model = config.model
+    cost, turns = mean_cost(config.workload, model)
+    conv_rate = config.load * config.replicas / cost / turns
+    gen = Generator(config.workload, config.seed)
+    arrivals = random.Random(config.seed * 7919 + 1)
+    think = random.Random(config.seed * 104_729 + 2)
+    router = make(config.policy)
+    replicas = {i: Replica(i, model) for i in range(config.replicas)}
+    alive = sorted(replicas)
+    load = dict.fromkeys(replicas, 0)
+    result = Result(config)
+    events: list[tuple[float, int, str, object]] = []
+    seq = 0
+
+    def push(at: float, kind: str, payload: object) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (at, seq, kind, payload))
+
+    def dispatch(req: Request, now: float) -> None:
+        rid = router.choose(req.keys, req.size, alive, load, now)
+        req.replica = rid
+        load[rid] += 1
+        replica = replicas[rid]
+        idle = replica.step_end is None
+        prompt = req.conv.prompt(req.turn)
+        replica.submit(Job(prompt, req.conv.turns[req.turn][1].tokens, req.sent, req), now)
+        if idle and replica.step_end is not None:
+            push(replica.step_end, "step", replica)
+
+    def send(conv: Conversation, now: float) -> None:
+        turn = conv.sent
+        conv.sent += 1
+        data = ca.prompt_bytes(CHAT, conv.body(turn)) or b""
+        dispatch(Request(conv, turn, now, ca.block_keys(data), len(data)), now)
+
+    at = arrivals.expovariate(conv_rate)
+    while at < config.duration:
+        conv = gen.conversation()
+        conv.start = at
+        push(at, "start", conv)
+        at += arrivals.expovariate(conv_rate)
+    half = config.duration / 2.0
+    if config.preempt:
+        push(half, "preempt", 0)
+        push(half + 60.0, "join", config.replicas)
+    area = dict.fromkeys(replicas, 0.0)  # in-flight x seconds, warm-up to the preemption
+    last = config.warmup
+
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        if config.warmup <= now <= half:
+            for rid in alive:
+                area[rid] += load[rid] * (now - last)
+            last = now
+        if kind == "start":
+            assert isinstance(payload, Conversation)
+            send(payload, now)
+        elif kind == "next":
+            assert isinstance(payload, Conversation)
+            send(payload, now)
+        elif kind == "step":
+            assert isinstance(payload, Replica)
+            replica = payload
+            if not replica.alive or replica.step_end != now:
+                continue  # a stale event
+            first, finished = replica.end_step(now)
+            for job in first:
+                req = job.owner
+                assert isinstance(req, Request)
+                if req.sent >= half and (req.sent < half + 60.0 or not config.preempt):
+                    result.after.append(now - req.sent)
+                elif config.warmup <= req.sent < half:  # the steady state
+                    result.requests += 1
+                    result.prompt_tokens += len(job.tokens)
+                    result.cached_tokens += job.cached
+                    result.ttfts.append(now - req.sent)
+                window = result.timeline.setdefault(int(now // WINDOW), [0, 0])
+                window[0] += job.cached
+                window[1] += len(job.tokens)
+            for job in finished:
+                req = job.owner
+                assert isinstance(req, Request)
+                load[req.replica] -= 1
+                conv = req.conv
+                if conv.sent < len(conv.turns):
+                    push(now + think.expovariate(1.0 / 3.0), "next", conv)
+            if replica.step_end is not None:
+                push(replica.step_end, "step", replica)
+        elif kind == "preempt":
+            rid = alive[int(payload) % len(alive)]  # type: ignore[call-overload]
+            alive.remove(rid)
+            router.leave(rid)
+            orphans = replicas[rid].preempt()
+            load[rid] = 0
+            for job in orphans:  # the router retries them elsewhere, from scratch
+                req = job.owner
+                assert isinstance(req, Request)
+                dispatch(req, now)
+        elif kind == "join":
+            rid = int(payload)  # type: ignore[call-overload]
+            replicas[rid] = Replica(rid, model)
+            load[rid] = 0
+            alive.append(rid)
+    span = max(1e-9, half - config.warmup)
+    means = [area[rid] / span for rid in area]
+    mean = sum(means) / len(means)
+    result.balance = max(means) / mean if mean else 0.0
+    result.recovery = _recovery(result, half) if config.preempt else None
+    return result
+
+
+def _recovery(result: Result, half: float) -> float | None:
+    """Seconds after the preemption until a window's hit rate is back to 90% of
+    the minute before it; None if it never is."""
+    before = [
+        result.timeline.get(w, [0, 0])
+        for w in range(int((half - 60) // WINDOW), int(half // WINDOW))
+    ]
+    cached = sum(c for c, _ in before)
+    prompt = sum(p for _, p in before)
+    if not prompt or not cached:
+        return None
+    baseline = cached / prompt
+    window = int(half // WINDOW)
+    last = max(result.timeline) if result.timeline else window
+    while window <= last:
+        c, p = result.timeline.get(window, [0, 0])
+        if p and c / p >= 0.9 * baseline and window * WINDOW >= half:
+            return max(0.0, (window + 1) * WINDOW - half)
+        window += 1
+    return None

@@ -17,8 +17,9 @@ skips most of its prefill. This module is the pure part of the router's
   blocks evicted first) and in age (blocks older than ``ttl`` are forgotten).
 - :func:`rank` orders the replicas: the one holding the longest prefix first,
   unless its load is over the bound (``balance_factor`` times the mean, as in
-  consistent hashing with bounded loads, and at least one request over it), in which case the least loaded
-  under the bound wins and, once recorded, becomes the prefix's new home.
+  consistent hashing with bounded loads, and at least one request over it), in
+  which case the least loaded under the bound wins and, once recorded, becomes
+  the prefix's new home.
   A hedge or fan-out copy goes to the next replica in the same order.
 
 A replica that leaves takes only the blocks it held: every other prefix keeps

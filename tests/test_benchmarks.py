@@ -85,7 +85,7 @@ def test_the_simulated_replica_caches_prefix_blocks_and_evicts_the_oldest() -> N
 
     a = list(range(100, 100 + 5 * BLOCK))  # 5 blocks
     assert serve(a).cached == 0
-    again = serve(a + [1, 2, 3])
+    again = serve([*a, 1, 2, 3])
     assert again.cached == 5 * BLOCK  # the whole prompt, block by block
     b = list(range(900, 900 + 6 * BLOCK))
     assert serve(b).cached == 0  # 6 more blocks: a's oldest blocks are evicted

@@ -65,8 +65,8 @@ def describe(end: ReplicaEnded) -> str:
         what = f"run failed with exit code {end.exit_code}"
     else:
         what = str(end.reason)
-        if end.detail:
-            what += f" ({end.detail})"
+    if end.detail:  # for a failed setup or run: the replica's log file
+        what += f" ({end.detail})"
     return f"replica {end.replica_id}: {what}"
 
 

@@ -145,12 +145,11 @@ def test_an_overloaded_home_loses_its_prefix_to_the_least_loaded() -> None:
 
 
 def test_at_low_load_the_home_may_run_one_request_over_the_mean() -> None:
-    # 1.25 x a mean of 0.5 alone would allow 1: every second request would move
-    assert ca.bound([1.0, 0.0], 1.25) == 2
-    assert ca.rank([5, 0], [1.0, 0.0], total_blocks=5)[0] == 0
-    assert ca.rank([5, 0], [2.0, 0.0], total_blocks=5)[0] == 0  # bound ceil(1.5 + 1) = 3
-    assert ca.rank([5, 0], [3.0, 0.0], total_blocks=5)[0] == 1  # now over: it moves
-    assert ca.bound([1.0, 0.0], 1.25, slack=0.0) == 1
+    # 1.25 x a mean of 0.5 (counting the new request) alone would allow 1 in flight
+    assert ca.bound([1.0, 0.0, 0.0, 0.0], 1.25, slack=0.0) == 1
+    assert ca.bound([1.0, 0.0, 0.0, 0.0], 1.25) == 2
+    assert ca.rank([5, 0, 0, 0], [1.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 0
+    assert ca.rank([5, 0, 0, 0], [2.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 1  # over: moves
 
 
 def test_no_key_is_least_load_with_ties_rotating() -> None:

@@ -516,6 +516,12 @@ class Pool:
             return self._take(origin)
         return conn
 
+    def replica_ssl(self) -> ssl.SSLContext:
+        """The context that verifies https replicas."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
     async def connect(self, origin: Origin) -> _Conn:
         """A new connection (not pooled until its first exchange completes); send with
         its ``begin``. Raises :class:`ConnectFailed`."""

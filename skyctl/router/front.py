@@ -553,6 +553,22 @@ class Connection:
         if transport is not None and not transport.is_closing():
             transport.write(data)
 
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Hand the connection over to a tunnel (after an Upgrade request): its
+        transport, paused, and the bytes that followed the request head; None once
+        the client is gone. The connection still counts as open (for the limits)
+        until :meth:`tunnel_closed`."""
+        if self.closed or self.transport is None:
+            return None
+        self._state = _DONE
+        self._close_after = True
+        early, self.upgraded = self.upgraded or b"", b""
+        return self.transport, early
+
+    def tunnel_closed(self) -> None:
+        self.closed = True
+        self._server.connections.discard(self)
+
     @property
     def busy(self) -> bool:
         return self._current is not None

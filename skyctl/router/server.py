@@ -36,7 +36,7 @@ from typing import Final
 
 from policies import routing
 from skyctl.clock import Clock
-from skyctl.router import metrics, security
+from skyctl.router import metrics, security, tunnel
 from skyctl.router.affinity import Affinity
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
@@ -315,6 +315,8 @@ class Router:
         auth = self._auth
         if (auth is not None and not auth.check(head.authorization)) or self._own(head.target):
             return None
+        if head.upgrade:
+            return None  # a tunnel: in a task
         replicas = self._replicas
         body = request.body
         if not replicas or self._ctx is None:
@@ -341,6 +343,9 @@ class Router:
         if self._own(request.head.target):
             self._local(request, out)
             return
+        if request.head.upgrade:
+            await self._tunnel(request, out)
+            return
         self._enter()
         exchange: Exchange | None = None
         try:
@@ -350,6 +355,33 @@ class Router:
                 self._leave()
         if exchange is not None:
             await exchange.wait()
+
+    async def _tunnel(self, request: Request, out: Connection) -> None:
+        """WebSocket or another Upgrade: one replica (never raced), the least loaded
+        by the policy, then a byte tunnel (:mod:`skyctl.router.tunnel`)."""
+        rid = request_id(request.head.request_id)
+        replicas = self._replicas or await self._wait_for_replica()
+        upstream = self._upstream
+        if not replicas or upstream is None:
+            out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
+            return
+        replica = replicas[self._pick(replicas, frozenset())]
+        opts = self._section.router
+        self._enter()
+        try:
+            await tunnel.tunnel(
+                request,
+                out,
+                replica,
+                self._lines(request, rid),
+                connect_timeout=opts.connect_timeout_seconds,
+                head_timeout=opts.request_timeout_seconds,
+                ssl_context=upstream.pool.replica_ssl,
+                rid=rid,
+                on_error=self._on_backend_error,
+            )
+        finally:
+            self._leave()
 
     def _enter(self) -> None:
         self._requests += 1

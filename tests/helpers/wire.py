@@ -123,12 +123,8 @@ def _headers(fields: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class _Sink(BodyStream):
-    pass
-
-
 def _body(framer: Framer, data: bytes, message: Message) -> tuple[bytes, bytes | None]:
-    sink = _Sink()
+    sink = BodyStream()
     rest = framer.feed(data, sink)
     message.headers += _headers(b"".join(line + b"\r\n" for line in framer.trailers))
     return sink.take(), rest

@@ -28,11 +28,12 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from providers import local_ports
 from providers.base import LaunchRequest, Provider
+from providers.feasibility import Machine, fits_machine, this_machine
 from providers.local_records import (
     FAILED,
     PREEMPTED,
@@ -75,8 +76,11 @@ class LocalProvider(Provider):
         clock: Clock,
         state_dir: Path,
         base_dir: str | None = None,
+        accelerators: Mapping[str, float] | None = None,
     ) -> None:
         self._default_options = spec_options or LocalOptions()
+        # what a replica can get here: this machine, and the configured accelerators
+        self._machine = this_machine(accelerators)
         self._clock = clock
         self._state_dir = Path(state_dir)
         self._base_dir = base_dir
@@ -131,7 +135,7 @@ class LocalProvider(Provider):
         now = self._clock.now()
         out: list[Offering] = []
         for zone in replay.zones:
-            cand = _matching_candidate(spec, zone.location)
+            cand = _matching_candidate(spec, zone.location, self._machine)
             if cand is None:
                 continue
             accel = ",".join(f"{k}:{v}" for k, v in (cand.accelerators or {}).items())
@@ -535,8 +539,12 @@ def _pgid(pid: int) -> int:
         return 0
 
 
-def _matching_candidate(spec: ServiceSpec, location: Location) -> ResourceCandidate | None:
+def _matching_candidate(
+    spec: ServiceSpec, location: Location, machine: Machine | None = None
+) -> ResourceCandidate | None:
     for cand in spec.resources.candidates:
+        if machine is not None and not fits_machine(cand, machine):
+            continue  # needs more CPUs, memory or accelerators than this machine has
         if cand.cloud not in (None, CLOUD, "*"):
             continue
         if cand.region not in (None, "*", location.region):

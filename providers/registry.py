@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import Provider
+from providers.feasibility import local_accelerators
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError
 
@@ -63,7 +64,10 @@ class ProviderSet:
         module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
         if name == "local":
-            provider: Provider = cls(None, clock=self._clock, state_dir=self._local_state)
+            accelerators = local_accelerators(self._config.get("local"))
+            provider: Provider = cls(
+                None, clock=self._clock, state_dir=self._local_state, accelerators=accelerators
+            )
         else:
             provider = cls(self._config.get(name, {}), clock=self._clock)
         return provider

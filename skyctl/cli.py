@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from providers.feasibility import check_placement
 from skyctl import __version__
 from skyctl.cli_console import console
 from skyctl.cli_costs import cost
@@ -73,24 +74,27 @@ def serve() -> None:
 Overrides = tuple[dict[str, str], dict[str, str]]
 
 
-def _load(file: str, kw: dict[str, Any]) -> tuple[ServiceSpec, Overrides]:
+def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpec, Overrides]:
     """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
-    controller will make; the overrides are sent to it with the spec."""
+    controller will make, then check an enabled provider can run it (as SkyPilot's
+    optimizer); the overrides are sent to the controller with the spec."""
     envs, secrets = overrides(
         kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
     )
     spec = load_spec_file(file, envs=envs, secrets=secrets)
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
+    check_placement(spec, load_user_config(_home(ctx)))
     return spec, (envs, secrets)
 
 
 @serve.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @override_options
-def validate(file: str, **kw: Any) -> None:
+@click.pass_context
+def validate(ctx: click.Context, file: str, **kw: Any) -> None:
     """Check a service spec without running anything."""
-    spec, _ = _load(file, kw)
+    spec, _ = _load(file, kw, ctx)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))
@@ -123,7 +127,7 @@ def up(
     **kw: Any,
 ) -> None:
     """Start a service from a spec; print its endpoint."""
-    spec, (envs, secrets) = _load(file, kw)
+    spec, (envs, secrets) = _load(file, kw, ctx)
     client = ControllerClient.ensure(_home(ctx), progress=click.echo)
     svc = client.call(
         "POST",
@@ -350,7 +354,7 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool, force:
 @click.pass_context
 def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
     """Roll a service to a new spec (new replicas ready before old ones go)."""
-    spec, (envs, secrets) = _load(file, kw)
+    spec, (envs, secrets) = _load(file, kw, ctx)
     client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")

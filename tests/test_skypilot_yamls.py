@@ -22,6 +22,8 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
+from providers import feasibility
+from providers.feasibility import Machine
 from skyctl.cli import cli
 from skyctl.clock import SystemClock
 from skyctl.controller.prober import Prober, Target
@@ -32,28 +34,29 @@ DATA = Path(__file__).parent / "data" / "skypilot"
 HF = "hf_" + "x" * 34  # what `HF_TOKEN=xxx sky serve up ... --secret HF_TOKEN` reads
 AUTH = "auth-token-from-the-command-line"
 
+PLACE = "no enabled provider can run this spec"  # a GPU spec on this 4-CPU machine
 # file -> (flags, None when valid / a fragment of the one-line error)
 CASES: dict[str, tuple[list[str], str | None]] = {
     # "Pass with `--secret HF_TOKEN` in CLI" (the YAML's comment)
-    "llm/vllm/service.yaml": (["--secret", "HF_TOKEN"], None),
+    "llm/vllm/service.yaml": (["--secret", "HF_TOKEN"], PLACE),
     "llm/vllm/service-with-auth.yaml": (
         ["--secret", "HF_TOKEN", "--secret", f"AUTH_TOKEN={AUTH}"],
-        None,
+        PLACE,
     ),
     # README: HF_TOKEN=xxx sky serve up llama3.yaml -n llama3 --secret HF_TOKEN
-    "llm/llama-3/llama3.yaml": (["--secret", "HF_TOKEN"], None),
+    "llm/llama-3/llama3.yaml": (["--secret", "HF_TOKEN"], PLACE),
     # README: ... --secret HF_TOKEN --gpus L4:1 --env MODEL_NAME=meta-llama/Meta-Llama-3.1-8B-...
     "llm/llama-3_1/llama-3_1.yaml": (
         ["--secret", "HF_TOKEN", "--env", "MODEL_NAME=meta-llama/Meta-Llama-3.1-8B-Instruct"],
-        None,
+        PLACE,
     ),
-    "llm/llama-3_2/llama3_2-vision-11b.yaml": (["--secret", "HF_TOKEN"], None),
-    "llm/dbrx/dbrx.yaml": (["--secret", "HF_TOKEN"], None),
+    "llm/llama-3_2/llama3_2-vision-11b.yaml": (["--secret", "HF_TOKEN"], PLACE),
+    "llm/dbrx/dbrx.yaml": (["--secret", "HF_TOKEN"], PLACE),
     # envs: {HF_TOKEN: } left blank for the command line
-    "llm/gemma3/gemma3.yaml": (["--env", "HF_TOKEN"], None),
-    "llm/pixtral/pixtral.yaml": (["--env", "HF_TOKEN"], None),
-    "llm/qwen/qwen25-7b.yaml": ([], None),
-    "llm/codellama/endpoint.yaml": ([], None),
+    "llm/gemma3/gemma3.yaml": (["--env", "HF_TOKEN"], PLACE),
+    "llm/pixtral/pixtral.yaml": (["--env", "HF_TOKEN"], PLACE),
+    "llm/qwen/qwen25-7b.yaml": ([], PLACE),
+    "llm/codellama/endpoint.yaml": ([], PLACE),
     # header: sky serve up ... --env TLS_KEYFILE_ENV_VAR=<key-path> --env TLS_CERTFILE_ENV_VAR=...
     "examples/serve/https/service.yaml": (
         ["--env", "TLS_KEYFILE_ENV_VAR=key.pem", "--env", "TLS_CERTFILE_ENV_VAR=cert.pem"],
@@ -65,15 +68,19 @@ CASES: dict[str, tuple[list[str], str | None]] = {
         None,
     ),
     # tests/smoke_tests/test_sky_serve.py (test_skyserve_llm): --secret AUTH_TOKEN={auth_token}
-    "tests/skyserve/llm/service.yaml": (["--secret", f"AUTH_TOKEN={AUTH}"], None),
+    "tests/skyserve/llm/service.yaml": (["--secret", f"AUTH_TOKEN={AUTH}"], PLACE),
     "tests/skyserve/spot/spot_hedge.yaml": (["--secret", "HF_TOKEN"], None),
     "tests/skyserve/multi_ports.yaml": ([], None),
     "examples/serve/http_server/task.yaml": ([], None),
     "examples/serve/load_balancing_policies_example.yaml": ([], None),
     "examples/serve/spot_policy/dynamic_on_demand_fallback.yaml": ([], None),
-    "examples/serve/stable_diffusion_service.yaml": ([], None),
-    "examples/vector_database/serve_vectordb.yaml": ([], None),
-    "examples/instance-aware-autoscaling/instance-aware_lambda.yml": ([], None),
+    "examples/serve/stable_diffusion_service.yaml": ([], PLACE),
+    "examples/vector_database/serve_vectordb.yaml": ([], PLACE),
+    # infra: lambda in every alternative
+    "examples/instance-aware-autoscaling/instance-aware_lambda.yml": (
+        [],
+        "skyctl does not run on lambda; it runs on: local, aws, gcp, azure, kubernetes",
+    ),
     # SkyServe refuses it too: "Resources must either all use spot or none use spot"
     "llm/rag/serve_rag.yaml": ([], "resources must all use spot or none use spot"),
     # multi-node replicas (num_nodes: 2) are not built yet
@@ -88,10 +95,19 @@ def test_the_sample_is_every_file_shipped_with_the_license() -> None:
     assert "unchanged" in (DATA / "NOTICE").read_text()
 
 
+@pytest.fixture(autouse=True)
+def small_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local provider's machine: 4 CPUs, 16 GB, the accelerators config.yaml lists."""
+    monkeypatch.setattr(
+        feasibility, "this_machine", lambda accels=None: Machine(4, 16, accels or {})
+    )
+
+
 @pytest.mark.parametrize(("path", "flags", "error"), [(p, *c) for p, c in CASES.items()])
 def test_validate_with_the_flags_the_readme_gives(
     path: str, flags: list[str], error: str | None, tmp_path: Path
 ) -> None:
+    """Valid, or refused for placement only (the flags made the spec itself valid)."""
     runner = CliRunner()
     args = ["--home", str(tmp_path), "serve", "validate", str(DATA / path), *flags]
     result = runner.invoke(cli, args, env={"HF_TOKEN": HF})
@@ -102,6 +118,16 @@ def test_validate_with_the_flags_the_readme_gives(
         assert result.exit_code != 0
         message = str(result.exception)
         assert error in message and "\n" not in message and str(DATA / path) in message
+        if error == PLACE:  # what the machine has, next to what was asked
+            assert "local offers 4 CPUs, 16.0 GB memory, no accelerators" in message
+
+
+def test_a_gpu_spec_validates_where_the_config_lists_the_gpu(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("local:\n  accelerators: {L4: 1}\n")
+    path = DATA / "llm/vllm/service.yaml"  # L4 or A10G or A10 or A100 or A100-80GB
+    args = ["--home", str(tmp_path), "serve", "validate", str(path), "--secret", "HF_TOKEN=x"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, f"{result.output}{result.exception}"
 
 
 def test_without_the_flags_the_blank_ones_say_which_flag_to_pass(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ class CacheAware:
     max_prefixes: int = 200_000  # (prefix block, replica) pairs remembered
     ttl_seconds: float = 600.0  # a prefix unused this long is forgotten
     race: str | None = None  # "hedge" or "fan_out": copies to the next-best replicas
+    replica_metrics_seconds: float | None = None  # poll vLLM's /metrics for load; None: off
 
 
 @dataclass(frozen=True)

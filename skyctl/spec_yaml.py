@@ -125,6 +125,7 @@ _CACHE_AWARE = {
     "max_prefixes": "int>=1",
     "ttl_seconds": "num>0",
     "race": "text?",
+    "replica_metrics_seconds": "num>0?",
 }
 _LOCAL = {
     "trace": "text",

@@ -178,9 +178,10 @@ def test_the_spec_key_and_its_defaults() -> None:
     assert plain.service.load_balancing_policy == "cache_aware"
     assert plain.service.router.cache_aware == CacheAware()
     options = "      json_path: inputs\n      race: hedge\n      balance_factor: 1.5\n"
+    options += "      replica_metrics_seconds: 2\n"
     spec = parse_spec(SPEC.format(options=options))
     assert spec.service.router.cache_aware == CacheAware(
-        json_path="inputs", race="hedge", balance_factor=1.5
+        json_path="inputs", race="hedge", balance_factor=1.5, replica_metrics_seconds=2.0
     )
 
 
@@ -192,6 +193,7 @@ def test_the_spec_key_and_its_defaults() -> None:
         ("      session_header: 'X Session'", "session_header: expected an HTTP header name"),
         ("      json_path: a..b", "json_path: expected dotted keys"),
         ("      max_prefixes: 0", "cache_aware.max_prefixes"),
+        ("      replica_metrics_seconds: 0", "cache_aware.replica_metrics_seconds"),
         ("      affinity: on", "cache_aware.affinity: unknown key"),
     ],
 )

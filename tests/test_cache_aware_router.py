@@ -243,3 +243,78 @@ async def stream_chat(
     tokens = [e["choices"][0]["delta"]["content"] for e in events if e["choices"]]
     assert len(tokens) == 24  # one event per token
     return events[-1]["usage"], "".join(tokens).strip()
+
+
+# ---- load published by the replicas (vLLM /metrics) -------------------------------------
+
+
+def test_vllm_metrics_pages_give_running_plus_waiting() -> None:
+    from skyctl.router.replica_load import parse
+
+    page = (
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="a"} 3.0\n'
+        'vllm:num_requests_running{model_name="b"} 1.0\n'
+        'vllm:num_requests_waiting{model_name="a"} 2.0\n'
+        'vllm:gpu_cache_usage_perc{model_name="a"} 0.75\n'
+    )
+    sample = parse(page, at=5.0)
+    assert sample is not None and (sample.queued, sample.kv_usage, sample.at) == (6.0, 0.75, 5.0)
+    assert parse("process_cpu_seconds_total 1.0\n", at=5.0) is None  # not a vLLM server
+
+
+def publishing(running: dict[int, float]) -> Any:
+    async def behaviour(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/metrics":
+            value = running.get(replica.replica_id)
+            if value is None:
+                return web.Response(status=500)
+            return web.Response(text=f'vllm:num_requests_running{{m="x"}} {value}\n')
+        await request.read()
+        return web.Response(text=f"replica-{replica.replica_id}")
+
+    return behaviour
+
+
+async def test_published_load_steers_requests_and_a_stale_one_is_dropped(
+    harness: Harness,
+) -> None:
+    running = {1: 40.0, 2: 0.0}
+    one = await harness.replica(1, behaviour=publishing(running))
+    two = await harness.replica(2, behaviour=publishing(running))
+    router, url = await harness.router(
+        [one.backend, two.backend], cache_section(replica_metrics_seconds=5.0)
+    )
+    affinity = router._affinity
+    assert affinity is not None and affinity.poller is not None
+    poller = affinity.poller
+    await eventually(lambda: len(poller.samples) == 2, "both replicas polled")
+    doc = turn(1, 0)
+    keys = ca.block_keys(ca.prompt_bytes(CHAT, json.dumps(doc).encode()) or b"")
+    affinity.index.record(keys, 1, harness.clock.now())  # replica 1 holds the prefix
+    # replica 1 reports 40 requests of other clients: over the bound, so not its home
+    assert {(await post(harness, url + CHAT, doc))[1] for _ in range(3)} == {"replica-2"}
+    del running[1]  # replica 1 stops publishing: its sample goes stale, in-flight counts
+    rounds = poller.rounds
+    await harness.clock.advance(16.0)
+    await eventually(lambda: poller.rounds > rounds, "another round")
+    assert poller.load(1, 0.0) == 0.0 and poller.load(2, 0.0) == 0.0
+    await router.stop()
+    assert affinity.poller is None  # the polling task ended with the router
+
+
+async def test_serve_update_turns_the_policy_and_its_polling_on_and_off(harness: Harness) -> None:
+    one = await harness.replica(1, behaviour=publishing({1: 0.0}))
+    router, url = await harness.router([one.backend], section("least_load"))
+    assert router._affinity is None
+    router.reconfigure(cache_section(replica_metrics_seconds=5.0))
+    affinity = router._affinity
+    assert affinity is not None and affinity.poller is not None
+    poller = affinity.poller
+    await eventually(lambda: 1 in poller.samples, "polled")
+    task = poller._task
+    router.reconfigure(section("least_load"))
+    assert router._affinity is None and affinity.poller is None
+    assert task is not None
+    await eventually(task.done, "the polling task ends")
+    assert (await post(harness, url + CHAT, turn(1, 0)))[1] == "replica-1"

@@ -13,7 +13,8 @@ PrefixIndex`) and turns a request into an order of replicas, best first:
 
 The replica a request is sent to is recorded as holding its prefix (its new
 home when the bound moved it). A replica's load is the router's in-flight
-count of it.
+count of it, or with ``replica_metrics_seconds`` the larger of that and what
+the replica publishes (:mod:`skyctl.router.replica_load`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from policies import cache_aware
+from skyctl.clock import Clock
 from skyctl.router.front import Request
+from skyctl.router.replica_load import ReplicaLoad
 from skyctl.router.stats import ReplicaState
 from skyctl.spec import CacheAware
 
@@ -46,11 +49,38 @@ class Affinity:
         self._json_path = (
             cache_aware.parse_json_path(options.json_path) if options.json_path else None
         )
+        self.poller: ReplicaLoad | None = None
+        self._targets: Callable[[], Sequence[tuple[int, str]]] | None = None
+        self._clock: Clock | None = None
         self.keyed = 0  # requests that had a key
         self.routed_home = 0  # requests sent to a replica holding a share of their prefix
 
+    def start_polling(self, clock: Clock, targets: Callable[[], Sequence[tuple[int, str]]]) -> None:
+        """Poll the replicas' metrics if ``replica_metrics_seconds`` is set (in a running loop)."""
+        self._clock, self._targets = clock, targets
+        period = self.options.replica_metrics_seconds
+        if period is not None and self.poller is None:
+            self.poller = ReplicaLoad(period, clock, targets)
+            self.poller.start()
+
+    async def stop_polling(self) -> None:
+        poller, self.poller = self.poller, None
+        if poller is not None:
+            await poller.stop()
+
+    def close(self) -> None:
+        """Stop polling without waiting (the policy changed)."""
+        poller, self.poller = self.poller, None
+        if poller is not None:
+            poller.cancel()
+
     def reconfigure(self, options: CacheAware) -> None:
         """New options; the index is kept (resized to the new bounds)."""
+        if options.replica_metrics_seconds != self.options.replica_metrics_seconds:
+            self.close()
+            self.options = options
+            if self._clock is not None and self._targets is not None:
+                self.start_polling(self._clock, self._targets)
         self.index.max_entries = max(1, options.max_prefixes)
         self.index.ttl = options.ttl_seconds
         self.options = options
@@ -75,7 +105,11 @@ class Affinity:
     ) -> tuple[list[int], list[int]]:
         """Indices into ``replicas`` best first (:func:`policies.cache_aware.rank`), and
         each replica's depth (leading blocks of ``keys`` it holds)."""
-        loads = [float(r.in_flight) for r in replicas]
+        poller = self.poller
+        if poller is None:
+            loads = [float(r.in_flight) for r in replicas]
+        else:
+            loads = [poller.load(r.replica_id, float(r.in_flight)) for r in replicas]
         if keys:
             self.keyed += 1
             held = self.index.depths(keys, now)

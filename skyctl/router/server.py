@@ -81,7 +81,8 @@ class Router:
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
         self._affinity: Affinity | None = None  # cache_aware's prefix index
-        self._set_affinity(section)
+        if self._policy == routing.CACHE_AWARE:
+            self._affinity = Affinity(section.router.cache_aware)
         self._metrics_path = _metrics_path(section)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
@@ -148,6 +149,8 @@ class Router:
             raise
         self._front = front
         self._upstream.pool.retain({s.origin for s in self._replicas})
+        if self._affinity is not None:
+            self._affinity.start_polling(self._clock, self._poll_targets)
         return self._port
 
     @property
@@ -181,6 +184,8 @@ class Router:
                 log.warning("router %s: %d requests cut at stop", self.service, self._active)
         await front.close()  # cancels what is left
         self._front = None
+        if self._affinity is not None:
+            await self._affinity.stop_polling()
         if upstream is not None:
             await upstream.close()
         self._upstream = None
@@ -289,11 +294,18 @@ class Router:
 
     def _set_affinity(self, section: ServiceSection) -> None:
         if self._policy != routing.CACHE_AWARE:
+            if self._affinity is not None:
+                self._affinity.close()
             self._affinity = None
         elif self._affinity is None:
             self._affinity = Affinity(section.router.cache_aware)
+            if self._front is not None:  # a serve update turned it on
+                self._affinity.start_polling(self._clock, self._poll_targets)
         else:
             self._affinity.reconfigure(section.router.cache_aware)
+
+    def _poll_targets(self) -> list[tuple[int, str]]:
+        return [(r.replica_id, r.url) for r in self._replicas]
 
     def _set_target_qps(self) -> None:
         qps = self._section.replica_policy.target_qps_per_replica

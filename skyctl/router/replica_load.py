@@ -1,0 +1,123 @@
+"""Load published by the replicas themselves (vLLM's ``/metrics``), polled off the request path.
+
+With ``service.router.cache_aware.replica_metrics_seconds`` set, a
+:class:`ReplicaLoad` task fetches every routable replica's ``/metrics`` once
+per period (all at once, each bounded by a timeout) and keeps, per replica,
+vLLM's gauges: ``vllm:num_requests_running`` + ``vllm:num_requests_waiting``
+(summed over their label sets) and ``vllm:gpu_cache_usage_perc``. The
+router's ``cache_aware`` ranking then takes as a replica's load the larger of
+its own in-flight count and the published running + waiting requests (which
+include other routers' and clients' work), while the sample is younger than
+three periods. A replica that does not answer, answers an error or publishes
+no such gauge simply has no sample: its in-flight count is used, as without
+polling. Parsing is prometheus_client's text parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from skyctl.clock import Clock
+
+log = logging.getLogger(__name__)
+
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+KV_USAGE = "vllm:gpu_cache_usage_perc"
+MAX_BYTES = 1 << 20  # a metrics page larger than this is ignored
+
+
+class Sample:
+    __slots__ = ("at", "kv_usage", "queued")
+
+    def __init__(self, queued: float, kv_usage: float | None, at: float) -> None:
+        self.queued = queued  # running + waiting requests
+        self.kv_usage = kv_usage
+        self.at = at
+
+
+def parse(text: str, at: float) -> Sample | None:
+    """A sample from a Prometheus text page; None when it has neither request gauge."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in (RUNNING, WAITING, KV_USAGE):
+            found[family.name] = sum(s.value for s in family.samples)
+    if RUNNING not in found and WAITING not in found:
+        return None
+    queued = found.get(RUNNING, 0.0) + found.get(WAITING, 0.0)
+    return Sample(queued, found.get(KV_USAGE), at)
+
+
+class ReplicaLoad:
+    """Polls the replicas' metrics (see the module docstring)."""
+
+    def __init__(
+        self,
+        period: float,
+        clock: Clock,
+        targets: Callable[[], Sequence[tuple[int, str]]],
+        path: str = "/metrics",
+    ) -> None:
+        """``targets``: the routable replicas as (replica id, base URL), asked each round."""
+        self.period = period
+        self.samples: dict[int, Sample] = {}
+        self._clock = clock
+        self._targets = targets
+        self._path = path
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def cancel(self) -> None:
+        """Stop polling without waiting for the task to end."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def stop(self) -> None:
+        task = self._task
+        self.cancel()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def load(self, replica_id: int, in_flight: float) -> float:
+        """The replica's load: the larger of ``in_flight`` and a fresh published one."""
+        sample = self.samples.get(replica_id)
+        if sample is None or self._clock.now() - sample.at > 3.0 * self.period:
+            return in_flight
+        return max(in_flight, sample.queued)
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.1, min(2.0, self.period)))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                targets = list(self._targets())
+                current = {rid for rid, _ in targets}
+                for rid in [r for r in self.samples if r not in current]:
+                    del self.samples[rid]
+                await asyncio.gather(*(self._poll(session, rid, url) for rid, url in targets))
+                self.rounds += 1
+                await self._clock.sleep(self.period)
+
+    async def _poll(self, session: aiohttp.ClientSession, replica_id: int, url: str) -> None:
+        try:
+            async with session.get(url + self._path) as resp:
+                if resp.status != 200:
+                    return
+                data = await resp.content.read(MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                return
+            sample = parse(data.decode("utf-8", "replace"), self._clock.now())
+        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
+            log.debug("replica %d metrics: %s", replica_id, exc)
+            return
+        if sample is not None:
+            self.samples[replica_id] = sample

@@ -56,13 +56,12 @@ def hourly_cap(max_replicas: int) -> int:
 
 
 def describe(end: ReplicaEnded) -> str:
-    """One line saying how a replica ended, e.g. ``replica 4: run exited with code 3``."""
+    """One line on how a replica ended: ``replica 4: run failed with exit code 3 (log P)``."""
+    code = f" with exit code {end.exit_code}" if end.exit_code is not None else ""
     if end.reason is EndReason.FAILED_SETUP:
-        what = "setup failed" + (
-            f" with exit code {end.exit_code}" if end.exit_code is not None else ""
-        )
-    elif end.reason is EndReason.FAILED and end.exit_code is not None:
-        what = f"run failed with exit code {end.exit_code}"
+        what = "setup failed" + code
+    elif end.reason is EndReason.FAILED and code:
+        what = "run failed" + code
     else:
         what = str(end.reason)
     if end.detail:  # for a failed setup or run: the replica's log file

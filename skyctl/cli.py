@@ -262,6 +262,11 @@ def status(
             )
         if svc.get("failure"):
             click.echo(f"  FAILED: {svc['failure']}")
+            last = next((r for r in reversed(svc["replicas"]) if r.get("log_tail")), None)
+            if last is not None:
+                click.echo(f"  last lines of replica {last['id']}'s log:")
+                for line in last["log_tail"][-5:]:
+                    click.echo(f"    {line}")
         elif svc.get("last_error"):
             click.echo(f"  last error: {svc['last_error']}")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from skyctl.controller.failure_facts import classify, read_tail
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.store import ServiceStatus
 from tests.test_controller import FIXED, Harness
@@ -75,7 +76,7 @@ async def test_a_server_that_never_gets_ready_fails_initial_delay_then_the_servi
         "initial_delay_seconds: 60", "initial_delay_seconds: 5"
     )
     await h.controller.create_service(spec, None)
-    await h.until(lambda: status(h, "slow") is ServiceStatus.FAILED, seconds=120)
+    await h.until(lambda: status(h, "slow") is ServiceStatus.FAILED, seconds=600)
     ended = h.store.list_replicas("slow", include_terminated=True)
     assert {r.end_reason for r in ended if r.status is R.TERMINATED} == {
         EndReason.FAILED_INITIAL_DELAY
@@ -103,3 +104,46 @@ async def test_a_ready_v2_replica_that_breaks_ends_failed_probing(h: Harness) ->
     assert ended.failure and "failed probes" in ended.failure
     await h.until(lambda: h.ready("web") == 1)  # replaced: v2 was READY once, not FAILED
     assert status(h, "web") is ServiceStatus.READY
+
+
+# (case, provider's reason and detail, log tail, kind, exit code, one-line failure)
+CLASSIFY = [
+    (
+        "run exits",
+        (EndReason.FAILED, "process exited with code 3"),
+        "loading\nboom",
+        (EndReason.FAILED, 3, "run failed with exit code 3; log /l/r.log"),
+    ),
+    (
+        "setup exits",
+        (EndReason.FAILED, "process exited with code 1"),
+        "pip: no such package\nskyctl: setup failed with exit code 1",
+        (EndReason.FAILED_SETUP, 1, "setup failed with exit code 1; log /l/r.log"),
+    ),
+    (
+        "gone without a code",
+        (EndReason.FAILED, "instance gone"),
+        "",
+        (EndReason.FAILED, None, "instance gone; log /l/r.log"),
+    ),
+    (
+        "initial delay",
+        (EndReason.FAILED_INITIAL_DELAY, "not ready 20s after it started"),
+        "still loading",
+        (EndReason.FAILED_INITIAL_DELAY, None, "not ready 20s after it started; log /l/r.log"),
+    ),
+]
+
+
+@pytest.mark.parametrize("given,tail,want", [c[1:] for c in CLASSIFY], ids=[c[0] for c in CLASSIFY])
+def test_failure_facts_classify(
+    given: tuple[EndReason, str], tail: str, want: tuple[EndReason, int | None, str]
+) -> None:
+    assert classify(given[0], given[1], tail, "/l/r.log") == want
+
+
+def test_read_tail_keeps_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "r.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert read_tail(str(log), lines=3) == "line 97\nline 98\nline 99"
+    assert read_tail(str(tmp_path / "missing.log")) == ""

@@ -54,6 +54,7 @@ class FailureFacts:
     exit_code: int | None
     failure: str  # one line
     log_tail: str
+    log: str | None = None  # the replica's log file, when the provider keeps one
 
     def fields(self) -> dict[str, Any]:
         """Columns for ``Store.update_replica``."""
@@ -66,7 +67,10 @@ class FailureFacts:
             self.reason,
             at,
             exit_code=self.exit_code,
-            detail=self.failure,
+            # the kind and exit code travel apart; the detail adds what they do not say
+            detail=(f"log {self.log}" if self.log else "")
+            if self.exit_code is not None
+            else self.failure,
             capacity=capacity,
         )
 
@@ -79,10 +83,16 @@ def classify(
     if reason is EndReason.FAILED:
         setup = _SETUP.search(tail)
         if setup:
-            return EndReason.FAILED_SETUP, int(setup.group(1)), where
+            line = f"setup failed with exit code {setup.group(1)}"
+            return (
+                EndReason.FAILED_SETUP,
+                int(setup.group(1)),
+                "; ".join(filter(None, (line, where))),
+            )
         ran = _EXIT.search(detail)
         if ran:
-            return EndReason.FAILED, int(ran.group(1)), where
+            line = f"run failed with exit code {ran.group(1)}"
+            return EndReason.FAILED, int(ran.group(1)), "; ".join(filter(None, (line, where)))
     line = "; ".join(x for x in (detail.replace("\n", " ").strip(), where) if x)
     return reason, None, line
 
@@ -99,4 +109,4 @@ async def gather(
             log = None
     tail = await asyncio.to_thread(read_tail, log) if log else ""
     kind, code, failure = classify(reason, detail, tail, log)
-    return FailureFacts(kind, code, failure, tail)
+    return FailureFacts(kind, code, failure, tail, log)

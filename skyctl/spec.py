@@ -191,5 +191,14 @@ class ServiceSpec:
         return self.resources.use_spot
 
     @property
+    def serving_port(self) -> int | None:
+        """The port replicas serve on: ``service.ports``, else the one port of
+        ``resources.ports`` (as SkyServe); None when the spec fixes none (``$PORT``)."""
+        if self.service.ports:
+            return self.service.ports
+        ports = {p for c in self.resources.candidates for p in c.ports}
+        return next(iter(ports)) if len(ports) == 1 else None
+
+    @property
     def clouds(self) -> frozenset[str]:
         return frozenset(c.cloud or "local" for c in self.resources.candidates)

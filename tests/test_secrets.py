@@ -249,9 +249,11 @@ class RecordingProvider(MemoryProvider):
     """The in-memory provider, remembering the environment of every launch."""
 
     envs: list[dict[str, str]]
+    ports: list[int]
 
     async def launch(self, request: LaunchRequest) -> Instance:
         self.envs.append(dict(request.envs))
+        self.ports.append(request.port)
         return await super().launch(request)
 
 
@@ -262,6 +264,7 @@ class Harness:
         self.store = Store(tmp / "state.db")
         self.provider = RecordingProvider(clock=self.clock)
         self.provider.envs = []
+        self.provider.ports = []
         self.controller = self._controller()
 
     def _controller(self) -> Controller:
@@ -373,6 +376,24 @@ async def test_command_line_envs_and_secrets_are_sealed_and_survive_a_restart(
     probe = h.controller.runtimes["vault"].prober.probe
     assert probe.headers == {"Authorization": f"Bearer {SECRET}", "X-HF": f"hf-{SECRET}"}
     assert SECRET not in json.dumps([h.controller.status(), h.controller.events("vault")])
+
+
+@pytest.mark.parametrize(
+    ("service", "resources", "want"),
+    [
+        ("{replicas: 1}", "{ports: 8000}", 8000),  # SkyServe: the one port is the serving one
+        ("{replicas: 1, ports: 9000}", "{ports: [8000, 9000]}", 9000),
+        ("{replicas: 1}", "{}", 8080),  # no port fixed: $PORT, 8080 on a cloud
+    ],
+    ids=["the one resources port", "service.ports among several", "none"],
+)
+async def test_a_cloud_replica_is_told_the_port_its_spec_serves_on(
+    h: Harness, service: str, resources: str, want: int
+) -> None:
+    text = f"name: p\nservice: {service}\nresources: {resources}\nrun: serve\n"
+    await h.controller.create_service(text, None)
+    await h.ticks_until(lambda: bool(h.provider.ports))
+    assert h.provider.ports[0] == want
 
 
 async def test_a_lost_key_is_a_one_line_logged_error_not_a_leak(

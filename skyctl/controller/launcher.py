@@ -94,7 +94,7 @@ class Launcher:
             offering=offering,
             client_token=r.client_token,
             spec=spec,
-            port=spec.service.ports or 8080,
+            port=spec.serving_port or 8080,  # the one resources.ports too, as SkyServe
             envs={**spec.envs, **spec.secrets},
         )
         if not self.breakers.allows(r.location):

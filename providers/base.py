@@ -56,6 +56,8 @@ class Provider(abc.ABC):
 
     #: the ``cloud`` part of this provider's locations ("local", "aws", ...)
     name: str = ""
+    #: how many calls (launch, terminate, list) the controller runs at once here
+    max_concurrent_calls: int = 16
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Register where push signals go (preemptions, notices, exits).

@@ -240,10 +240,18 @@ async def test_a_restarted_controller_adopts_running_replicas_without_launching_
 
 
 async def test_a_launch_interrupted_by_a_crash_is_resumed_with_the_same_token(h: Harness) -> None:
-    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
-    await h.until(lambda: h.ready("web") == 1)
+    await h.controller.create_service(FIXED.format(name="web", replicas=2), None)
+    await h.until(lambda: h.ready("web") == 2)
     await h.stop_controller()
-    # the crash happened right after the intent was recorded, before the call
+    # the controller was replacing a replica that had failed...
+    lost = h.replicas("web")[-1]
+    for status in (ReplicaStatus.SHUTTING_DOWN, ReplicaStatus.TERMINATED):
+        h.store.update_replica(
+            "web", lost.replica_id, now=h.clock.now(), status=status, reason=EndReason.FAILED
+        )
+    assert lost.instance_id is not None
+    await h.provider.terminate(lost.instance_id)
+    # ...and crashed right after the replacement's intent was recorded, before the call
     from skyctl.types import Location
 
     rec = h.store.add_replica(

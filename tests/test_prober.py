@@ -18,6 +18,7 @@ class Backend:
     def __init__(self) -> None:
         self.status = 200
         self.seen: list[tuple[str, str, dict[str, str], str]] = []
+        self.peers: list[object] = []  # the client end of each request's connection
         self.hang = asyncio.Event()
         self.block = False
         self.runner: web.AppRunner | None = None
@@ -26,6 +27,9 @@ class Backend:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.text()
         self.seen.append((request.method, request.path, dict(request.headers), body))
+        self.peers.append(
+            request.transport.get_extra_info("peername") if request.transport else None
+        )
         if self.block:
             await self.hang.wait()
         return web.Response(status=self.status, text="x")
@@ -131,3 +135,39 @@ async def test_forgotten_replicas_are_no_longer_probed(backend: Backend) -> None
         await prober.close()
     assert seen >= 1 and len(backend.seen) == seen
     assert 1 not in prober.results
+
+
+async def test_probes_of_a_replica_reuse_one_kept_alive_connection(backend: Backend) -> None:
+    clock = FakeClock()
+    prober = Prober(ReadinessProbe(period_seconds=1), clock=clock, on_change=lambda: None)
+    prober.set_targets([Target(1, backend.url)])
+    prober.start()
+    try:
+        for _ in range(24):
+            await clock.advance(0.25)
+            await asyncio.sleep(0.01)
+    finally:
+        await prober.close()
+    assert len(backend.peers) >= 4
+    assert len(set(backend.peers)) == 1  # one TCP connection for every probe
+
+
+async def test_each_probe_result_is_heard_at_once(backend: Backend) -> None:
+    clock = FakeClock()
+    heard: list[tuple[int, bool]] = []
+    prober = Prober(
+        ReadinessProbe(period_seconds=1),
+        clock=clock,
+        on_change=lambda: None,
+        on_result=lambda rid, ok: heard.append((rid, ok)),
+    )
+    prober.set_targets([Target(3, backend.url)])
+    prober.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if heard:
+                break
+    finally:
+        await prober.close()
+    assert heard[:1] == [(3, True)]  # probed as soon as it became a target, no clock step

@@ -1,9 +1,13 @@
 """The controller loop and the operations the API exposes.
 
-One asyncio task runs :meth:`Controller.run`: every ``tick_seconds`` (or at
-once when woken by a provider signal, a probe result or an API call) it
-reconciles every service concurrently; an exception in one service is logged
-and recorded as an event and never stops the loop.
+One asyncio task runs :meth:`Controller.run`, a scheduler: each service is
+ticked by its own task, at most one at a time per service, when it is woken
+(a provider signal, a probe result, an actuator outcome, an API call) or when
+its period is up: ``tick_seconds`` while it has something to do,
+``quiet_tick_seconds`` once a tick found nothing to do (every replica READY,
+nothing written, no call in flight). So a slow tick of one service never
+delays another's, and services with nothing to do cost little. An exception in
+one service is logged and recorded as an event and never stops the loop.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ from skyctl.types import InstanceEvent, InstanceEventKind
 
 log = logging.getLogger(__name__)
 
+#: a service whose last tick found nothing to do is ticked this often (clock
+#: seconds) unless woken: provider listings without push signals, autoscaling
+QUIET_TICK_SECONDS = 10.0
+#: the list of services is re-read at least this often (API calls re-read it at once)
+NAMES_REFRESH_SECONDS = 30.0
+
 #: SkyPilot's service-name rule (the spec parser applies it to `name:` too)
 NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
 
@@ -52,16 +62,24 @@ class Controller:
         exit_when_idle: bool = False,
         gc_clouds: tuple[str, ...] = ("local",),
         secrets: Secrets | None = None,
+        quiet_tick_seconds: float | None = None,
+        deadlines: dict[str, float] | None = None,
     ) -> None:
-        """``secrets`` seals the specs' secrets (default: a key file beside the database)."""
+        """``secrets`` seals the specs' secrets (default: a key file beside the database);
+        ``deadlines`` overrides per-call deadlines (``skyctl.controller.actuator.DEADLINES``)."""
         self.store = store
         self.providers = providers
         self.clock = clock
         self.tick_seconds = tick_seconds
+        self.quiet_tick_seconds = max(
+            tick_seconds, QUIET_TICK_SECONDS if quiet_tick_seconds is None else quiet_tick_seconds
+        )
         self.exit_when_idle = exit_when_idle
         self.gc_clouds = gc_clouds
         self.secrets = secrets or Secrets(store.path.parent / KEY_FILE_NAME)
-        self.reconciler = Reconciler(store, providers, clock, self.secrets)
+        self.reconciler = Reconciler(
+            store, providers, clock, self.secrets, wake=self.wake, deadlines=deadlines
+        )
         self.metrics = ControllerMetrics(self)
         self.runtimes: dict[str, ServiceRuntime] = {}
         # one runtime (one router) per service: creating one is serialized per name
@@ -70,6 +88,11 @@ class Controller:
         self._stopped = asyncio.Event()
         self._ticks = 0
         self._had_service = False
+        self._names: list[str] | None = None  # the services, re-read when stale
+        self._names_read_at = 0.0
+        self._dirty: set[str] = set()  # woken services
+        self._due: dict[str, float] = {}  # when each service's next tick is due
+        self._ticking: dict[str, asyncio.Task[None]] = {}
 
     # --------------------------------------------------------------- running
     async def start(self) -> None:
@@ -82,49 +105,119 @@ class Controller:
         await self._collect_garbage()
 
     async def run(self) -> None:
-        """Reconcile until :meth:`request_stop` (or idle exit)."""
-        while not self._stopped.is_set():
-            self._wake.clear()
-            await self.tick_all()
-            if self.exit_when_idle and self._had_service and not self.runtimes:
-                log.info("no services left; controller exits")
-                break
-            sleeper = asyncio.ensure_future(self.clock.sleep(self.tick_seconds))
-            waker = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(self._stopped.wait())
-            try:
-                await asyncio.wait({sleeper, waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for fut in (sleeper, waker, stopper):
-                    fut.cancel()
-        self._stopped.set()
+        """Schedule ticks until :meth:`request_stop` (or idle exit)."""
+        try:
+            while not self._stopped.is_set():
+                self._wake.clear()
+                delay = self._schedule()
+                self._ticks += 1
+                if (
+                    self.exit_when_idle
+                    and self._had_service
+                    and not self.runtimes
+                    and not self._ticking
+                ):
+                    log.info("no services left; controller exits")
+                    break
+                sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+                waker = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(self._stopped.wait())
+                try:
+                    await asyncio.wait(
+                        {sleeper, waker, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    for fut in (sleeper, waker, stopper):
+                        fut.cancel()
+        finally:
+            self._stopped.set()
+            ticking = list(self._ticking.values())
+            for task in ticking:
+                task.cancel()
+            for task in ticking:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def request_stop(self) -> None:
         self._stopped.set()
 
-    def wake(self) -> None:
+    def wake(self, service: str | None = None) -> None:
+        """A tick soon: of ``service``, or of every service (and re-read their list)."""
+        if service is None:
+            self._names = None
+            self._due.clear()  # every service is due
+        else:
+            self._dirty.add(service)
+            if self._names is not None and service not in self._names:
+                self._names = None  # a new service
         self._wake.set()
 
     @property
     def ticks(self) -> int:
+        """Scheduler rounds so far."""
         return self._ticks
 
+    def _schedule(self) -> float:
+        """Start the ticks that are due; return how long until the next one is."""
+        now = self.clock.now()
+        if self._names is None or now - self._names_read_at >= NAMES_REFRESH_SECONDS:
+            self._names = [s.name for s in self.store.list_services()]
+            self._names_read_at = now
+            for name in list(self._due):
+                if name not in self._names:
+                    del self._due[name]
+        loop = asyncio.get_running_loop()
+        nearest = now + self.tick_seconds
+        for name in self._names:
+            if name in self._ticking:
+                continue
+            due = self._due.get(name, now)
+            if name in self._dirty or due <= now:
+                self._dirty.discard(name)
+                self._ticking[name] = loop.create_task(self._tick_task(name), name=f"tick:{name}")
+            else:
+                nearest = min(nearest, due)
+        return max(0.0, nearest - now)
+
+    async def _tick_task(self, name: str) -> None:
+        try:
+            svc = self.store.get_service(name)
+            if svc is None:
+                await self._drop_runtime(name)
+                self._names = None  # re-read the list
+                return
+            await self._guarded_tick(svc)
+        finally:
+            self._ticking.pop(name, None)
+            rt = self.runtimes.get(name)
+            now = self.clock.now()
+            period = self.quiet_tick_seconds if rt is not None and rt.quiet else self.tick_seconds
+            due = now + period
+            if rt is not None and rt.next_at is not None and now < rt.next_at < due:
+                due = rt.next_at  # held-back launches may go then
+            self._due[name] = due
+            if name in self._dirty or name not in self.runtimes:
+                self._wake.set()
+
     async def tick_all(self) -> None:
+        """Tick every service once, concurrently, and wait for all (tests, tools)."""
         services = self.store.list_services()
-        with self.metrics.tick_seconds.time():
-            results = await asyncio.gather(
-                *(self._tick_service(svc) for svc in services), return_exceptions=True
-            )
-        for svc, result in zip(services, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("service %s: tick failed: %r", svc.name, result, exc_info=result)
-                msg = f"{type(result).__name__}: {result}"
-                rt = self.runtimes.get(svc.name)
-                if rt is not None and rt.last_error != msg:
-                    rt.last_error = msg
-                    with contextlib.suppress(Exception):
-                        self.store.add_event(svc.name, "error", msg, now=self.clock.now())
-        self._ticks += 1
+        await asyncio.gather(*(self._guarded_tick(svc) for svc in services))
+
+    async def _guarded_tick(self, svc: ServiceRecord) -> None:
+        try:
+            with self.metrics.tick_seconds.time():
+                await self._tick_service(svc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as result:  # one service's failure never stops the others
+            log.error("service %s: tick failed: %r", svc.name, result, exc_info=result)
+            msg = f"{type(result).__name__}: {result}"
+            rt = self.runtimes.get(svc.name)
+            if rt is not None and rt.last_error != msg:
+                rt.last_error = msg
+                with contextlib.suppress(Exception):
+                    self.store.add_event(svc.name, "error", msg, now=self.clock.now())
 
     async def _tick_service(self, svc: ServiceRecord) -> None:
         try:
@@ -134,10 +227,12 @@ class Controller:
         gone = await self.reconciler.tick(rt, svc)
         if gone:
             await self._drop_runtime(svc.name)
+            self._names = None
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Graceful stop: routers finish in-flight requests; replicas keep running."""
         self._stopped.set()
+        await self.reconciler.actuator.close()  # calls in flight stop; their intents stay
         for name in list(self.runtimes):
             await self._drop_runtime(name, grace_seconds=grace_seconds)
         await self.providers.close()
@@ -162,11 +257,14 @@ class Controller:
     async def _make_runtime(self, svc: ServiceRecord) -> ServiceRuntime:
         version = self.store.get_version(svc.name, svc.current_version)
         spec = load_spec(version, self.secrets)
-        rt = make_runtime(svc.name, spec, clock=self.clock, wake=self.wake)
+        name = svc.name
+        rt = make_runtime(name, spec, clock=self.clock, wake=lambda: self.wake(name))
         rt.specs[svc.current_version] = spec
         rt.prober.on_probe = self.metrics.probe_observer(svc.name)
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
-            self.providers.get(cloud).set_event_sink(self._on_provider_event)
+            provider = self.providers.get(cloud)
+            provider.set_event_sink(self._on_provider_event)
+            self.reconciler.actuator.set_limit(cloud, provider.max_concurrent_calls)
         port = svc.router_port
         try:
             port = await rt.router.start(svc.router_host, port or spec.service.router.port)
@@ -200,13 +298,10 @@ class Controller:
         if rt is None or replica is None or not replica.is_live:
             return
         if event.kind in (InstanceEventKind.PREEMPTED, InstanceEventKind.EXITED):
-            rt.gone.add(event.replica_id)
-            rt.set_backends([b for b in rt.backends if b.replica_id != event.replica_id])
-        elif event.kind is InstanceEventKind.NOTICE:
-            others = [b for b in rt.backends if b.replica_id != event.replica_id]
-            if others:  # drain it, unless it is the last one still serving
-                rt.set_backends(others)
-        self.wake()
+            rt.table.gone(event.replica_id)
+        elif event.kind is InstanceEventKind.NOTICE:  # drained, unless it is the last one serving
+            rt.table.notice(event.replica_id, event.at)
+        self.wake(event.service)
 
     async def _collect_garbage(self) -> None:
         """Terminate instances of services the store does not know."""
@@ -279,7 +374,7 @@ class Controller:
         self.store.add_event(
             name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
         )
-        self.wake()
+        self.wake(name)
         return self.describe(name)
 
     async def update_service(
@@ -311,7 +406,7 @@ class Controller:
             rt.router.reconfigure(spec.service, spec.secrets)
             rt.prober.probe = spec.service.readiness_probe
         self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
-        self.wake()
+        self.wake(name)
         return self.describe(name)
 
     async def delete_service(self, name: str) -> dict[str, Any]:
@@ -328,7 +423,7 @@ class Controller:
                 name, now=self.clock.now(), status=ServiceStatus.SHUTTING_DOWN
             )
             self.store.add_event(name, "down", "shutting down", now=self.clock.now())
-        self.wake()
+        self.wake(name)
         return {
             "name": name,
             "status": ServiceStatus.SHUTTING_DOWN.value,

@@ -1,31 +1,34 @@
 """Launching replicas: intent recorded, provider called, outcome recorded.
 
-A replica is added PENDING with a fresh client token, moved to PROVISIONING
-before ``launch`` and to STARTING with its instance after it. A capacity or
+The tick records a replica PENDING with a fresh client token (:meth:`Launcher.record`);
+a task of the :class:`~skyctl.controller.actuator.Actuator` moves it to
+PROVISIONING before ``launch`` and to STARTING with its instance after it
+(:meth:`Launcher.launch_one`), under the launch deadline. A capacity or
 quota error ends it FAILED_PROVISION and tells placement (a CAPACITY_ERROR
-location event); a transient error is retried with the same token on the next
-tick, and feeds the location's circuit breaker.
+location event); a transient error (a missed deadline too) is retried with the
+same token after a backoff, and feeds the location's circuit breaker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from policies.model import Launch, LocationEvent, LocationEventKind, ReplicaEnded
+from policies.model import Launch, LocationEvent, LocationEventKind, ReplicaEnded, ReplicaView
 from providers.base import LaunchRequest
-from providers.registry import ProviderSet
+from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller.actuator import Actuator
 from skyctl.controller.breaker import Breakers
-from skyctl.controller.pricing import ondemand_price
+from skyctl.controller.pricing import ondemand_price_in
+from skyctl.controller.prober import Target
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import CapacityError, ConfigError, ProviderError, QuotaError, TransientError
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
-from skyctl.spec import ServiceSpec
 from skyctl.store import ReplicaRecord, Store
-from skyctl.types import Instance, Offering
+from skyctl.types import Backend, Instance, Offering
 
 S = ReplicaStatus
 
@@ -39,44 +42,55 @@ class Launcher:
     providers: ProviderSet
     clock: Clock
     secrets: Secrets
+    actuator: Actuator
     breakers: Breakers = field(init=False)
 
     def __post_init__(self) -> None:
         self.breakers = Breakers(self.clock)
 
-    async def launch_all(
-        self, rt: ServiceRuntime, spec: ServiceSpec, launches: list[Launch]
-    ) -> None:
-        ondemand = [await ondemand_price(self.providers, spec, x.offering) for x in launches]
+    def record(
+        self,
+        rt: ServiceRuntime,
+        launches: list[Launch],
+        store: Store,
+        offerings: Sequence[Offering] = (),
+    ) -> list[ReplicaRecord]:
+        """The intents: one PENDING replica with a fresh client token per launch
+        (``store`` is the tick's transaction); the calls start afterwards. Its
+        on-demand price (for savings) comes from the tick's ``offerings``."""
         now = self.clock.now()
         records: list[ReplicaRecord] = []
-        with self.store.transaction():
-            for launch, od_price in zip(launches, ondemand, strict=True):
-                off = launch.offering
-                r = self.store.add_replica(
-                    rt.name,
-                    version=launch.version,
-                    location=off.location,
-                    spot=off.spot,
-                    price=off.price,
-                    instance_type=off.instance_type,
-                    client_token=secrets.token_hex(16),
-                    now=now,
-                    ondemand_price=od_price,
-                )
-                self.store.add_event(
-                    rt.name,
-                    "launch",
-                    f"{'spot' if off.spot else 'on-demand'} in {off.location} "
-                    f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
-                    now=now,
-                    replica_id=r.replica_id,
-                )
-                records.append(r)
-        await asyncio.gather(*(self.launch_one(rt, r) for r in records))
+        for launch in launches:
+            off = launch.offering
+            r = store.add_replica(
+                rt.name,
+                version=launch.version,
+                location=off.location,
+                spot=off.spot,
+                price=off.price,
+                instance_type=off.instance_type,
+                client_token=secrets.token_hex(16),
+                now=now,
+                ondemand_price=ondemand_price_in(offerings, off),
+            )
+            store.add_event(
+                rt.name,
+                "launch",
+                f"{'spot' if off.spot else 'on-demand'} in {off.location} "
+                f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
+                now=now,
+                replica_id=r.replica_id,
+            )
+            records.append(r)
+        return records
 
     async def launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
-        name = rt.name
+        """A task: one launch attempt of a PENDING/PROVISIONING replica, its outcome recorded."""
+        name, key = rt.name, f"r{r.replica_id}"
+        current = self.store.get_replica(name, r.replica_id)
+        if current is None or current.status not in (S.PENDING, S.PROVISIONING):
+            return  # a tick decided otherwise before this task ran
+        r = current
         version = self.store.get_version(name, r.version)
         spec = rt.spec(version, self.secrets)
         r = self.store.update_replica(
@@ -104,8 +118,15 @@ class Launcher:
                 )
             self.fail(rt, r, f"{r.location}: its API keeps failing; breaker open", capacity=True)
             return
+        cloud = canonical(r.location.cloud)
+        provider = self.providers.get(cloud)
         try:
-            inst = await self.providers.get(r.location.cloud).launch(request)
+            inst = await self.actuator.call(
+                cloud,
+                "launch",
+                f"launch of replica {r.replica_id}",
+                lambda: provider.launch(request),
+            )
         except (CapacityError, QuotaError) as e:
             now = self.clock.now()
             if r.spot:
@@ -131,44 +152,81 @@ class Launcher:
             elif r.launch_attempts >= MAX_LAUNCH_ATTEMPTS:
                 self.fail(rt, r, f"gave up after {r.launch_attempts} attempts: {e}", capacity=True)
             else:
+                delay = self.actuator.failed(name, key)
                 self.store.add_event(
-                    name, "launch_retry", str(e), now=self.clock.now(), replica_id=r.replica_id
+                    name,
+                    "launch_retry",
+                    f"{e}; again in {delay:g}s",
+                    now=self.clock.now(),
+                    replica_id=r.replica_id,
                 )
             return
         except (ProviderError, ConfigError) as e:  # the spec's fault: counts against it
             self.fail(rt, r, f"{type(e).__name__}: {e}")
             return
         self.breakers.success(r.location)
+        self.actuator.forget(name, key)
         if r.spot:
             rt.events.append(
                 LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())
             )
-        self.started(rt, r, inst)
+        self._landed(rt, r, inst)
+
+    def _landed(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> None:
+        """Record a launch's instance, whatever the tick decided meanwhile."""
+        rt.touched.add(r.replica_id)
+        current = self.store.get_replica(rt.name, r.replica_id)
+        if current is None or current.status is S.TERMINATED:
+            return  # its instance is an orphan now: the next tick terminates it
+        if current.status is S.PROVISIONING:
+            r = self.started(rt, current, inst, self.store)
+            if r.endpoint:  # probed from now on, routed as soon as a probe passes
+                rt.prober.add_target(Target(r.replica_id, r.endpoint))
+                rt.table.add_candidate(backend_of(r), view_of(r))
+        elif current.status is S.SHUTTING_DOWN and not current.instance_id:
+            # terminated while launching: keep the instance id, so the
+            # termination reaches the instance
+            self.store.update_replica(
+                rt.name, r.replica_id, now=self.clock.now(), instance_id=inst.instance_id
+            )
 
     def fail(
         self, rt: ServiceRuntime, r: ReplicaRecord, detail: str, *, capacity: bool = False
     ) -> None:
         """FAILED_PROVISION, told to the next plan: ``capacity`` (the location's fault:
         capacity, quota, a failing API) does not count against the version."""
-        now = self.clock.now()
+        name, now = rt.name, self.clock.now()
         line = detail.replace("\n", " ")[:500]
-        self.store.update_replica(
-            rt.name,
-            r.replica_id,
-            now=now,
-            status=S.TERMINATED,
-            reason=EndReason.FAILED_PROVISION,
-            failure=line,
-        )
+        rt.touched.add(r.replica_id)
+        self.actuator.forget(name, f"r{r.replica_id}")
+        current = self.store.get_replica(name, r.replica_id)
+        if current is None or current.status is S.TERMINATED:
+            return
+        if current.status is S.SHUTTING_DOWN and current.end_reason is not None:
+            # it was being terminated anyway: that stays its end
+            self.store.update_replica(name, r.replica_id, now=now, status=S.TERMINATED)
+            self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
+            return
+        with self.store.transaction():
+            self.store.update_replica(
+                name,
+                r.replica_id,
+                now=now,
+                status=S.TERMINATED,
+                reason=EndReason.FAILED_PROVISION,
+                failure=line,
+            )
+            self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
         rt.ended.append(
             ReplicaEnded(
                 r.replica_id, r.version, EndReason.FAILED_PROVISION, now, None, line, capacity
             )
         )
-        self.store.add_event(rt.name, "launch_failed", detail, now=now, replica_id=r.replica_id)
 
-    def started(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> ReplicaRecord:
-        return self.store.update_replica(
+    def started(
+        self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance, store: Store
+    ) -> ReplicaRecord:
+        return store.update_replica(
             rt.name,
             r.replica_id,
             now=self.clock.now(),
@@ -177,3 +235,34 @@ class Launcher:
             endpoint=inst.endpoint,
             price=inst.price or r.price,
         )
+
+
+def backend_of(r: ReplicaRecord) -> Backend:
+    """The routing table's entry for a replica with an endpoint."""
+    assert r.endpoint is not None
+    return Backend(
+        replica_id=r.replica_id,
+        url=r.endpoint,
+        location=r.location,
+        spot=r.spot,
+        accelerators="",
+        version=r.version,
+    )
+
+
+def view_of(r: ReplicaRecord, *, unreachable: bool = False) -> ReplicaView:
+    """A replica row as the policies see it."""
+    return ReplicaView(
+        replica_id=r.replica_id,
+        version=r.version,
+        status=r.status,
+        location=r.location,
+        spot=r.spot,
+        price=r.price,
+        created_at=r.created_at,
+        status_since=r.status_since,
+        ready_at=r.ready_at,
+        probe_failures=r.probe_failures,
+        interruption_at=r.interruption_at,
+        unreachable=unreachable,
+    )

@@ -10,6 +10,7 @@ it cannot be had (no on-demand offering there, the listing failed) it is
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from providers.registry import ProviderSet
 from skyctl.errors import SkyctlError
@@ -28,6 +29,13 @@ async def ondemand_price(providers: ProviderSet, spec: ServiceSpec, off: Offerin
     except SkyctlError as e:
         log.info("no on-demand price for %s: %s", off.location, e)
         return None
+    return ondemand_price_in(offerings, off)
+
+
+def ondemand_price_in(offerings: Sequence[Offering], off: Offering) -> float | None:
+    """USD/h on demand for ``off``'s location and instance type among ``offerings``."""
+    if not off.spot:
+        return off.price
     same = [
         o.price
         for o in offerings

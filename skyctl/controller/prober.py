@@ -3,8 +3,11 @@
 One task per service probes every replica that has an endpoint and is
 STARTING, READY or NOT_READY, each every ``period_seconds`` (sooner when the
 router reports a connection error to it). Only HTTP 200 counts as ready, as in
-SkyServe. Results are kept in memory; the reconciler turns them into status
-transitions and wakes when one changes.
+SkyServe. Results are kept in memory; ``on_result`` hears each one at once
+(the routing table follows it in the same loop iteration), the reconciler turns
+them into status transitions and is woken when one changes. Probes share one
+aiohttp session whose connector keeps connections alive, so a replica probed
+every period costs one request, not one TCP handshake.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from skyctl.spec import ReadinessProbe
 
 log = logging.getLogger(__name__)
 
-#: how often the probe loop looks for due probes (clock seconds)
+#: the shortest sleep of the probe loop between rounds (clock seconds): due
+#: probes are started in batches at most this often
 SCAN_INTERVAL = 0.25
 
 
@@ -46,19 +50,26 @@ class Prober:
     """Probes a service's replicas on a schedule; ``on_change`` fires when a result flips."""
 
     def __init__(
-        self, probe: ReadinessProbe, *, clock: Clock, on_change: Callable[[], None]
+        self,
+        probe: ReadinessProbe,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None],
+        on_result: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.probe = probe
         self._clock = clock
         self._on_change = on_change
         #: called after each probe with its duration (seconds) and outcome (metrics)
         self.on_probe: Callable[[float, bool], None] | None = None
+        self._on_result = on_result
         self._targets: dict[int, Target] = {}
         self.results: dict[int, ProbeResult] = {}
         self._due: dict[int, float] = {}
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()  # targets or due times changed
 
     def start(self) -> None:
         if self._task is None:
@@ -75,11 +86,20 @@ class Prober:
                 self._targets[rid] = target
                 self.results.setdefault(rid, ProbeResult())
                 self._due[rid] = self._clock.now()
+                self._kick.set()
+
+    def add_target(self, target: Target) -> None:
+        """Probe one more replica (at once); the others are unchanged."""
+        if self._targets.get(target.replica_id) != target:
+            self.set_targets(
+                [*(t for t in self._targets.values() if t.replica_id != target.replica_id), target]
+            )
 
     def probe_soon(self, replica_id: int) -> None:
         """Probe this replica at the next scan (the router saw it fail)."""
         if replica_id in self._targets:
             self._due[replica_id] = self._clock.now()
+            self._kick.set()
 
     def forget(self, rid: int) -> None:
         """Stop probing a replica (it is going away)."""
@@ -94,14 +114,28 @@ class Prober:
             task.cancel()
 
     async def _loop(self) -> None:
+        """Start due probes, then sleep until the next one is due (or a change)."""
+        loop = asyncio.get_running_loop()
         while True:
+            self._kick.clear()
             now = self._clock.now()
             for rid, due in list(self._due.items()):
                 if due <= now and rid not in self._inflight:
                     self._due[rid] = now + self.probe.period_seconds
-                    task = asyncio.get_running_loop().create_task(self._probe_one(rid))
-                    self._inflight[rid] = task
-            await self._clock.sleep(SCAN_INTERVAL)
+                    self._inflight[rid] = loop.create_task(self._probe_one(rid))
+            waiting = [d for rid, d in self._due.items() if rid not in self._inflight]
+            delay = max(SCAN_INTERVAL, min(waiting) - now) if waiting else None
+            kicked = asyncio.ensure_future(self._kick.wait())
+            timer = asyncio.ensure_future(self._clock.sleep(delay)) if delay is not None else None
+            try:
+                await asyncio.wait(
+                    {kicked} if timer is None else {kicked, timer},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                kicked.cancel()
+                if timer is not None:
+                    timer.cancel()
 
     async def _probe_one(self, rid: int) -> None:
         target = self._targets.get(rid)
@@ -120,16 +154,19 @@ class Prober:
             result.detail = detail
             result.last_at = self._clock.now()
             result.consecutive_failures = 0 if ok else result.consecutive_failures + 1
+            if self._on_result is not None:
+                self._on_result(rid, ok)
             if changed or not ok:
                 self._on_change()
         finally:
             if self._inflight.get(rid) is asyncio.current_task():
                 del self._inflight[rid]
+                self._kick.set()  # its next probe is due in a period: the loop re-plans
 
     async def _request(self, endpoint: str) -> tuple[bool, str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, force_close=True)
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=0, keepalive_timeout=60)
             )
         url = endpoint.rstrip("/") + "/" + self.probe.path.lstrip("/")
         timeout = aiohttp.ClientTimeout(total=self.probe.timeout_seconds)

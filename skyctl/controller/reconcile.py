@@ -1,60 +1,90 @@
-"""One service's tick: observe -> decide -> act.
+"""One service's tick: observe -> plan -> record intents -> actuate.
 
-- observe: the store's replicas, the provider's instance list, probe results;
-  provider facts (preempted, vanished, endpoint, notice) and probe results
-  become life-cycle transitions right here, each through the store (which
-  checks them against ``skyctl.lifecycle``).
-- decide: ``policies.reconcile.plan(observation, now)``; pure.
-- act: every provider call has its intent recorded before (PENDING /
-  SHUTTING_DOWN with the client token) and its outcome after, so a controller
-  killed at any point resumes: a PROVISIONING replica is launched again with
-  the same token (providers are idempotent on it), a SHUTTING_DOWN one is
-  terminated again (not found counts as done).
+- observe: the provider's instance list and offerings (each under a deadline;
+  a cloud that does not answer is unknown this tick), the store's replicas and
+  the probe results. Provider facts (preempted, vanished, endpoint, notice) and
+  probe results become life-cycle transitions (checked by the store against
+  ``skyctl.lifecycle``).
+- plan: ``policies.reconcile.plan(observation, now)``; pure.
+- record: every transition and intent of the tick (a new replica PENDING with
+  its client token, a replica SHUTTING_DOWN with its reason, placement and
+  policy state) in one transaction, opened only when there is something to
+  write: an unchanged service writes nothing.
+- actuate: launches and terminations are handed to the
+  :class:`~skyctl.controller.actuator.Actuator` as per-replica tasks; the tick
+  never waits for them. Each task records its outcome and wakes the service's
+  next tick. A task is started only for a replica whose intent is recorded, so
+  a controller killed at any point resumes: a PROVISIONING replica is launched
+  again with the same token (providers are idempotent on it), a SHUTTING_DOWN
+  one is terminated again (not found counts as done).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from policies.model import (
     LocationEvent,
     LocationEventKind,
     LocationState,
+    Plan,
     ReplicaView,
     ServiceObservation,
     Terminate,
 )
 from policies.reconcile import plan as make_plan
 from policies.registry import policy_for
-from policies.routable import routable
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
 from skyctl.controller import failure_facts
+from skyctl.controller.actuator import Actuator
 from skyctl.controller.breaker import Breakers
-from skyctl.controller.launcher import Launcher
+from skyctl.controller.launcher import Launcher, backend_of, view_of
 from skyctl.controller.prober import Target
 from skyctl.controller.runtime import ServiceRuntime
-from skyctl.errors import (
-    ProviderError,
-    TransientError,
-)
+from skyctl.errors import ProviderError, TransientError
 from skyctl.lifecycle import FAILURES, EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import ReplicaRecord, ServiceRecord, ServiceStatus, Store
-from skyctl.types import Backend, Instance, InstanceState, Offering
+from skyctl.types import Instance, InstanceState, Location, Offering
 
 log = logging.getLogger(__name__)
 S = ReplicaStatus
 
 #: terminated replica rows are kept this long for `serve status` history
 KEEP_TERMINATED_SECONDS = 3600.0
+#: how often terminated rows older than that are purged (clock seconds)
+PURGE_EVERY_SECONDS = 300.0
 #: longest wait for a terminated replica's in-flight requests before its instance goes
 DRAIN_SECONDS = 30.0
+
+
+class _Tx:
+    """The tick's one transaction, begun at its first write (none if nothing changed)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._stack = contextlib.ExitStack()
+        self.opened = False
+
+    def __call__(self) -> Store:
+        if not self.opened:
+            self._stack.enter_context(self._store.transaction())
+            self.opened = True
+        return self._store
+
+    def __enter__(self) -> _Tx:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._stack.__exit__(*exc)
 
 
 @dataclass
@@ -63,10 +93,19 @@ class Reconciler:
     providers: ProviderSet
     clock: Clock
     secrets: Secrets  # opens the stored specs' secrets
+    wake: Callable[[str], None] = lambda _service: None  # a tick of that service, soon
+    deadlines: dict[str, float] | None = None  # per-call deadlines (see actuator.DEADLINES)
+    actuator: Actuator = field(init=False)
     launcher: Launcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.launcher = Launcher(self.store, self.providers, self.clock, self.secrets)
+        self.actuator = Actuator(self.clock, on_done=self._done, deadlines=self.deadlines)
+        self.launcher = Launcher(
+            self.store, self.providers, self.clock, self.secrets, self.actuator
+        )
+
+    def _done(self, service: str) -> None:
+        self.wake(service)
 
     @property
     def breakers(self) -> Breakers:
@@ -78,95 +117,124 @@ class Reconciler:
         name = svc.name
         version = self.store.get_version(name, svc.current_version)
         spec = rt.spec(version, self.secrets)
+        down = svc.status is ServiceStatus.SHUTTING_DOWN
+        if rt.clouds is None:  # first tick: the clouds of replicas an older spec placed
+            rt.clouds = {canonical(r.location.cloud) for r in self.store.list_replicas(name)}
+        clouds = {canonical(c.cloud) for c in spec.resources.candidates} | rt.clouds
+        rt.touched.clear()
+        instances = await self._instances(name, clouds)
+        offerings = [] if down else await self._offerings(spec)
+        facts = await self._failure_facts(self.store.list_replicas(name), instances)
+        # ---- from here to the end of the tick: no await (replicas a task changed
+        # during the awaits are in rt.touched: the next tick looks at them)
         replicas = self.store.list_replicas(name)
-        instances = await self._instances(name, spec, replicas)
-        replicas = await self._sync(rt, replicas, instances)
-        replicas = self._apply_probes(rt, replicas)
-        if any(r.status in (S.PENDING, S.PROVISIONING) for r in replicas):
-            # launches a previous run recorded but did not finish: settle them
-            # (same client token, so no duplicate) before deciding anything new
-            await asyncio.gather(
-                *(
-                    self.launcher.launch_one(rt, r)
+        now = self.clock.now()
+        with _Tx(self.store) as tx:
+            replicas, orphans = self._sync(rt, replicas, instances, facts, tx)
+            replicas = self._apply_probes(rt, replicas, tx)
+            if down:
+                terms = [
+                    Terminate(r.replica_id, EndReason.USER, "service shutting down")
                     for r in replicas
-                    if r.status in (S.PENDING, S.PROVISIONING)
-                )
-            )
-            replicas = self.store.list_replicas(name)
-        if any(r.status is S.SHUTTING_DOWN for r in replicas):
-            # terminations a previous run (or a failed call) left unfinished: the
-            # policy never terminates a SHUTTING_DOWN replica again, so settle them
-            # here (not found counts as done)
-            await asyncio.gather(
-                *(
-                    self._finish_terminate(rt, r)
-                    for r in replicas
-                    if r.status is S.SHUTTING_DOWN and not self._draining(rt, r)
-                )
-            )
-            replicas = self.store.list_replicas(name)
-
-        if svc.status is ServiceStatus.SHUTTING_DOWN:
-            await self._act_terminations(
-                rt, [Terminate(r.replica_id, EndReason.USER) for r in replicas if r.is_live]
-            )
-            self._publish(rt, [])
-            if not [r for r in self.store.list_replicas(name) if r.is_live]:
-                return await self._finish_down(name, spec)
+                    if r.status is not S.SHUTTING_DOWN
+                ]
+                plan: Plan | None = None
+            else:
+                plan = self._plan(rt, svc, spec, replicas, offerings, tx)
+                terms = list(plan.terminations)
+            replicas = self._record_terminations(rt, terms, replicas, tx)
+            if plan is not None and plan.launches:
+                replicas += self.launcher.record(rt, list(plan.launches), tx(), offerings)
+            wrote = tx.opened
+        rt.clouds = {canonical(r.location.cloud) for r in replicas}
+        started = self._actuate(rt, replicas, orphans)
+        self._publish(rt, replicas)
+        if down:
+            if not replicas and not self.actuator.in_flight(name):
+                return await self._finish_down(name, clouds, instances)
             return False
+        assert plan is not None
+        rt.next_at = plan.launch_after
+        wrote = self._set_status(svc, replicas, plan.failure) or wrote
+        if now >= rt.purge_at:
+            rt.purge_at = now + PURGE_EVERY_SECONDS
+            wrote = (
+                self.store.purge_terminated(name, before=now - KEEP_TERMINATED_SECONDS) > 0 or wrote
+            )
+        rt.quiet = (
+            not wrote
+            and not started
+            and not self.actuator.in_flight(name)
+            and all(r.status is S.READY for r in replicas)
+        )
+        return False
 
-        offerings = await self._offerings(spec)
+    def _plan(
+        self,
+        rt: ServiceRuntime,
+        svc: ServiceRecord,
+        spec: ServiceSpec,
+        replicas: list[ReplicaRecord],
+        offerings: list[Offering],
+        tx: _Tx,
+    ) -> Plan:
+        name = svc.name
+        if rt.location_states is None:
+            rt.location_states = {
+                str(loc): st for loc, st in self.store.location_states(name).items()
+            }
+        if rt.policy_state is None:
+            rt.policy_state = self.store.policy_state(name)
         obs = ServiceObservation(
             service=name,
             version=svc.current_version,
             spec=spec,
-            replicas=tuple(_view(r, rt.gone) for r in replicas if r.is_live),
+            replicas=tuple(_view(r, rt) for r in replicas),
             offerings=tuple(offerings),
             location_states={
-                loc: LocationState(state) for loc, state in self.store.location_states(name).items()
+                _location(loc): LocationState(st) for loc, st in rt.location_states.items()
             },
             events=tuple(rt.events),
             qps=rt.router.request_rate(60.0),
-            policy_state=self.store.policy_state(name),
+            policy_state=json.loads(json.dumps(rt.policy_state)),  # the plan's own copy
             ended=tuple(rt.ended),
-            closed_locations=frozenset(self.launcher.breakers.open_locations()),
+            closed_locations=frozenset(self.breakers.open_locations()),
         )
         rt.events.clear()
         rt.ended.clear()
         now = self.clock.now()
         plan = make_plan(obs, now)
-        with self.store.transaction():
-            self.store.set_location_states(
-                name, {loc: str(st) for loc, st in plan.location_states.items()}, now=now
-            )
-            self.store.set_policy_state(name, dict(plan.policy_state))
-            for note in plan.notes:
-                self.store.add_event(name, "plan", note, now=now)
+        states = {str(loc): str(st) for loc, st in plan.location_states.items()}
+        if states != rt.location_states:
+            tx().set_location_states(name, {_location(k): v for k, v in states.items()}, now=now)
+            rt.location_states = states
+        policy_state = dict(plan.policy_state)
+        if _json(policy_state) != _json(rt.policy_state):
+            tx().set_policy_state(name, policy_state)
+            rt.policy_state = json.loads(_json(policy_state))
+        for note in plan.notes:
+            tx().add_event(name, "plan", note, now=now)
         rt.plan_summary = {
             "policy": policy_for(spec),
             "target": plan.target,
             "spot_target": plan.spot_target,
             "ondemand_target": plan.ondemand_target,
         }
-        await self._act_terminations(rt, list(plan.terminations))
-        await self.launcher.launch_all(rt, spec, list(plan.launches))
-        live = [r for r in self.store.list_replicas(name) if r.is_live]
-        self._publish(rt, live)
-        self._set_status(svc, live, plan.failure)
-        self.store.purge_terminated(name, before=now - KEEP_TERMINATED_SECONDS)
-        return False
+        return plan
 
     # --------------------------------------------------------------- observe
-    async def _instances(
-        self, name: str, spec: ServiceSpec, replicas: Sequence[ReplicaRecord]
-    ) -> dict[str, dict[int, Instance]]:
+    async def _instances(self, name: str, clouds: set[str]) -> dict[str, dict[int, Instance]]:
         """Instances per cloud; a cloud whose listing failed is absent (unknown this tick)."""
-        clouds = {canonical(c.cloud) for c in spec.resources.candidates}
-        clouds |= {canonical(r.location.cloud) for r in replicas}
         out: dict[str, dict[int, Instance]] = {}
         for cloud in sorted(clouds):
+            provider = self.providers.get(cloud)
             try:
-                listed = await self.providers.get(cloud).list_instances(name)
+                listed = await self.actuator.call(
+                    cloud,
+                    "observe",
+                    f"list {cloud} instances",
+                    partial(provider.list_instances, name),
+                )
             except (TransientError, ProviderError) as e:
                 log.warning("%s: listing %s instances failed: %s", name, cloud, e)
                 continue
@@ -176,111 +244,135 @@ class Reconciler:
     async def _offerings(self, spec: ServiceSpec) -> list[Offering]:
         out: list[Offering] = []
         for cloud in sorted({canonical(c.cloud) for c in spec.resources.candidates}):
+            provider = self.providers.get(cloud)
             try:
-                out.extend(await self.providers.get(cloud).offerings(spec))
+                out.extend(
+                    await self.actuator.call(
+                        cloud, "observe", f"{cloud} offerings", partial(provider.offerings, spec)
+                    )
+                )
             except (TransientError, ProviderError) as e:
                 log.warning("offerings from %s failed: %s", cloud, e)
         return out
 
-    async def _sync(
+    def _sync(
         self,
         rt: ServiceRuntime,
         replicas: list[ReplicaRecord],
         instances: dict[str, dict[int, Instance]],
-    ) -> list[ReplicaRecord]:
-        """Provider facts -> transitions. Returns the replicas as updated."""
-        name = rt.name
-        known_ids = {r.replica_id for r in replicas if r.is_live}
+        facts: dict[int, failure_facts.FailureFacts],
+        tx: _Tx,
+    ) -> tuple[list[ReplicaRecord], list[tuple[str, Instance]]]:
+        """Provider facts -> transitions. Returns the live replicas as updated, and
+        the instances no live replica owns (orphans, to terminate)."""
+        known_ids = {r.replica_id for r in replicas}
         out: list[ReplicaRecord] = []
         for r in replicas:
             cloud = canonical(r.location.cloud)
-            if cloud not in instances:  # unknown this tick
+            if cloud in instances and r.replica_id not in rt.touched:  # else unknown this tick
+                r = self._sync_one(
+                    rt, r, instances[cloud].get(r.replica_id), facts.get(r.replica_id), tx
+                )
+            if r.is_live:
                 out.append(r)
-                continue
-            inst = instances[cloud].get(r.replica_id)
-            out.append(await self._sync_one(rt, r, inst))
-        # instances of this service that no live replica owns: orphans
-        for cloud, by_id in instances.items():
-            for rid, inst in by_id.items():
-                if rid not in known_ids:
-                    await self._terminate_instance(name, cloud, inst.instance_id)
-                    self.store.add_event(
-                        name,
-                        "orphan",
-                        f"terminated unknown instance {inst.instance_id}",
-                        now=self.clock.now(),
-                        replica_id=rid,
-                    )
-        return out
+        orphans = [
+            (cloud, inst)
+            for cloud, by_id in instances.items()
+            for rid, inst in by_id.items()
+            if rid not in known_ids and rid not in rt.touched
+        ]
+        return out, orphans
 
-    async def _sync_one(
-        self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance | None
+    def _sync_one(
+        self,
+        rt: ServiceRuntime,
+        r: ReplicaRecord,
+        inst: Instance | None,
+        facts: failure_facts.FailureFacts | None,
+        tx: _Tx,
     ) -> ReplicaRecord:
         name, now = rt.name, self.clock.now()
         if r.status in (S.PENDING, S.PROVISIONING):
-            if inst is not None and inst.state in (InstanceState.PENDING, InstanceState.RUNNING):
+            busy = self.actuator.busy(name, _key(r))
+            if (
+                not busy
+                and inst is not None
+                and inst.state
+                in (
+                    InstanceState.PENDING,
+                    InstanceState.RUNNING,
+                )
+            ):
                 # the launch went through before a restart: adopt it
                 if r.status is S.PENDING:
-                    r = self.store.update_replica(
-                        name, r.replica_id, now=now, status=S.PROVISIONING
-                    )
-                return self.launcher.started(rt, r, inst)
-            return r  # relaunched (same token) in _resume_launches
-        if r.status is S.SHUTTING_DOWN:
-            return r
+                    r = tx().update_replica(name, r.replica_id, now=now, status=S.PROVISIONING)
+                return self.launcher.started(rt, r, inst, tx())
+            return r  # its launch is running, or starts (again, same token) below
         if r.status not in (S.STARTING, S.READY, S.NOT_READY):
             return r
-        if inst is None or inst.state is InstanceState.PREEMPTED:
-            # a spot instance that vanished was taken by the cloud (GCP and Azure
-            # delete preempted spot VMs); an on-demand one that vanished failed
-            reason = EndReason.PREEMPTED if r.spot else EndReason.FAILED
-            return await self._end(rt, r, reason, "instance preempted" if inst else "instance gone")
-        if inst.state in (InstanceState.TERMINATED, InstanceState.FAILED):
-            return await self._end(rt, r, EndReason.FAILED, inst.detail or f"instance {inst.state}")
+        ending = _ending(r, inst)
+        if ending is not None:
+            return self._end(rt, r, *ending, facts, tx)
+        assert inst is not None
         changes: dict[str, Any] = {}
         if inst.endpoint and inst.endpoint != r.endpoint:
             changes["endpoint"] = inst.endpoint
         if inst.interruption_at is not None and inst.interruption_at != r.interruption_at:
             changes["interruption_at"] = inst.interruption_at
-            self._note_notice(rt, r)
+            self._note_notice(rt, r, tx)
         if changes:
-            r = self.store.update_replica(name, r.replica_id, now=now, **changes)
+            r = tx().update_replica(name, r.replica_id, now=now, **changes)
         return r
 
-    def _note_notice(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
+    def _note_notice(self, rt: ServiceRuntime, r: ReplicaRecord, tx: _Tx) -> None:
         if r.replica_id in rt.noticed:
             return
         rt.noticed.add(r.replica_id)
-        rt.events.append(
-            LocationEvent(LocationEventKind.NOTICE, r.location, self.clock.now(), r.spot)
-        )
-        self.store.add_event(
-            rt.name, "notice", "interruption notice", now=self.clock.now(), replica_id=r.replica_id
-        )
-
-    async def _end(
-        self, rt: ServiceRuntime, r: ReplicaRecord, reason: EndReason, detail: str
-    ) -> ReplicaRecord:
-        """The instance is gone or going: record, clean up, TERMINATED."""
-        extra: dict[str, Any] = {}
-        if reason in FAILURES:  # how it failed: exit code, log tail (read off the loop)
-            facts = await failure_facts.gather(self.providers, r, reason, detail)
-            reason, extra = facts.reason, facts.fields()
-            rt.ended.append(facts.ended(r, self.clock.now()))
         now = self.clock.now()
+        rt.events.append(LocationEvent(LocationEventKind.NOTICE, r.location, now, r.spot))
+        tx().add_event(rt.name, "notice", "interruption notice", now=now, replica_id=r.replica_id)
+
+    async def _failure_facts(
+        self, replicas: list[ReplicaRecord], instances: dict[str, dict[int, Instance]]
+    ) -> dict[int, failure_facts.FailureFacts]:
+        """How the replicas this listing shows failed ended (exit code, log tail;
+        the log is read in a thread), gathered before the tick's records."""
+        out: dict[int, failure_facts.FailureFacts] = {}
+        for r in replicas:
+            by_id = instances.get(canonical(r.location.cloud))
+            if by_id is None or r.status not in (S.STARTING, S.READY, S.NOT_READY):
+                continue
+            ending = _ending(r, by_id.get(r.replica_id))
+            if ending is not None and ending[0] in FAILURES:
+                out[r.replica_id] = await failure_facts.gather(self.providers, r, *ending)
+        return out
+
+    def _end(
+        self,
+        rt: ServiceRuntime,
+        r: ReplicaRecord,
+        reason: EndReason,
+        detail: str,
+        facts: failure_facts.FailureFacts | None,
+        tx: _Tx,
+    ) -> ReplicaRecord:
+        """The instance is gone or going: SHUTTING_DOWN now, terminated by a task."""
+        now = self.clock.now()
+        extra: dict[str, Any] = {}
+        if facts is not None:  # how it failed: exit code, log tail
+            reason, extra = facts.reason, facts.fields()
+            rt.ended.append(facts.ended(r, now))
         if reason is EndReason.PREEMPTED:
             rt.events.append(LocationEvent(LocationEventKind.PREEMPTED, r.location, now, r.spot))
-        r = self.store.update_replica(
+        r = tx().update_replica(
             rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=reason, **extra
         )
-        self.store.add_event(
-            rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id
-        )
-        self._unroute(rt, r.replica_id)
-        return await self._finish_terminate(rt, r)
+        tx().add_event(rt.name, reason.value.lower(), detail, now=now, replica_id=r.replica_id)
+        rt.table.gone(r.replica_id)
+        return r
 
     def _apply_probes(
-        self, rt: ServiceRuntime, replicas: list[ReplicaRecord]
+        self, rt: ServiceRuntime, replicas: list[ReplicaRecord], tx: _Tx
     ) -> list[ReplicaRecord]:
         out = []
         now = self.clock.now()
@@ -290,57 +382,80 @@ class Reconciler:
                 out.append(r)
                 continue
             if res.ok and r.status in (S.STARTING, S.NOT_READY):
-                r = self.store.update_replica(
+                r = tx().update_replica(
                     rt.name, r.replica_id, now=now, status=S.READY, probe_failures=0
                 )
-                self.store.add_event(
+                tx().add_event(
                     rt.name, "ready", f"ready at {r.endpoint}", now=now, replica_id=r.replica_id
                 )
-            elif not res.ok and r.status in (S.READY, S.NOT_READY):
+            elif (
+                not res.ok
+                and r.status in (S.READY, S.NOT_READY)
+                and (r.status is S.READY or r.probe_failures != res.consecutive_failures)
+            ):
                 fields: dict[str, Any] = {"probe_failures": res.consecutive_failures}
                 if r.status is S.READY:
                     fields["status"] = S.NOT_READY
-                    self.store.add_event(
+                    tx().add_event(
                         rt.name,
                         "not_ready",
                         f"probe failed: {res.detail}",
                         now=now,
                         replica_id=r.replica_id,
                     )
-                r = self.store.update_replica(rt.name, r.replica_id, now=now, **fields)
+                r = tx().update_replica(rt.name, r.replica_id, now=now, **fields)
             out.append(r)
         return out
 
-    # ------------------------------------------------------------------- act
-    async def _act_terminations(self, rt: ServiceRuntime, terms: list[Terminate]) -> None:
+    # ------------------------------------------------------------- record
+    def _record_terminations(
+        self, rt: ServiceRuntime, terms: list[Terminate], replicas: list[ReplicaRecord], tx: _Tx
+    ) -> list[ReplicaRecord]:
+        """Intents: each replica to terminate moves to SHUTTING_DOWN, out of routing."""
         if not terms:
-            return
-        todo: list[ReplicaRecord] = []
+            return replicas
+        by_id = {r.replica_id: r for r in replicas}
+        now = self.clock.now()
         for t in terms:
-            r = self.store.get_replica(rt.name, t.replica_id)
-            if r is None or not r.is_live:
+            r = by_id.get(t.replica_id)
+            if r is None or r.status is S.SHUTTING_DOWN:
                 continue
-            if r.status is not S.SHUTTING_DOWN:
-                extra: dict[str, Any] = {}
-                if t.reason in FAILURES:  # the plan counted it; keep its log tail for status
-                    facts = await failure_facts.gather(self.providers, r, t.reason, t.detail)
-                    extra = facts.fields()
-                now = self.clock.now()
-                r = self.store.update_replica(
-                    rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason, **extra
-                )
-                self.store.add_event(
-                    rt.name,
-                    "terminate",
-                    f"{t.reason}: {t.detail}".rstrip(": "),
-                    now=now,
-                    replica_id=r.replica_id,
-                )
-            self._unroute(rt, r.replica_id)
-            todo.append(r)
-        await asyncio.gather(
-            *(self._finish_terminate(rt, r) for r in todo if not self._draining(rt, r))
-        )
+            by_id[r.replica_id] = tx().update_replica(
+                rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason
+            )
+            tx().add_event(
+                rt.name,
+                "terminate",
+                f"{t.reason}: {t.detail}".rstrip(": "),
+                now=now,
+                replica_id=r.replica_id,
+            )
+            rt.table.gone(r.replica_id)
+        return list(by_id.values())
+
+    # ------------------------------------------------------------- actuate
+    def _actuate(
+        self,
+        rt: ServiceRuntime,
+        replicas: list[ReplicaRecord],
+        orphans: list[tuple[str, Instance]],
+    ) -> int:
+        """Start the calls the recorded intents ask for; returns how many started."""
+        started = 0
+        name = rt.name
+        for r in replicas:
+            key = _key(r)
+            if not self.actuator.ready(name, key):
+                continue  # running, or backing off after a failure
+            if r.status in (S.PENDING, S.PROVISIONING):
+                started += self.actuator.start(name, key, self.launcher.launch_one(rt, r))
+            elif r.status is S.SHUTTING_DOWN and not self._draining(rt, r):
+                started += self.actuator.start(name, key, self._terminate_one(rt, r))
+        for cloud, inst in orphans:
+            key = f"i:{inst.instance_id}"
+            if self.actuator.ready(name, key):
+                started += self.actuator.start(name, key, self._terminate_orphan(rt, cloud, inst))
+        return started
 
     def _draining(self, rt: ServiceRuntime, r: ReplicaRecord) -> bool:
         """True while the router still has requests in flight to ``r`` (bounded by
@@ -349,49 +464,72 @@ class Reconciler:
         in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
         return in_flight > 0 and self.clock.now() - r.status_since < DRAIN_SECONDS
 
-    async def _finish_terminate(self, rt: ServiceRuntime, r: ReplicaRecord) -> ReplicaRecord:
+    async def _terminate_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
+        """A task: terminate a SHUTTING_DOWN replica's instance, then TERMINATED."""
+        name, key = rt.name, _key(r)
+        if r.end_reason in FAILURES and r.log_tail is None and r.instance_id:
+            # the plan ended it (and counted it): keep its log tail for status, read
+            # before the instance (and its log) goes
+            assert r.end_reason is not None
+            facts = await failure_facts.gather(self.providers, r, r.end_reason, r.failure or "")
+            r = self.store.update_replica(
+                name, r.replica_id, now=self.clock.now(), **facts.fields()
+            )
         if r.instance_id:
+            cloud = canonical(r.location.cloud)
+            provider, iid = self.providers.get(cloud), r.instance_id
             try:
-                await self._terminate_instance(rt.name, canonical(r.location.cloud), r.instance_id)
+                await self.actuator.call(
+                    cloud, "terminate", f"terminate {iid}", lambda: provider.terminate(iid)
+                )
             except (TransientError, ProviderError) as e:
+                delay = self.actuator.failed(name, key)
                 self.store.add_event(
-                    rt.name,
+                    name,
                     "terminate_retry",
-                    str(e),
+                    f"{e}; again in {delay:g}s",
                     now=self.clock.now(),
                     replica_id=r.replica_id,
                 )
-                return r  # still SHUTTING_DOWN; the next tick tries again
-        r = self.store.update_replica(
-            rt.name, r.replica_id, now=self.clock.now(), status=S.TERMINATED
-        )
+                return  # still SHUTTING_DOWN; a later tick tries again
+        self.actuator.forget(name, key)
+        rt.touched.add(r.replica_id)
+        current = self.store.get_replica(name, r.replica_id)
+        if current is not None and current.status is S.SHUTTING_DOWN:
+            self.store.update_replica(name, r.replica_id, now=self.clock.now(), status=S.TERMINATED)
         rt.prober.forget(r.replica_id)
-        rt.gone.discard(r.replica_id)  # bounded: only live replicas are remembered
         rt.noticed.discard(r.replica_id)
-        return r
 
-    async def _terminate_instance(self, service: str, cloud: str, instance_id: str) -> None:
-        await self.providers.get(cloud).terminate(instance_id)
+    async def _terminate_orphan(self, rt: ServiceRuntime, cloud: str, inst: Instance) -> None:
+        key, provider = f"i:{inst.instance_id}", self.providers.get(cloud)
+        try:
+            await self.actuator.call(
+                cloud,
+                "terminate",
+                f"terminate {inst.instance_id}",
+                lambda: provider.terminate(inst.instance_id),
+            )
+        except (TransientError, ProviderError) as e:
+            self.actuator.failed(rt.name, key)
+            log.warning("%s: terminating orphan %s failed: %s", rt.name, inst.instance_id, e)
+            return
+        self.actuator.forget(rt.name, key)
+        self.store.add_event(
+            rt.name,
+            "orphan",
+            f"terminated unknown instance {inst.instance_id}",
+            now=self.clock.now(),
+            replica_id=inst.replica_id,
+        )
 
     # --------------------------------------------------------------- publish
     def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:
-        """Routing table and probe targets from the replicas' statuses, at once."""
-        rt.prober.set_targets(
-            [
-                Target(r.replica_id, r.endpoint)
-                for r in live
-                if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)
-            ]
-        )
-        # the one routing decision (policies.routable), as plan() computes Plan.routable
-        chosen = set(routable(_view(r, rt.gone) for r in live if r.endpoint))
-        rt.set_backends([_backend(r) for r in live if r.replica_id in chosen])
+        """Probe targets and the routing table's candidates, from the statuses."""
+        serving = [r for r in live if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)]
+        rt.prober.set_targets([Target(r.replica_id, r.endpoint or "") for r in serving])
+        rt.table.set_candidates({r.replica_id: (backend_of(r), _view(r, rt)) for r in serving})
 
-    def _unroute(self, rt: ServiceRuntime, replica_id: int) -> None:
-        rt.gone.add(replica_id)
-        rt.set_backends([b for b in rt.backends if b.replica_id != replica_id])
-
-    def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord], failure: str) -> None:
+    def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord], failure: str) -> bool:
         if any(r.status is S.READY for r in live):
             status = ServiceStatus.READY
         elif failure:  # plan gave the current version up (policies.failures)
@@ -400,56 +538,61 @@ class Reconciler:
             status = ServiceStatus.REPLICA_INIT
         else:
             status = ServiceStatus.NO_REPLICA
+        if status is svc.status:
+            return False
         # `svc` was read when the tick began: a `serve down` that arrived during
         # the tick's awaits must not be overwritten (the deletion would be lost)
         current = self.store.get_service(svc.name)
         if current is None or current.status is ServiceStatus.SHUTTING_DOWN:
-            return
-        if status is not current.status:
-            self.store.update_service(svc.name, now=self.clock.now(), status=status)
+            return False
+        if status is current.status:
+            return False
+        self.store.update_service(svc.name, now=self.clock.now(), status=status)
+        return True
 
-    async def _finish_down(self, name: str, spec: ServiceSpec) -> bool:
-        """Everything terminated: verify by listing, then forget the service."""
-        clouds = {canonical(c.cloud) for c in spec.resources.candidates}
-        for cloud in clouds:
+    async def _finish_down(
+        self, name: str, clouds: set[str], instances: dict[str, dict[int, Instance]]
+    ) -> bool:
+        """Nothing live, nothing in flight: once every cloud listed nothing left
+        (orphans are being terminated by tasks), forget the service."""
+        if any(cloud not in instances or instances[cloud] for cloud in clouds):
+            return False
+        for cloud in sorted(clouds):
+            provider = self.providers.get(cloud)
             try:
-                left = await self.providers.get(cloud).list_instances(name)
-            except (TransientError, ProviderError):
+                await self.actuator.call(
+                    cloud, "observe", f"release {name}", partial(provider.release_service, name)
+                )
+            except (TransientError, ProviderError) as e:
+                log.warning("%s: releasing its %s resources failed: %s", name, cloud, e)
                 return False
-            for inst in left:
-                await self._terminate_instance(name, cloud, inst.instance_id)
-            if left:
-                return False
-        for cloud in clouds:
-            await self.providers.get(cloud).release_service(name)
         self.store.delete_service(name)
         return True
 
 
-def _view(r: ReplicaRecord, gone: set[int] | frozenset[int] = frozenset()) -> ReplicaView:
-    return ReplicaView(
-        replica_id=r.replica_id,
-        version=r.version,
-        status=r.status,
-        location=r.location,
-        spot=r.spot,
-        price=r.price,
-        created_at=r.created_at,
-        status_since=r.status_since,
-        ready_at=r.ready_at,
-        probe_failures=r.probe_failures,
-        interruption_at=r.interruption_at,
-        unreachable=r.replica_id in gone,
-    )
+def _key(r: ReplicaRecord) -> str:
+    return f"r{r.replica_id}"
 
 
-def _backend(r: ReplicaRecord) -> Backend:
-    assert r.endpoint is not None
-    return Backend(
-        replica_id=r.replica_id,
-        url=r.endpoint,
-        location=r.location,
-        spot=r.spot,
-        accelerators="",
-        version=r.version,
-    )
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, allow_nan=False, default=str)
+
+
+def _location(text: str) -> Location:
+    return Location.parse(text)
+
+
+def _ending(r: ReplicaRecord, inst: Instance | None) -> tuple[EndReason, str] | None:
+    """Why a STARTING/READY/NOT_READY replica ends, by its instance; None: it does not."""
+    if inst is None or inst.state is InstanceState.PREEMPTED:
+        # a spot instance that vanished was taken by the cloud (GCP and Azure
+        # delete preempted spot VMs); an on-demand one that vanished failed
+        reason = EndReason.PREEMPTED if r.spot else EndReason.FAILED
+        return reason, "instance preempted" if inst else "instance gone"
+    if inst.state in (InstanceState.TERMINATED, InstanceState.FAILED):
+        return EndReason.FAILED, inst.detail or f"instance {inst.state}"
+    return None
+
+
+def _view(r: ReplicaRecord, rt: ServiceRuntime) -> ReplicaView:
+    return view_of(r, unreachable=rt.table.is_gone(r.replica_id))

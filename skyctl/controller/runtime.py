@@ -3,7 +3,9 @@
 Everything here can be rebuilt from the store after a restart: the parsed
 specs (from the stored YAML and encrypted secrets), the router (on the stored port), the probe
 results (by probing again) and the pending location events (lost events only
-delay a placement decision by a tick).
+delay a placement decision by a tick). The routing table has one owner,
+:class:`~skyctl.controller.routing_table.RoutingTable`; probe results and
+provider signals change it at once, between ticks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from policies.model import LocationEvent, ReplicaEnded
 from skyctl.clock import Clock
 from skyctl.controller.prober import Prober
+from skyctl.controller.routing_table import RoutingTable
 from skyctl.router import Router
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
@@ -26,19 +29,30 @@ class ServiceRuntime:
     name: str
     router: Router
     prober: Prober
+    table: RoutingTable
+    wake: Callable[[], None]  # asks for a tick of this service soon
     specs: dict[int, ServiceSpec] = field(default_factory=dict)
     events: list[LocationEvent] = field(default_factory=list)
     ended: list[ReplicaEnded] = field(default_factory=list)  # failures for the next plan
     noticed: set[int] = field(default_factory=set)  # replicas whose notice became an event
-    gone: set[int] = field(default_factory=set)  # replicas the provider said are gone (push)
     plan_summary: dict[str, object] = field(default_factory=dict)
     last_error: str = ""
-    backends: list[Backend] = field(default_factory=list)  # what the router has now
+    quiet: bool = False  # the last tick found nothing to do (ticked less often)
+    # the store's placement and policy state as last read or written (only this
+    # controller writes them), so an unchanged plan writes nothing
+    location_states: dict[str, str] | None = None
+    policy_state: dict[str, object] | None = None
+    purge_at: float = 0.0  # when terminated rows are next purged
+    next_at: float | None = None  # the plan held launches back until then: tick then
+    clouds: set[str] | None = None  # where its live replicas were at the last tick
+    # replicas a launch task recorded an outcome for since the tick began: the
+    # tick's instance listing may predate it, so it does not judge them
+    touched: set[int] = field(default_factory=set)
 
-    def set_backends(self, backends: list[Backend]) -> None:
-        """Change the routing table; the router uses it from the next request on."""
-        self.backends = backends
-        self.router.set_backends(backends)
+    @property
+    def backends(self) -> list[Backend]:
+        """What the router has now."""
+        return self.table.backends
 
     def spec(self, record: VersionRecord, secrets: Secrets) -> ServiceSpec:
         """The spec of a stored version (parsed once, secrets put back)."""
@@ -58,7 +72,13 @@ def load_spec(record: VersionRecord, secrets: Secrets) -> ServiceSpec:
 def make_runtime(
     name: str, spec: ServiceSpec, *, clock: Clock, wake: Callable[[], None]
 ) -> ServiceRuntime:
-    prober = Prober(spec.service.readiness_probe, clock=clock, on_change=wake)
+    """``wake`` asks for a tick of this service (probe changes, router errors)."""
+    holder: list[RoutingTable] = []
+
+    def on_result(replica_id: int, ok: bool) -> None:
+        holder[0].probe(replica_id, ok)  # routable (or not) now, the store follows in a tick
+
+    prober = Prober(spec.service.readiness_probe, clock=clock, on_change=wake, on_result=on_result)
 
     def on_backend_error(replica_id: int) -> None:
         prober.probe_soon(replica_id)
@@ -67,4 +87,6 @@ def make_runtime(
     router = Router(
         name, spec.service, clock=clock, on_backend_error=on_backend_error, secrets=spec.secrets
     )
-    return ServiceRuntime(name=name, router=router, prober=prober)
+    table = RoutingTable(router.set_backends)
+    holder.append(table)
+    return ServiceRuntime(name=name, router=router, prober=prober, table=table, wake=wake)

@@ -420,8 +420,10 @@ class Reconciler:
             r = by_id.get(t.replica_id)
             if r is None or r.status is S.SHUTTING_DOWN:
                 continue
+            # a failure the plan decided keeps its detail; the task adds the log tail
+            extra = {"failure": t.detail} if t.reason in FAILURES else {}
             by_id[r.replica_id] = tx().update_replica(
-                rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason
+                rt.name, r.replica_id, now=now, status=S.SHUTTING_DOWN, reason=t.reason, **extra
             )
             tx().add_event(
                 rt.name,

@@ -196,27 +196,43 @@ class PrefixIndex:
         return len(self._blocks)
 
     def depths(self, keys: Sequence[int], now: float) -> dict[int, int]:
-        """Replica id -> how many leading blocks of ``keys`` it holds (those holding any)."""
-        depth: dict[int, int] = {}
-        alive: set[int] | None = None
+        """Replica id -> how many leading blocks of ``keys`` it holds (those holding any).
+
+        A replica's blocks of one prompt are prefix-closed (:meth:`record` makes the
+        earlier blocks the more recent, so eviction and expiry take the tail
+        first), so each holder's depth is found by bisection: O(holders x log n).
+        """
+        if not keys:
+            return {}
         oldest = now - self.ttl
         blocks = self._blocks
-        for index, key in enumerate(keys):
-            block = blocks.get(key)
-            if block is None or block.used < oldest:
-                break
-            held = {r for r, used in block.holders.items() if used >= oldest}
-            alive = held if alive is None else alive & held
-            if not alive:
-                break
-            for replica in alive:
-                depth[replica] = index + 1
+        first = blocks.get(keys[0])
+        if first is None or first.used < oldest:
+            return {}
+        depth: dict[int, int] = {}
+        for replica, used in first.holders.items():
+            if used < oldest:
+                continue
+            lo, hi = 1, len(keys)  # it holds keys[:lo]; not beyond keys[:hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                block = blocks.get(keys[mid - 1])
+                held = None if block is None else block.holders.get(replica)
+                if held is not None and held >= oldest:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            depth[replica] = lo
         return depth
 
     def record(self, keys: Sequence[int], replica: int, now: float) -> None:
-        """``replica`` was sent the prompt of ``keys``: it holds those blocks now."""
+        """``replica`` was sent the prompt of ``keys``: it holds those blocks now.
+
+        The blocks are touched last to first, so a prompt's first blocks are
+        always the more recently used: the tail of a prefix is evicted first.
+        """
         blocks = self._blocks
-        for key in keys:
+        for key in reversed(keys):
             block = blocks.pop(key, None)
             if block is None:
                 block = _Block(now)

@@ -21,6 +21,8 @@ is sent a think time (exponential, 3 s mean) after its previous answer ends.
 
 from __future__ import annotations
 
+import array
+import functools
 import json
 import math
 import random
@@ -87,7 +89,8 @@ def _lognormal(rng: random.Random, mean: float, sigma: float, cap: int) -> int:
 
 
 def _tokens(rng: random.Random, count: int) -> list[int]:
-    return [rng.randrange(10, 50_000) for _ in range(count)]
+    ids = array.array("H", rng.randbytes(2 * count))  # ids from 10: below are role markers
+    return [10 + t for t in ids]
 
 
 class Generator:
@@ -135,6 +138,7 @@ class Generator:
         return Conversation(system, pairs)
 
 
+@functools.lru_cache(maxsize=32)
 def mean_cost(workload: str, model: Model, samples: int = 1500) -> tuple[float, float]:
     """(GPU seconds per request with nothing cached, requests per conversation),
     from a fixed sample: capacity of one replica is 1 / the first."""

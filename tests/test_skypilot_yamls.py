@@ -14,6 +14,9 @@ arrives.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -228,3 +231,21 @@ async def test_the_auth_token_secret_reaches_the_replica_in_the_probe_headers(
     first = replica.seen[0]
     assert (first["method"], first["path"]) == ("GET", "/v1/models")
     assert first["headers"]["Authorization"] == f"Bearer {AUTH}"  # was Bearer $AUTH_TOKEN
+
+
+def test_the_census_tool_counts_the_sample_by_outcome() -> None:
+    tool = Path(__file__).parent.parent / "tools" / "skypilot_yamls.py"
+    result = subprocess.run(
+        [sys.executable, str(tool), str(DATA), "--cpus", "4", "--memory", "16"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tool.parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "23 service YAMLs: 2 spec refused, 7 valid and placeable, 1 valid, cloud not run, "
+        "13 valid, no provider here"
+    )
+    assert "spec refused: llm/rag/serve_rag.yaml:12: resources.any_of[1].use_spot" in result.stdout

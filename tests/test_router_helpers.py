@@ -179,7 +179,7 @@ class Harness:
             "svc",
             sec or section(),
             clock=clock or self.clock,
-            on_backend_error=self.backend_errors.append,
+            on_backend_error=lambda rid, reason: self.backend_errors.append(rid),
             secrets=secrets,
         )
         port = await router.start("127.0.0.1", None)

@@ -10,6 +10,7 @@ provider signals change it at once, between ticks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import VersionRecord
 from skyctl.types import Backend
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +83,8 @@ def make_runtime(
 
     prober = Prober(spec.service.readiness_probe, clock=clock, on_change=wake, on_result=on_result)
 
-    def on_backend_error(replica_id: int) -> None:
+    def on_backend_error(replica_id: int, reason: str) -> None:
+        log.info("service %s: replica %d reported by the router: %s", name, replica_id, reason)
         prober.probe_soon(replica_id)
         wake()
 

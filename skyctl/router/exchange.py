@@ -122,7 +122,7 @@ class Copy(Attempt):
             resp.release()
         self.release()
         if not isinstance(exc, ClientBodyError):
-            self.replica.errors += 1
+            self.replica.failed("timeout" if isinstance(exc, TimeoutError) else "connection")
         try:
             self.owner.copy_failed(self, exc)
         except Exception as exc2:  # a bug of ours: answer 500, keep the connection sane
@@ -253,8 +253,8 @@ class Exchange:
         self._finish()
 
     def _broken(self, replica: ReplicaState) -> None:
-        replica.errors += 1
-        self.ctx.upstream.report(replica.replica_id)
+        replica.failed("stream broken")
+        self.ctx.upstream.report(replica.replica_id, "stream broken")
 
     def send_json(self, status: int, body: dict[str, Any]) -> None:
         self.out.send_json(status, {**body, "service": self.ctx.service}, self.rid)
@@ -341,9 +341,10 @@ class Forward(Exchange):
         self._copy = None
         assert copy.resp is not None
         if copy.resp.status >= 500:
-            copy.replica.errors += 1
+            copy.replica.failed("5xx")
         else:
             copy.replica.wins += 1
+            copy.replica.answered()
         self.deliver(copy)
 
     def copy_failed(self, copy: Copy, exc: BaseException) -> None:

@@ -175,15 +175,17 @@ class Race(Exchange):
             lingering.remove(copy)
             # counted as a loser answering in the same instant is (below)
             if copy.resp is not None and copy.resp.status >= 500:
-                copy.replica.errors += 1
+                copy.replica.failed("5xx")
             else:
                 copy.replica.cancelled += 1
+                copy.replica.answered()
             copy.drop()  # its connection stays if the answer arrived whole
             return
         self._pending.remove(copy)
         resp = copy.resp
         assert resp is not None
         if resp.status < 500:
+            copy.replica.answered()
             if self._winner is None:
                 copy.replica.wins += 1
                 self._winner = copy
@@ -192,7 +194,7 @@ class Race(Exchange):
                 copy.replica.cancelled += 1
                 copy.drop()
             return
-        copy.replica.errors += 1
+        copy.replica.failed("5xx")
         if self._error is None:
             self._error = copy
         else:

@@ -41,6 +41,7 @@ from skyctl.router.affinity import Affinity
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
+from skyctl.router.health import Health
 from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
@@ -71,7 +72,7 @@ class Router:
         section: ServiceSection,
         *,
         clock: Clock,
-        on_backend_error: Callable[[int], None] | None = None,
+        on_backend_error: Callable[[int, str], None] | None = None,
         secrets: Mapping[str, str] | None = None,
     ) -> None:
         """``secrets``: the spec's ``secrets:`` values (the keys ``service.auth`` names)."""
@@ -106,6 +107,8 @@ class Router:
         self._auth = security.load_api_keys(service, section.auth, self._secrets)
         self._tls: ssl.SSLContext | None = None
         self._unauthorized = 0
+        self._health = Health(service, clock, self._report)
+        self._ejected = self._health.ejected  # non-empty: filter the ready replicas
         self.registry = metrics.make_registry(
             metrics.RouterCollector(service, self.replica_stats, self._router_stats)
         )
@@ -209,6 +212,7 @@ class Router:
             try:
                 if state is None:
                     state = ReplicaState(backend)
+                    state.on_outlier = self._health.eject
                     self._states[backend.replica_id] = state
                 elif state.backend.url != backend.url:
                     fresh = ReplicaState(backend)  # parse first: a bad URL changes nothing
@@ -221,6 +225,8 @@ class Router:
                 continue
             replicas.append(state)
         self._replicas = replicas
+        self._health.routable_count = len(replicas)
+        self._health.forget({s.replica_id for s in replicas})
         if replicas:
             self._have_replicas.set()
         else:
@@ -259,6 +265,21 @@ class Router:
     def request_rate(self, window_seconds: float = 60.0) -> float:
         """Client requests per second over the last ``window_seconds`` of the clock."""
         return self._rate.rate(self._clock.now(), window_seconds)
+
+    def _report(self, replica_id: int, reason: str) -> None:
+        """Tell the controller (``on_backend_error``) about a replica."""
+        callback = self._on_backend_error
+        if callback is None:
+            return
+        try:
+            callback(replica_id, reason)
+        except Exception:  # the controller's callback must never break a request
+            log.exception("on_backend_error(%s) raised", replica_id)
+
+    def ejected(self) -> dict[int, float]:
+        """Replicas out of routing by passive health: id -> until (clock time)."""
+        self._health.routable(self._replicas)  # ends the ejections that are over
+        return {rid: state.ejected_until for rid, state in sorted(self._ejected.items())}
 
     def replica_stats(self) -> dict[int, dict[str, float]]:
         """Per replica id: requests, wins, cancelled, errors, in_flight, latency_p50_ms/p99_ms."""
@@ -329,7 +350,7 @@ class Router:
             return None
         if head.upgrade:
             return None  # a tunnel: in a task
-        replicas = self._replicas
+        replicas = self._replicas if not self._ejected else self._health.routable(self._replicas)
         body = request.body
         if not replicas or self._ctx is None:
             return None
@@ -373,6 +394,8 @@ class Router:
         by the policy, then a byte tunnel (:mod:`skyctl.router.tunnel`)."""
         rid = request_id(request.head.request_id)
         replicas = self._replicas or await self._wait_for_replica()
+        if self._ejected:
+            replicas = self._health.routable(replicas)
         upstream = self._upstream
         if not replicas or upstream is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
@@ -427,6 +450,8 @@ class Router:
         """Wait for what a request needs (a ready replica, its body); None once answered."""
         rid = request_id(request.head.request_id)
         replicas = self._replicas or await self._wait_for_replica()
+        if self._ejected:
+            replicas = self._health.routable(replicas)
         if not replicas or self._ctx is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
             return None

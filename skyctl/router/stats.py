@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
+from policies.outlier import CONSECUTIVE_FAILURES
 from policies.routing import percentile
 from skyctl.router.client import Origin
 from skyctl.types import Backend
@@ -91,9 +93,13 @@ class ReplicaState:
     __slots__ = (
         "backend",
         "cancelled",
+        "consecutive",
+        "ejected_until",
+        "ejections",
         "errors",
         "in_flight",
         "latency",
+        "on_outlier",
         "origin",
         "replica_id",
         "requests",
@@ -114,6 +120,24 @@ class ReplicaState:
         self.cancelled = 0
         self.errors = 0
         self.latency = Reservoir()  # seconds to response headers
+        # passive health (skyctl.router.health): failures in a row, and ejections
+        self.consecutive = 0
+        self.ejected_until = 0.0
+        self.ejections = 0
+        self.on_outlier: Callable[[ReplicaState, str], None] | None = None
+
+    def failed(self, reason: str) -> None:
+        """A request failed on this replica by its fault (timeout, reset, 5xx, a
+        broken stream); enough of them in a row call ``on_outlier``."""
+        self.errors += 1
+        self.consecutive += 1
+        if self.consecutive >= CONSECUTIVE_FAILURES and self.on_outlier is not None:
+            self.on_outlier(self, reason)
+
+    def answered(self) -> None:
+        """A response head that is not a 5xx came back."""
+        if self.consecutive:
+            self.consecutive = 0
 
     def snapshot(self) -> dict[str, float]:
         return {

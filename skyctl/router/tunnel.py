@@ -135,7 +135,7 @@ async def tunnel(
     head_timeout: float,
     ssl_context: Callable[[], ssl.SSLContext],
     rid: bytes,
-    on_error: Callable[[int], None] | None,
+    on_error: Callable[[int, str], None] | None,
 ) -> None:
     """Send the upgrade request to ``replica`` and serve what it answers (see the
     module docstring); returns once the tunnel or the response is over."""
@@ -155,9 +155,9 @@ async def tunnel(
                     ssl=ssl_context() if origin.scheme == "https" else None,
                 )
         except (OSError, TimeoutError) as exc:
-            replica.errors += 1
+            replica.failed("connection")
             if on_error is not None:
-                on_error(replica.replica_id)
+                on_error(replica.replica_id, "connection")
             out.send_json(502, {"error": f"replica unreachable: {exc}"}, rid)
             return
         assert upstream.transport is not None
@@ -173,12 +173,17 @@ async def tunnel(
                 raw, rest = await upstream.head_future
             response = parse_response_head(raw)
         except (OSError, TimeoutError, ProtocolError) as exc:
-            replica.errors += 1
-            if on_error is not None:
-                on_error(replica.replica_id)
+            timeout = isinstance(exc, TimeoutError)
+            replica.failed("timeout" if timeout else "connection")
+            if on_error is not None and not timeout:
+                on_error(replica.replica_id, "connection")
             status = 504 if isinstance(exc, TimeoutError) else 502
             out.send_json(status, {"error": f"replica failed the upgrade: {exc}"}, rid)
             return
+        if response.status >= 500:
+            replica.failed("5xx")
+        else:
+            replica.answered()
         if response.status != 101:
             await _relay_response(out, upstream, response, rest, request, rid, head_timeout)
             return

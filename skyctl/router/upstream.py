@@ -86,7 +86,7 @@ class Upstream:
         *,
         connect_timeout: float,
         read_timeout: float,
-        on_backend_error: Callable[[int], None] | None,
+        on_backend_error: Callable[[int, str], None] | None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.pool = Pool(
@@ -102,12 +102,12 @@ class Upstream:
     async def close(self) -> None:
         await self.pool.close()
 
-    def report(self, replica_id: int) -> None:
-        """Tell the controller a replica refused or dropped a connection."""
+    def report(self, replica_id: int, reason: str) -> None:
+        """Tell the controller something is wrong with a replica (it probes it soon)."""
         if self._on_backend_error is None:
             return
         try:
-            self._on_backend_error(replica_id)
+            self._on_backend_error(replica_id, reason)
         except Exception:  # the controller's callback must never break a request
             log.exception("on_backend_error(%s) raised", replica_id)
 
@@ -148,7 +148,7 @@ class Upstream:
             return exc
         if isinstance(exc, TimeoutError):
             return AttemptFailed("timeout", replica.replica_id, "no response in time")
-        self.report(replica.replica_id)  # refused, reset, or not HTTP
+        self.report(replica.replica_id, f"connection: {_describe(exc)}")  # refused, reset, not HTTP
         unsent = isinstance(exc, UpstreamError) and exc.unsent
         return AttemptFailed("connect", replica.replica_id, _describe(exc), unsent=unsent)
 

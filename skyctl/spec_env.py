@@ -27,16 +27,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from skyctl.spec_checks import LineDict, LineList
+from skyctl.spec_checks import LineDict, LineList, Section, type_name
 
 __all__ = [
     "ENV_NAME_RE",
     "MANAGED_PREFIX",
     "SUBSTITUTED_KEYS",
     "apply_overrides",
+    "env_map",
     "fill_hint",
     "merge_overrides",
     "parse_assignment",
+    "read_secrets",
     "substitute",
 ]
 
@@ -165,3 +167,56 @@ def substitute(value: Any, variables: Mapping[str, str]) -> Any:
         items.line, items.item_lines = value.line, list(value.item_lines)
         return items
     return value
+
+
+# -- reading the sections (for skyctl.spec_yaml) -----------------------------------
+
+
+def env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[str, str]:
+    sec = top.mapping(key, null_ok=True)
+    out: dict[str, str] = {}
+    if sec is None:
+        return out
+    for name, value in sec.data.items():
+        label = str(name)  # as SkyServe: `1: x` is variable "1" (then rejected by name)
+        if managed is not None and label.startswith(MANAGED_PREFIX):
+            if value is not None:
+                raise sec.error(
+                    name,
+                    f"a managed secret reference ({MANAGED_PREFIX}NAME) takes null, not a value; "
+                    f"to give the value here, write {label[len(MANAGED_PREFIX) :]!r} without "
+                    "the prefix",
+                )
+            managed.append(label)
+            continue
+        if not ENV_NAME_RE.fullmatch(label):
+            raise sec.error(name, f"invalid variable name {label!r}", at_key=True)
+        if value is None:
+            raise sec.error(name, fill_hint(key, label))
+        if isinstance(value, bool | int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            raise sec.error(name, f"expected a string, got {type_name(value)}")
+        out[label] = value
+    return out
+
+
+def read_secrets(top: Section, extra: dict[str, Any]) -> dict[str, str]:
+    """The inline secrets; managed references (SkyServe's secret store) go to ``extra``."""
+    managed: list[str] = []
+    if isinstance(top.raw("secrets"), list):
+        for item, path, line in top.items("secrets") or []:
+            if not isinstance(item, str) or not item.startswith(MANAGED_PREFIX):
+                raise top.at(
+                    path,
+                    line,
+                    f"expected a managed secret reference such as '{MANAGED_PREFIX}HF_TOKEN', "
+                    f"got {item!r} (inline secrets are a mapping: {{NAME: value}})",
+                )
+            managed.append(item)
+        values: dict[str, str] = {}
+    else:
+        values = env_map(top, "secrets", managed)
+    if managed:
+        extra["secrets"] = managed
+    return values

@@ -44,7 +44,13 @@ from skyctl.spec_checks import (
     spec_error,
     type_name,
 )
-from skyctl.spec_env import MANAGED_PREFIX, SUBSTITUTED_KEYS, apply_overrides, fill_hint, substitute
+from skyctl.spec_env import (
+    SUBSTITUTED_KEYS,
+    apply_overrides,
+    env_map,
+    read_secrets,
+    substitute,
+)
 from skyctl.spec_resources import all_ports, parse_resources
 
 __all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
@@ -142,6 +148,8 @@ _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
+#: nodes per replica the providers can launch (SkyServe's num_nodes); raise it with them
+MAX_NUM_NODES = 1
 
 
 def load_spec_file(
@@ -188,8 +196,8 @@ def parse_spec(
     apply_overrides(data, "envs", envs)
     apply_overrides(data, "secrets", secrets)
     extra: dict[str, Any] = {}
-    env_values = _env_map(top, "envs")
-    secret_values = _secrets(top, extra)
+    env_values = env_map(top, "envs")
+    secret_values = read_secrets(top, extra)
     variables = {**env_values, **secret_values}
     for key in SUBSTITUTED_KEYS:
         if key in data:
@@ -205,11 +213,13 @@ def parse_spec(
             "starting with a letter, at most 63 characters",
         )
     num_nodes = top.integer("num_nodes")
-    if num_nodes is not None and num_nodes != 1:
+    if num_nodes is not None and not 1 <= num_nodes <= MAX_NUM_NODES:
         raise top.error(
             "num_nodes",
             "multi-node replicas are not supported yet: a replica is one node; "
-            f"must be 1, got {num_nodes}",
+            f"must be 1, got {num_nodes}"
+            if num_nodes > 1
+            else f"must be at least 1, got {num_nodes}",
         )
     resources = parse_resources(top.mapping("resources", null_ok=True), extra)
     service = top.mapping("service")
@@ -231,6 +241,7 @@ def parse_spec(
         setup=top.string("setup") if top.raw("setup") is not None else None,
         run=run,
         local=None if local is None else _local(local),
+        num_nodes=num_nodes or 1,
         yaml_text=text,
         source=source,
         extra=extra,
@@ -248,56 +259,6 @@ def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
     repo.read_all({"url": "text", "ref": "text"})
     extra["workdir"] = top.plain("workdir")
     return None
-
-
-def _env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[str, str]:
-    sec = top.mapping(key, null_ok=True)
-    out: dict[str, str] = {}
-    if sec is None:
-        return out
-    for name, value in sec.data.items():
-        label = str(name)  # as SkyServe: `1: x` is variable "1" (then rejected by name)
-        if managed is not None and label.startswith(MANAGED_PREFIX):
-            if value is not None:
-                raise sec.error(
-                    name,
-                    f"a managed secret reference ({MANAGED_PREFIX}NAME) takes null, not a value; "
-                    f"to give the value here, write {label[len(MANAGED_PREFIX) :]!r} without "
-                    "the prefix",
-                )
-            managed.append(label)
-            continue
-        if not _ENV_RE.fullmatch(label):
-            raise sec.error(name, f"invalid variable name {label!r}", at_key=True)
-        if value is None:
-            raise sec.error(name, fill_hint(key, label))
-        if isinstance(value, bool | int | float):
-            value = str(value)
-        if not isinstance(value, str):
-            raise sec.error(name, f"expected a string, got {type_name(value)}")
-        out[label] = value
-    return out
-
-
-def _secrets(top: Section, extra: dict[str, Any]) -> dict[str, str]:
-    """The inline secrets; managed references (SkyServe's secret store) go to ``extra``."""
-    managed: list[str] = []
-    if isinstance(top.raw("secrets"), list):
-        for item, path, line in top.items("secrets") or []:
-            if not isinstance(item, str) or not item.startswith(MANAGED_PREFIX):
-                raise top.at(
-                    path,
-                    line,
-                    f"expected a managed secret reference such as '{MANAGED_PREFIX}HF_TOKEN', "
-                    f"got {item!r} (inline secrets are a mapping: {{NAME: value}})",
-                )
-            managed.append(item)
-        values: dict[str, str] = {}
-    else:
-        values = _env_map(top, "secrets", managed)
-    if managed:
-        extra["secrets"] = managed
-    return values
 
 
 # -- service -------------------------------------------------------------------

@@ -378,6 +378,18 @@ def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
 
 @serve.command()
 @click.argument("name")
+@click.pass_context
+def retry(ctx: click.Context, name: str) -> None:
+    """Launch a FAILED service's replicas again (its failures and backoff forgotten)."""
+    client = _controller(ctx)
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    svc = client.call("POST", service_path(name, "retry"))
+    click.echo(f"Service {name}: retrying version {svc['version']}")
+
+
+@serve.command()
+@click.argument("name")
 @click.option(
     "--replica", type=int, default=None, help="Replica id (default: the newest live one)."
 )

@@ -147,3 +147,23 @@ def test_read_tail_keeps_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert read_tail(str(log), lines=3) == "line 97\nline 98\nline 99"
     assert read_tail(str(tmp_path / "missing.log")) == ""
+
+
+async def test_an_explicit_retry_resumes_a_failed_service(h: Harness) -> None:
+    h.provider.exit_code = 3
+    await h.controller.create_service(FIXED.format(name="bug", replicas=1), None)
+    await h.until(lambda: status(h, "bug") is ServiceStatus.FAILED, seconds=60)
+    launches = h.provider.launches
+    h.provider.exit_code = None  # the fault was outside the spec (a missing file, say)
+    seen = await h.controller.retry_service("bug")
+    assert seen["failure"] == "" and seen["version"] == 1  # the same version, no update
+    await h.until(lambda: h.ready("bug") == 1)
+    assert h.provider.launches == launches + 1 and status(h, "bug") is ServiceStatus.READY
+
+
+async def test_a_service_going_down_is_shut_down_by_the_plan(h: Harness) -> None:
+    await h.controller.create_service(FIXED.format(name="web", replicas=2), None)
+    await h.until(lambda: h.ready("web") == 2)
+    await h.controller.delete_service("web")
+    await h.until(lambda: h.store.get_service("web") is None)
+    assert not h.provider.running("web")

@@ -91,6 +91,9 @@ def make_app(
             await controller.delete_service(request.match_info["name"]), status=202
         )
 
+    async def retry(request: web.Request) -> web.Response:
+        return web.json_response(await controller.retry_service(request.match_info["name"]))
+
     async def events(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))
         return web.json_response(controller.events(request.match_info["name"], limit))
@@ -141,6 +144,7 @@ def make_app(
     app.router.add_put("/v1/services/{name}", update)
     app.router.add_delete("/v1/services/{name}", delete)
     app.router.add_get("/v1/services/{name}/events", events)
+    app.router.add_post("/v1/services/{name}/retry", retry)
     app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
     app.router.add_post("/v1/shutdown", shutdown)
     return app

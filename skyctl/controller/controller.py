@@ -409,6 +409,29 @@ class Controller:
         self.wake(name)
         return self.describe(name)
 
+    async def retry_service(self, name: str) -> dict[str, Any]:
+        """An explicit retry: forget the current version's failures (a FAILED service
+        launches again, any backoff is lifted); plan() does the rest."""
+        svc = self._get(name)
+        if svc.status is ServiceStatus.SHUTTING_DOWN:
+            raise ServiceError(f"service {name!r} is shutting down")
+        state = self.store.policy_state(name)
+        state[failures.STATE_KEY] = failures.retry(
+            state.get(failures.STATE_KEY) or {}, svc.current_version
+        )
+        self.store.set_policy_state(name, state)
+        rt = self.runtimes.get(name)
+        if rt is not None:
+            rt.policy_state = None  # the tick reads it again from the store
+        self.store.add_event(
+            name,
+            "retry",
+            f"version {svc.current_version}: failures forgotten",
+            now=self.clock.now(),
+        )
+        self.wake()
+        return self.describe(name)
+
     async def delete_service(self, name: str) -> dict[str, Any]:
         """Begin the shutdown; the answer names the clouds where its instances may be,
         so the CLI can confirm with each provider that none is left."""

@@ -132,12 +132,8 @@ class Reconciler:
         with _Tx(self.store) as tx:
             replicas, orphans = self._sync(rt, replicas, instances, facts, tx)
             replicas = self._apply_probes(rt, replicas, tx)
-            if down:
-                terms = [
-                    Terminate(r.replica_id, EndReason.USER, "service shutting down")
-                    for r in replicas
-                    if r.status is not S.SHUTTING_DOWN
-                ]
+            if down:  # plan decides the shutdown too: every live replica, USER
+                terms = list(make_plan(self._down_view(rt, svc, spec, replicas), now).terminations)
                 plan: Plan | None = None
             else:
                 plan = self._plan(rt, svc, spec, replicas, offerings, tx)
@@ -219,8 +215,26 @@ class Reconciler:
             "target": plan.target,
             "spot_target": plan.spot_target,
             "ondemand_target": plan.ondemand_target,
+            "launch_after": plan.launch_after,  # launches held back (backoff, hourly cap) until
         }
         return plan
+
+    def _down_view(
+        self,
+        rt: ServiceRuntime,
+        svc: ServiceRecord,
+        spec: ServiceSpec,
+        replicas: list[ReplicaRecord],
+    ) -> ServiceObservation:
+        return ServiceObservation(
+            service=svc.name,
+            version=svc.current_version,
+            spec=spec,
+            replicas=tuple(_view(r, rt) for r in replicas),
+            offerings=(),
+            location_states={},
+            shutting_down=True,
+        )
 
     # --------------------------------------------------------------- observe
     async def _instances(self, name: str, clouds: set[str]) -> dict[str, dict[int, Instance]]:

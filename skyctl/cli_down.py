@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import click
 
@@ -31,11 +32,14 @@ from skyctl.config import Paths
 from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 
 POLL_SECONDS = 1.0
+POLL_TIMEOUT = 10.0  # one status call; a controller slower than this counts as not answering
 
 
 FORCE_HINT = "`skyctl serve down --all --force` stops every instance skyctl launched without it"
 #: times `serve down` restarts a controller that exits before the shutdown is done
 MAX_CONTROLLER_RESTARTS = 3
+#: how long `serve down` waits for a controller that runs but does not answer
+BUSY_SECONDS = 120.0
 
 
 def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) -> None:
@@ -43,12 +47,13 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
     pending = dict(clouds)
     problems: list[str] = []
     restarts = 0
+    busy_since: float | None = None
     shown: dict[str, int] = {}
     while pending:
         try:
             for n in sorted(pending):
                 try:
-                    svc = client.call("GET", services_query(n))[0]
+                    svc = client.call("GET", services_query(n), timeout=POLL_TIMEOUT)[0]
                 except ServiceNotFound:
                     problems += _confirm_down(p, n, pending.pop(n))
                     continue
@@ -56,11 +61,25 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
                 if shown.get(n) != len(live):
                     shown[n] = len(live)
                     click.echo(f"  {n}: {len(live)} replica(s) still terminating")
+            busy_since = None
         except ControllerUnreachable:
             found = ControllerClient.find(p)
             if found is not None:  # a hiccup, or another CLI restarted it
                 client = found
                 continue
+            if _daemon_running(p):  # alive but not answering (overloaded): wait, bounded
+                now = time.monotonic()
+                if busy_since is None:
+                    busy_since = now
+                    click.echo("The controller is not answering; waiting for it", err=True)
+                elif now - busy_since > BUSY_SECONDS:
+                    raise SkyctlError(
+                        f"the controller has not answered for {BUSY_SECONDS:.0f}s (see "
+                        f"{p.daemon_log}); " + _what_is_left(p, pending)
+                    ) from None
+                time.sleep(POLL_SECONDS)
+                continue
+            busy_since = None
             try:
                 stored = set(stored_services(p))
             except StoreError as e:
@@ -91,6 +110,16 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
             time.sleep(POLL_SECONDS)
     if problems:
         raise SkyctlError("; ".join(problems))
+
+
+def _daemon_running(p: Paths) -> bool:
+    """The controller's process exists (and is not a zombie), answering or not."""
+    try:
+        pid = int(json.loads(p.daemon_info.read_text())["pid"])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError, KeyError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _confirm_down(p: Paths, name: str, clouds: list[str]) -> list[str]:

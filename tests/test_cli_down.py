@@ -66,6 +66,14 @@ def start_down(home: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def shutting_down(down: subprocess.Popen[str]) -> str:
+    """Wait until the CLI has asked for the shutdown; its first line of output."""
+    assert down.stdout is not None
+    line = down.stdout.readline()
+    assert line.startswith("Shutting down "), line
+    return line
+
+
 def up(home: Path, tmp: Path, name: str, replicas: int = 1) -> None:
     spec = tmp / f"{name}.yaml"
     spec.write_text(STUBBORN.format(name=name, replicas=replicas, python=sys.executable))
@@ -102,7 +110,8 @@ def test_a_controller_killed_during_down_is_restarted_and_the_down_finishes(
     assert replica_pids(skyctl_home)
     first = controller_pid(skyctl_home)
     down = start_down(skyctl_home, "stubborn")
-    time.sleep(2)  # the replica is SHUTTING_DOWN: SIGTERM ignored, 5 s grace running
+    shutting_down(down)
+    time.sleep(1.5)  # the replica is SHUTTING_DOWN: SIGTERM ignored, 5 s grace running
     os.kill(first, signal.SIGKILL)
     killed = time.monotonic()
     out, err = down.communicate(timeout=90)
@@ -114,13 +123,34 @@ def test_a_controller_killed_during_down_is_restarted_and_the_down_finishes(
 
 
 @pytest.mark.timeout(150)
+def test_a_controller_that_stops_answering_is_waited_for_never_replaced(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    up(skyctl_home, tmp_path, "paused")
+    pid = controller_pid(skyctl_home)
+    down = start_down(skyctl_home, "paused")
+    shutting_down(down)
+    os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
+    try:
+        time.sleep(20)  # past one status call's timeout and a health check
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, err = down.communicate(timeout=90)
+    assert down.returncode == 0, out + err
+    assert "not answering; waiting" in err and "restarting" not in err
+    assert "Service paused is down" in out
+    assert wait_until(lambda: not replica_pids(skyctl_home), 10)
+
+
+@pytest.mark.timeout(150)
 def test_with_a_damaged_database_down_says_what_is_left_and_force_stops_it_all(
     tmp_path: Path, skyctl_home: Path
 ) -> None:
     up(skyctl_home, tmp_path, "doomed", replicas=2)
     assert len(replica_pids(skyctl_home)) >= 2
     down = start_down(skyctl_home, "--all")
-    time.sleep(2)
+    shutting_down(down)
+    time.sleep(1)
     db = skyctl_home / "state.db"
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         path.unlink(missing_ok=True)

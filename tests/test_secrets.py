@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
 from providers.base import LaunchRequest
 from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
+from skyctl.controller.api import make_app
 from skyctl.errors import ConfigError, SpecError
 from skyctl.secrets import KEY_FILE_NAME, Secrets, placeholder, redact
 from skyctl.spec_yaml import parse_spec
@@ -394,6 +396,40 @@ async def test_a_cloud_replica_is_told_the_port_its_spec_serves_on(
     await h.controller.create_service(text, None)
     await h.ticks_until(lambda: bool(h.provider.ports))
     assert h.provider.ports[0] == want
+
+
+async def test_the_api_carries_the_command_lines_values_on_create_and_update(
+    h: Harness,
+) -> None:
+    """What `serve up`/`serve update --env/--secret` send reaches the replicas of each version."""
+    text = "name: api\nenvs: {MODEL:}\nsecrets: {TOKEN:}\nservice: {replicas: 1}\nrun: serve\n"
+    client = TestClient(TestServer(make_app(h.controller, "t", lambda: None)))
+    await client.start_server()
+    auth = {"Authorization": "Bearer t"}
+    try:
+        body = {"yaml": text, "envs": {"MODEL": "m1"}, "secrets": {"TOKEN": SECRET}}
+        created = await client.post("/v1/services", json=body, headers=auth)
+        assert created.status == 201, await created.text()
+        await h.ticks_until(lambda: bool(h.provider.envs))
+        assert h.provider.envs[0] == {"MODEL": "m1", "TOKEN": SECRET}
+
+        body = {"yaml": text, "envs": {"MODEL": "m2"}, "secrets": {"TOKEN": "t2-" + SECRET}}
+        updated = await client.put("/v1/services/api", json=body, headers=auth)
+        assert updated.status == 200, await updated.text()
+        await h.ticks_until(lambda: any(e.get("MODEL") == "m2" for e in h.provider.envs))
+        assert {"MODEL": "m2", "TOKEN": "t2-" + SECRET} in h.provider.envs
+
+        missing = await client.put("/v1/services/api", json={"yaml": text}, headers=auth)
+        assert missing.status == 400
+        assert (
+            "envs.MODEL: no value given: pass --env MODEL=VALUE" in (await missing.json())["error"]
+        )
+        bad = await client.post("/v1/services", json={**body, "envs": ["MODEL=x"]}, headers=auth)
+        assert bad.status == 400
+        assert (await bad.json())["error"] == "envs: expected a mapping of names to strings"
+    finally:
+        await client.close()
+    assert SECRET.encode() not in h.stored_bytes()
 
 
 async def test_a_lost_key_is_a_one_line_logged_error_not_a_leak(

@@ -22,7 +22,7 @@ from aiohttp import web
 from skyctl import console
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
-from skyctl.errors import ServiceNotFound, SkyctlError, SpecError
+from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
@@ -38,7 +38,7 @@ def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
             isinstance(values, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
         ):
-            raise SpecError(f"{key}: expected a mapping of names to strings")
+            raise ServiceError(f"{key}: expected a mapping of names to strings")
         out[key] = values or None
     return out
 

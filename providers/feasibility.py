@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from providers.catalog import load_catalog, match, parse_quantity
+from providers.catalog import CatalogEntry, load_catalog, match, parse_quantity
 from skyctl.errors import ConfigError, SpecError
 from skyctl.spec import ResourceCandidate, ServiceSpec
 
@@ -138,6 +138,20 @@ def _gigabytes(text: str) -> str:
     return body + ("+" if plus else "")
 
 
+def _catalog_offer(cloud: str, entries: Sequence[CatalogEntry], region: str | None) -> str:
+    """``aws offers A100:8, L4:1 ... and up to 192 CPUs, 768 GB (in its catalog)``."""
+    here = [e for e in entries if region is None or e.region == region]
+    if not here:
+        return f"{cloud} has no region {region!r} in its catalog"
+    accels = sorted({e.accelerators for e in here if e.accelerators})
+    cpus, memory = max(e.vcpus for e in here), max(e.memory_gib for e in here)
+    where = f" in {region}" if region else ""
+    return (
+        f"{cloud} offers{where} {', '.join(accels) or 'no accelerators'} "
+        f"and up to {cpus:g} CPUs, {memory:g} GB (its catalog)"
+    )
+
+
 def _asked(candidates: Sequence[ResourceCandidate]) -> str:
     """``L4:8 or A100:8 with 32+ CPUs`` (the alternatives, then what they all ask)."""
 
@@ -188,7 +202,7 @@ def check_placement(
         memory = None if cand.memory is None else _gigabytes(cand.memory)
         if match(dataclasses.replace(cand, memory=memory), entries):
             return
-        reasons[cloud] = f"no {cloud} instance type in its catalog matches"
+        reasons[cloud] = _catalog_offer(cloud, entries, cand.region)
     if foreign and not reasons:
         raise SpecError(
             f"skyctl does not run on {', '.join(sorted(foreign))}; "

@@ -57,7 +57,7 @@ def test_a_gpu_spec_naming_no_cloud_is_refused_in_one_line_on_a_laptop() -> None
 
 def test_clouds_offer_their_catalog_and_kubernetes_decides_at_launch() -> None:
     check_placement(spec("  infra: aws\n  accelerators: A100:8"), {}, LAPTOP)
-    with pytest.raises(SpecError, match=r"asked for T4:0.5 on aws; no aws instance type in its"):
+    with pytest.raises(SpecError, match=r"asked for T4:0.5 on aws; aws offers A100:8, .*T4:1, "):
         check_placement(spec("  infra: aws\n  accelerators: T4:0.5"), {}, LAPTOP)
     check_placement(spec("  infra: k8s\n  accelerators: H100:8"), {}, LAPTOP)
     # one alternative that fits is enough
@@ -103,3 +103,13 @@ async def test_the_local_provider_offers_nothing_a_gpu_spec_could_not_use(tmp_pa
     finally:
         await bare.close()
         await with_gpu.close()
+
+
+def test_a_cloud_candidate_that_fits_nothing_says_what_the_region_offers() -> None:
+    with pytest.raises(SpecError) as err:
+        check_placement(spec("  infra: gcp/us-central1\n  accelerators: H200:8"), {}, LAPTOP)
+    message = str(err.value)
+    assert "asked for H200:8 on gcp/us-central1; gcp offers in us-central1 A100-80GB:1" in message
+    assert " and up to " in message and message.endswith(" GB (its catalog)")
+    with pytest.raises(SpecError, match="azure has no region 'nowhere' in its catalog"):
+        check_placement(spec("  infra: azure/nowhere"), {}, LAPTOP)

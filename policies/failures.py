@@ -18,11 +18,13 @@ The rules, per service and version:
   Relaunches wait ``backoff(rounds)`` after the last failure, where a round is
   one replica target's worth of failures: the first round relaunches at once
   (one crash is not a pattern), then 10 s, 20 s, 40 s ... up to 10 minutes.
-- A version none of whose replicas was ever READY gives up after
-  ``GIVE_UP_ROUNDS`` rounds of failures (so a one-replica service whose run
-  exits at once is launched 3 times, 10 s apart at the end): the plan's ``failure`` is a one-line
-  reason (the service shows FAILED) and no replica of it is launched again. A
-  new version (``serve update``) starts clean, and :func:`retry` clears it.
+- A version none of whose replicas was ever READY is given up: at once when
+  a replica's setup or run command exits (a user bug, as SkyServe treats it:
+  one FAILED row, nothing relaunched), else after ``GIVE_UP_ROUNDS`` rounds of
+  failures (a server too slow for its initial delay, a launch the provider
+  refuses). The plan's ``failure`` is then a one-line reason (the service
+  shows FAILED) and no replica of it is launched again. A new version
+  (``serve update``) starts clean, and :func:`retry` clears it.
 - Whatever the reasons, a service launches at most :func:`hourly_cap` replicas
   per rolling hour (counted per minute): the last guard against a cost leak.
 """
@@ -41,6 +43,7 @@ GIVE_UP_ROUNDS = 3  # rounds of failures, with none ever READY, before a version
 BASE_BACKOFF = 10.0  # seconds: the wait after the second round of failures
 MAX_BACKOFF = 600.0
 HOUR = 3600.0
+_EXITS = frozenset({EndReason.FAILED, EndReason.FAILED_SETUP})  # with an exit code: a user bug
 
 
 def backoff(rounds: int) -> float:
@@ -118,12 +121,14 @@ def record(
         e["hold_until"] = max(float(e["hold_until"]), end.at + wait)
         if wait > 0 and end.at + wait > now:
             holds[end.version] = f"{e['last']}; relaunching version {end.version} in {wait:g}s"
-        give_up = GIVE_UP_ROUNDS * per_round
+        exited = end.exit_code is not None and end.reason in _EXITS
+        give_up = 1 if exited else GIVE_UP_ROUNDS * per_round
         if not e["ever_ready"] and e["streak"] >= give_up and failed is None:
+            n = e["streak"]
             failed = {
                 "version": end.version,
-                "reason": f"version {end.version}: {e['streak']} replicas failed and none was "
-                f"ever READY; last {e['last']}",
+                "reason": f"version {end.version}: {n} replica{'s' if n > 1 else ''} failed, "
+                f"none ever READY; last {e['last']}",
                 "at": end.at,
             }
             notes.append(f"FAILED: {failed['reason']}; launches stopped until an update or retry")

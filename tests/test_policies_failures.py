@@ -128,7 +128,9 @@ def test_a_run_that_exits_at_once_fails_the_service_with_its_exit_code() -> None
     assert w.launched(until=300.0) <= 10
     assert w.failed_at is not None and w.failed_at <= 60.0
     reason = w.plans[-1].failure
-    assert "exit code 3" in reason and "none was ever READY" in reason
+    assert "exit code 3" in reason and "none ever READY" in reason
+    # as SkyServe: a run that exits before any replica was READY is not relaunched
+    assert len(w.launches) == 2 and w.failed_at == 1.0
     assert "\n" not in reason
     assert w.plans[-1].launches == () and not w.replicas  # nothing keeps launching
     assert {why for _, why in w.ends} == {EndReason.FAILED}

@@ -31,9 +31,10 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from providers import local_ports
+from providers import local_ports, local_process
 from providers.base import LaunchRequest, Provider
 from providers.feasibility import Machine, fits_machine, this_machine
+from providers.local_process import ReplicaProcess
 from providers.local_records import (
     FAILED,
     PREEMPTED,
@@ -43,7 +44,6 @@ from providers.local_records import (
     group_alive,
     pid_alive,
     proc_start_time,
-    processes_with_env,
     safe_name,
     signal_group,
 )
@@ -86,7 +86,7 @@ class LocalProvider(Provider):
         self._base_dir = base_dir
         self._store = RecordStore(self._state_dir)
         self._replays: dict[str, Replay] = {}
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, ReplicaProcess] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._random_due: dict[str, float] = {}  # instance id -> random notice time
         self._terminating: set[str] = set()
@@ -225,7 +225,7 @@ class LocalProvider(Provider):
         log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # logs may echo secrets
         log_dir.chmod(0o700)
         log_path = log_dir / f"replica-{request.replica_id}.log"
-        adopted = self._adopt_stray(request, instance_id, log_path)
+        adopted = await self._adopt_stray(request, instance_id, log_path)
         if adopted is not None:
             return adopted
         now = self._clock.now()
@@ -253,27 +253,11 @@ class LocalProvider(Provider):
             SKYCTL_LOCATION=str(offering.location),
             SKYCTL_SPOT="1" if offering.spot else "0",
         )
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.fchmod(log, 0o600)  # a log left by an older version may be world-readable
-            proc = await asyncio.create_subprocess_exec(
-                "bash",
-                "-c",
-                _LAUNCHER,
-                "skyctl-replica",
-                spec.setup or "",
-                spec.run,
-                cwd=cwd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        argv = ("bash", "-c", _LAUNCHER, "skyctl-replica", spec.setup or "", spec.run)
+        try:  # fork/exec in a worker thread, never on the event loop
+            proc = await local_process.start(argv, cwd=cwd, env=env, log_path=log_path)
         except OSError as exc:
             raise TransientError(f"cannot start replica process: {exc}") from exc
-        finally:
-            os.close(log)
         price = replay.spot_price(zone, now) if offering.spot else zone.ondemand_price
         rec = Record(
             instance_id=instance_id,
@@ -300,7 +284,7 @@ class LocalProvider(Provider):
                 self._random_due[instance_id] = due
         return rec
 
-    def _adopt_stray(
+    async def _adopt_stray(
         self, request: LaunchRequest, instance_id: str, log_path: Path
     ) -> Record | None:
         """The process of this launch when one runs that no record knows.
@@ -311,7 +295,9 @@ class LocalProvider(Provider):
         """
         found = {
             pid: env
-            for pid, env in processes_with_env("SKYCTL_INSTANCE_ID", instance_id).items()
+            for pid, env in (
+                await local_process.find_with_env("SKYCTL_INSTANCE_ID", instance_id)
+            ).items()
             if env.get("SKYCTL_LOCAL_STATE") == str(self._state_dir)
         }
         leaders = [pid for pid in found if _pgid(pid) == pid]  # the launcher leads its group
@@ -364,7 +350,7 @@ class LocalProvider(Provider):
 
     # ------------------------------------------------------------ exits and stops
 
-    async def _wait_exit(self, instance_id: str, proc: asyncio.subprocess.Process) -> None:
+    async def _wait_exit(self, instance_id: str, proc: ReplicaProcess) -> None:
         code = await proc.wait()
         self._procs.pop(instance_id, None)
         self._waiters.pop(instance_id, None)
@@ -415,9 +401,7 @@ class LocalProvider(Provider):
                 await waiter
         self._procs.pop(rec.instance_id, None)
 
-    async def _wait_gone(
-        self, rec: Record, proc: asyncio.subprocess.Process | None, limit: float
-    ) -> None:
+    async def _wait_gone(self, rec: Record, proc: ReplicaProcess | None, limit: float) -> None:
         """Real-time bounded wait for the replica's process (and group) to end."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit

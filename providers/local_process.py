@@ -1,0 +1,103 @@
+"""A local replica's process, started and watched without blocking the event loop.
+
+Starting a process (fork/exec with a large environment) and scanning
+``/proc/*/environ`` for strays take milliseconds each and grow with the
+machine's process count; a burst of 300 launches run on the loop stalled it
+for seconds. Here both run in a worker thread (``asyncio.to_thread``), and a
+process's exit is awaited through a pidfd registered with the loop (Linux
+5.3+; elsewhere one daemon thread per process waits), so nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from providers.local_records import processes_with_env
+
+
+class ReplicaProcess:
+    """The part of ``asyncio.subprocess.Process`` the local provider uses."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._exit: asyncio.Future[int] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    async def wait(self) -> int:
+        """The exit code, once the process has ended (many waiters may share it)."""
+        if self._exit is None:
+            self._exit = self._watch()
+        return await asyncio.shield(self._exit)
+
+    def _watch(self) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        code = self._popen.poll()
+        if code is not None:
+            fut.set_result(code)
+            return fut
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (OSError, AttributeError):  # no pidfd here: a thread waits instead
+            popen = self._popen
+
+            def wait_in_thread() -> None:
+                code = popen.wait()
+                loop.call_soon_threadsafe(_resolve, fut, code)
+
+            threading.Thread(target=wait_in_thread, daemon=True).start()
+            return fut
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            _resolve(fut, self._popen.wait())  # it has exited: this only reaps it
+
+        loop.add_reader(fd, exited)
+        return fut
+
+
+def _resolve(fut: asyncio.Future[int], code: int) -> None:
+    if not fut.done():
+        fut.set_result(code)
+
+
+def _start(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(log, 0o600)  # a log left by an older version may be world-readable
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        os.close(log)
+
+
+async def start(
+    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], log_path: Path
+) -> ReplicaProcess:
+    """Start ``argv`` in its own session with its output appended to ``log_path``
+    (in a worker thread). Raises OSError when it cannot be started."""
+    return ReplicaProcess(await asyncio.to_thread(_start, argv, cwd, env, log_path))
+
+
+async def find_with_env(name: str, value: str) -> dict[int, dict[str, str]]:
+    """``local_records.processes_with_env`` in a worker thread (it reads all of /proc)."""
+    return await asyncio.to_thread(processes_with_env, name, value)

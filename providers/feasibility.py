@@ -15,6 +15,7 @@ refused with one line naming what was asked and what each provider offers:
   provider's own offerings do (``providers.catalog.match``). Fractional
   accelerators match no catalog row.
 - ``kubernetes``: the cluster's nodes are only known at launch; accepted.
+- ``simulated``: endpoints that run nothing (``providers.simulated``); accepted.
 - a cloud SkyPilot knows that skyctl has no provider for: refused, saying so.
 
 No I/O besides reading the catalogs and this machine's size; no cloud SDK.
@@ -185,6 +186,8 @@ def check_placement(
     foreign: set[str] = set()
     for cand in spec.resources.candidates:
         cloud = cand.cloud or "local"
+        if cloud == "simulated":
+            return  # runs anything: its endpoints run nothing (for measuring the controller)
         if cloud not in RUNS_ON:
             foreign.add(cloud)
             continue

@@ -23,6 +23,7 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "gcp": ("providers.gcp", "GCPProvider"),
     "azure": ("providers.azure", "AzureProvider"),
     "kubernetes": ("providers.kubernetes", "KubernetesProvider"),
+    "simulated": ("providers.simulated", "SimulatedProvider"),  # cheap endpoints, for scale
 }
 ALIASES = {"k8s": "kubernetes"}
 

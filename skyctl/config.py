@@ -19,7 +19,7 @@ import yaml
 
 from skyctl.errors import ConfigError
 
-CLOUD_SECTIONS = ("local", "aws", "gcp", "azure", "kubernetes", "controller")
+CLOUD_SECTIONS = ("local", "aws", "gcp", "azure", "kubernetes", "simulated", "controller")
 
 
 @dataclass(frozen=True)

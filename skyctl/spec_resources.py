@@ -25,10 +25,11 @@ from skyctl.spec_checks import (
     type_name,
 )
 
-#: Cloud names SkyServe accepts in ``resources.cloud``/``infra``, plus our ``local``.
+#: Cloud names SkyServe accepts in ``resources.cloud``/``infra``, plus our ``local`` and
+#: ``simulated`` (providers.simulated: cheap endpoints for measuring the controller).
 CLOUDS: tuple[str, ...] = tuple(
     """local aws gcp azure kubernetes lambda ibm scp oci runpod vast vsphere cudo fluidstack
-    paperspace do nebius hyperbolic seeweb shadeform primeintellect ssh slurm""".split()
+    paperspace do nebius hyperbolic seeweb shadeform primeintellect ssh slurm simulated""".split()
 )
 _CANDIDATE_KEYS = set(
     """cloud region zone infra cpus memory accelerators instance_type use_spot image_id

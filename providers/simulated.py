@@ -1,0 +1,291 @@
+"""The simulated provider: cheap replicas for measuring the controller.
+
+As Karpenter ships a simulated cloud, skyctl ships ``cloud: simulated``: a
+provider that implements the whole interface (offerings, idempotent launch,
+terminate, list by service, push events) while its instances are endpoints of
+ONE HTTP server, routed by path (``http://127.0.0.1:PORT/i/<instance id>``).
+An instance answers 503 until it has booted, then 200, and 404 once gone, so
+probes and the router see real HTTP. 10,000 replicas cost one process and one
+listening socket, so the controller's own cost can be measured at scale
+(``benchmarks/control_plane.py``).
+
+Configured by the ``simulated:`` section of ``config.yaml`` (all optional):
+
+- ``launch_seconds`` (1.0): how long a launch call takes;
+- ``boot_seconds`` (5.0): from launch until the endpoint answers 200;
+- ``launch_failure_rate`` (0): the share of launches that fail, with a
+  CapacityError for spot and a TransientError (a 503) for on-demand;
+- ``preemptions_per_hour`` (0): each spot instance's rate of preemption; a
+  preempted one gets an interruption notice ``notice_seconds`` (30) earlier;
+- ``zones`` (3), ``spot_price`` (1.0), ``ondemand_price`` (3.0), ``seed`` (0);
+- ``server``: ``inprocess`` (default: the endpoints run in the controller's
+  event loop, on its clock) or ``process`` (one child process serves them on
+  real time, so the controller's CPU is measured alone);
+- ``max_concurrent_calls`` (256).
+
+Times run on the injected clock (a FakeClock in tests) in ``inprocess`` mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from providers.base import LaunchRequest, Provider
+from providers.simulated_server import EndpointServer, InProcessEndpoints, RemoteEndpoints
+from skyctl.clock import Clock
+from skyctl.errors import CapacityError, ConfigError, TransientError
+from skyctl.spec import ServiceSpec
+from skyctl.types import (
+    Instance,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceState,
+    Location,
+    Offering,
+)
+
+CLOUD = "simulated"
+_NUMBERS = {
+    "launch_seconds": 1.0,
+    "boot_seconds": 5.0,
+    "launch_failure_rate": 0.0,
+    "preemptions_per_hour": 0.0,
+    "notice_seconds": 30.0,
+    "spot_price": 1.0,
+    "ondemand_price": 3.0,
+}
+
+
+@dataclass(frozen=True)
+class SimulatedOptions:
+    launch_seconds: float = 1.0
+    boot_seconds: float = 5.0
+    launch_failure_rate: float = 0.0
+    preemptions_per_hour: float = 0.0
+    notice_seconds: float = 30.0
+    spot_price: float = 1.0
+    ondemand_price: float = 3.0
+    zones: int = 3
+    seed: int = 0
+    server: str = "inprocess"
+    max_concurrent_calls: int = 256
+
+    @classmethod
+    def parse(cls, section: Mapping[str, Any]) -> SimulatedOptions:
+        """From the ``simulated:`` section; one-line errors naming the key."""
+        known = {*_NUMBERS, "zones", "seed", "server", "max_concurrent_calls"}
+        for key in section:
+            if key not in known:
+                raise ConfigError(
+                    f"simulated.{key}: unknown key; allowed: {', '.join(sorted(known))}"
+                )
+        values: dict[str, Any] = {}
+        for key in _NUMBERS:
+            if key in section:
+                value = section[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ConfigError(f"simulated.{key}: expected a number >= 0, got {value!r}")
+                values[key] = float(value)
+        if values.get("launch_failure_rate", 0.0) > 1:
+            raise ConfigError("simulated.launch_failure_rate: expected a share from 0 to 1")
+        for key in ("zones", "seed", "max_concurrent_calls"):
+            if key in section:
+                value = section[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"simulated.{key}: expected a whole number, got {value!r}")
+                values[key] = value
+        if values.get("zones", 1) < 1 or values.get("max_concurrent_calls", 1) < 1:
+            raise ConfigError("simulated.zones and max_concurrent_calls: at least 1")
+        if "server" in section:
+            if section["server"] not in ("inprocess", "process"):
+                raise ConfigError(
+                    f"simulated.server: expected inprocess or process, got {section['server']!r}"
+                )
+            values["server"] = section["server"]
+        return cls(**values)
+
+
+@dataclass
+class _Sim:
+    instance: Instance
+    token: str
+    notice_at: float | None = None  # spot: when its interruption notice is due
+
+
+class SimulatedProvider(Provider):
+    name = CLOUD
+
+    def __init__(self, config: Mapping[str, Any] | None, *, clock: Clock) -> None:
+        self.options = SimulatedOptions.parse(config or {})
+        self.max_concurrent_calls = self.options.max_concurrent_calls
+        self._clock = clock
+        self._rng = random.Random(self.options.seed)
+        self._instances: dict[str, _Sim] = {}
+        self._by_token: dict[str, str] = {}
+        self._token_locks: dict[str, asyncio.Lock] = {}
+        self._ids = itertools.count(1)
+        self._endpoints: EndpointServer | None = None
+        self._starting: asyncio.Lock | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self.zones = tuple(
+            Location(CLOUD, f"r{i // 2 + 1}", f"r{i // 2 + 1}-{'ab'[i % 2]}")
+            for i in range(self.options.zones)
+        )
+
+    # ------------------------------------------------------------ Provider API
+    async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        o = self.options
+        out = [Offering(z, False, o.ondemand_price, "sim.small") for z in self.zones]
+        if spec.use_spot:
+            # zones differ a little in price, so placement has a cheapest one
+            out += [
+                Offering(z, True, round(o.spot_price * (1 + 0.05 * i), 4), "sim.small")
+                for i, z in enumerate(self.zones)
+            ]
+        return out
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        lock = self._token_locks.setdefault(request.client_token, asyncio.Lock())
+        try:
+            async with lock:
+                iid = self._by_token.get(request.client_token)
+                if iid is not None and iid in self._instances:
+                    return self._instances[iid].instance
+                return await self._launch(request)
+        finally:
+            if not lock.locked():
+                self._token_locks.pop(request.client_token, None)
+
+    async def _launch(self, request: LaunchRequest) -> Instance:
+        endpoints = await self._server()
+        o, off = self.options, request.offering
+        if off.location not in self.zones:
+            raise CapacityError(f"simulated has no zone {off.location}", location=str(off.location))
+        await self._clock.sleep(o.launch_seconds)
+        if o.launch_failure_rate and self._rng.random() < o.launch_failure_rate:
+            if off.spot:
+                raise CapacityError(
+                    f"no spot capacity in {off.location} (simulated)", location=str(off.location)
+                )
+            raise TransientError(f"503 from {off.location} (simulated)")
+        iid = f"sim-{next(self._ids)}-{request.client_token[:8]}"
+        now = self._clock.now()
+        await endpoints.add(iid, boot_seconds=o.boot_seconds)
+        inst = Instance(
+            instance_id=iid,
+            service=request.service,
+            replica_id=request.replica_id,
+            version=request.version,
+            location=off.location,
+            spot=off.spot,
+            state=InstanceState.RUNNING,
+            endpoint=f"{endpoints.base_url}/i/{iid}",
+            price=off.price,
+            created_at=now,
+        )
+        sim = _Sim(inst, request.client_token)
+        if off.spot and o.preemptions_per_hour > 0:
+            sim.notice_at = now + self._rng.expovariate(o.preemptions_per_hour / 3600.0)
+            self._start_driver()
+            self._wakeup.set()
+        self._instances[iid] = sim
+        self._by_token[request.client_token] = iid
+        return inst
+
+    async def terminate(self, instance_id: str) -> None:
+        sim = self._instances.pop(instance_id, None)
+        if sim is None:
+            return  # not found counts as done
+        self._by_token.pop(sim.token, None)
+        if self._endpoints is not None:
+            await self._endpoints.remove(instance_id)
+
+    async def list_instances(self, service: str) -> Sequence[Instance]:
+        return [s.instance for s in self._instances.values() if s.instance.service == service]
+
+    async def list_services(self) -> Sequence[str]:
+        return sorted({s.instance.service for s in self._instances.values()})
+
+    async def close(self) -> None:
+        """Stop the endpoint server: in this provider, instances live in it, so
+        closing ends them (a restarted controller finds none, and relaunches)."""
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._driver
+            self._driver = None
+        if self._endpoints is not None:
+            await self._endpoints.close()
+            self._endpoints = None
+        self._instances.clear()
+        self._by_token.clear()
+
+    # ------------------------------------------------------------ internals
+    async def _server(self) -> EndpointServer:
+        if self._endpoints is None:
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:
+                if self._endpoints is None:
+                    if self.options.server == "process":
+                        self._endpoints = await RemoteEndpoints.start()
+                    else:
+                        self._endpoints = await InProcessEndpoints.start(self._clock)
+        return self._endpoints
+
+    def _start_driver(self) -> None:
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.get_running_loop().create_task(self._drive())
+
+    async def _drive(self) -> None:
+        """Send due interruption notices and preempt at their deadline."""
+        while True:
+            self._wakeup.clear()
+            now = self._clock.now()
+            due: list[float] = []
+            for sim in list(self._instances.values()):
+                inst = sim.instance
+                if inst.state is not InstanceState.RUNNING or sim.notice_at is None:
+                    continue
+                if inst.interruption_at is not None:
+                    if inst.interruption_at <= now:
+                        await self._preempt(sim, now)
+                    else:
+                        due.append(inst.interruption_at)
+                elif sim.notice_at <= now:
+                    at = now + self.options.notice_seconds
+                    sim.instance = replace(inst, interruption_at=at)
+                    self._emit(self._event(InstanceEventKind.NOTICE, sim.instance, at))
+                    due.append(at)
+                else:
+                    due.append(sim.notice_at)
+            timer = asyncio.ensure_future(self._clock.sleep(min(due) - now)) if due else None
+            woken = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait(
+                    {woken} if timer is None else {woken, timer},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                woken.cancel()
+                if timer is not None:
+                    timer.cancel()
+
+    async def _preempt(self, sim: _Sim, now: float) -> None:
+        sim.instance = replace(sim.instance, state=InstanceState.PREEMPTED)
+        if self._endpoints is not None:
+            await self._endpoints.remove(sim.instance.instance_id)
+        self._emit(self._event(InstanceEventKind.PREEMPTED, sim.instance, now))
+
+    @staticmethod
+    def _event(kind: InstanceEventKind, inst: Instance, at: float) -> InstanceEvent:
+        return InstanceEvent(
+            kind, inst.service, inst.replica_id, inst.instance_id, inst.location, at
+        )

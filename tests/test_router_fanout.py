@@ -327,7 +327,7 @@ async def test_metrics_expose_per_replica_counters(harness: Harness) -> None:
     assert 'skyctl_router_replica_cancelled_total{replica="1",service="svc"} 1.0' in text
     assert 'skyctl_router_requests_total{service="svc"} 1.0' in text
     assert 'skyctl_router_upstream_connections_total{service="svc"} 2.0' in text
-    assert "skyctl_router_replica_latency_seconds" in text
+    assert "skyctl_router_time_to_first_byte_seconds_bucket" in text
     assert "python_gc" not in text  # a registry of its own, not the global one
 
 

@@ -34,7 +34,7 @@ from skyctl.router.client import ClientBodyError, Response
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import downstream_lines
 from skyctl.router.http1 import BodyStream
-from skyctl.router.stats import Attempt, ReplicaState, Reservoir
+from skyctl.router.stats import Attempt, Histogram, ReplicaState, Reservoir
 from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Context:
     service: str
     loop: asyncio.AbstractEventLoop
     on_finish: Callable[[], None]  # an exchange is over (the router's active count)
+    first_byte: Histogram  # seconds from the request to the response head, to the client
+    duration: Histogram  # seconds from the request to the response's end
 
 
 class Copy(Attempt):
@@ -167,10 +169,25 @@ class Call:
 class Exchange:
     """One client request in flight (see the module docstring); subclasses pick replicas."""
 
-    __slots__ = ("_relay", "_waiter", "ctx", "lines", "out", "over", "request", "rid")
+    __slots__ = (
+        "_relay",
+        "_waiter",
+        "ctx",
+        "lines",
+        "out",
+        "over",
+        "replica_id",
+        "request",
+        "rid",
+        "started",
+        "status",
+    )
 
     def __init__(self, call: Call) -> None:
         self.ctx = call.ctx
+        self.started = call.ctx.clock.now()
+        self.replica_id = -1  # who answered (-1: the router itself)
+        self.status = 0
         self.out = call.out
         self.request = call.request
         self.rid = call.rid
@@ -224,6 +241,7 @@ class Exchange:
         """``copy`` won: its response goes to the client (in one write when whole)."""
         resp = copy.resp
         assert resp is not None
+        self._answered(copy.replica.replica_id, resp.status)
         if resp.body.complete:
             self.send_whole(copy, resp.body.take())
             return
@@ -256,7 +274,13 @@ class Exchange:
         replica.failed("stream broken")
         self.ctx.upstream.report(replica.replica_id, "stream broken")
 
+    def _answered(self, replica_id: int, status: int) -> None:
+        self.replica_id, self.status = replica_id, status
+        ctx = self.ctx
+        ctx.first_byte.observe(replica_id, status, ctx.clock.now() - self.started)
+
     def send_json(self, status: int, body: dict[str, Any]) -> None:
+        self._answered(-1, status)
         self.out.send_json(status, {**body, "service": self.ctx.service}, self.rid)
         self._finish()
 
@@ -279,6 +303,9 @@ class Exchange:
         if self.over:
             return
         self.over = True
+        if self.status:
+            ctx = self.ctx
+            ctx.duration.observe(self.replica_id, self.status, ctx.clock.now() - self.started)
         self.ctx.on_finish()
         waiter = self._waiter
         if waiter is not None:

@@ -45,7 +45,7 @@ from skyctl.router.health import Health
 from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
-from skyctl.router.stats import RateWindow, ReplicaState, Reservoir
+from skyctl.router.stats import Histogram, RateWindow, ReplicaState, Reservoir
 from skyctl.router.upstream import Upstream
 from skyctl.spec import TLS, ServiceSection
 from skyctl.types import Backend
@@ -108,9 +108,16 @@ class Router:
         self._tls: ssl.SSLContext | None = None
         self._unauthorized = 0
         self._health = Health(service, clock, self._report)
+        self._first_byte = Histogram()
+        self._duration = Histogram()
         self._ejected = self._health.ejected  # non-empty: filter the ready replicas
         self.registry = metrics.make_registry(
-            metrics.RouterCollector(service, self.replica_stats, self._router_stats)
+            metrics.RouterCollector(
+                service,
+                self.replica_stats,
+                self._router_stats,
+                {"time_to_first_byte": self._first_byte, "request_duration": self._duration},
+            )
         )
 
     # ---- life cycle ---------------------------------------------------------------
@@ -136,6 +143,8 @@ class Router:
             self.service,
             asyncio.get_running_loop(),
             self._leave,
+            self._first_byte,
+            self._duration,
         )
         self._idle = asyncio.Event()
         self._idle.set()
@@ -290,8 +299,8 @@ class Router:
         return {
             "requests": float(self._requests),
             "hedges": float(self._hedges),
-            "request_rate": self.request_rate(60.0),
             "ready_replicas": float(len(self._replicas)),
+            "ejections": float(self._health.ejections),
             "unauthorized": float(self._unauthorized),
             "upstream_connections": float(
                 self._upstream.pool.connects if self._upstream is not None else 0
@@ -337,6 +346,9 @@ class Router:
         current = {state.replica_id for state in self._replicas}
         for rid in [r for r, s in self._states.items() if r not in current and s.in_flight == 0]:
             del self._states[rid]
+        kept = set(self._states)
+        self._first_byte.forget(kept)
+        self._duration.forget(kept)
 
     # ---- request path ---------------------------------------------------------------
 
@@ -449,11 +461,15 @@ class Router:
     async def _prepare(self, request: Request, out: Connection) -> Exchange | None:
         """Wait for what a request needs (a ready replica, its body); None once answered."""
         rid = request_id(request.head.request_id)
+        started = self._clock.now()
         replicas = self._replicas or await self._wait_for_replica()
         if self._ejected:
             replicas = self._health.routable(replicas)
         if not replicas or self._ctx is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
+            elapsed = self._clock.now() - started
+            self._first_byte.observe(-1, 503, elapsed)
+            self._duration.observe(-1, 503, elapsed)
             return None
         body = await self._replay_body(request)
         return self._exchange(request, out, rid, replicas, body)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 
@@ -85,6 +86,37 @@ class Reservoir:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+# seconds: from a millisecond answer to a ten-minute generation
+BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+
+class Histogram:
+    """Counts of durations in :data:`BUCKETS` per (replica id, status class), for
+    Prometheus histograms: counters only (cumulative at export), so they sum
+    across workers and routers. Replica id -1: answered by the router itself."""
+
+    __slots__ = ("series",)
+
+    def __init__(self) -> None:
+        # (replica, status // 100) -> [count per bucket ..., +Inf count, sum]
+        self.series: dict[tuple[int, int], list[float]] = {}
+
+    def observe(self, replica: int, status: int, seconds: float) -> None:
+        key = (replica, status // 100)
+        counts = self.series.get(key)
+        if counts is None:
+            counts = self.series[key] = [0.0] * (len(BUCKETS) + 2)
+        counts[bisect_left(BUCKETS, seconds)] += 1.0
+        counts[-1] += seconds
+
+    def forget(self, replicas: set[int]) -> None:
+        """Drop the series of replicas gone for good (bounded memory)."""
+        for key in [k for k in self.series if k[0] >= 0 and k[0] not in replicas]:
+            del self.series[key]
 
 
 class ReplicaState:

@@ -6,7 +6,12 @@ API app (the browser test is tests/test_console_browser.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from skyctl.console import auth
 from skyctl.console.snapshot import Rates
 from skyctl.controller.api import make_app
 from skyctl.lifecycle import ReplicaStatus
+from tests.helpers.cli import run_cli
 from tests.test_controller import SPOT, Harness
 
 TOKEN = "k" * 32
@@ -141,3 +147,46 @@ def test_request_rates_come_from_counter_differences() -> None:
     assert rates.rate("s", 1, 100.0, now=10.0) == 0.0  # first sight: no rate yet
     assert rates.rate("s", 1, 130.0, now=12.0) == 15.0
     assert rates.rate("s", 1, 5.0, now=13.0) == 0.0  # a counter reset never goes negative
+
+
+async def test_an_open_event_stream_does_not_hold_up_the_api_shutdown(
+    h: Harness, tmp_path: Path
+) -> None:
+    server = TestServer(make_app(h.controller, TOKEN, lambda: None))
+    await server.start_server()
+    session = await logged_in(server)
+    async with session:
+        stream = await session.get(server.make_url("/console/events"))
+        await stream.content.readline()  # the first update arrived; the stream stays open
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.close()
+        assert loop.time() - started < 5.0  # not aiohttp's 60 s shutdown timeout
+        stream.release()
+
+
+def test_skyctl_console_prints_the_address_and_opens_it_in_a_browser(
+    tmp_path: Path, skyctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.py"
+    browser.write_text(f"import sys\nopen({str(opened)!r}, 'w').write(sys.argv[1])\n")
+    monkeypatch.setenv("BROWSER", f"{sys.executable} {browser} %s")
+    try:
+        out = run_cli(skyctl_home, "console")
+        assert out.returncode == 0, out.stderr
+        url = out.stdout.strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/console/login\?token=[0-9a-f]{64}", url)
+        for _ in range(100):
+            if opened.exists() and opened.read_text():
+                break
+            time.sleep(0.05)
+        assert opened.read_text() == url
+        browse = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browse.open(url, timeout=10) as r:  # the printed address logs in
+            assert r.status == 200 and r.url.endswith("/console/")
+            assert "skyctl console" in r.read().decode()
+        quiet = run_cli(skyctl_home, "console", "--no-browser")
+        assert quiet.stdout.strip() == url
+    finally:
+        assert run_cli(skyctl_home, "controller", "stop").returncode == 0

@@ -88,6 +88,21 @@ def test_savings_compare_with_on_demand_and_an_unknown_price_saves_nothing() -> 
     assert t.as_dict()["savings_pct"] == pytest.approx(100 * 2 / 7, abs=0.01)
 
 
+def test_the_cumulative_series_agrees_with_the_totals_at_every_time() -> None:
+    spans = [
+        span(1, 100.0, 3700.0, price=1.2, od=None),
+        span(2, 1800.0, None, price=0.6),
+        span(3, None, None),
+        span(4, 2000.0, 2600.0, price=3.0, od=3.0, spot=False),
+        span(5, 5000.0, 5000.0, price=9.0),  # zero length
+    ]
+    times = [0.0, 50.0, 100.0, 1000.0, 1800.0, 2300.0, 2600.0, 3700.0, 5000.0, 9000.0]
+    for t, (cost, od) in zip(times, costs.cumulative(spans, times), strict=True):
+        whole = costs.total(spans, float("-inf"), t)
+        assert (cost, od) == pytest.approx((whole.cost, whole.ondemand_cost)), t
+    assert costs.cumulative([], [1.0, 2.0]) == [(0.0, 0.0), (0.0, 0.0)]
+
+
 def test_the_report_groups_by_service_cloud_location_and_kind() -> None:
     spans = [
         span(1, 0.0, 3600.0, loc=A),

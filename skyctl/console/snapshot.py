@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skyctl.lifecycle import ReplicaStatus
-from skyctl.store import ReplicaRecord, costs
+from skyctl.store import ReplicaRecord
 
 if TYPE_CHECKING:
     from skyctl.controller.controller import Controller
@@ -67,7 +67,6 @@ def _service(
                 "requests": int(stats.get("requests", 0)),
             }
         )
-    spans = controller.store.billed_spans(name)
     return {
         **svc,
         "policy": svc.get("plan", {}).get("policy", "-"),
@@ -78,7 +77,7 @@ def _service(
         "rows": replicas,
         "events": list(reversed(controller.events(name, EVENTS_SHOWN))),
         "timeline": timeline(rows, now),
-        "cost_series": cost_series(spans, now),
+        "cost_series": cost_series(controller, name, svc["created_at"], now),
     }
 
 
@@ -120,17 +119,13 @@ def timeline(rows: list[ReplicaRecord], now: float) -> dict[str, Any]:
     return {"t0": t0, "t1": now, "bars": bars, "height": 16 * max(1, len(bars)) + 4}
 
 
-def cost_series(spans: list[costs.BilledSpan], now: float) -> list[list[float]]:
-    """[times, accrued USD, on-demand equivalent USD] from the first launch to now."""
-    starts = [s.billed_from for s in spans if s.billed_from is not None]
-    if not starts:
-        return [[now], [0.0], [0.0]]
-    t0 = min(starts)
-    step = max(now - t0, 1.0) / (COST_POINTS - 1)
-    times = [t0 + i * step for i in range(COST_POINTS)]
-    totals = [costs.total(spans, float("-inf"), t) for t in times]
+def cost_series(controller: Controller, name: str, since: float, now: float) -> list[list[float]]:
+    """[times, accrued USD, on-demand equivalent USD] from the service's start to now."""
+    step = max(now - since, 1.0) / (COST_POINTS - 1)
+    times = [since + i * step for i in range(COST_POINTS)]
+    totals = controller.store.cost_series(name, times)
     return [
         [round(t, 3) for t in times],
-        [round(c.cost, 6) for c in totals],
-        [round(c.ondemand_cost, 6) for c in totals],
+        [round(cost, 6) for cost, _ in totals],
+        [round(od, 6) for _, od in totals],
     ]

@@ -474,9 +474,9 @@ class Controller:
         rt = self.runtimes.get(name)
         now = self.clock.now()
         stats = rt.router.replica_stats() if rt is not None else {}
-        spans = self.store.billed_spans(name)
-        cost = costs.total(spans, float("-inf"), now).as_dict()
-        billed = {s.replica_id: costs.accrued(s, now) for s in spans if not s.purged}
+        cost = self.store.cost_total(name, now).as_dict()
+        spans = self.store.billed_spans(name, purged=False)
+        billed = {s.replica_id: costs.accrued(s, now) for s in spans}
         replicas: list[dict[str, Any]] = []
         for r in self.store.list_replicas(name, include_terminated=True):
             acc = billed.get(r.replica_id, costs.CostTotals())

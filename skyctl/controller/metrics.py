@@ -28,7 +28,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from skyctl.lifecycle import ReplicaStatus
-from skyctl.store import costs
 
 if TYPE_CHECKING:
     from skyctl.controller.controller import Controller
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LAG_INTERVAL = 0.5  # seconds between event-loop lag samples
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FAILURE_REASONS = ("FAILED", "FAILED_PROVISION", "FAILED_INITIAL_DELAY", "FAILED_PROBING")
 
 
 class _StoreFacts(Collector):
@@ -63,7 +61,6 @@ class _StoreFacts(Collector):
                     replicas.add_metric([svc.name, status.value, kind], count[(status.value, kind)])
         yield replicas
 
-        spans = store.billed_spans()
         launches = CounterMetricFamily(
             "skyctl_launches",
             "Launch calls made to providers (retries with the same token included).",
@@ -89,35 +86,22 @@ class _StoreFacts(Collector):
             "Cost accrued by replicas' instances since they launched, in USD.",
             labels=["service", "location", "kind"],
         )
-        now = c.clock.now()
-        n_launch: Counter[tuple[str, ...]] = Counter()
-        n_fail: Counter[tuple[str, ...]] = Counter()
-        n_pre: Counter[tuple[str, ...]] = Counter()
-        n_notice: Counter[tuple[str, ...]] = Counter()
-        usd: dict[tuple[str, ...], float] = {}
-        for s in spans:
-            loc, kind = str(s.location), "spot" if s.spot else "on-demand"
-            n_launch[(s.service, loc, kind)] += s.launch_attempts
-            if s.end_reason in FAILURE_REASONS:
-                n_fail[(s.service, loc, s.end_reason)] += 1
-            if s.end_reason == "PREEMPTED":
-                n_pre[(s.service, loc)] += 1
-            if s.had_notice:
-                n_notice[(s.service, loc)] += 1
-            key = (s.service, loc, kind)
-            usd[key] = usd.get(key, 0.0) + costs.accrued(s, now).cost
-        for family, values in (
-            (launches, n_launch),
-            (failures, n_fail),
-            (preemptions, n_pre),
-            (notices, n_notice),
-        ):
-            for labels, value in sorted(values.items()):
-                family.add_metric(list(labels), value)
-            yield family
-        for labels, amount in sorted(usd.items()):
-            cost.add_metric(list(labels), amount)
-        yield cost
+        n_pre: Counter[tuple[str, str]] = Counter()
+        n_notice: Counter[tuple[str, str]] = Counter()
+        for (service, loc, kind), f in sorted(store.cost_facts(c.clock.now()).items()):
+            launches.add_metric([service, loc, kind], f.launches)
+            for reason, n in sorted(f.failures.items()):
+                failures.add_metric([service, loc, reason], n)
+            n_pre[(service, loc)] += f.preemptions
+            n_notice[(service, loc)] += f.notices
+            cost.add_metric([service, loc, kind], f.cost)
+        for labels, n in sorted(n_pre.items()):
+            if n:
+                preemptions.add_metric(list(labels), n)
+        for labels, n in sorted(n_notice.items()):
+            if n:
+                notices.add_metric(list(labels), n)
+        yield from (launches, failures, preemptions, notices, cost)
 
         breakers = GaugeMetricFamily(
             "skyctl_breaker_open",

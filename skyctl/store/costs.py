@@ -23,11 +23,13 @@ calls inside its transactions.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, insert, select
+from sqlalchemy import ColumnElement, Connection, insert, literal_column, select
 
 from skyctl.store import schema as t
 from skyctl.types import Location
@@ -107,6 +109,45 @@ def total(spans: Iterable[BilledSpan], start: float, end: float) -> CostTotals:
     return out
 
 
+class Curve:
+    """Accrued (billed seconds, cost, on-demand equivalent) as a function of time for
+    a fixed set of spans: prefix sums over the sorted rate changes, so each point is
+    a binary search. At time t the total is t x (sum of rates) - (sum of rate x
+    change time) over the changes up to t."""
+
+    def __init__(self, spans: Iterable[BilledSpan]) -> None:
+        edges: list[tuple[float, float, float, float]] = []  # (when, +1/-1, USD/s, od USD/s)
+        for s in spans:
+            if s.billed_from is None:
+                continue
+            rate = s.price / 3600.0
+            od = max(s.ondemand_price if s.ondemand_price is not None else s.price, s.price)
+            edges.append((s.billed_from, 1.0, rate, od / 3600.0))
+            if s.billed_until is not None:
+                edges.append((s.billed_until, -1.0, rate, od / 3600.0))
+        edges.sort(key=lambda e: e[0])
+        self.whens = [e[0] for e in edges]
+        self.sums: list[tuple[float, ...]] = []  # running (n, n*when, rate, rate*when, od, od*when)
+        acc = [0.0] * 6
+        for when, sign, rate, od in edges:
+            for i, v in enumerate((1.0, when, rate, rate * when, od, od * when)):
+                acc[i] += sign * v
+            self.sums.append(tuple(acc))
+
+    def at(self, t: float) -> tuple[float, float, float]:
+        k = bisect_right(self.whens, t)
+        if k == 0:
+            return (0.0, 0.0, 0.0)
+        n, nw, r, rw, o, ow = self.sums[k - 1]
+        return (t * n - nw, t * r - rw, t * o - ow)
+
+
+def cumulative(spans: Iterable[BilledSpan], times: list[float]) -> list[tuple[float, float]]:
+    """(cost, on-demand equivalent) accrued up to each of ``times``, in USD."""
+    curve = Curve(spans)
+    return [curve.at(t)[1:] for t in times]
+
+
 GROUPS: dict[str, Callable[[BilledSpan], str]] = {
     "service": lambda s: s.service,
     "cloud": lambda s: s.location.cloud,
@@ -144,14 +185,12 @@ def report(spans: Iterable[BilledSpan], start: float, end: float) -> dict[str, A
 # -- the store's side ---------------------------------------------------------
 
 
-def spans(conn: Connection, name: str | None) -> list[BilledSpan]:
+def spans(conn: Connection, name: str | None, ledger: Ledger | None) -> list[BilledSpan]:
     """Every replica's span: the replicas table, then the ledger (purged ones)."""
-    r, led = t.replicas, t.replica_ledger
-    q1 = select(r)
-    q2 = select(led)
+    r = t.replicas
+    q = select(r)
     if name is not None:
-        q1 = q1.where(r.c.service == name)
-        q2 = q2.where(led.c.service == name)
+        q = q.where(r.c.service == name)
     out = [
         BilledSpan(
             service=row.service,
@@ -168,27 +207,105 @@ def spans(conn: Connection, name: str | None) -> list[BilledSpan]:
             launch_attempts=row.launch_attempts,
             purged=False,
         )
-        for row in conn.execute(q1)
+        for row in conn.execute(q)
     ]
-    out.extend(
-        BilledSpan(
-            service=row.service,
-            replica_id=row.replica_id,
-            location=Location(row.cloud, row.region, row.zone),
-            spot=bool(row.spot),
-            instance_type=row.instance_type,
-            price=row.price,
-            ondemand_price=row.ondemand_price,
-            billed_from=row.billed_from,
-            billed_until=row.terminated_at,
-            end_reason=row.end_reason,
-            had_notice=bool(row.had_notice),
-            launch_attempts=row.launch_attempts,
-            purged=True,
-        )
-        for row in conn.execute(q2)
-    )
+    if ledger is None:
+        return out
+    kept = ledger.read(conn)
+    out.extend(kept if name is None else (s for s in kept if s.service == name))
     return out
+
+
+def fact_key(s: BilledSpan) -> tuple[str, str, str]:
+    return (s.service, str(s.location), "spot" if s.spot else "on-demand")
+
+
+@dataclass
+class Facts:
+    """What metrics count for one (service, location, kind)."""
+
+    launches: int = 0  # launch calls, retries with the same token included
+    failures: Counter[str] = field(default_factory=Counter)  # by end reason
+    preemptions: int = 0
+    notices: int = 0
+    cost: float = 0.0  # USD
+
+    def add(self, s: BilledSpan, now: float) -> None:
+        self.launches += s.launch_attempts
+        if s.end_reason is not None and s.end_reason.startswith("FAILED"):
+            self.failures[s.end_reason] += 1
+        self.preemptions += s.end_reason == "PREEMPTED"
+        self.notices += s.had_notice
+        self.cost += s.seconds(float("-inf"), now) * s.price / 3600.0
+
+    def plus(self, other: Facts) -> Facts:
+        return Facts(
+            self.launches + other.launches,
+            self.failures + other.failures,
+            self.preemptions + other.preemptions,
+            self.notices + other.notices,
+            self.cost + other.cost,
+        )
+
+
+class Ledger:
+    """The ledger's rows, read once and then only the new ones (it is append-only:
+    rows are added when replicas are purged or services deleted, never changed), so
+    a console redrawing every second does not re-read months of history."""
+
+    def __init__(self) -> None:
+        self.rows: list[BilledSpan] = []
+        self.last_rowid = 0
+        self._curves: dict[str | None, tuple[int, Curve, int]] = {}  # name -> (rows, curve, n)
+        self._facts: dict[tuple[str, str, str], Facts] = {}
+        self._facts_rows = 0
+
+    def curve(self, conn: Connection, name: str | None) -> tuple[Curve, int]:
+        """The purged replicas' cost curve and how many of them billed (cached)."""
+        rows = self.read(conn)
+        cached = self._curves.get(name)
+        if cached is None or cached[0] != len(rows):
+            mine = [s for s in rows if name is None or s.service == name]
+            billed = sum(1 for s in mine if s.billed_from is not None)
+            cached = (len(rows), Curve(mine), billed)
+            self._curves[name] = cached
+        return cached[1], cached[2]
+
+    def facts(self, conn: Connection) -> dict[tuple[str, str, str], Facts]:
+        """Counters per (service, location, kind) over the purged replicas (incremental)."""
+        rows = self.read(conn)
+        for s in rows[self._facts_rows :]:
+            self._facts.setdefault(fact_key(s), Facts()).add(s, float("inf"))
+        self._facts_rows = len(rows)
+        return self._facts
+
+    def read(self, conn: Connection) -> list[BilledSpan]:
+        led = t.replica_ledger
+        query = (
+            select(literal_column("rowid"), led)
+            .where(literal_column("rowid") > self.last_rowid)
+            .order_by(literal_column("rowid"))
+        )
+        for row in conn.execute(query):
+            self.last_rowid = row[0]
+            self.rows.append(
+                BilledSpan(
+                    service=row.service,
+                    replica_id=row.replica_id,
+                    location=Location(row.cloud, row.region, row.zone),
+                    spot=bool(row.spot),
+                    instance_type=row.instance_type,
+                    price=row.price,
+                    ondemand_price=row.ondemand_price,
+                    billed_from=row.billed_from,
+                    billed_until=row.terminated_at,
+                    end_reason=row.end_reason,
+                    had_notice=bool(row.had_notice),
+                    launch_attempts=row.launch_attempts,
+                    purged=True,
+                )
+            )
+        return self.rows
 
 
 def keep_in_ledger(conn: Connection, where: ColumnElement[bool]) -> None:

@@ -69,6 +69,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self._conn: Connection | None = None
+        self._ledger = costs.Ledger()  # cost facts of purged replicas, read incrementally
         prepare_file(self.path)
         self._engine = make_engine(self.path, busy_timeout)
         try:
@@ -474,11 +475,44 @@ class Store:
             )
             return int(result.rowcount)
 
-    def billed_spans(self, name: str | None = None) -> list[costs.BilledSpan]:
-        """Every replica's billed interval and prices, purged ones included (all services
-        when ``name`` is None); :mod:`skyctl.store.costs` sums them."""
+    def billed_spans(
+        self, name: str | None = None, *, purged: bool = True
+    ) -> list[costs.BilledSpan]:
+        """Every replica's billed interval and prices, purged ones too unless asked (all
+        services when ``name`` is None); :mod:`skyctl.store.costs` sums them."""
         with self._read() as conn:
-            return costs.spans(conn, name)
+            return costs.spans(conn, name, self._ledger if purged else None)
+
+    def cost_total(self, name: str | None, now: float) -> costs.CostTotals:
+        """Everything accrued up to ``now``: the replicas' rows plus the ledger's cached sums."""
+        live = costs.total(self.billed_spans(name, purged=False), float("-inf"), now)
+        with self._read() as conn:
+            curve, billed = self._ledger.curve(conn, name)
+        seconds, cost, ondemand = curve.at(now)
+        return costs.CostTotals(
+            live.replicas + billed,
+            live.replica_seconds + seconds,
+            live.cost + cost,
+            live.ondemand_cost + ondemand,
+        )
+
+    def cost_series(self, name: str, times: list[float]) -> list[tuple[float, float]]:
+        """(cost, on-demand equivalent) accrued up to each of ``times`` (USD)."""
+        live = costs.Curve(self.billed_spans(name, purged=False))
+        with self._read() as conn:
+            kept, _ = self._ledger.curve(conn, name)
+        return [(a[1] + b[1], a[2] + b[2]) for a, b in ((live.at(t), kept.at(t)) for t in times)]
+
+    def cost_facts(self, now: float) -> dict[tuple[str, str, str], costs.Facts]:
+        """Counters per (service, location, kind) for metrics, purged replicas included."""
+        with self._read() as conn:
+            out = dict(self._ledger.facts(conn))
+        for s in self.billed_spans(purged=False):
+            key = costs.fact_key(s)
+            mine = costs.Facts()
+            mine.add(s, now)
+            out[key] = out[key].plus(mine) if key in out else mine
+        return out
 
     # -- placement and policy state -----------------------------------------
 

@@ -119,6 +119,9 @@ class ServiceSection:
     ports: int | None = None
     tls: TLS | None = None
     stream_timeout_seconds: float = 120.0
+    # load_balancer.drain_timeout_seconds (ours): how long a replica leaving (scale-down,
+    # rolling or blue-green update) keeps its in-flight requests before its instance goes
+    drain_timeout_seconds: float = 600.0
     router: RouterOptions = field(default_factory=RouterOptions)
     auth: Auth | None = None  # our key; None: the endpoint is open
 

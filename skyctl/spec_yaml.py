@@ -305,11 +305,14 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         raise sec.error(None, "resources has several ports: set service.ports to the serving one")
     balancer = sec.mapping("load_balancer")
     stream_timeout = 120.0
+    drain_timeout = ServiceSection.drain_timeout_seconds
     if balancer is not None:
-        balancer.check_keys({"stream_timeout_seconds"})
-        stream_timeout = balancer.read_all({"stream_timeout_seconds": "num>0"}).get(
-            "stream_timeout_seconds", stream_timeout
+        balancer.check_keys({"stream_timeout_seconds", "drain_timeout_seconds"})
+        values = balancer.read_all(
+            {"stream_timeout_seconds": "num>0", "drain_timeout_seconds": "num>=0"}
         )
+        stream_timeout = values.get("stream_timeout_seconds", stream_timeout)
+        drain_timeout = values.get("drain_timeout_seconds", drain_timeout)
     return ServiceSection(
         readiness_probe=_probe(sec),
         replica_policy=policy,
@@ -317,6 +320,7 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         ports=ports,
         tls=_tls(sec),
         stream_timeout_seconds=stream_timeout,
+        drain_timeout_seconds=drain_timeout,
         router=_router(sec.mapping("router", null_ok=True), fan_out),
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -316,6 +317,23 @@ async def test_a_replica_too_slow_to_answer_gives_504_and_is_hung_up_on(h: Harne
     assert router.replica_stats()[1]["in_flight"] == 0
 
 
+async def test_the_response_head_has_the_request_timeout_not_the_stream_timeout(
+    h: Harness,
+) -> None:
+    """docs/spec.md: the head within request_timeout_seconds (300 by default), the
+    stream timeout (120) only for silences inside the body."""
+
+    async def thinks(replica: FakeReplica, request: web.BaseRequest) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.Response(text="answer")
+
+    replica = await h.replica(1, behaviour=thinks)
+    sec = replace(section(request_timeout_seconds=5.0), stream_timeout_seconds=0.2)
+    _, url = await h.router([replica.backend], sec)
+    async with h.client.get(url + "/") as resp:
+        assert resp.status == 200 and await resp.text() == "answer"
+
+
 async def test_a_replica_stalling_mid_body_is_cut_after_the_stream_timeout(h: Harness) -> None:
     async def stall(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
         resp = web.StreamResponse()
@@ -326,7 +344,6 @@ async def test_a_replica_stalling_mid_body_is_cut_after_the_stream_timeout(h: Ha
 
     replica = await h.replica(1, behaviour=stall)
     sec = section()
-    from dataclasses import replace
 
     router, url = await h.router([replica.backend], replace(sec, stream_timeout_seconds=0.2))
     answer = await exchange(url, GET + b"\r\n")

@@ -53,6 +53,7 @@ ACCEPTED = [
             "service.replica_policy.downscale_delay_seconds": 1200.0,
             "service.load_balancing_policy": "least_load",
             "service.stream_timeout_seconds": 120.0,
+            "service.drain_timeout_seconds": 600.0,
             "service.router.fan_out": 2,
             "resources.candidates": (ResourceCandidate(),),
             "resources.use_spot": False,
@@ -378,7 +379,7 @@ ACCEPTED = [
           image_id: {us-east-1: ami-1}
         service:
           tls: {keyfile: k.pem, certfile: c.pem}
-          load_balancer: {stream_timeout_seconds: 30}
+          load_balancer: {stream_timeout_seconds: 30, drain_timeout_seconds: 900}
         workdir: {url: "https://github.com/org/repo", ref: main}
         run: serve
         """,
@@ -391,6 +392,7 @@ ACCEPTED = [
             },
             "service.tls.certfile": "c.pem",
             "service.stream_timeout_seconds": 30.0,
+            "service.drain_timeout_seconds": 900.0,
             "workdir": None,
         },
     ),

@@ -47,7 +47,7 @@ disk_size image_id labels zones trace trace_zones trace_tick_seconds spot_price 
 fan_out_methods hedge_budget port host A100 L4 keyfile certfile url upscale_delay_seconds
 downscale_delay_seconds num_overprovision failure_threshold stream_timeout_seconds
 preemption_rate_per_hour seed notice_seconds trace_start retries max_buffer_bytes
-request_timeout_seconds instance_type""".split()
+request_timeout_seconds instance_type drain_timeout_seconds""".split()
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),

@@ -51,7 +51,7 @@ from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import ProviderError, TransientError
 from skyctl.lifecycle import FAILURES, EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
-from skyctl.spec import ServiceSpec
+from skyctl.spec import ServiceSection, ServiceSpec
 from skyctl.store import ReplicaRecord, ServiceRecord, ServiceStatus, Store
 from skyctl.types import Instance, InstanceState, Location, Offering
 
@@ -62,8 +62,14 @@ S = ReplicaStatus
 KEEP_TERMINATED_SECONDS = 3600.0
 #: how often terminated rows older than that are purged (clock seconds)
 PURGE_EVERY_SECONDS = 300.0
-#: longest wait for a terminated replica's in-flight requests before its instance goes
-DRAIN_SECONDS = 30.0
+
+
+def drain_seconds(rt: ServiceRuntime) -> float:
+    """Longest wait for a leaving replica's in-flight requests before its instance goes:
+    the current spec's ``service.load_balancer.drain_timeout_seconds``."""
+    if not rt.specs:
+        return ServiceSection.drain_timeout_seconds
+    return rt.specs[max(rt.specs)].service.drain_timeout_seconds
 
 
 class _Tx:
@@ -475,10 +481,10 @@ class Reconciler:
 
     def _draining(self, rt: ServiceRuntime, r: ReplicaRecord) -> bool:
         """True while the router still has requests in flight to ``r`` (bounded by
-        DRAIN_SECONDS): its termination waits for a later tick, so a scale-down or
+        :func:`drain_seconds`): its termination waits for a later tick, so a scale-down or
         an update does not cut requests (a cut POST may be retried elsewhere)."""
         in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
-        return in_flight > 0 and self.clock.now() - r.status_since < DRAIN_SECONDS
+        return in_flight > 0 and self.clock.now() - r.status_since < drain_seconds(rt)
 
     async def _terminate_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
         """A task: terminate a SHUTTING_DOWN replica's instance, then TERMINATED."""

@@ -339,7 +339,9 @@ class _Conn:
         else:  # at the end of this loop iteration, with the other writes
             pool.batch.write(self._write_head, head + body if body else head)
             self._sent = True
-        limit = pool.read_timeout if timeout is None else min(timeout, pool.read_timeout)
+        # the response head within the request timeout (service.router.request_timeout_seconds,
+        # as documented); the stream timeout bounds silences inside the body
+        limit = pool.read_timeout if timeout is None else timeout
         pool.deadlines.add(resp, self._loop.time() + limit)
         return resp
 

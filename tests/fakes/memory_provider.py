@@ -85,15 +85,23 @@ class MemoryProvider(Provider):
             return self._exited(request, iid, self.exit_code)
         running = _Running(instance=None, runner=None, healthy=not self.born_unhealthy)  # type: ignore[arg-type]
 
-        async def handle(_: web.Request) -> web.Response:
+        async def handle(req: web.Request) -> web.StreamResponse:
             running.hits += 1
             if not running.healthy:
                 return web.Response(status=503, text="unhealthy")
+            if req.path == "/stream":  # ?n=N: N lines, one per second of the clock
+                stream = web.StreamResponse()
+                await stream.prepare(req)
+                for i in range(int(req.query.get("n", "1"))):
+                    await self.clock.sleep(1.0)
+                    await stream.write(b"%d\n" % i)
+                await stream.write_eof()
+                return stream
             return web.json_response({"replica": request.replica_id, "version": request.version})
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=0.05)  # a terminated VM cuts its streams
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

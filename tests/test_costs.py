@@ -207,6 +207,40 @@ def test_purged_and_deleted_replicas_keep_their_cost(store: Store) -> None:
     assert costs.total(store.billed_spans(), 0.0, 10_000.0) == before
 
 
+def test_the_cached_sums_agree_with_the_spans_and_a_new_service_of_an_old_name_starts_at_zero(
+    store: Store,
+) -> None:
+    for start in (100.0, 200.0, 300.0):
+        rid = _replica(store, start)
+        store.update_replica("svc", rid, now=start, status=S.PROVISIONING)
+        store.update_replica("svc", rid, now=start, status=S.STARTING, instance_id=f"i-{rid}")
+        if start < 300.0:
+            store.update_replica(
+                "svc", rid, now=start + 1000, status=S.TERMINATED, reason=EndReason.PREEMPTED
+            )
+    store.purge_terminated("svc", before=1150.0)  # one in the ledger, one ended, one live
+    for now in (150.0, 1100.0, 5000.0):
+        expect = costs.total(store.billed_spans("svc"), float("-inf"), now)
+        got = store.cost_total("svc", now)
+        assert (got.replicas, got.replica_seconds, got.cost, got.ondemand_cost) == pytest.approx(
+            (expect.replicas, expect.replica_seconds, expect.cost, expect.ondemand_cost)
+        )
+        assert store.cost_series("svc", [now]) == [
+            pytest.approx((expect.cost, expect.ondemand_cost))
+        ]
+    facts = store.cost_facts(5000.0)[("svc", str(A), "spot")]
+    assert (facts.preemptions, facts.launches) == (2, 0)
+    assert facts.cost == pytest.approx(store.cost_total("svc", 5000.0).cost)
+
+    store.update_replica("svc", 3, now=5000.0, status=S.TERMINATED, reason=EndReason.USER)
+    store.delete_service("svc")
+    store.create_service("svc", "name: svc\n", now=6000.0)  # the same name, anew
+    assert store.cost_total("svc", 7000.0, since=6000.0).cost == 0.0
+    assert store.cost_series("svc", [7000.0], since=6000.0) == [(0.0, 0.0)]
+    everything = store.cost_total("svc", 7000.0).cost  # the name's whole history, kept
+    assert everything == pytest.approx(2 * 0.9 * 1000 / 3600 + 0.9 * 4700 / 3600)
+
+
 # -- a spot service under the controller ----------------------------------------
 
 

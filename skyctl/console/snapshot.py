@@ -123,7 +123,7 @@ def cost_series(controller: Controller, name: str, since: float, now: float) -> 
     """[times, accrued USD, on-demand equivalent USD] from the service's start to now."""
     step = max(now - since, 1.0) / (COST_POINTS - 1)
     times = [since + i * step for i in range(COST_POINTS)]
-    totals = controller.store.cost_series(name, times)
+    totals = controller.store.cost_series(name, times, since=since)
     return [
         [round(t, 3) for t in times],
         [round(cost, 6) for cost, _ in totals],

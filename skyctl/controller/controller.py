@@ -474,7 +474,8 @@ class Controller:
         rt = self.runtimes.get(name)
         now = self.clock.now()
         stats = rt.router.replica_stats() if rt is not None else {}
-        cost = self.store.cost_total(name, now).as_dict()
+        # this service's own: not an earlier one's of the same name (kept in the ledger)
+        cost = self.store.cost_total(name, now, since=svc.created_at).as_dict()
         spans = self.store.billed_spans(name, purged=False)
         billed = {s.replica_id: costs.accrued(s, now) for s in spans}
         replicas: list[dict[str, Any]] = []

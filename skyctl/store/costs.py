@@ -256,19 +256,28 @@ class Ledger:
     def __init__(self) -> None:
         self.rows: list[BilledSpan] = []
         self.last_rowid = 0
-        self._curves: dict[str | None, tuple[int, Curve, int]] = {}  # name -> (rows, curve, n)
+        self._curves: dict[tuple[str | None, float], tuple[int, Curve, int]] = {}
         self._facts: dict[tuple[str, str, str], Facts] = {}
         self._facts_rows = 0
 
-    def curve(self, conn: Connection, name: str | None) -> tuple[Curve, int]:
-        """The purged replicas' cost curve and how many of them billed (cached)."""
+    def curve(
+        self, conn: Connection, name: str | None, since: float = float("-inf")
+    ) -> tuple[Curve, int]:
+        """The cost curve of the purged replicas that started billing at ``since`` or
+        later (a service's own, not those of an earlier one of the same name), and how
+        many of them billed; cached until the ledger grows."""
         rows = self.read(conn)
-        cached = self._curves.get(name)
+        cached = self._curves.get((name, since))
         if cached is None or cached[0] != len(rows):
-            mine = [s for s in rows if name is None or s.service == name]
-            billed = sum(1 for s in mine if s.billed_from is not None)
-            cached = (len(rows), Curve(mine), billed)
-            self._curves[name] = cached
+            mine = [
+                s
+                for s in rows
+                if (name is None or s.service == name)
+                and s.billed_from is not None
+                and s.billed_from >= since
+            ]
+            cached = (len(rows), Curve(mine), len(mine))
+            self._curves[(name, since)] = cached
         return cached[1], cached[2]
 
     def facts(self, conn: Connection) -> dict[tuple[str, str, str], Facts]:

@@ -483,11 +483,15 @@ class Store:
         with self._read() as conn:
             return costs.spans(conn, name, self._ledger if purged else None)
 
-    def cost_total(self, name: str | None, now: float) -> costs.CostTotals:
-        """Everything accrued up to ``now``: the replicas' rows plus the ledger's cached sums."""
-        live = costs.total(self.billed_spans(name, purged=False), float("-inf"), now)
+    def cost_total(
+        self, name: str | None, now: float, *, since: float = float("-inf")
+    ) -> costs.CostTotals:
+        """Everything accrued up to ``now`` by replicas that started billing at ``since``
+        or later: the replicas' rows plus the ledger's cached sums."""
+        mine = [s for s in self.billed_spans(name, purged=False) if _since(s, since)]
+        live = costs.total(mine, float("-inf"), now)
         with self._read() as conn:
-            curve, billed = self._ledger.curve(conn, name)
+            curve, billed = self._ledger.curve(conn, name, since)
         seconds, cost, ondemand = curve.at(now)
         return costs.CostTotals(
             live.replicas + billed,
@@ -496,11 +500,14 @@ class Store:
             live.ondemand_cost + ondemand,
         )
 
-    def cost_series(self, name: str, times: list[float]) -> list[tuple[float, float]]:
-        """(cost, on-demand equivalent) accrued up to each of ``times`` (USD)."""
-        live = costs.Curve(self.billed_spans(name, purged=False))
+    def cost_series(
+        self, name: str, times: list[float], *, since: float = float("-inf")
+    ) -> list[tuple[float, float]]:
+        """(cost, on-demand equivalent) accrued up to each of ``times`` (USD) by replicas
+        that started billing at ``since`` or later."""
+        live = costs.Curve(s for s in self.billed_spans(name, purged=False) if _since(s, since))
         with self._read() as conn:
-            kept, _ = self._ledger.curve(conn, name)
+            kept, _ = self._ledger.curve(conn, name, since)
         return [(a[1] + b[1], a[2] + b[2]) for a, b in ((live.at(t), kept.at(t)) for t in times)]
 
     def cost_facts(self, now: float) -> dict[tuple[str, str, str], costs.Facts]:
@@ -603,3 +610,7 @@ class Store:
                 .limit(limit)
             ).all()
         return [EventRecord.from_row(r._mapping) for r in reversed(rows)]
+
+
+def _since(span: costs.BilledSpan, since: float) -> bool:
+    return span.billed_from is not None and span.billed_from >= since

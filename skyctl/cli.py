@@ -29,7 +29,7 @@ from skyctl.client import (
 )
 from skyctl.config import load_user_config, paths
 from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
-from skyctl.secrets import redact
+from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import load_spec_file
 
@@ -138,6 +138,7 @@ def up(
             "name": name,
             "envs": envs,
             "secrets": secrets,
+            "api_keys": api_keys_from_environment(spec),
         },
     )
     click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
@@ -371,6 +372,7 @@ def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
             "source": str(Path(file).resolve()),
             "envs": envs,
             "secrets": secrets,
+            "api_keys": api_keys_from_environment(spec),
         },
     )
     click.echo(f"Service {name}: rolling update to version {svc['version']} started")

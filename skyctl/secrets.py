@@ -34,10 +34,29 @@ from skyctl.errors import ConfigError, SpecError
 from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import parse_spec
 
-__all__ = ["KEY_FILE_NAME", "Sealed", "Secrets", "placeholder", "redact"]
+__all__ = [
+    "KEY_FILE_NAME",
+    "Sealed",
+    "Secrets",
+    "api_keys_from_environment",
+    "placeholder",
+    "redact",
+]
 
 #: the key file's name in ``$SKYCTL_HOME``
 KEY_FILE_NAME = "secret.key"
+
+
+def api_keys_from_environment(
+    spec: ServiceSpec, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The values of the variables ``service.auth.api_keys_env`` names, from the
+    submitting command's environment (sealed with the secrets by the controller)."""
+    env = os.environ if environ is None else environ
+    auth = spec.service.auth
+    if auth is None:
+        return {}
+    return {name: env[name] for name in auth.api_keys_env if env.get(name, "").strip()}
 
 
 def placeholder(name: str) -> str:
@@ -192,6 +211,7 @@ class Secrets:
         *,
         envs: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        api_keys: Mapping[str, str] | None = None,
     ) -> Sealed:
         """Parse a submitted spec; redact and encrypt its secrets (SpecError if invalid).
 
@@ -200,22 +220,29 @@ class Secrets:
         carries a token), so a restarted controller opens the same spec.
         """
         spec = parse_spec(yaml_text, source, envs=envs, secrets=secrets)
-        if not spec.secrets and not envs:
+        named = set(spec.service.auth.api_keys_env) if spec.service.auth is not None else set()
+        keys = {k: v for k, v in (api_keys or {}).items() if k in named and v.strip()}
+        if not spec.secrets and not envs and not keys:
             return Sealed(yaml_text, None, spec)
         redacted = redact(yaml_text, source, envs=envs, secrets=secrets)
-        if envs:
-            payload: dict[str, object] = {"v": 2, "envs": dict(envs), "secrets": spec.secrets}
+        if envs or keys:
+            payload: dict[str, object] = {"v": 2, "envs": dict(envs or {}), "secrets": spec.secrets}
+            if keys:
+                payload["api_keys"] = keys
             ciphertext = self._encrypt_json(payload)
         else:
             ciphertext = self.encrypt(spec.secrets)
-        return Sealed(redacted, ciphertext, dataclasses.replace(spec, yaml_text=redacted))
+        sealed = dataclasses.replace(spec, yaml_text=redacted, api_keys=keys)
+        return Sealed(redacted, ciphertext, sealed)
 
     def open(self, yaml_text: str, source: str | None, ciphertext: str | None) -> ServiceSpec:
         """The stored spec with its secret values (and command-line envs) put back."""
         if ciphertext is None:
             return parse_spec(yaml_text, source)
-        envs, values = self._unseal(ciphertext)
+        envs, values, keys = self._unseal(ciphertext)
         spec = parse_spec(yaml_text, source, envs=envs, secrets=values)
+        if keys:
+            spec = dataclasses.replace(spec, api_keys=keys)
         missing = [name for name, value in spec.secrets.items() if value == placeholder(name)]
         if missing:
             raise ConfigError(
@@ -236,12 +263,14 @@ class Secrets:
         """Secret values sealed by :meth:`encrypt`."""
         return _strings(self._decrypt_json(ciphertext))
 
-    def _unseal(self, ciphertext: str) -> tuple[dict[str, str], dict[str, str]]:
-        """(envs, secrets) sealed by :meth:`seal` (envs empty in the older form)."""
+    def _unseal(self, ciphertext: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(envs, secrets, api keys) sealed by :meth:`seal` (envs and keys empty in the
+        older form)."""
         payload = self._decrypt_json(ciphertext)
         if isinstance(payload, dict) and payload.get("v") == 2:
-            return _strings(payload.get("envs")), _strings(payload.get("secrets"))
-        return {}, _strings(payload)
+            keys = _strings(payload.get("api_keys") or {})
+            return _strings(payload.get("envs")), _strings(payload.get("secrets")), keys
+        return {}, _strings(payload), {}
 
     def _decrypt_json(self, ciphertext: str) -> object:
         fernet = self._key(create=False)

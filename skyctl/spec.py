@@ -99,6 +99,7 @@ class RouterOptions:
     max_header_bytes: int = 64 << 10  # request line + headers; larger gets 431
     max_headers: int = 100  # header lines per request; more gets 431
     max_connections: int = 1024  # open client connections; more get 503 and are closed
+    max_connections_per_client: int = 256  # from one client address; more get 503
     client_header_timeout_seconds: float = 30.0  # a request head must arrive within this
     client_body_timeout_seconds: float = 60.0  # longest silence inside a request body
     client_keepalive_timeout_seconds: float = 75.0  # idle client connections close after
@@ -181,6 +182,9 @@ class ServiceSpec:
     service: ServiceSection = field(default_factory=ServiceSection)
     envs: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    # service.auth.api_keys_env values as the submitting command line had them, sealed
+    # with the secrets (skyctl.secrets): a restarted controller needs no such variable
+    api_keys: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     setup: str | None = None
     run: str | None = None

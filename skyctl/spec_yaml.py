@@ -116,6 +116,7 @@ _ROUTER = {
     "max_header_bytes": "int>=1",
     "max_headers": "int>=1",
     "max_connections": "int>=1",
+    "max_connections_per_client": "int>=1",
     "client_header_timeout_seconds": "num>0",
     "client_body_timeout_seconds": "num>0",
     "client_keepalive_timeout_seconds": "num>0",

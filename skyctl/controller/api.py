@@ -30,9 +30,10 @@ MAX_BODY = 1 << 20
 
 
 def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
-    """The command line's ``--env``/``--secret`` values sent with a spec."""
+    """The command line's ``--env``/``--secret`` values sent with a spec, and the values
+    of the variables ``service.auth.api_keys_env`` names, from its environment."""
     out: dict[str, dict[str, str] | None] = {}
-    for key in ("envs", "secrets"):
+    for key in ("envs", "secrets", "api_keys"):
         values = body.get(key)
         if values is not None and not (
             isinstance(values, dict)

@@ -34,6 +34,7 @@ from skyctl.errors import (
     SkyctlError,
 )
 from skyctl.lifecycle import ReplicaStatus
+from skyctl.router.security import router_secrets
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import ServiceRecord, ServiceStatus, Store, costs
@@ -342,9 +343,10 @@ class Controller:
         *,
         envs: dict[str, str] | None = None,
         secrets: dict[str, str] | None = None,
+        api_keys: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         # secrets redacted and encrypted, with the command line's --env/--secret values
-        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets)
+        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
         spec = sealed.spec
         name = name or spec.name or _name_from(source)
         if not NAME_RE.fullmatch(name):
@@ -385,11 +387,12 @@ class Controller:
         *,
         envs: dict[str, str] | None = None,
         secrets: dict[str, str] | None = None,
+        api_keys: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         svc = self._get(name)
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             raise ServiceError(f"service {name!r} is shutting down")
-        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets)
+        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
         if sealed.spec.name and sealed.spec.name != name:
             raise ServiceError(f"spec names service {sealed.spec.name!r}, not {name!r}")
         self._check_placeable(sealed.spec)
@@ -403,7 +406,7 @@ class Controller:
         rt = self.runtimes.get(name)
         if rt is not None:
             spec = rt.spec(self.store.get_version(name, version), self.secrets)
-            rt.router.reconfigure(spec.service, spec.secrets)
+            rt.router.reconfigure(spec.service, router_secrets(spec))
             rt.prober.probe = spec.service.readiness_probe
         self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
         self.wake(name)

@@ -19,6 +19,7 @@ from skyctl.clock import Clock
 from skyctl.controller.prober import Prober
 from skyctl.controller.routing_table import RoutingTable
 from skyctl.router import Router
+from skyctl.router.security import router_secrets
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import VersionRecord
@@ -89,7 +90,11 @@ def make_runtime(
         wake()
 
     router = Router(
-        name, spec.service, clock=clock, on_backend_error=on_backend_error, secrets=spec.secrets
+        name,
+        spec.service,
+        clock=clock,
+        on_backend_error=on_backend_error,
+        secrets=router_secrets(spec),
     )
     table = RoutingTable(router.set_backends)
     holder.append(table)

@@ -31,6 +31,10 @@ def _digest(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
 
 
+#: where a router's ``secrets`` carry the ``api_keys_env`` values sealed at submission
+SEALED_ENV = "env:"
+
+
 class ApiKeys:
     """The accepted keys of one service, as digests (see the module docstring)."""
 
@@ -52,9 +56,14 @@ class ApiKeys:
         env = os.environ if environ is None else environ
         keys: list[str] = []
         problems: list[str] = []
+        # a variable's value sealed at `serve up` first, else the controller's own
+        sealed_or_env = {
+            name: secrets.get(SEALED_ENV + name, "").strip() or env.get(name, "")
+            for name in auth.api_keys_env
+        }
         sources = (
             (auth.api_key_secrets, secrets, "secret {} is missing or empty"),
-            (auth.api_keys_env, env, "environment variable {} is unset or empty"),
+            (auth.api_keys_env, sealed_or_env, "environment variable {} is unset or empty"),
         )
         for names, values, missing in sources:
             for name in names:

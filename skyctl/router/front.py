@@ -29,7 +29,8 @@ for flow control and :meth:`~Connection.abort` to cut it.
   first byte and a request body may not stay silent for ``body_timeout``
   (while the server reads; not while it pauses for back-pressure); both
   end in 408 and a closed connection. Idle connections close after
-  ``keepalive_timeout``. Beyond ``max_connections`` open connections a new
+  ``keepalive_timeout``. Beyond ``max_connections`` open connections (or
+  ``max_connections_per_client`` from one address) a new
   one gets 503 and is closed (memory stays bounded: each connection buffers
   at most one head ahead and a body up to the high-water mark).
 - With ``ssl`` (an :class:`ssl.SSLContext`) the server speaks HTTPS.
@@ -156,7 +157,15 @@ class Connection:
             return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
-            self.remote = str(peer[0]).encode("ascii", "replace")
+            remote = self.remote = str(peer[0]).encode("ascii", "replace")
+            per_client = server.per_client
+            count = per_client.get(remote, 0)
+            if count >= server.max_connections_per_client:  # one client cannot take them all
+                self._close_after = True
+                self.send_json(503, {"error": "too many connections from this client"})
+                self.close()
+                return
+            per_client[remote] = count + 1
         server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -189,7 +198,7 @@ class Connection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._server.connections.discard(self)
+        self._forget()
         if self._receiving is not None and self._receiving.body is not None:
             self._receiving.body.fail(ConnectionResetError("client closed the connection"))
         if self._current is not None and self.task is not None:
@@ -567,7 +576,20 @@ class Connection:
 
     def tunnel_closed(self) -> None:
         self.closed = True
-        self._server.connections.discard(self)
+        self._forget()
+
+    def _forget(self) -> None:
+        """No longer open: out of the server's counts (once)."""
+        server = self._server
+        if self in server.connections:
+            server.connections.discard(self)
+            remote = self.remote
+            if remote is not None:
+                left = server.per_client.get(remote, 1) - 1
+                if left > 0:
+                    server.per_client[remote] = left
+                else:
+                    server.per_client.pop(remote, None)
 
     @property
     def busy(self) -> bool:

@@ -33,6 +33,7 @@ class FrontServer:
         max_headers: int = MAX_FIELDS,
         max_body_bytes: int = 64 << 20,
         max_connections: int = 1024,
+        max_connections_per_client: int = 256,
         ssl_context: ssl.SSLContext | None = None,
         fast: FastHandler | None = None,
     ) -> None:
@@ -50,6 +51,8 @@ class FrontServer:
         self.max_headers = max_headers
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
+        self.per_client: dict[bytes, int] = {}  # open connections by client address
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
         self.draining = False

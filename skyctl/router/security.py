@@ -22,10 +22,10 @@ import ssl
 from collections.abc import Callable, Mapping
 
 from skyctl.errors import ConfigError
-from skyctl.router.auth import CHALLENGE, CHALLENGE_INVALID, ApiKeys
+from skyctl.router.auth import CHALLENGE, CHALLENGE_INVALID, SEALED_ENV, ApiKeys
 from skyctl.router.front import Connection
 from skyctl.router.listener import FrontServer
-from skyctl.spec import TLS, Auth, RouterOptions
+from skyctl.spec import TLS, Auth, RouterOptions, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ def replica_context(ca_file: str | None) -> ssl.SSLContext | None:
     )
 
 
+def router_secrets(spec: ServiceSpec) -> dict[str, str]:
+    """What a router's ``secrets`` are: the spec's ``secrets:`` values, and the sealed
+    ``api_keys_env`` values under :data:`~skyctl.router.auth.SEALED_ENV` + name."""
+    return {**spec.secrets, **{SEALED_ENV + k: v for k, v in spec.api_keys.items()}}
+
+
 def load_api_keys(service: str, auth: Auth | None, secrets: Mapping[str, str]) -> ApiKeys | None:
     """The keys ``auth`` names (None: no auth); problems logged by name, never value."""
     if auth is None:
@@ -106,6 +112,7 @@ def apply_limits(front: FrontServer, opts: RouterOptions) -> None:
     front.max_head_bytes = opts.max_header_bytes
     front.max_headers = opts.max_headers
     front.max_connections = opts.max_connections
+    front.max_connections_per_client = opts.max_connections_per_client
     front.head_timeout = opts.client_header_timeout_seconds
     front.body_timeout = opts.client_body_timeout_seconds
     front.keepalive_timeout = opts.client_keepalive_timeout_seconds

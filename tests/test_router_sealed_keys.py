@@ -1,0 +1,81 @@
+"""API keys named by ``api_keys_env`` survive a controller restarted without the variable.
+
+`serve up` sends the variables' values from the command's environment; the
+controller seals them with the spec's secrets (encrypted, never stored in
+clear), and a controller restarted by a command whose environment lacks the
+variable still has the key (before: every request got 401 while status said
+READY).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from skyctl.secrets import Secrets, api_keys_from_environment
+from skyctl.spec_yaml import parse_spec
+from tests.test_controller import FIXED, Harness
+
+KEY = "sk-sealed-7f3a9c"
+SPEC = FIXED.format(name="web", replicas=1).replace(
+    "  replicas: 1", "  replicas: 1\n  auth:\n    api_keys_env: SERVE_API_KEY"
+)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.stop_controller()
+    await harness.controller.stop(0)
+    await harness.provider.close()
+    harness.store.close()
+
+
+async def get(h: Harness, key: str | None) -> int:
+    svc = h.store.get_service("web")
+    assert svc is not None
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{svc.router_port}/", headers=headers) as resp,
+    ):
+        return resp.status
+
+
+async def test_a_key_from_the_environment_survives_a_restart_without_the_variable(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SERVE_API_KEY", raising=False)  # the controller never had it
+    spec = parse_spec(SPEC, "svc.yaml")
+    sent = api_keys_from_environment(spec, {"SERVE_API_KEY": KEY, "OTHER": "x"})
+    assert sent == {"SERVE_API_KEY": KEY}  # only the variables the spec names
+    await h.controller.create_service(SPEC, None, api_keys=sent)
+    await h.until(lambda: h.ready("web") == 1)
+    assert await get(h, KEY) == 200 and await get(h, None) == 401
+
+    await h.restart()  # a new controller: its environment has no SERVE_API_KEY
+    await h.until(lambda: h.ready("web") == 1)
+    assert await get(h, KEY) == 200
+    assert await get(h, "wrong") == 401
+
+    with sqlite3.connect(tmp_path / "state.db") as db:  # never stored in clear
+        dump = "\n".join(db.iterdump())
+    assert KEY not in dump
+
+
+def test_sealed_keys_open_with_the_spec_and_only_named_ones_are_kept(tmp_path: Path) -> None:
+    secrets = Secrets(tmp_path / "secret.key")
+    sealed = secrets.seal(SPEC, "svc.yaml", api_keys={"SERVE_API_KEY": KEY, "OTHER": "x"})
+    assert sealed.ciphertext is not None and KEY not in sealed.ciphertext
+    assert KEY not in sealed.yaml_text
+    opened = secrets.open(sealed.yaml_text, "svc.yaml", sealed.ciphertext)
+    assert opened.api_keys == {"SERVE_API_KEY": KEY}
+    assert opened.secrets == {}  # not a secret: replicas never see it
+    plain = secrets.seal(SPEC, "svc.yaml")
+    assert plain.ciphertext is None and plain.spec.api_keys == {}

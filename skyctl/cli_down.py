@@ -161,9 +161,9 @@ def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:
 
 def force_down(p: Paths) -> None:
     """Stop everything skyctl launched, by the providers' tags, store or no store."""
-    if ControllerClient.find(p) is not None:
+    if _daemon_running(p):
         click.echo("Stopping the controller first (it would relaunch what is stopped)")
-        stop_controller(p)
+        stop_controller(p, kill_after=True)
     extra: set[str] = set()
     try:
         names = stored_services(p)
@@ -202,11 +202,20 @@ def force_down(p: Paths) -> None:
     click.echo(f"Nothing skyctl launched is left on {', '.join(result.checked)}.")
 
 
-def stop_controller(p: Paths) -> None:
-    pid = json.loads(p.daemon_info.read_text())["pid"]
+def stop_controller(p: Paths, *, kill_after: bool = False) -> None:
+    """SIGTERM the controller and wait up to 30 s for it to go (replicas keep
+    running); then SIGKILL it if ``kill_after``, else raise."""
+    pid = int(json.loads(p.daemon_info.read_text())["pid"])
     os.kill(pid, signal.SIGTERM)
     for _ in range(300):
-        if ControllerClient.find(p) is None:
+        if not _daemon_running(p):
             return
         time.sleep(0.1)
-    raise SkyctlError(f"controller {pid} did not stop within 30s")
+    if not kill_after:
+        raise SkyctlError(f"controller {pid} did not stop within 30s")
+    click.echo(f"The controller did not stop within 30s; killing it (pid {pid})", err=True)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not _daemon_running(p):
+            return
+        time.sleep(0.1)

@@ -9,7 +9,8 @@ rendered on one line as ``file:LINE: key.path: message``; any input gives a
 ServiceSpec or a SpecError, never another exception.
 
 The YAML loader with line numbers and the typed readers live in
-``skyctl.spec_checks``; the ``resources:`` section in ``skyctl.spec_resources``.
+``skyctl.spec_checks``; the ``resources:`` section in ``skyctl.spec_resources``, ``local:``
+in ``skyctl.spec_local``, envs and secrets in ``skyctl.spec_env``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from skyctl.spec import (
     TLS,
     Auth,
     CacheAware,
-    LocalOptions,
-    LocalZone,
     ReadinessProbe,
     ReplicaPolicy,
     Resources,
@@ -51,6 +50,7 @@ from skyctl.spec_env import (
     read_secrets,
     substitute,
 )
+from skyctl.spec_local import parse_local
 from skyctl.spec_resources import all_ports, parse_resources
 
 __all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
@@ -134,16 +134,6 @@ _CACHE_AWARE = {
     "race": "text?",
     "replica_metrics_seconds": "num>0?",
 }
-_LOCAL = {
-    "trace": "text",
-    "trace_tick_seconds": "num>0",
-    "trace_start": "int>=0",
-    "preemption_rate_per_hour": "num>=0",
-    "seed": "int",
-    "notice_seconds": "num>=0",
-    "ondemand_price": "num>=0?",
-}
-_ZONE = {"region": "text", "zone": "text", "spot_price": "num>=0", "ondemand_price": "num>=0"}
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
@@ -241,7 +231,7 @@ def parse_spec(
         workdir=_workdir(top, extra),
         setup=top.string("setup") if top.raw("setup") is not None else None,
         run=run,
-        local=None if local is None else _local(local),
+        local=None if local is None else parse_local(local),
         num_nodes=num_nodes or 1,
         yaml_text=text,
         source=source,
@@ -532,69 +522,3 @@ def _metrics_path(sec: Section) -> str | None:
         message = "expected a path such as /metrics (no query, no spaces, not under /-/skyctl/)"
         raise sec.error("metrics_path", message + ", or null to pass it on to replicas")
     return path
-
-
-# -- local provider options ----------------------------------------------------
-
-
-def _local(sec: Section) -> LocalOptions:
-    sec.check_keys(_LOCAL.keys() | {"zones", "trace_zones"})
-    values = sec.read_all(_LOCAL)
-    if "trace" in values:
-        _check_trace(sec, values["trace"])
-        if sec.has("zones"):
-            raise sec.error(
-                "zones", "give `zones` or `trace`, not both (see trace_zones)", at_key=True
-            )
-        if sec.has("preemption_rate_per_hour"):
-            message = "random preemptions apply only without a trace"
-            raise sec.error("preemption_rate_per_hour", message, at_key=True)
-    else:
-        for key in ("trace_tick_seconds", "trace_start", "trace_zones"):
-            if sec.has(key):
-                raise sec.error(key, "only used with `trace`", at_key=True)
-    zones = _local_zones(sec, values.get("ondemand_price"))
-    trace_zones = []
-    for item, path, line in sec.items("trace_zones") or []:
-        if not isinstance(item, str) or not item:
-            raise sec.at(path, line, f"expected a zone name, got {type_name(item)}")
-        trace_zones.append(item)
-    return LocalOptions(zones=zones, trace_zones=tuple(trace_zones), **values)
-
-
-def _check_trace(sec: Section, trace: str) -> None:
-    from skyctl.traces import bundled_traces  # only specs naming a trace need it
-
-    bundled = bundled_traces()
-    if trace in bundled:
-        return
-    path = Path(trace.partition("#")[0]).expanduser()
-    if not path.is_absolute() and sec.source is not None:
-        path = Path(sec.source).parent / path
-    try:
-        exists = path.exists()
-    except (OSError, ValueError):  # e.g. a NUL byte in the name
-        exists = False
-    if not exists:
-        hint = did_you_mean(trace, bundled)
-        message = f"no bundled trace or file {trace!r} (bundled: {', '.join(bundled)}){hint}"
-        raise sec.error("trace", message)
-
-
-def _local_zones(sec: Section, ondemand: float | None) -> tuple[LocalZone, ...]:
-    zones: dict[tuple[str, str], LocalZone] = {}
-    for item, path, line in sec.items("zones") or []:
-        if not isinstance(item, LineDict):
-            raise sec.at(path, line, f"expected a mapping, got {type_name(item)}")
-        z = Section(item, path, sec.source, line)
-        z.check_keys(_ZONE.keys())
-        for key in ("region", "zone", "spot_price"):
-            z.require(key)
-        if ondemand is None:
-            z.require("ondemand_price", "or set local.ondemand_price")
-        values = {"ondemand_price": ondemand, **z.read_all(_ZONE)}
-        zone = LocalZone(**values)
-        if (zone.region, zone.zone) in zones:
-            raise z.error("zone", f"zone {zone.region}/{zone.zone} is listed twice")
-        zones[zone.region, zone.zone] = zone
-    return tuple(zones.values())

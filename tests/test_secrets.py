@@ -515,15 +515,18 @@ def kill_group(pid: int) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("given", ["in the spec", "with --secret"])
 def test_end_to_end_the_replica_sees_its_secret_and_no_file_or_output_holds_it(
-    tmp_path: Path, skyctl_home: Path
+    tmp_path: Path, skyctl_home: Path, given: str
 ) -> None:
     (tmp_path / "app.py").write_text(APP)
     spec = tmp_path / "vault.yaml"
-    spec.write_text(E2E_SPEC.format(secret=SECRET, python=sys.executable, app=tmp_path / "app.py"))
+    written = SECRET if given == "in the spec" else ""  # blank: filled by the flag
+    spec.write_text(E2E_SPEC.format(secret=written, python=sys.executable, app=tmp_path / "app.py"))
+    flags = [] if written else ["--secret", f"API_KEY={SECRET}"]
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
 
-    up = cli(skyctl_home, "serve", "up", str(spec), "--timeout", "90")
+    up = cli(skyctl_home, "serve", "up", str(spec), "--timeout", "90", *flags)
     assert up.returncode == 0, up.stdout + up.stderr
     endpoint = next(w for w in up.stdout.split() if w.startswith("http://127.0.0.1:"))
     first = ask(endpoint)

@@ -67,8 +67,11 @@ async def test_concurrent_creates_and_ticks_leave_one_router_per_service(
 
     for name in ("a", "b", "c"):
         await h.controller.delete_service(name)
-    await h.until(lambda: not h.store.list_services())
-    assert [rt.name for rt in made if rt.router.listening] == []  # none outlives `down`
+    # every router made stops with its service's `down` (an orphan never would)
+    await h.until(
+        lambda: not h.store.list_services() and not any(rt.router.listening for rt in made),
+        seconds=30,
+    )
 
 
 async def test_an_endpoint_that_cannot_open_refuses_the_create_and_keeps_nothing(
@@ -99,6 +102,8 @@ async def test_a_service_whose_endpoint_cannot_reopen_can_still_be_taken_down(
         h.controller = h._controller()
         await h.start()
         assert "web" not in h.controller.runtimes  # not restored: its port is taken
+        await h.controller.tick_all()
+        assert "endpoint not open" in h.controller.describe("web")["last_error"]
         await h.controller.delete_service("web")
         await h.until(lambda: h.store.get_service("web") is None, seconds=30)
     assert h.provider.running("web") == []

@@ -85,6 +85,7 @@ class Controller:
         self.runtimes: dict[str, ServiceRuntime] = {}
         # one runtime (one router) per service: creating one is serialized per name
         self._runtime_locks: dict[str, asyncio.Lock] = {}
+        self._unopened: dict[str, str] = {}  # service -> why its endpoint did not open
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._ticks = 0
@@ -225,6 +226,10 @@ class Controller:
             rt = await self._ensure_runtime(svc)
         except ServiceNotFound:  # deleted while this tick waited (a failed create)
             return
+        except (SkyctlError, OSError) as e:  # its port taken, a TLS file gone: shown
+            self._unopened[svc.name] = f"endpoint not open: {e}"
+            raise
+        self._unopened.pop(svc.name, None)
         gone = await self.reconciler.tick(rt, svc)
         if gone:
             await self._drop_runtime(svc.name)
@@ -530,7 +535,7 @@ class Controller:
             "plan": dict(rt.plan_summary) if rt else {},
             # non-empty: the current version was given up (service FAILED), in one line
             "failure": failure,
-            "last_error": (rt.last_error if rt else "") or failure,
+            "last_error": (rt.last_error if rt else self._unopened.get(name, "")) or failure,
             "replicas": replicas,
             "created_at": svc.created_at,
         }

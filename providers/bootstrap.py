@@ -35,7 +35,7 @@ import re
 import shlex
 
 from providers.base import LaunchRequest
-from providers.replica_env import NODE_IP_VAR, skypilot_env
+from providers.replica_env import NODE_IP_VARS, skypilot_env
 from skyctl.errors import SpecError
 
 __all__ = ["DEFAULT_WORK_ROOT", "render_bootstrap"]
@@ -105,10 +105,12 @@ def render_bootstrap(
     lines += [  # SkyPilot's task variables; the node's address is known only here
         f"export {k}={shlex.quote(v)}" for k, v in skypilot_env(request, node_ip=None).items()
     ]
+    first, *others = NODE_IP_VARS
     lines.append(
-        f'export {NODE_IP_VAR}="$(hostname -I 2>/dev/null | cut -d" " -f1)"; '
-        f'[ -n "${NODE_IP_VAR}" ] || export {NODE_IP_VAR}=127.0.0.1'
+        f'export {first}="$(hostname -I 2>/dev/null | cut -d" " -f1)"; '
+        f'[ -n "${first}" ] || export {first}=127.0.0.1'
     )
+    lines += [f'export {var}="${first}"' for var in others]
     lines += [
         f"SKYCTL_WORK={shlex.quote(work)}",
         'mkdir -p "$SKYCTL_WORK" && cd "$SKYCTL_WORK" || exit 1',

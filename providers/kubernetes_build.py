@@ -27,7 +27,7 @@ from typing import Any
 
 from providers.base import LaunchRequest
 from providers.kubernetes_config import KubeConfig, NodeSelection, accelerator_selector
-from providers.replica_env import NODE_IP_VAR, skypilot_env
+from providers.replica_env import NODE_IP_VARS, skypilot_env
 from skyctl.errors import ConfigError
 from skyctl.spec import ResourceCandidate
 from skyctl.types import InstanceState
@@ -213,9 +213,10 @@ def _env(request: LaunchRequest) -> list[dict[str, Any]]:
             raise ConfigError(f"envs.{key}: reserved by skyctl; choose another name")
         env.append({"name": key, "value": str(value)})
     ours = skypilot_env(request, node_ip=None)  # SkyPilot's task variables win
-    env = [e for e in env if e["name"] not in ours and e["name"] != NODE_IP_VAR]
+    env = [e for e in env if e["name"] not in ours and e["name"] not in NODE_IP_VARS]
     env += [{"name": k, "value": v} for k, v in ours.items()]
-    env.append({"name": NODE_IP_VAR, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
+    env += [{"name": var, "valueFrom": pod_ip} for var in NODE_IP_VARS]
     return env
 
 

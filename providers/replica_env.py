@@ -7,26 +7,29 @@ spec's envs and secrets (ours win, as SkyPilot's own variables do):
   written, not when the process exits (SkyPilot runs tasks with it);
 - ``SKYPILOT_NUM_GPUS_PER_NODE`` (and ``SKYPILOT_SETUP_NUM_GPUS_PER_NODE``):
   the accelerators of the offering placed on, rounded up (0 without);
-- ``SKYPILOT_NODE_RANK=0``, ``SKYPILOT_NUM_NODES=1``, ``SKYPILOT_NODE_IPS``:
-  a replica is one node, the head (``node_ip``: ``127.0.0.1`` on this machine;
+- ``SKYPILOT_NODE_RANK=0``, ``SKYPILOT_NUM_NODES=1``, ``SKYPILOT_NODE_IPS``
+  (and ``SKYPILOT_SETUP_NODE_RANK``/``SKYPILOT_SETUP_NODE_IPS`` for setup): a
+  replica is one node, the head (``node_ip``: ``127.0.0.1`` on this machine;
   clouds and Kubernetes fill in the node's address where it runs, see
-  :data:`NODE_IP_VAR`);
-- ``SKYPILOT_SERVE_REPLICA_ID``, ``SKYPILOT_SERVICE_NAME``, ``SKYPILOT_TASK_ID``
-  and ``SKYPILOT_CLUSTER_INFO`` (JSON: cluster name, cloud, region, zone).
+  :data:`NODE_IP_VARS`);
+- ``SKYPILOT_SERVE_REPLICA_ID``, ``SKYPILOT_SERVICE_NAME``, ``SKYPILOT_TASK_ID``,
+  ``SKYPILOT_USER`` (who runs skyctl) and ``SKYPILOT_CLUSTER_INFO`` (JSON:
+  cluster name, cloud, region, zone).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
 
 from providers.base import LaunchRequest
 
-__all__ = ["NODE_IP_VAR", "gpus_per_node", "skypilot_env"]
+__all__ = ["NODE_IP_VARS", "gpus_per_node", "skypilot_env"]
 
-#: the variable whose value is the node's address; providers that learn it only
-#: on the node (clouds at boot, Kubernetes from the pod) set it there
-NODE_IP_VAR = "SKYPILOT_NODE_IPS"
+#: the variables whose value is the node's address; providers that learn it only
+#: on the node (clouds at boot, Kubernetes from the pod) set them there
+NODE_IP_VARS: tuple[str, ...] = ("SKYPILOT_NODE_IPS", "SKYPILOT_SETUP_NODE_IPS")
 
 
 def gpus_per_node(accelerators: str) -> int:
@@ -53,10 +56,12 @@ def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, st
         "SKYPILOT_NUM_GPUS_PER_NODE": gpus,
         "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": gpus,
         "SKYPILOT_NODE_RANK": "0",
+        "SKYPILOT_SETUP_NODE_RANK": "0",
         "SKYPILOT_NUM_NODES": "1",
         "SKYPILOT_SERVE_REPLICA_ID": str(request.replica_id),
         "SKYPILOT_SERVICE_NAME": request.service,
         "SKYPILOT_TASK_ID": f"skyctl-{cluster}-v{request.version}",
+        "SKYPILOT_USER": _user(),
         "SKYPILOT_CLUSTER_INFO": json.dumps(
             {
                 "cluster_name": cluster,
@@ -67,5 +72,13 @@ def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, st
         ),
     }
     if node_ip is not None:
-        env[NODE_IP_VAR] = node_ip
+        env.update(dict.fromkeys(NODE_IP_VARS, node_ip))
     return env
+
+
+def _user() -> str:
+    """Who runs skyctl (SkyPilot: who launched the task)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "skyctl"

@@ -150,5 +150,7 @@ def test_script_exports_skypilots_task_variables_with_the_nodes_address(tmp_path
     assert env["SKYPILOT_NUM_NODES"] == "1" and env["SKYPILOT_NUM_GPUS_PER_NODE"] == "8"
     assert env["SKYPILOT_SERVE_REPLICA_ID"] == "7" and env["SKYPILOT_SERVICE_NAME"] == "svc"
     assert env["SKYPILOT_NODE_IPS"] and " " not in env["SKYPILOT_NODE_IPS"]  # one address
+    assert env["SKYPILOT_SETUP_NODE_IPS"] == env["SKYPILOT_NODE_IPS"]
+    assert env["SKYPILOT_SETUP_NODE_RANK"] == "0" and env["SKYPILOT_USER"]
     info = json.loads(env["SKYPILOT_CLUSTER_INFO"])
     assert (info["cloud"], info["region"], info["zone"]) == ("aws", "us-east-1", "us-east-1a")

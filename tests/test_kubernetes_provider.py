@@ -187,6 +187,7 @@ async def test_spot_launch_creates_a_labelled_pod_on_a_spot_node(
     assert skypilot["SKYPILOT_SERVE_REPLICA_ID"] == "7"
     assert skypilot["SKYPILOT_SERVICE_NAME"] == "svc"
     assert skypilot["SKYPILOT_NODE_IPS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert skypilot["SKYPILOT_SETUP_NODE_IPS"] == skypilot["SKYPILOT_NODE_IPS"]
     assert not any("rm -rf" in part for part in container["command"])
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},

@@ -622,7 +622,7 @@ async def test_a_python_replica_logs_as_it_runs_with_skypilots_variables(
     assert not process_gone(pid_of(inst, provider._state_dir))
     env = json.loads(first_line() or "")
     assert env["SKYPILOT_NODE_RANK"] == "0" and env["SKYPILOT_NUM_NODES"] == "1"
-    assert env["SKYPILOT_NODE_IPS"] == "127.0.0.1"
+    assert env["SKYPILOT_NODE_IPS"] == env["SKYPILOT_SETUP_NODE_IPS"] == "127.0.0.1"
     assert env["SKYPILOT_SERVE_REPLICA_ID"] == "4" and env["SKYPILOT_SERVICE_NAME"] == "svc"
     assert env["SKYPILOT_NUM_GPUS_PER_NODE"] == "0"  # a CPU offering
     assert json.loads(env["SKYPILOT_CLUSTER_INFO"])["cloud"] == "local"

@@ -31,6 +31,7 @@ from skyctl.config import load_user_config, paths
 from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
+from skyctl.spec_env import unresolved_references
 from skyctl.spec_yaml import load_spec_file
 
 POLL_SECONDS = 1.0
@@ -85,6 +86,12 @@ def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpe
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
     check_placement(spec, load_user_config(_home(ctx)))
+    for name in unresolved_references(spec.extra.get("secrets", []), spec.secrets):
+        click.echo(
+            f"note: secrets:{name} is a managed secret reference and skyctl has no secret "
+            f"store: replicas get no {name} unless you pass --secret {name}",
+            err=True,
+        )
     return spec, (envs, secrets)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "parse_assignment",
     "read_secrets",
     "substitute",
+    "unresolved_references",
 ]
 
 ENV_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -128,6 +129,22 @@ def apply_overrides(top: LineDict, key: str, values: Mapping[str, str] | None) -
         section.value_lines.setdefault(name, section.key_lines[name])
         section[name] = value
     top[key] = section
+
+
+def unresolved_references(managed: Iterable[str], secrets: Mapping[str, str]) -> list[str]:
+    """Names of managed secret references (``secrets:[scope.]NAME``) with no value given.
+
+    skyctl has no secret store: such a name reaches replicas only when
+    ``--secret NAME`` (or an inline ``NAME: value``) gives it.
+    """
+    out = []
+    for ref in managed:
+        name = ref.removeprefix(MANAGED_PREFIX)
+        for scope in ("personal.", "workspace.", "global."):
+            name = name.removeprefix(scope)
+        if name not in secrets:
+            out.append(name)
+    return out
 
 
 def fill_hint(kind: str, name: str) -> str:

@@ -208,3 +208,21 @@ def test_validate_takes_env_env_file_and_secret_flags(tmp_path: Path) -> None:
         "Error: --env SKYCTL_TEST_UNSET_VAR: SKYCTL_TEST_UNSET_VAR is not set in the local "
         "environment; export it, or pass --env SKYCTL_TEST_UNSET_VAR=VALUE"
     )
+
+
+def test_a_managed_secret_reference_without_a_value_gets_a_note(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from skyctl.cli import cli
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("secrets: ['secrets:workspace.HF_TOKEN']\nservice: {}\nrun: serve\n")
+    base = ["--home", str(tmp_path / "home"), "serve", "validate", str(spec)]
+    noted = CliRunner().invoke(cli, base)
+    assert noted.exit_code == 0, noted.output
+    assert noted.stderr == (
+        "note: secrets:HF_TOKEN is a managed secret reference and skyctl has no secret store: "
+        "replicas get no HF_TOKEN unless you pass --secret HF_TOKEN\n"
+    )
+    given = CliRunner().invoke(cli, [*base, "--secret", "HF_TOKEN=hf"])
+    assert given.exit_code == 0 and given.stderr == ""

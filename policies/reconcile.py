@@ -27,6 +27,7 @@ policy's own spares, such as SkyHedge's, count as over-provisioning).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -46,12 +47,17 @@ from skyctl.lifecycle import FAILURES, UP, EndReason, ReplicaStatus
 S = ReplicaStatus
 
 
-def _shutdown(obs: ServiceObservation) -> Plan:
-    terms = tuple(
+def shutdown_terminations(replicas: Iterable[ReplicaView]) -> tuple[Terminate, ...]:
+    """``serve down``: every live replica not already going, USER."""
+    return tuple(
         Terminate(r.replica_id, EndReason.USER, "service shutting down")
-        for r in obs.replicas
+        for r in replicas
         if r.status is not S.SHUTTING_DOWN
     )
+
+
+def _shutdown(obs: ServiceObservation) -> Plan:
+    terms = shutdown_terminations(obs.replicas)
     return Plan(
         terminations=terms,
         location_states=dict(obs.location_states),

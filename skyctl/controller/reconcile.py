@@ -39,6 +39,7 @@ from policies.model import (
     Terminate,
 )
 from policies.reconcile import plan as make_plan
+from policies.reconcile import shutdown_terminations
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
@@ -138,8 +139,8 @@ class Reconciler:
         with _Tx(self.store) as tx:
             replicas, orphans = self._sync(rt, replicas, instances, facts, tx)
             replicas = self._apply_probes(rt, replicas, tx)
-            if down:  # plan decides the shutdown too: every live replica, USER
-                terms = list(make_plan(self._down_view(rt, svc, spec, replicas), now).terminations)
+            if down:  # the shutdown is policies' decision too
+                terms = list(shutdown_terminations(_view(r, rt) for r in replicas))
                 plan: Plan | None = None
             else:
                 plan = self._plan(rt, svc, spec, replicas, offerings, tx)
@@ -224,23 +225,6 @@ class Reconciler:
             "launch_after": plan.launch_after,  # launches held back (backoff, hourly cap) until
         }
         return plan
-
-    def _down_view(
-        self,
-        rt: ServiceRuntime,
-        svc: ServiceRecord,
-        spec: ServiceSpec,
-        replicas: list[ReplicaRecord],
-    ) -> ServiceObservation:
-        return ServiceObservation(
-            service=svc.name,
-            version=svc.current_version,
-            spec=spec,
-            replicas=tuple(_view(r, rt) for r in replicas),
-            offerings=(),
-            location_states={},
-            shutting_down=True,
-        )
 
     # --------------------------------------------------------------- observe
     async def _instances(self, name: str, clouds: set[str]) -> dict[str, dict[int, Instance]]:

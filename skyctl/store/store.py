@@ -48,18 +48,8 @@ EVENTS_TRIM_EVERY = 256  # inserts between trims
 
 #: Replica columns :meth:`Store.update_replica` accepts as keyword arguments.
 REPLICA_FIELDS: frozenset[str] = frozenset(
-    {
-        "instance_id",
-        "endpoint",
-        "probe_failures",
-        "interruption_at",
-        "launch_attempts",
-        "price",
-        "ondemand_price",
-        "exit_code",
-        "failure",
-        "log_tail",
-    }
+    "instance_id endpoint probe_failures interruption_at launch_attempts price ondemand_price "
+    "exit_code failure log_tail".split()
 )
 
 

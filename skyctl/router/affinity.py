@@ -22,12 +22,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from policies import cache_aware
+from policies import cache_aware, routing
 from skyctl.clock import Clock
 from skyctl.router.front import Request
 from skyctl.router.replica_load import ReplicaLoad
 from skyctl.router.stats import ReplicaState
-from skyctl.spec import CacheAware
+from skyctl.spec import CacheAware, RouterOptions
 
 Pick = Callable[[Sequence[ReplicaState], frozenset[int]], int]
 
@@ -140,7 +140,56 @@ class Affinity:
 
         return pick
 
+    def route(
+        self,
+        request: Request,
+        replicas: Sequence[ReplicaState],
+        body: bytes | None,
+        now: float,
+        cursor: int,
+        opts: RouterOptions,
+    ) -> tuple[list[ReplicaState] | None, Pick]:
+        """(``replicas`` best first when the request is to be raced, else None; a
+        ``Forward`` pick down the same order). A raced request's first copies (one
+        for a hedge, ``fan_out`` for a fan-out) are recorded here."""
+        keys = self.keys(request, body)
+        order, depths = self.order(replicas, keys, now, cursor)
+        race = opts.cache_aware.race
+        if (
+            race is None
+            or body is None
+            or len(replicas) < 2
+            or request.method not in opts.fan_out_methods
+        ):
+            return None, self.picker(order, depths, keys, now)
+        first = min(opts.fan_out, len(order)) if race == "fan_out" else 1
+        for index in order[:first]:
+            self.record(keys, replicas[index], depths[index], now)
+        return [replicas[i] for i in order], self.picker(order, depths, keys, now)
+
     def forget(self, replica_ids: set[int]) -> None:
         """Replicas that left: their blocks go, every other prefix keeps its home."""
         for replica_id in replica_ids:
             self.index.forget(replica_id)
+
+
+def for_policy(
+    current: Affinity | None,
+    policy: str,
+    options: CacheAware,
+    started: tuple[Clock, Callable[[], Sequence[tuple[int, str]]]] | None = None,
+) -> Affinity | None:
+    """The router's :class:`Affinity` for ``policy`` (None unless ``cache_aware``):
+    ``current`` reconfigured, or a new one (polling at once when the router has
+    ``started``: a ``serve update`` turned the policy on), or ``current`` closed."""
+    if policy != routing.CACHE_AWARE:
+        if current is not None:
+            current.close()
+        return None
+    if current is not None:
+        current.reconfigure(options)
+        return current
+    fresh = Affinity(options)
+    if started is not None:
+        fresh.start_polling(*started)
+    return fresh

@@ -37,7 +37,7 @@ from typing import Final
 from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import metrics, security, tunnel
-from skyctl.router.affinity import Affinity
+from skyctl.router.affinity import for_policy
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
@@ -81,9 +81,7 @@ class Router:
         self._on_backend_error = on_backend_error
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
-        self._affinity: Affinity | None = None  # cache_aware's prefix index
-        if self._policy == routing.CACHE_AWARE:
-            self._affinity = Affinity(section.router.cache_aware)
+        self._affinity = for_policy(None, self._policy, section.router.cache_aware)
         self._metrics_path = _metrics_path(section)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
@@ -164,6 +162,9 @@ class Router:
         if self._affinity is not None:
             self._affinity.start_polling(self._clock, self._poll_targets)
         return self._port
+
+    def _poll_targets(self) -> list[tuple[int, str]]:
+        return [(r.replica_id, r.url) for r in self._replicas]
 
     @property
     def port(self) -> int:
@@ -255,7 +256,9 @@ class Router:
         needs a router restart (the controller's), and is logged.
         """
         self._policy = routing.check_policy(section.load_balancing_policy)
-        self._set_affinity(section)
+        started = (self._clock, self._poll_targets) if self._front is not None else None
+        options = section.router.cache_aware
+        self._affinity = for_policy(self._affinity, self._policy, options, started)
         self._metrics_path = _metrics_path(section)
         if secrets is not None:
             self._secrets = dict(secrets)
@@ -321,21 +324,6 @@ class Router:
             error = security.reload_certificate(self._tls, tls)
             if error is not None:
                 log.error("router %s: service.tls kept the old files: %s", self.service, error)
-
-    def _set_affinity(self, section: ServiceSection) -> None:
-        if self._policy != routing.CACHE_AWARE:
-            if self._affinity is not None:
-                self._affinity.close()
-            self._affinity = None
-        elif self._affinity is None:
-            self._affinity = Affinity(section.router.cache_aware)
-            if self._front is not None:  # a serve update turned it on
-                self._affinity.start_polling(self._clock, self._poll_targets)
-        else:
-            self._affinity.reconfigure(section.router.cache_aware)
-
-    def _poll_targets(self) -> list[tuple[int, str]]:
-        return [(r.replica_id, r.url) for r in self._replicas]
 
     def _set_target_qps(self) -> None:
         qps = self._section.replica_policy.target_qps_per_replica
@@ -492,8 +480,14 @@ class Router:
         assert ctx is not None
         opts = self._section.router
         call = Call(ctx, out, request, rid, self._lines(request, rid))
-        if self._affinity is not None:
-            return self._cache_aware(self._affinity, call, request, replicas, body)
+        if self._affinity is not None:  # cache_aware: races keep the prefix's order
+            now, race = self._clock.now(), opts.cache_aware.race
+            ranked, pick = self._affinity.route(request, replicas, body, now, self._cursor, opts)
+            self._cursor += 1
+            if ranked is not None and race is not None and body is not None:
+                plan = self._race_plan(replicas, ranked, race)
+                return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
+            return self._forward(call, request, replicas, body, pick)
         if (
             body is not None
             and self._policy in _RACING
@@ -503,36 +497,6 @@ class Router:
             plan = self._race_plan(replicas)
             return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
         return self._forward(call, request, replicas, body, self._pick)
-
-    def _cache_aware(
-        self,
-        affinity: Affinity,
-        call: Call,
-        request: Request,
-        replicas: list[ReplicaState],
-        body: bytes | None,
-    ) -> Exchange:
-        """``cache_aware``: replicas ranked by the prefix they hold, within the load
-        bound; copies of a race (``cache_aware.race``) go to the next-best ones."""
-        opts = self._section.router
-        now = self._clock.now()
-        keys = affinity.keys(request, body)
-        order, depths = affinity.order(replicas, keys, now, self._cursor)
-        self._cursor += 1
-        race = opts.cache_aware.race
-        if (
-            race is not None
-            and body is not None
-            and len(replicas) > 1
-            and request.method in opts.fan_out_methods
-        ):
-            ranked = [replicas[i] for i in order]
-            plan = self._race_plan(replicas, ranked, race)
-            for index in order[: len(plan.first)]:
-                affinity.record(keys, replicas[index], depths[index], now)
-            return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
-        pick = affinity.picker(order, depths, keys, now)
-        return self._forward(call, request, replicas, body, pick)
 
     def _forward(
         self,

@@ -250,6 +250,7 @@ def status(
                         "ENDPOINT",
                         "UPTIME",
                         "$/H",
+                        "ACCRUED $",
                         "REQS",
                     ],
                     [
@@ -262,6 +263,7 @@ def status(
                             r["endpoint"] or "-",
                             _duration(r["uptime_seconds"]),
                             f"{r['price_per_hour']:.2f}",
+                            f"{r.get('accrued_cost', 0.0):.4f}",
                             int(r["router"].get("requests", 0)),
                         ]
                         for r in rows

@@ -48,6 +48,7 @@ def test_status_logs_events_update_and_down(tmp_path: Path, skyctl_home: Path) -
 
     table = cli(skyctl_home, "serve", "status").stdout
     assert "cli-demo" in table and "READY" in table and "on-demand" in table
+    assert "ACCRUED $" in table and "accrued $" in table  # per replica, and the service's
 
     svc = wait_for(skyctl_home, lambda s: s["ready_replicas"] == 1)
     endpoint = cli(skyctl_home, "serve", "status", "--endpoint", "cli-demo")

@@ -32,6 +32,7 @@ from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, Sto
 from skyctl.lifecycle import ENDING, EndReason, ReplicaStatus, transition
 from skyctl.store import costs, migrations
 from skyctl.store import schema as t
+from skyctl.store.costview import CostQueries
 from skyctl.store.db import WRITE_INTENT, make_engine, prepare_file, translated
 from skyctl.store.jsonvalue import check_json
 from skyctl.store.records import (
@@ -53,7 +54,7 @@ REPLICA_FIELDS: frozenset[str] = frozenset(
 )
 
 
-class Store:
+class Store(CostQueries):
     """The state database at ``path`` (created and migrated on open)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
@@ -465,52 +466,6 @@ class Store:
             )
             return int(result.rowcount)
 
-    def billed_spans(
-        self, name: str | None = None, *, purged: bool = True
-    ) -> list[costs.BilledSpan]:
-        """Every replica's billed interval and prices, purged ones too unless asked (all
-        services when ``name`` is None); :mod:`skyctl.store.costs` sums them."""
-        with self._read() as conn:
-            return costs.spans(conn, name, self._ledger if purged else None)
-
-    def cost_total(
-        self, name: str | None, now: float, *, since: float = float("-inf")
-    ) -> costs.CostTotals:
-        """Everything accrued up to ``now`` by replicas that started billing at ``since``
-        or later: the replicas' rows plus the ledger's cached sums."""
-        mine = [s for s in self.billed_spans(name, purged=False) if _since(s, since)]
-        live = costs.total(mine, float("-inf"), now)
-        with self._read() as conn:
-            curve, billed = self._ledger.curve(conn, name, since)
-        seconds, cost, ondemand = curve.at(now)
-        return costs.CostTotals(
-            live.replicas + billed,
-            live.replica_seconds + seconds,
-            live.cost + cost,
-            live.ondemand_cost + ondemand,
-        )
-
-    def cost_series(
-        self, name: str, times: list[float], *, since: float = float("-inf")
-    ) -> list[tuple[float, float]]:
-        """(cost, on-demand equivalent) accrued up to each of ``times`` (USD) by replicas
-        that started billing at ``since`` or later."""
-        live = costs.Curve(s for s in self.billed_spans(name, purged=False) if _since(s, since))
-        with self._read() as conn:
-            kept, _ = self._ledger.curve(conn, name, since)
-        return [(a[1] + b[1], a[2] + b[2]) for a, b in ((live.at(t), kept.at(t)) for t in times)]
-
-    def cost_facts(self, now: float) -> dict[tuple[str, str, str], costs.Facts]:
-        """Counters per (service, location, kind) for metrics, purged replicas included."""
-        with self._read() as conn:
-            out = dict(self._ledger.facts(conn))
-        for s in self.billed_spans(purged=False):
-            key = costs.fact_key(s)
-            mine = costs.Facts()
-            mine.add(s, now)
-            out[key] = out[key].plus(mine) if key in out else mine
-        return out
-
     # -- placement and policy state -----------------------------------------
 
     def location_states(self, name: str) -> dict[Location, str]:
@@ -600,7 +555,3 @@ class Store:
                 .limit(limit)
             ).all()
         return [EventRecord.from_row(r._mapping) for r in reversed(rows)]
-
-
-def _since(span: costs.BilledSpan, since: float) -> bool:
-    return span.billed_from is not None and span.billed_from >= since

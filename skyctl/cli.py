@@ -464,23 +464,9 @@ def controller_stop(ctx: click.Context) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Say which clouds are usable and what to configure for the others."""
-    import importlib
+    from skyctl.cli_check import run_check
 
-    from providers.registry import PROVIDERS
-
-    config = load_user_config(_home(ctx))
-    for cloud, (module_name, _) in PROVIDERS.items():
-        if cloud == "local":
-            click.echo("local: ok (replicas run as local processes)")
-            continue
-        try:
-            module = importlib.import_module(module_name)
-            ok, message = module.check(config.get(cloud, {}))
-        except SkyctlError as e:
-            ok, message = False, str(e)
-        except ImportError as e:
-            ok, message = False, f"pip install 'skyctl[{cloud}]' ({e.name} missing)"
-        click.echo(f"{cloud}: {'ok' if ok else 'not usable'}: {message}")
+    run_check(load_user_config(_home(ctx)))
 
 
 cli.add_command(sim)

@@ -12,7 +12,6 @@ import click
 
 from skyctl.client import ControllerClient
 from skyctl.config import paths
-from skyctl.console import login_url
 
 
 @click.command("console")
@@ -28,6 +27,8 @@ def console(ctx: click.Context, no_browser: bool) -> None:
       skyctl console
       skyctl console --no-browser   # e.g. over ssh -L
     """
+    from skyctl.console import login_url  # the web stack, only for this command
+
     p = paths(ctx.obj.get("home") if ctx.obj else None)
     client = ControllerClient.ensure(p, progress=lambda m: click.echo(m, err=True))
     url = login_url(client.base, client.token)

@@ -10,13 +10,15 @@ import datetime as dt
 import json
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skyctl.config import paths
 from skyctl.errors import ServiceNotFound, SkyctlError
-from skyctl.store import Store, costs
+
+if TYPE_CHECKING:
+    from skyctl.store import costs
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
@@ -100,6 +102,8 @@ def cost(
       skyctl serve cost llm --since 24h # one service, the last day
       skyctl serve cost -o json --since 2026-12-01T00:00 --until 2026-12-02T00:00
     """
+    from skyctl.store import Store, costs  # sqlalchemy, only for this command
+
     now = time.time()
     start = parse_when(since, "--since", now) if since else float("-inf")
     end = parse_when(until, "--until", now) if until else now

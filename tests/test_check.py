@@ -50,3 +50,48 @@ def test_credentials_in_the_environment_make_aws_usable_and_are_never_printed(
     assert aws.startswith("aws: ok")
     assert "very-secret-value" not in result.stdout + result.stderr
     assert "AKIAEXAMPLEKEYID0001" not in result.stdout + result.stderr
+
+
+SDKS = ("boto3", "google.cloud.compute_v1", "azure.mgmt.compute", "kubernetes")
+
+IMPORTED_AFTER_CHECK = """\
+import sys
+from click.testing import CliRunner
+from skyctl.cli import cli
+result = CliRunner().invoke(cli, ["check"])
+assert result.exit_code == 0, result.output
+print(",".join(m for m in {sdks!r} if m in sys.modules))
+"""
+
+
+def imported_by_check(home: Path) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTED_AFTER_CHECK.format(sdks=SDKS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SKYCTL_HOME": str(home), "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout.strip()
+    return [m for m in out.split(",") if m]
+
+
+def test_check_imports_no_cloud_sdk_for_a_cloud_without_credentials(
+    skyctl_home: Path, no_cloud_env: None
+) -> None:
+    # the SDK imports were what made `check` take seconds (3.5-6.6 s, issue 16)
+    assert imported_by_check(skyctl_home) == []
+
+
+def test_check_imports_only_the_sdk_of_a_cloud_with_credentials(
+    skyctl_home: Path, no_cloud_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-1234567890")
+    assert imported_by_check(skyctl_home) == ["boto3"]

@@ -7,7 +7,6 @@ a missing service), 1 for anything else; never a traceback.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from skyctl.cli_console import console
 from skyctl.cli_costs import cost
 from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, wait_down
 from skyctl.cli_env import override_options, overrides
+from skyctl.cli_logs import logs
 from skyctl.cli_sim import sim
 from skyctl.client import (
     ControllerClient,
@@ -152,7 +152,21 @@ def up(
     if detach:
         click.echo(f"Follow it with: skyctl serve status {svc['name']}")
         return
-    _wait_ready(client, svc["name"], timeout)
+    try:
+        _wait_ready(client, svc["name"], timeout)
+    except KeyboardInterrupt:
+        click.echo(interrupted_up(svc["name"]), err=True)
+        raise SystemExit(130) from None
+
+
+def interrupted_up(name: str) -> str:
+    """What Ctrl-C in `serve up` leaves behind, and what to do about it (as SkyPilot)."""
+    return (
+        f"\nStopped waiting. Service {name} keeps starting in the controller.\n"
+        f"  To see its status:   skyctl serve status {name}\n"
+        f"  To follow its events: skyctl serve logs {name} --events -f\n"
+        f"  To take it down:     skyctl serve down {name}"
+    )
 
 
 def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> None:
@@ -399,38 +413,6 @@ def retry(ctx: click.Context, name: str) -> None:
     click.echo(f"Service {name}: retrying version {svc['version']}")
 
 
-@serve.command()
-@click.argument("name")
-@click.option(
-    "--replica", type=int, default=None, help="Replica id (default: the newest live one)."
-)
-@click.option("-f", "--follow", is_flag=True)
-@click.option("--events", is_flag=True, help="Show the service's event log instead.")
-@click.pass_context
-def logs(ctx: click.Context, name: str, replica: int | None, follow: bool, events: bool) -> None:
-    """A replica's output, or the service's event log."""
-    client = _controller(ctx)
-    if client is None:
-        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    if events:
-        for e in client.call("GET", service_path(name, "events") + "?limit=200"):
-            rid = f" replica {e['replica']}" if e["replica"] is not None else ""
-            stamp = time.strftime("%H:%M:%S", time.localtime(e["at"]))
-            click.echo(f"{stamp} {e['kind']}{rid}: {e['message']}")
-        return
-    if replica is None:
-        svc = client.call("GET", services_query(name))[0]
-        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"] or svc["replicas"]
-        if not live:
-            raise ServiceNotFound(f"service {name!r} has no replicas yet")
-        replica = int(live[-1]["id"])
-    path = service_path(name, "replicas", str(replica), "log") + ("?follow=1" if follow else "")
-    out = sys.stdout.buffer
-    for chunk in client.stream(path):
-        out.write(chunk)
-        out.flush()
-
-
 @cli.group()
 def controller() -> None:
     """Run or stop the controller process."""
@@ -471,6 +453,7 @@ def check(ctx: click.Context) -> None:
 
 cli.add_command(sim)
 serve.add_command(cost)
+serve.add_command(logs)
 cli.add_command(console)
 
 

@@ -23,6 +23,7 @@ from skyctl import console
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
+from skyctl.logtail import tail_offset
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
@@ -106,9 +107,12 @@ def make_app(
         path = controller.log_path(name, rid)
         if path is None or not path.exists():
             raise ServiceNotFound(f"replica {rid} of {name!r} has no log here")
+        tail = int(request.query.get("tail", "-1"))  # the last N lines, then on (`logs --tail`)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         with path.open("rb") as f:
+            if tail >= 0:
+                f.seek(tail_offset(f, tail))
             while True:
                 chunk = f.read(64 * 1024)
                 if chunk:
@@ -149,3 +153,4 @@ def make_app(
     app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
     app.router.add_post("/v1/shutdown", shutdown)
     return app
+

@@ -548,7 +548,7 @@ class Controller:
     def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         self._get(name)
         return [
-            {"at": e.at, "kind": e.kind, "replica": e.replica_id, "message": e.message}
+            {"id": e.id, "at": e.at, "kind": e.kind, "replica": e.replica_id, "message": e.message}
             for e in self.store.events(name, limit=limit)
         ]
 

@@ -1,0 +1,169 @@
+"""`serve logs` as `sky serve logs`: --tail, dated events (all of them, and followed),
+the controller's and the load balancer's log; Ctrl-C in `serve up` says what goes on."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from skyctl.cli import cli as skyctl
+from tests.conftest import ROOT
+from tests.test_e2e_local import ECHO, cli
+
+SPEC = """\
+name: logs-demo
+envs:
+  ECHO_SERVER_LOG: "1"
+service:
+  readiness_probe:
+    path: /health
+    period_seconds: 0.5
+  replicas: 1
+run: exec {python} {echo}
+"""
+
+NEVER_READY = """\
+name: slow-demo
+service:
+  readiness_probe:
+    path: /health
+    initial_delay_seconds: 600
+  replicas: 1
+run: exec sleep 600
+"""
+
+DATED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
+
+
+def invoke(home: Path, *args: str) -> list[str]:
+    result = CliRunner().invoke(skyctl, ["--home", str(home), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+def popen(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SKYCTL_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "skyctl", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_tail_events_with_dates_and_follow(tmp_path: Path, skyctl_home: Path) -> None:
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(SPEC.format(python=sys.executable, echo=ECHO))
+    assert cli(skyctl_home, "serve", "up", str(spec)).returncode == 0
+
+    full = invoke(skyctl_home, "serve", "logs", "logs-demo")
+    assert len(full) >= 2
+    assert invoke(skyctl_home, "serve", "logs", "logs-demo", "--tail", "1") == full[-1:]
+
+    events = invoke(skyctl_home, "serve", "logs", "logs-demo", "--events")
+    assert len(events) >= 2 and all(DATED.match(e) for e in events), events
+    assert invoke(skyctl_home, "serve", "logs", "logs-demo", "--events", "--tail", "1") == [
+        events[-1]
+    ]
+
+    follower = popen(skyctl_home, "serve", "logs", "logs-demo", "--events", "-f")
+    try:
+        assert follower.stdout is not None
+        for _ in events:  # the backlog first
+            follower.stdout.readline()
+        spec.write_text(SPEC.format(python=sys.executable, echo=ECHO) + "# v2\n")
+        spec.write_text(spec.read_text().replace('"1"', '"yes"'))
+        assert cli(skyctl_home, "serve", "update", "logs-demo", str(spec)).returncode == 0
+        later = follower.stdout.readline()  # a new event, printed as it happens
+        assert DATED.match(later) and later.strip() not in events, later
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=30)
+    assert cli(skyctl_home, "serve", "down", "logs-demo").returncode == 0
+
+
+def test_events_are_not_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skyctl import cli_logs
+
+    stored = [
+        {"id": i, "at": 0.0, "kind": "k", "replica": None, "message": str(i)} for i in range(5)
+    ]
+    asked: list[str] = []
+
+    class Fake:
+        def call(self, method: str, path: str) -> list[dict[str, object]]:
+            asked.append(path)
+            limit = int(path.rsplit("=", 1)[1])
+            return stored[-limit:]
+
+    monkeypatch.setattr(cli_logs, "EVENT_PAGE", 2)
+    got = cli_logs.all_events(Fake(), "svc", None)  # type: ignore[arg-type]
+    assert [e["id"] for e in got] == [0, 1, 2, 3, 4]
+    assert asked[-1].endswith("limit=8")
+
+
+LOG = """\
+2026-12-06 10:00:00,000 INFO skyctl.controller: controller 1 listening on 127.0.0.1:1
+2026-12-06 10:00:01,000 INFO skyctl.router.server: router a up
+2026-12-06 10:00:02,000 INFO skyctl.controller.reconcile: tick
+2026-12-06 10:00:03,000 WARNING skyctl.router.health: replica 2 ejected
+2026-12-06 10:00:04,000 INFO skyctl.controller: tock
+"""
+
+
+def test_controller_and_load_balancer_logs_with_tail_and_follow(skyctl_home: Path) -> None:
+    log = skyctl_home / "controller.log"
+    log.write_text(LOG)
+    lines = LOG.splitlines()
+    assert invoke(skyctl_home, "serve", "logs", "x", "--controller") == lines
+    assert invoke(skyctl_home, "serve", "logs", "x", "--controller", "--tail", "2") == lines[-2:]
+    assert invoke(skyctl_home, "serve", "logs", "x", "--load-balancer") == [lines[1], lines[3]]
+    assert invoke(skyctl_home, "serve", "logs", "x", "--load-balancer", "--tail", "1") == [lines[3]]
+
+    follower = popen(skyctl_home, "serve", "logs", "x", "--load-balancer", "--tail", "0", "-f")
+    try:
+        assert follower.stdout is not None
+        time.sleep(1.0)  # it has read the backlog (none, with --tail 0) and waits
+        with log.open("a") as f:
+            f.write("2026-12-06 10:00:05,000 INFO skyctl.controller: not the router's\n")
+            f.write("2026-12-06 10:00:06,000 INFO skyctl.router.server: new line\n")
+        assert follower.stdout.readline().rstrip() == (
+            "2026-12-06 10:00:06,000 INFO skyctl.router.server: new line"
+        )
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_in_serve_up_says_the_service_keeps_starting(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(NEVER_READY)
+    up = popen(skyctl_home, "serve", "up", str(spec))
+    try:
+        assert up.stdout is not None
+        while "endpoint" not in up.stdout.readline():
+            pass
+        time.sleep(0.5)
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=30)
+    finally:
+        up.kill()
+    assert up.returncode == 130
+    assert "slow-demo keeps starting in the controller" in err
+    assert "skyctl serve status slow-demo" in err and "skyctl serve down slow-demo" in err
+    status = cli(skyctl_home, "serve", "status", "slow-demo", "-o", "json")
+    assert status.returncode == 0  # it is still there
+    assert cli(skyctl_home, "serve", "down", "slow-demo").returncode == 0

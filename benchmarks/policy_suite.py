@@ -63,6 +63,8 @@ class Grid:
     held: tuple[str, ...]
     tune_ns: tuple[int, ...]  # the tuning grid (smaller: it runs once per knob)
     tune_colds: tuple[float, ...]
+    knob_ns: tuple[int, ...]  # where the other knob settings are reported (smaller)
+    knob_colds: tuple[float, ...]
     ns: tuple[int, ...]
     colds: tuple[float, ...]
     notices: tuple[bool, ...]
@@ -82,6 +84,8 @@ def full_grid() -> Grid:
         ),
         tune_ns=(2, 8),
         tune_colds=(60.0, 600.0),
+        knob_ns=(4,),
+        knob_colds=(180.0,),
         ns=(2, 4, 8, 16),
         colds=(60.0, 180.0, 600.0),
         notices=(False, True),
@@ -96,6 +100,8 @@ def quick_grid() -> Grid:
         held=("syn:regional:1@288", "syn:caps:1@288"),
         tune_ns=(2,),
         tune_colds=(180.0,),
+        knob_ns=(2,),
+        knob_colds=(180.0,),
         ns=(2,),
         colds=(180.0,),
         notices=(False, True),
@@ -115,7 +121,7 @@ def trace_for(key: str) -> Trace:
     if kind == "syn":
         body, _, ticks = rest.partition("@")
         family, _, seed = body.partition(":")
-        return synthetic_trace(family, int(seed), ticks=int(ticks or 2016))
+        return synthetic_trace(family, int(seed), ticks=int(ticks or 1008))
     name, _, half = rest.partition("#")
     trace = load_trace(name)
     mid = trace.ticks // 2
@@ -199,27 +205,44 @@ def run_job(job: Job) -> tuple[Job, dict[str, float]]:
 def run_all(jobs: Sequence[Job], workers: int) -> dict[Job, dict[str, float]]:
     # longest first, so the pool does not end on one long replay
     order = sorted(jobs, key=lambda j: -(trace_for(j.trace).ticks * (1 + j.n / 8)))
+    out: dict[Job, dict[str, float]] = {}
+    step = max(1, len(order) // 10)
     if workers <= 1:
-        return dict(run_job(j) for j in order)
+        results = map(run_job, order)
+        for job, r in results:
+            out[job] = r
+        return out
     with multiprocessing.get_context("fork").Pool(min(2, workers)) as pool:
-        return dict(pool.imap_unordered(run_job, order, chunksize=1))
+        for job, r in pool.imap_unordered(run_job, order, chunksize=1):
+            out[job] = r
+            if len(out) % step == 0:
+                print(f"  {len(out)} / {len(order)} replays", file=sys.stderr, flush=True)
+    return out
 
 
 # ---------------------------------------------------------------- comparison
 
 
-def scenarios(keys: Sequence[str], grid: Grid) -> list[tuple[str, int, float, bool]]:
-    return [(k, n, c, nt) for k in keys for n in grid.ns for c in grid.colds for nt in grid.notices]
+Scenario = tuple[str, int, float, bool]  # trace key, N, cold start, notice
 
 
-def tuning_scenarios(grid: Grid) -> list[tuple[str, int, float, bool]]:
+def scenarios(
+    keys: Sequence[str],
+    grid: Grid,
+    ns: Sequence[int] | None = None,
+    colds: Sequence[float] | None = None,
+) -> list[Scenario]:
     return [
         (k, n, c, nt)
-        for k in grid.tune
-        for n in grid.tune_ns
-        for c in grid.tune_colds
+        for k in keys
+        for n in (ns or grid.ns)
+        for c in (colds or grid.colds)
         for nt in grid.notices
     ]
+
+
+def tuning_scenarios(grid: Grid) -> list[Scenario]:
+    return scenarios(grid.tune, grid, grid.tune_ns, grid.tune_colds)
 
 
 def pareto(a: dict[str, float], peer: dict[str, float]) -> str:
@@ -271,7 +294,7 @@ def choose_knob(results: dict[Job, dict[str, float]], grid: Grid) -> tuple[float
 
 
 def summary(
-    results: dict[Job, dict[str, float]], policies: Sequence[str], keys: Sequence[str], grid: Grid
+    results: dict[Job, dict[str, float]], policies: Sequence[str], cases: Sequence[Scenario]
 ) -> list[str]:
     out = [
         "| policy | N ready | >= 1 ready | cost / bound | cost / on-demand | worst N-ready "
@@ -285,7 +308,7 @@ def summary(
         margin = math.inf
         below = 0
         tally = {"dominates": 0, "dominated": 0, "trade-off": 0, "equal": 0}
-        for k, n, c, nt in scenarios(keys, grid):
+        for k, n, c, nt in cases:
             r = results[Job(pol, k, n, c, nt)]
             peer = results[Job(PEER, k, n, c, nt)]
             rows.append(r)
@@ -314,6 +337,10 @@ def summary(
             out.append(f"- ... and {len(lines) - 25} more")
         out.append("")
     return out
+
+
+def _knob(label: str) -> float:
+    return float(label.split("@")[1])
 
 
 def _cell(r: dict[str, float]) -> str:
@@ -412,10 +439,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     knob, knob_rows = choose_knob(tuned, grid)
     default = f"{DEFAULT}@{knob:g}"
     others = [c for c in candidates if c != default]
-    held_policies = [PEER, "skyhedge", default, *others]
-    held_jobs = [
-        Job(p, k, n, c, nt) for p in held_policies for k, n, c, nt in scenarios(grid.held, grid)
-    ]
+    held_policies = [PEER, "skyhedge", default]
+    cases = scenarios(grid.held, grid)
+    knob_cases = scenarios(grid.held, grid, grid.knob_ns, grid.knob_colds)
+    held_jobs = [Job(p, *case) for p in held_policies for case in cases]
+    held_jobs += [Job(p, *case) for p in others for case in knob_cases]
     ss_policies = [(PEER, 1), (default, 0), (default, 1)]
     if grid.skyserve:
         held_jobs += skyserve_jobs(ss_policies)
@@ -438,7 +466,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         "",
         f"Chosen: `risk_price = {knob:g}` (the default is `{default}`).\n",
         "## Held-out set, per policy\n",
-        *summary(held, held_policies, grid.held, grid),
+        *summary(held, held_policies, cases),
+        "## Held-out set: the knob\n",
+        f"Every `risk_price` candidate on the held-out traces at N in {list(grid.knob_ns)}, "
+        f"cold start {[int(c) for c in grid.knob_colds]} s, without and with notices.\n",
+        *summary(held, [PEER, *sorted(candidates, key=_knob)], knob_cases),
         "## Held-out set, per trace and N: the default against SpotHedge\n",
         *per_trace(held, default, grid.held, grid),
         "",

@@ -4,7 +4,8 @@
 without ``use_spot`` gets ``ondemand_only``; SkyServe's ``spot_placer:
 dynamic_fallback`` selects ``spothedge`` (so SkyServe specs with
 ``dynamic_ondemand_fallback: true`` behave exactly as SkyServe's SpotHedge);
-any other spot spec gets :data:`DEFAULT_SPOT_POLICY`, our own ``skyhedge``.
+any other spot spec gets :data:`DEFAULT_SPOT_POLICY`, our own ``skyhedge_online``
+(held-out results: ``benchmarks/policy_suite.py``, ``docs/policies.md``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ POLICIES: dict[str, PlacementPolicy] = {
     "skyhedge_online": skyhedge_online,
 }
 
-DEFAULT_SPOT_POLICY = "skyhedge"
+DEFAULT_SPOT_POLICY = "skyhedge_online"
 SKYSERVE_PLACER = "dynamic_fallback"
 
 

@@ -303,7 +303,6 @@ def summary(
         "|---|---|---|---|---|---|---|---|",
     ]
     dominated: dict[str, list[str]] = {}
-    behind: dict[str, list[str]] = {}
     for pol in policies:
         rows = []
         margin = math.inf
@@ -314,12 +313,7 @@ def summary(
             peer = results[Job(PEER, k, n, c, nt)]
             rows.append(r)
             margin = min(margin, r["avail_n"] - peer["avail_n"])
-            if r["avail_n"] < peer["avail_n"] - 1e-9:
-                below += 1
-                behind.setdefault(pol, []).append(
-                    f"{label_of(k, n, c, nt)}: {(r['avail_n'] - peer['avail_n']) * 100:+.3f} "
-                    f"points ({_cell(r)} vs {_cell(peer)})"
-                )
+            below += r["avail_n"] < peer["avail_n"] - 1e-9
             verdict = pareto(r, peer)
             tally[verdict] += 1
             if verdict == "dominated" and pol != PEER:
@@ -336,16 +330,12 @@ def summary(
             f"/ {tally['equal']} |"
         )
     out.append("")
-    for what, table in (
-        ("dominated by SpotHedge", dominated),
-        ("below SpotHedge's N ready", behind),
-    ):
-        for pol, lines in table.items():
-            out.append(f"Where `{pol}` is {what} ({len(lines)}):\n")
-            out += [f"- {line}" for line in lines[:25]]
-            if len(lines) > 25:
-                out.append(f"- ... and {len(lines) - 25} more")
-            out.append("")
+    for pol, lines in dominated.items():
+        out.append(f"Where `{pol}` is dominated by SpotHedge ({len(lines)}):\n")
+        out += [f"- {line}" for line in lines[:25]]
+        if len(lines) > 25:
+            out.append(f"- ... and {len(lines) - 25} more")
+        out.append("")
     return out
 
 

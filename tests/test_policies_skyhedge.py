@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from policies import registry
@@ -18,8 +20,17 @@ from policies.skyhedge import (
 from policies.skyhedge_place import tolerant_zones
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.sim import SimConfig, simulate
+from skyctl.spec import ServiceSpec
 from skyctl.traces import Trace, ZoneTrace
-from tests.test_policies_support import loc, make_spec, observe, offerings, replica, zones_of
+from tests.test_policies_support import loc, observe, offerings, replica, zones_of
+from tests.test_policies_support import make_spec as _make_spec
+
+
+def make_spec(**kw: Any) -> ServiceSpec:
+    """A spec for ``skyhedge`` (no longer the default spot policy) unless another is named."""
+    kw.setdefault("policy", "skyhedge")
+    return _make_spec(**kw)
+
 
 R = ReplicaStatus
 K = LocationEventKind

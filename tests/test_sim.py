@@ -68,7 +68,7 @@ def test_spothedge_falls_back_to_ondemand_and_drains_it() -> None:
 
 def test_skyhedge_keeps_a_spare_and_avoids_the_failed_zone() -> None:
     r = simulate(
-        make_spec(replicas=1, overprovision=1),
+        make_spec(replicas=1, overprovision=1, policy="skyhedge"),
         trace(("z-1a", "10", 1.0), ("z-1b", "00", 2.0), ("z-1c", "11", 2.5)),
     )
     # t=0: 1a, 1b fails, 1c as the spare; the on-demand cover launched with them

@@ -65,14 +65,6 @@ KEEP_TERMINATED_SECONDS = 3600.0
 PURGE_EVERY_SECONDS = 300.0
 
 
-def drain_seconds(rt: ServiceRuntime) -> float:
-    """Longest wait for a leaving replica's in-flight requests before its instance goes:
-    the current spec's ``service.load_balancer.drain_timeout_seconds``."""
-    if not rt.specs:
-        return ServiceSection.drain_timeout_seconds
-    return rt.specs[max(rt.specs)].service.drain_timeout_seconds
-
-
 class _Tx:
     """The tick's one transaction, begun at its first write (none if nothing changed)."""
 
@@ -465,10 +457,11 @@ class Reconciler:
 
     def _draining(self, rt: ServiceRuntime, r: ReplicaRecord) -> bool:
         """True while the router still has requests in flight to ``r`` (bounded by
-        :func:`drain_seconds`): its termination waits for a later tick, so a scale-down or
-        an update does not cut requests (a cut POST may be retried elsewhere)."""
+        the current spec's load_balancer.drain_timeout_seconds): its termination waits for
+        a later tick, so a scale-down or an update does not cut requests."""
         in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
-        return in_flight > 0 and self.clock.now() - r.status_since < drain_seconds(rt)
+        drain = rt.specs[max(rt.specs)].service if rt.specs else ServiceSection()
+        return in_flight > 0 and self.clock.now() - r.status_since < drain.drain_timeout_seconds
 
     async def _terminate_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
         """A task: terminate a SHUTTING_DOWN replica's instance, then TERMINATED."""

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 class Health:
     """The ejected replicas of one router (see the module docstring)."""
 
-    def __init__(self, service: str, clock: Clock, report: Callable[[int, str], None]) -> None:
+    def __init__(
+        self, service: str, clock: Clock, report: Callable[[int, str], None] | None
+    ) -> None:
         self.service = service
         self._clock = clock
-        self._report = report
+        self._callback = report
         self.ejected: dict[int, ReplicaState] = {}  # empty: nothing to filter (the hot path)
         self.ejections = 0  # ever, for the metrics
         self.routable_count = 0  # replicas the router routes to (set with its backends)
@@ -62,6 +64,15 @@ class Health:
             state.replica_id,
             f"ejected for {seconds:.0f} s after {failures} consecutive failures ({reason})",
         )
+
+    def _report(self, replica_id: int, reason: str) -> None:
+        """Tell the controller (``on_backend_error``) about a replica."""
+        if self._callback is None:
+            return
+        try:
+            self._callback(replica_id, reason)
+        except Exception:  # the controller's callback must never break a request
+            log.exception("on_backend_error(%s) raised", replica_id)
 
     def routable(self, replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
         """``replicas`` without the ejected ones (all of them if none would be left)."""

@@ -106,6 +106,18 @@ def unauthorized(out: Connection, rid: bytes, service: str, given: bool) -> None
     out.send(401, b"Unauthorized", lines, json.dumps(body).encode())
 
 
+def reload_tls(service: str, current: ssl.SSLContext | None, tls: TLS | None) -> None:
+    """``serve update``'s ``service.tls``: new files for the next handshakes; adding or
+    removing TLS needs the router restarted (logged)."""
+    if (tls is None) != (current is None):
+        change = "added" if tls is not None else "removed"
+        log.warning("router %s: service.tls %s: takes effect when it restarts", service, change)
+    elif tls is not None and current is not None:  # rotated or moved files
+        error = reload_certificate(current, tls)
+        if error is not None:
+            log.error("router %s: service.tls kept the old files: %s", service, error)
+
+
 def apply_limits(front: FrontServer, opts: RouterOptions) -> None:
     """``service.router``'s limits and timeouts, for the next bytes each connection reads."""
     front.max_body_bytes = opts.max_body_bytes

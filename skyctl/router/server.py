@@ -36,7 +36,7 @@ from typing import Final
 
 from policies import routing
 from skyctl.clock import Clock
-from skyctl.router import metrics, security, tunnel
+from skyctl.router import local, metrics, security, tunnel
 from skyctl.router.affinity import for_policy
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
@@ -47,7 +47,7 @@ from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
 from skyctl.router.stats import Histogram, RateWindow, ReplicaState, Reservoir
 from skyctl.router.upstream import Upstream
-from skyctl.spec import TLS, ServiceSection
+from skyctl.spec import ServiceSection
 from skyctl.types import Backend
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Router:
         self._auth = security.load_api_keys(service, section.auth, self._secrets)
         self._tls: ssl.SSLContext | None = None
         self._unauthorized = 0
-        self._health = Health(service, clock, self._report)
+        self._health = Health(service, clock, on_backend_error)
         self._first_byte = Histogram()
         self._duration = Histogram()
         self._ejected = self._health.ejected  # non-empty: filter the ready replicas
@@ -263,7 +263,8 @@ class Router:
         if secrets is not None:
             self._secrets = dict(secrets)
         self._auth = security.load_api_keys(self.service, section.auth, self._secrets)
-        self._reload_tls(section.tls)
+        if self._front is not None:
+            security.reload_tls(self.service, self._tls, section.tls)
         self._section = section
         self._set_target_qps()
         if self._front is not None:
@@ -277,16 +278,6 @@ class Router:
     def request_rate(self, window_seconds: float = 60.0) -> float:
         """Client requests per second over the last ``window_seconds`` of the clock."""
         return self._rate.rate(self._clock.now(), window_seconds)
-
-    def _report(self, replica_id: int, reason: str) -> None:
-        """Tell the controller (``on_backend_error``) about a replica."""
-        callback = self._on_backend_error
-        if callback is None:
-            return
-        try:
-            callback(replica_id, reason)
-        except Exception:  # the controller's callback must never break a request
-            log.exception("on_backend_error(%s) raised", replica_id)
 
     def ejected(self) -> dict[int, float]:
         """Replicas out of routing by passive health: id -> until (clock time)."""
@@ -309,21 +300,6 @@ class Router:
                 self._upstream.pool.connects if self._upstream is not None else 0
             ),
         }
-
-    def _reload_tls(self, tls: TLS | None) -> None:
-        if self._front is None:
-            return
-        if (tls is None) != (self._tls is None):
-            log.warning(
-                "router %s: service.tls %s: takes effect when the router restarts",
-                self.service,
-                "added" if tls is not None else "removed",
-            )
-            return
-        if tls is not None and self._tls is not None:  # rotated or moved files
-            error = security.reload_certificate(self._tls, tls)
-            if error is not None:
-                log.error("router %s: service.tls kept the old files: %s", self.service, error)
 
     def _set_target_qps(self) -> None:
         qps = self._section.replica_policy.target_qps_per_replica
@@ -400,21 +376,11 @@ class Router:
         if not replicas or upstream is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
             return
-        replica = replicas[self._pick(replicas, frozenset())]
-        opts = self._section.router
+        replica, opts = replicas[self._pick(replicas, frozenset())], self._section.router
         self._enter()
         try:
-            await tunnel.tunnel(
-                request,
-                out,
-                replica,
-                self._lines(request, rid),
-                connect_timeout=opts.connect_timeout_seconds,
-                head_timeout=opts.request_timeout_seconds,
-                ssl_context=upstream.pool.replica_ssl,
-                rid=rid,
-                on_error=self._on_backend_error,
-            )
+            lines = self._lines(request, rid)
+            await tunnel.tunnel(request, out, replica, lines, opts, upstream.pool.replica_ssl, rid)
         finally:
             self._leave()
 
@@ -627,30 +593,8 @@ class Router:
         )
 
     def _local(self, request: Request, out: Connection) -> None:
-        rid = request_id(request.head.request_id)
-        if not request.head.target.startswith(_LOCAL_PREFIX):  # the metrics path
-            self._send_metrics(out, rid)
-            return
-        name = request.path[len(LOCAL_PREFIX) :]
-        if name == "health":
-            body = {
-                "service": self.service,
-                "status": "ok" if self._replicas else "no_replicas",
-                "ready_replicas": len(self._replicas),
-                "policy": self._policy,
-                "request_rate": round(self.request_rate(60.0), 3),
-            }
-            out.send_json(200, body, rid)
-            return
-        if name == "metrics":
-            self._send_metrics(out, rid)
-            return
-        out.send_json(
-            404,
-            {"error": f"unknown router path {request.path!r}; known: health, metrics"},
-            rid,
-        )
-
-    def _send_metrics(self, out: Connection, rid: bytes) -> None:
-        lines = b"Content-Type: %b\r\nX-Request-Id: %b\r\n" % (metrics.CONTENT_TYPE.encode(), rid)
-        out.send(200, b"OK", lines, metrics.render(self.registry))
+        ready = len(self._replicas)
+        health: dict[str, object] = {"service": self.service, "ready_replicas": ready}
+        health.update(status="ok" if ready else "no_replicas", policy=self._policy)
+        health["request_rate"] = round(self.request_rate(60.0), 3)
+        local.answer(request, out, self.registry, health)

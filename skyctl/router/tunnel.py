@@ -37,6 +37,7 @@ from skyctl.router.http1 import (
     response_has_body,
 )
 from skyctl.router.stats import Attempt, ReplicaState
+from skyctl.spec import RouterOptions
 
 _MAX_DECLINE_BODY: Final = 1 << 20
 _UPGRADE_VALUE: Final = re.compile(rb"(?:^|\n)upgrade:[ \t]*([^\r]*?)[ \t]*\r", re.I).search
@@ -130,15 +131,15 @@ async def tunnel(
     out: Connection,
     replica: ReplicaState,
     lines: bytes,
-    *,
-    connect_timeout: float,
-    head_timeout: float,
+    opts: RouterOptions,
     ssl_context: Callable[[], ssl.SSLContext],
     rid: bytes,
-    on_error: Callable[[int, str], None] | None,
 ) -> None:
     """Send the upgrade request to ``replica`` and serve what it answers (see the
-    module docstring); returns once the tunnel or the response is over."""
+    module docstring); returns once the tunnel or the response is over. A failure
+    counts against the replica (passive health, which tells the controller)."""
+    connect_timeout = opts.connect_timeout_seconds
+    head_timeout = opts.request_timeout_seconds
     loop = asyncio.get_running_loop()
     origin = replica.origin
     attempt = Attempt(replica)
@@ -156,8 +157,6 @@ async def tunnel(
                 )
         except (OSError, TimeoutError) as exc:
             replica.failed("connection")
-            if on_error is not None:
-                on_error(replica.replica_id, "connection")
             out.send_json(502, {"error": f"replica unreachable: {exc}"}, rid)
             return
         assert upstream.transport is not None
@@ -173,10 +172,7 @@ async def tunnel(
                 raw, rest = await upstream.head_future
             response = parse_response_head(raw)
         except (OSError, TimeoutError, ProtocolError) as exc:
-            timeout = isinstance(exc, TimeoutError)
-            replica.failed("timeout" if timeout else "connection")
-            if on_error is not None and not timeout:
-                on_error(replica.replica_id, "connection")
+            replica.failed("timeout" if isinstance(exc, TimeoutError) else "connection")
             status = 504 if isinstance(exc, TimeoutError) else 502
             out.send_json(status, {"error": f"replica failed the upgrade: {exc}"}, rid)
             return

@@ -72,7 +72,7 @@ PLUS2 = [
     ("skyhedge +2", "skyhedge", spec("    num_overprovision: 2\n")),
 ]
 CURVE = {
-    "skyhedge (default)": Params(),
+    "skyhedge (its defaults)": Params(),
     "  without the on-demand floor": Params(od_floor=False),
     "  without the young-zone floor": Params(floor_young=0),
     "  without rebalancing": Params(rebalance=False),

@@ -329,9 +329,28 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-@serve.command()
-@click.argument("name", required=False)
+DOWN_EXAMPLES = """
+\b
+Examples:
+  skyctl serve down llm                  # verify nothing is left, then forget it
+  skyctl serve down llm chat             # several services
+  skyctl serve down --all -y             # every service, no confirmation prompt
+  skyctl serve down llm --replica-id 3   # one replica; the service launches a replacement
+  skyctl serve down --all --force        # no controller or database needed
+"""
+
+
+@serve.command(epilog=DOWN_EXAMPLES)
+@click.argument("names", nargs=-1)
 @click.option("-a", "--all", "all_", is_flag=True, help="All services.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (with --all).")
+@click.option(
+    "--replica-id",
+    type=int,
+    default=None,
+    help="Take down only this replica of NAME; the controller launches a replacement "
+    "to keep the service at its target (as sky serve down --replica-id).",
+)
 @click.option("--no-wait", is_flag=True, help="Return once shutdown has begun.")
 @click.option(
     "--force",
@@ -340,16 +359,28 @@ def _duration(seconds: float | None) -> str:
     "provider, without the controller or the state database (e.g. a damaged one).",
 )
 @click.pass_context
-def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool, force: bool) -> None:
-    """Terminate a service's replicas and remove it.
+def down(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    all_: bool,
+    yes: bool,
+    replica_id: int | None,
+    no_wait: bool,
+    force: bool,
+) -> None:
+    """Terminate services' replicas and remove them.
 
     It says a service is down only once the controller removed it from the store
     and every provider it used lists none of its instances; else it exits 1 with
     what is left. A controller that exits meanwhile is restarted to finish.
     """
-    if bool(name) == all_:
-        raise click.UsageError("give a service NAME or --all")
+    if bool(names) == all_:
+        raise click.UsageError("give a service NAME or --all (several NAMEs are fine)")
+    if replica_id is not None and len(names) != 1:
+        raise click.UsageError("--replica-id takes down a replica of one service NAME")
     p = _home(ctx)
+    if all_ and not yes:
+        click.confirm("Terminate every service and its replicas?", abort=True, err=True)
     if force:
         if not all_:
             raise click.UsageError(
@@ -365,13 +396,23 @@ def down(ctx: click.Context, name: str | None, all_: bool, no_wait: bool, force:
         if all_:
             click.echo("No services.")
             return
-        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    names = [name] if name else [s["name"] for s in client.call("GET", services_query())]
+        raise ServiceNotFound(f"no service named {names[0]!r} (no controller is running)")
+    if replica_id is not None:
+        client.call("DELETE", service_path(names[0], "replicas", str(replica_id)))
+        click.echo(
+            f"Replica {replica_id} of {names[0]} is shutting down; the controller launches a "
+            f"replacement to keep the service at its target "
+            f"(watch: skyctl serve status {names[0]})"
+        )
+        return
+    targets = list(names) or [s["name"] for s in client.call("GET", services_query())]
+    for n in targets:  # every name exists before any goes down
+        client.call("GET", services_query(n))
     clouds: dict[str, list[str]] = {}
-    for n in names:
+    for n in targets:
         answer = client.call("DELETE", service_path(n))
         clouds[n] = list(answer.get("clouds") or ["local"])
-        click.echo(f"Shutting down {n}...")
+    click.echo(f"Shutting down {', '.join(targets)}...")
     if not no_wait:
         wait_down(p, client, clouds)
 

@@ -148,7 +148,7 @@ def test_with_a_damaged_database_down_says_what_is_left_and_force_stops_it_all(
 ) -> None:
     up(skyctl_home, tmp_path, "doomed", replicas=2)
     assert len(replica_pids(skyctl_home)) >= 2
-    down = start_down(skyctl_home, "--all")
+    down = start_down(skyctl_home, "--all", "--yes")
     shutting_down(down)
     time.sleep(1)
     db = skyctl_home / "state.db"
@@ -164,10 +164,10 @@ def test_with_a_damaged_database_down_says_what_is_left_and_force_stops_it_all(
     assert "--force" in line
     assert replica_pids(skyctl_home), "the replicas were left running, as reported"
 
-    plain = cli(skyctl_home, "serve", "down", "--all")
+    plain = cli(skyctl_home, "serve", "down", "--all", "--yes")
     assert plain.returncode != 0 and "--force" in plain.stderr
 
-    forced = cli(skyctl_home, "serve", "down", "--all", "--force")
+    forced = cli(skyctl_home, "serve", "down", "--all", "--force", "--yes")
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "local: terminated 2 instance(s) of doomed" in forced.stdout
     assert "state database could not be read" in forced.stdout

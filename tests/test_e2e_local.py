@@ -158,7 +158,7 @@ def test_a_second_up_of_a_running_name_is_a_clear_error(tmp_path: Path, skyctl_h
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0
     assert "already exists" in again.stderr
-    assert cli(skyctl_home, "serve", "down", "--all").returncode == 0
+    assert cli(skyctl_home, "serve", "down", "--all", "--yes").returncode == 0
 
 
 def test_a_bad_spec_is_one_line_with_exit_status_2(tmp_path: Path, skyctl_home: Path) -> None:

@@ -20,6 +20,6 @@ def test_the_example_manifest_serves_requests(manifest: str, skyctl_home: Path) 
     svc = json.loads(cli(skyctl_home, "serve", "status", "-o", "json").stdout)[0]
     with urllib.request.urlopen(svc["endpoint"] + "/", timeout=10) as r:
         assert r.status == 200
-    down = cli(skyctl_home, "serve", "down", "--all")
+    down = cli(skyctl_home, "serve", "down", "--all", "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
     assert wait_until_gone(str(skyctl_home)) == []

@@ -93,6 +93,10 @@ def make_app(
             await controller.delete_service(request.match_info["name"]), status=202
         )
 
+    async def delete_replica(request: web.Request) -> web.Response:
+        name, rid = request.match_info["name"], int(request.match_info["replica"])
+        return web.json_response(await controller.terminate_replica(name, rid), status=202)
+
     async def retry(request: web.Request) -> web.Response:
         return web.json_response(await controller.retry_service(request.match_info["name"]))
 
@@ -151,6 +155,6 @@ def make_app(
     app.router.add_get("/v1/services/{name}/events", events)
     app.router.add_post("/v1/services/{name}/retry", retry)
     app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
+    app.router.add_delete("/v1/services/{name}/replicas/{replica:\\d+}", delete_replica)
     app.router.add_post("/v1/shutdown", shutdown)
     return app
-

@@ -33,7 +33,7 @@ from skyctl.errors import (
     ServiceNotFound,
     SkyctlError,
 )
-from skyctl.lifecycle import ReplicaStatus
+from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.router.security import router_secrets
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
@@ -460,6 +460,28 @@ class Controller:
             "status": ServiceStatus.SHUTTING_DOWN.value,
             "clouds": sorted(clouds),
         }
+
+    async def terminate_replica(self, name: str, replica_id: int) -> dict[str, Any]:
+        """``serve down NAME --replica-id N`` (as SkyServe): the replica goes (reason
+        USER, out of routing now, terminated by the next tick's task) and the plan
+        launches a replacement to keep the service at its target."""
+        self._get(name)
+        r = self.store.get_replica(name, replica_id)
+        if r is None or r.status is ReplicaStatus.TERMINATED:
+            raise ServiceNotFound(f"service {name!r} has no live replica {replica_id}")
+        if r.status is not ReplicaStatus.SHUTTING_DOWN:
+            now = self.clock.now()
+            self.store.update_replica(
+                name, replica_id, now=now, status=ReplicaStatus.SHUTTING_DOWN, reason=EndReason.USER
+            )
+            self.store.add_event(
+                name, "terminate", "USER: serve down --replica-id", now=now, replica_id=replica_id
+            )
+            rt = self.runtimes.get(name)
+            if rt is not None:
+                rt.table.gone(replica_id)
+        self.wake(name)
+        return {"name": name, "replica": replica_id, "status": ReplicaStatus.SHUTTING_DOWN.value}
 
     def _check_placeable(self, spec: ServiceSpec) -> None:
         """ConfigError now if a cloud's SDK is missing; the provider's one-line

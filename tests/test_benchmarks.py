@@ -91,3 +91,34 @@ def test_the_simulated_replica_caches_prefix_blocks_and_evicts_the_oldest() -> N
     assert serve(b).cached == 0  # 6 more blocks: a's oldest blocks are evicted
     assert serve(a).cached == 0  # its first block went first, so nothing matches
     assert replica.prompt_tokens == 3 * len(a) + 3 + len(b)
+
+
+@pytest.mark.timeout(240)
+def test_the_control_plane_benchmark_runs_its_quick_sizes_and_prints_every_figure() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.control_plane", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    header, *rows = [line.split() for line in out.stdout.splitlines() if line.strip()][:3]
+    assert "READY" in header and "p99" in header and "SQL/tick" in header
+    assert [row[:3] for row in rows] == [["1", "x", "10"], ["10", "x", "100"]]
+    for row in rows:
+        assert row[3].endswith("s") and row[4].endswith("%") and row[5].endswith("MB")
+        assert row[-1] == "0"  # no SQL write at steady state
+
+
+def test_the_control_plane_benchmark_refuses_bad_sizes_in_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.control_plane", "--sizes", "10x5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    (error,) = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert "--sizes: expected SERVICESxREPLICAS" in error and "'10x5'" in error

@@ -1,0 +1,307 @@
+"""Control-plane scale: the controller's own cost with many services and replicas.
+
+Runs the controller in this process on the real clock against the simulated
+provider (``providers.simulated``; its endpoints served by one child process,
+so this process's CPU is the controller's alone: reconcile, probes, routers,
+store). For each size (services x replicas in all) it prints:
+
+- time until every replica is READY (launch latency and boot time of the
+  simulated cloud included: ``--launch``, ``--boot``);
+- at steady state (everything READY, probes every ``--period`` seconds, for
+  ``--steady`` seconds): controller CPU (share of one core) and RSS, event-loop
+  lag p50/p99 (a 50 ms timer's overshoot), SQL statements per service tick and
+  SQL writes in the window.
+
+``--local N`` instead runs N replicas of ``manifests/http-server.yaml`` (the
+shipped 20 s initial delay) on the local provider and prints the time until
+all are READY, how many launches that took, and the loop lag during the burst.
+
+    python -m benchmarks.control_plane                 # 1x10 .. 1000x10000 (long)
+    python -m benchmarks.control_plane --quick         # small sizes, a few seconds each
+    python -m benchmarks.control_plane --sizes 100x1000 --steady 30
+    python -m benchmarks.control_plane --local 300
+
+Goal (issue 13): 10,000 replicas in 1,000 services READY, with loop lag p99
+under 100 ms and controller CPU under 50% of a core at steady state with 10 s
+probes. Figures are printed, never asserted (docs/architecture.md records a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from providers.registry import ProviderSet  # noqa: E402
+from skyctl.clock import SystemClock  # noqa: E402
+from skyctl.controller import Controller  # noqa: E402
+from skyctl.store import Store  # noqa: E402
+
+FULL = ((1, 10), (10, 100), (100, 1000), (1000, 10000))
+QUICK = ((1, 10), (10, 100))
+
+SPEC = """\
+name: {name}
+service:
+  readiness_probe:
+    path: /health
+    initial_delay_seconds: 1200
+    period_seconds: {period}
+    timeout_seconds: 5
+  replicas: {replicas}
+resources:
+  cloud: simulated
+"""
+
+
+@dataclass
+class Figures:
+    label: str
+    ready_seconds: float
+    cpu_share: float
+    rss_mb: float
+    lag_p50_ms: float
+    lag_p99_ms: float
+    statements_per_tick: float | None  # None: no tick in the window
+    ticks: int
+    writes: int
+
+
+class LagMeter:
+    """How late a 50 ms timer fires: the event loop's lag."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append(max(0.0, time.perf_counter() - t - self.interval))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def percentile(self, q: float) -> float:
+        if not self.samples:
+            return 0.0
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def poll(predicate: Any, timeout: float) -> bool:
+    """Wait (real time) until ``predicate()`` holds; False when ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True
+
+
+def count_ready(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM replicas WHERE status='READY'").fetchone()[0])
+
+
+async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Figures:
+    per = max(1, replicas // services)
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = SystemClock()
+        store = Store(Path(tmp) / "state.db")
+        config: dict[str, dict[str, Any]] = {
+            "simulated": {
+                "launch_seconds": args.launch,
+                "boot_seconds": args.boot,
+                "server": "process",
+                "max_concurrent_calls": 512,
+            }
+        }
+        providers = ProviderSet(config=config, clock=clock, local_state=Path(tmp) / "local")
+        controller = Controller(store, providers, clock, tick_seconds=2.0)
+        await controller.start()
+        runner = asyncio.create_task(controller.run())
+        lag = LagMeter()
+        try:
+            t0 = time.monotonic()
+            for i in range(services):
+                yaml = SPEC.format(name=f"s{i}", period=args.period, replicas=per)
+                await controller.create_service(yaml, None)
+            want = services * per
+            if not await poll(lambda: count_ready(store.path) >= want, args.timeout):
+                raise SystemExit(f"{services}x{want}: not all READY within {args.timeout}s")
+            ready_seconds = time.monotonic() - t0
+            await asyncio.sleep(args.settle)  # the last ticks and probes settle
+            statements: list[str] = []
+
+            def count(_c: Any, _cur: Any, sql: str, *_a: Any) -> None:
+                statements.append(sql.lstrip()[:16].upper())
+
+            ticks = 0
+            tick = controller.reconciler.tick
+
+            async def counted(rt: Any, svc: Any) -> bool:
+                nonlocal ticks
+                ticks += 1
+                return await tick(rt, svc)
+
+            controller.reconciler.tick = counted  # type: ignore[method-assign]
+            event.listen(store._engine, "before_cursor_execute", count)
+            lag.start()
+            cpu0, w0 = cpu_seconds(), time.monotonic()
+            await asyncio.sleep(args.steady)
+            cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
+            await lag.stop()
+            event.remove(store._engine, "before_cursor_execute", count)
+            reads = ("SELECT", "BEGIN", "COMMIT", "ROLLBACK")
+            writes = sum(
+                1 for s in statements if s.startswith("BEGIN IMMEDIATE") or not s.startswith(reads)
+            )
+            return Figures(
+                f"{services} x {want}",
+                ready_seconds,
+                cpu,
+                rss_mb(),
+                lag.percentile(0.50),
+                lag.percentile(0.99),
+                len(statements) / ticks if ticks else None,
+                ticks,
+                writes,
+            )
+        finally:
+            await lag.stop()
+            controller.request_stop()
+            await runner
+            await controller.stop(0)
+            store.close()
+
+
+async def run_local(n: int, args: argparse.Namespace) -> None:
+    """N replicas of the shipped http-server manifest on the local provider."""
+    yaml = (
+        (ROOT / "manifests" / "http-server.yaml")
+        .read_text()
+        .replace("replicas: 2", f"replicas: {n}")
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = SystemClock()
+        store = Store(Path(tmp) / "state.db")
+        providers = ProviderSet(config={}, clock=clock, local_state=Path(tmp) / "local")
+        controller = Controller(store, providers, clock, tick_seconds=2.0)
+        await controller.start()
+        runner = asyncio.create_task(controller.run())
+        lag = LagMeter()
+        lag.start()
+        try:
+            t0 = time.monotonic()
+            await controller.create_service(yaml, str(ROOT / "manifests" / "http-server.yaml"))
+            await poll(lambda: count_ready(store.path) >= n, args.timeout)
+            took = time.monotonic() - t0
+            ready = count_ready(store.path)
+            rows = store.list_replicas("http-server", include_terminated=True)
+            print(
+                f"local, 1 x {n} (http-server.yaml, 20 s initial delay): "
+                f"{ready}/{n} READY in {took:.1f} s, {len(rows)} launches, "
+                f"loop lag p50 {lag.percentile(0.5):.1f} ms p99 {lag.percentile(0.99):.1f} ms, "
+                f"RSS {rss_mb():.0f} MB",
+                flush=True,
+            )
+            await controller.delete_service("http-server")
+            await poll(lambda: store.get_service("http-server") is None, 300)
+        finally:
+            await lag.stop()
+            controller.request_stop()
+            await runner
+            await controller.stop(0)
+            store.close()
+
+
+def sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        s, _, r = part.partition("x")
+        if not (s.isdigit() and r.isdigit()) or int(s) < 1 or int(r) < int(s):
+            raise argparse.ArgumentTypeError(
+                f"--sizes: expected SERVICESxREPLICAS[,...] with REPLICAS >= SERVICES >= 1, "
+                f"got {part!r}"
+            )
+        out.append((int(s), int(r)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, short windows")
+    parser.add_argument("--sizes", type=sizes, help="e.g. 1x10,100x1000")
+    parser.add_argument("--steady", type=float, default=30.0, help="steady window (s)")
+    parser.add_argument("--settle", type=float, default=12.0, help="wait after all READY (s)")
+    parser.add_argument("--period", type=float, default=10.0, help="probe period (s)")
+    parser.add_argument("--launch", type=float, default=1.0, help="launch latency (s)")
+    parser.add_argument("--boot", type=float, default=5.0, help="boot time (s)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
+    parser.add_argument("--local", type=int, metavar="N", help="N local replicas instead")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steady, args.settle, args.launch, args.boot = 3.0, 2.0, 0.2, 0.5
+        args.period = 1.0
+    logging.basicConfig(level=logging.ERROR)
+    if args.local:
+        asyncio.run(run_local(args.local, args))
+        return
+    print(
+        f"{'services x replicas':>20} {'all READY':>10} {'CPU':>6} {'RSS':>8} "
+        f"{'lag p50':>8} {'lag p99':>8} {'ticks':>6} {'SQL/tick':>8} {'writes':>7}",
+        flush=True,
+    )
+    for services, replicas in args.sizes or (QUICK if args.quick else FULL):
+        f = asyncio.run(run_size(services, replicas, args))
+        print(
+            f"{f.label:>20} {f.ready_seconds:>9.1f}s {f.cpu_share:>6.0%} {f.rss_mb:>6.0f}MB "
+            f"{f.lag_p50_ms:>6.1f}ms {f.lag_p99_ms:>6.1f}ms {f.ticks:>6} "
+            f"{'-' if f.statements_per_tick is None else f'{f.statements_per_tick:.1f}':>8} "
+            f"{f.writes:>7}",
+            flush=True,
+        )
+    print(
+        f"(probes every {args.period:g} s; steady window {args.steady:g} s; simulated launch "
+        f"{args.launch:g} s, boot {args.boot:g} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

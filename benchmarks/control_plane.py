@@ -5,8 +5,10 @@ provider (``providers.simulated``; its endpoints served by one child process,
 so this process's CPU is the controller's alone: reconcile, probes, routers,
 store). For each size (services x replicas in all) it prints:
 
-- time until every replica is READY (launch latency and boot time of the
-  simulated cloud included: ``--launch``, ``--boot``);
+- how long creating the services took (one by one, as the API does) and the
+  time until every replica is READY, from the first create (launch latency,
+  boot time of the simulated cloud and up to one probe period included:
+  ``--launch``, ``--boot``, ``--period``);
 - at steady state (everything READY, probes every ``--period`` seconds, for
   ``--steady`` seconds): controller CPU (share of one core) and RSS, event-loop
   lag p50/p99 (a 50 ms timer's overshoot), SQL statements per service tick and
@@ -72,6 +74,7 @@ resources:
 @dataclass
 class Figures:
     label: str
+    created_seconds: float  # creating the services, one by one as the API does
     ready_seconds: float
     cpu_share: float
     rss_mb: float
@@ -162,6 +165,7 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             for i in range(services):
                 yaml = SPEC.format(name=f"s{i}", period=args.period, replicas=per)
                 await controller.create_service(yaml, None)
+            created = time.monotonic() - t0
             want = services * per
             if not await poll(lambda: count_ready(store.path) >= want, args.timeout):
                 raise SystemExit(f"{services}x{want}: not all READY within {args.timeout}s")
@@ -194,6 +198,7 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             )
             return Figures(
                 f"{services} x {want}",
+                created,
                 ready_seconds,
                 cpu,
                 rss_mb(),
@@ -284,14 +289,15 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_local(args.local, args))
         return
     print(
-        f"{'services x replicas':>20} {'all READY':>10} {'CPU':>6} {'RSS':>8} "
+        f"{'services x replicas':>20} {'created':>8} {'all READY':>10} {'CPU':>6} {'RSS':>8} "
         f"{'lag p50':>8} {'lag p99':>8} {'ticks':>6} {'SQL/tick':>8} {'writes':>7}",
         flush=True,
     )
     for services, replicas in args.sizes or (QUICK if args.quick else FULL):
         f = asyncio.run(run_size(services, replicas, args))
         print(
-            f"{f.label:>20} {f.ready_seconds:>9.1f}s {f.cpu_share:>6.0%} {f.rss_mb:>6.0f}MB "
+            f"{f.label:>20} {f.created_seconds:>7.1f}s {f.ready_seconds:>9.1f}s "
+            f"{f.cpu_share:>6.0%} {f.rss_mb:>6.0f}MB "
             f"{f.lag_p50_ms:>6.1f}ms {f.lag_p99_ms:>6.1f}ms {f.ticks:>6} "
             f"{'-' if f.statements_per_tick is None else f'{f.statements_per_tick:.1f}':>8} "
             f"{f.writes:>7}",

@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from skyctl.clock import Clock
+from skyctl.errors import TransientError
 
 
 def _app(now: Callable[[], float], ready_at: dict[str, float], admin: bool) -> web.Application:
@@ -104,7 +105,7 @@ class RemoteEndpoints(EndpointServer):
         self._proc = proc
         self.base_url = f"http://127.0.0.1:{port}"
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=32), timeout=aiohttp.ClientTimeout(total=30)
+            connector=aiohttp.TCPConnector(limit=128), timeout=aiohttp.ClientTimeout(total=60)
         )
 
     @classmethod
@@ -128,12 +129,20 @@ class RemoteEndpoints(EndpointServer):
 
     async def add(self, instance_id: str, *, boot_seconds: float) -> None:
         url = f"{self.base_url}/_admin/{instance_id}"
-        async with self._session.put(url, params={"boot": str(boot_seconds)}) as resp:
-            resp.raise_for_status()
+        await self._admin("PUT", url, {"boot": str(boot_seconds)})
 
     async def remove(self, instance_id: str) -> None:
-        async with self._session.delete(f"{self.base_url}/_admin/{instance_id}") as resp:
-            resp.raise_for_status()
+        await self._admin("DELETE", f"{self.base_url}/_admin/{instance_id}", {})
+
+    async def _admin(self, method: str, url: str, params: dict[str, str]) -> None:
+        """One admin request; a failure is a TransientError (the caller retries)."""
+        try:
+            async with self._session.request(method, url, params=params) as resp:
+                resp.raise_for_status()
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise TransientError(
+                f"simulated endpoint server: {method} failed: {type(e).__name__} {e}"
+            ) from None
 
     async def close(self) -> None:
         await self._session.close()

@@ -111,6 +111,15 @@ class SimulatedOptions:
         return cls(**values)
 
 
+def check(config: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """For ``skyctl check``: usable whenever its section is valid (it needs no cloud)."""
+    try:
+        SimulatedOptions.parse(config or {})
+    except ConfigError as e:
+        return False, str(e)
+    return True, "endpoints of one local HTTP server, for measuring the controller"
+
+
 @dataclass
 class _Sim:
     instance: Instance

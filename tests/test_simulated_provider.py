@@ -177,3 +177,11 @@ async def test_a_service_on_the_simulated_cloud_comes_up_through_the_controller(
         await task
         await controller.stop(0)
         store.close()
+
+
+def test_skyctl_check_says_the_simulated_cloud_is_usable_or_what_is_wrong() -> None:
+    from providers.simulated import check
+
+    assert check({}) == (True, "endpoints of one local HTTP server, for measuring the controller")
+    ok, message = check({"zones": "three"})
+    assert not ok and message.startswith("simulated.zones: expected a whole number")

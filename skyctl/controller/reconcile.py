@@ -49,6 +49,7 @@ from skyctl.controller.breaker import Breakers
 from skyctl.controller.launcher import Launcher, backend_of, view_of
 from skyctl.controller.prober import Target
 from skyctl.controller.runtime import ServiceRuntime
+from skyctl.controller.terminator import Terminator
 from skyctl.errors import ProviderError, TransientError
 from skyctl.lifecycle import FAILURES, EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
@@ -96,6 +97,7 @@ class Reconciler:
     deadlines: dict[str, float] | None = None  # per-call deadlines (see actuator.DEADLINES)
     actuator: Actuator = field(init=False)
     launcher: Launcher = field(init=False)
+    terminator: Terminator = field(init=False)
 
     def __post_init__(self) -> None:
         self.actuator = Actuator(self.clock, on_done=self._done, deadlines=self.deadlines)
@@ -448,11 +450,13 @@ class Reconciler:
             if r.status in (S.PENDING, S.PROVISIONING):
                 started += self.actuator.start(name, key, self.launcher.launch_one(rt, r))
             elif r.status is S.SHUTTING_DOWN and not self._draining(rt, r):
-                started += self.actuator.start(name, key, self._terminate_one(rt, r))
+                started += self.actuator.start(name, key, self.terminator.terminate_one(rt, r))
         for cloud, inst in orphans:
             key = f"i:{inst.instance_id}"
             if self.actuator.ready(name, key):
-                started += self.actuator.start(name, key, self._terminate_orphan(rt, cloud, inst))
+                started += self.actuator.start(
+                    name, key, self.terminator.terminate_orphan(rt, cloud, inst)
+                )
         return started
 
     def _draining(self, rt: ServiceRuntime, r: ReplicaRecord) -> bool:
@@ -462,64 +466,6 @@ class Reconciler:
         in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
         drain = rt.specs[max(rt.specs)].service if rt.specs else ServiceSection()
         return in_flight > 0 and self.clock.now() - r.status_since < drain.drain_timeout_seconds
-
-    async def _terminate_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:
-        """A task: terminate a SHUTTING_DOWN replica's instance, then TERMINATED."""
-        name, key = rt.name, _key(r)
-        if r.end_reason in FAILURES and r.log_tail is None and r.instance_id:
-            # the plan ended it (and counted it): keep its log tail for status, read
-            # before the instance (and its log) goes
-            assert r.end_reason is not None
-            facts = await failure_facts.gather(self.providers, r, r.end_reason, r.failure or "")
-            r = self.store.update_replica(
-                name, r.replica_id, now=self.clock.now(), **facts.fields()
-            )
-        if r.instance_id:
-            cloud = canonical(r.location.cloud)
-            provider, iid = self.providers.get(cloud), r.instance_id
-            try:
-                await self.actuator.call(
-                    cloud, "terminate", f"terminate {iid}", lambda: provider.terminate(iid)
-                )
-            except (TransientError, ProviderError) as e:
-                delay = self.actuator.failed(name, key)
-                self.store.add_event(
-                    name,
-                    "terminate_retry",
-                    f"{e}; again in {delay:g}s",
-                    now=self.clock.now(),
-                    replica_id=r.replica_id,
-                )
-                return  # still SHUTTING_DOWN; a later tick tries again
-        self.actuator.forget(name, key)
-        rt.touched.add(r.replica_id)
-        current = self.store.get_replica(name, r.replica_id)
-        if current is not None and current.status is S.SHUTTING_DOWN:
-            self.store.update_replica(name, r.replica_id, now=self.clock.now(), status=S.TERMINATED)
-        rt.prober.forget(r.replica_id)
-        rt.noticed.discard(r.replica_id)
-
-    async def _terminate_orphan(self, rt: ServiceRuntime, cloud: str, inst: Instance) -> None:
-        key, provider = f"i:{inst.instance_id}", self.providers.get(cloud)
-        try:
-            await self.actuator.call(
-                cloud,
-                "terminate",
-                f"terminate {inst.instance_id}",
-                lambda: provider.terminate(inst.instance_id),
-            )
-        except (TransientError, ProviderError) as e:
-            self.actuator.failed(rt.name, key)
-            log.warning("%s: terminating orphan %s failed: %s", rt.name, inst.instance_id, e)
-            return
-        self.actuator.forget(rt.name, key)
-        self.store.add_event(
-            rt.name,
-            "orphan",
-            f"terminated unknown instance {inst.instance_id}",
-            now=self.clock.now(),
-            replica_id=inst.replica_id,
-        )
 
     # --------------------------------------------------------------- publish
     def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:

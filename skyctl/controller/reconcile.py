@@ -104,6 +104,7 @@ class Reconciler:
         self.launcher = Launcher(
             self.store, self.providers, self.clock, self.secrets, self.actuator
         )
+        self.terminator = Terminator(self.store, self.providers, self.clock, self.actuator)
 
     def _done(self, service: str) -> None:
         self.wake(service)

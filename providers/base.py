@@ -14,14 +14,27 @@ may raise only the typed errors of ``skyctl.errors``:
 
 Anything else escaping a provider is a bug in that provider.
 
+Multi-node replicas (``spec.num_nodes`` N > 1, SkyServe's ``num_nodes``): a
+replica is still ONE :class:`~skyctl.types.Instance` to the controller. The
+provider starts its N nodes in the offering's one location (same zone), gives
+node k ``SKYPILOT_NODE_RANK=k`` (0 is the head), ``SKYPILOT_NUM_NODES=N`` and
+``SKYPILOT_NODE_IPS`` (newline-separated, the head first; see
+``providers.replica_env``), and reports the replica's endpoint as the head's.
+When any node is gone the replica is gone: listed PREEMPTED when a spot node
+was preempted, FAILED otherwise (with which node in ``detail``), and
+``terminate`` releases every node. Prices (offerings and instances) are per
+replica: one node's hourly price times N (:func:`per_replica`), so cost
+accounting and placement need not know about nodes. A provider that cannot
+run N nodes offers nothing for such a spec and says why in ``check_spec``.
+
 Blocking SDK calls run in ``asyncio.to_thread``; nothing else starts threads.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from skyctl.spec import ServiceSpec
 from skyctl.types import Instance, InstanceEvent, Offering
@@ -49,6 +62,12 @@ class LaunchRequest:
     spec: ServiceSpec
     port: int = 8080  # the port the replica's server listens on ($PORT)
     envs: Mapping[str, str] = field(default_factory=dict)  # already merged with secrets
+
+
+def per_replica(offerings: Iterable[Offering], spec: ServiceSpec) -> list[Offering]:
+    """``offerings`` priced per replica: each node's hourly price times ``num_nodes``."""
+    n = spec.num_nodes
+    return [o if n == 1 else replace(o, price=o.price * n) for o in offerings]
 
 
 class Provider(abc.ABC):

@@ -189,7 +189,7 @@ class ServiceSpec:
     setup: str | None = None
     run: str | None = None
     local: LocalOptions | None = None
-    num_nodes: int = 1  # nodes per replica (SkyServe); > 1 is refused until built
+    num_nodes: int = 1  # nodes per replica (SkyServe); rank 0, the head, serves
     yaml_text: str = ""
     source: str | None = None  # the file it came from (for relative paths)
     extra: dict[str, Any] = field(default_factory=dict)  # accepted SkyServe keys we do not act on

@@ -139,8 +139,9 @@ _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
-#: nodes per replica the providers can launch (SkyServe's num_nodes); raise it with them
-MAX_NUM_NODES = 1
+#: nodes per replica (SkyServe's num_nodes). SkyPilot has no small cap; ours bounds
+#: what one typo can launch (64 nodes of 8 GPUs is 512, beyond any model served today)
+MAX_NUM_NODES = 64
 
 
 def load_spec_file(
@@ -207,8 +208,7 @@ def parse_spec(
     if num_nodes is not None and not 1 <= num_nodes <= MAX_NUM_NODES:
         raise top.error(
             "num_nodes",
-            "multi-node replicas are not supported yet: a replica is one node; "
-            f"must be 1, got {num_nodes}"
+            f"must be at most {MAX_NUM_NODES} nodes per replica, got {num_nodes}"
             if num_nodes > 1
             else f"must be at least 1, got {num_nodes}",
         )

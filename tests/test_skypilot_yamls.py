@@ -86,8 +86,8 @@ CASES: dict[str, tuple[list[str], str | None]] = {
     ),
     # SkyServe refuses it too: "Resources must either all use spot or none use spot"
     "llm/rag/serve_rag.yaml": ([], "resources must all use spot or none use spot"),
-    # multi-node replicas (num_nodes: 2) are not built yet
-    "llm/deepseek-r1/deepseek-r1-671B.yaml": ([], "multi-node replicas are not supported yet"),
+    # multi-node (num_nodes: 2) passes; SkyServe refuses its spot/on-demand any_of too
+    "llm/deepseek-r1/deepseek-r1-671B.yaml": ([], "resources.any_of[1].use_spot"),
 }
 
 

@@ -227,15 +227,15 @@ REJECTED = [
         "unknown policy 'least_loaded'",
     ),
     (
-        "num_nodes other than 1",
+        "num_nodes above the cap",
         """
-        num_nodes: 2
+        num_nodes: 100
         service: {}
         run: serve
         """,
         1,
         "num_nodes",
-        "must be 1, got 2",
+        "must be at most 64 nodes per replica, got 100",
     ),
     (
         "readiness path without a leading slash",

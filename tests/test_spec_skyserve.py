@@ -107,10 +107,11 @@ def test_clouds_skypilot_knows_parse_without_a_did_you_mean() -> None:
         spec("  cloud: lambdda")
 
 
-def test_num_nodes_is_kept_and_more_than_one_is_refused_until_built() -> None:
+def test_num_nodes_is_kept_up_to_the_cap() -> None:
     assert parse_spec("num_nodes: 1\nservice: {}\nrun: x\n").num_nodes == 1
     assert parse_spec("service: {}\nrun: x\n").num_nodes == 1
-    with pytest.raises(SpecError, match=r":1: num_nodes: multi-node replicas are not supported"):
-        parse_spec("num_nodes: 2\nservice: {}\nrun: x\n")
+    assert parse_spec("num_nodes: 64\nservice: {}\nrun: x\n").num_nodes == 64
+    with pytest.raises(SpecError, match=r":1: num_nodes: must be at most 64 nodes per replica"):
+        parse_spec("num_nodes: 65\nservice: {}\nrun: x\n")
     with pytest.raises(SpecError, match=r":1: num_nodes: must be at least 1, got 0"):
         parse_spec("num_nodes: 0\nservice: {}\nrun: x\n")

@@ -31,8 +31,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from providers import local_ports, local_process
-from providers.base import LaunchRequest, Provider
+from providers import local_nodes, local_ports, local_process
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.feasibility import Machine, fits_machine, this_machine
 from providers.local_process import ReplicaProcess
 from providers.local_records import (
@@ -143,7 +143,7 @@ class LocalProvider(Provider):
                 price = replay.spot_price(zone, now)
                 out.append(Offering(zone.location, True, price, "local", accel))
             out.append(Offering(zone.location, False, zone.ondemand_price, "local", accel))
-        return out
+        return per_replica(out, spec)  # N processes of a multi-node replica bill as N nodes
 
     async def launch(self, request: LaunchRequest) -> Instance:
         self._start_driver()
@@ -242,7 +242,9 @@ class LocalProvider(Provider):
         cwd = self._workdir(spec, instance_id)
         port = local_ports.claim(spec, self._store.records.values(), str(log_path))
         env = {**os.environ, **spec.envs, **request.envs}
-        env.update(skypilot_env(request, node_ip="127.0.0.1"))  # SkyPilot's task variables
+        # SkyPilot's task variables; this process is the head (rank 0)
+        ips = local_nodes.node_ips(request)
+        env.update(skypilot_env(request, node_ip=None, node_ips=ips))
         env.update(
             PORT=str(port),
             SKYCTL_SERVICE=request.service,
@@ -258,7 +260,20 @@ class LocalProvider(Provider):
             proc = await local_process.start(argv, cwd=cwd, env=env, log_path=log_path)
         except OSError as exc:
             raise TransientError(f"cannot start replica process: {exc}") from exc
+        try:
+            workers = await local_nodes.start_workers(
+                request,
+                argv,
+                env=env,
+                cwd=cwd,
+                log_path=log_path,
+                avoid_ports={port, *(r.port for r in self._store.records.values())},
+            )
+        except OSError as exc:
+            signal_group(proc.pid, signal.SIGKILL)
+            raise TransientError(f"cannot start a worker node's process: {exc}") from exc
         price = replay.spot_price(zone, now) if offering.spot else zone.ondemand_price
+        price *= spec.num_nodes
         rec = Record(
             instance_id=instance_id,
             client_token=request.client_token,
@@ -274,10 +289,15 @@ class LocalProvider(Provider):
             port=port,
             log_path=str(log_path),
             proc_start=proc_start_time(proc.pid),
+            workers=[entry for entry, _ in workers],
         )
         self._store.save(rec)
         self._procs[instance_id] = proc
         self._waiters[instance_id] = asyncio.create_task(self._wait_exit(instance_id, proc))
+        for entry, wproc in workers:
+            key = local_nodes.worker_key(instance_id, entry["rank"])
+            self._procs[key] = wproc
+            self._waiters[key] = asyncio.create_task(self._wait_exit(instance_id, wproc, key))
         if offering.spot:
             due = replay.draw_preemption_at(now)
             if due is not None:
@@ -302,7 +322,7 @@ class LocalProvider(Provider):
         }
         leaders = [pid for pid in found if _pgid(pid) == pid]  # the launcher leads its group
         port = int(found[leaders[0]].get("PORT") or 0) if leaders else 0
-        if not port:
+        if not port or request.spec.num_nodes > 1:  # a multi-node one starts afresh
             for pid in found:  # parts of a launch that cannot be adopted
                 signal_group(_pgid(pid) or pid, signal.SIGKILL)
             return None
@@ -350,13 +370,17 @@ class LocalProvider(Provider):
 
     # ------------------------------------------------------------ exits and stops
 
-    async def _wait_exit(self, instance_id: str, proc: ReplicaProcess) -> None:
+    async def _wait_exit(
+        self, instance_id: str, proc: ReplicaProcess, key: str | None = None
+    ) -> None:
+        """The head's (``key`` None) or a worker node's exit ends the replica."""
         code = await proc.wait()
-        self._procs.pop(instance_id, None)
-        self._waiters.pop(instance_id, None)
         rec = self._store.records.get(instance_id)
         if rec is not None and rec.state == RUNNING and instance_id not in self._terminating:
-            self._mark_exited(rec, f"process exited with code {code}")
+            lost = local_nodes.lost_worker(rec, self._procs) if key else None
+            self._mark_exited(rec, lost or f"process exited with code {code}")
+        self._procs.pop(key or instance_id, None)
+        self._waiters.pop(key or instance_id, None)
 
     def _mark_exited(self, rec: Record, detail: str) -> None:
         rec.state = FAILED
@@ -387,19 +411,26 @@ class LocalProvider(Provider):
             if rec.state == RUNNING and rec.instance_id not in self._terminating:
                 if rec.instance_id not in self._procs and not self._alive(rec):
                     self._mark_exited(rec, "process ended")
+                elif rec.workers and (lost := local_nodes.lost_worker(rec, self._procs)):
+                    self._mark_exited(rec, lost)
 
     async def _stop(self, rec: Record) -> None:
         proc = self._procs.get(rec.instance_id)
+        local_nodes.signal_workers(rec, signal.SIGTERM)  # every node goes with the replica
         if rec.state == RUNNING and self._alive(rec):
             signal_group(rec.pgid, signal.SIGTERM)
             await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
         signal_group(rec.pgid, signal.SIGKILL)  # stragglers of the group too
+        local_nodes.signal_workers(rec, signal.SIGKILL)
         await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
-        waiter = self._waiters.pop(rec.instance_id, None)
-        if waiter is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-        self._procs.pop(rec.instance_id, None)
+        keys = [rec.instance_id]
+        keys += [local_nodes.worker_key(rec.instance_id, int(w["rank"])) for w in rec.workers]
+        for key in keys:
+            waiter = self._waiters.pop(key, None)
+            if waiter is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+            self._procs.pop(key, None)
 
     async def _wait_gone(self, rec: Record, proc: ReplicaProcess | None, limit: float) -> None:
         """Real-time bounded wait for the replica's process (and group) to end."""
@@ -409,7 +440,8 @@ class LocalProvider(Provider):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), limit)
         while loop.time() < deadline:
-            if not pid_alive(rec.pid, rec.proc_start) and not group_alive(rec.pgid):
+            head_gone = not pid_alive(rec.pid, rec.proc_start) and not group_alive(rec.pgid)
+            if head_gone and local_nodes.workers_gone(rec):
                 return
             await asyncio.sleep(0.02)
 
@@ -502,6 +534,7 @@ class LocalProvider(Provider):
 
     def _preempt(self, rec: Record, now: float) -> None:
         signal_group(rec.pgid, signal.SIGKILL)
+        local_nodes.signal_workers(rec, signal.SIGKILL)  # the replica's every node
         rec.state = PREEMPTED
         replay = self._replays.get(rec.service)
         how = "random preemption" if replay and replay.random_preemptions else "trace replay"

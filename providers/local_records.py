@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class Record:
     state: str = RUNNING  # RUNNING, PREEMPTED or FAILED
     interruption_at: float | None = None
     detail: str = ""
+    # a multi-node replica's ranks 1..N-1: {"rank", "pid", "start", "port"} (local_nodes)
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:

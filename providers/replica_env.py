@@ -7,10 +7,11 @@ spec's envs and secrets (ours win, as SkyPilot's own variables do):
   written, not when the process exits (SkyPilot runs tasks with it);
 - ``SKYPILOT_NUM_GPUS_PER_NODE`` (and ``SKYPILOT_SETUP_NUM_GPUS_PER_NODE``):
   the accelerators of the offering placed on, rounded up (0 without);
-- ``SKYPILOT_NODE_RANK=0``, ``SKYPILOT_NUM_NODES=1``, ``SKYPILOT_NODE_IPS``
-  (and ``SKYPILOT_SETUP_NODE_RANK``/``SKYPILOT_SETUP_NODE_IPS`` for setup): a
-  replica is one node, the head (``node_ip``: ``127.0.0.1`` on this machine;
-  clouds and Kubernetes fill in the node's address where it runs, see
+- ``SKYPILOT_NODE_RANK`` (0 is the head), ``SKYPILOT_NUM_NODES`` (the spec's
+  ``num_nodes``), ``SKYPILOT_NODE_IPS`` (every node's address, one a line, the
+  head first) and ``SKYPILOT_SETUP_NODE_RANK``/``SKYPILOT_SETUP_NODE_IPS`` for
+  setup (``node_ips``: ``127.0.0.1`` per node on this machine; clouds and
+  Kubernetes fill in a one-node replica's address where it runs, see
   :data:`NODE_IP_VARS`);
 - ``SKYPILOT_SERVE_REPLICA_ID``, ``SKYPILOT_SERVICE_NAME``, ``SKYPILOT_TASK_ID``,
   ``SKYPILOT_USER`` (who runs skyctl) and ``SKYPILOT_CLUSTER_INFO`` (JSON:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import getpass
 import json
 import math
+from collections.abc import Sequence
 
 from providers.base import LaunchRequest
 
@@ -46,8 +48,17 @@ def gpus_per_node(accelerators: str) -> int:
     return math.ceil(total)
 
 
-def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, str]:
-    """SkyPilot's task variables for this launch (``node_ip`` None: set on the node)."""
+def skypilot_env(
+    request: LaunchRequest,
+    *,
+    node_ip: str | None,
+    rank: int = 0,
+    node_ips: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """SkyPilot's task variables for node ``rank`` of this launch.
+
+    ``node_ips`` (the head first) for a multi-node replica; else ``node_ip``, the
+    one node's address (None: set on the node)."""
     gpus = str(gpus_per_node(request.offering.accelerators))
     location = request.offering.location
     cluster = f"{request.service}-{request.replica_id}"
@@ -55,9 +66,9 @@ def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, st
         "PYTHONUNBUFFERED": "1",
         "SKYPILOT_NUM_GPUS_PER_NODE": gpus,
         "SKYPILOT_SETUP_NUM_GPUS_PER_NODE": gpus,
-        "SKYPILOT_NODE_RANK": "0",
-        "SKYPILOT_SETUP_NODE_RANK": "0",
-        "SKYPILOT_NUM_NODES": "1",
+        "SKYPILOT_NODE_RANK": str(rank),
+        "SKYPILOT_SETUP_NODE_RANK": str(rank),
+        "SKYPILOT_NUM_NODES": str(request.spec.num_nodes),
         "SKYPILOT_SERVE_REPLICA_ID": str(request.replica_id),
         "SKYPILOT_SERVICE_NAME": request.service,
         "SKYPILOT_TASK_ID": f"skyctl-{cluster}-v{request.version}",
@@ -71,7 +82,9 @@ def skypilot_env(request: LaunchRequest, *, node_ip: str | None) -> dict[str, st
             }
         ),
     }
-    if node_ip is not None:
+    if node_ips is not None:
+        env.update(dict.fromkeys(NODE_IP_VARS, "\n".join(node_ips)))
+    elif node_ip is not None:
         env.update(dict.fromkeys(NODE_IP_VARS, node_ip))
     return env
 

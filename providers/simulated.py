@@ -15,8 +15,10 @@ Configured by the ``simulated:`` section of ``config.yaml`` (all optional):
 - ``boot_seconds`` (5.0): from launch until the endpoint answers 200;
 - ``launch_failure_rate`` (0): the share of launches that fail, with a
   CapacityError for spot and a TransientError (a 503) for on-demand;
-- ``preemptions_per_hour`` (0): each spot instance's rate of preemption; a
-  preempted one gets an interruption notice ``notice_seconds`` (30) earlier;
+- ``preemptions_per_hour`` (0): each spot node's rate of preemption (a
+  replica of ``num_nodes`` N is one instance priced as N nodes and lost with
+  any of them: N times the rate); a preempted one gets an interruption notice
+  ``notice_seconds`` (30) earlier;
 - ``zones`` (3), ``spot_price`` (1.0), ``ondemand_price`` (3.0), ``seed`` (0);
 - ``server``: ``inprocess`` (default: the endpoints run in the controller's
   event loop, on its clock) or ``process`` (one child process serves them on
@@ -36,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from providers.base import LaunchRequest, Provider
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.simulated_server import EndpointServer, InProcessEndpoints, RemoteEndpoints
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, TransientError
@@ -158,7 +160,7 @@ class SimulatedProvider(Provider):
                 Offering(z, True, round(o.spot_price * (1 + 0.05 * i), 4), "sim.small")
                 for i, z in enumerate(self.zones)
             ]
-        return out
+        return per_replica(out, spec)  # a replica of num_nodes nodes costs that many
 
     async def launch(self, request: LaunchRequest) -> Instance:
         lock = self._token_locks.setdefault(request.client_token, asyncio.Lock())
@@ -201,7 +203,9 @@ class SimulatedProvider(Provider):
         )
         sim = _Sim(inst, request.client_token)
         if off.spot and o.preemptions_per_hour > 0:
-            sim.notice_at = now + self._rng.expovariate(o.preemptions_per_hour / 3600.0)
+            # any of its num_nodes nodes preempted ends the replica: N times the rate
+            rate = o.preemptions_per_hour * request.spec.num_nodes / 3600.0
+            sim.notice_at = now + self._rng.expovariate(rate)
             self._start_driver()
             self._wakeup.set()
         self._instances[iid] = sim

@@ -46,7 +46,7 @@ from providers.aws_instances import (
     to_instance,
 )
 from providers.aws_market import Market
-from providers.base import LaunchRequest, Provider
+from providers.base import LaunchRequest, Provider, runs_nodes
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
 from providers.events import EventsOnce
@@ -140,6 +140,8 @@ class AWSProvider(Provider):
         return by_region
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        if not runs_nodes(self.name, spec):
+            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         wanted: dict[str, dict[str, tuple[CatalogEntry, set[str] | None]]] = {}
         for c in self._aws_candidates(spec):
             for region, entries in self._entries(c).items():

@@ -54,7 +54,7 @@ from providers.azure_resources import (
     vnet_body,
     vnet_name,
 )
-from providers.base import LaunchRequest, Provider
+from providers.base import LaunchRequest, Provider, runs_nodes
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
 from skyctl.clock import Clock
@@ -141,6 +141,8 @@ class AzureProvider(Provider):
         return [c for c in spec.resources.candidates if (c.cloud or "").lower() == "azure"]
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        if not runs_nodes(self.name, spec):
+            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         out: dict[tuple[Location, bool, str], Offering] = {}
         for cand in self._candidates(spec):
             for e in match(cand, self.catalog()):

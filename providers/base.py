@@ -24,8 +24,9 @@ When any node is gone the replica is gone: listed PREEMPTED when a spot node
 was preempted, FAILED otherwise (with which node in ``detail``), and
 ``terminate`` releases every node. Prices (offerings and instances) are per
 replica: one node's hourly price times N (:func:`per_replica`), so cost
-accounting and placement need not know about nodes. A provider that cannot
-run N nodes offers nothing for such a spec and says why in ``check_spec``.
+accounting and placement need not know about nodes. A provider whose cloud is
+not in :data:`MULTI_NODE_CLOUDS` offers nothing for such a spec (and
+``providers.feasibility`` says so at ``serve up``).
 
 Blocking SDK calls run in ``asyncio.to_thread``; nothing else starts threads.
 """
@@ -62,6 +63,15 @@ class LaunchRequest:
     spec: ServiceSpec
     port: int = 8080  # the port the replica's server listens on ($PORT)
     envs: Mapping[str, str] = field(default_factory=dict)  # already merged with secrets
+
+
+#: the clouds whose providers launch multi-node replicas (``num_nodes`` > 1)
+MULTI_NODE_CLOUDS: frozenset[str] = frozenset({"local", "simulated"})
+
+
+def runs_nodes(cloud: str, spec: ServiceSpec) -> bool:
+    """Whether ``cloud``'s provider can launch the spec's ``num_nodes`` per replica."""
+    return spec.num_nodes == 1 or cloud in MULTI_NODE_CLOUDS
 
 
 def per_replica(offerings: Iterable[Offering], spec: ServiceSpec) -> list[Offering]:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from providers.base import LaunchRequest, Provider
+from providers.base import LaunchRequest, Provider, runs_nodes
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
 from providers.events import EventsOnce
@@ -112,6 +112,8 @@ class GCPProvider(Provider):
     # ------------------------------------------------------------ offerings
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        if not runs_nodes(self.name, spec):
+            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         picks: list[tuple[ResourceCandidate, CatalogEntry]] = []
         for cand in spec.resources.candidates:
             if (cand.cloud or "").lower() != "gcp":

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from providers.base import LaunchRequest, Provider
+from providers.base import LaunchRequest, Provider, runs_nodes
 from providers.kubernetes_api import (
     REQUEST_TIMEOUT,
     AlreadyExists,
@@ -160,6 +160,8 @@ class KubernetesProvider(Provider):
     # ------------------------------------------------------------ offerings
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
+        if not runs_nodes(self.name, spec):
+            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         found = await self._discovery()
         allowed = await self._allowed()
         out: dict[tuple[Location, bool, str], Offering] = {}

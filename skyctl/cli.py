@@ -21,6 +21,7 @@ from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, wait_down
 from skyctl.cli_env import override_options, overrides
 from skyctl.cli_logs import logs
 from skyctl.cli_sim import sim
+from skyctl.cli_status import show as show_status
 from skyctl.client import (
     ControllerClient,
     service_path,
@@ -243,56 +244,8 @@ def status(
         return
     if not services:
         click.echo("No services.")
-    for svc in services:
-        click.echo(
-            f"{svc['name']}  {svc['status']}  v{svc['version']}  {svc['endpoint']}  "
-            f"ready {svc['ready_replicas']}  ${svc['cost_per_hour']:.2f}/h  "
-            f"accrued ${svc.get('accrued_cost', 0.0):.4f} "
-            f"(saved ${svc.get('savings', 0.0):.4f} vs on-demand)  "
-            f"policy {svc['plan'].get('policy', '-')}"
-        )
-        rows = [r for r in svc["replicas"] if all_replicas or r["status"] != "TERMINATED"]
-        if rows:
-            click.echo(
-                _table(
-                    [
-                        "ID",
-                        "VER",
-                        "LOCATION",
-                        "KIND",
-                        "STATUS",
-                        "ENDPOINT",
-                        "UPTIME",
-                        "$/H",
-                        "ACCRUED $",
-                        "REQS",
-                    ],
-                    [
-                        [
-                            r["id"],
-                            r["version"],
-                            r["location"],
-                            "spot" if r["spot"] else "on-demand",
-                            _status_cell(r),
-                            r["endpoint"] or "-",
-                            _duration(r["uptime_seconds"]),
-                            f"{r['price_per_hour']:.2f}",
-                            f"{r.get('accrued_cost', 0.0):.4f}",
-                            int(r["router"].get("requests", 0)),
-                        ]
-                        for r in rows
-                    ],
-                )
-            )
-        if svc.get("failure"):
-            click.echo(f"  FAILED: {svc['failure']}")
-            last = next((r for r in reversed(svc["replicas"]) if r.get("log_tail")), None)
-            if last is not None:
-                click.echo(f"  last lines of replica {last['id']}'s log:")
-                for line in last["log_tail"][-5:]:
-                    click.echo(f"    {line}")
-        elif svc.get("last_error"):
-            click.echo(f"  last error: {svc['last_error']}")
+        return
+    show_status(services, all_replicas)
 
 
 def _endpoint(ctx: click.Context, name: str) -> str:
@@ -304,29 +257,6 @@ def _endpoint(ctx: click.Context, name: str) -> str:
     if not svc.get("endpoint"):
         raise ServiceNotFound(f"service {name!r} has no endpoint yet (status {svc['status']})")
     return str(svc["endpoint"])
-
-
-def _status_cell(r: dict[str, Any]) -> str:
-    """READY, or TERMINATED (FAILED, exit 3): the status with why it ended."""
-    why = [x for x in (r.get("reason"), r.get("exit_code")) if x is not None]
-    if len(why) == 2:
-        why[1] = f"exit {why[1]}"
-    return r["status"] + (f" ({', '.join(str(x) for x in why)})" if why else "")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join(
-        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
-    )
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 DOWN_EXAMPLES = """

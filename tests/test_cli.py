@@ -48,7 +48,13 @@ def test_status_logs_events_update_and_down(tmp_path: Path, skyctl_home: Path) -
 
     table = cli(skyctl_home, "serve", "status").stdout
     assert "cli-demo" in table and "READY" in table and "on-demand" in table
-    assert "ACCRUED $" in table and "accrued $" in table  # per replica, and the service's
+    services, replicas = table.split("Service Replicas")  # plain columns: not a terminal
+    assert services.split()[1:7] == ["NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT"]
+    assert "ACCRUED $" in services and "ACCRUED $" in replicas  # the service's, per replica
+    assert replicas.split()[:8] == [
+        "SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS",
+    ]  # fmt: skip
+    assert " ago " in replicas  # LAUNCHED
 
     svc = wait_for(skyctl_home, lambda s: s["ready_replicas"] == 1)
     endpoint = cli(skyctl_home, "serve", "status", "--endpoint", "cli-demo")

@@ -527,6 +527,8 @@ class Controller:
                     "billed_seconds": round(acc.replica_seconds, 3),
                     "accrued_cost": round(acc.cost, 6),
                     "endpoint": r.endpoint,
+                    "launched_at": r.created_at,
+                    "instance_type": r.instance_type,
                     "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
                     "interruption_at": r.interruption_at,
                     "probe_failures": r.probe_failures,

@@ -1,0 +1,162 @@
+"""``serve status`` tables, as ``sky serve status`` lays them out, drawn with rich.
+
+Two tables: services (NAME, VERSION, UPTIME, STATUS, REPLICAS, ENDPOINT, then
+cost and policy) and replicas (SERVICE_NAME, ID, VERSION, ENDPOINT, LAUNCHED,
+INFRA, RESOURCES, STATUS, then uptime, cost and requests). On a terminal rich
+draws them with colour (none under ``NO_COLOR``); when the output is a pipe or a
+file they are plain, space-aligned columns with no styling, for grep and awk.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+SERVICE_COLUMNS = [
+    "NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT",
+    "$/H", "ACCRUED $", "SAVED $", "POLICY",
+]  # fmt: skip
+REPLICA_COLUMNS = [
+    "SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES",
+    "STATUS", "UPTIME", "$/H", "ACCRUED $", "REQS",
+]  # fmt: skip
+STATUS_STYLE = {
+    "READY": "green",
+    "CONTROLLER_INIT": "blue",
+    "STARTING": "cyan",
+    "PROVISIONING": "cyan",
+    "PENDING": "cyan",
+    "NOT_READY": "yellow",
+    "SHUTTING_DOWN": "yellow",
+    "FAILED": "red",
+    "TERMINATED": "dim",
+}
+
+
+def console() -> Console:
+    """stdout as rich sees it: colour on a terminal unless NO_COLOR, else plain."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def duration(seconds: float | None) -> str:
+    """``45s``, ``12m 3s``, ``3h 5m``, ``2d 4h`` (as sky serve status)."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def ago(at: float | None, now: float) -> str:
+    return "-" if at is None else f"{duration(now - at)} ago"
+
+
+def status_cell(r: dict[str, Any]) -> str:
+    """READY, or TERMINATED (FAILED, exit 3): the status with why it ended."""
+    why = [x for x in (r.get("reason"), r.get("exit_code")) if x is not None]
+    if len(why) == 2:
+        why[1] = f"exit {why[1]}"
+    return str(r["status"]) + (f" ({', '.join(str(x) for x in why)})" if why else "")
+
+
+def service_row(svc: dict[str, Any], now: float) -> list[str]:
+    live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+    created = svc.get("created_at")
+    return [
+        svc["name"],
+        str(svc["version"]),
+        duration(now - created if created else None),
+        svc["status"],
+        f"{svc['ready_replicas']}/{len(live)}",
+        svc["endpoint"] or "-",
+        f"{svc['cost_per_hour']:.2f}",
+        f"{svc.get('accrued_cost', 0.0):.4f}",
+        f"{svc.get('savings', 0.0):.4f}",
+        str(svc["plan"].get("policy", "-")),
+    ]
+
+
+def replica_row(svc: dict[str, Any], r: dict[str, Any], now: float) -> list[str]:
+    kind = "spot" if r["spot"] else "on-demand"
+    resources = f"{r['instance_type']} ({kind})" if r.get("instance_type") else kind
+    return [
+        svc["name"],
+        str(r["id"]),
+        str(r["version"]),
+        r["endpoint"] or "-",
+        ago(r.get("launched_at"), now),
+        r["location"],
+        resources,
+        status_cell(r),
+        duration(r["uptime_seconds"]),
+        f"{r['price_per_hour']:.2f}",
+        f"{r.get('accrued_cost', 0.0):.4f}",
+        str(int(r["router"].get("requests", 0))),
+    ]
+
+
+def plain(header: list[str], rows: list[list[str]]) -> str:
+    cells = [header, *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
+
+
+def _styled(header: list[str], rows: list[list[str]], status_col: int) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for h in header:  # narrow terminals fold cells, never the headers
+        table.add_column(h, min_width=len(h), overflow="fold")
+    for row in rows:
+        style = STATUS_STYLE.get(row[status_col].split(" ")[0], "")
+        table.add_row(
+            *row[:status_col],
+            f"[{style}]{row[status_col]}[/]" if style else row[status_col],
+            *row[status_col + 1 :],
+        )
+    return table
+
+
+def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
+    """Print the services table, the replicas table, and each FAILED service's why."""
+    out = console()
+    now = time.time()
+    srows = [service_row(s, now) for s in services]
+    rrows = [
+        replica_row(s, r, now)
+        for s in services
+        for r in s["replicas"]
+        if all_replicas or r["status"] != "TERMINATED"
+    ]
+    if out.is_terminal:
+        for header, rows, col in ((SERVICE_COLUMNS, srows, 3), (REPLICA_COLUMNS, rrows, 7)):
+            if rows:
+                # a terminal narrower than the headers: lines wrap, headers stay whole
+                least = sum(len(h) + 3 for h in header)
+                out.print(_styled(header, rows, col), width=max(out.width, least), crop=False)
+    else:
+        click.echo("Services")
+        click.echo(plain(SERVICE_COLUMNS, srows))
+        if rrows:
+            click.echo("\nService Replicas")
+            click.echo(plain(REPLICA_COLUMNS, rrows))
+    for svc in services:
+        if svc.get("failure"):
+            click.echo(f"{svc['name']} FAILED: {svc['failure']}")
+            last = next((r for r in reversed(svc["replicas"]) if r.get("log_tail")), None)
+            if last is not None:
+                click.echo(f"  last lines of replica {last['id']}'s log:")
+                for line in last["log_tail"][-5:]:
+                    click.echo(f"    {line}")
+        elif svc.get("last_error"):
+            click.echo(f"{svc['name']} last error: {svc['last_error']}")

@@ -27,6 +27,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from providers import aws_nodes
 from providers.aws_config import check, parse_config, session_for
 from providers.aws_errors import Caller
 from providers.aws_instances import (
@@ -46,7 +47,8 @@ from providers.aws_instances import (
     to_instance,
 )
 from providers.aws_market import Market
-from providers.base import LaunchRequest, Provider, runs_nodes
+from providers.aws_nodes import NODE_SCRIPT, TAG_NODES
+from providers.base import LaunchRequest, Provider, per_replica, runs_nodes
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
 from providers.events import EventsOnce
@@ -162,7 +164,7 @@ class AWSProvider(Provider):
             if key not in seen:
                 seen.add(key)
                 out.append(offer)
-        return out
+        return per_replica(out, spec)  # a multi-node replica is priced as its N instances
 
     async def _region_offerings(
         self, region: str, per_type: dict[str, tuple[CatalogEntry, set[str] | None]]
@@ -217,8 +219,28 @@ class AWSProvider(Provider):
         found = await self._describe(
             region, [{"Name": f"tag:{TAG_TOKEN}", "Values": [token[:256]]}]
         )
+        if found and aws_nodes.nodes_of(found[0]) > 1:
+            return await self._tag_nodes(region, found)  # tagging may have been cut short
         instances = [i for raw in found if (i := self._instance(raw, region, {})) is not None]
         return instances[0] if instances else None
+
+    async def _tag_nodes(self, region: str, raws: list[dict[str, Any]]) -> Instance:
+        """Tag a multi-node launch's instances with rank, head and the node list
+        (idempotent), and return the replica (its head)."""
+        if not aws_nodes.tagged(raws) or any(not r.get("PrivateIpAddress") for r in raws):
+            for iid, tags in aws_nodes.node_tags(raws).items():
+                await self._call(
+                    self._client(region).create_tags,
+                    what=f"create_tags {iid} in {region}",
+                    Resources=[iid],
+                    Tags=tags,
+                )
+                raw = next(r for r in raws if str(r["InstanceId"]) == iid)
+                raw["Tags"] = [*raw.get("Tags", []), *tags]
+        folded = aws_nodes.fold([(r, self._instance(r, region, {})) for r in raws])
+        if not folded:  # pragma: no cover - EC2 returned instances without our tags
+            raise ConfigError(f"AWS run_instances returned untagged instances in {region}")
+        return folded[0]
 
     async def _run(self, request: LaunchRequest) -> Instance:
         loc, offer = request.offering.location, request.offering
@@ -226,7 +248,10 @@ class AWSProvider(Provider):
         image = await self._market.image(
             loc.region, gpu=bool(offer.accelerators), image_id=candidate.image_id
         )
-        user_data = render_bootstrap(request, notice_watch=NOTICE_WATCH if offer.spot else "")
+        nodes = request.spec.num_nodes
+        user_data = render_bootstrap(
+            request, notice_watch=NOTICE_WATCH if offer.spot else "", node_script=NODE_SCRIPT
+        )
         if len(user_data.encode("utf-8")) > USER_DATA_LIMIT:
             raise SpecError(
                 f"the boot script is {len(user_data.encode('utf-8'))} bytes; EC2 user data "
@@ -241,13 +266,13 @@ class AWSProvider(Provider):
             {"Key": TAG_PORT, "Value": str(request.port)},
             {"Key": TAG_PRICE, "Value": f"{offer.price:.6g}"},
             {"Key": TAG_TOKEN, "Value": request.client_token[:256]},
-        ]
+        ] + ([{"Key": TAG_NODES, "Value": str(nodes)}] if nodes > 1 else [])
         kinds = ["instance", "volume"] + (["spot-instances-request"] if offer.spot else [])
         args: dict[str, Any] = {
             "ImageId": image.image_id,
             "InstanceType": offer.instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
+            "MinCount": nodes,  # a multi-node replica: all its nodes in one zone, or none
+            "MaxCount": nodes,
             "ClientToken": client_token(request.client_token),
             "Placement": {"AvailabilityZone": loc.zone},
             "SecurityGroupIds": [group],
@@ -255,6 +280,8 @@ class AWSProvider(Provider):
             "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in kinds],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
         }
+        if nodes > 1:  # the nodes read their rank and peers from their tags
+            args["MetadataOptions"]["InstanceMetadataTags"] = "enabled"
         if offer.spot:
             args["InstanceMarketOptions"] = {
                 "MarketType": "spot",
@@ -280,6 +307,8 @@ class AWSProvider(Provider):
             location=str(loc),
             **args,
         )
+        if nodes > 1:
+            return await self._tag_nodes(loc.region, resp["Instances"])
         raw = resp["Instances"][0]
         instance = self._instance(raw, loc.region, {})
         if instance is None:  # pragma: no cover - EC2 returned an instance without our tags
@@ -341,16 +370,22 @@ class AWSProvider(Provider):
     async def terminate(self, instance_id: str) -> None:
         hint = self._where.get(instance_id)
         regions_ = [hint] if hint else sorted(self._scan)
+        ids = [instance_id]
         for region in regions_:
+            # a multi-node replica's workers go with its head
+            workers = await self._describe(
+                region, [{"Name": f"tag:{aws_nodes.TAG_HEAD}", "Values": [instance_id]}]
+            )
+            ids += sorted({str(w["InstanceId"]) for w in workers} - {instance_id})
             done = await self._call.tolerant(
                 self._client(region).terminate_instances,
                 frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}),
-                what=f"terminate_instances {instance_id} in {region}",
-                InstanceIds=[instance_id],
+                what=f"terminate_instances {' '.join(ids)} in {region}",
+                InstanceIds=ids,
             )
             if done is not None:
                 break
-        self._released.add(instance_id)
+        self._released.update(ids)
 
     # listing ---------------------------------------------------------------------------
 
@@ -393,7 +428,7 @@ class AWSProvider(Provider):
             r.get("InstanceLifecycle") == "spot" and r["State"]["Name"] == "running" for r in raws
         )
         notices = await self._notices(region, service) if running_spot else {}
-        out = [i for raw in raws if (i := self._instance(raw, region, notices)) is not None]
+        out = aws_nodes.fold([(raw, self._instance(raw, region, notices)) for raw in raws])
         if not any(i.state in (InstanceState.PENDING, InstanceState.RUNNING) for i in out):
             if not any(r["State"]["Name"] in LIVE_STATES for r in raws):
                 await self._sweep_security_groups(region, service)

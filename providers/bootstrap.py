@@ -8,7 +8,8 @@ script:
    ``SKYCTL_VERSION``, ``SKYCTL_NOTICE_FILE`` and the request's ``envs``
    (already merged with secrets), every value shell-quoted, then SkyPilot's
    task variables (``providers.replica_env``; ``SKYPILOT_NODE_IPS`` is the
-   node's first address);
+   node's first address; for a multi-node replica ``node_script``, the
+   cloud's own bash, sets the node's rank and every node's address);
 2. creates and enters a work directory and appends all output to
    ``replica.log`` there (and to the boot log of the cloud);
 3. starts ``notice_watch`` in the background: a cloud-specific bash snippet
@@ -70,6 +71,7 @@ def render_bootstrap(
     notice_watch: str = "",
     work_root: str = DEFAULT_WORK_ROOT,
     drain_on_notice: bool = False,
+    node_script: str = "",
 ) -> str:
     """The boot script for ``request`` (see the module docstring).
 
@@ -111,6 +113,8 @@ def render_bootstrap(
         f'[ -n "${first}" ] || export {first}=127.0.0.1'
     )
     lines += [f'export {var}="${first}"' for var in others]
+    if request.spec.num_nodes > 1:  # the cloud's way to learn this node's rank and peers
+        lines.append(node_script.strip())
     lines += [
         f"SKYCTL_WORK={shlex.quote(work)}",
         'mkdir -p "$SKYCTL_WORK" && cd "$SKYCTL_WORK" || exit 1',

@@ -25,9 +25,9 @@ from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState
 from tests.fakes.moto_server import MotoEC2, ec2, moto_ec2
 from tests.test_aws_provider import (
     REGION,
-    aws_env,
     SPOT_M5,
     ZONE_A,
+    aws_env,
     boto,
     clock,
     events,

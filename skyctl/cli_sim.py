@@ -7,6 +7,7 @@ stderr and exit status 2; no traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -23,6 +24,44 @@ from skyctl.traces import Trace, load_trace
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+class _Progress:
+    """``Replaying <policy> (2/5)`` with a bar and the time spent, on stderr while a
+    terminal shows it (rich); nothing in a pipe or a log, where it would only clutter."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.total = total
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} policies"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+
+    def iterate(self, names: tuple[str | None, ...]) -> Iterator[str | None]:
+        task = self.bar.add_task("replaying", total=self.total)
+        with self.bar:
+            for i, name in enumerate(names, 1):
+                label = name or "the spec's policy"
+                self.bar.update(task, description=f"replaying {label} ({i}/{self.total})")
+                yield name
+                self.bar.advance(task)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _progress(total: int) -> _Progress:
+    return _Progress(total)
 
 
 def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int, int | None]:
@@ -177,7 +216,8 @@ def sim(
             click.echo(f"warning: {warning}", err=True)
     results: list[SimResult] = []
     chosen: tuple[str | None, ...] = policies or (None,)
-    for name in chosen:
+    progress = _progress(len(chosen))
+    for name in progress.iterate(chosen):
         config = SimConfig(
             replicas=replicas,
             policy=name,
@@ -192,6 +232,7 @@ def sim(
         try:
             results.append(simulate(spec, trace, config))
         except SkyctlError as e:
+            progress.stop()
             _fail(str(e))
     for result in results:
         if result.failure:

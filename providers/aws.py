@@ -371,19 +371,28 @@ class AWSProvider(Provider):
         hint = self._where.get(instance_id)
         regions_ = [hint] if hint else sorted(self._scan)
         ids = [instance_id]
+        gone = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
         for region in regions_:
-            # a multi-node replica's workers go with its head
-            workers = await self._describe(
+            # a multi-node replica's workers go with its head (even when the head is gone)
+            found = await self._describe(
                 region, [{"Name": f"tag:{aws_nodes.TAG_HEAD}", "Values": [instance_id]}]
             )
-            ids += sorted({str(w["InstanceId"]) for w in workers} - {instance_id})
+            workers = sorted({str(w["InstanceId"]) for w in found} - {instance_id})
+            if workers:
+                ids += workers
+                await self._call.tolerant(
+                    self._client(region).terminate_instances,
+                    gone,
+                    what=f"terminate_instances {' '.join(workers)} in {region}",
+                    InstanceIds=workers,
+                )
             done = await self._call.tolerant(
                 self._client(region).terminate_instances,
-                frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}),
-                what=f"terminate_instances {' '.join(ids)} in {region}",
-                InstanceIds=ids,
+                gone,
+                what=f"terminate_instances {instance_id} in {region}",
+                InstanceIds=[instance_id],
             )
-            if done is not None:
+            if done is not None or workers:
                 break
         self._released.update(ids)
 

@@ -164,3 +164,16 @@ def test_the_node_script_reads_rank_and_peers_from_the_instance_tags(tmp_path: P
         timeout=30,
     )
     assert done.stdout == "2|10.0.0.5\n10.0.0.6\n10.0.0.7", done.stderr
+
+
+async def test_workers_of_a_head_aws_no_longer_lists_are_still_terminated(
+    provider: AWSProvider, ec2: MotoEC2, boto: Any
+) -> None:
+    inst = await provider.launch(multi(2, spot=False))
+    boto.terminate_instances(InstanceIds=[inst.instance_id])  # the head is lost...
+    ec2.purge(REGION, inst.instance_id)  # ...and AWS no longer lists it
+    (listed,) = await provider.list_instances("svc")
+    assert listed.instance_id == inst.instance_id and listed.state is InstanceState.FAILED
+    assert "node 0 of 2 is gone" in listed.detail
+    await provider.terminate(inst.instance_id)
+    assert nodes(boto, "pending", "running") == []  # the worker did not leak

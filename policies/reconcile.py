@@ -4,7 +4,10 @@ Pure and deterministic; the live controller and the simulator both call it.
 It composes, in this order:
 
 1. ``shutting_down``: terminate every live replica (``USER``), launch nothing.
-0. Breaker gating: offerings in ``closed_locations`` are not used.
+0. Breaker gating: offerings in ``closed_locations`` are not used; nor are
+   spot offerings at a location that refused spot capacity lately
+   (:mod:`policies.capacity`: 30 s doubling to 30 min, cleared by a granted
+   launch there), whatever the placement policy.
 2. Health: a replica STARTING for longer than the probe's
    ``initial_delay_seconds`` (since it became STARTING: its own start, never
    the batch's decision time) ends FAILED_INITIAL_DELAY;
@@ -31,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from policies import failures, registry
+from policies import capacity, failures, registry
 from policies.autoscale import STATE_KEY as AUTOSCALE_KEY
 from policies.autoscale import autoscale, overprovision, replica_bounds
 from policies.model import Launch, Plan, ReplicaView, ServiceObservation, Terminate
@@ -119,10 +122,14 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
             obs,
             offerings=tuple(o for o in obs.offerings if o.location not in obs.closed_locations),
         )
-    spec = obs.spec
-    rp = spec.service.replica_policy
     state: dict[str, Any] = dict(obs.policy_state)
     notes: list[str] = []
+    cstate, cnotes = capacity.record(state.get(capacity.STATE_KEY), obs.events)
+    state[capacity.STATE_KEY] = cstate
+    notes += cnotes
+    obs = replace(obs, offerings=capacity.available(obs.offerings, cstate, now))
+    spec = obs.spec
+    rp = spec.service.replica_policy
 
     terminations: dict[int, Terminate] = {}
     for t in health_terminations(obs, now):
@@ -175,6 +182,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         for offering, why in result.ondemand_launches[: ctx.max_launches]
     ]
 
+    launches = capacity.one_probe_each(launches, cstate)
     own = [t for t in terminations.values() if t.reason in FAILURES]
     fstate, fnotes = failures.record(state.get(failures.STATE_KEY), obs, own, now, auto.target)
     launches, fstate, gnotes, after = failures.gate(
@@ -182,6 +190,12 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     )
     state[failures.STATE_KEY] = fstate
     notes += fnotes + gnotes
+    spot_after = sum(1 for r in current if r.spot) + sum(1 for la in launches if la.offering.spot)
+    probe = capacity.next_probe(cstate, now)
+    if probe is not None and spot_after < result.spot_target and not failures.failure(
+        fstate, obs.version
+    ):
+        after = probe if after is None else min(after, probe)  # spot short: probe when a hold ends
     return Plan(
         launches=tuple(launches),
         terminations=tuple(terminations.values()),

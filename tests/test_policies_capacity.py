@@ -1,0 +1,159 @@
+"""Per-location backoff for spot capacity refusals (policies.capacity), in plan().
+
+A location that refused spot capacity is not offered to any placement policy
+for 30 s, then 60 s, 120 s ... up to 30 minutes; the first launch after a hold
+is the probe; a granted launch there clears it. The state round-trips through
+JSON each tick, as the controller persists it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+
+from policies import capacity, registry
+from policies.model import LocationEvent, LocationEventKind, LocationState, ReplicaView
+from policies.reconcile import plan
+from skyctl.lifecycle import ReplicaStatus
+from skyctl.types import Location
+from tests.test_policies_support import loc, make_spec, observe, offerings
+
+CAP = LocationEventKind.CAPACITY_ERROR
+OK = LocationEventKind.LAUNCHED
+A, B, C = loc("us-east-1a"), loc("us-east-1c"), loc("us-east-1d")
+PRICES = {"us-east-1a": 1.0, "us-east-1c": 1.1, "us-east-1d": 1.2}
+
+
+@pytest.mark.parametrize(
+    ("refusals", "seconds"),
+    [(0, 0.0), (1, 30.0), (2, 60.0), (3, 120.0), (6, 960.0), (7, 1800.0), (30, 1800.0)],
+)
+def test_hold_doubles_from_30s_to_a_30min_cap(refusals: int, seconds: float) -> None:
+    assert capacity.hold(refusals) == seconds
+
+
+def ev(kind: LocationEventKind, at: float, where: Location = A, spot: bool = True) -> LocationEvent:
+    return LocationEvent(kind, where, at, spot)
+
+
+@pytest.mark.parametrize(
+    ("events", "now", "held"),
+    [
+        ([], 0.0, set()),
+        ([ev(CAP, 0.0)], 29.0, {A}),
+        ([ev(CAP, 0.0)], 30.0, set()),  # the hold ended: the next launch there is the probe
+        ([ev(CAP, 0.0), ev(CAP, 30.0)], 89.0, {A}),  # refused again: 60 s
+        ([ev(CAP, 0.0), ev(CAP, 30.0), ev(CAP, 90.0)], 209.0, {A}),  # then 120 s
+        ([ev(CAP, 0.0), ev(CAP, 30.0), ev(OK, 40.0)], 41.0, set()),  # granted: clean again
+        ([ev(CAP, 0.0), ev(CAP, 1.0, B)], 10.0, {A, B}),  # per location
+        ([ev(CAP, 0.0, spot=False)], 10.0, set()),  # on-demand is never held
+        ([ev(LocationEventKind.PREEMPTED, 0.0)], 10.0, set()),  # a preemption is not a refusal
+    ],
+)
+def test_holds(events: list[LocationEvent], now: float, held: set[Location]) -> None:
+    state: dict[str, object] = {}
+    for e in events:  # one plan per event, the state through JSON between them
+        state = json.loads(json.dumps(capacity.record(state, [e])[0]))
+    assert capacity.held(state, now) == held
+
+
+def test_a_granted_launch_after_refusals_starts_the_backoff_over() -> None:
+    state, _ = capacity.record({}, [ev(CAP, 0.0), ev(CAP, 30.0), ev(OK, 100.0), ev(CAP, 200.0)])
+    assert state[str(A)] == {"refusals": 1, "until": 230.0}
+
+
+def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
+    spec = make_spec(replicas=1, policy="cheapest_spot")
+    obs = observe(spec, [], offerings(PRICES), events=[ev(CAP, 0.0)])
+    p = plan(obs, 0.0)
+    assert [la.offering.location for la in p.launches] == [B]  # A is the cheapest, but held
+    assert any("not tried for 30s" in n for n in p.notes)
+    assert p.launch_after is None  # B covers the target: nothing waits for A
+    assert p.policy_state[capacity.STATE_KEY] == {str(A): {"refusals": 1, "until": 30.0}}
+
+
+def test_when_every_spot_location_is_held_the_plan_wakes_for_the_first_probe() -> None:
+    spec = make_spec(replicas=1, policy="cheapest_spot")
+    obs = observe(spec, [], offerings(PRICES), events=[ev(CAP, 0.0, z) for z in (A, B, C)])
+    p = plan(obs, 0.0)
+    assert not [la for la in p.launches if la.offering.spot]
+    assert p.launch_after == 30.0
+
+
+@dataclass
+class Cloud:
+    """Spot capacity as scripted: zones that refuse until ``opens`` (seconds)."""
+
+    spec_policy: str
+    refusing: dict[Location, float]  # zone -> when it starts granting
+    now: float = 0.0
+    next_id: int = 1
+    replicas: dict[int, ReplicaView] = field(default_factory=dict)
+    events: list[LocationEvent] = field(default_factory=list)
+    states: dict[Location, LocationState] = field(default_factory=dict)
+    state_json: str = "{}"
+    refused: Counter[Location] = field(default_factory=Counter)
+    granted: Counter[Location] = field(default_factory=Counter)
+
+    def run(self, seconds: float, tick: float = 5.0) -> None:
+        spec = make_spec(replicas=2, policy=self.spec_policy, dynamic=True)
+        end = self.now + seconds
+        while self.now < end:
+            obs = observe(
+                spec,
+                self.replicas.values(),
+                offerings(PRICES),
+                states=self.states,
+                events=self.events,
+                policy_state=json.loads(self.state_json),
+            )
+            self.events = []
+            p = plan(obs, self.now)
+            self.state_json = json.dumps(dict(p.policy_state))
+            self.states = dict(p.location_states)
+            for t in p.terminations:
+                self.replicas.pop(t.replica_id, None)
+            for la in p.launches:
+                where = la.offering.location
+                if la.offering.spot and self.now < self.refusing.get(where, 0.0):
+                    self.refused[where] += 1
+                    self.events.append(ev(CAP, self.now, where))
+                    continue
+                if la.offering.spot:
+                    self.granted[where] += 1
+                    self.events.append(ev(OK, self.now, where))
+                rid, self.next_id = self.next_id, self.next_id + 1
+                self.replicas[rid] = ReplicaView(
+                    rid, la.version, ReplicaStatus.READY, where, la.offering.spot,
+                    la.offering.price, self.now, self.now, ready_at=self.now,
+                )  # fmt: skip
+            self.now += tick
+
+
+SPOT_POLICIES = [n for n in registry.names() if n != "ondemand_only"]
+
+
+@pytest.mark.parametrize("policy", SPOT_POLICIES)
+def test_no_policy_asks_a_full_cloud_more_than_the_backoff_allows(policy: str) -> None:
+    hour = 3600.0
+    cloud = Cloud(policy, {A: hour, B: hour, C: hour})  # no spot anywhere for an hour
+    cloud.run(hour)
+    # probes at 0, 30, 90, 210, 450, 930, 1890 s (+ a tick of lag each): 7 a location at most
+    for where in (A, B, C):
+        assert 1 <= cloud.refused[where] <= 7, (where, cloud.refused)
+    assert cloud.granted.total() == 0
+    cloud.run(1900.0)  # capacity is back: the next probes (holds of at most 30 min) get it
+    assert cloud.granted.total() >= 1
+    state = json.loads(cloud.state_json)[capacity.STATE_KEY]
+    assert all(str(where) not in state for where in cloud.granted)  # granted: clean again
+
+
+@pytest.mark.parametrize("policy", SPOT_POLICIES)
+def test_a_zone_without_capacity_is_probed_not_hammered_while_others_serve(policy: str) -> None:
+    cloud = Cloud(policy, {A: 10 * 3600.0})  # the cheapest zone is out for ten hours
+    cloud.run(2 * 3600.0)
+    assert cloud.refused[A] <= 10  # before: every plan that wanted a replica there asked
+    assert sum(1 for r in cloud.replicas.values() if r.spot) == 2

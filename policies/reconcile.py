@@ -192,8 +192,10 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     notes += fnotes + gnotes
     spot_after = sum(1 for r in current if r.spot) + sum(1 for la in launches if la.offering.spot)
     probe = capacity.next_probe(cstate, now)
-    if probe is not None and spot_after < result.spot_target and not failures.failure(
-        fstate, obs.version
+    if (
+        probe is not None
+        and spot_after < result.spot_target
+        and not failures.failure(fstate, obs.version)
     ):
         after = probe if after is None else min(after, probe)  # spot short: probe when a hold ends
     return Plan(

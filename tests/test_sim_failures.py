@@ -3,19 +3,25 @@
 Every shipped manifest with a service, replayed over whole bundled traces, makes
 at most twice as many (granted) launches as the preemptions plus the target:
 each preemption costs a replacement and perhaps an on-demand fallback, never a
-loop. A cold start longer than the spec's initial delay is warned about, and
-plays out as it would live: FAILED_INITIAL_DELAY, backoff, the service FAILED.
+loop. Launches refused for capacity are how a policy learns a zone is full:
+no location is asked again before its hold (policies.capacity) ends. A cold
+start longer than the spec's initial delay is warned about, and plays out as
+it would live: FAILED_INITIAL_DELAY, backoff, the service FAILED.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from policies import capacity
+from policies.model import LocationEventKind, Plan, ServiceObservation
 from skyctl.cli_sim import sim
+from skyctl.sim import engine
 from skyctl.sim.engine import DEFAULT_COLD_START, cold_start_warning, spec_cold_start
 from skyctl.spec_yaml import load_spec_file
 
@@ -42,6 +48,42 @@ def test_no_launch_storm_on_any_shipped_manifest(manifest: Path, trace: str) -> 
     assert granted <= 2 * (int(row["preemptions"]) + target), row  # type: ignore[call-overload]
     assert row["failure"] == "" and "warning" not in err
     assert float(row["availability"]) > 0.95  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("trace", TRACES)
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
+def test_no_location_is_asked_for_spot_again_before_its_hold_ends(
+    manifest: Path, trace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # per location: (plan, at, refused); the events one plan sees are the previous plan's launches
+    seen: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
+    decide = engine.decide
+    plans = 0
+
+    def watching(obs: ServiceObservation, now: float) -> Plan:
+        nonlocal plans
+        plans += 1
+        for ev in obs.events:
+            if ev.spot and ev.kind in (
+                LocationEventKind.CAPACITY_ERROR,
+                LocationEventKind.LAUNCHED,
+            ):
+                refused = ev.kind is LocationEventKind.CAPACITY_ERROR
+                seen[str(ev.location)].append((plans, ev.at, refused))
+        return decide(obs, now)
+
+    monkeypatch.setattr(engine, "decide", watching)
+    (row,), _ = _run([str(manifest), "--trace", trace])
+    assert sum(r for outcomes in seen.values() for *_, r in outcomes) == row["failed_launches"]
+    for where, outcomes in seen.items():
+        streak, last, batch = 0, 0.0, -1
+        for plan_no, at, refused in outcomes:
+            if not refused:
+                streak = 0
+            elif plan_no != batch:  # one plan's launches into one place are one probe
+                if streak:
+                    assert at - last >= capacity.hold(streak), (where, streak, at - last)
+                streak, last, batch = streak + 1, at, plan_no
 
 
 def test_the_default_cold_start_is_the_specs_initial_delay_at_most_180s() -> None:

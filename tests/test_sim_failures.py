@@ -37,24 +37,26 @@ def _run(args: list[str]) -> tuple[list[dict[str, object]], str]:
     return json.loads(out[out.index("[") :]), res.stderr
 
 
+# Launch attempts (granted + refused) over 2x (preemptions + target), measured: SpotHedge's
+# granted launches alone come to ~2 per preemption (a replacement and an on-demand fallback),
+# and a policy learns that a zone has no spot capacity only by asking it, at most once per
+# hold (policies.capacity). Attempts before the holds and with them (which must not grow).
+OVER_2X = {
+    ("skyserve-vllm.yaml", "aws-v100-2023-02"): (873, 610),
+    ("skyserve-vllm.yaml", "gcp-h100-2025-10"): (36, 36),
+    ("spot-local-trace.yaml", "aws-v100-2023-02"): (3160, 1626),
+    ("spot-local-trace.yaml", "gcp-h100-2025-10"): (94, 94),
+}
+
+
 @pytest.mark.parametrize("trace", TRACES)
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
-def test_no_launch_storm_on_any_shipped_manifest(manifest: Path, trace: str) -> None:
+def test_no_launch_storm_on_any_shipped_manifest(
+    manifest: Path, trace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = load_spec_file(str(manifest))
     rp = spec.service.replica_policy
     target = rp.min_replicas + (rp.num_overprovision or 0)
-    (row,), err = _run([str(manifest), "--trace", trace])
-    granted = int(row["launches"]) - int(row["failed_launches"])  # type: ignore[call-overload]
-    assert granted <= 2 * (int(row["preemptions"]) + target), row  # type: ignore[call-overload]
-    assert row["failure"] == "" and "warning" not in err
-    assert float(row["availability"]) > 0.95  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("trace", TRACES)
-@pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
-def test_no_location_is_asked_for_spot_again_before_its_hold_ends(
-    manifest: Path, trace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
     # per location: (plan, at, refused); the events one plan sees are the previous plan's launches
     seen: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
     decide = engine.decide
@@ -73,17 +75,33 @@ def test_no_location_is_asked_for_spot_again_before_its_hold_ends(
         return decide(obs, now)
 
     monkeypatch.setattr(engine, "decide", watching)
-    (row,), _ = _run([str(manifest), "--trace", trace])
-    assert sum(r for outcomes in seen.values() for *_, r in outcomes) == row["failed_launches"]
+    (row,), err = _run([str(manifest), "--trace", trace])
+    attempts, refused = int(row["launches"]), int(row["failed_launches"])  # type: ignore[call-overload]
+    limit = 2 * (int(row["preemptions"]) + target)  # type: ignore[call-overload]
+    assert attempts - refused <= limit, row
+    assert row["failure"] == "" and "warning" not in err
+    assert float(row["availability"]) > 0.95  # type: ignore[arg-type]
+
+    # no location is asked for spot again before its capacity hold ends
+    assert sum(r for outcomes in seen.values() for *_, r in outcomes) == refused
     for where, outcomes in seen.items():
         streak, last, batch = 0, 0.0, -1
-        for plan_no, at, refused in outcomes:
-            if not refused:
+        for plan_no, at, no in outcomes:
+            if not no:
                 streak = 0
             elif plan_no != batch:  # one plan's launches into one place are one probe
                 if streak:
                     assert at - last >= capacity.hold(streak), (where, streak, at - last)
                 streak, last, batch = streak + 1, at, plan_no
+
+    known = OVER_2X.get((manifest.name, trace))
+    if attempts <= limit:
+        assert known is None, f"{attempts} attempts <= {limit}: drop it from OVER_2X"
+    else:
+        assert known is not None, (
+            f"{attempts} launch attempts > 2 x (preemptions + target) = {limit}"
+        )
+        pytest.xfail(f"{attempts} attempts > {limit} (measured {known})")
 
 
 def test_the_default_cold_start_is_the_specs_initial_delay_at_most_180s() -> None:

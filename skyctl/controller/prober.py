@@ -166,7 +166,10 @@ class Prober:
     async def _request(self, endpoint: str) -> tuple[bool, str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, limit_per_host=0, keepalive_timeout=60)
+                # no pool-wide cap: a replica has at most one probe in flight, and a
+                # probe queued behind a cap would spend its timeout waiting (with
+                # 300 replicas probed every second, healthy ones failed that way)
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
             )
         url = endpoint.rstrip("/") + "/" + self.probe.path.lstrip("/")
         timeout = aiohttp.ClientTimeout(total=self.probe.timeout_seconds)

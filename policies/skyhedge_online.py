@@ -1,21 +1,21 @@
-"""SkyHedge-online: SpotHedge's bookkeeping, with risk estimated online instead of thresholds.
+"""SkyHedge-online: SpotHedge's placements, exactly, plus spares sized by online risk estimates.
 
-The decision rule, in one paragraph: every unavailable replica-hour is priced
-at ``risk_price`` on-demand replica-hours (the one knob). A spot replica in
-zone *z* then costs, per hour, its price plus that price on unavailability
-times the replica-hours it is expected to lose: ``D x (loss rate of z + joint
-loss rate of its region)`` plus ``D x P(refused now)``, where ``D`` is the
-expected cold start less the expected notice lead. New spot replicas go, as
-in SpotHedge, first to ACTIVE zones not holding one of ours, else to any
-ACTIVE zone, but the cheapest by that expected cost, not by price. The
-``k``-th spare is kept when it pays for itself: its price is below the
-unavailability it saves, ``risk_price x on-demand price x D x`` the rate of
-loss events that take ``k`` or more of our replicas at once (events in one
-zone holding ``k`` or more, and joint events in a region holding ``k`` or
-more). On-demand covers the gap between the target (without spares) and the
-READY spot replicas not under an interruption notice, as SpotHedge's dynamic
-fallback does; a notice marks its zone PREEMPTED and its replica stops
-counting, so its replacement and the cover launch at once.
+The decision rule, in one paragraph: place every replica as SpotHedge does
+(:func:`policies.spothedge.spothedge`: the same ACTIVE/PREEMPTED bookkeeping,
+the same zone choice, the same on-demand fallback), then ADD ``k`` spot spares,
+where the ``k``-th spare is kept when it pays for itself: its price is below
+the unavailability it saves. One unavailable replica-hour is priced at
+``risk_price`` on-demand replica-hours (the one knob), so a spare saves
+``risk_price x on-demand price x D x`` the rate of loss events that take ``k``
+or more of our replicas at once (events in one zone holding ``k`` or more, and
+joint events in a region holding ``k`` or more), ``D`` being the expected cold
+start less the expected notice lead. Spares go after SpotHedge's own launches,
+to the zone SpotHedge would pick next, and only while no spot launch has been
+refused for capacity in the last ``quiet_s`` seconds: a refusal means a cap
+binds, a spare would take a slot (and launch budget) SpotHedge's placements
+need, so the spares are drained first, before any replica SpotHedge would keep.
+On-demand covers the gap between SpotHedge's spot target and the READY spot
+replicas, spares included. With zero spares every decision is SpotHedge's.
 
 Every rate comes from :mod:`policies.estimators` (per zone, shrunk towards
 its region and the global rate), kept in ``policy_state["skyhedge_online"]["est"]``
@@ -34,34 +34,27 @@ from policies.placement import (
     PlacementContext,
     PlacementPolicy,
     PlacementResult,
+    count,
     drain,
     hedge_states,
     settle_ondemand,
 )
-from skyctl.lifecycle import EndReason, ReplicaStatus
+from policies.spothedge import select_location
+from skyctl.lifecycle import EndReason
 from skyctl.types import Location
 
-ACTIVE, PREEMPTED = LocationState.ACTIVE, LocationState.PREEMPTED
+ACTIVE = LocationState.ACTIVE
 
 
 @dataclass(frozen=True)
 class Params:
     #: price of one unavailable replica-hour, in on-demand replica-hours (the knob;
-    #: 16: chosen on the tuning set of benchmarks/policy_suite.py)
+    #: 16: chosen on the tuning set of benchmarks/policy_suite.py; 0: SpotHedge exactly)
     risk_price: float = 16.0
     #: own spares at most this share of the target (rounded up)
     max_spare_share: float = 0.5
-    #: place by expected cost (True) or by price alone, as SpotHedge (False)
-    risk_placement: bool = True
-
-
-def _notices(states: dict[Location, LocationState], ctx: PlacementContext) -> None:
-    for ev in ctx.obs.events:
-        if ev.spot and ev.kind is LocationEventKind.NOTICE and ev.location in states:
-            states[ev.location] = PREEMPTED
-            if sum(1 for s in states.values() if s is ACTIVE) < 2:
-                for loc in states:
-                    states[loc] = ACTIVE
+    #: no spares until this long after the last spot capacity refusal (a cap binds)
+    quiet_s: float = 3600.0
 
 
 def spares_for(
@@ -94,80 +87,66 @@ def make(params: Params | None = None) -> PlacementPolicy:
     p = params or Params()
 
     def skyhedge_online(ctx: PlacementContext) -> PlacementResult:
-        obs, now = ctx.obs, ctx.now
+        obs, now, offers = ctx.obs, ctx.now, ctx.spot_offers
         est = estimators.update(ctx.state.get("est"), obs, now)
-        states = hedge_states(obs.location_states, ctx.spot_offers, obs.events)
-        _notices(states, ctx)
-        res = PlacementResult(location_states=states, state={"est": est})
-        offers = ctx.spot_offers
+        refused = [
+            ev.at for ev in obs.events if ev.spot and ev.kind is LocationEventKind.CAPACITY_ERROR
+        ]
+        last_refusal = max([float(ctx.state.get("refused_at", -1e18)), *refused])
+        states = hedge_states(obs.location_states, offers, obs.events)
+        res = PlacementResult(
+            location_states=states, state={"est": est, "refused_at": last_refusal}
+        )
         spot = [r for r in ctx.replicas if r.spot]
-        healthy = [r for r in spot if r.interruption_at is None]
         ondemand = [r for r in ctx.replicas if not r.spot]
+        need = max(0, ctx.final_target - ctx.base_ondemand)  # SpotHedge's spot target
 
-        risks = estimators.risks(est, list(offers), now)
-        od_price = ctx.ondemand_offer.price if ctx.ondemand_offer else 0.0
-        lead = estimators.notice_lead_s(est)
-        downtime_h = max(0.0, estimators.cold_start_s(est) - lead) / 3600.0
-        unit = p.risk_price * od_price * downtime_h  # $ per replica lost for a cold start
-        cold_h = estimators.cold_start_s(est) / 3600.0
-
-        def expected_cost(loc: Location) -> float:
-            if not p.risk_placement:
-                return offers[loc].price
-            r = risks[loc]
-            return (
-                offers[loc].price
-                + unit * (r.loss_rate + r.joint_rate)
-                + (p.risk_price * od_price * cold_h * r.refusal)
-            )
-
-        need = max(0, ctx.final_target - ctx.base_ondemand)
+        spare = 0
         active = [loc for loc in offers if states.get(loc, ACTIVE) is ACTIVE]
-        cheapest = min((offers[loc].price for loc in active), default=0.0)
-        cap = -(-ctx.target * p.max_spare_share // 1) if need else 0
-        held = [r.location for r in healthy]
-        spare = spares_for(held, risks, unit, cheapest, int(cap)) if need and active else 0
-        spot_target = need + spare if need else 0
+        if need and active and p.risk_price > 0 and now - last_refusal >= p.quiet_s:
+            risks = estimators.risks(est, list(offers), now)
+            od_price = ctx.ondemand_offer.price if ctx.ondemand_offer else 0.0
+            lead = estimators.notice_lead_s(est)
+            downtime_h = max(0.0, estimators.cold_start_s(est) - lead) / 3600.0
+            unit = p.risk_price * od_price * downtime_h  # $ per replica lost for a cold start
+            cheapest = min(offers[loc].price for loc in active)
+            cap = int(-(-ctx.target * p.max_spare_share // 1))
+            spare = spares_for([r.location for r in spot], risks, unit, cheapest, cap)
+        spot_target = need + spare
         res.spare = spare + ctx.overprovision
         res.spot_target = spot_target
 
-        refused_now = {
-            ev.location
-            for ev in obs.events
-            if ev.kind is LocationEventKind.CAPACITY_ERROR and ev.at == now
-        }
-        if len(healthy) < spot_target:
-            in_use = [loc for loc in ctx.spot_in_use]
-            budget = ctx.max_launches + spare
-            for _ in range(min(spot_target - len(healthy), budget)):
-                pool = [loc for loc in active if loc not in refused_now] or active
-                fresh = [loc for loc in pool if loc not in in_use] or pool
-                if not fresh:
+        if len(spot) < spot_target:
+            in_use = list(ctx.spot_in_use)
+            ours = max(0, min(need - len(spot), ctx.max_launches))  # SpotHedge's launches
+            for i in range(ours + min(spot_target - len(spot) - ours, spare)):
+                loc = select_location(states, in_use, offers)
+                if loc is None:
                     res.notes.append("skyhedge_online: no spot location to launch in")
                     break
-                loc = min(fresh, key=lambda x: (expected_cost(x), x))
                 in_use.append(loc)
-                res.spot_launches.append((offers[loc], f"skyhedge_online: spot in {loc}"))
-        elif len(healthy) > spot_target:
+                what = "spot" if i < ours else "spare"
+                res.spot_launches.append((offers[loc], f"skyhedge_online: {what} in {loc}"))
+        elif len(spot) > spot_target:
             res.terminations += drain(
-                healthy,
-                len(healthy) - spot_target,
+                spot,
+                len(spot) - spot_target,
                 EndReason.SCALED_DOWN,
                 "skyhedge_online: spot surplus",
             )
         if spare:
             res.notes.append(f"skyhedge_online: {spare} spare(s) for the estimated risk")
 
-        ready = sum(1 for r in healthy if r.status is ReplicaStatus.READY)
-        od_target = ctx.base_ondemand + max(0, spot_target - ready)
+        # SpotHedge's dynamic on-demand fallback (always on here), against its own spot target
+        od_target = ctx.base_ondemand + max(0, need - count(spot, spot=True, ready=True))
         od_target = min(od_target, ctx.target)
         return settle_ondemand(
             ctx,
             res,
             ondemand,
             od_target,
-            launch_why="skyhedge_online: on-demand cover",
-            drain_why="skyhedge_online: spot ready, on-demand drained",
+            launch_why="skyhedge_online: on-demand fallback",
+            drain_why="skyhedge_online: spot ready again, on-demand drained",
         )
 
     return skyhedge_online

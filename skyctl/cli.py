@@ -347,13 +347,35 @@ def down(
         wait_down(p, client, clouds)
 
 
-@serve.command()
+UPDATE_EXAMPLES = """
+\b
+Examples:
+  skyctl serve up svc.yaml -n http2
+  skyctl serve update http2 svc.yaml        # NAME wins over the spec's name:
+  skyctl serve update http2 svc.yaml -d     # return once the new version is recorded
+"""
+
+
+@serve.command(epilog=UPDATE_EXAMPLES)
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-d", "--detach", is_flag=True, help="Return once the update is recorded; don't wait."
+)
+@click.option(
+    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+)
 @override_options
 @click.pass_context
-def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
-    """Roll a service to a new spec (new replicas ready before old ones go)."""
+def update(
+    ctx: click.Context, name: str, file: str, detach: bool, timeout: float | None, **kw: Any
+) -> None:
+    """Roll service NAME to the spec in FILE (new replicas ready before old ones go).
+
+    An identical spec changes nothing (no new version, no relaunch). Without
+    --detach it shows the roll-out and returns once every replica runs the new
+    version and is READY.
+    """
     spec, (envs, secrets) = _load(file, kw, ctx)
     client = _controller(ctx)
     if client is None:
@@ -369,7 +391,57 @@ def update(ctx: click.Context, name: str, file: str, **kw: Any) -> None:
             "api_keys": api_keys_from_environment(spec),
         },
     )
+    if svc.get("unchanged"):
+        click.echo(f"Service {name}: the spec is version {svc['version']}'s; nothing to update")
+        return
     click.echo(f"Service {name}: rolling update to version {svc['version']} started")
+    if detach:
+        click.echo(f"Follow it with: skyctl serve status {name}")
+        return
+    try:
+        _wait_rolled(client, name, int(svc["version"]), timeout)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped waiting. The update of {name} goes on in the controller.\n"
+            f"  To see its status: skyctl serve status {name}",
+            err=True,
+        )
+        raise SystemExit(130) from None
+
+
+def rollout_line(svc: dict[str, Any], version: int) -> str:
+    """``version 2: 1/2 ready; older: 1 left`` from a status answer."""
+    live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+    new = [r for r in live if r["version"] == version]
+    ready = sum(1 for r in new if r["status"] == "READY")
+    old = len(live) - len(new)
+    return f"version {version}: {ready}/{len(new)} ready; older versions: {old} left"
+
+
+def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: float | None) -> None:
+    start = time.monotonic()
+    last = ""
+    while True:
+        svc = client.call("GET", services_query(name))[0]
+        line = rollout_line(svc, version)
+        if line != last:
+            click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")
+            last = line
+        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+        if live and all(r["version"] == version and r["status"] == "READY" for r in live):
+            click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
+            return
+        if svc["status"] == "FAILED":
+            raise SkyctlError(
+                f"service {name} FAILED during the update: {svc.get('failure')}; "
+                f"fix the spec and `skyctl serve update {name} FILE` again"
+            )
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise SkyctlError(
+                f"version {version} of {name} was not rolled out within {timeout:.0f}s "
+                f"({line}); see `skyctl serve status {name}`"
+            )
+        time.sleep(POLL_SECONDS)
 
 
 @serve.command()

@@ -398,8 +398,17 @@ class Controller:
         if svc.status is ServiceStatus.SHUTTING_DOWN:
             raise ServiceError(f"service {name!r} is shutting down")
         sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
-        if sealed.spec.name and sealed.spec.name != name:
-            raise ServiceError(f"spec names service {sealed.spec.name!r}, not {name!r}")
+        # the NAME given wins over the spec's `name:` (as `serve up -n`, and sky serve update)
+        # (a FAILED service starts afresh with a new version even from the same spec)
+        failed = svc.status is ServiceStatus.FAILED
+        if not failed and self._unchanged(svc, sealed.yaml_text, sealed.spec):
+            self.store.add_event(
+                name,
+                "updated",
+                f"identical spec: version {svc.current_version} kept, no relaunch",
+                now=self.clock.now(),
+            )
+            return {**self.describe(name), "unchanged": True}
         self._check_placeable(sealed.spec)
         version = self.store.add_version(
             name,
@@ -416,6 +425,17 @@ class Controller:
         self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
         self.wake(name)
         return self.describe(name)
+
+    def _unchanged(self, svc: ServiceRecord, yaml_text: str, spec: ServiceSpec) -> bool:
+        """The submitted spec (overrides and secrets included) is the current version's."""
+        current = self.store.get_version(svc.name, svc.current_version)
+        if current.yaml_text != yaml_text:
+            return False
+        try:
+            before = self.secrets.open(current.yaml_text, spec.source, current.secrets_ciphertext)
+        except SkyctlError:  # unreadable: not the same, a new version it is
+            return False
+        return before == spec
 
     async def retry_service(self, name: str) -> dict[str, Any]:
         """An explicit retry: forget the current version's failures (a FAILED service

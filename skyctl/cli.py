@@ -38,6 +38,11 @@ from skyctl.spec_yaml import load_spec_file
 POLL_SECONDS = 1.0
 
 
+def _examples(*lines: str) -> str:
+    """A command's help epilog: ``Examples:`` and one command per line, kept as written."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def _home(ctx: click.Context) -> Any:
     return paths(ctx.obj.get("home") if ctx.obj else None)
 
@@ -56,7 +61,16 @@ def _controller(ctx: click.Context) -> ControllerClient | None:
     return ControllerClient.ensure(p, progress=lambda m: click.echo(m, err=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_examples(
+        "skyctl check                          # which clouds are usable",
+        "skyctl serve up manifests/spot-local-trace.yaml",
+        "skyctl serve status",
+        "skyctl sim svc.yaml --trace aws-v100-2023-02 --policy spothedge --policy ondemand_only",
+        "skyctl console",
+    ),
+)
 @click.option(
     "--home", envvar="SKYCTL_HOME", default=None, help="State directory (default ~/.skyctl)."
 )
@@ -68,7 +82,15 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.obj["home"] = home
 
 
-@cli.group()
+@cli.group(
+    epilog=_examples(
+        "skyctl serve up svc.yaml",
+        "skyctl serve status",
+        "skyctl serve logs svc --events -f",
+        "skyctl serve update svc svc.yaml",
+        "skyctl serve down svc",
+    )
+)
 def serve() -> None:
     """Run services: up, status, logs, update, down, validate."""
 
@@ -96,7 +118,12 @@ def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpe
     return spec, (envs, secrets)
 
 
-@serve.command()
+@serve.command(
+    epilog=_examples(
+        "skyctl serve validate svc.yaml",
+        "skyctl serve validate svc.yaml --env MODEL=llama3 --secret HF_TOKEN",
+    )
+)
 @click.argument("file", type=click.Path(dir_okay=False))
 @override_options
 @click.pass_context
@@ -113,7 +140,13 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
     )
 
 
-@serve.command()
+@serve.command(
+    epilog=_examples(
+        "skyctl serve up svc.yaml                  # wait for the first ready replica",
+        "skyctl serve up svc.yaml -n http2 -d      # another name; return at once",
+        "skyctl serve up svc.yaml --env MODEL=llama3 --secret HF_TOKEN --timeout 600",
+    )
+)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
     "-n", "--name", default=None, help="Service name (default: the spec's or the file's)."
@@ -207,7 +240,14 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
         time.sleep(POLL_SECONDS)
 
 
-@serve.command()
+@serve.command(
+    epilog=_examples(
+        "skyctl serve status                       # every service and its replicas",
+        "skyctl serve status llm -a                # terminated replicas too",
+        "skyctl serve status -o json | jq '.[].accrued_cost'",
+        "curl $(skyctl serve status --endpoint llm)/v1/models",
+    )
+)
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("-a", "--all-replicas", is_flag=True, help="Include terminated replicas.")
@@ -444,7 +484,7 @@ def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: flo
         time.sleep(POLL_SECONDS)
 
 
-@serve.command()
+@serve.command(epilog=_examples("skyctl serve retry llm"))
 @click.argument("name")
 @click.pass_context
 def retry(ctx: click.Context, name: str) -> None:
@@ -456,12 +496,14 @@ def retry(ctx: click.Context, name: str) -> None:
     click.echo(f"Service {name}: retrying version {svc['version']}")
 
 
-@cli.group()
+@cli.group(epilog=_examples("skyctl controller stop"))
 def controller() -> None:
     """Run or stop the controller process."""
 
 
-@controller.command("run")
+@controller.command(
+    "run", epilog=_examples("skyctl controller run --host 0.0.0.0 --port 8123  # in a container")
+)
 @click.option("--host", default="127.0.0.1", help="API address (loopback unless you mean it).")
 @click.option("--port", type=int, default=0)
 @click.pass_context
@@ -473,7 +515,7 @@ def controller_run(ctx: click.Context, host: str, port: int) -> None:
     raise SystemExit(daemon.main(args))
 
 
-@controller.command("stop")
+@controller.command("stop", epilog=_examples("skyctl controller stop"))
 @click.pass_context
 def controller_stop(ctx: click.Context) -> None:
     """Stop the controller gracefully (replicas keep running)."""
@@ -485,7 +527,7 @@ def controller_stop(ctx: click.Context) -> None:
     click.echo("Controller stopped.")
 
 
-@cli.command()
+@cli.command(epilog=_examples("skyctl check"))
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Say which clouds are usable and what to configure for the others."""

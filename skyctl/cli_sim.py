@@ -77,7 +77,17 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
     return start_tick, min(ticks, trace.ticks - start_tick)
 
 
-@click.command("sim")
+SIM_EXAMPLES = """
+\b
+Examples:
+  skyctl sim svc.yaml --trace aws-v100-2023-02 --replicas 4
+  skyctl sim svc.yaml --trace aws-v100-2023-02 --policy spothedge --policy ondemand_only
+  skyctl sim svc.yaml --trace aws-v100-2023-02 --policy spothedge --plot sim.png
+  skyctl sim svc.yaml --trace ./my-trace --hours 24 --cold-start lognormal:120:0.5 -o json
+"""
+
+
+@click.command("sim", epilog=SIM_EXAMPLES)
 @click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option(
     "--trace",

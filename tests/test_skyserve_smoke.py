@@ -1,0 +1,168 @@
+"""SkyServe's smoke tests, ported to the local provider through the real CLI.
+
+Each test is one scenario of SkyPilot's ``tests/smoke_tests/test_sky_serve.py``,
+driving ``python -m skyctl serve ...`` as that file drives ``sky serve ...``,
+on the YAMLs and servers of ``tests/skyserve/`` adapted under
+``tests/data/skyserve/`` (shorter delays, ``$PORT`` for fixed ports, standard
+library servers; see that folder's NOTICE). The assertions are SkyServe's,
+translated: replica status strings and counts from ``serve status -o json``.
+docs/skyserve-compat.md maps every SkyServe scenario to its test here, or says
+why it is not portable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies.failures import GIVE_UP_ROUNDS
+from tests.test_e2e_local import cli
+
+DATA = Path(__file__).resolve().parent / "data" / "skyserve"
+
+
+def status(home: Path, name: str) -> dict[str, Any]:
+    """``serve status NAME -o json --all-replicas``: the service and every replica row."""
+    result = cli(home, "serve", "status", name, "-o", "json", "--all-replicas")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (svc,) = json.loads(result.stdout)
+    return svc  # type: ignore[no-any-return]
+
+
+def wait_status(home: Path, name: str, check: Any, what: str, limit: float = 60) -> dict[str, Any]:
+    """Poll ``serve status`` (as the smoke test's ``until ... grep`` loops do) until
+    ``check(service)`` holds; fail naming ``what`` and the last status."""
+    deadline = time.monotonic() + limit
+    while True:
+        svc = status(home, name)
+        if check(svc):
+            return svc
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}; last status: {json.dumps(svc)}")
+        time.sleep(0.3)
+
+
+def reasons(svc: dict[str, Any]) -> list[str]:
+    return [str(r.get("reason")) for r in svc["replicas"]]
+
+
+def states(svc: dict[str, Any]) -> list[str]:
+    return [str(r.get("status")) for r in svc["replicas"]]
+
+
+def get(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def up(home: Path, yaml: str, name: str, *args: str) -> str:
+    """``serve up -n NAME FILE``; the endpoint when it waited for a replica."""
+    result = cli(home, "serve", "up", "-n", name, str(DATA / yaml), *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    words = [w for w in result.stdout.split() if w.startswith("http://127.0.0.1:")]
+    return words[0] if words else ""
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_load_balancer(skyctl_home: Path) -> None:
+    """test_skyserve_load_balancer: 3 replicas under round_robin; 3 requests meet 3
+    distinct replicas, which are the service's replicas, then 10 rounds meet them in
+    the same order."""
+    endpoint = up(skyctl_home, "load_balancer/service.yaml", "lb", "--timeout", "60")
+    svc = wait_status(skyctl_home, "lb", lambda s: s["ready_replicas"] == 3, "3/3 READY")
+    replica_ips = {r["endpoint"].removeprefix("http://") for r in svc["replicas"]}
+    order: list[str] = []
+    for _ in range(3):
+        ip = get(endpoint + "/get_ip")["ip"]
+        assert ip not in order
+        order.append(ip)
+    assert set(order) == replica_ips
+    for _ in range(10):
+        assert [get(endpoint + "/get_ip")["ip"] for _ in range(3)] == order
+    assert cli(skyctl_home, "serve", "down", "lb").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_readiness_timeout_fail(skyctl_home: Path) -> None:
+    """test_skyserve_readiness_timeout_fail: /health answers slower than the probe
+    timeout, so the replica ends FAILED_INITIAL_DELAY. SkyServe launches no other;
+    skyctl relaunches for GIVE_UP_ROUNDS rounds (with backoff) before it gives the
+    version up, since a slow start can be transient (docs/skyserve-compat.md)."""
+    up(skyctl_home, "readiness_timeout/task.yaml", "rt", "--detach")
+    svc = wait_status(
+        skyctl_home, "rt", lambda s: s["status"] == "FAILED", "service FAILED", limit=80
+    )
+    assert reasons(svc) == ["FAILED_INITIAL_DELAY"] * GIVE_UP_ROUNDS, svc["replicas"]
+    assert "none ever READY" in svc["failure"], svc["failure"]
+    assert cli(skyctl_home, "serve", "down", "rt").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_large_readiness_timeout(skyctl_home: Path) -> None:
+    """test_skyserve_large_readiness_timeout: the same slow /health under a larger
+    probe timeout becomes READY and the endpoint answers "Hi, SkyPilot here!"."""
+    endpoint = up(
+        skyctl_home, "readiness_timeout/task_large_timeout.yaml", "rtl", "--timeout", "60"
+    )
+    assert states(status(skyctl_home, "rtl")) == ["READY"]
+    assert get(endpoint + "/") == "Hi, SkyPilot here!"
+    assert cli(skyctl_home, "serve", "down", "rtl").returncode == 0
+
+
+@pytest.mark.timeout(180)
+def test_skyserve_failures(skyctl_home: Path) -> None:
+    """test_skyserve_failures: replicas that never answer end FAILED_INITIAL_DELAY
+    (both; then, as above, GIVE_UP_ROUNDS rounds and the service FAILED); after
+    ``serve update`` to a server that exits after 20 requests, the replica is READY,
+    then ends, and a new one is launched. SkyServe names that end FAILED_PROBING (it
+    only probes); skyctl's local provider sees the process exit first: FAILED with
+    its exit code (docs/skyserve-compat.md)."""
+    up(skyctl_home, "failures/initial_delay.yaml", "fail", "--detach")
+    svc = wait_status(
+        skyctl_home, "fail", lambda s: s["status"] == "FAILED", "service FAILED", limit=80
+    )
+    assert reasons(svc) == ["FAILED_INITIAL_DELAY"] * (2 * GIVE_UP_ROUNDS), svc["replicas"]
+
+    update = cli(skyctl_home, "serve", "update", "fail", str(DATA / "failures/probing.yaml"))
+    assert update.returncode == 0, update.stdout + update.stderr
+    wait_status(skyctl_home, "fail", lambda s: "READY" in states(s), "a READY replica")
+
+    def v2(s: dict[str, Any]) -> list[dict[str, Any]]:
+        return [r for r in s["replicas"] if r["version"] == 2]
+
+    svc = wait_status(
+        skyctl_home,
+        "fail",
+        lambda s: len(v2(s)) >= 2 and v2(s)[0]["reason"] is not None,
+        "the first replica ended, then a new one",
+    )
+    first = v2(svc)[0]
+    assert (first["reason"], first["exit_code"]) == ("FAILED", 0), first
+    assert svc["status"] != "FAILED"  # it had been READY: relaunched, not given up
+    assert cli(skyctl_home, "serve", "down", "fail").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_user_bug_restart(skyctl_home: Path) -> None:
+    """test_skyserve_user_bug_restart: a run that exits is a user bug: one FAILED
+    replica, no further scaling (the service FAILED, 0 ready); ``serve update`` to a
+    working server brings a READY replica and the endpoint answers, next to the
+    FAILED row."""
+    up(skyctl_home, "restart/user_bug.yaml", "bug", "--detach")
+    svc = wait_status(
+        skyctl_home, "bug", lambda s: s["status"] == "FAILED", "service FAILED", limit=60
+    )
+    assert reasons(svc) == ["FAILED"] and svc["ready_replicas"] == 0, svc["replicas"]
+    assert svc["replicas"][0]["exit_code"] == 1  # the AssertionError's exit status
+
+    update = cli(skyctl_home, "serve", "update", "bug", str(DATA / "restart/auto_restart.yaml"))
+    assert update.returncode == 0, update.stdout + update.stderr
+    svc = wait_status(skyctl_home, "bug", lambda s: "READY" in states(s), "a READY replica")
+    assert get(svc["endpoint"] + "/") == "Hi, SkyPilot here!"
+    assert sorted(states(svc)) == ["READY", "TERMINATED"] and "FAILED" in reasons(svc)
+    assert cli(skyctl_home, "serve", "down", "bug").returncode == 0

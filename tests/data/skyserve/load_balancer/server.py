@@ -11,7 +11,7 @@ import json
 class Handler(http.server.BaseHTTPRequestHandler):
     address = ''
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == '/get_ip':
             body = json.dumps({'ip': self.address}).encode()
         else:

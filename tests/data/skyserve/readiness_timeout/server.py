@@ -11,7 +11,7 @@ import time
 class Handler(http.server.BaseHTTPRequestHandler):
     health_delay = 20.0
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == '/health':
             time.sleep(self.health_delay)
             body = json.dumps({'status': 'ok'}).encode()

@@ -12,7 +12,12 @@ why it is not portable.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
+import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +26,7 @@ from typing import Any
 import pytest
 
 from policies.failures import GIVE_UP_ROUNDS
+from tests.helpers.processes import pids_mentioning
 from tests.test_e2e_local import cli
 
 DATA = Path(__file__).resolve().parent / "data" / "skyserve"
@@ -166,3 +172,76 @@ def test_skyserve_user_bug_restart(skyctl_home: Path) -> None:
     assert get(svc["endpoint"] + "/") == "Hi, SkyPilot here!"
     assert sorted(states(svc)) == ["READY", "TERMINATED"] and "FAILED" in reasons(svc)
     assert cli(skyctl_home, "serve", "down", "bug").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_streaming(skyctl_home: Path) -> None:
+    """test_skyserve_streaming: a chunked response arrives through the load balancer
+    word by word as the replica writes it (0.2 s apart), not buffered to the end."""
+    endpoint = up(skyctl_home, "streaming/streaming.yaml", "stream", "--timeout", "60")
+    expected = (DATA / "streaming/example.txt").read_text().split()
+    host, port = endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    assert response.status == 200
+    words, arrived = [], []
+    while line := response.readline():
+        words.append(line.decode().strip())
+        arrived.append(time.monotonic())
+    conn.close()
+    assert words == expected
+    # the first word came ~1.2 s before the last: streamed, as the server wrote it
+    assert arrived[-1] - arrived[0] > 0.1 * (len(expected) - 1), arrived
+    assert cli(skyctl_home, "serve", "down", "stream").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_cancel(skyctl_home: Path) -> None:
+    """test_skyserve_cancel: a client that goes away mid-response (after the first
+    heartbeat) reaches the replica, whose log then says "Client disconnected,
+    stopping computation" (`serve logs`, as `sky serve logs NAME 1`)."""
+    endpoint = up(skyctl_home, "cancel/cancel.yaml", "cancel", "--timeout", "60")
+    host, port = endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = client.recv(65536)  # the headers, then the first heartbeat a second later
+        assert head.startswith(b"HTTP/1.1 200"), head
+    deadline = time.monotonic() + 30
+    while True:
+        logs = cli(skyctl_home, "serve", "logs", "cancel", "--replica", "1").stdout
+        if "Client disconnected, stopping computation" in logs:
+            break
+        assert time.monotonic() < deadline, f"the replica never saw the disconnect: {logs}"
+        time.sleep(0.3)
+    assert "Computing... step 9" not in logs  # stopped, not run to completion
+    assert cli(skyctl_home, "serve", "down", "cancel").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_auto_restart(skyctl_home: Path) -> None:
+    """test_skyserve_auto_restart: the READY replica's instance is killed (here: its
+    process group, SIGKILL, as terminating the GCP VM); the service comes back to
+    1/1 READY on a new replica and the endpoint answers again; `serve down` then
+    leaves no replica process behind, and `serve status` no longer knows it."""
+    endpoint = up(skyctl_home, "restart/auto_restart.yaml", "auto", "--timeout", "60")
+    assert get(endpoint + "/") == "Hi, SkyPilot here!"
+    pids = pids_mentioning(str(skyctl_home / "local"))
+    assert pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    svc = wait_status(
+        skyctl_home,
+        "auto",
+        lambda s: s["ready_replicas"] == 1 and len(s["replicas"]) == 2,
+        "1/1 READY on a new replica",
+    )
+    assert [(r["id"], r["status"]) for r in svc["replicas"]] == [(1, "TERMINATED"), (2, "READY")]
+    assert get(endpoint + "/") == "Hi, SkyPilot here!"
+
+    down = cli(skyctl_home, "serve", "down", "auto")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert pids_mentioning(str(skyctl_home / "local")) == []
+    gone = cli(skyctl_home, "serve", "status", "auto")
+    assert gone.returncode != 0 and "no service named 'auto'" in gone.stderr

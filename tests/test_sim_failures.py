@@ -101,7 +101,9 @@ def test_no_launch_storm_on_any_shipped_manifest(
         assert known is not None, (
             f"{attempts} launch attempts > 2 x (preemptions + target) = {limit}"
         )
-        pytest.xfail(f"{attempts} attempts > {limit} (measured {known})")
+        before, measured = known
+        assert attempts <= measured * 1.05, f"{attempts} attempts, up from {measured}"
+        pytest.xfail(f"{attempts} attempts > {limit} (before the capacity holds: {before})")
 
 
 def test_the_default_cold_start_is_the_specs_initial_delay_at_most_180s() -> None:

@@ -258,6 +258,21 @@ class AWSProvider(Provider):
                 f"allows {USER_DATA_LIMIT} (shorten setup/run/envs)"
             )
         group = await self._security_group(loc.region, request.service, request.port)
+        if nodes > 1:  # the nodes of a replica talk to each other on any port (as in SkyPilot)
+            await self._call.tolerant(
+                self._client(loc.region).authorize_security_group_ingress,
+                frozenset({"InvalidPermission.Duplicate"}),
+                what=f"authorize_security_group_ingress {group} from itself in {loc.region}",
+                GroupId=group,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "-1",
+                        "UserIdGroupPairs": [
+                            {"GroupId": group, "Description": "skyctl: nodes of a replica"}
+                        ],
+                    }
+                ],
+            )
         tags = [
             {"Key": "Name", "Value": f"skyctl-{request.service}-{request.replica_id}"},
             {"Key": TAG_SERVICE, "Value": request.service},

@@ -177,3 +177,19 @@ async def test_workers_of_a_head_aws_no_longer_lists_are_still_terminated(
     assert "node 0 of 2 is gone" in listed.detail
     await provider.terminate(inst.instance_id)
     assert nodes(boto, "pending", "running") == []  # the worker did not leak
+
+
+async def test_the_nodes_reach_each_other_but_the_world_only_the_service_port(
+    provider: AWSProvider, boto: Any
+) -> None:
+    inst = await provider.launch(multi(2))
+    await provider.launch(multi(2, token="svc-2-b2", replica=2))  # the rule is added once
+    (group,) = boto.describe_security_groups(GroupNames=["skyctl-svc-8080"])["SecurityGroups"]
+    rules = group["IpPermissions"]
+    world = [r for r in rules if r.get("IpRanges")]
+    assert [(r["FromPort"], r["ToPort"]) for r in world] == [(8080, 8080)]
+    peers = [r for r in rules if r.get("UserIdGroupPairs")]
+    assert [(r["IpProtocol"], r["UserIdGroupPairs"][0]["GroupId"]) for r in peers] == [
+        ("-1", group["GroupId"])
+    ]
+    await provider.terminate(inst.instance_id)

@@ -245,3 +245,74 @@ def test_skyserve_auto_restart(skyctl_home: Path) -> None:
     assert pids_mentioning(str(skyctl_home / "local")) == []
     gone = cli(skyctl_home, "serve", "status", "auto")
     assert gone.returncode != 0 and "no service named 'auto'" in gone.stderr
+
+
+def text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_rolling_update(skyctl_home: Path) -> None:
+    """test_skyserve_rolling_update: ``serve update`` (rolling, the default) from 2
+    old replicas to 2 new ones, one of which starts late: once the first new reply
+    arrives, the service runs versions 1 and 2 and, under round robin, the next
+    replies mix both; at the end only version 2 serves."""
+    endpoint = up(skyctl_home, "update/old.yaml", "roll", "--timeout", "60")
+    assert "Hi, SkyPilot here" in text(endpoint)
+    update = cli(skyctl_home, "serve", "update", "roll", str(DATA / "update/new.yaml"), "-d")
+    assert update.returncode == 0, update.stdout + update.stderr
+
+    deadline = time.monotonic() + 60
+    while "Hi, new SkyPilot here!" not in text(endpoint):
+        assert time.monotonic() < deadline, "no reply from the new version"
+    svc = status(skyctl_home, "roll")
+    ready = {r["version"] for r in svc["replicas"] if r["status"] == "READY"}
+    assert ready == {1, 2}, svc["replicas"]  # mixed: one new replica is still starting
+    replies = [text(endpoint) for _ in range(4)]
+    assert any("Hi, SkyPilot here" in r for r in replies), replies
+    assert any("Hi, new SkyPilot here!" in r for r in replies), replies
+
+    svc = wait_status(
+        skyctl_home,
+        "roll",
+        lambda s: (
+            [r["version"] for r in s["replicas"] if r["status"] == "READY"] == [2, 2]
+            and all(r["status"] == "TERMINATED" for r in s["replicas"] if r["version"] == 1)
+        ),
+        "2 READY replicas of version 2, version 1 gone",
+    )
+    assert svc["version"] == 2 and reasons(svc).count("UPDATED") == 2, svc["replicas"]
+    assert all("Hi, new SkyPilot here!" in text(endpoint) for _ in range(4))
+    assert cli(skyctl_home, "serve", "down", "roll").returncode == 0
+
+
+def ready_versions(svc: dict[str, Any]) -> list[int]:
+    return sorted(r["version"] for r in svc["replicas"] if r["status"] == "READY")
+
+
+def live(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_update_autoscale(skyctl_home: Path) -> None:
+    """test_skyserve_update_autoscale: min_replicas 2 -> 1 -> 2 by ``serve update``;
+    each time the service reaches the new count, all of the new version (1, 2, 3),
+    and the endpoint answers. (SkyServe's first update is blue_green; both are
+    rolling here, see docs/skyserve-compat.md.)"""
+    endpoint = up(skyctl_home, "update/num_min_two.yaml", "ua", "--timeout", "60")
+    wait_status(skyctl_home, "ua", lambda s: ready_versions(s) == [1, 1], "2 READY, version 1")
+    assert "Hi, SkyPilot here!" in text(endpoint)
+    for version, yaml, count in ((2, "num_min_one", 1), (3, "num_min_two", 2)):
+        update = cli(skyctl_home, "serve", "update", "ua", str(DATA / f"update/{yaml}.yaml"))
+        assert update.returncode == 0, update.stdout + update.stderr
+        svc = wait_status(
+            skyctl_home,
+            "ua",
+            lambda s, v=version, n=count: ready_versions(s) == [v] * n and len(live(s)) == n,
+            f"{count} READY of version {version}, nothing else left",
+        )
+        assert svc["version"] == version
+        assert "Hi, SkyPilot here!" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "ua").returncode == 0

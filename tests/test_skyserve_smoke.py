@@ -18,12 +18,15 @@ import json
 import os
 import signal
 import socket
+import ssl
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from policies.failures import GIVE_UP_ROUNDS
 from tests.helpers.processes import pids_mentioning
@@ -37,7 +40,7 @@ def status(home: Path, name: str) -> dict[str, Any]:
     result = cli(home, "serve", "status", name, "-o", "json", "--all-replicas")
     assert result.returncode == 0, result.stdout + result.stderr
     (svc,) = json.loads(result.stdout)
-    return svc  # type: ignore[no-any-return]
+    return svc
 
 
 def wait_status(home: Path, name: str, check: Any, what: str, limit: float = 60) -> dict[str, Any]:
@@ -70,7 +73,11 @@ def up(home: Path, yaml: str, name: str, *args: str) -> str:
     """``serve up -n NAME FILE``; the endpoint when it waited for a replica."""
     result = cli(home, "serve", "up", "-n", name, str(DATA / yaml), *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    words = [w for w in result.stdout.split() if w.startswith("http://127.0.0.1:")]
+    words = [
+        w
+        for w in result.stdout.split()
+        if w.startswith(("http://127.0.0.1:", "https://127.0.0.1:"))
+    ]
     return words[0] if words else ""
 
 
@@ -249,7 +256,7 @@ def test_skyserve_auto_restart(skyctl_home: Path) -> None:
 
 def text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
-        return r.read().decode()  # type: ignore[no-any-return]
+        return r.read().decode()
 
 
 @pytest.mark.timeout(150)
@@ -316,3 +323,39 @@ def test_skyserve_update_autoscale(skyctl_home: Path) -> None:
         assert svc["version"] == version
         assert "Hi, SkyPilot here!" in text(endpoint)
     assert cli(skyctl_home, "serve", "down", "ua").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_https(skyctl_home: Path, tmp_path: Path) -> None:
+    """test_skyserve_https: ``service.tls`` paths given by ``--env`` and ``--secret``
+    (substituted into ``$TLS_*``): the endpoint is https and answers when the
+    certificate is not checked; a check against the system's CAs fails (self
+    signed); plain http to it gets no reply."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    keyfile, certfile = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    endpoint = up(
+        skyctl_home,
+        "https/service.yaml",
+        "https",
+        "--env",
+        f"TLS_KEYFILE_ENV_VAR={keyfile}",
+        "--secret",
+        f"TLS_CERTFILE_ENV_VAR={certfile}",
+        "--timeout",
+        "60",
+    )
+    assert endpoint.startswith("https://127.0.0.1:"), endpoint
+    assert status(skyctl_home, "https")["endpoint"] == endpoint
+
+    unchecked = ssl.create_default_context()
+    unchecked.check_hostname, unchecked.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(endpoint, timeout=10, context=unchecked) as r:
+        assert "Hi, SkyPilot here" in r.read().decode()
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(endpoint, timeout=10, context=ssl.create_default_context())
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen(endpoint.replace("https://", "http://"), timeout=10)
+    assert cli(skyctl_home, "serve", "down", "https").returncode == 0

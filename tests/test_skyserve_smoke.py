@@ -359,3 +359,45 @@ def test_skyserve_https(skyctl_home: Path, tmp_path: Path) -> None:
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(endpoint.replace("https://", "http://"), timeout=10)
     assert cli(skyctl_home, "serve", "down", "https").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_base_ondemand_fallback(skyctl_home: Path) -> None:
+    """test_skyserve_base_ondemand_fallback: min 2 spot replicas with
+    base_ondemand_fallback_replicas 1: 2/2 READY, one spot and one on-demand."""
+    endpoint = up(skyctl_home, "spot/base_ondemand_fallback.yaml", "base", "--timeout", "60")
+    svc = wait_status(
+        skyctl_home, "base", lambda s: s["ready_replicas"] == len(live(s)) == 2, "2/2 READY"
+    )
+    assert sorted((r["spot"], r["status"]) for r in live(svc)) == [
+        (False, "READY"),
+        (True, "READY"),
+    ]
+    assert "Hi, SkyPilot here!" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "base").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_spot_recovery(skyctl_home: Path) -> None:
+    """test_skyserve_spot_recovery: the one spot replica is preempted (its zone's
+    capacity goes, as the trace says); the service is 1/1 READY again on a new spot
+    replica in the zone that has capacity, and the endpoint answers."""
+    endpoint = up(skyctl_home, "spot/recovery.yaml", "recover", "--timeout", "60")
+    assert "Hi, SkyPilot here!" in text(endpoint)
+    first = status(skyctl_home, "recover")["replicas"][0]
+    assert first["spot"] and first["zone"] == "us-east-1a", first
+    svc = wait_status(
+        skyctl_home,
+        "recover",
+        lambda s: (
+            reasons(s)[0] == "PREEMPTED"
+            and [(r["spot"], r["zone"], r["status"]) for r in live(s)]
+            == [(True, "us-east-2a", "READY")]
+        ),
+        "replica 1 PREEMPTED, 1/1 READY again on spot in the other zone",
+    )
+    # skyctl's default spot policy (skyhedge_online) also covers the gap with an
+    # on-demand replica, drained once spot is READY again (docs/skyserve-compat.md)
+    assert all(r["reason"] == "SCALED_DOWN" for r in svc["replicas"] if not r["spot"])
+    assert "Hi, SkyPilot here!" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "recover").returncode == 0

@@ -43,12 +43,14 @@ def test_cheapest_spot_loses_its_replica_while_the_zone_is_out() -> None:
         trace(("z-1a", "101", 1.0)),
         SimConfig(spot_cold_start=180.0),
     )
-    # ready [180, 3600) and [7380, 10800); measured from 180 s
-    assert r.availability == pytest.approx((3420 + 3420) / (10800 - 180))
-    assert r.cost == pytest.approx(2.0)  # 1 h + 1 h of spot at $1
+    # refused at 3600 s, then probed as the capacity hold grows (policies.capacity):
+    # 3630, 3690, 3810, 4050, 4530, 5490 s refused, 7290 s granted (the zone is back at
+    # 7200 s): ready [180, 3600) and [7470, 10800); measured from 180 s
+    assert r.availability == pytest.approx((3420 + 3330) / (10800 - 180))
+    assert r.cost == pytest.approx(1.0 + (10800 - 7290) / HOUR)  # spot at $1
     assert r.preemptions == 1
-    assert r.failed_launches == 3  # three rounds at the outage, none after
-    assert r.launches == 5
+    assert r.failed_launches == 7
+    assert r.launches == 9
     assert r.lower_bound == pytest.approx(1.0 + OD + 1.0)  # on-demand where none is available
     assert r.ondemand_hours == 0.0
 
@@ -57,12 +59,13 @@ def test_spothedge_falls_back_to_ondemand_and_drains_it() -> None:
     spec = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)
     r = simulate(spec, trace(("z-1a", "10", 1.0), ("z-1b", "00", 2.0), ("z-1c", "11", 3.0)))
     # t=0: spot in 1a + on-demand cover; at 180 s spot is READY and the on-demand drains.
-    # t=3600: 1a preempted; 1b fails, the reset makes 1a ACTIVE again and SpotHedge
-    # keeps retrying 1a/1b, never 1c; the on-demand cover serves from 3780 s.
+    # t=3600: 1a preempted; 1b fails, the reset makes 1a ACTIVE again, 1a fails; both
+    # are on hold (policies.capacity), so SpotHedge takes 1c; the on-demand cover
+    # serves from 3780 s, when 1c is READY too, and drains.
     assert r.preemptions == 1
-    assert r.failed_launches == 6  # 3 rounds at 3600 s and 3 at 3780 s
-    assert r.ondemand_hours == pytest.approx(180 / HOUR + 1.0)
-    assert r.cost == pytest.approx(1.0 + OD * (180 / HOUR + 1.0))
+    assert r.failed_launches == 2
+    assert r.ondemand_hours == pytest.approx(2 * 180 / HOUR)
+    assert r.cost == pytest.approx(1.0 + 3.0 + OD * 2 * 180 / HOUR)
     assert r.availability == pytest.approx((7200 - 180 - 180) / (7200 - 180))
 
 

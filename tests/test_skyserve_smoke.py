@@ -401,3 +401,31 @@ def test_skyserve_spot_recovery(skyctl_home: Path) -> None:
     assert all(r["reason"] == "SCALED_DOWN" for r in svc["replicas"] if not r["spot"])
     assert "Hi, SkyPilot here!" in text(endpoint)
     assert cli(skyctl_home, "serve", "down", "recover").returncode == 0
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_dynamic_ondemand_fallback(skyctl_home: Path) -> None:
+    """test_skyserve_dynamic_ondemand_fallback: 2 spot replicas with on-demand
+    launched alongside while spot is not READY, then 2 spot READY and no on-demand
+    left; a spot preemption brings an on-demand replica back until the spot
+    replacement is READY, and again 2 spot READY, 0 on-demand."""
+
+    def two_spot_only(s: dict[str, Any]) -> bool:
+        rows = [(r["spot"], r["status"]) for r in live(s)]
+        return rows == [(True, "READY"), (True, "READY")]
+
+    up(skyctl_home, "spot/dynamic_ondemand_fallback.yaml", "dyn", "--detach")
+    svc = wait_status(skyctl_home, "dyn", two_spot_only, "2 spot READY, 0 on-demand")
+    assert any(not r["spot"] for r in svc["replicas"]), "no on-demand fallback at launch"
+    preempted = wait_status(
+        skyctl_home, "dyn", lambda s: "PREEMPTED" in reasons(s), "a spot preemption"
+    )
+    gone = next(r["id"] for r in preempted["replicas"] if r["reason"] == "PREEMPTED")
+
+    def replaced(s: dict[str, Any]) -> bool:
+        return two_spot_only(s) and any(r["id"] > gone for r in live(s))
+
+    svc = wait_status(skyctl_home, "dyn", replaced, "2 spot READY again, 0 on-demand")
+    after = [r for r in svc["replicas"] if r["id"] > gone]
+    assert any(not r["spot"] for r in after), "no on-demand cover after the preemption"
+    assert cli(skyctl_home, "serve", "down", "dyn").returncode == 0

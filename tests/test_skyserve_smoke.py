@@ -429,3 +429,65 @@ def test_skyserve_dynamic_ondemand_fallback(skyctl_home: Path) -> None:
     after = [r for r in svc["replicas"] if r["id"] > gone]
     assert any(not r["spot"] for r in after), "no on-demand cover after the preemption"
     assert cli(skyctl_home, "serve", "down", "dyn").returncode == 0
+
+
+def kill_controller(home: Path) -> None:
+    """SIGKILL the controller daemon (as kill_and_wait_controller) and wait it out."""
+    pid = int(json.loads((home / "controller.json").read_text())["pid"])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        stat = Path(f"/proc/{pid}/stat")
+        with contextlib.suppress(OSError):
+            if stat.read_text().split(") ", 1)[1].startswith("Z"):
+                break  # a zombie: dead, its parent has not reaped it yet
+        assert time.monotonic() < deadline, f"controller {pid} survived SIGKILL"
+        time.sleep(0.05)
+
+
+def one_ready_replica_after_restart(home: Path, name: str) -> dict[str, Any]:
+    """After the kill: `serve status` restarts the controller; 1/1 READY with one
+    replica process on this machine (SkyServe counts the cloud's instances)."""
+    svc = wait_status(
+        home, name, lambda s: [r["status"] for r in live(s)] == ["READY"], "1/1 READY"
+    )
+    assert len(pids_mentioning(str(home / "local"))) == 1
+    assert "Hi, SkyPilot here!" in text(svc["endpoint"])
+    return svc
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_ha_kill_after_ready(skyctl_home: Path) -> None:
+    """test_skyserve_ha_kill_after_ready: the controller is killed with the replica
+    READY; once it is back the same replica is READY (adopted, not relaunched) and
+    the endpoint answers."""
+    endpoint = up(skyctl_home, "high_availability/service.yaml", "ha", "--timeout", "60")
+    assert "Hi, SkyPilot here!" in text(endpoint)
+    kill_controller(skyctl_home)
+    svc = one_ready_replica_after_restart(skyctl_home, "ha")
+    assert [r["id"] for r in svc["replicas"]] == [1] and svc["endpoint"] == endpoint
+    assert cli(skyctl_home, "serve", "down", "ha").returncode == 0
+
+
+ON_ITS_WAY = ("PENDING", "PROVISIONING", "STARTING")
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_ha_kill_during_provision(skyctl_home: Path) -> None:
+    """test_skyserve_ha_kill_during_provision (and _during_pending): the controller
+    is killed while the first replica is on its way (PENDING, PROVISIONING or
+    STARTING); once it is back there is one READY replica and one replica process,
+    not two."""
+    up(skyctl_home, "high_availability/service.yaml", "hap", "--detach")
+    seen = wait_status(
+        skyctl_home,
+        "hap",
+        lambda s: any(r["status"] in ON_ITS_WAY for r in s["replicas"]),
+        "a replica on its way",
+    )
+    assert seen["ready_replicas"] == 0
+    kill_controller(skyctl_home)
+    one_ready_replica_after_restart(skyctl_home, "hap")
+    assert cli(skyctl_home, "serve", "down", "hap").returncode == 0

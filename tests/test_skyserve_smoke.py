@@ -491,3 +491,37 @@ def test_skyserve_ha_kill_during_provision(skyctl_home: Path) -> None:
     kill_controller(skyctl_home)
     one_ready_replica_after_restart(skyctl_home, "hap")
     assert cli(skyctl_home, "serve", "down", "hap").returncode == 0
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.timeout(120)
+def test_skyserve_multi_ports(skyctl_home: Path, tmp_path: Path) -> None:
+    """test_skyserve_multi_ports: a replica that opens two ports, one of them the
+    service's (``service.ports``): the endpoint reaches it, and both of the
+    replica's ports answer "Hi, SkyPilot here" directly; `serve down` stops both
+    servers."""
+    main, alt = free_ports(2)
+    spec = tmp_path / "multi_ports.yaml"
+    text_ = (DATA / "multi_ports.yaml").read_text()
+    text_ = text_.replace("8080", str(main)).replace("8081", str(alt))
+    spec.write_text(text_.replace("workdir: update", f"workdir: {DATA / 'update'}"))
+    result = cli(skyctl_home, "serve", "up", "-n", "ports", str(spec), "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    svc = status(skyctl_home, "ports")
+    (replica,) = svc["replicas"]
+    assert replica["endpoint"] == f"http://127.0.0.1:{main}"
+    assert "Hi, SkyPilot here" in text(svc["endpoint"])
+    assert "Hi, SkyPilot here" in text(replica["endpoint"])
+    assert "Hi, SkyPilot here" in text(f"http://127.0.0.1:{alt}")
+    assert cli(skyctl_home, "serve", "down", "ports").returncode == 0
+    assert pids_mentioning(str(skyctl_home / "local")) == []  # both servers stopped

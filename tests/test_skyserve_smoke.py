@@ -525,3 +525,26 @@ def test_skyserve_multi_ports(skyctl_home: Path, tmp_path: Path) -> None:
     assert "Hi, SkyPilot here" in text(f"http://127.0.0.1:{alt}")
     assert cli(skyctl_home, "serve", "down", "ports").returncode == 0
     assert pids_mentioning(str(skyctl_home / "local")) == []  # both servers stopped
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_new_autoscaler_update_rolling(skyctl_home: Path) -> None:
+    """test_skyserve_new_autoscaler_update[rolling]: from 2 on-demand replicas to 5
+    spot ones with base_ondemand_fallback_replicas 1; at the end 4 spot READY and 1
+    on-demand READY, all of version 2, the old ones gone, the endpoint answering."""
+    endpoint = up(skyctl_home, "update/new_autoscaler_before.yaml", "nau", "--timeout", "60")
+    wait_status(skyctl_home, "nau", lambda s: ready_versions(s) == [1, 1], "2 READY, version 1")
+    assert "Hi, SkyPilot here" in text(endpoint)
+    after = str(DATA / "update/new_autoscaler_after.yaml")
+    update = cli(skyctl_home, "serve", "update", "nau", after, "-d")
+    assert update.returncode == 0, update.stdout + update.stderr
+
+    def done(s: dict[str, Any]) -> bool:
+        rows = sorted((r["spot"], r["status"], r["version"]) for r in live(s))
+        return rows == [(False, "READY", 2)] + [(True, "READY", 2)] * 4
+
+    svc = wait_status(skyctl_home, "nau", done, "4 spot + 1 on-demand READY at version 2")
+    assert svc["version"] == 2
+    assert [r["reason"] for r in svc["replicas"] if r["version"] == 1] == ["UPDATED"] * 2
+    assert "Hi, SkyPilot here" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "nau").returncode == 0

@@ -150,3 +150,21 @@ def read_public_key(value: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise ConfigError(f"azure.ssh_public_key: cannot read {path}: {e.strerror or e}") from None
+
+
+def check_token(cfg: AzureConfig) -> tuple[bool, str]:
+    """For ``skyctl check``: whether azure-identity's default chain yields a token
+    (never printed); imports only azure-identity, not the management SDKs."""
+    from azure.identity import DefaultAzureCredential
+
+    hint = (
+        "run `az login`, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
+        "(a service principal), or use a managed identity"
+    )
+    try:
+        DefaultAzureCredential().get_token(
+            cfg.credential_scope or "https://management.azure.com/.default"
+        )
+    except Exception:  # any failure of the chain means: not configured
+        return False, f"azure: no usable credentials; {hint}"
+    return True, f"azure: subscription {cfg.subscription_id}, resource group {cfg.resource_group}"

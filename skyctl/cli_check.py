@@ -105,15 +105,9 @@ def _azure(config: Mapping[str, Any]) -> Check:
         and not (_home() / ".azure").is_dir()
     ):
         return False, f"azure: no credentials found; {AZURE_HINT}"
-    from azure.identity import DefaultAzureCredential
+    from providers.azure_config import check_token
 
-    try:
-        DefaultAzureCredential().get_token(
-            cfg.credential_scope or "https://management.azure.com/.default"
-        )
-    except Exception:  # any failure of the chain means: not configured
-        return False, f"azure: no usable credentials; {AZURE_HINT}"
-    return True, f"azure: subscription {cfg.subscription_id}, resource group {cfg.resource_group}"
+    return check_token(cfg)
 
 
 def _kubernetes(config: Mapping[str, Any]) -> Check:

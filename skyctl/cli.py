@@ -471,7 +471,9 @@ def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: flo
         if live and all(r["version"] == version and r["status"] == "READY" for r in live):
             click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
             return
-        if svc["status"] == "FAILED":
+        # `failure` is the current (new) version's: a FAILED status without it is the
+        # old version's, not yet cleared by the controller's next tick
+        if svc["status"] == "FAILED" and svc.get("failure"):
             raise SkyctlError(
                 f"service {name} FAILED during the update: {svc.get('failure')}; "
                 f"fix the spec and `skyctl serve update {name} FILE` again"

@@ -15,7 +15,11 @@ refused for capacity in the last ``quiet_s`` seconds: a refusal means a cap
 binds, a spare would take a slot (and launch budget) SpotHedge's placements
 need, so the spares are drained first, before any replica SpotHedge would keep.
 On-demand covers the gap between SpotHedge's spot target and the READY spot
-replicas, spares included. With zero spares every decision is SpotHedge's.
+replicas, spares included. One addition to SpotHedge, which ignores
+interruption notices: a replica whose kill is announced no longer counts, so
+its replacement and the on-demand cover launch at the notice while it still
+serves (capacity is only added, earlier). Without notices and with zero
+spares every decision is SpotHedge's.
 
 Every rate comes from :mod:`policies.estimators` (per zone, shrunk towards
 its region and the global rate), kept in ``policy_state["skyhedge_online"]["est"]``
@@ -97,7 +101,9 @@ def make(params: Params | None = None) -> PlacementPolicy:
         res = PlacementResult(
             location_states=states, state={"est": est, "refused_at": last_refusal}
         )
-        spot = [r for r in ctx.replicas if r.spot]
+        # a replica with an announced kill no longer counts: its replacement and the
+        # on-demand cover launch at once while it still serves (it is never drained)
+        spot = [r for r in ctx.replicas if r.spot and r.interruption_at is None]
         ondemand = [r for r in ctx.replicas if not r.spot]
         need = max(0, ctx.final_target - ctx.base_ondemand)  # SpotHedge's spot target
 

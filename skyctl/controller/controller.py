@@ -23,6 +23,7 @@ from policies import failures
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller.describe import replica_row
 from skyctl.controller.metrics import ControllerMetrics
 from skyctl.controller.reconcile import Reconciler
 from skyctl.controller.runtime import ServiceRuntime, load_spec, make_runtime
@@ -531,33 +532,7 @@ class Controller:
         replicas: list[dict[str, Any]] = []
         for r in self.store.list_replicas(name, include_terminated=True):
             acc = billed.get(r.replica_id, costs.CostTotals())
-            replicas.append(
-                {
-                    "id": r.replica_id,
-                    "version": r.version,
-                    "status": r.status.value,
-                    "reason": r.end_reason.value if r.end_reason else None,
-                    "location": str(r.location),
-                    "cloud": r.location.cloud,
-                    "region": r.location.region,
-                    "zone": r.location.zone,
-                    "spot": r.spot,
-                    "price_per_hour": r.price,
-                    "ondemand_price_per_hour": r.ondemand_price,
-                    "billed_seconds": round(acc.replica_seconds, 3),
-                    "accrued_cost": round(acc.cost, 6),
-                    "endpoint": r.endpoint,
-                    "launched_at": r.created_at,
-                    "instance_type": r.instance_type,
-                    "uptime_seconds": (now - r.ready_at) if r.ready_at and r.is_live else None,
-                    "interruption_at": r.interruption_at,
-                    "probe_failures": r.probe_failures,
-                    "exit_code": r.exit_code,
-                    "failure": r.failure,
-                    "log_tail": r.log_tail.splitlines() if r.log_tail else [],
-                    "router": stats.get(r.replica_id, {}),
-                }
-            )
+            replicas.append(replica_row(r, acc, now, stats.get(r.replica_id, {})))
         live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
         host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
         scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls

@@ -82,6 +82,13 @@ class Harness:
         for name in list(self.controller.runtimes):
             await self.controller._drop_runtime(name, grace_seconds=0)
 
+    async def close(self) -> None:
+        """Stop the controller, its routers and the provider, and close the store."""
+        await self.stop_controller()
+        await self.controller.stop(0)
+        await self.provider.close()
+        self.store.close()
+
     async def until(
         self,
         predicate: Callable[[], bool],
@@ -120,10 +127,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.start()
     yield harness
-    await harness.stop_controller()
-    await harness.controller.stop(0)
-    await harness.provider.close()
-    harness.store.close()
+    await harness.close()
 
 
 async def test_a_service_comes_up_and_its_endpoint_routes_to_ready_replicas(h: Harness) -> None:

@@ -27,10 +27,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness.provider.log_dir = str(tmp_path)
     await harness.start()
     yield harness
-    await harness.stop_controller()
-    await harness.controller.stop(0)
-    await harness.provider.close()
-    harness.store.close()
+    await harness.close()
 
 
 def status(h: Harness, name: str) -> ServiceStatus:

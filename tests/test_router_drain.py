@@ -26,10 +26,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.start()
     yield harness
-    await harness.stop_controller()
-    await harness.controller.stop(0)
-    await harness.provider.close()
-    harness.store.close()
+    await harness.close()
 
 
 async def stream(h: Harness, lines: int) -> tuple[list[str], str]:

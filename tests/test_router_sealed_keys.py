@@ -31,10 +31,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.start()
     yield harness
-    await harness.stop_controller()
-    await harness.controller.stop(0)
-    await harness.provider.close()
-    harness.store.close()
+    await harness.close()
 
 
 async def get(h: Harness, key: str | None) -> int:

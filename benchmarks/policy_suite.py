@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -425,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     ap.add_argument("--quick", action="store_true", help="a tiny grid (seconds), for CI")
     ap.add_argument("--workers", type=int, default=2, help="parallel replays (at most 2)")
     ap.add_argument("--out", default=None, help=f"markdown output (default {OUT}; quick: none)")
+    ap.add_argument("--json", default=None, help="also write every replay's figures here")
     args = ap.parse_args(argv)
     if not 1 <= args.workers <= 2:
         ap.error(f"--workers {args.workers}: allowed 1 or 2")
@@ -486,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> str:
             "",
         ]
     text = "\n".join(lines)
+    if args.json:
+        dump = [{**asdict(j), **r} for j, r in [*tuned.items(), *held.items()]]
+        Path(args.json).write_text(json.dumps(dump, indent=0))
     out = args.out or (None if args.quick else str(OUT))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,14 +21,23 @@ any node is pending. Terminating the head's id terminates every node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from skyctl.types import Instance, InstanceState
+from providers import nodes
+from providers.nodes import TAG_HEAD, TAG_NODES, TAG_RANK
+from skyctl.types import Instance
 
-TAG_NODES = "skyctl-nodes"
-TAG_RANK = "skyctl-node-rank"
-TAG_HEAD = "skyctl-head"
+__all__ = [
+    "NODE_SCRIPT",
+    "TAG_HEAD",
+    "TAG_IPS",
+    "TAG_NODES",
+    "TAG_RANK",
+    "fold",
+    "node_tags",
+    "nodes_of",
+    "tagged",
+]
 TAG_IPS = "skyctl-node-ips"
 _TAG_LIMIT = 256
 
@@ -84,8 +93,8 @@ def fold(pairs: Sequence[tuple[Mapping[str, Any], Instance | None]]) -> list[Ins
     """One instance per replica from ``(raw, instance)`` pairs of one listing.
 
     Single-node instances pass through. A multi-node replica's nodes (grouped
-    by client token) become its head's instance with the worst node's state;
-    ``None`` instances are nodes that are gone (terminated)."""
+    by client token) become its head's instance with the worst node's state
+    (:func:`providers.nodes.fold`); ``None`` instances are nodes that are gone (terminated)."""
     out: list[Instance] = []
     groups: dict[str, list[tuple[Mapping[str, Any], Instance | None]]] = {}
     for raw, inst in pairs:
@@ -109,43 +118,15 @@ def _rank(raw: Mapping[str, Any]) -> int:
 
 
 def _fold_one(group: list[tuple[Mapping[str, Any], Instance | None]]) -> Instance | None:
-    n = nodes_of(group[0][0])
     group.sort(key=lambda p: _rank(p[0]))
-    live = [(r, i) for r, i in group if i is not None]
-    if not live:
-        return None  # every node gone: so is the replica
     head_id = _tags(group[0][0]).get(TAG_HEAD) or str(group[0][0]["InstanceId"])
-    head = next((i for r, i in live if str(r["InstanceId"]) == head_id), None)
-    base = replace(head or live[0][1], instance_id=head_id)
-    ranks = {_rank(r): i for r, i in live}
-    for state in (InstanceState.PREEMPTED, InstanceState.FAILED, InstanceState.TERMINATED):
-        lost = [(k, i) for k, i in ranks.items() if i is not None and i.state is state]
-        if lost:
-            k, inst = lost[0]
-            how = "preempted" if state is InstanceState.PREEMPTED else f"ended ({inst.detail})"
-            if state is InstanceState.TERMINATED:
-                state = InstanceState.FAILED
-            return _lost(base, state, f"node {k} of {n} {how}")
-    missing = sorted(set(range(n)) - set(ranks)) if len(group) >= n or tagged_all(group) else []
-    if missing:
-        return _lost(base, InstanceState.FAILED, f"node {missing[0]} of {n} is gone")
-    if any(i.state is InstanceState.PENDING for i in ranks.values() if i is not None):
-        return replace(base, state=InstanceState.PENDING, endpoint=None)
-    return base
+    n = nodes_of(group[0][0])
+    ranks = {_rank(r): i for r, i in group if i is not None}
+    return nodes.fold(head_id, n, ranks, complete=len(group) >= n or tagged_all(group))
 
 
 def tagged_all(group: Sequence[tuple[Mapping[str, Any], Instance | None]]) -> bool:
     return tagged([r for r, _ in group])
-
-
-def _lost(base: Instance, state: InstanceState, why: str) -> Instance:
-    return replace(
-        base,
-        state=state,
-        endpoint=None,
-        interruption_at=None,
-        detail=f"{why}: the replica is lost with it",
-    )
 
 
 def _tags(raw: Mapping[str, Any]) -> dict[str, str]:

@@ -18,6 +18,8 @@ client (:mod:`providers.gcp_api`). It decides nothing.
   ``interruption_at``; a host maintenance that will stop the VM is reported
   the same way. Each is pushed once as an InstanceEvent.
 - The firewall rules of a service are deleted when its last instance goes.
+- Multi-node replicas (``num_nodes`` N > 1): N VMs in the offering's zone,
+  all or none, grouped by label into one replica (:mod:`providers.gcp_nodes`).
 
 See docs/clouds/gcp.md for the user's side.
 """
@@ -29,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from providers.base import LaunchRequest, Provider, runs_nodes
+from providers import gcp_nodes, nodes
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
 from providers.events import EventsOnce
@@ -55,6 +58,7 @@ from providers.gcp_build import (
 from providers.gcp_config import CONFIG_KEYS, check, project_of, validate_config
 from providers.gcp_instances import metadata_value, to_instance
 from providers.gcp_network import Firewalls
+from providers.nodes import node_name
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError, NotFoundError
 from skyctl.spec import ResourceCandidate, ServiceSpec
@@ -108,12 +112,12 @@ class GCPProvider(Provider):
         self._locks: dict[str, asyncio.Lock] = {}
         self._firewalls = Firewalls(self._api, self._project, config)
         self._firewalls_clean: set[str] = set()  # services known to have no rules
+        self._node_of: dict[str, nodes.Node] = {}  # nodes of multi-node replicas, by id
+        self._launching: set[str] = set()  # head ids of multi-node launches in flight
 
     # ------------------------------------------------------------ offerings
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
-        if not runs_nodes(self.name, spec):
-            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         picks: list[tuple[ResourceCandidate, CatalogEntry]] = []
         for cand in spec.resources.candidates:
             if (cand.cloud or "").lower() != "gcp":
@@ -134,7 +138,8 @@ class GCPProvider(Provider):
                     out[(loc, spot, e.instance_type)] = Offering(
                         loc, spot, price, e.instance_type, e.accelerators
                     )
-        return sorted(out.values(), key=lambda o: (o.price, str(o.location), o.instance_type))
+        ordered = sorted(out.values(), key=lambda o: (o.price, str(o.location), o.instance_type))
+        return per_replica(ordered, spec)  # a multi-node replica is priced as its N VMs
 
     def _region_allowed(self, region: str) -> bool:
         return self._regions is None or region in self._regions
@@ -190,10 +195,39 @@ class GCPProvider(Provider):
             raise ConfigError(
                 f"gcp: cannot launch offering at {off.location} (need gcp/region/zone)"
             )
+        zone, n = off.location.zone, request.spec.num_nodes
+        name = instance_name(request.service, request.replica_id, request.client_token)
+        async with self._lock(request.service):
+            await self._firewalls.ensure(request.service, request.port, peers=n > 1)
+            self._firewalls_clean.discard(request.service)
+            if n == 1:
+                inst = await self._insert(request, name, None)
+            else:  # every node in this zone, or none (providers.gcp_nodes)
+                head = instance_id(zone, name)
+                self._launching.add(head)
+                try:
+                    insts = await nodes.launch_all(
+                        n,
+                        lambda k: self._insert(request, name, k),
+                        lambda: self._delete_all(zone, [node_name(name, k) for k in range(n)]),
+                    )
+                    await gcp_nodes.publish(self._api, self._project, zone, insts)
+                    for k, node in enumerate(insts):
+                        self._node_of[instance_id(zone, node.name)] = nodes.Node(head, k, n)
+                    inst = await self._get(zone, name, location=str(off.location))
+                finally:
+                    self._launching.discard(head)
+        launched = self._to_instance(inst, request.service, zone, preempted_at=None)
+        self._known[launched.instance_id] = launched
+        return launched
+
+    async def _insert(self, request: LaunchRequest, head: str, rank: int | None) -> Any:
+        """Insert one VM (node ``rank`` of a multi-node replica) and return it once created."""
+        off = request.offering
         zone, loc = off.location.zone, str(off.location)
         entry = self._by_type.get((off.instance_type, off.location.region))
         accel_name, _, accel_count = off.accelerators.partition(":")
-        name = instance_name(request.service, request.replica_id, request.client_token)
+        name = node_name(head, rank or 0)
         body = instance_body(
             name=name,
             zone=zone,
@@ -207,41 +241,44 @@ class GCPProvider(Provider):
             machine_type=off.instance_type,
             accelerator_name=entry.accelerator_name if entry else accel_name,
             accelerator_count=entry.accelerator_count if entry else int(accel_count or 0),
-            startup_script=render_bootstrap(request, notice_watch=NOTICE_WATCH),
+            startup_script=render_bootstrap(
+                request,
+                notice_watch=NOTICE_WATCH,
+                node_script=gcp_nodes.node_script(rank or 0),
+            ),
             candidate=_candidate_for(request.spec, off),
             config=self._config,
         )
-        async with self._lock(request.service):
-            await self._firewalls.ensure(request.service, request.port)
-            self._firewalls_clean.discard(request.service)
-            try:
-                op = await self._api.call(
-                    self._api.instances.insert_unary,
-                    request=compute_v1.InsertInstanceRequest(
-                        project=self._project,
-                        zone=zone,
-                        instance_resource=ComputeApi.message(compute_v1.Instance, body),
-                        request_id=request_id(request.client_token),
-                    ),
-                    what=f"launch {name}",
-                    location=loc,
-                    **self._api.options(),
-                )
-            except AlreadyExists:
-                op = None  # launched before under this token (past requestId's memory)
-            if op is not None:
-                op = await self._api.wait_zone_op(
-                    self._project, zone, op, what=f"launch {name}", location=loc
-                )
-                err = operation_error(op, f"launch {name}", loc)
-                if err is not None:
-                    raise err
-            inst = await self._get(zone, name, location=loc)
+        token = request.client_token
+        if rank is not None:
+            body["labels"].update(nodes.node_tags(head, rank, request.spec.num_nodes))
+            token = token if rank == 0 else f"{token}#node{rank}"
+        try:
+            op = await self._api.call(
+                self._api.instances.insert_unary,
+                request=compute_v1.InsertInstanceRequest(
+                    project=self._project,
+                    zone=zone,
+                    instance_resource=ComputeApi.message(compute_v1.Instance, body),
+                    request_id=request_id(token),
+                ),
+                what=f"launch {name}",
+                location=loc,
+                **self._api.options(),
+            )
+        except AlreadyExists:
+            op = None  # launched before under this token (past requestId's memory)
+        if op is not None:
+            op = await self._api.wait_zone_op(
+                self._project, zone, op, what=f"launch {name}", location=loc
+            )
+            err = operation_error(op, f"launch {name}", loc)
+            if err is not None:
+                raise err
+        inst = await self._get(zone, name, location=loc)
         if inst.labels.get(LABEL_TOKEN) != token_label(request.client_token):
             raise ConfigError(f"gcp: instance {zone}/{name} exists but was not launched by skyctl")
-        launched = self._to_instance(inst, request.service, zone, preempted_at=None)
-        self._known[launched.instance_id] = launched
-        return launched
+        return inst
 
     async def _get(self, zone: str, name: str, *, location: str | None = None) -> Any:
         return await self._api.call(
@@ -277,30 +314,63 @@ class GCPProvider(Provider):
             zone, name = split_instance_id(instance_id)
         except ValueError:
             return  # not an id this provider made: nothing of ours to delete
-        known = self._known.pop(instance_id, None)
-        self._gone.pop(instance_id, None)
-        self._told.forget(instance_id)
+        known = self._known.get(instance_id)
         service = known.service if known else None
+        multi = known is None or any(n.head == instance_id for n in self._node_of.values())
         try:
             if service is None:
                 inst = await self._get(zone, name)
                 service = metadata_value(inst, META_SERVICE) or inst.labels.get(LABEL_SERVICE)
-            await self._api.call(
-                self._api.instances.delete_unary,
-                request=compute_v1.DeleteInstanceRequest(
-                    project=self._project,
-                    zone=zone,
-                    instance=name,
-                    request_id=request_id(instance_id, "delete"),
-                ),
-                what=f"terminate {instance_id}",
-                **self._api.options(),
-            )
-            self._deleting.add(instance_id)
         except NotFoundError:
             pass
+        names = [name]
+        if multi:  # a multi-node replica's workers go with its head (even when it is gone)
+            known_nodes = [i for i, n in self._node_of.items() if n.head == instance_id]
+            found = await self._workers(zone, name)
+            names += sorted({*found, *(split_instance_id(i)[1] for i in known_nodes)} - {name})
+        await self._delete_all(zone, names)
         if service:
             await self._cleanup_if_empty(service, exclude=instance_id)
+
+    async def _workers(self, zone: str, head: str) -> list[str]:
+        """The names of the nodes labelled with ``head`` as their head."""
+
+        def fetch() -> list[str]:
+            pager = self._api.instances.list(
+                request={
+                    "project": self._project,
+                    "zone": zone,
+                    "filter": f'labels.{nodes.TAG_HEAD} = "{head}"',
+                },
+                **self._api.options(),
+            )
+            return [i.name for i in pager]
+
+        return await self._api.call(fetch, what=f"list the nodes of {zone}/{head}")
+
+    async def _delete_all(self, zone: str, names: Sequence[str]) -> None:
+        """Delete these instances (not found counts as done)."""
+        for name in names:
+            iid = instance_id(zone, name)
+            self._known.pop(iid, None)
+            self._gone.pop(iid, None)
+            self._node_of.pop(iid, None)
+            self._told.forget(iid)
+            try:
+                await self._api.call(
+                    self._api.instances.delete_unary,
+                    request=compute_v1.DeleteInstanceRequest(
+                        project=self._project,
+                        zone=zone,
+                        instance=name,
+                        request_id=request_id(iid, "delete"),
+                    ),
+                    what=f"terminate {iid}",
+                    **self._api.options(),
+                )
+                self._deleting.add(iid)
+            except NotFoundError:
+                pass
 
     # ---------------------------------------------------------------- lists
 
@@ -354,14 +424,16 @@ class GCPProvider(Provider):
         rows = await self._list_raw(service)
         preempted = await self._preemptions(service)
         now = self._clock.now()
-        out: list[Instance] = []
+        out: list[Instance] = []  # one per node
         present: set[str] = set()
         for inst, zone in rows:
             iid = instance_id(zone, inst.name)
             present.add(iid)
             found = self._to_instance(inst, service, zone, preempted_at=preempted.get(iid))
             self._known[iid] = found
-            self._notify(found)
+            node, found = gcp_nodes.listed(inst, zone, found)
+            if node is not None:
+                self._node_of[iid] = node
             out.append(found)
         for iid in [i for i in self._deleting if i not in present]:
             self._deleting.discard(iid)
@@ -374,14 +446,19 @@ class GCPProvider(Provider):
             ):
                 gone = _replace_state(known, InstanceState.PREEMPTED, "preempted and deleted")
                 self._known[iid] = gone
-                self._notify(gone)
                 out.append(gone)
             else:
                 self._known.pop(iid, None)
                 self._gone.pop(iid, None)
+                self._node_of.pop(iid, None)
         if not out and service not in self._firewalls_clean and not self._lock(service).locked():
             await self._cleanup_if_empty(service)  # (a launch in flight keeps its rule)
-        return out
+        replicas = nodes.group(
+            ((self._node_of.get(i.instance_id), i) for i in out), launching=self._launching
+        )
+        for replica in replicas:
+            self._notify(replica)
+        return replicas
 
     async def list_services(self) -> Sequence[str]:
         names = set()

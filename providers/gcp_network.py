@@ -2,7 +2,9 @@
 
 One rule per service and port, named ``skyctl-<service slug>-<digest>-<port>``,
 allows ``tcp:<port>`` from ``source_ranges`` (default ``0.0.0.0/0``) to the
-instances carrying the service's network tag. Firewall rules take no labels,
+instances carrying the service's network tag; a service with multi-node
+replicas also gets ``...-nodes``, which lets its instances reach each other on
+any port. Firewall rules take no labels,
 so the name prefix (and the description) marks them as the service's. Created
 idempotently (an existing rule, or 409 on a concurrent create, is success) and
 deleted by :meth:`Firewalls.remove_all` when the service's last instance goes.
@@ -32,9 +34,14 @@ class Firewalls:
         self._sources = [str(s) for s in config.get("source_ranges") or ["0.0.0.0/0"]]
         self._ready: set[str] = set()
 
-    async def ensure(self, service: str, port: int) -> None:
-        """Make sure the rule opening ``port`` to ``service``'s instances exists."""
-        fw = firewall_name(service, port)
+    async def ensure(self, service: str, port: int, *, peers: bool = False) -> None:
+        """Make sure the rule opening ``port`` to ``service``'s instances exists (and,
+        with ``peers``, the rule letting them reach each other on any port)."""
+        if peers:
+            await self._ensure(f"{service_tag(service)}-nodes", service, None)
+        await self._ensure(firewall_name(service, port), service, port)
+
+    async def _ensure(self, fw: str, service: str, port: int | None) -> None:
         if fw in self._ready:
             return
         try:
@@ -49,8 +56,9 @@ class Firewalls:
             await self._create(fw, service, port)
         self._ready.add(fw)
 
-    async def _create(self, fw: str, service: str, port: int) -> None:
-        body = {
+    async def _create(self, fw: str, service: str, port: int | None) -> None:
+        tag = service_tag(service)
+        body: dict[str, Any] = {
             "name": fw,
             "description": f"skyctl: service {service!r}, port {port}",
             "network": self._network,
@@ -58,8 +66,15 @@ class Firewalls:
             "priority": 1000,
             "allowed": [{"IPProtocol": "tcp", "ports": [str(port)]}],
             "sourceRanges": self._sources,
-            "targetTags": [service_tag(service)],
+            "targetTags": [tag],
         }
+        if port is None:  # the nodes of a replica reach each other on any port
+            body.update(
+                description=f"skyctl: service {service!r}, between its nodes",
+                allowed=[{"IPProtocol": "all"}],
+                sourceTags=[tag],
+            )
+            del body["sourceRanges"]
         try:
             op = await self._api.call(
                 self._api.firewalls.insert_unary,

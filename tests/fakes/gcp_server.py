@@ -13,13 +13,15 @@ What it models (from the API reference):
 
 - ``instances``: insert (PROVISIONING until its operation is polled, then
   RUNNING with a natIP), get, list, aggregatedList, delete (STOPPING, gone
-  after one more read);
+  after one more read), setMetadata (the current ``fingerprint`` required,
+  412 ``conditionNotMet`` otherwise);
 - zone and global ``operations``: get, wait (completes a pending operation),
   list, aggregatedList; operation errors carry ``error.errors[].code``;
 - ``firewalls``: insert, get, list, delete; ``machineTypes`` and
   ``acceleratorTypes``: aggregatedList;
 - injection: :meth:`exhaust` (a zone answers every insert with an operation
-  error, ``ZONE_RESOURCE_POOL_EXHAUSTED`` unless told otherwise),
+  error, ``ZONE_RESOURCE_POOL_EXHAUSTED`` unless told otherwise), :meth:`refuse`
+  (the same for one instance name),
   :meth:`fail_next` (the next requests answer 503, 429 ...),
   :meth:`preempt` (a ``compute.instances.preempted`` operation, the instance
   STOPPING during its notice, then TERMINATED, then deleted as
@@ -28,8 +30,11 @@ What it models (from the API reference):
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,6 +93,12 @@ def _rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
 
 
+def _fingerprint(meta: Mapping[str, Any]) -> str:
+    """The metadata's fingerprint: a digest of its items (base64, as the API's)."""
+    digest = hashlib.sha256(json.dumps(meta.get("items") or [], sort_keys=True).encode())
+    return base64.b64encode(digest.digest()[:8]).decode()
+
+
 def _catalog_types() -> dict[str, set[str]]:
     """region -> machine types, from the bundled GCP catalog."""
     from providers.catalog import load_catalog
@@ -131,6 +142,7 @@ class FakeComputeEngine:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.request_ids: dict[tuple[str, str], str] = {}
         self._exhausted: dict[str, tuple[str, bool]] = {}
+        self._refused: dict[str, str] = {}
         self._failures: list[tuple[int, str, str]] = []
         self._pending_delete: set[tuple[str, str]] = set()
         self._ids = itertools.count(1000)
@@ -149,6 +161,10 @@ class FakeComputeEngine:
     ) -> None:
         """Every insert in ``zone`` (or only SPOT ones) fails its operation with ``code``."""
         self._exhausted[zone] = (code, spot_only)
+
+    def refuse(self, name: str, *, code: str = "ZONE_RESOURCE_POOL_EXHAUSTED") -> None:
+        """The next insert of the instance ``name`` fails its operation with ``code``."""
+        self._refused[name] = code
 
     def restore(self, zone: str) -> None:
         self._exhausted.pop(zone, None)
@@ -316,6 +332,8 @@ class FakeComputeEngine:
             return listing
         if method == "POST" and not p:
             return self._insert(project, zone, q.get("requestId"), body)
+        if method == "POST" and len(p) == 2 and p[1] == "setMetadata":
+            return self._set_metadata(project, zone, p[0], q.get("requestId"), body)
         if len(p) != 1:
             raise ApiError(404, "fake Compute Engine: unsupported instances call")
         key = (zone, p[0])
@@ -337,6 +355,33 @@ class FakeComputeEngine:
             self._remember(zone, q.get("requestId"), op)
             return op
         raise ApiError(405, f"method {method} not allowed")
+
+    def _set_metadata(
+        self, project: str, zone: str, name: str, request_id: str | None, body: Any
+    ) -> Any:
+        """``instances.setMetadata``: replaces every item; the body's ``fingerprint``
+        must be the instance's current one (412 conditionNotMet otherwise)."""
+        dup = self.request_ids.get((zone, request_id or ""))
+        if dup:
+            return self.operations[dup]
+        inst = self.instances.get((zone, name))
+        if inst is None:
+            raise ApiError(
+                404,
+                f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found",
+            )
+        meta = inst.setdefault("metadata", {})
+        if body.get("fingerprint") != _fingerprint(meta):
+            raise ApiError(
+                412,
+                "Supplied fingerprint does not match current metadata fingerprint.",
+                "conditionNotMet",
+            )
+        meta["items"] = copy.deepcopy(body.get("items") or [])
+        meta["fingerprint"] = _fingerprint(meta)
+        op = self._operation("setMetadata", zone=zone, target=inst, done=True)
+        self._remember(zone, request_id, op)
+        return op
 
     def _finish_deletes(self) -> None:
         """Deletions complete one read after they were accepted."""
@@ -378,7 +423,11 @@ class FakeComputeEngine:
         )
         for nic in inst.get("networkInterfaces", []):
             nic["networkIP"] = f"10.128.0.{next(self._ips)}"
+        meta = inst.setdefault("metadata", {})
+        meta["fingerprint"] = _fingerprint(meta)
         exhausted = self._exhausted.get(zone)
+        if name in self._refused:
+            exhausted = (self._refused.pop(name), False)
         op = self._operation("insert", zone=zone, target=inst, done=False)
         if exhausted and (spot or not exhausted[1]):
             code = exhausted[0]

@@ -16,6 +16,9 @@ so a retried launch finds or re-creates the same resources instead of new ones.
   kill time to ``$SKYCTL_NOTICE_FILE`` (see ``providers.bootstrap``).
 - Terminate deletes the VM (its OS disk goes with it), the NIC and the public
   IP, then the service's NSG in that region once no NIC of the service uses it.
+- Multi-node replicas (``num_nodes`` N > 1): N VMs in one zone, all or none,
+  their NICs (and so their private addresses) created before any VM, so each
+  boots knowing every node's address (:mod:`providers.azure_nodes`).
 
 All ARM calls go through :class:`providers.azure_arm.ArmClient`.
 """
@@ -29,8 +32,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from providers import nodes
 from providers.azure_arm import CREDENTIAL_HINT, ArmClient
 from providers.azure_config import AzureConfig, parse_config, read_public_key
+from providers.azure_nodes import find_nodes, private_ip
 from providers.azure_resources import (
     DEFAULT_CPU_IMAGE,
     DEFAULT_DISK_GB,
@@ -41,7 +46,6 @@ from providers.azure_resources import (
     TAG_SPOT,
     Names,
     VmSettings,
-    arm_id,
     instance_from_tags,
     instance_from_vm,
     ip_body,
@@ -54,9 +58,10 @@ from providers.azure_resources import (
     vnet_body,
     vnet_name,
 )
-from providers.base import LaunchRequest, Provider, runs_nodes
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
+from providers.nodes import node_name
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError, SkyctlError, TransientError
 from skyctl.spec import ResourceCandidate, ServiceSpec
@@ -141,8 +146,6 @@ class AzureProvider(Provider):
         return [c for c in spec.resources.candidates if (c.cloud or "").lower() == "azure"]
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
-        if not runs_nodes(self.name, spec):
-            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         out: dict[tuple[Location, bool, str], Offering] = {}
         for cand in self._candidates(spec):
             for e in match(cand, self.catalog()):
@@ -157,9 +160,10 @@ class AzureProvider(Provider):
                         out.setdefault(
                             key, Offering(loc, spot, price, e.instance_type, e.accelerators)
                         )
-        return sorted(
+        ordered = sorted(
             out.values(), key=lambda o: (o.price, str(o.location), o.instance_type, o.spot)
         )
+        return per_replica(ordered, spec)  # a multi-node replica is priced as its N VMs
 
     # ---- launch ------------------------------------------------------------------------------
 
@@ -218,27 +222,34 @@ class AzureProvider(Provider):
             raise ConfigError(
                 f"azure: cannot launch offering at {loc} ({offering.instance_type!r})"
             )
-        names = Names.for_launch(request.service, request.replica_id, request.client_token)
+        head = Names.for_launch(request.service, request.replica_id, request.client_token)
+        n = request.spec.num_nodes
+        all_names = [Names(node_name(head.vm, k)) for k in range(n)]  # n == 1: the head
         where = str(loc)
-        self._launching.add(names.vm)
+        self._launching.update(x.vm for x in all_names)
         try:
-            vm = await self.arm.get("vm", names.vm, location=where)
-            if vm is not None and vm.get("properties", {}).get("provisioningState") != "Failed":
-                return await self._with_endpoint(vm)
+            vms = [await self.arm.get("vm", x.vm, location=where) for x in all_names]
+            if all(
+                vm is not None and vm.get("properties", {}).get("provisioningState") != "Failed"
+                for vm in vms
+            ):
+                assert vms[0] is not None
+                return await self._with_endpoint(vms[0])
             image, disk = self._image_and_disk(request)
-            tags = tags_for(
-                request.service,
-                request.replica_id,
-                request.version,
-                names,
-                spot=offering.spot,
-                price=offering.price,
-                zone=loc.zone,
-                port=request.port,
-            )
-            script = render_bootstrap(
-                request, notice_watch=notice_watch(names.vm), drain_on_notice=True
-            )
+            tags = [
+                tags_for(
+                    request.service,
+                    request.replica_id,
+                    request.version,
+                    x,
+                    spot=offering.spot,
+                    price=offering.price,
+                    zone=loc.zone,
+                    port=request.port,
+                )
+                | (nodes.node_tags(head.vm, k, n) if n > 1 else {})
+                for k, x in enumerate(all_names)
+            ]
             settings = VmSettings(
                 loc.region,
                 loc.zone,
@@ -247,42 +258,65 @@ class AzureProvider(Provider):
                 image,
                 disk,
                 self._public_key(),
-                script,
+                "",
             )
-            nic_id = arm_id(
-                self.arm.subscription_id,
-                self.arm.resource_group,
-                "Microsoft.Network/networkInterfaces",
-                names.nic,
-            )
-            body = vm_body(settings, names, tags, nic_id)  # checks the size before any call
-            subnet = await self._subnet(loc.region)
-            ip = await self.arm.put(
-                "ip", names.ip, ip_body(loc.region, loc.zone, tags), location=where
-            )
-            # a terminate deletes the NSG only while no NIC of the service uses it
-            async with self._lock(request.service, loc.region):
-                nsg = await self._nsg(request.service, loc.region, request.port)
-                await self.arm.put(
-                    "nic",
-                    names.nic,
-                    nic_body(loc.region, tags, subnet, ip["id"], nsg),
-                    location=where,
+
+            def script(k: int, peers: list[str] | None) -> str:
+                return render_bootstrap(
+                    request,
+                    notice_watch=notice_watch(all_names[k].vm),
+                    drain_on_notice=True,
+                    node_script=nodes.node_exports(k, peers),
                 )
-            await self.arm.put("vm", names.vm, body, location=where)
-            vm = await self.arm.get("vm", names.vm, location=where)
+
+            widest = ["255.255.255.255"] * n if n > 1 else None
+            vm_body(replace(settings, bootstrap=script(0, widest)), head, tags[0], "")  # size
+            subnet = await self._subnet(loc.region)
+            # every node's address first: each VM boots knowing them all (node_exports)
+            nets = await nodes.launch_all(
+                n, lambda k: self._network(request, all_names[k], tags[k], subnet)
+            )
+            peers = [private_ip(nic) for _, nic in nets] if n > 1 else None
+
+            async def create_vm(k: int) -> None:
+                x = all_names[k]
+                body = vm_body(
+                    replace(settings, bootstrap=script(k, peers)), x, tags[k], nets[k][1]["id"]
+                )
+                await self.arm.put("vm", x.vm, body, location=where)
+
+            await nodes.launch_all(n, create_vm)
+            vm = await self.arm.get("vm", head.vm, location=where)
             if vm is None:
                 raise TransientError(
-                    f"azure: VM {names.vm} vanished right after its creation", location=where
+                    f"azure: VM {head.vm} vanished right after its creation", location=where
                 )
-            return await self._with_endpoint(vm, ip=ip)
-        except SkyctlError:
-            await self._cleanup(names, request.service, loc.region)
+            return await self._with_endpoint(vm, ip=nets[0][0])
+        except SkyctlError:  # all nodes or none
+            await self._cleanup(all_names, request.service, loc.region)
             raise
         finally:
-            self._launching.discard(names.vm)
+            self._launching.difference_update(x.vm for x in all_names)
 
-    async def _cleanup(self, names: Names, service: str, region: str) -> None:
+    async def _network(
+        self, request: LaunchRequest, names: Names, tags: dict[str, str], subnet: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The public IP and the NIC of one VM (node)."""
+        loc = request.offering.location
+        where = str(loc)
+        ip = await self.arm.put("ip", names.ip, ip_body(loc.region, loc.zone, tags), location=where)
+        # a terminate deletes the NSG only while no NIC of the service uses it
+        async with self._lock(request.service, loc.region):
+            nsg = await self._nsg(request.service, loc.region, request.port)
+            nic = await self.arm.put(
+                "nic",
+                names.nic,
+                nic_body(loc.region, tags, subnet, ip["id"], nsg),
+                location=where,
+            )
+        return ip, nic
+
+    async def _cleanup(self, names: Sequence[Names], service: str, region: str) -> None:
         """Best effort after a failed launch: leave nothing behind (listing reports leftovers)."""
         try:
             await self._delete_replica(names, service, region)
@@ -303,6 +337,7 @@ class AzureProvider(Provider):
         if not _INSTANCE_ID.match(instance_id):
             return  # not a name we create: nothing of ours to delete
         names = Names(instance_id)
+        node_names = [instance_id]
         self._terminating.add(instance_id)
         try:
             found = None
@@ -310,17 +345,25 @@ class AzureProvider(Provider):
                 found = await self.arm.get(kind, name)
                 if found is not None:
                     break
+            if found is None or nodes.TAG_NODES in (found.get("tags") or {}):
+                # a multi-node replica's workers go with its head (even when it is gone)
+                workers = await find_nodes(self.arm, instance_id)
+                node_names += sorted(set(workers) - {instance_id})
+                found = found or next(iter(workers.values()), None)
+            self._terminating.update(node_names)
             if found is None:
                 return
             service = (found.get("tags") or {}).get(TAG_SERVICE, "")
-            await self._delete_replica(names, service, str(found.get("location", "")))
+            region = str(found.get("location", ""))
+            await self._delete_replica([Names(n) for n in node_names], service, region)
         finally:
-            self._terminating.discard(instance_id)
+            self._terminating.difference_update(node_names)
 
-    async def _delete_replica(self, names: Names, service: str, region: str) -> None:
-        await self.arm.delete("vm", names.vm)
-        await self.arm.delete("nic", names.nic)
-        await self.arm.delete("ip", names.ip)
+    async def _delete_replica(self, all_names: Sequence[Names], service: str, region: str) -> None:
+        for names in all_names:
+            await self.arm.delete("vm", names.vm)
+            await self.arm.delete("nic", names.nic)
+            await self.arm.delete("ip", names.ip)
         if service and region:
             async with self._lock(service, region):
                 nics = await self.arm.list("nic")
@@ -337,7 +380,12 @@ class AzureProvider(Provider):
         nics = await self.arm.list("nic")
         by_name = {str((ip.get("tags") or {}).get(TAG_INSTANCE)): ip for ip in ips}
         now = self._clock.now()
-        out: dict[str, Instance] = {}
+        out: dict[str, Instance] = {}  # one per VM (node)
+        node_of: dict[str, nodes.Node] = {}  # the nodes of multi-node replicas
+        for res in [*vms, *nics, *ips]:
+            tags = res.get("tags") or {}
+            if owned_by(tags, service) and (node := nodes.node_of(tags, str)) is not None:
+                node_of[tags[TAG_INSTANCE]] = node
         for vm in vms:
             tags = vm.get("tags") or {}
             if not owned_by(tags, service):
@@ -374,8 +422,11 @@ class AzureProvider(Provider):
                 endpoint=None,
                 created_at=now,
             )
-        self._emit_preemptions(out.values(), now)
-        return sorted(out.values(), key=lambda i: (i.replica_id, i.instance_id))
+        replicas = nodes.group(
+            ((node_of.get(i.instance_id), i) for i in out.values()), launching=self._launching
+        )
+        self._emit_preemptions(replicas, now)
+        return sorted(replicas, key=lambda i: (i.replica_id, i.instance_id))
 
     def _emit_preemptions(self, instances: Any, now: float) -> None:
         for inst in instances:

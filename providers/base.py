@@ -66,7 +66,7 @@ class LaunchRequest:
 
 
 #: the clouds whose providers launch multi-node replicas (``num_nodes`` > 1)
-MULTI_NODE_CLOUDS: frozenset[str] = frozenset({"local", "simulated", "aws", "gcp"})
+MULTI_NODE_CLOUDS: frozenset[str] = frozenset({"local", "simulated", "aws", "gcp", "azure"})
 
 
 def runs_nodes(cloud: str, spec: ServiceSpec) -> bool:

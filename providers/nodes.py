@@ -145,17 +145,21 @@ def group(
 
 
 async def launch_all(
-    nodes: int, launch: Callable[[int], Awaitable[T]], rollback: Callable[[], Awaitable[None]]
+    nodes: int,
+    launch: Callable[[int], Awaitable[T]],
+    rollback: Callable[[], Awaitable[None]] | None = None,
 ) -> list[T]:
-    """``launch(rank)`` for every rank at once; when any fails, ``rollback()`` (delete
-    every node, idempotent) and raise the first failure, so no node is left behind."""
+    """``launch(rank)`` for every rank at once; when any fails, once every call has
+    ended, ``rollback()`` (delete every node, idempotent) and raise the first
+    failure, so no node is left behind."""
     results = await asyncio.gather(*(launch(k) for k in range(nodes)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
-        try:
-            await rollback()
-        except SkyctlError:
-            pass  # the listing still shows what is left; the controller terminates it
+        if rollback is not None:
+            try:
+                await rollback()
+            except SkyctlError:
+                pass  # the listing still shows what is left; the controller terminates it
         raise errors[0]
     return [r for r in results if not isinstance(r, BaseException)]
 

@@ -107,6 +107,10 @@ class ArmState:
         """New VMs in ``region`` (``zone``, or any zone when empty) fail with ``code``."""
         self._allocation_failures[(region.lower(), zone)] = AllocationFailure(code, sync)
 
+    def fail_allocation_of(self, vm_name: str, code: str = "ZonalAllocationFailed") -> None:
+        """The VM named ``vm_name`` (one node of a replica) fails to allocate with ``code``."""
+        self._allocation_failures[("vm", vm_name)] = AllocationFailure(code, False)
+
     def clear_allocation_failures(self) -> None:
         self._allocation_failures.clear()
 
@@ -298,11 +302,23 @@ class ArmState:
             raise ArmError(
                 400, "InvalidRequestFormat", "A network interface needs ipConfigurations."
             )
-        for n, cfg in enumerate(configs):
+        old = {  # an update keeps the addresses (Dynamic: the next free one of the subnet)
+            c.get("name"): c.get("properties", {}).get("privateIPAddress")
+            for c in (existing or {}).get("properties", {}).get("ipConfigurations", [])
+        }
+        used = {
+            c.get("properties", {}).get("privateIPAddress")
+            for key, r in self.resources.items()
+            if r["type"].lower() == "microsoft.network/networkinterfaces"
+            and key != res["id"].lower()
+            for c in r["properties"].get("ipConfigurations", [])
+        }
+        free = (f"10.200.0.{n}" for n in range(4, 255) if f"10.200.0.{n}" not in used)
+        for cfg in configs:
             cfg_props = cfg.setdefault("properties", {})
             cfg["id"] = f"{res['id']}/ipConfigurations/{cfg.get('name', 'ipconfig')}"
             self._ref(cfg_props.get("subnet"), f"{res['id']} ipConfigurations.subnet")
-            cfg_props["privateIPAddress"] = f"10.200.0.{4 + n}"
+            cfg_props["privateIPAddress"] = old.get(cfg.get("name")) or next(free)
             if cfg_props.get("publicIPAddress"):
                 pip = self._ref(cfg_props["publicIPAddress"], f"{res['id']} publicIPAddress")
                 pip["properties"]["ipConfiguration"] = {"id": cfg["id"]}
@@ -348,9 +364,11 @@ class ArmState:
                 f"approved Total Regional Cores quota. Additional details - Location: {location}, "
                 "Current Limit: 10, Current Usage: 10, Additional Required: 8.",
             )
-        failure_rule = self._allocation_failures.get(
-            (location, zones[0])
-        ) or self._allocation_failures.get((location, ""))
+        failure_rule = (
+            self._allocation_failures.get((location, zones[0]))
+            or self._allocation_failures.get((location, ""))
+            or self._allocation_failures.get(("vm", res["name"]))
+        )
         failure = None
         if failure_rule is not None:
             failure = ArmError(

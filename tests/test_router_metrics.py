@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from skyctl.router.stats import BUCKETS, Histogram
+from skyctl.router.stats import BUCKETS, FOLD_AT, Histogram
 from tests.test_router_helpers import (
     FakeReplica,
     Harness,
@@ -123,3 +123,16 @@ def test_histogram_buckets_are_inclusive_upper_bounds_and_series_are_forgotten()
     histogram.observe(-1, 503, 0.0)
     histogram.forget({2})
     assert list(histogram.series) == [(-1, 5)]
+
+
+def test_histogram_samples_wait_in_a_bounded_list_and_count_when_read() -> None:
+    histogram = Histogram()
+    for _ in range(FOLD_AT - 1):
+        histogram.observe(3, 200, 0.001)
+    assert len(histogram.pending) == FOLD_AT - 1  # the request path only appends
+    histogram.observe(3, 500, 0.2)
+    assert histogram.pending == []  # counted once FOLD_AT were waiting
+    histogram.observe(3, 201, 0.03)
+    counts = histogram.series[(3, 2)]  # reading counts what waits
+    assert counts[0] == FOLD_AT - 1 and counts[BUCKETS.index(0.05)] == 1
+    assert histogram.series[(3, 5)][BUCKETS.index(0.25)] == 1 and not histogram.pending

@@ -34,7 +34,7 @@ from skyctl.router.client import ClientBodyError, Response
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import downstream_lines
 from skyctl.router.http1 import BodyStream
-from skyctl.router.stats import Attempt, Histogram, ReplicaState, Reservoir
+from skyctl.router.stats import FOLD_AT, Attempt, Histogram, ReplicaState, Reservoir
 from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class Exchange:
         "_relay",
         "_waiter",
         "ctx",
+        "first",
         "lines",
         "out",
         "over",
@@ -187,7 +188,8 @@ class Exchange:
         self.ctx = call.ctx
         self.started = call.ctx.clock.now()
         self.replica_id = -1  # who answered (-1: the router itself)
-        self.status = 0
+        self.status = 0  # the status answered (0: none yet)
+        self.first = 0.0  # when a streamed response's head went out (0.0: at the end)
         self.out = call.out
         self.request = call.request
         self.rid = call.rid
@@ -241,10 +243,11 @@ class Exchange:
         """``copy`` won: its response goes to the client (in one write when whole)."""
         resp = copy.resp
         assert resp is not None
-        self._answered(copy.replica.replica_id, resp.status)
-        if resp.body.complete:
+        self.replica_id, self.status = copy.replica.replica_id, resp.status
+        if resp.body.complete:  # the head goes out with the end: one clock read, at the end
             self.send_whole(copy, resp.body.take())
             return
+        self.first = self.ctx.clock.now()
         self._relay = self.ctx.loop.create_task(self._relay_stream(copy))
 
     def send_whole(self, copy: Copy, body: bytes) -> None:
@@ -274,13 +277,8 @@ class Exchange:
         replica.failed("stream broken")
         self.ctx.upstream.report(replica.replica_id, "stream broken")
 
-    def _answered(self, replica_id: int, status: int) -> None:
-        self.replica_id, self.status = replica_id, status
-        ctx = self.ctx
-        ctx.first_byte.observe(replica_id, status, ctx.clock.now() - self.started)
-
     def send_json(self, status: int, body: dict[str, Any]) -> None:
-        self._answered(-1, status)
+        self.replica_id, self.status = -1, status
         self.out.send_json(status, {**body, "service": self.ctx.service}, self.rid)
         self._finish()
 
@@ -303,10 +301,18 @@ class Exchange:
         if self.over:
             return
         self.over = True
-        if self.status:
-            ctx = self.ctx
-            ctx.duration.observe(self.replica_id, self.status, ctx.clock.now() - self.started)
-        self.ctx.on_finish()
+        ctx = self.ctx
+        status = self.status
+        if status:  # the histograms' samples, counted later in one loop (stats.Histogram)
+            now = ctx.clock.now()
+            started, replica = self.started, self.replica_id
+            pending = ctx.duration.pending
+            pending.append((replica, status, now - started))
+            ctx.first_byte.pending.append((replica, status, (self.first or now) - started))
+            if len(pending) >= FOLD_AT:
+                ctx.duration.fold()
+                ctx.first_byte.fold()
+        ctx.on_finish()
         waiter = self._waiter
         if waiter is not None:
             if not waiter.done():

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from policies.outlier import CONSECUTIVE_FAILURES
 from policies.routing import percentile
@@ -92,31 +93,58 @@ class Reservoir:
 BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
+FOLD_AT: Final = 4096  # samples a Histogram keeps uncounted at most
 
 
 class Histogram:
     """Counts of durations in :data:`BUCKETS` per (replica id, status class), for
     Prometheus histograms: counters only (cumulative at export), so they sum
-    across workers and routers. Replica id -1: answered by the router itself."""
+    across workers and routers. Replica id -1: answered by the router itself.
 
-    __slots__ = ("series",)
+    The request path only appends ``(replica, status, seconds)`` to
+    :attr:`pending` (one list append, no call; see ``Exchange._finish``); the
+    samples are counted into :attr:`series` in one loop when it is read, when
+    replicas are forgotten, or once :data:`FOLD_AT` are waiting (bounded memory).
+    """
+
+    __slots__ = ("_series", "pending")
 
     def __init__(self) -> None:
         # (replica, status // 100) -> [count per bucket ..., +Inf count, sum]
-        self.series: dict[tuple[int, int], list[float]] = {}
+        self._series: dict[tuple[int, int], list[float]] = {}
+        self.pending: list[tuple[int, int, float]] = []
 
     def observe(self, replica: int, status: int, seconds: float) -> None:
-        key = (replica, status // 100)
-        counts = self.series.get(key)
-        if counts is None:
-            counts = self.series[key] = [0.0] * (len(BUCKETS) + 2)
-        counts[bisect_left(BUCKETS, seconds)] += 1.0
-        counts[-1] += seconds
+        pending = self.pending
+        pending.append((replica, status, seconds))
+        if len(pending) >= FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count the pending samples into the series."""
+        pending, self.pending = self.pending, []
+        series = self._series
+        size = len(BUCKETS) + 2
+        for replica, status, seconds in pending:
+            key = (replica, status // 100)
+            counts = series.get(key)
+            if counts is None:
+                counts = series[key] = [0.0] * size
+            counts[bisect_left(BUCKETS, seconds)] += 1.0
+            counts[-1] += seconds
+
+    @property
+    def series(self) -> dict[tuple[int, int], list[float]]:
+        """(replica, status class) -> [count per bucket ..., +Inf count, sum of seconds]."""
+        if self.pending:
+            self.fold()
+        return self._series
 
     def forget(self, replicas: set[int]) -> None:
         """Drop the series of replicas gone for good (bounded memory)."""
-        for key in [k for k in self.series if k[0] >= 0 and k[0] not in replicas]:
-            del self.series[key]
+        series = self.series
+        for key in [k for k in series if k[0] >= 0 and k[0] not in replicas]:
+            del series[key]
 
 
 class ReplicaState:

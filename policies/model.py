@@ -91,6 +91,16 @@ class ServiceObservation:
     shutting_down: bool = False  # serve down in progress: plan terminates everything
     ended: tuple[ReplicaEnded, ...] = ()  # replicas that ended on their own since the last plan
     closed_locations: frozenset[Location] = frozenset()  # circuit breaker open: no launches there
+    update_mode: str = "rolling"  # how the current version replaces older ones (policies.update)
+
+
+@dataclass(frozen=True)
+class Cutover:
+    """A blue-green update in progress: ``version`` serves once ``target`` of it are READY
+    (:func:`policies.routable.routable`)."""
+
+    version: int
+    target: int
 
 
 @dataclass(frozen=True)
@@ -120,3 +130,5 @@ class Plan:
     routable: tuple[int, ...] = ()  # READY replicas the router should use, after this plan
     failure: str = ""  # non-empty: the current version is given up (service FAILED), why
     launch_after: float | None = None  # launches held back (failure backoff / hourly cap) until
+    # a blue-green update in progress: the router's version gate (policies.routable.Cutover)
+    cutover: Cutover | None = None

@@ -15,9 +15,12 @@ It composes, in this order:
    FAILED_PROBING. They stop counting at once, so their replacements are
    launched by the same plan.
 3. The autoscaler (:mod:`policies.autoscale`): the target replica count.
-4. Rolling update: replicas of older versions that are not READY go at once
-   (``UPDATED``); READY old ones go only as new ones are READY, so that
-   old READY + new READY stays at least the target throughout.
+4. Update (:mod:`policies.update`, by the version's ``update_mode``): replicas
+   of older versions that are not READY go at once (``UPDATED``); READY old
+   ones go, when rolling, only as new ones are READY, so that old READY + new
+   READY stays at least the target throughout; when blue-green, all at once
+   when the new version has the target READY (until then the plan's
+   ``cutover`` keeps traffic on the old version).
 5. The placement policy chosen by :func:`policies.registry.policy_for`: how many
    spot and on-demand replicas of the current version, where new spot ones
    go, which surplus ones drain.
@@ -42,9 +45,9 @@ from policies.placement import (
     PlacementContext,
     cheapest_spot_offers,
     ondemand_offer,
-    scale_down_order,
 )
 from policies.routable import routable
+from policies.update import UpdateMode, cutover, update_terminations
 from skyctl.lifecycle import FAILURES, UP, EndReason, ReplicaStatus
 
 S = ReplicaStatus
@@ -95,24 +98,6 @@ def health_terminations(obs: ServiceObservation, now: float) -> list[Terminate]:
     return out
 
 
-def rolling_terminations(
-    old: list[ReplicaView], new_ready: int, final_target: int
-) -> list[Terminate]:
-    """Old-version replicas to retire: non-ready ones now, ready ones as new ones are ready."""
-    out = [
-        Terminate(r.replica_id, EndReason.UPDATED, "older version, not ready")
-        for r in old
-        if r.status is not S.READY
-    ]
-    old_ready = [r for r in old if r.status is S.READY]
-    keep = max(0, final_target - new_ready)
-    surplus = len(old_ready) - keep
-    if surplus > 0:
-        for r in scale_down_order(old_ready)[:surplus]:
-            out.append(Terminate(r.replica_id, EndReason.UPDATED, "replaced by a newer version"))
-    return out
-
-
 def plan(obs: ServiceObservation, now: float) -> Plan:
     """Decide launches and terminations for one service at ``now``."""
     if obs.shutting_down:
@@ -145,10 +130,13 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     live = [r for r in obs.replicas if r.status in UP and r.replica_id not in terminations]
     current = tuple(r for r in live if r.version >= obs.version)
     old = [r for r in live if r.version < obs.version]
+    mode = UpdateMode(obs.update_mode)
     if old:
         new_ready = sum(1 for r in current if r.status is S.READY)
-        for t in rolling_terminations(old, new_ready, final_target):
+        for t in update_terminations(mode, old, new_ready, final_target):
             terminations.setdefault(t.replica_id, t)
+    staying = [r for r in old if r.replica_id not in terminations]
+    gate = cutover(mode, obs.version, staying, final_target)
 
     name = registry.policy_for(spec)
     policy = registry.get(name)
@@ -207,7 +195,8 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         spot_target=result.spot_target,
         ondemand_target=result.ondemand_target,
         notes=tuple(notes),
-        routable=routable(obs.replicas, terminations),
+        routable=routable(obs.replicas, terminations, gate),
+        cutover=gate,
         failure=failures.failure(fstate, obs.version),
         launch_after=after,
     )

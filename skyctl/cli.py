@@ -22,6 +22,7 @@ from skyctl.cli_env import override_options, overrides
 from skyctl.cli_logs import logs
 from skyctl.cli_sim import sim
 from skyctl.cli_status import show as show_status
+from skyctl.cli_update import update
 from skyctl.client import (
     ControllerClient,
     service_path,
@@ -387,105 +388,6 @@ def down(
         wait_down(p, client, clouds)
 
 
-UPDATE_EXAMPLES = """
-\b
-Examples:
-  skyctl serve up svc.yaml -n http2
-  skyctl serve update http2 svc.yaml        # NAME wins over the spec's name:
-  skyctl serve update http2 svc.yaml -d     # return once the new version is recorded
-"""
-
-
-@serve.command(epilog=UPDATE_EXAMPLES)
-@click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "-d", "--detach", is_flag=True, help="Return once the update is recorded; don't wait."
-)
-@click.option(
-    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
-)
-@override_options
-@click.pass_context
-def update(
-    ctx: click.Context, name: str, file: str, detach: bool, timeout: float | None, **kw: Any
-) -> None:
-    """Roll service NAME to the spec in FILE (new replicas ready before old ones go).
-
-    An identical spec changes nothing (no new version, no relaunch). Without
-    --detach it shows the roll-out and returns once every replica runs the new
-    version and is READY.
-    """
-    spec, (envs, secrets) = _load(file, kw, ctx)
-    client = _controller(ctx)
-    if client is None:
-        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
-    svc = client.call(
-        "PUT",
-        service_path(name),
-        {
-            "yaml": spec.yaml_text,
-            "source": str(Path(file).resolve()),
-            "envs": envs,
-            "secrets": secrets,
-            "api_keys": api_keys_from_environment(spec),
-        },
-    )
-    if svc.get("unchanged"):
-        click.echo(f"Service {name}: the spec is version {svc['version']}'s; nothing to update")
-        return
-    click.echo(f"Service {name}: rolling update to version {svc['version']} started")
-    if detach:
-        click.echo(f"Follow it with: skyctl serve status {name}")
-        return
-    try:
-        _wait_rolled(client, name, int(svc["version"]), timeout)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nStopped waiting. The update of {name} goes on in the controller.\n"
-            f"  To see its status: skyctl serve status {name}",
-            err=True,
-        )
-        raise SystemExit(130) from None
-
-
-def rollout_line(svc: dict[str, Any], version: int) -> str:
-    """``version 2: 1/2 ready; older: 1 left`` from a status answer."""
-    live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-    new = [r for r in live if r["version"] == version]
-    ready = sum(1 for r in new if r["status"] == "READY")
-    old = len(live) - len(new)
-    return f"version {version}: {ready}/{len(new)} ready; older versions: {old} left"
-
-
-def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: float | None) -> None:
-    start = time.monotonic()
-    last = ""
-    while True:
-        svc = client.call("GET", services_query(name))[0]
-        line = rollout_line(svc, version)
-        if line != last:
-            click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")
-            last = line
-        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-        if live and all(r["version"] == version and r["status"] == "READY" for r in live):
-            click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
-            return
-        # `failure` is the current (new) version's: a FAILED status without it is the
-        # old version's, not yet cleared by the controller's next tick
-        if svc["status"] == "FAILED" and svc.get("failure"):
-            raise SkyctlError(
-                f"service {name} FAILED during the update: {svc.get('failure')}; "
-                f"fix the spec and `skyctl serve update {name} FILE` again"
-            )
-        if timeout is not None and time.monotonic() - start > timeout:
-            raise SkyctlError(
-                f"version {version} of {name} was not rolled out within {timeout:.0f}s "
-                f"({line}); see `skyctl serve status {name}`"
-            )
-        time.sleep(POLL_SECONDS)
-
-
 @serve.command(epilog=_examples("skyctl serve retry llm"))
 @click.argument("name")
 @click.pass_context
@@ -539,6 +441,7 @@ def check(ctx: click.Context) -> None:
 
 
 cli.add_command(sim)
+serve.add_command(update)
 serve.add_command(cost)
 serve.add_command(logs)
 cli.add_command(console)

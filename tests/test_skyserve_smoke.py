@@ -29,6 +29,8 @@ import pytest
 import trustme
 
 from policies.failures import GIVE_UP_ROUNDS
+from skyctl.client import ControllerClient, service_path, services_query
+from skyctl.config import paths
 from tests.helpers.processes import pids_mentioning
 from tests.test_e2e_local import cli
 
@@ -548,3 +550,130 @@ def test_skyserve_new_autoscaler_update_rolling(skyctl_home: Path) -> None:
     assert [r["reason"] for r in svc["replicas"] if r["version"] == 1] == ["UPDATED"] * 2
     assert "Hi, SkyPilot here" in text(endpoint)
     assert cli(skyctl_home, "serve", "down", "nau").returncode == 0
+
+
+def server_env() -> tuple[str, str]:
+    """bump_version_*.yaml copy SkyPilot's http_server example from $SERVER_DIR."""
+    return "--env", f"SERVER_DIR={DATA / 'update'}"
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_fast_update(skyctl_home: Path) -> None:
+    """test_skyserve_fast_update: an update that changes only ``service:`` (replicas
+    2 -> 3, ``--mode blue_green``) keeps the two READY replicas, same ids, moved to
+    version 2, and launches one more; back to 2 replicas (rolling, the default) keeps
+    them again at version 3 and scales one down. Nothing is ever relaunched."""
+    env = server_env()
+    endpoint = up(skyctl_home, "update/bump_version_before.yaml", "fu", *env, "--timeout", "60")
+    svc = wait_status(skyctl_home, "fu", lambda s: ready_versions(s) == [1, 1], "2 READY, v1")
+    assert "Hi, SkyPilot here" in text(endpoint)
+    first = sorted(r["id"] for r in svc["replicas"])
+    after = str(DATA / "update/bump_version_after.yaml")
+    update = cli(skyctl_home, "serve", "update", "fu", after, *env, "--mode", "blue_green", "-d")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert f"replica(s) {', '.join(map(str, first))} kept (no relaunch)" in update.stdout
+
+    svc = status(skyctl_home, "fu")  # at once: the kept replicas serve as version 2
+    assert svc["version"] == 2
+    assert [(r["id"], r["status"]) for r in svc["replicas"] if r["version"] == 2][:2] == [
+        (first[0], "READY"),
+        (first[1], "READY"),
+    ]
+    svc = wait_status(skyctl_home, "fu", lambda s: ready_versions(s) == [2] * 3, "3 READY, v2")
+    ids = sorted(r["id"] for r in svc["replicas"])
+    assert ids[:2] == first and len(ids) == 3, svc["replicas"]  # one added, none replaced
+    assert "Hi, SkyPilot here" in text(endpoint)
+
+    before = str(DATA / "update/bump_version_before.yaml")
+    update = cli(skyctl_home, "serve", "update", "fu", before, *env, "-d")  # rolling
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "kept (no relaunch)" in update.stdout
+    svc = wait_status(
+        skyctl_home,
+        "fu",
+        lambda s: ready_versions(s) == [3, 3] and len(live(s)) == 2,
+        "2 READY of version 3, the third scaled down",
+    )
+    assert svc["version"] == 3 and sorted(r["id"] for r in svc["replicas"]) == ids
+    assert reasons(svc).count("SCALED_DOWN") == 1 and "UPDATED" not in reasons(svc)
+    assert "Hi, SkyPilot here" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "fu").returncode == 0
+
+
+def replies(endpoint: str, until: str, limit: float = 60) -> list[str]:
+    """Replies from the endpoint, one after another, up to and including 5 with ``until``."""
+    out: list[str] = []
+    deadline = time.monotonic() + limit
+    while sum(until in r for r in out) < 5:
+        assert time.monotonic() < deadline, f"never {until!r} five times: {out[-3:]}"
+        out.append(text(endpoint))
+    return out
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_update(skyctl_home: Path) -> None:
+    """test_skyserve_update: ``serve update --mode blue_green`` from 2 old replicas to
+    2 new ones (one starts 5 s late): the old version answers alone until both new
+    replicas are READY, then the new one alone (traffic never mixed); at the end 2
+    READY of version 2, the old ones gone as UPDATED."""
+    endpoint = up(skyctl_home, "update/old.yaml", "bg", "--timeout", "60")
+    assert "Hi, SkyPilot here" in text(endpoint)
+    new_yaml = str(DATA / "update/new.yaml")
+    update = cli(skyctl_home, "serve", "update", "bg", new_yaml, "--mode", "blue_green", "-d")
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "blue_green update to version 2 started" in update.stdout
+
+    got = replies(endpoint, "Hi, new SkyPilot here!")
+    first_new = next(i for i, r in enumerate(got) if "new SkyPilot" in r)
+    assert first_new > 0 and all("new SkyPilot" not in r for r in got[:first_new])
+    assert all("Hi, new SkyPilot here!" in r for r in got[first_new:]), got  # not mixed
+    svc = wait_status(
+        skyctl_home,
+        "bg",
+        lambda s: ready_versions(s) == [2, 2] and len(live(s)) == 2,
+        "2 READY of version 2, version 1 gone",
+    )
+    assert svc["version"] == 2 and svc["update_mode"] == "blue_green"
+    assert svc["serving_versions"] == [2]
+    assert [r["reason"] for r in svc["replicas"] if r["version"] == 1] == ["UPDATED"] * 2
+    assert cli(skyctl_home, "serve", "down", "bg").returncode == 0
+
+
+@pytest.mark.timeout(150)
+def test_skyserve_new_autoscaler_update_blue_green(skyctl_home: Path) -> None:
+    """test_skyserve_new_autoscaler_update[blue_green]: from 2 on-demand replicas to 5
+    (4 spot + 1 on-demand fallback), the last starting 3 s late: the two old replicas
+    stay (SkyServe's check: 2 old READY, version 1) until the new version has 5 READY,
+    then go together; at the end 4 spot + 1 on-demand READY at version 2, the old ones
+    UPDATED. Both versions are never served at once."""
+    endpoint = up(skyctl_home, "update/new_autoscaler_before.yaml", "naub", "--timeout", "60")
+    wait_status(skyctl_home, "naub", lambda s: ready_versions(s) == [1, 1], "2 READY, v1")
+    after = str(DATA / "update/new_autoscaler_after.yaml")
+    update = cli(skyctl_home, "serve", "update", "naub", after, "--mode", "blue_green", "-d")
+    assert update.returncode == 0, update.stdout + update.stderr
+
+    # polled through the API (a CLI call takes longer than a probe period): the router's
+    # versions between a new replica's first passed probe and the next tick are seen
+    client = ControllerClient.find(paths(str(skyctl_home)))
+    assert client is not None
+    deadline, seen = time.monotonic() + 60, set()
+    while True:
+        svc = client.call("GET", services_query("naub"))[0]
+        seen.add(tuple(svc["serving_versions"]))
+        rows = sorted((r["spot"], r["status"], r["version"]) for r in live(svc))
+        if rows == [(False, "READY", 2)] + [(True, "READY", 2)] * 4:
+            break
+        assert time.monotonic() < deadline, f"never 4 spot + 1 on-demand READY: {rows}"
+        time.sleep(0.02)
+    assert seen <= {(), (1,), (2,)}, seen  # never both versions at once
+    assert svc["version"] == 2 and svc["serving_versions"] == [2]
+    old = [r["id"] for r in svc["replicas"] if r["version"] == 1]
+    assert [r["reason"] for r in svc["replicas"] if r["id"] in old] == ["UPDATED"] * 2
+    # the old replicas stayed until the new version had all 5 READY, then went together
+    events = client.call("GET", service_path("naub", "events") + "?limit=1000")
+    ready = sorted(e["at"] for e in events if e["kind"] == "ready" and e["replica"] not in old)
+    retired = [e["at"] for e in events if e["kind"] == "terminate" and e["replica"] in old]
+    assert len(ready) >= 5 and len(retired) == 2, events
+    assert min(retired) >= ready[4], (ready, retired)
+    assert "Hi, SkyPilot here" in text(endpoint)
+    assert cli(skyctl_home, "serve", "down", "naub").returncode == 0

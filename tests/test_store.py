@@ -558,6 +558,22 @@ def test_the_migrated_schema_matches_the_tables_the_queries_use(
         assert on_disk == in_code, table.name
 
 
+def test_a_version_keeps_its_update_mode_and_moves_the_kept_live_replicas(
+    store: Store, svc: str
+) -> None:
+    """serve update: the mode is the version's; replicas kept in place move to it in the
+    same transaction (ids unchanged), ended ones stay where they were."""
+    assert store.get_version(svc, 1).update_mode == "rolling"
+    kept, other, ended = (add(store).replica_id for _ in range(3))
+    walk(store, ended, R.PROVISIONING, R.SHUTTING_DOWN)
+    v2 = store.add_version(
+        svc, "name: svc\n# 2\n", now=400.0, update_mode="blue_green", keep_replicas=[kept, ended]
+    )
+    assert store.get_version(svc, v2).update_mode == "blue_green"
+    versions = {r.replica_id: r.version for r in store.list_replicas(svc)}
+    assert versions == {kept: 2, other: 1, ended: 1}
+
+
 def test_migrations_are_numbered_one_to_n() -> None:
     assert [m.version for m in mig.MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
     with pytest.raises(ValueError, match=r"numbered 1\.\.n"):

@@ -84,7 +84,11 @@ def make_app(
     async def update(request: web.Request) -> web.Response:
         body = await request.json()
         result = await controller.update_service(
-            request.match_info["name"], body["yaml"], body.get("source"), **_overrides(body)
+            request.match_info["name"],
+            body["yaml"],
+            body.get("source"),
+            mode=body.get("mode"),
+            **_overrides(body),
         )
         return web.json_response(result)
 

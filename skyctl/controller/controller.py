@@ -23,6 +23,7 @@ from policies import failures
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
+from skyctl.controller import updates
 from skyctl.controller.describe import replica_row
 from skyctl.controller.metrics import ControllerMetrics
 from skyctl.controller.reconcile import Reconciler
@@ -35,7 +36,6 @@ from skyctl.errors import (
     SkyctlError,
 )
 from skyctl.lifecycle import EndReason, ReplicaStatus
-from skyctl.router.security import router_secrets
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
 from skyctl.store import ServiceRecord, ServiceStatus, Store, costs
@@ -391,52 +391,15 @@ class Controller:
         yaml_text: str,
         source: str | None,
         *,
+        mode: str | None = None,
         envs: dict[str, str] | None = None,
         secrets: dict[str, str] | None = None,
         api_keys: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        svc = self._get(name)
-        if svc.status is ServiceStatus.SHUTTING_DOWN:
-            raise ServiceError(f"service {name!r} is shutting down")
-        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
-        # the NAME given wins over the spec's `name:` (as `serve up -n`, and sky serve update)
-        # (a FAILED service starts afresh with a new version even from the same spec)
-        failed = svc.status is ServiceStatus.FAILED
-        if not failed and self._unchanged(svc, sealed.yaml_text, sealed.spec):
-            self.store.add_event(
-                name,
-                "updated",
-                f"identical spec: version {svc.current_version} kept, no relaunch",
-                now=self.clock.now(),
-            )
-            return {**self.describe(name), "unchanged": True}
-        self._check_placeable(sealed.spec)
-        version = self.store.add_version(
-            name,
-            sealed.yaml_text,
-            now=self.clock.now(),
-            source=source,
-            secrets_ciphertext=sealed.ciphertext,
+        """``serve update`` (skyctl.controller.updates): a new version, or none if identical."""
+        return await updates.update_service(
+            self, name, yaml_text, source, mode=mode, envs=envs, secrets=secrets, api_keys=api_keys
         )
-        rt = self.runtimes.get(name)
-        if rt is not None:
-            spec = rt.spec(self.store.get_version(name, version), self.secrets)
-            rt.router.reconfigure(spec.service, router_secrets(spec))
-            rt.prober.probe = spec.service.readiness_probe
-        self.store.add_event(name, "updated", f"version {version}", now=self.clock.now())
-        self.wake(name)
-        return self.describe(name)
-
-    def _unchanged(self, svc: ServiceRecord, yaml_text: str, spec: ServiceSpec) -> bool:
-        """The submitted spec (overrides and secrets included) is the current version's."""
-        current = self.store.get_version(svc.name, svc.current_version)
-        if current.yaml_text != yaml_text:
-            return False
-        try:
-            before = self.secrets.open(current.yaml_text, spec.source, current.secrets_ciphertext)
-        except SkyctlError:  # unreadable: not the same, a new version it is
-            return False
-        return before == spec
 
     async def retry_service(self, name: str) -> dict[str, Any]:
         """An explicit retry: forget the current version's failures (a FAILED service
@@ -534,6 +497,7 @@ class Controller:
             acc = billed.get(r.replica_id, costs.CostTotals())
             replicas.append(replica_row(r, acc, now, stats.get(r.replica_id, {})))
         live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
+        routed = {b.replica_id for b in rt.backends} if rt is not None else set()
         host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
         scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls
         state = self.store.policy_state(name).get(failures.STATE_KEY)
@@ -542,6 +506,9 @@ class Controller:
             "name": name,
             "status": svc.status.value,
             "version": svc.current_version,
+            # how the current version replaces older ones; the versions the router serves now
+            "update_mode": self.store.get_version(name, svc.current_version).update_mode,
+            "serving_versions": sorted({x["version"] for x in live if x["id"] in routed}),
             "endpoint": f"{scheme}://{host}:{svc.router_port}" if svc.router_port else None,
             "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
             "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from policies.model import (
+    Cutover,
     LocationEvent,
     LocationEventKind,
     LocationState,
@@ -119,6 +120,7 @@ class Reconciler:
         name = svc.name
         version = self.store.get_version(name, svc.current_version)
         spec = rt.spec(version, self.secrets)
+        rt.update_mode = version.update_mode
         down = svc.status is ServiceStatus.SHUTTING_DOWN
         if rt.clouds is None:  # first tick: the clouds of replicas an older spec placed
             rt.clouds = {canonical(r.location.cloud) for r in self.store.list_replicas(name)}
@@ -146,7 +148,7 @@ class Reconciler:
             wrote = tx.opened
         rt.clouds = {canonical(r.location.cloud) for r in replicas}
         started = self._actuate(rt, replicas, orphans)
-        self._publish(rt, replicas)
+        self._publish(rt, replicas, plan.cutover if plan is not None else None)
         if down:
             if not replicas and not self.actuator.in_flight(name):
                 return await self._finish_down(name, clouds, instances)
@@ -197,6 +199,7 @@ class Reconciler:
             policy_state=json.loads(json.dumps(rt.policy_state)),  # the plan's own copy
             ended=tuple(rt.ended),
             closed_locations=frozenset(self.breakers.open_locations()),
+            update_mode=rt.update_mode,
         )
         rt.events.clear()
         rt.ended.clear()
@@ -469,11 +472,16 @@ class Reconciler:
         return in_flight > 0 and self.clock.now() - r.status_since < drain.drain_timeout_seconds
 
     # --------------------------------------------------------------- publish
-    def _publish(self, rt: ServiceRuntime, live: list[ReplicaRecord]) -> None:
-        """Probe targets and the routing table's candidates, from the statuses."""
+    def _publish(
+        self, rt: ServiceRuntime, live: list[ReplicaRecord], cutover: Cutover | None
+    ) -> None:
+        """Probe targets and the routing table's candidates, from the statuses (and
+        the plan's blue-green gate, if an update is in progress)."""
         serving = [r for r in live if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)]
         rt.prober.set_targets([Target(r.replica_id, r.endpoint or "") for r in serving])
-        rt.table.set_candidates({r.replica_id: (backend_of(r), _view(r, rt)) for r in serving})
+        rt.table.set_candidates(
+            {r.replica_id: (backend_of(r), _view(r, rt)) for r in serving}, cutover=cutover
+        )
 
     def _set_status(self, svc: ServiceRecord, live: list[ReplicaRecord], failure: str) -> bool:
         if any(r.status is S.READY for r in live):

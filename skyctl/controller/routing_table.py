@@ -8,6 +8,9 @@ Every change to what the router may send requests to goes through here:
 - a probe result changes a candidate's readiness at once (:meth:`probe`), so a
   replica that passes its probe is routable in that same loop iteration, not
   at the end of a tick, and one that fails leaves at once;
+- during a blue-green update the tick also sets the plan's version gate
+  (:class:`policies.model.Cutover`): the new version is routed, alone, the
+  moment a probe makes its target count READY;
 - a provider push signal removes a replica (:meth:`gone`: preempted, exited) or
   drains it (:meth:`notice`: an interruption notice; kept only while it is the
   last one serving).
@@ -24,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from policies.model import ReplicaView
+from policies.model import Cutover, ReplicaView
 from policies.routable import routable
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.types import Backend
@@ -38,13 +41,20 @@ class RoutingTable:
         self._backends: dict[int, Backend] = {}
         self._views: dict[int, ReplicaView] = {}  # as the store saw them, then probes and signals
         self._gone: set[int] = set()
+        self._cutover: Cutover | None = None
         self.backends: list[Backend] = []
         self.version = 0
 
     # -------------------------------------------------------------- inputs
-    def set_candidates(self, candidates: Mapping[int, tuple[Backend, ReplicaView]]) -> None:
+    def set_candidates(
+        self,
+        candidates: Mapping[int, tuple[Backend, ReplicaView]],
+        cutover: Cutover | None = None,
+    ) -> None:
         """The replicas that may serve now (live, with an endpoint, not being
-        terminated), each with its backend entry and its view as the store has it."""
+        terminated), each with its backend entry and its view as the store has it;
+        ``cutover``: a blue-green update's version gate (None: none in progress)."""
+        self._cutover = cutover
         self._backends = {rid: b for rid, (b, _) in candidates.items()}
         self._views = {rid: v for rid, (_, v) in candidates.items()}
         self._gone &= set(self._backends)
@@ -86,7 +96,7 @@ class RoutingTable:
 
     # ------------------------------------------------------------- output
     def _recompute(self) -> None:
-        chosen_ids = routable(self._views.values(), excluded=self._gone)
+        chosen_ids = routable(self._views.values(), excluded=self._gone, cutover=self._cutover)
         chosen = [self._backends[rid] for rid in chosen_ids]
         if chosen != self.backends:
             self.backends = chosen

@@ -49,6 +49,7 @@ class ServiceRuntime:
     purge_at: float = 0.0  # when terminated rows are next purged
     next_at: float | None = None  # the plan held launches back until then: tick then
     clouds: set[str] | None = None  # where its live replicas were at the last tick
+    update_mode: str = "rolling"  # the current version's (serve update --mode)
     # replicas a launch task recorded an outcome for since the tick began: the
     # tick's instance listing may predate it, so it does not judge them
     touched: set[int] = field(default_factory=set)

@@ -148,6 +148,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE replicas ADD COLUMN log_tail TEXT",
         ),
     ),
+    Migration(
+        6,
+        "how each version replaces the older ones: serve update --mode (rolling, blue_green)",
+        ("ALTER TABLE service_versions ADD COLUMN update_mode TEXT NOT NULL DEFAULT 'rolling'",),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

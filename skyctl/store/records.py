@@ -61,6 +61,7 @@ class VersionRecord:
     created_at: float
     source: str | None = None  # the file the spec was read from, when known
     secrets_ciphertext: str | None = None  # its secrets, encrypted (see skyctl.secrets)
+    update_mode: str = "rolling"  # how it replaces older versions (serve update --mode)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> VersionRecord:
@@ -71,6 +72,7 @@ class VersionRecord:
             created_at=row["created_at"],
             source=row["source"],
             secrets_ciphertext=row["secrets_ciphertext"],
+            update_mode=row["update_mode"],
         )
 
 

@@ -55,6 +55,8 @@ service_versions = Table(
     Column("created_at", Float, nullable=False),
     Column("source", Text),  # the spec's file name, for error messages (v2)
     Column("secrets_ciphertext", Text),  # the spec's secrets, encrypted (v3; skyctl.secrets)
+    # how this version replaces older ones: rolling or blue_green (v6; policies.update)
+    Column("update_mode", Text, nullable=False, server_default="rolling"),
     PrimaryKeyConstraint("service", "version"),
 )
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
 from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, StoreError
-from skyctl.lifecycle import ENDING, EndReason, ReplicaStatus, transition
+from skyctl.lifecycle import ENDING, UP, EndReason, ReplicaStatus, transition
 from skyctl.store import costs, migrations
 from skyctl.store import schema as t
 from skyctl.store.costview import CostQueries
@@ -199,8 +199,15 @@ class Store(CostQueries):
         now: float,
         source: str | None = None,
         secrets_ciphertext: str | None = None,
+        update_mode: str = "rolling",
+        keep_replicas: Collection[int] = (),
     ) -> int:
-        """Store a new spec for ``name``; it becomes the current version."""
+        """Store a new spec for ``name``; it becomes the current version.
+
+        ``update_mode`` says how it replaces older versions (``rolling`` or
+        ``blue_green``). The live replicas in ``keep_replicas`` move to the new
+        version as they are (an in-place update: no relaunch).
+        """
         with self._write() as conn:
             self._service_row(conn, name)
             last = conn.execute(
@@ -217,6 +224,7 @@ class Store(CostQueries):
                     created_at=now,
                     source=source,
                     secrets_ciphertext=secrets_ciphertext,
+                    update_mode=update_mode,
                 )
             )
             conn.execute(
@@ -224,6 +232,16 @@ class Store(CostQueries):
                 .where(t.services.c.name == name)
                 .values(current_version=version, updated_at=now)
             )
+            if keep_replicas:
+                conn.execute(
+                    update(t.replicas)
+                    .where(
+                        t.replicas.c.service == name,
+                        t.replicas.c.replica_id.in_(list(keep_replicas)),
+                        t.replicas.c.status.in_([s.value for s in UP]),
+                    )
+                    .values(version=version, updated_at=now)
+                )
             return version
 
     def get_service(self, name: str) -> ServiceRecord | None:

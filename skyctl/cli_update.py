@@ -1,0 +1,158 @@
+"""``skyctl serve update``: a new version of a service, shown as it rolls out.
+
+``--mode rolling`` (the default) or ``--mode blue_green`` (policies.update says
+what each does); a spec that changes only ``service:`` keys applies in place
+(the replicas are kept, moved to the new version); an identical spec is a
+no-op. Without ``--detach`` it follows the roll-out with one status line per
+change and returns once every replica runs the new version and is READY.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyctl.cli_env import override_options
+from skyctl.client import ControllerClient, service_path, services_query
+from skyctl.errors import ServiceNotFound, SkyctlError
+from skyctl.secrets import api_keys_from_environment
+
+POLL_SECONDS = 1.0
+
+
+UPDATE_EXAMPLES = """
+\b
+Examples:
+  skyctl serve up svc.yaml -n http2
+  skyctl serve update http2 svc.yaml        # NAME wins over the spec's name:
+  skyctl serve update http2 svc.yaml -d     # return once the new version is recorded
+  skyctl serve update http2 svc.yaml --mode blue_green   # switch traffic at once
+"""
+
+
+@click.command(epilog=UPDATE_EXAMPLES)
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-d", "--detach", is_flag=True, help="Return once the update is recorded; don't wait."
+)
+@click.option(
+    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["rolling", "blue_green"]),
+    default="rolling",
+    show_default=True,
+    help="rolling: new replicas replace old ones one by one, both versions serve meanwhile; "
+    "blue_green: the old version serves alone until the new one has every replica READY, "
+    "then traffic moves at once and the old replicas drain and go.",
+)
+@override_options
+@click.pass_context
+def update(
+    ctx: click.Context,
+    name: str,
+    file: str,
+    detach: bool,
+    timeout: float | None,
+    mode: str,
+    **kw: Any,
+) -> None:
+    """Update service NAME to the spec in FILE (new replicas ready before old ones go).
+
+    An identical spec changes nothing (no new version, no relaunch). A spec that
+    differs only in `service:` (readiness probe, replica policy, load balancing,
+    router, auth, TLS; not `service.ports`) and has no workdir or file_mounts
+    keeps the replicas: they move to the new version without a relaunch.
+    Without --detach it shows the roll-out and returns once every replica runs
+    the new version and is READY.
+    """
+    from skyctl.cli import _controller, _load  # the CLI's own helpers (cli imports this module)
+
+    spec, (envs, secrets) = _load(file, kw, ctx)
+    client = _controller(ctx)
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    svc = client.call(
+        "PUT",
+        service_path(name),
+        {
+            "yaml": spec.yaml_text,
+            "source": str(Path(file).resolve()),
+            "envs": envs,
+            "secrets": secrets,
+            "api_keys": api_keys_from_environment(spec),
+            "mode": mode,
+        },
+    )
+    if svc.get("unchanged"):
+        click.echo(f"Service {name}: the spec is version {svc['version']}'s; nothing to update")
+        return
+    kept = svc.get("in_place") or []
+    if kept:
+        ids = ", ".join(map(str, kept))
+        click.echo(
+            f"Service {name}: version {svc['version']} applied in place: only `service:` "
+            f"changed, replica(s) {ids} kept (no relaunch)"
+        )
+    else:
+        click.echo(f"Service {name}: {mode} update to version {svc['version']} started")
+    if detach:
+        click.echo(f"Follow it with: skyctl serve status {name}")
+        return
+    try:
+        _wait_rolled(client, name, int(svc["version"]), timeout)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped waiting. The update of {name} goes on in the controller.\n"
+            f"  To see its status: skyctl serve status {name}",
+            err=True,
+        )
+        raise SystemExit(130) from None
+
+
+def rollout_line(svc: dict[str, Any], version: int) -> str:
+    """``version 2: 1/2 ready; older versions: 1 left; serving 1, 2 (rolling)`` from a
+    status answer."""
+    live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+    new = [r for r in live if r["version"] == version]
+    ready = sum(1 for r in new if r["status"] == "READY")
+    old = len(live) - len(new)
+    serving = ", ".join(map(str, svc.get("serving_versions") or [])) or "none"
+    mode = svc.get("update_mode") or "rolling"
+    return (
+        f"version {version}: {ready}/{len(new)} ready; older versions: {old} left; "
+        f"serving {serving} ({mode})"
+    )
+
+
+def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: float | None) -> None:
+    start = time.monotonic()
+    last = ""
+    while True:
+        svc = client.call("GET", services_query(name))[0]
+        line = rollout_line(svc, version)
+        if line != last:
+            click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")
+            last = line
+        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
+        if live and all(r["version"] == version and r["status"] == "READY" for r in live):
+            click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
+            return
+        # `failure` is the current (new) version's: a FAILED status without it is the
+        # old version's, not yet cleared by the controller's next tick
+        if svc["status"] == "FAILED" and svc.get("failure"):
+            raise SkyctlError(
+                f"service {name} FAILED during the update: {svc.get('failure')}; "
+                f"fix the spec and `skyctl serve update {name} FILE` again"
+            )
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise SkyctlError(
+                f"version {version} of {name} was not rolled out within {timeout:.0f}s "
+                f"({line}); see `skyctl serve status {name}`"
+            )
+        time.sleep(POLL_SECONDS)

@@ -14,10 +14,10 @@ from typing import Any
 import click
 
 from providers.feasibility import check_placement
-from skyctl import __version__
+from skyctl import __version__, supervisor
 from skyctl.cli_console import console
 from skyctl.cli_costs import cost
-from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, wait_down
+from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, stop_supervisor, wait_down
 from skyctl.cli_env import override_options, overrides
 from skyctl.cli_logs import logs
 from skyctl.cli_sim import sim
@@ -419,16 +419,45 @@ def controller_run(ctx: click.Context, host: str, port: int) -> None:
     raise SystemExit(daemon.main(args))
 
 
-@controller.command("stop", epilog=_examples("skyctl controller stop"))
+@controller.command(
+    "stop",
+    epilog=_examples("skyctl controller stop", "skyctl controller stop --all"),
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also stop the router process: every endpoint closes (replicas keep running).",
+)
 @click.pass_context
-def controller_stop(ctx: click.Context) -> None:
-    """Stop the controller gracefully (replicas keep running)."""
+def controller_stop(ctx: click.Context, everything: bool) -> None:
+    """Stop the controller gracefully (replicas keep running, and so do the endpoints:
+    the router process keeps serving until `--all`)."""
     p = _home(ctx)
+    if everything and supervisor.running_pid(p) is not None:
+        stop_supervisor(p)
+        click.echo("Controller and router process stopped.")
+        return
     if ControllerClient.find(p) is None:
         click.echo("No controller is running.")
         return
     stop_controller(p)
-    click.echo("Controller stopped.")
+    if supervisor.running_pid(p) is not None:
+        click.echo("Controller stopped; the endpoints keep answering (`--all` stops them).")
+    else:
+        click.echo("Controller stopped.")
+
+
+@controller.command("start", epilog=_examples("skyctl controller start"))
+@click.pass_context
+def controller_start(ctx: click.Context) -> None:
+    """Start the controller (and the router process) if they are not running."""
+    p = _home(ctx)
+    if ControllerClient.find(p) is not None:
+        click.echo("The controller is running.")
+        return
+    ControllerClient.ensure(p)
+    click.echo("Controller started.")
 
 
 @cli.command(epilog=_examples("skyctl check"))

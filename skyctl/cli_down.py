@@ -10,6 +10,7 @@ stops every instance skyctl tagged, on each provider it can reach.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from skyctl import teardown
+from skyctl import supervisor, teardown
 from skyctl.client import (
     ControllerClient,
     ControllerUnreachable,
@@ -161,6 +162,9 @@ def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:
 
 def force_down(p: Paths) -> None:
     """Stop everything skyctl launched, by the providers' tags, store or no store."""
+    if supervisor.running_pid(p) is not None:
+        click.echo("Stopping the controller and the router process first")
+        stop_supervisor(p, kill_after=True)
     if _daemon_running(p):
         click.echo("Stopping the controller first (it would relaunch what is stopped)")
         stop_controller(p, kill_after=True)
@@ -200,6 +204,28 @@ def force_down(p: Paths) -> None:
         left += [f"{cloud} not checked: {why}" for cloud, why in sorted(result.unchecked.items())]
         raise SkyctlError("not everything is stopped; left: " + "; ".join(left))
     click.echo(f"Nothing skyctl launched is left on {', '.join(result.checked)}.")
+
+
+def stop_supervisor(p: Paths, *, kill_after: bool = False) -> None:
+    """SIGTERM the supervisor (it stops the controller and the router process, so
+    every endpoint closes) and wait up to 45 s; then SIGKILL its process group
+    if ``kill_after``, else raise."""
+    pid = supervisor.running_pid(p)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(450):
+        if supervisor.running_pid(p) is None:
+            return
+        time.sleep(0.1)
+    if not kill_after:
+        raise SkyctlError(f"supervisor {pid} did not stop within 45s")
+    click.echo(f"The supervisor did not stop within 45s; killing it (pid {pid})", err=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # its children share its process group
+    for name in (supervisor.INFO_NAME, "router.json"):  # they could not remove theirs
+        with contextlib.suppress(FileNotFoundError):
+            (p.home / name).unlink()
 
 
 def stop_controller(p: Paths, *, kill_after: bool = False) -> None:

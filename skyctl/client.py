@@ -1,14 +1,18 @@
 """The CLI's side of the controller API: find or start the daemon, call it.
 
 Plain ``urllib`` (the CLI is synchronous; only the controller runs an event
-loop). The daemon is started on demand in its own session with its output in
-``controller.log``, and exits by itself once its last service is down.
+loop). The controller is started on demand under the supervisor
+(:mod:`skyctl.supervisor`, which also runs the router process), in its own
+session with its output in ``controller.log``; both exit by themselves once
+the last service is down. A supervisor whose controller was stopped
+(``skyctl controller stop``) is asked to start it again (SIGUSR1).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from skyctl import supervisor
 from skyctl.config import Paths, read_or_create_token
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 
@@ -44,6 +49,28 @@ def services_query(name: str | None = None) -> str:
     if name is None:
         return "/v1/services"
     return "/v1/services?" + urllib.parse.urlencode({"name": name})
+
+
+def _start_supervisor(p: Paths) -> subprocess.Popen[bytes] | None:
+    """Start the supervisor (controller + router process), or wake the running one
+    whose controller was stopped (then None: there is no new process to watch)."""
+    pid = supervisor.running_pid(p)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR1)  # start the controller again
+            return None
+        except ProcessLookupError:
+            pass  # it just exited: start a new one
+    with open(p.daemon_log, "ab") as log:
+        os.chmod(p.daemon_log, 0o600)
+        return subprocess.Popen(
+            [sys.executable, "-m", "skyctl.supervisor", "--home", str(p.home)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 class ControllerClient:
@@ -78,29 +105,13 @@ class ControllerClient:
         if progress:
             progress("starting the skyctl controller")
         read_or_create_token(p)
-        with open(p.daemon_log, "ab") as log:
-            os.chmod(p.daemon_log, 0o600)
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "skyctl.controller.daemon",
-                    "--home",
-                    str(p.home),
-                    "--exit-when-idle",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        daemon = _start_supervisor(p)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             client = cls.find(p)
             if client is not None:
                 return client
-            if daemon.poll() not in (None, 0):
+            if daemon is not None and daemon.poll() not in (None, 0):
                 error = _last_error(p)
                 if "another controller is running" not in error:  # else: wait for that one
                     raise SkyctlError(

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from skyctl import console
+from skyctl.controller import routing_feed
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
@@ -161,4 +162,5 @@ def make_app(
     app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
     app.router.add_delete("/v1/services/{name}/replicas/{replica:\\d+}", delete_replica)
     app.router.add_post("/v1/shutdown", shutdown)
+    routing_feed.add_routes(app, lambda: controller.routing_feed, token)
     return app

@@ -24,9 +24,10 @@ from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
 from skyctl.controller import updates
-from skyctl.controller.describe import replica_row
+from skyctl.controller.describe import describe_service
 from skyctl.controller.metrics import ControllerMetrics
 from skyctl.controller.reconcile import Reconciler
+from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.controller.runtime import ServiceRuntime, load_spec, make_runtime
 from skyctl.errors import (
     ConfigError,
@@ -38,7 +39,7 @@ from skyctl.errors import (
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.spec import ServiceSpec
-from skyctl.store import ServiceRecord, ServiceStatus, Store, costs
+from skyctl.store import ServiceRecord, ServiceStatus, Store
 from skyctl.types import InstanceEvent, InstanceEventKind
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,10 @@ class Controller:
         )
         self.metrics = ControllerMetrics(self)
         self.runtimes: dict[str, ServiceRuntime] = {}
+        self.routing_feed: RoutingFeed | None = None  # set: routers in the router process
         # one runtime (one router) per service: creating one is serialized per name
         self._runtime_locks: dict[str, asyncio.Lock] = {}
-        self._unopened: dict[str, str] = {}  # service -> why its endpoint did not open
+        self.unopened: dict[str, str] = {}  # service -> why its endpoint did not open
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._ticks = 0
@@ -228,9 +230,9 @@ class Controller:
         except ServiceNotFound:  # deleted while this tick waited (a failed create)
             return
         except (SkyctlError, OSError) as e:  # its port taken, a TLS file gone: shown
-            self._unopened[svc.name] = f"endpoint not open: {e}"
+            self.unopened[svc.name] = f"endpoint not open: {e}"
             raise
-        self._unopened.pop(svc.name, None)
+        self.unopened.pop(svc.name, None)
         gone = await self.reconciler.tick(rt, svc)
         if gone:
             await self._drop_runtime(svc.name)
@@ -265,7 +267,14 @@ class Controller:
         version = self.store.get_version(svc.name, svc.current_version)
         spec = load_spec(version, self.secrets)
         name = svc.name
-        rt = make_runtime(name, spec, clock=self.clock, wake=lambda: self.wake(name))
+        rt = make_runtime(  # with a feed: the router runs in its own process
+            name,
+            spec,
+            clock=self.clock,
+            wake=lambda: self.wake(name),
+            feed=self.routing_feed,
+            store=self.store,
+        )
         rt.specs[svc.current_version] = spec
         rt.prober.on_probe = self.metrics.probe_observer(svc.name)
         for cloud in {canonical(c.cloud) for c in spec.resources.candidates}:
@@ -484,47 +493,8 @@ class Controller:
         return svc
 
     def describe(self, name: str) -> dict[str, Any]:
-        svc = self._get(name)
-        rt = self.runtimes.get(name)
-        now = self.clock.now()
-        stats = rt.router.replica_stats() if rt is not None else {}
-        # this service's own: not an earlier one's of the same name (kept in the ledger)
-        cost = self.store.cost_total(name, now, since=svc.created_at).as_dict()
-        spans = self.store.billed_spans(name, purged=False)
-        billed = {s.replica_id: costs.accrued(s, now) for s in spans}
-        replicas: list[dict[str, Any]] = []
-        for r in self.store.list_replicas(name, include_terminated=True):
-            acc = billed.get(r.replica_id, costs.CostTotals())
-            replicas.append(replica_row(r, acc, now, stats.get(r.replica_id, {})))
-        live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
-        routed = {b.replica_id for b in rt.backends} if rt is not None else set()
-        host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
-        scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls
-        state = self.store.policy_state(name).get(failures.STATE_KEY)
-        failure = failures.failure(state, svc.current_version)
-        return {
-            "name": name,
-            "status": svc.status.value,
-            "version": svc.current_version,
-            # how the current version replaces older ones; the versions the router serves now
-            "update_mode": self.store.get_version(name, svc.current_version).update_mode,
-            "serving_versions": sorted({x["version"] for x in live if x["id"] in routed}),
-            "endpoint": f"{scheme}://{host}:{svc.router_port}" if svc.router_port else None,
-            "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
-            "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),
-            # USD since the service started, purged replicas included (skyctl.store.costs)
-            "accrued_cost": cost["accrued_cost"],
-            "ondemand_cost": cost["ondemand_cost"],
-            "savings": cost["savings"],
-            "savings_pct": cost["savings_pct"],
-            "replica_seconds": cost["replica_seconds"],
-            "plan": dict(rt.plan_summary) if rt else {},
-            # non-empty: the current version was given up (service FAILED), in one line
-            "failure": failure,
-            "last_error": (rt.last_error if rt else self._unopened.get(name, "")) or failure,
-            "replicas": replicas,
-            "created_at": svc.created_at,
-        }
+        """The service as ``serve status -o json`` and the console show it."""
+        return describe_service(self, self._get(name))
 
     def status(self, name: str | None = None) -> list[dict[str, Any]]:
         if name is not None:

@@ -6,6 +6,13 @@ port; mode 0600) for the CLI, and on SIGTERM/SIGINT stops gracefully: routers
 finish in-flight requests within the grace period, state is already
 persisted, replicas keep running for the next controller to adopt. The
 specs' ``secrets:`` are stored encrypted with ``$SKYCTL_HOME/secret.key``.
+
+With ``--router-process`` (how the supervisor, :mod:`skyctl.supervisor`, runs
+it) the routers are not in this process: the API serves their state as a
+versioned watch (:mod:`skyctl.controller.routing_feed`) to the router process,
+which keeps every endpoint answering while this process is gone. It then exits
+with :data:`NO_SERVICES` when it stops with no service stored, so the
+supervisor stops the router process too.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from skyctl.clock import SystemClock
 from skyctl.config import Paths, load_user_config, paths, read_or_create_token
 from skyctl.controller.api import make_app
 from skyctl.controller.controller import Controller
+from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.errors import SkyctlError
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.store import Store
+from skyctl.supervisor import NO_SERVICES  # exit status: stopped with nothing left to route
 
 log = logging.getLogger("skyctl.controller")
 
@@ -51,7 +60,9 @@ async def serve(
     exit_when_idle: bool = False,
     tick_seconds: float = 1.0,
     grace_seconds: float = 10.0,
-) -> None:
+    router_process: bool = False,
+) -> bool:
+    """Run until stopped; True when it stopped with no service stored."""
     lock = open(p.home / "controller.lock", "w")  # noqa: ASYNC230 - held while running
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,6 +81,8 @@ async def serve(
         gc_clouds=("local", *(k for k in config if k in PROVIDERS and k != "local")),
         secrets=Secrets(p.home / KEY_FILE_NAME),
     )
+    feed = RoutingFeed(clock) if router_process else None
+    controller.routing_feed = feed
     token = read_or_create_token(p)
     app = make_app(controller, token, controller.request_stop)
     runner = web.AppRunner(app, access_log=None)
@@ -94,10 +107,14 @@ async def serve(
         log.info("controller stopping")
         with contextlib.suppress(FileNotFoundError):
             p.daemon_info.unlink()
+        if feed is not None:
+            feed.close()  # watches answer now, the API closes without waiting for them
         await runner.cleanup()
         await controller.stop(grace_seconds)
+        empty = not store.list_services()
         store.close()
         lock.close()
+    return empty
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--exit-when-idle", action="store_true")
     parser.add_argument("--tick-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--router-process",
+        action="store_true",
+        help="routers run in the router process (fed by the API's routing watch)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
@@ -119,19 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     try:
-        asyncio.run(
+        empty = asyncio.run(
             serve(
                 paths(args.home),
                 host=args.host,
                 port=args.port,
                 exit_when_idle=args.exit_when_idle,
                 tick_seconds=args.tick_seconds,
+                router_process=args.router_process,
             )
         )
     except (SkyctlError, OSError) as e:  # one line, e.g. a corrupt database, a taken port
         log.error("%s", e)
         return 1
-    return 0
+    return NO_SERVICES if empty and args.router_process else 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,70 @@
-"""One replica as `serve status -o json` and the console show it (the row of
-:meth:`skyctl.controller.controller.Controller.describe`)."""
+"""A service and its replicas as `serve status -o json` and the console show them
+(:meth:`skyctl.controller.controller.Controller.describe`).
+
+The router's figures per replica come from the router object of the service's
+runtime: the in-process router's memory, or what the router process last
+reported (:class:`skyctl.controller.routing_feed.RemoteRouter`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skyctl.store import ReplicaRecord
+from policies import failures
+from skyctl.controller.routing_feed import RemoteRouter
+from skyctl.lifecycle import ReplicaStatus
+from skyctl.store import ReplicaRecord, ServiceRecord, costs
 from skyctl.store.costs import CostTotals
+
+if TYPE_CHECKING:
+    from skyctl.controller.controller import Controller
+
+
+def describe_service(c: Controller, svc: ServiceRecord) -> dict[str, Any]:
+    name = svc.name
+    rt = c.runtimes.get(name)
+    now = c.clock.now()
+    stats = rt.router.replica_stats() if rt is not None else {}
+    # this service's own: not an earlier one's of the same name (kept in the ledger)
+    cost = c.store.cost_total(name, now, since=svc.created_at).as_dict()
+    spans = c.store.billed_spans(name, purged=False)
+    billed = {s.replica_id: costs.accrued(s, now) for s in spans}
+    replicas: list[dict[str, Any]] = []
+    for r in c.store.list_replicas(name, include_terminated=True):
+        acc = billed.get(r.replica_id, costs.CostTotals())
+        replicas.append(replica_row(r, acc, now, stats.get(r.replica_id, {})))
+    live = [x for x in replicas if x["status"] != ReplicaStatus.TERMINATED.value]
+    routed = {b.replica_id for b in rt.backends} if rt is not None else set()
+    host = "127.0.0.1" if svc.router_host in ("0.0.0.0", "") else svc.router_host
+    scheme = rt.router.scheme if rt is not None else "http"  # https with service.tls
+    state = c.store.policy_state(name).get(failures.STATE_KEY)
+    failure = failures.failure(state, svc.current_version)
+    unopened = c.unopened.get(name, "")
+    if rt is not None and not rt.last_error and isinstance(rt.router, RemoteRouter):
+        unopened = rt.router.open_error()  # the router process could not open it
+    return {
+        "name": name,
+        "status": svc.status.value,
+        "version": svc.current_version,
+        # how the current version replaces older ones; the versions the router serves now
+        "update_mode": c.store.get_version(name, svc.current_version).update_mode,
+        "serving_versions": sorted({x["version"] for x in live if x["id"] in routed}),
+        "endpoint": f"{scheme}://{host}:{svc.router_port}" if svc.router_port else None,
+        "ready_replicas": sum(1 for x in live if x["status"] == "READY"),
+        "cost_per_hour": round(sum(float(x["price_per_hour"]) for x in live), 4),
+        # USD since the service started, purged replicas included (skyctl.store.costs)
+        "accrued_cost": cost["accrued_cost"],
+        "ondemand_cost": cost["ondemand_cost"],
+        "savings": cost["savings"],
+        "savings_pct": cost["savings_pct"],
+        "replica_seconds": cost["replica_seconds"],
+        "plan": dict(rt.plan_summary) if rt else {},
+        # non-empty: the current version was given up (service FAILED), in one line
+        "failure": failure,
+        "last_error": (rt.last_error if rt and rt.last_error else unopened) or failure,
+        "replicas": replicas,
+        "created_at": svc.created_at,
+    }
 
 
 def replica_row(

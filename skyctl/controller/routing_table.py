@@ -17,9 +17,10 @@ Every change to what the router may send requests to goes through here:
 
 Which of them are routed is :func:`policies.routable.routable`'s decision (the
 one the plan makes too). The table is recomputed from those inputs and
-published to the router only when it changed; each published table has a new
-:attr:`version`, so the same owner could later publish versioned changes to a
-router in another process.
+published to the router only when it changed, and not before the first tick
+gave the candidates (a restarted controller's empty table would otherwise
+replace the one a router process kept serving); each published table has a
+new :attr:`version`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class RoutingTable:
         self._cutover: Cutover | None = None
         self.backends: list[Backend] = []
         self.version = 0
+        self._seeded = False  # the tick gave candidates once: the table is known
 
     # -------------------------------------------------------------- inputs
     def set_candidates(
@@ -58,7 +60,9 @@ class RoutingTable:
         self._backends = {rid: b for rid, (b, _) in candidates.items()}
         self._views = {rid: v for rid, (_, v) in candidates.items()}
         self._gone &= set(self._backends)
-        self._recompute()
+        first = not self._seeded
+        self._seeded = True
+        self._recompute(force=first)
 
     def add_candidate(self, backend: Backend, view: ReplicaView) -> None:
         """A replica that just started: it may serve once a probe passes."""
@@ -95,10 +99,12 @@ class RoutingTable:
         return replica_id in self._gone
 
     # ------------------------------------------------------------- output
-    def _recompute(self) -> None:
+    def _recompute(self, *, force: bool = False) -> None:
+        if not self._seeded:
+            return
         chosen_ids = routable(self._views.values(), excluded=self._gone, cutover=self._cutover)
         chosen = [self._backends[rid] for rid in chosen_ids]
-        if chosen != self.backends:
+        if chosen != self.backends or force:
             self.backends = chosen
             self.version += 1
             self._publish(chosen)

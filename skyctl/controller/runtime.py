@@ -1,7 +1,8 @@
 """What the controller keeps in memory for one service between ticks.
 
 Everything here can be rebuilt from the store after a restart: the parsed
-specs (from the stored YAML and encrypted secrets), the router (on the stored port), the probe
+specs (from the stored YAML and encrypted secrets), the router (on the stored port; or its
+entry in the routing feed when the router runs in its own process), the probe
 results (by probing again) and the pending location events (lost events only
 delay a placement decision by a tick). The routing table has one owner,
 :class:`~skyctl.controller.routing_table.RoutingTable`; probe results and
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from policies.model import LocationEvent, ReplicaEnded
 from skyctl.clock import Clock
 from skyctl.controller.prober import Prober
+from skyctl.controller.routing_feed import RemoteRouter, RoutingFeed
 from skyctl.controller.routing_table import RoutingTable
 from skyctl.router import Router
 from skyctl.router.security import router_secrets
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
-from skyctl.store import VersionRecord
+from skyctl.store import Store, VersionRecord
 from skyctl.types import Backend
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServiceRuntime:
     name: str
-    router: Router
+    router: Router | RemoteRouter  # in this process, or the router process's (the feed)
     prober: Prober
     table: RoutingTable
     wake: Callable[[], None]  # asks for a tick of this service soon
@@ -75,9 +77,17 @@ def load_spec(record: VersionRecord, secrets: Secrets) -> ServiceSpec:
 
 
 def make_runtime(
-    name: str, spec: ServiceSpec, *, clock: Clock, wake: Callable[[], None]
+    name: str,
+    spec: ServiceSpec,
+    *,
+    clock: Clock,
+    wake: Callable[[], None],
+    feed: RoutingFeed | None = None,
+    store: Store | None = None,
 ) -> ServiceRuntime:
-    """``wake`` asks for a tick of this service (probe changes, router errors)."""
+    """``wake`` asks for a tick of this service (probe changes, router errors);
+    with a ``feed`` (and the ``store`` its specs come from) the router is the
+    router process's, fed through the feed, else one in this process."""
     holder: list[RoutingTable] = []
 
     def on_result(replica_id: int, ok: bool) -> None:
@@ -90,13 +100,24 @@ def make_runtime(
         prober.probe_soon(replica_id)
         wake()
 
-    router = Router(
-        name,
-        spec.service,
-        clock=clock,
-        on_backend_error=on_backend_error,
-        secrets=router_secrets(spec),
-    )
+    router: Router | RemoteRouter
+    if feed is not None and store is not None:
+
+        def load(db: Store = store) -> VersionRecord:
+            svc = db.get_service(name)
+            if svc is None:
+                raise LookupError(f"no service named {name!r}")
+            return db.get_version(name, svc.current_version)
+
+        router = RemoteRouter(name, spec.service, feed, load, on_backend_error)
+    else:
+        router = Router(
+            name,
+            spec.service,
+            clock=clock,
+            on_backend_error=on_backend_error,
+            secrets=router_secrets(spec),
+        )
     table = RoutingTable(router.set_backends)
     holder.append(table)
     return ServiceRuntime(name=name, router=router, prober=prober, table=table, wake=wake)

@@ -1,0 +1,288 @@
+"""The routing state the controller publishes to the router process, and its reports.
+
+With the router in its own process (``skyctl.router.process``, started by the
+supervisor), each service's runtime holds a :class:`RemoteRouter` instead of
+an in-process :class:`~skyctl.router.Router`. It has the same face for the
+controller (``start``, ``set_backends``, ``reconfigure``, ``request_rate``,
+``replica_stats``, ``stop``) but publishes into the one :class:`RoutingFeed`,
+which the API serves as a versioned watch (:mod:`skyctl.routing_wire`), and
+reads what the router process reports (request rates, per-replica figures,
+passive-health ejections, replica errors) instead of the router's memory.
+
+A service enters the feed when its endpoint "starts", with its stored spec
+and port and ``backends: null`` (a router that already serves it keeps its
+table); its first routing table follows the first tick. Stopping the
+controller does not remove anything: the API closes, and the router process
+keeps serving the last table it knew until a controller answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from skyctl.clock import Clock
+from skyctl.errors import ServiceError
+from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH, backend_to_json
+from skyctl.spec import ServiceSection
+from skyctl.store import VersionRecord
+from skyctl.types import Backend
+
+log = logging.getLogger(__name__)
+
+REPORT_MAX_AGE = 30.0  # seconds: an older report (a router that went away) is not counted
+
+
+class RoutingFeed:
+    """Every service's router settings and table, with versions (see the module docstring)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.epoch = uuid.uuid4().hex
+        self.version = 0
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._removed: dict[str, int] = {}  # name -> version of its removal
+        self._changed = asyncio.Condition()
+        self._closed = False
+        self._sinks: dict[str, RemoteRouter] = {}
+        # router id -> service -> (received at, report)
+        self.reports: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+
+    # ------------------------------------------------------------ publishing
+    def put(self, name: str, **fields: Any) -> None:
+        entry = dict(self._entries.get(name, {}))
+        entry.update(fields)
+        self.version += 1
+        entry["version"] = self.version
+        self._entries[name] = entry
+        self._removed.pop(name, None)
+        self._notify()
+
+    def remove(self, name: str) -> None:
+        if self._entries.pop(name, None) is None:
+            return
+        self.version += 1
+        self._removed[name] = self.version
+        self._notify()
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        try:
+            asyncio.get_running_loop().create_task(wake())
+        except RuntimeError:  # no loop (a unit test publishing synchronously): nobody waits
+            pass
+
+    def close(self) -> None:
+        """Answer every waiting watch now (the API is closing)."""
+        self._closed = True
+        self._notify()
+
+    # ------------------------------------------------------------- watching
+    def changes(self, epoch: str | None, since: int) -> dict[str, Any]:
+        """The answer to a watch from ``epoch``/``since`` (full state on another epoch)."""
+        if epoch != self.epoch or since > self.version:
+            return {
+                "epoch": self.epoch,
+                "version": self.version,
+                "full": True,
+                "services": {n: dict(e) for n, e in self._entries.items()},
+                "removed": [],
+            }
+        return {
+            "epoch": self.epoch,
+            "version": self.version,
+            "full": False,
+            "services": {n: dict(e) for n, e in self._entries.items() if e["version"] > since},
+            "removed": sorted(n for n, v in self._removed.items() if v > since),
+        }
+
+    async def watch(self, epoch: str | None, since: int, wait: float) -> dict[str, Any]:
+        """:meth:`changes`, waiting up to ``wait`` seconds for one when there is none."""
+        wait = max(0.0, min(wait, WAIT_SECONDS))
+        if epoch == self.epoch and since == self.version and not self._closed and wait > 0:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.version != since or self._closed),
+                        wait,
+                    )
+                except TimeoutError:
+                    pass
+        return self.changes(epoch, since)
+
+    # -------------------------------------------------------------- reports
+    def attach(self, name: str, sink: RemoteRouter) -> None:
+        self._sinks[name] = sink
+
+    def detach(self, name: str, sink: RemoteRouter) -> None:
+        if self._sinks.get(name) is sink:
+            del self._sinks[name]
+
+    def report(self, body: dict[str, Any]) -> None:
+        """A router process's report: figures per service, replica errors to act on."""
+        router = str(body.get("router") or "router")
+        now = self.clock.now()
+        services = body.get("services") or {}
+        self.reports[router] = {str(n): (now, dict(r)) for n, r in services.items()}
+        for item in body.get("backend_errors") or []:
+            name, rid, reason = str(item[0]), int(item[1]), str(item[2])
+            sink = self._sinks.get(name)
+            if sink is not None:
+                sink.backend_error(rid, reason)
+
+    def fresh_reports(self, name: str) -> list[dict[str, Any]]:
+        """The latest report of each router process about ``name`` (recent ones only)."""
+        now = self.clock.now()
+        out = []
+        for by_service in self.reports.values():
+            got = by_service.get(name)
+            if got is not None and now - got[0] <= REPORT_MAX_AGE:
+                out.append(got[1])
+        return out
+
+
+def add_routes(app: web.Application, feed: Callable[[], RoutingFeed | None], token: str) -> None:
+    """The watch and the report endpoints on the controller's API: the API token
+    only (the console's read-only cookie does not open them)."""
+
+    def the_feed(request: web.Request) -> RoutingFeed:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(text="the routing feed needs the API token")
+        got = feed()
+        if got is None:
+            raise ServiceError("this controller embeds its routers: there is no routing feed")
+        return got
+
+    async def watch(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since, wait = int(q.get("since", "0")), float(q.get("wait", "0"))
+        except ValueError:
+            raise ServiceError("since: an integer; wait: seconds") from None
+        return web.json_response(await the_feed(request).watch(q.get("epoch"), since, wait))
+
+    async def report(request: web.Request) -> web.Response:
+        try:
+            the_feed(request).report(await request.json())
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
+            raise ServiceError(f"report: not a routing report ({e})") from None
+        return web.json_response({"ok": True})
+
+    app.router.add_get(WATCH_PATH, watch)
+    app.router.add_post(REPORT_PATH, report)
+
+
+def free_port(host: str) -> int:
+    """A port free on ``host`` now, for a service whose spec asks for any port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host or "0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def _sum_stats(reports: Sequence[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per replica: counts summed over router processes, latencies their maximum."""
+    out: dict[int, dict[str, float]] = {}
+    for report in reports:
+        for rid_text, stats in (report.get("replica_stats") or {}).items():
+            into = out.setdefault(int(rid_text), {})
+            for key, value in stats.items():
+                v = float(value)
+                if key.startswith("latency"):
+                    into[key] = max(into.get(key, 0.0), v)
+                else:
+                    into[key] = into.get(key, 0.0) + v
+    return dict(sorted(out.items()))
+
+
+class RemoteRouter:
+    """A service's router in the router process, as the controller sees it."""
+
+    def __init__(
+        self,
+        name: str,
+        section: ServiceSection,
+        feed: RoutingFeed,
+        load: Callable[[], VersionRecord],
+        on_backend_error: Callable[[int, str], None] | None = None,
+    ) -> None:
+        """``load``: the service's current stored version (its spec and secrets)."""
+        self.service = name
+        self._section = section
+        self._feed = feed
+        self._load = load
+        self._on_backend_error = on_backend_error
+        self._started = False
+
+    async def start(self, host: str, port: int | None) -> int:
+        """Publish the service's endpoint; the router process listens on it."""
+        bound = port or free_port(host)
+        self._feed.attach(self.service, self)
+        self._feed.put(self.service, host=host, port=bound, backends=None, **self._spec())
+        self._started = True
+        return bound
+
+    def _spec(self) -> dict[str, Any]:
+        record = self._load()
+        return {
+            "spec_version": record.version,
+            "yaml": record.yaml_text,
+            "source": record.source,
+            "secrets": record.secrets_ciphertext,
+        }
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """The service is gone (``serve down``): the router process closes its endpoint."""
+        del grace_seconds  # the router drains by the service's own drain timeout
+        self._feed.detach(self.service, self)
+        if self._started:
+            self._feed.remove(self.service)
+        self._started = False
+
+    def set_backends(self, backends: Sequence[Backend]) -> None:
+        self._feed.put(self.service, backends=[backend_to_json(b) for b in backends])
+
+    def reconfigure(self, section: ServiceSection, secrets: object = None) -> None:
+        """``serve update``: the new current version goes to the router process."""
+        del secrets  # they travel sealed with the stored version
+        self._section = section
+        if self._started:
+            self._feed.put(self.service, **self._spec())
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._section.tls is not None else "http"
+
+    def request_rate(self, window_seconds: float = 60.0) -> float:
+        """Requests per second as the router processes last reported (60 s window)."""
+        del window_seconds
+        return sum(float(r.get("rate_60", 0.0)) for r in self._feed.fresh_reports(self.service))
+
+    def replica_stats(self) -> dict[int, dict[str, float]]:
+        return _sum_stats(self._feed.fresh_reports(self.service))
+
+    def ejected(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for report in self._feed.fresh_reports(self.service):
+            for rid, until in (report.get("ejected") or {}).items():
+                out[int(rid)] = max(out.get(int(rid), 0.0), float(until))
+        return dict(sorted(out.items()))
+
+    def open_error(self) -> str:
+        """Why a router process could not open the endpoint (empty: open, or unknown)."""
+        errors = [str(r.get("error") or "") for r in self._feed.fresh_reports(self.service)]
+        return "; ".join(e for e in errors if e)
+
+    def backend_error(self, replica_id: int, reason: str) -> None:
+        if self._on_backend_error is not None:
+            self._on_backend_error(replica_id, reason)

@@ -1,0 +1,166 @@
+"""The routers of the router process: one per service, as the controller's watch says.
+
+:meth:`Endpoints.apply` takes one answer of the routing watch
+(:mod:`skyctl.routing_wire`) and makes the process's routers match it: a new
+service gets a :class:`~skyctl.router.Router` listening on its stored port, a
+new spec version reconfigures it (policy, timeouts, auth keys, TLS files; TLS
+turned on or off, or another port, reopens it), a table replaces its backends
+(``null``: keep the last one, as after a controller restart before its first
+tick), and a removed service closes its endpoint. An endpoint that cannot open
+(its port taken) is retried by :meth:`retry_unopened` and reported with why.
+
+Nothing here needs the controller to be alive: between answers the routers
+keep serving the last table they got. :meth:`report` is what goes back (request
+rate, per-replica figures, ejections, errors), with the replica errors the
+routers raised since the last report (:meth:`take_backend_errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from skyctl.clock import Clock
+from skyctl.errors import SkyctlError
+from skyctl.router.security import router_secrets
+from skyctl.router.server import Router
+from skyctl.routing_wire import backend_from_json
+from skyctl.secrets import Secrets
+from skyctl.spec import ServiceSpec
+
+log = logging.getLogger(__name__)
+
+REMOVE_GRACE = 5.0  # seconds a removed service's in-flight requests may take
+MAX_QUEUED_ERRORS = 1000  # replica errors kept while the controller is unreachable
+
+
+class Endpoints:
+    """Every service's router in this process (see the module docstring)."""
+
+    def __init__(self, secrets: Secrets, clock: Clock) -> None:
+        self._secrets = secrets
+        self._clock = clock
+        self.routers: dict[str, Router] = {}
+        self._entries: dict[str, dict[str, Any]] = {}  # the last entry of each service
+        self._specs: dict[str, ServiceSpec] = {}
+        self.errors: dict[str, str] = {}  # service -> why its endpoint is not open
+        self._backend_errors: list[list[Any]] = []
+        self.errors_queued = asyncio.Event()  # a replica error waits to be reported
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {n: r.port for n, r in self.routers.items() if r.listening}
+
+    async def apply(self, answer: dict[str, Any]) -> None:
+        services: dict[str, dict[str, Any]] = answer.get("services") or {}
+        if answer.get("full"):
+            removed = set(self._entries) - set(services)
+        else:
+            removed = set(answer.get("removed") or ())
+        for name in sorted(removed):
+            await self._remove(name)
+        for name, entry in sorted(services.items()):
+            try:
+                await self._apply_one(name, entry)
+            except (SkyctlError, OSError, ValueError, KeyError) as e:
+                self.errors[name] = f"endpoint not open: {e}"
+                log.error("router %s: %s", name, self.errors[name])
+
+    async def _apply_one(self, name: str, entry: dict[str, Any]) -> None:
+        old = self._entries.get(name)
+        if entry.get("backends") is None and old is not None:
+            entry = {**entry, "backends": old.get("backends")}  # keep the table we know
+        self._entries[name] = entry
+        spec = self._specs.get(name)
+        if spec is None or old is None or old.get("spec_version") != entry["spec_version"]:
+            spec = self._secrets.open(entry["yaml"], entry.get("source"), entry.get("secrets"))
+            self._specs[name] = spec
+        router = self.routers.get(name)
+        if router is not None:
+            prev = old or {}
+            moved = prev.get("port") != entry["port"] or prev.get("host") != entry["host"]
+            tls_flip = (router.scheme == "https") != (spec.service.tls is not None)
+            if moved or tls_flip or not router.listening:
+                await self._close(name, grace=REMOVE_GRACE)
+                router = None
+            elif old is not None and old.get("spec_version") != entry["spec_version"]:
+                router.reconfigure(spec.service, router_secrets(spec))
+        if router is None:
+            router = await self._open(name, spec, entry)
+        if router is not None and entry.get("backends") is not None:
+            router.set_backends([backend_from_json(b) for b in entry["backends"]])
+
+    async def _open(self, name: str, spec: ServiceSpec, entry: dict[str, Any]) -> Router | None:
+        router = Router(
+            name,
+            spec.service,
+            clock=self._clock,
+            on_backend_error=lambda rid, reason: self._backend_error(name, rid, reason),
+            secrets=router_secrets(spec),
+        )
+        if entry.get("backends") is not None:
+            router.set_backends([backend_from_json(b) for b in entry["backends"]])
+        try:
+            await router.start(entry["host"], int(entry["port"]))
+        except (SkyctlError, OSError) as e:
+            self.errors[name] = f"endpoint not open: {e}"
+            log.error("router %s: cannot listen on %s: %s", name, entry["port"], e)
+            return None
+        self.errors.pop(name, None)
+        self.routers[name] = router
+        log.info("router %s: listening on %s:%d", name, entry["host"], router.port)
+        return router
+
+    async def retry_unopened(self) -> None:
+        """Try again to open the endpoints that could not open (a port taken, a file)."""
+        for name in [n for n in self._entries if n not in self.routers]:
+            entry, spec = self._entries[name], self._specs.get(name)
+            if spec is not None:
+                await self._open(name, spec, entry)
+
+    async def _remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+        self._specs.pop(name, None)
+        self.errors.pop(name, None)
+        await self._close(name, grace=REMOVE_GRACE)
+
+    async def _close(self, name: str, grace: float) -> None:
+        router = self.routers.pop(name, None)
+        if router is not None:
+            await router.stop(grace)
+            log.info("router %s: endpoint closed", name)
+
+    async def close(self, grace: float) -> None:
+        """Stop every endpoint (in-flight requests get ``grace`` seconds)."""
+        await asyncio.gather(*(self._close(n, grace) for n in list(self.routers)))
+
+    # --------------------------------------------------------------- reports
+    def _backend_error(self, name: str, replica_id: int, reason: str) -> None:
+        if len(self._backend_errors) < MAX_QUEUED_ERRORS:
+            self._backend_errors.append([name, replica_id, reason])
+        self.errors_queued.set()
+
+    def take_backend_errors(self) -> list[list[Any]]:
+        taken, self._backend_errors = self._backend_errors, []
+        self.errors_queued.clear()
+        return taken
+
+    def requeue(self, errors: list[list[Any]]) -> None:
+        """Errors a failed report could not deliver: sent with the next one."""
+        self._backend_errors = (errors + self._backend_errors)[:MAX_QUEUED_ERRORS]
+
+    def report(self, router_id: str) -> dict[str, Any]:
+        services: dict[str, Any] = {}
+        for name in self._entries:
+            router = self.routers.get(name)
+            if router is None:
+                services[name] = {"error": self.errors.get(name, "endpoint not open")}
+                continue
+            services[name] = {
+                "rate_60": router.request_rate(60.0),
+                "replica_stats": {str(k): v for k, v in router.replica_stats().items()},
+                "ejected": {str(k): v for k, v in router.ejected().items()},
+                "error": "",
+            }
+        return {"router": router_id, "services": services}

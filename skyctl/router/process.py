@@ -1,0 +1,223 @@
+"""The router process: ``python -m skyctl.router.process --home H``.
+
+Every service's endpoint lives here, not in the controller: the supervisor
+(:mod:`skyctl.supervisor`) runs this process beside the controller, so a
+controller that crashes, is stopped (``skyctl controller stop``) or upgraded
+leaves every endpoint answering with the last routing table it gave.
+
+:class:`Watch` follows the controller's routing watch (:mod:`skyctl.routing_wire`):
+it finds the controller through ``$SKYCTL_HOME/controller.json`` and the API
+token (or ``--controller URL`` with the token in ``$SKYCTL_API_TOKEN``),
+long-polls for changes, applies each answer (:class:`~skyctl.router.endpoints.Endpoints`),
+and when the controller is unreachable keeps the routers as they are and
+reconnects with backoff (0.1 s doubling, capped at :data:`RECONNECT_CAP`); a
+controller it has not seen before (another epoch) sends the full state, which
+replaces what the routers knew. Every :data:`REPORT_SECONDS`, and at once when
+a replica failed, it posts the routers' figures back (request rate, per-replica
+requests and in-flight counts and latencies, passive-health ejections, endpoint
+errors) for the autoscaler, drains, ``serve status`` and the console.
+
+It writes ``$SKYCTL_HOME/router.json`` (pid, the open endpoints' ports; 0600)
+and removes it at exit. SIGTERM/SIGINT: endpoints stop accepting, in-flight
+requests get :data:`STOP_GRACE` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from skyctl.clock import SystemClock
+from skyctl.config import Paths, paths
+from skyctl.router.endpoints import Endpoints
+from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
+from skyctl.secrets import KEY_FILE_NAME, Secrets
+
+log = logging.getLogger("skyctl.router.process")
+
+RECONNECT_FIRST = 0.1
+RECONNECT_CAP = 1.0  # seconds: the longest wait between two tries to reach the controller
+REPORT_SECONDS = 1.0
+STOP_GRACE = 10.0
+Target = tuple[str, str]  # (API base URL, token)
+
+
+def home_target(p: Paths) -> Callable[[], Target | None]:
+    """The controller of this home as ``controller.json`` and the token file name it."""
+
+    def locate() -> Target | None:
+        try:
+            info = json.loads(p.daemon_info.read_text())
+            token = p.token.read_text().strip()
+            return f"http://{info['host']}:{int(info['port'])}", token
+        except (OSError, ValueError, KeyError):
+            return None
+
+    return locate
+
+
+class Watch:
+    """Follows the routing watch and sends the reports (see the module docstring)."""
+
+    def __init__(
+        self, endpoints: Endpoints, locate: Callable[[], Target | None], router_id: str
+    ) -> None:
+        self.endpoints = endpoints
+        self._locate = locate
+        self.router_id = router_id
+        self.epoch: str | None = None
+        self.version = 0
+        self.connected = False
+        self.synced = asyncio.Event()  # set after each applied answer (tests wait on it)
+        self.on_change: Callable[[], None] = lambda: None
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        delay = RECONNECT_FIRST
+        while True:
+            target = self._locate()
+            try:
+                if target is None:
+                    raise ConnectionError("no controller.json: the controller is not running")
+                answer = await self._poll(session, target)
+            except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
+                if self.connected:
+                    log.warning(
+                        "controller unreachable (%s): serving the last table (%d endpoints)",
+                        e or type(e).__name__,
+                        len(self.endpoints.routers),
+                    )
+                self.connected = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_CAP)
+                await self.endpoints.retry_unopened()
+                continue
+            if not self.connected:
+                log.info("routing watch connected (%s): version %s", target[0], answer["version"])
+            self.connected = True
+            delay = RECONNECT_FIRST
+            await self.endpoints.apply(answer)
+            self.epoch, self.version = str(answer["epoch"]), int(answer["version"])
+            self.synced.set()
+            self.on_change()
+
+    async def _poll(self, session: aiohttp.ClientSession, target: Target) -> dict[str, Any]:
+        base, token = target
+        params = {"since": str(self.version), "wait": str(WAIT_SECONDS)}
+        if self.epoch is not None and self.connected:
+            params["epoch"] = self.epoch
+        async with session.get(
+            base + WATCH_PATH,
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=WAIT_SECONDS + 10, sock_connect=2),
+        ) as r:
+            if r.status != 200:
+                raise aiohttp.ClientResponseError(
+                    r.request_info, (), status=r.status, message=(await r.text())[:200]
+                )
+            answer: dict[str, Any] = await r.json()
+        return answer
+
+    async def report_loop(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.endpoints.errors_queued.wait(), REPORT_SECONDS)
+            target = self._locate()
+            if target is None or not self.connected:
+                continue
+            errors = self.endpoints.take_backend_errors()
+            body = {**self.endpoints.report(self.router_id), "backend_errors": errors}
+            try:
+                async with session.post(
+                    target[0] + REPORT_PATH,
+                    json=body,
+                    headers={"Authorization": f"Bearer {target[1]}"},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ) as r:
+                    if r.status != 200:
+                        raise aiohttp.ClientResponseError(r.request_info, (), status=r.status)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                self.endpoints.requeue(errors)  # sent with the next report
+                await asyncio.sleep(REPORT_SECONDS)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+async def serve(p: Paths, locate: Callable[[], Target | None] | None = None) -> None:
+    clock = SystemClock()
+    endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
+    watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
+    info = p.home / "router.json"
+
+    def write_info() -> None:
+        _write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
+
+    watch.on_change = write_info
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    write_info()
+    async with aiohttp.ClientSession() as session:
+        tasks = [
+            asyncio.create_task(watch.run(session)),
+            asyncio.create_task(watch.report_loop(session)),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            log.info("router process stopping")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await endpoints.close(STOP_GRACE)
+            with contextlib.suppress(FileNotFoundError):
+                info.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skyctl-router")
+    parser.add_argument("--home", default=None)
+    parser.add_argument(
+        "--controller",
+        default=None,
+        help="the controller's API URL (token in $SKYCTL_API_TOKEN); default: controller.json",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    locate: Callable[[], Target | None] | None = None
+    if args.controller:
+        url, token = args.controller.rstrip("/"), os.environ.get("SKYCTL_API_TOKEN", "")
+        locate = lambda: (url, token)  # noqa: E731
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(paths(args.home), locate))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""The supervisor: ``python -m skyctl.supervisor --home H``, what the CLI starts.
+
+It runs two children and keeps them running:
+
+- the controller (``skyctl.controller.daemon --router-process --exit-when-idle``),
+  which writes ``controller.json`` naming its own pid, as without a supervisor;
+- the router process (``skyctl.router.process``), every service's endpoint,
+  fed by the controller's routing watch.
+
+A child that dies (a crash, SIGKILL, the OOM killer) is started again after a
+backoff (:data:`FIRST_DELAY` doubling, capped at :data:`MAX_DELAY`, back to the
+first once it ran :data:`STABLE_SECONDS`); each exit is logged with its cause.
+The controller is *not* restarted when it exits by itself:
+
+- status 0 (``skyctl controller stop`` sent it SIGTERM): the router process keeps
+  every endpoint answering; SIGUSR1 (``skyctl controller start``, or any
+  command that needs the controller) starts it again, and the router re-syncs;
+- :data:`NO_SERVICES` (its last service is down): the supervisor stops the
+  router process and exits, leaving no process or port behind;
+- status 1 before its first start completed (a corrupt database, another
+  controller holding the home's lock): the supervisor stops and exits 1, so the
+  CLI shows the controller's error.
+
+SIGTERM or SIGINT (``skyctl controller stop --all``) stops both children
+(SIGTERM, then SIGKILL after :data:`STOP_SECONDS`) and the supervisor.
+``supervisor.json`` names the supervisor's pid while it runs. Output of all
+three processes goes to ``controller.log`` (the CLI opens it for the supervisor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from skyctl.config import Paths, paths
+
+log = logging.getLogger("skyctl.supervisor")
+
+NO_SERVICES = 3  # the controller's exit status when it stopped with no service left
+FIRST_DELAY = 0.25
+MAX_DELAY = 8.0
+STABLE_SECONDS = 60.0
+STOP_SECONDS = 20.0
+INFO_NAME = "supervisor.json"
+
+
+def info_path(p: Paths) -> Path:
+    return p.home / INFO_NAME
+
+
+def running_pid(p: Paths) -> int | None:
+    """The supervisor of this home, if one runs (not a zombie)."""
+    try:
+        pid = int(json.loads(info_path(p).read_text())["pid"])
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError, KeyError):
+        return None
+    return None if stat.rsplit(")", 1)[-1].split()[0] == "Z" else pid
+
+
+def _why(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class Child:
+    """One supervised process and its restart backoff."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.proc: asyncio.subprocess.Process | None = None
+        self.delay = FIRST_DELAY
+        self.started_at = 0.0
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.DEVNULL
+        )
+        self.started_at = time.monotonic()
+        self.starts += 1
+        log.info("%s started (pid %d)", self.name, self.proc.pid)
+
+    def next_delay(self) -> float:
+        """The wait before the next start: the backoff, reset after a stable run."""
+        if time.monotonic() - self.started_at >= STABLE_SECONDS:
+            self.delay = FIRST_DELAY
+        delay, self.delay = self.delay, min(self.delay * 2, MAX_DELAY)
+        return delay
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s: killed", self.name, STOP_SECONDS)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+class Supervisor:
+    def __init__(self, p: Paths) -> None:
+        self.paths = p
+        python = [sys.executable, "-m"]
+        home = ["--home", str(p.home)]
+        self.controller = Child(
+            "controller",
+            [*python, "skyctl.controller.daemon", *home, "--exit-when-idle", "--router-process"],
+        )
+        self.router = Child("router process", [*python, "skyctl.router.process", *home])
+        self.stopping = asyncio.Event()
+        self.wanted = asyncio.Event()  # SIGUSR1: start a stopped controller
+        self.exit_code = 0
+
+    async def _sleep(self, seconds: float, also: asyncio.Event | None = None) -> None:
+        events = [self.stopping] + ([also] if also is not None else [])
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _wait(self, child: Child) -> int | None:
+        """The child's exit status, or None when the supervisor is stopping."""
+        assert child.proc is not None
+        done = asyncio.ensure_future(child.proc.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({done, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not done.done():
+            done.cancel()
+            return None
+        return done.result()
+
+    async def keep_router(self) -> None:
+        while not self.stopping.is_set():
+            await self.router.start()
+            code = await self._wait(self.router)
+            if code is None:
+                return
+            delay = self.router.next_delay()
+            log.error("router process exited (%s); restarting in %.2f s", _why(code), delay)
+            await self._sleep(delay)
+
+    async def keep_controller(self) -> None:
+        while not self.stopping.is_set():
+            self.wanted.clear()
+            await self.controller.start()
+            code = await self._wait(self.controller)
+            if code is None:
+                return
+            if code == NO_SERVICES:
+                log.info("controller exited with no service left: stopping the router process")
+                self.stopping.set()
+                return
+            if code == 0:
+                log.info(
+                    "controller stopped; endpoints keep answering "
+                    "(`skyctl controller start` starts it again)"
+                )
+                await self._sleep(float("inf"), also=self.wanted)
+                continue
+            if code == 1 and self.controller.starts == 1 and not self._ever_ready():
+                log.error("controller could not start (%s): supervisor stops", _why(code))
+                self.exit_code = 1
+                self.stopping.set()
+                return
+            delay = self.controller.next_delay()
+            log.error("controller exited (%s); restarting in %.2f s", _why(code), delay)
+            await self._sleep(delay)
+
+    def _ever_ready(self) -> bool:
+        try:
+            info = json.loads(self.paths.daemon_info.read_text())
+        except (OSError, ValueError):
+            return False
+        return self.controller.proc is not None and info.get("pid") == self.controller.proc.pid
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.wanted.set)
+        tasks = [
+            asyncio.create_task(self.keep_router()),
+            asyncio.create_task(self.keep_controller()),
+        ]
+        await self.stopping.wait()
+        log.info("supervisor stopping")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.controller.stop()  # first: it must not see the router go
+        await self.router.stop()
+        return self.exit_code
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skyctl-supervisor")
+    parser.add_argument("--home", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    p = paths(args.home)
+    lock = open(p.home / "supervisor.lock", "w")  # held while running
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.error("another controller is running for %s (its supervisor holds the lock)", p.home)
+        return 1
+    _write_private(info_path(p), json.dumps({"pid": os.getpid()}))
+    try:
+        return asyncio.run(Supervisor(p).run())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            info_path(p).unlink()
+        lock.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -308,3 +308,18 @@ async def test_the_feed_needs_the_api_token() -> None:
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()
+
+
+async def test_a_taken_port_is_refused_unless_the_router_process_holds_it() -> None:
+    section = parse_spec(SPEC).service
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        feed = RoutingFeed(FakeClock())
+        with pytest.raises(OSError):
+            await RemoteRouter("svc", section, feed, record).start("127.0.0.1", port)
+        assert feed.changes(None, 0)["services"] == {}  # nothing published
+        # a restarted controller: the router process has that port open, as it should
+        feed = RoutingFeed(FakeClock(), held_ports=lambda: {port})
+        assert await RemoteRouter("svc", section, feed, record).start("127.0.0.1", port) == port

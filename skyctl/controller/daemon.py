@@ -52,6 +52,14 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _router_ports(p: Paths) -> set[int]:
+    """The ports the router process has open (its ``router.json``)."""
+    try:
+        return {int(v) for v in json.loads((p.home / "router.json").read_text())["ports"].values()}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return set()
+
+
 async def serve(
     p: Paths,
     *,
@@ -81,7 +89,7 @@ async def serve(
         gc_clouds=("local", *(k for k in config if k in PROVIDERS and k != "local")),
         secrets=Secrets(p.home / KEY_FILE_NAME),
     )
-    feed = RoutingFeed(clock) if router_process else None
+    feed = RoutingFeed(clock, lambda: _router_ports(p)) if router_process else None
     controller.routing_feed = feed
     token = read_or_create_token(p)
     app = make_app(controller, token, controller.request_stop)

@@ -43,8 +43,10 @@ REPORT_MAX_AGE = 30.0  # seconds: an older report (a router that went away) is n
 class RoutingFeed:
     """Every service's router settings and table, with versions (see the module docstring)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, held_ports: Callable[[], set[int]] = set) -> None:
+        """``held_ports``: the ports the router process has open now (``router.json``)."""
         self.clock = clock
+        self.held_ports = held_ports
         self.epoch = uuid.uuid4().hex
         self.version = 0
         self._entries: dict[str, dict[str, Any]] = {}
@@ -183,10 +185,12 @@ def add_routes(app: web.Application, feed: Callable[[], RoutingFeed | None], tok
     app.router.add_post(REPORT_PATH, report)
 
 
-def free_port(host: str) -> int:
-    """A port free on ``host`` now, for a service whose spec asks for any port."""
+def free_port(host: str, port: int = 0) -> int:
+    """``port`` (0: any) if it is free on ``host`` now, else OSError (as a router's
+    own bind would say: a service whose port is taken is refused at once)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host or "0.0.0.0", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host or "0.0.0.0", port))
         return int(s.getsockname()[1])
 
 
@@ -227,6 +231,8 @@ class RemoteRouter:
     async def start(self, host: str, port: int | None) -> int:
         """Publish the service's endpoint; the router process listens on it."""
         bound = port or free_port(host)
+        if port and port not in self._feed.held_ports():  # the router process's already
+            free_port(host, port)
         self._feed.attach(self.service, self)
         self._feed.put(self.service, host=host, port=bound, backends=None, **self._spec())
         self._started = True

@@ -1,0 +1,208 @@
+"""Endpoints outlive the controller: the router process under the supervisor (issue 14).
+
+Real processes on loopback, started as the CLI starts them (the supervisor runs
+the controller and the router process). Under steady GET load and a streaming
+response through a service's endpoint:
+
+- the controller is SIGKILLed: not one request fails, the stream completes,
+  the supervisor has the controller back within 5 s by itself, and the routing
+  table is re-synced: a replica taken down after the restart leaves the router
+  and its replacement joins it, and the router's reports feed ``serve status``;
+- ``skyctl controller stop`` and ``controller start``: the same, the endpoint
+  answering all along; a SIGKILLed router process is restarted and re-synced;
+- ``serve down`` of the last service leaves no process, port or file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from skyctl.client import ControllerClient
+from skyctl.config import paths
+from tests.helpers.cli import run_cli
+from tests.helpers.crash import spec_text
+from tests.helpers.processes import wait_until_gone
+from tests.helpers.waiting import eventually
+
+STREAM_CHUNKS = 30  # 100 ms apart: a stream open across the whole restart
+
+
+@dataclass
+class Load:
+    """Steady GETs (keep-alive and fresh connections) against an endpoint."""
+
+    url: str
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    replicas: list[str] = field(default_factory=list)  # who answered, in order
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run_once(self) -> None:
+        async with aiohttp.ClientSession() as session, session.get(self.url) as r:
+            await r.read()
+            self.ok += r.status == 200
+            if r.status != 200:
+                self.failures.append(f"status {r.status}")
+
+    async def run(self, fresh: bool) -> None:
+        while not self.stop.is_set():
+            try:
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(force_close=fresh)
+                ) as session:
+                    while not self.stop.is_set():
+                        async with session.get(self.url, timeout=aiohttp.ClientTimeout(10)) as r:
+                            await r.read()
+                            if r.status != 200:
+                                self.failures.append(f"status {r.status}")
+                            else:
+                                self.ok += 1
+                                self.replicas.append(r.headers.get("X-Replica-Id", ""))
+                        await asyncio.sleep(0.005)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                self.failures.append(repr(e))
+
+
+async def stream(url: str) -> list[bytes]:
+    async with aiohttp.ClientSession() as session:
+        query = f"{url}stream?chunks={STREAM_CHUNKS}&ms=100"
+        async with session.get(query, timeout=aiohttp.ClientTimeout(60)) as r:
+            assert r.status == 200
+            return [line async for line in r.content if line.strip()]
+
+
+def controller_pid(home: Path) -> int | None:
+    try:
+        return int(json.loads((home / "controller.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def router_ports(home: Path, not_pid: int) -> dict[str, int]:
+    try:
+        info = json.loads((home / "router.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(info["ports"]) if info["pid"] != not_pid else {}
+
+
+def answering(home: Path, not_pid: int | None = None) -> bool:
+    client = ControllerClient.find(paths(home))
+    return client is not None and controller_pid(home) not in (None, not_pid)
+
+
+def describe(home: Path) -> dict[str, Any]:
+    client = ControllerClient.find(paths(home))
+    assert client is not None
+    return dict(client.call("GET", "/v1/services?name=rp")[0])
+
+
+@pytest.fixture
+async def service(skyctl_home: Path) -> AsyncIterator[tuple[Path, str]]:
+    client = ControllerClient.ensure(paths(skyctl_home))
+    spec = spec_text("rp", replicas=2, tag="a", spot=False)
+    client.call("POST", "/v1/services", {"yaml": spec, "name": "rp"})
+    await eventually(lambda: describe(skyctl_home)["ready_replicas"] == 2, "2 READY", 60)
+    url = describe(skyctl_home)["endpoint"] + "/"
+    yield skyctl_home, url
+
+
+async def start_load(url: str) -> tuple[Load, list[asyncio.Task[None]]]:
+    load = Load(url)
+    tasks = [asyncio.create_task(load.run(fresh)) for fresh in (False, False, True)]
+    await eventually(lambda: load.ok > 20, "load flows")
+    return load, tasks
+
+
+async def stop_load(load: Load, tasks: list[asyncio.Task[None]]) -> None:
+    load.stop.set()
+    await asyncio.gather(*tasks)
+
+
+async def a_change_reaches_the_router(home: Path, load: Load) -> None:
+    """Replica 1 taken down (through the API): the router stops sending to it, and
+    the replacement the controller launches gets traffic."""
+    client = ControllerClient.find(paths(home))
+    assert client is not None
+    before = set(load.replicas)
+    client.call("DELETE", "/v1/services/rp/replicas/1")
+    await eventually(lambda: set(load.replicas[-50:]) - before, "the replacement serves", 60)
+    await eventually(lambda: "1" not in load.replicas[-50:], "replica 1 left the table", 30)
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_of_the_controller_fails_no_request_and_the_table_resyncs(
+    service: tuple[Path, str],
+) -> None:
+    home, url = service
+    load, tasks = await start_load(url)
+    streaming = asyncio.create_task(stream(url))
+    await asyncio.sleep(0.3)  # the stream is open
+    killed = controller_pid(home)
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    served_before = load.ok
+    await eventually(lambda: answering(home, not_pid=killed), "the controller back", 5.0)
+    assert load.ok > served_before  # the endpoint answered while it was gone
+    await a_change_reaches_the_router(home, load)
+    # the router's reports feed serve status (per-replica request counts)
+    await eventually(
+        lambda: any(r["router"].get("requests", 0) > 0 for r in describe(home)["replicas"]),
+        "reported requests",
+    )
+    chunks = await streaming
+    await stop_load(load, tasks)
+    assert len(chunks) == STREAM_CHUNKS
+    assert load.failures == []
+
+
+@pytest.mark.timeout(240)
+async def test_controller_stop_keeps_endpoints_and_serve_down_leaves_nothing(
+    service: tuple[Path, str],
+) -> None:
+    home, url = service
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    load, tasks = await start_load(url)
+    streaming = asyncio.create_task(stream(url))
+    stopped = await asyncio.to_thread(run_cli, home, "controller", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "endpoints keep answering" in stopped.stdout
+    assert controller_pid(home) is None  # gone, and not restarted behind our back
+    served = load.ok
+    await eventually(lambda: load.ok > served + 20, "the endpoint answers without it")
+    assert controller_pid(home) is None
+
+    started = await asyncio.to_thread(run_cli, home, "controller", "start")
+    assert started.returncode == 0, started.stderr
+    await a_change_reaches_the_router(home, load)
+
+    await stop_load(load, tasks)
+    assert len(await streaming) == STREAM_CHUNKS
+    assert load.failures == []
+
+    # the router process itself dies: the supervisor restarts it and it re-syncs
+    router = json.loads((home / "router.json").read_text())["pid"]
+    os.kill(router, signal.SIGKILL)
+    await eventually(lambda: router_ports(home, not_pid=router).get("rp") == port, "router back")
+    again = Load(url)
+    await asyncio.wait_for(again.run_once(), 10)
+    assert again.failures == [] and again.ok == 1
+
+    down = await asyncio.to_thread(run_cli, home, "serve", "down", "rp")
+    assert down.returncode == 0, down.stderr
+    assert await asyncio.to_thread(wait_until_gone, str(home), 30) == []
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    left = {p.name for p in home.iterdir()} & {"controller.json", "router.json", "supervisor.json"}
+    assert left == set()

@@ -48,7 +48,7 @@ from providers.aws_instances import (
 )
 from providers.aws_market import Market
 from providers.aws_nodes import NODE_SCRIPT, TAG_NODES
-from providers.base import LaunchRequest, Provider, per_replica, runs_nodes
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
 from providers.events import EventsOnce
@@ -142,8 +142,6 @@ class AWSProvider(Provider):
         return by_region
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
-        if not runs_nodes(self.name, spec):
-            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         wanted: dict[str, dict[str, tuple[CatalogEntry, set[str] | None]]] = {}
         for c in self._aws_candidates(spec):
             for region, entries in self._entries(c).items():

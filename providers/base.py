@@ -24,9 +24,9 @@ When any node is gone the replica is gone: listed PREEMPTED when a spot node
 was preempted, FAILED otherwise (with which node in ``detail``), and
 ``terminate`` releases every node. Prices (offerings and instances) are per
 replica: one node's hourly price times N (:func:`per_replica`), so cost
-accounting and placement need not know about nodes. A provider whose cloud is
-not in :data:`MULTI_NODE_CLOUDS` offers nothing for such a spec (and
-``providers.feasibility`` says so at ``serve up``).
+accounting and placement need not know about nodes. Every provider runs them;
+what the clouds share (grouping nodes, rolling back a partial launch, the node
+variables) is :mod:`providers.nodes`.
 
 Blocking SDK calls run in ``asyncio.to_thread``; nothing else starts threads.
 """
@@ -63,15 +63,6 @@ class LaunchRequest:
     spec: ServiceSpec
     port: int = 8080  # the port the replica's server listens on ($PORT)
     envs: Mapping[str, str] = field(default_factory=dict)  # already merged with secrets
-
-
-#: the clouds whose providers launch multi-node replicas (``num_nodes`` > 1)
-MULTI_NODE_CLOUDS: frozenset[str] = frozenset({"local", "simulated", "aws", "gcp", "azure"})
-
-
-def runs_nodes(cloud: str, spec: ServiceSpec) -> bool:
-    """Whether ``cloud``'s provider can launch the spec's ``num_nodes`` per replica."""
-    return spec.num_nodes == 1 or cloud in MULTI_NODE_CLOUDS
 
 
 def per_replica(offerings: Iterable[Offering], spec: ServiceSpec) -> list[Offering]:

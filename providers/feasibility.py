@@ -17,8 +17,6 @@ refused with one line naming what was asked and what each provider offers:
 - ``kubernetes``: the cluster's nodes are only known at launch; accepted.
 - ``simulated``: endpoints that run nothing (``providers.simulated``); accepted.
 - a cloud SkyPilot knows that skyctl has no provider for: refused, saying so.
-- ``num_nodes`` > 1 on a cloud whose provider runs one node per replica
-  (``providers.base.MULTI_NODE_CLOUDS``): refused, naming where it runs.
 
 No I/O besides reading the catalogs and this machine's size; no cloud SDK.
 """
@@ -31,7 +29,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import runs_nodes
 from providers.catalog import CatalogEntry, load_catalog, match, parse_quantity
 from skyctl.errors import ConfigError, SpecError
 from skyctl.spec import ResourceCandidate, ServiceSpec
@@ -193,12 +190,6 @@ def check_placement(
             return  # runs anything: its endpoints run nothing (for measuring the controller)
         if cloud not in RUNS_ON:
             foreign.add(cloud)
-            continue
-        if not runs_nodes(cloud, spec):
-            reasons[cloud] = (
-                f"{cloud} runs one node per replica for now (num_nodes: {spec.num_nodes} runs on "
-                f"{', '.join(c for c in RUNS_ON if runs_nodes(c, spec))})"
-            )
             continue
         if cloud == "kubernetes":
             return  # the cluster decides at launch

@@ -15,6 +15,8 @@ official client (:mod:`providers.kubernetes_api`).
 - Preemption: one watch of our pods per context (resourceVersion, a new list
   on 410 Gone), in a thread; a pod evicted, deleted by the cluster, or marked
   with a ``DisruptionTarget`` condition is reported PREEMPTED and pushed once.
+- Multi-node replicas (``num_nodes`` N > 1): N pods created together, grouped
+  by label into one replica lost with any pod (:mod:`providers.kubernetes_nodes`).
 - Unschedulable: a pod the scheduler cannot place for
   ``unschedulable_timeout_seconds`` is deleted and reported PREEMPTED; its pool
   (context + spot/on-demand) answers launches with CapacityError for
@@ -29,7 +31,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from providers.base import LaunchRequest, Provider, runs_nodes
+from providers import kubernetes_nodes, nodes
+from providers.base import LaunchRequest, Provider, per_replica
 from providers.kubernetes_api import (
     REQUEST_TIMEOUT,
     AlreadyExists,
@@ -53,6 +56,7 @@ from providers.kubernetes_build import (
 )
 from providers.kubernetes_config import KubeConfig, parse_config
 from providers.kubernetes_watch import PodTracker, make_instance
+from providers.nodes import node_name
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, NotFoundError, SkyctlError
 from skyctl.spec import ResourceCandidate, ServiceSpec
@@ -114,6 +118,7 @@ class KubernetesProvider(Provider):
         self._used: set[str] = set()  # contexts named by specs or launched in
         self._unknown: set[str] = set()  # contexts named by specs but not in the kubeconfig
         self._nodes: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._launching: set[str] = set()  # head ids of multi-node launches in flight
         self._tracker = PodTracker(
             self._cfg,
             clock=clock,
@@ -160,8 +165,6 @@ class KubernetesProvider(Provider):
     # ------------------------------------------------------------ offerings
 
     async def offerings(self, spec: ServiceSpec) -> Sequence[Offering]:
-        if not runs_nodes(self.name, spec):
-            return []  # one node per replica here (providers.base.MULTI_NODE_CLOUDS)
         found = await self._discovery()
         allowed = await self._allowed()
         out: dict[tuple[Location, bool, str], Offering] = {}
@@ -186,7 +189,8 @@ class KubernetesProvider(Provider):
                         continue
                     price = (prices.spot_price if spot else prices.ondemand_price) * max(1, gpus)
                     out[(loc, spot, accel)] = Offering(loc, spot, price, "", accel)
-        return sorted(out.values(), key=lambda o: (o.price, str(o.location), o.accelerators))
+        ordered = sorted(out.values(), key=lambda o: (o.price, str(o.location), o.accelerators))
+        return per_replica(ordered, spec)  # a multi-node replica is priced as its N pods
 
     # --------------------------------------------------------------- launch
 
@@ -206,14 +210,48 @@ class KubernetesProvider(Provider):
         self._used.add(ctx)
         ns = await self._namespace(ctx)
         name = pod_name(request.service, request.replica_id, request.client_token)
+        self._tracker.ensure_watch(ctx)
+        n = request.spec.num_nodes
+        if n == 1:
+            pod_dict = await self._create_pod(ctx, ns, request, name, None)
+        else:  # every pod, or none (providers.kubernetes_nodes)
+            head = instance_id(ctx, ns, name)
+            self._launching.add(head)
+            try:
+                pods = await nodes.launch_all(
+                    n,
+                    lambda k: self._create_pod(ctx, ns, request, name, k),
+                    lambda: self._delete_pods(ctx, ns, [node_name(name, k) for k in range(n)]),
+                )
+            finally:
+                self._launching.discard(head)
+            for k, pod in enumerate(pods):
+                self._tracker.launched(ctx, instance_id(ctx, ns, node_name(name, k)), pod)
+            await self._publish(ctx, ns, pods, n)
+            pod_dict = pods[0]
+        svc = None
+        if await self._service_mode():
+            svc = await self._create_service(ctx, pod_dict, request.port)
+        iid = instance_id(ctx, ns, name)
+        view = self._tracker.launched(ctx, iid, pod_dict)
+        state, detail = self._tracker.state(iid, view)
+        inst = make_instance(ctx, view, state, detail, await self._endpoint(ctx, view, svc))
+        return inst if n == 1 else kubernetes_nodes.listed(pod_dict, inst)
+
+    async def _create_pod(
+        self, ctx: str, ns: str, request: LaunchRequest, head: str, rank: int | None
+    ) -> dict[str, Any]:
+        """Create one pod (node ``rank`` of a multi-node replica); the pod as a dict."""
+        name = node_name(head, rank or 0)
         body = pod_body(
             request,
             self._cfg,
             name=name,
             namespace=ns,
-            candidate=self._candidate(request.spec, off),
+            candidate=self._candidate(request.spec, request.offering),
         )
-        self._tracker.ensure_watch(ctx)
+        if rank is not None:
+            kubernetes_nodes.shape(body, head=head, rank=rank, count=request.spec.num_nodes)
         try:
             pod = await self._api.call(
                 ctx,
@@ -231,14 +269,30 @@ class KubernetesProvider(Provider):
                 f"kubernetes/{ctx}: namespace {ns!r} not found; create it or set "
                 "kubernetes.namespace"
             ) from e
-        pod_dict = self._api.to_dict(pod)
-        svc = None
-        if await self._service_mode():
-            svc = await self._create_service(ctx, pod_dict, request.port)
-        iid = instance_id(ctx, ns, name)
-        view = self._tracker.launched(ctx, iid, pod_dict)
-        state, detail = self._tracker.state(iid, view)
-        return make_instance(ctx, view, state, detail, await self._endpoint(ctx, view, svc))
+        return dict(self._api.to_dict(pod))
+
+    async def _publish(self, ctx: str, ns: str, pods: list[dict[str, Any]], count: int) -> bool:
+        """Write the node list on a replica's pods once all have an IP; True when all have it."""
+        value, lacking = kubernetes_nodes.to_publish(pods, count)
+        for name in lacking:
+            patch = {"metadata": {"annotations": {kubernetes_nodes.ANNOTATION_IPS: value}}}
+            await self._api.call(
+                ctx,
+                f"annotate pod {name} with its replica's node list",
+                _method(
+                    "patch_namespaced_pod",
+                    name,
+                    ns,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                ),
+            )
+            for pod in pods:
+                if pod["metadata"]["name"] == name:
+                    pod["metadata"].setdefault("annotations", {}).update(
+                        patch["metadata"]["annotations"]
+                    )
+        return bool(value)
 
     def _candidate(self, spec: ServiceSpec, off: Offering) -> ResourceCandidate | None:
         for cand in spec.resources.candidates:
@@ -274,24 +328,35 @@ class KubernetesProvider(Provider):
             ctx, ns, name = split_instance_id(instance_id)
         except ValueError:
             return  # not ours: nothing to delete
-        self._tracker.deleting(instance_id)
+        # a multi-node replica's pods go with its head (even when the head is gone)
+        pods, _ = await self._list(ctx, "pods", f"{nodes.TAG_HEAD}={name}", ns)
+        known = [i for i, n in self._tracker.node_of.items() if n.head == instance_id]
+        names = [p["metadata"]["name"] for p in pods] + [split_instance_id(i)[2] for i in known]
+        await self._delete_pods(ctx, ns, [name, *sorted(set(names) - {name})])
+
+    async def _delete_pods(self, ctx: str, ns: str, names: list[str]) -> None:
         kinds = ["pod", "service"] if await self._service_mode() else ["pod"]
-        for kind in kinds:
-            method = f"delete_namespaced_{kind}"
-            try:
-                await self._api.call(
-                    ctx,
-                    f"delete {kind} {name}",
-                    _method(method, name, ns),
-                )
-            except NotFoundError:
-                if kind == "pod":
-                    self._tracker.forget(instance_id)
+        for name in dict.fromkeys(names):
+            iid = instance_id(ctx, ns, name)
+            self._tracker.deleting(iid)
+            for kind in kinds:
+                method = f"delete_namespaced_{kind}"
+                try:
+                    await self._api.call(
+                        ctx,
+                        f"delete {kind} {name}",
+                        _method(method, name, ns),
+                    )
+                except NotFoundError:
+                    if kind == "pod":
+                        self._tracker.forget(iid)
 
     # ---------------------------------------------------------------- lists
 
-    async def _list(self, ctx: str, plural: str, selector: str) -> tuple[list[dict[str, Any]], str]:
-        ns = await self._namespace(ctx)
+    async def _list(
+        self, ctx: str, plural: str, selector: str, ns: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        ns = ns or await self._namespace(ctx)
         method = "list_namespaced_pod" if plural == "pods" else "list_namespaced_service"
         result = await self._api.call(
             ctx,
@@ -317,6 +382,8 @@ class KubernetesProvider(Provider):
             if service_mode:
                 found, _ = await self._list(ctx, "services", selector)
                 svcs = {s["metadata"]["name"]: s for s in found}
+            kept: list[tuple[dict[str, Any], PodView, str]] = []
+            replicas: dict[str, list[dict[str, Any]]] = {}  # head id -> its pods
             for pod in pods:
                 view = view_pod(pod)
                 if view.service != service:
@@ -324,10 +391,24 @@ class KubernetesProvider(Provider):
                 iid = instance_id(ctx, view.namespace, view.name)
                 if await self._tracker.expire_if_unschedulable(ctx, view):
                     continue
+                kept.append((pod, view, iid))
+                if (node := kubernetes_nodes.node_of(ctx, pod)) is not None:
+                    self._tracker.node_of[iid] = node
+                    replicas.setdefault(node.head, []).append(pod)
+            for head, group in replicas.items():  # the node list, once every pod has an IP
+                if head not in self._launching:
+                    count = int(group[0]["metadata"]["labels"][nodes.TAG_NODES])
+                    await self._publish(ctx, view_pod(group[0]).namespace, group, count)
+            for pod, view, iid in kept:
                 state, detail = self._tracker.state(iid, view)
                 endpoint = await self._endpoint(ctx, view, svcs.get(view.name))
-                out.append(make_instance(ctx, view, state, detail, endpoint))
-        return out + self._tracker.gone(service, {i.instance_id for i in out})
+                inst = make_instance(ctx, view, state, detail, endpoint)
+                multi = iid in self._tracker.node_of
+                out.append(kubernetes_nodes.listed(pod, inst) if multi else inst)
+        out += self._tracker.gone(service, {i.instance_id for i in out})
+        return nodes.group(
+            ((self._tracker.node_of.get(i.instance_id), i) for i in out), launching=self._launching
+        )
 
     async def list_services(self) -> Sequence[str]:
         names: set[str] = set()

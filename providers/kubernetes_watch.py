@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from providers.events import EventsOnce
@@ -34,6 +35,8 @@ from providers.kubernetes_build import (
     view_pod,
 )
 from providers.kubernetes_config import KubeConfig
+from providers.kubernetes_nodes import node_of
+from providers.nodes import Node
 from skyctl.clock import Clock
 from skyctl.errors import SkyctlError
 from skyctl.types import Instance, InstanceEvent, InstanceEventKind, InstanceState, Location
@@ -99,6 +102,7 @@ class PodTracker:
         self._told = EventsOnce(emit)
         self._pending_since: dict[str, float] = {}  # first seen without a node
         self._exhausted: dict[tuple[str, bool], float] = {}  # (context, spot) -> until
+        self.node_of: dict[str, Node] = {}  # pods of multi-node replicas, by instance id
         self._closed = False
 
     # --------------------------------------------------------------- queries
@@ -121,6 +125,7 @@ class PodTracker:
         for iid, (when, inst) in list(self._gone.items()):
             if now - when > GONE_RETENTION_SECONDS:
                 del self._gone[iid]
+                self.node_of.pop(iid, None)
             elif inst.service == service and iid not in listed:
                 out.append(inst)
         return out
@@ -130,6 +135,7 @@ class PodTracker:
     def launched(self, ctx: str, iid: str, pod: dict[str, Any]) -> PodView:
         """A pod we just created (or found by its name): known until the watch reports it."""
         view = view_pod(pod)
+        self._node(ctx, iid, pod)
         self._gone.pop(iid, None)
         self._deleting.discard(iid)
         self._deleted.discard(iid)
@@ -153,6 +159,12 @@ class PodTracker:
         self._deleted.add(iid)  # trimmed by the next list, like every confirmed deletion
         self._gone.pop(iid, None)
         self._pending_since.pop(iid, None)
+        self.node_of.pop(iid, None)
+
+    def _node(self, ctx: str, iid: str, pod: dict[str, Any]) -> None:
+        node = node_of(ctx, pod)
+        if node is not None:
+            self.node_of[iid] = node
 
     def _track_pending(self, iid: str, view: PodView) -> None:
         """The unschedulable wait starts when a pod is first seen without a node."""
@@ -162,6 +174,9 @@ class PodTracker:
             self._pending_since.pop(iid, None)
 
     def _push(self, inst: Instance) -> None:
+        node = self.node_of.get(inst.instance_id)
+        if node is not None:  # a node's loss is its replica's: told under the head's id
+            inst = replace(inst, instance_id=node.head)
         if inst.state is InstanceState.PREEMPTED:
             kind = InstanceEventKind.PREEMPTED
         elif inst.state in (InstanceState.FAILED, InstanceState.TERMINATED):
@@ -180,6 +195,7 @@ class PodTracker:
             if kind == "DELETED":
                 self._pods.get(ctx, {}).pop(view.name, None)
             return
+        self._node(ctx, iid, pod)
         cache = self._pods.setdefault(ctx, {})
         if kind != "DELETED":
             cache[view.name] = pod
@@ -192,6 +208,7 @@ class PodTracker:
         if iid in self._deleting:
             self._deleting.discard(iid)
             self._deleted.add(iid)
+            self.node_of.pop(iid, None)
             return
         state, detail = self.state(iid, view)
         if state not in (InstanceState.FAILED, InstanceState.TERMINATED):

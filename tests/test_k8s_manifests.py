@@ -4,6 +4,7 @@ what the provider uses."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -200,6 +201,10 @@ async def test_the_role_grants_exactly_what_the_in_cluster_provider_uses(
         await wait_for(lambda: fake.watch_count > 0, "the provider's watch")
         assert await provider.list_services() == ["svc"]
         assert len(await provider.list_instances("svc")) == 1
+        multi = dataclasses.replace(spec, num_nodes=2)  # patches its pods with the node list
+        two = await provider.launch(make_request(multi, Offering(loc, False, 2.0), 2))
+        assert len(await provider.list_instances("svc")) == 2
+        await provider.terminate(two.instance_id)
         await provider.terminate(inst.instance_id)
         assert split_instance_id(inst.instance_id)[1] == namespace
     finally:

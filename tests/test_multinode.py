@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from providers.base import MULTI_NODE_CLOUDS, LaunchRequest
+from providers.base import LaunchRequest
 from providers.feasibility import RUNS_ON, Machine, check_placement
 from providers.local import LocalProvider
 from providers.local_records import group_alive
 from providers.simulated import SimulatedProvider
 from skyctl.clock import FakeClock
-from skyctl.errors import SpecError
 from skyctl.spec import Resources, ServiceSpec
 from skyctl.spec_yaml import parse_spec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Offering
@@ -244,16 +243,14 @@ def test_killing_the_worker_node_replaces_the_replica(tmp_path: Path, skyctl_hom
     assert pids_mentioning(str(skyctl_home)) == []  # no node of any replica is left
 
 
-# ---------------------------------------------------------------- clouds not there yet
+# ---------------------------------------------------------------- every cloud
 
 
-@pytest.mark.parametrize("cloud", sorted(set(RUNS_ON) - MULTI_NODE_CLOUDS))
-def test_a_cloud_running_one_node_per_replica_refuses_num_nodes_in_one_line(cloud: str) -> None:
-    multi = parse_spec(f"num_nodes: 2\nresources: {{cloud: {cloud}}}\nservice: {{}}\nrun: x\n")
-    with pytest.raises(SpecError) as caught:
-        check_placement(multi, {}, Machine(4, 16, {}))
-    message = str(caught.value)
-    assert f"{cloud} runs one node per replica for now (num_nodes: 2 runs on local" in message
-    assert "\n" not in message
-    one = parse_spec(f"resources: {{cloud: {cloud}}}\nservice: {{}}\nrun: x\n")
-    check_placement(one, {}, Machine(4, 16, {}))  # one node per replica: placed
+@pytest.mark.parametrize("cloud", sorted(set(RUNS_ON) - {"local"}))
+def test_every_cloud_places_a_multi_node_spec_as_it_places_one_node(cloud: str) -> None:
+    """Each cloud's provider runs N nodes per replica (tests/test_<cloud>_multinode.py)."""
+    for nodes in (1, 2, 64):
+        spec = parse_spec(
+            f"num_nodes: {nodes}\nresources: {{cloud: {cloud}}}\nservice: {{}}\nrun: x\n"
+        )
+        check_placement(spec, {}, Machine(4, 16, {}))

@@ -1,5 +1,5 @@
 """Pure helpers of the fake Kubernetes API server: kinds, Status objects, label
-selectors, validation and the scheduler's node fit.
+selectors, validation, the scheduler's node fit and merge patches.
 
 Shapes follow the API reference: errors are ``Status`` objects
 (``{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message",
@@ -9,6 +9,7 @@ Shapes follow the API reference: errors are ``Status`` objects
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -275,3 +276,40 @@ def fits(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     )
     capacity = int(((node.get("status") or {}).get("capacity") or {}).get("nvidia.com/gpu", 0))
     return gpus <= capacity
+
+
+def merge_patch(obj: dict[str, Any], body: Any, content_type: str) -> None:
+    """Apply a PATCH body to ``obj``: a JSON merge patch (RFC 7386; a strategic merge
+    patch treats maps the same way) as ``application/merge-patch+json`` or
+    ``strategic-merge-patch+json`` ask; a JSON patch must be a list of operations
+    (400 otherwise; not supported here: 415); other media types 415."""
+    kind = content_type.split(";")[0].strip()
+    if kind == "application/json-patch+json":
+        if not isinstance(body, list):
+            raise ApiError(
+                400, "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+            )
+        raise ApiError(415, "fake: JSON patch operations are not supported")
+    if kind not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        raise ApiError(
+            415,
+            "the body of the request was in an unknown format - accepted media types "
+            f'include: application/merge-patch+json; got "{kind}"',
+        )
+    if not isinstance(body, dict):
+        raise ApiError(400, "the patch is not an object")
+    name = obj["metadata"]["name"]
+    if (body.get("metadata") or {}).get("name", name) != name:
+        raise ApiError(422, f'"{name}" is invalid: metadata.name: field is immutable')
+    _merge(obj, body)
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386: maps merge key by key, null removes, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)

@@ -11,7 +11,9 @@ objects (not on list items), ``Status`` bodies for every error (401 without the
 bearer token, 404, 409 AlreadyExists, 410 Expired, 422 Invalid with causes),
 label selectors, ``watch=true`` streams of JSON lines from a resourceVersion
 (a version older than the kept history answers an ``ERROR`` event with 410),
-cascading deletion of objects whose ``ownerReferences`` name a deleted owner.
+cascading deletion of objects whose ``ownerReferences`` name a deleted owner,
+``PATCH`` as a JSON merge patch (``merge-patch+json``, ``strategic-merge-patch+json``;
+a JSON patch body must be a list, else 400, and is otherwise answered 415).
 
 What the test drives: nodes (:meth:`add_node`, :meth:`remove_node`, which
 marks the node's pods with a ``DisruptionTarget`` condition and deletes them,
@@ -42,6 +44,7 @@ from tests.fakes.k8s_objects import (
     ApiError,
     api_version,
     matches,
+    merge_patch,
     parse_selector,
     status,
     timestamp,
@@ -262,6 +265,14 @@ class FakeKubernetes(NodesAndPods):
             )
         return obj
 
+    def patch(
+        self, plural: str, name: str, body: Any, namespace: str = "", content_type: str = ""
+    ) -> dict[str, Any]:
+        obj = self.get(plural, name, namespace)
+        merge_patch(obj, body, content_type)
+        self._bump(plural, "MODIFIED", obj)
+        return copy.deepcopy(obj)
+
     def delete(self, plural: str, name: str, namespace: str = "") -> dict[str, Any]:
         obj = self.get(plural, name, namespace)
         obj["metadata"].setdefault("deletionTimestamp", timestamp(self._now()))
@@ -360,8 +371,13 @@ class FakeKubernetes(NodesAndPods):
             else ("watch" if q.get("watch", "").lower() in ("true", "1", "t") else "list"),
             "POST": "create",
             "DELETE": "delete",
+            "PATCH": "patch",
         }.get(request.method)
-        if verb is None or (verb == "create" and name) or (verb == "delete" and not name):
+        if (
+            verb is None
+            or (verb == "create" and name)
+            or (verb in ("delete", "patch") and not name)
+        ):
             raise ApiError(405, f"the server does not allow this method on {plural}")
         self.verbs.append((verb, plural))
         if (verb, plural) in self._forbidden:
@@ -381,6 +397,15 @@ class FakeKubernetes(NodesAndPods):
             if plural in ("pods", "services"):
                 return web.json_response(obj)
             return web.json_response(status(200, "", "", {"name": name, "kind": plural}))
+        if verb == "patch":
+            assert name is not None
+            try:
+                body = await request.json()
+            except json.JSONDecodeError:
+                raise ApiError(400, "the request body is not JSON") from None
+            return web.json_response(
+                self.patch(plural, name, body, ns, request.headers.get("Content-Type", ""))
+            )
         if verb == "create":
             try:
                 body = await request.json()

@@ -14,10 +14,22 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   the probe. Refused again, the hold doubles; granted (a ``LAUNCHED`` event),
   the location starts clean. Preemptions do not touch the hold (placement
   moves away on its own; the refusal that follows starts the backoff).
-- A probe is one launch: a plan makes at most one spot launch into a location
-  that refused last time, however many the policy asked for there.
 - On-demand offerings are never held (the on-demand fallback is what covers
   spot capacity that is on hold).
+- A plan makes at most one spot launch into the locations that refused last
+  time (one probe a plan, not one into each).
+- The search for spot backs off as a whole too: a plan whose spot launches
+  were all refused (nothing granted among them) starts or extends a
+  service-wide streak; a grant anywhere ends it. After the first refusal the
+  next plan tries elsewhere at once (moving zones is what the policies do);
+  from the ``n``-th refusal in a row (n >= 2) no spot launch goes anywhere for
+  ``search_hold(n)`` (15 s doubling to 30 min: shorter than a refusing
+  location's own hold at first, so that the locations not tried yet go before
+  the ones that just refused), and then one at a time. Without
+  this a cloud short everywhere is asked once per location per hold (9 zones:
+  9 refusals where one says as much), and each preemption's replacement walks
+  through the refusing zones at once. The fallback covers the gap, as for a
+  held location. The service-wide state is ``policy_state["capacity_search"]``.
 
 The state is JSON (``policy_state["capacity"]``, keyed by location), persisted
 with the plan, so a restart does not forget a hold.
@@ -32,6 +44,7 @@ from policies.model import Launch, LocationEvent, LocationEventKind
 from skyctl.types import Location, Offering
 
 STATE_KEY = "capacity"
+SEARCH_KEY = "capacity_search"  # the service-wide streak: {"refusals": n, "until": t}
 BASE_HOLD = 30.0  # seconds a location is held after its first capacity refusal
 MAX_HOLD = 1800.0
 
@@ -41,6 +54,14 @@ def hold(refusals: int) -> float:
     if refusals <= 0:
         return 0.0
     return min(BASE_HOLD * 2.0 ** (refusals - 1), MAX_HOLD)
+
+
+def search_hold(refusals: int) -> float:
+    """Seconds every spot launch waits after ``refusals`` refused plans in a row:
+    none after the first (try elsewhere at once), then 15 s doubling to 30 min."""
+    if refusals <= 1:
+        return 0.0
+    return min(BASE_HOLD / 2 * 2.0 ** (refusals - 2), MAX_HOLD)
 
 
 def record(
@@ -65,6 +86,37 @@ def record(
     return out, list(notes.values())
 
 
+def record_search(
+    state: Mapping[str, Any] | None, events: Iterable[LocationEvent]
+) -> tuple[dict[str, Any], list[str]]:
+    """Fold one observation's spot launch outcomes into the service-wide streak.
+
+    Refused with nothing granted: one more refusal in a row (however many
+    locations refused together: one plan's launches are one probe); anything
+    granted: the streak ends."""
+    out = dict(state or {})
+    refused_at: float | None = None
+    for ev in events:
+        if not ev.spot:
+            continue
+        if ev.kind is LocationEventKind.LAUNCHED:
+            return {}, []
+        if ev.kind is LocationEventKind.CAPACITY_ERROR:
+            refused_at = ev.at if refused_at is None else max(refused_at, ev.at)
+    if refused_at is None:
+        return out, []
+    n = int(out.get("refusals", 0)) + 1
+    wait = search_hold(n)
+    until = max(float(out.get("until", 0.0)), refused_at + wait)
+    note = f"spot refused {n}x in a row wherever tried; no spot launch for {wait:g}s"
+    return {"refusals": n, "until": until}, [note] if wait else []
+
+
+def searching(state: Mapping[str, Any] | None, now: float) -> bool:
+    """Spot may be asked for at ``now`` (the service-wide streak's hold is over)."""
+    return float((state or {}).get("until", 0.0)) <= now
+
+
 def held(state: Mapping[str, Any], now: float) -> frozenset[Location]:
     """The locations whose spot offerings are on hold at ``now``."""
     return frozenset(
@@ -80,21 +132,34 @@ def available(
     return tuple(o for o in offerings if not (o.spot and o.location in out))
 
 
-def one_probe_each(launches: Iterable[Launch], state: Mapping[str, Any]) -> list[Launch]:
-    """``launches`` with at most one spot launch into each location that refused last time."""
+def one_probe_each(
+    launches: Iterable[Launch], state: Mapping[str, Any], search: Mapping[str, Any] | None = None
+) -> list[Launch]:
+    """``launches`` with at most one spot launch into the locations that refused
+    last time (one probe a plan, not one into each), and at most one spot
+    launch in all while spot is refused wherever tried (the service-wide
+    streak)."""
     out: list[Launch] = []
-    probed: set[str] = set()
+    one = int((search or {}).get("refusals", 0)) >= 2  # backing off (record_search)
+    spot = probes = 0
     for la in launches:
-        key = str(la.offering.location)
-        if la.offering.spot and key in state:
-            if key in probed:
+        if la.offering.spot:
+            suspect = str(la.offering.location) in state
+            if (one and spot) or (suspect and probes):
                 continue
-            probed.add(key)
+            probes += suspect
+            spot += 1
         out.append(la)
     return out
 
 
-def next_probe(state: Mapping[str, Any], now: float) -> float | None:
-    """When the earliest hold ends (None: nothing on hold)."""
+def next_probe(
+    state: Mapping[str, Any], now: float, search: Mapping[str, Any] | None = None
+) -> float | None:
+    """When spot may next be probed (None: nothing on hold): the end of the
+    service-wide hold, else the earliest location hold to end."""
+    wide = float((search or {}).get("until", 0.0))
+    if wide > now:
+        return wide
     ends = [float(e.get("until", 0.0)) for e in state.values()]
     return min((t for t in ends if t > now), default=None)

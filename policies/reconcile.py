@@ -111,8 +111,13 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     notes: list[str] = []
     cstate, cnotes = capacity.record(state.get(capacity.STATE_KEY), obs.events)
     state[capacity.STATE_KEY] = cstate
-    notes += cnotes
-    obs = replace(obs, offerings=capacity.available(obs.offerings, cstate, now))
+    sstate, snotes = capacity.record_search(state.get(capacity.SEARCH_KEY), obs.events)
+    state[capacity.SEARCH_KEY] = sstate
+    notes += cnotes + snotes
+    offers = capacity.available(obs.offerings, cstate, now)
+    if not capacity.searching(sstate, now):
+        offers = tuple(o for o in offers if not o.spot)
+    obs = replace(obs, offerings=offers)
     spec = obs.spec
     rp = spec.service.replica_policy
 
@@ -170,7 +175,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         for offering, why in result.ondemand_launches[: ctx.max_launches]
     ]
 
-    launches = capacity.one_probe_each(launches, cstate)
+    launches = capacity.one_probe_each(launches, cstate, sstate)
     own = [t for t in terminations.values() if t.reason in FAILURES]
     fstate, fnotes = failures.record(state.get(failures.STATE_KEY), obs, own, now, auto.target)
     launches, fstate, gnotes, after = failures.gate(
@@ -179,7 +184,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     state[failures.STATE_KEY] = fstate
     notes += fnotes + gnotes
     spot_after = sum(1 for r in current if r.spot) + sum(1 for la in launches if la.offering.spot)
-    probe = capacity.next_probe(cstate, now)
+    probe = capacity.next_probe(cstate, now, sstate)
     if (
         probe is not None
         and spot_after < result.spot_target

@@ -8,6 +8,11 @@
   ``base_ondemand_fallback_replicas``; on-demand target = base + (if
   ``dynamic_ondemand_fallback``) max(0, spot target - READY spot), capped at
   the autoscaler target so over-provisioned slots never get on-demand.
+  Ours: the dynamic part covers the autoscaler target only (max(0, target -
+  base - READY spot)): while the READY spot replicas with the spare still
+  cover the target, a preemption gets its spot replacement and no on-demand
+  fallback besides (the spare is there for exactly that; the fallback would
+  be launched and drained for nothing: two launches a preemption instead of one).
   Surplus replicas of either kind are drained in SkyServe's scale-down order.
 - Interruption notices are ignored, as SkyServe does.
 """
@@ -70,7 +75,8 @@ def spothedge(ctx: PlacementContext) -> PlacementResult:
 
     od_target = ctx.base_ondemand
     if ctx.dynamic_ondemand:
-        od_target += max(0, spot_target - count(spot, spot=True, ready=True))
+        slots = max(0, ctx.target - ctx.base_ondemand)  # the spare covers its own slot
+        od_target += max(0, slots - count(spot, spot=True, ready=True))
     od_target = min(od_target, ctx.target)
     return settle_ondemand(
         ctx,

@@ -2,8 +2,10 @@
 
 A location that refused spot capacity is not offered to any placement policy
 for 30 s, then 60 s, 120 s ... up to 30 minutes; the first launch after a hold
-is the probe; a granted launch there clears it. The state round-trips through
-JSON each tick, as the controller persists it.
+is the probe; a granted launch there clears it. A plan probes one refusing
+location at a time, and when spot is refused wherever it is tried, the whole
+search backs off the same way. The state round-trips through JSON each tick,
+as the controller persists it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from policies import capacity, registry
-from policies.model import LocationEvent, LocationEventKind, LocationState, ReplicaView
+from policies.model import Launch, LocationEvent, LocationEventKind, LocationState, ReplicaView
 from policies.reconcile import plan
 from skyctl.lifecycle import ReplicaStatus
-from skyctl.types import Location
+from skyctl.types import Location, Offering
 from tests.test_policies_support import loc, make_spec, observe, offerings
 
 CAP = LocationEventKind.CAPACITY_ERROR
@@ -83,6 +85,86 @@ def test_when_every_spot_location_is_held_the_plan_wakes_for_the_first_probe() -
     assert p.launch_after == 30.0
 
 
+def search(events: list[list[LocationEvent]]) -> dict[str, float]:
+    state: dict[str, float] = {}
+    for batch in events:  # one plan's launch outcomes per batch, through JSON
+        state = json.loads(json.dumps(capacity.record_search(state, batch)[0]))
+    return state
+
+
+@pytest.mark.parametrize(
+    ("refusals", "seconds"), [(0, 0.0), (1, 0.0), (2, 15.0), (3, 30.0), (8, 960.0), (9, 1800.0)]
+)
+def test_the_search_hold_starts_at_the_second_refusal_in_a_row(
+    refusals: int, seconds: float
+) -> None:
+    assert capacity.search_hold(refusals) == seconds
+
+
+@pytest.mark.parametrize(
+    ("batches", "refusals", "until"),
+    [
+        ([[ev(CAP, 0.0)]], 1, 0.0),  # one refusal: the next plan tries elsewhere at once
+        ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B)]], 2, 16.0),  # twice in a row: 15 s for all
+        ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B)], [ev(CAP, 16.0, C)]], 3, 46.0),  # then 30 s
+        ([[ev(CAP, 0.0, A), ev(CAP, 0.0, B), ev(CAP, 0.0, C)]], 1, 0.0),  # one plan: one step
+        ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B), ev(OK, 1.0, C)]], 0, 0.0),  # granted anywhere: over
+        ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B, spot=False)]], 1, 0.0),  # on-demand does not count
+        ([[ev(CAP, 0.0)], [ev(LocationEventKind.PREEMPTED, 1.0)]], 1, 0.0),
+    ],
+)
+def test_the_search_as_a_whole_backs_off_when_spot_is_refused_wherever_tried(
+    batches: list[list[LocationEvent]], refusals: int, until: float
+) -> None:
+    state = search(batches)
+    assert (state.get("refusals", 0), state.get("until", 0.0)) == (refusals, until)
+    assert capacity.searching(state, until)
+    if until:
+        assert not capacity.searching(state, until - 0.5)
+
+
+def launch(where: Location, spot: bool = True) -> Launch:
+    return Launch(Offering(where, spot, 1.0), 1)
+
+
+@pytest.mark.parametrize(
+    ("launches", "refused", "streak", "kept"),
+    [
+        ([A, B, C], [], 0, [A, B, C]),  # nothing refused: all go
+        ([A, A, B, C], [A], 0, [A, B, C]),  # one launch into the refusing zone: the probe
+        ([A, B, C], [A, B], 0, [A, C]),  # one probe a plan, not one into each refusing zone
+        ([A, B, C], [], 1, [A, B, C]),  # one refusal in a row: elsewhere at once
+        ([A, B, C], [], 2, [A]),  # backing off: one spot launch at a time
+    ],
+)
+def test_a_plan_probes_one_refusing_location_at_a_time(
+    launches: list[Location], refused: list[Location], streak: int, kept: list[Location]
+) -> None:
+    state = {str(w): {"refusals": 1, "until": 0.0} for w in refused}
+    od = launch(A, spot=False)
+    out = capacity.one_probe_each(
+        [*map(launch, launches), od], state, {"refusals": streak, "until": 0.0}
+    )
+    assert [la.offering.location for la in out if la.offering.spot] == kept
+    assert od in out  # on-demand launches are never cut
+
+
+def test_after_two_refusals_in_a_row_no_spot_anywhere_until_the_search_hold_ends() -> None:
+    spec = make_spec(replicas=1, policy="cheapest_spot")
+    p1 = plan(observe(spec, [], offerings(PRICES), events=[ev(CAP, 0.0, A)]), 0.0)
+    assert [la.offering.location for la in p1.launches] == [B]  # elsewhere at once
+    obs = observe(
+        spec, [], offerings(PRICES), events=[ev(CAP, 0.0, B)], policy_state=p1.policy_state
+    )
+    p2 = plan(obs, 0.0)
+    assert p2.launches == () and p2.launch_after == 15.0  # C is free, but the search waits
+    assert any("no spot launch for 15s" in n for n in p2.notes)
+    later = observe(spec, [], offerings(PRICES), policy_state=p2.policy_state)
+    assert plan(later, 14.0).launches == ()
+    # shorter than A's and B's own holds (30 s): the location not tried yet goes first
+    assert [la.offering.location for la in plan(later, 15.0).launches] == [C]
+
+
 @dataclass
 class Cloud:
     """Spot capacity as scripted: zones that refuse until ``opens`` (seconds)."""
@@ -142,8 +224,11 @@ def test_no_policy_asks_a_full_cloud_more_than_the_backoff_allows(policy: str) -
     cloud = Cloud(policy, {A: hour, B: hour, C: hour})  # no spot anywhere for an hour
     cloud.run(hour)
     # probes at 0, 30, 90, 210, 450, 930, 1890 s (+ a tick of lag each): 7 a location at most
+    # and one probe at a time once the search as a whole backs off (0, 0, 15, 45, 105,
+    # 225, 465, 945, 1905 s): about 10 in all where each location on its own would be 21
     for where in (A, B, C):
-        assert 1 <= cloud.refused[where] <= 7, (where, cloud.refused)
+        assert cloud.refused[where] <= 7, (where, cloud.refused)
+    assert 3 <= cloud.refused.total() <= 12, cloud.refused
     assert cloud.granted.total() == 0
     cloud.run(1900.0)  # capacity is back: the next probes (holds of at most 30 min) get it
     assert cloud.granted.total() >= 1

@@ -60,12 +60,13 @@ def test_spothedge_falls_back_to_ondemand_and_drains_it() -> None:
     r = simulate(spec, trace(("z-1a", "10", 1.0), ("z-1b", "00", 2.0), ("z-1c", "11", 3.0)))
     # t=0: spot in 1a + on-demand cover; at 180 s spot is READY and the on-demand drains.
     # t=3600: 1a preempted; 1b fails, the reset makes 1a ACTIVE again, 1a fails; both
-    # are on hold (policies.capacity), so SpotHedge takes 1c; the on-demand cover
-    # serves from 3780 s, when 1c is READY too, and drains.
+    # are on hold for 30 s, and two refusals in a row hold the whole spot search for
+    # 15 s (policies.capacity), so SpotHedge takes 1c at 3615 s; the on-demand cover
+    # serves from 3780 s, until 1c is READY at 3795 s, and drains.
     assert r.preemptions == 1
     assert r.failed_launches == 2
-    assert r.ondemand_hours == pytest.approx(2 * 180 / HOUR)
-    assert r.cost == pytest.approx(1.0 + 3.0 + OD * 2 * 180 / HOUR)
+    assert r.ondemand_hours == pytest.approx((180 + 195) / HOUR)
+    assert r.cost == pytest.approx(1.0 + 3.0 * 3585 / HOUR + OD * (180 + 195) / HOUR)
     assert r.availability == pytest.approx((7200 - 180 - 180) / (7200 - 180))
 
 

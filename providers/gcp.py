@@ -60,7 +60,7 @@ from providers.gcp_instances import metadata_value, to_instance
 from providers.gcp_network import Firewalls
 from providers.nodes import node_name
 from skyctl.clock import Clock
-from skyctl.errors import ConfigError, NotFoundError
+from skyctl.errors import ConfigError, NotFoundError, SkyctlError
 from skyctl.spec import ResourceCandidate, ServiceSpec
 from skyctl.types import (
     Instance,
@@ -205,13 +205,18 @@ class GCPProvider(Provider):
             else:  # every node in this zone, or none (providers.gcp_nodes)
                 head = instance_id(zone, name)
                 self._launching.add(head)
+                every = [node_name(name, k) for k in range(n)]
                 try:
                     insts = await nodes.launch_all(
                         n,
                         lambda k: self._insert(request, name, k),
-                        lambda: self._delete_all(zone, [node_name(name, k) for k in range(n)]),
+                        lambda: self._delete_all(zone, every),
                     )
-                    await gcp_nodes.publish(self._api, self._project, zone, insts)
+                    try:
+                        await gcp_nodes.publish(self._api, self._project, zone, insts)
+                    except SkyctlError:
+                        await self._delete_all(zone, every)  # all nodes or none
+                        raise
                     for k, node in enumerate(insts):
                         self._node_of[instance_id(zone, node.name)] = nodes.Node(head, k, n)
                     inst = await self._get(zone, name, location=str(off.location))

@@ -227,7 +227,10 @@ class KubernetesProvider(Provider):
                 self._launching.discard(head)
             for k, pod in enumerate(pods):
                 self._tracker.launched(ctx, instance_id(ctx, ns, node_name(name, k)), pod)
-            await self._publish(ctx, ns, pods, n)
+            try:
+                await self._publish(ctx, ns, pods, n)
+            except SkyctlError as e:  # the next listing writes it
+                log.warning("kubernetes/%s: %s", ctx, e)
             pod_dict = pods[0]
         svc = None
         if await self._service_mode():

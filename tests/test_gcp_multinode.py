@@ -23,7 +23,7 @@ from providers.gcp import GCPProvider
 from providers.gcp_build import instance_name
 from providers.gcp_nodes import node_script
 from skyctl.clock import FakeClock
-from skyctl.errors import CapacityError
+from skyctl.errors import CapacityError, ConfigError
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState
 from tests.fakes.gcp_server import FakeComputeEngine
 from tests.test_gcp_provider import (
@@ -153,6 +153,20 @@ async def test_a_launch_refused_for_one_node_is_rolled_back_with_no_vm_left(
     await provider.list_instances("svc")  # the fake finishes deletions on the next read
     assert fake.instances == {}
     assert await provider.list_instances("svc") == []
+
+
+async def test_a_node_list_that_cannot_be_written_rolls_the_launch_back(
+    fake: FakeComputeEngine, provider: GCPProvider, clock: FakeClock
+) -> None:
+    fake.fail_next(1, status=403, path_contains="/setMetadata")
+    try:
+        await _with_clock(clock, provider.launch(multi(2)))
+    except ConfigError as e:
+        assert "set the node list" in str(e)
+    else:
+        raise AssertionError("a node list not written must fail the launch")
+    await provider.list_instances("svc")
+    assert fake.instances == {}
 
 
 async def test_a_restarted_controller_groups_the_same_vms_into_the_replica_and_ends_it(

@@ -12,7 +12,8 @@ spec's envs and secrets (ours win, as SkyPilot's own variables do):
   head first) and ``SKYPILOT_SETUP_NODE_RANK``/``SKYPILOT_SETUP_NODE_IPS`` for
   setup (``node_ips``: ``127.0.0.1`` per node on this machine; clouds and
   Kubernetes fill in a one-node replica's address where it runs, see
-  :data:`NODE_IP_VARS`);
+  :data:`NODE_IP_VARS`, and a multi-node replica's addresses on each node,
+  see ``providers.nodes``);
 - ``SKYPILOT_SERVE_REPLICA_ID``, ``SKYPILOT_SERVICE_NAME``, ``SKYPILOT_TASK_ID``,
   ``SKYPILOT_USER`` (who runs skyctl) and ``SKYPILOT_CLUSTER_INFO`` (JSON:
   cluster name, cloud, region, zone).

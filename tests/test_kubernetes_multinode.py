@@ -51,9 +51,9 @@ def multi(n: int, replica: int = 1, **spec_kw: Any) -> LaunchRequest:
     return make_request(spec, Offering(A, True, 0.35), replica)
 
 
-def pods(fake: FakeKubernetes) -> list[dict[str, Any]]:
+def pods(fake: FakeKubernetes, service: str = "svc") -> list[dict[str, Any]]:
     """The service's pods, by rank."""
-    found = fake.pods(selector="skyctl-service=svc")
+    found = fake.pods(selector=f"skyctl-service={service}")
     return sorted(found, key=lambda p: int(p["metadata"]["labels"].get("skyctl-node-rank", "0")))
 
 
@@ -239,3 +239,94 @@ async def test_only_the_head_gets_a_service_and_it_goes_with_the_replica(
         assert pods(fake) == [] and fake.services(selector="skyctl-service=svc") == []
     finally:
         await p.close()
+
+
+# ------------------------------------------------- the controller, in process
+
+CONTROLLER_SPEC = """\
+name: web
+num_nodes: 2
+resources:
+  use_spot: false
+  infra: k8s/ctx-a
+service:
+  ports: {port}
+  readiness_probe: {{path: /, initial_delay_seconds: 60, period_seconds: 1}}
+  replicas: 1
+run: serve
+"""
+
+
+async def test_a_controller_serves_from_the_head_and_replaces_a_replica_whose_worker_is_lost(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    import socket
+
+    import aiohttp
+
+    from providers.registry import ProviderSet
+    from skyctl.controller import Controller
+    from skyctl.lifecycle import ReplicaStatus as S
+    from skyctl.store import Store
+    from tests.fakes.k8s_harness import start_clusters, write_kubeconfig
+
+    fakes = await start_clusters(clock)
+    fake = fakes["ctx-a"]
+    fake.serve_pods = True  # pods answer HTTP (their name) on their loopback pod IPs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    provider = KubernetesProvider(_config(write_kubeconfig(tmp_path / "kc", fakes)), clock=clock)
+    store = Store(tmp_path / "state.db")
+    providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
+    providers.add(provider)
+    controller = Controller(store, providers, clock, tick_seconds=1.0, gc_clouds=("kubernetes",))
+    await controller.start()
+    task = asyncio.create_task(controller.run())
+
+    def ready() -> list[Any]:
+        return [r for r in store.list_replicas("web") if r.is_live and r.status is S.READY]
+
+    async def until(cond: Any, seconds: float = 300) -> None:
+        waited = 0.0
+        while not cond():
+            assert waited < seconds, "not reached in time"
+            await clock.advance(0.5)
+            for _ in range(3):
+                await asyncio.sleep(0.005)
+            waited += 0.5
+
+    async def get() -> str:
+        svc = store.get_service("web")
+        assert svc is not None and svc.router_port
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{svc.router_port}/") as r,
+        ):
+            assert r.status == 200
+            return await r.text()
+
+    try:
+        await controller.create_service(CONTROLLER_SPEC.format(port=port), None)
+        await until(lambda: len(ready()) == 1)
+        (first,) = ready()
+        head, worker = pods(fake, "web")
+        assert split_instance_id(first.instance_id or "")[2] == head["metadata"]["name"]
+        assert head["metadata"]["name"] in await get()  # the router reaches the head only
+
+        fake.evict(worker["metadata"]["namespace"], worker["metadata"]["name"])
+        await until(lambda: bool(ready()) and ready()[0].replica_id != first.replica_id)
+        assert len(pods(fake, "web")) == 2  # the new replica's two pods; the old head went too
+        assert head["metadata"]["name"] not in {p["metadata"]["name"] for p in pods(fake, "web")}
+        assert (await get()).startswith(split_instance_id(ready()[0].instance_id or "")[2])
+
+        await controller.delete_service("web")
+        await until(lambda: not fake.pods(selector="skyctl-service"))
+    finally:
+        controller.request_stop()
+        await task
+        await controller.stop(0)
+        await providers.close()
+        store.close()
+        for f in fakes.values():
+            await f.stop()

@@ -20,7 +20,12 @@ skips most of its prefill. This module is the pure part of the router's
   consistent hashing with bounded loads, and at least one request over it), in
   which case the least loaded under the bound wins and, once recorded, becomes
   the prefix's new home.
+  A replica whose KV cache its server reports nearly full (:data:`KV_FULL`,
+  vLLM's ``gpu_cache_usage_perc``) counts as over the bound too, unless all are:
+  a new request there would wait for blocks or preempt a running one.
   A hedge or fan-out copy goes to the next replica in the same order.
+- :func:`outcome` names what the ranking did for a request (its home, a miss,
+  an overflow to the least loaded), for the router's counters.
 
 A replica that leaves takes only the blocks it held: every other prefix keeps
 its home (the index is keyed by prefix, not by position in a ring); a replica
@@ -46,6 +51,9 @@ DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new wo
 DEFAULT_SLACK: Final = 1.0
 DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
+# vLLM's gpu_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
+# use by running requests, so a new one waits for blocks or preempts one (recomputed later)
+KV_FULL: Final = 0.9
 CHAT_SUFFIX: Final = "/chat/completions"
 COMPLETION_SUFFIX: Final = "/completions"
 
@@ -187,6 +195,7 @@ class PrefixIndex:
         self.ttl = ttl
         self._blocks: dict[int, _Block] = {}  # in order of last use, oldest first
         self._entries = 0
+        self.evicted = 0  # (block, replica) pairs dropped for size or age, ever
 
     def __len__(self) -> int:
         """(block, replica) pairs held."""
@@ -262,6 +271,7 @@ class PrefixIndex:
                 break
             del blocks[key]
             self._entries -= len(block.holders)
+            self.evicted += len(block.holders)
 
 
 def bound(loads: Sequence[float], factor: float, slack: float = DEFAULT_SLACK) -> float:
@@ -282,6 +292,7 @@ def rank(
     cursor: int = 0,
     min_match: int = MIN_MATCH,
     slack: float = DEFAULT_SLACK,
+    full: Sequence[bool] | None = None,
 ) -> list[int]:
     """Every replica index, best first, for a prompt of ``total_blocks`` blocks.
 
@@ -290,16 +301,36 @@ def rank(
     first: the deepest match (one under ``min_match`` blocks counts as none,
     unless it is the whole prompt), then the least loaded, ties rotating from ``cursor``. Replicas
     over the bound follow, least loaded first: they are the retries and hedge
-    targets of last resort.
+    targets of last resort. ``full[i]``: replica ``i`` reports its KV cache
+    full (:data:`KV_FULL`); it counts as over the bound unless every replica does.
     """
     count = len(loads)
     limit = bound(loads, factor, slack)
     least = max(1, min(min_match, total_blocks))
+    flags = full if full is not None and any(full) and not all(full) else None
 
     def key(index: int) -> tuple[int, int, float, int]:
         depth = depths[index]
-        over = 1 if loads[index] + 1.0 > limit else 0
+        over = 1 if loads[index] + 1.0 > limit or (flags is not None and flags[index]) else 0
         matched = depth if depth >= least and not over else 0
         return (over, -matched, loads[index], (index - cursor) % count)
 
     return sorted(range(count), key=key)
+
+
+HIT: Final = "hit"  # sent to a replica holding (at least MIN_MATCH blocks of) its prefix
+MISS: Final = "miss"  # no replica held it: the least loaded became its home
+OVERFLOW: Final = "overflow"  # its holders were over the bound: the least loaded took it
+UNKEYED: Final = "unkeyed"  # no prefix to read: by load alone
+
+
+def outcome(
+    depths: Sequence[int], first: int, total_blocks: int, min_match: int = MIN_MATCH
+) -> str:
+    """What :func:`rank` did for a request whose best replica is ``first``."""
+    if total_blocks == 0:
+        return UNKEYED
+    least = max(1, min(min_match, total_blocks))
+    if depths[first] >= least:
+        return HIT
+    return OVERFLOW if any(depth >= least for depth in depths) else MISS

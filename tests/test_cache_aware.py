@@ -111,6 +111,7 @@ def test_memory_is_bounded_by_size_oldest_first_and_by_age() -> None:
     assert index.depths(ca.block_keys(b"%05d" % 49 + b"x" * 600), now=49.0 + 61.0) == {}  # aged
     index.record(ca.block_keys(b"new"), 0, now=200.0)  # a write sweeps the aged ones
     assert len(index) == 1 and index.blocks() == 1
+    assert index.evicted == 50 * 10  # every pair recorded but the last, for size or age
 
 
 def test_a_replica_leaving_takes_only_its_own_prefixes() -> None:
@@ -150,6 +151,23 @@ def test_at_low_load_the_home_may_run_one_request_over_the_mean() -> None:
     assert ca.bound([1.0, 0.0, 0.0, 0.0], 1.25) == 2
     assert ca.rank([5, 0, 0, 0], [1.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 0
     assert ca.rank([5, 0, 0, 0], [2.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 1  # over: moves
+
+
+def test_a_replica_reporting_its_kv_cache_full_loses_its_prefix_unless_all_are_full() -> None:
+    loads = [1.0, 1.0, 2.0, 2.0]  # the home is under the bound by load
+    assert ca.rank([9, 0, 0, 0], loads, total_blocks=9)[0] == 0
+    full = [True, False, False, False]
+    order = ca.rank([9, 0, 0, 0], loads, total_blocks=9, full=full)
+    assert order[0] == 1 and order[-1] == 0  # the least loaded of the others; the home last
+    everyone = [True] * 4  # nowhere better to go: the home keeps it
+    assert ca.rank([9, 0, 0, 0], loads, total_blocks=9, full=everyone)[0] == 0
+
+
+def test_the_outcome_names_hit_miss_overflow_and_unkeyed() -> None:
+    assert ca.outcome([0, 9, 0], first=1, total_blocks=9) == ca.HIT
+    assert ca.outcome([0, 9, 0], first=2, total_blocks=9) == ca.OVERFLOW
+    assert ca.outcome([1, 0, 0], first=2, total_blocks=9) == ca.MISS  # too short to count
+    assert ca.outcome([0, 0, 0], first=0, total_blocks=0) == ca.UNKEYED
 
 
 def test_no_key_is_least_load_with_ties_rotating() -> None:

@@ -39,6 +39,18 @@ def test_the_compiled_build_imports_the_router_as_extensions(compiled_tree: Path
     assert not is_compiled(ROOT)  # this checkout stays pure Python
 
 
+def test_every_test_module_that_drives_the_router_runs_compiled_too() -> None:
+    """A router test outside ``test_router*.py`` would silently skip the compiled run."""
+    drives = ("tests.test_router_helpers", "from skyctl.router", "import skyctl.router")
+    outside = [
+        path.name
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if path.name not in [*ROUTER_TESTS, Path(__file__).name]
+        and any(d in path.read_text() for d in drives)
+    ]
+    assert outside == [], f"rename to test_router_*.py: {outside}"
+
+
 def test_the_router_test_suite_passes_against_the_compiled_router(compiled_tree: Path) -> None:
     assert len(ROUTER_TESTS) >= 8
     done = subprocess.run(

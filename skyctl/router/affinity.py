@@ -14,7 +14,16 @@ PrefixIndex`) and turns a request into an order of replicas, best first:
 The replica a request is sent to is recorded as holding its prefix (its new
 home when the bound moved it). A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what
-the replica publishes (:mod:`skyctl.router.replica_load`).
+the replica publishes (:mod:`skyctl.router.replica_load`); one whose published
+KV-cache usage is at or over :data:`policies.cache_aware.KV_FULL` counts as over
+the bound. A raced request (``cache_aware.race``) goes to the same order: its
+first copy (``fan_out``: copies) to the best replicas, a hedge or a retry to the
+next; every replica a copy is sent to is recorded as a holder, so the one that
+answers is one.
+
+Counters (``skyctl_router_cache_aware_*_total``, :mod:`skyctl.router.affinity_metrics`):
+requests by :func:`policies.cache_aware.outcome` (hit, miss, overflow, unkeyed)
+and the index's evictions.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from skyctl.router.stats import ReplicaState
 from skyctl.spec import CacheAware, RouterOptions
 
 Pick = Callable[[Sequence[ReplicaState], frozenset[int]], int]
+Sent = Callable[[ReplicaState], None]
 
 
 def _header_re(name: str) -> re.Pattern[bytes]:
@@ -42,8 +52,9 @@ def _header_re(name: str) -> re.Pattern[bytes]:
 class Affinity:
     """Prefix keys and replica order for one service (see the module docstring)."""
 
-    def __init__(self, options: CacheAware) -> None:
+    def __init__(self, options: CacheAware, clock: Clock) -> None:
         self.index = cache_aware.PrefixIndex(options.max_prefixes, options.ttl_seconds)
+        self.clock = clock
         self.options = options
         self._header = _header_re(options.session_header)
         self._json_path = (
@@ -51,16 +62,19 @@ class Affinity:
         )
         self.poller: ReplicaLoad | None = None
         self._targets: Callable[[], Sequence[tuple[int, str]]] | None = None
-        self._clock: Clock | None = None
+        self._cursor = 0  # ties rotate
         self.keyed = 0  # requests that had a key
-        self.routed_home = 0  # requests sent to a replica holding a share of their prefix
+        # requests by what the ranking did for them (policies.cache_aware.outcome)
+        self.outcomes = dict.fromkeys(
+            (cache_aware.HIT, cache_aware.MISS, cache_aware.OVERFLOW, cache_aware.UNKEYED), 0
+        )
 
-    def start_polling(self, clock: Clock, targets: Callable[[], Sequence[tuple[int, str]]]) -> None:
+    def start_polling(self, targets: Callable[[], Sequence[tuple[int, str]]]) -> None:
         """Poll the replicas' metrics if ``replica_metrics_seconds`` is set (in a running loop)."""
-        self._clock, self._targets = clock, targets
+        self._targets = targets
         period = self.options.replica_metrics_seconds
         if period is not None and self.poller is None:
-            self.poller = ReplicaLoad(period, clock, targets)
+            self.poller = ReplicaLoad(period, self.clock, targets)
             self.poller.start()
 
     async def stop_polling(self) -> None:
@@ -79,8 +93,8 @@ class Affinity:
         if options.replica_metrics_seconds != self.options.replica_metrics_seconds:
             self.close()
             self.options = options
-            if self._clock is not None and self._targets is not None:
-                self.start_polling(self._clock, self._targets)
+            if self._targets is not None:
+                self.start_polling(self._targets)
         self.index.max_entries = max(1, options.max_prefixes)
         self.index.ttl = options.ttl_seconds
         self.options = options
@@ -101,40 +115,43 @@ class Affinity:
         return []
 
     def order(
-        self, replicas: Sequence[ReplicaState], keys: Sequence[int], now: float, cursor: int
+        self, replicas: Sequence[ReplicaState], keys: Sequence[int], now: float
     ) -> tuple[list[int], list[int]]:
         """Indices into ``replicas`` best first (:func:`policies.cache_aware.rank`), and
-        each replica's depth (leading blocks of ``keys`` it holds)."""
+        each replica's depth (leading blocks of ``keys`` it holds); counted by outcome."""
         poller = self.poller
+        full: list[bool] | None = None
         if poller is None:
             loads = [float(r.in_flight) for r in replicas]
         else:
             loads = [poller.load(r.replica_id, float(r.in_flight)) for r in replicas]
+            usage = [poller.kv_usage(r.replica_id) for r in replicas]
+            full = [u is not None and u >= cache_aware.KV_FULL for u in usage]
         if keys:
             self.keyed += 1
             held = self.index.depths(keys, now)
             depths = [held.get(r.replica_id, 0) for r in replicas]
         else:
             depths = [0] * len(replicas)
-        ranked = cache_aware.rank(depths, loads, len(keys), self.options.balance_factor, cursor)
+        factor = self.options.balance_factor
+        ranked = cache_aware.rank(depths, loads, len(keys), factor, self._cursor, full=full)
+        self._cursor += 1
+        if ranked:
+            self.outcomes[cache_aware.outcome(depths, ranked[0], len(keys))] += 1
         return ranked, depths
 
-    def record(self, keys: Sequence[int], replica: ReplicaState, depth: int, now: float) -> None:
-        """``replica`` is sent the prompt of ``keys``; ``depth``: blocks it held already."""
+    def record(self, keys: Sequence[int], replica: ReplicaState, now: float) -> None:
+        """``replica`` is sent the prompt of ``keys``: it holds its blocks now."""
         if keys:
-            if depth >= min(cache_aware.MIN_MATCH, len(keys)):  # what rank() counts
-                self.routed_home += 1
             self.index.record(keys, replica.replica_id, now)
 
-    def picker(
-        self, order: Sequence[int], depths: Sequence[int], keys: Sequence[int], now: float
-    ) -> Pick:
+    def picker(self, order: Sequence[int], keys: Sequence[int], now: float) -> Pick:
         """A ``Forward`` pick: the best replica in ``order`` not yet tried, recorded."""
 
         def pick(replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
             for index in order:
                 if index not in excluded:
-                    self.record(keys, replicas[index], depths[index], now)
+                    self.record(keys, replicas[index], now)
                     return index
             return -1
 
@@ -145,27 +162,28 @@ class Affinity:
         request: Request,
         replicas: Sequence[ReplicaState],
         body: bytes | None,
-        now: float,
-        cursor: int,
         opts: RouterOptions,
-    ) -> tuple[list[ReplicaState] | None, Pick]:
+    ) -> tuple[list[ReplicaState] | None, Pick, Sent]:
         """(``replicas`` best first when the request is to be raced, else None; a
-        ``Forward`` pick down the same order). A raced request's first copies (one
-        for a hedge, ``fan_out`` for a fan-out) are recorded here."""
+        ``Forward`` pick down the same order; for a race, what records each copy
+        sent as a holder of the prefix)."""
+        now = self.clock.now()
         keys = self.keys(request, body)
-        order, depths = self.order(replicas, keys, now, cursor)
+        order, _ = self.order(replicas, keys, now)
         race = opts.cache_aware.race
+        pick = self.picker(order, keys, now)
+
+        def sent(replica: ReplicaState) -> None:
+            self.record(keys, replica, self.clock.now())
+
         if (
             race is None
             or body is None
             or len(replicas) < 2
             or request.method not in opts.fan_out_methods
         ):
-            return None, self.picker(order, depths, keys, now)
-        first = min(opts.fan_out, len(order)) if race == "fan_out" else 1
-        for index in order[:first]:
-            self.record(keys, replicas[index], depths[index], now)
-        return [replicas[i] for i in order], self.picker(order, depths, keys, now)
+            return None, pick, sent
+        return [replicas[i] for i in order], pick, sent
 
     def forget(self, replica_ids: set[int]) -> None:
         """Replicas that left: their blocks go, every other prefix keeps its home."""
@@ -177,11 +195,12 @@ def for_policy(
     current: Affinity | None,
     policy: str,
     options: CacheAware,
-    started: tuple[Clock, Callable[[], Sequence[tuple[int, str]]]] | None = None,
+    clock: Clock,
+    targets: Callable[[], Sequence[tuple[int, str]]] | None = None,
 ) -> Affinity | None:
     """The router's :class:`Affinity` for ``policy`` (None unless ``cache_aware``):
-    ``current`` reconfigured, or a new one (polling at once when the router has
-    ``started``: a ``serve update`` turned the policy on), or ``current`` closed."""
+    ``current`` reconfigured, or a new one (polling ``targets`` at once when given:
+    a ``serve update`` turned the policy on in a running router), or ``current`` closed."""
     if policy != routing.CACHE_AWARE:
         if current is not None:
             current.close()
@@ -189,7 +208,7 @@ def for_policy(
     if current is not None:
         current.reconfigure(options)
         return current
-    fresh = Affinity(options)
-    if started is not None:
-        fresh.start_polling(*started)
+    fresh = Affinity(options, clock)
+    if targets is not None:
+        fresh.start_polling(targets)
     return fresh

@@ -45,6 +45,10 @@ then four times, and so on while the request is still outstanding: a burst
 of merely late requests that empties the budget no longer leaves the truly
 slow one behind it unhedged. Hedges stay within the budget either way.
 
+``on_send`` (cache_aware) is told of every copy as it goes out (the first ones,
+a hedge, a retry's replacement): each replica sent the prompt becomes a holder
+of its prefix, so the one that answers is one, whichever copy won.
+
 Copies go out at once on idle pooled connections, with no task; only a copy
 that must connect first, the hedge timer and a streamed relay run as tasks.
 The hedge delay runs on the injected clock; the overall deadline, like the
@@ -94,6 +98,7 @@ class Race(Exchange):
         "_hedge_wait",
         "_length",
         "_lingering",
+        "_on_send",
         "_pending",
         "_plan",
         "_retries",
@@ -111,8 +116,10 @@ class Race(Exchange):
         plan: RacePlan,
         body: bytes,
         try_hedge: Callable[[], bool],
+        on_send: Callable[[ReplicaState], None] | None = None,
     ) -> None:
         super().__init__(call)
+        self._on_send = on_send
         self._plan = plan
         self._body = body
         head = call.request.head
@@ -148,6 +155,8 @@ class Race(Exchange):
 
     def _send(self, replica: ReplicaState) -> None:
         self._sent += 1
+        if self._on_send is not None:
+            self._on_send(replica)
         self._pending.append(Copy(self, replica, self._body, self._length, None))
 
     # -- the overall deadline (an Expirable for Deadlines)

@@ -8,9 +8,10 @@ vLLM's gauges: ``vllm:num_requests_running`` + ``vllm:num_requests_waiting``
 router's ``cache_aware`` ranking then takes as a replica's load the larger of
 its own in-flight count and the published running + waiting requests (which
 include other routers' and clients' work), while the sample is younger than
-three periods. A replica that does not answer, answers an error or publishes
-no such gauge simply has no sample: its in-flight count is used, as without
-polling. Parsing is prometheus_client's text parser.
+three periods; a replica whose fresh KV-cache usage is at or over
+:data:`policies.cache_aware.KV_FULL` counts as over the load bound. A replica
+that does not answer, answers an error or publishes no such gauge simply has no
+sample: its in-flight count is used, as without polling. Parsing is prometheus_client's text parser.
 """
 
 from __future__ import annotations
@@ -88,12 +89,21 @@ class ReplicaLoad:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    def load(self, replica_id: int, in_flight: float) -> float:
-        """The replica's load: the larger of ``in_flight`` and a fresh published one."""
+    def _fresh(self, replica_id: int) -> Sample | None:
         sample = self.samples.get(replica_id)
         if sample is None or self._clock.now() - sample.at > 3.0 * self.period:
-            return in_flight
-        return max(in_flight, sample.queued)
+            return None
+        return sample
+
+    def load(self, replica_id: int, in_flight: float) -> float:
+        """The replica's load: the larger of ``in_flight`` and a fresh published one."""
+        sample = self._fresh(replica_id)
+        return in_flight if sample is None else max(in_flight, sample.queued)
+
+    def kv_usage(self, replica_id: int) -> float | None:
+        """The replica's fresh KV-cache usage (0 to 1); None when it publishes none."""
+        sample = self._fresh(replica_id)
+        return None if sample is None else sample.kv_usage
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(0.1, min(2.0, self.period)))

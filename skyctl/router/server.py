@@ -38,6 +38,7 @@ from policies import routing
 from skyctl.clock import Clock
 from skyctl.router import local, metrics, security, tunnel
 from skyctl.router.affinity import for_policy
+from skyctl.router.affinity_metrics import AffinityCollector
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
@@ -81,7 +82,7 @@ class Router:
         self._on_backend_error = on_backend_error
         self._section = section
         self._policy = routing.check_policy(section.load_balancing_policy)
-        self._affinity = for_policy(None, self._policy, section.router.cache_aware)
+        self._affinity = for_policy(None, self._policy, section.router.cache_aware, clock)
         self._metrics_path = _metrics_path(section)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
@@ -117,6 +118,7 @@ class Router:
                 {"time_to_first_byte": self._first_byte, "request_duration": self._duration},
             )
         )
+        self.registry.register(AffinityCollector(service, lambda: self._affinity))
 
     # ---- life cycle ---------------------------------------------------------------
 
@@ -160,7 +162,7 @@ class Router:
         self._front = front
         self._upstream.pool.retain({s.origin for s in self._replicas})
         if self._affinity is not None:
-            self._affinity.start_polling(self._clock, self._poll_targets)
+            self._affinity.start_polling(self._poll_targets)
         return self._port
 
     def _poll_targets(self) -> list[tuple[int, str]]:
@@ -256,9 +258,9 @@ class Router:
         needs a router restart (the controller's), and is logged.
         """
         self._policy = routing.check_policy(section.load_balancing_policy)
-        started = (self._clock, self._poll_targets) if self._front is not None else None
+        targets = self._poll_targets if self._front is not None else None
         options = section.router.cache_aware
-        self._affinity = for_policy(self._affinity, self._policy, options, started)
+        self._affinity = for_policy(self._affinity, self._policy, options, self._clock, targets)
         self._metrics_path = _metrics_path(section)
         if secrets is not None:
             self._secrets = dict(secrets)
@@ -447,12 +449,10 @@ class Router:
         opts = self._section.router
         call = Call(ctx, out, request, rid, self._lines(request, rid))
         if self._affinity is not None:  # cache_aware: races keep the prefix's order
-            now, race = self._clock.now(), opts.cache_aware.race
-            ranked, pick = self._affinity.route(request, replicas, body, now, self._cursor, opts)
-            self._cursor += 1
-            if ranked is not None and race is not None and body is not None:
-                plan = self._race_plan(replicas, ranked, race)
-                return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
+            ranked, pick, sent = self._affinity.route(request, replicas, body, opts)
+            if ranked is not None and body is not None:
+                plan = self._race_plan(replicas, ranked, opts.cache_aware.race)
+                return Race(call, plan=plan, body=body, try_hedge=self._try_hedge, on_send=sent)
             return self._forward(call, request, replicas, body, pick)
         if (
             body is not None

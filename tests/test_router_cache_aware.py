@@ -186,6 +186,60 @@ async def test_a_hedge_goes_to_the_next_best_holder_of_the_prefix(harness: Harne
     await harness.clock.advance(0.6)
     assert await answer == (200, "replica-4")
     assert [o.hits for o in others] == [0, 0, 1]
+    # the hedge that answered holds the whole prefix now, as the first copy's replica does
+    assert router._affinity.index.depths(keys, harness.clock.now()) == {
+        1: len(keys),
+        4: len(keys),
+    }
+
+
+async def test_every_fan_out_copy_and_a_retry_replacing_one_become_holders(
+    harness: Harness,
+) -> None:
+    broken = await harness.resetting()  # the home: drops the connection, a spare replaces it
+    others = [await harness.replica(i, behaviour=held) for i in (2, 3, 4)]
+    sec = cache_section(race="fan_out")
+    sec = replace(sec, router=replace(sec.router, fan_out_methods=("POST",), fan_out=2, retries=1))
+    router, url = await harness.router([broken.backend(1)] + [o.backend for o in others], sec)
+    doc = turn(5, 1)
+    keys = ca.block_keys(ca.prompt_bytes(CHAT, json.dumps(doc).encode()) or b"")
+    affinity = router._affinity
+    assert affinity is not None
+    affinity.index.record(keys, 1, harness.clock.now())
+    answer = asyncio.ensure_future(post(harness, url + CHAT, doc))
+    await eventually(lambda: sum(o.hits for o in others) == 2, "a copy and its replacement")
+    for o in others:
+        o.gate.set()
+    assert (await answer)[0] == 200
+    answered = {o.replica_id for o in others if o.hits}
+    holders = affinity.index.depths(keys, harness.clock.now())
+    assert answered <= set(holders) and all(holders[r] == len(keys) for r in answered)
+
+
+async def test_the_router_exports_cache_aware_outcomes_and_evictions(harness: Harness) -> None:
+    replicas = [await harness.replica(i, behaviour=echo_name) for i in (1, 2)]
+    sec = cache_section(max_prefixes=30)
+    sec = replace(sec, router=replace(sec.router, metrics_path="/metrics"))
+    router, url = await harness.router([r.backend for r in replicas], sec)
+    for c in range(3):  # three misses, then their second turns: three hits
+        await post(harness, url + CHAT, turn(c, 0))
+    for c in range(3):
+        await post(harness, url + CHAT, turn(c, 1))
+    await post(harness, url + "/v1/models", None)  # no prefix: by load alone
+    async with harness.client.get(url + "/metrics") as resp:
+        page = await resp.text()
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in page.splitlines()
+        if line.startswith("skyctl_router_cache_aware")
+    }
+    name = "skyctl_router_cache_aware_requests_total"
+    for outcome, count in (("hit", 3), ("miss", 3), ("overflow", 0), ("unkeyed", 1)):
+        assert values[f'{name}{{outcome="{outcome}",service="svc"}}'] == count, values
+    assert router._affinity is not None and router._affinity.index.evicted > 0  # 30 pairs at most
+    evicted = values['skyctl_router_cache_aware_evictions_total{service="svc"}']
+    assert evicted == router._affinity.index.evicted
+    assert values['skyctl_router_cache_aware_index_entries{service="svc"}'] <= 30
 
 
 async def test_simulated_llm_servers_report_the_prefix_cache_hits_cache_aware_earns(
@@ -263,13 +317,17 @@ def test_vllm_metrics_pages_give_running_plus_waiting() -> None:
     assert parse("process_cpu_seconds_total 1.0\n", at=5.0) is None  # not a vLLM server
 
 
-def publishing(running: dict[int, float]) -> Any:
+def publishing(running: dict[int, float], kv: dict[int, float] | None = None) -> Any:
     async def behaviour(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/metrics":
             value = running.get(replica.replica_id)
             if value is None:
                 return web.Response(status=500)
-            return web.Response(text=f'vllm:num_requests_running{{m="x"}} {value}\n')
+            page = f'vllm:num_requests_running{{m="x"}} {value}\n'
+            usage = (kv or {}).get(replica.replica_id)
+            if usage is not None:
+                page += f'vllm:gpu_cache_usage_perc{{m="x"}} {usage}\n'
+            return web.Response(text=page)
         await request.read()
         return web.Response(text=f"replica-{replica.replica_id}")
 
@@ -318,3 +376,30 @@ async def test_serve_update_turns_the_policy_and_its_polling_on_and_off(harness:
     assert task is not None
     await eventually(task.done, "the polling task ends")
     assert (await post(harness, url + CHAT, turn(1, 0)))[1] == "replica-1"
+
+
+async def test_a_replica_publishing_a_full_kv_cache_loses_new_work_to_the_others(
+    harness: Harness,
+) -> None:
+    running, kv = {1: 0.0, 2: 0.0}, {1: 0.97, 2: 0.2}
+    one = await harness.replica(1, behaviour=publishing(running, kv))
+    two = await harness.replica(2, behaviour=publishing(running, kv))
+    router, url = await harness.router(
+        [one.backend, two.backend], cache_section(replica_metrics_seconds=5.0)
+    )
+    affinity = router._affinity
+    assert affinity is not None and affinity.poller is not None
+    poller = affinity.poller
+    await eventually(lambda: len(poller.samples) == 2, "both replicas polled")
+    doc = turn(2, 0)
+    keys = ca.block_keys(ca.prompt_bytes(CHAT, json.dumps(doc).encode()) or b"")
+    affinity.index.record(keys, 1, harness.clock.now())  # replica 1 holds the prefix
+    # no requests running on either, but 1's KV blocks are 97% in use: 2 takes it
+    assert (await post(harness, url + CHAT, doc))[1] == "replica-2"
+    assert affinity.outcomes[ca.OVERFLOW] == 1
+    kv[1] = 0.5  # blocks freed: the next round brings the prefix home again
+    rounds = poller.rounds
+    await harness.clock.advance(5.0)
+    await eventually(lambda: poller.rounds > rounds, "another round")
+    assert (await post(harness, url + CHAT, turn(2, 0)))[1] in {"replica-1", "replica-2"}
+    assert poller.kv_usage(1) == 0.5

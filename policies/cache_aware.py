@@ -17,7 +17,7 @@ skips most of its prefill. This module is the pure part of the router's
   blocks evicted first) and in age (blocks older than ``ttl`` are forgotten).
 - :func:`rank` orders the replicas: the one holding the longest prefix first,
   unless its load is over the bound (``balance_factor`` times the mean, as in
-  consistent hashing with bounded loads, and at least one request over it), in
+  consistent hashing with bounded loads, and at least half a request over it), in
   which case the least loaded under the bound wins and, once recorded, becomes
   the prefix's new home.
   A replica whose KV cache its server reports nearly full (:data:`KV_FULL`,
@@ -45,10 +45,11 @@ BLOCK_BYTES: Final = 64  # about 16 tokens, vLLM's default KV block
 MAX_BLOCKS: Final = 1024  # prefixes are compared over their first 64 KiB
 MIN_MATCH: Final = 2  # blocks (128 bytes, ~32 tokens): a shorter match counts as none
 DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new work
-# ... and over the mean plus one request: with continuous batching one request more
-# costs a replica little, and at low loads 1.25x the mean alone moves every other
-# request of a popular prefix (benchmarks/llm_routing, tuned on its seeds 1 and 2)
-DEFAULT_SLACK: Final = 1.0
+# ... and over the mean plus half a request (rounded up): at low loads 1.25x the mean
+# alone moves every other request of a popular prefix, while a whole request of slack
+# let a few-shot template's home run 1.25x the mean on average (benchmarks/llm_routing,
+# tuned on its seeds 1 and 2 among 0, 0.5 and 1 with factors 1.15 to 1.5)
+DEFAULT_SLACK: Final = 0.5
 DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
 # vLLM's gpu_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in

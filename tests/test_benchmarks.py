@@ -88,9 +88,39 @@ def test_the_simulated_replica_caches_prefix_blocks_and_evicts_the_oldest() -> N
     again = serve([*a, 1, 2, 3])
     assert again.cached == 5 * BLOCK  # the whole prompt, block by block
     b = list(range(900, 900 + 6 * BLOCK))
-    assert serve(b).cached == 0  # 6 more blocks: a's oldest blocks are evicted
-    assert serve(a).cached == 0  # its first block went first, so nothing matches
+    assert serve(b).cached == 0  # 7 blocks with its answer: 4 of a's are evicted for them
+    # a's blocks were freed last to first (as vLLM frees them): its tail went, its head stays
+    assert serve(a).cached == BLOCK
     assert replica.prompt_tokens == 3 * len(a) + 3 + len(b)
+
+
+def test_running_requests_hold_their_kv_blocks_and_a_request_waits_while_they_fill_the_pool() -> (
+    None
+):
+    from benchmarks.llm_routing.engine import BLOCK, Job, Model, Replica
+
+    replica = Replica(0, Model(cache_blocks=10))
+    long = Job(list(range(100, 100 + 6 * BLOCK)), [7] * 40, 0.0)  # 6 + 3 blocks with its answer
+    other = Job(list(range(500, 500 + 2 * BLOCK)), [7] * 4, 0.0)  # 3 blocks
+    replica.submit(long, 0.0)
+    replica.submit(other, 0.0)
+    assert replica.running == 1 and list(replica.waiting) == [other]  # 9 + 3 > 10: it waits
+    assert replica.kv_usage == 0.9
+    now = 0.0
+    while long.done is None:
+        assert replica.step_end is not None
+        now = replica.step_end
+        replica.end_step(now)
+        assert len(replica.cache) + len(replica.used) + replica.private <= 10
+    assert replica.running == 1 and other.cached == 0  # admitted once the blocks were freed
+    while other.done is None:
+        assert replica.step_end is not None
+        now = replica.step_end
+        replica.end_step(now)
+    assert replica.kv_usage == 0.0 and replica.private == 0 and not replica.used
+    again = Job(list(range(100, 100 + 6 * BLOCK)), [7], now)
+    replica.submit(again, now)
+    assert again.cached == 6 * BLOCK - 1  # long's prompt blocks stayed cached (all but the last token)
 
 
 @pytest.mark.timeout(240)

@@ -145,12 +145,13 @@ def test_an_overloaded_home_loses_its_prefix_to_the_least_loaded() -> None:
     assert ca.rank([1, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], total_blocks=1, cursor=1)[0] == 0
 
 
-def test_at_low_load_the_home_may_run_one_request_over_the_mean() -> None:
-    # 1.25 x a mean of 0.5 (counting the new request) alone would allow 1 in flight
-    assert ca.bound([1.0, 0.0, 0.0, 0.0], 1.25, slack=0.0) == 1
-    assert ca.bound([1.0, 0.0, 0.0, 0.0], 1.25) == 2
-    assert ca.rank([5, 0, 0, 0], [1.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 0
-    assert ca.rank([5, 0, 0, 0], [2.0, 0.0, 0.0, 0.0], total_blocks=5)[0] == 1  # over: moves
+def test_at_low_load_the_home_may_run_half_a_request_over_the_mean() -> None:
+    # 1.25 x a mean of 0.75 (counting the new request) alone would allow 1 in flight
+    assert ca.bound([1.0, 1.0, 0.0, 0.0], 1.25, slack=0.0) == 1
+    assert ca.bound([1.0, 1.0, 0.0, 0.0], 1.25) == 2  # 0.75 + 0.5, rounded up
+    assert ca.rank([5, 0, 0, 0], [1.0, 1.0, 0.0, 0.0], total_blocks=5)[0] == 0
+    # a mean of 1: the bound is 2 (1.5 rounded up), a home with 2 in flight is over it
+    assert ca.rank([5, 0, 0, 0], [2.0, 1.0, 0.0, 0.0], total_blocks=5)[0] == 2
 
 
 def test_a_replica_reporting_its_kv_cache_full_loses_its_prefix_unless_all_are_full() -> None:

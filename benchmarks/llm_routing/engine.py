@@ -14,9 +14,15 @@ One :class:`Replica` behaves as vLLM does at the level routing can see:
   prefill); it lasts ``step_base + step_per_seq x decoding + prefill tokens x
   prefill_per_token`` seconds, so prefill competes with decoding for the GPU;
 - a request's first token comes at the end of the step that finishes its
-  prefill (time to first token); its prompt blocks enter the cache then, its
-  answer's blocks when it finishes; the cache holds ``cache_blocks`` blocks
-  and evicts the least recently used.
+  prefill (time to first token);
+- the KV cache is one pool of ``cache_blocks`` blocks, as vLLM's: a running
+  request holds the blocks of its prompt and answer (shared blocks once, by
+  reference count; the blocks still to be computed are reserved at admission,
+  and a request waits while they do not fit); a block no running request holds
+  stays cached, named by its hash, until its space is needed: those go least
+  recently freed first, and a finished request's blocks are freed last to
+  first, so a prefix's tail goes before its head (vLLM's order). The published
+  ``gpu_cache_usage_perc`` is the share held by running requests.
 
 Times are virtual seconds; :mod:`benchmarks.llm_routing.run` drives replicas
 from an event queue. :mod:`benchmarks.llm_routing.server` serves one over
@@ -40,7 +46,9 @@ class Model:
     prefill_per_token: float = 0.0002  # s: 5,000 prompt tokens/s
     step_base: float = 0.015  # s per decode step
     step_per_seq: float = 0.0003  # s per running request per step
-    cache_blocks: int = 2048  # 32,768 tokens of KV cache
+    # 32,768 tokens of KV cache, running requests' and cached prefixes' together: a
+    # 24 GB GPU (L4, A10G) after an 8B model's 16 GB of weights (128 KiB a token)
+    cache_blocks: int = 2048
 
     def seconds_per_request(self, prompt_tokens: float, output_tokens: float) -> float:
         """GPU seconds one request costs at a full batch with nothing cached
@@ -73,16 +81,29 @@ class Job:
     left: int = 0  # tokens still to decode
     first_token: float | None = None
     done: float | None = None
-    blocks: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)  # hashes of the prompt's full blocks
+    hit: int = 0  # leading blocks found cached
+    reusable: int = 0  # leading prompt tokens any replica had computed before (the ceiling)
+    held: list[int] = field(default_factory=list)  # hashed blocks it holds in the pool
+    reserved: int = 0  # blocks it holds not (yet) named by a hash
 
 
 class Replica:
-    """One simulated server (see the module docstring)."""
+    """One simulated server (see the module docstring).
 
-    def __init__(self, replica_id: int, model: Model) -> None:
+    ``seen``: a set shared by the replicas of a run, of every block any of them
+    computed: a prompt's leading blocks in it are what an unbounded cache
+    shared by all replicas would hold (``Job.reusable``, the best any routing
+    could do).
+    """
+
+    def __init__(self, replica_id: int, model: Model, seen: set[int] | None = None) -> None:
         self.replica_id = replica_id
         self.model = model
-        self.cache: OrderedDict[int, None] = OrderedDict()
+        self.cache: OrderedDict[int, None] = OrderedDict()  # cached, held by none: evictable
+        self.used: dict[int, int] = {}  # block -> running requests holding it
+        self.private = 0  # blocks held not (yet) named by a hash
+        self.seen = set() if seen is None else seen
         self.waiting: deque[Job] = deque()
         self.prefilling: list[Job] = []
         self.decoding: list[Job] = []
@@ -95,40 +116,97 @@ class Replica:
     def running(self) -> int:
         return len(self.prefilling) + len(self.decoding)
 
+    @property
+    def kv_usage(self) -> float:
+        """Share of the pool held by running requests (vLLM's gpu_cache_usage_perc)."""
+        return (len(self.used) + self.private) / self.model.cache_blocks
+
     def submit(self, job: Job, now: float) -> None:
         self.waiting.append(job)
         if self.step_end is None:
             self._start_step(now)
 
-    def _lookup(self, job: Job) -> None:
-        job.blocks = block_hashes(job.tokens)
+    def _admit(self, job: Job) -> bool:
+        """Look ``job``'s prompt up and take its blocks; False (nothing taken) if they
+        do not fit beside the running requests' (unless none is running)."""
+        if not job.blocks:
+            job.blocks = block_hashes(job.tokens)
+        cache, used = self.cache, self.used
         hit = 0
         for block in job.blocks:
-            if block not in self.cache:
+            if block not in cache and block not in used:
                 break
-            self.cache.move_to_end(block)
             hit += 1
+        total = -(-(len(job.tokens) + len(job.answer)) // BLOCK)
+        fresh = sum(1 for block in job.blocks[:hit] if block not in used)
+        if self.running and len(used) + fresh + self.private + total - hit > self.model.cache_blocks:
+            return False
+        for block in job.blocks[:hit]:
+            if block in cache:
+                del cache[block]
+            used[block] = used.get(block, 0) + 1
+        job.held = job.blocks[:hit]
+        job.reserved = total - hit
+        self.private += job.reserved
+        self._evict()
+        job.hit = hit
         job.cached = min(hit * BLOCK, len(job.tokens) - 1)
         job.remaining = len(job.tokens) - job.cached
+        seen = 0
+        for block in job.blocks:
+            if block not in self.seen:
+                break
+            seen += 1
+        job.reusable = min(seen * BLOCK, len(job.tokens) - 1)
         self.prompt_tokens += len(job.tokens)
         self.cached_tokens += job.cached
+        return True
 
-    def _insert(self, blocks: list[int]) -> None:
+    def _evict(self) -> None:
         cache = self.cache
-        for block in blocks:
-            if block in cache:
-                cache.move_to_end(block)
-            else:
-                cache[block] = None
-        while len(cache) > self.model.cache_blocks:
+        while cache and len(cache) + len(self.used) + self.private > self.model.cache_blocks:
             cache.popitem(last=False)
+
+    def _prefilled(self, job: Job) -> None:
+        """``job``'s prompt blocks are computed: named by their hashes now."""
+        cache, used = self.cache, self.used
+        for block in job.blocks[job.hit :]:
+            if block in cache:  # computed meanwhile by another request, since finished
+                del cache[block]
+            used[block] = used.get(block, 0) + 1
+            job.held.append(block)
+            self.seen.add(block)
+        named = len(job.blocks) - job.hit
+        job.reserved -= named
+        self.private -= named
+
+    def _release(self, job: Job) -> None:
+        """``job`` finished: its answer's full blocks are named, and all its blocks
+        freed last to first (cached, the tail evicted first)."""
+        answer = block_hashes(job.tokens + job.answer)[len(job.blocks) :]
+        self.private -= job.reserved
+        job.reserved = 0
+        cache, used = self.cache, self.used
+        for block in reversed(answer):
+            self.seen.add(block)
+            if block in used:
+                continue
+            cache[block] = None
+            cache.move_to_end(block)
+        for block in reversed(job.held):
+            count = used[block] - 1
+            if count:
+                used[block] = count
+            else:
+                del used[block]
+                cache[block] = None
+        job.held = []
+        self._evict()
 
     def _start_step(self, now: float) -> None:
         model = self.model
-        while self.waiting and self.running < model.batch:
-            job = self.waiting.popleft()
-            self._lookup(job)
-            self.prefilling.append(job)
+        while self.waiting and self.running < model.batch and self._admit(self.waiting[0]):
+            self.prefilling.append(self.waiting.popleft())
         if not self.prefilling and not self.decoding:
             self.step_end = None
             return
@@ -166,7 +244,7 @@ class Replica:
                 continue
             job.first_token = now
             first.append(job)
-            self._insert(job.blocks)
+            self._prefilled(job)
             job.left = len(job.answer) - 1
             if job.left <= 0:
                 job.done = now
@@ -174,8 +252,7 @@ class Replica:
             else:
                 still.append(job)
         for job in finished:
-            answer = block_hashes(job.tokens + job.answer)  # the answer's blocks too
-            self._insert(answer[len(job.blocks) :])
+            self._release(job)
         self.decoding = still
         self.prefilling = prefilling
         self._start_step(now)
@@ -189,4 +266,8 @@ class Replica:
         self.prefilling, self.decoding = [], []
         self.step_end = None
         self.cache.clear()
+        self.used.clear()
+        self.private = 0
+        for job in jobs:
+            job.held, job.reserved, job.hit = [], 0, 0
         return jobs

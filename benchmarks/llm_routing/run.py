@@ -44,6 +44,7 @@ class Result:
     requests: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    reusable_tokens: int = 0  # what an unbounded cache shared by all replicas would hold
     ttfts: list[float] = field(default_factory=list)
     after: list[float] = field(default_factory=list)  # TTFTs in the minute after the preemption
     balance: float = 0.0  # max / mean of each replica's time-averaged in-flight count
@@ -84,7 +85,8 @@ def run(config: Config) -> Result:
     arrivals = random.Random(config.seed * 7919 + 1)
     think = random.Random(config.seed * 104_729 + 2)
     router = make(config.policy)
-    replicas = {i: Replica(i, model) for i in range(config.replicas)}
+    seen: set[int] = set()  # every block computed anywhere (the ceiling of any routing)
+    replicas = {i: Replica(i, model, seen) for i in range(config.replicas)}
     alive = sorted(replicas)
     load = dict.fromkeys(replicas, 0)
     result = Result(config)
@@ -153,6 +155,7 @@ def run(config: Config) -> Result:
                     result.requests += 1
                     result.prompt_tokens += len(job.tokens)
                     result.cached_tokens += job.cached
+                    result.reusable_tokens += job.reusable
                     result.ttfts.append(now - req.sent)
                 window = result.timeline.setdefault(int(now // WINDOW), [0, 0])
                 window[0] += job.cached
@@ -178,7 +181,7 @@ def run(config: Config) -> Result:
                 dispatch(req, now)
         elif kind == "join":
             rid = int(payload)  # type: ignore[call-overload]
-            replicas[rid] = Replica(rid, model)
+            replicas[rid] = Replica(rid, model, seen)
             load[rid] = 0
             alive.append(rid)
     span = max(1e-9, half - config.warmup)

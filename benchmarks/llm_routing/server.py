@@ -104,7 +104,7 @@ class SimServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         r = self.replica
-        usage = len(r.cache) / r.model.cache_blocks
+        usage = r.kv_usage
         text = (
             f'vllm:num_requests_running{{model_name="sim"}} {float(r.running)}\n'
             f'vllm:num_requests_waiting{{model_name="sim"}} {float(len(r.waiting))}\n'

@@ -120,7 +120,7 @@ def test_running_requests_hold_their_kv_blocks_and_a_request_waits_while_they_fi
     assert replica.kv_usage == 0.0 and replica.private == 0 and not replica.used
     again = Job(list(range(100, 100 + 6 * BLOCK)), [7], now)
     replica.submit(again, now)
-    assert again.cached == 6 * BLOCK - 1  # long's prompt blocks stayed cached (all but the last token)
+    assert again.cached == 6 * BLOCK - 1  # long's prompt stayed cached (but its last token)
 
 
 @pytest.mark.timeout(240)

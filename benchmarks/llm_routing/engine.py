@@ -139,7 +139,8 @@ class Replica:
             hit += 1
         total = -(-(len(job.tokens) + len(job.answer)) // BLOCK)
         fresh = sum(1 for block in job.blocks[:hit] if block not in used)
-        if self.running and len(used) + fresh + self.private + total - hit > self.model.cache_blocks:
+        held = len(used) + fresh + self.private + total - hit  # the pool's held blocks after
+        if self.running and held > self.model.cache_blocks:
             return False
         for block in job.blocks[:hit]:
             if block in cache:

@@ -17,7 +17,14 @@ from providers.feasibility import check_placement
 from skyctl import __version__, supervisor
 from skyctl.cli_console import console
 from skyctl.cli_costs import cost
-from skyctl.cli_down import FORCE_HINT, force_down, stop_controller, stop_supervisor, wait_down
+from skyctl.cli_down import (
+    FORCE_HINT,
+    PURGE_WAIT_SECONDS,
+    force_down,
+    stop_controller,
+    stop_supervisor,
+    wait_down,
+)
 from skyctl.cli_env import override_options, overrides
 from skyctl.cli_logs import logs
 from skyctl.cli_sim import sim
@@ -308,6 +315,7 @@ Examples:
   skyctl serve down --all -y             # every service, no confirmation prompt
   skyctl serve down llm --replica-id 3   # one replica; the service launches a replacement
   skyctl serve down --all --force        # no controller or database needed
+  skyctl serve down llm --purge          # forget it even if its teardown is stuck
 """
 
 
@@ -324,6 +332,20 @@ Examples:
 )
 @click.option("--no-wait", is_flag=True, help="Return once shutdown has begun.")
 @click.option(
+    "--purge",
+    is_flag=True,
+    help="Remove the services from the store even if their teardown fails or is stuck "
+    "(after --timeout, 60 s by default), saying what may be left and where "
+    "(as sky serve down --purge).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Stop waiting after this many seconds: exit 1 with what is left (or, with "
+    "--purge, remove the services then).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="With --all: stop every instance skyctl launched, found by its tags on each "
@@ -337,6 +359,8 @@ def down(
     yes: bool,
     replica_id: int | None,
     no_wait: bool,
+    purge: bool,
+    timeout: float | None,
     force: bool,
 ) -> None:
     """Terminate services' replicas and remove them.
@@ -349,6 +373,10 @@ def down(
         raise click.UsageError("give a service NAME or --all (several NAMEs are fine)")
     if replica_id is not None and len(names) != 1:
         raise click.UsageError("--replica-id takes down a replica of one service NAME")
+    if purge and (no_wait or replica_id is not None or force):
+        raise click.UsageError(
+            "--purge waits for the teardown: not with --no-wait, --replica-id or --force"
+        )
     p = _home(ctx)
     if all_ and not yes:
         click.confirm("Terminate every service and its replicas?", abort=True, err=True)
@@ -385,7 +413,9 @@ def down(
         clouds[n] = list(answer.get("clouds") or ["local"])
     click.echo(f"Shutting down {', '.join(targets)}...")
     if not no_wait:
-        wait_down(p, client, clouds)
+        if purge and timeout is None:
+            timeout = PURGE_WAIT_SECONDS
+        wait_down(p, client, clouds, timeout=timeout, purge=purge)
 
 
 @serve.command(epilog=_examples("skyctl serve retry llm"))

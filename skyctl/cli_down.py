@@ -6,6 +6,11 @@ else the command exits 1 with what is left. A controller that exits during the
 shutdown is restarted (up to :data:`MAX_CONTROLLER_RESTARTS` times) to finish
 it. ``--all --force`` needs neither the controller nor the state database: it
 stops every instance skyctl tagged, on each provider it can reach.
+
+``--timeout S`` stops waiting after S seconds (exit 1 with what is left);
+``--purge`` (as ``sky serve down --purge``) then removes the services' records
+anyway, once the best-effort terminate has begun, and says what may be left and
+where. The wait is shown by :class:`~skyctl.cli_down_progress.DownProgress`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import click
 
 from skyctl import supervisor, teardown
+from skyctl.cli_down_progress import DownProgress
 from skyctl.client import (
     ControllerClient,
     ControllerUnreachable,
@@ -41,27 +47,67 @@ FORCE_HINT = "`skyctl serve down --all --force` stops every instance skyctl laun
 MAX_CONTROLLER_RESTARTS = 3
 #: how long `serve down` waits for a controller that runs but does not answer
 BUSY_SECONDS = 120.0
+#: `serve down --purge` waits this long for the teardown before removing the record
+PURGE_WAIT_SECONDS = 60.0
 
 
-def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) -> None:
-    """Poll until each service is gone from the store, then confirm with its providers."""
+def wait_down(
+    p: Paths,
+    client: ControllerClient,
+    clouds: dict[str, list[str]],
+    *,
+    timeout: float | None = None,
+    purge: bool = False,
+) -> None:
+    """Follow the services' shutdown on one live display until the store has none of them
+    and their providers confirm nothing is left; else exit 1 with what is left.
+
+    ``timeout``: give up waiting after that many seconds. ``purge``: a service whose
+    teardown did not finish (in time, or at all) is removed from the store anyway,
+    and the command says what may be left and where.
+    """
     pending = dict(clouds)
+    problems: list[str] = []
+    with DownProgress(sorted(clouds)) as progress:
+        try:
+            problems = _follow(p, client, pending, progress, timeout)
+        except SkyctlError as e:
+            if not purge:
+                raise
+            problems = [str(e)]
+    if purge and pending:
+        problems += _purge(p, pending)
+    elif pending:
+        problems.append(f"not down within {timeout:.0f}s; " + _what_is_left(p, pending))
+    if problems:
+        raise SkyctlError("; ".join(problems))
+
+
+def _follow(
+    p: Paths,
+    client: ControllerClient,
+    pending: dict[str, list[str]],
+    progress: DownProgress,
+    timeout: float | None,
+) -> list[str]:
+    """Poll until each service in ``pending`` is gone from the store (removing it from
+    ``pending``), then confirm with its providers. Problems, if any; services still in
+    ``pending`` when ``timeout`` is up are left there."""
     problems: list[str] = []
     restarts = 0
     busy_since: float | None = None
-    shown: dict[str, int] = {}
+    start = time.monotonic()
     while pending:
+        if timeout is not None and time.monotonic() - start > timeout:
+            return problems
         try:
             for n in sorted(pending):
                 try:
                     svc = client.call("GET", services_query(n), timeout=POLL_TIMEOUT)[0]
                 except ServiceNotFound:
-                    problems += _confirm_down(p, n, pending.pop(n))
+                    problems += _confirm_down(p, n, pending.pop(n), progress)
                     continue
-                live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-                if shown.get(n) != len(live):
-                    shown[n] = len(live)
-                    click.echo(f"  {n}: {len(live)} replica(s) still terminating")
+                progress.show(n, [r for r in svc["replicas"] if r["status"] != "TERMINATED"])
             busy_since = None
         except ControllerUnreachable:
             found = ControllerClient.find(p)
@@ -72,7 +118,7 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
                 now = time.monotonic()
                 if busy_since is None:
                     busy_since = now
-                    click.echo("The controller is not answering; waiting for it", err=True)
+                    progress.note("The controller is not answering; waiting for it")
                 elif now - busy_since > BUSY_SECONDS:
                     raise SkyctlError(
                         f"the controller has not answered for {BUSY_SECONDS:.0f}s (see "
@@ -88,7 +134,7 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
                     f"the controller exited and {e}; {_what_is_left(p, pending)}; {FORCE_HINT}"
                 ) from None
             for n in sorted(set(pending) - stored):  # removed, then the idle controller exited
-                problems += _confirm_down(p, n, pending.pop(n))
+                problems += _confirm_down(p, n, pending.pop(n), progress)
             if not pending:
                 break
             if restarts >= MAX_CONTROLLER_RESTARTS:
@@ -97,10 +143,9 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
                     + _what_is_left(p, pending)
                 ) from None
             restarts += 1
-            click.echo(
+            progress.note(
                 f"The controller exited before {', '.join(sorted(pending))} was down; "
-                f"restarting it to finish (see {p.daemon_log})",
-                err=True,
+                f"restarting it to finish (see {p.daemon_log})"
             )
             try:
                 client = ControllerClient.ensure(p)
@@ -109,8 +154,34 @@ def wait_down(p: Paths, client: ControllerClient, clouds: dict[str, list[str]]) 
             continue
         if pending:
             time.sleep(POLL_SECONDS)
-    if problems:
-        raise SkyctlError("; ".join(problems))
+    return problems
+
+
+def _purge(p: Paths, pending: dict[str, list[str]]) -> list[str]:
+    """``--purge``: forget services whose teardown did not finish, then say what may be
+    left (the store's replicas, what each provider still lists) and where. Problems."""
+    left = _what_is_left(p, pending)  # before the rows go
+    listed, unchecked = teardown.leftovers(p, pending)
+    problems: list[str] = []
+    for n in sorted(pending):
+        try:
+            forget_services(p, [n])
+        except ServiceNotFound:  # it went down meanwhile: an ordinary down
+            problems += _confirm_down(p, n, pending.pop(n))
+        except StoreError as e:
+            return [f"could not purge {', '.join(sorted(pending))}: {e}; {left}; {FORCE_HINT}"]
+    if not pending:
+        return problems
+    names = ", ".join(sorted(pending))
+    where = ", ".join(sorted({c for cs in pending.values() for c in cs}))
+    if not any(listed.get(n) for n in pending) and not unchecked:
+        click.echo(f"Purged {names} from the store; no instance of it is listed on {where}.")
+        return problems
+    problems.append(
+        f"purged {names} from the store though its teardown did not finish; {left}; "
+        f"what is left may keep running (and billing) on {where}: {FORCE_HINT}"
+    )
+    return problems
 
 
 def _daemon_running(p: Paths) -> bool:
@@ -123,7 +194,9 @@ def _daemon_running(p: Paths) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _confirm_down(p: Paths, name: str, clouds: list[str]) -> list[str]:
+def _confirm_down(
+    p: Paths, name: str, clouds: list[str], progress: DownProgress | None = None
+) -> list[str]:
     """The store no longer has ``name``: ask its providers too. Problems, if any."""
     left, unchecked = teardown.leftovers(p, {name: clouds})
     problems = []
@@ -134,9 +207,16 @@ def _confirm_down(p: Paths, name: str, clouds: list[str]) -> list[str]:
         )
     for cloud, why in sorted(unchecked.items()):
         problems.append(f"service {name}: could not confirm on {cloud} that nothing is left: {why}")
-    if not problems:
-        where = ", ".join(sorted(clouds))
-        click.echo(f"Service {name} is down: every replica terminated, nothing left on {where}.")
+    where = ", ".join(sorted(clouds))
+    said = (
+        ""
+        if problems
+        else f"Service {name} is down: every replica terminated, nothing left on {where}."
+    )
+    if progress is not None:
+        progress.done(name, ok=not problems, message=said)
+    elif said:
+        click.echo(said)
     return problems
 
 

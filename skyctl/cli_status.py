@@ -69,12 +69,22 @@ def status_cell(r: dict[str, Any]) -> str:
     return str(r["status"]) + (f" ({', '.join(str(x) for x in why)})" if why else "")
 
 
+def version_cell(svc: dict[str, Any]) -> str:
+    """``2``; during an update (older versions still live) also how it goes and which
+    versions the router serves: ``2 (blue_green, serving 1)``."""
+    live = {r["version"] for r in svc["replicas"] if r["status"] != "TERMINATED"}
+    if live <= {svc["version"]}:
+        return str(svc["version"])
+    serving = ",".join(map(str, svc.get("serving_versions") or [])) or "none"
+    return f"{svc['version']} ({svc.get('update_mode') or 'rolling'}, serving {serving})"
+
+
 def service_row(svc: dict[str, Any], now: float) -> list[str]:
     live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
     created = svc.get("created_at")
     return [
         svc["name"],
-        str(svc["version"]),
+        version_cell(svc),
         duration(now - created if created else None),
         svc["status"],
         f"{svc['ready_replicas']}/{len(live)}",

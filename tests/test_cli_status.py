@@ -98,3 +98,23 @@ def test_a_terminal_gets_colour_unless_no_color() -> None:
 )
 def test_durations_read_as_sky_serve_status(seconds: float | None, text: str) -> None:
     assert cli_status.duration(seconds) == text
+
+
+def row(rid: int, version: int, status: str = "READY") -> dict[str, Any]:
+    return {"id": rid, "version": version, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("replicas", "mode", "serving", "cell"),
+    [
+        ([row(3, 2), row(1, 1, "TERMINATED")], "blue_green", [2], "2"),  # update done
+        ([row(1, 1), row(3, 2, "STARTING")], "blue_green", [1], "2 (blue_green, serving 1)"),
+        ([row(1, 1), row(3, 2)], "rolling", [1, 2], "2 (rolling, serving 1,2)"),
+        ([row(1, 1, "SHUTTING_DOWN")], "rolling", [], "2 (rolling, serving none)"),
+    ],
+)
+def test_the_version_cell_shows_an_update_in_progress(
+    replicas: list[dict[str, Any]], mode: str, serving: list[int], cell: str
+) -> None:
+    svc = {"version": 2, "replicas": replicas, "update_mode": mode, "serving_versions": serving}
+    assert cli_status.version_cell(svc) == cell

@@ -308,13 +308,17 @@ def live(svc: dict[str, Any]) -> list[dict[str, Any]]:
 def test_skyserve_update_autoscale(skyctl_home: Path) -> None:
     """test_skyserve_update_autoscale: min_replicas 2 -> 1 -> 2 by ``serve update``;
     each time the service reaches the new count, all of the new version (1, 2, 3),
-    and the endpoint answers. (SkyServe's first update is blue_green; both are
-    rolling here, see docs/skyserve-compat.md.)"""
+    and the endpoint answers. The first update is ``--mode blue_green``, the
+    second rolling, as SkyServe's."""
     endpoint = up(skyctl_home, "update/num_min_two.yaml", "ua", "--timeout", "60")
     wait_status(skyctl_home, "ua", lambda s: ready_versions(s) == [1, 1], "2 READY, version 1")
     assert "Hi, SkyPilot here!" in text(endpoint)
-    for version, yaml, count in ((2, "num_min_one", 1), (3, "num_min_two", 2)):
-        update = cli(skyctl_home, "serve", "update", "ua", str(DATA / f"update/{yaml}.yaml"))
+    for version, yaml, count, mode in (
+        (2, "num_min_one", 1, "blue_green"),
+        (3, "num_min_two", 2, "rolling"),
+    ):
+        spec = str(DATA / f"update/{yaml}.yaml")
+        update = cli(skyctl_home, "serve", "update", "ua", spec, "--mode", mode)
         assert update.returncode == 0, update.stdout + update.stderr
         svc = wait_status(
             skyctl_home,

@@ -303,9 +303,9 @@ def stop_supervisor(p: Paths, *, kill_after: bool = False) -> None:
     click.echo(f"The supervisor did not stop within 45s; killing it (pid {pid})", err=True)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # its children share its process group
-    for name in (supervisor.INFO_NAME, "router.json"):  # they could not remove theirs
+    for info in [p.home / supervisor.INFO_NAME, *p.home.glob("router*.json")]:
         with contextlib.suppress(FileNotFoundError):
-            (p.home / name).unlink()
+            info.unlink()  # they could not remove theirs
 
 
 def stop_controller(p: Paths, *, kill_after: bool = False) -> None:

@@ -19,7 +19,18 @@ import yaml
 
 from skyctl.errors import ConfigError
 
-CLOUD_SECTIONS = ("local", "aws", "gcp", "azure", "kubernetes", "simulated", "controller")
+# the clouds' sections, the controller's, and the router process's (router.workers)
+CLOUD_SECTIONS = (
+    "local",
+    "aws",
+    "gcp",
+    "azure",
+    "kubernetes",
+    "simulated",
+    "controller",
+    "router",
+)
+MAX_ROUTER_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,23 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{where}: section {key!r} must be a mapping")
     return {k: dict(v or {}) for k, v in data.items()}
+
+
+def router_workers(p: Paths) -> int:
+    """``router.workers`` of ``config.yaml``: how many router processes share each
+    endpoint's port (SO_REUSEPORT); 1 when unset. One-line error when invalid."""
+    workers = load_user_config(p).get("router", {}).get("workers", 1)
+    if (
+        isinstance(workers, bool)
+        or not isinstance(workers, int)
+        or not (1 <= workers <= MAX_ROUTER_WORKERS)
+    ):
+        line = _key_lines(p.config.read_text()).get("router", 1)
+        raise ConfigError(
+            f"{p.config}:{line}: router.workers: expected an integer from 1 to "
+            f"{MAX_ROUTER_WORKERS}, got {workers!r}"
+        )
+    return workers
 
 
 def _key_lines(text: str) -> dict[str, int]:

@@ -5,7 +5,9 @@ It runs two children and keeps them running:
 - the controller (``skyctl.controller.daemon --router-process --exit-when-idle``),
   which writes ``controller.json`` naming its own pid, as without a supervisor;
 - the router process (``skyctl.router.process``), every service's endpoint,
-  fed by the controller's routing watch.
+  fed by the controller's routing watch; with ``router.workers: N`` in
+  ``config.yaml``, N of them sharing every port (``SO_REUSEPORT``), each
+  supervised on its own.
 
 A child that dies (a crash, SIGKILL, the OOM killer) is started again after a
 backoff (:data:`FIRST_DELAY` doubling, capped at :data:`MAX_DELAY`, back to the
@@ -41,7 +43,8 @@ import sys
 import time
 from pathlib import Path
 
-from skyctl.config import Paths, paths
+from skyctl.config import Paths, paths, router_workers
+from skyctl.errors import ConfigError
 
 log = logging.getLogger("skyctl.supervisor")
 
@@ -117,7 +120,7 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, p: Paths) -> None:
+    def __init__(self, p: Paths, workers: int = 1) -> None:
         self.paths = p
         python = [sys.executable, "-m"]
         home = ["--home", str(p.home)]
@@ -125,7 +128,14 @@ class Supervisor:
             "controller",
             [*python, "skyctl.controller.daemon", *home, "--exit-when-idle", "--router-process"],
         )
-        self.router = Child("router process", [*python, "skyctl.router.process", *home])
+        router = [*python, "skyctl.router.process", *home]
+        if workers == 1:
+            self.routers = [Child("router process", router)]
+        else:
+            self.routers = [
+                Child(f"router worker {i}", [*router, "--worker", str(i), "--reuse-port"])
+                for i in range(workers)
+            ]
         self.stopping = asyncio.Event()
         self.wanted = asyncio.Event()  # SIGUSR1: start a stopped controller
         self.exit_code = 0
@@ -151,14 +161,14 @@ class Supervisor:
             return None
         return done.result()
 
-    async def keep_router(self) -> None:
+    async def keep_router(self, router: Child) -> None:
         while not self.stopping.is_set():
-            await self.router.start()
-            code = await self._wait(self.router)
+            await router.start()
+            code = await self._wait(router)
             if code is None:
                 return
-            delay = self.router.next_delay()
-            log.error("router process exited (%s); restarting in %.2f s", _why(code), delay)
+            delay = router.next_delay()
+            log.error("%s exited (%s); restarting in %.2f s", router.name, _why(code), delay)
             await self._sleep(delay)
 
     async def keep_controller(self) -> None:
@@ -200,15 +210,13 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGUSR1, self.wanted.set)
-        tasks = [
-            asyncio.create_task(self.keep_router()),
-            asyncio.create_task(self.keep_controller()),
-        ]
+        tasks = [asyncio.create_task(self.keep_router(r)) for r in self.routers]
+        tasks.append(asyncio.create_task(self.keep_controller()))
         await self.stopping.wait()
         log.info("supervisor stopping")
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.controller.stop()  # first: it must not see the router go
-        await self.router.stop()
+        await asyncio.gather(*(r.stop() for r in self.routers))
         return self.exit_code
 
 
@@ -229,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     p = paths(args.home)
+    try:
+        workers = router_workers(p)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 1
     lock = open(p.home / "supervisor.lock", "w")  # held while running
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _write_private(info_path(p), json.dumps({"pid": os.getpid()}))
     try:
-        return asyncio.run(Supervisor(p).run())
+        return asyncio.run(Supervisor(p, workers).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             info_path(p).unlink()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skyctl.config import load_user_config, paths
+from skyctl.config import load_user_config, paths, router_workers
 from skyctl.errors import ConfigError
 
 
@@ -38,3 +38,20 @@ def test_a_good_config_gives_each_cloud_its_section(tmp_path: Path) -> None:
 
 def test_no_config_file_is_an_empty_config(tmp_path: Path) -> None:
     assert load_user_config(paths(tmp_path)) == {}
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", "true", "1.5"])
+def test_router_workers_must_be_a_small_positive_integer(tmp_path: Path, value: str) -> None:
+    p = paths(tmp_path)
+    p.config.write_text(f"local: {{}}\nrouter:\n  workers: {value}\n")
+    with pytest.raises(ConfigError) as e:
+        router_workers(p)
+    assert "config.yaml:2: router.workers: expected an integer from 1 to 64, got" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_router_workers_default_to_one(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    assert router_workers(p) == 1
+    p.config.write_text("router:\n  workers: 4\n")
+    assert router_workers(p) == 4

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from skyctl.client import ControllerClient
 from skyctl.config import paths
@@ -206,3 +207,51 @@ async def test_controller_stop_keeps_endpoints_and_serve_down_leaves_nothing(
         assert s.connect_ex(("127.0.0.1", port)) != 0
     left = {p.name for p in home.iterdir()} & {"controller.json", "router.json", "supervisor.json"}
     assert left == set()
+
+
+def controller_metrics(client: ControllerClient) -> dict[str, float]:
+    """The controller's /metrics samples: name{labels} -> value."""
+    text = b"".join(client.stream("/metrics")).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def worker_port(home: Path, info: str) -> int | None:
+    try:
+        return json.loads((home / info).read_text())["ports"].get("rp")
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.timeout(240)
+async def test_router_workers_share_each_port_and_their_counts_sum_at_the_controller(
+    skyctl_home: Path,
+) -> None:
+    (skyctl_home / "config.yaml").write_text("router:\n  workers: 2\n")
+    client = ControllerClient.ensure(paths(skyctl_home))
+    spec = spec_text("rp", replicas=1, tag="a", spot=False)
+    client.call("POST", "/v1/services", {"yaml": spec, "name": "rp"})
+    await eventually(lambda: describe(skyctl_home)["ready_replicas"] == 1, "READY", 60)
+    url = describe(skyctl_home)["endpoint"] + "/"
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    for info in ("router.json", "router-1.json"):  # both workers listen on the port
+        await eventually(lambda i=info: worker_port(skyctl_home, i) == port, f"{info}: the port")
+    load = Load(url)
+    for _ in range(40):  # fresh connections: the kernel spreads them over the workers
+        await load.run_once()
+    assert load.ok == 40
+
+    def summed() -> tuple[float | None, float | None]:
+        m = controller_metrics(client)
+        requests = 'skyctl_router_replica_requests_total{replica="1",service="rp"}'
+        return m.get("skyctl_router_processes"), m.get(requests)
+
+    await eventually(lambda: summed() == (2.0, 40.0), "2 workers' counts summed to 40", 15)
+    down = await asyncio.to_thread(run_cli, skyctl_home, "serve", "down", "rp")
+    assert down.returncode == 0, down.stderr
+    assert await asyncio.to_thread(wait_until_gone, str(skyctl_home), 30) == []
+    assert not [f for f in os.listdir(skyctl_home) if f.startswith("router")]

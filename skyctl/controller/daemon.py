@@ -53,11 +53,12 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _router_ports(p: Paths) -> set[int]:
-    """The ports the router process has open (its ``router.json``)."""
-    try:
-        return {int(v) for v in json.loads((p.home / "router.json").read_text())["ports"].values()}
-    except (OSError, ValueError, KeyError, AttributeError):
-        return set()
+    """The ports the router processes have open (``router.json``, ``router-I.json``)."""
+    ports: set[int] = set()
+    for info in p.home.glob("router*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+            ports |= {int(v) for v in json.loads(info.read_text())["ports"].values()}
+    return ports
 
 
 async def serve(

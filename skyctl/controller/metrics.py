@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from skyctl.controller.router_metrics import ReportedTraffic
 from skyctl.lifecycle import ReplicaStatus
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class ControllerMetrics:
     def __init__(self, controller: Controller) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StoreFacts(controller))
+        # the router processes' reports, summed (none with the routers embedded)
+        self.registry.register(ReportedTraffic(lambda: controller.routing_feed))
         self.tick_seconds = Histogram(
             "skyctl_controller_tick_seconds",
             "Time one tick took to reconcile every service.",

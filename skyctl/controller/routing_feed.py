@@ -56,6 +56,7 @@ class RoutingFeed:
         self._sinks: dict[str, RemoteRouter] = {}
         # router id -> service -> (received at, report)
         self.reports: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+        self.reported_at: dict[str, float] = {}  # router id -> its last report
 
     # ------------------------------------------------------------ publishing
     def put(self, name: str, **fields: Any) -> None:
@@ -136,6 +137,9 @@ class RoutingFeed:
         now = self.clock.now()
         services = body.get("services") or {}
         self.reports[router] = {str(n): (now, dict(r)) for n, r in services.items()}
+        self.reported_at[router] = now
+        for gone in [r for r, at in self.reported_at.items() if now - at > 10 * REPORT_MAX_AGE]:
+            del self.reported_at[gone], self.reports[gone]  # a router process long gone
         for item in body.get("backend_errors") or []:
             name, rid, reason = str(item[0]), int(item[1]), str(item[2])
             sink = self._sinks.get(name)

@@ -22,6 +22,10 @@ from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES
 class FrontServer:
     """Listens and runs :class:`Connection` protocols (see the module docstring)."""
 
+    # SO_REUSEPORT: set for the whole process by a router process that is one of
+    # several workers sharing every endpoint's port (config.yaml router.workers)
+    reuse_port = False
+
     def __init__(
         self,
         handler: Handler,
@@ -72,6 +76,7 @@ class FrontServer:
             host,
             port,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=1024,
             **tls,
         )

@@ -20,6 +20,12 @@ errors) for the autoscaler, drains, ``serve status`` and the console.
 It writes ``$SKYCTL_HOME/router.json`` (pid, the open endpoints' ports; 0600)
 and removes it at exit. SIGTERM/SIGINT: endpoints stop accepting, in-flight
 requests get :data:`STOP_GRACE` seconds.
+
+With ``--worker I --reuse-port`` it is worker I of ``router.workers`` processes
+(``config.yaml``) that the supervisor runs: every worker opens every endpoint
+on the same port with ``SO_REUSEPORT`` (the kernel spreads new connections
+over them), follows the watch and reports on its own (the controller sums the
+workers' reports), and writes ``router-I.json`` (worker 0: ``router.json``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import aiohttp
 from skyctl.clock import SystemClock
 from skyctl.config import Paths, paths
 from skyctl.router.endpoints import Endpoints
+from skyctl.router.listener import FrontServer
 from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 
@@ -51,6 +58,11 @@ RECONNECT_CAP = 1.0  # seconds: the longest wait between two tries to reach the 
 REPORT_SECONDS = 1.0
 STOP_GRACE = 10.0
 Target = tuple[str, str]  # (API base URL, token)
+
+
+def info_name(worker: int) -> str:
+    """The file a router worker names itself and its ports in (under the home)."""
+    return "router.json" if worker == 0 else f"router-{worker}.json"
 
 
 def home_target(p: Paths) -> Callable[[], Target | None]:
@@ -160,11 +172,13 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def serve(p: Paths, locate: Callable[[], Target | None] | None = None) -> None:
+async def serve(
+    p: Paths, locate: Callable[[], Target | None] | None = None, worker: int = 0
+) -> None:
     clock = SystemClock()
     endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
     watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
-    info = p.home / "router.json"
+    info = p.home / info_name(worker)
 
     def write_info() -> None:
         _write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
@@ -200,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the controller's API URL (token in $SKYCTL_API_TOKEN); default: controller.json",
     )
+    parser.add_argument("--worker", type=int, default=0, help="this worker's index")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="share every port with the other workers"
+    )
     args = parser.parse_args(argv)
+    FrontServer.reuse_port = args.reuse_port
     logging.basicConfig(
         level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -215,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(paths(args.home), locate))
+    asyncio.run(serve(paths(args.home), locate, args.worker))
     return 0
 
 

@@ -27,6 +27,7 @@ from skyctl.cli_down import (
 )
 from skyctl.cli_env import override_options, overrides
 from skyctl.cli_logs import logs
+from skyctl.cli_router import router
 from skyctl.cli_sim import sim
 from skyctl.cli_status import show as show_status
 from skyctl.cli_update import update
@@ -440,13 +441,18 @@ def controller() -> None:
 )
 @click.option("--host", default="127.0.0.1", help="API address (loopback unless you mean it).")
 @click.option("--port", type=int, default=0)
+@click.option(
+    "--router-process",
+    is_flag=True,
+    help="Routers run apart (`skyctl router run`), fed by the API's routing watch.",
+)
 @click.pass_context
-def controller_run(ctx: click.Context, host: str, port: int) -> None:
+def controller_run(ctx: click.Context, host: str, port: int, router_process: bool) -> None:
     """Run the controller in the foreground (containers, debugging)."""
     from skyctl.controller import daemon
 
     args = ["--host", host, "--port", str(port), "--home", str(_home(ctx).home)]
-    raise SystemExit(daemon.main(args))
+    raise SystemExit(daemon.main(args + ["--router-process"] * router_process))
 
 
 @controller.command(
@@ -500,6 +506,7 @@ def check(ctx: click.Context) -> None:
 
 
 cli.add_command(sim)
+cli.add_command(router)
 serve.add_command(update)
 serve.add_command(cost)
 serve.add_command(logs)

@@ -120,8 +120,14 @@ def _key_lines(text: str) -> dict[str, int]:
     return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
 
 
+TOKEN_ENV = "SKYCTL_API_TOKEN"  # the token itself (pods sharing a Kubernetes Secret)
+
+
 def read_or_create_token(p: Paths) -> str:
-    """The controller API token; created with mode 0600 on first use."""
+    """The controller API token: ``$SKYCTL_API_TOKEN`` if set, else the token file,
+    created with mode 0600 on first use."""
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return os.environ[TOKEN_ENV].strip()
     if p.token.exists():
         token = p.token.read_text().strip()
         if token:

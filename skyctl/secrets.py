@@ -5,7 +5,8 @@ controller stores the spec with every secret value replaced by a placeholder
 (:func:`redact`, which keeps the YAML's structure and line numbers, so errors
 about a stored spec still point at the right line) and the values themselves
 encrypted (Fernet, from ``cryptography``) under a key in a file only the user
-can read (``$SKYCTL_HOME/secret.key``, mode 0600, created on first use).
+can read (``$SKYCTL_HOME/secret.key``, mode 0600, created on first use), or
+given in ``$SKYCTL_SECRET_KEY`` (a Kubernetes Secret shared by several pods).
 
 :meth:`Secrets.seal` turns a submitted spec into what is stored;
 :meth:`Secrets.open` turns a stored version back into the spec with its
@@ -35,6 +36,7 @@ from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import parse_spec
 
 __all__ = [
+    "KEY_ENV",
     "KEY_FILE_NAME",
     "Sealed",
     "Secrets",
@@ -45,6 +47,9 @@ __all__ = [
 
 #: the key file's name in ``$SKYCTL_HOME``
 KEY_FILE_NAME = "secret.key"
+# the key itself, instead of the file: how processes in several pods (the
+# controller and the router pods, docs/kubernetes.md) share one key
+KEY_ENV = "SKYCTL_SECRET_KEY"
 
 
 def api_keys_from_environment(
@@ -289,6 +294,13 @@ class Secrets:
     # -- the key file ----------------------------------------------------------
 
     def _key(self, *, create: bool) -> Fernet:
+        if self._fernet is None and os.environ.get(KEY_ENV):  # e.g. a Kubernetes Secret
+            try:
+                self._fernet = Fernet(os.environ[KEY_ENV].strip())
+            except ValueError:
+                raise ConfigError(
+                    f"${KEY_ENV} is not a valid key (expected 44 url-safe base64 characters)"
+                ) from None
         if self._fernet is None:
             if create and not self.key_file.exists():
                 self._create_key()

@@ -39,9 +39,17 @@ def _docs() -> list[tuple[str, dict[str, Any]]]:
 DOCS = _docs()
 
 
-def _find(kind: str) -> dict[str, Any]:
-    [doc] = [d for _, d in DOCS if d["kind"] == kind]
+def _find(kind: str, name: str | None = None) -> dict[str, Any]:
+    [doc] = [d for _, d in DOCS if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return doc
+
+
+def _controller() -> dict[str, Any]:
+    return _find("Deployment", "skyctl-controller")
+
+
+def _router() -> dict[str, Any]:
+    return _find("Deployment", "skyctl-router")
 
 
 def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
@@ -55,6 +63,8 @@ def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
             "ConfigMap",
             "PersistentVolumeClaim",
             "Deployment",
+            "Deployment",
+            "Service",
             "Service",
         ]
     )
@@ -70,14 +80,14 @@ def test_every_manifest_is_valid_against_the_kubernetes_schema(
 
 def test_the_validator_rejects_a_broken_manifest() -> None:
     """Guard the guard: a misspelt field must fail validation."""
-    broken = yaml.safe_load(yaml.safe_dump(_find("Deployment")))
+    broken = yaml.safe_load(yaml.safe_dump(_controller()))
     broken["spec"]["replica"] = broken["spec"].pop("replicas")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
 def test_the_controller_runs_once_with_recreate_and_its_state_on_the_claim() -> None:
-    deployment = _find("Deployment")
+    deployment = _controller()
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
@@ -85,7 +95,8 @@ def test_the_controller_runs_once_with_recreate_and_its_state_on_the_claim() -> 
     [container] = pod["containers"]
     assert container["args"][:3] == ["skyctl", "controller", "run"]
     assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "--router-process" in container["args"]  # the routers are their own pods
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["state"]["mountPath"] == env["SKYCTL_HOME"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -95,11 +106,12 @@ def test_the_controller_runs_once_with_recreate_and_its_state_on_the_claim() -> 
     assert volumes["config"]["configMap"]["name"] == _find("ConfigMap")["metadata"]["name"]
 
 
-def test_the_router_service_reaches_the_controller_router_ports() -> None:
-    service = _find("Service")
-    deployment = _find("Deployment")
+def test_the_router_service_reaches_the_router_pods_ports() -> None:
+    service = _find("Service", "skyctl-router")
+    deployment = _router()
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
+    assert not service["spec"]["selector"].items() <= _controller_labels().items()
     ports = {
         p["name"]: p["containerPort"]
         for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
@@ -107,6 +119,35 @@ def test_the_router_service_reaches_the_controller_router_ports() -> None:
     for port in service["spec"]["ports"]:
         assert ports[port["targetPort"]] == port["port"]
         assert port["name"].startswith("router")
+
+
+def _controller_labels() -> dict[str, str]:
+    return dict(_controller()["spec"]["template"]["metadata"]["labels"])
+
+
+def test_the_routers_are_two_pods_fed_by_the_controller_service() -> None:
+    """Endpoints outlive the controller in the cluster too: router pods of their own,
+    following the controller's API through its Service, with the shared keys."""
+    deployment = _router()
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:3] == ["skyctl", "router", "run"]
+    url = container["args"][container["args"].index("--controller") + 1]
+    api = _find("Service", "skyctl-controller")
+    assert api["spec"]["selector"].items() <= _controller_labels().items()
+    [api_port] = api["spec"]["ports"]
+    assert url == f"http://{api['metadata']['name']}:{api_port['port']}"
+    controller_ports = {
+        p["name"]: p["containerPort"]
+        for p in _controller()["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert controller_ports[api_port["targetPort"]] == 8000
+    for pod in (deployment, _controller()):
+        [c] = pod["spec"]["template"]["spec"]["containers"]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+        assert refs["SKYCTL_API_TOKEN"] == {"name": "skyctl-keys", "key": "api-token"}
+        assert refs["SKYCTL_SECRET_KEY"] == {"name": "skyctl-keys", "key": "secret-key"}
 
 
 def test_the_config_map_is_a_valid_kubernetes_provider_config() -> None:
@@ -135,8 +176,9 @@ def test_the_dockerfile_installs_the_kubernetes_extra_and_runs_the_controller() 
     assert cmd is not None
     assert yaml.safe_load(cmd.group(1))[:5] == ["skyctl", "controller", "run", "--host", "0.0.0.0"]
     assert re.search(r"^USER 10001", text, re.M)  # matches the Deployment's runAsUser
-    sec = _find("Deployment")["spec"]["template"]["spec"]["securityContext"]
-    assert sec["runAsUser"] == 10001
+    for deployment in (_controller(), _router()):
+        sec = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert sec["runAsUser"] == 10001
 
 
 # ------------------------------------------------------- against an API server

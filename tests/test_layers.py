@@ -21,6 +21,7 @@ PACKAGES = ("skyctl", "providers", "policies")
 LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli", 4),
     ("skyctl.cli_sim", 4),
+    ("skyctl.cli_router", 4),
     ("skyctl.cli_down", 4),
     ("skyctl.cli_costs", 4),
     ("skyctl.teardown", 4),

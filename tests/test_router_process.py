@@ -20,6 +20,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,3 +257,77 @@ async def test_router_workers_share_each_port_and_their_counts_sum_at_the_contro
     assert down.returncode == 0, down.stderr
     assert await asyncio.to_thread(wait_until_gone, str(skyctl_home), 30) == []
     assert not [f for f in os.listdir(skyctl_home) if f.startswith("router")]
+
+
+@pytest.mark.timeout(240)
+async def test_a_router_of_its_own_home_follows_a_controller_by_url_with_shared_keys(
+    skyctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the Kubernetes manifests: `controller run --router-process` and `router
+    run --controller URL` in another home (another pod), sharing only the API token
+    and the secrets' key through the environment."""
+    from cryptography.fernet import Fernet
+
+    env = {
+        **os.environ,
+        "SKYCTL_API_TOKEN": "shared-token",
+        "SKYCTL_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    for name in ("SKYCTL_API_TOKEN", "SKYCTL_SECRET_KEY"):
+        monkeypatch.setenv(name, env[name])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        api_port = s.getsockname()[1]
+    pod = skyctl_home / "router-pod"
+    log = skyctl_home / "pods.log"
+    procs = [
+        _spawn(
+            skyctl_home,
+            ["controller", "run", "--port", str(api_port), "--router-process"],
+            env,
+            log,
+        ),
+        _spawn(pod, ["router", "run", "--controller", f"http://127.0.0.1:{api_port}"], env, log),
+    ]
+    try:
+        client = ControllerClient(paths(skyctl_home), "127.0.0.1", api_port)
+        await eventually(lambda: _answers(client), "the controller's API", 30)
+        spec = spec_text("rp", replicas=1, tag="a", spot=False)
+        spec = spec.replace("  replicas: 1\n", "  replicas: 1\n  auth:\n    api_key_secrets: [K]\n")
+        spec = "secrets:\n  K: sk-pod\n" + spec
+        client.call("POST", "/v1/services", {"yaml": spec, "name": "rp"})
+        await eventually(lambda: describe(skyctl_home)["ready_replicas"] == 1, "READY", 60)
+        url = describe(skyctl_home)["endpoint"] + "/"
+        await eventually(lambda: worker_port(pod, "router.json"), "the pod's endpoint open", 20)
+        assert not (pod / "secret.key").exists()  # the key came from the environment
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as r:
+                assert r.status == 401  # the sealed auth keys were opened in the pod
+            async with session.get(url, headers={"Authorization": "Bearer sk-pod"}) as r:
+                assert r.status == 200 and r.headers["X-Replica-Id"] == "1"
+        client.call("DELETE", "/v1/services/rp")
+        await eventually(lambda: not worker_port(pod, "router.json"), "the endpoint closed", 60)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
+
+
+def _spawn(home: Path, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "skyctl", "--home", str(home), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _answers(client: ControllerClient) -> bool:
+    try:
+        client.call("GET", "/v1/health", timeout=2)
+    except Exception:
+        return False
+    return True

@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 
 from skyctl.clock import SystemClock
-from skyctl.config import Paths, paths
+from skyctl.config import TOKEN_ENV, Paths, paths
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import FrontServer
 from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
@@ -71,7 +71,7 @@ def home_target(p: Paths) -> Callable[[], Target | None]:
     def locate() -> Target | None:
         try:
             info = json.loads(p.daemon_info.read_text())
-            token = p.token.read_text().strip()
+            token = os.environ.get(TOKEN_ENV, "").strip() or p.token.read_text().strip()
             return f"http://{info['host']}:{int(info['port'])}", token
         except (OSError, ValueError, KeyError):
             return None
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     locate: Callable[[], Target | None] | None = None
     if args.controller:
-        url, token = args.controller.rstrip("/"), os.environ.get("SKYCTL_API_TOKEN", "")
+        url, token = args.controller.rstrip("/"), os.environ.get(TOKEN_ENV, "").strip()
         locate = lambda: (url, token)  # noqa: E731
     try:
         import uvloop

@@ -1,0 +1,39 @@
+"""``skyctl router run``: the router process in the foreground (its own container).
+
+Under the supervisor (what ``skyctl`` starts on a machine) the router process
+runs by itself; this command is for a Kubernetes Deployment of routers beside
+the single controller (``manifests/kubernetes/``, docs/kubernetes.md): it
+follows the controller's routing watch at ``--controller`` with the API token
+in ``$SKYCTL_API_TOKEN`` and opens the specs' secrets with ``$SKYCTL_SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+EXAMPLE = "\b\nExamples:\n  skyctl router run --controller http://skyctl-controller:8000"
+
+
+@click.group(epilog=EXAMPLE)
+def router() -> None:
+    """Run the router process (every service's endpoint) on its own."""
+
+
+@router.command(
+    "run",
+    epilog=EXAMPLE,
+)
+@click.option(
+    "--controller",
+    required=True,
+    help="The controller's API URL (its token in $SKYCTL_API_TOKEN).",
+)
+@click.pass_context
+def router_run(ctx: click.Context, controller: str) -> None:
+    """Serve every service's endpoint, fed by the controller's routing watch."""
+    from skyctl.config import paths
+    from skyctl.router import process
+
+    home = paths(ctx.obj.get("home") if ctx.obj else None).home
+    raise SystemExit(process.main(["--home", str(home), "--controller", controller]))

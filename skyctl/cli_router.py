@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import click
 
-
 EXAMPLE = "\b\nExamples:\n  skyctl router run --controller http://skyctl-controller:8000"
 
 

@@ -98,23 +98,38 @@ def upstream_lines(
         kept = _DROP_AUTHORIZATION(b"", b"\n" + kept)[1:]
     if head.connection:
         kept = _without_named(kept, head.connection)
-    parts = [kept]
-    chain = head.forwarded_for
-    if client_ip:
-        chain = (*chain, client_ip)
-    if chain:
-        parts.append(b"X-Forwarded-For: %b\r\n" % b", ".join(chain))
-    if head.host:
-        parts.append(b"X-Forwarded-Host: %b\r\n" % head.host)
-    parts.append(b"X-Forwarded-Proto: %b\r\nX-Request-Id: %b\r\n" % (scheme, rid))
-    return b"".join(parts)
+    # joined, not %-formatted: a join of bytes is one copy, a format parses its template
+    forwarded = head.forwarded_for
+    if forwarded:
+        chain = b", ".join((*forwarded, client_ip) if client_ip else forwarded)
+    else:
+        chain = client_ip or b""
+    host = head.host
+    return b"".join(
+        (
+            kept,
+            b"X-Forwarded-For: " if chain else b"",
+            chain,
+            b"\r\n" if chain else b"",
+            b"X-Forwarded-Host: " if host else b"",
+            host or b"",
+            b"\r\n" if host else b"",
+            b"X-Forwarded-Proto: ",
+            scheme,
+            b"\r\nX-Request-Id: ",
+            rid,
+            b"\r\n",
+        )
+    )
 
 
 def request_head(
     method: bytes, target: bytes, host: bytes, lines: bytes, framing: bytes = b""
 ) -> bytes:
     """A complete request head: request line, Host, ``lines``, ``framing``, blank line."""
-    return b"%b %b HTTP/1.1\r\nHost: %b\r\n%b%b\r\n" % (method, target, host, lines, framing)
+    return b"".join(
+        (method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n", lines, framing, b"\r\n")
+    )
 
 
 def downstream_lines(head: Head, *, rid: bytes) -> bytes:
@@ -122,4 +137,4 @@ def downstream_lines(head: Head, *, rid: bytes) -> bytes:
     kept = _DROP_DOWNSTREAM(b"", b"\n" + head.fields)[1:]
     if head.connection:
         kept = _without_named(kept, head.connection)
-    return b"%bX-Request-Id: %b\r\n" % (kept, rid)
+    return b"".join((kept, b"X-Request-Id: ", rid, b"\r\n"))

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,11 @@ async def test_sigkill_of_the_controller_fails_no_request_and_the_table_resyncs(
     killed = controller_pid(home)
     assert killed is not None
     os.kill(killed, signal.SIGKILL)
-    served_before = load.ok
+    served_before, t0 = load.ok, time.monotonic()
     await eventually(lambda: answering(home, not_pid=killed), "the controller back", 5.0)
+    back = time.monotonic() - t0
     assert load.ok > served_before  # the endpoint answered while it was gone
+    print(f"controller back after {back:.2f} s; {load.ok - served_before} requests meanwhile")
     await a_change_reaches_the_router(home, load)
     # the router's reports feed serve status (per-replica request counts)
     await eventually(
@@ -168,6 +171,7 @@ async def test_sigkill_of_the_controller_fails_no_request_and_the_table_resyncs(
     await stop_load(load, tasks)
     assert len(chunks) == STREAM_CHUNKS
     assert load.failures == []
+    print(f"{load.ok} requests, {len(load.failures)} failed; stream {len(chunks)} chunks")
 
 
 @pytest.mark.timeout(240)

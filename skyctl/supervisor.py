@@ -140,7 +140,8 @@ class Supervisor:
         self.wanted = asyncio.Event()  # SIGUSR1: start a stopped controller
         self.exit_code = 0
 
-    async def _sleep(self, seconds: float, also: asyncio.Event | None = None) -> None:
+    async def _sleep(self, seconds: float | None, also: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds`` (None: until woken), or until stopping or ``also`` is set."""
         events = [self.stopping] + ([also] if also is not None else [])
         waits = [asyncio.ensure_future(e.wait()) for e in events]
         try:
@@ -187,7 +188,7 @@ class Supervisor:
                     "controller stopped; endpoints keep answering "
                     "(`skyctl controller start` starts it again)"
                 )
-                await self._sleep(float("inf"), also=self.wanted)
+                await self._sleep(None, also=self.wanted)
                 continue
             if code == 1 and self.controller.starts == 1 and not self._ever_ready():
                 log.error("controller could not start (%s): supervisor stops", _why(code))

@@ -323,3 +323,44 @@ async def test_a_taken_port_is_refused_unless_the_router_process_holds_it() -> N
         # a restarted controller: the router process has that port open, as it should
         feed = RoutingFeed(FakeClock(), held_ports=lambda: {port})
         assert await RemoteRouter("svc", section, feed, record).start("127.0.0.1", port) == port
+
+
+async def test_a_malformed_answer_does_not_stop_the_watch(
+    sealed: tuple[Secrets, dict[str, Any]],
+) -> None:
+    secrets, spec = sealed
+    port = free_port()
+    answers: list[Any] = [
+        {"epoch": "e", "version": 1, "full": True, "services": 5},  # not a mapping
+        {"epoch": "e", "version": 2, "full": True, "services": {"svc": {}}},  # no fields
+        {
+            "epoch": "e",
+            "version": 3,
+            "full": True,
+            "services": {"svc": {"host": "127.0.0.1", "port": port, "backends": [], **spec}},
+        },
+    ]
+
+    async def watch_answer(_: web.Request) -> web.Response:
+        if len(answers) > 1:
+            return web.json_response(answers.pop(0))
+        await asyncio.sleep(0.2)
+        return web.json_response(answers[0])
+
+    app = web.Application()
+    app.router.add_get(WATCH_PATH, watch_answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    endpoints = Endpoints(secrets, SystemClock())
+    watch = Watch(endpoints, lambda: (f"http://127.0.0.1:{runner.addresses[0][1]}", TOKEN), "t")
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(watch.run(session))
+        try:
+            await eventually(lambda: "svc" in endpoints.routers, "the good answer applied", 15)
+            assert watch.version == 3 and not task.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await endpoints.close(1.0)
+            await runner.cleanup()

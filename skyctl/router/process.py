@@ -113,13 +113,20 @@ class Watch:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP)
                 await self.endpoints.retry_unopened()
+                self.on_change()
                 continue
             if not self.connected:
                 log.info("routing watch connected (%s): version %s", target[0], answer["version"])
             self.connected = True
             delay = RECONNECT_FIRST
-            await self.endpoints.apply(answer)
-            self.epoch, self.version = str(answer["epoch"]), int(answer["version"])
+            try:
+                await self.endpoints.apply(answer)
+                self.epoch, self.version = str(answer["epoch"]), int(answer["version"])
+            except Exception:  # a bug or a malformed answer: never stop following
+                log.exception("routing watch: answer not applied; full resync after a pause")
+                self.connected = False  # the next poll asks for the full state
+                await asyncio.sleep(RECONNECT_CAP)
+                continue
             self.synced.set()
             self.on_change()
 
@@ -149,7 +156,13 @@ class Watch:
             if target is None or not self.connected:
                 continue
             errors = self.endpoints.take_backend_errors()
-            body = {**self.endpoints.report(self.router_id), "backend_errors": errors}
+            try:
+                body = {**self.endpoints.report(self.router_id), "backend_errors": errors}
+            except Exception:  # never stop reporting: the errors wait for the next one
+                log.exception("routing report not made")
+                self.endpoints.requeue(errors)
+                await asyncio.sleep(REPORT_SECONDS)
+                continue
             try:
                 async with session.post(
                     target[0] + REPORT_PATH,
@@ -174,7 +187,8 @@ def _write_private(path: Path, text: str) -> None:
 
 async def serve(
     p: Paths, locate: Callable[[], Target | None] | None = None, worker: int = 0
-) -> None:
+) -> bool:
+    """Serve until SIGTERM/SIGINT (True) or until a task of this process ended (False)."""
     clock = SystemClock()
     endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
     watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
@@ -189,14 +203,20 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     write_info()
+    failed = False
     async with aiohttp.ClientSession() as session:
         tasks = [
             asyncio.create_task(watch.run(session)),
             asyncio.create_task(watch.report_loop(session)),
         ]
-        try:
-            await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        try:  # a task that ended is a bug: exit, and the supervisor starts a fresh process
+            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                log.error("router process: %s ended (%r)", task.get_name(), task.exception())
+                failed = True
         finally:
+            stopping.cancel()
             log.info("router process stopping")
             for task in tasks:
                 task.cancel()
@@ -204,6 +224,7 @@ async def serve(
             await endpoints.close(STOP_GRACE)
             with contextlib.suppress(FileNotFoundError):
                 info.unlink()
+    return not failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(paths(args.home), locate, args.worker))
-    return 0
+    return 0 if asyncio.run(serve(paths(args.home), locate, args.worker)) else 1
 
 
 if __name__ == "__main__":

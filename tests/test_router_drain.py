@@ -52,16 +52,19 @@ def updated(h: Harness) -> bool:
     return len(live) == 2 and all(r.version == 2 and r.status is ReplicaStatus.READY for r in live)
 
 
-async def rolling_update(h: Harness, spec: str, lines: int) -> tuple[list[str], str, float]:
+async def rolling_update(
+    h: Harness, spec: str, lines: int, mode: str = "rolling"
+) -> tuple[list[str], str, float]:
     await h.controller.create_service(spec, None)
     await h.until(lambda: h.ready("web") == 2)
     reader = asyncio.create_task(stream(h, lines))
     router = h.controller.runtimes["web"].router
     await h.until(lambda: any(s["in_flight"] for s in router.replica_stats().values()), seconds=5)
     started = h.clock.now()
-    await h.controller.update_service(
-        "web", spec.replace("period_seconds: 1", "period_seconds: 2"), None
-    )
+    # a change to what replicas run (a service:-only change would keep them, in place)
+    new = spec.replace("run: serve", "envs: {RELEASE: '2'}\nrun: serve")
+    await h.controller.update_service("web", new, None, mode=mode)
+    assert h.store.get_service("web").current_version == 2  # type: ignore[union-attr]
     await h.until(lambda: reader.done() and updated(h), seconds=900)
     got, end = reader.result()
     return got, end, h.clock.now() - started
@@ -71,6 +74,13 @@ async def test_a_90_second_stream_completes_across_a_rolling_update(h: Harness) 
     assert ServiceSection().drain_timeout_seconds == 600.0
     got, end, _ = await rolling_update(h, FIXED.format(name="web", replicas=2), 90)
     assert end == "complete" and got == [str(i) for i in range(90)]
+
+
+async def test_a_90_second_stream_completes_across_a_blue_green_update(h: Harness) -> None:
+    """The old replicas leave routing together at the switch, then drain as in a rolling one."""
+    got, end, _ = await rolling_update(h, FIXED.format(name="web", replicas=2), 90, "blue_green")
+    assert end == "complete" and got == [str(i) for i in range(90)]
+    assert h.store.get_version("web", 2).update_mode == "blue_green"
 
 
 async def test_a_stream_longer_than_the_drain_timeout_is_cut_when_it_ends(h: Harness) -> None:

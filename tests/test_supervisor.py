@@ -1,0 +1,106 @@
+"""The supervisor (skyctl.supervisor) with stand-in children (real processes).
+
+- a controller that dies is started again, after a backoff that doubles up to
+  its cap and starts over after a stable run; each exit is logged with its cause;
+- a controller that exits with "no service left" stops the router process and
+  the supervisor (status 0);
+- a controller that fails its very first start stops everything (status 1: the
+  CLI shows its error);
+- a controller stopped by request (status 0) is not restarted until SIGUSR1,
+  while the router process keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from skyctl import supervisor
+from skyctl.config import paths
+from skyctl.supervisor import MAX_DELAY, NO_SERVICES, Child, Supervisor
+from tests.helpers.waiting import eventually
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def stand_in(tmp_path: Path, script: str) -> list[str]:
+    """A controller stand-in: ``script`` runs with ``n``, how many times it started."""
+    count = tmp_path / "starts"
+    body = (
+        "import os, signal, sys, pathlib\n"
+        f"c = pathlib.Path({str(count)!r})\n"
+        "n = int(c.read_text()) + 1 if c.exists() else 1\n"
+        "c.write_text(str(n))\n" + script
+    )
+    return [sys.executable, "-c", body]
+
+
+def test_the_backoff_doubles_to_its_cap_and_starts_over_after_a_stable_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    child = Child("x", ["true"])
+    now = [1000.0]
+    monkeypatch.setattr(supervisor.time, "monotonic", lambda: now[0])
+    child.started_at = now[0]
+    delays = [child.next_delay() for _ in range(8)]
+    assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert max(delays) == MAX_DELAY
+    now[0] += supervisor.STABLE_SECONDS  # it ran a minute before dying: quick again
+    assert child.next_delay() == 0.25
+
+
+async def test_a_dying_controller_is_restarted_with_its_cause_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = Supervisor(paths(tmp_path / "home"))
+    sup.controller.argv = stand_in(
+        tmp_path, f"os.kill(os.getpid(), signal.SIGKILL) if n < 3 else sys.exit({NO_SERVICES})\n"
+    )
+    for router in sup.routers:
+        router.argv = SLEEPER
+    with caplog.at_level(logging.INFO, logger="skyctl.supervisor"):
+        assert await asyncio.wait_for(sup.run(), 60) == 0
+    assert sup.controller.starts == 3
+    assert caplog.text.count("controller exited (killed by SIGKILL); restarting in") == 2
+    assert "no service left: stopping the router process" in caplog.text
+    for router in sup.routers:  # stopped, not left behind
+        assert router.proc is not None and router.proc.returncode == -signal.SIGTERM
+
+
+async def test_a_controller_that_cannot_start_stops_the_supervisor_with_status_1(
+    tmp_path: Path,
+) -> None:
+    sup = Supervisor(paths(tmp_path / "home"))
+    sup.controller.argv = stand_in(tmp_path, "sys.exit(1)\n")
+    for router in sup.routers:
+        router.argv = SLEEPER
+    assert await asyncio.wait_for(sup.run(), 60) == 1
+    assert sup.controller.starts == 1
+    assert all(r.proc is not None and r.proc.returncode is not None for r in sup.routers)
+
+
+async def test_a_stopped_controller_waits_for_sigusr1_while_the_router_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = Supervisor(paths(tmp_path / "home"))
+    sup.controller.argv = stand_in(tmp_path, f"sys.exit(0 if n == 1 else {NO_SERVICES})\n")
+    for router in sup.routers:
+        router.argv = SLEEPER
+    caplog.set_level(logging.INFO, logger="skyctl.supervisor")
+    running = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: "controller stopped; endpoints keep answering" in caplog.text)
+        assert sup.controller.starts == 1 and not sup.wanted.is_set()  # waiting, not restarting
+        assert all(r.proc is not None and r.proc.returncode is None for r in sup.routers)
+        os.kill(os.getpid(), signal.SIGUSR1)  # what `skyctl controller start` sends
+        assert await asyncio.wait_for(running, 30) == 0  # started again; it found nothing
+        assert sup.controller.starts == 2
+    finally:
+        sup.stopping.set()
+        await asyncio.gather(running, return_exceptions=True)

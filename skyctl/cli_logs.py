@@ -1,9 +1,9 @@
 """``skyctl serve logs``: a replica's output, the service's events, the controller's
 or the load balancer's log, each with ``--tail N`` and ``-f`` (as ``sky serve logs``).
 
-The load balancer (router) runs inside the controller process, so its lines are
-the controller log's lines from the ``skyctl.router`` loggers; both are read
-from the daemon's log file in the state directory (``controller.log``).
+The load balancer (the router process, or the routers inside a foreground
+controller) writes to the same log as the controller, so its lines are that
+log's lines from the ``skyctl.router`` loggers, in ``controller.log``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ Examples:
     "--load-balancer",
     "router_log",
     is_flag=True,
-    help="The load balancer's lines (it runs inside the controller).",
+    help="The load balancer's lines (the router process's, in the same log).",
 )
 @click.pass_context
 def logs(

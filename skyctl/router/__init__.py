@@ -1,4 +1,4 @@
-"""The request router: one reverse proxy per service, inside the controller's loop.
+"""The request router: one reverse proxy per service, in the router process.
 
 Public API: :class:`Router` (see :mod:`skyctl.router.server`).
 """

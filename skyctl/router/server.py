@@ -1,6 +1,6 @@
-"""The router of one service: an HTTP reverse proxy in the controller's event loop.
+"""The router of one service: an HTTP reverse proxy in the router process's loop.
 
-The controller owns one :class:`Router` per service::
+The router process (or a foreground controller) owns one :class:`Router` per service::
 
     router = Router(service, section, clock=clock, on_backend_error=probe_now,
                     secrets=spec.secrets)       # the values service.auth names

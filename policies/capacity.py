@@ -117,6 +117,11 @@ def searching(state: Mapping[str, Any] | None, now: float) -> bool:
     return float((state or {}).get("until", 0.0)) <= now
 
 
+def backing_off(state: Mapping[str, Any] | None) -> bool:
+    """The search backs off as a whole: two or more refused plans in a row."""
+    return int((state or {}).get("refusals", 0)) >= 2
+
+
 def held(state: Mapping[str, Any], now: float) -> frozenset[Location]:
     """The locations whose spot offerings are on hold at ``now``."""
     return frozenset(
@@ -140,7 +145,7 @@ def one_probe_each(
     launch in all while spot is refused wherever tried (the service-wide
     streak)."""
     out: list[Launch] = []
-    one = int((search or {}).get("refusals", 0)) >= 2  # backing off (record_search)
+    one = backing_off(search)
     spot = probes = 0
     for la in launches:
         if la.offering.spot:

@@ -33,7 +33,7 @@ policy's own spares, such as SkyHedge's, count as over-provisioning).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -43,12 +43,14 @@ from policies.autoscale import autoscale, overprovision, replica_bounds
 from policies.model import Launch, Plan, ReplicaView, ServiceObservation, Terminate
 from policies.placement import (
     PlacementContext,
+    PlacementResult,
     cheapest_spot_offers,
     ondemand_offer,
 )
 from policies.routable import routable
 from policies.update import UpdateMode, cutover, update_terminations
 from skyctl.lifecycle import FAILURES, UP, EndReason, ReplicaStatus
+from skyctl.types import Offering
 
 S = ReplicaStatus
 
@@ -98,6 +100,15 @@ def health_terminations(obs: ServiceObservation, now: float) -> list[Terminate]:
     return out
 
 
+def _covers(
+    current: Iterable[ReplicaView], terminations: Mapping[int, Terminate], result: PlacementResult
+) -> int:
+    """Replicas left after ``result`` (kept + launched), for the target."""
+    gone = set(terminations) | {t.replica_id for t in result.terminations}
+    kept = sum(1 for r in current if r.replica_id not in gone)
+    return kept + len(result.spot_launches) + len(result.ondemand_launches)
+
+
 def plan(obs: ServiceObservation, now: float) -> Plan:
     """Decide launches and terminations for one service at ``now``."""
     if obs.shutting_down:
@@ -114,10 +125,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     sstate, snotes = capacity.record_search(state.get(capacity.SEARCH_KEY), obs.events)
     state[capacity.SEARCH_KEY] = sstate
     notes += cnotes + snotes
-    offers = capacity.available(obs.offerings, cstate, now)
-    if not capacity.searching(sstate, now):
-        offers = tuple(o for o in offers if not o.spot)
-    obs = replace(obs, offerings=offers)
+    obs = replace(obs, offerings=capacity.available(obs.offerings, cstate, now))
     spec = obs.spec
     rp = spec.service.replica_policy
 
@@ -146,21 +154,38 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     name = registry.policy_for(spec)
     policy = registry.get(name)
     _, high = replica_bounds(rp)
-    ctx = PlacementContext(
-        obs=obs,
-        now=now,
-        target=auto.target,
-        overprovision=extra,
-        base_ondemand=max(0, rp.base_ondemand_fallback_replicas),
-        dynamic_ondemand=rp.dynamic_ondemand_fallback,
-        replicas=current,
-        spot_in_use=tuple(r.location for r in live if r.spot and r.replica_id not in terminations),
-        spot_offers=cheapest_spot_offers(obs.offerings),
-        ondemand_offer=ondemand_offer(obs),
-        state=state.get(name) or {},
-        max_launches=high + extra,
-    )
-    result = policy(ctx)
+    in_use = tuple(r.location for r in live if r.spot and r.replica_id not in terminations)
+
+    def place(offers: tuple[Offering, ...]) -> tuple[PlacementContext, PlacementResult]:
+        seen = replace(obs, offerings=offers)
+        ctx = PlacementContext(
+            obs=seen,
+            now=now,
+            target=auto.target,
+            overprovision=extra,
+            base_ondemand=max(0, rp.base_ondemand_fallback_replicas),
+            dynamic_ondemand=rp.dynamic_ondemand_fallback,
+            replicas=current,
+            spot_in_use=in_use,
+            spot_offers=cheapest_spot_offers(seen.offerings),
+            ondemand_offer=ondemand_offer(seen),
+            state=state.get(name) or {},
+            max_launches=high + extra,
+        )
+        return ctx, policy(ctx)
+
+    # the spot search backing off as a whole (policies.capacity) holds spot launches
+    # only where the spec has on-demand cover spot shortfalls (dynamic_ondemand_fallback)
+    # and while the rest covers the target: a service is never left short for it, and
+    # otherwise asks as the location holds allow
+    search = sstate if rp.dynamic_ondemand_fallback else None
+    if capacity.searching(search, now):
+        ctx, result = place(obs.offerings)
+    else:
+        ctx, result = place(tuple(o for o in obs.offerings if not o.spot))
+    if capacity.backing_off(search) and _covers(current, terminations, result) < auto.target:
+        search = None
+        ctx, result = place(obs.offerings)
     state[name] = result.state
     for t in result.terminations:
         terminations.setdefault(t.replica_id, t)
@@ -175,7 +200,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         for offering, why in result.ondemand_launches[: ctx.max_launches]
     ]
 
-    launches = capacity.one_probe_each(launches, cstate, sstate)
+    launches = capacity.one_probe_each(launches, cstate, search)
     own = [t for t in terminations.values() if t.reason in FAILURES]
     fstate, fnotes = failures.record(state.get(failures.STATE_KEY), obs, own, now, auto.target)
     launches, fstate, gnotes, after = failures.gate(
@@ -184,7 +209,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     state[failures.STATE_KEY] = fstate
     notes += fnotes + gnotes
     spot_after = sum(1 for r in current if r.spot) + sum(1 for la in launches if la.offering.spot)
-    probe = capacity.next_probe(cstate, now, sstate)
+    probe = capacity.next_probe(cstate, now, search)
     if (
         probe is not None
         and spot_after < result.spot_target

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -21,7 +21,7 @@ from policies.model import Launch, LocationEvent, LocationEventKind, LocationSta
 from policies.reconcile import plan
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.types import Location, Offering
-from tests.test_policies_support import loc, make_spec, observe, offerings
+from tests.test_policies_support import loc, make_spec, observe, offerings, replica
 
 CAP = LocationEventKind.CAPACITY_ERROR
 OK = LocationEventKind.LAUNCHED
@@ -150,19 +150,42 @@ def test_a_plan_probes_one_refusing_location_at_a_time(
 
 
 def test_after_two_refusals_in_a_row_no_spot_anywhere_until_the_search_hold_ends() -> None:
-    spec = make_spec(replicas=1, policy="cheapest_spot")
+    spec = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)  # SpotHedge
     p1 = plan(observe(spec, [], offerings(PRICES), events=[ev(CAP, 0.0, A)]), 0.0)
-    assert [la.offering.location for la in p1.launches] == [B]  # elsewhere at once
+    spot = [la.offering.location for la in p1.launches if la.offering.spot]
+    assert spot == [B] and len(p1.launches) == 2  # elsewhere at once, on-demand cover
+    cover = [replica(9, spot=False, status=ReplicaStatus.STARTING)]
     obs = observe(
-        spec, [], offerings(PRICES), events=[ev(CAP, 0.0, B)], policy_state=p1.policy_state
+        spec,
+        cover,
+        offerings(PRICES),
+        events=[ev(CAP, 0.0, B)],
+        states=p1.location_states,
+        policy_state=p1.policy_state,
     )
     p2 = plan(obs, 0.0)
     assert p2.launches == () and p2.launch_after == 15.0  # C is free, but the search waits
     assert any("no spot launch for 15s" in n for n in p2.notes)
-    later = observe(spec, [], offerings(PRICES), policy_state=p2.policy_state)
+    later = replace(
+        obs, events=(), policy_state=p2.policy_state, location_states=p2.location_states
+    )
     assert plan(later, 14.0).launches == ()
     # shorter than A's and B's own holds (30 s): the location not tried yet goes first
     assert [la.offering.location for la in plan(later, 15.0).launches] == [C]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_the_search_waits_only_where_on_demand_covers_the_target(dynamic: bool) -> None:
+    # cheapest_spot launches no on-demand: waiting would leave the service short, so
+    # it asks as the location holds allow (C, not refused yet); so does a spec
+    # without dynamic_ondemand_fallback
+    spec = make_spec(replicas=1, policy="cheapest_spot", dynamic=dynamic)
+    state = {
+        capacity.STATE_KEY: {str(w): {"refusals": 1, "until": 30.0} for w in (A, B)},
+        capacity.SEARCH_KEY: {"refusals": 2, "until": 15.0},
+    }
+    p = plan(observe(spec, [], offerings(PRICES), policy_state=state), 1.0)
+    assert [la.offering.location for la in p.launches] == [C]
 
 
 @dataclass
@@ -224,11 +247,12 @@ def test_no_policy_asks_a_full_cloud_more_than_the_backoff_allows(policy: str) -
     cloud = Cloud(policy, {A: hour, B: hour, C: hour})  # no spot anywhere for an hour
     cloud.run(hour)
     # probes at 0, 30, 90, 210, 450, 930, 1890 s (+ a tick of lag each): 7 a location at most
-    # and one probe at a time once the search as a whole backs off (0, 0, 15, 45, 105,
-    # 225, 465, 945, 1905 s): about 10 in all where each location on its own would be 21
+    # and, where on-demand covers the target, one probe at a time once the search as a
+    # whole backs off (0, 0, 15, 45, 105, 225, 465, 945, 1905 s): about 10 in all
     for where in (A, B, C):
         assert cloud.refused[where] <= 7, (where, cloud.refused)
-    assert 3 <= cloud.refused.total() <= 12, cloud.refused
+    if any(not r.spot for r in cloud.replicas.values()):
+        assert 3 <= cloud.refused.total() <= 12, cloud.refused
     assert cloud.granted.total() == 0
     cloud.run(1900.0)  # capacity is back: the next probes (holds of at most 30 min) get it
     assert cloud.granted.total() >= 1

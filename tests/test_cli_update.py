@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from policies.update import UpdateMode
+from skyctl.controller.updates import parse_mode
+from skyctl.errors import ServiceError
 from tests.test_e2e_local import ECHO, cli
 
 SPEC = """\
@@ -58,3 +61,13 @@ def test_update_by_name_identical_is_a_no_op_and_a_change_waits_for_the_rollout(
     detached = cli(skyctl_home, "serve", "update", "http2", str(spec), "--detach")
     assert "nothing to update" in detached.stdout  # v2 again: identical
     assert cli(skyctl_home, "serve", "down", "http2").returncode == 0
+
+
+def test_an_unknown_update_mode_is_one_line_naming_the_allowed_ones() -> None:
+    with pytest.raises(
+        ServiceError, match=r"^mode: 'canary' is not an update mode; allowed: rolling, blue_green$"
+    ):
+        parse_mode("canary")
+    assert (
+        parse_mode(None) is UpdateMode.ROLLING and parse_mode("blue_green") is UpdateMode.BLUE_GREEN
+    )

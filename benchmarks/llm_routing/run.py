@@ -74,6 +74,7 @@ class Request:
     keys: list[int]
     size: int
     replica: int = -1
+    answered: bool = False  # its first token came (a retry after a preemption counts once)
 
 
 def run(config: Config) -> Result:
@@ -149,7 +150,10 @@ def run(config: Config) -> Result:
             for job in first:
                 req = job.owner
                 assert isinstance(req, Request)
-                if req.sent >= half and (req.sent < half + 60.0 or not config.preempt):
+                answered, req.answered = req.answered, True
+                if answered:  # retried after the preemption had streamed tokens: counted
+                    pass
+                elif req.sent >= half and (req.sent < half + 60.0 or not config.preempt):
                     result.after.append(now - req.sent)
                 elif config.warmup <= req.sent < half:  # the steady state
                     result.requests += 1

@@ -303,7 +303,8 @@ def stop_supervisor(p: Paths, *, kill_after: bool = False) -> None:
     click.echo(f"The supervisor did not stop within 45s; killing it (pid {pid})", err=True)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # its children share its process group
-    for info in [p.home / supervisor.INFO_NAME, *p.home.glob("router*.json")]:
+    files = [*p.home.glob("router*.json"), *p.home.glob("routes*.cache")]
+    for info in [p.home / supervisor.INFO_NAME, *files]:
         with contextlib.suppress(FileNotFoundError):
             info.unlink()  # they could not remove theirs
 

@@ -49,6 +49,11 @@ class Endpoints:
         self.errors_queued = asyncio.Event()  # a replica error waits to be reported
 
     @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The last entry of each service (what a restarted process starts from)."""
+        return dict(self._entries)
+
+    @property
     def ports(self) -> dict[str, int]:
         return {n: r.port for n, r in self.routers.items() if r.listening}
 

@@ -18,8 +18,11 @@ requests and in-flight counts and latencies, passive-health ejections, endpoint
 errors) for the autoscaler, drains, ``serve status`` and the console.
 
 It writes ``$SKYCTL_HOME/router.json`` (pid, the open endpoints' ports; 0600)
-and removes it at exit. SIGTERM/SIGINT: endpoints stop accepting, in-flight
-requests get :data:`STOP_GRACE` seconds.
+and removes it at exit. The last table it applied is kept in ``routes.cache``
+(0600; specs sealed as in the store): a router process restarted while no
+controller answers (it crashed, or was stopped) serves from it until the
+watch's full state replaces it; a clean exit removes it. SIGTERM/SIGINT:
+endpoints stop accepting, in-flight requests get :data:`STOP_GRACE` seconds.
 
 With ``--worker I --reuse-port`` it is worker I of ``router.workers`` processes
 (``config.yaml``) that the supervisor runs: every worker opens every endpoint
@@ -63,6 +66,11 @@ Target = tuple[str, str]  # (API base URL, token)
 def info_name(worker: int) -> str:
     """The file a router worker names itself and its ports in (under the home)."""
     return "router.json" if worker == 0 else f"router-{worker}.json"
+
+
+def cache_name(worker: int) -> str:
+    """The file a router worker keeps its last table in (under the home)."""
+    return "routes.cache" if worker == 0 else f"routes-{worker}.cache"
 
 
 def home_target(p: Paths) -> Callable[[], Target | None]:
@@ -192,12 +200,22 @@ async def serve(
     clock = SystemClock()
     endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
     watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
-    info = p.home / info_name(worker)
+    info, cache = p.home / info_name(worker), p.home / cache_name(worker)
+    cached = ""
 
     def write_info() -> None:
+        nonlocal cached
         _write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
+        table = json.dumps(endpoints.entries)
+        if table != cached:
+            _write_private(cache, table)
+            cached = table
 
     watch.on_change = write_info
+    with contextlib.suppress(OSError, ValueError):  # none, or unreadable: wait for the watch
+        last = json.loads(cache.read_text())
+        await endpoints.apply({"full": True, "services": last})
+        log.info("serving %d endpoints from the last table until the watch answers", len(last))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -222,8 +240,9 @@ async def serve(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await endpoints.close(STOP_GRACE)
-            with contextlib.suppress(FileNotFoundError):
-                info.unlink()
+            for path in (info, cache):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
     return not failed
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import logging
 import resource
 import sqlite3
@@ -127,6 +128,23 @@ def rss_mb() -> float:
     return 0.0
 
 
+def profiler(args: argparse.Namespace, name: str) -> Any:
+    """With ``--profile DIR``: profile from now until the returned function is
+    called, into DIR/<name>.pstats, in CPU time (other processes on a shared machine
+    do not show in it; the CPU figures then include cProfile's own cost)."""
+    if not args.profile:
+        return lambda: None
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+
+    def done() -> None:
+        prof.disable()
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        prof.dump_stats(str(Path(args.profile) / f"{name}.pstats"))
+
+    return done
+
+
 async def poll(predicate: Any, timeout: float) -> bool:
     """Wait (real time) until ``predicate()`` holds; False when ``timeout`` passed first."""
     deadline = time.monotonic() + timeout
@@ -162,10 +180,12 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
         lag = LagMeter()
         try:
             t0 = time.monotonic()
+            prof = profiler(args, f"{services}x{services * per}-create")
             for i in range(services):
                 yaml = SPEC.format(name=f"s{i}", period=args.period, replicas=per)
                 await controller.create_service(yaml, None)
             created = time.monotonic() - t0
+            prof()
             want = services * per
             if not await poll(lambda: count_ready(store.path) >= want, args.timeout):
                 raise SystemExit(f"{services}x{want}: not all READY within {args.timeout}s")
@@ -188,7 +208,9 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             event.listen(store._engine, "before_cursor_execute", count)
             lag.start()
             cpu0, w0 = cpu_seconds(), time.monotonic()
+            prof = profiler(args, f"{services}x{services * per}-steady")
             await asyncio.sleep(args.steady)
+            prof()
             cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
             await lag.stop()
             event.remove(store._engine, "before_cursor_execute", count)
@@ -279,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--launch", type=float, default=1.0, help="launch latency (s)")
     parser.add_argument("--boot", type=float, default=5.0, help="boot time (s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile creation and steady state")
     parser.add_argument("--local", type=int, metavar="N", help="N local replicas instead")
     args = parser.parse_args(argv)
     if args.quick:

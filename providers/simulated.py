@@ -138,6 +138,8 @@ class SimulatedProvider(Provider):
         self._clock = clock
         self._rng = random.Random(self.options.seed)
         self._instances: dict[str, _Sim] = {}
+        # instance ids per service: a listing costs its own instances, not everyone's
+        self._by_service: dict[str, dict[str, None]] = {}
         self._by_token: dict[str, str] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
         self._ids = itertools.count(1)
@@ -209,6 +211,7 @@ class SimulatedProvider(Provider):
             self._start_driver()
             self._wakeup.set()
         self._instances[iid] = sim
+        self._by_service.setdefault(request.service, {})[iid] = None
         self._by_token[request.client_token] = iid
         return inst
 
@@ -217,14 +220,19 @@ class SimulatedProvider(Provider):
         if sim is None:
             return  # not found counts as done
         self._by_token.pop(sim.token, None)
+        ids = self._by_service.get(sim.instance.service)
+        if ids is not None:
+            ids.pop(instance_id, None)
+            if not ids:
+                del self._by_service[sim.instance.service]
         if self._endpoints is not None:
             await self._endpoints.remove(instance_id)
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
-        return [s.instance for s in self._instances.values() if s.instance.service == service]
+        return [self._instances[i].instance for i in self._by_service.get(service, ())]
 
     async def list_services(self) -> Sequence[str]:
-        return sorted({s.instance.service for s in self._instances.values()})
+        return sorted(self._by_service)
 
     async def close(self) -> None:
         """Stop the endpoint server: in this provider, instances live in it, so
@@ -238,6 +246,7 @@ class SimulatedProvider(Provider):
             await self._endpoints.close()
             self._endpoints = None
         self._instances.clear()
+        self._by_service.clear()
         self._by_token.clear()
 
     # ------------------------------------------------------------ internals

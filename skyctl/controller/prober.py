@@ -173,7 +173,7 @@ class _Entry:
 
     def _finish(self, ok: bool, detail: str) -> None:
         took = time.perf_counter() - self.started
-        self.started = 0.0
+        self._stop()
         self.resp = None
         self.task = None
         if not self.gone:
@@ -187,7 +187,12 @@ class _Entry:
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        self.started = 0.0
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.started:
+            self.started = 0.0
+            self.owner.scheduler.in_flight -= 1
 
 
 class ProbeScheduler:
@@ -198,6 +203,7 @@ class ProbeScheduler:
         self.scan_interval = scan_interval
         self.loop = asyncio.get_running_loop()
         self.probes_started = 0  # ever (tests and benchmarks read it)
+        self.in_flight = 0  # probes started and not finished
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
         self._phases = itertools.count(1)
@@ -276,6 +282,7 @@ class ProbeScheduler:
 
     def _start(self, entry: _Entry) -> None:
         self.probes_started += 1
+        self.in_flight += 1
         entry.started = time.perf_counter()
         entry.retried = False
         request = entry.request

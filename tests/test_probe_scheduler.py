@@ -1,0 +1,178 @@
+"""One probe scheduler per controller: probes spread over the period, one shared pool.
+
+The clock is a FakeClock; only the HTTP exchanges with the local backend are real
+(waited for with ``eventually``, never slept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from skyctl.clock import FakeClock
+from skyctl.controller.prober import Prober, ProbeScheduler, Target, shared_scheduler
+from skyctl.spec import ReadinessProbe
+from tests.helpers.waiting import eventually
+
+
+class Backend:
+    """Answers 200 to anything and records each request's path and connection."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, object]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.seen.append((request.path, peer))
+        return web.Response(status=200, text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    b = Backend()
+    await b.start()
+    yield b
+    assert b.runner is not None
+    await b.runner.cleanup()
+
+
+async def step(clock: FakeClock, scheduler: ProbeScheduler, seconds: float) -> None:
+    """Advance the clock, then let every probe it started finish (real I/O)."""
+    await clock.advance(seconds)
+    await eventually(lambda: scheduler.in_flight == 0, "the started probes to finish")
+
+
+async def test_a_burst_of_new_replicas_is_probed_at_once_then_spread_over_the_period(
+    backend: Backend,
+) -> None:
+    clock = FakeClock()
+    scheduler = ProbeScheduler(clock)
+    probed: dict[int, list[float]] = {i: [] for i in range(40)}
+    prober = Prober(
+        ReadinessProbe(path="/health", period_seconds=10),
+        clock=clock,
+        on_change=lambda: None,
+        on_result=lambda rid, _ok: probed[rid].append(clock.now()),
+        scheduler=scheduler,
+    )
+    prober.start()
+    try:
+        start = clock.now()
+        prober.set_targets([Target(i, f"{backend.url}/i/{i}") for i in range(40)])
+        await step(clock, scheduler, 0)
+        assert all(times == [start] for times in probed.values())  # at once, no clock step
+        for _ in range(120):  # three periods, in quarter seconds
+            await step(clock, scheduler, 0.25)
+    finally:
+        await prober.close()
+    for times in probed.values():
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert 0.25 <= gaps[0] <= 10.25  # onto its own phase within one period
+        assert all(abs(gap - 10) < 1e-6 for gap in gaps[1:])  # then once a period exactly
+    # the second round is spread: about 4 a second, never the whole burst at once
+    per_second = Counter(int(times[1] - start) % 10 for times in probed.values())
+    assert len(per_second) == 10 and max(per_second.values()) <= 8
+
+
+async def test_every_service_shares_one_scheduler_and_one_connection_pool(
+    backend: Backend,
+) -> None:
+    clock = FakeClock()
+    probe = ReadinessProbe(path="/health", period_seconds=1)
+    a = Prober(probe, clock=clock, on_change=lambda: None)
+    b = Prober(probe, clock=clock, on_change=lambda: None)
+    assert a.scheduler is b.scheduler is shared_scheduler(clock)
+    a.start()
+    b.start()
+    try:
+        a.set_targets([Target(1, f"{backend.url}/i/a1")])
+        await step(clock, a.scheduler, 0)
+        for _ in range(12):
+            b.set_targets([Target(1, f"{backend.url}/i/b1")])
+            await step(clock, a.scheduler, 0.25)
+    finally:
+        await a.close()
+        await b.close()
+    paths = Counter(path for path, _ in backend.seen)
+    assert paths["/i/a1/health"] >= 3 and paths["/i/b1/health"] >= 3
+    # one after the other on one kept-alive connection: both services' replicas
+    assert len({peer for _, peer in backend.seen}) == 1
+    assert a.scheduler.pool is not None  # (recreated on use: the last close closed it)
+
+
+async def test_the_last_prober_to_close_stops_the_scheduler_and_its_connections(
+    backend: Backend,
+) -> None:
+    clock = FakeClock()
+    prober = Prober(ReadinessProbe(period_seconds=1), clock=clock, on_change=lambda: None)
+    prober.start()
+    prober.set_targets([Target(1, backend.url)])
+    await step(clock, prober.scheduler, 0)
+    assert prober.results[1].ok is True
+    assert prober.scheduler._pool is not None and prober.scheduler._task is not None
+    await prober.close()
+    assert prober.scheduler._pool is None and prober.scheduler._task is None
+    assert prober.results[1].ok is True  # the last results stay readable
+
+
+async def test_a_forgotten_replica_in_flight_is_not_recorded_and_frees_its_slot() -> None:
+    hang = asyncio.Event()
+
+    async def handle(_request: web.Request) -> web.Response:
+        await hang.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    clock = FakeClock()
+    heard: list[int] = []
+    prober = Prober(
+        ReadinessProbe(period_seconds=1, timeout_seconds=30),
+        clock=clock,
+        on_change=lambda: None,
+        on_result=lambda rid, _ok: heard.append(rid),
+    )
+    prober.start()
+    try:
+        prober.set_targets([Target(5, url)])
+        await eventually(lambda: prober.scheduler.in_flight == 1, "the probe under way")
+        prober.forget(5)
+        assert prober.scheduler.in_flight == 0 and 5 not in prober.results
+        hang.set()
+        await clock.advance(2)
+        assert heard == []
+    finally:
+        await prober.close()
+        await runner.cleanup()
+
+
+async def test_a_header_that_cannot_be_sent_fails_the_probe_with_its_name() -> None:
+    clock = FakeClock()
+    probe = ReadinessProbe(headers={"X-Bad": "a\r\nInjected: 1"})
+    prober = Prober(probe, clock=clock, on_change=lambda: None)
+    prober.start()
+    try:
+        prober.set_targets([Target(1, "http://127.0.0.1:9")])
+        await step(clock, prober.scheduler, 0)
+        assert prober.results[1].ok is False
+        assert "readiness_probe.headers.X-Bad" in prober.results[1].detail
+    finally:
+        await prober.close()

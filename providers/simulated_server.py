@@ -7,10 +7,15 @@ preempted). Two ways to run it, same routes:
 - :class:`InProcessEndpoints`: in the caller's event loop, on its clock (tests
   with a FakeClock, quick runs);
 - :class:`RemoteEndpoints`: in a child process (``python -m
-  providers.simulated_server``), on real time, told about instances through
-  ``PUT``/``DELETE /_admin/<instance id>``, so serving costs the controller's
-  process nothing; the child exits when its parent closes it or dies (its
-  stdin closes).
+  providers.simulated_server``, on uvloop when installed), on real time, told
+  about instances through ``PUT``/``DELETE /_admin/<instance id>``, so serving
+  costs the controller's process nothing; the child exits when its parent
+  closes it or dies (its stdin closes).
+
+The server is a bare asyncio protocol (HTTP/1.1 keep-alive, pipelining,
+``Content-Length`` bodies; nothing else is needed by probes and the router):
+it answers ten thousand endpoints probed every few seconds on a fraction of
+a core, so the controller's probes are not timed out by the simulator.
 """
 
 from __future__ import annotations
@@ -22,46 +27,134 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
+from urllib.parse import parse_qs
 
 import aiohttp
-from aiohttp import web
 
 from skyctl.clock import Clock
 from skyctl.errors import TransientError
 
-
-def _app(now: Callable[[], float], ready_at: dict[str, float], admin: bool) -> web.Application:
-    async def instance(request: web.Request) -> web.Response:
-        at = ready_at.get(request.match_info["iid"])
-        if at is None:
-            return web.Response(status=404, text="no such instance\n")
-        if now() < at:
-            return web.Response(status=503, text="booting\n")
-        return web.Response(status=200, text="ok\n")
-
-    async def put(request: web.Request) -> web.Response:
-        ready_at[request.match_info["iid"]] = now() + float(request.query.get("boot", "0"))
-        return web.Response(status=204)
-
-    async def delete(request: web.Request) -> web.Response:
-        ready_at.pop(request.match_info["iid"], None)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_route("*", "/i/{iid}", instance)
-    app.router.add_route("*", "/i/{iid}/{tail:.*}", instance)
-    if admin:
-        app.router.add_put("/_admin/{iid}", put)
-        app.router.add_delete("/_admin/{iid}", delete)
-    return app
+MAX_HEAD = 64 * 1024  # a longer head is refused (431) and the connection closed
+_REASONS = {
+    200: b"OK",
+    204: b"No Content",
+    400: b"Bad Request",
+    404: b"Not Found",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+_BODIES = {200: b"ok\n", 404: b"no such instance\n", 503: b"booting\n", 204: b"", 400: b"bad\n"}
+_BODIES[431] = b"head too large\n"
 
 
-async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    return runner, int(runner.addresses[0][1])
+def _response(status: int, close: bool) -> bytes:
+    body = _BODIES[status]
+    return b"HTTP/1.1 %d %b\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n%b\r\n%b" % (
+        status,
+        _REASONS[status],
+        len(body),
+        b"Connection: close\r\n" if close else b"",
+        body,
+    )
+
+
+class _Routes:
+    """What each path answers: instances by boot deadline, and (remote) the admin routes."""
+
+    def __init__(self, now: Callable[[], float], ready_at: dict[str, float], admin: bool) -> None:
+        self.now = now
+        self.ready_at = ready_at
+        self.admin = admin
+        self.open: set[asyncio.Transport] = set()  # closed with the server
+
+    def answer(self, method: bytes, target: bytes) -> int:
+        path, _, query = target.partition(b"?")
+        if path.startswith(b"/i/"):
+            iid = path[3:].split(b"/", 1)[0].decode("latin-1")
+            at = self.ready_at.get(iid)
+            if at is None:
+                return 404
+            return 503 if self.now() < at else 200
+        if self.admin and path.startswith(b"/_admin/"):
+            iid = path[8:].decode("latin-1")
+            if method == b"PUT":
+                boot = parse_qs(query.decode("latin-1")).get("boot", ["0"])[0]
+                self.ready_at[iid] = self.now() + float(boot)
+                return 204
+            if method == b"DELETE":
+                self.ready_at.pop(iid, None)
+                return 204
+        return 404
+
+
+class _Http(asyncio.Protocol):
+    """One client connection: requests in, one response each, in order."""
+
+    def __init__(self, routes: _Routes) -> None:
+        self.routes = routes
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.skip = 0  # body bytes of the current request still to discard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.routes.open.add(self.transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.routes.open.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        out: list[bytes] = []
+        close = False
+        while buf:
+            if self.skip:
+                n = min(self.skip, len(buf))
+                self.skip -= n
+                buf = buf[n:]
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    out.append(_response(431, True))
+                    close, buf = True, b""
+                break
+            head, buf = buf[:end], buf[end + 4 :]
+            lines = head.split(b"\r\n")
+            parts = lines[0].split(b" ")
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+                out.append(_response(400, True))
+                close, buf = True, b""
+                break
+            method, target, version = parts
+            keep = version == b"HTTP/1.1"
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = value.strip()
+                    self.skip = int(length) if length.isdigit() else 0
+                elif name == b"connection":
+                    keep = value.strip().lower() != b"close" and (
+                        keep or value.strip().lower() == b"keep-alive"
+                    )
+            out.append(_response(self.routes.answer(method, target), not keep))
+            if not keep:
+                close, buf = True, b""
+                break
+        self.buf = buf
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+            if close:
+                self.transport.close()
+
+
+async def _listen(routes: _Routes) -> tuple[asyncio.Server, int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Http(routes), "127.0.0.1", 0, backlog=4096)
+    return server, int(server.sockets[0].getsockname()[1])
 
 
 class EndpointServer(abc.ABC):
@@ -78,17 +171,18 @@ class EndpointServer(abc.ABC):
 
 
 class InProcessEndpoints(EndpointServer):
-    def __init__(self, clock: Clock, runner: web.AppRunner, port: int, ready_at: dict[str, float]):
+    def __init__(self, clock: Clock, server: asyncio.Server, port: int, routes: _Routes):
         self._clock = clock
-        self._runner = runner
-        self._ready_at = ready_at
+        self._server = server
+        self._routes = routes
+        self._ready_at = routes.ready_at
         self.base_url = f"http://127.0.0.1:{port}"
 
     @classmethod
     async def start(cls, clock: Clock) -> InProcessEndpoints:
-        ready_at: dict[str, float] = {}
-        runner, port = await _listen(_app(clock.now, ready_at, admin=False))
-        return cls(clock, runner, port, ready_at)
+        routes = _Routes(clock.now, {}, admin=False)
+        server, port = await _listen(routes)
+        return cls(clock, server, port, routes)
 
     async def add(self, instance_id: str, *, boot_seconds: float) -> None:
         self._ready_at[instance_id] = self._clock.now() + boot_seconds
@@ -97,7 +191,10 @@ class InProcessEndpoints(EndpointServer):
         self._ready_at.pop(instance_id, None)
 
     async def close(self) -> None:
-        await self._runner.cleanup()
+        self._server.close()
+        for transport in list(self._routes.open):  # kept-alive connections too
+            transport.close()
+        await self._server.wait_closed()
 
 
 class RemoteEndpoints(EndpointServer):
@@ -158,7 +255,7 @@ class RemoteEndpoints(EndpointServer):
 
 async def _serve() -> None:
     ready_at: dict[str, float] = {}
-    runner, port = await _listen(_app(time.monotonic, ready_at, admin=True))
+    server, port = await _listen(_Routes(time.monotonic, ready_at, admin=True))
     print(port, flush=True)
     loop = asyncio.get_running_loop()
     closed = loop.create_future()
@@ -169,8 +266,12 @@ async def _serve() -> None:
 
     loop.add_reader(sys.stdin.fileno(), stdin_readable)
     await closed  # stdin readable: closed (EOF) by the parent, or the parent died
-    await runner.cleanup()
+    server.close()
 
 
 if __name__ == "__main__":
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
     asyncio.run(_serve())

@@ -176,3 +176,39 @@ async def test_a_header_that_cannot_be_sent_fails_the_probe_with_its_name() -> N
         assert "readiness_probe.headers.X-Bad" in prober.results[1].detail
     finally:
         await prober.close()
+
+
+async def test_probes_beyond_the_in_flight_bound_wait_their_turn_then_go() -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        await release.wait()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    clock = FakeClock()
+    scheduler = ProbeScheduler(clock, max_in_flight=2)
+    prober = Prober(
+        ReadinessProbe(period_seconds=10, timeout_seconds=30),
+        clock=clock,
+        on_change=lambda: None,
+        scheduler=scheduler,
+    )
+    prober.start()
+    try:
+        prober.set_targets([Target(i, f"{url}/i/{i}") for i in range(5)])
+        await eventually(lambda: len(seen) == 2, "two probes under way")
+        assert scheduler.in_flight == 2
+        release.set()
+        await eventually(lambda: all(r.ok for r in prober.results.values()), "all five probed")
+        assert sorted(seen) == [f"/i/{i}/" for i in range(5)]
+    finally:
+        await prober.close()
+        await runner.cleanup()

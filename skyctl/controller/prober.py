@@ -27,6 +27,7 @@ Every Prober on one clock (one controller) shares one :class:`ProbeScheduler`:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 #: the shortest sleep of the scheduler between rounds (clock seconds): due
 #: probes are started in batches at most this often
 SCAN_INTERVAL = 0.25
+#: probes in flight at once, for every service; due ones beyond it wait their
+#: turn (their timeout starts when they are sent), so a burst (a restart with
+#: thousands of replicas) does not open thousands of connections at once
+MAX_IN_FLIGHT = 256
 #: idle probe connections are closed after this long (real seconds)
 KEEPALIVE_SECONDS = 60.0
 _GOLDEN = 0.6180339887498949  # the fractional part of the golden ratio
@@ -109,6 +114,7 @@ class _Entry:
         "gone",
         "owner",
         "phase",
+        "queued",
         "request",
         "resp",
         "retried",
@@ -130,10 +136,11 @@ class _Entry:
         self.started = 0.0  # perf_counter at the start of the probe in flight; 0: none
         self.reused = False  # sent on a kept-alive connection
         self.retried = False
+        self.queued = False  # due, waiting for a free slot (MAX_IN_FLIGHT)
 
     @property
     def busy(self) -> bool:
-        return self.started > 0
+        return self.started > 0 or self.queued
 
     # ---- the pool's Listener
     def on_head(self, resp: Response) -> None:
@@ -181,6 +188,7 @@ class _Entry:
 
     def cancel(self) -> None:
         self.gone = True
+        self.queued = False  # (left in the waiting line, skipped there)
         resp, self.resp = self.resp, None
         if resp is not None:
             resp.release()  # closes its connection unless the response arrived whole
@@ -192,15 +200,24 @@ class _Entry:
     def _stop(self) -> None:
         if self.started:
             self.started = 0.0
-            self.owner.scheduler.in_flight -= 1
+            self.owner.scheduler.finished()
 
 
 class ProbeScheduler:
     """Starts every service's due probes from one task (see the module docstring)."""
 
-    def __init__(self, clock: Clock, *, scan_interval: float = SCAN_INTERVAL) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        scan_interval: float = SCAN_INTERVAL,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
         self.clock = clock
         self.scan_interval = scan_interval
+        self.max_in_flight = max_in_flight
+        self._waiting: collections.deque[_Entry] = collections.deque()
+        self._draining = False
         self.loop = asyncio.get_running_loop()
         self.probes_started = 0  # ever (tests and benchmarks read it)
         self.in_flight = 0  # probes started and not finished
@@ -241,6 +258,7 @@ class ProbeScheduler:
         if pool is not None:
             await pool.close()
         self._heap.clear()
+        self._waiting.clear()
 
     def schedule(self, entry: _Entry, due: float) -> None:
         entry.due = due
@@ -264,8 +282,12 @@ class ProbeScheduler:
                 if entry.gone or entry.due != due:
                     continue  # forgotten, or rescheduled since
                 self.schedule(entry, self.following(entry, now))
-                if not entry.busy:  # (a probe still running skips this turn)
-                    self._start(entry)
+                if not entry.busy:  # (a probe still running or waiting skips this turn)
+                    if self.in_flight < self.max_in_flight:
+                        self._start(entry)
+                    else:
+                        entry.queued = True
+                        self._waiting.append(entry)
             delay = max(self.scan_interval, heap[0][0] - now) if heap else None
             self._wake_at = now + delay if delay is not None else float("inf")
             kicked = asyncio.ensure_future(self._kick.wait())
@@ -279,6 +301,21 @@ class ProbeScheduler:
                 kicked.cancel()
                 if timer is not None:
                     timer.cancel()
+
+    def finished(self) -> None:
+        """A probe ended: a waiting one may go (soon, not inside the pool's callback)."""
+        self.in_flight -= 1
+        if self._waiting and not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._start_waiting)
+
+    def _start_waiting(self) -> None:
+        self._draining = False
+        while self._waiting and self.in_flight < self.max_in_flight:
+            entry = self._waiting.popleft()
+            if entry.queued and not entry.gone:
+                entry.queued = False
+                self._start(entry)
 
     def _start(self, entry: _Entry) -> None:
         self.probes_started += 1

@@ -7,6 +7,7 @@ The clock is a FakeClock; only the HTTP exchanges with the local backend are rea
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -80,7 +81,7 @@ async def test_a_burst_of_new_replicas_is_probed_at_once_then_spread_over_the_pe
     finally:
         await prober.close()
     for times in probed.values():
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert 0.25 <= gaps[0] <= 10.25  # onto its own phase within one period
         assert all(abs(gap - 10) < 1e-6 for gap in gaps[1:])  # then once a period exactly
     # the second round is spread: about 4 a second, never the whole burst at once

@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--launch", type=float, default=1.0, help="launch latency (s)")
     parser.add_argument("--boot", type=float, default=5.0, help="boot time (s)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
+    parser.add_argument(
+        "--asyncio-loop", action="store_true", help="asyncio's own loop, not uvloop"
+    )
     parser.add_argument("--profile", metavar="DIR", help="cProfile creation and steady state")
     parser.add_argument("--local", type=int, metavar="N", help="N local replicas instead")
     args = parser.parse_args(argv)
@@ -308,6 +311,11 @@ def main(argv: list[str] | None = None) -> None:
         args.steady, args.settle, args.launch, args.boot = 3.0, 2.0, 0.2, 0.5
         args.period = 1.0
     logging.basicConfig(level=logging.ERROR)
+    if not args.asyncio_loop:
+        with contextlib.suppress(ImportError):  # the loop the daemon runs on
+            import uvloop
+
+            uvloop.install()
     if args.local:
         asyncio.run(run_local(args.local, args))
         return

@@ -118,7 +118,11 @@ class Reconciler:
     async def tick(self, rt: ServiceRuntime, svc: ServiceRecord) -> bool:
         """Reconcile one service once. Returns True when the service is gone."""
         name = svc.name
-        version = self.store.get_version(name, svc.current_version)
+        version = rt.versions.get(svc.current_version)  # a stored version never changes
+        if version is None:
+            version = rt.versions[svc.current_version] = self.store.get_version(
+                name, svc.current_version
+            )
         spec = rt.spec(version, self.secrets)
         rt.update_mode = version.update_mode
         down = svc.status is ServiceStatus.SHUTTING_DOWN
@@ -128,10 +132,13 @@ class Reconciler:
         rt.touched.clear()
         instances = await self._instances(name, clouds)
         offerings = [] if down else await self._offerings(spec)
-        facts = await self._failure_facts(self.store.list_replicas(name), instances)
+        writes = self.store.writes
+        replicas = self.store.list_replicas(name)
+        facts = await self._failure_facts(replicas, instances)
         # ---- from here to the end of the tick: no await (replicas a task changed
         # during the awaits are in rt.touched: the next tick looks at them)
-        replicas = self.store.list_replicas(name)
+        if self.store.writes != writes:  # else nothing was written meanwhile: as read
+            replicas = self.store.list_replicas(name)
         now = self.clock.now()
         with _Tx(self.store) as tx:
             replicas, orphans = self._sync(rt, replicas, instances, facts, tx)

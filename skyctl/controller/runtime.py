@@ -38,6 +38,7 @@ class ServiceRuntime:
     table: RoutingTable
     wake: Callable[[], None]  # asks for a tick of this service soon
     specs: dict[int, ServiceSpec] = field(default_factory=dict)
+    versions: dict[int, VersionRecord] = field(default_factory=dict)  # as stored, by number
     events: list[LocationEvent] = field(default_factory=list)
     ended: list[ReplicaEnded] = field(default_factory=list)  # failures for the next plan
     noticed: set[int] = field(default_factory=set)  # replicas whose notice became an event

@@ -60,6 +60,9 @@ class Store(CostQueries):
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self._conn: Connection | None = None
+        #: write blocks begun through this Store, ever: a caller that read something
+        #: knows it is unchanged (by this process) while the count is
+        self.writes = 0
         self._ledger = costs.Ledger()  # cost facts of purged replicas, read incrementally
         prepare_file(self.path)
         self._engine = make_engine(self.path, busy_timeout)
@@ -117,6 +120,7 @@ class Store(CostQueries):
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
         conn = self._connection()
+        self.writes += 1
         with translated(self.path, "write failed"):
             if conn.in_transaction():
                 with conn.begin_nested():

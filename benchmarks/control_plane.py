@@ -188,7 +188,13 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             prof()
             want = services * per
             if not await poll(lambda: count_ready(store.path) >= want, args.timeout):
-                raise SystemExit(f"{services}x{want}: not all READY within {args.timeout}s")
+                # measured all the same: the steady figures are then of a controller
+                # still replacing replicas, and say so
+                print(
+                    f"{services}x{want}: {count_ready(store.path)} READY after {args.timeout:g}s; "
+                    "the figures below are not of a steady state",
+                    flush=True,
+                )
             ready_seconds = time.monotonic() - t0
             await asyncio.sleep(args.settle)  # the last ticks and probes settle
             statements: list[str] = []

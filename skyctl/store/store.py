@@ -32,6 +32,7 @@ from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, Sto
 from skyctl.lifecycle import ENDING, UP, EndReason, ReplicaStatus, transition
 from skyctl.store import costs, migrations
 from skyctl.store import schema as t
+from skyctl.store import statements as q
 from skyctl.store.costview import CostQueries
 from skyctl.store.db import WRITE_INTENT, make_engine, prepare_file, translated
 from skyctl.store.jsonvalue import check_json
@@ -147,7 +148,7 @@ class Store(CostQueries):
 
     @staticmethod
     def _service_row(conn: Connection, name: str) -> Row[Any]:
-        row = conn.execute(select(t.services).where(t.services.c.name == name)).first()
+        row = conn.execute(q.SERVICE, {"name": name}).first()
         if row is None:
             raise ServiceNotFound(f"service {name!r} does not exist")
         return row
@@ -250,7 +251,7 @@ class Store(CostQueries):
 
     def get_service(self, name: str) -> ServiceRecord | None:
         with self._read() as conn:
-            row = conn.execute(select(t.services).where(t.services.c.name == name)).first()
+            row = conn.execute(q.SERVICE, {"name": name}).first()
         return ServiceRecord.from_row(row._mapping) if row is not None else None
 
     def list_services(self) -> list[ServiceRecord]:
@@ -282,11 +283,7 @@ class Store(CostQueries):
 
     def get_version(self, name: str, version: int) -> VersionRecord:
         with self._read() as conn:
-            row = conn.execute(
-                select(t.service_versions).where(
-                    t.service_versions.c.service == name, t.service_versions.c.version == version
-                )
-            ).first()
+            row = conn.execute(q.VERSION, {"service": name, "version": version}).first()
             if row is None:
                 self._service_row(conn, name)
                 raise ServiceNotFound(f"service {name!r} has no version {version}")
@@ -338,11 +335,7 @@ class Store(CostQueries):
         """
         with self._write() as conn:
             service = self._service_row(conn, name)
-            known = conn.execute(
-                select(t.service_versions.c.version).where(
-                    t.service_versions.c.service == name, t.service_versions.c.version == version
-                )
-            ).first()
+            known = conn.execute(q.VERSION, {"service": name, "version": version}).first()
             if known is None:
                 raise ServiceNotFound(f"service {name!r} has no version {version}")
             clash = conn.execute(
@@ -387,11 +380,7 @@ class Store(CostQueries):
 
     @staticmethod
     def _replica(conn: Connection, name: str, replica_id: int) -> ReplicaRecord:
-        row = conn.execute(
-            select(t.replicas).where(
-                t.replicas.c.service == name, t.replicas.c.replica_id == replica_id
-            )
-        ).first()
+        row = conn.execute(q.REPLICA, {"service": name, "replica_id": replica_id}).first()
         if row is None:
             raise ServiceNotFound(f"service {name!r} has no replica {replica_id}")
         return ReplicaRecord.from_row(row._mapping)
@@ -440,29 +429,28 @@ class Store(CostQueries):
                 values["billed_from"] = now  # its instance exists: the cloud bills from here
             if reason is not None:
                 values["end_reason"] = EndReason(reason).value
+            params = {f"v_{column}": value for column, value in values.items()}
             conn.execute(
-                update(t.replicas)
-                .where(t.replicas.c.service == name, t.replicas.c.replica_id == replica_id)
-                .values(**values)
+                q.update_replica(tuple(sorted(values))),
+                {"_service": name, "_replica_id": replica_id, **params},
             )
             return self._replica(conn, name, replica_id)
 
     def get_replica(self, name: str, replica_id: int) -> ReplicaRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(t.replicas).where(
-                    t.replicas.c.service == name, t.replicas.c.replica_id == replica_id
-                )
-            ).first()
+            row = conn.execute(q.REPLICA, {"service": name, "replica_id": replica_id}).first()
         return ReplicaRecord.from_row(row._mapping) if row is not None else None
 
     def list_replicas(self, name: str, *, include_terminated: bool = False) -> list[ReplicaRecord]:
         """The service's replicas ordered by id (live ones only unless asked)."""
-        query = select(t.replicas).where(t.replicas.c.service == name)
-        if not include_terminated:
-            query = query.where(t.replicas.c.status != ReplicaStatus.TERMINATED.value)
         with self._read() as conn:
-            rows = conn.execute(query.order_by(t.replicas.c.replica_id)).all()
+            if include_terminated:
+                rows = conn.execute(q.REPLICAS, {"service": name}).all()
+            else:
+                terminated = ReplicaStatus.TERMINATED.value
+                rows = conn.execute(
+                    q.LIVE_REPLICAS, {"service": name, "terminated": terminated}
+                ).all()
         return [ReplicaRecord.from_row(r._mapping) for r in rows]
 
     def purge_terminated(self, name: str, *, before: float) -> int:
@@ -547,9 +535,14 @@ class Store(CostQueries):
         with self._write() as conn:
             self._service_row(conn, name)
             result = conn.execute(
-                insert(t.events).values(
-                    service=name, replica_id=replica_id, at=now, kind=kind, message=message
-                )
+                q.INSERT_EVENT,
+                {
+                    "service": name,
+                    "replica_id": replica_id,
+                    "at": now,
+                    "kind": kind,
+                    "message": message,
+                },
             )
             key = result.inserted_primary_key
             if key is not None and key[0] % EVENTS_TRIM_EVERY == 0:

@@ -32,6 +32,7 @@ from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.store import (
     SCHEMA_VERSION,
     EventRecord,
+    ReplicaIntent,
     ReplicaRecord,
     ServiceRecord,
     ServiceStatus,
@@ -730,6 +731,7 @@ def test_the_public_api_is_pinned() -> None:
         "REPLICA_FIELDS",
         "SCHEMA_VERSION",
         "EventRecord",
+        "ReplicaIntent",
         "ReplicaRecord",
         "ServiceRecord",
         "ServiceStatus",
@@ -743,4 +745,34 @@ def test_the_public_api_is_pinned() -> None:
         "NO_REPLICA",
         "SHUTTING_DOWN",
         "FAILED",
+    ]
+
+
+def test_a_burst_of_launch_intents_is_recorded_at_once_in_order_with_fresh_ids(
+    store: Store,
+) -> None:
+    store.create_service("burst", "name: burst\n", now=1.0)
+    one = store.add_replica(
+        "burst", version=1, location=ZONE_A, spot=False, price=3.0, instance_type="t",
+        client_token="solo", now=1.0,
+    )  # fmt: skip
+    intents = [
+        ReplicaIntent(1, ZONE_A, True, 1.0 + i, "t", f"tok-{i}", ondemand_price=3.0)
+        for i in range(3)
+    ]
+    records = store.add_replicas("burst", intents, now=2.0)
+    assert [r.replica_id for r in records] == [one.replica_id + 1 + i for i in range(3)]
+    assert [(r.price, r.client_token, r.status) for r in records] == [
+        (1.0 + i, f"tok-{i}", ReplicaStatus.PENDING) for i in range(3)
+    ]
+    assert store.list_replicas("burst") == [one, *records]
+    with pytest.raises(ValueError, match="'tok-1' is already used by replica"):
+        store.add_replicas("burst", [ReplicaIntent(1, ZONE_A, True, 1.0, "t", "tok-1")], now=3.0)
+    with pytest.raises(ServiceNotFound, match="no version 7"):
+        store.add_replicas("burst", [ReplicaIntent(7, ZONE_A, True, 1.0, "t", "new")], now=3.0)
+    assert len(store.list_replicas("burst")) == 4  # a refused burst writes nothing
+    events = [("launch", f"#{r.replica_id}", r.replica_id) for r in records]
+    store.add_events("burst", events, now=2.0)
+    assert [(e.kind, e.replica_id) for e in store.events("burst")][-3:] == [
+        ("launch", r.replica_id) for r in records
     ]

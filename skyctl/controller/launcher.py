@@ -27,7 +27,7 @@ from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import CapacityError, ConfigError, ProviderError, QuotaError, TransientError
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.secrets import Secrets
-from skyctl.store import ReplicaRecord, Store
+from skyctl.store import ReplicaIntent, ReplicaRecord, Store
 from skyctl.types import Backend, Instance, Offering
 
 S = ReplicaStatus
@@ -59,29 +59,33 @@ class Launcher:
         (``store`` is the tick's transaction); the calls start afterwards. Its
         on-demand price (for savings) comes from the tick's ``offerings``."""
         now = self.clock.now()
-        records: list[ReplicaRecord] = []
-        for launch in launches:
-            off = launch.offering
-            r = store.add_replica(
-                rt.name,
+        intents = [
+            ReplicaIntent(
                 version=launch.version,
-                location=off.location,
-                spot=off.spot,
-                price=off.price,
-                instance_type=off.instance_type,
+                location=launch.offering.location,
+                spot=launch.offering.spot,
+                price=launch.offering.price,
+                instance_type=launch.offering.instance_type,
                 client_token=secrets.token_hex(16),
-                now=now,
-                ondemand_price=ondemand_price_in(offerings, off),
+                ondemand_price=ondemand_price_in(offerings, launch.offering),
             )
-            store.add_event(
-                rt.name,
-                "launch",
-                f"{'spot' if off.spot else 'on-demand'} in {off.location} "
-                f"at ${off.price:.2f}/h {launch.reason}".rstrip(),
-                now=now,
-                replica_id=r.replica_id,
-            )
-            records.append(r)
+            for launch in launches
+        ]
+        records = store.add_replicas(rt.name, intents, now=now)  # one burst, a few statements
+        store.add_events(
+            rt.name,
+            [
+                (
+                    "launch",
+                    f"{'spot' if launch.offering.spot else 'on-demand'} in "
+                    f"{launch.offering.location} at ${launch.offering.price:.2f}/h "
+                    f"{launch.reason}".rstrip(),
+                    r.replica_id,
+                )
+                for launch, r in zip(launches, records, strict=True)
+            ],
+            now=now,
+        )
         return records
 
     async def launch_one(self, rt: ServiceRuntime, r: ReplicaRecord) -> None:

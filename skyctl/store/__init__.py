@@ -7,6 +7,7 @@ callers need; see :mod:`skyctl.store.store` for the API and
 
 from __future__ import annotations
 
+from skyctl.store.intents import ReplicaIntent
 from skyctl.store.migrations import LATEST as SCHEMA_VERSION
 from skyctl.store.records import (
     EventRecord,
@@ -21,6 +22,7 @@ __all__ = [
     "REPLICA_FIELDS",
     "SCHEMA_VERSION",
     "EventRecord",
+    "ReplicaIntent",
     "ReplicaRecord",
     "ServiceRecord",
     "ServiceStatus",

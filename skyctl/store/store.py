@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +35,7 @@ from skyctl.store import schema as t
 from skyctl.store import statements as q
 from skyctl.store.costview import CostQueries
 from skyctl.store.db import WRITE_INTENT, make_engine, prepare_file, translated
+from skyctl.store.intents import ReplicaIntent, insert_replicas
 from skyctl.store.jsonvalue import check_json
 from skyctl.store.records import (
     EventRecord,
@@ -333,50 +334,17 @@ class Store(CostQueries):
         ``ondemand_price`` is the on-demand USD/h of the same place and type
         (for savings), when known.
         """
+        intent = ReplicaIntent(
+            version, location, spot, price, instance_type, client_token, ondemand_price
+        )
+        return self.add_replicas(name, [intent], now=now)[0]
+
+    def add_replicas(
+        self, name: str, intents: Sequence[ReplicaIntent], *, now: float
+    ) -> list[ReplicaRecord]:
+        """:meth:`add_replica` for a burst of launches, in a few statements (in order)."""
         with self._write() as conn:
-            service = self._service_row(conn, name)
-            known = conn.execute(q.VERSION, {"service": name, "version": version}).first()
-            if known is None:
-                raise ServiceNotFound(f"service {name!r} has no version {version}")
-            clash = conn.execute(
-                select(t.replicas.c.service, t.replicas.c.replica_id).where(
-                    t.replicas.c.client_token == client_token
-                )
-            ).first()
-            if clash is not None:
-                raise ValueError(
-                    f"client_token {client_token!r} is already used by replica "
-                    f"{clash.replica_id} of service {clash.service!r}"
-                )
-            replica_id = int(service.next_replica_id)
-            conn.execute(
-                update(t.services)
-                .where(t.services.c.name == name)
-                .values(next_replica_id=replica_id + 1)
-            )
-            conn.execute(
-                insert(t.replicas).values(
-                    service=name,
-                    replica_id=replica_id,
-                    version=version,
-                    status=ReplicaStatus.PENDING.value,
-                    end_reason=None,
-                    cloud=location.cloud,
-                    region=location.region,
-                    zone=location.zone,
-                    spot=spot,
-                    price=price,
-                    instance_type=instance_type,
-                    client_token=client_token,
-                    created_at=now,
-                    updated_at=now,
-                    status_since=now,
-                    probe_failures=0,
-                    launch_attempts=0,
-                    ondemand_price=ondemand_price,
-                )
-            )
-            return self._replica(conn, name, replica_id)
+            return insert_replicas(conn, name, intents, now)
 
     @staticmethod
     def _replica(conn: Connection, name: str, replica_id: int) -> ReplicaRecord:
@@ -532,20 +500,28 @@ class Store(CostQueries):
     ) -> None:
         """Record an event; a service keeps its latest ``EVENTS_KEPT`` (trimmed every
         ``EVENTS_TRIM_EVERY`` inserts, so the table stays bounded over months)."""
+        self.add_events(name, [(kind, message, replica_id)], now=now)
+
+    def add_events(
+        self, name: str, events: Sequence[tuple[str, str, int | None]], *, now: float
+    ) -> None:
+        """Record several events (kind, message, replica id) with one insert."""
         with self._write() as conn:
             self._service_row(conn, name)
-            result = conn.execute(
-                q.INSERT_EVENT,
-                {
-                    "service": name,
-                    "replica_id": replica_id,
-                    "at": now,
-                    "kind": kind,
-                    "message": message,
-                },
-            )
-            key = result.inserted_primary_key
-            if key is not None and key[0] % EVENTS_TRIM_EVERY == 0:
+            if not events:
+                return
+            rows = [
+                {"service": name, "replica_id": rid, "at": now, "kind": kind, "message": msg}
+                for kind, msg, rid in events
+            ]
+            if len(rows) == 1:
+                result = conn.execute(q.INSERT_EVENT, rows[0])
+                last = result.inserted_primary_key[0] if result.inserted_primary_key else 0
+            else:
+                conn.execute(q.INSERT_EVENT, rows)
+                last = conn.execute(select(func.max(t.events.c.id))).scalar() or 0
+            ids = range(last - len(rows) + 1, last + 1)  # one writer: consecutive ids
+            if any(i % EVENTS_TRIM_EVERY == 0 for i in ids):
                 cutoff = conn.execute(
                     select(t.events.c.id)
                     .where(t.events.c.service == name)

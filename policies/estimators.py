@@ -235,3 +235,29 @@ def risks(state: Mapping[str, Any], locations: list[Location], now: float) -> di
         joint_rate = (jr[1] / (jr[0] + PRIOR_HOURS)) if jr else 0.0
         out[loc] = Risk(rate, joint_rate, refusal, outage)
     return out
+
+
+def p_all_lost(
+    state: Mapping[str, Any], held: list[Location], window_h: float, now: float
+) -> float:
+    """The probability that every location in ``held`` (where our spot replicas
+    are) loses them within ``window_h`` hours: per region, its joint loss within
+    the window, or else each held zone's own loss (``1 - exp(-rate x window)``,
+    zones independent given no joint event); regions independent. 0 for nothing held."""
+    zones = sorted(set(held), key=key)
+    if not zones or window_h <= 0:
+        return 0.0
+    rk = risks(state, zones, now)
+    by_region: dict[str, list[Location]] = {}
+    for loc in zones:
+        by_region.setdefault(region_key(loc), []).append(loc)
+    p_all = 1.0
+    for locs in by_region.values():
+        own = 1.0
+        for loc in locs:
+            own *= 1.0 - math.exp(-rk[loc].loss_rate * window_h)
+        if len(locs) >= 2:
+            joint = 1.0 - math.exp(-rk[locs[0]].joint_rate * window_h)
+            own = joint + (1.0 - joint) * own
+        p_all *= own
+    return p_all

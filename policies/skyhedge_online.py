@@ -59,6 +59,9 @@ class Params:
     max_spare_share: float = 0.5
     #: no spares until this long after the last spot capacity refusal (a cap binds)
     quiet_s: float = 3600.0
+    #: keep one on-demand replica while P(every spot replica lost within one cold start)
+    #: exceeds this (None: never)
+    floor_p: float | None = 1e-3
 
 
 def spares_for(
@@ -145,6 +148,13 @@ def make(params: Params | None = None) -> PlacementPolicy:
 
         # SpotHedge's dynamic on-demand fallback (always on here), against its own spot target
         od_target = ctx.base_ondemand + max(0, need - count(spot, spot=True, ready=True))
+        if p.floor_p is not None and p.risk_price > 0 and spot and od_target < 1:
+            lead = estimators.notice_lead_s(est)
+            window_h = max(0.0, estimators.cold_start_s(est) - lead) / 3600.0
+            p_all = estimators.p_all_lost(est, [r.location for r in spot], window_h, now)
+            if p_all > p.floor_p:
+                od_target = 1
+                res.notes.append(f"skyhedge_online: on-demand floor (P(all spot lost) {p_all:.2g})")
         od_target = min(od_target, ctx.target)
         return settle_ondemand(
             ctx,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -147,3 +148,32 @@ def test_joint_losses_size_spares_for_a_whole_region() -> None:
     risks = {z: risk(0.0, joint=0.5) for z in zones}
     # nothing fails alone, but the region takes both replicas at once
     assert spares_for(zones, risks, unit_cost=10.0, spare_price=1.0, cap=4) == 2
+
+
+def test_the_probability_of_losing_every_spot_replica_within_a_window() -> None:
+    # two zones of different regions, each 9 h up / 1 h down, never together
+    est = replay({"r-1a": pattern(9, 1, 40), "q-2a": (True,) * 5 + pattern(9, 1, 40)[:-5]})
+    a, b = loc("r-1a"), loc("q-2a")
+    rates = estimators.risks(est, [a, b], 400 * HOUR)
+    one = 1 - math.exp(-rates[a].loss_rate * 0.5)
+    assert 0.05 < rates[a].loss_rate < 0.5 and 0.05 < rates[b].loss_rate < 0.5
+    assert estimators.p_all_lost(est, [a], 0.5, 400 * HOUR) == pytest.approx(one)
+    assert estimators.p_all_lost(est, [a, a], 0.5, 400 * HOUR) == pytest.approx(one)
+    # two regions: both must go within the window (independent)
+    both = estimators.p_all_lost(est, [a, b], 0.5, 400 * HOUR)
+    assert both == pytest.approx(one * (1 - math.exp(-rates[b].loss_rate * 0.5)))
+    assert estimators.p_all_lost(est, [], 0.5, 0.0) == 0.0
+    assert estimators.p_all_lost(est, [a], 0.0, 0.0) == 0.0
+
+
+def test_zones_failing_together_are_lost_together() -> None:
+    together = pattern(9, 1, 40)
+    est = replay({"r-1a": together, "r-1b": together}, replicas=2)
+    a, b = loc("r-1a"), loc("r-1b")
+    p = estimators.p_all_lost(est, [a, b], 0.5, 400 * HOUR)
+    # the joint rate alone (1/9 per hour) gives about 1 - exp(-0.5 / 9)
+    assert p == pytest.approx(1 - math.exp(-0.5 / 9), rel=0.15)
+    apart = replay(
+        {"r-1a": pattern(9, 1, 40), "r-1b": (True,) * 5 + pattern(9, 1, 40)[:-5]}, replicas=2
+    )
+    assert estimators.p_all_lost(apart, [a, b], 0.5, 400 * HOUR) < p / 5

@@ -134,3 +134,52 @@ def test_zero_spares_replays_a_capped_trace_exactly_as_spothedge(zero_spares: st
         peer.cost,
         peer.failed_launches,
     )
+
+
+# one zone, lost for one 10-minute tick in every six: every spot replica sits there
+FLAKY = capped(("z-1a", (4, 4, 4, 4, 4, 0) * 24, 1.0), gap=600.0)
+
+
+@pytest.fixture
+def with_floor() -> Iterator[str]:
+    name = "skyhedge_online@floor"
+    registry.POLICIES[name] = make(Params(floor_p=1e-3))
+    yield name
+    del registry.POLICIES[name]
+
+
+@pytest.fixture
+def without_floor() -> Iterator[str]:
+    name = "skyhedge_online@nofloor"
+    registry.POLICIES[name] = make(Params(floor_p=None))
+    yield name
+    del registry.POLICIES[name]
+
+
+def test_an_on_demand_floor_keeps_one_ready_when_all_spot_can_go_at_once(
+    with_floor: str, without_floor: str
+) -> None:
+    config = SimConfig(spot_cold_start=300.0, ondemand_cold_start=300.0)
+    peer = simulate(make_spec(replicas=2, placer="dynamic_fallback", dynamic=True), FLAKY, config)
+    bare = simulate(make_spec(replicas=2, policy=without_floor), FLAKY, config)
+    ours = simulate(make_spec(replicas=2, policy=with_floor), FLAKY, config)
+    # every loss takes every spot replica: SpotHedge, and spares alone, have nothing
+    # ready for a cold start each time; the floor's on-demand replica serves through it
+    assert peer.availability_any < 0.95 and bare.availability_any < 0.95
+    assert ours.availability_any > 0.99
+    assert ours.availability >= peer.availability
+    assert ours.cost > peer.cost  # the floor is paid for
+
+
+def test_no_floor_where_spot_is_spread_over_zones_that_fail_apart(with_floor: str) -> None:
+    config = SimConfig(spot_cold_start=60.0, ondemand_cold_start=60.0)
+    spread = capped(
+        ("z-1a", (4,) * 35 + (0,) + (4,) * 36, 1.0),
+        ("y-2a", (4,) * 72, 1.1),
+        gap=600.0,
+    )
+    peer = simulate(make_spec(replicas=2, placer="dynamic_fallback", dynamic=True), spread, config)
+    ours = simulate(make_spec(replicas=2, policy=with_floor), spread, config)
+    assert ours.availability_any == peer.availability_any
+    assert ours.availability >= peer.availability
+    assert ours.ondemand_hours == pytest.approx(peer.ondemand_hours)  # no floor kept for nothing

@@ -18,8 +18,17 @@ On-demand covers the gap between SpotHedge's spot target and the READY spot
 replicas, spares included. One addition to SpotHedge, which ignores
 interruption notices: a replica whose kill is announced no longer counts, so
 its replacement and the on-demand cover launch at the notice while it still
-serves (capacity is only added, earlier). Without notices and with zero
-spares every decision is SpotHedge's.
+serves (capacity is only added, earlier; ``on_notice=False`` ignores notices,
+as SpotHedge does). An optional floor (``floor_p``, off by default: it keeps
+an on-demand replica beside almost every single-replica service), for
+SpotHedge's "at least one ready": while no on-demand replica is wanted, one is kept when
+the estimated probability that every spot replica we hold is lost within one
+cold start (less the notice lead) exceeds ``floor_p``
+(:func:`policies.estimators.p_all_lost`: per region, its joint loss or else
+each held zone's own; regions independent): the spares guard N ready
+against losing some replicas, the floor guards against losing all of them.
+Without notices, with zero spares and no floor (``risk_price = 0``) every
+decision is SpotHedge's.
 
 Every rate comes from :mod:`policies.estimators` (per zone, shrunk towards
 its region and the global rate), kept in ``policy_state["skyhedge_online"]["est"]``
@@ -53,15 +62,18 @@ ACTIVE = LocationState.ACTIVE
 @dataclass(frozen=True)
 class Params:
     #: price of one unavailable replica-hour, in on-demand replica-hours (the knob;
-    #: 16: chosen on the tuning set of benchmarks/policy_suite.py; 0: SpotHedge exactly)
-    risk_price: float = 16.0
+    #: 1: chosen on the tuning set of benchmarks/policy_suite.py; 0: SpotHedge exactly)
+    risk_price: float = 1.0
     #: own spares at most this share of the target (rounded up)
     max_spare_share: float = 0.5
     #: no spares until this long after the last spot capacity refusal (a cap binds)
     quiet_s: float = 3600.0
     #: keep one on-demand replica while P(every spot replica lost within one cold start)
-    #: exceeds this (None: never)
-    floor_p: float | None = 1e-3
+    #: exceeds this (None, the default: never; 1e-3: the setting measured, see docs/policies.md)
+    floor_p: float | None = None
+    #: a replica with an announced kill stops counting, so its replacement and the on-demand
+    #: cover launch at the notice (False: notices ignored, as SpotHedge does; see docs/policies.md)
+    on_notice: bool = True
 
 
 def spares_for(
@@ -106,7 +118,9 @@ def make(params: Params | None = None) -> PlacementPolicy:
         )
         # a replica with an announced kill no longer counts: its replacement and the
         # on-demand cover launch at once while it still serves (it is never drained)
-        spot = [r for r in ctx.replicas if r.spot and r.interruption_at is None]
+        spot = [
+            r for r in ctx.replicas if r.spot and (r.interruption_at is None or not p.on_notice)
+        ]
         ondemand = [r for r in ctx.replicas if not r.spot]
         need = max(0, ctx.final_target - ctx.base_ondemand)  # SpotHedge's spot target
 

@@ -183,3 +183,22 @@ def test_no_floor_where_spot_is_spread_over_zones_that_fail_apart(with_floor: st
     assert ours.availability_any == peer.availability_any
     assert ours.availability >= peer.availability
     assert ours.ondemand_hours == pytest.approx(peer.ondemand_hours)  # no floor kept for nothing
+
+
+def test_with_notices_ignored_and_no_spares_a_noticed_replay_is_spothedges() -> None:
+    name = "skyhedge_online@0-notices"
+    registry.POLICIES[name] = make(Params(risk_price=0.0, on_notice=False))
+    try:
+        config = SimConfig(spot_cold_start=60.0, ondemand_cold_start=60.0, notice_seconds=120.0)
+        spec = make_spec(replicas=6, placer="dynamic_fallback", dynamic=True)
+        peer = simulate(spec, CAPS, config)
+        ours = simulate(make_spec(replicas=6, policy=name), CAPS, config)
+        acting = simulate(make_spec(replicas=6, policy="skyhedge_online"), CAPS, config)
+    finally:
+        del registry.POLICIES[name]
+    assert (ours.availability, ours.cost, ours.failed_launches) == (
+        peer.availability,
+        peer.cost,
+        peer.failed_launches,
+    )
+    assert acting.cost != peer.cost  # the default does act on notices

@@ -192,8 +192,10 @@ def test_with_notices_ignored_and_no_spares_a_noticed_replay_is_spothedges() -> 
         config = SimConfig(spot_cold_start=60.0, ondemand_cold_start=60.0, notice_seconds=120.0)
         spec = make_spec(replicas=6, placer="dynamic_fallback", dynamic=True)
         peer = simulate(spec, CAPS, config)
-        ours = simulate(make_spec(replicas=6, policy=name), CAPS, config)
-        acting = simulate(make_spec(replicas=6, policy="skyhedge_online"), CAPS, config)
+        ours = simulate(make_spec(replicas=6, policy=name, dynamic=True), CAPS, config)
+        acting = simulate(
+            make_spec(replicas=6, policy="skyhedge_online", dynamic=True), CAPS, config
+        )
     finally:
         del registry.POLICIES[name]
     assert (ours.availability, ours.cost, ours.failed_launches) == (

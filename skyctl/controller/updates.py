@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from policies.update import UpdateMode, in_place
+from policies.update import DEFAULT_MODE, UpdateMode, in_place
 from skyctl.controller.runtime import load_spec
 from skyctl.errors import ServiceError, SkyctlError
 from skyctl.lifecycle import UP
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def parse_mode(mode: str | None) -> UpdateMode:
     """``--mode`` as sent to the API; a one-line error naming the allowed values."""
     try:
-        return UpdateMode(mode or UpdateMode.ROLLING.value)
+        return UpdateMode(mode or DEFAULT_MODE.value)
     except ValueError:
         allowed = ", ".join(m.value for m in UpdateMode)
         raise ServiceError(f"mode: {mode!r} is not an update mode; allowed: {allowed}") from None

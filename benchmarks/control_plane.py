@@ -16,14 +16,18 @@ store). For each size (services x replicas in all) it prints:
   rest is waiting for a core), SQL statements per service tick, the machine's
   load average and SQL writes in the window.
 
-``--local N`` instead runs N replicas of ``manifests/http-server.yaml`` (the
-shipped 20 s initial delay) on the local provider and prints the time until
-all are READY, how many launches that took, and the loop lag during the burst.
+``--probes SxR`` measures the prober alone: R endpoints of the simulated
+server in S services, probed every ``--period`` seconds (probes per second,
+failures, CPU per probe, loop lag). ``--local N`` instead runs N replicas of
+``manifests/http-server.yaml`` (the shipped 20 s initial delay) on the local
+provider and prints the time until all are READY, how many launches that
+took, and the loop lag during the burst.
 
     python -m benchmarks.control_plane                 # 1x10 .. 1000x10000 (long)
     python -m benchmarks.control_plane --quick         # small sizes, a few seconds each
     python -m benchmarks.control_plane --sizes 100x1000 --steady 30
     python -m benchmarks.control_plane --local 300
+    python -m benchmarks.control_plane --probes 1000x10000   # the prober alone
 
 Goal (issue 13): 10,000 replicas in 1,000 services READY, with loop lag p99
 under 100 ms and controller CPU under 50% of a core at steady state with 10 s
@@ -261,6 +265,58 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             store.close()
 
 
+async def run_probes(services: int, replicas: int, args: argparse.Namespace) -> None:
+    """The probes alone: ``replicas`` endpoints of the simulated server in ``services``
+    Probers (one shared scheduler), probed every ``--period`` seconds."""
+    from providers.simulated_server import RemoteEndpoints
+    from skyctl.controller.prober import Prober, Target
+    from skyctl.spec import ReadinessProbe
+
+    endpoints = await RemoteEndpoints.start()
+    clock = SystemClock()
+    probe = ReadinessProbe(path="/health", period_seconds=args.period, timeout_seconds=5)
+    counts = {True: 0, False: 0}
+
+    def heard(_rid: int, ok: bool) -> None:
+        counts[ok] += 1
+
+    probers = [
+        Prober(probe, clock=clock, on_change=lambda: None, on_result=heard) for _ in range(services)
+    ]
+    lag = LagMeter()
+    try:
+        per = replicas // services
+        for s, prober in enumerate(probers):
+            prober.start()
+            targets = []
+            for i in range(per):
+                await endpoints.add(f"p{s}-{i}", boot_seconds=0)
+                targets.append(Target(i, f"{endpoints.base_url}/i/p{s}-{i}"))
+            prober.set_targets(targets)
+        await asyncio.sleep(args.period + args.settle)  # the first round, then spread
+        counts[True] = counts[False] = 0
+        lag.start()
+        cpu0, w0 = cpu_seconds(), time.monotonic()
+        await asyncio.sleep(args.steady)
+        took = time.monotonic() - w0
+        cpu = (cpu_seconds() - cpu0) / took
+        await lag.stop()
+        n = counts[True] + counts[False]
+        print(
+            f"probes only, {services} x {per * services}: {n / took:.0f} probes/s, "
+            f"{counts[False]} failed, CPU {cpu:.1%} "
+            f"({cpu * took / max(1, n) * 1e6:.0f} us a probe), "
+            f"loop lag p50 {lag.percentile(0.5):.1f} ms p99 {lag.percentile(0.99):.1f} ms "
+            f"(own p99 {lag.percentile(0.99, own=True):.1f} ms), load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    finally:
+        await lag.stop()
+        for prober in probers:
+            await prober.close()
+        await endpoints.close()
+
+
 async def run_local(n: int, args: argparse.Namespace) -> None:
     """N replicas of the shipped http-server manifest on the local provider."""
     yaml = (
@@ -328,6 +384,9 @@ def main(argv: list[str] | None = None) -> None:
         "--asyncio-loop", action="store_true", help="asyncio's own loop, not uvloop"
     )
     parser.add_argument("--profile", metavar="DIR", help="cProfile creation and steady state")
+    parser.add_argument(
+        "--probes", type=sizes, metavar="SxR", help="the probes alone, e.g. 1000x10000"
+    )
     parser.add_argument("--local", type=int, metavar="N", help="N local replicas instead")
     args = parser.parse_args(argv)
     if args.quick:
@@ -339,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
             import uvloop
 
             uvloop.install()
+    if args.probes:
+        for services, replicas in args.probes:
+            asyncio.run(run_probes(services, replicas, args))
+        return
     if args.local:
         asyncio.run(run_local(args.local, args))
         return

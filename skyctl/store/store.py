@@ -425,16 +425,18 @@ class Store(CostQueries):
         """Delete TERMINATED replicas that ended before ``before``; return how many.
 
         Their cost facts are kept in the ledger first (see :mod:`skyctl.store.costs`).
+        Nothing to purge writes nothing (a read, no write transaction).
         """
+        old = and_(
+            t.replicas.c.service == name,
+            t.replicas.c.status == ReplicaStatus.TERMINATED.value,
+            t.replicas.c.terminated_at < before,
+        )
+        with self._read() as conn:
+            if conn.execute(select(t.replicas.c.replica_id).where(old).limit(1)).first() is None:
+                return 0
         with self._write() as conn:
-            costs.keep_in_ledger(
-                conn,
-                and_(
-                    t.replicas.c.service == name,
-                    t.replicas.c.status == ReplicaStatus.TERMINATED.value,
-                    t.replicas.c.terminated_at < before,
-                ),
-            )
+            costs.keep_in_ledger(conn, old)
             result = conn.execute(
                 delete(t.replicas).where(
                     t.replicas.c.service == name,

@@ -21,6 +21,18 @@ def test_the_quick_suite_tunes_on_one_set_and_reports_on_the_other() -> None:
     assert "dominates / dominated / trade-off / equal" in held
 
 
+def test_the_floor_is_passed_to_every_knob_and_named_in_the_report() -> None:
+    # short outages, a 600 s cold start: the floor keeps an on-demand replica running
+    job = policy_suite.Job("skyhedge_online@1", "syn:short:0@288", 2, 600.0, True)
+    text = policy_suite.main(["--quick", "--workers", "1", "--floor", "0.001"])
+    assert "`python -m benchmarks.policy_suite --quick --floor 0.001`" in text
+    _, floored = policy_suite.run_job(job)
+    plain = policy_suite.main(["--quick", "--workers", "1"])
+    assert "--floor" not in plain.split("\n")[2]
+    _, bare = policy_suite.run_job(job)
+    assert floored["cost"] > bare["cost"]
+
+
 def test_the_suite_refuses_more_than_two_workers(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         policy_suite.main(["--quick", "--workers", "3"])

@@ -398,16 +398,23 @@ class KubernetesProvider(Provider):
                 if (node := kubernetes_nodes.node_of(ctx, pod)) is not None:
                     self._tracker.node_of[iid] = node
                     replicas.setdefault(node.head, []).append(pod)
+            why: dict[str, str] = {}  # head id -> why its node list is not written
             for head, group in replicas.items():  # the node list, once every pod has an IP
                 if head not in self._launching:
                     count = int(group[0]["metadata"]["labels"][nodes.TAG_NODES])
-                    await self._publish(ctx, view_pod(group[0]).namespace, group, count)
+                    try:
+                        await self._publish(ctx, view_pod(group[0]).namespace, group, count)
+                    except SkyctlError as e:  # the replica stays PENDING, saying why
+                        log.warning("kubernetes/%s: %s", ctx, e)
+                        why[head] = f"cannot write the replica's node list: {e}"
             for pod, view, iid in kept:
                 state, detail = self._tracker.state(iid, view)
                 endpoint = await self._endpoint(ctx, view, svcs.get(view.name))
                 inst = make_instance(ctx, view, state, detail, endpoint)
-                multi = iid in self._tracker.node_of
-                out.append(kubernetes_nodes.listed(pod, inst) if multi else inst)
+                node = self._tracker.node_of.get(iid)
+                if node is not None:
+                    inst = kubernetes_nodes.listed(pod, inst, why.get(node.head))
+                out.append(inst)
         out += self._tracker.gone(service, {i.instance_id for i in out})
         return nodes.group(
             ((self._tracker.node_of.get(i.instance_id), i) for i in out), launching=self._launching

@@ -94,14 +94,11 @@ def to_publish(pods: Sequence[Mapping[str, Any]], count: int) -> tuple[str, list
     return value, lacking
 
 
-def listed(pod: Mapping[str, Any], inst: Instance) -> Instance:
-    """A running node that has not got the node list yet is still PENDING."""
+def listed(pod: Mapping[str, Any], inst: Instance, why: str | None = None) -> Instance:
+    """A running node that has not got the node list yet is still PENDING (``why``: the
+    reason it could not be written, when it could not)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     if inst.state is InstanceState.RUNNING and not annotations.get(ANNOTATION_IPS):
-        return replace(
-            inst,
-            state=InstanceState.PENDING,
-            endpoint=None,
-            detail="waiting for the replica's node list",
-        )
+        detail = why or "waiting for the replica's node list"
+        return replace(inst, state=InstanceState.PENDING, endpoint=None, detail=detail)
     return inst

@@ -138,6 +138,18 @@ async def test_pods_wait_for_ips_then_get_the_node_list_and_run(
         await p.close()
 
 
+async def test_a_node_list_the_role_forbids_writing_keeps_the_replica_pending_saying_why(
+    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes]
+) -> None:
+    clusters["ctx-a"].forbid("patch", "pods")  # a Role from before multi-node replicas
+    inst = await provider.launch(multi(2))
+    assert inst.state is InstanceState.PENDING
+    (listed,) = await provider.list_instances("svc")  # the listing itself still works
+    assert listed.state is InstanceState.PENDING and listed.endpoint is None
+    assert "cannot write the replica's node list" in listed.detail
+    assert "permission denied (403)" in listed.detail
+
+
 async def test_offerings_price_a_replica_as_its_n_pods(provider: KubernetesProvider) -> None:
     one = await provider.offerings(make_spec())
     four = await provider.offerings(dataclasses.replace(make_spec(), num_nodes=4))

@@ -13,7 +13,8 @@ store). For each size (services x replicas in all) it prints:
   ``--steady`` seconds): controller CPU (share of one core) and RSS, event-loop
   lag p50/p99 (a 50 ms timer's overshoot) and "own p99" (the part of it this
   process's own work can account for, see ``LagMeter``: on a shared machine the
-  rest is waiting for a core), SQL statements per service tick, the machine's
+  rest is waiting for a core), the longest garbage-collector pause, SQL
+  statements per service tick, the machine's
   load average and SQL writes in the window.
 
 ``--probes SxR`` measures the prober alone: R endpoints of the simulated
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import logging
 import os
 import resource
@@ -89,6 +91,7 @@ class Figures:
     lag_p50_ms: float
     lag_p99_ms: float
     own_p99_ms: float  # the part of the lag this process's own work can account for
+    gc_max_ms: float  # the longest garbage-collector pause in the window
     statements_per_tick: float | None  # None: no tick in the window
     ticks: int
     load: float  # the machine's 1-minute load average at the end of the window
@@ -133,6 +136,31 @@ class LagMeter:
             return 0.0
         ordered = sorted(samples)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class GcMeter:
+    """The garbage collector's pauses (each one holds the event loop)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._start)
+
+    def __enter__(self) -> GcMeter:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.pauses, default=0.0) * 1000
 
 
 def cpu_seconds() -> float:
@@ -234,7 +262,8 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             lag.start()
             cpu0, w0 = cpu_seconds(), time.monotonic()
             prof = profiler(args, f"{services}x{services * per}-steady")
-            await asyncio.sleep(args.steady)
+            with GcMeter() as gcm:
+                await asyncio.sleep(args.steady)
             prof()
             cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
             await lag.stop()
@@ -252,6 +281,7 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
                 lag.percentile(0.50),
                 lag.percentile(0.99),
                 lag.percentile(0.99, own=True),
+                gcm.max_ms,
                 len(statements) / ticks if ticks else None,
                 ticks,
                 os.getloadavg()[0],
@@ -407,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"{'services x replicas':>20} {'created':>8} {'all READY':>10} {'CPU':>6} {'RSS':>8} "
-        f"{'lag p50':>8} {'lag p99':>8} {'own p99':>8} {'ticks':>6} {'SQL/tick':>8} "
+        f"{'lag p50':>8} {'lag p99':>8} {'own p99':>8} {'GC max':>8} {'ticks':>6} {'SQL/tick':>8} "
         f"{'load':>5} {'writes':>7}",
         flush=True,
     )
@@ -416,7 +446,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{f.label:>20} {f.created_seconds:>7.1f}s {f.ready_seconds:>9.1f}s "
             f"{f.cpu_share:>6.0%} {f.rss_mb:>6.0f}MB "
-            f"{f.lag_p50_ms:>6.1f}ms {f.lag_p99_ms:>6.1f}ms {f.own_p99_ms:>6.1f}ms {f.ticks:>6} "
+            f"{f.lag_p50_ms:>6.1f}ms {f.lag_p99_ms:>6.1f}ms {f.own_p99_ms:>6.1f}ms "
+            f"{f.gc_max_ms:>6.1f}ms {f.ticks:>6} "
             f"{'-' if f.statements_per_tick is None else f'{f.statements_per_tick:.1f}':>8} "
             f"{f.load:>5.1f} {f.writes:>7}",
             flush=True,

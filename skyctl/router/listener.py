@@ -10,6 +10,7 @@ sweeps all connections for slow heads, stalled bodies and idle keep-alive.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any, cast
@@ -18,13 +19,13 @@ from skyctl.router.batch import WriteBatch
 from skyctl.router.front import Connection, FastHandler, Handler
 from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES
 
+# "1": SO_REUSEPORT on every listening socket, set by a router process that is
+# one of several workers sharing each endpoint's port (config.yaml router.workers)
+REUSE_PORT_ENV = "SKYCTL_ROUTER_REUSE_PORT"
+
 
 class FrontServer:
     """Listens and runs :class:`Connection` protocols (see the module docstring)."""
-
-    # SO_REUSEPORT: set for the whole process by a router process that is one of
-    # several workers sharing every endpoint's port (config.yaml router.workers)
-    reuse_port = False
 
     def __init__(
         self,
@@ -76,7 +77,7 @@ class FrontServer:
             host,
             port,
             reuse_address=True,
-            reuse_port=self.reuse_port or None,
+            reuse_port=os.environ.get(REUSE_PORT_ENV) == "1" or None,
             backlog=1024,
             **tls,
         )

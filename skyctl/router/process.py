@@ -50,7 +50,7 @@ import aiohttp
 from skyctl.clock import SystemClock
 from skyctl.config import TOKEN_ENV, Paths, paths
 from skyctl.router.endpoints import Endpoints
-from skyctl.router.listener import FrontServer
+from skyctl.router.listener import REUSE_PORT_ENV
 from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse-port", action="store_true", help="share every port with the other workers"
     )
     args = parser.parse_args(argv)
-    FrontServer.reuse_port = args.reuse_port
+    if args.reuse_port:
+        os.environ[REUSE_PORT_ENV] = "1"
     logging.basicConfig(
         level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -133,13 +134,17 @@ def test_controller_and_load_balancer_logs_with_tail_and_follow(skyctl_home: Pat
     follower = popen(skyctl_home, "serve", "logs", "x", "--load-balancer", "--tail", "0", "-f")
     try:
         assert follower.stdout is not None
-        time.sleep(1.0)  # it has read the backlog (none, with --tail 0) and waits
-        with log.open("a") as f:
-            f.write("2026-12-06 10:00:05,000 INFO skyctl.controller: not the router's\n")
-            f.write("2026-12-06 10:00:06,000 INFO skyctl.router.server: new line\n")
-        assert follower.stdout.readline().rstrip() == (
-            "2026-12-06 10:00:06,000 INFO skyctl.router.server: new line"
-        )
+        # the follower starts reading at the end of the log whenever it gets there (its
+        # start-up takes seconds on a loaded machine): append until it prints a line
+        first = ""
+        deadline = time.monotonic() + 90
+        while not first and time.monotonic() < deadline:
+            with log.open("a") as f:
+                f.write("2026-12-06 10:00:05,000 INFO skyctl.controller: not the router's\n")
+                f.write("2026-12-06 10:00:06,000 INFO skyctl.router.server: new line\n")
+            if select.select([follower.stdout], [], [], 1.0)[0]:
+                first = follower.stdout.readline().rstrip()
+        assert first == "2026-12-06 10:00:06,000 INFO skyctl.router.server: new line"
     finally:
         follower.send_signal(signal.SIGINT)
         follower.wait(timeout=30)

@@ -166,6 +166,41 @@ async def test_the_controller_reads_the_router_processes_reports() -> None:
     assert feed.changes(None, 0)["services"] == {}
 
 
+async def test_a_replica_left_the_router_only_once_every_router_process_applied_its_removal() -> (
+    None
+):
+    """A drain reads the router processes' in-flight counts, which lag the table: they
+    count for a replica only once each process reports having applied a table
+    without it (a restarted controller included: its first table is the removal)."""
+    clock = FakeClock(1000.0)
+    feed = RoutingFeed(clock)
+    remote = RemoteRouter("svc", parse_spec(SPEC).service, feed, record)
+    await remote.start("127.0.0.1", 0)
+    assert remote.settled(1) is False  # no table yet: the router process's old one holds
+    remote.set_backends([backend(1), backend(2)])
+    assert remote.settled(1) is False  # routed
+    remote.set_backends([backend(2)])
+    without_1 = feed.version
+    assert remote.settled(1) is None  # no router process reports: unknown
+
+    def report(router: str, version: int, epoch: str | None = feed.epoch) -> None:
+        feed.report({"router": router, "services": {}, "epoch": epoch, "version": version})
+
+    report("r1", without_1 - 1)
+    assert remote.settled(1) is False  # its figures predate the removal
+    report("r1", without_1)
+    report("r2", without_1 + 5, epoch="an older controller's")
+    assert remote.settled(1) is False  # r2 has not applied this controller's tables
+    report("r2", without_1)
+    assert remote.settled(1) is True
+    assert remote.settled(7) is True  # never routed by this controller: gone with its first table
+    remote.set_backends([backend(1), backend(2)])
+    assert remote.settled(1) is False  # back in the table
+    await clock.advance(31.0)  # the router processes stopped reporting
+    remote.set_backends([backend(2)])
+    assert remote.settled(1) is None
+
+
 def test_the_table_is_published_once_the_first_tick_gave_candidates() -> None:
     published: list[list[Backend]] = []
     table = RoutingTable(published.append)

@@ -49,6 +49,7 @@ from skyctl.controller.actuator import Actuator
 from skyctl.controller.breaker import Breakers
 from skyctl.controller.launcher import Launcher, backend_of, view_of
 from skyctl.controller.prober import Target
+from skyctl.controller.routing_feed import RemoteRouter
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.controller.terminator import Terminator
 from skyctl.errors import ProviderError, TransientError
@@ -65,6 +66,9 @@ S = ReplicaStatus
 KEEP_TERMINATED_SECONDS = 3600.0
 #: how often terminated rows older than that are purged (clock seconds)
 PURGE_EVERY_SECONDS = 300.0
+# a replica's termination waits this long at most for a router process to report how
+# many requests it still has in flight to it, when none has reported lately
+UNREPORTED_DRAIN_SECONDS = 10.0
 
 
 class _Tx:
@@ -474,9 +478,20 @@ class Reconciler:
         """True while the router still has requests in flight to ``r`` (bounded by
         the current spec's load_balancer.drain_timeout_seconds): its termination waits for
         a later tick, so a scale-down or an update does not cut requests."""
-        in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
         drain = rt.specs[max(rt.specs)].service if rt.specs else ServiceSection()
-        return in_flight > 0 and self.clock.now() - r.status_since < drain.drain_timeout_seconds
+        waited = self.clock.now() - r.status_since
+        if waited >= drain.drain_timeout_seconds:
+            return False
+        if isinstance(rt.router, RemoteRouter):
+            # the router process's in-flight counts mean something only once it has
+            # applied a table without the replica (its reports lag the table)
+            settled = rt.router.settled(r.replica_id)
+            if settled is None:  # no router process reporting: wait a little for one
+                return waited < UNREPORTED_DRAIN_SECONDS
+            if not settled:
+                return True
+        in_flight = rt.router.replica_stats().get(r.replica_id, {}).get("in_flight", 0)
+        return in_flight > 0
 
     # --------------------------------------------------------------- publish
     def _publish(

@@ -57,6 +57,7 @@ class RoutingFeed:
         # router id -> service -> (received at, report)
         self.reports: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         self.reported_at: dict[str, float] = {}  # router id -> its last report
+        self.applied: dict[str, int] = {}  # router id -> feed version its last report had applied
 
     # ------------------------------------------------------------ publishing
     def put(self, name: str, **fields: Any) -> None:
@@ -138,13 +139,26 @@ class RoutingFeed:
         services = body.get("services") or {}
         self.reports[router] = {str(n): (now, dict(r)) for n, r in services.items()}
         self.reported_at[router] = now
+        # the table version it had applied when it made the report (none of this epoch: 0)
+        same_epoch = body.get("epoch") == self.epoch
+        self.applied[router] = int(body.get("version") or 0) if same_epoch else 0
         for gone in [r for r, at in self.reported_at.items() if now - at > 10 * REPORT_MAX_AGE]:
             del self.reported_at[gone], self.reports[gone]  # a router process long gone
+            self.applied.pop(gone, None)
         for item in body.get("backend_errors") or []:
             name, rid, reason = str(item[0]), int(item[1]), str(item[2])
             sink = self._sinks.get(name)
             if sink is not None:
                 sink.backend_error(rid, reason)
+
+    def applied_since(self, version: int) -> bool | None:
+        """Whether every router process reporting lately made its latest report with
+        ``version`` (or a later one) applied; None when none has reported lately."""
+        now = self.clock.now()
+        fresh = [r for r, at in self.reported_at.items() if now - at <= REPORT_MAX_AGE]
+        if not fresh:
+            return None
+        return all(self.applied.get(r, 0) >= version for r in fresh)
 
     def fresh_reports(self, name: str) -> list[dict[str, Any]]:
         """The latest report of each router process about ``name`` (recent ones only)."""
@@ -231,6 +245,9 @@ class RemoteRouter:
         self._load = load
         self._on_backend_error = on_backend_error
         self._started = False
+        self._routed: set[int] = set()  # replica ids in the table last published
+        self._first_table: int | None = None  # feed version of this controller's first table
+        self._left: dict[int, int] = {}  # replica id -> feed version of the table it left
 
     async def start(self, host: str, port: int | None) -> int:
         """Publish the service's endpoint; the router process listens on it."""
@@ -261,6 +278,23 @@ class RemoteRouter:
 
     def set_backends(self, backends: Sequence[Backend]) -> None:
         self._feed.put(self.service, backends=[backend_to_json(b) for b in backends])
+        routed = {b.replica_id for b in backends}
+        if self._first_table is None:
+            self._first_table = self._feed.version
+        for rid in self._routed - routed:
+            self._left[rid] = self._feed.version
+        for rid in routed:
+            self._left.pop(rid, None)
+        self._routed = routed
+
+    def settled(self, replica_id: int) -> bool | None:
+        """Whether every router process has applied a table without ``replica_id``, so
+        the in-flight counts it reports are all there is to drain (None: no router
+        process has reported lately). A replica this controller never routed left
+        with its first table (the router process may hold an older one)."""
+        if replica_id in self._routed or self._first_table is None:
+            return False
+        return self._feed.applied_since(self._left.get(replica_id, self._first_table))
 
     def reconfigure(self, section: ServiceSection, secrets: object = None) -> None:
         """``serve update``: the new current version goes to the router process."""

@@ -165,7 +165,12 @@ class Watch:
                 continue
             errors = self.endpoints.take_backend_errors()
             try:
-                body = {**self.endpoints.report(self.router_id), "backend_errors": errors}
+                body = {
+                    **self.endpoints.report(self.router_id),
+                    "backend_errors": errors,
+                    "epoch": self.epoch,  # the table its figures were counted under
+                    "version": self.version,
+                }
             except Exception:  # never stop reporting: the errors wait for the next one
                 log.exception("routing report not made")
                 self.endpoints.requeue(errors)

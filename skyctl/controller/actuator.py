@@ -76,6 +76,11 @@ class Actuator:
     def in_flight(self, service: str) -> int:
         return sum(1 for s, _ in self._tasks if s == service)
 
+    @property
+    def idle(self) -> bool:
+        """No call in flight for any service (a purged service's terminations included)."""
+        return not self._tasks
+
     def start(self, service: str, key: str, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` as the task of (service, key); False (and ``work`` closed)
         when that key already has a task."""

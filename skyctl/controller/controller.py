@@ -121,6 +121,7 @@ class Controller:
                     and self._had_service
                     and not self.runtimes
                     and not self._ticking
+                    and self.reconciler.actuator.idle  # a purged service's terminate ends first
                 ):
                     log.info("no services left; controller exits")
                     break
@@ -188,6 +189,9 @@ class Controller:
         try:
             svc = self.store.get_service(name)
             if svc is None:
+                rt = self.runtimes.get(name)
+                if rt is not None:  # purged while running: nothing of it may keep running
+                    await self.reconciler.sweep_purged(rt)
                 await self._drop_runtime(name)
                 self._names = None  # re-read the list
                 return

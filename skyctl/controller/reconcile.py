@@ -526,6 +526,24 @@ class Reconciler:
         self.store.update_service(svc.name, now=self.clock.now(), status=status)
         return True
 
+    async def sweep_purged(self, rt: ServiceRuntime) -> int:
+        """The service was purged from the store (``serve down --purge``) while this
+        controller ran it: terminate what its clouds still list for it (orphans now,
+        with no row to record them in). The number of terminations started."""
+        instances = await self._instances(rt.name, rt.clouds or set())
+        started = 0
+        for cloud, listed in sorted(instances.items()):
+            for inst in listed.values():
+                if inst.state is not InstanceState.TERMINATED:
+                    started += self.actuator.start(
+                        rt.name,
+                        f"i:{inst.instance_id}",
+                        self.terminator.terminate_orphan(rt, cloud, inst),
+                    )
+        if started:
+            log.warning("%s: purged with %d instance(s) listed: terminating them", rt.name, started)
+        return started
+
     async def _finish_down(
         self, name: str, clouds: set[str], instances: dict[str, dict[int, Instance]]
     ) -> bool:

@@ -11,6 +11,7 @@ leaves the replica SHUTTING_DOWN and backs off; a later tick starts it again
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from skyctl.clock import Clock
 from skyctl.controller import failure_facts
 from skyctl.controller.actuator import Actuator
 from skyctl.controller.runtime import ServiceRuntime
-from skyctl.errors import ProviderError, TransientError
+from skyctl.errors import ProviderError, ServiceNotFound, TransientError
 from skyctl.lifecycle import FAILURES, ReplicaStatus
 from skyctl.store import ReplicaRecord, Store
 from skyctl.types import Instance
@@ -85,10 +86,11 @@ class Terminator:
             log.warning("%s: terminating orphan %s failed: %s", rt.name, inst.instance_id, e)
             return
         self.actuator.forget(rt.name, key)
-        self.store.add_event(
-            rt.name,
-            "orphan",
-            f"terminated unknown instance {inst.instance_id}",
-            now=self.clock.now(),
-            replica_id=inst.replica_id,
-        )
+        with contextlib.suppress(ServiceNotFound):  # a purged service has no event log
+            self.store.add_event(
+                rt.name,
+                "orphan",
+                f"terminated unknown instance {inst.instance_id}",
+                now=self.clock.now(),
+                replica_id=inst.replica_id,
+            )

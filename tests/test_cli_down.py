@@ -21,6 +21,7 @@ import pytest
 
 from tests.helpers.cli import ROOT
 from tests.helpers.processes import pids_mentioning
+from tests.helpers.waiting import wait_until
 from tests.test_e2e_local import ECHO, cli
 
 # a replica that ignores SIGTERM: terminating it takes the provider's 5 s grace,
@@ -39,15 +40,6 @@ run: trap '' TERM; exec {python} -m http.server "$PORT" --bind 127.0.0.1
 def replica_pids(home: Path) -> list[int]:
     """The replica processes (their environment names the local provider's state)."""
     return pids_mentioning(str(home / "local"))
-
-
-def wait_until(predicate, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def controller_pid(home: Path) -> int:

@@ -19,7 +19,8 @@ import pytest
 from rich.console import Console
 
 from skyctl.cli_down_progress import DownProgress
-from tests.test_cli_down import replica_pids, up, wait_until
+from tests.helpers.waiting import wait_until
+from tests.test_cli_down import replica_pids, up
 from tests.test_e2e_local import cli
 
 

@@ -32,7 +32,7 @@ from skyctl.spec_yaml import parse_spec
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Offering
 from tests.helpers.cli import run_cli
 from tests.helpers.processes import pids_mentioning
-from tests.helpers.waiting import eventually
+from tests.helpers.waiting import eventually, wait_until
 
 ECHO = Path(__file__).parent / "apps" / "echo_server.py"
 # every node writes its SkyPilot variables to $OUT/node-<rank>.json, then serves
@@ -230,7 +230,8 @@ def test_killing_the_worker_node_replaces_the_replica(tmp_path: Path, skyctl_hom
         time.sleep(0.5)
     first = next(r for r in status() if r["id"] == 1)
     assert first["status"] in ("SHUTTING_DOWN", "TERMINATED") and first["reason"], first
-    assert gone(int(head["pid"]))  # the old head went with its worker
+    # the old head goes with its worker (after draining what it still had in flight)
+    assert wait_until(lambda: gone(int(head["pid"])), 60), head["pid"]
     new_head, new_worker = node_env(out, 0) or {}, node_env(out, 1) or {}
     assert new_head["SKYPILOT_NODE_RANK"] == "0" and new_worker["SKYPILOT_NODE_RANK"] == "1"
 

@@ -7,6 +7,7 @@ for; this is only for what no fake clock can hurry.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -22,3 +23,14 @@ async def eventually(
         if loop.time() > deadline:
             pytest.fail(f"never happened: {what}")
         await asyncio.sleep(0.005)
+
+
+def wait_until(check: Callable[[], object], seconds: float = 30.0) -> bool:
+    """Poll ``check()`` (from synchronous tests) until truthy or ``seconds`` pass; its last
+    value as a bool, so ``assert wait_until(...), details`` names what never happened."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return bool(check())

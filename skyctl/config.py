@@ -123,6 +123,16 @@ def _key_lines(text: str) -> dict[str, int]:
 TOKEN_ENV = "SKYCTL_API_TOKEN"  # the token itself (pods sharing a Kubernetes Secret)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by the user only (the
+    controller's, supervisor's and router processes' ``.json`` files, the route cache)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def read_or_create_token(p: Paths) -> str:
     """The controller API token: ``$SKYCTL_API_TOKEN`` if set, else the token file,
     created with mode 0600 on first use."""

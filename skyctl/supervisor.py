@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from skyctl.config import Paths, paths, router_workers
+from skyctl.config import Paths, paths, router_workers, write_private
 from skyctl.errors import ConfigError
 
 log = logging.getLogger("skyctl.supervisor")
@@ -221,14 +221,6 @@ class Supervisor:
         return self.exit_code
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skyctl-supervisor")
     parser.add_argument("--home", default=None)
@@ -249,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         log.error("another controller is running for %s (its supervisor holds the lock)", p.home)
         return 1
-    _write_private(info_path(p), json.dumps({"pid": os.getpid()}))
+    write_private(info_path(p), json.dumps({"pid": os.getpid()}))
     try:
         return asyncio.run(Supervisor(p, workers).run())
     finally:

@@ -26,13 +26,18 @@ import json
 import logging
 import os
 import signal
-from pathlib import Path
 
 from aiohttp import web
 
 from providers.registry import PROVIDERS, ProviderSet
 from skyctl.clock import SystemClock
-from skyctl.config import Paths, load_user_config, paths, read_or_create_token
+from skyctl.config import (
+    Paths,
+    load_user_config,
+    paths,
+    read_or_create_token,
+    write_private,
+)
 from skyctl.controller.api import make_app
 from skyctl.controller.controller import Controller
 from skyctl.controller.routing_feed import RoutingFeed
@@ -42,14 +47,6 @@ from skyctl.store import Store
 from skyctl.supervisor import NO_SERVICES  # exit status: stopped with nothing left to route
 
 log = logging.getLogger("skyctl.controller")
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _router_ports(p: Paths) -> set[int]:
@@ -104,7 +101,7 @@ async def serve(
         await site.start()
         bound = runner.addresses[0][1]
         await controller.start()
-        _write_private(p.daemon_info, json.dumps({"pid": os.getpid(), "host": host, "port": bound}))
+        write_private(p.daemon_info, json.dumps({"pid": os.getpid(), "host": host, "port": bound}))
         log.info("controller %d listening on %s:%d", os.getpid(), host, bound)
         # What start-up loaded (modules, SDKs, the restored state) lives as long as
         # the process: keep it out of every later collection, so the router's

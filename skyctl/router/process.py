@@ -42,13 +42,12 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from skyctl.clock import SystemClock
-from skyctl.config import TOKEN_ENV, Paths, paths
+from skyctl.config import TOKEN_ENV, Paths, paths, write_private
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import REUSE_PORT_ENV
 from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
@@ -190,14 +189,6 @@ class Watch:
                 await asyncio.sleep(REPORT_SECONDS)
 
 
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 async def serve(
     p: Paths, locate: Callable[[], Target | None] | None = None, worker: int = 0
 ) -> bool:
@@ -210,10 +201,10 @@ async def serve(
 
     def write_info() -> None:
         nonlocal cached
-        _write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
+        write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
         table = json.dumps(endpoints.entries)
         if table != cached:
-            _write_private(cache, table)
+            write_private(cache, table)
             cached = table
 
     watch.on_change = write_info

@@ -62,3 +62,9 @@ def backend_from_json(d: dict[str, Any]) -> Backend:
         version=int(d.get("version", 1)),
         extra={str(k): str(v) for k, v in (d.get("extra") or {}).items()},
     )
+
+
+def router_info_name(worker: int) -> str:
+    """The file a router worker names itself and its ports in (under the home; the
+    supervisor reads it to adopt a router process a previous supervisor left)."""
+    return "router.json" if worker == 0 else f"router-{worker}.json"

@@ -23,6 +23,15 @@ The controller is *not* restarted when it exits by itself:
   controller holding the home's lock): the supervisor stops and exits 1, so the
   CLI shows the controller's error.
 
+A supervisor that was itself killed leaves its children running (the endpoints
+keep answering). The next one *adopts* them instead of starting a second
+router process that could not bind the ports, or a controller that could not
+take the home's lock: a process named by ``router.json`` (``router-I.json``)
+or ``controller.json`` that runs that module for this home is watched until it
+exits (its exit status is unknown then: an adopted controller that removed its
+``controller.json`` stopped by request, one with no service left stopped for
+good, any other exit is a crash) and restarted as its own child would be.
+
 SIGTERM or SIGINT (``skyctl controller stop --all``) stops both children
 (SIGTERM, then SIGKILL after :data:`STOP_SECONDS`) and the supervisor.
 ``supervisor.json`` names the supervisor's pid while it runs. Output of all
@@ -44,7 +53,8 @@ import time
 from pathlib import Path
 
 from skyctl.config import Paths, paths, router_workers, write_private
-from skyctl.errors import ConfigError
+from skyctl.errors import ConfigError, SkyctlError
+from skyctl.routing_wire import router_info_name
 
 log = logging.getLogger("skyctl.supervisor")
 
@@ -70,7 +80,54 @@ def running_pid(p: Paths) -> int | None:
     return None if stat.rsplit(")", 1)[-1].split()[0] == "Z" else pid
 
 
+UNKNOWN = 256  # the "exit status" of an adopted process (not our child: not knowable)
+
+
+def running_module(info: Path, module: str, home: Path) -> int | None:
+    """The pid ``info`` names if that process runs ``python -m module`` for ``home``."""
+    try:
+        pid = int(json.loads(info.read_text())["pid"])
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid() or state == "Z" or module not in args or str(home) not in args:
+        return None
+    return pid
+
+
+def _poll_until_gone(pid: int) -> None:
+    while Path(f"/proc/{pid}").exists():
+        time.sleep(0.5)
+
+
+async def _exited(pid: int) -> None:
+    """Wait for a process that is not our child to exit (a pidfd, else polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (OSError, AttributeError):  # no pidfd here (Linux < 5.3): a thread polls
+        await asyncio.to_thread(_poll_until_gone, pid)
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
 def _why(code: int) -> str:
+    if code == UNKNOWN:
+        return "exit status unknown: an adopted process"
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
@@ -81,10 +138,14 @@ def _why(code: int) -> str:
 class Child:
     """One supervised process and its restart backoff."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], info: Path | None = None) -> None:
+        """``info``: the file naming the running process (``-m`` module in ``argv``),
+        for adopting one a previous supervisor left behind."""
         self.name = name
         self.argv = argv
+        self.info = info
         self.proc: asyncio.subprocess.Process | None = None
+        self.adopted: int | None = None  # the pid of a process a previous supervisor started
         self.delay = FIRST_DELAY
         self.started_at = 0.0
         self.starts = 0
@@ -97,6 +158,33 @@ class Child:
         self.starts += 1
         log.info("%s started (pid %d)", self.name, self.proc.pid)
 
+    def adopt(self, home: Path) -> bool:
+        """Watch the process ``info`` names, if it runs this child's module for ``home``."""
+        module = self.argv[self.argv.index("-m") + 1] if "-m" in self.argv else ""
+        pid = running_module(self.info, module, home) if self.info and module else None
+        if pid is None:
+            return False
+        self.adopted, self.proc = pid, None
+        self.started_at = time.monotonic()
+        self.starts += 1
+        log.info("%s already running (pid %d): adopted", self.name, pid)
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        if self.adopted is not None:
+            return self.adopted
+        return self.proc.pid if self.proc is not None else None
+
+    async def wait(self) -> int:
+        """Its exit status (:data:`UNKNOWN` for an adopted process)."""
+        if self.adopted is not None:
+            await _exited(self.adopted)
+            self.adopted = None
+            return UNKNOWN
+        assert self.proc is not None
+        return await self.proc.wait()
+
     def next_delay(self) -> float:
         """The wait before the next start: the backoff, reset after a stable run."""
         if time.monotonic() - self.started_at >= STABLE_SECONDS:
@@ -105,6 +193,9 @@ class Child:
         return delay
 
     async def stop(self) -> None:
+        if self.adopted is not None:
+            await self._stop_adopted(self.adopted)
+            return
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
@@ -118,6 +209,17 @@ class Child:
                 proc.kill()
             await proc.wait()
 
+    async def _stop_adopted(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(_exited(pid), STOP_SECONDS)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s: killed", self.name, STOP_SECONDS)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.adopted = None
+
 
 class Supervisor:
     def __init__(self, p: Paths, workers: int = 1) -> None:
@@ -127,13 +229,18 @@ class Supervisor:
         self.controller = Child(
             "controller",
             [*python, "skyctl.controller.daemon", *home, "--exit-when-idle", "--router-process"],
+            p.daemon_info,
         )
         router = [*python, "skyctl.router.process", *home]
         if workers == 1:
-            self.routers = [Child("router process", router)]
+            self.routers = [Child("router process", router, p.home / router_info_name(0))]
         else:
             self.routers = [
-                Child(f"router worker {i}", [*router, "--worker", str(i), "--reuse-port"])
+                Child(
+                    f"router worker {i}",
+                    [*router, "--worker", str(i), "--reuse-port"],
+                    p.home / router_info_name(i),
+                )
                 for i in range(workers)
             ]
         self.stopping = asyncio.Event()
@@ -152,8 +259,7 @@ class Supervisor:
 
     async def _wait(self, child: Child) -> int | None:
         """The child's exit status, or None when the supervisor is stopping."""
-        assert child.proc is not None
-        done = asyncio.ensure_future(child.proc.wait())
+        done = asyncio.ensure_future(child.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait({done, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -163,8 +269,11 @@ class Supervisor:
         return done.result()
 
     async def keep_router(self, router: Child) -> None:
+        first = True
         while not self.stopping.is_set():
-            await router.start()
+            if not (first and router.adopt(self.paths.home)):
+                await router.start()
+            first = False
             code = await self._wait(router)
             if code is None:
                 return
@@ -173,12 +282,17 @@ class Supervisor:
             await self._sleep(delay)
 
     async def keep_controller(self) -> None:
+        first = True
         while not self.stopping.is_set():
             self.wanted.clear()
-            await self.controller.start()
+            if not (first and self.controller.adopt(self.paths.home)):
+                await self.controller.start()
+            first = False
             code = await self._wait(self.controller)
             if code is None:
                 return
+            if code == UNKNOWN:
+                code = self._adopted_exit()
             if code == NO_SERVICES:
                 log.info("controller exited with no service left: stopping the router process")
                 self.stopping.set()
@@ -199,12 +313,24 @@ class Supervisor:
             log.error("controller exited (%s); restarting in %.2f s", _why(code), delay)
             await self._sleep(delay)
 
+    def _adopted_exit(self) -> int:
+        """What an adopted controller's exit was: a crash leaves ``controller.json``
+        behind; a clean stop removes it, for good when no service is stored."""
+        if self.paths.daemon_info.exists():
+            return UNKNOWN
+        from skyctl.client import stored_services  # the store, only for this rare case
+
+        try:
+            return 0 if stored_services(self.paths) else NO_SERVICES
+        except SkyctlError:
+            return 0  # the store cannot be read: keep the endpoints, wait to be asked
+
     def _ever_ready(self) -> bool:
         try:
             info = json.loads(self.paths.daemon_info.read_text())
         except (OSError, ValueError):
             return False
-        return self.controller.proc is not None and info.get("pid") == self.controller.proc.pid
+        return self.controller.pid is not None and info.get("pid") == self.controller.pid
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -7,12 +7,16 @@
 - a controller that fails its very first start stops everything (status 1: the
   CLI shows its error);
 - a controller stopped by request (status 0) is not restarted until SIGUSR1,
-  while the router process keeps running.
+  while the router process keeps running;
+- a supervisor that was killed left its children running: the next one adopts
+  them (no second router process that could not bind the ports), restarts them
+  when they die, and tells an adopted controller's clean stop from a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -104,3 +108,78 @@ async def test_a_stopped_controller_waits_for_sigusr1_while_the_router_runs(
     finally:
         sup.stopping.set()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def left_running(home: Path, module: str) -> asyncio.subprocess.Process:
+    """A process a killed supervisor left: it runs ``module`` for ``home``, as its
+    command line says (a stand-in that only sleeps)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(120)", "-m", module, "--home", str(home)
+    )
+
+
+async def test_a_router_process_left_by_a_killed_supervisor_is_adopted_then_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    sup = Supervisor(paths(home))
+    old = await left_running(home, "skyctl.router.process")
+    (home / "router.json").write_text(json.dumps({"pid": old.pid, "ports": {}}))
+    sup.controller.argv = SLEEPER
+    caplog.set_level(logging.INFO, logger="skyctl.supervisor")
+    running = asyncio.create_task(sup.run())
+    (router,) = sup.routers
+    try:
+        await eventually(lambda: router.adopted == old.pid, "the old router process adopted")
+        assert router.proc is None  # no second router process competing for the ports
+        router.argv = SLEEPER  # what it restarts (a stand-in)
+        old.kill()
+        await old.wait()
+        await eventually(lambda: router.proc is not None, "a new router process")
+        assert "router process exited (exit status unknown: an adopted process)" in caplog.text
+    finally:
+        sup.stopping.set()
+        await asyncio.wait_for(running, 30)
+    assert router.proc is not None and router.proc.returncode is not None  # stopped, not left
+
+
+async def test_an_unrelated_process_named_by_a_stale_file_is_not_adopted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    sup = Supervisor(paths(home))
+    stranger = await asyncio.create_subprocess_exec(*SLEEPER)  # a reused pid, say
+    (home / "router.json").write_text(json.dumps({"pid": stranger.pid, "ports": {}}))
+    try:
+        assert not sup.routers[0].adopt(home)
+        assert not Supervisor(paths(tmp_path / "other")).routers[0].adopt(tmp_path / "other")
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
+@pytest.mark.parametrize("clean", [True, False])
+async def test_an_adopted_controller_that_stops_cleanly_is_not_restarted(
+    tmp_path: Path, clean: bool
+) -> None:
+    """A clean stop removes controller.json (and here no service is stored: the
+    supervisor stops for good); a crash leaves it, and the controller is restarted."""
+    home = tmp_path / "home"
+    p = paths(home)
+    sup = Supervisor(p)
+    old = await left_running(home, "skyctl.controller.daemon")
+    p.daemon_info.write_text(json.dumps({"pid": old.pid}))
+    for router in sup.routers:
+        router.argv = SLEEPER
+    running = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup.controller.adopted == old.pid, "the controller adopted")
+        sup.controller.argv = stand_in(tmp_path, f"sys.exit({NO_SERVICES})\n")
+        if clean:
+            p.daemon_info.unlink()
+        old.kill()
+        await old.wait()
+        assert await asyncio.wait_for(running, 30) == 0
+        assert sup.controller.starts == (1 if clean else 2)  # adopted (+ restarted)
+    finally:
+        sup.stopping.set()
+        await asyncio.gather(running, return_exceptions=True)
+    assert all(r.proc is not None and r.proc.returncode is not None for r in sup.routers)

@@ -50,7 +50,7 @@ from skyctl.clock import SystemClock
 from skyctl.config import TOKEN_ENV, Paths, paths, write_private
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import REUSE_PORT_ENV
-from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH
+from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH, router_info_name
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 
 log = logging.getLogger("skyctl.router.process")
@@ -60,11 +60,6 @@ RECONNECT_CAP = 1.0  # seconds: the longest wait between two tries to reach the 
 REPORT_SECONDS = 1.0
 STOP_GRACE = 10.0
 Target = tuple[str, str]  # (API base URL, token)
-
-
-def info_name(worker: int) -> str:
-    """The file a router worker names itself and its ports in (under the home)."""
-    return "router.json" if worker == 0 else f"router-{worker}.json"
 
 
 def cache_name(worker: int) -> str:
@@ -196,7 +191,7 @@ async def serve(
     clock = SystemClock()
     endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
     watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
-    info, cache = p.home / info_name(worker), p.home / cache_name(worker)
+    info, cache = p.home / router_info_name(worker), p.home / cache_name(worker)
     cached = ""
 
     def write_info() -> None:

@@ -128,6 +128,21 @@ async def test_a_watch_waits_for_the_next_change_and_close_answers_it() -> None:
     assert answer["services"] == {}
 
 
+async def test_no_state_is_given_before_the_controller_restored_its_services() -> None:
+    """A full state taken while the controller is still restoring would close the
+    endpoints of the services not restored yet: watches wait for it, then 503."""
+    feed = RoutingFeed(FakeClock(), ready=False)
+    with pytest.raises(web.HTTPServiceUnavailable):
+        await feed.watch(None, 0, 0)
+    waiting = asyncio.ensure_future(feed.watch(None, 0, 20))
+    feed.put("a", port=1)  # restoring
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    feed.mark_ready()
+    answer = await asyncio.wait_for(waiting, 5)
+    assert answer["full"] and set(answer["services"]) == {"a"}
+
+
 def test_backends_cross_the_wire_unchanged() -> None:
     b = Backend(7, "http://10.0.0.1:8080", Location("kubernetes", "ctx/a"), True, "A100:1", 3)
     assert backend_from_json(backend_to_json(b)) == b

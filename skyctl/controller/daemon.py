@@ -87,7 +87,7 @@ async def serve(
         gc_clouds=("local", *(k for k in config if k in PROVIDERS and k != "local")),
         secrets=Secrets(p.home / KEY_FILE_NAME),
     )
-    feed = RoutingFeed(clock, lambda: _router_ports(p)) if router_process else None
+    feed = RoutingFeed(clock, lambda: _router_ports(p), ready=False) if router_process else None
     controller.routing_feed = feed
     token = read_or_create_token(p)
     app = make_app(controller, token, controller.request_stop)
@@ -101,6 +101,8 @@ async def serve(
         await site.start()
         bound = runner.addresses[0][1]
         await controller.start()
+        if feed is not None:
+            feed.mark_ready()  # every stored service is in it: routers may take its state
         write_private(p.daemon_info, json.dumps({"pid": os.getpid(), "host": host, "port": bound}))
         log.info("controller %d listening on %s:%d", os.getpid(), host, bound)
         # What start-up loaded (modules, SDKs, the restored state) lives as long as

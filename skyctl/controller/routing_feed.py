@@ -19,6 +19,7 @@ keeps serving the last table it knew until a controller answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import socket
@@ -43,9 +44,15 @@ REPORT_MAX_AGE = 30.0  # seconds: an older report (a router that went away) is n
 class RoutingFeed:
     """Every service's router settings and table, with versions (see the module docstring)."""
 
-    def __init__(self, clock: Clock, held_ports: Callable[[], set[int]] = set) -> None:
-        """``held_ports``: the ports the router process has open now (``router.json``)."""
+    def __init__(
+        self, clock: Clock, held_ports: Callable[[], set[int]] = set, ready: bool = True
+    ) -> None:
+        """``held_ports``: the ports the router process has open now (``router.json``).
+        ``ready=False``: watches are answered only after :meth:`mark_ready` (the daemon
+        marks it once every stored service is restored: a full state before that
+        would close the endpoints of services not restored yet)."""
         self.clock = clock
+        self.ready = ready
         self.held_ports = held_ports
         self.epoch = uuid.uuid4().hex
         self.version = 0
@@ -86,6 +93,10 @@ class RoutingFeed:
         except RuntimeError:  # no loop (a unit test publishing synchronously): nobody waits
             pass
 
+    def mark_ready(self) -> None:
+        self.ready = True
+        self._notify()
+
     def close(self) -> None:
         """Answer every waiting watch now (the API is closing)."""
         self._closed = True
@@ -113,6 +124,16 @@ class RoutingFeed:
     async def watch(self, epoch: str | None, since: int, wait: float) -> dict[str, Any]:
         """:meth:`changes`, waiting up to ``wait`` seconds for one when there is none."""
         wait = max(0.0, min(wait, WAIT_SECONDS))
+        if not self.ready:
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.ready or self._closed), wait
+                    )
+            if not self.ready:
+                raise web.HTTPServiceUnavailable(
+                    text="the controller is restoring its services: ask again"
+                )
         if epoch == self.epoch and since == self.version and not self._closed and wait > 0:
             async with self._changed:
                 try:

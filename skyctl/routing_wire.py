@@ -5,7 +5,8 @@ loopback API, bearer token as every API call) and takes the router process's
 reports at :data:`REPORT_PATH`. One watch answer::
 
     {"epoch": "<this controller's run>", "version": 12, "full": true,
-     "services": {"<name>": ENTRY, ...}, "removed": ["<name>", ...]}
+     "services": {"<name>": ENTRY, ...}, "removed": ["<name>", ...],
+     "kept": ["<name>", ...]}   # full only: stored, not restored yet (keep yours)
 
 ``GET WATCH_PATH?epoch=E&since=V&wait=S``: with another epoch (or none: a
 router that just started, a controller that restarted) the answer is the full

@@ -344,6 +344,31 @@ async def test_the_router_keeps_its_last_table_without_the_controller_and_resync
             await two.cleanup()
 
 
+async def test_a_service_the_controller_could_not_restore_keeps_its_endpoint(
+    sealed: tuple[Secrets, dict[str, Any]],
+) -> None:
+    """A full state leaves out a stored service the controller could not restore yet
+    (its port taken, its spec unreadable): the router keeps serving it as it was."""
+    secrets, spec = sealed
+    feed = RoutingFeed(FakeClock())
+    feed.put("svc", host="127.0.0.1", port=free_port(), backends=[], **spec)
+    endpoints = Endpoints(secrets, SystemClock())
+    try:
+        await endpoints.apply(feed.changes(None, 0))
+        assert "svc" in endpoints.routers
+        restarted = RoutingFeed(FakeClock())
+        restarted.keep("svc")
+        answer = restarted.changes(None, 0)
+        assert answer["services"] == {} and answer["kept"] == ["svc"]
+        await endpoints.apply(answer)
+        assert "svc" in endpoints.routers  # kept, with its last table
+        restarted.remove("svc")  # then deleted: the next full state closes it
+        await endpoints.apply(restarted.changes(None, 0))
+        assert "svc" not in endpoints.routers
+    finally:
+        await endpoints.close(1.0)
+
+
 async def test_the_feed_needs_the_api_token() -> None:
     feed = RoutingFeed(FakeClock())
     runner, base = await api(feed)

@@ -107,6 +107,8 @@ class Controller:
                 await self._ensure_runtime(svc)
             except (SkyctlError, OSError) as e:  # e.g. its port is taken: ticks retry
                 log.error("service %s: cannot restore it yet: %s", svc.name, e)
+                if self.routing_feed is not None:  # its endpoint keeps its last table
+                    self.routing_feed.keep(svc.name)
         await self._collect_garbage()
 
     async def run(self) -> None:

@@ -58,6 +58,8 @@ class RoutingFeed:
         self.version = 0
         self._entries: dict[str, dict[str, Any]] = {}
         self._removed: dict[str, int] = {}  # name -> version of its removal
+        # stored services not restored yet: a full state does not close their endpoints
+        self._kept: set[str] = set()
         self._changed = asyncio.Condition()
         self._closed = False
         self._sinks: dict[str, RemoteRouter] = {}
@@ -74,9 +76,15 @@ class RoutingFeed:
         entry["version"] = self.version
         self._entries[name] = entry
         self._removed.pop(name, None)
+        self._kept.discard(name)
         self._notify()
 
+    def keep(self, name: str) -> None:
+        """``name`` is stored but not restored yet: routers keep what they have of it."""
+        self._kept.add(name)
+
     def remove(self, name: str) -> None:
+        self._kept.discard(name)
         if self._entries.pop(name, None) is None:
             return
         self.version += 1
@@ -112,6 +120,7 @@ class RoutingFeed:
                 "full": True,
                 "services": {n: dict(e) for n, e in self._entries.items()},
                 "removed": [],
+                "kept": sorted(self._kept),
             }
         return {
             "epoch": self.epoch,

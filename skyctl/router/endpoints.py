@@ -59,8 +59,8 @@ class Endpoints:
 
     async def apply(self, answer: dict[str, Any]) -> None:
         services: dict[str, dict[str, Any]] = answer.get("services") or {}
-        if answer.get("full"):
-            removed = set(self._entries) - set(services)
+        if answer.get("full"):  # what it does not name (or keep) is gone
+            removed = set(self._entries) - set(services) - set(answer.get("kept") or ())
         else:
             removed = set(answer.get("removed") or ())
         for name in sorted(removed):

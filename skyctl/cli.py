@@ -164,7 +164,10 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
     "-d", "--detach", is_flag=True, help="Return once submitted; don't wait for a replica."
 )
 @click.option(
-    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up waiting after this many seconds.",
 )
 @override_options
 @click.pass_context
@@ -341,7 +344,7 @@ Examples:
 )
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help="Stop waiting after this many seconds: exit 1 with what is left (or, with "
     "--purge, remove the services then).",

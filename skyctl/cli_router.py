@@ -9,6 +9,8 @@ in ``$SKYCTL_API_TOKEN`` and opens the specs' secrets with ``$SKYCTL_SECRET_KEY`
 
 from __future__ import annotations
 
+import os
+
 import click
 
 EXAMPLE = "\b\nExamples:\n  skyctl router run --controller http://skyctl-controller:8000"
@@ -31,8 +33,18 @@ def router() -> None:
 @click.pass_context
 def router_run(ctx: click.Context, controller: str) -> None:
     """Serve every service's endpoint, fed by the controller's routing watch."""
-    from skyctl.config import paths
+    from urllib.parse import urlsplit
+
+    from skyctl.config import TOKEN_ENV, paths
     from skyctl.router import process
 
+    parts = urlsplit(controller)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"{controller!r} is not a URL: give http(s)://HOST:PORT of the controller's API",
+            param_hint="--controller",
+        )
+    if not os.environ.get(TOKEN_ENV, "").strip():
+        raise click.UsageError(f"${TOKEN_ENV} is not set: the controller's API token goes there")
     home = paths(ctx.obj.get("home") if ctx.obj else None).home
     raise SystemExit(process.main(["--home", str(home), "--controller", controller]))

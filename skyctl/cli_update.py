@@ -40,7 +40,10 @@ Examples:
     "-d", "--detach", is_flag=True, help="Return once the update is recorded; don't wait."
 )
 @click.option(
-    "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up waiting after this many seconds.",
 )
 @click.option(
     "--mode",

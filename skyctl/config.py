@@ -104,7 +104,7 @@ def router_workers(p: Paths) -> int:
         or not isinstance(workers, int)
         or not (1 <= workers <= MAX_ROUTER_WORKERS)
     ):
-        line = _key_lines(p.config.read_text()).get("router", 1)
+        line = _key_lines(p.config.read_text(), "router").get("workers", 1)
         raise ConfigError(
             f"{p.config}:{line}: router.workers: expected an integer from 1 to "
             f"{MAX_ROUTER_WORKERS}, got {workers!r}"
@@ -112,9 +112,12 @@ def router_workers(p: Paths) -> int:
     return workers
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Top-level key -> its 1-based line, for error messages."""
+def _key_lines(text: str, under: str | None = None) -> dict[str, int]:
+    """Top-level key (or the keys of the mapping at top-level key ``under``) -> its
+    1-based line, for error messages."""
     node = yaml.compose(text)
+    if under is not None and isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if k.value == under), None)
     if not isinstance(node, yaml.MappingNode):
         return {}
     return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}

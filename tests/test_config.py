@@ -46,8 +46,16 @@ def test_router_workers_must_be_a_small_positive_integer(tmp_path: Path, value: 
     p.config.write_text(f"local: {{}}\nrouter:\n  workers: {value}\n")
     with pytest.raises(ConfigError) as e:
         router_workers(p)
-    assert "config.yaml:2: router.workers: expected an integer from 1 to 64, got" in str(e.value)
+    # the line of the workers key itself
+    assert "config.yaml:3: router.workers: expected an integer from 1 to 64, got" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_router_must_be_a_mapping(tmp_path: Path) -> None:
+    p = paths(tmp_path)
+    p.config.write_text("local: {}\nrouter: 4\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:2: section 'router' must be a mapping"):
+        router_workers(p)
 
 
 def test_router_workers_default_to_one(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""Shared fixtures: a private SKYCTL_HOME per test, leak checks for processes."""
+"""Shared fixtures: a private SKYCTL_HOME per test, leak checks for processes, a probed
+replica stand-in (``stub``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.probed import ProbedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +33,14 @@ def repo_root() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SKYCTL_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[ProbedServer]:
+    """A started :class:`ProbedServer`, stopped (and unblocked) after the test."""
+    b = ProbedServer()
+    await b.start()
+    yield b
+    b.hang.set()
+    assert b.runner is not None
+    await b.runner.cleanup()

@@ -1,6 +1,6 @@
 """One probe scheduler per controller: probes spread over the period, one shared pool.
 
-The clock is a FakeClock; only the HTTP exchanges with the local backend are real
+The clock is a FakeClock; only the HTTP exchanges with the local server are real
 (waited for with ``eventually``, never slept).
 """
 
@@ -9,46 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import pytest
 from aiohttp import web
 
 from skyctl.clock import FakeClock
 from skyctl.controller.prober import Prober, ProbeScheduler, Target, shared_scheduler
 from skyctl.spec import ReadinessProbe
+from tests.helpers.probed import ProbedServer
 from tests.helpers.waiting import eventually
-
-
-class Backend:
-    """Answers 200 to anything and records each request's path and connection."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, object]] = []
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.seen.append((request.path, peer))
-        return web.Response(status=200, text="ok")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = Backend()
-    await b.start()
-    yield b
-    assert b.runner is not None
-    await b.runner.cleanup()
 
 
 async def step(clock: FakeClock, scheduler: ProbeScheduler, seconds: float) -> None:
@@ -58,7 +26,7 @@ async def step(clock: FakeClock, scheduler: ProbeScheduler, seconds: float) -> N
 
 
 async def test_a_burst_of_new_replicas_is_probed_at_once_then_spread_over_the_period(
-    backend: Backend,
+    stub: ProbedServer,
 ) -> None:
     clock = FakeClock()
     scheduler = ProbeScheduler(clock)
@@ -73,7 +41,7 @@ async def test_a_burst_of_new_replicas_is_probed_at_once_then_spread_over_the_pe
     prober.start()
     try:
         start = clock.now()
-        prober.set_targets([Target(i, f"{backend.url}/i/{i}") for i in range(40)])
+        prober.set_targets([Target(i, f"{stub.url}/i/{i}") for i in range(40)])
         await step(clock, scheduler, 0)
         assert all(times == [start] for times in probed.values())  # at once, no clock step
         for _ in range(120):  # three periods, in quarter seconds
@@ -90,7 +58,7 @@ async def test_a_burst_of_new_replicas_is_probed_at_once_then_spread_over_the_pe
 
 
 async def test_every_service_shares_one_scheduler_and_one_connection_pool(
-    backend: Backend,
+    stub: ProbedServer,
 ) -> None:
     clock = FakeClock()
     probe = ReadinessProbe(path="/health", period_seconds=1)
@@ -100,28 +68,28 @@ async def test_every_service_shares_one_scheduler_and_one_connection_pool(
     a.start()
     b.start()
     try:
-        a.set_targets([Target(1, f"{backend.url}/i/a1")])
+        a.set_targets([Target(1, f"{stub.url}/i/a1")])
         await step(clock, a.scheduler, 0)
         for _ in range(12):
-            b.set_targets([Target(1, f"{backend.url}/i/b1")])
+            b.set_targets([Target(1, f"{stub.url}/i/b1")])
             await step(clock, a.scheduler, 0.25)
     finally:
         await a.close()
         await b.close()
-    paths = Counter(path for path, _ in backend.seen)
+    paths = Counter(path for _, path, _, _ in stub.seen)
     assert paths["/i/a1/health"] >= 3 and paths["/i/b1/health"] >= 3
     # one after the other on one kept-alive connection: both services' replicas
-    assert len({peer for _, peer in backend.seen}) == 1
+    assert len(set(stub.peers)) == 1
     assert a.scheduler.pool is not None  # (recreated on use: the last close closed it)
 
 
 async def test_the_last_prober_to_close_stops_the_scheduler_and_its_connections(
-    backend: Backend,
+    stub: ProbedServer,
 ) -> None:
     clock = FakeClock()
     prober = Prober(ReadinessProbe(period_seconds=1), clock=clock, on_change=lambda: None)
     prober.start()
-    prober.set_targets([Target(1, backend.url)])
+    prober.set_targets([Target(1, stub.url)])
     await step(clock, prober.scheduler, 0)
     assert prober.results[1].ok is True
     assert prober.scheduler._pool is not None and prober.scheduler._task is not None

@@ -4,53 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from skyctl.clock import FakeClock
 from skyctl.controller.prober import Prober, Target
 from skyctl.spec import ReadinessProbe
-
-
-class Backend:
-    def __init__(self) -> None:
-        self.status = 200
-        self.seen: list[tuple[str, str, dict[str, str], str]] = []
-        self.peers: list[object] = []  # the client end of each request's connection
-        self.hang = asyncio.Event()
-        self.block = False
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.text()
-        self.seen.append((request.method, request.path, dict(request.headers), body))
-        self.peers.append(
-            request.transport.get_extra_info("peername") if request.transport else None
-        )
-        if self.block:
-            await self.hang.wait()
-        return web.Response(status=self.status, text="x")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = Backend()
-    await b.start()
-    yield b
-    b.hang.set()
-    assert b.runner is not None
-    await b.runner.cleanup()
+from tests.helpers.probed import ProbedServer
 
 
 async def probe_once(probe: ReadinessProbe, url: str) -> Prober:
@@ -73,31 +33,31 @@ async def probe_once(probe: ReadinessProbe, url: str) -> Prober:
 @pytest.mark.parametrize(
     ("status", "ready"), [(200, True), (204, False), (301, False), (404, False), (503, False)]
 )
-async def test_only_http_200_counts_as_ready(backend: Backend, status: int, ready: bool) -> None:
-    backend.status = status
-    prober = await probe_once(ReadinessProbe(path="/health"), backend.url)
+async def test_only_http_200_counts_as_ready(stub: ProbedServer, status: int, ready: bool) -> None:
+    stub.status = status
+    prober = await probe_once(ReadinessProbe(path="/health"), stub.url)
     assert prober.results[1].ok is ready
-    assert backend.seen[0][:2] == ("GET", "/health")
+    assert stub.seen[0][:2] == ("GET", "/health")
 
 
-async def test_post_data_makes_a_json_post_with_the_given_headers(backend: Backend) -> None:
+async def test_post_data_makes_a_json_post_with_the_given_headers(stub: ProbedServer) -> None:
     probe = ReadinessProbe(
         path="/v1/completions",
         post_data=json.dumps({"prompt": "hi"}),
         headers={"Authorization": "Bearer probe"},
     )
-    prober = await probe_once(probe, backend.url)
+    prober = await probe_once(probe, stub.url)
     assert prober.results[1].ok is True
-    method, path, headers, body = backend.seen[0]
+    method, path, headers, body = stub.seen[0]
     assert (method, path) == ("POST", "/v1/completions")
     assert json.loads(body) == {"prompt": "hi"}
     assert headers["Authorization"] == "Bearer probe"
     assert headers["Content-Type"] == "application/json"
 
 
-async def test_a_probe_that_exceeds_its_timeout_fails(backend: Backend) -> None:
-    backend.block = True
-    prober = await probe_once(ReadinessProbe(timeout_seconds=0.2), backend.url)
+async def test_a_probe_that_exceeds_its_timeout_fails(stub: ProbedServer) -> None:
+    stub.block = True
+    prober = await probe_once(ReadinessProbe(timeout_seconds=0.2), stub.url)
     assert prober.results[1].ok is False
     assert prober.results[1].detail == "TimeoutError"
 
@@ -117,30 +77,30 @@ async def test_an_unreachable_replica_fails_and_failures_accumulate() -> None:
     assert prober.results[7].consecutive_failures >= 3
 
 
-async def test_forgotten_replicas_are_no_longer_probed(backend: Backend) -> None:
+async def test_forgotten_replicas_are_no_longer_probed(stub: ProbedServer) -> None:
     clock = FakeClock()
     prober = Prober(ReadinessProbe(period_seconds=1), clock=clock, on_change=lambda: None)
-    prober.set_targets([Target(1, backend.url)])
+    prober.set_targets([Target(1, stub.url)])
     prober.start()
     try:
         for _ in range(8):
             await clock.advance(0.25)
             await asyncio.sleep(0.01)
         prober.set_targets([])
-        seen = len(backend.seen)
+        seen = len(stub.seen)
         for _ in range(20):
             await clock.advance(0.25)
             await asyncio.sleep(0.005)
     finally:
         await prober.close()
-    assert seen >= 1 and len(backend.seen) == seen
+    assert seen >= 1 and len(stub.seen) == seen
     assert 1 not in prober.results
 
 
-async def test_probes_of_a_replica_reuse_one_kept_alive_connection(backend: Backend) -> None:
+async def test_probes_of_a_replica_reuse_one_kept_alive_connection(stub: ProbedServer) -> None:
     clock = FakeClock()
     prober = Prober(ReadinessProbe(period_seconds=1), clock=clock, on_change=lambda: None)
-    prober.set_targets([Target(1, backend.url)])
+    prober.set_targets([Target(1, stub.url)])
     prober.start()
     try:
         for _ in range(24):
@@ -148,11 +108,11 @@ async def test_probes_of_a_replica_reuse_one_kept_alive_connection(backend: Back
             await asyncio.sleep(0.01)
     finally:
         await prober.close()
-    assert len(backend.peers) >= 4
-    assert len(set(backend.peers)) == 1  # one TCP connection for every probe
+    assert len(stub.peers) >= 4
+    assert len(set(stub.peers)) == 1  # one TCP connection for every probe
 
 
-async def test_each_probe_result_is_heard_at_once(backend: Backend) -> None:
+async def test_each_probe_result_is_heard_at_once(stub: ProbedServer) -> None:
     clock = FakeClock()
     heard: list[tuple[int, bool]] = []
     prober = Prober(
@@ -161,7 +121,7 @@ async def test_each_probe_result_is_heard_at_once(backend: Backend) -> None:
         on_change=lambda: None,
         on_result=lambda rid, ok: heard.append((rid, ok)),
     )
-    prober.set_targets([Target(3, backend.url)])
+    prober.set_targets([Target(3, stub.url)])
     prober.start()
     try:
         for _ in range(20):

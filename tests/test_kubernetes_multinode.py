@@ -30,6 +30,7 @@ from skyctl.errors import ConfigError, QuotaError
 from skyctl.types import InstanceEvent, InstanceEventKind, InstanceState, Location, Offering
 from tests.fakes.k8s_harness import make_request, make_spec, wait_for
 from tests.fakes.k8s_server import FakeKubernetes
+from tests.helpers.waiting import step_until
 from tests.test_kubernetes_provider import _config, clock, clusters, events, kubeconfig
 
 __all__ = ["clock", "clusters", "events", "kubeconfig"]
@@ -300,13 +301,7 @@ async def test_a_controller_serves_from_the_head_and_replaces_a_replica_whose_wo
         return [r for r in store.list_replicas("web") if r.is_live and r.status is S.READY]
 
     async def until(cond: Any, seconds: float = 300) -> None:
-        waited = 0.0
-        while not cond():
-            assert waited < seconds, "not reached in time"
-            await clock.advance(0.5)
-            for _ in range(3):
-                await asyncio.sleep(0.005)
-            waited += 0.5
+        await step_until(clock, cond, seconds)
 
     async def get() -> str:
         svc = store.get_service("web")

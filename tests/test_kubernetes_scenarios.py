@@ -22,6 +22,7 @@ from tests.fakes.k8s_harness import (
     write_kubeconfig,
 )
 from tests.fakes.k8s_server import FakeKubernetes
+from tests.helpers.waiting import step_until
 from tests.test_kubernetes_provider import (
     A,
     B,
@@ -34,7 +35,6 @@ from tests.test_kubernetes_provider import (
 )
 
 __all__ = ["clock", "clusters", "events", "kubeconfig", "provider"]  # fixtures, used by name
-
 
 # ------------------------------------------------------------------- scenario
 
@@ -151,13 +151,7 @@ async def test_a_controller_keeps_a_service_up_across_two_clusters_and_down_clea
         ]
 
     async def until(cond: Any, seconds: float = 300) -> None:
-        waited = 0.0
-        while not cond():
-            assert waited < seconds, "not reached in time"
-            await clock.advance(0.5)
-            for _ in range(3):
-                await asyncio.sleep(0.005)
-            waited += 0.5
+        await step_until(clock, cond, seconds)
 
     async def get() -> int:
         svc = store.get_service("web")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,18 @@ def wait_until(check: Callable[[], object], seconds: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return bool(check())
+
+
+async def step_until(
+    clock: Any, check: Callable[[], object], seconds: float = 300.0, step: float = 0.5
+) -> None:
+    """Advance a FakeClock in ``step``s until ``check()`` is truthy, letting real I/O
+    (probes on loopback, SDK calls in threads) run between steps; fail after
+    ``seconds`` of fake time."""
+    waited = 0.0
+    while not check():
+        assert waited < seconds, f"not reached within {seconds} fake seconds"
+        await clock.advance(step)
+        for _ in range(3):
+            await asyncio.sleep(0.005)
+        waited += step

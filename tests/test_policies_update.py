@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from policies.model import Cutover, Plan, ServiceObservation
+from policies.model import Cutover, Plan, ReplicaEnded, ServiceObservation
 from policies.reconcile import plan
 from policies.routable import routable
 from policies.update import UpdateMode, in_place
@@ -184,3 +184,30 @@ def test_the_blue_green_gate_routes_one_version(
 
 def test_update_modes_are_skyserves() -> None:
     assert [m.value for m in UpdateMode] == ["rolling", "blue_green"]
+
+
+def test_a_blue_green_update_whose_new_version_keeps_failing_leaves_the_old_one_serving() -> None:
+    """The new version's run exits at once, every time: plan() gives the version up
+    (the service FAILED, no more launches) and never retires or unroutes the old
+    version's READY replicas, which keep serving alone."""
+    spec = make_spec(replicas=2, use_spot=False)
+    reps: dict[int, Any] = {r.replica_id: r for r in OLD}
+    state: dict[str, Any] = {}
+    launched, failure, next_id, ended = 0, "", 10, []
+    for second in range(600):
+        now = float(second)
+        obs = replace(
+            observe(spec, reps.values(), offerings(PRICES), version=2, policy_state=state),
+            update_mode="blue_green",
+            ended=tuple(ended),
+        )
+        p = plan(obs, now)
+        state, ended = dict(p.policy_state), []
+        assert not set(reasons(p)) & {1, 2}  # the old version stays
+        assert p.routable == (1, 2)  # and alone serves
+        for la in p.launches:  # each new replica's run exits within the second
+            ended.append(ReplicaEnded(next_id, la.version, EndReason.FAILED, now, exit_code=3))
+            next_id, launched = next_id + 1, launched + 1
+        failure = failure or p.failure
+    assert "exit code 3" in failure
+    assert 0 < launched <= 10  # given up, not relaunched forever

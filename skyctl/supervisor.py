@@ -318,10 +318,16 @@ class Supervisor:
         behind; a clean stop removes it, for good when no service is stored."""
         if self.paths.daemon_info.exists():
             return UNKNOWN
-        from skyctl.client import stored_services  # the store, only for this rare case
+        if not self.paths.db.exists():
+            return NO_SERVICES
+        from skyctl.store import Store  # only for this rare case
 
         try:
-            return 0 if stored_services(self.paths) else NO_SERVICES
+            store = Store(self.paths.db)
+            try:
+                return 0 if store.list_services() else NO_SERVICES
+            finally:
+                store.close()
         except SkyctlError:
             return 0  # the store cannot be read: keep the endpoints, wait to be asked
 

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, int]] = [
     ("skyctl.client", 4),
     ("skyctl.__main__", 4),
     ("skyctl.controller", 3),
+    ("skyctl.supervisor", 3),
     ("skyctl.router", 3),
     ("skyctl.sim", 3),
     ("skyctl.console", 3),
@@ -57,6 +58,9 @@ FORBIDDEN_SIBLINGS = [
     ("skyctl.router", "skyctl.console"),
     ("skyctl.sim", "skyctl.console"),
     ("skyctl.console", "skyctl.router"),
+    # the supervisor runs the controller and the router as processes, never in-process
+    ("skyctl.supervisor", "skyctl.controller"),
+    ("skyctl.supervisor", "skyctl.router"),
 ]
 POLICY_BANNED = (
     "aiohttp",

@@ -26,8 +26,13 @@ it with the home's key like the controller does. A report (``POST``)::
 
     {"router": "<id>", "services": {"<name>": {"rate_60": 1.5,
        "replica_stats": {"<rid>": {...}}, "ejected": {"<rid>": until},
+       "histograms": [FAMILY, ...],   # request duration, time to first byte
        "error": "" or why the endpoint is not open}},
      "backend_errors": [["<name>", rid, "reason"], ...]}
+
+FAMILY is a Prometheus family as :func:`skyctl.metric_samples.snapshot` writes
+it (this process's counts since it started); the controller sums them over
+every router process.
 """
 
 from __future__ import annotations

@@ -220,7 +220,11 @@ async def test_controller_stop_keeps_endpoints_and_serve_down_leaves_nothing(
 
 def controller_metrics(client: ControllerClient) -> dict[str, float]:
     """The controller's /metrics samples: name{labels} -> value."""
-    text = b"".join(client.stream("/metrics")).decode()
+    return metric_samples(b"".join(client.stream("/metrics")).decode())
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text as name{labels} -> value."""
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -254,12 +258,23 @@ async def test_router_workers_share_each_port_and_their_counts_sum_at_the_contro
         await load.run_once()
     assert load.ok == 40
 
-    def summed() -> tuple[float | None, float | None]:
-        m = controller_metrics(client)
-        requests = 'skyctl_router_replica_requests_total{replica="1",service="rp"}'
-        return m.get("skyctl_router_processes"), m.get(requests)
+    requests = 'skyctl_router_replica_requests_total{replica="1",service="rp"}'
+    durations = (
+        'skyctl_router_request_duration_seconds_count{replica="1",service="rp",status_class="2xx"}'
+    )
 
-    await eventually(lambda: summed() == (2.0, 40.0), "2 workers' counts summed to 40", 15)
+    def summed() -> tuple[float | None, ...]:
+        m = controller_metrics(client)
+        return m.get("skyctl_router_processes"), m.get(requests), m.get(durations)
+
+    await eventually(lambda: summed() == (2.0, 40.0, 40.0), "2 workers' counts summed to 40", 15)
+    for _ in range(6):  # the endpoint's own /metrics, whichever worker answers: the sum too
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+            session.get(url + "-/skyctl/metrics") as r,
+        ):
+            m = metric_samples(await r.text())
+        assert (m[requests], m[durations]) == (40.0, 40.0)
     down = await asyncio.to_thread(run_cli, skyctl_home, "serve", "down", "rp")
     assert down.returncode == 0, down.stderr
     assert await asyncio.to_thread(wait_until_gone, str(skyctl_home), 30) == []

@@ -10,21 +10,42 @@ so the totals over every process are here, by Prometheus conventions:
   the processes' counts (a process that restarts starts again from 0, as any
   counter reset);
 - ``skyctl_router_replica_in_flight{service,replica}``: requests in flight now;
+- ``skyctl_router_request_duration_seconds`` and
+  ``skyctl_router_time_to_first_byte_seconds{service,replica,status_class}``:
+  the histograms of every process, summed bucket by bucket
+  (:func:`skyctl.metric_samples.merge`);
 - ``skyctl_router_processes``: router processes that reported recently.
+
+A process that stops reporting is left out after ``REPORT_MAX_AGE`` (30 s):
+the sums then go down by its share, which Prometheus's ``rate()`` reads as a
+counter reset. An endpoint's own ``/metrics`` keeps a dead worker's counts
+(:mod:`skyctl.router.worker_metrics`); the controller's sums are for the
+autoscaler's and an operator's overview across routers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from skyctl.controller.routing_feed import REPORT_MAX_AGE
+from skyctl.metric_samples import Family, merge, to_metrics
 
 if TYPE_CHECKING:
     from skyctl.controller.routing_feed import RoutingFeed
+
+log = logging.getLogger(__name__)
+
+
+def _histograms(families: Any) -> list[Family]:
+    """The histogram families of a report (none when it has none)."""
+    if not families:
+        return []
+    return [f for f in families if f.get("type") == "histogram"]
 
 
 class ReportedTraffic(Collector):
@@ -53,9 +74,14 @@ class ReportedTraffic(Collector):
         now = feed.clock.now()
         live = sum(now - at <= REPORT_MAX_AGE for at in feed.reported_at.values())
         sums: dict[tuple[str, str], dict[str, float]] = {}
+        histograms: list[list[Family]] = []
         for by_service in feed.reports.values():
             fresh = {n: r for n, (at, r) in by_service.items() if now - at <= REPORT_MAX_AGE}
             for name, report in fresh.items():
+                try:  # a malformed one is left out, never the whole scrape
+                    histograms.append(merge([_histograms(report.get("histograms"))]))
+                except (TypeError, ValueError, KeyError, AttributeError) as e:
+                    log.warning("router report of %s: histograms left out: %r", name, e)
                 for rid, stats in (report.get("replica_stats") or {}).items():
                     into = sums.setdefault((name, str(rid)), {})
                     for key in ("requests", "errors", "in_flight"):
@@ -69,3 +95,4 @@ class ReportedTraffic(Collector):
         )
         processes.add_metric([], float(live))
         yield from (requests, errors, in_flight, processes)
+        yield from to_metrics(merge(histograms))

@@ -11,20 +11,31 @@ tick), and a removed service closes its endpoint. An endpoint that cannot open
 
 Nothing here needs the controller to be alive: between answers the routers
 keep serving the last table they got. :meth:`report` is what goes back (request
-rate, per-replica figures, ejections, errors), with the replica errors the
-routers raised since the last report (:meth:`take_backend_errors`).
+rate, per-replica figures, the request duration and time-to-first-byte
+histograms, ejections, errors), with the replica errors the routers raised
+since the last report (:meth:`take_backend_errors`).
+
+With ``shared_metrics`` (a directory: this process is one of several workers
+sharing each port), each endpoint's ``/metrics`` answers the sum over the
+workers (:mod:`skyctl.router.worker_metrics`); :meth:`publish_metrics` writes
+this worker's share, every :data:`~skyctl.router.worker_metrics.PUBLISH_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from skyctl.clock import Clock
 from skyctl.errors import SkyctlError
+from skyctl.metric_samples import snapshot
 from skyctl.router.security import router_secrets
 from skyctl.router.server import Router
+from skyctl.router.worker_metrics import WorkerMetrics
 from skyctl.routing_wire import backend_from_json
 from skyctl.secrets import Secrets
 from skyctl.spec import ServiceSpec
@@ -38,9 +49,12 @@ MAX_QUEUED_ERRORS = 1000  # replica errors kept while the controller is unreacha
 class Endpoints:
     """Every service's router in this process (see the module docstring)."""
 
-    def __init__(self, secrets: Secrets, clock: Clock) -> None:
+    def __init__(self, secrets: Secrets, clock: Clock, shared_metrics: Path | None = None) -> None:
         self._secrets = secrets
         self._clock = clock
+        self._shared_root = shared_metrics
+        self._shared: dict[str, WorkerMetrics] = {}  # service -> its workers' sum
+        self._own_registry: dict[str, CollectorRegistry] = {}  # this process's figures
         self.routers: dict[str, Router] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # the last entry of each service
         self._specs: dict[str, ServiceSpec] = {}
@@ -114,6 +128,12 @@ class Endpoints:
             return None
         self.errors.pop(name, None)
         self.routers[name] = router
+        self._own_registry[name] = router.registry
+        if self._shared_root is not None:
+            shared = WorkerMetrics(self._shared_root, name, router.port, router.registry)
+            router.registry = shared.registry  # what its /metrics answers: the sum
+            self._shared[name] = shared
+            self._publish(name, shared)
         log.info("router %s: listening on %s:%d", name, entry["host"], router.port)
         return router
 
@@ -132,9 +152,28 @@ class Endpoints:
 
     async def _close(self, name: str, grace: float) -> None:
         router = self.routers.pop(name, None)
+        self._own_registry.pop(name, None)
+        shared = self._shared.pop(name, None)
+        final = shared.own_snapshot() if shared is not None else None
         if router is not None:
             await router.stop(grace)
             log.info("router %s: endpoint closed", name)
+        if shared is not None:
+            try:
+                shared.close(final)
+            except OSError as e:
+                log.warning("router %s: shared metrics not closed: %s", name, e)
+
+    def publish_metrics(self) -> None:
+        """Write this worker's figures of every endpoint for the other workers."""
+        for name, shared in list(self._shared.items()):
+            self._publish(name, shared)
+
+    def _publish(self, name: str, shared: WorkerMetrics) -> None:
+        try:
+            shared.publish()
+        except OSError as e:  # a full disk: this worker's share is missing from the sums
+            log.warning("router %s: metrics not published for the other workers: %s", name, e)
 
     async def close(self, grace: float) -> None:
         """Stop every endpoint (in-flight requests get ``grace`` seconds)."""
@@ -166,6 +205,7 @@ class Endpoints:
                 "rate_60": router.request_rate(60.0),
                 "replica_stats": {str(k): v for k, v in router.replica_stats().items()},
                 "ejected": {str(k): v for k, v in router.ejected().items()},
+                "histograms": snapshot(self._own_registry[name], types=("histogram",)),
                 "error": "",
             }
         return {"router": router_id, "services": services}

@@ -29,6 +29,9 @@ With ``--worker I --reuse-port`` it is worker I of ``router.workers`` processes
 on the same port with ``SO_REUSEPORT`` (the kernel spreads new connections
 over them), follows the watch and reports on its own (the controller sums the
 workers' reports), and writes ``router-I.json`` (worker 0: ``router.json``).
+Each endpoint's ``/metrics`` then answers the sum over the workers, whichever
+worker the scrape reached (:mod:`skyctl.router.worker_metrics`: every worker
+publishes its figures each second under ``$SKYCTL_HOME/router-metrics/PORT/``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from skyctl.clock import SystemClock
 from skyctl.config import TOKEN_ENV, Paths, paths, write_private
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import REUSE_PORT_ENV
+from skyctl.router.worker_metrics import PUBLISH_SECONDS, ROOT_NAME
 from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH, router_info_name
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 
@@ -184,12 +188,25 @@ class Watch:
                 await asyncio.sleep(REPORT_SECONDS)
 
 
+async def publish_loop(endpoints: Endpoints) -> None:
+    """Each endpoint's figures for the other workers, every PUBLISH_SECONDS."""
+    while True:
+        await asyncio.sleep(PUBLISH_SECONDS)
+        try:
+            endpoints.publish_metrics()
+        except Exception:  # never stop publishing: a scrape would miss this worker
+            log.exception("router metrics not published")
+
+
 async def serve(
     p: Paths, locate: Callable[[], Target | None] | None = None, worker: int = 0
 ) -> bool:
     """Serve until SIGTERM/SIGINT (True) or until a task of this process ended (False)."""
     clock = SystemClock()
-    endpoints = Endpoints(Secrets(p.home / KEY_FILE_NAME), clock)
+    shared = os.environ.get(REUSE_PORT_ENV) == "1"  # one of several workers per port
+    endpoints = Endpoints(
+        Secrets(p.home / KEY_FILE_NAME), clock, p.home / ROOT_NAME if shared else None
+    )
     watch = Watch(endpoints, locate or home_target(p), f"{socket.gethostname()}:{os.getpid()}")
     info, cache = p.home / router_info_name(worker), p.home / cache_name(worker)
     cached = ""
@@ -218,6 +235,8 @@ async def serve(
             asyncio.create_task(watch.run(session)),
             asyncio.create_task(watch.report_loop(session)),
         ]
+        if shared:
+            tasks.append(asyncio.create_task(publish_loop(endpoints)))
         stopping = asyncio.create_task(stop.wait())
         try:  # a task that ended is a bug: exit, and the supervisor starts a fresh process
             done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,16 @@ It runs two children and keeps them running:
 A child that dies (a crash, SIGKILL, the OOM killer) is started again after a
 backoff (:data:`FIRST_DELAY` doubling, capped at :data:`MAX_DELAY`, back to the
 first once it ran :data:`STABLE_SECONDS`); each exit is logged with its cause.
+
+A crashed controller is replaced by a *warm spare*: once a controller is up
+(``controller.json`` names it), the supervisor starts a second one with
+``--standby``, which imports everything (most of a start's CPU, seconds on a
+loaded machine) and then waits on its stdin. A crash restart writes it one line
+and it takes over (lock, store, API) at once; a new spare is started once that
+one is up. The spare holds nothing (no lock, no port, no file), exits when its
+stdin closes (the supervisor gone, even by SIGKILL), and is not used after a
+clean stop, so ``controller stop`` then ``start`` runs the code on disk (an
+upgrade).
 The controller is *not* restarted when it exits by itself:
 
 - status 0 (``skyctl controller stop`` sent it SIGTERM): the router process keeps
@@ -63,6 +73,7 @@ FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
 STABLE_SECONDS = 60.0
 STOP_SECONDS = 20.0
+SPARE_AFTER = 2.0  # a spare starts this long after its controller is up (not competing)
 INFO_NAME = "supervisor.json"
 
 
@@ -138,25 +149,86 @@ def _why(code: int) -> str:
 class Child:
     """One supervised process and its restart backoff."""
 
-    def __init__(self, name: str, argv: list[str], info: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        info: Path | None = None,
+        spare_argv: list[str] | None = None,
+    ) -> None:
         """``info``: the file naming the running process (``-m`` module in ``argv``),
-        for adopting one a previous supervisor left behind."""
+        for adopting one a previous supervisor left behind. ``spare_argv``: how to
+        start a warm spare of ``argv`` (it waits for one line on stdin, then runs)."""
         self.name = name
         self.argv = argv
         self.info = info
+        self.spare_argv = spare_argv
+        self.spare: asyncio.subprocess.Process | None = None
+        self._spare_of: tuple[list[str], list[str]] | None = None  # (argv, spare_argv)
         self.proc: asyncio.subprocess.Process | None = None
         self.adopted: int | None = None  # the pid of a process a previous supervisor started
         self.delay = FIRST_DELAY
         self.started_at = 0.0
         self.starts = 0
 
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.DEVNULL
-        )
+    async def start(self, warm: bool = False) -> None:
+        """Start it: from its warm spare when ``warm`` and one waits, else afresh."""
+        if warm and await self._promote_spare():
+            assert self.proc is not None
+            log.info("%s started from its warm spare (pid %d)", self.name, self.proc.pid)
+        else:
+            await self.discard_spare()
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL
+            )
+            log.info("%s started (pid %d)", self.name, self.proc.pid)
         self.started_at = time.monotonic()
         self.starts += 1
-        log.info("%s started (pid %d)", self.name, self.proc.pid)
+
+    async def start_spare(self) -> None:
+        """Start a warm spare, unless it has none or one already waits."""
+        if self.spare_argv is None or self._spare_waiting():
+            return
+        await self.discard_spare()
+        self._spare_of = (list(self.argv), list(self.spare_argv))
+        self.spare = await asyncio.create_subprocess_exec(
+            *self.spare_argv, stdin=asyncio.subprocess.PIPE
+        )
+        log.info("%s: warm spare started (pid %d)", self.name, self.spare.pid)
+
+    def _spare_waiting(self) -> bool:
+        spare = self.spare
+        current = (self.argv, self.spare_argv)
+        return spare is not None and spare.returncode is None and self._spare_of == current
+
+    async def _promote_spare(self) -> bool:
+        if not self._spare_waiting():
+            return False
+        spare, self.spare = self.spare, None
+        assert spare is not None and spare.stdin is not None
+        try:
+            spare.stdin.write(b"go\n")
+            await spare.stdin.drain()
+            spare.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):  # it died meanwhile
+            await spare.wait()
+            return False
+        self.proc = spare
+        return True
+
+    async def discard_spare(self) -> None:
+        """Stop the waiting spare: its stdin closes, it exits (SIGKILL if it lingers)."""
+        spare, self.spare = self.spare, None
+        if spare is None or spare.returncode is not None:
+            return
+        if spare.stdin is not None:
+            spare.stdin.close()
+        try:
+            await asyncio.wait_for(spare.wait(), 5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                spare.kill()
+            await spare.wait()
 
     def adopt(self, home: Path) -> bool:
         """Watch the process ``info`` names, if it runs this child's module for ``home``."""
@@ -226,11 +298,9 @@ class Supervisor:
         self.paths = p
         python = [sys.executable, "-m"]
         home = ["--home", str(p.home)]
-        self.controller = Child(
-            "controller",
-            [*python, "skyctl.controller.daemon", *home, "--exit-when-idle", "--router-process"],
-            p.daemon_info,
-        )
+        daemon = [*python, "skyctl.controller.daemon", *home]
+        daemon += ["--exit-when-idle", "--router-process"]
+        self.controller = Child("controller", daemon, p.daemon_info, [*daemon, "--standby"])
         router = [*python, "skyctl.router.process", *home]
         if workers == 1:
             self.routers = [Child("router process", router, p.home / router_info_name(0))]
@@ -282,13 +352,18 @@ class Supervisor:
             await self._sleep(delay)
 
     async def keep_controller(self) -> None:
-        first = True
+        first, crashed = True, False
         while not self.stopping.is_set():
             self.wanted.clear()
             if not (first and self.controller.adopt(self.paths.home)):
-                await self.controller.start()
-            first = False
-            code = await self._wait(self.controller)
+                await self.controller.start(warm=crashed)
+            first, crashed = False, False
+            spare = asyncio.create_task(self._spare_once_up())
+            try:
+                code = await self._wait(self.controller)
+            finally:
+                spare.cancel()
+                await asyncio.gather(spare, return_exceptions=True)
             if code is None:
                 return
             if code == UNKNOWN:
@@ -302,6 +377,7 @@ class Supervisor:
                     "controller stopped; endpoints keep answering "
                     "(`skyctl controller start` starts it again)"
                 )
+                await self.controller.discard_spare()  # the next start runs the code on disk
                 await self._sleep(None, also=self.wanted)
                 continue
             if code == 1 and self.controller.starts == 1 and not self._ever_ready():
@@ -311,7 +387,16 @@ class Supervisor:
                 return
             delay = self.controller.next_delay()
             log.error("controller exited (%s); restarting in %.2f s", _why(code), delay)
+            crashed = True
             await self._sleep(delay)
+
+    async def _spare_once_up(self) -> None:
+        """Start the controller's warm spare once the controller is up (it wrote
+        ``controller.json``), and a little later, not to slow its start."""
+        while not self._ever_ready():  # noqa: ASYNC110 - a file another process writes
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(SPARE_AFTER)
+        await self.controller.start_spare()
 
     def _adopted_exit(self) -> int:
         """What an adopted controller's exit was: a crash leaves ``controller.json``
@@ -349,6 +434,7 @@ class Supervisor:
         log.info("supervisor stopping")
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.controller.stop()  # first: it must not see the router go
+        await self.controller.discard_spare()
         await asyncio.gather(*(r.stop() for r in self.routers))
         return self.exit_code
 

@@ -183,3 +183,119 @@ async def test_an_adopted_controller_that_stops_cleanly_is_not_restarted(
         sup.stopping.set()
         await asyncio.gather(running, return_exceptions=True)
     assert all(r.proc is not None and r.proc.returncode is not None for r in sup.routers)
+
+
+def controller_stand_in(tmp_path: Path, home: Path, script: str) -> list[str]:
+    """A controller stand-in that is "up" (it writes controller.json naming itself)
+    and then runs ``script``."""
+    info = paths(home).daemon_info
+    up = f"pathlib.Path({str(info)!r}).write_text(json.dumps({{'pid': os.getpid()}}))\n"
+    return stand_in(tmp_path, "import json, time\n" + up + script)
+
+
+def spare_stand_in(tmp_path: Path, script: str) -> list[str]:
+    """A warm spare stand-in: waits for a line on stdin (EOF: exits 0), records
+    its pid in ``promoted``, then runs ``script``."""
+    promoted = tmp_path / "promoted"
+    body = (
+        "import os, sys, pathlib\n"
+        "if not sys.stdin.readline(): sys.exit(0)\n"
+        f"pathlib.Path({str(promoted)!r}).write_text(str(os.getpid()))\n" + script
+    )
+    return [sys.executable, "-c", body]
+
+
+async def test_a_crashed_controller_is_replaced_by_its_warm_spare(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spare starts once the controller is up; the crash restart hands over to
+    it (no start-up imports to wait for); no spare is left when the supervisor stops."""
+    monkeypatch.setattr(supervisor, "SPARE_AFTER", 0.0)
+    home = tmp_path / "home"
+    sup = Supervisor(paths(home))
+    spare_up = tmp_path / "spare-up"
+    sup.controller.argv = controller_stand_in(
+        tmp_path,
+        home,
+        f"while not pathlib.Path({str(spare_up)!r}).exists(): time.sleep(0.05)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n",
+    )
+    sup.controller.spare_argv = spare_stand_in(tmp_path, f"sys.exit({NO_SERVICES})\n")
+    for router in sup.routers:
+        router.argv = SLEEPER
+    caplog.set_level(logging.INFO, logger="skyctl.supervisor")
+    running = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup.controller.spare is not None, "a warm spare")
+        spare = sup.controller.spare
+        assert spare is not None and spare.returncode is None  # waiting
+        spare_up.write_text("")  # now the controller crashes
+        assert await asyncio.wait_for(running, 30) == 0
+    finally:
+        sup.stopping.set()
+        await asyncio.gather(running, return_exceptions=True)
+    assert int((tmp_path / "promoted").read_text()) == spare.pid
+    assert sup.controller.starts == 2
+    assert f"controller started from its warm spare (pid {spare.pid})" in caplog.text
+    assert sup.controller.spare is None  # none left behind
+
+
+async def test_after_a_clean_stop_the_controller_starts_afresh_not_from_the_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`controller stop` then `start` runs the code on disk (an upgrade): the spare,
+    started from the old code, is stopped with the controller."""
+    monkeypatch.setattr(supervisor, "SPARE_AFTER", 0.0)
+    home = tmp_path / "home"
+    sup = Supervisor(paths(home))
+    sup.controller.argv = controller_stand_in(
+        tmp_path, home, f"time.sleep(1.5); sys.exit(0 if n == 1 else {NO_SERVICES})\n"
+    )
+    sup.controller.spare_argv = spare_stand_in(tmp_path, f"sys.exit({NO_SERVICES})\n")
+    for router in sup.routers:
+        router.argv = SLEEPER
+    running = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup.controller.spare is not None, "a warm spare")
+        spare = sup.controller.spare
+        assert spare is not None
+        await eventually(lambda: spare.returncode is not None, "the spare stopped with it")
+        assert spare.returncode == 0  # its stdin closed: it exits by itself
+        os.kill(os.getpid(), signal.SIGUSR1)  # `skyctl controller start`
+        assert await asyncio.wait_for(running, 30) == 0
+    finally:
+        sup.stopping.set()
+        await asyncio.gather(running, return_exceptions=True)
+    assert sup.controller.starts == 2
+    assert not (tmp_path / "promoted").exists()  # started afresh
+
+
+async def test_the_real_warm_spare_holds_nothing_until_told_and_exits_when_its_stdin_closes(
+    tmp_path: Path,
+) -> None:
+    """``skyctl.controller.daemon --standby``: no lock, no controller.json while it
+    waits; EOF (its supervisor gone) ends it with status 0; one line starts it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    argv = [sys.executable, "-m", "skyctl.controller.daemon", "--home", str(home)]
+    argv += ["--router-process", "--standby"]
+    idle = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE)
+    live = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE)
+    try:
+        await asyncio.sleep(0.5)
+        assert idle.returncode is None and not paths(home).daemon_info.exists()
+        assert idle.stdin is not None and live.stdin is not None
+        idle.stdin.close()
+        assert await asyncio.wait_for(idle.wait(), 60) == 0
+        assert not (home / "controller.lock").exists()
+        live.stdin.write(b"go\n")
+        await live.stdin.drain()
+        await eventually(lambda: paths(home).daemon_info.exists(), "it runs", 60)
+        assert json.loads(paths(home).daemon_info.read_text())["pid"] == live.pid
+        live.terminate()
+        assert await asyncio.wait_for(live.wait(), 30) == NO_SERVICES  # stopped, nothing stored
+    finally:
+        for proc in (idle, live):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -13,6 +13,10 @@ versioned watch (:mod:`skyctl.controller.routing_feed`) to the router process,
 which keeps every endpoint answering while this process is gone. It then exits
 with :data:`NO_SERVICES` when it stops with no service stored, so the
 supervisor stops the router process too.
+
+With ``--standby`` it is the supervisor's warm spare: it imports everything,
+then waits for one line on stdin before it starts (takes the lock, opens the
+store and the API); an empty stdin (the supervisor gone) makes it exit 0.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import importlib
 import json
 import logging
 import os
 import signal
+import sys
 
 from aiohttp import web
 
@@ -125,6 +131,17 @@ async def serve(
     return empty
 
 
+# What a start imports beyond this module's imports (the store's SQLite dialect,
+# the local provider): a warm spare imports them before it waits.
+WARM_MODULES = ("sqlalchemy.dialects.sqlite", "providers.local")
+
+
+def _warm() -> None:
+    for name in WARM_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="skyctl-controller")
     parser.add_argument("--home", default=None)
@@ -137,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="routers run in the router process (fed by the API's routing watch)",
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="a warm spare: start only when a line arrives on stdin (exit 0 on EOF)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("SKYCTL_LOG_LEVEL", "INFO"),
@@ -148,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
+    if args.standby:
+        _warm()
+        if not sys.stdin.buffer.readline():
+            return 0  # never needed: the supervisor stopped (or died)
     try:
         empty = asyncio.run(
             serve(

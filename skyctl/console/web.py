@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
 from skyctl.console import auth
 from skyctl.console.snapshot import Rates, build
 
 if TYPE_CHECKING:
+    import jinja2
+
     from skyctl.controller.controller import Controller
 
 PREFIX = auth.PREFIX
@@ -62,7 +64,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The templates (jinja2 imported on the first page, not at the controller's start)."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("skyctl.console", "templates"),
         autoescape=True,
@@ -101,7 +107,6 @@ def update(env: jinja2.Environment, snap: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_routes(app: web.Application, controller: Controller, api_token: str) -> None:
-    env = environment()
     app[CLOSING] = asyncio.Event()
 
     async def closing(app: web.Application) -> None:
@@ -114,6 +119,7 @@ def add_routes(app: web.Application, controller: Controller, api_token: str) -> 
 
     async def page(_: web.Request) -> web.Response:
         snap = build(controller, Rates())
+        env = environment()
         initial = json.dumps(update(env, snap)).replace("</", "<\\/")
         html = env.get_template("page.html").render(
             prefix=PREFIX, at=snap["at"], services=snap["services"], initial=initial
@@ -129,7 +135,7 @@ def add_routes(app: web.Application, controller: Controller, api_token: str) -> 
         stop = request.app[CLOSING]
         try:
             while not stop.is_set():
-                data = json.dumps(update(env, build(controller, rates)))
+                data = json.dumps(update(environment(), build(controller, rates)))
                 await resp.write(f"data: {data}\n\n".encode())
                 pause = asyncio.ensure_future(controller.clock.sleep(UPDATE_SECONDS))
                 ended = asyncio.ensure_future(stop.wait())

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
     [
         (["--rounds", "0"], "--rounds must be 1 or more, got 0"),
         (["--baseline", "/nonexistent"], "--baseline /nonexistent: expected a source tree"),
+        (["--workers", "1", "0"], "--workers: each count must be from 1 to 64, got 0"),
     ],
 )
 def test_the_router_benchmark_refuses_bad_arguments_before_running(
@@ -31,7 +32,7 @@ def test_the_router_benchmark_refuses_bad_arguments_before_running(
     assert out.returncode == 2
     (error,) = [line for line in out.stderr.splitlines() if "error:" in line]
     assert says in error
-    assert "Throughput" not in out.stdout  # nothing was measured
+    assert "Throughput" not in out.stdout and "Workers" not in out.stdout  # nothing measured
 
 
 def test_the_llm_routing_benchmark_quick_run_meets_its_chat_and_control_goals() -> None:
@@ -152,3 +153,12 @@ def test_the_control_plane_benchmark_refuses_bad_sizes_in_one_line() -> None:
     assert out.returncode == 2
     (error,) = [line for line in out.stderr.splitlines() if "error:" in line]
     assert "--sizes: expected SERVICESxREPLICAS" in error and "'10x5'" in error
+
+
+def test_the_workers_benchmark_pins_each_proxys_worker_i_to_the_same_core() -> None:
+    from benchmarks.router.workers import core_of, nginx_affinity
+
+    # 2 cores: worker 0 alone on core 1, worker 1 on core 0 (with wrk and the backend)
+    assert [core_of(i, 2) for i in range(3)] == [1, 0, 1]
+    assert nginx_affinity(2, 2) == "10 01"  # nginx's masks name the same cores
+    assert nginx_affinity(1, 4) == "1000"

@@ -26,6 +26,10 @@ P50/P99/P99.9, the extra backend requests and the share of copies the slow
 replica received, for ``round_robin`` (the slow replica keeps its share),
 ``least_load``, ``fan_out`` k=2 and ``hedge``.
 
+Workers (``--workers 1 2``): the router's own process layout with N workers
+sharing the port (``router.workers``, ``SO_REUSEPORT``) against nginx with N
+worker processes, pinned alike (:mod:`benchmarks.router.workers`).
+
 Needs the Debian packages wrk and nginx, and uvloop.
 """
 
@@ -74,13 +78,15 @@ uvloop.run(main())
 """
 
 
-def nginx_conf(tmp: Path, body: str) -> Path:
+def nginx_conf(tmp: Path, body: str, workers: int = 1, affinity: str = "") -> Path:
+    """An nginx configuration (``affinity``: a ``worker_cpu_affinity`` value)."""
     temp = f"{tmp}/ngx"
     os.makedirs(temp, exist_ok=True)
-    conf = tmp / f"nginx-{abs(hash(body))}.conf"
+    conf = tmp / f"nginx-{abs(hash((body, workers, affinity)))}.conf"
+    pinning = f"worker_cpu_affinity {affinity};\n" if affinity else ""
     conf.write_text(
-        f"""worker_processes 1;
-daemon off;
+        f"""worker_processes {workers};
+{pinning}daemon off;
 pid {conf}.pid;
 error_log {conf}.err;
 events {{ worker_connections 4096; }}
@@ -475,6 +481,16 @@ def main() -> None:
         "commit unpacked there), least_load and fan_out, in the same rounds as ours",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also compare the router's own process layout with N workers sharing the port "
+        "(router.workers, SO_REUSEPORT) against nginx with N worker processes, for each N "
+        "(e.g. --workers 1 2); see benchmarks/router/workers.py",
+    )
+    parser.add_argument(
         "--tail-rates",
         type=float,
         nargs="+",
@@ -484,6 +500,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be 1 or more, got {args.rounds}")
+    for n in args.workers:
+        if not 1 <= n <= 64:  # router.workers' own bounds (skyctl.config)
+            parser.error(f"--workers: each count must be from 1 to 64, got {n}")
     serve = Path("benchmarks/router/serve.py")
     if args.baseline is not None and not (args.baseline / serve).is_file():
         parser.error(
@@ -502,6 +521,10 @@ def main() -> None:
                 compiled = compiled_copy(Path(tmp) / "compiled")
             seconds = 3 if args.quick else 8
             throughput(Path(tmp), seconds, args.baseline, compiled, args.rounds)
+        if args.workers:
+            from benchmarks.router.workers import workers_throughput
+
+            workers_throughput(Path(tmp), 3 if args.quick else 8, args.workers, args.rounds)
     if not args.skip_tail:
         for rate in args.tail_rates:
             # at least 1,200 requests per policy (P99 from a dozen samples), 20 s at least

@@ -30,8 +30,23 @@ def router() -> None:
     required=True,
     help="The controller's API URL (its token in $SKYCTL_API_TOKEN).",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Answer GET /healthz and /readyz on this port (a kubelet's probes).",
+)
+@click.option(
+    "--stop-grace",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight requests get after SIGTERM.",
+)
 @click.pass_context
-def router_run(ctx: click.Context, controller: str) -> None:
+def router_run(
+    ctx: click.Context, controller: str, health_port: int | None, stop_grace: float
+) -> None:
     """Serve every service's endpoint, fed by the controller's routing watch."""
     from urllib.parse import urlsplit
 
@@ -47,4 +62,7 @@ def router_run(ctx: click.Context, controller: str) -> None:
     if not os.environ.get(TOKEN_ENV, "").strip():
         raise click.UsageError(f"${TOKEN_ENV} is not set: the controller's API token goes there")
     home = paths(ctx.obj.get("home") if ctx.obj else None).home
-    raise SystemExit(process.main(["--home", str(home), "--controller", controller]))
+    argv = ["--home", str(home), "--controller", controller, "--stop-grace", str(stop_grace)]
+    if health_port is not None:
+        argv += ["--health-port", str(health_port)]
+    raise SystemExit(process.main(argv))

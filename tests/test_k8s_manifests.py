@@ -66,6 +66,7 @@ def test_the_manifests_cover_what_the_controller_needs_in_a_cluster() -> None:
             "Deployment",
             "Service",
             "Service",
+            "PodDisruptionBudget",
         ]
     )
     assert MANIFESTS[0].name.startswith("00-namespace")  # `kubectl apply -f` applies in name order
@@ -148,6 +149,35 @@ def test_the_routers_are_two_pods_fed_by_the_controller_service() -> None:
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
         assert refs["SKYCTL_API_TOKEN"] == {"name": "skyctl-keys", "key": "api-token"}
         assert refs["SKYCTL_SECRET_KEY"] == {"name": "skyctl-keys", "key": "secret-key"}
+
+
+def test_router_pods_join_the_service_when_they_have_a_table_and_leave_it_before_stopping() -> None:
+    """Readiness is the router process's own /readyz (a routing table to serve) on
+    the port given to `router run --health-port`; at the end the preStop pause
+    lets the Service drop the pod before it stops accepting, and the kubelet
+    waits out the stop grace (long LLM streams) before SIGKILL; the disruption
+    budget keeps a pod serving while nodes drain."""
+    deployment = _router()
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    health = int(args[args.index("--health-port") + 1])
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = container[probe]["httpGet"]
+        assert (get["path"], ports[get["port"]]) == (path, health)
+    assert "health" not in {
+        p["targetPort"] for p in _find("Service", "skyctl-router")["spec"]["ports"]
+    }
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    grace = float(args[args.index("--stop-grace") + 1])
+    assert grace >= 600  # the replicas' drain_timeout_seconds default: a stream may run that long
+    assert pod["terminationGracePeriodSeconds"] > int(pause[1]) + grace
+    budget = _find("PodDisruptionBudget", "skyctl-router")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
 
 
 def test_the_config_map_is_a_valid_kubernetes_provider_config() -> None:

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,18 +300,35 @@ async def test_a_router_of_its_own_home_follows_a_controller_by_url_with_shared_
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         api_port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        health_port = s.getsockname()[1]
     pod = skyctl_home / "router-pod"
     log = skyctl_home / "pods.log"
-    procs = [
-        _spawn(
-            skyctl_home,
-            ["controller", "run", "--port", str(api_port), "--router-process"],
-            env,
-            log,
-        ),
-        _spawn(pod, ["router", "run", "--controller", f"http://127.0.0.1:{api_port}"], env, log),
-    ]
+    router = ["router", "run", "--controller", f"http://127.0.0.1:{api_port}"]
+    procs = [_spawn(pod, [*router, "--health-port", str(health_port)], env, log)]
+    probes = f"http://127.0.0.1:{health_port}"
+
+    async def probe(path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(probes + path) as r:
+                return r.status, await r.json()
+        except aiohttp.ClientError:
+            return 0, {}
+
     try:
+        # the kubelet's probes: alive at once, not ready before a first routing table
+        await eventually_async(lambda: probe("/healthz"), lambda got: got[0] == 200, "live", 30)
+        status, body = await probe("/readyz")
+        assert (status, body["ready"], body["controller"]) == (503, False, False)
+        procs.append(
+            _spawn(
+                skyctl_home,
+                ["controller", "run", "--port", str(api_port), "--router-process"],
+                env,
+                log,
+            )
+        )
         client = ControllerClient(paths(skyctl_home), "127.0.0.1", api_port)
         await eventually(lambda: _answers(client), "the controller's API", 30)
         spec = spec_text("rp", replicas=1, tag="a", spot=False)
@@ -322,6 +339,9 @@ async def test_a_router_of_its_own_home_follows_a_controller_by_url_with_shared_
         url = describe(skyctl_home)["endpoint"] + "/"
         await eventually(lambda: worker_port(pod, "router.json"), "the pod's endpoint open", 20)
         assert not (pod / "secret.key").exists()  # the key came from the environment
+        status, body = await probe("/readyz")
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert (status, body["ready"], body["endpoints"]) == (200, True, {"rp": port})
         async with aiohttp.ClientSession() as session:
             async with session.get(url) as r:
                 assert r.status == 401  # the sealed auth keys were opened in the pod
@@ -334,6 +354,17 @@ async def test_a_router_of_its_own_home_follows_a_controller_by_url_with_shared_
             proc.terminate()
         for proc in procs:
             await asyncio.to_thread(proc.wait, 30)
+
+
+async def eventually_async(
+    get: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str, limit: float
+) -> None:
+    """Await ``get()`` until ``check`` holds on its result; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not check(await get()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"never happened: {what}")
+        await asyncio.sleep(0.05)
 
 
 def _spawn(home: Path, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -22,7 +22,9 @@ and removes it at exit. The last table it applied is kept in ``routes.cache``
 (0600; specs sealed as in the store): a router process restarted while no
 controller answers (it crashed, or was stopped) serves from it until the
 watch's full state replaces it; a clean exit removes it. SIGTERM/SIGINT:
-endpoints stop accepting, in-flight requests get :data:`STOP_GRACE` seconds.
+endpoints stop accepting, in-flight requests get :data:`STOP_GRACE` seconds
+(``--stop-grace``). ``--health-port`` answers a kubelet's liveness and
+readiness probes (:func:`start_health`; the Kubernetes router Deployment).
 
 With ``--worker I --reuse-port`` it is worker I of ``router.workers`` processes
 (``config.yaml``) that the supervisor runs: every worker opens every endpoint
@@ -48,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from skyctl.clock import SystemClock
 from skyctl.config import TOKEN_ENV, Paths, paths, write_private
@@ -198,10 +201,44 @@ async def publish_loop(endpoints: Endpoints) -> None:
             log.exception("router metrics not published")
 
 
+async def start_health(port: int, state: Callable[[], dict[str, Any]]) -> web.AppRunner:
+    """``GET /healthz`` (200 while the process runs its loop) and ``GET /readyz`` (200
+    once it has a routing table to serve, from the watch or ``routes.cache``; 503
+    before) on every interface at ``port``, for a kubelet's probes."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        now = state()
+        return web.json_response(now, status=200 if now["ready"] else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    reuse = os.environ.get(REUSE_PORT_ENV) == "1" or None
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port, reuse_port=reuse).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def serve(
-    p: Paths, locate: Callable[[], Target | None] | None = None, worker: int = 0
+    p: Paths,
+    locate: Callable[[], Target | None] | None = None,
+    worker: int = 0,
+    health_port: int | None = None,
+    stop_grace: float = STOP_GRACE,
 ) -> bool:
-    """Serve until SIGTERM/SIGINT (True) or until a task of this process ended (False)."""
+    """Serve until SIGTERM/SIGINT (True) or until a task of this process ended (False).
+
+    ``health_port``: answer a kubelet's probes there (:func:`start_health`);
+    ``stop_grace``: seconds in-flight requests get once SIGTERM came.
+    """
     clock = SystemClock()
     shared = os.environ.get(REUSE_PORT_ENV) == "1"  # one of several workers per port
     endpoints = Endpoints(
@@ -220,9 +257,22 @@ async def serve(
             cached = table
 
     watch.on_change = write_info
+    from_cache = False
+
+    def health() -> dict[str, Any]:
+        return {
+            "ready": from_cache or watch.synced.is_set(),
+            "controller": watch.connected,
+            "endpoints": endpoints.ports,
+            "errors": dict(endpoints.errors),
+        }
+
+    # first: a port taken fails the start before any endpoint opened
+    probes = None if health_port is None else await start_health(health_port, health)
     with contextlib.suppress(OSError, ValueError):  # none, or unreadable: wait for the watch
         last = json.loads(cache.read_text())
         await endpoints.apply({"full": True, "services": last})
+        from_cache = True
         log.info("serving %d endpoints from the last table until the watch answers", len(last))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -249,7 +299,9 @@ async def serve(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await endpoints.close(STOP_GRACE)
+            await endpoints.close(stop_grace)
+            if probes is not None:
+                await probes.cleanup()
             for path in (info, cache):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -268,6 +320,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse-port", action="store_true", help="share every port with the other workers"
     )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="answer GET /healthz and /readyz on this port, every interface (a kubelet's probes)",
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=STOP_GRACE,
+        help=f"seconds in-flight requests get after SIGTERM (default {STOP_GRACE:g})",
+    )
     args = parser.parse_args(argv)
     if args.reuse_port:
         os.environ[REUSE_PORT_ENV] = "1"
@@ -285,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return 0 if asyncio.run(serve(paths(args.home), locate, args.worker)) else 1
+    served = serve(paths(args.home), locate, args.worker, args.health_port, args.stop_grace)
+    return 0 if asyncio.run(served) else 1
 
 
 if __name__ == "__main__":

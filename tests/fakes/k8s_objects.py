@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "roles": ("Role", False),
     "rolebindings": ("RoleBinding", False),
     "deployments": ("Deployment", False),
+    "poddisruptionbudgets": ("PodDisruptionBudget", False),
     "namespaces": ("Namespace", True),
     "nodes": ("Node", True),
     "clusterroles": ("ClusterRole", True),
@@ -38,6 +39,7 @@ GROUPS: dict[str, str] = {
     "clusterroles": "rbac.authorization.k8s.io/v1",
     "clusterrolebindings": "rbac.authorization.k8s.io/v1",
     "deployments": "apps/v1",
+    "poddisruptionbudgets": "policy/v1",
 }
 REASONS = {
     400: "BadRequest",

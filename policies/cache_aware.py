@@ -23,7 +23,15 @@ skips most of its prefill. This module is the pure part of the router's
   A replica whose KV cache its server reports nearly full (:data:`KV_FULL`,
   vLLM's ``gpu_cache_usage_perc``) counts as over the bound too, unless all are:
   a new request there would wait for blocks or preempt a running one.
+  Among replicas holding the same depth (every one, for a new prefix), the
+  one with the least prefill still pending goes first (:class:`Pending`),
+  then the least loaded: a server prefills in chunks that every running
+  request's next step waits for, so a new request's first token comes later
+  behind a long prefill, whatever the in-flight counts.
   A hedge or fan-out copy goes to the next replica in the same order.
+- :class:`Pending` counts, per replica, the prompt blocks the router sent
+  there that the replica had not cached (by the index) and has not yet
+  answered with a first byte: the prefill work queued ahead of a new request.
 - :func:`outcome` names what the ranking did for a request (its home, a miss,
   an overflow to the least loaded), for the router's counters.
 
@@ -294,6 +302,7 @@ def rank(
     min_match: int = MIN_MATCH,
     slack: float = DEFAULT_SLACK,
     full: Sequence[bool] | None = None,
+    pending: Sequence[float] | None = None,
 ) -> list[int]:
     """Every replica index, best first, for a prompt of ``total_blocks`` blocks.
 
@@ -304,17 +313,22 @@ def rank(
     over the bound follow, least loaded first: they are the retries and hedge
     targets of last resort. ``full[i]``: replica ``i`` reports its KV cache
     full (:data:`KV_FULL`); it counts as over the bound unless every replica does.
+    ``pending[i]``: prompt blocks sent to replica ``i`` still to prefill
+    (:class:`Pending`); among equal matches the least pending goes first,
+    before the least loaded.
     """
     count = len(loads)
     limit = bound(loads, factor, slack)
     least = max(1, min(min_match, total_blocks))
     flags = full if full is not None and any(full) and not all(full) else None
 
-    def key(index: int) -> tuple[int, int, float, int]:
+    queued = pending if pending is not None else [0.0] * count
+
+    def key(index: int) -> tuple[int, int, float, float, int]:
         depth = depths[index]
         over = 1 if loads[index] + 1.0 > limit or (flags is not None and flags[index]) else 0
         matched = depth if depth >= least and not over else 0
-        return (over, -matched, loads[index], (index - cursor) % count)
+        return (over, -matched, queued[index], loads[index], (index - cursor) % count)
 
     return sorted(range(count), key=key)
 
@@ -335,3 +349,56 @@ def outcome(
     if depths[first] >= least:
         return HIT
     return OVERFLOW if any(depth >= least for depth in depths) else MISS
+
+
+def uncached(depth: int, total_blocks: int, min_match: int = MIN_MATCH) -> int:
+    """Blocks of a prompt of ``total_blocks`` a replica holding ``depth`` of them must
+    prefill (a match under ``min_match`` blocks counts as none, as in :func:`rank`)."""
+    least = max(1, min(min_match, total_blocks))
+    return total_blocks - depth if depth >= least else total_blocks
+
+
+class Ticket:
+    """One request's prefill counted in a :class:`Pending`: (replica, blocks) per copy sent."""
+
+    __slots__ = ("shares",)
+
+    def __init__(self) -> None:
+        self.shares: list[tuple[int, int]] = []
+
+
+class Pending:
+    """Per replica, the prompt blocks sent and not yet answered with a first byte.
+
+    :meth:`add` counts a copy sent (its uncached blocks, by the index) on the
+    request's :class:`Ticket`; :meth:`release` takes the whole ticket back
+    when the first response bytes arrive or the request ends (idempotent:
+    whichever comes first); :meth:`forget` drops a replica that left. An
+    estimate (the index's guess of what is cached), never negative.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, int] = {}
+
+    def of(self, replica: int) -> int:
+        return self._blocks.get(replica, 0)
+
+    def add(self, ticket: Ticket, replica: int, blocks: int) -> None:
+        if blocks > 0:
+            ticket.shares.append((replica, blocks))
+            self._blocks[replica] = self._blocks.get(replica, 0) + blocks
+
+    def release(self, ticket: Ticket) -> None:
+        shares, ticket.shares = ticket.shares, []
+        counts = self._blocks
+        for replica, blocks in shares:
+            left = counts.get(replica)
+            if left is None:
+                continue  # forgotten: the replica left
+            if left > blocks:
+                counts[replica] = left - blocks
+            else:
+                del counts[replica]
+
+    def forget(self, replica: int) -> None:
+        self._blocks.pop(replica, None)

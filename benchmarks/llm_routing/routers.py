@@ -37,10 +37,20 @@ class Router:
         self.cursor = 0
 
     def choose(
-        self, keys: list[int], size: int, alive: Sequence[int], load: dict[int, int], now: float
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
     ) -> int:
-        """The replica id for a request with prefix ``keys`` of ``size`` bytes."""
+        """The replica id for a request with prefix ``keys`` of ``size`` bytes;
+        ``ticket``: the request's, for :meth:`answered`."""
         raise NotImplementedError
+
+    def answered(self, ticket: ca.Ticket) -> None:
+        """The request of ``ticket`` got its first token (or ended)."""
 
     def leave(self, replica: int) -> None:
         """``replica`` is gone."""
@@ -56,37 +66,61 @@ class LeastLoad(Router):
     name = "least_load"
 
     def choose(
-        self, keys: list[int], size: int, alive: Sequence[int], load: dict[int, int], now: float
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
     ) -> int:
         return self._least(alive, load)
 
 
 class CacheAware(Router):
-    """The router's policy: :class:`policies.cache_aware.PrefixIndex` and ``rank``."""
+    """The router's policy: :class:`policies.cache_aware.PrefixIndex`, ``Pending`` and
+    ``rank``, as :class:`skyctl.router.affinity.Affinity` drives them."""
 
     name = "cache_aware"
 
     def __init__(self, factor: float = ca.DEFAULT_BALANCE, slack: float = ca.DEFAULT_SLACK) -> None:
         super().__init__()
         self.index = ca.PrefixIndex()
+        self.pending = ca.Pending()
         self.factor = factor
         self.slack = slack
 
     def choose(
-        self, keys: list[int], size: int, alive: Sequence[int], load: dict[int, int], now: float
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
     ) -> int:
         held = self.index.depths(keys, now) if keys else {}
         depths = [held.get(r, 0) for r in alive]
         loads = [float(load[r]) for r in alive]
-        order = ca.rank(depths, loads, len(keys), self.factor, self.cursor, slack=self.slack)
+        pending = [float(self.pending.of(r)) for r in alive]
+        order = ca.rank(
+            depths, loads, len(keys), self.factor, self.cursor, slack=self.slack, pending=pending
+        )
         self.cursor += 1
-        chosen = alive[order[0]]
+        first = order[0]
+        chosen = alive[first]
         if keys:
             self.index.record(keys, chosen, now)
+            if ticket is not None:
+                self.pending.add(ticket, chosen, ca.uncached(depths[first], len(keys)))
         return chosen
+
+    def answered(self, ticket: ca.Ticket) -> None:
+        self.pending.release(ticket)
 
     def leave(self, replica: int) -> None:
         self.index.forget(replica)
+        self.pending.forget(replica)
 
 
 class SGLang(Router):
@@ -104,7 +138,13 @@ class SGLang(Router):
         return self.trees.setdefault(replica, OrderedDict())
 
     def choose(
-        self, keys: list[int], size: int, alive: Sequence[int], load: dict[int, int], now: float
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
     ) -> int:
         loads = [load[r] for r in alive]
         if max(loads) - min(loads) > self.BALANCE_ABS and max(loads) > self.BALANCE_REL * min(
@@ -143,7 +183,13 @@ class ConsistentHash(Router):
     name = "chash"
 
     def choose(
-        self, keys: list[int], size: int, alive: Sequence[int], load: dict[int, int], now: float
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
     ) -> int:
         if not keys:
             return self._least(alive, load)

@@ -2,8 +2,8 @@
 
 Virtual time, an event queue: conversations arrive (Poisson, open loop); each
 turn's request is routed from its JSON body (:func:`policies.cache_aware.
-prompt_bytes` and ``block_keys``, as the router reads it) and the router's
-in-flight counts; replicas (:mod:`benchmarks.llm_routing.engine`) run their
+prompt_bytes` and ``block_keys``, as the router reads it), the router's
+in-flight counts and the first tokens it sees stream back; replicas (:mod:`benchmarks.llm_routing.engine`) run their
 steps. Halfway through, one replica is preempted: its requests are sent again
 elsewhere (as the router retries them) and its cache is lost; a fresh replica
 joins 60 s later. The steady-state figures count the requests sent between the
@@ -74,6 +74,7 @@ class Request:
     keys: list[int]
     size: int
     replica: int = -1
+    ticket: ca.Ticket = field(default_factory=ca.Ticket)  # its prefill, pending at the router
     answered: bool = False  # its first token came (a retry after a preemption counts once)
 
 
@@ -100,7 +101,7 @@ def run(config: Config) -> Result:
         heapq.heappush(events, (at, seq, kind, payload))
 
     def dispatch(req: Request, now: float) -> None:
-        rid = router.choose(req.keys, req.size, alive, load, now)
+        rid = router.choose(req.keys, req.size, alive, load, now, req.ticket)
         req.replica = rid
         load[rid] += 1
         replica = replicas[rid]
@@ -150,6 +151,7 @@ def run(config: Config) -> Result:
             for job in first:
                 req = job.owner
                 assert isinstance(req, Request)
+                router.answered(req.ticket)  # the router sees the first bytes stream back
                 answered, req.answered = req.answered, True
                 if answered:  # retried after the preemption had streamed tokens: counted
                     pass

@@ -14,7 +14,9 @@ load. Virtual time: a 300 s run takes a few seconds of CPU.
 
 Seeds: the defaults (101, 102) are held out; the one constant tuned here
 (``policies.cache_aware.DEFAULT_SLACK``) was chosen on seeds 1 and 2, and
-checked once it was fixed on 303 and 304, never run before.
+checked once it was fixed on 303 and 304, never run before. Later changes to
+the policy (the pending-prefill tie-break, which has no constant) were tried
+on seeds 1 and 2 only; the held-out pairs are run once they are fixed.
 """
 
 from __future__ import annotations
@@ -173,14 +175,15 @@ def goals(args: argparse.Namespace, data: dict[tuple[str, int, float, str], Pool
                     (f"max/mean load {ours.balance:.2f} <= 1.25", ours.balance <= 1.25),
                 ]
             else:
+                # the control's goal is "no worse": within 5% of least_load, or faster
                 checks = [
                     (
-                        f"mean TTFT within 5% ({ours.mean / base.mean - 1.0:+.1%})",
-                        abs(ours.mean / base.mean - 1.0) <= 0.05,
+                        f"mean TTFT no more than 5% over ({ours.mean / base.mean - 1.0:+.1%})",
+                        ours.mean <= 1.05 * base.mean,
                     ),
                     (
-                        f"P99 TTFT within 5% ({ours.p99 / base.p99 - 1.0:+.1%})",
-                        abs(ours.p99 / base.p99 - 1.0) <= 0.05,
+                        f"P99 TTFT no more than 5% over ({ours.p99 / base.p99 - 1.0:+.1%})",
+                        ours.p99 <= 1.05 * base.p99,
                     ),
                 ]
             if ours.recovery is not None or workload in SHARED:

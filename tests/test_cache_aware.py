@@ -164,6 +164,40 @@ def test_a_replica_reporting_its_kv_cache_full_loses_its_prefix_unless_all_are_f
     assert ca.rank([9, 0, 0, 0], loads, total_blocks=9, full=everyone)[0] == 0
 
 
+def test_among_equal_matches_the_least_pending_prefill_goes_first_then_the_least_loaded() -> None:
+    # a new prefix (no holder): replica 0 has fewer in flight but a long prompt still to prefill
+    loads, pending = [1.0, 3.0, 3.0, 3.0], [400.0, 0.0, 12.0, 0.0]
+    assert ca.rank([0, 0, 0, 0], loads, total_blocks=10, pending=pending)[:2] == [1, 3]
+    assert ca.rank([0, 0, 0, 0], loads, total_blocks=10)[0] == 0  # by load alone
+    # two holders of a system prompt: the one with less prefill ahead
+    assert ca.rank([30, 30, 0, 0], [1.0, 0.0, 1.0, 1.0], 40, pending=[0.0, 90.0, 0.0, 0.0])[0] == 0
+    # never before a deeper match, nor over the bound
+    assert ca.rank([30, 10, 0, 0], [1.0] * 4, 40, pending=[500.0, 0.0, 0.0, 0.0])[0] == 0
+    order = ca.rank([30, 0, 0, 0], [9.0, 1.0, 1.0, 1.0], 40, pending=[0.0, 50.0, 9.0, 70.0])
+    assert order == [2, 1, 3, 0]
+
+
+def test_pending_prefill_is_counted_per_copy_and_taken_back_once() -> None:
+    assert ca.uncached(30, 40) == 10
+    assert ca.uncached(1, 40) == 40  # a match under MIN_MATCH blocks saves nothing
+    assert ca.uncached(1, 1) == 0  # a one-block prompt held whole
+    pending = ca.Pending()
+    first, hedged = ca.Ticket(), ca.Ticket()
+    pending.add(first, 1, 10)
+    pending.add(hedged, 1, 5)
+    pending.add(hedged, 2, 40)  # the hedge's copy on replica 2
+    pending.add(hedged, 3, 0)  # nothing to prefill: not counted
+    assert (pending.of(1), pending.of(2), pending.of(3)) == (15, 40, 0)
+    pending.release(hedged)  # the first bytes came: both copies' prefill is done or moot
+    pending.release(hedged)  # and the end of the exchange: nothing more
+    assert (pending.of(1), pending.of(2)) == (10, 0)
+    pending.forget(1)  # the replica left
+    pending.release(first)
+    assert pending.of(1) == 0
+    pending.add(first, 1, 3)  # a replica back under the same id starts from zero
+    assert pending.of(1) == 3
+
+
 def test_the_outcome_names_hit_miss_overflow_and_unkeyed() -> None:
     assert ca.outcome([0, 9, 0], first=1, total_blocks=9) == ca.HIT
     assert ca.outcome([0, 9, 0], first=2, total_blocks=9) == ca.OVERFLOW

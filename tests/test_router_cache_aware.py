@@ -169,6 +169,60 @@ async def test_a_streamed_answer_passes_through_as_it_is_written(harness: Harnes
         assert await resp.content.read() == b"data: [DONE]\n\n"
 
 
+async def test_a_new_prefix_avoids_a_replica_still_prefilling_until_its_first_bytes_come(
+    harness: Harness,
+) -> None:
+    """vLLM sends a stream's headers at once and its first bytes after the prefill:
+    until then the request's uncached blocks count as pending at its replica."""
+    first_bytes = asyncio.Event()  # replica 1 has prefilled
+
+    async def sse(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)  # the head goes out before the first token
+        if replica.replica_id == 1 and b"conversation 1 " in body:
+            await first_bytes.wait()
+        await resp.write(f"data: replica-{replica.replica_id}\n\n".encode())
+        await replica.gate.wait()
+        await resp.write_eof()
+        return resp
+
+    one = await harness.replica(1, behaviour=sse)
+    two = await harness.replica(2, behaviour=sse)
+    router, url = await harness.router([one.backend, two.backend], cache_section())
+    affinity = router._affinity
+    assert affinity is not None
+
+    async def stream(doc: dict[str, Any]) -> tuple[Any, str]:
+        """The response, and its first event (the client sees nothing before it)."""
+        resp = await harness.client.post(url + CHAT, data=json.dumps(doc))
+        return resp, (await resp.content.readuntil(b"\n\n")).decode()
+
+    # replica 1 takes conversation 1's long prompt and sits on its prefill; replica 2
+    # answers (first bytes) two others and decodes them: 1 in flight against 2
+    waiting = asyncio.ensure_future(stream(turn(1, 3, system=SYSTEM)))
+    await eventually(lambda: one.hits == 1, "replica 1 prefilling")
+    assert affinity.pending.of(1) > 0
+    opened = [await stream(turn(n, 0)) for n in (2, 3)]
+    assert [text for _, text in opened] == ["data: replica-2\n\n"] * 2
+    assert affinity.pending.of(2) == 0  # their first bytes came
+    loads = {rid: state.in_flight for rid, state in router._states.items()}
+    assert loads == {1: 1, 2: 2}
+    # a new conversation: by load replica 1, but replica 2 has no prefill ahead of it
+    opened.append(await stream(turn(4, 0)))
+    assert (one.hits, two.hits) == (1, 3)
+    first_bytes.set()  # replica 1's first token: its prefill is done
+    opened.append(await waiting)
+    assert affinity.pending.of(1) == 0
+    opened.append(await stream(turn(5, 0)))
+    assert (one.hits, two.hits) == (2, 3)  # the least loaded again
+    one.gate.set()
+    two.gate.set()
+    for resp, _ in opened:
+        await resp.read()
+        resp.release()
+
+
 async def test_a_hedge_goes_to_the_next_best_holder_of_the_prefix(harness: Harness) -> None:
     home = await harness.replica(1, behaviour=held)
     others = [await harness.replica(i, behaviour=echo_name) for i in (2, 3, 4)]

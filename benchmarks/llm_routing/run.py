@@ -3,11 +3,12 @@
 Virtual time, an event queue: conversations arrive (Poisson, open loop); each
 turn's request is routed from its JSON body (:func:`policies.cache_aware.
 prompt_bytes` and ``block_keys``, as the router reads it), the router's
-in-flight counts and the first tokens it sees stream back; replicas (:mod:`benchmarks.llm_routing.engine`) run their
-steps. Halfway through, one replica is preempted: its requests are sent again
-elsewhere (as the router retries them) and its cache is lost; a fresh replica
-joins 60 s later. The steady-state figures count the requests sent between the
-warm-up and the preemption; the minute after it is reported apart.
+in-flight counts and the first tokens it sees stream back; replicas
+(:mod:`benchmarks.llm_routing.engine`) run their steps. Halfway through, one
+replica is preempted: its requests are sent again elsewhere (as the router
+retries them) and its cache is lost; a fresh replica joins 60 s later. The
+steady-state figures count the requests sent between the warm-up and the
+preemption; the minute after it is reported apart.
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ home when the bound moved it). A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what
 the replica publishes (:mod:`skyctl.router.replica_load`); one whose published
 KV-cache usage is at or over :data:`policies.cache_aware.KV_FULL` counts as over
-the bound. A raced request (``cache_aware.race``) goes to the same order: its
+the bound. Among replicas holding as much of the prefix, the one with the least
+prefill pending goes first (:class:`policies.cache_aware.Pending`: the blocks
+each copy sent there was not expected to find cached, counted until the
+request's first response bytes arrive or it ends: the exchange calls the
+:class:`Route`'s ``answered``). A raced request (``cache_aware.race``) goes to the same order: its
 first copy (``fan_out``: copies) to the best replicas, a hedge or a retry to the
 next; every replica a copy is sent to is recorded as a holder, so the one that
 answers is one.
@@ -42,6 +46,28 @@ Pick = Callable[[Sequence[ReplicaState], frozenset[int]], int]
 Sent = Callable[[ReplicaState], None]
 
 
+class Route:
+    """One request's way through :class:`Affinity`: ``ranked`` (the replicas best
+    first when it is to be raced, else None), ``pick`` (a ``Forward`` pick down
+    the same order), ``sent`` (records a raced copy as a holder), and
+    ``answered`` (its first response bytes came, or it ended: its prefill is no
+    longer pending; idempotent)."""
+
+    __slots__ = ("answered", "pick", "ranked", "sent")
+
+    def __init__(
+        self,
+        ranked: list[ReplicaState] | None,
+        pick: Pick,
+        sent: Sent,
+        answered: Callable[[], None],
+    ) -> None:
+        self.ranked = ranked
+        self.pick = pick
+        self.sent = sent
+        self.answered = answered
+
+
 def _header_re(name: str) -> re.Pattern[bytes]:
     return re.compile(
         rb"(?:^|\n)" + re.escape(name.encode("ascii")) + rb":[ \t]*([^\r\n]*?)[ \t]*\r\n",
@@ -54,6 +80,7 @@ class Affinity:
 
     def __init__(self, options: CacheAware, clock: Clock) -> None:
         self.index = cache_aware.PrefixIndex(options.max_prefixes, options.ttl_seconds)
+        self.pending = cache_aware.Pending()  # prompt blocks each replica has still to prefill
         self.clock = clock
         self.options = options
         self._header = _header_re(options.session_header)
@@ -134,7 +161,10 @@ class Affinity:
         else:
             depths = [0] * len(replicas)
         factor = self.options.balance_factor
-        ranked = cache_aware.rank(depths, loads, len(keys), factor, self._cursor, full=full)
+        pending = [float(self.pending.of(r.replica_id)) for r in replicas]
+        ranked = cache_aware.rank(
+            depths, loads, len(keys), factor, self._cursor, full=full, pending=pending
+        )
         self._cursor += 1
         if ranked:
             self.outcomes[cache_aware.outcome(depths, ranked[0], len(keys))] += 1
@@ -145,13 +175,25 @@ class Affinity:
         if keys:
             self.index.record(keys, replica.replica_id, now)
 
-    def picker(self, order: Sequence[int], keys: Sequence[int], now: float) -> Pick:
-        """A ``Forward`` pick: the best replica in ``order`` not yet tried, recorded."""
+    def picker(
+        self,
+        order: Sequence[int],
+        keys: Sequence[int],
+        now: float,
+        depths: Sequence[int] | None = None,
+        ticket: cache_aware.Ticket | None = None,
+    ) -> Pick:
+        """A ``Forward`` pick: the best replica in ``order`` not yet tried, recorded
+        (and with ``depths`` and ``ticket``, its prefill counted as pending)."""
 
         def pick(replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
             for index in order:
                 if index not in excluded:
-                    self.record(keys, replicas[index], now)
+                    replica = replicas[index]
+                    self.record(keys, replica, now)
+                    if ticket is not None and depths is not None and keys:
+                        blocks = cache_aware.uncached(depths[index], len(keys))
+                        self.pending.add(ticket, replica.replica_id, blocks)
                     return index
             return -1
 
@@ -163,18 +205,25 @@ class Affinity:
         replicas: Sequence[ReplicaState],
         body: bytes | None,
         opts: RouterOptions,
-    ) -> tuple[list[ReplicaState] | None, Pick, Sent]:
-        """(``replicas`` best first when the request is to be raced, else None; a
-        ``Forward`` pick down the same order; for a race, what records each copy
-        sent as a holder of the prefix)."""
+    ) -> Route:
+        """The request's :class:`Route`: its order, pick, race hook and answer hook."""
         now = self.clock.now()
         keys = self.keys(request, body)
-        order, _ = self.order(replicas, keys, now)
+        order, depths = self.order(replicas, keys, now)
         race = opts.cache_aware.race
-        pick = self.picker(order, keys, now)
+        ticket = cache_aware.Ticket()
+        pick = self.picker(order, keys, now, depths, ticket)
+        held = {r.replica_id: d for r, d in zip(replicas, depths, strict=True)}
+        pending = self.pending
 
         def sent(replica: ReplicaState) -> None:
             self.record(keys, replica, self.clock.now())
+            if keys:
+                blocks = cache_aware.uncached(held.get(replica.replica_id, 0), len(keys))
+                pending.add(ticket, replica.replica_id, blocks)
+
+        def answered() -> None:
+            pending.release(ticket)
 
         if (
             race is None
@@ -182,13 +231,14 @@ class Affinity:
             or len(replicas) < 2
             or request.method not in opts.fan_out_methods
         ):
-            return None, pick, sent
-        return [replicas[i] for i in order], pick, sent
+            return Route(None, pick, sent, answered)
+        return Route([replicas[i] for i in order], pick, sent, answered)
 
     def forget(self, replica_ids: set[int]) -> None:
         """Replicas that left: their blocks go, every other prefix keeps its home."""
         for replica_id in replica_ids:
             self.index.forget(replica_id)
+            self.pending.forget(replica_id)
 
 
 def for_policy(

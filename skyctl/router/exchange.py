@@ -175,6 +175,7 @@ class Exchange:
         "ctx",
         "first",
         "lines",
+        "on_answer",
         "out",
         "over",
         "replica_id",
@@ -197,6 +198,9 @@ class Exchange:
         self.over = False
         self._waiter: asyncio.Future[None] | None = None
         self._relay: asyncio.Task[None] | None = None
+        # told once when the response's first body bytes arrive or the exchange ends
+        # (cache_aware: the request's prefill is no longer pending at the replica)
+        self.on_answer: Callable[[], None] | None = None
 
     # -- driven by the front, or by a handler task
     def start(self) -> None:
@@ -265,7 +269,7 @@ class Exchange:
         assert resp is not None
         replica = copy.replica
         try:
-            await relay(self.out, resp, self.rid, lambda: self._broken(replica))
+            await relay(self.out, resp, self.rid, lambda: self._broken(replica), self.on_answer)
         except Exception as exc:  # the client's body failed (its status), or our bug
             self.out.fail(self.request, exc)
         finally:
@@ -301,6 +305,10 @@ class Exchange:
         if self.over:
             return
         self.over = True
+        answer = self.on_answer
+        if answer is not None:
+            self.on_answer = None
+            answer()
         ctx = self.ctx
         status = self.status
         if status:  # the histograms' samples, counted later in one loop (stats.Histogram)

@@ -176,6 +176,7 @@ async def relay(
     resp: Response,
     rid: bytes,
     on_midstream_error: Callable[[], None] | None = None,
+    on_first: Callable[[], None] | None = None,
 ) -> None:
     """Stream ``resp`` to the client as it arrives; abort the client on a mid-stream failure.
 
@@ -183,7 +184,8 @@ async def relay(
     already complete by then goes out in one write with the headers. A
     Content-Length from the replica is kept, other bodies are chunked. The
     upstream connection goes back to the pool only when the body arrived
-    whole; otherwise it is closed.
+    whole; otherwise it is closed. ``on_first`` is told when the first body
+    bytes arrived (an LLM server's first token), before they go out.
     """
     body = resp.body
     try:
@@ -197,6 +199,8 @@ async def relay(
                 on_midstream_error()
             out.send_json(502, {"error": f"replica failed before its body: {_describe(exc)}"}, rid)
             return
+        if on_first is not None:
+            on_first()
         head = resp.head
         lines = downstream_lines(head, rid=rid)
         if body.at_eof:

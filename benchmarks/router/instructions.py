@@ -12,6 +12,9 @@ divides by the requests the router counted itself (its metrics). Repeated
 runs agree within about 1%. Kernel time (the socket calls) is not counted:
 compare CPU per request from ``benchmarks.router.run`` for that.
 
+``--keep DIR`` copies callgrind's output files there, for
+``callgrind_annotate --inclusive=yes FILE`` (where the instructions go).
+
 Needs the Debian packages valgrind, wrk and nginx. ``--baseline DIR``: the
 router of another source tree (``git archive COMMIT | tar -x -C DIR``),
 counted the same way.
@@ -95,6 +98,9 @@ def main() -> None:
     parser.add_argument("--policy", nargs="+", default=["least_load", "fan_out"])
     parser.add_argument("--seconds", type=int, default=5, help="wrk run per count (default 5)")
     parser.add_argument("--baseline", type=Path, default=None, help="another source tree")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy callgrind's output files to this directory"
+    )
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -116,6 +122,10 @@ def main() -> None:
                 for label, tree in trees:
                     per, requests = count(tree.resolve(), policy, backend, args.seconds, tmp)
                     print(f"{policy + ', ' + label:32} {per:21,.0f} {requests:9.0f}", flush=True)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.*"):
+                shutil.copy(dump, args.keep / dump.name)
 
 
 if __name__ == "__main__":

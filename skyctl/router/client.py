@@ -60,6 +60,9 @@ from skyctl.router.http1 import (
 from skyctl.router.origin import Origin
 
 MAX_IDLE_PER_ORIGIN: Final = 256
+# a body already ended: a Framer in its end state keeps no state (feed returns its
+# input), so one serves every response whose body is complete at its head
+_ENDED: Final = Framer(0, False)
 
 
 class UpstreamError(Exception):
@@ -262,10 +265,16 @@ class _Conn:
                 data = data.lstrip(b"\r\n")  # empty lines between messages (as llhttp)
             # 1xx informational: skip it, the real head follows
         resp.head = head
-        if response_has_body(self._method, head.status):
-            self._framer = Framer(head.content_length, head.chunked)
+        if not response_has_body(self._method, head.status):
+            self._framer = _ENDED
+        elif head.content_length is not None and len(data) == head.content_length:
+            # the common small answer, whole in this read: no framer of its own
+            if data:
+                resp.body.feed(data)
+                data = b""
+            self._framer = _ENDED
         else:
-            self._framer = Framer(0, False)
+            self._framer = Framer(head.content_length, head.chunked)
         self._pool.deadlines.discard(resp)
         return data
 

@@ -347,7 +347,6 @@ class Forward(Exchange):
     def __init__(
         self,
         call: Call,
-        *,
         replicas: Sequence[ReplicaState],
         pick: Callable[[Sequence[ReplicaState], frozenset[int]], int],
         body: bytes | BodyStream | None,
@@ -355,7 +354,7 @@ class Forward(Exchange):
         tries: int,
         timeout: float,
     ) -> None:
-        super().__init__(call)
+        Exchange.__init__(self, call)  # (not super(): no super object per request)
         self._replicas = replicas
         self._pick = pick
         self._body = body

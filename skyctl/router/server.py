@@ -487,15 +487,8 @@ class Router:
             length = len(body) if declared else None
         else:  # streamed once, to one replica
             data, tries, length = request.body, 1, head.content_length
-        return Forward(
-            call,
-            replicas=replicas,
-            pick=pick,
-            body=data,
-            length=length,
-            tries=tries,
-            timeout=opts.request_timeout_seconds,
-        )
+        # positional: keywords to a class call cost a dict per request
+        return Forward(call, replicas, pick, data, length, tries, opts.request_timeout_seconds)
 
     async def _replay_body(self, request: Request) -> bytes | None:
         """The whole request body when it fits the replay buffer; None to stream it once."""

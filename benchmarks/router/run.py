@@ -225,19 +225,28 @@ def connections_per_k(router_url: str) -> float:
 PACED_DELAY_MS = 2
 
 
+def paced_connections(peak: float) -> int:
+    """wrk connections pacing PACED_DELAY_MS apart that make about half ``peak``:
+    each sends one request per (delay + about 0.3 ms of latency)."""
+    return max(1, round(peak / 2 * (PACED_DELAY_MS + 0.3) / 1000))
+
+
 def half_load(
     tmp: Path, router_url: str, backend_url: str, peak: float, seconds: int
 ) -> list[tuple[str, dict[str, float]]]:
     """P50 at about half the router's peak: wrk connections that each wait
     PACED_DELAY_MS between requests, as many as make half the peak rate; the
     backend directly with the same pacing, for the latency the router adds."""
-    script = tmp / "paced.lua"
-    script.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
-    # each connection: one request per (delay + about 0.3 ms of latency)
-    connections = max(1, round(peak / 2 * (PACED_DELAY_MS + 0.3) / 1000))
+    connections, script = paced_connections(peak), paced_script(tmp)
     routed = {**wrk(router_url, seconds, connections, script), "connections": connections}
     direct = wrk(backend_url, seconds, connections, script)
     return [("backend directly, paced", direct), ("router least_load, paced", routed)]
+
+
+def paced_script(tmp: Path) -> Path:
+    script = tmp / "paced.lua"
+    script.write_text(f"function delay()\n  return {PACED_DELAY_MS}\nend\n")
+    return script
 
 
 Row = tuple[str, dict[str, float], dict[str, float]]
@@ -314,6 +323,18 @@ def throughput(
                 with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                     url = f"http://127.0.0.1:{line.split()[1]}/"
                     paced[name] = half_load(tmp, url, target + "/", by_name[name]["rps"], seconds)
+        # the same method for nginx: at the pacing of our router's half peak, and at half
+        # its own peak; the backend directly at the same pacing each time
+        nginx_paced: list[tuple[str, dict[str, float], dict[str, float]]] = []
+        ours_peak = by_name.get("skyctl router least_load")
+        pacings = [("our router's", ours_peak)] if ours_peak is not None else []
+        pacings.append(("its own", rows[1][1]))
+        with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])):
+            url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
+            for label, peak in pacings:
+                c, script = paced_connections(peak["rps"]), paced_script(tmp)
+                through = {**wrk(url, seconds, c, script), "connections": c}
+                nginx_paced.append((label, through, wrk(target + "/", seconds, c, script)))
     ngx_row = rows[1][1]
     print(
         f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses; our routers: median of "
@@ -357,6 +378,13 @@ def throughput(
             f"{routed['connections']:.0f} connections, {PACED_DELAY_MS} ms between requests): P50 "
             f"{routed['p50']:.3f} ms through the router, {direct['p50']:.3f} ms to the backend "
             f"directly at the same pacing ({direct['rps']:.0f} req/s): the router adds "
+            f"{routed['p50'] - direct['p50']:.3f} ms"
+        )
+    for label, routed, direct in nginx_paced:
+        print(
+            f"nginx reverse proxy, paced as at half {label} peak ({routed['rps']:.0f} req/s, "
+            f"{routed['connections']:.0f} connections): P50 {routed['p50']:.3f} ms, "
+            f"{direct['p50']:.3f} ms to the backend directly: nginx adds "
             f"{routed['p50'] - direct['p50']:.3f} ms"
         )
 

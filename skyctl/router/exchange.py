@@ -247,7 +247,7 @@ class Exchange:
         """``copy`` won: its response goes to the client (in one write when whole)."""
         resp = copy.resp
         assert resp is not None
-        self.replica_id, self.status = copy.replica.replica_id, resp.status
+        self.replica_id, self.status = copy.replica.replica_id, resp.head.status
         if resp.body.complete:  # the head goes out with the end: one clock read, at the end
             self.send_whole(copy, resp.body.take())
             return
@@ -380,7 +380,7 @@ class Forward(Exchange):
     def copy_head(self, copy: Copy) -> None:
         self._copy = None
         assert copy.resp is not None
-        if copy.resp.status >= 500:
+        if copy.resp.head.status >= 500:
             copy.replica.failed("5xx")
         else:
             copy.replica.wins += 1

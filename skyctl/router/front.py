@@ -72,13 +72,17 @@ _DONE: Final = 2
 class Request:
     """One client request: the parsed head, the body stream (None: no body), the peer."""
 
-    __slots__ = ("body", "head", "method", "remote")
+    __slots__ = ("body", "head", "remote")
 
     def __init__(self, head: Head, remote: bytes | None) -> None:
         self.head = head
-        self.method = head.method.decode("ascii")
         self.remote = remote
         self.body: BodyStream | None = None
+
+    @property
+    def method(self) -> str:
+        """The method as text (decoded when asked: most requests never are)."""
+        return self.head.method.decode("ascii")
 
     @property
     def target(self) -> bytes:

@@ -84,6 +84,8 @@ class Router:
         self._policy = routing.check_policy(section.load_balancing_policy)
         self._affinity = for_policy(None, self._policy, section.router.cache_aware, clock)
         self._metrics_path = _metrics_path(section)
+        # what a target the router may answer itself starts with (one C call per request)
+        self._own_prefixes = (_LOCAL_PREFIX, self._metrics_path or _LOCAL_PREFIX)
         self._replicas: list[ReplicaState] = []
         self._have_replicas = asyncio.Event()  # set while ``_replicas`` is not empty
         self._waiting = 0  # requests waiting for a first ready replica (bounded)
@@ -262,6 +264,8 @@ class Router:
         options = section.router.cache_aware
         self._affinity = for_policy(self._affinity, self._policy, options, self._clock, targets)
         self._metrics_path = _metrics_path(section)
+        # what a target the router may answer itself starts with (one C call per request)
+        self._own_prefixes = (_LOCAL_PREFIX, self._metrics_path or _LOCAL_PREFIX)
         if secrets is not None:
             self._secrets = dict(secrets)
         self._auth = security.load_api_keys(self.service, section.auth, self._secrets)
@@ -324,7 +328,10 @@ class Router:
         and :meth:`_handle` runs in a task."""
         head = request.head
         auth = self._auth
-        if (auth is not None and not auth.check(head.authorization)) or self._own(head.target):
+        target = head.target
+        if (auth is not None and not auth.check(head.authorization)) or (
+            target.startswith(self._own_prefixes) and self._own(target)
+        ):
             return None
         if head.upgrade:
             return None  # a tunnel: in a task

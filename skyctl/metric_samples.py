@@ -16,7 +16,12 @@ every router process's report, :mod:`skyctl.controller.router_metrics`):
 - :func:`cumulative`, :func:`keep_replicas`: the counters and histograms only
   (what a process that went away leaves behind), the series of the replicas
   still known;
-- :func:`to_metrics`: back to ``prometheus_client`` families for a collector.
+- :func:`to_metrics`: back to ``prometheus_client`` families for a collector;
+- :func:`pack`, :func:`unpack`: the same families in a compact form for files
+  and reports: the sample names and ``le`` bounds of a family's first series
+  once (``columns``), then per series its labels and its values in that order
+  (``rows``): a histogram series is one row of numbers instead of one labelled
+  sample per bucket (about 10 times smaller).
 
 Samples keep the order they first came in, so a histogram's buckets stay
 together and in order in the exposition.
@@ -115,4 +120,51 @@ def to_metrics(families: Iterable[Family]) -> list[Metric]:
         for sample_name, labels, value in f["samples"]:
             metric.add_sample(str(sample_name), dict(labels), float(value))
         out.append(metric)
+    return out
+
+
+def pack(families: Iterable[Family]) -> list[Family]:
+    """Families in the compact form (see the module docstring); a series whose
+    samples differ from the first series' stays a plain sample list."""
+    out: list[Family] = []
+    for f in families:
+        groups: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
+        for sample in f["samples"]:
+            labels = sample[1]
+            key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+            groups.setdefault(key, []).append(sample)
+        columns: list[list[Any]] | None = None
+        rows: list[list[Any]] = []
+        plain: list[list[Any]] = []
+        for key, samples in groups.items():
+            shape = [[s[0], s[1].get("le")] for s in samples]
+            if columns is None:
+                columns = shape
+            if shape == columns:
+                rows.append([dict(key), [float(s[2]) for s in samples]])
+            else:
+                plain.extend(samples)
+        packed = {k: v for k, v in f.items() if k != "samples"}
+        out.append({**packed, "columns": columns or [], "rows": rows, "samples": plain})
+    return out
+
+
+def unpack(families: Iterable[Family]) -> list[Family]:
+    """The families :func:`pack` made, as plain sample lists again."""
+    out: list[Family] = []
+    for f in families:
+        samples: list[list[Any]] = []
+        columns = f.get("columns") or []
+        for labels, values in f.get("rows") or []:
+            if len(values) != len(columns):
+                raise ValueError(
+                    f"{f.get('name')}: a row of {len(values)} values, not {len(columns)}"
+                )
+            for (name, le), value in zip(columns, values, strict=True):
+                samples.append(
+                    [name, {**labels, "le": le} if le is not None else dict(labels), value]
+                )
+        samples.extend(f.get("samples") or [])
+        family = {k: v for k, v in f.items() if k not in ("columns", "rows")}
+        out.append({**family, "samples": samples})
     return out

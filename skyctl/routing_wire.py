@@ -31,8 +31,8 @@ it with the home's key like the controller does. A report (``POST``)::
      "backend_errors": [["<name>", rid, "reason"], ...]}
 
 FAMILY is a Prometheus family as :func:`skyctl.metric_samples.snapshot` writes
-it (this process's counts since it started); the controller sums them over
-every router process.
+it, in :func:`~skyctl.metric_samples.pack`'s compact form (this process's
+counts since it started); the controller sums them over every router process.
 """
 
 from __future__ import annotations

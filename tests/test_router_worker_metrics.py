@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from skyctl.metric_samples import Family, merge
+from skyctl.metric_samples import Family, merge, pack, snapshot, unpack
 from skyctl.router.worker_metrics import ROOT_NAME
 from tests.helpers.waiting import eventually
 
@@ -128,7 +128,7 @@ def published(home: Path, port: int) -> list[float]:
     out = []
     for path in sorted((home / ROOT_NAME / str(port)).glob("*-*.json")):
         data = json.loads(path.read_text())
-        families = merge([data["families"]])
+        families = unpack(data["families"])
         for f in families:
             for name, labels, value in f["samples"]:
                 if name == "skyctl_router_replica_requests_total" and labels["replica"] == "1":
@@ -226,3 +226,17 @@ def test_merge_sums_counters_and_histograms_keeps_bucket_order_and_one_ready_cou
         ["h_bucket", {"replica": "1", "le": "+Inf"}, 7.0],
     ]
     assert summed["skyctl_router_ready_replicas"] == [["skyctl_router_ready_replicas", {}, 2.0]]
+
+
+def test_packed_histograms_are_a_row_per_series_and_unpack_to_the_same_samples() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    h = Histogram("d_seconds", "durations", ["replica", "status_class"], registry=registry)
+    h.labels("1", "2xx").observe(0.02)
+    h.labels("2", "5xx").observe(3.0)
+    families = snapshot(registry, types=("histogram",))
+    [packed] = pack(families)
+    assert len(packed["rows"]) == 2 and packed["samples"] == []  # one row per series
+    assert [c[1] for c in packed["columns"]][:2] == ["0.005", "0.01"]  # the le bounds, once
+    assert unpack([packed]) == families

@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from skyctl.controller.routing_feed import REPORT_MAX_AGE
-from skyctl.metric_samples import Family, merge, to_metrics
+from skyctl.metric_samples import Family, merge, to_metrics, unpack
 
 if TYPE_CHECKING:
     from skyctl.controller.routing_feed import RoutingFeed
@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 
 
 def _histograms(families: Any) -> list[Family]:
-    """The histogram families of a report (none when it has none)."""
+    """The histogram families of a report (:func:`~skyctl.metric_samples.pack`ed; none
+    when it has none)."""
     if not families:
         return []
-    return [f for f in families if f.get("type") == "histogram"]
+    return [f for f in unpack(families) if f.get("type") == "histogram"]
 
 
 class ReportedTraffic(Collector):

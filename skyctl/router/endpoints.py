@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from skyctl.clock import Clock
 from skyctl.errors import SkyctlError
-from skyctl.metric_samples import snapshot
+from skyctl.metric_samples import pack, snapshot
 from skyctl.router.security import router_secrets
 from skyctl.router.server import Router
 from skyctl.router.worker_metrics import WorkerMetrics
@@ -205,7 +205,7 @@ class Endpoints:
                 "rate_60": router.request_rate(60.0),
                 "replica_stats": {str(k): v for k, v in router.replica_stats().items()},
                 "ejected": {str(k): v for k, v in router.ejected().items()},
-                "histograms": snapshot(self._own_registry[name], types=("histogram",)),
+                "histograms": pack(snapshot(self._own_registry[name], types=("histogram",))),
                 "error": "",
             }
         return {"router": router_id, "services": services}

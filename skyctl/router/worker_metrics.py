@@ -53,9 +53,11 @@ from skyctl.metric_samples import (
     cumulative,
     keep_replicas,
     merge,
+    pack,
     replicas_of,
     snapshot,
     to_metrics,
+    unpack,
 )
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,14 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _families(data: dict[str, Any]) -> list[Family]:
+    """The families of a published or retired file (:func:`~skyctl.metric_samples.pack`ed)."""
+    try:
+        return unpack(data.get("families") or [])
+    except (TypeError, ValueError, KeyError, AttributeError):  # not ours, or torn: none
+        return []
+
+
 def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, separators=(",", ":")))
@@ -111,7 +121,7 @@ class WorkerMetrics:
     # ------------------------------------------------------------------ publish
     def publish(self) -> None:
         """Write this worker's figures for the others, then reap dead workers' files."""
-        data = {"service": self.service, "families": snapshot(self._own)}
+        data = {"service": self.service, "families": pack(snapshot(self._own))}
         for _ in range(2):  # the directory may just have been removed by a last closer
             try:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -158,13 +168,13 @@ class WorkerMetrics:
             for path in [self.path, *live]:
                 data = _read(path)
                 if data is not None and data.get("service") == self.service:
-                    parts.append(list(data.get("families") or []))
+                    parts.append(_families(data))
             retired = _read(self.dir / RETIRED) or {}
         if not parts:  # its own file could not be written (nor read): its live figures
             parts.append(snapshot(self._own))
         if retired.get("service") == self.service:
             known = {r for p in parts for r in replicas_of(p)}
-            parts.append(keep_replicas(retired.get("families") or [], known))
+            parts.append(keep_replicas(_families(retired), known))
         return merge(parts)
 
     # ------------------------------------------------------------------ retire
@@ -189,18 +199,18 @@ class WorkerMetrics:
         for path in paths:
             data = _read(path) if path.suffix == ".json" else None
             if data is not None and data.get("service") == self.service:
-                parts.append(cumulative(data.get("families") or []))
+                parts.append(cumulative(_families(data)))
         retired_path = self.dir / RETIRED
         retired = _read(retired_path) or {}
         if parts:
-            before = retired.get("families") if retired.get("service") == self.service else None
+            before = _families(retired) if retired.get("service") == self.service else None
             summed = merge([before or [], *parts])
             live, _ = self._scan()
             known = replicas_of(snapshot(self._own))
             for path in live:
-                known |= replicas_of((_read(path) or {}).get("families") or [])
+                known |= replicas_of(_families(_read(path) or {}))
             kept = keep_replicas(summed, known)
-            _write(retired_path, {"service": self.service, "families": kept})
+            _write(retired_path, {"service": self.service, "families": pack(kept)})
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

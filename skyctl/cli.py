@@ -231,6 +231,12 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
         if line.split("] ", 1)[1] != last:
             click.echo(line)
             last = line.split("] ", 1)[1]
+        if svc.get("endpoint_error"):  # ready replicas or not, nobody can reach them
+            raise SkyctlError(
+                f"service {name} ({svc['endpoint']}): "
+                f"{svc['endpoint_error']}; fix the spec and `skyctl serve update {name} FILE`, "
+                f"or `skyctl serve down {name}`"
+            )
         if svc["ready_replicas"] > 0:
             click.echo(
                 f"Service {name} is ready at {svc['endpoint']} "

@@ -62,6 +62,8 @@ def describe_service(c: Controller, svc: ServiceRecord) -> dict[str, Any]:
         # non-empty: the current version was given up (service FAILED), in one line
         "failure": failure,
         "last_error": (rt.last_error if rt and rt.last_error else unopened) or failure,
+        # non-empty: the endpoint could not be opened (a TLS file missing, its port taken)
+        "endpoint_error": unopened,
         "replicas": replicas,
         "created_at": svc.created_at,
     }

@@ -162,16 +162,19 @@ class WorkerMetrics:
     def families(self) -> list[Family]:
         """This endpoint's figures summed over its workers (what a scrape answers)."""
         self.publish()  # this worker's share as of now, read back with the others'
-        parts: list[list[Family]] = []
-        with self._locked(fcntl.LOCK_SH):  # not while a worker retires its own figures
-            live, _ = self._scan()
-            for path in [self.path, *live]:
-                data = _read(path)
+        mine = _read(self.path)
+        parts = [snapshot(self._own) if mine is None else _families(mine)]  # None: disk full
+        # under a shared lock: a worker retiring files (exclusive) moves their figures to
+        # retired.json and removes them at once, so each is read exactly once here; the
+        # files of workers that died since are counted too, until someone retires them
+        with self._locked(fcntl.LOCK_SH):
+            live, dead = self._scan()
+            for path in [*live, *dead]:
+                data = _read(path) if path.suffix == ".json" else None
                 if data is not None and data.get("service") == self.service:
-                    parts.append(_families(data))
+                    families = _families(data)
+                    parts.append(families if path in live else cumulative(families))
             retired = _read(self.dir / RETIRED) or {}
-        if not parts:  # its own file could not be written (nor read): its live figures
-            parts.append(snapshot(self._own))
         if retired.get("service") == self.service:
             known = {r for p in parts for r in replicas_of(p)}
             parts.append(keep_replicas(_families(retired), known))

@@ -197,6 +197,7 @@ async def test_a_scrape_sums_every_worker_and_survives_a_killed_one(
     names = sorted(p.name for p in shared.iterdir())
     assert f"{killed.pid}-" not in " ".join(names), names  # the dead worker's file retired
     assert "retired.json" in names
+    assert {oct(p.stat().st_mode & 0o777) for p in shared.iterdir()} == {"0o600"}
 
     # every worker stopped: nothing left
     await asyncio.to_thread(workers.stop)

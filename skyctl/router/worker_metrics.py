@@ -48,6 +48,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from skyctl.config import write_private
 from skyctl.metric_samples import (
     Family,
     cumulative,
@@ -98,10 +99,8 @@ def _families(data: dict[str, Any]) -> list[Family]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Written aside (``NAME.tmp``, 0600) and renamed: a reader sees all or nothing."""
+    write_private(path, json.dumps(data, separators=(",", ":")))
 
 
 class WorkerMetrics:

@@ -96,6 +96,7 @@ class Race(Exchange):
         "_first",
         "_hedge",
         "_hedge_wait",
+        "_initial",
         "_length",
         "_lingering",
         "_on_send",
@@ -137,6 +138,7 @@ class Race(Exchange):
         self._hedge_wait = 0.0  # the last hedge delay waited (doubles while the budget is dry)
         self._error_read: asyncio.Task[None] | None = None
         self._first: Copy | None = None  # a hedged race's first copy
+        self._initial: list[Copy] = []  # the copies sent at the start (not hedges, retries)
 
     def start(self) -> None:
         plan = self._plan
@@ -145,6 +147,7 @@ class Race(Exchange):
         for replica in plan.first:
             self._send(replica)
         self._first = self._pending[0] if self._pending else None
+        self._initial = list(self._pending)
         if plan.hedge_delay is not None and self._spares and not self.over:
             self._hedge_after(plan.hedge_delay)
 
@@ -166,6 +169,9 @@ class Race(Exchange):
     def set_exception(self, exc: BaseException) -> None:
         if self._winner is None:  # else the winner is decided in this very iteration
             self._timed_out = True
+            for copy in self._pending:  # no answer in the whole request timeout: a timeout
+                if copy in self._initial:  # (passive health; a later hedge had less time)
+                    copy.replica.failed("timeout")
             self._settle(None)
 
     def _hedge_due(self, task: asyncio.Task[None]) -> None:

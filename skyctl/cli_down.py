@@ -111,7 +111,19 @@ def _follow(
             busy_since = None
         except ControllerUnreachable:
             found = ControllerClient.find(p)
-            if found is not None:  # a hiccup, or another CLI restarted it
+            if found is not None and found.base != client.base:  # another one answers now
+                if restarts >= MAX_CONTROLLER_RESTARTS:
+                    raise SkyctlError(
+                        f"the controller keeps exiting (see {p.daemon_log}); "
+                        + _what_is_left(p, pending)
+                    ) from None
+                restarts += 1
+                progress.note(
+                    f"The controller exited before {', '.join(sorted(pending))} was down; "
+                    f"restarted (by its supervisor or another command), it finishes the down "
+                    f"(see {p.daemon_log})"
+                )
+            if found is not None:  # a hiccup, or a new controller
                 client = found
                 continue
             if _daemon_running(p):  # alive but not answering (overloaded): wait, bounded

@@ -48,7 +48,10 @@ import resource
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
+import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ if str(ROOT) not in sys.path:
 from providers.registry import ProviderSet  # noqa: E402
 from skyctl.clock import SystemClock  # noqa: E402
 from skyctl.controller import Controller  # noqa: E402
+from skyctl.controller.heap import HeapKeeper  # noqa: E402
 from skyctl.store import Store  # noqa: E402
 
 FULL = ((1, 10), (10, 100), (100, 1000), (1000, 10000))
@@ -143,13 +147,28 @@ class GcMeter:
 
     def __init__(self) -> None:
         self.pauses: list[float] = []
+        self.events: list[tuple[float, float, int]] = []  # (start, seconds, generation)
         self._start = 0.0
 
-    def _callback(self, phase: str, _info: dict[str, Any]) -> None:
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.pauses.append(time.perf_counter() - self._start)
+            took = time.perf_counter() - self._start
+            self.pauses.append(took)
+            self.events.append((self._start, took, info["generation"]))
+
+    def summary(self) -> str:
+        """Collections per generation in the window: how many, their total and longest."""
+        parts = []
+        for gen in (0, 1, 2):
+            times = [d for _t, d, g in self.events if g == gen]
+            if times:
+                parts.append(
+                    f"gen{gen} {len(times)}x total {sum(times) * 1000:.0f} ms "
+                    f"max {max(times) * 1000:.0f} ms"
+                )
+        return "GC: " + ("; ".join(parts) or "none") + f"; frozen {gc.get_freeze_count()}"
 
     def __enter__(self) -> GcMeter:
         gc.callbacks.append(self._callback)
@@ -161,6 +180,93 @@ class GcMeter:
     @property
     def max_ms(self) -> float:
         return max(self.pauses, default=0.0) * 1000
+
+
+class StallSampler:
+    """Where the loop's long stalls come from: a watchdog thread samples the loop
+    thread's stack while the loop has not run for ``threshold`` seconds.
+
+    A heartbeat callback on the loop notes when it last ran (every ``beat``
+    seconds); the thread looks every ``every`` seconds and, while the loop is
+    stalled, takes the loop thread's innermost frames (``sys._current_frames``)
+    and the process CPU time. A collection by the garbage collector holds the
+    interpreter lock, so the thread cannot sample it: GcMeter's pauses tell those.
+    """
+
+    def __init__(self, threshold: float = 0.1, beat: float = 0.01, every: float = 0.005) -> None:
+        self.threshold, self.beat, self.every = threshold, beat, every
+        self.stalls: list[tuple[float, float, float, Counter[str]]] = []  # at, s, cpu s, stacks
+        self._last = time.perf_counter()
+        self._handle: asyncio.TimerHandle | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ident = threading.get_ident()
+
+    def start(self) -> None:
+        self._ident = threading.get_ident()
+        self._tick()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        self._last = time.perf_counter()
+        self._handle = asyncio.get_running_loop().call_later(self.beat, self._tick)
+
+    @staticmethod
+    def _where(frame: Any) -> str:
+        frames = traceback.extract_stack(frame)[::-1]
+        ours = [f for f in frames if str(ROOT) in f.filename and "benchmarks" not in f.filename]
+        inner = frames[0]
+        parts = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in ours[:3]]
+        if inner not in ours[:1]:
+            parts.insert(0, f"[{Path(inner.filename).name}:{inner.lineno} {inner.name}]")
+        return " < ".join(parts)
+
+    def _watch(self) -> None:
+        stalled_at = None
+        cpu0 = 0.0
+        stacks: Counter[str] = Counter()
+        last = self._last
+        while not self._stop.wait(self.every):
+            now = time.perf_counter()
+            if self._last != last and stalled_at is not None:  # the loop ran again
+                took = self._last - stalled_at
+                if took >= self.threshold:
+                    self.stalls.append((stalled_at, took, time.process_time() - cpu0, stacks))
+                stalled_at = None
+            last = self._last
+            if now - last < self.threshold / 2:
+                continue
+            if stalled_at is None:
+                stalled_at, cpu0, stacks = last, time.process_time(), Counter()
+            frame = sys._current_frames().get(self._ident)
+            if frame is not None:
+                stacks[self._where(frame)] += 1
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def report(self, gc_pauses: list[tuple[float, float]], top: int = 12) -> str:
+        """The stalls over the threshold, the longest first, each with its main stack."""
+        lines = [f"stalls >= {self.threshold * 1000:.0f} ms: {len(self.stalls)}"]
+        for at, took, cpu, stacks in sorted(self.stalls, key=lambda s: -s[1])[:top]:
+            gcs = [d for t, d in gc_pauses if at - 0.01 <= t <= at + took]
+            gc_note = f", GC {sum(gcs) * 1000:.0f} ms" if gcs else ""
+            where = stacks.most_common(1)[0][0] if stacks else "(not sampled)"
+            lines.append(
+                f"  {took * 1000:7.0f} ms (CPU {cpu * 1000:.0f} ms{gc_note}, "
+                f"{sum(stacks.values())} samples): {where}"
+            )
+        total: Counter[str] = Counter()
+        for _at, _took, _cpu, stacks in self.stalls:
+            total.update(stacks)
+        lines.append("  samples in stalls, by stack:")
+        lines += [f"    {n:5d}  {where}" for where, n in total.most_common(top)]
+        return "\n".join(lines)
 
 
 def cpu_seconds() -> float:
@@ -223,6 +329,11 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
         providers = ProviderSet(config=config, clock=clock, local_state=Path(tmp) / "local")
         controller = Controller(store, providers, clock, tick_seconds=2.0)
         await controller.start()
+        keeper = None
+        if not args.no_freeze:  # as the daemon does once it has restored the services
+            gc.collect()
+            gc.freeze()
+            keeper = HeapKeeper().install()
         runner = asyncio.create_task(controller.run())
         lag = LagMeter()
         try:
@@ -260,11 +371,19 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             controller.reconciler.tick = counted  # type: ignore[method-assign]
             event.listen(store._engine, "before_cursor_execute", count)
             lag.start()
+            stalls = StallSampler() if args.stalls else None
+            if stalls is not None:
+                stalls.start()
             cpu0, w0 = cpu_seconds(), time.monotonic()
             prof = profiler(args, f"{services}x{services * per}-steady")
             with GcMeter() as gcm:
                 await asyncio.sleep(args.steady)
             prof()
+            if stalls is not None:
+                stalls.stop()
+                print(stalls.report([(t, d) for t, d, _g in gcm.events]), flush=True)
+                kept = f"; heap keeper: {keeper.freezes} freezes" if keeper is not None else ""
+                print(gcm.summary() + kept, flush=True)
             cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
             await lag.stop()
             event.remove(store._engine, "before_cursor_execute", count)
@@ -293,6 +412,9 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             await runner
             await controller.stop(0)
             store.close()
+            if keeper is not None:
+                keeper.uninstall()
+                gc.unfreeze()
 
 
 async def run_probes(services: int, replicas: int, args: argparse.Namespace) -> None:
@@ -414,6 +536,16 @@ def main(argv: list[str] | None = None) -> None:
         "--asyncio-loop", action="store_true", help="asyncio's own loop, not uvloop"
     )
     parser.add_argument("--profile", metavar="DIR", help="cProfile creation and steady state")
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="without the daemon's garbage-collector policy (gc.freeze, skyctl.controller.heap)",
+    )
+    parser.add_argument(
+        "--stalls",
+        action="store_true",
+        help="print the steady window's loop stalls over 100 ms, with the stack that ran",
+    )
     parser.add_argument(
         "--probes", type=sizes, metavar="SxR", help="the probes alone, e.g. 1000x10000"
     )

@@ -8,6 +8,12 @@ its period is up: ``tick_seconds`` while it has something to do,
 nothing written, no call in flight). So a slow tick of one service never
 delays another's, and services with nothing to do cost little. An exception in
 one service is logged and recorded as an event and never stops the loop.
+
+Quiet ticks keep to each service's own phase of the quiet period (the k-th
+service scheduled gets ``frac(k * 0.618...)`` of it, as probes do), so services
+created or woken together do not tick together every period after: 1,000
+quiet services tick about 100 a second, not 1,000 in one burst every 10 s
+(a burst held the event loop for hundreds of milliseconds).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ log = logging.getLogger(__name__)
 QUIET_TICK_SECONDS = 10.0
 #: the list of services is re-read at least this often (API calls re-read it at once)
 NAMES_REFRESH_SECONDS = 30.0
+_GOLDEN = 0.6180339887498949  # the fractional part of the golden ratio
 
 #: SkyPilot's service-name rule (the spec parser applies it to `name:` too)
 NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
@@ -97,6 +104,8 @@ class Controller:
         self._names_read_at = 0.0
         self._dirty: set[str] = set()  # woken services
         self._due: dict[str, float] = {}  # when each service's next tick is due
+        self._phases: dict[str, float] = {}  # each service's share of the quiet period
+        self._next_phase = 0
         self._ticking: dict[str, asyncio.Task[None]] = {}
 
     # --------------------------------------------------------------- running
@@ -174,6 +183,9 @@ class Controller:
             for name in list(self._due):
                 if name not in self._names:
                     del self._due[name]
+            for name in list(self._phases):
+                if name not in self._names:
+                    del self._phases[name]
         loop = asyncio.get_running_loop()
         nearest = now + self.tick_seconds
         for name in self._names:
@@ -202,13 +214,24 @@ class Controller:
             self._ticking.pop(name, None)
             rt = self.runtimes.get(name)
             now = self.clock.now()
-            period = self.quiet_tick_seconds if rt is not None and rt.quiet else self.tick_seconds
-            due = now + period
+            if rt is not None and rt.quiet:  # on its phase, half a period to 1.5 periods on
+                due = self._on_phase(name, now + self.quiet_tick_seconds / 2)
+            else:
+                due = now + self.tick_seconds
             if rt is not None and rt.next_at is not None and now < rt.next_at < due:
                 due = rt.next_at  # held-back launches may go then
             self._due[name] = due
             if name in self._dirty or name not in self.runtimes:
                 self._wake.set()
+
+    def _on_phase(self, name: str, earliest: float) -> float:
+        """The first time from ``earliest`` on the service's phase of the quiet period."""
+        phase = self._phases.get(name)
+        if phase is None:
+            self._next_phase += 1
+            phase = self._phases[name] = (self._next_phase * _GOLDEN) % 1.0
+        period = self.quiet_tick_seconds
+        return earliest + (phase * period - earliest) % period
 
     async def tick_all(self) -> None:
         """Tick every service once, concurrently, and wait for all (tests, tools)."""

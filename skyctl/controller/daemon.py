@@ -46,6 +46,7 @@ from skyctl.config import (
 )
 from skyctl.controller.api import make_app
 from skyctl.controller.controller import Controller
+from skyctl.controller.heap import HeapKeeper
 from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.errors import SkyctlError
 from skyctl.secrets import KEY_FILE_NAME, Secrets
@@ -116,7 +117,13 @@ async def serve(
         # short-lived objects are all a collection walks (docs/router.md)
         gc.collect()
         gc.freeze()
-        await controller.run()
+        # and what services made later (creates, launches) once it costs a collection
+        # much: the survivors of costly full collections are frozen too (heap.py)
+        keeper = HeapKeeper().install()
+        try:
+            await controller.run()
+        finally:
+            keeper.uninstall()
     finally:
         log.info("controller stopping")
         with contextlib.suppress(FileNotFoundError):

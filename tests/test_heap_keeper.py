@@ -1,0 +1,130 @@
+"""The controller's garbage-collector policy (skyctl.controller.heap.HeapKeeper).
+
+Specification: a full collection that cost much CPU freezes its survivors, so
+later full collections walk only what was made since; a cheap one (a small heap)
+freezes nothing; young collections are never looked at; every reclaim period
+the frozen objects are given back once, so cyclic garbage among them is freed
+by the next full collection (whose survivors are frozen again).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+from skyctl.controller.heap import HeapKeeper
+
+
+class FakeCollector:
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self.frozen = 0
+        self.young = 0  # objects a freeze would move
+        self.log: list[str] = []
+
+    def freeze(self) -> None:
+        self.frozen += self.young
+        self.young = 0
+        self.log.append("freeze")
+
+    def unfreeze(self) -> None:
+        self.young += self.frozen
+        self.frozen = 0
+        self.log.append("unfreeze")
+
+    def get_freeze_count(self) -> int:
+        return self.frozen
+
+    def collect(self, generation: int, cpu_seconds: float, clock: dict[str, float],
+                collected: int = 0) -> None:  # fmt: skip
+        """One collection of ``generation`` costing ``cpu_seconds`` (as the interpreter runs it)."""
+        for cb in list(self.callbacks):
+            cb("start", {"generation": generation, "collected": 0, "uncollectable": 0})
+        clock["cpu"] += cpu_seconds
+        for cb in list(self.callbacks):
+            cb("stop", {"generation": generation, "collected": collected, "uncollectable": 0})
+
+
+def keeper(
+    collector: FakeCollector, clock: dict[str, float], **kwargs: Any
+) -> HeapKeeper:
+    return HeapKeeper(
+        collector=collector,
+        cpu=lambda: clock["cpu"],
+        monotonic=lambda: clock["mono"],
+        **kwargs,
+    ).install()
+
+
+def test_a_costly_full_collection_freezes_its_survivors() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    k = keeper(gcm, clock, freeze_after=0.02)
+    gcm.young = 500_000
+    gcm.collect(2, cpu_seconds=0.3, clock=clock)
+    assert gcm.log == ["freeze"]
+    assert gcm.frozen == 500_000 and k.freezes == 1
+
+
+def test_a_cheap_full_collection_freezes_nothing() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    keeper(gcm, clock, freeze_after=0.02)
+    gcm.young = 1_000
+    gcm.collect(2, cpu_seconds=0.001, clock=clock)
+    assert gcm.log == [] and gcm.frozen == 0
+
+
+def test_young_collections_are_never_looked_at() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    keeper(gcm, clock, freeze_after=0.02)
+    gcm.collect(0, cpu_seconds=0.5, clock=clock)
+    gcm.collect(1, cpu_seconds=0.5, clock=clock)
+    assert gcm.log == []
+
+
+def test_every_reclaim_period_the_frozen_heap_is_given_back_once() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    k = keeper(gcm, clock, freeze_after=0.02, reclaim_seconds=3600)
+    gcm.young = 100_000
+    gcm.collect(2, cpu_seconds=0.3, clock=clock)  # frozen
+    clock["mono"] = 1800
+    gcm.collect(2, cpu_seconds=0.03, clock=clock)  # still within the hour: frozen again
+    assert gcm.log == ["freeze", "freeze"]
+    clock["mono"] = 3600
+    gcm.collect(2, cpu_seconds=0.03, clock=clock)
+    assert gcm.log[-1] == "unfreeze" and gcm.frozen == 0 and k.reclaims == 1
+    # the next full collection walks everything, frees the garbage, freezes the rest
+    gcm.collect(2, cpu_seconds=0.4, clock=clock, collected=7_000)
+    assert gcm.log[-1] == "freeze" and gcm.frozen == 100_000
+    assert k.reclaimed == 7_000
+    clock["mono"] = 3700
+    gcm.collect(2, cpu_seconds=0.4, clock=clock)
+    assert gcm.log.count("unfreeze") == 1  # the next reclaim is an hour on
+
+
+def test_uninstalled_it_does_nothing() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    k = keeper(gcm, clock, freeze_after=0.02)
+    k.uninstall()
+    gcm.collect(2, cpu_seconds=1.0, clock=clock)
+    assert gcm.log == [] and gcm.callbacks == []
+
+
+def test_with_the_real_collector_survivors_leave_later_full_collections() -> None:
+    """A heap of long-lived containers is frozen after the first costly full collection:
+    the next full collection no longer walks it, and nothing frozen is lost."""
+    gc.collect()
+    before = gc.get_freeze_count()
+    k = HeapKeeper(freeze_after=0.0).install()  # every full collection counts as costly
+    try:
+        kept = [{"i": i} for i in range(50_000)]  # long-lived, tracked containers
+        gc.collect()
+        assert k.freezes >= 1
+        assert gc.get_freeze_count() >= before + len(kept)
+        assert not any(d is kept[0] for d in gc.get_objects(generation=2))
+        assert kept[49_999]["i"] == 49_999
+    finally:
+        k.uninstall()
+        gc.unfreeze()
+        if before:  # the test process froze its own start-up before: as it was
+            gc.freeze()

@@ -1,0 +1,95 @@
+"""Quiet services tick on their own phases of the quiet period, not in one burst.
+
+Specification (fake clock, in-process provider): services created together,
+once they have nothing to do, are each ticked about once per quiet period, and
+their ticks are spread over the period (each service keeps its own phase), so
+the controller never runs every service's tick in the same instant. A service
+that is woken still ticks at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_controller import FIXED, Harness
+
+SERVICES = 10
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.close()
+
+
+async def quiet_ticks(h: Harness, monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[tuple[float, str]]:
+    """Every service created at the same instant, all READY and quiet: the ticks of
+    the next ``seconds`` fake seconds, (time, service)."""
+    for i in range(SERVICES):
+        await h.controller.create_service(FIXED.format(name=f"s{i}", replicas=1), None)
+    names = [f"s{i}" for i in range(SERVICES)]
+    await h.until(lambda: all(h.ready(n) == 1 for n in names), seconds=60)
+    await h.until(lambda: all(h.controller.runtimes[n].quiet for n in names), seconds=30)
+    for _ in range(60):  # a quiet period and a half: every service on its phase
+        await h.clock.advance(0.25)
+        await asyncio.sleep(0.002)
+    ticks: list[tuple[float, str]] = []
+    tick = h.controller.reconciler.tick
+
+    async def counting(rt: Any, svc: Any) -> bool:
+        ticks.append((h.clock.now(), svc.name))
+        return await tick(rt, svc)
+
+    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    for _ in range(int(seconds / 0.25)):
+        await h.clock.advance(0.25)
+        await asyncio.sleep(0.002)
+    return ticks
+
+
+async def test_quiet_services_created_together_tick_spread_over_the_period(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    period = h.controller.quiet_tick_seconds  # 10 s
+    ticks = await quiet_ticks(h, monkeypatch, seconds=2 * period)
+    per_service: dict[str, list[float]] = {}
+    for at, name in ticks:
+        per_service.setdefault(name, []).append(at)
+    # each about once a period: two ticks in two periods, a period apart
+    assert sorted(per_service) == sorted(f"s{i}" for i in range(SERVICES))
+    for times in per_service.values():
+        assert len(times) == 2 and times[1] - times[0] == pytest.approx(period, abs=0.5)
+    # spread: no tenth of the period holds more than two services' ticks
+    # (all ten in one instant, as before phases, would put ten in one)
+    slots: dict[int, set[str]] = {}
+    for at, name in ticks:
+        slots.setdefault(int((at % period) / (period / 10)), set()).add(name)
+    assert max(len(s) for s in slots.values()) <= 2
+    assert len(slots) >= 7
+
+
+async def test_a_woken_quiet_service_ticks_at_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await quiet_ticks(h, monkeypatch, seconds=0)
+    ticks: list[float] = []
+    tick = h.controller.reconciler.tick
+
+    async def counting(rt: Any, svc: Any) -> bool:
+        if svc.name == "s3":
+            ticks.append(h.clock.now())
+        return await tick(rt, svc)
+
+    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    woken_at = h.clock.now()
+    h.controller.wake("s3")
+    for _ in range(3):
+        await asyncio.sleep(0.005)
+    assert ticks and ticks[0] == woken_at

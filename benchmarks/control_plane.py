@@ -50,7 +50,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +106,8 @@ class LagMeter:
 
     On a shared machine part of it is the OS running other processes (this one
     runs at nice 10): ``own`` bounds the part this process caused, the overshoot
-    capped by the CPU time this process used in the sample (a loop blocked by
-    its own work uses CPU all along; one waiting for a core uses none).
+    capped by the CPU time the loop's thread used in the sample (a loop blocked
+    by its own work uses CPU all along; one waiting for a core uses none).
     """
 
     def __init__(self, interval: float = 0.05) -> None:
@@ -122,11 +121,11 @@ class LagMeter:
 
     async def _run(self) -> None:
         while True:
-            t, cpu = time.perf_counter(), time.process_time()
+            t, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(self.interval)
             late = max(0.0, time.perf_counter() - t - self.interval)
             self.samples.append(late)
-            self.own.append(min(late, time.process_time() - cpu))
+            self.own.append(min(late, time.thread_time() - cpu))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -147,26 +146,30 @@ class GcMeter:
 
     def __init__(self) -> None:
         self.pauses: list[float] = []
-        self.events: list[tuple[float, float, int]] = []  # (start, seconds, generation)
-        self._start = 0.0
+        # (start, seconds, generation, CPU seconds of the collecting thread)
+        self.events: list[tuple[float, float, int, float]] = []
+        self._start = self._cpu = 0.0
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start, self._cpu = time.perf_counter(), time.thread_time()
         else:
             took = time.perf_counter() - self._start
             self.pauses.append(took)
-            self.events.append((self._start, took, info["generation"]))
+            self.events.append(
+                (self._start, took, info["generation"], time.thread_time() - self._cpu)
+            )
 
     def summary(self) -> str:
         """Collections per generation in the window: how many, their total and longest."""
         parts = []
         for gen in (0, 1, 2):
-            times = [d for _t, d, g in self.events if g == gen]
+            times = [d for _t, d, g, _c in self.events if g == gen]
+            cpus = [c for _t, _d, g, c in self.events if g == gen]
             if times:
                 parts.append(
                     f"gen{gen} {len(times)}x total {sum(times) * 1000:.0f} ms "
-                    f"max {max(times) * 1000:.0f} ms"
+                    f"max {max(times) * 1000:.0f} ms (CPU max {max(cpus) * 1000:.0f} ms)"
                 )
         return "GC: " + ("; ".join(parts) or "none") + f"; frozen {gc.get_freeze_count()}"
 
@@ -191,6 +194,10 @@ class StallSampler:
     stalled, takes the loop thread's innermost frames (``sys._current_frames``)
     and the process CPU time. A collection by the garbage collector holds the
     interpreter lock, so the thread cannot sample it: GcMeter's pauses tell those.
+    A stall's CPU is the loop thread's own (from when the stall was noticed): a
+    stall with little of it was the process waiting for a core. The samples lean
+    to where the loop thread releases the lock (SQLite calls, I/O): they tell
+    which work ran, not which line of it cost most.
     """
 
     def __init__(self, threshold: float = 0.1, beat: float = 0.01, every: float = 0.005) -> None:
@@ -201,9 +208,11 @@ class StallSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ident = threading.get_ident()
+        self._clock = time.CLOCK_THREAD_CPUTIME_ID
 
     def start(self) -> None:
         self._ident = threading.get_ident()
+        self._clock = time.pthread_getcpuclockid(self._ident)  # the loop thread's CPU
         self._tick()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -214,12 +223,16 @@ class StallSampler:
 
     @staticmethod
     def _where(frame: Any) -> str:
-        frames = traceback.extract_stack(frame)[::-1]
-        ours = [f for f in frames if str(ROOT) in f.filename and "benchmarks" not in f.filename]
-        inner = frames[0]
-        parts = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in ours[:3]]
-        if inner not in ours[:1]:
-            parts.insert(0, f"[{Path(inner.filename).name}:{inner.lineno} {inner.name}]")
+        frames = []  # innermost first: (file, line, function)
+        while frame is not None:
+            frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+            frame = frame.f_back
+        root = str(ROOT)
+        ours = [f for f in frames if f[0].startswith(root) and "benchmarks" not in f[0]]
+        parts = [f"{Path(f[0]).name}:{f[1]} {f[2]}" for f in ours[:3]]
+        if frames and frames[0] not in ours[:1]:
+            f = frames[0]
+            parts.insert(0, f"[{Path(f[0]).name}:{f[1]} {f[2]}]")
         return " < ".join(parts)
 
     def _watch(self) -> None:
@@ -232,13 +245,14 @@ class StallSampler:
             if self._last != last and stalled_at is not None:  # the loop ran again
                 took = self._last - stalled_at
                 if took >= self.threshold:
-                    self.stalls.append((stalled_at, took, time.process_time() - cpu0, stacks))
+                    cpu = time.clock_gettime(self._clock) - cpu0
+                    self.stalls.append((stalled_at, took, cpu, stacks))
                 stalled_at = None
             last = self._last
             if now - last < self.threshold / 2:
                 continue
             if stalled_at is None:
-                stalled_at, cpu0, stacks = last, time.process_time(), Counter()
+                stalled_at, cpu0, stacks = last, time.clock_gettime(self._clock), Counter()
             frame = sys._current_frames().get(self._ident)
             if frame is not None:
                 stacks[self._where(frame)] += 1
@@ -362,10 +376,12 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
 
             ticks = 0
             tick = controller.reconciler.tick
+            tick_slots: Counter[int] = Counter()  # ticks begun in each 100 ms
 
             async def counted(rt: Any, svc: Any) -> bool:
                 nonlocal ticks
                 ticks += 1
+                tick_slots[int(time.monotonic() * 10)] += 1
                 return await tick(rt, svc)
 
             controller.reconciler.tick = counted  # type: ignore[method-assign]
@@ -381,9 +397,14 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             prof()
             if stalls is not None:
                 stalls.stop()
-                print(stalls.report([(t, d) for t, d, _g in gcm.events]), flush=True)
+                print(stalls.report([(t, d) for t, d, _g, _c in gcm.events]), flush=True)
                 kept = f"; heap keeper: {keeper.freezes} freezes" if keeper is not None else ""
                 print(gcm.summary() + kept, flush=True)
+                print(
+                    f"ticks begun in one 100 ms: at most {max(tick_slots.values(), default=0)}, "
+                    f"mean {ticks / max(1, args.steady * 10):.1f}",
+                    flush=True,
+                )
             cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
             await lag.stop()
             event.remove(store._engine, "before_cursor_execute", count)

@@ -162,3 +162,31 @@ def test_the_workers_benchmark_pins_each_proxys_worker_i_to_the_same_core() -> N
     assert [core_of(i, 2) for i in range(3)] == [1, 0, 1]
     assert nginx_affinity(2, 2) == "10 01"  # nginx's masks name the same cores
     assert nginx_affinity(1, 4) == "1000"
+
+
+def test_the_control_plane_stall_sampler_names_the_code_that_held_the_loop() -> None:
+    """``--stalls``: a callback that holds the event loop 300 ms is reported as a
+    stall of at least that long, with the function that ran in its stack."""
+    import asyncio
+    import time
+
+    from benchmarks.control_plane import StallSampler
+
+    def hold_the_loop() -> None:
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+
+    async def main() -> StallSampler:
+        sampler = StallSampler(threshold=0.1)
+        sampler.start()
+        await asyncio.sleep(0.05)
+        hold_the_loop()
+        await asyncio.sleep(0.05)
+        sampler.stop()
+        return sampler
+
+    sampler = asyncio.run(main())
+    held = [s for s in sampler.stalls if any("hold_the_loop" in k for k in s[3])]
+    assert len(held) == 1 and held[0][1] >= 0.29
+    assert "hold_the_loop" in sampler.report([])

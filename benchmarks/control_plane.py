@@ -395,6 +395,9 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             with GcMeter() as gcm:
                 await asyncio.sleep(args.steady)
             prof()
+            cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
+            rss = rss_mb()
+            await lag.stop()
             if stalls is not None:
                 stalls.stop()
                 print(stalls.report([(t, d) for t, d, _g, _c in gcm.events]), flush=True)
@@ -405,8 +408,18 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
                     f"mean {ticks / max(1, args.steady * 10):.1f}",
                     flush=True,
                 )
-            cpu = (cpu_seconds() - cpu0) / (time.monotonic() - w0)
-            await lag.stop()
+                # the cyclic garbage still held (with the keeper: frozen ones included)
+                before = rss_mb()
+                if keeper is not None:
+                    gc.unfreeze()
+                t, freed = time.perf_counter(), gc.collect()
+                print(
+                    f"{'unfrozen and ' if keeper is not None else ''}collected at the end: "
+                    f"{freed} objects were garbage "
+                    f"({(time.perf_counter() - t) * 1000:.0f} ms), RSS {before:.0f} -> "
+                    f"{rss_mb():.0f} MB",
+                    flush=True,
+                )
             event.remove(store._engine, "before_cursor_execute", count)
             reads = ("SELECT", "BEGIN", "COMMIT", "ROLLBACK")
             writes = sum(
@@ -417,7 +430,7 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
                 created,
                 ready_seconds,
                 cpu,
-                rss_mb(),
+                rss,
                 lag.percentile(0.50),
                 lag.percentile(0.99),
                 lag.percentile(0.99, own=True),

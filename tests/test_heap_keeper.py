@@ -46,9 +46,7 @@ class FakeCollector:
             cb("stop", {"generation": generation, "collected": collected, "uncollectable": 0})
 
 
-def keeper(
-    collector: FakeCollector, clock: dict[str, float], **kwargs: Any
-) -> HeapKeeper:
+def keeper(collector: FakeCollector, clock: dict[str, float], **kwargs: Any) -> HeapKeeper:
     return HeapKeeper(
         collector=collector,
         cpu=lambda: clock["cpu"],

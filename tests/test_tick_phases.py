@@ -29,7 +29,9 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     await harness.close()
 
 
-async def quiet_ticks(h: Harness, monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[tuple[float, str]]:
+async def quiet_ticks(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> list[tuple[float, str]]:
     """Every service created at the same instant, all READY and quiet: the ticks of
     the next ``seconds`` fake seconds, (time, service)."""
     for i in range(SERVICES):

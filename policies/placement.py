@@ -78,6 +78,21 @@ class PlacementResult:
 
 PlacementPolicy = Callable[[PlacementContext], PlacementResult]
 
+ONDEMAND_COVER = "ondemand_cover"  # attribute of a policy that always covers spot shortfalls
+
+
+def covers_shortfalls(policy: PlacementPolicy) -> bool:
+    """``policy`` launches on-demand for every spot shortfall whatever the spec says
+    (as ``dynamic_ondemand_fallback`` does for SpotHedge): plan() may then hold the
+    spot search as a whole (:mod:`policies.capacity`) without leaving the service short."""
+    return bool(getattr(policy, ONDEMAND_COVER, False))
+
+
+def covering(policy: PlacementPolicy) -> PlacementPolicy:
+    """Mark ``policy`` as one that always covers spot shortfalls with on-demand."""
+    setattr(policy, ONDEMAND_COVER, True)
+    return policy
+
 
 def scale_down_order(replicas: Iterable[ReplicaView]) -> list[ReplicaView]:
     """SkyServe's order for scaling down: earliest stage, oldest version, newest id."""

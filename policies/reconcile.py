@@ -45,6 +45,7 @@ from policies.placement import (
     PlacementContext,
     PlacementResult,
     cheapest_spot_offers,
+    covers_shortfalls,
     ondemand_offer,
 )
 from policies.routable import routable
@@ -175,10 +176,12 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         return ctx, policy(ctx)
 
     # the spot search backing off as a whole (policies.capacity) holds spot launches
-    # only where the spec has on-demand cover spot shortfalls (dynamic_ondemand_fallback)
-    # and while the rest covers the target: a service is never left short for it, and
-    # otherwise asks as the location holds allow
-    search = sstate if rp.dynamic_ondemand_fallback else None
+    # only where on-demand covers spot shortfalls (the spec's dynamic_ondemand_fallback,
+    # or a policy whose fallback is always on, as skyhedge_online's) and while the rest
+    # covers the target: a service is never left short for it, and otherwise asks as
+    # the location holds allow
+    covered = rp.dynamic_ondemand_fallback or covers_shortfalls(policy)
+    search = sstate if covered else None
     if capacity.searching(search, now):
         ctx, result = place(obs.offerings)
     else:

@@ -48,6 +48,7 @@ from policies.placement import (
     PlacementPolicy,
     PlacementResult,
     count,
+    covering,
     drain,
     hedge_states,
     settle_ondemand,
@@ -179,7 +180,9 @@ def make(params: Params | None = None) -> PlacementPolicy:
             drain_why="skyhedge_online: spot ready again, on-demand drained",
         )
 
-    return skyhedge_online
+    # its fallback is always on: plan() holds its spot search as SpotHedge's with
+    # dynamic_ondemand_fallback (policies.capacity)
+    return covering(skyhedge_online)
 
 
 skyhedge_online = make()

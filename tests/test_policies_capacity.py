@@ -188,6 +188,25 @@ def test_the_search_waits_only_where_on_demand_covers_the_target(dynamic: bool) 
     assert [la.offering.location for la in p.launches] == [C]
 
 
+def test_the_default_policy_waits_as_spothedge_with_dynamic_fallback_does() -> None:
+    # skyhedge_online's on-demand fallback is always on (placement.covers_shortfalls), so
+    # a plain spot spec (no dynamic_ondemand_fallback) gets the same search hold as
+    # SpotHedge's spec with the flag: no spot while the hold lasts, on-demand covers
+    assert registry.policy_for(make_spec(replicas=1)) == "skyhedge_online"
+    state = {
+        capacity.STATE_KEY: {str(w): {"refusals": 1, "until": 30.0} for w in (A, B)},
+        capacity.SEARCH_KEY: {"refusals": 2, "until": 15.0},
+    }
+    peer = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)
+    cover = [replica(9, spot=False, status=ReplicaStatus.STARTING)]
+    for spec in (make_spec(replicas=1), peer):
+        obs = observe(spec, cover, offerings(PRICES), policy_state=state)
+        p = plan(obs, 1.0)
+        assert not any(la.offering.spot for la in p.launches), p.launches
+        assert p.launch_after == 15.0
+        assert [la.offering.location for la in plan(obs, 15.0).launches] == [C]
+
+
 @dataclass
 class Cloud:
     """Spot capacity as scripted: zones that refuse until ``opens`` (seconds)."""

@@ -26,7 +26,13 @@ The rules, per service and version:
   shows FAILED) and no replica of it is launched again. A new version
   (``serve update``) starts clean, and :func:`retry` clears it.
 - Whatever the reasons, a service launches at most :func:`hourly_cap` replicas
-  per rolling hour (counted per minute): the last guard against a cost leak.
+  per rolling hour (counted per minute), plus ``LOSS_CREDIT`` for every spot
+  replica the cloud announced or took away in that hour (a NOTICE or
+  PREEMPTED event): the last guard against a cost leak. A loop of failures
+  makes no preemptions, so the credit does not feed one; without it, a
+  service whose whole fleet was preempted twice in an hour could be left
+  with nothing and no launch allowed for the rest of the hour (the default
+  policy at N = 16 with notices on the AWS trace: 43 minutes with no replica).
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from policies.model import Launch, ReplicaEnded, ServiceObservation, Terminate
+from policies.model import (
+    Launch,
+    LocationEventKind,
+    ReplicaEnded,
+    ServiceObservation,
+    Terminate,
+)
 from skyctl.lifecycle import FAILURES, EndReason
 
 STATE_KEY = "failures"
@@ -43,6 +55,8 @@ GIVE_UP_ROUNDS = 3  # rounds of failures, with none ever READY, before a version
 BASE_BACKOFF = 10.0  # seconds: the wait after the second round of failures
 MAX_BACKOFF = 600.0
 HOUR = 3600.0
+LOSS_CREDIT = 2  # launches allowed per spot loss: its replacement and an on-demand cover
+_LOSSES = frozenset({LocationEventKind.NOTICE, LocationEventKind.PREEMPTED})
 _EXITS = frozenset({EndReason.FAILED, EndReason.FAILED_SETUP})  # with an exit code: a user bug
 
 
@@ -178,6 +192,14 @@ def gate(
     out = dict(state)
     wanted = list(launches)
     notes: list[str] = []
+    lost = sum(1 for ev in obs.events if ev.spot and ev.kind in _LOSSES)
+    losses = _recent(out.get("losses_per_minute") or {}, now)
+    if lost:
+        minute = str(math.floor(now / 60.0))
+        losses[minute] = losses.get(minute, 0) + lost
+    if losses or "losses_per_minute" in out:
+        out["losses_per_minute"] = losses
+    cap += LOSS_CREDIT * sum(losses.values())
     if not wanted:
         return wanted, out, notes, None
     if failure(out, obs.version):

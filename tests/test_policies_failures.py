@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from policies import failures
-from policies.model import Launch, Plan, ReplicaEnded, ReplicaView, ServiceObservation
+from policies.model import (
+    Launch,
+    LocationEvent,
+    LocationEventKind,
+    Plan,
+    ReplicaEnded,
+    ReplicaView,
+    ServiceObservation,
+)
 from policies.reconcile import plan
 from policies.routable import routable
 from skyctl.lifecycle import EndReason, ReplicaStatus
@@ -266,6 +274,30 @@ def test_hourly_cap_holds_back_launches_until_the_oldest_minute_leaves_the_hour(
     assert allowed == [] and notes == []  # said once
     allowed, state, notes, after = failures.gate(state, _launch(5), obs, 3660.0, cap=60)
     assert len(allowed) == 5  # the first minute's 50 are more than an hour old
+
+
+def test_every_spot_loss_in_the_hour_allows_two_more_launches() -> None:
+    # a whole fleet preempted: its replacements and on-demand cover are not a cost leak,
+    # and must not be held back for the rest of the hour (a failure loop makes no preemptions)
+    lost = [
+        LocationEvent(kind, loc("us-east-1a"), 600.0, True)
+        for kind in (LocationEventKind.NOTICE, LocationEventKind.PREEMPTED)
+        for _ in range(8)
+    ]
+    quiet = observe(make_spec())
+    state: dict[str, Any] = {}
+    allowed, state, _, _ = failures.gate(state, _launch(60), quiet, 0.0, cap=60)
+    assert len(allowed) == 60
+    allowed, state, notes, _ = failures.gate(state, _launch(40), quiet, 300.0, cap=60)
+    assert allowed == [] and "launch cap reached" in notes[0]
+    noticed = replace(quiet, events=tuple(lost))
+    allowed, state, _, _ = failures.gate(state, _launch(40), noticed, 600.0, cap=60)
+    assert len(allowed) == 2 * len(lost)  # 16 losses: 32 launches
+    state = json.loads(json.dumps(state))  # persisted as the controller does
+    allowed, state, _, _ = failures.gate(state, _launch(5), quiet, 1200.0, cap=60)
+    assert allowed == []  # the credit is spent, and counted once
+    allowed, state, _, _ = failures.gate(state, _launch(5), quiet, 3660.0 + 600.0, cap=60)
+    assert len(allowed) == 5 and state["losses_per_minute"] == {}  # an hour on: all gone
 
 
 # (case, replicas, excluded, routable)

@@ -19,11 +19,13 @@ replicas, spares included. One addition to SpotHedge, which ignores
 interruption notices: a replica whose kill is announced no longer counts, so
 its replacement and the on-demand cover launch at the notice while it still
 serves (capacity is only added, earlier; ``on_notice=False`` ignores notices,
-as SpotHedge does). An optional floor (``floor_p``, off by default: it keeps
-an on-demand replica beside almost every single-replica service), for
-SpotHedge's "at least one ready": while no on-demand replica is wanted, one is kept when
-the estimated probability that every spot replica we hold is lost within one
-cold start (less the notice lead) exceeds ``floor_p``
+as SpotHedge does); the noticed zone is PREEMPTED from the notice on, as
+SpotHedge marks it at the preemption itself. An optional floor (``floor_p``,
+off by default: it keeps an on-demand replica beside almost every
+single-replica service), for SpotHedge's "at least one ready": while no
+on-demand replica is wanted, one is kept when the estimated probability
+that every spot replica we hold is lost within one cold start (less the
+notice lead) exceeds ``floor_p``
 (:func:`policies.estimators.p_all_lost`: per region, its joint loss or else
 each held zone's own; regions independent): the spares guard N ready
 against losing some replicas, the floor guards against losing all of them.
@@ -39,7 +41,7 @@ tuning set of ``benchmarks/policy_suite.py``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from policies import estimators
 from policies.model import LocationEventKind, LocationState
@@ -113,7 +115,17 @@ def make(params: Params | None = None) -> PlacementPolicy:
             ev.at for ev in obs.events if ev.spot and ev.kind is LocationEventKind.CAPACITY_ERROR
         ]
         last_refusal = max([float(ctx.state.get("refused_at", -1e18)), *refused])
-        states = hedge_states(obs.location_states, offers, obs.events)
+        # with notices acted on, a noticed replica's zone is PREEMPTED from the notice on,
+        # as SpotHedge marks it at the preemption: the replacement launched now never
+        # goes where the kill is announced, and with fewer than two zones left ACTIVE all
+        # reset, as they would a notice-lead later (else it stacks onto a zone in use)
+        events = [
+            replace(ev, kind=LocationEventKind.PREEMPTED)
+            if p.on_notice and ev.kind is LocationEventKind.NOTICE
+            else ev
+            for ev in obs.events
+        ]
+        states = hedge_states(obs.location_states, offers, events)
         res = PlacementResult(
             location_states=states, state={"est": est, "refused_at": last_refusal}
         )

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from policies import registry
-from policies.model import LocationEvent, LocationEventKind, Plan
+from policies.model import LocationEvent, LocationEventKind, LocationState, Plan
 from policies.reconcile import plan
 from policies.skyhedge_online import Params, make
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.sim import SimConfig, simulate
 from skyctl.traces import Trace, ZoneTrace
-from tests.test_policies_support import loc, make_spec, observe, offerings, replica
+from tests.test_policies_support import loc, make_spec, observe, offerings, replica, zones_of
 
 R = ReplicaStatus
 HOUR = 3600.0
@@ -204,3 +204,25 @@ def test_with_notices_ignored_and_no_spares_a_noticed_replay_is_spothedges() -> 
         peer.failed_launches,
     )
     assert acting.cost != peer.cost  # the default does act on notices
+
+
+def test_a_noticed_zone_is_preempted_from_the_notice_so_the_replacement_never_stacks(
+    zero_spares: str,
+) -> None:
+    # two zones ACTIVE, both in use, the kill in one announced: SpotHedge would mark it
+    # PREEMPTED at the preemption, reset every zone (fewer than two ACTIVE) and spread;
+    # acting at the notice must do the same, not stack onto the other zone in use
+    prices = {"us-east-1a": 1.0, "us-east-1c": 1.1, "us-east-1d": 1.2, "us-east-1f": 1.3}
+    PRE, ACT = LocationState.PREEMPTED, LocationState.ACTIVE
+    states = {loc("us-east-1d"): PRE, loc("us-east-1f"): PRE}
+    noticed = replica(2, "us-east-1c", interruption_at=120.0)
+    obs = observe(
+        make_spec(replicas=2, policy=zero_spares),
+        [replica(1, "us-east-1a"), noticed],
+        offerings(prices),
+        states=states,
+        events=[LocationEvent(LocationEventKind.NOTICE, loc("us-east-1c"), 0.0)],
+    )
+    p = plan(obs, 0.0)
+    assert zones_of(p.launches) == ["us-east-1d"]  # not us-east-1a, where replica 1 runs
+    assert set(p.location_states.values()) == {ACT}  # reset, as after the preemption

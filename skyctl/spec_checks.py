@@ -24,8 +24,15 @@ from skyctl.errors import SpecError
 
 # Characters str.splitlines() treats as line breaks: never let one into an error.
 _BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
-MAX_NODES = 100_000  # plain values copied out of a spec (guards alias bombs)
+MAX_NODES = 100_000  # values in a spec once its aliases are expanded (guards alias bombs)
 MAX_DEPTH = 64
+#: the largest spec text read: SkyPilot's largest service YAML is about 6 KB, and the
+#: pure-Python YAML parser needs seconds per 100 KB on a busy machine
+MAX_SPEC_BYTES = 256 << 10
+#: kind "count" (replicas): the most one controller is measured to run (docs/architecture.md)
+MAX_COUNT = 10_000
+MAX_NUMBER = 1e9  # a larger timeout overflows sockets' and threads' timers
+MAX_INT = 2**53  # integers beyond this are no count, size or port (SQLite holds 2**63)
 
 
 def one_line(text: str) -> str:
@@ -62,9 +69,27 @@ class _Refused(yaml.MarkedYAMLError):  # a duplicate key, or nesting too deep
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader building LineDict/LineList, refusing duplicate keys and deep nesting."""
+    """SafeLoader building LineDict/LineList, refusing duplicate keys, deep nesting,
+    alias bombs, and text no process can take (NUL, lone surrogates)."""
 
     _depth = 0
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep=deep)
+        except ValueError as e:  # an int of 5000 digits, a date like 2001-13-45
+            raise _Refused(
+                problem=f"bad value: {_reason(e)}", problem_mark=node.start_mark
+            ) from None
+        if isinstance(value, str):
+            _check_text(value, node)
+        return value
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self._depth += 1
@@ -76,6 +101,53 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+def _reason(error: ValueError) -> str:
+    text = str(error)
+    if "integer string conversion" in text:  # Python's int_max_str_digits guard
+        return "an integer with more than 4300 digits"
+    return text
+
+
+def _check_text(value: str, node: yaml.Node) -> None:
+    """Strings end up in environments, argv, HTTP headers and UTF-8 files: refuse
+    what none of them can hold (a NUL from a "\\0" escape, a lone surrogate)."""
+    if "\x00" in value:
+        problem = "a string holds a NUL character (\\0)"
+        raise _Refused(problem=problem, problem_mark=node.start_mark)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "a string holds a lone surrogate (such as \\ud800), not UTF-8 text"
+        raise _Refused(problem=problem, problem_mark=node.start_mark) from None
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES values (a billion
+    laughs): every reader downstream walks the expanded tree."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = MAX_NODES + 1  # a cycle (a recursive alias) counts as too large
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        sizes[id(node)] = total = min(total, MAX_NODES + 1)
+        return total
+
+    if size(root) <= MAX_NODES:
+        return
+    worst = root  # point at the largest top-level value
+    if isinstance(root, yaml.MappingNode) and root.value:
+        worst = max(root.value, key=lambda kv: sizes.get(id(kv[1]), 0))[0]
+    problem = f"more than {MAX_NODES} values once its aliases are expanded (an alias bomb?)"
+    raise _Refused(problem=problem, problem_mark=worst.start_mark)
 
 
 def _line(node: yaml.Node) -> int:
@@ -122,6 +194,8 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 def load_yaml(text: str, source: str | None) -> Any:
     """Parse one YAML document; any failure is a one-line SpecError with its line."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise spec_error(too_large(), line=None, source=source)
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
@@ -138,6 +212,19 @@ def load_yaml(text: str, source: str | None) -> Any:
         raise spec_error("invalid YAML: nesting too deep", line=None, source=source) from None
     except ValueError as e:  # a constructor's: a date like 2001-13-45, an int of 5000 digits
         raise spec_error(f"invalid YAML value: {e}", line=None, source=source) from None
+
+
+def too_large() -> str:
+    return (
+        f"too large: a spec is at most {MAX_SPEC_BYTES >> 10} KiB (put data in files, "
+        "under workdir or file_mounts)"
+    )
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def type_name(value: Any) -> str:
@@ -262,7 +349,9 @@ class Section:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {type_name(value)}")
+            raise self.error(key, f"expected an integer, got {_described(value)}")
+        if maximum is None and abs(value) > MAX_INT:
+            raise self.error(key, f"expected an integer of at most 2**53, got {shorten(value)}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -284,13 +373,17 @@ class Section:
         if number is None:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 raise self.error(key, f"expected a finite number, got {value!r}")
-            raise self.error(key, f"expected a number, got {type_name(value)}")
+            raise self.error(key, f"expected a number, got {_described(value)}")
         if positive and number <= 0:
             raise self.error(key, f"must be > 0, got {value}")
         if minimum is not None and number < minimum:
             raise self.error(key, f"must be >= {minimum:g}, got {value}")
         if maximum is not None and number > maximum:
             raise self.error(key, f"must be <= {maximum:g}, got {value}")
+        if abs(number) > MAX_NUMBER:  # beyond what timers, sockets and sleeps take
+            raise self.error(
+                key, f"must be at most {MAX_NUMBER:g} (31 years of seconds), got {value}"
+            )
         return number
 
     def items(self, key: str) -> list[tuple[Any, str, int]] | None:
@@ -319,6 +412,8 @@ class Section:
             return self.boolean(key)
         if kind == "port":
             return self.integer(key, minimum=1, maximum=65535)
+        if kind == "count":
+            return self.integer(key, minimum=0, maximum=MAX_COUNT)
         if kind.startswith("int"):
             return self.integer(key, minimum=_INT_MIN[kind])
         return self.number(key, **_NUM_RANGE[kind])
@@ -337,7 +432,25 @@ class Section:
             raise self.error(key, str(e)) from None
 
 
-# Kinds for Section.read: "text" (non-empty string), "bool", "port", integers and
+def _described(value: Any) -> str:
+    """A wrong value's type, and for a string that reads as a number, why it is one."""
+    if not isinstance(value, str):
+        return type_name(value)
+    try:
+        if not math.isfinite(float(value)):
+            return "string"
+    except ValueError:
+        return "string"
+    if "e" in value.lower():
+        return (
+            f"the string {shorten(value, 30)} (YAML reads an exponent as a number only "
+            "written like 1.0e+3: write that or 1000)"
+        )
+    return f"the string {shorten(value, 30)} (a number in quotes is text: drop the quotes)"
+
+
+# Kinds for Section.read: "text" (non-empty string), "bool", "port", "count" (0 to
+# MAX_COUNT), integers and
 # numbers with their lower bounds; a trailing "?" also allows null.
 _INT_MIN: dict[str, int | None] = {"int": None, "int>=0": 0, "int>=1": 1}
 _NUM_RANGE: dict[str, dict[str, Any]] = {

@@ -21,6 +21,7 @@ from skyctl.spec_checks import (
     did_you_mean,
     finite_number,
     keep_extra,
+    shorten,
     spec_error,
     type_name,
 )
@@ -47,6 +48,7 @@ _ACCEL_RE = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*")
 _CPUS_RE = re.compile(r"\d+(\.\d+)?\+?")
 _MEMORY_RE = re.compile(r"\d+(\.\d+)?([KkMmGgTtPp][Bb]?|x)?\+?")
 _DISK_RE = re.compile(r"(\d+)\s*([KkMmGgTtPp])?[Bb]?")
+MAX_DISK_GB = 1_000_000  # no cloud offers a larger disk; bounds what a typo asks for
 _DISK_KB = {"k": 1, "m": 1 << 10, "g": 1 << 20, "t": 1 << 30, "p": 1 << 40}
 MAX_PORTS = 1024
 _NULLABLE = ("ports", "image_id")  # SkyServe allows null for these
@@ -285,16 +287,16 @@ def _count(sec: Section, key: str, number: float | None, written: Any) -> float:
 def _disk_size(sec: Section, key: str) -> int:
     value = sec.raw(key)
     if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise sec.error(key, f"must be > 0, got {value}")
-        return value
-    match = _DISK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise sec.error(key, f"expected a size in GB such as 256 or '1TB', got {value!r}")
-    kilobytes = int(match.group(1)) * _DISK_KB[(match.group(2) or "g").lower()]
-    if kilobytes <= 0:
-        raise sec.error(key, f"must be > 0, got {value!r}")
-    return -(-kilobytes // _DISK_KB["g"])  # whole GB, rounded up
+        size = value
+    else:
+        match = _DISK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise sec.error(key, f"expected a size in GB such as 256 or '1TB', got {value!r}")
+        kilobytes = int(match.group(1)) * _DISK_KB[(match.group(2) or "g").lower()]
+        size = -(-kilobytes // _DISK_KB["g"])  # whole GB, rounded up
+    if not 0 < size <= MAX_DISK_GB:
+        raise sec.error(key, f"must be 1 to {MAX_DISK_GB} GB (1 PB), got {shorten(value)}")
+    return size
 
 
 def _ports(sec: Section, key: str) -> tuple[int, ...]:

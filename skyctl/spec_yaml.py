@@ -35,11 +35,13 @@ from skyctl.spec import (
     ServiceSpec,
 )
 from skyctl.spec_checks import (
+    MAX_SPEC_BYTES,
     LineDict,
     Section,
     did_you_mean,
     keep_extra,
     load_yaml,
+    shorten,
     spec_error,
     type_name,
 )
@@ -93,12 +95,12 @@ _PROBE = {
     "failure_threshold": "int>=1",
 }
 _POLICY = {
-    "min_replicas": "int>=0",
-    "max_replicas": "int>=0",
+    "min_replicas": "count",
+    "max_replicas": "count",
     "upscale_delay_seconds": "num>=0",
     "downscale_delay_seconds": "num>=0",
-    "num_overprovision": "int>=0",
-    "base_ondemand_fallback_replicas": "int>=0",
+    "num_overprovision": "count",
+    "base_ondemand_fallback_replicas": "count",
     "dynamic_ondemand_fallback": "bool",
     "spot_placer": "text",
     "spot_policy": "text",
@@ -137,6 +139,9 @@ _CACHE_AWARE = {
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in a value
+_PROBE_FRAMING = ("content-length", "transfer-encoding", "connection")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
 #: nodes per replica (SkyServe's num_nodes). SkyPilot has no small cap; ours bounds
@@ -152,8 +157,12 @@ def load_spec_file(
 ) -> ServiceSpec:
     """Read and parse a spec file (``source`` = the path, ``yaml_text`` = its text)."""
     source = str(path)
+    if source == "-":
+        message = "a spec is read from a file, not standard input (as sky serve up): give its path"
+        raise spec_error(message, line=None, source="-")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:  # bounded: /dev/zero, a 40 MB file
+            text = f.read(MAX_SPEC_BYTES + 1)
     except UnicodeDecodeError as e:
         raise spec_error(f"not UTF-8 text ({e.reason})", line=None, source=source) from None
     except OSError as e:
@@ -201,7 +210,7 @@ def parse_spec(
     if name is not None and (not _NAME_RE.fullmatch(name) or len(name) > 63):
         raise top.error(
             "name",
-            f"invalid service name {name!r}: letters, digits, '-', '_' and '.', "
+            f"invalid service name {shorten(name)}: letters, digits, '-', '_' and '.', "
             "starting with a letter, at most 63 characters",
         )
     num_nodes = top.integer("num_nodes")
@@ -361,10 +370,15 @@ def _headers(probe: Section) -> dict[str, str]:
     if sec is None:
         return out
     for key, value in sec.data.items():
-        if not isinstance(key, str) or not key.strip():
-            raise sec.error(key, "header names must be non-empty strings", at_key=True)
+        if not isinstance(key, str) or not _TOKEN_RE.fullmatch(key):
+            message = "expected a header name such as Authorization (letters, digits, -)"
+            raise sec.error(str(key), f"{message}, got {shorten(key)}", at_key=True)
+        if key.lower() in _PROBE_FRAMING:
+            raise sec.error(key, "set by the probe itself from post_data", at_key=True)
         if not isinstance(value, str):
             raise sec.error(key, f"expected a string, got {type_name(value)}")
+        if _CONTROL_RE.search(value):  # CR/LF would forge headers of their own
+            raise sec.error(key, "a header value cannot hold line breaks or control characters")
         out[key] = value
     return out
 
@@ -425,7 +439,7 @@ def _auth(sec: Section, secrets: dict[str, str]) -> Auth:
 
 def _replica_policy(sec: Section, use_spot: bool) -> ReplicaPolicy:
     if sec.has("replicas"):
-        return ReplicaPolicy(min_replicas=sec.read("replicas", "int>=0"))
+        return ReplicaPolicy(min_replicas=sec.read("replicas", "count"))
     rp = sec.mapping("replica_policy")
     if rp is None:
         return ReplicaPolicy()
@@ -506,7 +520,7 @@ def _cache_aware(sec: Section) -> CacheAware:
     if race is not None and race not in RACES:
         raise sec.error("race", f"unknown race {race!r} (allowed: {', '.join(RACES)}, null)")
     header = values.get("session_header")
-    if header is not None and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", header):
+    if header is not None and not _TOKEN_RE.fullmatch(header):
         raise sec.error("session_header", "expected an HTTP header name such as X-Session-Id")
     path = values.get("json_path")
     if path is not None and any(not part for part in path.split(".")):

@@ -180,7 +180,8 @@ def test_probe_headers_cannot_forge_the_request(headers: str, expected: str) -> 
 def test_ordinary_probe_headers_load() -> None:
     text = BASE.replace(
         "readiness_probe: /",
-        "readiness_probe:\n    path: /v1/models\n    headers: {Authorization: Bearer $T, X-A: 'a\tb'}",
+        "readiness_probe:\n    path: /v1/models\n"
+        "    headers: {Authorization: Bearer $T, X-A: 'a\tb'}",
     )
     spec = parse_spec(text + "envs:\n  T: tok\n")
     assert spec.service.readiness_probe.headers == {"Authorization": "Bearer tok", "X-A": "a\tb"}

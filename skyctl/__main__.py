@@ -1,5 +1,5 @@
 """``python -m skyctl``: the same as the ``skyctl`` command."""
 
-from skyctl.cli import main
+from skyctl.cli_exit import main
 
 main()

@@ -26,6 +26,7 @@ from skyctl.cli_down import (
     wait_down,
 )
 from skyctl.cli_env import override_options, overrides
+from skyctl.cli_exit import INTERRUPTED_BEFORE_UP, interrupted_down, interrupted_up, run
 from skyctl.cli_logs import logs
 from skyctl.cli_router import router
 from skyctl.cli_sim import sim
@@ -42,7 +43,7 @@ from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
-from skyctl.spec_yaml import load_spec_file
+from skyctl.spec_yaml import load_spec_file, service_name_problem
 
 POLL_SECONDS = 1.0
 
@@ -180,39 +181,36 @@ def up(
     **kw: Any,
 ) -> None:
     """Start a service from a spec; print its endpoint."""
+    if name is not None:  # checked before a controller is started for it
+        problem = service_name_problem(name)
+        if problem:
+            raise click.BadParameter(problem, param_hint="'-n' / '--name'")
     spec, (envs, secrets) = _load(file, kw, ctx)
-    client = ControllerClient.ensure(_home(ctx), progress=click.echo)
-    svc = client.call(
-        "POST",
-        "/v1/services",
-        {
-            "yaml": spec.yaml_text,
-            "source": str(Path(file).resolve()),
-            "name": name,
-            "envs": envs,
-            "secrets": secrets,
-            "api_keys": api_keys_from_environment(spec),
-        },
-    )
-    click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
-    if detach:
-        click.echo(f"Follow it with: skyctl serve status {svc['name']}")
-        return
+    target = ""  # set once the request may have reached the controller
     try:
+        client = ControllerClient.ensure(_home(ctx), progress=click.echo)
+        target = name or spec.name or "the service"
+        svc = client.call(
+            "POST",
+            "/v1/services",
+            {
+                "yaml": spec.yaml_text,
+                "source": str(Path(file).resolve()),
+                "name": name,
+                "envs": envs,
+                "secrets": secrets,
+                "api_keys": api_keys_from_environment(spec),
+            },
+        )
+        target = svc["name"]
+        click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
+        if detach:
+            click.echo(f"Follow it with: skyctl serve status {svc['name']}")
+            return
         _wait_ready(client, svc["name"], timeout)
     except KeyboardInterrupt:
-        click.echo(interrupted_up(svc["name"]), err=True)
+        click.echo(interrupted_up(target) if target else INTERRUPTED_BEFORE_UP, err=True)
         raise SystemExit(130) from None
-
-
-def interrupted_up(name: str) -> str:
-    """What Ctrl-C in `serve up` leaves behind, and what to do about it (as SkyPilot)."""
-    return (
-        f"\nStopped waiting. Service {name} keeps starting in the controller.\n"
-        f"  To see its status:   skyctl serve status {name}\n"
-        f"  To follow its events: skyctl serve logs {name} --events -f\n"
-        f"  To take it down:     skyctl serve down {name}"
-    )
 
 
 def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> None:
@@ -267,7 +265,14 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
     )
 )
 @click.argument("name", required=False)
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="json: a list of services, each with its replicas (docs/cli.md lists the fields).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as -o json.")
 @click.option("-a", "--all-replicas", is_flag=True, help="Include terminated replicas.")
 @click.option(
     "--endpoint",
@@ -281,10 +286,12 @@ def status(
     ctx: click.Context,
     name: str | None,
     output: str,
+    as_json: bool,
     all_replicas: bool,
     endpoint_only: bool,
 ) -> None:
     """Services and their replicas."""
+    output = "json" if as_json else output
     if endpoint_only:
         if not name:
             raise click.UsageError("--endpoint needs the service: serve status --endpoint NAME")
@@ -418,14 +425,20 @@ def down(
     for n in targets:  # every name exists before any goes down
         client.call("GET", services_query(n))
     clouds: dict[str, list[str]] = {}
-    for n in targets:
-        answer = client.call("DELETE", service_path(n))
-        clouds[n] = list(answer.get("clouds") or ["local"])
-    click.echo(f"Shutting down {', '.join(targets)}...")
-    if not no_wait:
-        if purge and timeout is None:
-            timeout = PURGE_WAIT_SECONDS
-        wait_down(p, client, clouds, timeout=timeout, purge=purge)
+    asked: list[str] = []  # the services whose shutdown the controller may have begun
+    if purge and timeout is None:
+        timeout = PURGE_WAIT_SECONDS
+    try:
+        for n in targets:
+            asked.append(n)
+            answer = client.call("DELETE", service_path(n))
+            clouds[n] = list(answer.get("clouds") or ["local"])
+        click.echo(f"Shutting down {', '.join(targets)}...")
+        if not no_wait:
+            wait_down(p, client, clouds, timeout=timeout, purge=purge)
+    except KeyboardInterrupt:
+        click.echo(interrupted_down(asked), err=True)
+        raise SystemExit(130) from None
 
 
 @serve.command(epilog=_examples("skyctl serve retry llm"))
@@ -523,19 +536,7 @@ cli.add_command(console)
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        raise SystemExit(130) from None
-    except click.ClickException as e:
-        e.show()
-        raise SystemExit(2) from None
-    except SkyctlError as e:
-        click.echo(f"error: {e}", err=True)
-        raise SystemExit(e.exit_code) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    run(cli)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,13 @@ from skyctl.spec_env import (
 from skyctl.spec_local import parse_local
 from skyctl.spec_resources import all_ports, parse_resources
 
-__all__ = ["LOAD_BALANCING_POLICIES", "SPOT_POLICIES", "load_spec_file", "parse_spec"]
+__all__ = [
+    "LOAD_BALANCING_POLICIES",
+    "SPOT_POLICIES",
+    "load_spec_file",
+    "parse_spec",
+    "service_name_problem",
+]
 
 #: Values of ``service.replica_policy.spot_policy`` (our key); see docs/policies.md.
 SPOT_POLICIES: tuple[str, ...] = (
@@ -207,12 +213,8 @@ def parse_spec(
     if top.has("pool"):
         raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
     name = top.string("name")
-    if name is not None and (not _NAME_RE.fullmatch(name) or len(name) > 63):
-        raise top.error(
-            "name",
-            f"invalid service name {shorten(name)}: letters, digits, '-', '_' and '.', "
-            "starting with a letter, at most 63 characters",
-        )
+    if name is not None and service_name_problem(name):
+        raise top.error("name", service_name_problem(name))
     num_nodes = top.integer("num_nodes")
     if num_nodes is not None and not 1 <= num_nodes <= MAX_NUM_NODES:
         raise top.error(
@@ -245,6 +247,16 @@ def parse_spec(
         yaml_text=text,
         source=source,
         extra=extra,
+    )
+
+
+def service_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a service (SkyPilot's rule), or "" when it can."""
+    if _NAME_RE.fullmatch(name) and len(name) <= 63:
+        return ""
+    return (
+        f"invalid service name {shorten(name)}: letters, digits, '-', '_' and '.', "
+        "starting with a letter and ending with a letter or digit, at most 63 characters"
     )
 
 

@@ -43,7 +43,7 @@ from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
-from skyctl.spec_yaml import load_spec_file, service_name_problem
+from skyctl.spec_yaml import check_files, load_spec_file, service_name_problem
 
 POLL_SECONDS = 1.0
 
@@ -116,6 +116,7 @@ def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpe
         kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
     )
     spec = load_spec_file(file, envs=envs, secrets=secrets)
+    check_files(spec)
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
     check_placement(spec, load_user_config(_home(ctx)))

@@ -26,7 +26,7 @@ from skyctl.errors import SpecError
 _BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
 MAX_NODES = 100_000  # values in a spec once its aliases are expanded (guards alias bombs)
 MAX_DEPTH = 64
-#: the largest spec text read: SkyPilot's largest service YAML is about 6 KB, and the
+#: the largest spec text read: SkyPilot's largest service YAML is 3.6 KB, and the
 #: pure-Python YAML parser needs seconds per 100 KB on a busy machine
 MAX_SPEC_BYTES = 256 << 10
 #: kind "count" (replicas): the most one controller is measured to run (docs/architecture.md)

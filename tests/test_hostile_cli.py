@@ -217,3 +217,25 @@ def test_ctrl_c_in_up_and_down_says_what_goes_on_and_leaves_nothing(
     while pids_mentioning(str(skyctl_home)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert pids_mentioning(str(skyctl_home)) == []  # no replica, router or controller left
+
+
+def test_tls_files_that_are_not_there_are_refused_before_up(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    # was "valid", then a service whose endpoint never opened
+    spec = tmp_path / "tls.yaml"
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "cert.pem").write_text("not checked here: only that it can be read")
+    spec.write_text(
+        "service:\n  readiness_probe: /\n  replicas: 1\n  tls:\n"
+        "    keyfile: $KEYS/key.pem\n    certfile: cert.pem\nrun: x\nenvs:\n  KEYS: certs\n"
+    )
+    for command in ("validate", "up"):
+        line = one_line_error(run_cli(skyctl_home, "serve", command, str(spec)), 2)
+        assert line == (
+            f"error: {spec}:5: service.tls.keyfile: {tmp_path}/certs/key.pem: no such readable "
+            "file (a relative path is relative to the spec file)"
+        )
+    assert not (skyctl_home / "controller.json").exists()
+    (tmp_path / "certs" / "key.pem").write_text("k")
+    assert run_cli(skyctl_home, "serve", "validate", str(spec)).returncode == 0

@@ -463,7 +463,12 @@ def controller() -> None:
     "run", epilog=_examples("skyctl controller run --host 0.0.0.0 --port 8123  # in a container")
 )
 @click.option("--host", default="127.0.0.1", help="API address (loopback unless you mean it).")
-@click.option("--port", type=int, default=0)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="API port (0: a free one, written to $SKYCTL_HOME/controller.json).",
+)
 @click.option(
     "--router-process",
     is_flag=True,

@@ -89,7 +89,13 @@ def render(rep: dict[str, Any]) -> str:
     "Default: everything recorded.",
 )
 @click.option("--until", default=None, metavar="WHEN", help="End of the window (default: now).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    help="json: the same figures for scripts (USD).",
+)
 @click.pass_context
 def cost(
     ctx: click.Context, name: str | None, since: str | None, until: str | None, output: str

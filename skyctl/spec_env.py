@@ -214,6 +214,8 @@ def env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[st
             value = str(value)
         if not isinstance(value, str):
             raise sec.error(name, f"expected a string, got {type_name(value)}")
+        if "\x00" in value:  # from --env-file or the API (YAML's are refused at load)
+            raise sec.error(name, "a NUL character cannot be in an environment variable")
         out[label] = value
     return out
 

@@ -191,3 +191,10 @@ def test_a_very_long_value_is_cut_in_the_message() -> None:
     message = refused("name: " + "a" * 5000 + "\n" + BASE)
     assert message.startswith("svc.yaml:1: name: invalid service name 'aaaa")
     assert "...: letters, digits" in message
+
+
+def test_a_nul_from_the_command_line_or_the_api_is_refused_too() -> None:
+    with pytest.raises(SpecError, match=r"envs.A: a NUL character cannot be in an environment"):
+        parse_spec(BASE, envs={"A": "x\x00y"})
+    with pytest.raises(SpecError, match=r"secrets.S: a NUL character"):
+        parse_spec(BASE, secrets={"S": "\x00"})

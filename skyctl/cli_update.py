@@ -28,14 +28,21 @@ UPDATE_EXAMPLES = """
 Examples:
   skyctl serve up svc.yaml -n http2
   skyctl serve update http2 svc.yaml        # NAME wins over the spec's name:
+  skyctl serve update -n http2 svc.yaml     # the same
   skyctl serve update http2 svc.yaml -d     # return once the new version is recorded
   skyctl serve update http2 svc.yaml --mode blue_green   # switch traffic at once
 """
 
 
 @click.command(epilog=UPDATE_EXAMPLES)
-@click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("name_and_file", nargs=-1, metavar="NAME FILE")
+@click.option(
+    "-n",
+    "--name",
+    "name_option",
+    default=None,
+    help="The service, as `serve up -n` named it (then FILE is the only argument).",
+)
 @click.option(
     "-d", "--detach", is_flag=True, help="Return once the update is recorded; don't wait."
 )
@@ -58,8 +65,8 @@ Examples:
 @click.pass_context
 def update(
     ctx: click.Context,
-    name: str,
-    file: str,
+    name_and_file: tuple[str, ...],
+    name_option: str | None,
     detach: bool,
     timeout: float | None,
     mode: str,
@@ -76,6 +83,7 @@ def update(
     """
     from skyctl.cli import _controller, _load  # the CLI's own helpers (cli imports this module)
 
+    name, file = _name_and_file(name_and_file, name_option)
     spec, (envs, secrets) = _load(file, kw, ctx)
     client = _controller(ctx)
     if client is None:
@@ -116,6 +124,19 @@ def update(
             err=True,
         )
         raise SystemExit(130) from None
+
+
+def _name_and_file(args: tuple[str, ...], name_option: str | None) -> tuple[str, str]:
+    """``NAME FILE``, or ``-n NAME FILE`` (both forms SkyPilot users type)."""
+    if name_option is not None and len(args) == 1:
+        return name_option, args[0]
+    if len(args) == 2 and name_option in (None, args[0]):
+        return args[0], args[1]
+    if len(args) == 2:
+        raise click.UsageError(f"-n {name_option} and NAME {args[0]} differ: give one of them")
+    raise click.UsageError(
+        "give the service and its spec: skyctl serve update NAME FILE (or -n NAME FILE)"
+    )
 
 
 def rollout_line(svc: dict[str, Any], version: int) -> str:

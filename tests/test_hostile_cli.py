@@ -239,3 +239,21 @@ def test_tls_files_that_are_not_there_are_refused_before_up(
     assert not (skyctl_home / "controller.json").exists()
     (tmp_path / "certs" / "key.pem").write_text("k")
     assert run_cli(skyctl_home, "serve", "validate", str(spec)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("update", "-n", "svc", "x.yaml"), "no service named 'svc'"),  # was: Missing argument
+        (("update", "svc", "x.yaml"), "no service named 'svc'"),
+        (("update", "-n", "a", "b", "x.yaml"), "-n a and NAME b differ: give one of them"),
+        (("update", "svc"), "give the service and its spec: skyctl serve update NAME FILE"),
+    ],
+)
+def test_update_takes_name_file_or_dash_n(
+    tmp_path: Path, skyctl_home: Path, args: tuple[str, ...], expected: str
+) -> None:
+    spec = tmp_path / "x.yaml"
+    spec.write_text("service: {readiness_probe: /, replicas: 1}\nrun: x\n")
+    result = run_cli(skyctl_home, "serve", *(str(spec) if a == "x.yaml" else a for a in args))
+    assert expected in one_line_error(result, 2)

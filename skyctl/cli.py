@@ -108,15 +108,19 @@ def serve() -> None:
 Overrides = tuple[dict[str, str], dict[str, str]]
 
 
-def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpec, Overrides]:
+def _load(
+    file: str, kw: dict[str, Any], ctx: click.Context, *, to_run: bool = True
+) -> tuple[ServiceSpec, Overrides]:
     """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
     controller will make, then check an enabled provider can run it (as SkyPilot's
-    optimizer); the overrides are sent to the controller with the spec."""
+    optimizer); the overrides are sent to the controller with the spec. ``to_run``
+    (up, update): the files the controller will open must be readable here too."""
     envs, secrets = overrides(
         kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
     )
     spec = load_spec_file(file, envs=envs, secrets=secrets)
-    check_files(spec)
+    if to_run:
+        check_files(spec)
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
     check_placement(spec, load_user_config(_home(ctx)))
@@ -139,8 +143,9 @@ def _load(file: str, kw: dict[str, Any], ctx: click.Context) -> tuple[ServiceSpe
 @override_options
 @click.pass_context
 def validate(ctx: click.Context, file: str, **kw: Any) -> None:
-    """Check a service spec without running anything."""
-    spec, _ = _load(file, kw, ctx)
+    """Check a service spec without running anything (its TLS files are looked for
+    only by up and update)."""
+    spec, _ = _load(file, kw, ctx, to_run=False)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))

@@ -205,7 +205,7 @@ def test_validate_takes_env_env_file_and_secret_flags(tmp_path: Path) -> None:
     unset = run_cli(home, "serve", "validate", str(spec), "--env", "SKYCTL_TEST_UNSET_VAR")
     assert unset.returncode == 2
     assert unset.stderr.strip() == (
-        "Error: --env SKYCTL_TEST_UNSET_VAR: SKYCTL_TEST_UNSET_VAR is not set in the local "
+        "error: --env SKYCTL_TEST_UNSET_VAR: SKYCTL_TEST_UNSET_VAR is not set in the local "
         "environment; export it, or pass --env SKYCTL_TEST_UNSET_VAR=VALUE"
     )
 

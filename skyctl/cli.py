@@ -25,7 +25,7 @@ from skyctl.cli_down import (
     stop_supervisor,
     wait_down,
 )
-from skyctl.cli_env import override_options, overrides
+from skyctl.cli_env import override_options, overrides, skypilot_flags
 from skyctl.cli_exit import INTERRUPTED_BEFORE_UP, interrupted_down, interrupted_up, run
 from skyctl.cli_logs import logs
 from skyctl.cli_router import router
@@ -177,6 +177,7 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
     help="Give up waiting after this many seconds.",
 )
 @override_options
+@skypilot_flags
 @click.pass_context
 def up(
     ctx: click.Context,

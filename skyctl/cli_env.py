@@ -18,7 +18,7 @@ import dotenv
 
 from skyctl.spec_env import ENV_NAME_RE, merge_overrides, parse_assignment
 
-__all__ = ["override_options", "overrides"]
+__all__ = ["override_options", "overrides", "skypilot_flags"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,3 +94,59 @@ def overrides(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(envs, secrets) to override the spec's, in SkyPilot's precedence."""
     return merge_overrides([env_file], env), merge_overrides([env_file, secret_file], secret)
+
+
+#: ``sky serve up``/``update`` resource flags and the spec key each overrides there
+_RESOURCE_FLAGS: dict[str, str] = {
+    "--infra": "resources.infra",
+    "--cloud": "resources.cloud",
+    "--region": "resources.region",
+    "--zone": "resources.zone",
+    "--gpus": "resources.accelerators",
+    "--cpus": "resources.cpus",
+    "--memory": "resources.memory",
+    "--disk-size": "resources.disk_size",
+    "--image-id": "resources.image_id",
+    "--ports": "resources.ports",
+    "--num-nodes": "num_nodes",
+    "--workdir": "workdir",
+}
+
+
+def _not_here(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is None:
+        return
+    flag = param.opts[0]
+    key = _RESOURCE_FLAGS.get(flag, "resources.use_spot")
+    raise click.UsageError(
+        f"{flag}: skyctl reads resources from the spec only (no command-line overrides, "
+        f"unlike sky serve up): set {key} in FILE"
+    )
+
+
+def skypilot_flags(f: F) -> F:
+    """``sky serve`` muscle memory: ``-y/--yes`` is accepted (skyctl asks nothing
+    here), and SkyPilot's resource overrides get one line naming the spec key."""
+    options = [
+        click.option(
+            "-y",
+            "--yes",
+            is_flag=True,
+            expose_value=False,
+            help="Accepted as sky serve takes it; skyctl asks nothing here.",
+        ),
+        *(
+            click.option(flag, hidden=True, expose_value=False, callback=_not_here)
+            for flag in _RESOURCE_FLAGS
+        ),
+        click.option(
+            "--use-spot/--no-use-spot",
+            default=None,
+            hidden=True,
+            expose_value=False,
+            callback=_not_here,
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

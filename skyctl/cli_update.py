@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from skyctl.cli_env import override_options
+from skyctl.cli_env import override_options, skypilot_flags
 from skyctl.client import ControllerClient, service_path, services_query
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
@@ -62,6 +62,7 @@ Examples:
     "then traffic moves at once and the old replicas drain and go.",
 )
 @override_options
+@skypilot_flags
 @click.pass_context
 def update(
     ctx: click.Context,

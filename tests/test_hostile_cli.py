@@ -257,3 +257,29 @@ def test_update_takes_name_file_or_dash_n(
     spec.write_text("service: {readiness_probe: /, replicas: 1}\nrun: x\n")
     result = run_cli(skyctl_home, "serve", *(str(spec) if a == "x.yaml" else a for a in args))
     assert expected in one_line_error(result, 2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--infra", "aws"), "--infra: skyctl reads resources from the spec only"),
+        (("--gpus", "L4:1", "-y"), "set resources.accelerators in FILE"),
+        (("--no-use-spot",), "set resources.use_spot in FILE"),
+        (("--num-nodes", "2"), "set num_nodes in FILE"),
+    ],
+)
+def test_sky_serve_resource_flags_name_the_spec_key(
+    skyctl_home: Path, flags: tuple[str, ...], expected: str
+) -> None:
+    # were "No such option: --infra" (three lines), as a SkyPilot user types them
+    for command in (("up", "-n", "svc"), ("update", "svc")):
+        result = run_cli(skyctl_home, "serve", *command, *flags, SPEC)
+        assert expected in one_line_error(result, 2)
+    assert not (skyctl_home / "controller.json").exists()
+
+
+def test_dash_y_is_accepted_as_sky_serve_takes_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "serve", "update", "-y", "svc", SPEC]
+    )
+    assert "no service named 'svc'" in str(result.exception)  # got past the options

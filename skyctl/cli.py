@@ -43,7 +43,8 @@ from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
-from skyctl.spec_yaml import check_files, load_spec_file, service_name_problem
+from skyctl.spec_files import check_files
+from skyctl.spec_yaml import load_spec_file, service_name_problem
 
 POLL_SECONDS = 1.0
 

@@ -58,7 +58,6 @@ from skyctl.spec_resources import all_ports, parse_resources
 __all__ = [
     "LOAD_BALANCING_POLICIES",
     "SPOT_POLICIES",
-    "check_files",
     "load_spec_file",
     "parse_spec",
     "service_name_problem",
@@ -249,29 +248,6 @@ def parse_spec(
         source=source,
         extra=extra,
     )
-
-
-def check_files(spec: ServiceSpec) -> None:
-    """The files a controller started by this CLI will open (TLS key and certificate,
-    the replicas' CA bundle) are readable here: else a SpecError naming the key and
-    its line, now, rather than an endpoint that never opens."""
-    files = []
-    if spec.service.tls is not None:
-        files += [("keyfile", spec.service.tls.keyfile), ("certfile", spec.service.tls.certfile)]
-    if spec.service.router.replica_ca_file:
-        files.append(("replica_ca_file", spec.service.router.replica_ca_file))
-    for key, path in files:
-        if os.path.isfile(path) and os.access(path, os.R_OK):
-            continue
-        where = "router" if key == "replica_ca_file" else "tls"
-        data = load_yaml(spec.yaml_text, spec.source)["service"][where]
-        problem = "is a directory" if os.path.isdir(path) else "no such readable file"
-        raise spec_error(
-            f"{path}: {problem} (a relative path is relative to the spec file)",
-            key=f"service.{where}.{key}",
-            line=data.value_lines.get(key),
-            source=spec.source,
-        )
 
 
 def service_name_problem(name: str) -> str:

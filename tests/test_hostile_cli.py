@@ -283,3 +283,17 @@ def test_dash_y_is_accepted_as_sky_serve_takes_it(tmp_path: Path) -> None:
         cli, ["--home", str(tmp_path), "serve", "update", "-y", "svc", SPEC]
     )
     assert "no service named 'svc'" in str(result.exception)  # got past the options
+
+
+def test_a_workdir_that_is_not_there_is_refused_before_up(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    # was accepted, then every replica FAILED_PROVISION ("workdir: ... is not a directory")
+    spec = tmp_path / "svc.yaml"
+    spec.write_text("service: {readiness_probe: /, replicas: 1}\nworkdir: ../nowhere\nrun: x\n")
+    line = one_line_error(run_cli(skyctl_home, "serve", "up", str(spec)), 2)
+    assert line == (
+        f"error: {spec}:2: workdir: {tmp_path}/../nowhere: not a directory "
+        "(a relative path is relative to the spec file)"
+    )
+    assert not (skyctl_home / "controller.json").exists()

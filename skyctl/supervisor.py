@@ -13,12 +13,12 @@ A child that dies (a crash, SIGKILL, the OOM killer) is started again after a
 backoff (:data:`FIRST_DELAY` doubling, capped at :data:`MAX_DELAY`, back to the
 first once it ran :data:`STABLE_SECONDS`); each exit is logged with its cause.
 
-A crashed controller is replaced by a *warm spare*: once a controller is up
-(``controller.json`` names it), the supervisor starts a second one with
-``--standby``, which imports everything (most of a start's CPU, seconds on a
-loaded machine) and then waits on its stdin. A crash restart writes it one line
-and it takes over (lock, store, API) at once; a new spare is started once that
-one is up. The spare holds nothing (no lock, no port, no file), exits when its
+A crashed controller is replaced by a *warm spare*: :data:`SPARE_AFTER` after
+a controller starts, the supervisor starts a second one with ``--standby``,
+which imports everything (most of a start's CPU, seconds on a loaded machine)
+and then waits on its stdin. A crash restart writes it one line and it takes
+over (lock, store, API) at once; a new spare follows the same way. The spare
+holds nothing (no lock, no port, no file), exits when its
 stdin closes (the supervisor gone, even by SIGKILL), and is not used after a
 clean stop, so ``controller stop`` then ``start`` runs the code on disk (an
 upgrade).
@@ -73,7 +73,10 @@ FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
 STABLE_SECONDS = 60.0
 STOP_SECONDS = 20.0
-SPARE_AFTER = 0.5  # a spare starts this long after its controller is up (not to slow it)
+# A spare starts this long after its controller: past the controller's imports on an
+# idle machine (0.55 s of CPU), not to slow its start; early enough on a loaded one
+# (imports of 5 s and more), where a kill soon after the start must find it ready.
+SPARE_AFTER = 1.0
 INFO_NAME = "supervisor.json"
 
 
@@ -154,15 +157,18 @@ class Child:
         name: str,
         argv: list[str],
         info: Path | None = None,
-        spare_argv: list[str] | None = None,
+        spare_flag: str | None = None,
     ) -> None:
         """``info``: the file naming the running process (``-m`` module in ``argv``),
-        for adopting one a previous supervisor left behind. ``spare_argv``: how to
-        start a warm spare of ``argv`` (it waits for one line on stdin, then runs)."""
+        for adopting one a previous supervisor left behind. ``spare_flag``: ``argv``
+        plus it starts a warm spare (it waits for one line on stdin, then runs);
+        only while ``argv`` is the one given here, unless ``spare_argv`` is set."""
         self.name = name
         self.argv = argv
         self.info = info
-        self.spare_argv = spare_argv
+        self.spare_flag = spare_flag
+        self._given_argv = list(argv)
+        self.spare_argv: list[str] | None = None  # how to start a spare, if not argv + flag
         self.spare: asyncio.subprocess.Process | None = None
         self._spare_of: tuple[list[str], list[str]] | None = None  # (argv, spare_argv)
         self.proc: asyncio.subprocess.Process | None = None
@@ -185,21 +191,28 @@ class Child:
         self.started_at = time.monotonic()
         self.starts += 1
 
+    def _spare_command(self) -> list[str] | None:
+        if self.spare_argv is not None:
+            return self.spare_argv
+        if self.spare_flag is None or self.argv != self._given_argv:
+            return None
+        return [*self.argv, self.spare_flag]
+
     async def start_spare(self) -> None:
         """Start a warm spare, unless it has none or one already waits."""
-        if self.spare_argv is None or self._spare_waiting():
+        command = self._spare_command()
+        if command is None or self._spare_waiting():
             return
         await self.discard_spare()
-        self._spare_of = (list(self.argv), list(self.spare_argv))
-        self.spare = await asyncio.create_subprocess_exec(
-            *self.spare_argv, stdin=asyncio.subprocess.PIPE
-        )
+        self._spare_of = (list(self.argv), command)
+        self.spare = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.PIPE)
         log.info("%s: warm spare started (pid %d)", self.name, self.spare.pid)
 
     def _spare_waiting(self) -> bool:
-        spare = self.spare
-        current = (self.argv, self.spare_argv)
-        return spare is not None and spare.returncode is None and self._spare_of == current
+        spare, command = self.spare, self._spare_command()
+        if spare is None or spare.returncode is not None or command is None:
+            return False
+        return self._spare_of == (self.argv, command)
 
     async def _promote_spare(self) -> bool:
         if not self._spare_waiting():
@@ -300,7 +313,7 @@ class Supervisor:
         home = ["--home", str(p.home)]
         daemon = [*python, "skyctl.controller.daemon", *home]
         daemon += ["--exit-when-idle", "--router-process"]
-        self.controller = Child("controller", daemon, p.daemon_info, [*daemon, "--standby"])
+        self.controller = Child("controller", daemon, p.daemon_info, "--standby")
         router = [*python, "skyctl.router.process", *home]
         if workers == 1:
             self.routers = [Child("router process", router, p.home / router_info_name(0))]
@@ -358,7 +371,7 @@ class Supervisor:
             if not (first and self.controller.adopt(self.paths.home)):
                 await self.controller.start(warm=crashed)
             first, crashed = False, False
-            spare = asyncio.create_task(self._spare_once_up())
+            spare = asyncio.create_task(self._spare_soon())
             try:
                 code = await self._wait(self.controller)
             finally:
@@ -390,11 +403,8 @@ class Supervisor:
             crashed = True
             await self._sleep(delay)
 
-    async def _spare_once_up(self) -> None:
-        """Start the controller's warm spare once the controller is up (it wrote
-        ``controller.json``), and a little later, not to slow its start."""
-        while not self._ever_ready():  # noqa: ASYNC110 - a file another process writes
-            await asyncio.sleep(0.5)
+    async def _spare_soon(self) -> None:
+        """Start the controller's warm spare :data:`SPARE_AFTER` after the controller."""
         await asyncio.sleep(SPARE_AFTER)
         await self.controller.start_spare()
 

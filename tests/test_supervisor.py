@@ -208,7 +208,7 @@ def spare_stand_in(tmp_path: Path, script: str) -> list[str]:
 async def test_a_crashed_controller_is_replaced_by_its_warm_spare(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The spare starts once the controller is up; the crash restart hands over to
+    """The spare starts soon after the controller; the crash restart hands over to
     it (no start-up imports to wait for); no spare is left when the supervisor stops."""
     monkeypatch.setattr(supervisor, "SPARE_AFTER", 0.0)
     home = tmp_path / "home"

@@ -17,6 +17,14 @@ store). For each size (services x replicas in all) it prints:
   statements per service tick, the machine's
   load average and SQL writes in the window.
 
+The controller runs as the daemon does: start-up frozen (``gc.freeze()``) and
+the heap keeper installed (``skyctl.controller.heap``; ``--no-freeze``: neither).
+``--stalls`` prints where the steady window's loop stalls over 100 ms came
+from (``StallSampler``: the loop thread's stack and CPU during each), the
+collections per generation (wall and CPU), the ticks begun per 100 ms, and at
+the end the cyclic garbage still held (frozen objects included) with RSS
+before and after collecting it.
+
 ``--probes SxR`` measures the prober alone: R endpoints of the simulated
 server in S services, probed every ``--period`` seconds (probes per second,
 failures, CPU per probe, loop lag). ``--local N`` instead runs N replicas of
@@ -27,6 +35,7 @@ took, and the loop lag during the burst.
     python -m benchmarks.control_plane                 # 1x10 .. 1000x10000 (long)
     python -m benchmarks.control_plane --quick         # small sizes, a few seconds each
     python -m benchmarks.control_plane --sizes 100x1000 --steady 30
+    python -m benchmarks.control_plane --sizes 1000x10000 --timeout 1500 --stalls
     python -m benchmarks.control_plane --local 300
     python -m benchmarks.control_plane --probes 1000x10000   # the prober alone
 

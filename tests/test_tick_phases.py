@@ -95,3 +95,16 @@ async def test_a_woken_quiet_service_ticks_at_once(
     for _ in range(3):
         await asyncio.sleep(0.005)
     assert ticks and ticks[0] == woken_at
+
+
+async def test_an_explicit_retry_ticks_that_service_alone_at_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(It used to wake every service: 1,000 quiet services would tick in one burst.)"""
+    ticks = await quiet_ticks(h, monkeypatch, seconds=0)
+    at = h.clock.now()
+    await h.controller.retry_service("s3")
+    for _ in range(3):
+        await asyncio.sleep(0.005)
+    now = [name for when, name in ticks if when == at]
+    assert "s3" in now and len(now) <= 2  # (another may be on its phase just then)

@@ -459,7 +459,7 @@ class Controller:
             f"version {svc.current_version}: failures forgotten",
             now=self.clock.now(),
         )
-        self.wake()
+        self.wake(name)  # that service alone: the others keep their phases
         return self.describe(name)
 
     async def delete_service(self, name: str) -> dict[str, Any]:

@@ -227,6 +227,14 @@ def shorten(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def drop_nulls(data: LineDict, keep: Iterable[str] = ()) -> None:
+    """Remove the keys whose value is null, as SkyPilot's schema check does at the
+    top of a task, of ``service`` and of ``resources`` (``run:`` with nothing after
+    it means no run). ``keep``: keys whose null the parser reports itself."""
+    for key in [k for k, v in data.items() if v is None and k not in keep]:
+        del data[key]
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "null"

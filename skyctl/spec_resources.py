@@ -19,6 +19,7 @@ from skyctl.spec_checks import (
     LineDict,
     Section,
     did_you_mean,
+    drop_nulls,
     finite_number,
     keep_extra,
     shorten,
@@ -61,6 +62,10 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
     """``resources:`` -> the concrete candidates (one per any_of/ordered entry and accelerator)."""
     if sec is None:
         return Resources()
+    drop_nulls(sec.data)
+    for item in sec.data.get("any_of") or sec.data.get("ordered") or []:
+        if isinstance(item, LineDict):
+            drop_nulls(item)
     base = _fields(sec, extra, top=True)
     any_of, ordered = sec.items("any_of"), sec.items("ordered")
     if any_of is not None and ordered is not None:

@@ -39,6 +39,7 @@ from skyctl.spec_checks import (
     LineDict,
     Section,
     did_you_mean,
+    drop_nulls,
     keep_extra,
     load_yaml,
     shorten,
@@ -202,6 +203,7 @@ def parse_spec(
     top.check_keys(_TOP_KEYS | _TOP_EXTRA.keys())
     apply_overrides(data, "envs", envs)
     apply_overrides(data, "secrets", secrets)
+    drop_nulls(data)
     extra: dict[str, Any] = {}
     env_values = env_map(top, "envs")
     secret_values = read_secrets(top, extra)
@@ -278,6 +280,7 @@ def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
 
 def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> ServiceSection:
     sec.check_keys(_SERVICE_KEYS | _SERVICE_EXTRA.keys())
+    drop_nulls(sec.data, keep=("readiness_probe",))  # SkyServe fails on a null probe
     keep_extra(sec, _SERVICE_EXTRA, extra)
     if sec.has("replicas") and sec.has("replica_policy"):
         raise sec.error(
@@ -342,6 +345,8 @@ def _probe(sec: Section) -> ReadinessProbe:
         return ReadinessProbe()
     if isinstance(sec.raw("readiness_probe"), str):
         return ReadinessProbe(path=_probe_path(sec, "readiness_probe"))
+    if sec.raw("readiness_probe") is None:
+        raise sec.error("readiness_probe", "expected a path such as /health, or a mapping")
     probe = sec.mapping("readiness_probe")
     assert probe is not None  # null is not a mapping: mapping() raised
     probe.check_keys(_PROBE.keys() | {"path", "post_data", "headers"})

@@ -198,3 +198,29 @@ def test_a_nul_from_the_command_line_or_the_api_is_refused_too() -> None:
         parse_spec(BASE, envs={"A": "x\x00y"})
     with pytest.raises(SpecError, match=r"secrets.S: a NUL character"):
         parse_spec(BASE, secrets={"S": "\x00"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "service: {replicas: 1}\nrun:\n",  # was: run: expected a string, got null
+        "service: {replicas: 1}\nfile_mounts:\nname:\nnum_nodes:\nrun: x\n",
+        "service: {replicas: null, load_balancing_policy: null, ports: null, tls: null}\nrun: x\n",
+        "service: {replica_policy: null}\nrun: x\n",
+        "service: {replicas: 1}\nresources: {cloud: null, any_of: [{use_spot: null}]}\nrun: x\n",
+    ],
+)
+def test_a_null_value_is_an_absent_key_as_in_skypilot(text: str) -> None:
+    # SkyPilot's schema check drops null keys at the top of the task, of service and
+    # of resources (common_utils.validate_schema(skip_none=True))
+    spec = parse_spec(text)
+    assert spec.service.replica_policy.min_replicas == 1
+    assert spec.service.load_balancing_policy == "least_load"
+
+
+def test_a_null_probe_and_a_null_typo_are_still_refused() -> None:
+    # SkyServe fails on a null readiness_probe (it indexes it); a typo stays a typo
+    assert refused("service: {readiness_probe: null}\nrun: x\n") == (
+        "svc.yaml:1: service.readiness_probe: expected a path such as /health, or a mapping"
+    )
+    assert "setpu: unknown key; did you mean 'setup'?" in refused(BASE + "setpu:\n")

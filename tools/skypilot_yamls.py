@@ -1,7 +1,8 @@
 """Census of SkyPilot's service YAMLs: how many skyctl takes, and why not the others.
 
 Usage: ``python3 tools/skypilot_yamls.py PATH [--cpus N --memory GB]`` where PATH
-is a SkyPilot checkout (or any folder): every ``*.yaml``/``*.yml`` under
+is a SkyPilot checkout (or any folder), or ``--git REPO`` for a git directory (a
+bare mirror; its HEAD's YAML files are read with ``git show``): every ``*.yaml``/``*.yml`` under
 ``examples/``, ``llm/`` and ``tests/`` (or under PATH itself when it has none of
 them) with a top-level ``service:`` key is parsed as ``serve validate`` would,
 its blank ``envs``/``secrets`` filled as a user fills them with ``--env KEY`` /
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -47,12 +50,42 @@ def blanks(path: Path, key: str) -> dict[str, str]:
     }
 
 
+def checkout_yamls(git_dir: Path, into: Path) -> None:
+    """Write HEAD's ``*.yaml``/``*.yml`` under examples/, llm/ and tests/ of ``git_dir``
+    into ``into`` (the census needs no work tree)."""
+    git = ["git", f"--git-dir={git_dir}"]
+    names = subprocess.run(
+        [*git, "ls-tree", "-r", "--name-only", "HEAD", "examples", "llm", "tests"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    for name in names:
+        if name.endswith((".yaml", ".yml")):
+            out = into / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            blob = subprocess.run([*git, "show", f"HEAD:{name}"], capture_output=True, check=False)
+            out.write_bytes(blob.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path)
+    parser.add_argument("path", type=Path, nargs="?")
+    parser.add_argument("--git", type=Path, help="a SkyPilot git directory (bare is fine)")
     parser.add_argument("--cpus", type=float, default=64)
     parser.add_argument("--memory", type=float, default=512, help="GB")
     args = parser.parse_args(argv)
+    if (args.path is None) == (args.git is None):
+        parser.error("give PATH (a checkout) or --git REPO")
+    if args.git is not None:
+        with tempfile.TemporaryDirectory(prefix="skypilot-yamls-") as tmp:
+            checkout_yamls(args.git, Path(tmp))
+            args.path = Path(tmp)
+            return census(args)
+    return census(args)
+
+
+def census(args: argparse.Namespace) -> int:
     machine = Machine(args.cpus, args.memory, {})
     counts: collections.Counter[str] = collections.Counter()
     for path in service_yamls(args.path):

@@ -249,3 +249,30 @@ def test_the_census_tool_counts_the_sample_by_outcome() -> None:
         "13 valid, no provider here"
     )
     assert "spec refused: llm/rag/serve_rag.yaml:12: resources.any_of[1].use_spot" in result.stdout
+
+
+def test_the_census_tool_reads_a_bare_git_mirror(tmp_path: Path) -> None:
+    tool = Path(__file__).parent.parent / "tools" / "skypilot_yamls.py"
+    work, bare = tmp_path / "work", tmp_path / "bare.git"
+    (work / "examples").mkdir(parents=True)
+    (work / "examples" / "svc.yaml").write_text("service: {replicas: 1}\nrun: x\n")
+    (work / "examples" / "bad.yaml").write_text("service: {replicas: -1}\nrun: x\n")
+    (work / "examples" / "task.yaml").write_text("run: x\n")  # no service: not counted
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "x"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    result = subprocess.run(
+        [sys.executable, str(tool), "--git", str(bare)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tool.parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "spec refused: examples/bad.yaml:1: service.replicas: must be >= 0" in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "2 service YAMLs: 1 spec refused, 1 valid and placeable"
+    )

@@ -240,6 +240,7 @@ async def test_a_hedge_goes_to_the_next_best_holder_of_the_prefix(harness: Harne
     await harness.clock.advance(0.6)
     assert await answer == (200, "replica-4")
     assert [o.hits for o in others] == [0, 0, 1]
+    assert router._affinity.pending.of(4) == 0  # the hedge answered: its prefill is done
     # the hedge that answered holds the whole prefix now, as the first copy's replica does
     assert router._affinity.index.depths(keys, harness.clock.now()) == {
         1: len(keys),

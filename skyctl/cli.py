@@ -350,7 +350,7 @@ Examples:
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (with --all).")
 @click.option(
     "--replica-id",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Take down only this replica of NAME; the controller launches a replacement "
     "to keep the service at its target (as sky serve down --replica-id).",

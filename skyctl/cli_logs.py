@@ -40,7 +40,10 @@ Examples:
 @click.command(epilog=EXAMPLES)
 @click.argument("name")
 @click.option(
-    "--replica", type=int, default=None, help="Replica id (default: the newest live one)."
+    "--replica",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replica id (default: the newest live one).",
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")

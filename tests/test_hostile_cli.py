@@ -297,3 +297,13 @@ def test_a_workdir_that_is_not_there_is_refused_before_up(
         "(a relative path is relative to the spec file)"
     )
     assert not (skyctl_home / "controller.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("logs", "svc", "--replica", "-1"), ("down", "svc", "--replica-id", "0")],
+)
+def test_replica_ids_start_at_one(skyctl_home: Path, args: tuple[str, ...]) -> None:
+    # `logs --replica -1` reached the controller and came back as "HTTP 404 Not Found"
+    line = one_line_error(run_cli(skyctl_home, "serve", *args), 2)
+    assert "is not in the range x>=1" in line

@@ -7,6 +7,7 @@ a missing service), 1 for anything else; never a traceback.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -404,7 +405,7 @@ def down(
         )
     p = _home(ctx)
     if all_ and not yes:
-        click.confirm("Terminate every service and its replicas?", abort=True, err=True)
+        _confirm_all()
     if force:
         if not all_:
             raise click.UsageError(
@@ -447,6 +448,20 @@ def down(
     except KeyboardInterrupt:
         click.echo(interrupted_down(asked), err=True)
         raise SystemExit(130) from None
+
+
+def _confirm_all() -> None:
+    """`down --all` asks first; "no" takes nothing down (exit 1), and no answer at all
+    (a script's empty stdin) says to pass -y rather than a bare "Aborted."."""
+    try:
+        sure = click.confirm("Terminate every service and its replicas?", err=True)
+    except click.Abort:
+        if sys.stdin is not None and sys.stdin.isatty():
+            raise  # Ctrl-C at the prompt
+        raise click.UsageError("--all asks first and no answer came: pass -y to confirm") from None
+    if not sure:
+        click.echo("Nothing was taken down.", err=True)
+        raise SystemExit(1)
 
 
 @serve.command(epilog=_examples("skyctl serve retry llm"))

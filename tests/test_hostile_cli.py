@@ -307,3 +307,27 @@ def test_replica_ids_start_at_one(skyctl_home: Path, args: tuple[str, ...]) -> N
     # `logs --replica -1` reached the controller and came back as "HTTP 404 Not Found"
     line = one_line_error(run_cli(skyctl_home, "serve", *args), 2)
     assert "is not in the range x>=1" in line
+
+
+@pytest.mark.parametrize(
+    ("stdin", "code", "expected"),
+    [
+        ("", 2, "--all asks first and no answer came: pass -y to confirm"),  # was "Aborted." 130
+        ("n\n", 1, "Nothing was taken down."),
+    ],
+)
+def test_down_all_without_yes_says_what_happened(
+    skyctl_home: Path, stdin: str, code: int, expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "skyctl", "serve", "down", "--all"],
+        input=stdin,
+        env={**os.environ, "SKYCTL_HOME": str(skyctl_home)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == code
+    assert expected in result.stderr and "Traceback" not in result.stderr

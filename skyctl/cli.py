@@ -44,7 +44,7 @@ from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
-from skyctl.spec_files import check_files
+from skyctl.spec_files import check_files, check_ports
 from skyctl.spec_yaml import load_spec_file, service_name_problem
 
 POLL_SECONDS = 1.0
@@ -123,6 +123,7 @@ def _load(
     spec = load_spec_file(file, envs=envs, secrets=secrets)
     if to_run:
         check_files(spec)
+        check_ports(spec)
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
     check_placement(spec, load_user_config(_home(ctx)))

@@ -7,11 +7,49 @@ with placeholder paths). Each problem is a one-line SpecError with key and line.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from skyctl.spec import ServiceSpec
 from skyctl.spec_checks import load_yaml, spec_error
 
-__all__ = ["check_files"]
+__all__ = ["check_files", "check_ports", "unprivileged_port_start"]
+
+UNPRIVILEGED = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port a process without root may bind here (1024 unless lowered)."""
+    try:
+        return int(UNPRIVILEGED.read_text().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def check_ports(spec: ServiceSpec) -> None:
+    """Ports this machine will bind for the service (its router's, a local replica's
+    fixed one) are ones this user may bind: else a SpecError with key and line."""
+    if os.geteuid() == 0:
+        return
+    start = unprivileged_port_start()
+    wanted: list[tuple[str, tuple[str, ...], int | None]] = [
+        ("service.router.port", ("service", "router", "port"), spec.service.router.port)
+    ]
+    if spec.clouds == {"local"} and spec.serving_port:
+        where = ("service", "ports") if spec.service.ports else ("resources", "ports")
+        wanted.append((".".join(where), where, spec.serving_port))
+    for key, path, port in wanted:
+        if port is None or port >= start:
+            continue
+        data = load_yaml(spec.yaml_text, spec.source)
+        for part in path[:-1]:
+            data = data[part]
+        raise spec_error(
+            f"port {port} is privileged here (below {start}): only root may bind it; "
+            f"use a port from {start} to 65535",
+            key=key,
+            line=data.value_lines.get(path[-1]),
+            source=spec.source,
+        )
 
 
 def check_files(spec: ServiceSpec) -> None:

@@ -224,3 +224,29 @@ def test_a_null_probe_and_a_null_typo_are_still_refused() -> None:
         "svc.yaml:1: service.readiness_probe: expected a path such as /health, or a mapping"
     )
     assert "setpu: unknown key; did you mean 'setup'?" in refused(BASE + "setpu:\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("  router: {port: 80}\n", "svc.yaml:3: service.router.port: port 80 is privileged"),
+        ("  ports: 443\n", "svc.yaml:3: service.ports: port 443 is privileged"),
+    ],
+)
+def test_a_privileged_port_is_refused_for_a_user_who_cannot_bind_it(
+    monkeypatch: pytest.MonkeyPatch, extra: str, key: str
+) -> None:
+    # was: a router or local replica that could never listen (EACCES at bind)
+    from skyctl import spec_files
+
+    spec = parse_spec(
+        "service:\n  readiness_probe: /\n" + extra + "  replicas: 1\nrun: x\n", source="svc.yaml"
+    )
+    monkeypatch.setattr(spec_files.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(spec_files, "unprivileged_port_start", lambda: 1024)
+    with pytest.raises(SpecError) as info:
+        spec_files.check_ports(spec)
+    assert str(info.value).startswith(key)
+    assert "use a port from 1024 to 65535" in str(info.value)
+    monkeypatch.setattr(spec_files.os, "geteuid", lambda: 0)
+    spec_files.check_ports(spec)  # root may

@@ -230,12 +230,15 @@ class Child:
         return True
 
     async def discard_spare(self) -> None:
-        """Stop the waiting spare: its stdin closes, it exits (SIGKILL if it lingers)."""
+        """Stop the waiting spare (it holds nothing: SIGTERM ends it at once, even
+        mid-import; SIGKILL if it lingers)."""
         spare, self.spare = self.spare, None
         if spare is None or spare.returncode is not None:
             return
         if spare.stdin is not None:
             spare.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            spare.terminate()
         try:
             await asyncio.wait_for(spare.wait(), 5.0)
         except TimeoutError:

@@ -260,7 +260,6 @@ async def test_after_a_clean_stop_the_controller_starts_afresh_not_from_the_spar
         spare = sup.controller.spare
         assert spare is not None
         await eventually(lambda: spare.returncode is not None, "the spare stopped with it")
-        assert spare.returncode == 0  # its stdin closed: it exits by itself
         os.kill(os.getpid(), signal.SIGUSR1)  # `skyctl controller start`
         assert await asyncio.wait_for(running, 30) == 0
     finally:

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyctl.clock import Clock
 from skyctl.router.client import ClientBodyError, Response
@@ -36,6 +36,9 @@ from skyctl.router.headers import downstream_lines
 from skyctl.router.http1 import BodyStream
 from skyctl.router.stats import FOLD_AT, Attempt, Histogram, ReplicaState, Reservoir
 from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
+
+if TYPE_CHECKING:
+    from skyctl.router.health import Health
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Context:
     on_finish: Callable[[], None]  # an exchange is over (the router's active count)
     first_byte: Histogram  # seconds from the request to the response head, to the client
     duration: Histogram  # seconds from the request to the response's end
+    health: Health | None = None  # passive health: a race's losers may run on as checks
 
 
 class Copy(Attempt):

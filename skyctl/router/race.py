@@ -14,7 +14,10 @@ callbacks:
   the pool; one still in flight is cancelled, which closes its connection
   (the replica sees the disconnect), once the event loop has looked at its
   sockets one more time: an answer already on its way is read instead of
-  thrown away with its connection (see below);
+  thrown away with its connection (see below); unless passive health wants
+  it to run on as a check (:meth:`~skyctl.router.health.Health.check`, the
+  rule in :mod:`policies.outlier`): its callbacks then go to the check, its
+  answer to no client;
 - a connection error starts a replacement on an untried replica while
   ``retries`` allow;
 - when every copy failed, or the overall deadline passed, the best error is
@@ -61,6 +64,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from skyctl.router.exchange import Call, Copy, Exchange
+from skyctl.router.health import Check
 from skyctl.router.stats import ReplicaState
 from skyctl.router.upstream import ERROR_BODY_LIMIT, read_error_body
 
@@ -91,6 +95,8 @@ class Race(Exchange):
 
     __slots__ = (
         "_body",
+        "_checks",
+        "_deadline",
         "_error",
         "_error_read",
         "_first",
@@ -139,11 +145,14 @@ class Race(Exchange):
         self._error_read: asyncio.Task[None] | None = None
         self._first: Copy | None = None  # a hedged race's first copy
         self._initial: list[Copy] = []  # the copies sent at the start (not hedges, retries)
+        self._checks: list[Check] | None = None  # losers run on as checks (passive health)
+        self._deadline = 0.0  # loop time
 
     def start(self) -> None:
         plan = self._plan
         deadlines = self.ctx.upstream.pool.deadlines
-        deadlines.add(self, self.ctx.loop.time() + plan.deadline)
+        self._deadline = self.ctx.loop.time() + plan.deadline
+        deadlines.add(self, self._deadline)
         for replica in plan.first:
             self._send(replica)
         self._first = self._pending[0] if self._pending else None
@@ -185,6 +194,12 @@ class Race(Exchange):
 
     # -- copies
     def copy_head(self, copy: Copy) -> None:
+        checks = self._checks
+        if checks is not None:
+            for check in checks:
+                if check.owns(copy):
+                    check.head()
+                    return
         lingering = self._lingering
         if lingering is not None and copy in lingering:  # a loser, answering in time
             lingering.remove(copy)
@@ -218,6 +233,12 @@ class Race(Exchange):
             self._settle(None)
 
     def copy_failed(self, copy: Copy, exc: BaseException) -> None:
+        checks = self._checks
+        if checks is not None:
+            for check in checks:
+                if check.owns(copy):
+                    check.failed(exc)
+                    return
         lingering = self._lingering
         if lingering is not None and copy in lingering:  # a loser: nothing more to do
             lingering.remove(copy)
@@ -270,13 +291,28 @@ class Race(Exchange):
                     self._lingering = []
                     self.ctx.loop.call_soon(self._cut_lingering)
                 self._lingering.append(copy)
-            else:
+            elif not (linger and self._check(copy)):
                 self._cut(copy)
 
-    def _cut_lingering(self) -> None:
+    def _cut_lingering(self, check: bool = True) -> None:
         lingering, self._lingering = self._lingering, None
         for copy in lingering or ():
-            self._cut(copy)
+            if not (check and self._check(copy)):
+                self._cut(copy)
+
+    def _check(self, copy: Copy) -> bool:
+        """Whether a loser without its head runs on as a check (passive health)."""
+        health = self.ctx.health
+        if health is None:
+            return False
+        sample = copy is self._first and self._plan.hedge_delay is not None
+        check = health.check(copy, self._deadline, sample)
+        if check is None:
+            return False
+        if self._checks is None:
+            self._checks = []
+        self._checks.append(check)
+        return True
 
     def _cut(self, copy: Copy) -> None:
         """Cancel a losing copy (its connection closes unless the answer arrived whole)."""
@@ -310,7 +346,7 @@ class Race(Exchange):
     def _drop_all(self) -> None:
         self.ctx.upstream.pool.deadlines.discard(self)
         self._stop_racing()
-        self._cut_lingering()
+        self._cut_lingering(check=False)
         winner, self._winner = self._winner, None
         if winner is not None:
             winner.drop()

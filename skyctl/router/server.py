@@ -112,6 +112,7 @@ class Router:
         self._first_byte = Histogram()
         self._duration = Histogram()
         self._ejected = self._health.ejected  # non-empty: filter the ready replicas
+        self._checking = self._health.checks  # non-empty: filter the racing replicas
         self.registry = metrics.make_registry(
             metrics.RouterCollector(
                 service,
@@ -147,9 +148,11 @@ class Router:
             self._leave,
             self._first_byte,
             self._duration,
+            self._health,
         )
         self._idle = asyncio.Event()
         self._idle.set()
+        self._health.stopped = False
         front = FrontServer(self._handle, ssl_context=self._tls, fast=self._fast)
         # one batch for the writes to replicas and to clients: a race decided at the
         # end of an iteration answers its client in that iteration's burst
@@ -194,6 +197,7 @@ class Router:
         if front is None:
             return
         front.stop_accepting()  # idle keep-alive connections close now, busy ones after
+        await self._health.stop_checks()  # no client waits for a check
         if self._idle is not None and grace_seconds > 0:
             try:
                 await asyncio.wait_for(self._idle.wait(), grace_seconds)
@@ -542,6 +546,10 @@ class Router:
         """``ranked``/``race``: an order and a race kind already chosen (cache_aware)."""
         opts = self._section.router
         kind = self._policy if race is None else race
+        if self._checking:  # a replica being checked gets no new copies (passive health)
+            replicas = self._health.racing(replicas)
+            if ranked is not None:
+                ranked = self._health.racing(ranked)
         if ranked is None:
             if kind == routing.FAN_OUT and opts.fan_out >= len(replicas):
                 ranked = replicas  # every replica gets a copy: no ranking to do

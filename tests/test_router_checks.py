@@ -37,7 +37,7 @@ async def h() -> AsyncIterator[Harness]:
 
 
 async def slow(replica: FakeReplica, request: web.BaseRequest) -> web.Response:
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
     return web.Response(text="slow")
 
 
@@ -46,8 +46,16 @@ async def slow_500(replica: FakeReplica, request: web.BaseRequest) -> web.Respon
     return web.Response(status=500, text="broken")
 
 
-async def slow_stream(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+async def slow_reset(replica: FakeReplica, request: web.BaseRequest) -> web.Response:
     await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.abort()  # no answer: the connection is reset
+    await asyncio.sleep(10)  # (cancelled by the disconnect)
+    return web.Response(text="never")
+
+
+async def slow_stream(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+    await asyncio.sleep(0.3)
     resp = web.StreamResponse()
     await resp.prepare(request)
     for i in range(5):
@@ -93,6 +101,22 @@ async def test_under_fan_out_a_failing_loser_is_checked_until_ejected(
     assert routed(bad) == sent  # out of routing: no more copies
 
 
+async def test_a_check_reset_by_its_replica_is_a_failure_reported_to_the_controller(
+    h: Harness,
+) -> None:
+    bad = await h.replica(1, behaviour=slow_reset)
+    good = await h.replica(2)
+    router, url = await h.router(
+        [bad.backend, good.backend], section("fan_out", request_timeout_seconds=5.0)
+    )
+    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)
+    got = await until_ejected(h, router, url)
+    assert set(got) == {200}
+    assert N <= routed(bad) <= 2 * N
+    # each reset is reported (the controller probes it), then the ejection
+    assert h.backend_errors == [1] * (N + 1)
+
+
 async def test_under_hedge_a_hung_hedge_copy_is_checked_until_ejected(h: Harness) -> None:
     hung = await h.replica(1, behaviour=hangs_except_health)
     good = await h.replica(2)
@@ -113,7 +137,7 @@ async def test_a_slow_replica_is_never_ejected_and_checked_once_per_interval(
     slower = await h.replica(1, behaviour=slow)
     fast = await h.replica(2)
     router, url = await h.router(
-        [slower.backend, fast.backend], section("fan_out", request_timeout_seconds=1.0)
+        [slower.backend, fast.backend], section("fan_out", request_timeout_seconds=5.0)
     )
     health = router._health
     for _ in range(5):
@@ -141,7 +165,7 @@ async def test_a_checks_streamed_answer_is_read_and_discarded(h: Harness) -> Non
     streaming = await h.replica(1, behaviour=slow_stream)
     fast = await h.replica(2)
     router, url = await h.router(
-        [streaming.backend, fast.backend], section("fan_out", request_timeout_seconds=2.0)
+        [streaming.backend, fast.backend], section("fan_out", request_timeout_seconds=5.0)
     )
     await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     bodies = [await get(h, url) for _ in range(5)]

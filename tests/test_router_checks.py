@@ -65,6 +65,17 @@ async def slow_stream(replica: FakeReplica, request: web.BaseRequest) -> web.Str
     return resp
 
 
+async def long_stream(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
+    await asyncio.sleep(0.3)
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    for _ in range(200):  # 10 s: longer than the request timeout
+        await resp.write(b"token;")
+        await asyncio.sleep(0.05)
+    await resp.write_eof()
+    return resp
+
+
 async def get(h: Harness, url: str) -> tuple[int, bytes]:
     async with h.client.get(url + "/") as resp:
         return resp.status, await resp.read()
@@ -177,6 +188,24 @@ async def test_a_checks_streamed_answer_is_read_and_discarded(h: Harness) -> Non
     assert router._upstream is not None
     # read to its end: the connection went back to the pool
     assert router._upstream.pool.idle_count(router._states[1].origin) >= 1
+
+
+async def test_a_check_streaming_past_the_request_timeout_is_cut_as_an_answer(
+    h: Harness,
+) -> None:
+    streaming = await h.replica(1, behaviour=long_stream)
+    fast = await h.replica(2)
+    router, url = await h.router(
+        [streaming.backend, fast.backend], section("fan_out", request_timeout_seconds=1.0)
+    )
+    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)
+    assert await get(h, url) == (200, b"replica-2")
+    await eventually(lambda: not router._health.checks, "the check was cut")
+    await eventually(lambda: streaming.hung_up >= 1, "the replica saw the disconnect")
+    for _ in range(5):
+        assert await get(h, url) == (200, b"replica-2")
+    assert router._health.checks_started == 1  # it answered: next check an interval on
+    assert router.ejected() == {} and h.backend_errors == []
 
 
 async def test_stopping_the_router_cuts_a_check_in_flight(h: Harness) -> None:

@@ -245,13 +245,13 @@ class Check:
 
     def set_exception(self, exc: BaseException) -> None:
         """The request timeout passed: without a head, a timeout (a failure); while
-        its body is read, just cut (it answered)."""
+        its body is read, cut (it answered: a success, checked again an interval on)."""
         if self._reader is None:
             self.replica.failed("timeout")
             self._lower_bound()
             self._end(False)
         else:
-            self._end(None)
+            self._end(True)
 
     def stop(self) -> None:
         """Cut it, no verdict (the router stops, the replica left)."""

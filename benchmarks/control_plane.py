@@ -410,7 +410,12 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             if stalls is not None:
                 stalls.stop()
                 print(stalls.report([(t, d) for t, d, _g, _c in gcm.events]), flush=True)
-                kept = f"; heap keeper: {keeper.freezes} freezes" if keeper is not None else ""
+                kept = (
+                    f"; heap keeper: {keeper.freezes} freezes, "
+                    f"{keeper.full_collections} full collections since the first create"
+                    if keeper is not None
+                    else ""
+                )
                 print(gcm.summary() + kept, flush=True)
                 print(
                     f"ticks begun in one 100 ms: at most {max(tick_slots.values(), default=0)}, "

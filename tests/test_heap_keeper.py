@@ -1,7 +1,8 @@
 """The controller's garbage-collector policy (skyctl.controller.heap.HeapKeeper).
 
 Specification: a full collection that cost much CPU freezes its survivors, so
-later full collections walk only what was made since; a cheap one (a small heap)
+later full collections walk only what was made since, and they are ten times
+rarer than CPython's default while it is installed; a cheap one (a small heap)
 freezes nothing; young collections are never looked at; every reclaim period
 the frozen objects are given back once, so cyclic garbage among them is freed
 by the next full collection (whose survivors are frozen again).
@@ -35,6 +36,14 @@ class FakeCollector:
 
     def get_freeze_count(self) -> int:
         return self.frozen
+
+    thresholds = (700, 10, 10)
+
+    def get_threshold(self) -> tuple[int, int, int]:
+        return self.thresholds
+
+    def set_threshold(self, *values: int) -> None:
+        self.thresholds = (values[0], values[1], values[2])
 
     def collect(self, generation: int, cpu_seconds: float, clock: dict[str, float],
                 collected: int = 0) -> None:  # fmt: skip
@@ -100,6 +109,15 @@ def test_every_reclaim_period_the_frozen_heap_is_given_back_once() -> None:
     assert gcm.log.count("unfreeze") == 1  # the next reclaim is an hour on
 
 
+def test_full_collections_are_ten_times_rarer_while_installed() -> None:
+    gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
+    gcm.thresholds = (2000, 15, 10)
+    k = keeper(gcm, clock)
+    assert gcm.thresholds == (2000, 15, 100)  # the young generations as they were
+    k.uninstall()
+    assert gcm.thresholds == (2000, 15, 10)
+
+
 def test_uninstalled_it_does_nothing() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     k = keeper(gcm, clock, freeze_after=0.02)
@@ -112,7 +130,7 @@ def test_with_the_real_collector_survivors_leave_later_full_collections() -> Non
     """A heap of long-lived containers is frozen after the first costly full collection:
     the next full collection no longer walks it, and nothing frozen is lost."""
     gc.collect()
-    before = gc.get_freeze_count()
+    before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     k = HeapKeeper(freeze_after=0.0).install()  # every full collection counts as costly
     try:
         kept = [{"i": i} for i in range(50_000)]  # long-lived, tracked containers
@@ -121,8 +139,10 @@ def test_with_the_real_collector_survivors_leave_later_full_collections() -> Non
         assert gc.get_freeze_count() >= before + len(kept)
         assert not any(d is kept[0] for d in gc.get_objects(generation=2))
         assert kept[49_999]["i"] == 49_999
+        assert gc.get_threshold()[2] == 100
     finally:
         k.uninstall()
+        assert gc.get_threshold() == thresholds
         gc.unfreeze()
         if before:  # the test process froze its own start-up before: as it was
             gc.freeze()

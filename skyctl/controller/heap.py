@@ -25,6 +25,18 @@ as the CPython docs suggest for state that lives as long as the process:
   again: that garbage is bounded by what an hour makes, and the long pause
   happens once an hour instead of every few tens of seconds.
 
+- full collections are made rarer: the third threshold (full collections at
+  most once per that many generation-1 collections; CPython's default 10) is
+  :data:`FULL_EVERY` while the keeper is installed. With the long-lived state
+  frozen, what a full collection still walks is mostly objects every tick
+  renews (each replica's record, view and backend, replaced every quiet
+  period): live, and freed by reference counting when replaced, not by the
+  collector. At 1,000 services x 10,000 replicas one such collection cost
+  140-160 ms of CPU, about once in every 30 s. The cost of making them ten
+  times rarer: cyclic garbage made outside the frozen heap waits up to ten
+  times longer to be freed (measured: 0 to 806 such objects after a 10-minute
+  run, RSS unchanged).
+
 The daemon installs it once the stored services are restored (after its own
 ``gc.collect(); gc.freeze()`` of what start-up loaded); the benchmark does the
 same. It is process-wide, so only the process's owner installs it (never a
@@ -45,6 +57,8 @@ log = logging.getLogger(__name__)
 FREEZE_AFTER_CPU_SECONDS = 0.02
 #: frozen objects are given back to the collector this often (seconds)
 RECLAIM_SECONDS = 3600.0
+#: a full collection at most once per this many generation-1 collections (default 10)
+FULL_EVERY = 100
 
 
 class Collector(Protocol):
@@ -58,9 +72,16 @@ class Collector(Protocol):
 
     def get_freeze_count(self) -> int: ...
 
+    def get_threshold(self) -> tuple[int, int, int]: ...
+
+    def set_threshold(
+        self, threshold0: int, threshold1: int = ..., threshold2: int = ..., /
+    ) -> None: ...
+
 
 class HeapKeeper:
-    """Freezes the survivors of costly full collections; unfreezes them hourly."""
+    """Freezes the survivors of costly full collections (unfreezes them hourly) and
+    makes full collections rarer."""
 
     def __init__(
         self,
@@ -70,12 +91,16 @@ class HeapKeeper:
         monotonic: Callable[[], float] = time.monotonic,
         freeze_after: float = FREEZE_AFTER_CPU_SECONDS,
         reclaim_seconds: float = RECLAIM_SECONDS,
+        full_every: int = FULL_EVERY,
     ) -> None:
         self._gc: Collector = collector if collector is not None else gc  # type: ignore[assignment]
         self._cpu = cpu
         self._monotonic = monotonic
         self.freeze_after = freeze_after
         self.reclaim_seconds = reclaim_seconds
+        self.full_every = full_every
+        self._thresholds: tuple[int, int, int] | None = None  # as they were before install
+        self.full_collections = 0
         self._started_cpu = 0.0
         self._reclaim_at = monotonic() + reclaim_seconds
         self._reclaiming = False  # unfrozen: the next full collection walks everything
@@ -87,12 +112,17 @@ class HeapKeeper:
     def install(self) -> HeapKeeper:
         if not self._installed:
             self._gc.callbacks.append(self._on_gc)
+            self._thresholds = self._gc.get_threshold()
+            young, middle, _full = self._thresholds
+            self._gc.set_threshold(young, middle, self.full_every)
             self._installed = True
         return self
 
     def uninstall(self) -> None:
         if self._installed:
             self._gc.callbacks.remove(self._on_gc)
+            if self._thresholds is not None:
+                self._gc.set_threshold(*self._thresholds)
             self._installed = False
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -102,6 +132,7 @@ class HeapKeeper:
             self._started_cpu = self._cpu()
             return
         cost = self._cpu() - self._started_cpu
+        self.full_collections += 1
         if self._reclaiming:  # this collection walked the unfrozen heap: what it freed
             self._reclaiming = False
             self.reclaimed += int(info.get("collected", 0))

@@ -357,6 +357,7 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             gc.collect()
             gc.freeze()
             keeper = HeapKeeper().install()
+        reclaimer = asyncio.create_task(keeper.reclaim_every(clock)) if keeper else None
         runner = asyncio.create_task(controller.run())
         lag = LagMeter()
         try:
@@ -460,6 +461,8 @@ async def run_size(services: int, replicas: int, args: argparse.Namespace) -> Fi
             await runner
             await controller.stop(0)
             store.close()
+            if reclaimer is not None:
+                reclaimer.cancel()
             if keeper is not None:
                 keeper.uninstall()
                 gc.unfreeze()

@@ -4,16 +4,19 @@ Specification: a full collection that cost much CPU freezes its survivors, so
 later full collections walk only what was made since, and they are ten times
 rarer than CPython's default while it is installed; a cheap one (a small heap)
 freezes nothing; young collections are never looked at; every reclaim period
-the frozen objects are given back once, so cyclic garbage among them is freed
-by the next full collection (whose survivors are frozen again).
+the whole heap (frozen objects included) is collected once and its survivors
+frozen again, so cyclic garbage among frozen objects lives an hour at most.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import Callable
 from typing import Any
 
+from skyctl.clock import FakeClock
 from skyctl.controller.heap import HeapKeeper
 
 
@@ -37,6 +40,14 @@ class FakeCollector:
     def get_freeze_count(self) -> int:
         return self.frozen
 
+    garbage = 0  # cyclic garbage a full collection would free
+
+    def collect(self) -> int:
+        """gc.collect(): a full collection of everything not frozen."""
+        self.log.append("collect")
+        freed, self.garbage = self.garbage, 0
+        return freed
+
     thresholds = (700, 10, 10)
 
     def get_threshold(self) -> tuple[int, int, int]:
@@ -45,7 +56,7 @@ class FakeCollector:
     def set_threshold(self, *values: int) -> None:
         self.thresholds = (values[0], values[1], values[2])
 
-    def collect(self, generation: int, cpu_seconds: float, clock: dict[str, float],
+    def run_collection(self, generation: int, cpu_seconds: float, clock: dict[str, float],
                 collected: int = 0) -> None:  # fmt: skip
         """One collection of ``generation`` costing ``cpu_seconds`` (as the interpreter runs it)."""
         for cb in list(self.callbacks):
@@ -59,7 +70,6 @@ def keeper(collector: FakeCollector, clock: dict[str, float], **kwargs: Any) -> 
     return HeapKeeper(
         collector=collector,
         cpu=lambda: clock["cpu"],
-        monotonic=lambda: clock["mono"],
         **kwargs,
     ).install()
 
@@ -68,7 +78,7 @@ def test_a_costly_full_collection_freezes_its_survivors() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     k = keeper(gcm, clock, freeze_after=0.02)
     gcm.young = 500_000
-    gcm.collect(2, cpu_seconds=0.3, clock=clock)
+    gcm.run_collection(2, cpu_seconds=0.3, clock=clock)
     assert gcm.log == ["freeze"]
     assert gcm.frozen == 500_000 and k.freezes == 1
 
@@ -77,36 +87,42 @@ def test_a_cheap_full_collection_freezes_nothing() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     keeper(gcm, clock, freeze_after=0.02)
     gcm.young = 1_000
-    gcm.collect(2, cpu_seconds=0.001, clock=clock)
+    gcm.run_collection(2, cpu_seconds=0.001, clock=clock)
     assert gcm.log == [] and gcm.frozen == 0
 
 
 def test_young_collections_are_never_looked_at() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     keeper(gcm, clock, freeze_after=0.02)
-    gcm.collect(0, cpu_seconds=0.5, clock=clock)
-    gcm.collect(1, cpu_seconds=0.5, clock=clock)
+    gcm.run_collection(0, cpu_seconds=0.5, clock=clock)
+    gcm.run_collection(1, cpu_seconds=0.5, clock=clock)
     assert gcm.log == []
 
 
-def test_every_reclaim_period_the_frozen_heap_is_given_back_once() -> None:
+async def test_every_reclaim_period_the_whole_heap_is_collected_once_and_frozen_again() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     k = keeper(gcm, clock, freeze_after=0.02, reclaim_seconds=3600)
     gcm.young = 100_000
-    gcm.collect(2, cpu_seconds=0.3, clock=clock)  # frozen
-    clock["mono"] = 1800
-    gcm.collect(2, cpu_seconds=0.03, clock=clock)  # still within the hour: frozen again
-    assert gcm.log == ["freeze", "freeze"]
-    clock["mono"] = 3600
-    gcm.collect(2, cpu_seconds=0.03, clock=clock)
-    assert gcm.log[-1] == "unfreeze" and gcm.frozen == 0 and k.reclaims == 1
-    # the next full collection walks everything, frees the garbage, freezes the rest
-    gcm.collect(2, cpu_seconds=0.4, clock=clock, collected=7_000)
-    assert gcm.log[-1] == "freeze" and gcm.frozen == 100_000
-    assert k.reclaimed == 7_000
-    clock["mono"] = 3700
-    gcm.collect(2, cpu_seconds=0.4, clock=clock)
-    assert gcm.log.count("unfreeze") == 1  # the next reclaim is an hour on
+    gcm.run_collection(2, cpu_seconds=0.3, clock=clock)  # frozen
+    gcm.garbage = 7_000  # frozen objects that became cyclic garbage since
+    fake = FakeClock()
+    task = asyncio.ensure_future(k.reclaim_every(fake))
+    await asyncio.sleep(0)  # (it sleeps on the fake clock)
+    try:
+        await fake.advance(3599)
+        assert gcm.log == ["freeze"]  # not yet
+        await fake.advance(1)
+        await asyncio.sleep(0)
+        # everything unfrozen, collected once, the survivors frozen again
+        assert gcm.log == ["freeze", "unfreeze", "collect", "freeze"]
+        assert gcm.frozen == 100_000 and k.reclaims == 1 and k.reclaimed == 7_000
+        await fake.advance(3600)
+        await asyncio.sleep(0)
+        assert gcm.log.count("collect") == 2  # and again an hour on
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def test_full_collections_are_ten_times_rarer_while_installed() -> None:
@@ -122,7 +138,7 @@ def test_uninstalled_it_does_nothing() -> None:
     gcm, clock = FakeCollector(), {"cpu": 0.0, "mono": 0.0}
     k = keeper(gcm, clock, freeze_after=0.02)
     k.uninstall()
-    gcm.collect(2, cpu_seconds=1.0, clock=clock)
+    gcm.run_collection(2, cpu_seconds=1.0, clock=clock)
     assert gcm.log == [] and gcm.callbacks == []
 
 

@@ -120,9 +120,11 @@ async def serve(
         # and what services made later (creates, launches) once it costs a collection
         # much: the survivors of costly full collections are frozen too (heap.py)
         keeper = HeapKeeper().install()
+        reclaimer = loop.create_task(keeper.reclaim_every(clock))  # hourly, whole heap
         try:
             await controller.run()
         finally:
+            reclaimer.cancel()
             keeper.uninstall()
     finally:
         log.info("controller stopping")

@@ -19,12 +19,12 @@ as the CPython docs suggest for state that lives as long as the process:
   cheap already.
 - the cost: a frozen object is still freed when its reference count drops to
   zero (most objects), but a frozen object that becomes garbage inside a
-  reference cycle stays until the next reclaim. Every
-  :data:`RECLAIM_SECONDS` the keeper unfreezes everything, so the next full
-  collection walks (and frees) the whole heap once, and freezes its survivors
-  again: that garbage is bounded by what an hour makes, and the long pause
-  happens once an hour instead of every few tens of seconds.
-
+  reference cycle stays until the next reclaim. :meth:`HeapKeeper.reclaim_every`
+  (a task the daemon runs) unfreezes everything every :data:`RECLAIM_SECONDS`,
+  collects the whole heap once and freezes what survived: cyclic garbage is
+  freed within the hour whatever the collector's thresholds, and the long pause
+  of walking the whole heap happens once an hour instead of every few tens of
+  seconds.
 - full collections are made rarer: the third threshold (full collections at
   most once per that many generation-1 collections; CPython's default 10) is
   :data:`FULL_EVERY` while the keeper is installed. With the long-lived state
@@ -51,6 +51,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from skyctl.clock import Clock
+
 log = logging.getLogger(__name__)
 
 #: a full collection that cost at least this much CPU (seconds) freezes its survivors
@@ -72,6 +74,8 @@ class Collector(Protocol):
 
     def get_freeze_count(self) -> int: ...
 
+    def collect(self) -> int: ...
+
     def get_threshold(self) -> tuple[int, int, int]: ...
 
     def set_threshold(
@@ -80,30 +84,26 @@ class Collector(Protocol):
 
 
 class HeapKeeper:
-    """Freezes the survivors of costly full collections (unfreezes them hourly) and
-    makes full collections rarer."""
+    """Freezes the survivors of costly full collections, makes full collections
+    rarer, and (:meth:`reclaim_every`) collects the whole heap once an hour."""
 
     def __init__(
         self,
         *,
         collector: Collector | None = None,
         cpu: Callable[[], float] = time.thread_time,
-        monotonic: Callable[[], float] = time.monotonic,
         freeze_after: float = FREEZE_AFTER_CPU_SECONDS,
         reclaim_seconds: float = RECLAIM_SECONDS,
         full_every: int = FULL_EVERY,
     ) -> None:
         self._gc: Collector = collector if collector is not None else gc  # type: ignore[assignment]
         self._cpu = cpu
-        self._monotonic = monotonic
         self.freeze_after = freeze_after
         self.reclaim_seconds = reclaim_seconds
         self.full_every = full_every
         self._thresholds: tuple[int, int, int] | None = None  # as they were before install
         self.full_collections = 0
         self._started_cpu = 0.0
-        self._reclaim_at = monotonic() + reclaim_seconds
-        self._reclaiming = False  # unfrozen: the next full collection walks everything
         self.freezes = 0  # (tests and /metrics-style reports read these)
         self.reclaims = 0
         self.reclaimed = 0  # objects the reclaiming collections freed
@@ -133,22 +133,6 @@ class HeapKeeper:
             return
         cost = self._cpu() - self._started_cpu
         self.full_collections += 1
-        if self._reclaiming:  # this collection walked the unfrozen heap: what it freed
-            self._reclaiming = False
-            self.reclaimed += int(info.get("collected", 0))
-            log.info(
-                "heap: reclaim collection freed %d objects in %.0f ms of CPU",
-                info.get("collected", 0),
-                cost * 1000,
-            )
-        if self._monotonic() >= self._reclaim_at and self._gc.get_freeze_count():
-            # give the frozen objects back: the next full collection frees the cyclic
-            # garbage among them (and, costly as it is, freezes the survivors again)
-            self._reclaim_at = self._monotonic() + self.reclaim_seconds
-            self._gc.unfreeze()
-            self._reclaiming = True
-            self.reclaims += 1
-            return
         if cost >= self.freeze_after:
             self._gc.freeze()  # every survivor of this collection: live, long-lived
             self.freezes += 1
@@ -157,3 +141,26 @@ class HeapKeeper:
                 cost * 1000,
                 self._gc.get_freeze_count(),
             )
+
+    def reclaim(self) -> int:
+        """Collect the whole heap once (frozen objects included) and freeze what
+        survived; returns how many objects were garbage."""
+        started = time.perf_counter()
+        self._gc.unfreeze()
+        freed = self._gc.collect()
+        self._gc.freeze()
+        self.reclaims += 1
+        self.reclaimed += freed
+        log.info(
+            "heap: reclaimed %d objects of cyclic garbage in %.0f ms; %d objects frozen",
+            freed,
+            (time.perf_counter() - started) * 1000,
+            self._gc.get_freeze_count(),
+        )
+        return freed
+
+    async def reclaim_every(self, clock: Clock) -> None:
+        """Reclaim every :attr:`reclaim_seconds` of ``clock``, until cancelled."""
+        while True:
+            await clock.sleep(self.reclaim_seconds)
+            self.reclaim()

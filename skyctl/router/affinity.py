@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 from policies import cache_aware, routing
 from skyctl.clock import Clock
+from skyctl.router.exchange import Exchange
 from skyctl.router.front import Request
 from skyctl.router.replica_load import ReplicaLoad
 from skyctl.router.stats import ReplicaState
@@ -66,6 +67,11 @@ class Route:
         self.pick = pick
         self.sent = sent
         self.answered = answered
+
+    def bind(self, exchange: Exchange) -> Exchange:
+        """``exchange`` (this request's) tells ``answered`` at its first body bytes or end."""
+        exchange.on_answer = self.answered
+        return exchange
 
 
 def _header_re(name: str) -> re.Pattern[bytes]:

@@ -461,16 +461,11 @@ class Router:
         call = Call(ctx, out, request, rid, self._lines(request, rid))
         if self._affinity is not None:  # cache_aware: races keep the prefix's order
             route = self._affinity.route(request, replicas, body, opts)
-            exchange: Exchange
             if route.ranked is not None and body is not None:
                 plan = self._race_plan(replicas, route.ranked, opts.cache_aware.race)
-                exchange = Race(
-                    call, plan=plan, body=body, try_hedge=self._try_hedge, on_send=route.sent
-                )
-            else:
-                exchange = self._forward(call, request, replicas, body, route.pick)
-            exchange.on_answer = route.answered  # its prefill is no longer pending
-            return exchange
+                ex = Race(call, plan=plan, body=body, try_hedge=self._try_hedge, on_send=route.sent)
+                return route.bind(ex)
+            return route.bind(self._forward(call, request, replicas, body, route.pick))
         if (
             body is not None
             and self._policy in _RACING

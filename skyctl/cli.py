@@ -239,7 +239,9 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
         if line.split("] ", 1)[1] != last:
             click.echo(line)
             last = line.split("] ", 1)[1]
-        if svc.get("endpoint_error"):  # ready replicas or not, nobody can reach them
+        # ready replicas or not, nobody can reach them; a bare "endpoint not open" (no
+        # reason) is a router process still opening it, under load for seconds
+        if (svc.get("endpoint_error") or "").partition(":")[2].strip():
             raise SkyctlError(
                 f"service {name} ({svc['endpoint']}): "
                 f"{svc['endpoint_error']}; fix the spec and `skyctl serve update {name} FILE`, "

@@ -59,7 +59,6 @@ class Health:
         self.checks_started = 0  # ever
         self._next_check: dict[int, float] = {}  # replica id -> clock time
         self._current: set[int] = set()  # routable replica ids
-        self.stopped = False
 
     def eject(self, state: ReplicaState, reason: str) -> None:
         now = self._clock.now()
@@ -133,7 +132,7 @@ class Health:
         ``sample``: add its time to the hedge-delay sample if it never answers."""
         replica = copy.replica
         rid = replica.replica_id
-        if self.stopped or rid not in self._current:
+        if rid not in self._current:
             return None
         now = self._clock.now()
         if not outlier.check_due(rid in self.checks, now, self._next_check.get(rid, now)):
@@ -152,15 +151,28 @@ class Health:
         if answered is not None and rid in self._current:
             self._next_check[rid] = outlier.next_check(self._clock.now(), answered)
 
-    def racing(self, replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
-        """``replicas`` without those with a check in flight (all if none would be left)."""
+    def racing(
+        self, replicas: list[ReplicaState], ranked: list[ReplicaState] | None
+    ) -> tuple[list[ReplicaState], list[ReplicaState] | None]:
+        """``replicas`` (and ``ranked``, an order of them) without those with a check
+        in flight, for a race (each unchanged if none would be left)."""
         checks = self.checks
-        kept = [r for r in replicas if r.replica_id not in checks]
-        return kept or list(replicas)
+        if not checks:  # the hot path
+            return replicas, ranked
+        kept = [r for r in replicas if r.replica_id not in checks] or replicas
+        if ranked is not None:
+            ranked = [r for r in ranked if r.replica_id not in checks] or ranked
+        return kept, ranked
+
+    def ejected_until(self, replicas: Sequence[ReplicaState]) -> dict[int, float]:
+        """The replicas out of routing: id -> until (clock time)."""
+        self.routable(replicas)  # ends the ejections that are over
+        return {rid: state.ejected_until for rid, state in sorted(self.ejected.items())}
 
     async def stop_checks(self) -> None:
-        """The router stops: cut every check (and wait for its tasks), start no more."""
-        self.stopped = True
+        """The router stops: cut every check (and wait for its tasks), start no more
+        (until its next :meth:`forget`: the router's next ``set_backends``)."""
+        self._current = set()
         tasks: list[asyncio.Task[None]] = []
         for check in list(self.checks.values()):
             tasks += check.tasks()

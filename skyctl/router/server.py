@@ -112,7 +112,6 @@ class Router:
         self._first_byte = Histogram()
         self._duration = Histogram()
         self._ejected = self._health.ejected  # non-empty: filter the ready replicas
-        self._checking = self._health.checks  # non-empty: filter the racing replicas
         self.registry = metrics.make_registry(
             metrics.RouterCollector(
                 service,
@@ -152,7 +151,6 @@ class Router:
         )
         self._idle = asyncio.Event()
         self._idle.set()
-        self._health.stopped = False
         front = FrontServer(self._handle, ssl_context=self._tls, fast=self._fast)
         # one batch for the writes to replicas and to clients: a race decided at the
         # end of an iteration answers its client in that iteration's burst
@@ -291,8 +289,7 @@ class Router:
 
     def ejected(self) -> dict[int, float]:
         """Replicas out of routing by passive health: id -> until (clock time)."""
-        self._health.routable(self._replicas)  # ends the ejections that are over
-        return {rid: state.ejected_until for rid, state in sorted(self._ejected.items())}
+        return self._health.ejected_until(self._replicas)
 
     def replica_stats(self) -> dict[int, dict[str, float]]:
         """Per replica id: requests, wins, cancelled, errors, in_flight, latency_p50_ms/p99_ms."""
@@ -306,9 +303,7 @@ class Router:
             "ready_replicas": float(len(self._replicas)),
             "ejections": float(self._health.ejections),
             "unauthorized": float(self._unauthorized),
-            "upstream_connections": float(
-                self._upstream.pool.connects if self._upstream is not None else 0
-            ),
+            "upstream_connections": float(self._upstream.pool.connects if self._upstream else 0),
         }
 
     def _set_target_qps(self) -> None:
@@ -382,9 +377,7 @@ class Router:
         """WebSocket or another Upgrade: one replica (never raced), the least loaded
         by the policy, then a byte tunnel (:mod:`skyctl.router.tunnel`)."""
         rid = request_id(request.head.request_id)
-        replicas = self._replicas or await self._wait_for_replica()
-        if self._ejected:
-            replicas = self._health.routable(replicas)
+        replicas = self._health.routable(self._replicas or await self._wait_for_replica())
         upstream = self._upstream
         if not replicas or upstream is None:
             out.send_json(503, {"error": "no ready replicas", "service": self.service}, rid)
@@ -541,10 +534,7 @@ class Router:
         """``ranked``/``race``: an order and a race kind already chosen (cache_aware)."""
         opts = self._section.router
         kind = self._policy if race is None else race
-        if self._checking:  # a replica being checked gets no new copies (passive health)
-            replicas = self._health.racing(replicas)
-            if ranked is not None:
-                ranked = self._health.racing(ranked)
+        replicas, ranked = self._health.racing(replicas, ranked)  # none being checked
         if ranked is None:
             if kind == routing.FAN_OUT and opts.fan_out >= len(replicas):
                 ranked = replicas  # every replica gets a copy: no ranking to do

@@ -208,7 +208,7 @@ async def test_hedge_sends_a_second_copy_only_after_the_delay(harness: Harness) 
     await harness.clock.advance(0.2)
     assert await answer == (200, "replica-2")
     await eventually(lambda: slow.hung_up == 1, "the primary is cancelled")
-    assert router._hedges == 1
+    assert router._hedging.sent == 1
 
 
 async def test_a_primary_that_lost_to_its_hedge_still_counts_in_the_delay_sample(
@@ -245,7 +245,7 @@ async def test_hedging_stays_within_the_budget(harness: Harness) -> None:
         one.gate.clear()
         two.gate.clear()
     extra = one.hits + two.hits - requests
-    assert extra == router._hedges == 3  # 0.25 x 12
+    assert extra == router._hedging.sent == 3  # 0.25 x 12
     await eventually(lambda: all(v == 0 for v in in_flight(router).values()), "all released")
 
 
@@ -260,12 +260,12 @@ async def test_a_hedge_the_budget_refused_is_asked_for_again_while_the_request_w
     first = asyncio.ensure_future(get_text(harness, url + "/"))  # earns half a token
     await eventually(lambda: slow.hits == 1 and harness.clock.pending_sleepers == 1, "racing")
     await harness.clock.advance(0.1)  # its hedge is due; the budget is dry: ask again at +0.2
-    assert router._hedges == 0 and fast.hits == 0
+    assert router._hedging.sent == 0 and fast.hits == 0
     # a second request (to the idle fast replica, answered at once) earns the other half
     assert await get_text(harness, url + "/") == (200, "replica-2")
     await harness.clock.advance(0.2)  # the first request asks again and gets the token
     assert await asyncio.wait_for(first, 10) == (200, "replica-2")
-    assert router._hedges == 1  # within the budget: 0.5 x 2 requests
+    assert router._hedging.sent == 1  # within the budget: 0.5 x 2 requests
     await eventually(lambda: slow.hung_up == 1, "the slow primary is cancelled")
 
 
@@ -273,12 +273,12 @@ async def test_hedge_waits_for_latency_samples_before_using_the_p95(harness: Har
     one = await harness.replica(1, location=Z1)
     two = await harness.replica(2, location=GCP)
     router, url = await harness.router([one.backend, two.backend], section("hedge"))
-    assert router._hedge_delay() is None
+    assert router._hedging.delay(None) is None
     for _ in range(25):
         await get_text(harness, url + "/")
-    assert router._hedge_delay() == 0.0  # the fake clock does not move: P95 of zeros
+    assert router._hedging.delay(None) == 0.0  # the fake clock does not move: P95 of zeros
     # the first 20 requests were never hedged; the rest within the 10% budget
-    assert one.hits + two.hits - 25 == router._hedges <= 2
+    assert one.hits + two.hits - 25 == router._hedging.sent <= 2
 
 
 async def test_instance_aware_least_load_weighs_in_flight_by_target_qps(

@@ -43,6 +43,7 @@ from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import request_id, upstream_lines
 from skyctl.router.health import Health
+from skyctl.router.hedging import Hedging
 from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
 from skyctl.router.race import Race, RacePlan
@@ -93,10 +94,7 @@ class Router:
         self._cursor = 0
         self._rate = RateWindow()
         self._latency = Reservoir(512)  # time to headers over all replicas (hedge delay)
-        self._p95: float | None = None
-        self._p95_total = -1
-        self._hedge_tokens = 0.0
-        self._hedges = 0
+        self._hedging = Hedging(self._latency)
         self._requests = 0
         self._active = 0
         self._idle: asyncio.Event | None = None
@@ -299,7 +297,7 @@ class Router:
     def _router_stats(self) -> dict[str, float]:
         return {
             "requests": float(self._requests),
-            "hedges": float(self._hedges),
+            "hedges": float(self._hedging.sent),
             "ready_replicas": float(len(self._replicas)),
             "ejections": float(self._health.ejections),
             "unauthorized": float(self._unauthorized),
@@ -456,7 +454,13 @@ class Router:
             route = self._affinity.route(request, replicas, body, opts)
             if route.ranked is not None and body is not None:
                 plan = self._race_plan(replicas, route.ranked, opts.cache_aware.race)
-                ex = Race(call, plan=plan, body=body, try_hedge=self._try_hedge, on_send=route.sent)
+                ex = Race(
+                    call,
+                    plan=plan,
+                    body=body,
+                    try_hedge=self._hedging.try_hedge,
+                    on_send=route.sent,
+                )
                 return route.bind(ex)
             return route.bind(self._forward(call, request, replicas, body, route.pick))
         if (
@@ -466,7 +470,7 @@ class Router:
             and request.method in opts.fan_out_methods
         ):
             plan = self._race_plan(replicas)
-            return Race(call, plan=plan, body=body, try_hedge=self._try_hedge)
+            return Race(call, plan=plan, body=body, try_hedge=self._hedging.try_hedge)
         return self._forward(call, request, replicas, body, self._pick)
 
     def _forward(
@@ -552,30 +556,14 @@ class Router:
                 retries=opts.retries,
                 deadline=opts.request_timeout_seconds,
             )
-        self._hedge_tokens = routing.earn_hedge_tokens(self._hedge_tokens, opts.hedge_budget)
+        self._hedging.earn(opts.hedge_budget)
         return RacePlan(
             first=ranked[:1],
             spares=ranked[1:],
-            hedge_delay=self._hedge_delay(),
+            hedge_delay=self._hedging.delay(opts.hedge_delay_seconds),
             retries=opts.retries,
             deadline=opts.request_timeout_seconds,
         )
-
-    def _hedge_delay(self) -> float | None:
-        fixed = self._section.router.hedge_delay_seconds
-        if fixed is not None:
-            return routing.hedge_delay(fixed, ())
-        # the P95 is recomputed every 16 new samples, not on every request
-        if self._p95 is None or self._latency.total - self._p95_total >= 16:
-            self._p95 = routing.hedge_delay(None, self._latency.values())
-            self._p95_total = self._latency.total
-        return self._p95
-
-    def _try_hedge(self) -> bool:
-        allowed, self._hedge_tokens = routing.spend_hedge_token(self._hedge_tokens)
-        if allowed:
-            self._hedges += 1
-        return allowed
 
     # ---- router-local endpoints -------------------------------------------------------
 

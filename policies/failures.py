@@ -137,15 +137,16 @@ def record(
             holds[end.version] = f"{e['last']}; relaunching version {end.version} in {wait:g}s"
         exited = end.exit_code is not None and end.reason in _EXITS
         give_up = 1 if exited else GIVE_UP_ROUNDS * per_round
-        if not e["ever_ready"] and e["streak"] >= give_up and failed is None:
-            n = e["streak"]
-            failed = {
-                "version": end.version,
-                "reason": f"version {end.version}: {n} replica{'s' if n > 1 else ''} failed, "
-                f"none ever READY; last {e['last']}",
-                "at": end.at,
-            }
-            notes.append(f"FAILED: {failed['reason']}; launches stopped until an update or retry")
+        n = e["streak"]
+        reason = (
+            f"version {end.version}: {n} replica{'s' if n > 1 else ''} failed, "
+            f"none ever READY; last {e['last']}"
+        )
+        if failed is not None and failed.get("version") == end.version:
+            failed["reason"] = reason  # a replica of the given-up batch ended since: count it
+        elif not e["ever_ready"] and n >= give_up and failed is None:
+            failed = {"version": end.version, "reason": reason, "at": end.at}
+            notes.append(f"FAILED: {reason}; launches stopped until an update or retry")
 
     if failed is not None:
         holds.pop(int(failed["version"]), None)

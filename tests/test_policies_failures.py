@@ -137,6 +137,7 @@ def test_a_run_that_exits_at_once_fails_the_service_with_its_exit_code() -> None
     assert w.failed_at is not None and w.failed_at <= 60.0
     reason = w.plans[-1].failure
     assert "exit code 3" in reason and "none ever READY" in reason
+    assert "2 replicas failed" in reason  # both replicas of the batch are counted
     # as SkyServe: a run that exits before any replica was READY is not relaunched
     assert len(w.launches) == 2 and w.failed_at == 1.0
     assert "\n" not in reason

@@ -199,7 +199,8 @@ class Endpoints:
         for name in self._entries:
             router = self.routers.get(name)
             if router is None:
-                services[name] = {"error": self.errors.get(name, "endpoint not open")}
+                if name in self.errors:  # one still opening (its start awaited) is not said failed
+                    services[name] = {"error": self.errors[name]}
                 continue
             services[name] = {
                 "rate_60": router.request_rate(60.0),

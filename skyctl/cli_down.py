@@ -112,12 +112,7 @@ def _follow(
         except ControllerUnreachable:
             found = ControllerClient.find(p)
             if found is not None and found.base != client.base:  # another one answers now
-                if restarts >= MAX_CONTROLLER_RESTARTS:
-                    raise SkyctlError(
-                        f"the controller keeps exiting (see {p.daemon_log}); "
-                        + _what_is_left(p, pending)
-                    ) from None
-                restarts += 1
+                restarts = _one_more_restart(p, pending, restarts)
                 progress.note(
                     f"The controller exited before {', '.join(sorted(pending))} was down; "
                     f"restarted (by its supervisor or another command), it finishes the down "
@@ -149,12 +144,7 @@ def _follow(
                 problems += _confirm_down(p, n, pending.pop(n), progress)
             if not pending:
                 break
-            if restarts >= MAX_CONTROLLER_RESTARTS:
-                raise SkyctlError(
-                    f"the controller keeps exiting (see {p.daemon_log}); "
-                    + _what_is_left(p, pending)
-                ) from None
-            restarts += 1
+            restarts = _one_more_restart(p, pending, restarts)
             progress.note(
                 f"The controller exited before {', '.join(sorted(pending))} was down; "
                 f"restarting it to finish (see {p.daemon_log})"
@@ -230,6 +220,16 @@ def _confirm_down(
     elif said:
         click.echo(said)
     return problems
+
+
+def _one_more_restart(p: Paths, pending: dict[str, list[str]], restarts: int) -> int:
+    """Count one more controller restart during the down, or give up (with what is
+    left) once :data:`MAX_CONTROLLER_RESTARTS` were spent."""
+    if restarts >= MAX_CONTROLLER_RESTARTS:
+        raise SkyctlError(
+            f"the controller keeps exiting (see {p.daemon_log}); " + _what_is_left(p, pending)
+        )
+    return restarts + 1
 
 
 def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:

@@ -20,8 +20,10 @@ from rich.table import Table
 
 
 def replicas_left(replicas: Sequence[dict[str, Any]]) -> str:
-    """``3 SHUTTING_DOWN, 4 READY`` (id and status of each live replica), or ``none``."""
-    return ", ".join(f"{r['id']} {r['status']}" for r in replicas) or "none"
+    """``replica 3 SHUTTING_DOWN, 4 READY`` (id and status of each live replica), or
+    ``none``: the ids read as ids, not as counts."""
+    left = ", ".join(f"{r['id']} {r['status']}" for r in replicas)
+    return f"replica {left}" if left else "none"
 
 
 class DownProgress:

@@ -68,7 +68,7 @@ def test_purge_of_a_service_that_goes_down_in_time_is_an_ordinary_down(
     assert down.returncode == 0, down.stdout + down.stderr
     assert "Service quick is down: every replica terminated, nothing left on local." in down.stdout
     assert "purged" not in down.stdout + down.stderr
-    assert "quick: 1 replica(s) still terminating (1 SHUTTING_DOWN)" in down.stdout  # plain
+    assert "quick: 1 replica(s) still terminating (replica 1 SHUTTING_DOWN)" in down.stdout  # plain
 
 
 def test_purge_is_refused_where_it_cannot_wait(skyctl_home: Path) -> None:
@@ -92,7 +92,7 @@ def test_on_a_terminal_the_progress_is_one_table_redrawn_in_place() -> None:
     assert "\x1b[2K" in text and "\x1b[1A" in text  # lines erased and rewritten, not appended
     last = text[text.rindex("SERVICE") :].splitlines()
     assert [line.split()[:2] for line in last[1:3]] == [["a", "terminating"], ["b", "down"]]
-    assert "3 SHUTTING_DOWN, 4 READY" in last[1]
+    assert "replica 3 SHUTTING_DOWN, 4 READY" in last[1]
 
 
 def test_without_a_terminal_a_line_only_when_the_replicas_left_change(
@@ -106,6 +106,6 @@ def test_without_a_terminal_a_line_only_when_the_replicas_left_change(
         progress.done("a", ok=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "  a: 2 replica(s) still terminating (3 SHUTTING_DOWN, 4 READY)",
-        "  a: 1 replica(s) still terminating (3 SHUTTING_DOWN)",
+        "  a: 2 replica(s) still terminating (replica 3 SHUTTING_DOWN, 4 READY)",
+        "  a: 1 replica(s) still terminating (replica 3 SHUTTING_DOWN)",
     ]

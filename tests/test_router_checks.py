@@ -23,6 +23,7 @@ from aiohttp import web
 
 from policies import outlier
 from skyctl.router import Router
+from skyctl.spec import ServiceSection
 from tests.helpers.waiting import eventually
 from tests.test_router_health import hangs_except_health, routed
 from tests.test_router_helpers import FakeReplica, Harness, open_harness, section
@@ -34,6 +35,18 @@ N = outlier.CONSECUTIVE_FAILURES
 async def h() -> AsyncIterator[Harness]:
     async with open_harness() as harness:
         yield harness
+
+
+async def checked_pair(
+    h: Harness, behaviour: object, sec: ServiceSection
+) -> tuple[FakeReplica, FakeReplica, Router, str]:
+    """Replica 1 behaving as ``behaviour``, a good replica 2, a router over both
+    with ``sec``, and one check interval gone by: checks are due from now on."""
+    first = await h.replica(1, behaviour=behaviour)
+    second = await h.replica(2)
+    router, url = await h.router([first.backend, second.backend], sec)
+    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)
+    return first, second, router, url
 
 
 async def slow(replica: FakeReplica, request: web.BaseRequest) -> web.Response:
@@ -95,12 +108,9 @@ async def until_ejected(h: Harness, router: Router, url: str, limit: int = 2000)
 async def test_under_fan_out_a_failing_loser_is_checked_until_ejected(
     h: Harness, behaviour: object
 ) -> None:
-    bad = await h.replica(1, behaviour=behaviour)  # type: ignore[arg-type]
-    good = await h.replica(2)
-    router, url = await h.router(
-        [bad.backend, good.backend], section("fan_out", request_timeout_seconds=0.2)
+    bad, _, router, url = await checked_pair(
+        h, behaviour, section("fan_out", request_timeout_seconds=0.2)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     got = await until_ejected(h, router, url)
     assert set(got) == {200}  # the other copy answered every request
     assert N <= routed(bad) <= 2 * N  # one copy at a time, each a check that failed
@@ -115,12 +125,9 @@ async def test_under_fan_out_a_failing_loser_is_checked_until_ejected(
 async def test_a_check_reset_by_its_replica_is_a_failure_reported_to_the_controller(
     h: Harness,
 ) -> None:
-    bad = await h.replica(1, behaviour=slow_reset)
-    good = await h.replica(2)
-    router, url = await h.router(
-        [bad.backend, good.backend], section("fan_out", request_timeout_seconds=5.0)
+    bad, _, router, url = await checked_pair(
+        h, slow_reset, section("fan_out", request_timeout_seconds=5.0)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)
     got = await until_ejected(h, router, url)
     assert set(got) == {200}
     assert N <= routed(bad) <= 2 * N
@@ -129,13 +136,11 @@ async def test_a_check_reset_by_its_replica_is_a_failure_reported_to_the_control
 
 
 async def test_under_hedge_a_hung_hedge_copy_is_checked_until_ejected(h: Harness) -> None:
-    hung = await h.replica(1, behaviour=hangs_except_health)
-    good = await h.replica(2)
-    router, url = await h.router(
-        [hung.backend, good.backend],
+    hung, _, router, url = await checked_pair(
+        h,
+        hangs_except_health,
         section("hedge", request_timeout_seconds=0.2, hedge_delay_seconds=0.01),
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     got = await until_ejected(h, router, url)
     assert got.count(504) <= N  # only first copies with no hedge token time out
     assert routed(hung) <= 2 * N
@@ -173,12 +178,9 @@ async def test_a_slow_replica_is_never_ejected_and_checked_once_per_interval(
 
 
 async def test_a_checks_streamed_answer_is_read_and_discarded(h: Harness) -> None:
-    streaming = await h.replica(1, behaviour=slow_stream)
-    fast = await h.replica(2)
-    router, url = await h.router(
-        [streaming.backend, fast.backend], section("fan_out", request_timeout_seconds=5.0)
+    streaming, _, router, url = await checked_pair(
+        h, slow_stream, section("fan_out", request_timeout_seconds=5.0)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     bodies = [await get(h, url) for _ in range(5)]
     await eventually(lambda: not router._health.checks, "the check read its body")
     assert bodies == [(200, b"replica-2")] * 5  # nothing of the check reaches a client
@@ -193,12 +195,9 @@ async def test_a_checks_streamed_answer_is_read_and_discarded(h: Harness) -> Non
 async def test_a_check_streaming_past_the_request_timeout_is_cut_as_an_answer(
     h: Harness,
 ) -> None:
-    streaming = await h.replica(1, behaviour=long_stream)
-    fast = await h.replica(2)
-    router, url = await h.router(
-        [streaming.backend, fast.backend], section("fan_out", request_timeout_seconds=1.0)
+    streaming, _, router, url = await checked_pair(
+        h, long_stream, section("fan_out", request_timeout_seconds=1.0)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)
     assert await get(h, url) == (200, b"replica-2")
     await eventually(lambda: not router._health.checks, "the check was cut")
     await eventually(lambda: streaming.hung_up >= 1, "the replica saw the disconnect")
@@ -209,12 +208,9 @@ async def test_a_check_streaming_past_the_request_timeout_is_cut_as_an_answer(
 
 
 async def test_stopping_the_router_cuts_a_check_in_flight(h: Harness) -> None:
-    hung = await h.replica(1, behaviour=hangs_except_health)
-    good = await h.replica(2)
-    router, url = await h.router(
-        [hung.backend, good.backend], section("fan_out", request_timeout_seconds=60.0)
+    hung, _, router, url = await checked_pair(
+        h, hangs_except_health, section("fan_out", request_timeout_seconds=60.0)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     assert (await get(h, url))[0] == 200
     await eventually(lambda: router._health.checks, "a check started")
     await router.stop(grace_seconds=5.0)  # no client waits: it does not wait for the check
@@ -225,12 +221,9 @@ async def test_stopping_the_router_cuts_a_check_in_flight(h: Harness) -> None:
 
 
 async def test_a_replica_leaving_routing_has_its_check_cut(h: Harness) -> None:
-    hung = await h.replica(1, behaviour=hangs_except_health)
-    good = await h.replica(2)
-    router, url = await h.router(
-        [hung.backend, good.backend], section("fan_out", request_timeout_seconds=60.0)
+    hung, good, router, url = await checked_pair(
+        h, hangs_except_health, section("fan_out", request_timeout_seconds=60.0)
     )
-    await h.clock.advance(outlier.CHECK_INTERVAL_SECONDS)  # checks start
     assert (await get(h, url))[0] == 200
     await eventually(lambda: router._health.checks, "a check started")
     router.set_backends([good.backend])  # scale-down: nothing waits for its check

@@ -1,11 +1,23 @@
 """Shared fixtures: a private SKYCTL_HOME per test, leak checks for processes, a probed
-replica stand-in (``stub``)."""
+replica stand-in (``stub``).
+
+A run stopped by SIGTERM (``timeout``, a CI runner cancelling a job) cleans up as
+one stopped by Ctrl-C: the first SIGTERM becomes a KeyboardInterrupt, so pytest
+runs the fixtures' teardowns (``skyctl_home`` stops what its test started), and
+at the end of the session every process still tied to the session's temporary
+directory (a daemon under any SKYCTL_HOME made there) is stopped. Without
+this, the supervisors, controllers and routers of a killed run live on: they
+run in their own sessions, out of reach of the signal.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -33,6 +45,26 @@ def repo_root() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SKYCTL_LOG_LEVEL", "WARNING")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_once)
+
+
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    """The first SIGTERM interrupts the run as Ctrl-C does; later ones are ignored
+    so they cannot cut the teardowns short (``timeout -k`` still ends a stuck one)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop every process tied to this session's temporary directory (under
+    pytest-xdist the controller's holds each worker's)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None) if factory is not None else None
+    if basetemp is not None:
+        from tests.helpers.processes import kill_under
+
+        kill_under(Path(basetemp))
 
 
 @pytest.fixture

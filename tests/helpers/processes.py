@@ -31,6 +31,18 @@ def kill_leftovers(home: Path) -> list[int]:
     if info.exists():
         with contextlib.suppress(ValueError, KeyError, OSError):
             pids.append(int(json.loads(info.read_text())["pid"]))
+    return kill_all(pids)
+
+
+def kill_under(folder: Path) -> list[int]:
+    """SIGKILL every process tied to a path under ``folder`` (the separator keeps
+    ``/tmp/pytest-1`` from matching ``/tmp/pytest-12``); return those that were alive."""
+    return kill_all(pids_mentioning(str(folder).rstrip(os.sep) + os.sep))
+
+
+def kill_all(pids: list[int]) -> list[int]:
+    """SIGKILL each pid's process group (a daemon leads its own) and the pid; wait
+    up to 5 s for them to be gone; return the pids that were alive."""
     alive = []
     for pid in set(pids):
         with contextlib.suppress(ProcessLookupError, PermissionError):

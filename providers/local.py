@@ -47,7 +47,7 @@ from providers.local_records import (
     safe_name,
     signal_group,
 )
-from providers.local_replay import CLOUD, Replay
+from providers.local_replay import CLOUD, Replay, ZoneModel
 from providers.replica_env import skypilot_env
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, TransientError
@@ -88,6 +88,7 @@ class LocalProvider(Provider):
         self._replays: dict[str, Replay] = {}
         self._procs: dict[str, ReplicaProcess] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._starting: dict[int, str] = {}  # port -> whose, until its record is saved
         self._random_due: dict[str, float] = {}  # instance id -> random notice time
         self._terminating: set[str] = set()
         self._token_locks: dict[str, asyncio.Lock] = {}
@@ -194,9 +195,6 @@ class LocalProvider(Provider):
         self._replays.pop(service, None)
         self._store.forget_replay(service)
 
-    def check_spec(self, spec: ServiceSpec) -> None:
-        local_ports.check_spec(spec)  # a fixed port for several replicas
-
     def log_path(self, instance_id: str) -> str | None:
         rec = self._store.records.get(instance_id)
         return rec.log_path if rec is not None else None
@@ -240,13 +238,35 @@ class LocalProvider(Provider):
                 f"no spot capacity in {offering.location} now", location=str(offering.location)
             )
         cwd = self._workdir(spec, instance_id)
-        port = local_ports.claim(spec, self._store.records.values(), str(log_path))
+        claimed = local_ports.claim(
+            spec, self._store.records.values(), str(log_path), self._starting
+        )
+        port = claimed.port
+        self._starting[port] = f"replica {request.replica_id} of {request.service}"
+        try:
+            return await self._start(request, instance_id, log_path, cwd, claimed, zone, now)
+        finally:
+            del self._starting[port]
+
+    async def _start(
+        self,
+        request: LaunchRequest,
+        instance_id: str,
+        log_path: Path,
+        cwd: str,
+        claimed: local_ports.Claim,
+        zone: ZoneModel,
+        now: float,
+    ) -> Record:
+        """Start the claimed replica's processes and save its record."""
+        spec, offering, port = request.spec, request.offering, claimed.port
+        replay = self._replay(request.service, spec)
         env = {**os.environ, **spec.envs, **request.envs}
         # SkyPilot's task variables; this process is the head (rank 0)
         ips = local_nodes.node_ips(request)
         env.update(skypilot_env(request, node_ip=None, node_ips=ips))
+        env.update(claimed.env(env))
         env.update(
-            PORT=str(port),
             SKYCTL_SERVICE=request.service,
             SKYCTL_REPLICA_ID=str(request.replica_id),
             SKYCTL_VERSION=str(request.version),
@@ -255,7 +275,8 @@ class LocalProvider(Provider):
             SKYCTL_LOCATION=str(offering.location),
             SKYCTL_SPOT="1" if offering.spot else "0",
         )
-        argv = ("bash", "-c", _LAUNCHER, "skyctl-replica", spec.setup or "", spec.run)
+        run = spec.run or ""  # _spawn refused a spec without one
+        argv = ("bash", "-c", _LAUNCHER, "skyctl-replica", spec.setup or "", run)
         try:  # fork/exec in a worker thread, never on the event loop
             proc = await local_process.start(argv, cwd=cwd, env=env, log_path=log_path)
         except OSError as exc:

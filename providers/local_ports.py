@@ -1,11 +1,14 @@
-"""Ports on this machine: a free one per replica, or the spec's fixed one, once.
+"""Ports on this machine: a free one per replica, or the spec's fixed one.
 
 A spec that fixes its serving port (``service.ports``, or the one port of
-``resources.ports``: a server started with ``--port 8000``) gets that port as
-``$PORT`` and its endpoint there. This machine has one port 8000, so one
-replica at most can hold it: :func:`check_spec` refuses, at ``serve up``, a
-spec that asks the local provider for more; :func:`claim` refuses a launch
-whose fixed port is taken, saying by whom, before any process starts.
+``resources.ports``: SkyServe's ``run: python3 server.py --port 8080``) gets
+that port as ``$PORT`` and its endpoint there while it is free. On a cloud
+every replica has a machine of its own; here the second replica finds the
+port taken, so it gets a free port instead, told as ``$PORT``, and
+``providers/port_shim`` (a ``sitecustomize`` first on its ``PYTHONPATH``)
+moves its Python processes' binds of the fixed port there. A server in
+another language that ignores ``$PORT`` finds the fixed port taken and exits;
+the replica's log says why. :func:`claim` writes what it did to that log.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from providers.local_records import Record, free_port
-from skyctl.errors import ConfigError, SkyctlError
 from skyctl.spec import ServiceSpec
-from skyctl.spec_checks import LineDict, load_yaml, spec_error
 from skyctl.spec_resources import all_ports
+
+SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "port_shim")
 
 
 def fixed_port(spec: ServiceSpec) -> tuple[int, str] | None:
@@ -30,54 +34,59 @@ def fixed_port(spec: ServiceSpec) -> tuple[int, str] | None:
     return (ports[0], "resources.ports") if len(ports) == 1 else None
 
 
-def check_spec(spec: ServiceSpec) -> None:
-    """A one-line SpecError when the spec needs its fixed port for several replicas."""
-    fixed = fixed_port(spec)
-    if fixed is None:
-        return
-    port, key = fixed
-    rp = spec.service.replica_policy
-    wanted = max(rp.min_replicas + (rp.num_overprovision or 0), rp.max_replicas or 0)
-    if wanted <= 1:
-        return
-    raise spec_error(
-        f"port {port} is fixed, and on the local provider one replica at most can have it "
-        f"(this spec asks for up to {wanted} replicas); allowed: 1 replica, or no fixed port "
-        "(each replica listens on its own $PORT)",
-        key=key,
-        line=_line(spec.yaml_text, key),
-        source=spec.source,
-    )
+@dataclass(frozen=True)
+class Claim:
+    """Where a replica listens: ``port``, its endpoint, and the fixed port that
+    its Python processes bind as ``port`` (None: the fixed one is its own)."""
+
+    port: int
+    moved_from: int | None = None
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The variables that tell the replica (``base``: its environment so far)."""
+        env = {"PORT": str(self.port)}
+        if self.moved_from is not None:
+            env["SKYCTL_PORT_MAP"] = f"{self.moved_from}:{self.port}"
+            path = base.get("PYTHONPATH")
+            env["PYTHONPATH"] = SHIM_DIR + (os.pathsep + path if path else "")
+        return env
 
 
-def claim(spec: ServiceSpec, records: Iterable[Record], log_path: str) -> int:
-    """The port for a new replica: the spec's fixed one if nobody has it, else a free one.
+def claim(
+    spec: ServiceSpec,
+    records: Iterable[Record],
+    log_path: str,
+    starting: Mapping[int, str] | None = None,
+) -> Claim:
+    """The port for a new replica: the spec's fixed one if nobody has it, else a free one
+    that its Python processes bind in place of the fixed one (said in its log).
 
-    A fixed port that a replica (of any service) or another program holds is a
-    ConfigError naming the holder and this replica's log file, where the reason
-    is written too (``serve logs`` shows it).
+    ``starting``: the ports of replicas being started (no record yet), and whose.
     """
-    records = list(records)
+    holders = {r.port: f"replica {r.replica_id} of {r.service}" for r in records}
+    holders.update(starting or {})
     fixed = fixed_port(spec)
     if fixed is None:
-        return free_port({r.port for r in records})
+        return Claim(free_port(set(holders)))
     port, key = fixed
-    holder = next((r for r in records if r.port == port), None)
-    if holder is not None:
-        who = f"replica {holder.replica_id} of {holder.service} (log {holder.log_path})"
+    if port in holders:
+        who = holders[port]
     elif not _bindable(port):
         who = "another program on this machine"
     else:
-        return port
-    reason = (
-        f"{key}: port {port} is fixed and {who} has it; on the local provider one replica "
-        f"at most can listen there; log {log_path}"
+        return Claim(port)
+    own = free_port({*holders, port})
+    note = (
+        f"skyctl: {key}: port {port} is fixed and {who} has it; this replica listens on "
+        f"{own} ($PORT): its Python processes bind {own} when they ask for {port} "
+        f"(SKYCTL_PORT_MAP, {SHIM_DIR}/sitecustomize.py); a server in another language "
+        f"must listen on $PORT\n"
     )
     with contextlib.suppress(OSError):  # private, like every replica log
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as log:
-            log.write(f"skyctl: cannot start: {reason}\n")
-    raise ConfigError(reason)
+            log.write(note)
+    return Claim(own, moved_from=port)
 
 
 def _bindable(port: int) -> bool:
@@ -88,18 +97,3 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _line(text: str, key: str) -> int | None:
-    """The YAML line of a dotted key (None when the text does not have it)."""
-    try:
-        node = load_yaml(text, None)
-    except SkyctlError:
-        return None
-    line = None
-    for part in key.split("."):
-        if not isinstance(node, LineDict) or part not in node:
-            return line
-        line = node.key_lines.get(part, line)
-        node = node[part]
-    return line

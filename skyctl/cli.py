@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from providers.admission import check_provider_rules, places_for
 from providers.feasibility import check_placement
 from skyctl import __version__, supervisor
 from skyctl.cli_console import console
@@ -40,11 +41,12 @@ from skyctl.client import (
     stored_services,
 )
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
+from skyctl.errors import ServiceNotFound, SkyctlError, SpecError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
 from skyctl.spec_files import check_files, check_ports
+from skyctl.spec_places import check_places
 from skyctl.spec_yaml import load_spec_file, service_name_problem
 
 POLL_SECONDS = 1.0
@@ -114,19 +116,29 @@ def _load(
     file: str, kw: dict[str, Any], ctx: click.Context, *, to_run: bool = True
 ) -> tuple[ServiceSpec, Overrides]:
     """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
-    controller will make, then check an enabled provider can run it (as SkyPilot's
-    optimizer); the overrides are sent to the controller with the spec. ``to_run``
-    (up, update): the files the controller will open must be readable here too."""
+    controller will make: the regions and zones it names exist, an enabled provider
+    can run it (as SkyPilot's optimizer), and that provider admits it (the local
+    provider: one replica at most on a fixed port). The overrides are sent to the
+    controller with the spec. This machine's files and ports (TLS files, workdir,
+    privileged ports) refuse it when ``to_run`` (up, update), else (validate: a
+    README's placeholder paths) are a warning line each."""
     envs, secrets = overrides(
         kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
     )
     spec = load_spec_file(file, envs=envs, secrets=secrets)
-    if to_run:
-        check_files(spec)
-        check_ports(spec)
+    for check in (check_files, check_ports):  # this machine's files and ports
+        try:
+            check(spec)
+        except SpecError as e:
+            if to_run:
+                raise
+            click.echo(f"warning: serve up here would refuse it: {e}", err=True)
     if spec.secrets:  # secrets must be redactable in place
         redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
-    check_placement(spec, load_user_config(_home(ctx)))
+    config = load_user_config(_home(ctx))
+    check_places(spec, places_for(spec, config))
+    check_placement(spec, config)
+    check_provider_rules(spec)  # what the controller's provider refuses (as at serve up)
     for name in unresolved_references(spec.extra.get("secrets", []), spec.secrets):
         click.echo(
             f"note: secrets:{name} is a managed secret reference and skyctl has no secret "
@@ -146,8 +158,9 @@ def _load(
 @override_options
 @click.pass_context
 def validate(ctx: click.Context, file: str, **kw: Any) -> None:
-    """Check a service spec without running anything (its TLS files are looked for
-    only by up and update)."""
+    """Check a service spec without running anything: refused (exit 2) as serve up
+    would refuse it; files and ports serve up needs on this machine (TLS files,
+    workdir, a privileged port) are warnings (exit 0)."""
     spec, _ = _load(file, kw, ctx, to_run=False)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"

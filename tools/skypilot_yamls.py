@@ -7,8 +7,11 @@ bare mirror; its HEAD's YAML files are read with ``git show``): every ``*.yaml``
 them) with a top-level ``service:`` key is parsed as ``serve validate`` would,
 its blank ``envs``/``secrets`` filled as a user fills them with ``--env KEY`` /
 ``--secret KEY``; then placed against a machine of ``--cpus``/``--memory`` with
-no accelerators (clouds by their catalogs). Prints one line per file that is
-not taken, then the counts.
+no accelerators (clouds by their catalogs), its regions and zones checked
+against the catalogs (``skyctl.spec_places``: an unknown one counts as refused)
+and the local provider's own refusals applied (``providers.admission``: a fixed
+port for several replicas). Prints one line per file that is not taken, then
+the counts.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from providers.admission import check_provider_rules, places_for
 from providers.feasibility import Machine, check_placement
 from skyctl.errors import SkyctlError
+from skyctl.spec_places import check_places
 from skyctl.spec_yaml import load_spec_file
 
 
@@ -97,11 +102,23 @@ def census(args: argparse.Namespace) -> int:
             print(f"spec refused: {str(e).replace(str(args.path) + '/', '')}")
             continue
         try:
+            check_places(spec, places_for(spec, {}))
+        except SkyctlError as e:
+            counts["spec refused"] += 1
+            print(f"spec refused: {str(e).replace(str(args.path) + '/', '')}")
+            continue
+        try:
             check_placement(spec, {}, machine)
         except SkyctlError as e:
             kind = "no provider here" if "does not run on" not in str(e) else "cloud not run"
             counts[f"valid, {kind}"] += 1
             print(f"valid, {kind}: {name}")
+            continue
+        try:
+            check_provider_rules(spec)
+        except SkyctlError as e:
+            counts["valid, local provider refuses"] += 1
+            print(f"valid, local provider refuses: {str(e).replace(str(args.path) + '/', '')}")
             continue
         counts["valid and placeable"] += 1
     total = sum(counts.values())

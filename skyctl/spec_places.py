@@ -121,11 +121,19 @@ def _check_entry(entry: _Entry, places: Places, source: str | None) -> None:
     if region is not None and zone_region and zone_region != region.value:
         raise spec_error(
             f"{name} zone {zone.value!r} is in region {zone_region!r}, not {region.value!r} "
-            f"(zones of {region.value}: {_some(places.zones(region.value))})",
+            f"({_zones_of(places, region.value)})",
             key=zone.key,
             line=zone.line,
             source=source,
         )
+
+
+def _zones_of(places: Places, region: str) -> str:
+    if places.zone_pattern is not None:  # the letters vary by region: name none
+        return f"zones of {region} are named " + places.zone_example.format(
+            region=region, letter="<letter>"
+        )
+    return f"zones of {region}: {_some(places.zones(region))}"
 
 
 def _some(names: tuple[str, ...] | list[str]) -> str:

@@ -189,11 +189,15 @@ class LocalProvider(Provider):
         return sorted({r.service for r in self._store.records.values()})
 
     async def release_service(self, service: str) -> None:
-        """Forget the service's replay clock once none of its replicas is left."""
+        """Forget the service's replay clock once none of its replicas is left, and
+        remove its replicas' logs (no command reads them once it is gone, and a
+        later service of the same name would show them as its own replica 1's)."""
         if any(r.service == service for r in self._store.records.values()):
             return
         self._replays.pop(service, None)
         self._store.forget_replay(service)
+        logs = self._state_dir / "logs" / safe_name(service)
+        await asyncio.to_thread(shutil.rmtree, logs, True)
 
     def log_path(self, instance_id: str) -> str | None:
         rec = self._store.records.get(instance_id)

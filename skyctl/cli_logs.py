@@ -1,6 +1,13 @@
 """``skyctl serve logs``: a replica's output, the service's events, the controller's
 or the load balancer's log, each with ``--tail N`` and ``-f`` (as ``sky serve logs``).
 
+SkyPilot's spelling is accepted too: the replica as a second argument (``serve
+logs NAME 1``), ``--no-follow`` (printing what is there is already the default),
+and ``--sync-down``, which writes the service's logs (the controller's, the load
+balancer's, and each replica's as ``replica-<id>.log``, or only the targets
+named) into ``<home>/logs/service/<name>_<time>/`` and prints ``Service NAME
+logs: DIR``.
+
 The load balancer (the router process, or the routers inside a foreground
 controller) writes to the same log as the controller, so its lines are that
 log's lines from the ``skyctl.router`` loggers, in ``controller.log``.
@@ -11,6 +18,8 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,18 +43,32 @@ Examples:
   skyctl serve logs llm --events -f          # the service's events, dated, followed
   skyctl serve logs llm --controller --tail 100
   skyctl serve logs llm --load-balancer -f   # the router's lines of the controller log
+  skyctl serve logs llm 3 --no-follow        # replica 3, as sky serve logs llm 3
+  skyctl serve logs llm --sync-down          # every log of the service into one folder
 """
 
 
 @click.command(epilog=EXAMPLES)
 @click.argument("name")
+@click.argument("replica_ids", nargs=-1, type=click.IntRange(min=1), metavar="[REPLICA_ID]...")
 @click.option(
     "--replica",
     type=click.IntRange(min=1),
     default=None,
     help="Replica id (default: the newest live one).",
 )
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option(
+    "-f",
+    "--follow/--no-follow",
+    default=False,
+    help="Keep printing new lines (Ctrl-C stops); --no-follow (the default) prints what is there.",
+)
+@click.option(
+    "-s",
+    "--sync-down",
+    is_flag=True,
+    help="Write the logs (all, or the targets named) into a new folder and print its path.",
+)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @click.option("--events", is_flag=True, help="The service's event log (dated).")
 @click.option("--controller", "controller_log", is_flag=True, help="The controller's log.")
@@ -59,25 +82,35 @@ Examples:
 def logs(
     ctx: click.Context,
     name: str,
+    replica_ids: tuple[int, ...],
     replica: int | None,
     follow: bool,
+    sync_down: bool,
     tail: int | None,
     events: bool,
     controller_log: bool,
     router_log: bool,
 ) -> None:
     """A replica's output, or the service's events, or the controller's or load balancer's log."""
+    if replica is not None and replica_ids:
+        raise click.UsageError("give the replica as REPLICA_ID or --replica, not both")
+    ids = [*replica_ids, *([replica] if replica is not None else [])]
+    p = paths(ctx.obj.get("home") if ctx.obj else None)
+    if sync_down:
+        if events or follow:
+            raise click.UsageError("--sync-down writes files: not with --events or --follow")
+        folder = _sync_down(p, name, ids, controller_log, router_log, tail)
+        click.echo(f"Service {name} logs: {folder}")
+        return
+    if len(ids) > 1:
+        raise click.UsageError("give one REPLICA_ID (several only with --sync-down)")
+    replica = ids[0] if ids else None
     if events + controller_log + router_log + (replica is not None) > 1:
         raise click.UsageError("give one of --replica, --events, --controller, --load-balancer")
-    p = paths(ctx.obj.get("home") if ctx.obj else None)
     if controller_log or router_log:
         _daemon_log(p, tail, follow, router_only=router_log)
         return
-    client = ControllerClient.find(p)
-    if client is None and stored_services(p):  # resume managing them, as every command
-        client = ControllerClient.ensure(p, progress=lambda m: click.echo(m, err=True))
-    if client is None:
-        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    client = _client(p, name)
     if events:
         _events(client, name, tail, follow)
         return
@@ -87,14 +120,60 @@ def logs(
         if not live:
             raise ServiceNotFound(f"service {name!r} has no replicas yet")
         replica = int(live[-1]["id"])
+    out = sys.stdout.buffer
+    for chunk in _replica_log(client, name, replica, tail, follow):
+        out.write(chunk)
+        out.flush()
+
+
+def _client(p: Paths, name: str) -> ControllerClient:
+    client = ControllerClient.find(p)
+    if client is None and stored_services(p):  # resume managing them, as every command
+        client = ControllerClient.ensure(p, progress=lambda m: click.echo(m, err=True))
+    if client is None:
+        raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+    return client
+
+
+def _replica_log(
+    client: ControllerClient, name: str, replica: int, tail: int | None, follow: bool
+) -> Iterator[bytes]:
     query = [("follow=1" if follow else ""), (f"tail={tail}" if tail is not None else "")]
     path = service_path(name, "replicas", str(replica), "log")
     if any(query):
         path += "?" + "&".join(q for q in query if q)
-    out = sys.stdout.buffer
-    for chunk in client.stream(path):
-        out.write(chunk)
-        out.flush()
+    return iter(client.stream(path))
+
+
+def _sync_down(
+    p: Paths, name: str, ids: list[int], controller_log: bool, router_log: bool, tail: int | None
+) -> Path:
+    """Write the chosen logs (every one when none is chosen) into a new folder, as
+    ``sky serve logs --sync-down``: controller.log, load_balancer.log, replica-<id>.log."""
+    everything = not (ids or controller_log or router_log)
+    client = _client(p, name)
+    svc = client.call("GET", services_query(name))[0]  # also: no such service, before any file
+    if everything:
+        ids = [int(r["id"]) for r in svc["replicas"]]
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S") + f"-{time.time_ns() % 1_000_000:06d}"
+    folder = p.home / "logs" / "service" / f"{name}_{stamp}"
+    folder.mkdir(mode=0o700, parents=True)  # logs may echo secrets
+    for want, file, router_only in (
+        (controller_log, "controller.log", False),
+        (router_log, "load_balancer.log", True),
+    ):
+        if (want or everything) and p.daemon_log.exists():
+            _write(folder / file, (ln.encode() + b"\n" for ln in _log_lines(p, tail, router_only)))
+    for rid in ids:
+        _write(folder / f"replica-{rid}.log", _replica_log(client, name, rid, tail, False))
+    return folder
+
+
+def _write(path: Path, chunks: Iterable[bytes]) -> None:
+    with path.open("xb") as f:
+        path.chmod(0o600)
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def format_event(e: dict[str, Any]) -> str:
@@ -134,20 +213,27 @@ def _events(client: ControllerClient, name: str, tail: int | None, follow: bool)
                 last = int(e["id"])
 
 
-def _daemon_log(p: Paths, tail: int | None, follow: bool, router_only: bool) -> None:
-    if not p.daemon_log.exists():
-        raise SkyctlError(f"no controller log yet at {p.daemon_log}")
+def _wanted(line: str, router_only: bool) -> bool:
+    return not router_only or any(k in line for k in ROUTER_LOGGERS)
 
-    def wanted(line: str) -> bool:
-        return not router_only or any(k in line for k in ROUTER_LOGGERS)
 
+def _log_lines(p: Paths, tail: int | None, router_only: bool) -> list[str]:
     with p.daemon_log.open("rb") as f:
         if not router_only and tail is not None:
             f.seek(tail_offset(f, tail))
-        backlog = deque((ln for ln in lines_to_end(f) if wanted(ln)), maxlen=tail)
+        return list(deque((ln for ln in lines_to_end(f) if _wanted(ln, router_only)), maxlen=tail))
+
+
+def _daemon_log(p: Paths, tail: int | None, follow: bool, router_only: bool) -> None:
+    if not p.daemon_log.exists():
+        raise SkyctlError(f"no controller log yet at {p.daemon_log}")
+    with p.daemon_log.open("rb") as f:
+        if not router_only and tail is not None:
+            f.seek(tail_offset(f, tail))
+        backlog = deque((ln for ln in lines_to_end(f) if _wanted(ln, router_only)), maxlen=tail)
         for line in backlog:
             click.echo(line)
         if follow:
             for line in follow_lines(f):
-                if wanted(line):
+                if _wanted(line, router_only):
                     click.echo(line)

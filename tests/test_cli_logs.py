@@ -179,3 +179,45 @@ def test_ctrl_c_in_serve_up_says_the_service_keeps_starting(
     status = cli(skyctl_home, "serve", "status", "slow-demo", "-o", "json")
     assert status.returncode == 0  # it is still there
     assert cli(skyctl_home, "serve", "down", "slow-demo").returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_sync_down_and_sky_spelling(tmp_path: Path, skyctl_home: Path) -> None:
+    """SkyPilot's spelling: the replica as a second argument, ``--no-follow``, and
+    ``--sync-down``: every log of the service (or the named ones) into a new folder,
+    its path printed as "Service NAME logs: DIR"."""
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(SPEC.format(python=sys.executable, echo=ECHO))
+    assert cli(skyctl_home, "serve", "up", str(spec)).returncode == 0
+    shown = invoke(skyctl_home, "serve", "logs", "logs-demo", "1", "--no-follow")
+    assert (
+        shown[: len(shown) - 1]
+        == invoke(skyctl_home, "serve", "logs", "logs-demo")[: len(shown) - 1]
+    )
+
+    (said,) = invoke(skyctl_home, "serve", "logs", "logs-demo", "--sync-down")
+    assert said.startswith("Service logs-demo logs: "), said
+    folder = Path(said.removeprefix("Service logs-demo logs: "))
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["controller.log", "load_balancer.log", "replica-1.log"], files
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())  # may echo secrets
+    replica = (folder / "replica-1.log").read_text().splitlines()
+    assert replica and invoke(skyctl_home, "serve", "logs", "logs-demo", "1")[: len(replica)] == (
+        replica
+    )
+    assert (folder / "controller.log").read_text()
+
+    (said,) = invoke(skyctl_home, "serve", "logs", "logs-demo", "--controller", "-s")
+    folder = Path(said.removeprefix("Service logs-demo logs: "))
+    assert [p.name for p in folder.iterdir()] == ["controller.log"]
+
+    for args, error in (
+        (("1", "2"), "give one REPLICA_ID (several only with --sync-down)"),
+        (("1", "--replica", "1"), "give the replica as REPLICA_ID or --replica, not both"),
+        (("--sync-down", "-f"), "--sync-down writes files: not with --events or --follow"),
+    ):
+        result = cli(skyctl_home, "serve", "logs", "logs-demo", *args)
+        assert result.returncode == 2 and error in result.stderr, result.stderr
+    missing = cli(skyctl_home, "serve", "logs", "nope", "--sync-down")
+    assert missing.returncode != 0 and "no service named 'nope'" in missing.stderr
+    assert cli(skyctl_home, "serve", "down", "logs-demo").returncode == 0

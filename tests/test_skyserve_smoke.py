@@ -71,6 +71,25 @@ def get(url: str, timeout: float = 10) -> Any:
         return json.loads(r.read())
 
 
+def teardown(home: Path, name: str) -> None:
+    """_TEARDOWN_SERVICE: the controller's and load balancer's logs (each must
+    answer), ``serve down -y NAME`` saying it is down (or that there is no such
+    service: already down), then ``serve status NAME`` no longer knowing it
+    (SkyServe: "Service 'NAME' not found")."""
+    for args in (("logs", name, "--controller"), ("logs", name, "--load-balancer")):
+        shown = cli(home, "serve", *args)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+    down = cli(home, "serve", "down", "-y", name)
+    said = (
+        down.stdout + down.stderr
+    )  # SkyServe: "scheduled to be terminated|No service to terminate"
+    assert (down.returncode == 0 and f"Service {name} is down" in down.stdout) or (
+        down.returncode != 0 and f"no service named {name!r}" in down.stderr
+    ), said
+    gone = cli(home, "serve", "status", name)
+    assert gone.returncode != 0 and f"no service named {name!r}" in gone.stderr, gone.stderr
+
+
 def up(home: Path, yaml: str, name: str, *args: str) -> str:
     """``serve up -n NAME FILE``; the endpoint when it waited for a replica."""
     result = cli(home, "serve", "up", "-n", name, str(DATA / yaml), *args)

@@ -13,10 +13,13 @@ refuses what ``serve up`` (and the controller) would:
   the three default zones: ``providers.local_replay``). Kubernetes (node labels
   are not known offline), ``simulated`` and clouds skyctl does not run on: None
   (any name).
-- :func:`check_provider_rules`: each provider's ``check_spec`` that needs no
-  provider instance (the local provider: a fixed port for several replicas),
-  applied as the controller applies them (``Controller._check_placeable``: when
-  every candidate names that one cloud).
+- :func:`check_provider_rules`: each provider's ``check_spec`` (what the
+  controller refuses at ``serve up``, ``Controller._check_placeable``: when every
+  candidate names that one cloud) as a function of the spec alone, so that
+  ``serve validate`` refuses it too. No provider refuses a spec there today (the
+  local provider's refusal of a fixed port for several replicas is gone: it runs
+  them, ``providers.local_ports``); ``tests/test_spec_places.py`` fails when a
+  provider gains a ``check_spec`` missing from :data:`SPEC_CHECKS`.
 
 No I/O besides reading the catalogs and a named trace; no cloud SDK.
 """
@@ -29,7 +32,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from providers import local_ports
 from providers.catalog import load_catalog, regions
 from providers.local_replay import Replay
 from skyctl.errors import ConfigError
@@ -39,7 +41,7 @@ from skyctl.spec_places import Places
 __all__ = ["SPEC_CHECKS", "check_provider_rules", "known_regions", "places_for"]
 
 #: cloud -> the provider's ``check_spec`` as a function of the spec alone
-SPEC_CHECKS: dict[str, Callable[[ServiceSpec], None]] = {"local": local_ports.check_spec}
+SPEC_CHECKS: dict[str, Callable[[ServiceSpec], None]] = {}
 
 _ZONE_FORMS = {  # how the cloud writes a zone of a region
     "aws": (r"(?P<region>.+\d)[a-z]", "{region}{letter}"),

@@ -3,8 +3,8 @@
 Regions and zones a spec names must exist (skyctl.spec_places, with the places
 of providers.admission): the cloud's region list and catalog for aws, gcp and
 azure, the local provider's zones for local (and for a spec naming no cloud),
-anything for kubernetes. And the local provider's own admission (one replica at
-most on a fixed port) refuses at validate as at up, with the same line.
+anything for kubernetes. And what a provider refuses at up (Provider.check_spec)
+validate refuses too, with the same line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from providers import local_ports
 from providers.admission import SPEC_CHECKS, known_regions
 from providers.base import Provider
 from providers.registry import PROVIDERS, ProviderSet
@@ -22,6 +21,7 @@ from skyctl.cli import cli
 from skyctl.cli_exit import run
 from skyctl.clock import FakeClock
 from skyctl.errors import SpecError
+from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import parse_spec
 
 
@@ -197,33 +197,15 @@ FIXED_PORT = "service:\n  readiness_probe: /\n  replicas: 2\nresources:\n  ports
 FIXED_PORT += "run: python -m http.server 8080\n"
 
 
-def test_validate_refuses_a_fixed_port_for_several_local_replicas_as_up_does(
+def test_validate_takes_a_fixed_port_for_several_local_replicas_as_up_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    line = error_line(validate(tmp_path, FIXED_PORT, capsys, monkeypatch))
-    with pytest.raises(SpecError) as up:  # what the controller's local provider says at up
-        providers = ProviderSet(config={}, clock=FakeClock(), local_state=tmp_path / "state")
-        providers.get("local").check_spec(parse_spec(FIXED_PORT, str(tmp_path / "svc.yaml")))
-    assert line == f"error: {up.value}"
-    assert "svc.yaml:5: resources.ports: port 8080 is fixed" in line
-
-
-@pytest.mark.parametrize(
-    "resources",
-    [
-        "resources:\n  cloud: aws\n  ports: 8080\n",  # each replica on its own VM
-        "resources:\n  ports: 8080\n  any_of:\n    - cloud: local\n    - cloud: kubernetes\n",
-    ],
-)
-def test_a_fixed_port_elsewhere_than_local_only_is_valid(
-    resources: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    text = "service:\n  readiness_probe: /\n  replicas: 2\n" + resources + "run: echo\n"
-    code, out, err = validate(tmp_path, text, capsys, monkeypatch)
-    assert code == 0 and ": valid (2 on-demand replica(s)" in out, err
+    """SkyPilot's examples fix their port; the local provider runs several replicas
+    of them (providers.local_ports), so neither up nor validate refuses them."""
+    code, out, err = validate(tmp_path, FIXED_PORT, capsys, monkeypatch)
+    assert code == 0 and ": valid (2 on-demand replica(s) on local" in out, err
+    providers = ProviderSet(config={}, clock=FakeClock(), local_state=tmp_path / "state")
+    providers.get("local").check_spec(parse_spec(FIXED_PORT, str(tmp_path / "svc.yaml")))
 
 
 def test_every_provider_admission_check_is_one_validate_runs() -> None:
@@ -236,8 +218,23 @@ def test_every_provider_admission_check_is_one_validate_runs() -> None:
         cls = getattr(importlib.import_module(module), name)
         if cls.check_spec is not Provider.check_spec:
             overriding.add(cloud)
-    assert overriding == set(SPEC_CHECKS) == {"local"}
-    assert SPEC_CHECKS["local"] is local_ports.check_spec
+    assert overriding == set(SPEC_CHECKS)
+
+
+def test_a_provider_check_refuses_at_validate_when_every_candidate_names_its_cloud(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(spec: ServiceSpec) -> None:
+        raise SpecError("gcp refuses it", key="resources", source=spec.source)
+
+    monkeypatch.setitem(SPEC_CHECKS, "gcp", refuse)
+    only_gcp = SERVICE + "resources:\n  infra: gcp\n"
+    line = error_line(validate(tmp_path, only_gcp, capsys, monkeypatch))
+    assert line.endswith("svc.yaml: resources: gcp refuses it")
+    # as the controller: a spec with another cloud too may be placed there instead
+    both = SERVICE + "resources:\n  any_of:\n    - infra: gcp\n    - infra: aws\n"
+    code, _, err = validate(tmp_path, both, capsys, monkeypatch)
+    assert code == 0, err
 
 
 def test_this_machines_files_and_ports_are_warnings_at_validate_and_refusals_at_up(

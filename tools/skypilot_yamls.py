@@ -9,9 +9,8 @@ its blank ``envs``/``secrets`` filled as a user fills them with ``--env KEY`` /
 ``--secret KEY``; then placed against a machine of ``--cpus``/``--memory`` with
 no accelerators (clouds by their catalogs), its regions and zones checked
 against the catalogs (``skyctl.spec_places``: an unknown one counts as refused)
-and the local provider's own refusals applied (``providers.admission``: a fixed
-port for several replicas). Prints one line per file that is not taken, then
-the counts.
+and the providers' own refusals applied (``providers.admission``). Prints one
+line per file that is not taken, then the counts.
 """
 
 from __future__ import annotations
@@ -117,8 +116,8 @@ def census(args: argparse.Namespace) -> int:
         try:
             check_provider_rules(spec)
         except SkyctlError as e:
-            counts["valid, local provider refuses"] += 1
-            print(f"valid, local provider refuses: {str(e).replace(str(args.path) + '/', '')}")
+            counts["valid, its provider refuses"] += 1
+            print(f"valid, its provider refuses: {str(e).replace(str(args.path) + '/', '')}")
             continue
         counts["valid and placeable"] += 1
     total = sum(counts.values())

@@ -53,7 +53,7 @@ def hold(refusals: int) -> float:
     """Seconds a location is held after ``refusals`` capacity refusals in a row."""
     if refusals <= 0:
         return 0.0
-    return min(BASE_HOLD * 2.0 ** (refusals - 1), MAX_HOLD)
+    return min(BASE_HOLD * 2.0 ** min(refusals - 1, 32), MAX_HOLD)  # no float overflow
 
 
 def search_hold(refusals: int) -> float:
@@ -61,7 +61,7 @@ def search_hold(refusals: int) -> float:
     none after the first (try elsewhere at once), then 15 s doubling to 30 min."""
     if refusals <= 1:
         return 0.0
-    return min(BASE_HOLD / 2 * 2.0 ** (refusals - 2), MAX_HOLD)
+    return min(BASE_HOLD / 2 * 2.0 ** min(refusals - 2, 32), MAX_HOLD)
 
 
 def record(

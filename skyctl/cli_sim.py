@@ -6,6 +6,7 @@ stderr and exit status 2; no traceback.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from policies import registry
 from skyctl.errors import SkyctlError
 from skyctl.sim import DEFAULT_COLD_START, SimConfig, SimResult, format_table, simulate, to_json
 from skyctl.sim.coldstart import ColdStart, parse_cold_start
-from skyctl.sim.engine import cold_start_warning
+from skyctl.sim.engine import MAX_REPLICAS, cold_start_warning
 from skyctl.spec_yaml import load_spec_file
 from skyctl.traces import Trace, load_trace
 
@@ -64,17 +65,48 @@ def _progress(total: int) -> _Progress:
     return _Progress(total)
 
 
+class _Finite(click.ParamType):
+    """A finite float from ``low`` (``low_open``: above it): NaN, inf and 1e999 refused."""
+
+    name = "float"
+
+    def __init__(self, low: float, *, low_open: bool = False) -> None:
+        self.low, self.low_open = low, low_open
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            f = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(f) or f < self.low or (self.low_open and f == self.low):
+            sign = ">" if self.low_open else ">="
+            self.fail(f"{value!r}: must be a finite number {sign} {self.low:g}", param, ctx)
+        return f
+
+
 def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int, int | None]:
-    """``--start`` (hours from the trace start) and ``--hours`` as ticks."""
+    """``--start`` (hours from the trace start) and ``--hours`` as ticks, within the trace."""
     per_hour = 3600.0 / trace.gap_seconds
-    start_tick = round((start or 0.0) * per_hour)
-    if start_tick >= trace.ticks:
-        total = trace.ticks / per_hour
-        _fail(f"--start {start:g} is past the end of trace {trace.name!r} ({total:.1f} h)")
+    total = trace.ticks / per_hour
+    first = (start or 0.0) * per_hour
+    if first >= trace.ticks - 0.5:
+        last = (trace.ticks - 1) / per_hour
+        _fail(
+            f"--start {start:g} is past the end of trace {trace.name!r} ({total:.1f} h; "
+            f"allowed: 0 to {last:.4g}, the last tick's start)"
+        )
+    start_tick = round(first)
     if hours is None:
         return start_tick, None
-    ticks = max(1, round(hours * per_hour))
-    return start_tick, min(ticks, trace.ticks - start_tick)
+    left = trace.ticks - start_tick
+    if hours * per_hour > left + 0.5:
+        _fail(
+            f"--hours {hours:g} goes past the end of trace {trace.name!r}: {left / per_hour:.4g} h "
+            f"left from --start {start or 0:g} (the trace has {total:.4g} h)"
+        )
+    return start_tick, min(max(1, round(hours * per_hour)), left)
 
 
 SIM_EXAMPLES = """
@@ -106,9 +138,9 @@ Examples:
 )
 @click.option(
     "--replicas",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_REPLICAS),
     default=None,
-    help="N: fixed replica count (default: the spec's min_replicas).",
+    help=f"N: fixed replica count, 1 to {MAX_REPLICAS:,} (default: the spec's min_replicas).",
 )
 @click.option(
     "--cold-start",
@@ -139,27 +171,27 @@ Examples:
 )
 @click.option(
     "--ondemand-price",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Finite(0, low_open=True),
     default=None,
     metavar="USD_PER_HOUR",
     help="On-demand price for a trace that does not carry one.",
 )
 @click.option(
     "--notice",
-    type=click.FloatRange(min=0),
+    type=_Finite(0),
     default=0.0,
     show_default=True,
     help="Seconds of interruption notice before each trace preemption.",
 )
 @click.option(
     "--start",
-    type=click.FloatRange(min=0),
+    type=_Finite(0),
     default=None,
     help="Hours from the trace start where the replay begins.",
 )
 @click.option(
     "--hours",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_Finite(0, low_open=True),
     default=None,
     help="Hours to replay (default: to the end of the trace).",
 )
@@ -220,6 +252,8 @@ def sim(
         _fail(str(e))
         return
     start_tick, ticks = _window(trace, start, hours)
+    for note in trace.notes:
+        click.echo(f"warning: trace {trace.name!r}: {note}", err=True)
     for cold in {c for c in (spot_cold, od_cold) if c is not None}:
         warning = cold_start_warning(spec, cold)
         if warning:
@@ -245,6 +279,12 @@ def sim(
             progress.stop()
             _fail(str(e))
     for result in results:
+        if result.measured_hours <= 0:
+            click.echo(
+                f"warning: {result.policy}: the window ({result.hours * 3600:g} s) ends before "
+                "the first cold start does: no availability was measured (reported as 0)",
+                err=True,
+            )
         if result.failure:
             click.echo(f"warning: {result.policy}: service FAILED {result.failure}", err=True)
     if output == "json":

@@ -34,22 +34,14 @@ I/O besides reading trace files, no clock.
 
 from __future__ import annotations
 
-import contextlib
-import csv
+import errno
 import functools
-import io
-import itertools
-import json
+import math
 import posixpath
 import re
-import statistics
-import tarfile
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from skyctl.errors import ConfigError
 
@@ -119,14 +111,17 @@ class Trace:
     gap_seconds: float
     zones: tuple[ZoneTrace, ...]
     ondemand_price: float  # USD/h, > 0 (a trace without one cannot be loaded)
+    notes: tuple[str, ...] = ()  # what the loader changed (zones cut to one length), to show
 
     def __post_init__(self) -> None:
         if not self.zones:
             raise ValueError(f"trace {self.name!r} has no zones")
-        if not self.ondemand_price > 0:
+        if not 0 < self.ondemand_price < math.inf:
             raise ValueError(f"trace {self.name!r}: ondemand_price must be > 0")
-        if self.gap_seconds <= 0:
+        if not 0 < self.gap_seconds < math.inf:
             raise ValueError(f"trace {self.name!r}: gap_seconds must be > 0")
+        if not math.isfinite(self.start):
+            raise ValueError(f"trace {self.name!r}: start must be finite")
         n = len(self.zones[0].available)
         for z in self.zones:
             if len(z.available) != n:
@@ -245,7 +240,7 @@ def load_trace(
     """A bundled trace by name, or a trace folder/archive by path (absolute, or
     relative to ``base_dir``, else to the working directory). ``ondemand_price``
     (USD/h) applies where the trace does not carry one (see the module docstring)."""
-    if ondemand_price is not None and not ondemand_price > 0:
+    if ondemand_price is not None and not 0 < ondemand_price < math.inf:
         raise ConfigError(f"ondemand_price {ondemand_price!r}: must be > 0 (USD per hour)")
     if name_or_path in _BUNDLED:
         return _load_bundled(name_or_path)
@@ -253,11 +248,15 @@ def load_trace(
     path = Path(text).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    if not path.exists():
+    try:
+        path.stat()
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        if getattr(e, "errno", None) == errno.ELOOP:
+            raise ConfigError(f"trace {name_or_path!r}: a symlink loop ({path})") from None
         raise ConfigError(
             f"trace {name_or_path!r}: not a bundled trace and no such file or folder "
             f"({path}); bundled: {', '.join(bundled_traces())}"
-        )
+        ) from None
     return _load_path(path, member.strip("/"), ondemand_price)
 
 
@@ -267,209 +266,26 @@ def _load_bundled(name: str) -> Trace:
     return _load_path(DATA_DIR / archive, folder, od, name=name)
 
 
-# ---------------------------------------------------------------- file access
-
-
-class _Files:
-    """Read-only view of a folder or an archive: posix relative paths -> bytes."""
-
-    def __init__(self, names: list[str], read: Callable[[str], bytes]) -> None:
-        self.names = names
-        self.read = read
-
-    def listdir(self, folder: str) -> list[str]:
-        """File names directly inside ``folder`` ("" = the root), sorted."""
-        prefix = f"{folder}/" if folder else ""
-        return sorted(
-            n[len(prefix) :]
-            for n in self.names
-            if n.startswith(prefix) and "/" not in n[len(prefix) :]
-        )
-
-    def folders(self) -> set[str]:
-        out = {""}
-        for n in self.names:
-            parts = n.split("/")[:-1]
-            out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-        return out
-
-
-@contextlib.contextmanager
-def _open_files(path: Path) -> Iterator[_Files]:
-    if path.is_dir():
-        names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-        yield _Files(names, lambda n: (path / n).read_bytes())
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            yield _Files([n for n in zf.namelist() if not n.endswith("/")], zf.read)
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as tf:
-            members = {m.name.removeprefix("./"): m for m in tf.getmembers() if m.isfile()}
-
-            def read(n: str) -> bytes:
-                f = tf.extractfile(members[n])
-                assert f is not None
-                return f.read()
-
-            yield _Files(sorted(members), read)
-    else:
-        raise ConfigError(f"trace {path}: not a folder, a tar archive or a zip archive")
-
-
-def _kind(files: _Files, folder: str) -> str | None:
-    prefix = f"{folder}/" if folder else ""
-    if any(n.endswith(".csv") for n in files.listdir(prefix + "availability")):
-        return "aws"
-    if any(n.endswith(".json") for n in files.listdir(prefix + "zones")):
-        return "gcp"
-    if any(n.endswith(".json") and n != "trace.json" for n in files.listdir(folder)):
-        return "counts"
-    return None
-
-
 def _load_path(path: Path, member: str, ondemand: float | None, *, name: str = "") -> Trace:
-    with _open_files(path) as files:
+    from skyctl import trace_formats as fmt  # imports this module's model
+    from skyctl.trace_files import TraceError, open_files
+
+    with open_files(path) as files:
         folder = member
         if folder and folder not in files.folders():
-            raise ConfigError(f"trace {path}: no folder {folder!r} inside")
-        if _kind(files, folder) is None:
+            raise TraceError(str(path), f"no folder {folder!r} inside")
+        if fmt.kind_of(files, folder) is None:
             inside = [f for f in files.folders() if not folder or f.startswith(f"{folder}/")]
-            found = sorted(f for f in inside if _kind(files, f))
+            found = sorted(f for f in inside if fmt.kind_of(files, f))
             found = [f for f in found if not any(f.startswith(g + "/") for g in found)]
             if len(found) != 1:
-                what = f"several traces ({', '.join(found)}); pick one with '#<folder>'"
-                raise ConfigError(
-                    f"trace {path}: {what if found else 'no availability/, zones/ or *.json data'}"
+                what = (
+                    f"several traces ({', '.join(found)}); pick one with '#<folder>'"
+                    if found
+                    else f"no trace data; expected {fmt.LAYOUTS}"
                 )
+                raise TraceError(str(path / folder) if folder else str(path), what)
             folder = found[0]
         label = name or posixpath.basename(folder) or re.sub(r"(\.tar)?\.\w+$", "", path.name)
-        try:
-            return _parse(files, folder, label, ondemand)
-        except (KeyError, ValueError, TypeError, IndexError, csv.Error) as exc:
-            raise ConfigError(f"trace {path}: malformed data ({exc})") from exc
-
-
-# ---------------------------------------------------------------- parsers
-
-
-def _parse(files: _Files, folder: str, label: str, ondemand: float | None) -> Trace:
-    prefix = f"{folder}/" if folder else ""
-    extra: dict[str, Any] = {}
-    if "trace.json" in files.listdir(folder):
-        extra = json.loads(files.read(prefix + "trace.json"))
-    base = posixpath.basename(folder) if folder else label
-    known = extra.get(
-        "ondemand_price", ondemand if ondemand is not None else _KNOWN_ONDEMAND.get(base)
-    )
-    kind = _kind(files, folder)
-    if kind == "aws":
-        start, gap, zones = _parse_aws(files, prefix)
-    elif kind == "gcp":
-        start, gap, zones = _parse_json_zones(files, prefix + "zones", gcp=True)
-    else:
-        start, gap, zones = _parse_json_zones(files, folder, gcp=False)
-    start = float(extra.get("start", start))
-    gap = float(extra.get("gap_seconds", gap))
-    n = min(len(z.available) for z in zones)
-    zones = [_truncate(z, n) for z in zones]
-    if known is None:
-        zone_od = [z.ondemand_price for z in zones if z.ondemand_price is not None]
-        known = min(zone_od) if zone_od else None
-    if known is None or not float(known) > 0:
-        raise ConfigError(
-            f"trace {label!r} carries no on-demand price: pass --ondemand-price USD_PER_HOUR "
-            f'(ondemand_price= in Python) or put {{"ondemand_price": USD_PER_HOUR}} in a '
-            f"trace.json beside its data"
-        )
-    return Trace(label, start, gap, tuple(zones), float(known))
-
-
-def _truncate(z: ZoneTrace, n: int) -> ZoneTrace:
-    if len(z.available) == n:
-        return z
-    price = z.spot_price[:n] if isinstance(z.spot_price, tuple) else z.spot_price
-    cap = z.capacity[:n] if z.capacity is not None else None
-    return replace(z, available=z.available[:n], spot_price=price, capacity=cap)
-
-
-def _epoch(text: str) -> float:
-    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)  # the AWS traces are in UTC
-    return dt.timestamp()
-
-
-def _flag(value: str | int | float) -> int:
-    v = float(value)
-    if v < 0:
-        raise ValueError(f"negative value {value!r}")
-    return int(v)
-
-
-def _parse_aws(files: _Files, prefix: str) -> tuple[float, float, list[ZoneTrace]]:
-    prices: dict[str, list[float]] = {}
-    if "spot_prices.json" in files.listdir(prefix.rstrip("/")):
-        prices = json.loads(files.read(prefix + "spot_prices.json"))
-    zones: list[ZoneTrace] = []
-    start = 0.0
-    gap = 0.0
-    for fname in files.listdir(prefix + "availability"):
-        if not fname.endswith(".csv"):
-            continue
-        stem = fname[: -len(".csv")]
-        text = files.read(f"{prefix}availability/{fname}").decode()
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if not rows or "availability" not in rows[0]:
-            raise ValueError(f"{fname}: expected columns date,availability")
-        available = tuple(_flag(r["availability"]) == 1 for r in rows)  # 1 = available
-        if not zones and "date" in rows[0]:
-            times = [_epoch(r["date"]) for r in rows]
-            start = times[0]
-            diffs = [b - a for a, b in itertools.pairwise(times)]
-            gap = float(round(statistics.median(diffs))) if diffs else 0.0
-        price: tuple[float, ...] | None = None
-        if stem in prices:
-            price = tuple(float(p) for p in prices[stem])
-            if len(price) != len(available):
-                raise ValueError(
-                    f"spot_prices.json[{stem!r}] has {len(price)} values, not {len(rows)}"
-                )
-        zone = stem.split("_")[0]
-        zones.append(ZoneTrace(zone, region_of(zone), available, price, None))
-    return start, gap, zones
-
-
-def _parse_json_zones(
-    files: _Files, folder: str, *, gcp: bool
-) -> tuple[float, float, list[ZoneTrace]]:
-    zones: list[ZoneTrace] = []
-    start = 0.0
-    gap = 0.0
-    prefix = f"{folder}/" if folder else ""
-    for fname in files.listdir(folder):
-        if not fname.endswith(".json") or fname == "trace.json":
-            continue
-        doc = json.loads(files.read(prefix + fname))
-        meta = doc.get("metadata") or {}
-        if not gcp and "price_info" in meta:
-            raise ValueError(
-                f"{fname} looks like a GCP zone file (1 = unavailable): "
-                "load the folder holding zones/"
-            )
-        data = doc["data"]
-        capacity: tuple[int, ...] | None = None
-        if gcp:
-            available = tuple(_flag(v) == 0 for v in data)  # GCP: 1 = preempted/unavailable
-        else:
-            capacity = tuple(_flag(v) for v in data)  # counts: a cap on concurrent spot
-            available = tuple(c > 0 for c in capacity)
-        if not zones:
-            gap = float(meta.get("gap_seconds", 0.0))
-            start = _epoch(meta["start_time"]) if "start_time" in meta else 0.0
-        zone = str(meta.get("zone") or fname[: -len(".json")].split("_")[0])
-        info = meta.get("price_info") or {}
-        spot = float(info["price"]) if "price" in info else None
-        od = float(info["on_demand_price"]) if "on_demand_price" in info else None
-        region = str(info.get("region") or region_of(zone))
-        zones.append(ZoneTrace(zone, region, available, spot, od, capacity))
-    return start, gap, zones
+        base = posixpath.basename(folder) if folder else label
+        return fmt.parse(files, folder, label, ondemand, _KNOWN_ONDEMAND.get(base))

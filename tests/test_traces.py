@@ -222,7 +222,7 @@ def test_a_trace_without_an_ondemand_price_is_refused_saying_what_to_pass(
 
 def test_a_trace_with_a_zero_ondemand_price_is_refused(tmp_path: Path) -> None:
     make_counts(tmp_path / "c", {"us-east-2b": [1, 0]}, ondemand=0.0)
-    with pytest.raises(ConfigError, match="no on-demand price"):
+    with pytest.raises(ConfigError, match=r"trace\.json: ondemand_price 0\.0: must be .* > 0"):
         load_trace(str(tmp_path / "c"))
     with pytest.raises(ConfigError, match="ondemand_price"):
         load_trace(str(tmp_path / "c"), ondemand_price=-1.0)
@@ -254,7 +254,7 @@ def test_malformed_csv_is_a_one_line_config_error(tmp_path: Path) -> None:
     (tmp_path / "t" / "availability" / "us-east-1a_x.csv").write_text("date,availability\nx,1\n")
     with pytest.raises(ConfigError) as err:
         load_trace(str(tmp_path / "t"))
-    assert "\n" not in str(err.value) and "malformed" in str(err.value)
+    assert "\n" not in str(err.value) and "us-east-1a_x.csv:2: date 'x'" in str(err.value)
 
 
 # ---------------------------------------------------------------- archives and paths
@@ -301,7 +301,7 @@ def test_unknown_trace_error_lists_the_bundled_names(tmp_path: Path) -> None:
 
 def test_folder_without_trace_data_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no availability/"):
+    with pytest.raises(ConfigError, match="no trace data; expected availability/"):
         load_trace(str(tmp_path / "empty"))
 
 

@@ -23,6 +23,8 @@ from skyctl.errors import ConfigError
 
 __all__ = ["ColdStart", "as_cold_start", "parse_cold_start"]
 
+MAX_SECONDS = 1e7  # ~116 days: any figure beyond is a typo, and exp() would overflow
+MAX_SIGMA = 5.0  # lognormal: the mean is MEDIAN x e^12.5 at most
 _FORMS = "SECONDS, uniform:LOW:HIGH, normal:MEAN:SD, lognormal:MEDIAN:SIGMA or choice:A,B,..."
 
 
@@ -79,6 +81,10 @@ def parse_cold_start(text: str, *, key: str = "--cold-start") -> ColdStart:
         raise ConfigError(f"{key} {text!r}: expected {_FORMS}") from None
     if len(values) != want or not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise ConfigError(f"{key} {text!r}: expected {_FORMS}, with figures >= 0")
+    if any(v > MAX_SECONDS for v in values):
+        raise ConfigError(f"{key} {text!r}: figures are at most {MAX_SECONDS:.0e} seconds")
+    if kind == "lognormal" and values[1] > MAX_SIGMA:
+        raise ConfigError(f"{key} {text!r}: SIGMA is at most {MAX_SIGMA:g}")
     if kind == "uniform" and values[0] > values[1]:
         raise ConfigError(f"{key} {text!r}: LOW must not exceed HIGH")
     return ColdStart(kind, values)
@@ -90,6 +96,6 @@ def as_cold_start(value: float | str | ColdStart) -> ColdStart:
         return value
     if isinstance(value, str):
         return parse_cold_start(value)
-    if not value >= 0:
-        raise ConfigError(f"cold start {value!r}: must be >= 0 seconds")
+    if not 0 <= value <= MAX_SECONDS:
+        raise ConfigError(f"cold start {value!r}: must be 0 to {MAX_SECONDS:.0e} seconds")
     return ColdStart("fixed", (float(value),))

@@ -48,6 +48,7 @@ class SimResult:
     spot_hours: float  # spot replica-hours
     plans: int  # calls of policies.reconcile.plan
     failure: str = ""  # when and why plan gave the service up (FAILED), if it did
+    measured_hours: float = 0.0  # the time availability is measured over (after the cold start)
     timeline: tuple[TimelinePoint, ...] = field(default=(), repr=False)
 
     @property
@@ -140,6 +141,7 @@ class Recorder:
             ondemand_hours=self.od_hours,
             spot_hours=self.spot_hours,
             plans=self.plans,
+            measured_hours=self.measured / 3600.0,
             timeline=tuple(self.timeline),
         )
 

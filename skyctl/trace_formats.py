@@ -1,0 +1,484 @@
+"""The three on-disk trace formats, parsed and checked value by value.
+
+Each parser reads the files of one trace folder (through
+:class:`skyctl.trace_files.Files`) and returns zones in one convention
+(``available[i] is True``: a spot instance could be obtained and kept during
+tick ``i``). What is accepted (also in docs/simulator.md, "Trace formats"):
+
+- AWS: ``availability/<zone>_<type>.csv``, header ``date,availability`` (other
+  columns ignored), one row a tick, dates ISO 8601 (UTC unless they say),
+  strictly increasing, about evenly spaced (no step over twice the median,
+  which is the tick length); availability exactly ``0`` or ``1`` (**1 =
+  available**); every zone's CSV the same number of rows from the same date.
+  Optional ``spot_prices.json``: ``{"<csv stem>": [USD/h per row]}``, every
+  key a CSV's stem, prices finite and >= 0 (a zone without: 30% of on-demand).
+- GCP: ``zones/<zone>.json``: ``{"metadata": {"gap_seconds", "start_time",
+  "zone", "price_info": {"price", "on_demand_price", "region"}}, "data":
+  [0 or 1 per tick]}`` (**1 = preempted/unavailable**); every zone the same
+  length, tick and start.
+- counts: ``<zone>_<type>.json`` in the folder: ``{"metadata": {"gap_seconds",
+  "nodes"?}, "data": [count per tick]}``, counts whole numbers from 0 to the
+  node count (``metadata.nodes``, ``trace.json`` ``nodes``, or ``N-nodes`` in
+  the folder name) or to 1,000,000; zones of unequal length are cut to the
+  shortest (these files carry no start time), and the trace says so in
+  ``Trace.notes``.
+
+Optional ``trace.json`` (ours): ``ondemand_price`` (USD/h, > 0),
+``gap_seconds`` (> 0), ``start`` (epoch seconds or an ISO date), ``nodes``.
+Every error is one line naming the file, the line or key, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+from skyctl.trace_files import Files, TraceError, finite
+from skyctl.traces import Trace, ZoneTrace, region_of
+
+MAX_ZONES = 256
+MAX_TICKS = 5_000_000  # per zone: ~31 years at 195 s ticks
+MAX_CELLS = 20_000_000  # ticks x zones held in memory
+MAX_COUNT = 1_000_000
+TRACE_JSON_KEYS = ("ondemand_price", "gap_seconds", "start", "nodes")
+LAYOUTS = (
+    "availability/<zone>_<type>.csv (AWS, 1 = available), zones/<zone>.json (GCP, "
+    "1 = preempted) or <zone>_<type>.json counts (see docs/simulator.md, 'Trace formats')"
+)
+
+
+def kind_of(files: Files, folder: str) -> str | None:
+    prefix = f"{folder}/" if folder else ""
+    if any(n.endswith(".csv") for n in files.listdir(prefix + "availability")):
+        return "aws"
+    if any(n.endswith(".json") for n in files.listdir(prefix + "zones")):
+        return "gcp"
+    if any(n.endswith(".json") and n != "trace.json" for n in files.listdir(folder)):
+        return "counts"
+    return None
+
+
+def parse(
+    files: Files, folder: str, label: str, ondemand: float | None, known: float | None
+) -> Trace:
+    """The trace in ``folder`` of ``files``; ``ondemand`` (the caller's price) or
+    ``known`` (the bundled table's) apply where the data carries none."""
+    prefix = f"{folder}/" if folder else ""
+    extra = _trace_json(files, prefix) if "trace.json" in files.listdir(folder) else {}
+    kind = kind_of(files, folder)
+    notes: tuple[str, ...] = ()
+    if kind == "aws":
+        start, gap, zones = _parse_aws(files, prefix, extra)
+    elif kind == "gcp":
+        start, gap, zones = _parse_gcp(files, prefix + "zones", extra)
+    else:
+        start, gap, zones, notes = _parse_counts(files, folder, extra)
+    od = extra.get("ondemand_price", ondemand if ondemand is not None else known)
+    if od is None:
+        zone_od = [z.ondemand_price for z in zones if z.ondemand_price is not None]
+        od = min(zone_od) if zone_od else None
+    if od is None:
+        raise TraceError(
+            repr(label),
+            "carries no on-demand price: pass --ondemand-price USD_PER_HOUR "
+            '(ondemand_price= in Python) or put {"ondemand_price": USD_PER_HOUR} in a '
+            "trace.json beside its data",
+        )
+    return Trace(label, start, gap, tuple(zones), float(od), notes)
+
+
+# ---------------------------------------------------------------- shared checks
+
+
+def _trace_json(files: Files, prefix: str) -> dict[str, Any]:
+    name = prefix + "trace.json"
+    where = files.where(name)
+    doc = files.json(name)
+    if not isinstance(doc, dict):
+        raise TraceError(where, f"expected an object with keys {', '.join(TRACE_JSON_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in TRACE_JSON_KEYS:
+            raise TraceError(where, f"unknown key {key!r}; allowed: {', '.join(TRACE_JSON_KEYS)}")
+        if key == "start":
+            out[key] = _start(where, key, value)
+        elif key == "nodes":
+            out[key] = _whole(where, key, value, 1, MAX_COUNT)
+        else:
+            out[key] = _positive(where, key, value)
+    return out
+
+
+def _positive(where: str, key: str, value: object, *, zero_ok: bool = False) -> float:
+    f = finite(value)
+    if f is None or f < 0 or (f == 0 and not zero_ok):
+        allowed = "a finite number >= 0" if zero_ok else "a finite number > 0"
+        raise TraceError(where, f"{key} {value!r}: must be {allowed}")
+    return f
+
+
+def _whole(where: str, key: str, value: object, low: int, high: int) -> int:
+    f = finite(value)
+    if f is None or f != int(f) or not low <= f <= high:
+        raise TraceError(where, f"{key} {value!r}: must be a whole number from {low} to {high:,}")
+    return int(f)
+
+
+def _epoch(text: str) -> float:
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # the AWS traces are in UTC
+    return dt.timestamp()
+
+
+def _start(where: str, key: str, value: object) -> float:
+    if isinstance(value, str):
+        try:
+            return _epoch(value)
+        except ValueError:
+            pass
+    else:
+        f = finite(value)
+        if f is not None and 0 <= f < 253402300800:  # up to 9999-12-31
+            return f
+    raise TraceError(
+        where, f"{key} {value!r}: must be an ISO 8601 date or epoch seconds from 0 to year 9999"
+    )
+
+
+def _check_size(where: str, ticks: int, zones: int) -> None:
+    if ticks < 1:
+        raise TraceError(where, "no ticks; a trace needs at least one value per zone")
+    if ticks > MAX_TICKS or ticks * zones > MAX_CELLS:
+        raise TraceError(
+            where,
+            f"{ticks:,} ticks x {zones} zones; at most {MAX_TICKS:,} ticks and "
+            f"{MAX_CELLS:,} values in all (cut the trace, or use a longer tick)",
+        )
+
+
+def _gap(where: str, extra: dict[str, Any], meta_gap: object, key: str) -> float:
+    if "gap_seconds" in extra:
+        return float(extra["gap_seconds"])
+    if meta_gap is None:
+        raise TraceError(
+            where, f"no {key}: the tick length in seconds (> 0), or gap_seconds in a trace.json"
+        )
+    return _positive(where, key, meta_gap)
+
+
+def _zone_files(files: Files, folder: str, suffix: str) -> list[str]:
+    names = [n for n in files.listdir(folder) if n.endswith(suffix) and n != "trace.json"]
+    if len(names) > MAX_ZONES:
+        raise TraceError(
+            files.where(folder or "."), f"{len(names)} zone files; at most {MAX_ZONES}"
+        )
+    return names
+
+
+def _unique(files: Files, name: str, zone: str, seen: dict[str, str]) -> None:
+    if zone in seen:
+        raise TraceError(
+            files.where(name), f"zone {zone!r} again (also {seen[zone]}); one file per zone"
+        )
+    seen[zone] = name
+
+
+# ---------------------------------------------------------------- AWS
+
+
+def _csv(files: Files, name: str) -> tuple[list[str], list[bool]]:
+    """A ``date,availability`` CSV: its date strings and availability (1 = available)."""
+    where = files.where(name)
+    reader = csv.reader(io.StringIO(files.text(name)))
+    dates: list[str] = []
+    avail: list[bool] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise TraceError(
+                where, "empty; expected a header 'date,availability', then a row a tick"
+            )
+        cols = [c.strip().lower() for c in header]
+        if "date" not in cols or "availability" not in cols:
+            raise TraceError(
+                f"{where}:1", f"header {','.join(header)!r}: expected columns date,availability"
+            )
+        di, ai = cols.index("date"), cols.index("availability")
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue  # a blank line
+            line = reader.line_num
+            if len(row) <= max(di, ai):
+                raise TraceError(
+                    f"{where}:{line}", f"{','.join(row)!r}: expected date,availability"
+                )
+            value = row[ai].strip()
+            if value not in ("0", "1"):
+                raise TraceError(
+                    f"{where}:{line}", f"availability {value!r}: must be 0 or 1 (1 = available)"
+                )
+            dates.append(row[di].strip())
+            avail.append(value == "1")
+    except csv.Error as e:
+        raise TraceError(f"{where}:{reader.line_num}", f"not CSV ({e})") from None
+    if not avail:
+        raise TraceError(where, "no rows after the header; a trace needs at least one tick")
+    return dates, avail
+
+
+def _times(files: Files, name: str, dates: list[str]) -> list[float]:
+    where = files.where(name)
+    out: list[float] = []
+    for i, text in enumerate(dates):
+        try:
+            t = _epoch(text)
+        except ValueError:
+            raise TraceError(
+                f"{where}:{i + 2}", f"date {text!r}: expected ISO 8601 (2023-02-15 22:08:16, UTC)"
+            ) from None
+        if out and t <= out[-1]:
+            raise TraceError(
+                f"{where}:{i + 2}",
+                f"date {text!r} is not after the row before ({dates[i - 1]}): rows must be "
+                "sorted by date, one a tick, no duplicates",
+            )
+        out.append(t)
+    return out
+
+
+def _tick_of(files: Files, name: str, times: list[float], dates: list[str]) -> float | None:
+    """The median step between dates; None with one row. A step over twice it is a hole."""
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    if not steps:
+        return None
+    gap = float(round(statistics.median(steps)) or statistics.median(steps))
+    for i, step in enumerate(steps):
+        if step > 2 * gap:
+            raise TraceError(
+                f"{files.where(name)}:{i + 3}",
+                f"date {dates[i + 1]!r} comes {step:,.0f} s after the row before, ticks are "
+                f"{gap:g} s: a hole in the data (fill it, or split the trace there)",
+            )
+    return gap
+
+
+def _parse_aws(
+    files: Files, prefix: str, extra: dict[str, Any]
+) -> tuple[float, float, list[ZoneTrace]]:
+    names = _zone_files(files, prefix + "availability", ".csv")
+    prices: dict[str, list[float]] = {}
+    stems = [n[: -len(".csv")] for n in names]
+    if "spot_prices.json" in files.listdir(prefix.rstrip("/")):
+        prices = _aws_prices(files, prefix + "spot_prices.json", stems)
+    zones: list[ZoneTrace] = []
+    first: tuple[str, list[str], float, float | None] | None = None
+    seen: dict[str, str] = {}
+    for fname, stem in zip(names, stems, strict=True):
+        name = f"{prefix}availability/{fname}"
+        dates, avail = _csv(files, name)
+        _check_size(files.where(name), len(avail), len(names))
+        if first is None:
+            times = _times(files, name, dates)
+            first = (fname, dates, times[0], _tick_of(files, name, times, dates))
+        elif dates != first[1]:
+            times = _times(files, name, dates)
+            _tick_of(files, name, times, dates)
+            ref_name, ref_dates, ref_start, ref_gap = first
+            if len(dates) != len(ref_dates) or abs(times[0] - ref_start) >= (ref_gap or 1) / 2:
+                raise TraceError(
+                    files.where(name),
+                    f"{len(dates):,} rows from {dates[0]}, but {ref_name} has "
+                    f"{len(ref_dates):,} from {ref_dates[0]}: every zone's CSV must cover "
+                    "the same ticks",
+                )
+        price: tuple[float, ...] | None = None
+        if stem in prices:
+            price = tuple(prices[stem])
+            if len(price) != len(avail):
+                raise TraceError(
+                    files.where(prefix + "spot_prices.json"),
+                    f"{stem}: {len(price):,} prices, but {fname} has {len(avail):,} rows: "
+                    "one price per row",
+                )
+        zone = stem.split("_")[0]
+        _unique(files, name, zone, seen)
+        zones.append(ZoneTrace(zone, region_of(zone), tuple(avail), price, None))
+    assert first is not None
+    gap = first[3]
+    if "gap_seconds" in extra:
+        gap = float(extra["gap_seconds"])
+    if gap is None:
+        raise TraceError(
+            files.where(f"{prefix}availability/{first[0]}"),
+            "one row, so the tick length cannot be read from the dates: put "
+            '{"gap_seconds": SECONDS} in a trace.json beside availability/',
+        )
+    return float(extra.get("start", first[2])), gap, zones
+
+
+def _aws_prices(files: Files, name: str, stems: list[str]) -> dict[str, list[float]]:
+    where = files.where(name)
+    doc = files.json(name)
+    if not isinstance(doc, dict):
+        raise TraceError(where, 'expected {"<csv file stem>": [USD per hour, one per row]}')
+    for key in doc:
+        if key not in stems:
+            raise TraceError(
+                where, f"key {key!r} names no availability/*.csv; keys: {', '.join(stems)}"
+            )
+    out: dict[str, list[float]] = {}
+    for stem in stems:
+        values = doc.get(stem)
+        if values is None:
+            continue  # no prices for this zone: DEFAULT_SPOT_DISCOUNT of on-demand
+        if not isinstance(values, list):
+            raise TraceError(
+                where, f"{stem}: not a list; expected USD per hour, one per row of its CSV"
+            )
+        row = []
+        for i, v in enumerate(values):
+            f = finite(v)
+            if f is None or f < 0:
+                raise TraceError(where, f"{stem}[{i}] {v!r}: must be a finite price >= 0 (USD/h)")
+            row.append(f)
+        out[stem] = row
+    return out
+
+
+# ---------------------------------------------------------------- GCP and counts
+
+
+def _doc(files: Files, name: str) -> tuple[dict[str, Any], list[Any]]:
+    where = files.where(name)
+    doc = files.json(name)
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise TraceError(where, 'expected {"metadata": {...}, "data": [one value a tick]}')
+    meta = doc.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise TraceError(where, "metadata: expected an object")
+    return meta, doc["data"]
+
+
+def _parse_gcp(
+    files: Files, folder: str, extra: dict[str, Any]
+) -> tuple[float, float, list[ZoneTrace]]:
+    names = _zone_files(files, folder, ".json")
+    zones: list[ZoneTrace] = []
+    seen: dict[str, str] = {}
+    ref: tuple[str, float, float, int] | None = None  # name, start, gap, ticks
+    for fname in names:
+        name = f"{folder}/{fname}"
+        where = files.where(name)
+        meta, data = _doc(files, name)
+        _check_size(where, len(data), len(names))
+        available = []
+        for i, v in enumerate(data):
+            if isinstance(v, bool) or v not in (0, 1):
+                raise TraceError(
+                    where, f"data[{i}] {v!r}: must be 0 or 1 (GCP: 1 = preempted, 0 = available)"
+                )
+            available.append(v == 0)
+        gap = _gap(where, extra, meta.get("gap_seconds"), "metadata.gap_seconds")
+        start = 0.0
+        if "start_time" in meta:
+            start = _start(where, "metadata.start_time", meta["start_time"])
+        if ref is None:
+            ref = (fname, start, gap, len(data))
+        elif (gap, len(data)) != ref[2:] or abs(start - ref[1]) >= gap / 2:
+            raise TraceError(
+                where,
+                f"{len(data):,} ticks of {gap:g} s from {start:.0f}, but {ref[0]} has "
+                f"{ref[3]:,} of {ref[2]:g} s from {ref[1]:.0f}: every zone must cover the "
+                "same ticks",
+            )
+        zone = meta.get("zone", fname[: -len(".json")])
+        if not isinstance(zone, str) or not zone:
+            raise TraceError(where, f"metadata.zone {zone!r}: must be a zone name")
+        _unique(files, name, zone, seen)
+        info = meta.get("price_info", {})
+        if not isinstance(info, dict):
+            raise TraceError(where, "metadata.price_info: expected an object")
+        spot = od = None
+        if "price" in info:
+            spot = _positive(where, "metadata.price_info.price", info["price"], zero_ok=True)
+        if "on_demand_price" in info:
+            od = _positive(where, "metadata.price_info.on_demand_price", info["on_demand_price"])
+        region = info.get("region", region_of(zone))
+        if not isinstance(region, str) or not region:
+            raise TraceError(where, f"metadata.price_info.region {region!r}: must be a name")
+        zones.append(ZoneTrace(zone, region, tuple(available), spot, od))
+    assert ref is not None
+    return float(extra.get("start", ref[1])), ref[2], zones
+
+
+def _nodes(files: Files, folder: str, extra: dict[str, Any]) -> int | None:
+    if "nodes" in extra:
+        return int(extra["nodes"])
+    m = re.match(r"(\d+)-nodes", folder.rsplit("/", 1)[-1] or files.root.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def _parse_counts(
+    files: Files, folder: str, extra: dict[str, Any]
+) -> tuple[float, float, list[ZoneTrace], tuple[str, ...]]:
+    names = _zone_files(files, folder, ".json")
+    prefix = f"{folder}/" if folder else ""
+    folder_nodes = _nodes(files, folder, extra)
+    zones: list[ZoneTrace] = []
+    seen: dict[str, str] = {}
+    gap0: tuple[str, float] | None = None
+    for fname in names:
+        name = prefix + fname
+        where = files.where(name)
+        meta, data = _doc(files, name)
+        if "price_info" in meta:
+            raise TraceError(
+                where,
+                "looks like a GCP zone file (1 = unavailable): load the folder holding zones/",
+            )
+        _check_size(where, len(data), len(names))
+        nodes = folder_nodes
+        if "nodes" in meta:
+            nodes = _whole(where, "metadata.nodes", meta["nodes"], 1, MAX_COUNT)
+        high = nodes if nodes is not None else MAX_COUNT
+        what = f"the node count, {nodes}" if nodes is not None else f"{MAX_COUNT:,}"
+        capacity = []
+        for i, v in enumerate(data):
+            f = finite(v)
+            if f is None or f != int(f) or not 0 <= f <= high:
+                raise TraceError(where, f"data[{i}] {v!r}: must be a whole count from 0 to {what}")
+            capacity.append(int(f))
+        gap = _gap(where, extra, meta.get("gap_seconds"), "metadata.gap_seconds")
+        if gap0 is None:
+            gap0 = (fname, gap)
+        elif gap != gap0[1]:
+            raise TraceError(
+                where, f"gap_seconds {gap:g}, but {gap0[0]} has {gap0[1]:g}: one tick for all zones"
+            )
+        zone = fname[: -len(".json")].split("_")[0]
+        _unique(files, name, zone, seen)
+        caps = tuple(capacity)
+        zones.append(ZoneTrace(zone, region_of(zone), tuple(c > 0 for c in caps), None, None, caps))
+    assert gap0 is not None
+    n = min(len(z.available) for z in zones)
+    notes: tuple[str, ...] = ()
+    longer = [f"{z.zone} {len(z.available):,}" for z in zones if len(z.available) > n]
+    if longer:
+        notes = (
+            f"zones of unequal length cut to the shortest, {n:,} ticks "
+            f"({', '.join(longer)} before): count files carry no start time, so they are "
+            "aligned at their first tick",
+        )
+        zones = [_truncate(z, n) for z in zones]
+    return float(extra.get("start", 0.0)), gap0[1], zones, notes
+
+
+def _truncate(z: ZoneTrace, n: int) -> ZoneTrace:
+    cap = z.capacity[:n] if z.capacity is not None else None
+    return ZoneTrace(z.zone, z.region, z.available[:n], z.spot_price, z.ondemand_price, cap)

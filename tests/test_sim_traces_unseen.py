@@ -1,0 +1,545 @@
+"""``skyctl sim`` on traces it has never seen: valid ones replay sanely, bad ones are refused.
+
+Valid traces are generated (tests/helpers/trace_gen.py) in the three on-disk
+formats with tick gaps, zone counts (1, 30), lengths (1 tick, a year), start
+dates and availability patterns (always, never, flapping every tick, long
+outages, region-wide outages, random) the bundled traces lack. Every shipped
+manifest replays each one: availability within [0, 1], cost at least the lower
+bound, no negative hours, launches that got an instance within 2 x
+(preemptions + target), and no location asked for spot again before its
+capacity hold ends (policies/capacity.py). Hostile traces and arguments give
+one line, ``error: trace FILE[:LINE]: ...`` naming what is allowed, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from policies import capacity
+from policies.model import LocationEventKind, Plan, ServiceObservation
+from skyctl.cli_sim import sim
+from skyctl.errors import ConfigError
+from skyctl.sim import SimConfig, engine, simulate
+from skyctl.spec_yaml import load_spec_file
+from skyctl.trace_files import MAX_FILE_BYTES
+from skyctl.traces import load_trace
+from tests.helpers import trace_gen as gen
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = sorted(ROOT.glob("manifests/*.yaml"))
+VLLM = str(ROOT / "manifests/skyserve-vllm.yaml")
+PATTERNS = ("all", "never", "flap", "long", "regional", "random")
+
+
+def write(fmt: str, root: Path, kind: str, zones: int, ticks: int, gap: float) -> Path:
+    names = gen.zone_names(zones, gcp=fmt == "gcp")
+    avail = gen.pattern(kind, names, ticks, seed=zones)
+    if fmt == "aws":
+        prices = {
+            z: [0.9 + 0.01 * (i % 7) + 0.001 * (t % 5) for t in range(ticks)]
+            for i, z in enumerate(names)
+        }
+        return gen.write_aws(root, avail, gap=gap, prices=prices)
+    if fmt == "aws-noprices":
+        return gen.write_aws(root, avail, gap=gap)
+    if fmt == "gcp":
+        return gen.write_gcp(root, avail, gap=gap)
+    return gen.write_counts(root, gen.as_counts(avail, 4, seed=zones), gap=gap)
+
+
+def replay(
+    manifest: Path | str, folder: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> tuple[dict[str, float], str, dict[str, list[tuple[int, float, bool]]]]:
+    """One replay through the CLI (JSON); also every spot launch outcome per location."""
+    seen: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
+    decide = engine.decide
+    plans = 0
+
+    def watching(obs: ServiceObservation, now: float) -> Plan:
+        nonlocal plans
+        plans += 1
+        for ev in obs.events:
+            if ev.spot and ev.kind in (
+                LocationEventKind.CAPACITY_ERROR,
+                LocationEventKind.LAUNCHED,
+            ):
+                seen[str(ev.location)].append(
+                    (plans, ev.at, ev.kind is LocationEventKind.CAPACITY_ERROR)
+                )
+        return decide(obs, now)
+
+    monkeypatch.setattr(engine, "decide", watching)
+    res = CliRunner().invoke(sim, [str(manifest), "--trace", str(folder), "-o", "json", *extra])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    return row, res.stderr, seen
+
+
+def assert_sane(
+    manifest: Path | str, row: dict[str, float], seen: dict[str, list[tuple[int, float, bool]]]
+) -> None:
+    rp = load_spec_file(str(manifest)).service.replica_policy
+    target = rp.min_replicas + (rp.num_overprovision or 0)
+    assert 0.0 <= row["availability"] <= row["availability_any"] <= 1.0, row
+    assert row["hours"] > 0 and row["measured_hours"] >= 0, row
+    assert row["ondemand_hours"] >= 0 and row["spot_hours"] >= 0, row
+    if not row["failure"]:  # a service given up runs nothing: below the bound for N
+        assert row["cost"] >= row["lower_bound"] * (1 - 1e-9) - 1e-9, row
+    assert row["lower_bound"] <= row["ondemand_cost"] * (1 + 1e-9), row
+    granted = row["launches"] - row["failed_launches"]
+    assert granted <= 2 * (row["preemptions"] + target), row
+    # refusals are bounded: no location asked again before its capacity hold ends
+    assert sum(no for outcomes in seen.values() for *_, no in outcomes) == row["failed_launches"]
+    for where, outcomes in seen.items():
+        streak, last, batch = 0, 0.0, -1
+        for plan_no, at, no in outcomes:
+            if not no:
+                streak = 0
+            elif plan_no != batch:  # one plan's launches into one place are one probe
+                if streak:
+                    assert at - last >= capacity.hold(streak) - 1e-6, (where, streak, at - last)
+                streak, last, batch = streak + 1, at, plan_no
+
+
+# ---------------------------------------------------------------- valid, unseen traces
+
+
+@pytest.mark.parametrize("kind", PATTERNS)
+@pytest.mark.parametrize("zones", [1, 30])
+@pytest.mark.parametrize("fmt", ["aws", "aws-noprices", "gcp", "counts"])
+def test_every_manifest_replays_an_unseen_trace_sanely(
+    fmt: str, zones: int, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gap = {"aws": 195.0, "aws-noprices": 60.0, "gcp": 600.0, "counts": 300.0}[fmt]
+    folder = write(fmt, tmp_path / "t", kind, zones, 120, gap)
+    for manifest in MANIFESTS:
+        row, err, seen = replay(manifest, folder, monkeypatch)
+        assert_sane(manifest, row, seen)
+        assert "error" not in err
+        if kind == "all" and fmt != "counts":  # counts: caps of 1 to 4 still preempt
+            assert row["availability"] == 1.0 and row["failed_launches"] == 0
+        if kind == "never":
+            assert row["preemptions"] == 0 and row["spot_hours"] == 0
+            assert row["cost"] == pytest.approx(row["lower_bound"])  # on-demand throughout
+
+
+@pytest.mark.parametrize(
+    "fmt,gap,ticks",
+    [
+        ("aws", 3600.0, 24 * 366),  # a (leap) year of hourly ticks
+        ("gcp", 3600.0, 24 * 365),
+        ("counts", 900.0, 4 * 24 * 365),
+    ],
+)
+def test_a_year_long_trace_replays(
+    fmt: str, gap: float, ticks: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(fmt, tmp_path / "t", "random", 3, ticks, gap)
+    row, _, seen = replay(VLLM, folder, monkeypatch)
+    assert_sane(VLLM, row, seen)
+    assert row["hours"] == pytest.approx(ticks * gap / 3600)
+
+
+@pytest.mark.parametrize("fmt", ["aws", "gcp", "counts"])
+def test_a_one_tick_trace_replays_and_says_when_nothing_was_measured(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(fmt, tmp_path / "t", "all", 2, 1, 60.0)
+    if fmt == "aws":  # one row: the tick length cannot come from the dates
+        (folder / "trace.json").write_text('{"ondemand_price": 3.06, "gap_seconds": 60}')
+    row, err, seen = replay(VLLM, folder, monkeypatch)
+    assert_sane(VLLM, row, seen)
+    assert row["hours"] == pytest.approx(60 / 3600)
+    # the 60 s window ends before the 180 s cold start: availability is not measured
+    assert row["measured_hours"] == 0 and row["availability"] == 0
+    assert "no availability was measured" in err
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["1970-01-01T00:00:00+00:00", "2024-02-29T23:59:30+00:00", "2099-12-31T12:00:00-08:00"],
+)
+def test_start_dates_do_not_change_the_figures(
+    start: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    avail = gen.pattern("long", gen.zone_names(4, gcp=True), 200)
+    rows = []
+    for i, s in enumerate(("2025-10-04T00:10:00+00:00", start)):
+        row, _, _ = replay(VLLM, gen.write_gcp(tmp_path / f"g{i}", avail, start=s), monkeypatch)
+        rows.append({k: v for k, v in row.items() if k != "trace"})
+    assert rows[0] == rows[1]
+
+
+def test_a_region_wide_outage_preempts_every_zone_of_the_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zones = gen.zone_names(6)  # us-east-1a..f: one region
+    folder = gen.write_aws(tmp_path / "t", gen.pattern("regional", zones, 200))
+    row, _, seen = replay(VLLM, folder, monkeypatch)
+    assert_sane(VLLM, row, seen)
+    assert row["preemptions"] >= 1 and row["ondemand_hours"] > 0  # on-demand covered the outage
+    assert row["availability"] > 0.9
+
+
+def test_count_zones_of_unequal_length_are_cut_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = gen.write_counts(tmp_path / "c", {"us-east-1a": [4] * 30, "us-west-2a": [2] * 20})
+    row, err, _ = replay(VLLM, folder, monkeypatch)
+    assert row["hours"] == pytest.approx(20 * 300 / 3600)
+    assert "warning: trace 'c': zones of unequal length cut to the shortest, 20 ticks" in err
+    assert "us-east-1a 30" in err
+
+
+def test_the_capacity_hold_has_no_float_overflow_after_many_refusals() -> None:
+    # 3,000 replicas refused together in one zone came to 2.0 ** 3000 (OverflowError)
+    assert capacity.hold(5000) == capacity.MAX_HOLD
+    assert capacity.search_hold(5000) == capacity.MAX_HOLD
+    assert [capacity.hold(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 960, 1800]
+
+
+def test_many_replicas_refused_at_once_replay(tmp_path: Path) -> None:
+    folder = write("aws", tmp_path / "t", "random", 3, 20, 195.0)
+    r = simulate(load_spec_file(VLLM), load_trace(str(folder)), SimConfig(replicas=1000))
+    assert 0 <= r.availability <= 1 and r.failed_launches > 0
+
+
+# ---------------------------------------------------------------- hostile traces
+
+OK_CSV = "date,availability\n2023-01-01 00:00:00,1\n2023-01-01 00:05:00,0\n2023-01-01 00:10:00,1\n"
+
+
+def aws(
+    root: Path,
+    csv: str | bytes,
+    *,
+    other: str | None = None,
+    prices: str | None = None,
+    trace_json: str = '{"ondemand_price": 3.06}',
+) -> Path:
+    (root / "availability").mkdir(parents=True)
+    data = csv.encode() if isinstance(csv, str) else csv
+    (root / "availability" / "us-east-1a_v100_1.csv").write_bytes(data)
+    if other is not None:
+        (root / "availability" / "us-east-1b_v100_1.csv").write_text(other)
+    if prices is not None:
+        (root / "spot_prices.json").write_text(prices)
+    (root / "trace.json").write_text(trace_json)
+    return root
+
+
+GCP_META = {
+    "gap_seconds": 600,
+    "start_time": "2025-10-04T00:10:00+00:00",
+    "price_info": {"price": 1.0, "on_demand_price": 4.0},
+}
+
+
+def gcp(root: Path, **docs: object) -> Path:
+    (root / "zones").mkdir(parents=True)
+    for zone, doc in docs.items():
+        text = doc if isinstance(doc, str) else json.dumps(doc)
+        (root / "zones" / f"{zone.replace('_', '-')}.json").write_text(text)
+    return root
+
+
+def counts(root: Path, data: object, meta: object = None) -> Path:
+    root.mkdir(parents=True)
+    doc = {"metadata": {"gap_seconds": 300} if meta is None else meta, "data": data}
+    (root / "us-east-1a_v100_1.json").write_text(json.dumps(doc))
+    (root / "trace.json").write_text('{"ondemand_price": 3.06}')
+    return root
+
+
+def big_csv(root: Path) -> Path:
+    folder = aws(root, OK_CSV)
+    with open(folder / "availability" / "us-east-1a_v100_1.csv", "ab") as f:
+        f.truncate(2 * 1024**3)  # sparse: 2 GB on paper, nothing on disk
+    return folder
+
+
+def dev_zero_csv(root: Path) -> Path:
+    folder = aws(root, OK_CSV)
+    (folder / "availability" / "us-east-1a_v100_1.csv").unlink()
+    os.symlink("/dev/zero", folder / "availability" / "us-east-1a_v100_1.csv")
+    return folder
+
+
+def symlink_loop(root: Path) -> Path:
+    root.mkdir()
+    os.symlink(root / "b", root / "a")
+    os.symlink(root / "a", root / "b")
+    return root / "a"
+
+
+def a_file(root: Path) -> Path:
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\n")
+    return root / "notes.txt"
+
+
+def unknown(root: Path) -> Path:
+    root.mkdir()
+    (root / "data.parquet").write_bytes(b"PAR1")
+    return root
+
+
+Build = Callable[[Path], Path]
+CSV = "availability/us-east-1a_v100_1.csv"
+HOSTILE: list[tuple[str, Build, str]] = [
+    ("empty folder", lambda r: r.mkdir() or r, "no trace data; expected availability/"),
+    ("empty csv", lambda r: aws(r, ""), f"{CSV}: empty; expected a header 'date,availability'"),
+    ("header only", lambda r: aws(r, "date,availability\n"), f"{CSV}: no rows after the header"),
+    ("wrong header", lambda r: aws(r, "when,up\n2023-01-01,1\n"), f"{CSV}:1: header 'when,up'"),
+    ("short row", lambda r: aws(r, "date,availability\n2023-01-01\n"), f"{CSV}:2:"),
+    (
+        "non-numeric",
+        lambda r: aws(r, OK_CSV.replace(",0\n", ",yes\n")),
+        f"{CSV}:3: availability 'yes': must be 0 or 1 (1 = available)",
+    ),
+    ("NaN", lambda r: aws(r, OK_CSV.replace(",0\n", ",nan\n")), f"{CSV}:3: availability 'nan'"),
+    ("inf", lambda r: aws(r, OK_CSV.replace(",0\n", ",inf\n")), f"{CSV}:3: availability 'inf'"),
+    ("a 2", lambda r: aws(r, OK_CSV.replace(",0\n", ",2\n")), f"{CSV}:3: availability '2'"),
+    (
+        "bad date",
+        lambda r: aws(r, OK_CSV.replace("00:05:00", "soon")),
+        f"{CSV}:3: date '2023-01-01 soon'",
+    ),
+    (
+        "unsorted",
+        lambda r: aws(r, OK_CSV.replace("00:05:00", "00:15:00")),
+        f"{CSV}:4: date '2023-01-01 00:10:00' is not after the row before",
+    ),
+    ("duplicate date", lambda r: aws(r, OK_CSV.replace("00:05:00", "00:00:00")), "no duplicates"),
+    (
+        "a hole",
+        lambda r: aws(r, OK_CSV + "2023-01-01 09:10:00,1\n2023-01-01 09:15:00,1\n"),
+        f"{CSV}:5: date '2023-01-01 09:10:00' comes 32,400 s after the row before, ticks are 300 s",
+    ),
+    ("not utf-8", lambda r: aws(r, b"\xff\xfe\x00date"), f"{CSV}: not UTF-8 text"),
+    (
+        "zones of unequal length",
+        lambda r: aws(r, OK_CSV, other=OK_CSV + "2023-01-01 00:15:00,1\n"),
+        "us-east-1b_v100_1.csv: 4 rows from 2023-01-01 00:00:00, but us-east-1a_v100_1.csv has 3",
+    ),
+    (
+        "prices misaligned",
+        lambda r: aws(r, OK_CSV, prices='{"us-east-1a_v100_1": [1, 2]}'),
+        "spot_prices.json: us-east-1a_v100_1: 2 prices, but us-east-1a_v100_1.csv has 3 rows",
+    ),
+    (
+        "prices NaN",
+        lambda r: aws(r, OK_CSV, prices='{"us-east-1a_v100_1": [1, NaN, 2]}'),
+        "spot_prices.json: NaN is not a number",
+    ),
+    (
+        "prices negative",
+        lambda r: aws(r, OK_CSV, prices='{"us-east-1a_v100_1": [1, -2, 2]}'),
+        "spot_prices.json: us-east-1a_v100_1[1] -2: must be a finite price >= 0",
+    ),
+    (
+        "prices for no zone",
+        lambda r: aws(r, OK_CSV, prices='{"us-east-9z_v100_1": [1, 1, 1]}'),
+        "spot_prices.json: key 'us-east-9z_v100_1' names no availability/*.csv",
+    ),
+    (
+        "prices not JSON",
+        lambda r: aws(r, OK_CSV, prices='{"us-east'),
+        "spot_prices.json:1: not JSON",
+    ),
+    (
+        "trace.json list",
+        lambda r: aws(r, OK_CSV, trace_json="[1]"),
+        "trace.json: expected an object",
+    ),
+    (
+        "trace.json typo",
+        lambda r: aws(r, OK_CSV, trace_json='{"ondemand": 3}'),
+        "trace.json: unknown key 'ondemand'; allowed: ondemand_price",
+    ),
+    (
+        "trace.json inf",
+        lambda r: aws(r, OK_CSV, trace_json='{"ondemand_price": Infinity}'),
+        "trace.json: Infinity is not a number",
+    ),
+    (
+        "trace.json gap 0",
+        lambda r: aws(r, OK_CSV, trace_json='{"ondemand_price": 3, "gap_seconds": 0}'),
+        "trace.json: gap_seconds 0: must be a finite number > 0",
+    ),
+    ("no on-demand price", lambda r: aws(r, OK_CSV, trace_json="{}"), "carries no on-demand price"),
+    (
+        "gcp no metadata",
+        lambda r: gcp(r, us_central1_a={"data": [0, 1]}),
+        "zones/us-central1-a.json: no metadata.gap_seconds",
+    ),
+    (
+        "gcp data missing",
+        lambda r: gcp(r, us_central1_a={"metadata": GCP_META}),
+        'zones/us-central1-a.json: expected {"metadata": {...}, "data"',
+    ),
+    (
+        "gcp empty data",
+        lambda r: gcp(r, us_central1_a={"metadata": GCP_META, "data": []}),
+        "zones/us-central1-a.json: no ticks",
+    ),
+    (
+        "gcp a 2",
+        lambda r: gcp(r, us_central1_a={"metadata": GCP_META, "data": [0, 2]}),
+        "zones/us-central1-a.json: data[1] 2: must be 0 or 1 (GCP: 1 = preempted",
+    ),
+    (
+        "gcp null",
+        lambda r: gcp(r, us_central1_a={"metadata": GCP_META, "data": [None]}),
+        "data[0] None: must be 0 or 1",
+    ),
+    (
+        "gcp unequal",
+        lambda r: gcp(
+            r,
+            us_central1_a={"metadata": GCP_META, "data": [0, 1]},
+            us_central1_b={"metadata": GCP_META, "data": [0, 1, 1]},
+        ),
+        "zones/us-central1-b.json: 3 ticks of 600 s",
+    ),
+    (
+        "gcp price",
+        lambda r: gcp(
+            r,
+            us_central1_a={
+                "metadata": {**GCP_META, "price_info": {"price": "cheap", "on_demand_price": 4}},
+                "data": [0],
+            },
+        ),
+        "metadata.price_info.price 'cheap': must be a finite number >= 0",
+    ),
+    (
+        "gcp deep JSON",
+        lambda r: gcp(r, us_central1_a="[" * 100_000 + "]" * 100_000),
+        "zones/us-central1-a.json: JSON nested too deeply",
+    ),
+    (
+        "counts above nodes",
+        lambda r: counts(r, [1, 9], {"gap_seconds": 300, "nodes": 4}),
+        "us-east-1a_v100_1.json: data[1] 9: must be a whole count from 0 to the node count, 4",
+    ),
+    (
+        "counts above the folder's nodes",
+        lambda r: counts(r / "4-nodes", [1, 5]) and r / "4-nodes",
+        "data[1] 5: must be a whole count from 0 to the node count, 4",
+    ),
+    ("counts negative", lambda r: counts(r, [1, -1]), "data[1] -1: must be a whole count"),
+    ("counts fraction", lambda r: counts(r, [1, 2.5]), "data[1] 2.5: must be a whole count"),
+    (
+        "counts no gap",
+        lambda r: counts(r, [1], {}),
+        "us-east-1a_v100_1.json: no metadata.gap_seconds",
+    ),
+    (
+        "2 GB file",
+        big_csv,
+        f"{CSV}: 2,048 MiB; a trace file is at most {MAX_FILE_BYTES // 2**20} MiB",
+    ),
+    ("/dev/zero as a csv", dev_zero_csv, f"{CSV}: not a regular file"),
+    ("/dev/zero", lambda r: Path("/dev/zero"), "trace /dev/zero: not a folder or a regular file"),
+    ("symlink loop", symlink_loop, "a symlink loop"),
+    ("a text file", a_file, "notes.txt: not a folder, a tar archive or a zip archive"),
+    ("unknown format", unknown, "no trace data; expected availability/<zone>_<type>.csv"),
+]
+
+
+@pytest.mark.parametrize("build,message", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_a_hostile_trace_is_one_line_naming_the_file_and_what_is_allowed(
+    build: Build, message: str, tmp_path: Path
+) -> None:
+    path = build(tmp_path / "t")
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(path), "-o", "json"])
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert message in res.stderr
+    with pytest.raises(ConfigError):  # the Python API refuses it alike
+        load_trace(str(path))
+
+
+# ---------------------------------------------------------------- arguments at their edges
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    """3 zones, 100 ticks of 195 s (5.42 h)."""
+    return gen.write_aws(tmp_path / "t", gen.pattern("random", gen.zone_names(3), 100))
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--hours", "0"], "Invalid value for '--hours': '0': must be a finite number > 0"),
+        (["--hours", "-1"], "'--hours': '-1': must be a finite number > 0"),
+        (["--hours", "nan"], "'--hours': 'nan': must be a finite number > 0"),
+        (["--hours", "inf"], "'--hours': 'inf': must be a finite number > 0"),
+        (["--hours", "6"], "--hours 6 goes past the end of trace 't': 5.417 h left from --start 0"),
+        (["--hours", "1e300"], "--hours 1e+300 goes past the end"),
+        (["--start", "-1"], "'--start': '-1': must be a finite number >= 0"),
+        (["--start", "nan"], "'--start': 'nan': must be a finite number >= 0"),
+        (["--start", "1e308"], "--start 1e+308 is past the end of trace 't' (5.4 h; allowed: 0 to"),
+        (["--start", "5.42"], "--start 5.42 is past the end"),
+        (
+            ["--start", "5", "--hours", "1"],
+            "--hours 1 goes past the end of trace 't': 0.4333 h left",
+        ),
+        (["--replicas", "0"], "'--replicas': 0 is not in the range 1<=x<=1000"),
+        (["--replicas", "-3"], "'--replicas': -3 is not in the range"),
+        (["--replicas", "1000000000"], "'--replicas': 1000000000 is not in the range 1<=x<=1000"),
+        (["--cold-start", "-5"], "--cold-start '-5': expected SECONDS"),
+        (["--cold-start", "nan"], "--cold-start 'nan': expected SECONDS"),
+        (["--cold-start", "1e12"], "--cold-start '1e12': figures are at most 1e+07 seconds"),
+        (
+            ["--cold-start", "lognormal:100:50"],
+            "--cold-start 'lognormal:100:50': SIGMA is at most 5",
+        ),
+        (["--notice", "nan"], "'--notice': 'nan': must be a finite number >= 0"),
+        (["--ondemand-price", "inf"], "'--ondemand-price': 'inf': must be a finite number > 0"),
+    ],
+)
+def test_an_argument_at_its_edge_is_one_line_and_exit_2(
+    small: Path, extra: list[str], message: str
+) -> None:
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(small), *extra])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+@pytest.mark.parametrize(
+    "extra,hours",
+    [
+        (["--hours", "0.0001"], 195 / 3600),  # at least one tick
+        (["--hours", "5.4"], 100 * 195 / 3600),  # to the last tick
+        (["--start", "5.35"], 195 / 3600),  # the last tick alone
+        (["--replicas", "1000", "--hours", "0.5"], 9 * 195 / 3600),  # 9.2 ticks: 9
+        (["--cold-start", "0"], 100 * 195 / 3600),
+        (["--cold-start", "9999999"], 100 * 195 / 3600),  # warned: the service FAILED
+    ],
+)
+def test_an_argument_within_its_range_replays(
+    small: Path, extra: list[str], hours: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, _, seen = replay(VLLM, small, monkeypatch, *extra)
+    assert row["hours"] == pytest.approx(hours)
+    if "--replicas" not in extra:
+        assert_sane(VLLM, row, seen)
+
+
+def test_a_spec_with_more_replicas_than_a_replay_holds_is_refused(small: Path) -> None:
+    spec = load_spec_file(VLLM)
+    with pytest.raises(ConfigError, match="replicas 5,000: the simulator replays at most 1,000"):
+        simulate(spec, load_trace(str(small)), SimConfig(replicas=5000))
+    with pytest.raises(ConfigError, match="outside trace"):
+        simulate(spec, load_trace(str(small)), SimConfig(start_tick=200))

@@ -176,6 +176,8 @@ def _field(sec: Section, key: str, extra: dict[str, Any]) -> Any:
         if not pattern.fullmatch(value.strip()):
             example = "'4' or '4+'" if key == "cpus" else "'32', '32+' or '32GB+'"
             raise sec.error(key, f"invalid {key} {value!r}: expected e.g. {example}")
+        if float(value.strip().rstrip("+").rstrip("KkMmGgTtPpBbx")) == 0:
+            raise sec.error(key, f"must be > 0, got {value!r}")
         return value.strip()
     if key == "image_id":
         if isinstance(value, dict):  # SkyServe: a per-region map, kept as is

@@ -154,6 +154,10 @@ _NEEDS_SPOT = "needs `resources.use_spot: true`"
 #: nodes per replica (SkyServe's num_nodes). SkyPilot has no small cap; ours bounds
 #: what one typo can launch (64 nodes of 8 GPUs is 512, beyond any model served today)
 MAX_NUM_NODES = 64
+#: a probe path's length: servers refuse longer request lines (8 KiB in most)
+MAX_PROBE_PATH = 4096
+_PATH_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def load_spec_file(
@@ -287,6 +291,7 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
             "replica_policy", "give `replicas` or `replica_policy`, not both", at_key=True
         )
     lb = sec.string("load_balancing_policy")
+    lb = None if lb is None else lb.lower()  # SkyServe: a case-insensitive enum
     if lb is not None and lb not in LOAD_BALANCING_POLICIES:
         allowed = ", ".join(LOAD_BALANCING_POLICIES)
         hint = did_you_mean(lb, LOAD_BALANCING_POLICIES)
@@ -360,9 +365,25 @@ def _probe(sec: Section) -> ReadinessProbe:
 
 
 def _probe_path(sec: Section, key: str) -> str:
+    """A URL path as sent on the request line: ``/``, then no whitespace or control
+    characters, no fragment, ``%`` only in escapes (non-ASCII letters are
+    %-encoded as UTF-8 when sent, as SkyServe's requests does)."""
     path = sec.string(key) or ""
+    problem = ""
     if not path.startswith("/"):
-        raise sec.error(key, f"the probe path must start with '/', got {path!r}")
+        problem = "must start with '/'"
+    elif path.startswith("//"):
+        problem = "must start with a single '/' ('//host/...' names a host, not a path)"
+    elif len(path) > MAX_PROBE_PATH:
+        problem = f"is longer than {MAX_PROBE_PATH} characters"
+    elif _PATH_SPACE_RE.search(path):
+        problem = "cannot hold spaces or control characters (write a space as %20)"
+    elif "#" in path:
+        problem = "cannot hold '#': a fragment is never sent to the server (write it as %23)"
+    elif _BAD_ESCAPE_RE.search(path):
+        problem = "has a '%' that starts no escape such as %20 (write '%' as %25)"
+    if problem:
+        raise sec.error(key, f"the probe path {problem}, got {shorten(path)}")
     return path
 
 

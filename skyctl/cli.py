@@ -27,7 +27,7 @@ from skyctl.cli_down import (
     stop_supervisor,
     wait_down,
 )
-from skyctl.cli_env import override_options, overrides, skypilot_flags
+from skyctl.cli_env import SECONDS, override_options, overrides, skypilot_flags
 from skyctl.cli_exit import INTERRUPTED_BEFORE_UP, interrupted_down, interrupted_up, run
 from skyctl.cli_logs import logs
 from skyctl.cli_router import router
@@ -188,7 +188,7 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=None,
     help="Give up waiting after this many seconds.",
 )
@@ -382,7 +382,7 @@ Examples:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=None,
     help="Stop waiting after this many seconds: exit 1 with what is left (or, with "
     "--purge, remove the services then).",

@@ -10,17 +10,38 @@ them sealed). Every problem is one line naming the flag.
 
 from __future__ import annotations
 
+import io
+import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 import dotenv
+from dotenv.parser import parse_stream
 
+from skyctl.spec_checks import MAX_SPEC_BYTES
 from skyctl.spec_env import ENV_NAME_RE, merge_overrides, parse_assignment
 
-__all__ = ["override_options", "overrides", "skypilot_flags"]
+__all__ = ["SECONDS", "override_options", "overrides", "skypilot_flags"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Seconds(click.FloatRange):
+    """``--timeout``: seconds, 0 or more (``inf``: no limit); ``nan`` is no duration
+    (click's FloatRange lets it through, and every comparison with it is false)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if isinstance(number, float) and math.isnan(number):
+            self.fail(f"{value!r} is not a number of seconds (0 or more)", param, ctx)
+        return number
+
+
+SECONDS = _Seconds(min=0)
 
 
 def _pairs(
@@ -37,10 +58,22 @@ def _dotenv(ctx: click.Context, param: click.Parameter, path: str | None) -> dic
     if path is None:
         return {}
     flag = f"--{(param.name or '').replace('_', '-')}"
+    if not os.path.isfile(path):  # /dev/zero, a FIFO: dotenv would read nothing, silently
+        raise click.ClickException(f"{flag} {path}: not a regular file (a dotenv file)")
     try:
-        values = dotenv.dotenv_values(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_SPEC_BYTES + 1)
     except (OSError, UnicodeDecodeError) as e:
         raise click.ClickException(f"{flag} {path}: cannot read it ({e})") from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise click.ClickException(f"{flag} {path}: larger than {MAX_SPEC_BYTES >> 10} KiB")
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:  # dotenv would log a warning and skip the line
+            raise click.ClickException(
+                f"{flag} {path}:{binding.original.line}: expected KEY=VALUE (dotenv), "
+                "a comment or a blank line"
+            )
+    values = dotenv.dotenv_values(stream=io.StringIO(text))
     for key in values:
         if not ENV_NAME_RE.fullmatch(key):
             raise click.ClickException(

@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from skyctl.cli_env import override_options, skypilot_flags
+from skyctl.cli_env import SECONDS, override_options, skypilot_flags
 from skyctl.client import ControllerClient, service_path, services_query
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
+from skyctl.spec_yaml import service_name_problem
 
 POLL_SECONDS = 1.0
 
@@ -48,7 +49,7 @@ Examples:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=None,
     help="Give up waiting after this many seconds.",
 )
@@ -85,6 +86,9 @@ def update(
     from skyctl.cli import _controller, _load  # the CLI's own helpers (cli imports this module)
 
     name, file = _name_and_file(name_and_file, name_option)
+    problem = service_name_problem(name)  # no such service can exist: say what can
+    if problem:
+        raise click.BadParameter(problem, param_hint="NAME")
     spec, (envs, secrets) = _load(file, kw, ctx)
     client = _controller(ctx)
     if client is None:

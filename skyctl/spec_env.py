@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 ENV_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: Linux's MAX_ARG_STRLEN: execve fails (E2BIG) on a NAME=VALUE this long, with its NUL
+MAX_ENV_BYTES = 128 << 10
 #: where SkyServe fills in envs and secrets (sky/task.py, Task.from_yaml_config)
 SUBSTITUTED_KEYS: tuple[str, ...] = ("file_mounts", "service", "workdir", "volumes")
 #: a managed secret reference: ``secrets: [secrets:HF_TOKEN]`` or ``{secrets:HF_TOKEN: null}``
@@ -216,6 +218,13 @@ def env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[st
             raise sec.error(name, f"expected a string, got {type_name(value)}")
         if "\x00" in value:  # from --env-file or the API (YAML's are refused at load)
             raise sec.error(name, "a NUL character cannot be in an environment variable")
+        size = len(f"{label}={value}".encode())
+        if size >= MAX_ENV_BYTES:  # from --env or --env-file (a spec is smaller)
+            raise sec.error(
+                name,
+                f"{label}=VALUE is {size} bytes: Linux starts no process with a variable of "
+                f"{MAX_ENV_BYTES} bytes or more (put large values in a file)",
+            )
         out[label] = value
     return out
 

@@ -178,6 +178,9 @@ def load_spec_file(
         raise spec_error(f"not UTF-8 text ({e.reason})", line=None, source=source) from None
     except OSError as e:
         raise spec_error(f"cannot read: {e.strerror or e}", line=None, source=source) from None
+    except ValueError:  # "embedded null byte": no file has such a path
+        message = "cannot read: a path cannot hold a NUL character"
+        raise spec_error(message, line=None, source=source) from None
     return parse_spec(text, source=source, envs=envs, secrets=secrets)
 
 

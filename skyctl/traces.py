@@ -245,6 +245,8 @@ def load_trace(
     if name_or_path in _BUNDLED:
         return _load_bundled(name_or_path)
     text, _, member = name_or_path.partition("#")
+    if member and Path(name_or_path).expanduser().exists():
+        text, member = name_or_path, ""  # a '#' in the path itself
     path = Path(text).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path

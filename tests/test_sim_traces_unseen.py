@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -543,3 +545,78 @@ def test_a_spec_with_more_replicas_than_a_replay_holds_is_refused(small: Path) -
         simulate(spec, load_trace(str(small)), SimConfig(replicas=5000))
     with pytest.raises(ConfigError, match="outside trace"):
         simulate(spec, load_trace(str(small)), SimConfig(start_tick=200))
+
+
+# ---------------------------------------------------------------- archives and the benchmark
+
+
+def tar_of(folder: Path, out: Path, mode: str = "w:gz") -> Path:
+    with tarfile.open(out, mode) as tf:
+        tf.add(folder, arcname=folder.name)
+    return out
+
+
+def zip_bomb(root: Path) -> Path:
+    root.mkdir()
+    with zipfile.ZipFile(root / "t.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("t/trace.json", '{"ondemand_price": 3}')
+        zf.writestr("t/availability/us-east-1a_x.csv", OK_CSV + "0" * (MAX_FILE_BYTES + 1))
+    return root / "t.zip"
+
+
+def truncated_tar(root: Path) -> Path:
+    whole = tar_of(aws(root / "t", OK_CSV), root / "t.tar.gz").read_bytes()
+    (root / "cut.tar.gz").write_bytes(whole[: len(whole) // 2])
+    return root / "cut.tar.gz"
+
+
+def tar_symlink_member(root: Path) -> Path:
+    root.mkdir()
+    with tarfile.open(root / "t.tar", "w") as tf:
+        link = tarfile.TarInfo("t/availability/us-east-1a_x.csv")
+        link.type, link.linkname = tarfile.SYMTYPE, "/dev/zero"
+        tf.addfile(link)
+    return root / "t.tar"
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (zip_bomb, "t.zip:t/availability/us-east-1a_x.csv: a member of 67,108,"),
+        (truncated_tar, "cut.tar.gz: a damaged archive"),
+        (tar_symlink_member, "t.tar: no trace data"),
+    ],
+    ids=["zip bomb", "truncated tar", "symlink member"],
+)
+def test_a_hostile_archive_is_refused_without_unpacking_it(
+    build: Build, message: str, tmp_path: Path
+) -> None:
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(build(tmp_path / "a")), "-o", "json"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert message in res.stderr
+
+
+def test_an_unseen_trace_in_an_archive_and_a_path_with_a_hash_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write("gcp", tmp_path / "g#1", "long", 5, 100, 600.0)
+    row, _, _ = replay(VLLM, folder, monkeypatch)
+    packed, _, _ = replay(VLLM, tar_of(folder, tmp_path / "g.tar.xz", "w:xz"), monkeypatch)
+    assert {**row, "trace": ""} == {**packed, "trace": ""}
+
+
+def test_the_speed_benchmark_replays_an_unseen_trace_or_says_why_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import sim_speed
+
+    folder = write("counts", tmp_path / "c", "random", 30, 200, 300.0)
+    sim_speed.main(["spothedge", "--trace", str(folder)])
+    assert "spothedge on c: 200 ticks x 30 zones" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        sim_speed.main(["spothedge", "--trace", "/dev/zero"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: trace /dev/zero: not a folder or a regular file; a trace is a folder, "
+        "a tar or a zip archive\n"
+    )

@@ -8,10 +8,10 @@ tick ``i``). What is accepted (also in docs/simulator.md, "Trace formats"):
 - AWS: ``availability/<zone>_<type>.csv``, header ``date,availability`` (other
   columns ignored), one row a tick, dates ISO 8601 (UTC unless they say),
   strictly increasing, about evenly spaced (no step over twice the median,
-  which is the tick length); availability exactly ``0`` or ``1`` (**1 =
-  available**); every zone's CSV the same number of rows from the same date.
+  which is the tick length); availability ``0`` or ``1`` (or ``0.0``/``1.0``;
+  **1 = available**); every zone's CSV the same number of rows from the same date.
   Optional ``spot_prices.json``: ``{"<csv stem>": [USD/h per row]}``, every
-  key a CSV's stem, prices finite and >= 0 (a zone without: 30% of on-demand).
+  key a CSV's stem (or its zone), prices finite and >= 0 (a zone without: 30% of on-demand).
 - GCP: ``zones/<zone>.json``: ``{"metadata": {"gap_seconds", "start_time",
   "zone", "price_info": {"price", "on_demand_price", "region"}}, "data":
   [0 or 1 per tick]}`` (**1 = preempted/unavailable**); every zone the same
@@ -42,6 +42,7 @@ from skyctl.trace_files import Files, TraceError, finite
 from skyctl.traces import Trace, ZoneTrace, region_of
 
 MAX_ZONES = 256
+_FLAGS = {"0": False, "1": True, "0.0": False, "1.0": True}  # a float column writes 1.0
 MAX_TICKS = 5_000_000  # per zone: ~31 years at 195 s ticks
 MAX_CELLS = 20_000_000  # ticks x zones held in memory
 MAX_COUNT = 1_000_000
@@ -219,12 +220,12 @@ def _csv(files: Files, name: str) -> tuple[list[str], list[bool]]:
                     f"{where}:{line}", f"{','.join(row)!r}: expected date,availability"
                 )
             value = row[ai].strip()
-            if value not in ("0", "1"):
+            if value not in _FLAGS:
                 raise TraceError(
                     f"{where}:{line}", f"availability {value!r}: must be 0 or 1 (1 = available)"
                 )
             dates.append(row[di].strip())
-            avail.append(value == "1")
+            avail.append(_FLAGS[value])
     except csv.Error as e:
         raise TraceError(f"{where}:{reader.line_num}", f"not CSV ({e})") from None
     if not avail:
@@ -327,14 +328,17 @@ def _aws_prices(files: Files, name: str, stems: list[str]) -> dict[str, list[flo
     doc = files.json(name)
     if not isinstance(doc, dict):
         raise TraceError(where, 'expected {"<csv file stem>": [USD per hour, one per row]}')
+    zones = {stem.split("_")[0]: stem for stem in stems}  # a zone's name may key it too
     for key in doc:
-        if key not in stems:
+        if key not in stems and key not in zones:
             raise TraceError(
-                where, f"key {key!r} names no availability/*.csv; keys: {', '.join(stems)}"
+                where,
+                f"key {key!r} names no availability/*.csv; keys: {', '.join(stems)} "
+                "(file stems) or their zones",
             )
     out: dict[str, list[float]] = {}
     for stem in stems:
-        values = doc.get(stem)
+        values = doc.get(stem, doc.get(stem.split("_")[0]))
         if values is None:
             continue  # no prices for this zone: DEFAULT_SPOT_DISCOUNT of on-demand
         if not isinstance(values, list):

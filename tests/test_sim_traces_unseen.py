@@ -620,3 +620,17 @@ def test_the_speed_benchmark_replays_an_unseen_trace_or_says_why_not(
         "error: trace /dev/zero: not a folder or a regular file; a trace is a folder, "
         "a tar or a zip archive\n"
     )
+
+
+def test_an_aws_csv_written_by_other_tools_loads_the_same(tmp_path: Path) -> None:
+    plain = aws(tmp_path / "plain", OK_CSV, prices='{"us-east-1a_v100_1": [1, 2, 3]}')
+    other = (
+        "\ufeffID,Date,Availability\r\n"  # a BOM, CRLF, capitals, another column first
+        '7,2023-01-01T00:00:00Z,1.0\r\n8,"2023-01-01T00:04:58+00:00",0.0\r\n'  # jittered
+        "9,2023-01-01T00:10:01Z,1\r\n\r\n"
+    )
+    variant = aws(tmp_path / "variant", other, prices='{"us-east-1a": [1, 2, 3]}')  # by zone
+    a, b = load_trace(str(plain)), load_trace(str(variant))
+    assert a.zones[0].available == b.zones[0].available == (True, False, True)
+    assert a.zones[0].spot_price == b.zones[0].spot_price == (1.0, 2.0, 3.0)
+    assert (a.start, a.gap_seconds) == (b.start, b.gap_seconds) == (1672531200.0, 300.0)

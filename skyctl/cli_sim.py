@@ -109,6 +109,8 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
     return start_tick, min(max(1, round(hours * per_hour)), left)
 
 
+PLOT_TYPES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what matplotlib writes by name
+
 SIM_EXAMPLES = """
 \b
 Examples:
@@ -230,6 +232,8 @@ def sim(
     html: str | None,
 ) -> None:
     """Replay a spot trace through placement policies and report availability and cost."""
+    if plot is not None and Path(plot).suffix.lower() not in PLOT_TYPES:
+        _fail(f"--plot {plot}: the file type comes from its name; allowed: {', '.join(PLOT_TYPES)}")
     try:
         for wanted in policies:
             registry.get(wanted)

@@ -634,3 +634,12 @@ def test_an_aws_csv_written_by_other_tools_loads_the_same(tmp_path: Path) -> Non
     assert a.zones[0].available == b.zones[0].available == (True, False, True)
     assert a.zones[0].spot_price == b.zones[0].spot_price == (1.0, 2.0, 3.0)
     assert (a.start, a.gap_seconds) == (b.start, b.gap_seconds) == (1672531200.0, 300.0)
+
+
+def test_a_plot_file_type_matplotlib_cannot_write_is_refused_before_the_replay(small: Path) -> None:
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(small), "--plot", "out.txt"])
+    assert res.exit_code == 2
+    assert res.output == (
+        "error: --plot out.txt: the file type comes from its name; allowed: "
+        ".png, .svg, .pdf, .jpg, .jpeg\n"
+    )

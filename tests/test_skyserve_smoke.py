@@ -118,7 +118,7 @@ def test_skyserve_load_balancer(skyctl_home: Path) -> None:
     assert set(order) == replica_ips
     for _ in range(10):
         assert [get(endpoint + "/get_ip")["ip"] for _ in range(3)] == order
-    assert cli(skyctl_home, "serve", "down", "lb").returncode == 0
+    teardown(skyctl_home, "lb")
 
 
 @pytest.mark.timeout(120)
@@ -133,7 +133,7 @@ def test_skyserve_readiness_timeout_fail(skyctl_home: Path) -> None:
     )
     assert reasons(svc) == ["FAILED_INITIAL_DELAY"] * GIVE_UP_ROUNDS, svc["replicas"]
     assert "none ever READY" in svc["failure"], svc["failure"]
-    assert cli(skyctl_home, "serve", "down", "rt").returncode == 0
+    teardown(skyctl_home, "rt")
 
 
 @pytest.mark.timeout(120)
@@ -145,7 +145,7 @@ def test_skyserve_large_readiness_timeout(skyctl_home: Path) -> None:
     )
     assert states(status(skyctl_home, "rtl")) == ["READY"]
     assert get(endpoint + "/") == "Hi, SkyPilot here!"
-    assert cli(skyctl_home, "serve", "down", "rtl").returncode == 0
+    teardown(skyctl_home, "rtl")
 
 
 @pytest.mark.timeout(180)
@@ -178,7 +178,7 @@ def test_skyserve_failures(skyctl_home: Path) -> None:
     first = v2(svc)[0]
     assert (first["reason"], first["exit_code"]) == ("FAILED", 0), first
     assert svc["status"] != "FAILED"  # it had been READY: relaunched, not given up
-    assert cli(skyctl_home, "serve", "down", "fail").returncode == 0
+    teardown(skyctl_home, "fail")
 
 
 @pytest.mark.timeout(120)
@@ -199,7 +199,7 @@ def test_skyserve_user_bug_restart(skyctl_home: Path) -> None:
     svc = wait_status(skyctl_home, "bug", lambda s: "READY" in states(s), "a READY replica")
     assert get(svc["endpoint"] + "/") == "Hi, SkyPilot here!"
     assert sorted(states(svc)) == ["READY", "TERMINATED"] and "FAILED" in reasons(svc)
-    assert cli(skyctl_home, "serve", "down", "bug").returncode == 0
+    teardown(skyctl_home, "bug")
 
 
 @pytest.mark.timeout(120)
@@ -221,7 +221,7 @@ def test_skyserve_streaming(skyctl_home: Path) -> None:
     assert words == expected
     # the first word came ~1.2 s before the last: streamed, as the server wrote it
     assert arrived[-1] - arrived[0] > 0.1 * (len(expected) - 1), arrived
-    assert cli(skyctl_home, "serve", "down", "stream").returncode == 0
+    teardown(skyctl_home, "stream")
 
 
 @pytest.mark.timeout(120)
@@ -243,7 +243,7 @@ def test_skyserve_cancel(skyctl_home: Path) -> None:
         assert time.monotonic() < deadline, f"the replica never saw the disconnect: {logs}"
         time.sleep(0.3)
     assert "Computing... step 9" not in logs  # stopped, not run to completion
-    assert cli(skyctl_home, "serve", "down", "cancel").returncode == 0
+    teardown(skyctl_home, "cancel")
 
 
 @pytest.mark.timeout(120)
@@ -317,7 +317,7 @@ def test_skyserve_rolling_update(skyctl_home: Path) -> None:
     )
     assert svc["version"] == 2 and reasons(svc).count("UPDATED") == 2, svc["replicas"]
     assert all("Hi, new SkyPilot here!" in text(endpoint) for _ in range(4))
-    assert cli(skyctl_home, "serve", "down", "roll").returncode == 0
+    teardown(skyctl_home, "roll")
 
 
 def ready_versions(svc: dict[str, Any]) -> list[int]:
@@ -352,7 +352,7 @@ def test_skyserve_update_autoscale(skyctl_home: Path) -> None:
         )
         assert svc["version"] == version
         assert "Hi, SkyPilot here!" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "ua").returncode == 0
+    teardown(skyctl_home, "ua")
 
 
 @pytest.mark.timeout(120)
@@ -388,7 +388,7 @@ def test_skyserve_https(skyctl_home: Path, tmp_path: Path) -> None:
         urllib.request.urlopen(endpoint, timeout=10, context=ssl.create_default_context())
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(endpoint.replace("https://", "http://"), timeout=10)
-    assert cli(skyctl_home, "serve", "down", "https").returncode == 0
+    teardown(skyctl_home, "https")
 
 
 @pytest.mark.timeout(120)
@@ -404,7 +404,7 @@ def test_skyserve_base_ondemand_fallback(skyctl_home: Path) -> None:
         (True, "READY"),
     ]
     assert "Hi, SkyPilot here!" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "base").returncode == 0
+    teardown(skyctl_home, "base")
 
 
 @pytest.mark.timeout(120)
@@ -430,7 +430,7 @@ def test_skyserve_spot_recovery(skyctl_home: Path) -> None:
     # on-demand replica, drained once spot is READY again (docs/skyserve-compat.md)
     assert all(r["reason"] == "SCALED_DOWN" for r in svc["replicas"] if not r["spot"])
     assert "Hi, SkyPilot here!" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "recover").returncode == 0
+    teardown(skyctl_home, "recover")
 
 
 @pytest.mark.timeout(150)
@@ -458,7 +458,7 @@ def test_skyserve_dynamic_ondemand_fallback(skyctl_home: Path) -> None:
     svc = wait_status(skyctl_home, "dyn", replaced, "2 spot READY again, 0 on-demand")
     after = [r for r in svc["replicas"] if r["id"] > gone]
     assert any(not r["spot"] for r in after), "no on-demand cover after the preemption"
-    assert cli(skyctl_home, "serve", "down", "dyn").returncode == 0
+    teardown(skyctl_home, "dyn")
 
 
 def kill_controller(home: Path) -> None:
@@ -498,7 +498,7 @@ def test_skyserve_ha_kill_after_ready(skyctl_home: Path) -> None:
     kill_controller(skyctl_home)
     svc = one_ready_replica_after_restart(skyctl_home, "ha")
     assert [r["id"] for r in svc["replicas"]] == [1] and svc["endpoint"] == endpoint
-    assert cli(skyctl_home, "serve", "down", "ha").returncode == 0
+    teardown(skyctl_home, "ha")
 
 
 ON_ITS_WAY = ("PENDING", "PROVISIONING", "STARTING")
@@ -520,7 +520,7 @@ def test_skyserve_ha_kill_during_provision(skyctl_home: Path) -> None:
     assert seen["ready_replicas"] == 0
     kill_controller(skyctl_home)
     one_ready_replica_after_restart(skyctl_home, "hap")
-    assert cli(skyctl_home, "serve", "down", "hap").returncode == 0
+    teardown(skyctl_home, "hap")
 
 
 def free_ports(n: int) -> list[int]:
@@ -553,7 +553,7 @@ def test_skyserve_multi_ports(skyctl_home: Path, tmp_path: Path) -> None:
     assert "Hi, SkyPilot here" in text(svc["endpoint"])
     assert "Hi, SkyPilot here" in text(replica["endpoint"])
     assert "Hi, SkyPilot here" in text(f"http://127.0.0.1:{alt}")
-    assert cli(skyctl_home, "serve", "down", "ports").returncode == 0
+    teardown(skyctl_home, "ports")
     assert pids_mentioning(str(skyctl_home / "local")) == []  # both servers stopped
 
 
@@ -577,7 +577,7 @@ def test_skyserve_new_autoscaler_update_rolling(skyctl_home: Path) -> None:
     assert svc["version"] == 2
     assert [r["reason"] for r in svc["replicas"] if r["version"] == 1] == ["UPDATED"] * 2
     assert "Hi, SkyPilot here" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "nau").returncode == 0
+    teardown(skyctl_home, "nau")
 
 
 def server_env() -> tuple[str, str]:
@@ -625,7 +625,7 @@ def test_skyserve_fast_update(skyctl_home: Path) -> None:
     assert svc["version"] == 3 and sorted(r["id"] for r in svc["replicas"]) == ids
     assert reasons(svc).count("SCALED_DOWN") == 1 and "UPDATED" not in reasons(svc)
     assert "Hi, SkyPilot here" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "fu").returncode == 0
+    teardown(skyctl_home, "fu")
 
 
 def replies(endpoint: str, until: str, limit: float = 60) -> list[str]:
@@ -664,7 +664,7 @@ def test_skyserve_update(skyctl_home: Path) -> None:
     assert svc["version"] == 2 and svc["update_mode"] == "blue_green"
     assert svc["serving_versions"] == [2]
     assert [r["reason"] for r in svc["replicas"] if r["version"] == 1] == ["UPDATED"] * 2
-    assert cli(skyctl_home, "serve", "down", "bg").returncode == 0
+    teardown(skyctl_home, "bg")
 
 
 @pytest.mark.timeout(150)
@@ -704,4 +704,4 @@ def test_skyserve_new_autoscaler_update_blue_green(skyctl_home: Path) -> None:
     assert len(ready) >= 5 and len(retired) == 2, events
     assert min(retired) >= ready[4], (ready, retired)
     assert "Hi, SkyPilot here" in text(endpoint)
-    assert cli(skyctl_home, "serve", "down", "naub").returncode == 0
+    teardown(skyctl_home, "naub")

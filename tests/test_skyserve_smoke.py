@@ -506,10 +506,10 @@ ON_ITS_WAY = ("PENDING", "PROVISIONING", "STARTING")
 
 @pytest.mark.timeout(120)
 def test_skyserve_ha_kill_during_provision(skyctl_home: Path) -> None:
-    """test_skyserve_ha_kill_during_provision (and _during_pending): the controller
-    is killed while the first replica is on its way (PENDING, PROVISIONING or
-    STARTING); once it is back there is one READY replica and one replica process,
-    not two."""
+    """test_skyserve_ha_kill_during_provision: the controller is killed while the
+    first replica is on its way (PENDING, PROVISIONING or STARTING); once it is back
+    there is one READY replica and one replica process, not two
+    (_during_pending: tests/test_skyserve_smoke_more.py)."""
     up(skyctl_home, "high_availability/service.yaml", "hap", "--detach")
     seen = wait_status(
         skyctl_home,

@@ -137,6 +137,9 @@ def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Fie
         if sec.has(alias) and sec.has(canonical):
             raise sec.error(alias, f"give `{alias}` or `{canonical}`, not both", at_key=True)
     keep_extra(sec, _RESOURCE_EXTRA, extra)
+    cost = sec.raw("max_hourly_cost")
+    if cost is not None and not (finite_number(cost) or 0) > 0:  # SkyServe: exclusiveMinimum 0
+        raise sec.error("max_hourly_cost", f"must be a number > 0 (USD per hour), got {cost!r}")
     if sec.has("infra"):
         both = [k for k in ("cloud", "region", "zone") if sec.has(k)]
         if both:

@@ -16,6 +16,7 @@ in ``skyctl.spec_local``, envs and secrets in ``skyctl.spec_env``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -158,6 +159,8 @@ MAX_NUM_NODES = 64
 MAX_PROBE_PATH = 4096
 _PATH_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def load_spec_file(
@@ -219,6 +222,7 @@ def parse_spec(
         if key in data:
             data[key] = substitute(data[key], variables)
     keep_extra(top, _TOP_EXTRA, extra)
+    _file_mounts(top)
     if top.has("pool"):
         raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
     name = top.string("name")
@@ -537,6 +541,12 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
         return RouterOptions(**values)
     sec.check_keys(_ROUTER.keys() | {"fan_out_methods", "metrics_path", "cache_aware"})
     values.update(sec.read_all(_ROUTER))
+    if "host" in values and not _is_host(values["host"]):
+        raise sec.error(
+            "host",
+            f"expected an IP address or a host name (letters, digits, '-' and '.'), "
+            f"got {shorten(values['host'])}",
+        )
     cache_aware = sec.mapping("cache_aware")
     if cache_aware is not None:
         values["cache_aware"] = _cache_aware(cache_aware)
@@ -550,6 +560,32 @@ def _router(sec: Section | None, fan_out: int | None) -> RouterOptions:
                 raise sec.at(path, line, f"unknown HTTP method {item!r} (allowed: {allowed})")
         values["fan_out_methods"] = tuple(dict.fromkeys(str(i).upper() for i, _, _ in items))
     return RouterOptions(**values)
+
+
+def _is_host(text: str) -> bool:
+    """An address the router can bind: an IP address, or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME_RE.fullmatch(text)) and len(text) <= 253
+
+
+def _file_mounts(top: Section) -> None:
+    """SkyPilot's rule (sky/task.py): each mount is ``TARGET: SOURCE`` with a path or
+    URL as SOURCE, or a mapping (a storage or volume); anything else it cannot parse."""
+    mounts = top.mapping("file_mounts", null_ok=True)
+    if mounts is None:
+        return
+    for target, source in mounts.data.items():
+        if not isinstance(target, str) or not target:
+            raise mounts.error(str(target), "a mount's target must be a path", at_key=True)
+        if not isinstance(source, str | dict):
+            raise mounts.error(
+                target,
+                f"expected a path or URL, or a storage mapping (store, source, ...), "
+                f"got {type_name(source)}",
+            )
 
 
 def _cache_aware(sec: Section) -> CacheAware:

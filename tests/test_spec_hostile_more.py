@@ -247,6 +247,29 @@ REFUSED: list[tuple[str, str, str]] = [
         "resources.accelerators",
         "positive",
     ),
+    # what the router binds, what SkyPilot cannot mount, a cost SkyServe's schema refuses
+    (
+        SVC.format(probe="/").replace("replicas: 1", "router: {host: 'ünï.example'}"),
+        "service.router.host",
+        "expected an IP address or a host name",
+    ),
+    (
+        SVC.format(probe="/").replace("replicas: 1", "router: {host: '127.0.0.1 evil'}"),
+        "service.router.host",
+        "host name",
+    ),
+    ("file_mounts:\n  /data: 5\n" + SVC.format(probe="/"), "file_mounts./data", "got integer"),
+    ("file_mounts:\n  /data: [a]\n" + SVC.format(probe="/"), "file_mounts./data", "got list"),
+    (
+        SVC.format(probe="/") + "resources:\n  max_hourly_cost: 0\n",
+        "resources.max_hourly_cost",
+        "must be a number > 0",
+    ),
+    (
+        SVC.format(probe="/") + "resources:\n  max_hourly_cost: -2.5\n",
+        "resources.max_hourly_cost",
+        "must be a number > 0",
+    ),
     # policies
     (
         SVC.format(probe="/").replace("replicas: 1", "load_balancing_policy: most_load"),
@@ -276,6 +299,15 @@ ACCEPTED: list[tuple[str, Any]] = [
         SVC.format(probe="/").replace("replicas: 1", "replicas: 0"),
         lambda s: s.service.replica_policy.min_replicas == 0,
     ),  # a paused service
+    (
+        SVC.format(probe="/").replace("replicas: 1", "router: {host: '::1'}"),
+        lambda s: s.service.router.host == "::1",
+    ),
+    (
+        "file_mounts:\n  /data: s3://bucket/x\n  /ckpt: {name: ckpt, store: s3}\n"
+        + SVC.format(probe="/"),
+        lambda s: s.extra["file_mounts"]["/data"] == "s3://bucket/x",
+    ),
     (
         SVC.format(probe="/") + "resources:\n  cpus: '0.5+'\n",
         lambda s: s.resources.candidates[0].cpus == "0.5+",

@@ -297,6 +297,15 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         raise sec.error(
             "replica_policy", "give `replicas` or `replica_policy`, not both", at_key=True
         )
+    if sec.raw("pool") not in (None, False):  # SkyServe builds a job pool, not a service
+        raise sec.error(
+            "pool",
+            "a pool (of workers for managed jobs) is not a service: remove `pool` to serve",
+            at_key=True,
+        )
+    both = [k for k in ("replicas", "replica_policy") if sec.has(k)]
+    if sec.has("workers") and both:  # SkyServe: "Cannot specify both `replicas` and `workers`"
+        raise sec.error("workers", f"give `{both[0]}` or `workers`, not both", at_key=True)
     lb = sec.string("load_balancing_policy")
     lb = None if lb is None else lb.lower()  # SkyServe: a case-insensitive enum
     if lb is not None and lb not in LOAD_BALANCING_POLICIES:
@@ -485,6 +494,8 @@ def _auth(sec: Section, secrets: dict[str, str]) -> Auth:
 def _replica_policy(sec: Section, use_spot: bool) -> ReplicaPolicy:
     if sec.has("replicas"):
         return ReplicaPolicy(min_replicas=sec.read("replicas", "count"))
+    if sec.has("workers"):  # SkyServe: `workers` stands for `replicas` outside a pool
+        return ReplicaPolicy(min_replicas=sec.read("workers", "count"))
     rp = sec.mapping("replica_policy")
     if rp is None:
         return ReplicaPolicy()

@@ -270,6 +270,22 @@ REFUSED: list[tuple[str, str, str]] = [
         "resources.max_hourly_cost",
         "must be a number > 0",
     ),
+    # SkyServe's pool keys: a pool is no service; workers is replicas, not both
+    (
+        SVC.format(probe="/").replace("replicas: 1", "pool: true"),
+        "service.pool",
+        "a pool (of workers for managed jobs) is not a service",
+    ),
+    (
+        SVC.format(probe="/").replace("replicas: 1", "replicas: 1\n  workers: 2"),
+        "service.workers",
+        "give `replicas` or `workers`, not both",
+    ),
+    (
+        SVC.format(probe="/").replace("replicas: 1", "workers: -2"),
+        "service.workers",
+        ">= 0",
+    ),
     # policies
     (
         SVC.format(probe="/").replace("replicas: 1", "load_balancing_policy: most_load"),
@@ -299,6 +315,10 @@ ACCEPTED: list[tuple[str, Any]] = [
         SVC.format(probe="/").replace("replicas: 1", "replicas: 0"),
         lambda s: s.service.replica_policy.min_replicas == 0,
     ),  # a paused service
+    (
+        SVC.format(probe="/").replace("replicas: 1", "workers: 3"),  # as SkyServe
+        lambda s: s.service.replica_policy.min_replicas == 3,
+    ),
     (
         SVC.format(probe="/").replace("replicas: 1", "router: {host: '::1'}"),
         lambda s: s.service.router.host == "::1",

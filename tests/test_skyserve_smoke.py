@@ -302,6 +302,7 @@ def test_skyserve_rolling_update(skyctl_home: Path) -> None:
     svc = status(skyctl_home, "roll")
     ready = {r["version"] for r in svc["replicas"] if r["status"] == "READY"}
     assert ready == {1, 2}, svc["replicas"]  # mixed: one new replica is still starting
+    assert svc["serving_versions"] == [1, 2]  # SkyServe's service VERSION column: "1,2"
     replies = [text(endpoint) for _ in range(4)]
     assert any("Hi, SkyPilot here" in r for r in replies), replies
     assert any("Hi, new SkyPilot here!" in r for r in replies), replies

@@ -12,6 +12,7 @@ mid-test and checks that nothing of that run is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,8 +56,27 @@ INNER = textwrap.dedent(
 )
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.timeout(180)
-def test_a_sigterm_run_leaves_no_skyctl_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [("-p", "no:xdist"), ("-n", "1")], ids=["plain", "xdist"])
+def test_a_sigterm_run_leaves_no_skyctl_process(tmp_path: Path, mode: tuple[str, str]) -> None:
+    """SIGTERM to pytest alone (``kill PID``), with and without pytest-xdist workers."""
     basetemp, marker = tmp_path / "inner", tmp_path / "services-up"
     test_file = tmp_path / "test_inner.py"
     test_file.write_text(
@@ -76,6 +96,7 @@ def test_a_sigterm_run_leaves_no_skyctl_process(tmp_path: Path) -> None:
             "no:cacheprovider",
             "-p",
             "tests.conftest",
+            *mode,
             f"--basetemp={basetemp}",
             f"--rootdir={tmp_path}",
             str(test_file),
@@ -92,9 +113,12 @@ def test_a_sigterm_run_leaves_no_skyctl_process(tmp_path: Path) -> None:
         tied = str(basetemp) + os.sep
         # both services: a supervisor, controller, router and replica each at least
         assert len(pids_mentioning(tied)) >= 8, pids_mentioning(tied)
+        workers = children(run.pid)  # pytest-xdist's, or none
+        assert len(workers) == (1 if "-n" in mode else 0), workers
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=60)
         assert wait_until_gone(tied, 10) == [], out
+        assert wait_until(lambda: not any(alive(w) for w in workers), 10), out
         assert run.returncode != 0 and "KeyboardInterrupt" in out, out
     finally:
         if run.poll() is None:

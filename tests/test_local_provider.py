@@ -289,6 +289,26 @@ async def test_terminate_leaves_no_process_port_or_record(
     await provider.terminate(inst.instance_id)  # not found counts as done
 
 
+async def test_a_released_service_takes_its_replica_logs_with_it(
+    make_provider: MakeProvider, state_dir: Path
+) -> None:
+    """The logs stay while a replica of the service is left, and go once it is
+    released (serve down): a later service of the same name starts with none."""
+    provider = make_provider()
+    spec = spec_for(None)
+    offering = pick(list(await provider.offerings(spec)), "us-east-a", False)
+    first = await provider.launch(request(spec, offering, 1))
+    second = await provider.launch(request(spec, offering, 2))
+    logs = state_dir / "logs" / "svc"
+    assert {p.name for p in logs.iterdir()} == {"replica-1.log", "replica-2.log"}
+    await provider.terminate(first.instance_id)
+    await provider.release_service("svc")  # replica 2 is left: nothing goes
+    assert (logs / "replica-2.log").exists() and provider.log_path(second.instance_id)
+    await provider.terminate(second.instance_id)
+    await provider.release_service("svc")
+    assert not logs.exists()
+
+
 async def test_terminate_kills_a_replica_that_ignores_sigterm(
     make_provider: MakeProvider, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

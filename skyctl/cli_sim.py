@@ -109,6 +109,17 @@ def _window(trace: Trace, start: float | None, hours: float | None) -> tuple[int
     return start_tick, min(max(1, round(hours * per_hour)), left)
 
 
+def _trace_base(trace_name: str, spec_file: str) -> str | None:
+    """Where a relative ``--trace`` path is looked up: the working directory, as on any
+    command line, when it is there; else beside the spec (as a spec's own trace is)."""
+    if not trace_name.strip():
+        _fail("--trace '': expected a bundled trace name, a trace folder or an archive")
+    head = trace_name.partition("#")[0]
+    if any(Path(p).expanduser().exists() for p in (trace_name, head) if p):
+        return None
+    return str(Path(spec_file).parent)
+
+
 PLOT_TYPES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what matplotlib writes by name
 
 SIM_EXAMPLES = """
@@ -250,7 +261,7 @@ def sim(
         )
         spec = load_spec_file(spec_file)
         trace = load_trace(
-            trace_name, base_dir=str(Path(spec_file).parent), ondemand_price=ondemand_price
+            trace_name, base_dir=_trace_base(trace_name, spec_file), ondemand_price=ondemand_price
         )
     except SkyctlError as e:
         _fail(str(e))

@@ -643,3 +643,15 @@ def test_a_plot_file_type_matplotlib_cannot_write_is_refused_before_the_replay(s
         "error: --plot out.txt: the file type comes from its name; allowed: "
         ".png, .svg, .pdf, .jpg, .jpeg\n"
     )
+
+
+def test_a_relative_trace_path_is_found_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("aws", tmp_path / "traces" / "mine", "long", 2, 50, 195.0)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(sim, [VLLM, "--trace", "traces/mine", "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["trace"] == "mine"
+    empty = CliRunner().invoke(sim, [VLLM, "--trace", ""])
+    assert empty.exit_code == 2 and "--trace '': expected a bundled trace name" in empty.output

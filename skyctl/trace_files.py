@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import math
 import os
@@ -150,17 +151,18 @@ def _walk(root: Path) -> list[str]:
             if key in seen:
                 return  # a symlink back to a folder already walked: a loop
             seen.add(key)
-            children = sorted(os.scandir(folder), key=lambda e: e.name)
+            with os.scandir(folder) as it:  # lazily: a folder of millions stops at the cap
+                children = list(itertools.islice(it, MAX_ENTRIES + 1 - entries))
         except OSError:
             return  # unreadable or a broken/looping link: not trace data
-        for entry in children:
-            entries += 1
-            if entries > MAX_ENTRIES:
-                raise TraceError(
-                    str(root),
-                    f"more than {MAX_ENTRIES:,} files and folders; point --trace at the "
-                    "trace's own folder",
-                )
+        entries += len(children)
+        if entries > MAX_ENTRIES:
+            raise TraceError(
+                str(root),
+                f"more than {MAX_ENTRIES:,} files and folders; point --trace at the "
+                "trace's own folder",
+            )
+        for entry in sorted(children, key=lambda e: e.name):
             name = f"{rel}{entry.name}"
             try:
                 is_dir = entry.is_dir()

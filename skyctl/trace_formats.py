@@ -44,7 +44,7 @@ from skyctl.traces import Trace, ZoneTrace, region_of
 MAX_ZONES = 256
 _FLAGS = {"0": False, "1": True, "0.0": False, "1.0": True}  # a float column writes 1.0
 MAX_TICKS = 5_000_000  # per zone: ~31 years at 195 s ticks
-MAX_CELLS = 20_000_000  # ticks x zones held in memory
+MAX_CELLS = 10_000_000  # ticks x zones held in memory (a year of 60 s ticks x 19 zones)
 MAX_COUNT = 1_000_000
 TRACE_JSON_KEYS = ("ondemand_price", "gap_seconds", "start", "nodes")
 LAYOUTS = (

@@ -655,3 +655,17 @@ def test_a_relative_trace_path_is_found_from_the_working_directory(
     assert json.loads(res.stdout)[0]["trace"] == "mine"
     empty = CliRunner().invoke(sim, [VLLM, "--trace", ""])
     assert empty.exit_code == 2 and "--trace '': expected a bundled trace name" in empty.output
+
+
+def test_a_folder_of_too_many_files_is_refused_without_walking_it_all(tmp_path: Path) -> None:
+    from skyctl.trace_files import MAX_ENTRIES
+
+    crowd = tmp_path / "crowd"
+    crowd.mkdir()
+    for i in range(MAX_ENTRIES + 1):
+        (crowd / f"{i}.txt").touch()
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(crowd)])
+    assert res.exit_code == 2
+    assert f"more than {MAX_ENTRIES:,} files and folders; point --trace at the trace's" in (
+        res.output
+    )

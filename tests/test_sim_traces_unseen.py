@@ -669,3 +669,13 @@ def test_a_folder_of_too_many_files_is_refused_without_walking_it_all(tmp_path: 
     assert f"more than {MAX_ENTRIES:,} files and folders; point --trace at the trace's" in (
         res.output
     )
+
+
+def test_free_spot_capacity_reads_no_ratio_to_the_lower_bound(tmp_path: Path) -> None:
+    avail = gen.pattern("all", gen.zone_names(2), 20)
+    folder = gen.write_aws(tmp_path / "t", avail, prices={z: [0.0] * 20 for z in avail})
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(folder), "--policy", "cheapest_spot"])
+    assert res.exit_code == 0, res.output
+    assert "lower bound $0 " in res.output
+    row = res.output.splitlines()[-1].split()
+    assert row[0] == "cheapest_spot" and row[4] == "0.0%" and row[5] == "n/a"

@@ -130,8 +130,9 @@ class Recorder:
             trace=trace.name,
             replicas=self.n,
             hours=hours,
-            availability=self.up_n / self.measured if self.measured else 0.0,
-            availability_any=self.up_1 / self.measured if self.measured else 0.0,
+            # min(): a sum of some of the intervals never reads above the sum of them all
+            availability=min(1.0, self.up_n / self.measured) if self.measured else 0.0,
+            availability_any=min(1.0, self.up_1 / self.measured) if self.measured else 0.0,
             cost=self.cost,
             ondemand_cost=self.n * od_price * hours,
             lower_bound=lower_bound(trace, self.n, od_price),
@@ -188,7 +189,10 @@ def _row(r: SimResult) -> list[str]:
         r.failed_launches,
         r.ondemand_hours,
     )
-    return [fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)]
+    row = [fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)]
+    if not r.lower_bound:  # free spot all along: no ratio to show
+        row[5] = "n/a"
+    return row
 
 
 def format_table(results: Sequence[SimResult], *, markdown: bool = False) -> str:

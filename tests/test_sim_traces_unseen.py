@@ -98,7 +98,9 @@ def assert_sane(
     granted = row["launches"] - row["failed_launches"]
     assert granted <= 2 * (row["preemptions"] + target), row
     # refusals are bounded: no location asked again before its capacity hold ends
-    assert sum(no for outcomes in seen.values() for *_, no in outcomes) == row["failed_launches"]
+    # (the last plan's refusals are seen by no plan after it: at most its launches)
+    watched = sum(no for outcomes in seen.values() for *_, no in outcomes)
+    assert watched <= row["failed_launches"] <= watched + target, (watched, row)
     for where, outcomes in seen.items():
         streak, last, batch = 0, 0.0, -1
         for plan_no, at, no in outcomes:

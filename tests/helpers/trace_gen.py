@@ -4,13 +4,15 @@ A pattern is per zone a list of availability flags in OUR convention (True =
 a spot instance can be obtained and kept); each writer converts to its
 format's own convention (AWS CSV: 1 = available; GCP zones/*.json: 1 =
 preempted; counts: how many of ``nodes`` are available). Used by
-tests/test_sim_traces_unseen.py to build traces the loader has never seen.
+tests/test_sim_traces_unseen.py and tests/test_sim_traces_hostile.py to build
+traces the loader has never seen.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,3 +149,35 @@ def as_counts(avail: Pattern, nodes: int, *, seed: int = 0) -> dict[str, list[in
     """Counts out of ``nodes``: 0 where unavailable, 1..nodes (random) where available."""
     rng = random.Random(seed)
     return {z: [rng.randint(1, nodes) if a else 0 for a in col] for z, col in avail.items()}
+
+
+# ---------------------------------------------------------------- raw files, for hostile ones
+
+OK_CSV = "date,availability\n2023-01-01 00:00:00,1\n2023-01-01 00:05:00,0\n2023-01-01 00:10:00,1\n"
+
+
+def aws_raw(
+    root: Path,
+    csv: str | bytes,
+    *,
+    other: str | None = None,
+    prices: str | None = None,
+    trace_json: str = '{"ondemand_price": 3.06}',
+) -> Path:
+    """An AWS folder with ``csv`` as us-east-1a's file, as is (malformed ones too)."""
+    (root / "availability").mkdir(parents=True)
+    data = csv.encode() if isinstance(csv, str) else csv
+    (root / "availability" / "us-east-1a_v100_1.csv").write_bytes(data)
+    if other is not None:
+        (root / "availability" / "us-east-1b_v100_1.csv").write_text(other)
+    if prices is not None:
+        (root / "spot_prices.json").write_text(prices)
+    (root / "trace.json").write_text(trace_json)
+    return root
+
+
+def tar_of(folder: Path, out: Path, mode: str = "w:gz") -> Path:
+    """``folder`` packed into the tar archive ``out`` (``mode``: its compression)."""
+    with tarfile.open(out, mode) as tf:
+        tf.add(folder, arcname=folder.name)
+    return out

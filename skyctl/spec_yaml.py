@@ -403,15 +403,25 @@ def _probe_path(sec: Section, key: str) -> str:
     return path
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(name: str) -> Any:
+    """Python's json reads NaN and Infinity; a strict server (and RFC 8259) does not."""
+    raise _NotJson(f"{name} is not JSON")
+
+
 def _post_data(probe: Section) -> str | None:
     value = probe.raw("post_data")
     if value is None:
         return None
     if isinstance(value, str):
         try:
-            json.loads(value)
-        except (ValueError, RecursionError):
-            raise probe.error("post_data", "not valid JSON text") from None
+            json.loads(value, parse_constant=_not_json)
+        except (ValueError, RecursionError) as e:
+            why = f" ({e})" if isinstance(e, _NotJson) else ""
+            raise probe.error("post_data", f"not valid JSON text{why}") from None
         return value
     if not isinstance(value, dict):
         raise probe.error("post_data", f"expected a mapping or JSON text, got {type_name(value)}")

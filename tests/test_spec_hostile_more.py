@@ -208,6 +208,11 @@ REFUSED: list[tuple[str, str, str]] = [
     (SVC.format(probe="'/a#b'"), "service.readiness_probe", "a fragment is never sent"),
     (SVC.format(probe="/a%zz"), "service.readiness_probe", "write '%' as %25"),
     (SVC.format(probe="/" + "a" * MAX_PROBE_PATH), "service.readiness_probe", "longer than 4096"),
+    (
+        SVC.format(probe="{path: /, post_data: '{\"n\": NaN}'}"),
+        "service.readiness_probe.post_data",
+        "not valid JSON text (NaN is not JSON)",
+    ),
     # ports
     (SVC.format(probe="/").replace("replicas: 1", "ports: 0"), "service.ports", ">= 1"),
     (SVC.format(probe="/").replace("replicas: 1", "ports: 65536"), "service.ports", "<= 65535"),

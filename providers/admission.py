@@ -10,7 +10,8 @@ refuses what ``serve up`` (and the controller) would:
   config section: the way to add one), zones by the cloud's naming (``us-east-1a``,
   ``us-central1-a``; Azure's ``1``, ``2``, ``3`` and the configured ``zones``);
   ``local`` the zones its replay uses (``local.zones``, else the trace's, else
-  the three default zones: ``providers.local_replay``). Kubernetes (node labels
+  the three default zones: ``providers.local_replay``), and ``local.trace`` every
+  zone of the spec's trace (for ``local.trace_zones``). Kubernetes (node labels
   are not known offline), ``simulated`` and clouds skyctl does not run on: None
   (any name).
 - :func:`check_provider_rules`: each provider's ``check_spec`` (what the
@@ -26,6 +27,7 @@ No I/O besides reading the catalogs and a named trace; no cloud SDK.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -36,7 +38,7 @@ from providers.catalog import load_catalog, regions
 from providers.local_replay import Replay
 from skyctl.errors import ConfigError
 from skyctl.spec import LocalOptions, ServiceSpec
-from skyctl.spec_places import Places
+from skyctl.spec_places import TRACE, Places
 
 __all__ = ["SPEC_CHECKS", "check_provider_rules", "known_regions", "places_for"]
 
@@ -67,6 +69,10 @@ def places_for(
 def _places(cloud: str, spec: ServiceSpec, section: Mapping[str, Any]) -> Places | None:
     if cloud == "local":
         return _local_places(spec)
+    if cloud == TRACE and spec.local is not None and spec.local.trace:
+        whole = dataclasses.replace(spec.local, trace_zones=())  # every zone of the trace
+        places = _local_places(dataclasses.replace(spec, local=whole))
+        return dataclasses.replace(places, source=f"the zones of trace {spec.local.trace}")
     if cloud not in ("aws", "gcp", "azure"):
         return None
     catalog = regions(load_catalog(cloud, section.get("catalog")))

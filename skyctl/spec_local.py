@@ -21,9 +21,9 @@ _LOCAL = {
     "preemption_rate_per_hour": "num>=0",
     "seed": "int",
     "notice_seconds": "num>=0",
-    "ondemand_price": "num>=0?",
+    "ondemand_price": "num>0?",  # a trace's is > 0 too (skyctl.traces); policies divide by it
 }
-_ZONE = {"region": "text", "zone": "text", "spot_price": "num>=0", "ondemand_price": "num>=0"}
+_ZONE = {"region": "text", "zone": "text", "spot_price": "num>=0", "ondemand_price": "num>0"}
 
 
 def parse_local(sec: Section) -> LocalOptions:
@@ -47,6 +47,8 @@ def parse_local(sec: Section) -> LocalOptions:
     for item, path, line in sec.items("trace_zones") or []:
         if not isinstance(item, str) or not item:
             raise sec.at(path, line, f"expected a zone name, got {type_name(item)}")
+        if item in trace_zones:
+            raise sec.at(path, line, f"zone {item} is listed twice")
         trace_zones.append(item)
     return LocalOptions(zones=zones, trace_zones=tuple(trace_zones), **values)
 

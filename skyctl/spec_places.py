@@ -24,9 +24,11 @@ from skyctl.errors import SpecError
 from skyctl.spec import ServiceSpec
 from skyctl.spec_checks import LineDict, did_you_mean, load_yaml, spec_error
 
-__all__ = ["Places", "check_places"]
+__all__ = ["TRACE", "Places", "check_places"]
 
 SHOWN = 8  # allowed names listed in an error
+#: the ``places_for`` key of every zone of the spec's ``local.trace`` (before trace_zones)
+TRACE = "local.trace"
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,29 @@ def check_places(spec: ServiceSpec, places_for: Callable[[str], Places | None]) 
     """Raise a one-line SpecError for the first region or zone, in document order,
     that its cloud's :class:`Places` does not have. A candidate naming no cloud
     runs on ``local`` (as the providers place it)."""
+    if spec.local is not None and spec.local.trace_zones:
+        _check_trace_zones(spec, places_for(TRACE))
     for entry in _entries(spec):
         cloud = entry.get("cloud")
         places = places_for(cloud.value if cloud is not None else "local")
         if places is not None:
             _check_entry(entry, places, spec.source)
+
+
+def _check_trace_zones(spec: ServiceSpec, trace: Places | None) -> None:
+    """``local.trace_zones`` are zones of ``local.trace`` (:data:`TRACE`: all of them)."""
+    data = load_yaml(spec.yaml_text, spec.source)
+    names = data["local"]["trace_zones"]
+    known = sorted(trace.zone_regions) if trace is not None else []
+    for i, zone in enumerate(names):
+        if trace is not None and zone not in trace.zone_regions:
+            raise spec_error(
+                f"unknown zone {zone!r}{did_you_mean(zone, known)} "
+                f"(allowed: {_some(known)}; {trace.source})",
+                key=f"local.trace_zones[{i}]",
+                line=names.item_lines[i],
+                source=spec.source,
+            )
 
 
 def _check_entry(entry: _Entry, places: Places, source: str | None) -> None:

@@ -291,6 +291,18 @@ REFUSED: list[tuple[str, str, str]] = [
         "service.workers",
         ">= 0",
     ),
+    # the local provider's options
+    (
+        SVC.format(probe="/") + "local:\n  ondemand_price: 0\n",
+        "local.ondemand_price",
+        "must be > 0",
+    ),
+    (
+        SVC.format(probe="/") + "local:\n  trace: aws-v100-2023-02\n"
+        "  trace_zones: [us-east-1a, us-east-1a]\n",
+        "local.trace_zones[1]",
+        "zone us-east-1a is listed twice",
+    ),
     # policies
     (
         SVC.format(probe="/").replace("replicas: 1", "load_balancing_policy: most_load"),

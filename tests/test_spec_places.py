@@ -113,6 +113,11 @@ REFUSED = {
         "svc.yaml:6: resources.zone",
         "the zones of trace aws-v100-2023-02",
     ),
+    # trace_zones are zones of the trace
+    "local:\n  trace: aws-v100-2023-02\n  trace_zones: [us-east-1a, us-east-1b]\n": (
+        "svc.yaml:7: local.trace_zones[1]",
+        "unknown zone 'us-east-1b'; did you mean 'us-east-2b'? (allowed: us-east-1a, us-east-1c,",
+    ),
     # a region written with spaces is not the region (the providers compare exactly)
     "resources:\n  cloud: aws\n  region: ' us-east-1'\n": (
         "svc.yaml:7: resources.region",
@@ -147,6 +152,8 @@ ACCEPTED = [
     "resources:\n  cloud: AWS\n  zone: us-west-2b\n",
     "resources:\n  zone: us-west-a\n",  # the local default zones
     "resources:\n  zone: us-east-1c\nlocal:\n  trace: aws-v100-2023-02\n",
+    "resources:\n  zone: us-west-2a\nlocal:\n  trace: aws-v100-2023-02\n"
+    "  trace_zones: [us-east-1a, us-west-2a]\n",
     "resources:\n  region: lab\nlocal:\n  zones:\n    - {region: lab, zone: lab-1, "
     "spot_price: 0.1, ondemand_price: 0.3}\n",
 ]

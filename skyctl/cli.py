@@ -17,6 +17,7 @@ import click
 from providers.admission import check_provider_rules, places_for
 from providers.feasibility import check_placement
 from skyctl import __version__, supervisor
+from skyctl.cli_check import unusable_clouds
 from skyctl.cli_console import console
 from skyctl.cli_costs import cost
 from skyctl.cli_down import (
@@ -41,7 +42,7 @@ from skyctl.client import (
     stored_services,
 )
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ServiceNotFound, SkyctlError, SpecError, StoreError
+from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
@@ -139,6 +140,11 @@ def _load(
     check_places(spec, places_for(spec, config))
     check_placement(spec, config)
     check_provider_rules(spec)  # what the controller's provider refuses (as at serve up)
+    unusable = unusable_clouds(spec.clouds, config)  # no credentials, no SDK: refused now
+    if unusable is not None:
+        if to_run:
+            raise ConfigError(unusable)
+        click.echo(f"warning: serve up here would refuse it: {unusable}", err=True)
     for name in unresolved_references(spec.extra.get("secrets", []), spec.secrets):
         click.echo(
             f"note: secrets:{name} is a managed secret reference and skyctl has no secret "

@@ -95,3 +95,49 @@ def test_check_imports_only_the_sdk_of_a_cloud_with_credentials(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-1234567890")
     assert imported_by_check(skyctl_home) == ["boto3"]
+
+
+AWS_ONLY = """\
+service:
+  readiness_probe: /
+  replicas: 2
+resources:
+  infra: aws
+  ports: 8080
+run: python3 -m http.server 8080
+"""
+
+
+def test_serve_up_of_a_spec_whose_only_cloud_has_no_credentials_is_refused_in_one_line(
+    skyctl_home: Path, no_cloud_env: None, tmp_path: Path
+) -> None:
+    spec = tmp_path / "aws.yaml"
+    spec.write_text(AWS_ONLY)
+    up = cli(skyctl_home, "serve", "up", str(spec), "-n", "web")
+    assert up.returncode == 2, up.stdout + up.stderr
+    line = up.stderr.strip()
+    assert line == (
+        "error: the spec's cloud is not usable here: aws: no AWS credentials found: run "
+        "`aws configure`, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(see `skyctl check`)"
+    )
+    assert not (skyctl_home / "controller.json").exists()  # refused before any controller
+    validate = cli(skyctl_home, "serve", "validate", str(spec))
+    assert validate.returncode == 0, validate.stderr
+    assert "warning: serve up here would refuse it: the spec's cloud is not usable" in (
+        validate.stderr
+    )
+
+
+def test_a_spec_is_refused_only_when_none_of_its_clouds_may_be_used(
+    no_cloud_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyctl.cli_check import unusable_clouds
+
+    both = unusable_clouds({"aws", "gcp"}, {})
+    assert both is not None and both.startswith("the spec's clouds are not usable here: aws: ")
+    assert "; gcp: no Google credentials found" in both
+    assert unusable_clouds({"aws", "local"}, {}) is None  # the local provider can run it
+    assert unusable_clouds({"gcp"}, {"gcp": {"project": "p", "credentials": "anonymous"}}) is None
+    monkeypatch.setenv("AWS_PROFILE", "work")
+    assert unusable_clouds({"aws", "gcp"}, {}) is None  # one may be: the controller decides

@@ -245,9 +245,16 @@ class Controller:
         except asyncio.CancelledError:
             raise
         except Exception as result:  # one service's failure never stops the others
-            log.error("service %s: tick failed: %r", svc.name, result, exc_info=result)
             msg = f"{type(result).__name__}: {result}"
             rt = self.runtimes.get(svc.name)
+            again = rt is not None and rt.last_error == msg  # its traceback is logged once
+            log.log(
+                logging.DEBUG if again else logging.ERROR,
+                "service %s: tick failed: %r",
+                svc.name,
+                result,
+                exc_info=None if again else result,
+            )
             if rt is not None and rt.last_error != msg:
                 rt.last_error = msg
                 with contextlib.suppress(Exception):

@@ -44,7 +44,7 @@ from policies.reconcile import shutdown_terminations
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
-from skyctl.controller import failure_facts
+from skyctl.controller import failure_facts, observe
 from skyctl.controller.actuator import Actuator
 from skyctl.controller.breaker import Breakers
 from skyctl.controller.launcher import Launcher, backend_of, view_of
@@ -134,8 +134,8 @@ class Reconciler:
             rt.clouds = {canonical(r.location.cloud) for r in self.store.list_replicas(name)}
         clouds = {canonical(c.cloud) for c in spec.resources.candidates} | rt.clouds
         rt.touched.clear()
-        instances = await self._instances(name, clouds)
-        offerings = [] if down else await self._offerings(spec)
+        instances = await self._instances(name, clouds, rt)
+        offerings = [] if down else await self._offerings(spec, rt)
         writes = self.store.writes
         replicas = self.store.list_replicas(name)
         facts = await self._failure_facts(replicas, instances)
@@ -162,7 +162,7 @@ class Reconciler:
         self._publish(rt, replicas, plan.cutover if plan is not None else None)
         if down:
             if not replicas and not self.actuator.in_flight(name):
-                return await self._finish_down(name, clouds, instances)
+                return await self._finish_down(name, clouds, instances, rt)
             return False
         assert plan is not None
         rt.next_at = plan.launch_after
@@ -236,37 +236,13 @@ class Reconciler:
         return plan
 
     # --------------------------------------------------------------- observe
-    async def _instances(self, name: str, clouds: set[str]) -> dict[str, dict[int, Instance]]:
-        """Instances per cloud; a cloud whose listing failed is absent (unknown this tick)."""
-        out: dict[str, dict[int, Instance]] = {}
-        for cloud in sorted(clouds):
-            provider = self.providers.get(cloud)
-            try:
-                listed = await self.actuator.call(
-                    cloud,
-                    "observe",
-                    f"list {cloud} instances",
-                    partial(provider.list_instances, name),
-                )
-            except (TransientError, ProviderError) as e:
-                log.warning("%s: listing %s instances failed: %s", name, cloud, e)
-                continue
-            out[cloud] = {i.replica_id: i for i in listed}
-        return out
+    async def _instances(
+        self, name: str, clouds: set[str], rt: ServiceRuntime | None = None
+    ) -> dict[str, dict[int, Instance]]:
+        return await observe.instances(self.actuator, self.providers, name, clouds, rt)
 
-    async def _offerings(self, spec: ServiceSpec) -> list[Offering]:
-        out: list[Offering] = []
-        for cloud in sorted({canonical(c.cloud) for c in spec.resources.candidates}):
-            provider = self.providers.get(cloud)
-            try:
-                out.extend(
-                    await self.actuator.call(
-                        cloud, "observe", f"{cloud} offerings", partial(provider.offerings, spec)
-                    )
-                )
-            except (TransientError, ProviderError) as e:
-                log.warning("offerings from %s failed: %s", cloud, e)
-        return out
+    async def _offerings(self, spec: ServiceSpec, rt: ServiceRuntime) -> list[Offering]:
+        return await observe.offerings(self.actuator, self.providers, spec, rt)
 
     def _sync(
         self,
@@ -545,12 +521,33 @@ class Reconciler:
         return started
 
     async def _finish_down(
-        self, name: str, clouds: set[str], instances: dict[str, dict[int, Instance]]
+        self,
+        name: str,
+        clouds: set[str],
+        instances: dict[str, dict[int, Instance]],
+        rt: ServiceRuntime,
     ) -> bool:
         """Nothing live, nothing in flight: once every cloud listed nothing left
-        (orphans are being terminated by tasks), forget the service."""
-        if any(cloud not in instances or instances[cloud] for cloud in clouds):
+        (orphans are being terminated by tasks), forget the service.
+
+        A cloud that could not be listed counts only where the service has (or
+        recently had) a replica row: every launch is recorded before its call, so
+        a cloud with none was never asked for an instance (the spec's cloud with
+        no credentials: nothing to wait for)."""
+        rows = {
+            canonical(r.location.cloud)
+            for r in self.store.list_replicas(name, include_terminated=True)
+        }
+        unlisted = {c for c in clouds if c not in instances}
+        if unlisted & rows or any(instances[c] for c in clouds - unlisted):
             return False
+        if unlisted:
+            log.warning(
+                "%s: down without listing %s (no replica was ever placed there)",
+                name,
+                ", ".join(sorted(unlisted)),
+            )
+        clouds = clouds - unlisted
         for cloud in sorted(clouds):
             provider = self.providers.get(cloud)
             try:

@@ -182,6 +182,17 @@ def _zone_files(files: Files, folder: str, suffix: str) -> list[str]:
     return names
 
 
+def _named(where: str, key: str, value: object, what: str) -> str:
+    """A zone or region name: 1 to 128 printable characters, no '/' (locations are
+    ``cloud/region/zone``)."""
+    ok = isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable()
+    if not ok or "/" in str(value):
+        raise TraceError(
+            where, f"{key} {value!r}: expected {what}, a name of 1 to 128 characters without '/'"
+        )
+    return str(value)
+
+
 def _unique(files: Files, name: str, zone: str, seen: dict[str, str]) -> None:
     if zone in seen:
         raise TraceError(
@@ -307,7 +318,7 @@ def _parse_aws(
                     f"{stem}: {len(price):,} prices, but {fname} has {len(avail):,} rows: "
                     "one price per row",
                 )
-        zone = stem.split("_")[0]
+        zone = _named(files.where(name), "the file name", stem.split("_")[0], "<zone>_<type>.csv")
         _unique(files, name, zone, seen)
         zones.append(ZoneTrace(zone, region_of(zone), tuple(avail), price, None))
     assert first is not None
@@ -401,9 +412,7 @@ def _parse_gcp(
                 f"{ref[3]:,} of {ref[2]:g} s from {ref[1]:.0f}: every zone must cover the "
                 "same ticks",
             )
-        zone = meta.get("zone", fname[: -len(".json")])
-        if not isinstance(zone, str) or not zone:
-            raise TraceError(where, f"metadata.zone {zone!r}: must be a zone name")
+        zone = _named(where, "metadata.zone", meta.get("zone", fname[: -len(".json")]), "a zone")
         _unique(files, name, zone, seen)
         info = meta.get("price_info", {})
         if not isinstance(info, dict):
@@ -413,9 +422,9 @@ def _parse_gcp(
             spot = _positive(where, "metadata.price_info.price", info["price"], zero_ok=True)
         if "on_demand_price" in info:
             od = _positive(where, "metadata.price_info.on_demand_price", info["on_demand_price"])
-        region = info.get("region", region_of(zone))
-        if not isinstance(region, str) or not region:
-            raise TraceError(where, f"metadata.price_info.region {region!r}: must be a name")
+        region = _named(
+            where, "metadata.price_info.region", info.get("region", region_of(zone)), "a region"
+        )
         zones.append(ZoneTrace(zone, region, tuple(available), spot, od))
     assert ref is not None
     return float(extra.get("start", ref[1])), ref[2], zones
@@ -465,7 +474,9 @@ def _parse_counts(
             raise TraceError(
                 where, f"gap_seconds {gap:g}, but {gap0[0]} has {gap0[1]:g}: one tick for all zones"
             )
-        zone = fname[: -len(".json")].split("_")[0]
+        zone = _named(
+            where, "the file name", fname[: -len(".json")].split("_")[0], "<zone>_<type>.json"
+        )
         _unique(files, name, zone, seen)
         caps = tuple(capacity)
         zones.append(ZoneTrace(zone, region_of(zone), tuple(c > 0 for c in caps), None, None, caps))

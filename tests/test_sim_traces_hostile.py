@@ -220,6 +220,16 @@ HOSTILE: list[tuple[str, Build, str]] = [
         "metadata.price_info.price 'cheap': must be a finite number >= 0",
     ),
     (
+        "gcp zone with a slash",
+        lambda r: gcp(r, us_central1_a={"metadata": {**GCP_META, "zone": "us/a"}, "data": [0]}),
+        "metadata.zone 'us/a': expected a zone, a name of 1 to 128 characters without '/'",
+    ),
+    (
+        "no zone in the file name",
+        lambda r: aws(r, OK_CSV, name="_v100_1.csv"),
+        "_v100_1.csv: the file name '': expected <zone>_<type>.csv",
+    ),
+    (
         "gcp deep JSON",
         lambda r: gcp(r, us_central1_a="[" * 100_000 + "]" * 100_000),
         "zones/us-central1-a.json: JSON nested too deeply",

@@ -163,11 +163,12 @@ def aws_raw(
     other: str | None = None,
     prices: str | None = None,
     trace_json: str = '{"ondemand_price": 3.06}',
+    name: str = "us-east-1a_v100_1.csv",
 ) -> Path:
-    """An AWS folder with ``csv`` as us-east-1a's file, as is (malformed ones too)."""
+    """An AWS folder with ``csv`` as the file ``name``, as is (malformed ones too)."""
     (root / "availability").mkdir(parents=True)
     data = csv.encode() if isinstance(csv, str) else csv
-    (root / "availability" / "us-east-1a_v100_1.csv").write_bytes(data)
+    (root / "availability" / name).write_bytes(data)
     if other is not None:
         (root / "availability" / "us-east-1b_v100_1.csv").write_text(other)
     if prices is not None:

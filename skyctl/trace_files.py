@@ -187,8 +187,11 @@ def _read_file(path: Path, where: str) -> bytes:
             where,
             f"{st.st_size / 1024 / 1024:,.0f} MiB; a trace file is at most {_mib(MAX_FILE_BYTES)}",
         )
-    with path.open("rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise TraceError(where, f"cannot be read ({e.strerror or e})") from None
     if len(data) > MAX_FILE_BYTES:
         raise TraceError(where, f"larger than {_mib(MAX_FILE_BYTES)}; a trace file is at most that")
     return data

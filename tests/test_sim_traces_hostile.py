@@ -331,3 +331,13 @@ def test_a_folder_of_too_many_files_is_refused_without_walking_it_all(tmp_path: 
     assert f"more than {MAX_ENTRIES:,} files and folders; point --trace at the trace's" in (
         res.output
     )
+
+
+def test_more_zones_than_a_replay_holds_are_refused(tmp_path: Path) -> None:
+    from skyctl.trace_formats import MAX_ZONES
+
+    avail = gen.pattern("all", gen.zone_names(MAX_ZONES + 1, gcp=True), 2)
+    folder = gen.write_gcp(tmp_path / "g", avail)
+    res = CliRunner().invoke(sim, [VLLM, "--trace", str(folder)])
+    assert res.exit_code == 2
+    assert f"zones: {MAX_ZONES + 1} zone files; at most {MAX_ZONES}" in res.output

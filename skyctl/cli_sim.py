@@ -139,7 +139,8 @@ Examples:
     "trace_name",
     required=True,
     metavar="DIR",
-    help="A trace folder or archive, or a bundled trace name.",
+    help="A trace folder or archive (AWS availability/*.csv, GCP zones/*.json or count "
+    "*.json; see docs/simulator.md 'Trace formats'), or a bundled trace name.",
 )
 @click.option(
     "--policy",
@@ -192,6 +193,7 @@ Examples:
 @click.option(
     "--notice",
     type=_Finite(0),
+    metavar="SECONDS",
     default=0.0,
     show_default=True,
     help="Seconds of interruption notice before each trace preemption.",
@@ -199,14 +201,16 @@ Examples:
 @click.option(
     "--start",
     type=_Finite(0),
+    metavar="HOURS",
     default=None,
     help="Hours from the trace start where the replay begins.",
 )
 @click.option(
     "--hours",
     type=_Finite(0, low_open=True),
+    metavar="HOURS",
     default=None,
-    help="Hours to replay (default: to the end of the trace).",
+    help="Hours to replay, within the trace (default: to its end).",
 )
 @click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True

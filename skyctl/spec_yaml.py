@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,7 +27,6 @@ from skyctl.spec import (
     TLS,
     Auth,
     CacheAware,
-    ReadinessProbe,
     ReplicaPolicy,
     Resources,
     RouterOptions,
@@ -55,6 +53,7 @@ from skyctl.spec_env import (
     substitute,
 )
 from skyctl.spec_local import parse_local
+from skyctl.spec_probe import TOKEN_RE, parse_probe
 from skyctl.spec_resources import all_ports, parse_resources
 
 __all__ = [
@@ -96,12 +95,6 @@ _SERVICE_KEYS = {"readiness_probe", "replica_policy", "replicas", "load_balancin
 _SERVICE_KEYS |= {"ports", "tls", "load_balancer", "router", "fan_out", "auth"}
 _SERVICE_EXTRA: dict[str, tuple[type, ...]] = {"pool": (bool, dict), "workers": (int,)}
 # Keys read by kind (see spec_checks.Section.read); the others are read by hand.
-_PROBE = {
-    "initial_delay_seconds": "num>=0",
-    "timeout_seconds": "num>0",
-    "period_seconds": "num>0",
-    "failure_threshold": "int>=1",
-}
 _POLICY = {
     "min_replicas": "count",
     "max_replicas": "count",
@@ -147,18 +140,11 @@ _CACHE_AWARE = {
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110)
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in a value
-_PROBE_FRAMING = ("content-length", "transfer-encoding", "connection")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
 _NEEDS_SPOT = "needs `resources.use_spot: true`"
 #: nodes per replica (SkyServe's num_nodes). SkyPilot has no small cap; ours bounds
 #: what one typo can launch (64 nodes of 8 GPUs is 512, beyond any model served today)
 MAX_NUM_NODES = 64
-#: a probe path's length: servers refuse longer request lines (8 KiB in most)
-MAX_PROBE_PATH = 4096
-_PATH_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f]")
-_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
@@ -350,7 +336,7 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         stream_timeout = values.get("stream_timeout_seconds", stream_timeout)
         drain_timeout = values.get("drain_timeout_seconds", drain_timeout)
     return ServiceSection(
-        readiness_probe=_probe(sec),
+        readiness_probe=parse_probe(sec),
         replica_policy=policy,
         load_balancing_policy=lb or "least_load",
         ports=ports,
@@ -359,92 +345,6 @@ def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> Servi
         drain_timeout_seconds=drain_timeout,
         router=_router(sec.mapping("router", null_ok=True), fan_out),
     )
-
-
-def _probe(sec: Section) -> ReadinessProbe:
-    if not sec.has("readiness_probe"):
-        return ReadinessProbe()
-    if isinstance(sec.raw("readiness_probe"), str):
-        return ReadinessProbe(path=_probe_path(sec, "readiness_probe"))
-    if sec.raw("readiness_probe") is None:
-        raise sec.error("readiness_probe", "expected a path such as /health, or a mapping")
-    probe = sec.mapping("readiness_probe")
-    assert probe is not None  # null is not a mapping: mapping() raised
-    probe.check_keys(_PROBE.keys() | {"path", "post_data", "headers"})
-    probe.require("path", "the HTTP path probed, e.g. /health")
-    return ReadinessProbe(
-        path=_probe_path(probe, "path"),
-        post_data=_post_data(probe),
-        headers=_headers(probe),
-        **probe.read_all(_PROBE),
-    )
-
-
-def _probe_path(sec: Section, key: str) -> str:
-    """A URL path as sent on the request line: ``/``, then no whitespace or control
-    characters, no fragment, ``%`` only in escapes (non-ASCII letters are
-    %-encoded as UTF-8 when sent, as SkyServe's requests does)."""
-    path = sec.string(key) or ""
-    problem = ""
-    if not path.startswith("/"):
-        problem = "must start with '/'"
-    elif path.startswith("//"):
-        problem = "must start with a single '/' ('//host/...' names a host, not a path)"
-    elif len(path) > MAX_PROBE_PATH:
-        problem = f"is longer than {MAX_PROBE_PATH} characters"
-    elif _PATH_SPACE_RE.search(path):
-        problem = "cannot hold spaces or control characters (write a space as %20)"
-    elif "#" in path:
-        problem = "cannot hold '#': a fragment is never sent to the server (write it as %23)"
-    elif _BAD_ESCAPE_RE.search(path):
-        problem = "has a '%' that starts no escape such as %20 (write '%' as %25)"
-    if problem:
-        raise sec.error(key, f"the probe path {problem}, got {shorten(path)}")
-    return path
-
-
-class _NotJson(ValueError):
-    pass
-
-
-def _not_json(name: str) -> Any:
-    """Python's json reads NaN and Infinity; a strict server (and RFC 8259) does not."""
-    raise _NotJson(f"{name} is not JSON")
-
-
-def _post_data(probe: Section) -> str | None:
-    value = probe.raw("post_data")
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            json.loads(value, parse_constant=_not_json)
-        except (ValueError, RecursionError) as e:
-            why = f" ({e})" if isinstance(e, _NotJson) else ""
-            raise probe.error("post_data", f"not valid JSON text{why}") from None
-        return value
-    if not isinstance(value, dict):
-        raise probe.error("post_data", f"expected a mapping or JSON text, got {type_name(value)}")
-    return json.dumps(probe.plain("post_data"))
-
-
-def _headers(probe: Section) -> dict[str, str]:
-    sec = probe.mapping("headers", null_ok=True)
-    out: dict[str, str] = {}
-    if sec is None:
-        return out
-    for key, value in sec.data.items():
-        if not isinstance(key, str) or not _TOKEN_RE.fullmatch(key):
-            message = "expected a header name such as Authorization (letters, digits, -)"
-            raise sec.error(str(key), f"{message}, got {shorten(key)}", at_key=True)
-        if key.lower() in _PROBE_FRAMING:
-            raise sec.error(key, "set by the probe itself from post_data", at_key=True)
-        if not isinstance(value, str):
-            raise sec.error(key, f"expected a string, got {type_name(value)}")
-        if _CONTROL_RE.search(value):  # CR/LF would forge headers of their own
-            raise sec.error(key, "a header value cannot hold line breaks or control characters")
-        out[key] = value
-    return out
 
 
 def _anchor_files(section: ServiceSection, source: str | None) -> ServiceSection:
@@ -618,7 +518,7 @@ def _cache_aware(sec: Section) -> CacheAware:
     if race is not None and race not in RACES:
         raise sec.error("race", f"unknown race {race!r} (allowed: {', '.join(RACES)}, null)")
     header = values.get("session_header")
-    if header is not None and not _TOKEN_RE.fullmatch(header):
+    if header is not None and not TOKEN_RE.fullmatch(header):
         raise sec.error("session_header", "expected an HTTP header name such as X-Session-Id")
     path = values.get("json_path")
     if path is not None and any(not part for part in path.split(".")):

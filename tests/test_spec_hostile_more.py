@@ -22,7 +22,8 @@ from skyctl.cli import cli
 from skyctl.cli_exit import run
 from skyctl.errors import SpecError
 from skyctl.spec_env import MAX_ENV_BYTES
-from skyctl.spec_yaml import MAX_PROBE_PATH, load_spec_file, parse_spec
+from skyctl.spec_probe import MAX_PROBE_PATH
+from skyctl.spec_yaml import load_spec_file, parse_spec
 
 # A spec using every key of SkyServe's service schema (pool and workers aside).
 BASE: dict[str, Any] = {

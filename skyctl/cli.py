@@ -46,7 +46,7 @@ from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, 
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_env import unresolved_references
-from skyctl.spec_files import check_files, check_ports
+from skyctl.spec_files import anchor_workdir, check_files, check_ports
 from skyctl.spec_places import check_places
 from skyctl.spec_yaml import load_spec_file, service_name_problem
 
@@ -127,9 +127,9 @@ def _load(
         kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
     )
     spec = load_spec_file(file, envs=envs, secrets=secrets)
-    for check in (check_files, check_ports):  # this machine's files and ports
+    for check in (anchor_workdir, check_files, check_ports):  # this machine's files, ports
         try:
-            check(spec)
+            spec = check(spec) or spec
         except SpecError as e:
             if to_run:
                 raise

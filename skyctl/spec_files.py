@@ -6,13 +6,16 @@ with placeholder paths). Each problem is a one-line SpecError with key and line.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
 from pathlib import Path
 
 from skyctl.spec import ServiceSpec
 from skyctl.spec_checks import load_yaml, spec_error
 
-__all__ = ["check_files", "check_ports", "unprivileged_port_start"]
+__all__ = ["anchor_workdir", "check_files", "check_ports", "unprivileged_port_start"]
 
 UNPRIVILEGED = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
@@ -23,6 +26,44 @@ def unprivileged_port_start() -> int:
         return int(UNPRIVILEGED.read_text().strip())
     except (OSError, ValueError):
         return 1024
+
+
+_WORKDIR_LINE = re.compile(
+    r"^(?P<key>workdir[ \t]*:[ \t]*)(?P<value>[^#\s][^#]*?)(?P<rest>[ \t]*(#.*)?)$"
+)
+
+
+def anchor_workdir(spec: ServiceSpec, cwd: str | None = None) -> ServiceSpec:
+    """The spec with its ``workdir`` made absolute, as SkyPilot reads it: a relative
+    path is relative to the directory the command runs in (``cwd``); where that is
+    no directory, relative to the spec file (skyctl's earlier rule). The stored
+    text says the absolute path (the controller runs elsewhere); a SpecError with
+    key and line names the paths tried when neither is a directory."""
+    if not spec.workdir:
+        return spec
+    raw = os.path.expanduser(spec.workdir)
+    tried = [os.path.normpath(os.path.join(cwd or os.getcwd(), raw))]
+    if spec.source and spec.source != "-" and not os.path.isabs(raw):
+        tried.append(os.path.normpath(os.path.join(os.path.dirname(spec.source) or ".", raw)))
+    found = next((p for p in tried if os.path.isdir(p)), None)
+    line = load_yaml(spec.yaml_text, spec.source).value_lines.get("workdir")
+    if found is None:
+        where = " nor ".join(dict.fromkeys(tried))
+        raise spec_error(
+            f"{spec.workdir}: not a directory ({where}; a relative path is relative to the "
+            "directory skyctl runs in, as in SkyPilot, or else to the spec file)",
+            key="workdir",
+            line=line,
+            source=spec.source,
+        )
+    if found == spec.workdir or line is None:
+        return spec
+    lines = spec.yaml_text.split("\n")
+    matched = _WORKDIR_LINE.match(lines[line - 1]) if line <= len(lines) else None
+    if matched is None:  # not a plain one-line ``workdir: path``: the stored text keeps it
+        return dataclasses.replace(spec, workdir=found)
+    lines[line - 1] = matched["key"] + json.dumps(found) + matched["rest"]
+    return dataclasses.replace(spec, workdir=found, yaml_text="\n".join(lines))
 
 
 def check_ports(spec: ServiceSpec) -> None:
@@ -53,7 +94,7 @@ def check_ports(spec: ServiceSpec) -> None:
 
 
 def check_files(spec: ServiceSpec) -> None:
-    """The workdir and the files a controller started by this CLI will open (TLS key
+    """The files a controller started by this CLI will open (TLS key
     and certificate, the replicas' CA bundle) are there: else a SpecError naming the
     key and its line, now, rather than replicas or an endpoint that never start."""
     files = []
@@ -61,18 +102,6 @@ def check_files(spec: ServiceSpec) -> None:
         files += [("keyfile", spec.service.tls.keyfile), ("certfile", spec.service.tls.certfile)]
     if spec.service.router.replica_ca_file:
         files.append(("replica_ca_file", spec.service.router.replica_ca_file))
-    if spec.workdir:
-        workdir = os.path.expanduser(spec.workdir)
-        if spec.source and not os.path.isabs(workdir):
-            workdir = os.path.join(os.path.dirname(spec.source), workdir)
-        if not os.path.isdir(workdir):
-            line = load_yaml(spec.yaml_text, spec.source).value_lines.get("workdir")
-            raise spec_error(
-                f"{workdir}: not a directory (a relative path is relative to the spec file)",
-                key="workdir",
-                line=line,
-                source=spec.source,
-            )
     for key, path in files:
         if os.path.isfile(path) and os.access(path, os.R_OK):
             continue

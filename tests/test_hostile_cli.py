@@ -292,9 +292,11 @@ def test_a_workdir_that_is_not_there_is_refused_before_up(
     spec = tmp_path / "svc.yaml"
     spec.write_text("service: {readiness_probe: /, replicas: 1}\nworkdir: ../nowhere\nrun: x\n")
     line = one_line_error(run_cli(skyctl_home, "serve", "up", str(spec)), 2)
+    here = os.path.normpath(os.path.join(ROOT, "../nowhere"))  # run_cli runs there
     assert line == (
-        f"error: {spec}:2: workdir: {tmp_path}/../nowhere: not a directory "
-        "(a relative path is relative to the spec file)"
+        f"error: {spec}:2: workdir: ../nowhere: not a directory ({here} nor "
+        f"{tmp_path.parent}/nowhere; a relative path is relative to the directory skyctl "
+        "runs in, as in SkyPilot, or else to the spec file)"
     )
     assert not (skyctl_home / "controller.json").exists()
 

@@ -1,0 +1,124 @@
+"""A relative ``workdir`` is read as SkyPilot reads it: from where the command runs.
+
+SkyPilot's docs (reference/yaml-spec): "If a relative path is used, it's
+evaluated relative to the location from which ``sky`` is called", so its
+smoke tests run ``sky serve up tests/skyserve/http/aws.yaml`` from the
+repository root with ``workdir: examples/serve/http_server``. skyctl reads it
+so, and where that is no directory, relative to the spec file (its earlier
+rule). The spec submitted says the absolute path, since the controller runs
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from skyctl.errors import SpecError
+from skyctl.spec import ServiceSpec
+from skyctl.spec_files import anchor_workdir
+from skyctl.spec_yaml import parse_spec
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import pids_mentioning
+
+TEXT = """\
+service:
+  readiness_probe: /
+  replicas: 1
+workdir: {workdir}   # the server's folder
+run: python3 server.py
+"""
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> tuple[Path, Path]:
+    """(where the command runs, the spec file): a checkout with the spec under tests/."""
+    root = tmp_path / "checkout"
+    (root / "examples" / "app").mkdir(parents=True)
+    (root / "tests" / "specs").mkdir(parents=True)
+    return root, root / "tests" / "specs" / "svc.yaml"
+
+
+def spec_at(path: Path, workdir: str) -> ServiceSpec:
+    return parse_spec(TEXT.format(workdir=workdir), source=str(path))
+
+
+def test_a_relative_workdir_is_relative_to_where_the_command_runs(
+    layout: tuple[Path, Path],
+) -> None:
+    root, spec_file = layout
+    anchored = anchor_workdir(spec_at(spec_file, "examples/app"), cwd=str(root))
+    assert anchored.workdir == str(root / "examples" / "app")
+    lines = anchored.yaml_text.splitlines()
+    assert (
+        lines[3] == f"workdir: {json.dumps(str(root / 'examples' / 'app'))}   # the server's folder"
+    )
+    others = TEXT.format(workdir="x").splitlines()
+    assert lines[:3] + lines[4:] == [*others[:3], others[4]]  # nothing else changed
+    again = parse_spec(anchored.yaml_text, source=str(spec_file))
+    assert again.workdir == anchored.workdir  # the text the controller stores reads the same
+
+
+def test_else_it_is_relative_to_the_spec_file(layout: tuple[Path, Path], tmp_path: Path) -> None:
+    _, spec_file = layout
+    (spec_file.parent / "app").mkdir()
+    anchored = anchor_workdir(spec_at(spec_file, "app"), cwd=str(tmp_path))
+    assert anchored.workdir == str(spec_file.parent / "app")
+
+
+def test_where_both_exist_the_commands_directory_wins(layout: tuple[Path, Path]) -> None:
+    root, spec_file = layout
+    (spec_file.parent / "examples" / "app").mkdir(parents=True)
+    anchored = anchor_workdir(spec_at(spec_file, "examples/app"), cwd=str(root))
+    assert anchored.workdir == str(root / "examples" / "app")
+
+
+def test_an_absolute_workdir_is_kept_as_written(layout: tuple[Path, Path]) -> None:
+    root, spec_file = layout
+    spec = spec_at(spec_file, str(root / "examples" / "app"))
+    assert anchor_workdir(spec, cwd="/") is spec
+
+
+def test_neither_is_a_directory_refused_in_one_line_naming_both(
+    layout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root, spec_file = layout
+    with pytest.raises(SpecError) as refused:
+        anchor_workdir(spec_at(spec_file, "nowhere"), cwd=str(root))
+    assert str(refused.value) == (
+        f"{spec_file}:4: workdir: nowhere: not a directory ({root}/nowhere nor "
+        f"{spec_file.parent}/nowhere; a relative path is relative to the directory skyctl "
+        "runs in, as in SkyPilot, or else to the spec file)"
+    )
+
+
+SERVER = """\
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.getcwd().encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+@pytest.mark.timeout(150)
+def test_serve_up_from_the_checkout_runs_the_replica_in_the_workdir_it_names(
+    layout: tuple[Path, Path], skyctl_home: Path
+) -> None:
+    root, spec_file = layout
+    (root / "examples" / "app" / "server.py").write_text(SERVER)
+    spec_file.write_text(TEXT.format(workdir="examples/app").replace("python3", sys.executable))
+    up = run_cli(skyctl_home, "serve", "up", "tests/specs/svc.yaml", "-n", "app", cwd=root)
+    assert up.returncode == 0, up.stdout + up.stderr
+    (service,) = json.loads(run_cli(skyctl_home, "serve", "status", "--json").stdout)
+    with urllib.request.urlopen(service["endpoint"] + "/", timeout=10) as reply:
+        assert reply.read().decode() == str(root / "examples" / "app")
+    down = run_cli(skyctl_home, "serve", "down", "app")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not pids_mentioning(str(skyctl_home / "local"))

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,7 @@ from skyctl.spec import LocalOptions, ResourceCandidate, ServiceSpec
 from skyctl.types import Instance, InstanceEvent, InstanceEventKind, Location, Offering
 
 # setup failure ends the replica with this code; run replaces the shell (exec)
+_INSTANCE_ID = re.compile(r"(?P<service>.+)-r(?P<replica>[0-9]+)-[0-9a-f]{10}")
 _LAUNCHER = (
     'if [ -n "$1" ]; then bash -c "$1" || { code=$?; '
     'echo "skyctl: setup failed with exit code $code" >&2; exit $code; }; fi; '
@@ -200,8 +202,16 @@ class LocalProvider(Provider):
         await asyncio.to_thread(shutil.rmtree, logs, True)
 
     def log_path(self, instance_id: str) -> str | None:
+        """The replica's log, also once it ended (its record is gone, its log is kept
+        with the service: the id says where, ``<service>-r<replica>-<token digest>``)."""
         rec = self._store.records.get(instance_id)
-        return rec.log_path if rec is not None else None
+        if rec is not None:
+            return rec.log_path
+        named = _INSTANCE_ID.fullmatch(instance_id)
+        if named is None:
+            return None
+        path = self._state_dir / "logs" / named["service"] / f"replica-{named['replica']}.log"
+        return str(path) if path.is_file() else None
 
     async def close(self) -> None:
         tasks = [t for t in (self._driver, *self._waiters.values()) if t is not None]

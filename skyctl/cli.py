@@ -244,7 +244,7 @@ def up(
 
 def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> None:
     start = time.monotonic()
-    last = ""
+    last = said = ""
     while True:
         svc = client.call("GET", services_query(name))[0]
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
@@ -277,8 +277,15 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
                 f"service {name} FAILED: {svc.get('failure') or svc.get('last_error')}; "
                 f"fix the spec and `skyctl serve update {name} FILE`"
             )
-        if svc.get("last_error"):
-            click.echo(f"  last error: {svc['last_error']}", err=True)
+        if svc["status"] == "NO_REPLICA" and not live and svc["plan"].get("target") == 0:
+            click.echo(  # scaled to zero: nothing to wait for until a request comes
+                f"Service {name} is up at {svc['endpoint']} with no replica "
+                "(min_replicas: 0): the first request starts one"
+            )
+            return
+        if svc.get("last_error") and svc["last_error"] != said:
+            said = svc["last_error"]
+            click.echo(f"  last error: {said}", err=True)
         if timeout is not None and time.monotonic() - start > timeout:
             raise SkyctlError(
                 f"no replica of {name} became ready within {timeout:.0f}s; "

@@ -302,11 +302,14 @@ async def test_a_released_service_takes_its_replica_logs_with_it(
     logs = state_dir / "logs" / "svc"
     assert {p.name for p in logs.iterdir()} == {"replica-1.log", "replica-2.log"}
     await provider.terminate(first.instance_id)
+    # an ended replica's log is still its log (serve logs svc 1 after it FAILED)
+    assert provider.log_path(first.instance_id) == str(logs / "replica-1.log")
     await provider.release_service("svc")  # replica 2 is left: nothing goes
     assert (logs / "replica-2.log").exists() and provider.log_path(second.instance_id)
     await provider.terminate(second.instance_id)
     await provider.release_service("svc")
     assert not logs.exists()
+    assert provider.log_path(first.instance_id) is None
 
 
 async def test_terminate_kills_a_replica_that_ignores_sigterm(

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import shutil
 import signal
 from collections.abc import Mapping, Sequence
@@ -43,11 +41,13 @@ from providers.local_records import (
     Record,
     RecordStore,
     group_alive,
+    log_of,
     pid_alive,
     proc_start_time,
     safe_name,
     signal_group,
 )
+from providers.local_records import instance_id as make_instance_id
 from providers.local_replay import CLOUD, Replay, ZoneModel
 from providers.replica_env import skypilot_env
 from skyctl.clock import Clock
@@ -56,7 +56,6 @@ from skyctl.spec import LocalOptions, ResourceCandidate, ServiceSpec
 from skyctl.types import Instance, InstanceEvent, InstanceEventKind, Location, Offering
 
 # setup failure ends the replica with this code; run replaces the shell (exec)
-_INSTANCE_ID = re.compile(r"(?P<service>.+)-r(?P<replica>[0-9]+)-[0-9a-f]{10}")
 _LAUNCHER = (
     'if [ -n "$1" ]; then bash -c "$1" || { code=$?; '
     'echo "skyctl: setup failed with exit code $code" >&2; exit $code; }; fi; '
@@ -202,16 +201,12 @@ class LocalProvider(Provider):
         await asyncio.to_thread(shutil.rmtree, logs, True)
 
     def log_path(self, instance_id: str) -> str | None:
-        """The replica's log, also once it ended (its record is gone, its log is kept
-        with the service: the id says where, ``<service>-r<replica>-<token digest>``)."""
+        """The replica's log, also once it ended (kept until its service is released)."""
         rec = self._store.records.get(instance_id)
         if rec is not None:
             return rec.log_path
-        named = _INSTANCE_ID.fullmatch(instance_id)
-        if named is None:
-            return None
-        path = self._state_dir / "logs" / named["service"] / f"replica-{named['replica']}.log"
-        return str(path) if path.is_file() else None
+        path = log_of(self._state_dir, instance_id)
+        return str(path) if path is not None and path.is_file() else None
 
     async def close(self) -> None:
         tasks = [t for t in (self._driver, *self._waiters.values()) if t is not None]
@@ -231,12 +226,11 @@ class LocalProvider(Provider):
         if not spec.run:
             raise ConfigError("run: the local provider needs a `run` command to start a replica")
         replay = self._replay(request.service, spec)
-        digest = hashlib.sha256(request.client_token.encode()).hexdigest()[:10]
-        instance_id = f"{safe_name(request.service)}-r{request.replica_id}-{digest}"
-        log_dir = self._state_dir / "logs" / safe_name(request.service)
-        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # logs may echo secrets
-        log_dir.chmod(0o700)
-        log_path = log_dir / f"replica-{request.replica_id}.log"
+        instance_id = make_instance_id(request.service, request.replica_id, request.client_token)
+        log_path = log_of(self._state_dir, instance_id)
+        assert log_path is not None  # an id made here reads back
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # may echo secrets
+        log_path.parent.chmod(0o700)
         adopted = await self._adopt_stray(request, instance_id, log_path)
         if adopted is not None:
             return adopted
@@ -255,12 +249,11 @@ class LocalProvider(Provider):
         claimed = local_ports.claim(
             spec, self._store.records.values(), str(log_path), self._starting
         )
-        port = claimed.port
-        self._starting[port] = f"replica {request.replica_id} of {request.service}"
+        self._starting[claimed.port] = f"replica {request.replica_id} of {request.service}"
         try:
             return await self._start(request, instance_id, log_path, cwd, claimed, zone, now)
         finally:
-            del self._starting[port]
+            del self._starting[claimed.port]
 
     async def _start(
         self,

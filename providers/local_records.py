@@ -11,6 +11,7 @@ is trusted only while its start time matches the recorded one).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -75,6 +76,24 @@ class Record:
 def safe_name(text: str) -> str:
     """A file-name-safe form of a service name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
+
+
+_INSTANCE_ID = re.compile(r"(?P<service>.+)-r(?P<replica>[0-9]+)-[0-9a-f]{10}")
+
+
+def instance_id(service: str, replica_id: int, client_token: str) -> str:
+    """A replica's instance id: ``<service>-r<replica>-<token digest>``, the same for
+    every launch with that token (a relaunch adopts the process it left)."""
+    digest = hashlib.sha256(client_token.encode()).hexdigest()[:10]
+    return f"{safe_name(service)}-r{replica_id}-{digest}"
+
+
+def log_of(state_dir: Path, instance_id: str) -> Path | None:
+    """Where the replica of ``instance_id`` logs (kept with its service after it ends)."""
+    named = _INSTANCE_ID.fullmatch(instance_id)
+    if named is None:
+        return None
+    return state_dir / "logs" / named["service"] / f"replica-{named['replica']}.log"
 
 
 class RecordStore:

@@ -19,7 +19,13 @@ skips most of its prefill. This module is the pure part of the router's
   unless its load is over the bound (``balance_factor`` times the mean, as in
   consistent hashing with bounded loads, and at least half a request over it), in
   which case the least loaded under the bound wins and, once recorded, becomes
-  the prefix's new home.
+  the prefix's new home. The holder of the deepest match may go one request
+  over that bound while its load averaged over the last
+  :data:`DEFAULT_AVERAGE_SECONDS` (:class:`LoadAverage`) is within
+  ``balance_factor`` times the mean average: the balance the bound protects is
+  sustained, while with a few requests in flight per replica the counts swing
+  by a request or two from one arrival to the next, and each such swing would
+  make a request prefill its whole prefix elsewhere.
   A replica whose KV cache its server reports nearly full (:data:`KV_FULL`,
   vLLM's ``gpu_cache_usage_perc``) counts as over the bound too, unless all are:
   a new request there would wait for blocks or preempt a running one.
@@ -58,6 +64,9 @@ DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new wo
 # let a few-shot template's home run 1.25x the mean on average (benchmarks/llm_routing,
 # tuned on its seeds 1 and 2 among 0, 0.5 and 1 with factors 1.15 to 1.5)
 DEFAULT_SLACK: Final = 0.5
+# the window of the load averages that let a prefix's home go one request over the bound
+# (benchmarks/llm_routing, chosen on its tuning seeds 1 and 2 between 10 and 30 s)
+DEFAULT_AVERAGE_SECONDS: Final = 10.0
 DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
 # vLLM's gpu_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
@@ -303,6 +312,7 @@ def rank(
     slack: float = DEFAULT_SLACK,
     full: Sequence[bool] | None = None,
     pending: Sequence[float] | None = None,
+    averages: Sequence[float] | None = None,
 ) -> list[int]:
     """Every replica index, best first, for a prompt of ``total_blocks`` blocks.
 
@@ -315,7 +325,10 @@ def rank(
     full (:data:`KV_FULL`); it counts as over the bound unless every replica does.
     ``pending[i]``: prompt blocks sent to replica ``i`` still to prefill
     (:class:`Pending`); among equal matches the least pending goes first,
-    before the least loaded.
+    before the least loaded. ``averages[i]``: replica ``i``'s load averaged over
+    time (:class:`LoadAverage`); a replica holding the deepest match whose
+    average plus this request is within ``factor`` times the mean average
+    (counting the request) may carry one request over the bound.
     """
     count = len(loads)
     limit = bound(loads, factor, slack)
@@ -323,14 +336,56 @@ def rank(
     flags = full if full is not None and any(full) and not all(full) else None
 
     queued = pending if pending is not None else [0.0] * count
+    deepest = max(depths, default=0)
+    sustained = factor * (sum(averages) + 1.0) / count if averages is not None and count else None
+
+    def cap(index: int) -> float:
+        if sustained is None or deepest < least or depths[index] != deepest:
+            return limit
+        return limit + 1.0 if averages[index] + 1.0 <= sustained else limit  # type: ignore[index]
 
     def key(index: int) -> tuple[int, int, float, float, int]:
         depth = depths[index]
-        over = 1 if loads[index] + 1.0 > limit or (flags is not None and flags[index]) else 0
+        over = 1 if loads[index] + 1.0 > cap(index) or (flags is not None and flags[index]) else 0
         matched = depth if depth >= least and not over else 0
         return (over, -matched, queued[index], loads[index], (index - cursor) % count)
 
     return sorted(range(count), key=key)
+
+
+class LoadAverage:
+    """Each replica's load averaged over about the last ``window`` seconds.
+
+    :meth:`observe` folds in the loads seen at a routing decision, as an
+    exponential average over time: requests arriving at random see the time
+    average (Poisson arrivals see time averages), so sampling at decisions
+    needs no hook when a request ends. A replica seen first starts at its load.
+    """
+
+    def __init__(self, window: float = DEFAULT_AVERAGE_SECONDS) -> None:
+        self.window = window
+        self._mean: dict[int, float] = {}
+        self._at: dict[int, float] = {}
+
+    def observe(self, loads: Mapping[int, float], now: float) -> list[float]:
+        """Fold in ``loads`` (replica id -> load) seen at ``now``; the averages, in that order."""
+        out: list[float] = []
+        for replica, load in loads.items():
+            mean = self._mean.get(replica)
+            if mean is None:
+                mean = load
+            else:
+                elapsed = max(0.0, now - self._at[replica])
+                weight = 1.0 - math.exp(-elapsed / self.window) if self.window > 0 else 1.0
+                mean += (load - mean) * weight
+            self._mean[replica] = mean
+            self._at[replica] = now
+            out.append(mean)
+        return out
+
+    def forget(self, replica: int) -> None:
+        self._mean.pop(replica, None)
+        self._at.pop(replica, None)
 
 
 HIT: Final = "hit"  # sent to a replica holding (at least MIN_MATCH blocks of) its prefix

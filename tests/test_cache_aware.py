@@ -198,6 +198,40 @@ def test_pending_prefill_is_counted_per_copy_and_taken_back_once() -> None:
     assert pending.of(1) == 3
 
 
+def test_a_prefix_home_goes_one_request_over_the_bound_while_its_average_load_is_fair() -> None:
+    loads = [8.0, 7.0, 5.0, 4.0]  # mean with this request 6.25: bound ceil(7.8) = 8
+    assert ca.bound(loads, 1.25) == 8
+    depths = [200, 0, 0, 0]  # replica 0, over the bound, holds the whole system prompt
+    assert ca.rank(depths, loads, 210)[0] == 3  # by the counts alone: a 200-block prefill
+    fair = [6.0, 6.0, 6.0, 6.0]  # averaged over time: a moment's swing, not sustained
+    assert ca.rank(depths, loads, 210, averages=fair)[0] == 0
+    hot = [7.5, 6.0, 5.5, 5.0]  # sustained: 7.5 + 1 > 1.25 x (24 + 1) / 4
+    assert ca.rank(depths, loads, 210, averages=hot)[0] == 3
+    # one request over, never two
+    assert ca.rank(depths, [9.0, 7.0, 5.0, 3.0], 210, averages=fair)[0] == 3
+    # only the deepest holder: a shallower one (the system prompt without this chat's
+    # history) is held to the bound, and a replica holding nothing gains nothing
+    assert ca.rank([200, 120, 0, 0], [7.0, 8.0, 5.0, 4.0], 210, averages=fair)[0] == 0
+    # (bound 9: the shallower holder at 9 would fit one over it, the deepest at 10 would not)
+    assert ca.rank([120, 200, 0, 0], [9.0, 10.0, 3.0, 3.0], 210, averages=fair)[0] == 2
+    assert ca.rank([0, 0, 0, 0], [8.0, 7.0, 5.0, 4.0], 210, averages=fair)[0] == 3
+    assert ca.rank([1, 0, 0, 0], loads, 210, averages=fair)[0] == 3  # a match too short
+
+
+def test_load_averages_follow_time_not_the_number_of_samples() -> None:
+    average = ca.LoadAverage(window=10.0)
+    assert average.observe({1: 4.0, 2: 0.0}, now=0.0) == [4.0, 0.0]  # first seen: as is
+    # a burst of samples in the same instant moves nothing
+    assert average.observe({1: 20.0, 2: 0.0}, now=0.0) == [4.0, 0.0]
+    # one window later: 1 - 1/e of the way to the load seen now
+    one, two = average.observe({1: 0.0, 2: 10.0}, now=10.0)
+    assert one == pytest.approx(4.0 * 0.3679, rel=1e-3) and two == pytest.approx(6.321, rel=1e-3)
+    (late,) = average.observe({1: 0.0}, now=1000.0)  # long after: the load as it is now
+    assert late == pytest.approx(0.0, abs=1e-9)
+    average.forget(2)  # a replica that left and comes back under its id starts afresh
+    assert average.observe({2: 3.0}, now=1001.0) == [3.0]
+
+
 def test_the_outcome_names_hit_miss_overflow_and_unkeyed() -> None:
     assert ca.outcome([0, 9, 0], first=1, total_blocks=9) == ca.HIT
     assert ca.outcome([0, 9, 0], first=2, total_blocks=9) == ca.OVERFLOW

@@ -78,8 +78,8 @@ class LeastLoad(Router):
 
 
 class CacheAware(Router):
-    """The router's policy: :class:`policies.cache_aware.PrefixIndex`, ``Pending`` and
-    ``rank``, as :class:`skyctl.router.affinity.Affinity` drives them."""
+    """The router's policy: :class:`policies.cache_aware.PrefixIndex`, ``Pending``,
+    ``LoadAverage`` and ``rank``, as :class:`skyctl.router.affinity.Affinity` drives them."""
 
     name = "cache_aware"
 
@@ -87,6 +87,7 @@ class CacheAware(Router):
         super().__init__()
         self.index = ca.PrefixIndex()
         self.pending = ca.Pending()
+        self.averages = ca.LoadAverage()
         self.factor = factor
         self.slack = slack
 
@@ -103,8 +104,16 @@ class CacheAware(Router):
         depths = [held.get(r, 0) for r in alive]
         loads = [float(load[r]) for r in alive]
         pending = [float(self.pending.of(r)) for r in alive]
+        averages = self.averages.observe(dict(zip(alive, loads, strict=True)), now)
         order = ca.rank(
-            depths, loads, len(keys), self.factor, self.cursor, slack=self.slack, pending=pending
+            depths,
+            loads,
+            len(keys),
+            self.factor,
+            self.cursor,
+            slack=self.slack,
+            pending=pending,
+            averages=averages,
         )
         self.cursor += 1
         first = order[0]
@@ -121,6 +130,7 @@ class CacheAware(Router):
     def leave(self, replica: int) -> None:
         self.index.forget(replica)
         self.pending.forget(replica)
+        self.averages.forget(replica)
 
 
 class SGLang(Router):

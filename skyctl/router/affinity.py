@@ -16,14 +16,17 @@ home when the bound moved it). A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what
 the replica publishes (:mod:`skyctl.router.replica_load`); one whose published
 KV-cache usage is at or over :data:`policies.cache_aware.KV_FULL` counts as over
-the bound. Among replicas holding as much of the prefix, the one with the least
-prefill pending goes first (:class:`policies.cache_aware.Pending`: the blocks
-each copy sent there was not expected to find cached, counted until the
-request's first response bytes arrive or it ends: the exchange calls the
-:class:`Route`'s ``answered``). A raced request (``cache_aware.race``) goes to the same order: its
-first copy (``fan_out``: copies) to the best replicas, a hedge or a retry to the
-next; every replica a copy is sent to is recorded as a holder, so the one that
-answers is one.
+the bound; the holder of the deepest match may go one request over the bound
+while its load averaged over time (:class:`policies.cache_aware.LoadAverage`,
+sampled at each request) is within the factor of the mean. Among replicas
+holding as much of the prefix, the one with the least prefill pending goes
+first (:class:`policies.cache_aware.Pending`: the blocks each copy sent there
+was not expected to find cached, counted until the request's first response
+bytes arrive or it ends: the exchange calls the :class:`Route`'s
+``answered``). A raced request (``cache_aware.race``) goes to the same order:
+its first copy (``fan_out``: copies) to the best replicas, a hedge or a retry
+to the next; every replica a copy is sent to is recorded as a holder, so the
+one that answers is one.
 
 Counters (``skyctl_router_cache_aware_*_total``, :mod:`skyctl.router.affinity_metrics`):
 requests by :func:`policies.cache_aware.outcome` (hit, miss, overflow, unkeyed)
@@ -87,6 +90,7 @@ class Affinity:
     def __init__(self, options: CacheAware, clock: Clock) -> None:
         self.index = cache_aware.PrefixIndex(options.max_prefixes, options.ttl_seconds)
         self.pending = cache_aware.Pending()  # prompt blocks each replica has still to prefill
+        self.averages = cache_aware.LoadAverage()  # in-flight counts averaged over time
         self.clock = clock
         self.options = options
         self._header = _header_re(options.session_header)
@@ -245,6 +249,7 @@ class Affinity:
         for replica_id in replica_ids:
             self.index.forget(replica_id)
             self.pending.forget(replica_id)
+            self.averages.forget(replica_id)
 
 
 def for_policy(

@@ -12,18 +12,15 @@ it would live: FAILED_INITIAL_DELAY, backoff, the service FAILED.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from policies import capacity
-from policies.model import LocationEventKind, Plan, ServiceObservation
 from skyctl.cli_sim import sim
-from skyctl.sim import engine
 from skyctl.sim.engine import DEFAULT_COLD_START, cold_start_warning, spec_cold_start
 from skyctl.spec_yaml import load_spec_file
+from tests.helpers import spot_launches
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = sorted(ROOT.glob("manifests/*.yaml"))
@@ -62,24 +59,7 @@ def test_no_launch_storm_on_any_shipped_manifest(
     spec = load_spec_file(str(manifest))
     rp = spec.service.replica_policy
     target = rp.min_replicas + (rp.num_overprovision or 0)
-    # per location: (plan, at, refused); the events one plan sees are the previous plan's launches
-    seen: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
-    decide = engine.decide
-    plans = 0
-
-    def watching(obs: ServiceObservation, now: float) -> Plan:
-        nonlocal plans
-        plans += 1
-        for ev in obs.events:
-            if ev.spot and ev.kind in (
-                LocationEventKind.CAPACITY_ERROR,
-                LocationEventKind.LAUNCHED,
-            ):
-                refused = ev.kind is LocationEventKind.CAPACITY_ERROR
-                seen[str(ev.location)].append((plans, ev.at, refused))
-        return decide(obs, now)
-
-    monkeypatch.setattr(engine, "decide", watching)
+    seen = spot_launches.watch(monkeypatch)
     (row,), err = _run([str(manifest), "--trace", trace])
     attempts, refused = int(row["launches"]), int(row["failed_launches"])  # type: ignore[call-overload]
     limit = 2 * (int(row["preemptions"]) + target)  # type: ignore[call-overload]
@@ -87,17 +67,8 @@ def test_no_launch_storm_on_any_shipped_manifest(
     assert row["failure"] == "" and "warning" not in err
     assert float(row["availability"]) > 0.95  # type: ignore[arg-type]
 
-    # no location is asked for spot again before its capacity hold ends
-    assert sum(r for outcomes in seen.values() for *_, r in outcomes) == refused
-    for where, outcomes in seen.items():
-        streak, last, batch = 0, 0.0, -1
-        for plan_no, at, no in outcomes:
-            if not no:
-                streak = 0
-            elif plan_no != batch:  # one plan's launches into one place are one probe
-                if streak:
-                    assert at - last >= capacity.hold(streak), (where, streak, at - last)
-                streak, last, batch = streak + 1, at, plan_no
+    assert spot_launches.refused(seen) == refused
+    spot_launches.assert_holds_respected(seen)
 
     known = OVER_2X.get((manifest.name, trace))
     if attempts <= limit:

@@ -14,19 +14,18 @@ line naming what is allowed, exit 2; hostile traces: tests/test_sim_traces_hosti
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from policies import capacity
-from policies.model import LocationEventKind, Plan, ServiceObservation
 from skyctl.cli_sim import sim
 from skyctl.errors import ConfigError
-from skyctl.sim import SimConfig, engine, simulate
+from skyctl.sim import SimConfig, simulate
 from skyctl.spec_yaml import load_spec_file
 from skyctl.traces import load_trace
+from tests.helpers import spot_launches
 from tests.helpers import trace_gen as gen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,24 +54,7 @@ def replay(
     manifest: Path | str, folder: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
 ) -> tuple[dict[str, float], str, dict[str, list[tuple[int, float, bool]]]]:
     """One replay through the CLI (JSON); also every spot launch outcome per location."""
-    seen: dict[str, list[tuple[int, float, bool]]] = defaultdict(list)
-    decide = engine.decide
-    plans = 0
-
-    def watching(obs: ServiceObservation, now: float) -> Plan:
-        nonlocal plans
-        plans += 1
-        for ev in obs.events:
-            if ev.spot and ev.kind in (
-                LocationEventKind.CAPACITY_ERROR,
-                LocationEventKind.LAUNCHED,
-            ):
-                seen[str(ev.location)].append(
-                    (plans, ev.at, ev.kind is LocationEventKind.CAPACITY_ERROR)
-                )
-        return decide(obs, now)
-
-    monkeypatch.setattr(engine, "decide", watching)
+    seen = spot_launches.watch(monkeypatch)
     res = CliRunner().invoke(sim, [str(manifest), "--trace", str(folder), "-o", "json", *extra])
     assert res.exit_code == 0, res.output
     (row,) = json.loads(res.stdout)
@@ -94,17 +76,9 @@ def assert_sane(
     assert granted <= 2 * (row["preemptions"] + target), row
     # refusals are bounded: no location asked again before its capacity hold ends
     # (the last plan's refusals are seen by no plan after it: at most its launches)
-    watched = sum(no for outcomes in seen.values() for *_, no in outcomes)
+    watched = spot_launches.refused(seen)
     assert watched <= row["failed_launches"] <= watched + target, (watched, row)
-    for where, outcomes in seen.items():
-        streak, last, batch = 0, 0.0, -1
-        for plan_no, at, no in outcomes:
-            if not no:
-                streak = 0
-            elif plan_no != batch:  # one plan's launches into one place are one probe
-                if streak:
-                    assert at - last >= capacity.hold(streak) - 1e-6, (where, streak, at - last)
-                streak, last, batch = streak + 1, at, plan_no
+    spot_launches.assert_holds_respected(seen)
 
 
 # ---------------------------------------------------------------- valid, unseen traces

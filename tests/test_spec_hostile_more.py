@@ -11,19 +11,17 @@ as SkyServe takes it; never a traceback, never nonsense accepted silently.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from skyctl.cli import cli
-from skyctl.cli_exit import run
 from skyctl.errors import SpecError
 from skyctl.spec_env import MAX_ENV_BYTES
 from skyctl.spec_probe import MAX_PROBE_PATH
 from skyctl.spec_yaml import load_spec_file, parse_spec
+from tests.helpers.cli import run_in_process
 
 # A spec using every key of SkyServe's service schema (pool and workers aside).
 BASE: dict[str, Any] = {
@@ -373,15 +371,8 @@ def invoke(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[int, str]:
     """``skyctl ARGS`` in this process, with a home of its own: exit status, stderr."""
-    argv = ["skyctl", "--home", str(tmp_path / "home"), *args]
-    monkeypatch.setattr(sys, "argv", argv)
-    capsys.readouterr()
-    try:
-        run(cli)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    return code, capsys.readouterr().err
+    code, _, err = run_in_process(tmp_path / "home", args, capsys, monkeypatch)
+    return code, err
 
 
 GOOD = "service:\n  readiness_probe: /\n  replicas: 1\nrun: echo\n"

@@ -9,7 +9,6 @@ validate refuses too, with the same line.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,11 @@ import pytest
 from providers.admission import SPEC_CHECKS, known_regions
 from providers.base import Provider
 from providers.registry import PROVIDERS, ProviderSet
-from skyctl.cli import cli
-from skyctl.cli_exit import run
 from skyctl.clock import FakeClock
 from skyctl.errors import SpecError
 from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import parse_spec
+from tests.helpers.cli import run_in_process
 
 
 def validate(
@@ -36,17 +34,8 @@ def validate(
     """``skyctl serve validate FILE`` in this process: exit status, stdout, stderr."""
     spec = tmp_path / "svc.yaml"
     spec.write_text(text)
-    home = tmp_path / "home"
-    argv = ["skyctl", "--home", str(home), "serve", command, str(spec), *flags]
-    monkeypatch.setattr(sys, "argv", argv)
-    capsys.readouterr()
-    try:
-        run(cli)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    args = ["serve", command, str(spec), *flags]
+    return run_in_process(tmp_path / "home", args, capsys, monkeypatch)
 
 
 def error_line(result: tuple[int, str, str]) -> str:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -32,3 +33,22 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_in_process(
+    home: Path, args: list[str], capsys: Any, monkeypatch: Any
+) -> tuple[int, str, str]:
+    """``skyctl ARGS`` in this process (the entry point's exit handling included), with
+    ``home``: exit status, stdout, stderr. ``capsys``/``monkeypatch``: pytest's fixtures."""
+    from skyctl.cli import cli
+    from skyctl.cli_exit import run
+
+    monkeypatch.setattr(sys, "argv", ["skyctl", "--home", str(home), *args])
+    capsys.readouterr()
+    try:
+        run(cli)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

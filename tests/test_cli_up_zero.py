@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import pids_mentioning
 from tests.test_e2e_local import cli
 
 SPEC = f"""\
@@ -36,3 +37,4 @@ def test_serve_up_of_a_service_with_no_replica_to_start_says_so_and_exits_0(
     assert last.startswith("Service zero is up at http://127.0.0.1:")
     assert last.endswith("with no replica (min_replicas: 0): the first request starts one")
     assert cli(skyctl_home, "serve", "down", "zero").returncode == 0
+    assert not pids_mentioning(str(skyctl_home / "local"))  # no replica was started or left

@@ -5,7 +5,7 @@ on a machine without AWS credentials) leaves the service's last error saying
 so, logged once rather than a traceback a tick; ``serve down`` of a service
 that never placed a replica there ends without that cloud's listing (every
 launch is recorded before its call, so there is nothing it could have left);
-credentials that come back let it launch. The CLI refuses such a spec before
+credentials that come back let it launch, and the error goes. The CLI refuses such a spec before
 it reaches a controller (tests/test_check.py).
 """
 
@@ -107,3 +107,18 @@ async def test_credentials_that_come_back_let_the_service_launch(h: LockedHarnes
     await h.until(lambda: bool(last_error(h, "web")))
     h.provider.locked = False
     await h.until(lambda: h.ready("web") == 1)
+    assert last_error(h, "web") == ""  # no stale error once the cloud answers
+
+
+async def test_an_error_that_recurs_after_the_cloud_answered_is_shown_but_logged_once(
+    h: LockedHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
+    await h.until(lambda: bool(last_error(h, "web")))
+    h.provider.locked = False
+    await h.until(lambda: last_error(h, "web") == "")
+    h.provider.locked = True
+    await h.until(lambda: bool(last_error(h, "web")))
+    said = [r for r in caplog.records if NO_CREDENTIALS in r.getMessage()]
+    assert len(said) == 2  # once each time it became unusable, never a tick

@@ -247,7 +247,7 @@ class Controller:
         except Exception as result:  # one service's failure never stops the others
             msg = f"{type(result).__name__}: {result}"
             rt = self.runtimes.get(svc.name)
-            again = rt is not None and rt.last_error == msg  # its traceback is logged once
+            again = rt is not None and rt.tick_error == msg  # its traceback is logged once
             log.log(
                 logging.DEBUG if again else logging.ERROR,
                 "service %s: tick failed: %r",
@@ -255,10 +255,16 @@ class Controller:
                 result,
                 exc_info=None if again else result,
             )
-            if rt is not None and rt.last_error != msg:
+            if rt is not None:
                 rt.last_error = msg
-                with contextlib.suppress(Exception):
-                    self.store.add_event(svc.name, "error", msg, now=self.clock.now())
+                if not again:
+                    rt.tick_error = msg
+                    with contextlib.suppress(Exception):
+                        self.store.add_event(svc.name, "error", msg, now=self.clock.now())
+        else:
+            rt = self.runtimes.get(svc.name)
+            if rt is not None and rt.tick_error and rt.last_error == rt.tick_error:
+                rt.last_error = ""  # the failure is over (its event stays in the log)
 
     async def _tick_service(self, svc: ServiceRecord) -> None:
         try:

@@ -4,7 +4,8 @@ Every call goes through the actuator (its deadline, its per-cloud
 concurrency). A cloud that fails is absent from the answer, unknown this
 tick: a transient or provider error is logged; a cloud the controller cannot
 use at all (no credentials, a bad configuration: ``ConfigError``) becomes the
-service's last error, which ``serve status`` shows, logged once per message.
+service's last error, which ``serve status`` shows, logged once per message;
+it goes when that cloud's offerings are answered again.
 """
 
 from __future__ import annotations
@@ -64,13 +65,26 @@ async def offerings(
             log.warning("offerings from %s failed: %s", cloud, e)
         except ConfigError as e:
             unusable(rt, rt.name, cloud, e)
+        else:
+            usable(rt, cloud)
     return out
 
 
 def unusable(rt: ServiceRuntime | None, name: str, cloud: str, e: ConfigError) -> None:
     """A cloud the controller cannot use: the service's last error, logged once."""
     msg = f"{cloud}: {e}"
-    if rt is None or rt.last_error != msg:
+    if rt is None or rt.unusable.get(cloud) != msg:
         log.warning("%s: %s", name, msg)
     if rt is not None:
+        rt.unusable[cloud] = msg
         rt.last_error = msg
+
+
+def usable(rt: ServiceRuntime, cloud: str) -> None:
+    """A cloud that answered its offerings (credentials given since): its error goes."""
+    msg = rt.unusable.pop(cloud, None)
+    if msg is None:
+        return
+    log.info("%s: %s answers again", rt.name, cloud)
+    if rt.last_error == msg:  # another cloud still unusable stays the last error
+        rt.last_error = next(iter(rt.unusable.values()), "")

@@ -44,6 +44,10 @@ class ServiceRuntime:
     noticed: set[int] = field(default_factory=set)  # replicas whose notice became an event
     plan_summary: dict[str, object] = field(default_factory=dict)
     last_error: str = ""
+    # the clouds found unusable (ConfigError), each with its message: cleared
+    # when the cloud answers again, and last_error with it
+    unusable: dict[str, str] = field(default_factory=dict)
+    tick_error: str = ""  # the last tick failure logged (a repeat is not logged again)
     quiet: bool = False  # the last tick found nothing to do (ticked less often)
     # the store's placement and policy state as last read or written (only this
     # controller writes them), so an unchanged plan writes nothing

@@ -33,6 +33,7 @@ class BodyStream:
         "_paused",
         "_size",
         "_waiter",
+        "complete",
         "on_first_read",
         "pause",
         "resume",
@@ -48,6 +49,9 @@ class BodyStream:
         self._chunks: list[bytes] = []  # a list: no 64-slot block per body, as a deque has
         self._size = 0
         self._done = False
+        # every byte of the body has arrived (it may still sit in the buffer); an
+        # attribute, not a property: read once or twice per request
+        self.complete = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -67,6 +71,8 @@ class BodyStream:
             self.pause()
 
     def finish(self) -> None:
+        if not self._done:
+            self.complete = True
         self._done = True
         self._wake()
 
@@ -84,11 +90,6 @@ class BodyStream:
                 waiter.set_result(None)
 
     # -- consumer side
-    @property
-    def complete(self) -> bool:
-        """Every byte of the body has arrived (it may still sit in the buffer)."""
-        return self._done and self._error is None
-
     @property
     def at_eof(self) -> bool:
         """Complete and all read."""

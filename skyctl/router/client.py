@@ -42,10 +42,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import ClassVar, Final, Protocol, cast
+from typing import Final, Protocol, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.deadlines import Deadlines
+from skyctl.router.headcache import remember
 from skyctl.router.http1 import (
     LAST_CHUNK,
     MAX_HEAD_BYTES,
@@ -58,45 +59,20 @@ from skyctl.router.http1 import (
     response_has_body,
 )
 from skyctl.router.origin import Origin
+from skyctl.router.upstream_errors import (
+    BadResponse,
+    ClientBodyError,
+    ConnectFailed,
+    Disconnected,
+    NotSent,
+    UpstreamError,
+)
 
 MAX_IDLE_PER_ORIGIN: Final = 256
 # a body already ended: a Framer in its end state keeps no state (feed returns its
 # input), so one serves every response whose body is complete at its head
 _ENDED: Final = Framer(0, False)
-
-
-class UpstreamError(Exception):
-    """A request to a replica failed (see the module docstring for the tree)."""
-
-    # True when no byte of the request can have reached the replica (a class
-    # attribute: ClassVar keeps it one for mypyc too)
-    unsent: ClassVar[bool] = False
-
-
-class ConnectFailed(UpstreamError):
-    unsent: ClassVar[bool] = True
-
-
-class Disconnected(UpstreamError):
-    pass
-
-
-class NotSent(Disconnected):
-    """The connection broke as the request was written, before the kernel took any byte."""
-
-    unsent: ClassVar[bool] = True
-
-
-class BadResponse(UpstreamError):
-    pass
-
-
-class ClientBodyError(UpstreamError):
-    """The request body being uploaded failed on the client's side (see ``cause``)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-        super().__init__(f"request body failed: {cause}")
+_NO_HEAD: Final = Head()  # a response's head until its own is in (heads are never changed)
 
 
 class Listener(Protocol):
@@ -138,7 +114,7 @@ class Response:
     __slots__ = ("_conn", "body", "head", "listener")
 
     def __init__(self, body: BodyStream, listener: Listener) -> None:
-        self.head = Head()
+        self.head = _NO_HEAD
         self.body = body
         self.listener: Listener | None = listener  # cleared once told
         self._conn: _Conn | None = None  # set while the connection still carries it
@@ -253,7 +229,12 @@ class _Conn:
                     raise ProtocolError(502, "response head too large")
                 self._buf = data
                 return b""
-            head = parse_response_head(data[: end + 2])
+            key = data if len(data) == end + 4 else data[: end + 4]
+            heads = self._pool.heads
+            head = heads.get(key)  # a head seen before (headcache.py)
+            if head is None:
+                head = parse_response_head(data[: end + 2])
+                remember(heads, key, head)
             data = data[end + 4 :]
             if head.status >= 200:
                 break
@@ -447,6 +428,7 @@ class Pool:
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
         self.deadlines = Deadlines(self.loop)
         self.batch = WriteBatch(self.loop)  # requests go out at the end of each iteration
+        self.heads: dict[bytes, Head] = {}  # response heads parsed, by their bytes
 
     async def request(
         self,

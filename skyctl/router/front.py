@@ -47,16 +47,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
+from skyctl.router.headcache import remember
 from skyctl.router.http1 import (
     LAST_CHUNK,
     REASONS,
     BodyStream,
     Framer,
-    Head,
     ProtocolError,
     encode_chunk,
     parse_request_head,
 )
+from skyctl.router.request import Request
 
 if TYPE_CHECKING:
     from skyctl.router.listener import FrontServer
@@ -67,31 +68,6 @@ _SMALL_BODY: Final = 16 * 1024  # bodies up to this size go out in the same writ
 _IDLE: Final = 0
 _STREAMING: Final = 1
 _DONE: Final = 2
-
-
-class Request:
-    """One client request: the parsed head, the body stream (None: no body), the peer."""
-
-    __slots__ = ("body", "head", "remote")
-
-    def __init__(self, head: Head, remote: bytes | None) -> None:
-        self.head = head
-        self.remote = remote
-        self.body: BodyStream | None = None
-
-    @property
-    def method(self) -> str:
-        """The method as text (decoded when asked: most requests never are)."""
-        return self.head.method.decode("ascii")
-
-    @property
-    def target(self) -> bytes:
-        return self.head.target
-
-    @property
-    def path(self) -> str:
-        """The target without its query, decoded (for the router's own endpoints)."""
-        return self.head.target.split(b"?", 1)[0].decode("latin-1")
 
 
 Handler = Callable[[Request, "Connection"], Awaitable[None]]
@@ -253,11 +229,15 @@ class Connection:
                         self._head_since = self._loop.time()
                 return
             self._head_since = None
-            try:
-                head = parse_request_head(data[: end + 2], server.max_headers)
-            except ProtocolError as exc:
-                self._reject(exc)
-                return
+            key = data if len(data) == end + 4 else data[: end + 4]
+            head = server.heads.get(key)  # a head seen before (headcache.py)
+            if head is None:
+                try:
+                    head = parse_request_head(data[: end + 2], server.max_headers)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                    return
+                remember(server.heads, key, head)
             if head.content_length is not None and head.content_length > server.max_body_bytes:
                 self._reject(ProtocolError(413, f"request body over {server.max_body_bytes} bytes"))
                 return
@@ -482,7 +462,11 @@ class Connection:
             body = b""
         else:
             framing = b"Content-Length: %d\r\n" % len(body)
-        head = self._head(status, reason, lines, framing)
+        if self._close_after:  # (self._head, inline: the hot path)
+            connection = b"Connection: close\r\n"
+        else:
+            connection = b"" if self._http11 else b"Connection: keep-alive\r\n"
+        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (status, reason, lines, framing, connection)
         self._state = _DONE
         if len(body) <= _SMALL_BODY:
             self._write_raw(head + body if body else head)

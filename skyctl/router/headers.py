@@ -93,11 +93,18 @@ def upstream_lines(
     ``Host`` and the framing are added per attempt; see :func:`request_head`.
     ``drop_authorization``: keep the client's credentials from the replica.
     """
-    kept = _DROP_UPSTREAM(b"", b"\n" + head.fields)[1:]
-    if drop_authorization and head.authorization is not None:
-        kept = _DROP_AUTHORIZATION(b"", b"\n" + kept)[1:]
-    if head.connection:
-        kept = _without_named(kept, head.connection)
+    drop = drop_authorization and head.authorization is not None
+    kept = head.forwarded_without_auth if drop else head.forwarded  # made once per head
+    if kept is None:
+        kept = _DROP_UPSTREAM(b"", b"\n" + head.fields)[1:]
+        if drop:
+            kept = _DROP_AUTHORIZATION(b"", b"\n" + kept)[1:]
+        if head.connection:
+            kept = _without_named(kept, head.connection)
+        if drop:
+            head.forwarded_without_auth = kept
+        else:
+            head.forwarded = kept
     # joined, not %-formatted: a join of bytes is one copy, a format parses its template
     forwarded = head.forwarded_for
     if forwarded:
@@ -134,7 +141,10 @@ def request_head(
 
 def downstream_lines(head: Head, *, rid: bytes) -> bytes:
     """Header lines (each ending in CRLF) to send to the client for a replica's response."""
-    kept = _DROP_DOWNSTREAM(b"", b"\n" + head.fields)[1:]
-    if head.connection:
-        kept = _without_named(kept, head.connection)
+    kept = head.forwarded  # made once per head (a response head is no request's)
+    if kept is None:
+        kept = _DROP_DOWNSTREAM(b"", b"\n" + head.fields)[1:]
+        if head.connection:
+            kept = _without_named(kept, head.connection)
+        head.forwarded = kept
     return b"".join((kept, b"X-Request-Id: ", rid, b"\r\n"))

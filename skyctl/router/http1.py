@@ -149,6 +149,9 @@ class Head:
     expect_continue = False
     authorization: bytes | None = None  # b"" when the request repeats the header
     upgrade = False  # Connection names "upgrade" and an Upgrade header is present
+    # the header lines a proxy forwards for it, kept once made (skyctl.router.headers)
+    forwarded: bytes | None = None
+    forwarded_without_auth: bytes | None = None
 
 
 def _split(data: bytes, status: int) -> tuple[bytes, bytes]:

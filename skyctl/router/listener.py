@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.front import Connection, FastHandler, Handler
-from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES
+from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES, Head
 
 # "1": SO_REUSEPORT on every listening socket, set by a router process that is
 # one of several workers sharing each endpoint's port (config.yaml router.workers)
@@ -53,7 +53,8 @@ class FrontServer:
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
         self.max_head_bytes = max_head_bytes
-        self.max_headers = max_headers
+        self.heads: dict[bytes, Head] = {}  # request heads parsed, by their bytes
+        self._max_headers = max_headers
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
         self.max_connections_per_client = max_connections_per_client
@@ -65,6 +66,16 @@ class FrontServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()  # created inside the event loop it serves
         self.batch = WriteBatch(self.loop)  # responses go out at the end of each iteration
+
+    @property
+    def max_headers(self) -> int:
+        return self._max_headers
+
+    @max_headers.setter
+    def max_headers(self, value: int) -> None:
+        if value != self._max_headers:
+            self.heads.clear()  # parsed under the old limit
+        self._max_headers = value
 
     async def start(self, host: str, port: int) -> int:
         self.loop = asyncio.get_running_loop()

@@ -125,7 +125,7 @@ class Race(Exchange):
         try_hedge: Callable[[], bool],
         on_send: Callable[[ReplicaState], None] | None = None,
     ) -> None:
-        super().__init__(call)
+        super().__init__(call.ctx, call.out, call.request, call.rid, call.lines)
         self._on_send = on_send
         self._plan = plan
         self._body = body

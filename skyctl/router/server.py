@@ -449,20 +449,21 @@ class Router:
         ctx = self._ctx
         assert ctx is not None
         opts = self._section.router
-        call = Call(ctx, out, request, rid, self._lines(request, rid))
+        lines = self._lines(request, rid)
         if self._affinity is not None:  # cache_aware: races keep the prefix's order
             route = self._affinity.route(request, replicas, body, opts)
             if route.ranked is not None and body is not None:
                 plan = self._race_plan(replicas, route.ranked, opts.cache_aware.race)
                 ex = Race(
-                    call,
+                    Call(ctx, out, request, rid, lines),
                     plan=plan,
                     body=body,
                     try_hedge=self._hedging.try_hedge,
                     on_send=route.sent,
                 )
                 return route.bind(ex)
-            return route.bind(self._forward(call, request, replicas, body, route.pick))
+            forward = self._forward(ctx, out, request, rid, lines, replicas, body, route.pick)
+            return route.bind(forward)
         if (
             body is not None
             and self._policy in _RACING
@@ -470,13 +471,17 @@ class Router:
             and request.method in opts.fan_out_methods
         ):
             plan = self._race_plan(replicas)
+            call = Call(ctx, out, request, rid, lines)
             return Race(call, plan=plan, body=body, try_hedge=self._hedging.try_hedge)
-        return self._forward(call, request, replicas, body, self._pick)
+        return self._forward(ctx, out, request, rid, lines, replicas, body, self._pick)
 
     def _forward(
         self,
-        call: Call,
+        ctx: Context,
+        out: Connection,
         request: Request,
+        rid: bytes,
+        lines: bytes,
         replicas: list[ReplicaState],
         body: bytes | None,
         pick: Callable[[Sequence[ReplicaState], frozenset[int]], int],
@@ -491,7 +496,8 @@ class Router:
         else:  # streamed once, to one replica
             data, tries, length = request.body, 1, head.content_length
         # positional: keywords to a class call cost a dict per request
-        return Forward(call, replicas, pick, data, length, tries, opts.request_timeout_seconds)
+        timeout = opts.request_timeout_seconds
+        return Forward(ctx, out, request, rid, lines, replicas, pick, data, length, tries, timeout)
 
     async def _replay_body(self, request: Request) -> bytes | None:
         """The whole request body when it fits the replay buffer; None to stream it once."""
@@ -519,7 +525,9 @@ class Router:
 
     def _pick(self, replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
         policy = self._policy
-        if policy == routing.ROUND_ROBIN:
+        if len(replicas) == 1:  # every policy's only choice (no list to build)
+            index = -1 if excluded and 0 in excluded else 0
+        elif policy == routing.ROUND_ROBIN:
             index = routing.pick_round_robin(len(replicas), self._cursor, excluded)
         elif policy == routing.INSTANCE_AWARE_LEAST_LOAD:
             loads = [r.in_flight / r.target_qps for r in replicas]

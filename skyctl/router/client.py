@@ -56,7 +56,6 @@ from skyctl.router.http1 import (
     ProtocolError,
     encode_chunk,
     parse_response_head,
-    response_has_body,
 )
 from skyctl.router.origin import Origin
 from skyctl.router.upstream_errors import (
@@ -206,6 +205,11 @@ class _Conn:
             if framer is None:  # the head is not complete yet
                 return
             listener, resp.listener = resp.listener, None
+            if framer is _ENDED:  # the whole response came with its head (the common case)
+                self._complete(not data)
+                if listener is not None:
+                    listener.on_head(resp)
+                return
             if not data and not framer.done:
                 if listener is not None:
                     listener.on_head(resp)
@@ -217,7 +221,7 @@ class _Conn:
             rest = None
         else:
             if rest is not None:
-                self._complete(reusable=not rest)
+                self._complete(not rest)
         if listener is not None:  # told after the body bytes that came along are in
             listener.on_head(resp)
 
@@ -246,7 +250,8 @@ class _Conn:
                 data = data.lstrip(b"\r\n")  # empty lines between messages (as llhttp)
             # 1xx informational: skip it, the real head follows
         resp.head = head
-        if not response_has_body(self._method, head.status):
+        status = head.status  # (response_has_body, inline)
+        if self._method == b"HEAD" or status == 204 or status == 304:
             self._framer = _ENDED
         elif head.content_length is not None and len(data) == head.content_length:
             # the common small answer, whole in this read: no framer of its own

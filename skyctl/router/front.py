@@ -295,9 +295,22 @@ class Connection:
         """The exchange has answered ``_current``: go on with the next request."""
         self.exchange = None
         request = self._current
-        if request is not None and not self.closed:
-            self._finished(request)
-            self._after()
+        if request is None or self.closed:
+            return
+        if self._state != _DONE or (request.body is not None and not request.body.complete):
+            self._finished(request)  # the exchange left something to do
+        else:
+            self.last_active = self._loop.time()
+        if self._close_after or self.closed or self._server.draining:  # (self._after, inline)
+            self._current = None
+            self.close()
+            return
+        if self._ready is None and not self._buf and not self._backlog_paused:
+            self._current = None  # nothing parsed ahead or waiting (self._next)
+            return
+        request = self._next()
+        if request is not None:
+            self._start(request)
 
     def _after(self) -> None:
         """``_current`` is answered: close, or start the request parsed ahead."""

@@ -475,9 +475,15 @@ class Pool:
         ``listener`` is told at the response head (:class:`HeadFuture` to await it
         instead); the caller must :meth:`Response.release` the response when done.
         """
-        conn = self._take(origin)
-        if conn is None:
+        conns = self._idle.get(origin)  # (self._take's common case, inline: the hot path)
+        if not conns:
             return None
+        conn = conns.pop()
+        if conn.closed or conn.transport is None or conn.transport.is_closing():
+            conn.abort()
+            conn = self._take(origin)
+            if conn is None:
+                return None
         return conn.begin(method, head, body, head_timeout, chunked, listener)
 
     def idle_count(self, origin: Origin | None = None) -> int:

@@ -322,9 +322,11 @@ class Exchange:
         if status:  # the histograms' samples, counted later in one loop (stats.Histogram)
             now = ctx.clock.now()
             started, replica = self.started, self.replica_id
+            sample = (replica, status, now - started)
             pending = ctx.duration.pending
-            pending.append((replica, status, now - started))
-            ctx.first_byte.pending.append((replica, status, (self.first or now) - started))
+            pending.append(sample)
+            first = self.first  # 0.0: the head went out with the end (the same sample)
+            ctx.first_byte.pending.append((replica, status, first - started) if first else sample)
             if len(pending) >= FOLD_AT:
                 ctx.duration.fold()
                 ctx.first_byte.fold()

@@ -212,7 +212,7 @@ class Connection:
                     self._backlog_paused = True
                     self._pause_reading()
                 return
-            if data[:1] in (b"\r", b"\n"):
+            if data[0] == 13 or data[0] == 10:  # CR, LF
                 data = data.lstrip(b"\r\n")  # empty lines between requests are allowed
                 if not data:
                     return
@@ -265,7 +265,12 @@ class Connection:
                 else:
                     body.finish()
                     data = rest
-            self._dispatch(request)
+            self.last_active = self._loop.time()  # (self._dispatch, inline: the hot path)
+            if self._current is not None:
+                self._ready = request
+            else:
+                self._current = request
+                self._start(request)
 
     def _dispatch(self, request: Request) -> None:
         self.last_active = self._loop.time()

@@ -41,7 +41,7 @@ from skyctl.router.affinity import for_policy
 from skyctl.router.affinity_metrics import AffinityCollector
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
-from skyctl.router.headers import request_id, upstream_lines
+from skyctl.router.headers import new_request_id, request_id, upstream_lines
 from skyctl.router.health import Health
 from skyctl.router.hedging import Hedging
 from skyctl.router.http1 import BodyStream
@@ -346,8 +346,14 @@ class Router:
             data = body.take()
         else:
             return None
-        self._enter()
-        return self._exchange(request, out, request_id(head.request_id), replicas, data)
+        self._requests += 1  # (self._enter, inline: the hot path)
+        self._rate.record(self._clock.now())
+        self._active += 1
+        if self._active == 1 and self._idle is not None:
+            self._idle.clear()
+        rid = head.request_id
+        rid = new_request_id() if rid is None else request_id(rid)
+        return self._exchange(request, out, rid, replicas, data)
 
     async def _handle(self, request: Request, out: Connection) -> None:
         auth = self._auth

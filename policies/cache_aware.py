@@ -49,14 +49,40 @@ router owns and passes ``now`` into; nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
-import json
 import math
-import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
-BLOCK_BYTES: Final = 64  # about 16 tokens, vLLM's default KV block
-MAX_BLOCKS: Final = 1024  # prefixes are compared over their first 64 KiB
+from policies.cache_keys import (
+    BLOCK_BYTES,
+    CHAT_SUFFIX,
+    COMPLETION_SUFFIX,
+    MAX_BLOCKS,
+    NONE,
+    Prefix,
+    block_keys,
+    parse_json_path,
+    prefix,
+    prompt_bytes,
+    session_keys,
+    turn_key,
+)
+
+__all__ = [
+    "BLOCK_BYTES",
+    "CHAT_SUFFIX",
+    "COMPLETION_SUFFIX",
+    "MAX_BLOCKS",
+    "NONE",
+    "Prefix",
+    "block_keys",
+    "parse_json_path",
+    "prefix",
+    "prompt_bytes",
+    "session_keys",
+    "turn_key",
+]
+
 MIN_MATCH: Final = 2  # blocks (128 bytes, ~32 tokens): a shorter match counts as none
 DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new work
 # ... and over the mean plus half a request (rounded up): at low loads 1.25x the mean
@@ -72,124 +98,6 @@ DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
 # vLLM's gpu_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
 # use by running requests, so a new one waits for blocks or preempts one (recomputed later)
 KV_FULL: Final = 0.9
-CHAT_SUFFIX: Final = "/chat/completions"
-COMPLETION_SUFFIX: Final = "/completions"
-
-
-def parse_json_path(text: str) -> tuple[str | int, ...]:
-    """``"input.0.text"`` -> ``("input", 0, "text")``; a ValueError for an empty segment."""
-    parts: list[str | int] = []
-    for segment in text.split("."):
-        if not segment:
-            raise ValueError(f"json path {text!r}: empty segment (expected e.g. inputs or a.0.b)")
-        parts.append(int(segment) if segment.isdigit() else segment)
-    return tuple(parts)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _content(content: Any) -> str:
-    """A chat message's content: a string, or parts (text, image URLs) in order."""
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) if isinstance(part, dict) and "text" in part else _text(part)
-            for part in content
-        )
-    return _text(content) if content is not None else ""
-
-
-def _chat(doc: Mapping[str, Any]) -> str | None:
-    messages = doc.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return None
-    parts = [_text(doc.get("model", "")), "\x00"]
-    if "tools" in doc:  # chat templates put tool definitions before the messages
-        parts += [_text(doc["tools"]), "\x00"]
-    for message in messages:
-        if not isinstance(message, dict):
-            return None
-        parts += [str(message.get("role", "")), "\x01", _content(message.get("content")), "\x02"]
-    return "".join(parts)
-
-
-def _completion(doc: Mapping[str, Any]) -> str | None:
-    prompt = doc.get("prompt")
-    if isinstance(prompt, list):  # a batch of prompts (the first decides) or token ids
-        if not prompt:
-            return None
-        prompt = prompt[0] if isinstance(prompt[0], (str, list)) else prompt
-    if isinstance(prompt, list):
-        prompt = ",".join(str(token) for token in prompt)
-    if not isinstance(prompt, str) or not prompt:
-        return None
-    return _text(doc.get("model", "")) + "\x00" + prompt
-
-
-def _at(doc: Any, path: Sequence[str | int]) -> Any:
-    for step in path:
-        if isinstance(step, int) and isinstance(doc, list) and step < len(doc):
-            doc = doc[step]
-        elif isinstance(doc, dict) and str(step) in doc:
-            doc = doc[str(step)]
-        else:
-            return None
-    return doc
-
-
-def prompt_bytes(
-    path: str, body: bytes, json_path: Sequence[str | int] | None = None
-) -> bytes | None:
-    """The prompt of a JSON request body, as bytes to cut into blocks; None if none.
-
-    ``path`` is the request path without its query: one ending in
-    ``/chat/completions`` is read as OpenAI chat (model, tools, then each
-    message's role and content), one ending in ``/completions`` as a completion
-    (model, then the prompt, or the first of a batch). Otherwise, or when that
-    finds nothing, the value at ``json_path`` (strings as they are, anything
-    else as canonical JSON). A body that is not a JSON object gives None.
-    """
-    if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
-        return None
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    text: str | None = None
-    if path.endswith(CHAT_SUFFIX):
-        text = _chat(doc)
-    elif path.endswith(COMPLETION_SUFFIX):
-        text = _completion(doc)
-    if text is None and json_path:
-        value = _at(doc, json_path)
-        text = None if value is None or value == "" else _text(value)
-    return None if text is None else text.encode("utf-8", "surrogatepass")
-
-
-def block_keys(data: bytes, block: int = BLOCK_BYTES, max_blocks: int = MAX_BLOCKS) -> list[int]:
-    """Keys of ``data``'s blocks, each a hash of the whole prefix up to the block's end.
-
-    The last, partial block counts too (a short prompt still has a key); the
-    key holds the block's index, so prefixes of different lengths never share
-    a key by a collision of the running CRC.
-    """
-    keys: list[int] = []
-    crc = 0
-    end = min(len(data), block * max_blocks)
-    for index, start in enumerate(range(0, end, block)):
-        crc = zlib.crc32(data[start : start + block], crc)
-        keys.append((index << 32) | crc)
-    return keys
-
-
-def session_keys(value: str) -> list[int]:
-    """The one key of a session header's value (no body needed)."""
-    return [(1 << 62) | zlib.crc32(value.encode("utf-8", "surrogatepass"))]
 
 
 class _Block:
@@ -222,21 +130,32 @@ class PrefixIndex:
     def blocks(self) -> int:
         return len(self._blocks)
 
-    def depths(self, keys: Sequence[int], now: float) -> dict[int, int]:
+    def depths(
+        self, keys: Sequence[int], now: float, answers: Sequence[tuple[int, int]] = ()
+    ) -> dict[int, int]:
         """Replica id -> how many leading blocks of ``keys`` it holds (those holding any).
 
         A replica's blocks of one prompt are prefix-closed (:meth:`record` makes the
         earlier blocks the more recent, so eviction and expiry take the tail
         first), so each holder's depth is found by bisection: O(holders x log n).
+        ``answers`` (:attr:`Prefix.answers`): a holder of an earlier turn's prompt
+        key holds at least that turn's blocks through its answer.
         """
         if not keys:
             return {}
         oldest = now - self.ttl
         blocks = self._blocks
+        depth: dict[int, int] = {}
+        for key, through in answers:
+            turn = blocks.get(key)
+            if turn is None or turn.used < oldest:
+                continue
+            for replica, used in turn.holders.items():
+                if used >= oldest and depth.get(replica, 0) < through:
+                    depth[replica] = through
         first = blocks.get(keys[0])
         if first is None or first.used < oldest:
-            return {}
-        depth: dict[int, int] = {}
+            return depth
         for replica, used in first.holders.items():
             if used < oldest:
                 continue
@@ -249,17 +168,21 @@ class PrefixIndex:
                     lo = mid
                 else:
                     hi = mid - 1
-            depth[replica] = lo
+            depth[replica] = max(lo, depth.get(replica, 0))
         return depth
 
-    def record(self, keys: Sequence[int], replica: int, now: float) -> None:
-        """``replica`` was sent the prompt of ``keys``: it holds those blocks now.
+    def record(
+        self, keys: Sequence[int], replica: int, now: float, end: int | None = None
+    ) -> None:
+        """``replica`` was sent the prompt of ``keys``: it holds those blocks now
+        (and with ``end``, :attr:`Prefix.end`, the whole prompt: its answer next).
 
-        The blocks are touched last to first, so a prompt's first blocks are
-        always the more recently used: the tail of a prefix is evicted first.
+        The blocks are touched last to first (``end`` before them all), so a
+        prompt's first blocks are always the more recently used: the tail of a
+        prefix is evicted first.
         """
         blocks = self._blocks
-        for key in reversed(keys):
+        for key in reversed(keys) if end is None else (end, *reversed(keys)):
             block = blocks.pop(key, None)
             if block is None:
                 block = _Block(now)
@@ -457,3 +380,78 @@ class Pending:
 
     def forget(self, replica: int) -> None:
         self._blocks.pop(replica, None)
+
+
+class Homes:
+    """One service's cache_aware state and its steps per request (the router's, in
+    :mod:`skyctl.router.affinity`, and the benchmark's run this same code).
+
+    :meth:`order` ranks the replicas for a request (:func:`rank` on the index's
+    depths, each replica's pending prefill and its load averaged over time,
+    sampled here at each decision); :meth:`sent` records a copy sent (the
+    replica holds the prefix now, and what it was not expected to hold is
+    pending prefill there until :meth:`answered`); :meth:`forget` drops a
+    replica that left.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        ttl: float = DEFAULT_TTL,
+        window: float = DEFAULT_AVERAGE_SECONDS,
+    ) -> None:
+        self.index = PrefixIndex(max_entries, ttl)
+        self.pending = Pending()
+        self.averages = LoadAverage(window)
+        self.cursor = 0  # ties rotate
+
+    def order(
+        self,
+        prompt: Prefix,
+        replicas: Sequence[int],
+        loads: Sequence[float],
+        now: float,
+        factor: float = DEFAULT_BALANCE,
+        slack: float = DEFAULT_SLACK,
+        full: Sequence[bool] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Indices into ``replicas`` (ids; ``loads`` theirs) best first, and each one's
+        depth in ``prompt``'s blocks (``full``: see :func:`rank`)."""
+        keys = prompt.keys
+        if keys:
+            held = self.index.depths(keys, now, prompt.answers)
+            depths = [held.get(r, 0) for r in replicas]
+        else:
+            depths = [0] * len(replicas)
+        pending = [float(self.pending.of(r)) for r in replicas]
+        averages = self.averages.observe(dict(zip(replicas, loads, strict=True)), now)
+        ranked = rank(
+            depths,
+            loads,
+            len(keys),
+            factor,
+            self.cursor,
+            slack=slack,
+            full=full,
+            pending=pending,
+            averages=averages,
+        )
+        self.cursor += 1
+        return ranked, depths
+
+    def sent(self, prompt: Prefix, replica: int, depth: int, ticket: Ticket, now: float) -> None:
+        """A copy of ``prompt`` went to ``replica``, which held ``depth`` of its blocks."""
+        keys = prompt.keys
+        if keys:
+            self.index.record(keys, replica, now, prompt.end)
+            self.pending.add(ticket, replica, uncached(depth, len(keys)))
+
+    def answered(self, ticket: Ticket) -> None:
+        """The request of ``ticket`` got its first response bytes, or ended."""
+        self.pending.release(ticket)
+
+    def forget(self, replica: int) -> None:
+        """``replica`` left: its blocks, pending prefill and average go."""
+        self.index.forget(replica)
+        self.pending.forget(replica)
+        self.averages.forget(replica)

@@ -44,9 +44,11 @@ class Router:
         load: dict[int, int],
         now: float,
         ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
     ) -> int:
         """The replica id for a request with prefix ``keys`` of ``size`` bytes;
-        ``ticket``: the request's, for :meth:`answered`."""
+        ``ticket``: the request's, for :meth:`answered`; ``prompt``: its keys with
+        its chat turns' (:func:`policies.cache_aware.prefix`)."""
         raise NotImplementedError
 
     def answered(self, ticket: ca.Ticket) -> None:
@@ -73,21 +75,20 @@ class LeastLoad(Router):
         load: dict[int, int],
         now: float,
         ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
     ) -> int:
         return self._least(alive, load)
 
 
 class CacheAware(Router):
-    """The router's policy: :class:`policies.cache_aware.PrefixIndex`, ``Pending``,
-    ``LoadAverage`` and ``rank``, as :class:`skyctl.router.affinity.Affinity` drives them."""
+    """The router's policy: :class:`policies.cache_aware.Homes`, the code
+    :class:`skyctl.router.affinity.Affinity` drives, on the request's prefix."""
 
     name = "cache_aware"
 
     def __init__(self, factor: float = ca.DEFAULT_BALANCE, slack: float = ca.DEFAULT_SLACK) -> None:
         super().__init__()
-        self.index = ca.PrefixIndex()
-        self.pending = ca.Pending()
-        self.averages = ca.LoadAverage()
+        self.homes = ca.Homes()
         self.factor = factor
         self.slack = slack
 
@@ -99,38 +100,20 @@ class CacheAware(Router):
         load: dict[int, int],
         now: float,
         ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
     ) -> int:
-        held = self.index.depths(keys, now) if keys else {}
-        depths = [held.get(r, 0) for r in alive]
+        prompt = ca.Prefix(keys) if prompt is None else prompt
         loads = [float(load[r]) for r in alive]
-        pending = [float(self.pending.of(r)) for r in alive]
-        averages = self.averages.observe(dict(zip(alive, loads, strict=True)), now)
-        order = ca.rank(
-            depths,
-            loads,
-            len(keys),
-            self.factor,
-            self.cursor,
-            slack=self.slack,
-            pending=pending,
-            averages=averages,
-        )
-        self.cursor += 1
+        order, depths = self.homes.order(prompt, alive, loads, now, self.factor, self.slack)
         first = order[0]
-        chosen = alive[first]
-        if keys:
-            self.index.record(keys, chosen, now)
-            if ticket is not None:
-                self.pending.add(ticket, chosen, ca.uncached(depths[first], len(keys)))
-        return chosen
+        self.homes.sent(prompt, alive[first], depths[first], ticket or ca.Ticket(), now)
+        return alive[first]
 
     def answered(self, ticket: ca.Ticket) -> None:
-        self.pending.release(ticket)
+        self.homes.answered(ticket)
 
     def leave(self, replica: int) -> None:
-        self.index.forget(replica)
-        self.pending.forget(replica)
-        self.averages.forget(replica)
+        self.homes.forget(replica)
 
 
 class SGLang(Router):
@@ -155,6 +138,7 @@ class SGLang(Router):
         load: dict[int, int],
         now: float,
         ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
     ) -> int:
         loads = [load[r] for r in alive]
         if max(loads) - min(loads) > self.BALANCE_ABS and max(loads) > self.BALANCE_REL * min(
@@ -200,6 +184,7 @@ class ConsistentHash(Router):
         load: dict[int, int],
         now: float,
         ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
     ) -> int:
         if not keys:
             return self._least(alive, load)

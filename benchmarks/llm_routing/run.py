@@ -74,6 +74,7 @@ class Request:
     sent: float
     keys: list[int]
     size: int
+    prompt: ca.Prefix = ca.NONE  # its keys with its chat turns', as the router reads them
     replica: int = -1
     ticket: ca.Ticket = field(default_factory=ca.Ticket)  # its prefill, pending at the router
     answered: bool = False  # its first token came (a retry after a preemption counts once)
@@ -102,7 +103,7 @@ def run(config: Config) -> Result:
         heapq.heappush(events, (at, seq, kind, payload))
 
     def dispatch(req: Request, now: float) -> None:
-        rid = router.choose(req.keys, req.size, alive, load, now, req.ticket)
+        rid = router.choose(req.keys, req.size, alive, load, now, req.ticket, req.prompt)
         req.replica = rid
         load[rid] += 1
         replica = replicas[rid]
@@ -115,8 +116,10 @@ def run(config: Config) -> Result:
     def send(conv: Conversation, now: float) -> None:
         turn = conv.sent
         conv.sent += 1
-        data = ca.prompt_bytes(CHAT, conv.body(turn)) or b""
-        dispatch(Request(conv, turn, now, ca.block_keys(data), len(data)), now)
+        body = conv.body(turn)
+        data = ca.prompt_bytes(CHAT, body) or b""
+        prompt = ca.prefix(CHAT, body) or ca.NONE
+        dispatch(Request(conv, turn, now, prompt.keys, len(data), prompt=prompt), now)
 
     at = arrivals.expovariate(conv_rate)
     while at < config.duration:

@@ -171,9 +171,7 @@ class PrefixIndex:
             depth[replica] = max(lo, depth.get(replica, 0))
         return depth
 
-    def record(
-        self, keys: Sequence[int], replica: int, now: float, end: int | None = None
-    ) -> None:
+    def record(self, keys: Sequence[int], replica: int, now: float, end: int | None = None) -> None:
         """``replica`` was sent the prompt of ``keys``: it holds those blocks now
         (and with ``end``, :attr:`Prefix.end`, the whole prompt: its answer next).
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any, Final, NamedTuple
 
 BLOCK_BYTES: Final = 64  # about 16 tokens, vLLM's default KV block
@@ -202,7 +203,7 @@ def prefix(path: str, body: bytes, json_path: Sequence[str | int] | None = None)
         return Prefix(keys)
     answers: list[tuple[int, int]] = []
     crc, done = 0, 0
-    for (before, _), (after, role) in zip(ends, ends[1:], strict=False):
+    for (before, _), (after, role) in pairwise(ends):
         if role != "assistant":
             continue
         crc = zlib.crc32(data[done:before], crc)  # the prompt that produced this answer

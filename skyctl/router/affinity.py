@@ -88,9 +88,10 @@ class Affinity:
     """Prefix keys and replica order for one service (see the module docstring)."""
 
     def __init__(self, options: CacheAware, clock: Clock) -> None:
-        self.index = cache_aware.PrefixIndex(options.max_prefixes, options.ttl_seconds)
-        self.pending = cache_aware.Pending()  # prompt blocks each replica has still to prefill
-        self.averages = cache_aware.LoadAverage()  # in-flight counts averaged over time
+        # the index, pending prefill, load averages and the ranking (the benchmark's too)
+        self.homes = cache_aware.Homes(options.max_prefixes, options.ttl_seconds)
+        self.index = self.homes.index
+        self.pending = self.homes.pending  # prompt blocks each replica has still to prefill
         self.clock = clock
         self.options = options
         self._header = _header_re(options.session_header)
@@ -99,7 +100,6 @@ class Affinity:
         )
         self.poller: ReplicaLoad | None = None
         self._targets: Callable[[], Sequence[tuple[int, str]]] | None = None
-        self._cursor = 0  # ties rotate
         self.keyed = 0  # requests that had a key
         # requests by what the ranking did for them (policies.cache_aware.outcome)
         self.outcomes = dict.fromkeys(
@@ -140,22 +140,22 @@ class Affinity:
             cache_aware.parse_json_path(options.json_path) if options.json_path else None
         )
 
-    def keys(self, request: Request, body: bytes | None) -> list[int]:
-        """The request's prefix keys: from its body, else its session header; [] for none."""
+    def keys(self, request: Request, body: bytes | None) -> cache_aware.Prefix:
+        """The request's prefix: from its body, else its session header; no keys for none."""
         if body and len(body) <= self.options.max_body_bytes:
-            data = cache_aware.prompt_bytes(request.path, body, self._json_path)
-            if data:
-                return cache_aware.block_keys(data)
+            prompt = cache_aware.prefix(request.path, body, self._json_path)
+            if prompt is not None and prompt.keys:
+                return prompt
         match = self._header.search(request.head.fields)
         if match is not None and match.group(1):
-            return cache_aware.session_keys(match.group(1).decode("latin-1"))
-        return []
+            return cache_aware.Prefix(cache_aware.session_keys(match.group(1).decode("latin-1")))
+        return cache_aware.NONE
 
     def order(
-        self, replicas: Sequence[ReplicaState], keys: Sequence[int], now: float
+        self, replicas: Sequence[ReplicaState], prompt: cache_aware.Prefix, now: float
     ) -> tuple[list[int], list[int]]:
-        """Indices into ``replicas`` best first (:func:`policies.cache_aware.rank`), and
-        each replica's depth (leading blocks of ``keys`` it holds); counted by outcome."""
+        """Indices into ``replicas`` best first (:meth:`policies.cache_aware.Homes.order`),
+        and each replica's depth (leading blocks of the prompt it holds); counted by outcome."""
         poller = self.poller
         full: list[bool] | None = None
         if poller is None:
@@ -164,46 +164,31 @@ class Affinity:
             loads = [poller.load(r.replica_id, float(r.in_flight)) for r in replicas]
             usage = [poller.kv_usage(r.replica_id) for r in replicas]
             full = [u is not None and u >= cache_aware.KV_FULL for u in usage]
-        if keys:
+        if prompt.keys:
             self.keyed += 1
-            held = self.index.depths(keys, now)
-            depths = [held.get(r.replica_id, 0) for r in replicas]
-        else:
-            depths = [0] * len(replicas)
-        factor = self.options.balance_factor
-        pending = [float(self.pending.of(r.replica_id)) for r in replicas]
-        ranked = cache_aware.rank(
-            depths, loads, len(keys), factor, self._cursor, full=full, pending=pending
+        ids = [r.replica_id for r in replicas]
+        ranked, depths = self.homes.order(
+            prompt, ids, loads, now, self.options.balance_factor, full=full
         )
-        self._cursor += 1
         if ranked:
-            self.outcomes[cache_aware.outcome(depths, ranked[0], len(keys))] += 1
+            self.outcomes[cache_aware.outcome(depths, ranked[0], len(prompt.keys))] += 1
         return ranked, depths
-
-    def record(self, keys: Sequence[int], replica: ReplicaState, now: float) -> None:
-        """``replica`` is sent the prompt of ``keys``: it holds its blocks now."""
-        if keys:
-            self.index.record(keys, replica.replica_id, now)
 
     def picker(
         self,
         order: Sequence[int],
-        keys: Sequence[int],
+        prompt: cache_aware.Prefix,
         now: float,
-        depths: Sequence[int] | None = None,
-        ticket: cache_aware.Ticket | None = None,
+        depths: Sequence[int],
+        ticket: cache_aware.Ticket,
     ) -> Pick:
         """A ``Forward`` pick: the best replica in ``order`` not yet tried, recorded
-        (and with ``depths`` and ``ticket``, its prefill counted as pending)."""
+        as a holder of the prompt and its prefill counted as pending on ``ticket``."""
 
         def pick(replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
             for index in order:
                 if index not in excluded:
-                    replica = replicas[index]
-                    self.record(keys, replica, now)
-                    if ticket is not None and depths is not None and keys:
-                        blocks = cache_aware.uncached(depths[index], len(keys))
-                        self.pending.add(ticket, replica.replica_id, blocks)
+                    self.homes.sent(prompt, replicas[index].replica_id, depths[index], ticket, now)
                     return index
             return -1
 
@@ -218,22 +203,20 @@ class Affinity:
     ) -> Route:
         """The request's :class:`Route`: its order, pick, race hook and answer hook."""
         now = self.clock.now()
-        keys = self.keys(request, body)
-        order, depths = self.order(replicas, keys, now)
+        prompt = self.keys(request, body)
+        order, depths = self.order(replicas, prompt, now)
         race = opts.cache_aware.race
         ticket = cache_aware.Ticket()
-        pick = self.picker(order, keys, now, depths, ticket)
+        pick = self.picker(order, prompt, now, depths, ticket)
         held = {r.replica_id: d for r, d in zip(replicas, depths, strict=True)}
-        pending = self.pending
+        homes = self.homes
 
         def sent(replica: ReplicaState) -> None:
-            self.record(keys, replica, self.clock.now())
-            if keys:
-                blocks = cache_aware.uncached(held.get(replica.replica_id, 0), len(keys))
-                pending.add(ticket, replica.replica_id, blocks)
+            rid = replica.replica_id
+            homes.sent(prompt, rid, held.get(rid, 0), ticket, self.clock.now())
 
         def answered() -> None:
-            pending.release(ticket)
+            homes.answered(ticket)
 
         if (
             race is None
@@ -247,9 +230,7 @@ class Affinity:
     def forget(self, replica_ids: set[int]) -> None:
         """Replicas that left: their blocks go, every other prefix keeps its home."""
         for replica_id in replica_ids:
-            self.index.forget(replica_id)
-            self.pending.forget(replica_id)
-            self.averages.forget(replica_id)
+            self.homes.forget(replica_id)
 
 
 def for_policy(

@@ -74,6 +74,25 @@ async def test_every_turn_of_a_conversation_goes_to_its_first_replica(harness: H
     assert len({next(iter(n)) for n in homes.values()}) == 4  # new prefixes spread by load
 
 
+async def test_a_chat_whose_first_question_is_short_still_goes_home(harness: Harness) -> None:
+    """A first question of one partial block ("hi"), which the next turn does not share:
+    the router finds the home by the turn key of the prompt that produced the answer."""
+    _, url, _ = await four(harness)
+    homes: dict[int, set[str]] = {}
+    for n in range(3):
+        for conversation in range(7):  # not a multiple of 4: rotating ties would move them
+            messages: list[dict[str, str]] = [{"role": "user", "content": f"hi {conversation}"}]
+            for m in range(1, n + 1):
+                messages += [
+                    {"role": "assistant", "content": f"answer {m} " * 40},
+                    {"role": "user", "content": f"q{m}"},
+                ]
+            status, name = await post(harness, url + CHAT, {"model": "m", "messages": messages})
+            assert status == 200
+            homes.setdefault(conversation, set()).add(name)
+    assert all(len(names) == 1 for names in homes.values())
+
+
 async def test_the_session_header_keys_requests_without_a_readable_body(harness: Harness) -> None:
     _, url, _ = await four(harness)
     for session in ("a", "b", "c"):

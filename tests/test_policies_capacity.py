@@ -1,11 +1,11 @@
 """Per-location backoff for spot capacity refusals (policies.capacity), in plan().
 
-A location that refused spot capacity is not offered to any placement policy
-for 30 s, then 60 s, 120 s ... up to 30 minutes; the first launch after a hold
-is the probe; a granted launch there clears it. A plan probes one refusing
-location at a time, and when spot is refused wherever it is tried, the whole
-search backs off the same way. The state round-trips through JSON each tick,
-as the controller persists it.
+A location that refused spot capacity, or just preempted a spot replica, is not
+offered to any placement policy for 30 s, then 60 s, 120 s ... up to an hour;
+the first launch after a hold is the probe; a granted launch there clears it.
+A plan probes one refusing location at a time, and when spot is refused
+wherever it is tried, the whole search backs off the same way. The state
+round-trips through JSON each tick, as the controller persists it.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from tests.test_policies_support import loc, make_spec, observe, offerings, repl
 
 CAP = LocationEventKind.CAPACITY_ERROR
 OK = LocationEventKind.LAUNCHED
+LOST = LocationEventKind.PREEMPTED
 A, B, C = loc("us-east-1a"), loc("us-east-1c"), loc("us-east-1d")
 PRICES = {"us-east-1a": 1.0, "us-east-1c": 1.1, "us-east-1d": 1.2}
 
 
 @pytest.mark.parametrize(
     ("refusals", "seconds"),
-    [(0, 0.0), (1, 30.0), (2, 60.0), (3, 120.0), (6, 960.0), (7, 1800.0), (30, 1800.0)],
+    [(0, 0.0), (1, 30.0), (2, 60.0), (3, 120.0), (7, 1920.0), (8, 3600.0), (30, 3600.0)],
 )
-def test_hold_doubles_from_30s_to_a_30min_cap(refusals: int, seconds: float) -> None:
+def test_hold_doubles_from_30s_to_a_one_hour_cap(refusals: int, seconds: float) -> None:
     assert capacity.hold(refusals) == seconds
 
 
@@ -52,7 +53,17 @@ def ev(kind: LocationEventKind, at: float, where: Location = A, spot: bool = Tru
         ([ev(CAP, 0.0), ev(CAP, 30.0), ev(OK, 40.0)], 41.0, set()),  # granted: clean again
         ([ev(CAP, 0.0), ev(CAP, 1.0, B)], 10.0, {A, B}),  # per location
         ([ev(CAP, 0.0, spot=False)], 10.0, set()),  # on-demand is never held
-        ([ev(LocationEventKind.PREEMPTED, 0.0)], 10.0, set()),  # a preemption is not a refusal
+        # a preemption counts as a refusal: the capacity there just went away
+        ([ev(LOST, 0.0)], 29.0, {A}),
+        ([ev(LOST, 0.0)], 30.0, set()),
+        ([ev(LOST, 0.0), ev(CAP, 30.0)], 89.0, {A}),  # then refused: the second in a row
+        ([ev(LOST, 0.0), ev(LOST, 0.0)], 59.0, {A}),  # two replicas lost there at once
+        ([ev(LOST, 0.0), ev(OK, 30.0)], 31.0, set()),  # granted: clean again
+        ([ev(LOST, 0.0, spot=False)], 10.0, set()),  # an on-demand loss holds nothing
+        ([ev(LocationEventKind.NOTICE, 0.0)], 10.0, set()),  # a notice is no loss yet
+        # zones out for days: asked once an hour, not every 30 minutes
+        ([ev(CAP, 0.0)] * 8, 3599.0, {A}),
+        ([ev(CAP, 0.0)] * 8, 3600.0, set()),
     ],
 )
 def test_holds(events: list[LocationEvent], now: float, held: set[Location]) -> None:
@@ -77,6 +88,18 @@ def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
     assert p.policy_state[capacity.STATE_KEY] == {str(A): {"refusals": 1, "until": 30.0}}
 
 
+def test_spothedge_does_not_send_a_replacement_back_to_the_zone_that_just_preempted() -> None:
+    # two zones: A's preemption leaves one ACTIVE, so SpotHedge's bookkeeping sets both
+    # ACTIVE again and would pick A, the cheapest, at once (a refusal on a real cloud)
+    spec = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)
+    two = offerings({"us-east-1a": 1.0, "us-east-1c": 1.1})
+    p = plan(observe(spec, [], two, events=[ev(LOST, 100.0)]), 100.0)
+    assert p.location_states[A] is LocationState.ACTIVE  # SpotHedge's reset, unchanged
+    assert [la.offering.location for la in p.launches if la.offering.spot] == [B]
+    assert any("us-east-1a: spot preempted" in n and "30s" in n for n in p.notes)
+    assert p.policy_state[capacity.STATE_KEY] == {str(A): {"refusals": 1, "until": 130.0}}
+
+
 def test_when_every_spot_location_is_held_the_plan_wakes_for_the_first_probe() -> None:
     spec = make_spec(replicas=1, policy="cheapest_spot")
     obs = observe(spec, [], offerings(PRICES), events=[ev(CAP, 0.0, z) for z in (A, B, C)])
@@ -93,7 +116,8 @@ def search(events: list[list[LocationEvent]]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("refusals", "seconds"), [(0, 0.0), (1, 0.0), (2, 15.0), (3, 30.0), (8, 960.0), (9, 1800.0)]
+    ("refusals", "seconds"),
+    [(0, 0.0), (1, 0.0), (2, 15.0), (3, 30.0), (9, 1920.0), (10, 3600.0), (40, 3600.0)],
 )
 def test_the_search_hold_starts_at_the_second_refusal_in_a_row(
     refusals: int, seconds: float
@@ -110,7 +134,7 @@ def test_the_search_hold_starts_at_the_second_refusal_in_a_row(
         ([[ev(CAP, 0.0, A), ev(CAP, 0.0, B), ev(CAP, 0.0, C)]], 1, 0.0),  # one plan: one step
         ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B), ev(OK, 1.0, C)]], 0, 0.0),  # granted anywhere: over
         ([[ev(CAP, 0.0)], [ev(CAP, 1.0, B, spot=False)]], 1, 0.0),  # on-demand does not count
-        ([[ev(CAP, 0.0)], [ev(LocationEventKind.PREEMPTED, 1.0)]], 1, 0.0),
+        ([[ev(CAP, 0.0)], [ev(LOST, 1.0)]], 1, 0.0),  # a loss is no refused plan
     ],
 )
 def test_the_search_as_a_whole_backs_off_when_spot_is_refused_wherever_tried(
@@ -273,7 +297,7 @@ def test_no_policy_asks_a_full_cloud_more_than_the_backoff_allows(policy: str) -
     if any(not r.spot for r in cloud.replicas.values()):
         assert 3 <= cloud.refused.total() <= 12, cloud.refused
     assert cloud.granted.total() == 0
-    cloud.run(1900.0)  # capacity is back: the next probes (holds of at most 30 min) get it
+    cloud.run(1900.0)  # capacity is back: the next probes (holds of 1,920 s) get it
     assert cloud.granted.total() >= 1
     state = json.loads(cloud.state_json)[capacity.STATE_KEY]
     assert all(str(where) not in state for where in cloud.granted)  # granted: clean again

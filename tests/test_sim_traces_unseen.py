@@ -175,7 +175,7 @@ def test_the_capacity_hold_has_no_float_overflow_after_many_refusals() -> None:
     # 3,000 replicas refused together in one zone came to 2.0 ** 3000 (OverflowError)
     assert capacity.hold(5000) == capacity.MAX_HOLD
     assert capacity.search_hold(5000) == capacity.MAX_HOLD
-    assert [capacity.hold(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 960, 1800]
+    assert [capacity.hold(n) for n in range(1, 9)] == [30, 60, 120, 240, 480, 960, 1920, 3600]
 
 
 def test_many_replicas_refused_at_once_replay(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ It composes, in this order:
 
 1. ``shutting_down``: terminate every live replica (``USER``), launch nothing.
 0. Breaker gating: offerings in ``closed_locations`` are not used; nor are
-   spot offerings at a location that refused spot capacity lately
-   (:mod:`policies.capacity`: 30 s doubling to 30 min, cleared by a granted
+   spot offerings at a location that refused spot capacity (or preempted) lately
+   (:mod:`policies.capacity`: 30 s doubling to 1 h, cleared by a granted
    launch there), whatever the placement policy.
 2. Health: a replica STARTING for longer than the probe's
    ``initial_delay_seconds`` (since it became STARTING: its own start, never

@@ -68,6 +68,9 @@ _SMALL_BODY: Final = 16 * 1024  # bodies up to this size go out in the same writ
 _IDLE: Final = 0
 _STREAMING: Final = 1
 _DONE: Final = 2
+# made once, not formatted per response (a %-format parses its template each time)
+_DIGITS: Final = tuple(b"%d" % n for n in range(1000))  # a status code's
+_LENGTHS: Final = tuple(b"Content-Length: %d\r\n" % n for n in range(1024))  # small bodies'
 
 
 Handler = Callable[[Request, "Connection"], Awaitable[None]]
@@ -479,16 +482,24 @@ class Connection:
                 framing = b"Content-Length: %d\r\n" % declared_length
             body = b""
         else:
-            framing = b"Content-Length: %d\r\n" % len(body)
+            size = len(body)
+            framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
         if self._close_after:  # (self._head, inline: the hot path)
             connection = b"Connection: close\r\n"
         else:
             connection = b"" if self._http11 else b"Connection: keep-alive\r\n"
-        head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (status, reason, lines, framing, connection)
-        self._state = _DONE
-        if len(body) <= _SMALL_BODY:
-            self._write_raw(head + body if body else head)
+        code = _DIGITS[status] if status < 1000 else b"%d" % status
+        if len(body) <= _SMALL_BODY:  # head and body in one write
+            self._state = _DONE
+            end = b"\r\n"
+            self._write_raw(
+                b"".join(
+                    (b"HTTP/1.1 ", code, b" ", reason, end, lines, framing, connection, end, body)
+                )
+            )
         else:
+            head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (status, reason, lines, framing, connection)
+            self._state = _DONE
             self._write_raw(head)
             self._write_raw(body)
 

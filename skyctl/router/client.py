@@ -481,9 +481,10 @@ class Pool:
         conn = conns.pop()
         if conn.closed or conn.transport is None or conn.transport.is_closing():
             conn.abort()
-            conn = self._take(origin)
-            if conn is None:
+            taken = self._take(origin)
+            if taken is None:
                 return None
+            conn = taken
         return conn.begin(method, head, body, head_timeout, chunked, listener)
 
     def idle_count(self, origin: Origin | None = None) -> int:

@@ -5,16 +5,14 @@ whose prefix (a system prompt, a chat's earlier turns) is cached on a replica
 skips most of its prefill. This module is the pure part of the router's
 ``cache_aware`` policy (``service.load_balancing_policy``):
 
-- :func:`prompt_bytes` reads the prompt out of a small JSON request body:
-  OpenAI-style ``/v1/chat/completions`` messages and ``/v1/completions``
-  prompts, or the value at a configured JSON path for other APIs.
-- :func:`block_keys` cuts it into blocks of :data:`BLOCK_BYTES` and names each
-  by a hash of the whole prefix up to its end (as vLLM names its KV blocks):
-  two prompts share their first ``n`` keys exactly when they share their first
-  ``n`` blocks (up to hash collisions, which only cost a cache miss).
+- :mod:`policies.cache_keys` (re-exported here) reads a request's prompt and
+  names it: block keys (each a hash of the whole prefix up to a block's end,
+  as vLLM names its KV blocks) and, for a chat, turn keys (:class:`Prefix`).
 - :class:`PrefixIndex` remembers which replica was sent which blocks: an
   approximate radix tree of every replica's cache, bounded in size (oldest
   blocks evicted first) and in age (blocks older than ``ttl`` are forgotten).
+  A replica sent an earlier turn's prompt holds a chat through that turn's
+  answer (the server cached what it generated; the router never saw it).
 - :func:`rank` orders the replicas: the one holding the longest prefix first,
   unless its load is over the bound (``balance_factor`` times the mean, as in
   consistent hashing with bounded loads, and at least half a request over it), in
@@ -40,6 +38,8 @@ skips most of its prefill. This module is the pure part of the router's
   answered with a first byte: the prefill work queued ahead of a new request.
 - :func:`outcome` names what the ranking did for a request (its home, a miss,
   an overflow to the least loaded), for the router's counters.
+- :class:`Homes` holds the index, the pending prefill and the load averages
+  and runs the steps per request: the router's, and the benchmark's.
 
 A replica that leaves takes only the blocks it held: every other prefix keeps
 its home (the index is keyed by prefix, not by position in a ring); a replica

@@ -18,8 +18,10 @@ checked once it was fixed on 303 and 304, never run before. Later changes to
 the policy (the pending-prefill tie-break, which has no constant; the
 time-averaged exception to the bound, whose window,
 ``policies.cache_aware.DEFAULT_AVERAGE_SECONDS``, was chosen between 10 and
-30 s) were tried on seeds 1 and 2 only; the held-out pairs are run once they
-are fixed, and 7001 and 7002 were run once, last, as a pair never used before.
+30 s; the chat turn keys, ``policies.cache_keys``, which have no constant)
+were tried on seeds 1 and 2 only; the held-out pairs are run once they are
+fixed. Fresh pairs, each run once and never again: 7001 and 7002 (after the
+time-averaged exception), 9101 and 9102 (after the turn keys).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from benchmarks.llm_routing.routers import POLICIES
+from benchmarks.llm_routing.routers import POLICIES, VARIANTS
 from benchmarks.llm_routing.run import Config, Result, run
 from benchmarks.llm_routing.workloads import WORKLOADS
 
@@ -84,7 +86,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="chat and control, 4 replicas, 70%%")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT))
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument(
+        "--policies", nargs="+", default=list(POLICIES), choices=POLICIES + VARIANTS
+    )
     parser.add_argument("--replicas", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--loads", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     parser.add_argument("--duration", type=float, default=300.0, help="virtual seconds")

@@ -15,6 +15,9 @@ peers are written here from their published descriptions:
   ours, per replica, bounded in size.
 - ``chash``: plain consistent hashing (rendezvous) of the prompt's first
   256 bytes over the replicas: perfect affinity, no load bound.
+
+``cache_aware_blocks`` (only when named in ``--policies``) is ``cache_aware``
+keyed by its blocks alone, without the chat turn keys: the policy before them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Sequence
 from policies import cache_aware as ca
 
 POLICIES = ("least_load", "cache_aware", "sglang", "chash")
+# not run by default: cache_aware keyed by its blocks alone, as before the chat turn keys
+VARIANTS = ("cache_aware_blocks",)
 
 
 class Router:
@@ -116,6 +121,25 @@ class CacheAware(Router):
         self.homes.forget(replica)
 
 
+class CacheAwareBlocks(CacheAware):
+    """``cache_aware`` without the chat turn keys (:attr:`policies.cache_aware.Prefix.end`
+    and ``answers``): the policy as it was before them, for comparison."""
+
+    name = "cache_aware_blocks"
+
+    def choose(
+        self,
+        keys: list[int],
+        size: int,
+        alive: Sequence[int],
+        load: dict[int, int],
+        now: float,
+        ticket: ca.Ticket | None = None,
+        prompt: ca.Prefix | None = None,
+    ) -> int:
+        return super().choose(keys, size, alive, load, now, ticket, ca.Prefix(keys))
+
+
 class SGLang(Router):
     name = "sglang"
     CACHE_THRESHOLD = 0.5
@@ -196,6 +220,7 @@ def make(name: str) -> Router:
     return {
         "least_load": LeastLoad,
         "cache_aware": CacheAware,
+        "cache_aware_blocks": CacheAwareBlocks,
         "sglang": SGLang,
         "chash": ConsistentHash,
     }[name]()

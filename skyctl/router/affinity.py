@@ -5,13 +5,16 @@ PrefixIndex`) and turns a request into an order of replicas, best first:
 
 - a small JSON body (whole, with a ``Content-Length`` within both
   ``router.max_buffer_bytes`` and ``cache_aware.max_body_bytes``) gives block
-  keys from its prompt (:func:`policies.cache_aware.prompt_bytes`);
+  keys from its prompt, and a chat its turn keys (:func:`policies.cache_aware.
+  prefix`);
 - otherwise, or when the body names no prompt, the ``session_header``
   (``X-Session-Id``) gives one key; a request with neither is ranked by load
   alone. Large or chunked bodies are never read here: they stream to the
   least loaded replica as before.
 
-The replica a request is sent to is recorded as holding its prefix (its new
+The index, ranking, pending prefill and load averages are
+:class:`policies.cache_aware.Homes` (the benchmark drives the same). The
+replica a request is sent to is recorded as holding its prefix (its new
 home when the bound moved it). A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what
 the replica publishes (:mod:`skyctl.router.replica_load`); one whose published

@@ -11,17 +11,14 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
 - The ``n``-th refusal in a row at a location holds it ``hold(n)``:
   30 s, 60 s, 120 s ... up to an hour (``MAX_HOLD``). A location refusing
   for days is asked once an hour, not every 30 minutes (a 30-minute cap:
-  1,264 attempts on spot-local-trace over the AWS V100 trace; 1 h: 1,115
-  with the rule below; longer caps cost more, docs/simulator.md).
-- A spot preemption counts as a refusal there: the capacity just went away,
-  so the location is held 30 s and a refusal after that 60 s. Placement does
-  not always move away on its own: SpotHedge marks the zone PREEMPTED but
-  sets every zone ACTIVE again when fewer than two would stay so, and then
-  asked the zone that had just preempted (147 of 667 refusals on that replay
-  went to a zone whose last news was its preemption).
+  1,264 attempts on spot-local-trace over the AWS V100 trace; 1 h: 1,205;
+  longer caps cost more, docs/simulator.md).
 - When the hold ends the location is offered again: the next launch there is
   the probe. Refused again, the hold doubles; granted (a ``LAUNCHED`` event),
-  the location starts clean.
+  the location starts clean. Preemptions do not touch the hold: counting one
+  as a refusal (so that SpotHedge's reset of every zone to ACTIVE does not
+  send the replacement straight back) cut refusals on the tuning traces but
+  lowered availability on held-out ones (docs/simulator.md).
 - On-demand offerings are never held (the on-demand fallback is what covers
   spot capacity that is on hold).
 - A plan makes at most one spot launch into the locations that refused last
@@ -54,7 +51,6 @@ from skyctl.types import Location, Offering
 STATE_KEY = "capacity"
 SEARCH_KEY = "capacity_search"  # the service-wide streak: {"refusals": n, "until": t}
 BASE_HOLD = 30.0  # seconds a location is held after its first capacity refusal
-_LOSSES = (LocationEventKind.CAPACITY_ERROR, LocationEventKind.PREEMPTED)  # hold a location
 MAX_HOLD = 3600.0  # seconds: the longest hold, of a location or of the search
 
 
@@ -76,9 +72,7 @@ def search_hold(refusals: int) -> float:
 def record(
     state: Mapping[str, Any] | None, events: Iterable[LocationEvent]
 ) -> tuple[dict[str, Any], list[str]]:
-    """Fold spot launch outcomes and preemptions into the holds; returns the state
-    and notes. A preemption counts as one more refusal in a row (each replica lost,
-    as each launch refused: several lost at once hold the location longer)."""
+    """Fold spot launch outcomes into the holds; returns the state and notes."""
     out = {k: dict(v) for k, v in (state or {}).items()}
     notes: dict[str, str] = {}
     for ev in events:
@@ -88,15 +82,12 @@ def record(
         if ev.kind is LocationEventKind.LAUNCHED:
             out.pop(key, None)
             notes.pop(key, None)
-        elif ev.kind in _LOSSES:
+        elif ev.kind is LocationEventKind.CAPACITY_ERROR:
             e = out.setdefault(key, {"refusals": 0, "until": 0.0})
             e["refusals"] = int(e["refusals"]) + 1
             wait = hold(e["refusals"])
             e["until"] = max(float(e["until"]), ev.at + wait)
-            why = f"spot capacity refused {e['refusals']}x"
-            if ev.kind is LocationEventKind.PREEMPTED:
-                why = f"spot preempted (refused or preempted {e['refusals']}x in a row)"
-            notes[key] = f"{key}: {why}; not tried for {wait:g}s"
+            notes[key] = f"{key}: spot capacity refused {e['refusals']}x; not tried for {wait:g}s"
     return out, list(notes.values())
 
 

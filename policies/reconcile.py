@@ -5,7 +5,7 @@ It composes, in this order:
 
 1. ``shutting_down``: terminate every live replica (``USER``), launch nothing.
 0. Breaker gating: offerings in ``closed_locations`` are not used; nor are
-   spot offerings at a location that refused spot capacity (or preempted) lately
+   spot offerings at a location that refused spot capacity lately
    (:mod:`policies.capacity`: 30 s doubling to 1 h, cleared by a granted
    launch there), whatever the placement policy.
 2. Health: a replica STARTING for longer than the probe's

@@ -554,8 +554,10 @@ class Pool:
         return conn
 
     def _put(self, conn: _Conn) -> None:
-        conns = self._idle.setdefault(conn.origin, [])
-        if len(conns) >= self.max_idle:
+        conns = self._idle.get(conn.origin)
+        if conns is None:
+            conns = self._idle[conn.origin] = []
+        elif len(conns) >= self.max_idle:
             conn.abort()
             return
         loop = self.loop

@@ -65,28 +65,26 @@ class Reservoir:
     __slots__ = ("_samples", "_size", "total")
 
     def __init__(self, size: int = 1024) -> None:
-        # a ring in a list (an item store, native when compiled; a deque's append
-        # is a method call): the order of samples is not kept, no figure needs it
-        self._samples: list[float] = []
+        # a ring in a list made whole at once (one item store per sample, no
+        # branch; a deque's append is a method call when compiled): the order of
+        # samples is not kept, no figure needs it
+        self._samples: list[float] = [0.0] * size
         self._size = size
         self.total = 0  # samples ever added
 
     def add(self, value: float) -> None:
-        samples = self._samples
-        if len(samples) < self._size:
-            samples.append(value)
-        else:
-            samples[self.total % self._size] = value
-        self.total += 1
+        total = self.total
+        self._samples[total % self._size] = value
+        self.total = total + 1
 
     def percentile(self, q: float) -> float:
-        return percentile(self._samples, q)
+        return percentile(self.values(), q)
 
     def values(self) -> list[float]:
-        return list(self._samples)
+        return self._samples[: self.total] if self.total < self._size else list(self._samples)
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return min(self.total, self._size)
 
 
 # seconds: from a millisecond answer to a ten-minute generation

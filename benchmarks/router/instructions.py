@@ -9,7 +9,8 @@ instructions does not move with them: this runs the router under callgrind
 with counting switched off, switches it on only while wrk sends requests (8
 connections; the router is about 50 times slower under valgrind), and
 divides by the requests the router counted itself (its metrics). Repeated
-runs agree within about 1%. Kernel time (the socket calls) is not counted:
+runs agree within about 3% (the event loop's per-iteration work is shared by
+however many requests arrived together). Kernel time (the socket calls) is not counted:
 compare CPU per request from ``benchmarks.router.run`` for that.
 
 ``--keep DIR`` copies callgrind's output files there, for

@@ -44,8 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from skyctl.router.headcache import remember
 from skyctl.router.http1 import (
@@ -57,7 +56,7 @@ from skyctl.router.http1 import (
     encode_chunk,
     parse_request_head,
 )
-from skyctl.router.request import Request
+from skyctl.router.request import Exchange, Request
 
 if TYPE_CHECKING:
     from skyctl.router.listener import FrontServer
@@ -71,27 +70,6 @@ _DONE: Final = 2
 # made once, not formatted per response (a %-format parses its template each time)
 _DIGITS: Final = tuple(b"%d" % n for n in range(1000))  # a status code's
 _LENGTHS: Final = tuple(b"Content-Length: %d\r\n" % n for n in range(1024))  # small bodies'
-
-
-Handler = Callable[[Request, "Connection"], Awaitable[None]]
-
-
-class Exchange(Protocol):
-    """A request answered by callbacks instead of a task (see ``FastHandler``)."""
-
-    def start(self) -> None:
-        """Begin; :meth:`Connection.exchange_done` is called once it has answered
-        (possibly before ``start`` returns)."""
-
-    def cancel(self) -> None:
-        """The client hung up: stop, release everything, answer nothing."""
-
-    def tasks(self) -> list[asyncio.Task[Any]]:
-        """Tasks it runs now (a streamed relay, a connect), for a server closing."""
-
-
-# returns the exchange that will answer the request, or None to run ``Handler``
-FastHandler = Callable[[Request, "Connection"], "Exchange | None"]
 
 
 class Connection:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from skyctl.router.batch import WriteBatch
-from skyctl.router.front import Connection, FastHandler, Handler
+from skyctl.router.front import Connection
 from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES, Head
+from skyctl.router.request import FastHandler, Handler
 
 # "1": SO_REUSEPORT on every listening socket, set by a router process that is
 # one of several workers sharing each endpoint's port (config.yaml router.workers)

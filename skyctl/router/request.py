@@ -1,4 +1,4 @@
-"""One client request as the router's front hands it on: the parsed head, the body, the peer.
+"""One client request as the router's front hands it on, and the hooks that answer it.
 
 Built by :class:`~skyctl.router.front.Connection` for every request it parses,
 read by the fast hook and the handlers (:mod:`skyctl.router.server`); its
@@ -8,8 +8,15 @@ head may be shared with other requests that sent the same bytes
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
 from skyctl.router.body import BodyStream
 from skyctl.router.http1 import Head
+
+if TYPE_CHECKING:
+    from skyctl.router.front import Connection
 
 
 class Request:
@@ -35,3 +42,24 @@ class Request:
     def path(self) -> str:
         """The target without its query, decoded (for the router's own endpoints)."""
         return self.head.target.split(b"?", 1)[0].decode("latin-1")
+
+
+Handler = Callable[[Request, "Connection"], Awaitable[None]]
+
+
+class Exchange(Protocol):
+    """A request answered by callbacks instead of a task (see ``FastHandler``)."""
+
+    def start(self) -> None:
+        """Begin; :meth:`Connection.exchange_done` is called once it has answered
+        (possibly before ``start`` returns)."""
+
+    def cancel(self) -> None:
+        """The client hung up: stop, release everything, answer nothing."""
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Tasks it runs now (a streamed relay, a connect), for a server closing."""
+
+
+# returns the exchange that will answer the request, or None to run ``Handler``
+FastHandler = Callable[[Request, "Connection"], "Exchange | None"]

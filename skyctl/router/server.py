@@ -346,13 +346,8 @@ class Router:
             data = body.take()
         else:
             return None
-        self._requests += 1  # (self._enter, inline: the hot path)
-        self._rate.record(self._clock.now())
-        self._active += 1
-        if self._active == 1 and self._idle is not None:
-            self._idle.clear()
-        rid = head.request_id
-        rid = new_request_id() if rid is None else request_id(rid)
+        self._enter()
+        rid = new_request_id() if head.request_id is None else request_id(head.request_id)
         return self._exchange(request, out, rid, replicas, data)
 
     async def _handle(self, request: Request, out: Connection) -> None:

@@ -1,6 +1,7 @@
 """Instructions per request of the router, counted by valgrind (callgrind).
 
-``python -m benchmarks.router.instructions [--baseline DIR] [--policy least_load fan_out]``
+``python -m benchmarks.router.instructions [--baseline DIR] [--policy least_load fan_out]
+[--heads same varied]``
 
 On a shared machine the router's CPU time per request moves by 10 to 20%
 with the neighbours (caches, frequency, the other core's load), which hides
@@ -12,6 +13,13 @@ divides by the requests the router counted itself (its metrics). Repeated
 runs agree within about 3% (the event loop's per-iteration work is shared by
 however many requests arrived together). Kernel time (the socket calls) is not counted:
 compare CPU per request from ``benchmarks.router.run`` for that.
+
+Two workloads (:mod:`benchmarks.router.workloads`, ``--heads``, default
+both): ``same``, wrk's byte-identical ``GET /`` (every head a hit of the
+router's head cache), and ``varied``, LLM API requests (``POST`` with JSON
+bodies of varying length, a unique ``X-Request-Id`` each, and a unique reply
+head each): no head is seen twice, as in real traffic. Read goals against
+``varied``; the gap between the two rows is what the head cache is worth.
 
 ``--keep DIR`` copies callgrind's output files there, for
 ``callgrind_annotate --inclusive=yes FILE`` (where the instructions go).
@@ -32,6 +40,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from benchmarks.router import workloads
 from benchmarks.router.run import ROOT, nginx_conf, process, wrk
 
 BACKEND_PORT = 18190
@@ -64,9 +73,12 @@ def _instrument(pid: int, state: str) -> None:
     subprocess.run(["callgrind_control", "-i", state, str(pid)], check=True, capture_output=True)
 
 
-def count(tree: Path, policy: str, backend: str, seconds: int, tmp: Path) -> tuple[float, float]:
-    """(instructions per request, requests counted) for ``tree``'s router."""
-    out = tmp / f"callgrind.{policy}.{abs(hash(tree))}"
+def count(
+    tree: Path, policy: str, backend: str, seconds: int, tmp: Path, heads: str
+) -> tuple[float, float]:
+    """(instructions per request, requests counted) for ``tree``'s router on a workload."""
+    out = tmp / f"callgrind.{policy}.{heads}.{abs(hash(tree))}"
+    script = workloads.script(tmp, heads)
     backends = ",".join([backend] * (2 if policy == "fan_out" else 1))
     argv = [
         "valgrind",
@@ -83,10 +95,10 @@ def count(tree: Path, policy: str, backend: str, seconds: int, tmp: Path) -> tup
     ]
     with process(argv, wait_for="PORT", cwd=tree) as (proc, line):
         url = f"http://127.0.0.1:{line.split()[1]}/"
-        wrk(url, 2, 8)  # warm up: connection pools, first-call paths
+        wrk(url, 2, 8, script)  # warm up: connection pools, first-call paths
         before = _requests(url)
         _instrument(proc.pid, "on")
-        wrk(url, seconds, 8)
+        wrk(url, seconds, 8, script)
         _instrument(proc.pid, "off")
         requests = _requests(url) - before
     return _total(out) / max(1.0, requests), requests
@@ -97,6 +109,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--policy", nargs="+", default=["least_load", "fan_out"])
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        choices=workloads.HEADS,
+        default=list(workloads.HEADS),
+        help="workloads: byte-identical GETs, varied LLM API requests (default both)",
+    )
     parser.add_argument("--seconds", type=int, default=5, help="wrk run per count (default 5)")
     parser.add_argument("--baseline", type=Path, default=None, help="another source tree")
     parser.add_argument(
@@ -111,18 +130,20 @@ def main() -> None:
     trees = [("this tree", ROOT)] + ([("baseline", args.baseline)] if args.baseline else [])
     with tempfile.TemporaryDirectory(prefix="skyctl-router-instr-") as name:
         tmp = Path(name)
-        conf = nginx_conf(
-            tmp,
-            f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
-            f'location / {{ return 200 "hello world\\n"; }} }}',
-        )
+        conf = nginx_conf(tmp, workloads.backend_server(BACKEND_PORT))
         with process(["nginx", "-c", str(conf), "-p", str(tmp)]):
             backend = f"http://127.0.0.1:{BACKEND_PORT}"
-            print(f"{'router':32} {'instructions/request':>21} {'requests':>9}")
+            print(f"{'router':32} {'heads':>7} {'instructions/request':>21} {'requests':>9}")
             for policy in args.policy:
-                for label, tree in trees:
-                    per, requests = count(tree.resolve(), policy, backend, args.seconds, tmp)
-                    print(f"{policy + ', ' + label:32} {per:21,.0f} {requests:9.0f}", flush=True)
+                for heads in args.heads:
+                    for label, tree in trees:
+                        per, requests = count(
+                            tree.resolve(), policy, backend, args.seconds, tmp, heads
+                        )
+                        print(
+                            f"{policy + ', ' + label:32} {heads:>7} {per:21,.0f} {requests:9.0f}",
+                            flush=True,
+                        )
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             for dump in tmp.glob("callgrind.*"):

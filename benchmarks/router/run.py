@@ -26,6 +26,14 @@ P50/P99/P99.9, the extra backend requests and the share of copies the slow
 replica received, for ``round_robin`` (the slow replica keeps its share),
 ``least_load``, ``fan_out`` k=2 and ``hedge``.
 
+Heads (``--heads``, default both; :mod:`benchmarks.router.workloads`): each
+throughput row is measured on byte-identical ``GET /`` requests (``same``,
+every head a hit of the router's head cache) and on LLM API requests
+(``varied``: ``POST /v1/chat/completions`` with JSON bodies of varying length
+and a unique ``X-Request-Id`` each, every reply head unique too), nginx and
+our routers with the same wrk script in the same run. The goals are read
+against ``varied``; the paced P50 stays on the identical-head ``GET``.
+
 Workers (``--workers 1 2``): the router's own process layout with N workers
 sharing the port (``router.workers``, ``SO_REUSEPORT``) against nginx with N
 worker processes, pinned alike (:mod:`benchmarks.router.workers`).
@@ -54,6 +62,7 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.router import workloads
 from tests.helpers.compiled import compiled_copy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,14 +208,17 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
-def measured(url: str, seconds: int, pid: int | None) -> tuple[dict[str, float], dict[str, float]]:
-    """wrk at 32 connections (with the proxy's CPU per request), then at 1 connection."""
-    wrk(url, 1)  # warm up connection pools
+def measured(
+    url: str, seconds: int, pid: int | None, script: Path | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """wrk at 32 connections (with the proxy's CPU per request), then at 1 connection;
+    ``script``: a wrk Lua script making the requests (:mod:`benchmarks.router.workloads`)."""
+    wrk(url, 1, script=script)  # warm up connection pools
     before = cpu_seconds(pid) if pid else 0.0
-    loaded = wrk(url, seconds)
+    loaded = wrk(url, seconds, script=script)
     if pid:
         loaded["cpu_us"] = (cpu_seconds(pid) - before) / max(1.0, loaded["requests"]) * 1e6
-    return loaded, wrk(url, 2, 1)
+    return loaded, wrk(url, 2, 1, script)
 
 
 def connections_per_k(router_url: str) -> float:
@@ -260,14 +272,21 @@ def median_of(results: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _tag(heads: str) -> str:
+    """A row's name suffix for a workload (none for identical heads, as before)."""
+    return "" if heads == "same" else " [varied]"
+
+
 def throughput(
-    tmp: Path, seconds: int, baseline: Path | None, compiled: Path | None, rounds: int
+    tmp: Path,
+    seconds: int,
+    baseline: Path | None,
+    compiled: Path | None,
+    rounds: int,
+    heads: tuple[str, ...] = workloads.HEADS,
 ) -> None:
-    backend = nginx_conf(
-        tmp,
-        f"server {{ listen 127.0.0.1:{BACKEND_PORT}; "
-        f'location / {{ return 200 "hello world\\n"; }} }}',
-    )
+    backend = nginx_conf(tmp, workloads.backend_server(BACKEND_PORT))
+    scripts = {h: workloads.script(tmp, h) for h in heads}
     proxy = nginx_conf(
         tmp,
         f"""upstream replicas {{ server 127.0.0.1:{BACKEND_PORT}; keepalive 64; }}
@@ -289,37 +308,43 @@ def throughput(
             (f"skyctl router fan_out k=2{suffix}", router_argv("fan_out", [target] * 2), tree),
         ]
     with process(pinned(0, ["nginx", "-c", str(backend), "-p", str(tmp)])):
-        rows.append(("backend directly", *measured(target + "/", seconds, None)))
+        for h in heads:
+            rows.append(
+                ("backend directly" + _tag(h), *measured(target + "/", seconds, None, scripts[h]))
+            )
         with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])) as (ngx, _):
             url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
-            rows.append(("nginx reverse proxy", *measured(url, seconds, ngx.pid)))
-        mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
-        peers: list[tuple[str, list[str], Path]] = [("aiohttp 25-line proxy (buffers)", mini, ROOT)]
-        for name, argv, cwd in peers:
-            with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
+            for h in heads:
                 rows.append(
-                    (name, *measured(f"http://127.0.0.1:{line.split()[1]}/", seconds, proc.pid))
+                    ("nginx reverse proxy" + _tag(h), *measured(url, seconds, ngx.pid, scripts[h]))
                 )
+        if "same" in heads:  # it GETs whatever it is sent: no varied row
+            mini = pinned(1, [sys.executable, "-c", MINI_PROXY % BACKEND_PORT])
+            with process(mini, wait_for="PORT") as (proc, line):
+                url = f"http://127.0.0.1:{line.split()[1]}/"
+                rows.append(("aiohttp 25-line proxy (buffers)", *measured(url, seconds, proc.pid)))
         # our routers in alternating rounds: on a shared machine one run's figure moves
         # by 10 to 20% with the neighbours, a median of side-by-side rounds much less
         runs: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {
-            n: [] for n, _, _ in ours
+            n + _tag(h): [] for n, _, _ in ours for h in heads
         }
         for _ in range(rounds):
             for name, argv, cwd in ours:
-                with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
-                    url = f"http://127.0.0.1:{line.split()[1]}/"
-                    loaded, light = measured(url, seconds, proc.pid)
-                    loaded["conns_per_k"] = connections_per_k(url)
-                    runs[name].append((loaded, light))
-        for name, _, _ in ours:
+                for h in heads:  # a fresh router each: its metrics count one workload
+                    with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
+                        url = f"http://127.0.0.1:{line.split()[1]}/"
+                        loaded, light = measured(url, seconds, proc.pid, scripts[h])
+                        loaded["conns_per_k"] = connections_per_k(url)
+                        runs[name + _tag(h)].append((loaded, light))
+        for name in runs:
             rows.append(
                 (name, median_of([r for r, _ in runs[name]]), median_of([c for _, c in runs[name]]))
             )
         paced: dict[str, list[tuple[str, dict[str, float]]]] = {}
         by_name = {name: r for name, r, _ in rows}
         for name, argv, cwd in ours:
-            if "least_load" in name and "baseline" not in name:  # at half its median peak
+            if "least_load" in name and "baseline" not in name and "same" in heads:
+                # at half its median peak, on identical-head GETs
                 with process(argv, wait_for="PORT", cwd=cwd) as (proc, line):
                     url = f"http://127.0.0.1:{line.split()[1]}/"
                     paced[name] = half_load(tmp, url, target + "/", by_name[name]["rps"], seconds)
@@ -328,23 +353,25 @@ def throughput(
         nginx_paced: list[tuple[str, dict[str, float], dict[str, float]]] = []
         ours_peak = by_name.get("skyctl router least_load")
         pacings = [("our router's", ours_peak)] if ours_peak is not None else []
-        pacings.append(("its own", rows[1][1]))
+        if "nginx reverse proxy" in by_name:
+            pacings.append(("its own", by_name["nginx reverse proxy"]))
         with process(pinned(1, ["nginx", "-c", str(proxy), "-p", str(tmp)])):
             url = f"http://127.0.0.1:{NGINX_PROXY_PORT}/"
             for label, peak in pacings:
                 c, script = paced_connections(peak["rps"]), paced_script(tmp)
                 through = {**wrk(url, seconds, c, script), "connections": c}
                 nginx_paced.append((label, through, wrk(target + "/", seconds, c, script)))
-    ngx_row = rows[1][1]
     print(
         f"\nThroughput (wrk -t1 -c32 -d{seconds}s; tiny responses; our routers: median of "
-        f"{rounds} alternating rounds)"
+        f"{rounds} alternating rounds; [varied]: LLM API requests, every request and reply "
+        "head unique; the others: byte-identical GET heads)"
     )
     print(
         f"{'target':38} {'req/s':>9} {'P50 ms':>8} {'P99 ms':>8} {'vs nginx':>9} "
         f"{'P50@c1 ms':>10} {'CPU us/req':>11}"
     )
     for name, r, light in rows:
+        ngx_row = by_name["nginx reverse proxy" + (" [varied]" if "[varied]" in name else "")]
         ratio = r["rps"] / (ngx_row["rps"] or 1.0)
         cpu = f"{r['cpu_us']:11.1f}" if "cpu_us" in r else f"{'':11}"
         print(
@@ -355,7 +382,9 @@ def throughput(
             print(f"  upstream connections opened: {r['conns_per_k']:.1f} per 1,000 requests")
         if r["non2xx"]:
             print(f"  ! {r['non2xx']:.0f} non-2xx responses")
-    for suffix, _ in builds:
+    for suffix, h in [(b, h) for b, _ in builds for h in heads]:
+        ngx_row = by_name["nginx reverse proxy" + _tag(h)]
+        suffix += _tag(h)
         least_runs = runs[f"skyctl router least_load{suffix}"]
         fan_runs = runs[f"skyctl router fan_out k=2{suffix}"]
         ratios = [
@@ -364,9 +393,9 @@ def throughput(
         ]
         least = by_name[f"skyctl router least_load{suffix}"]
         fan = by_name[f"skyctl router fan_out k=2{suffix}"]
-        build = suffix.strip(" ()") or "pure Python"
+        build = suffix.replace(_tag(h), "").strip(" ()") or "pure Python"
         print(
-            f"{build}: least_load / nginx {least['rps'] / (ngx_row['rps'] or 1.0):.1%}; "
+            f"{build}, {h} heads: least_load / nginx {least['rps'] / (ngx_row['rps'] or 1.0):.1%}; "
             f"fan_out k=2 / least_load by round {', '.join(f'{x:.1%}' for x in ratios)}, "
             f"median {statistics.median(ratios):.1%}; CPU per request: least_load / nginx "
             f"{least['cpu_us'] / ngx_row['cpu_us']:.1f}x, fan_out / least_load "
@@ -497,6 +526,14 @@ def main() -> None:
     )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument(
+        "--heads",
+        nargs="+",
+        choices=workloads.HEADS,
+        default=list(workloads.HEADS),
+        help="throughput workloads: byte-identical GETs (same), LLM API requests with "
+        "unique heads (varied); default both, side by side",
+    )
+    parser.add_argument(
         "--pure-only",
         action="store_true",
         help="measure only the pure-Python router, not also the compiled build",
@@ -548,7 +585,8 @@ def main() -> None:
                 print("compiling the router (mypyc, as SKYCTL_COMPILE=1 builds it)...", flush=True)
                 compiled = compiled_copy(Path(tmp) / "compiled")
             seconds = 3 if args.quick else 8
-            throughput(Path(tmp), seconds, args.baseline, compiled, args.rounds)
+            heads = tuple(args.heads)
+            throughput(Path(tmp), seconds, args.baseline, compiled, args.rounds, heads)
         if args.workers:
             from benchmarks.router.workers import workers_throughput
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +194,53 @@ def test_the_control_plane_stall_sampler_names_the_code_that_held_the_loop() -> 
     held = [s for s in sampler.stalls if any("hold_the_loop" in k for k in s[3])]
     assert len(held) == 1 and held[0][1] >= 0.29
     assert "hold_the_loop" in sampler.report([])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_the_varied_workload_sends_no_head_twice_as_an_llm_client_would(tmp_path: Path) -> None:
+    """benchmarks.router.workloads: every request a POST of JSON whose length varies,
+    with its own X-Request-Id, so no request head repeats (the head cache never hits)."""
+    from benchmarks.router import workloads
+
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def serve() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+                assert length is not None, head
+                heads.append(head)
+                bodies.append(await reader.readexactly(int(length.group(1))))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        script = workloads.script(tmp_path, "varied")
+        assert script is not None and workloads.script(tmp_path, "same") is None
+        wrk = await asyncio.create_subprocess_exec(
+            "wrk",
+            "-t1",
+            "-c2",
+            "-d1s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        await wrk.wait()
+        server.close()
+
+    asyncio.run(serve())
+    assert len(heads) > 200
+    assert len(set(heads)) == len(heads)  # no head twice
+    assert all(h.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for h in heads)
+    ids = [re.search(rb"\r\nX-Request-Id: (\S+)\r\n", h) for h in heads]
+    assert all(ids) and len({m.group(1) for m in ids if m}) == len(heads)
+    assert len({len(b) for b in bodies}) > 100  # Content-Length varies
+    assert all(json.loads(b)["messages"][0]["role"] == "user" for b in bodies)

@@ -233,19 +233,25 @@ class Connection:
                 body = request.body = BodyStream(self._pause_reading, self._resume_reading)
                 if head.expect_continue and head.http11:
                     body.on_first_read = self._continue
-                framer = Framer(head.content_length, head.chunked, server.max_body_bytes)
-                try:
-                    rest = framer.feed(data, body)
-                except ProtocolError as exc:
-                    self._reject(exc)
-                    return
-                if rest is None:
-                    self._framer, self._receiving = framer, request
-                    self._body_active = self._loop.time()
-                    data = b""
-                else:
+                length = head.content_length  # None when chunked
+                if length is not None and len(data) >= length:  # whole with its head: no Framer
+                    body.feed(data[:length])
                     body.finish()
-                    data = rest
+                    data = data[length:]
+                else:
+                    framer = Framer(length, head.chunked, server.max_body_bytes)
+                    try:
+                        rest = framer.feed(data, body)
+                    except ProtocolError as exc:
+                        self._reject(exc)
+                        return
+                    if rest is None:
+                        self._framer, self._receiving = framer, request
+                        self._body_active = self._loop.time()
+                        data = b""
+                    else:
+                        body.finish()
+                        data = rest
             self.last_active = self._loop.time()  # (self._dispatch, inline: the hot path)
             if self._current is not None:
                 self._ready = request

@@ -68,7 +68,9 @@ _RESPONSE_SPECIAL: Final = re.compile(
     rb"\n(content-length|transfer-encoding|connection):[ \t]*((?:[^\r]*[^\r \t])?)([ \t]*)\r",
     re.I,
 ).findall
-_LINES: Final = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)"
+# possessive (``++``, ``*+``): the same matches (a name stops at its colon, a value at its
+# CR, and a fullmatch ends after the last line), without the backtracking bookkeeping
+_LINES: Final = rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e\x80-\xff]*+\r\n)*+)"
 # a whole well-formed head (start line and header lines, each ending in CRLF) in
 # one call; anything else goes the long way, which says what is wrong. Spaces
 # between the request line's parts may repeat, as llhttp allows (RFC 9112 3).

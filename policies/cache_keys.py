@@ -140,6 +140,15 @@ def _read(
         return None
     if not isinstance(doc, dict):
         return None
+    try:  # a body nested nearly as deep as json.loads allows: dumping a part goes deeper
+        return _prompt(path, doc, json_path)
+    except RecursionError:
+        return None
+
+
+def _prompt(
+    path: str, doc: Mapping[str, Any], json_path: Sequence[str | int] | None
+) -> tuple[bytes, list[tuple[int, str]]] | None:
     if path.endswith(CHAT_SUFFIX):
         chat = _chat(doc)
         if chat is not None:

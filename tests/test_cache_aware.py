@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -78,6 +79,23 @@ def test_other_apis_use_the_configured_json_path_and_nothing_else() -> None:
 )
 def test_bodies_without_a_prompt_give_no_key(body: bytes) -> None:
     assert ca.prompt_bytes("/v1/chat/completions", body) is None
+
+
+@pytest.mark.parametrize("field", ["content", "tools", "model"])
+def test_bodies_nested_as_deep_as_json_allows_give_a_key_or_none_never_an_error(
+    field: str,
+) -> None:
+    # json.loads takes a body nested nearly to the recursion limit; re-encoding a part
+    # of it (message content as parts, tools, the model) then goes a few frames deeper
+    for depth in range(sys.getrecursionlimit() - 120, sys.getrecursionlimit() + 20):
+        deep = "[" * depth + "]" * depth
+        content = deep if field == "content" else '"hi"'
+        extra = {"tools": ', "tools": ' + deep, "model": ', "model": ' + deep}.get(field, "")
+        message = '{"role": "user", "content": ' + content + "}"
+        body = ('{"messages": [' + message + "]" + extra + "}").encode()
+        data = ca.prompt_bytes("/v1/chat/completions", body)  # raised RecursionError
+        found = ca.prefix("/v1/chat/completions", body)
+        assert (found is None) == (data is None)  # either keyed, or left to least load
 
 
 def test_block_keys_are_bounded_and_the_session_key_is_one_block() -> None:

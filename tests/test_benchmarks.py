@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import tools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,11 +197,12 @@ def test_the_control_plane_stall_sampler_names_the_code_that_held_the_loop() -> 
     assert "hold_the_loop" in sampler.report([])
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_the_varied_workload_sends_no_head_twice_as_an_llm_client_would(tmp_path: Path) -> None:
     """benchmarks.router.workloads: every request a POST of JSON whose length varies,
     with its own X-Request-Id, so no request head repeats (the head cache never hits)."""
     from benchmarks.router import workloads
+
+    wrk_path = tools.require("wrk", "wrk")
 
     heads: list[bytes] = []
     bodies: list[bytes] = []
@@ -224,7 +226,7 @@ def test_the_varied_workload_sends_no_head_twice_as_an_llm_client_would(tmp_path
         script = workloads.script(tmp_path, "varied")
         assert script is not None and workloads.script(tmp_path, "same") is None
         wrk = await asyncio.create_subprocess_exec(
-            "wrk",
+            wrk_path,
             "-t1",
             "-c2",
             "-d1s",

@@ -24,11 +24,12 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from tests.helpers.cli import run_cli
+from tests.helpers.tools import missing
 from tests.test_e2e_local import ECHO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -85,21 +86,13 @@ def write_trace(folder: Path) -> None:
     (folder / "spot_prices.json").write_text(json.dumps(prices))
 
 
-def _missing(why: str) -> NoReturn:
-    """Skipped on a developer's machine without the browser; a failure in CI
-    (CI set, as .ci/run is run), where .ci/run installs it: never silently skipped there."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run the browser tests")
-    pytest.skip(why)
-
-
 def _playwright() -> Any:
     if not Path(CHROMIUM).exists():
-        _missing("needs chromium (apt-get install -y chromium; .ci/run installs it)")
+        missing("needs chromium (apt-get install -y chromium; .ci/run installs it)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("needs playwright (pip install playwright)")
+        missing("needs playwright (pip install playwright)")
     return sync_playwright
 
 

@@ -172,11 +172,19 @@ def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: flo
         if live and all(r["version"] == version and r["status"] == "READY" for r in live):
             click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
             return
-        # `failure` is the current (new) version's: a FAILED status without it is the
-        # old version's, not yet cleared by the controller's next tick
-        if svc["status"] == "FAILED" and svc.get("failure"):
+        if svc["version"] != version:  # another update replaced this one
             raise SkyctlError(
-                f"service {name} FAILED during the update: {svc.get('failure')}; "
+                f"version {version} of {name} was replaced by version {svc['version']} "
+                f"before it rolled out; see `skyctl serve status {name}`"
+            )
+        # `failure` is only ever the current version's (this update's). The service
+        # itself stays READY while the older version still serves (a rolling update
+        # keeps it until the new one is ready), so the status alone does not say it.
+        if svc.get("failure"):
+            serving = ", ".join(map(str, svc.get("serving_versions") or [])) or "none"
+            raise SkyctlError(
+                f"version {version} of {name} FAILED: {svc['failure']}; "
+                f"still serving version(s): {serving}; "
                 f"fix the spec and `skyctl serve update {name} FILE` again"
             )
         if timeout is not None and time.monotonic() - start > timeout:

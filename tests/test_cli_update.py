@@ -71,3 +71,27 @@ def test_an_unknown_update_mode_is_one_line_naming_the_allowed_ones() -> None:
     assert (
         parse_mode(None) is UpdateMode.ROLLING and parse_mode("blue_green") is UpdateMode.BLUE_GREEN
     )
+
+
+@pytest.mark.timeout(180)
+def test_an_update_whose_version_fails_exits_non_zero_and_the_old_version_keeps_serving(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(SPEC.format(greeting="v1", python=sys.executable, echo=ECHO))
+    assert cli(skyctl_home, "serve", "up", str(spec), "-n", "http2").returncode == 0
+    spec.write_text(
+        SPEC.replace("run: exec", "run: exit 3; exec").format(
+            greeting="v2", python=sys.executable, echo=ECHO
+        )
+    )
+    # no --timeout: a rolling update keeps the service READY on version 1, so only
+    # the failure of version 2 itself can end the wait
+    broken = cli(skyctl_home, "serve", "update", "http2", str(spec))
+    assert broken.returncode != 0
+    (line,) = [x for x in broken.stderr.splitlines() if "FAILED" in x]
+    assert "version 2 of http2 FAILED" in line and "exit code 3" in line
+    assert "still serving version(s): 1" in line
+    live = [(v, s) for _, v, s in replicas(skyctl_home) if s != "TERMINATED"]
+    assert live == [(1, "READY")]
+    assert cli(skyctl_home, "serve", "down", "http2").returncode == 0

@@ -24,7 +24,13 @@ from typing import Any
 
 import click
 
-from skyctl.client import ControllerClient, service_path, services_query, stored_services
+from skyctl.client import (
+    ControllerClient,
+    ControllerUnreachable,
+    service_path,
+    services_query,
+    stored_services,
+)
 from skyctl.config import Paths, paths
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.logtail import follow_lines, lines_to_end, tail_offset
@@ -32,6 +38,9 @@ from skyctl.logtail import follow_lines, lines_to_end, tail_offset
 #: events asked for per call; more are fetched, doubling, until the log is exhausted
 EVENT_PAGE = 500
 FOLLOW_SECONDS = 1.0
+#: how long ``--events -f`` waits for a controller that went away while its service is
+#: still stored (the supervisor restarts a controller that died within seconds)
+REATTACH_SECONDS = 30.0
 ROUTER_LOGGERS = (" skyctl.router", " skyctl.controller.runtime")
 
 EXAMPLES = """
@@ -112,7 +121,7 @@ def logs(
         return
     client = _client(p, name)
     if events:
-        _events(client, name, tail, follow)
+        _events(p, client, name, tail, follow)
         return
     if replica is None:
         svc = client.call("GET", services_query(name))[0]
@@ -195,7 +204,7 @@ def all_events(client: ControllerClient, name: str, tail: int | None) -> list[di
         limit *= 2
 
 
-def _events(client: ControllerClient, name: str, tail: int | None, follow: bool) -> None:
+def _events(p: Paths, client: ControllerClient, name: str, tail: int | None, follow: bool) -> None:
     last = -1
     for e in all_events(client, name, tail):
         click.echo(format_event(e))
@@ -207,10 +216,37 @@ def _events(client: ControllerClient, name: str, tail: int | None, follow: bool)
         except ServiceNotFound:
             click.echo(f"(service {name} is gone)", err=True)
             return
+        except ControllerUnreachable as gone:
+            found = _reattach(p, name, gone)
+            if found is None:  # taken down, and the controller left with its last service
+                click.echo(f"(service {name} is gone)", err=True)
+                return
+            client = found
+            continue
         for e in latest:
             if int(e["id"]) > last:
                 click.echo(format_event(e))
                 last = int(e["id"])
+
+
+def _reattach(p: Paths, name: str, error: ControllerUnreachable) -> ControllerClient | None:
+    """The controller again once it is back, or None when ``name`` is no longer stored.
+
+    Raises ``error`` when the service is still stored but no controller answers
+    within ``REATTACH_SECONDS`` (nothing restarted it: ``serve status`` does)."""
+    click.echo(f"(the controller went away: {error}; waiting for it)", err=True)
+    deadline = time.monotonic() + REATTACH_SECONDS
+    pause = 0.25
+    while True:
+        if name not in stored_services(p):
+            return None
+        client = ControllerClient.find(p)
+        if client is not None:
+            return client
+        if time.monotonic() > deadline:
+            raise error
+        time.sleep(pause)
+        pause = min(pause * 2, 4.0)
 
 
 def _wanted(line: str, router_only: bool) -> bool:

@@ -94,10 +94,15 @@ def test_tail_events_with_dates_and_follow(tmp_path: Path, skyctl_home: Path) ->
         assert cli(skyctl_home, "serve", "update", "logs-demo", str(spec)).returncode == 0
         later = follower.stdout.readline()  # a new event, printed as it happens
         assert DATED.match(later) and later.strip() not in events, later
+        # taken down: the controller exits with its last service, and -f ends cleanly
+        assert cli(skyctl_home, "serve", "down", "logs-demo").returncode == 0
+        _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 0, err
+        assert err.splitlines()[-1] == "(service logs-demo is gone)", err
     finally:
-        follower.send_signal(signal.SIGINT)
-        follower.wait(timeout=30)
-    assert cli(skyctl_home, "serve", "down", "logs-demo").returncode == 0
+        if follower.poll() is None:
+            follower.send_signal(signal.SIGINT)
+            follower.wait(timeout=30)
 
 
 def test_events_are_not_capped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,6 +123,63 @@ def test_events_are_not_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     got = cli_logs.all_events(Fake(), "svc", None)  # type: ignore[arg-type]
     assert [e["id"] for e in got] == [0, 1, 2, 3, 4]
     assert asked[-1].endswith("limit=8")
+
+
+class Events:
+    """A controller's events API: after ``ok`` calls, ``fail`` calls raise
+    ``ControllerUnreachable`` (it went away)."""
+
+    def __init__(self, stored: list[dict[str, object]], ok: int, fail: int) -> None:
+        self.stored, self.ok, self.fail = stored, ok, fail
+
+    def call(self, method: str, path: str) -> list[dict[str, object]]:
+        from skyctl.client import ControllerUnreachable
+
+        if self.ok:
+            self.ok -= 1
+        elif self.fail:
+            self.fail -= 1
+            raise ControllerUnreachable("cannot reach the controller at http://x: refused")
+        return self.stored
+
+
+def event(i: int) -> dict[str, object]:
+    return {"id": i, "at": 0.0, "kind": "k", "replica": None, "message": f"event {i}"}
+
+
+def test_following_events_waits_for_a_restarted_controller_and_ends_when_the_service_goes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skyctl import cli_logs
+
+    first = Events([event(1)], ok=1, fail=1)  # dies after the backlog
+    second = Events([event(1), event(2)], ok=1, fail=1)  # the restarted one; then the down
+    found = iter([None, second, None])  # found on the second look
+    stored = iter([["svc"], ["svc"], []])  # still stored twice, then taken down
+    monkeypatch.setattr(cli_logs.ControllerClient, "find", lambda p: next(found))
+    monkeypatch.setattr(cli_logs, "stored_services", lambda p: next(stored))
+    monkeypatch.setattr(cli_logs.time, "sleep", lambda s: None)
+
+    cli_logs._events(None, first, "svc", None, True)  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    assert [line.split(": ", 1)[1] for line in out.splitlines()] == ["event 1", "event 2"]
+    assert err.count("the controller went away") == 2
+    assert err.splitlines()[-1] == "(service svc is gone)"
+
+
+def test_following_events_gives_up_when_no_controller_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from skyctl import cli_logs
+    from skyctl.client import ControllerUnreachable
+
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(cli_logs.ControllerClient, "find", lambda p: None)
+    monkeypatch.setattr(cli_logs, "stored_services", lambda p: ["svc"])
+    monkeypatch.setattr(cli_logs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cli_logs.time, "monotonic", lambda: float(next(clock)))
+    with pytest.raises(ControllerUnreachable, match="cannot reach the controller"):
+        cli_logs._events(None, Events([], ok=1, fail=1), "svc", None, True)  # type: ignore[arg-type]
 
 
 LOG = """\

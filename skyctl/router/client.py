@@ -108,15 +108,33 @@ class HeadFuture:
 
 class Response:
     """The response to one request: once the head is in, its listener is told,
-    ``head`` is set and ``body`` streams the rest."""
+    ``head`` is set and ``body`` streams the rest.
 
-    __slots__ = ("_conn", "body", "head", "listener")
+    ``whole``: a body that arrived complete with its head, as bytes (b"" for
+    none), until taken (the common small answer needs no stream); ``body``
+    makes it a complete stream when asked.
+    """
 
-    def __init__(self, body: BodyStream, listener: Listener) -> None:
+    __slots__ = ("_body", "_conn", "head", "listener", "whole")
+
+    def __init__(self, listener: Listener) -> None:
         self.head = _NO_HEAD
-        self.body = body
+        self.whole: bytes | None = None
+        self._body: BodyStream | None = None  # made at the head, unless whole
         self.listener: Listener | None = listener  # cleared once told
         self._conn: _Conn | None = None  # set while the connection still carries it
+
+    @property
+    def body(self) -> BodyStream:
+        body = self._body
+        if body is None:
+            body = self._body = BodyStream()
+            whole, self.whole = self.whole, None
+            if whole is not None:  # complete: arrived with the head
+                if whole:
+                    body.feed(whole)
+                body.finish()
+        return body
 
     @property
     def status(self) -> int:
@@ -206,7 +224,7 @@ class _Conn:
                 return
             listener, resp.listener = resp.listener, None
             if framer is _ENDED:  # the whole response came with its head (the common case)
-                self._complete(not data)
+                self._done(resp, not data)
                 if listener is not None:
                     listener.on_head(resp)
                 return
@@ -252,14 +270,14 @@ class _Conn:
         resp.head = head
         status = head.status  # (response_has_body, inline)
         if self._method == b"HEAD" or status == 204 or status == 304:
+            resp.whole = b""
             self._framer = _ENDED
         elif head.content_length is not None and len(data) == head.content_length:
-            # the common small answer, whole in this read: no framer of its own
-            if data:
-                resp.body.feed(data)
-                data = b""
+            # the common small answer, whole in this read: no framer, no stream
+            resp.whole, data = data, b""
             self._framer = _ENDED
         else:
+            resp._body = BodyStream(self._pause, self._resume, self._pool.read_timeout)
             self._framer = Framer(head.content_length, head.chunked)
         self._pool.deadlines.discard(resp)
         return data
@@ -320,7 +338,7 @@ class _Conn:
         transport = self.transport
         assert transport is not None and self._resp is None
         pool = self._pool
-        resp = Response(BodyStream(self._pause, self._resume, pool.read_timeout), listener)
+        resp = Response(listener)
         resp._conn = self
         self._resp = resp
         self._method = method
@@ -374,11 +392,15 @@ class _Conn:
     def _complete(self, reusable: bool) -> None:
         resp = self._resp
         assert resp is not None
+        resp.body.finish()
+        self._done(resp, reusable)
+
+    def _done(self, resp: Response, reusable: bool) -> None:
+        """``resp`` has fully arrived: back to the pool, or closed."""
         keep = reusable and self._sent and resp.head.keep_alive and not self.closed
         self._resp = None
         self._framer = None
         resp._conn = None
-        resp.body.finish()
         if keep:
             self._pool._put(self)
         else:

@@ -256,7 +256,12 @@ class Exchange:
         resp = copy.resp
         assert resp is not None
         self.replica_id, self.status = copy.replica.replica_id, resp.head.status
-        if resp.body.complete:  # the head goes out with the end: one clock read, at the end
+        whole = resp.whole
+        if whole is not None:  # the head goes out with the end: one clock read, at the end
+            resp.whole = None
+            self.send_whole(copy, whole)
+            return
+        if resp.body.complete:
             self.send_whole(copy, resp.body.take())
             return
         self.first = self.ctx.clock.now()

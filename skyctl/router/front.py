@@ -229,29 +229,29 @@ class Connection:
                 self._pause_reading()
                 self._dispatch(request)
                 return
-            if head.chunked or head.content_length:
+            length = head.content_length  # None when chunked
+            if length and len(data) >= length:  # whole with its head: bytes, no stream
+                if len(data) == length:
+                    request.whole, data = data, b""
+                else:
+                    request.whole, data = data[:length], data[length:]
+            elif length or head.chunked:
                 body = request.body = BodyStream(self._pause_reading, self._resume_reading)
                 if head.expect_continue and head.http11:
                     body.on_first_read = self._continue
-                length = head.content_length  # None when chunked
-                if length is not None and len(data) >= length:  # whole with its head: no Framer
-                    body.feed(data[:length])
-                    body.finish()
-                    data = data[length:]
+                framer = Framer(length, head.chunked, server.max_body_bytes)
+                try:
+                    rest = framer.feed(data, body)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                    return
+                if rest is None:
+                    self._framer, self._receiving = framer, request
+                    self._body_active = self._loop.time()
+                    data = b""
                 else:
-                    framer = Framer(length, head.chunked, server.max_body_bytes)
-                    try:
-                        rest = framer.feed(data, body)
-                    except ProtocolError as exc:
-                        self._reject(exc)
-                        return
-                    if rest is None:
-                        self._framer, self._receiving = framer, request
-                        self._body_active = self._loop.time()
-                        data = b""
-                    else:
-                        body.finish()
-                        data = rest
+                    body.finish()
+                    data = rest
             self.last_active = self._loop.time()  # (self._dispatch, inline: the hot path)
             if self._current is not None:
                 self._ready = request
@@ -281,6 +281,9 @@ class Connection:
             self.exchange = exchange
             exchange.start()
         else:
+            if request.whole is not None:  # a handler reads streams
+                expect = head.expect_continue and head.http11
+                request.stream(self._continue if expect else None)
             self.task = self._loop.create_task(self._run(request))
 
     def exchange_done(self) -> None:

@@ -20,14 +20,30 @@ if TYPE_CHECKING:
 
 
 class Request:
-    """One client request: the parsed head, the body stream (None: no body), the peer."""
+    """One client request: the parsed head, the body stream (None: no body), the peer.
 
-    __slots__ = ("body", "head", "remote")
+    ``whole``: a Content-Length body that arrived complete with its head, as
+    bytes (``body`` is then None): the fast hook takes it as it is, with no
+    stream built; :meth:`stream` makes it a stream for a handler.
+    """
+
+    __slots__ = ("body", "head", "remote", "whole")
 
     def __init__(self, head: Head, remote: bytes | None) -> None:
         self.head = head
         self.remote = remote
         self.body: BodyStream | None = None
+        self.whole: bytes | None = None
+
+    def stream(self, on_first_read: Callable[[], None] | None = None) -> None:
+        """Make a ``whole`` body the ``body`` stream (complete), for a reader of streams."""
+        whole = self.whole
+        if whole is not None:
+            self.whole = None
+            body = self.body = BodyStream()
+            body.on_first_read = on_first_read
+            body.feed(whole)
+            body.finish()
 
     @property
     def method(self) -> str:

@@ -333,19 +333,23 @@ class Router:
         if head.upgrade:
             return None  # a tunnel: in a task
         replicas = self._replicas if not self._ejected else self._health.routable(self._replicas)
-        body = request.body
         if not replicas or self._ctx is None:
             return None
-        if body is None:
+        data = request.whole  # a body that came whole with its head (front.py)
+        if data is not None:
+            if len(data) > self._section.router.max_buffer_bytes:
+                return None  # streamed once, in a task
+        elif request.body is None:
             data = b""
-        elif (
-            body.complete
-            and head.content_length is not None
-            and head.content_length <= self._section.router.max_buffer_bytes
-        ):
-            data = body.take()
         else:
-            return None
+            body = request.body
+            if not (
+                body.complete
+                and head.content_length is not None
+                and head.content_length <= self._section.router.max_buffer_bytes
+            ):
+                return None
+            data = body.take()
         self._enter()
         rid = new_request_id() if head.request_id is None else request_id(head.request_id)
         return self._exchange(request, out, rid, replicas, data)

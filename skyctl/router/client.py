@@ -46,7 +46,7 @@ from typing import Final, Protocol, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.deadlines import Deadlines
-from skyctl.router.headcache import remember
+from skyctl.router.headcache import LOOKUPS, PAUSE, remember
 from skyctl.router.http1 import (
     LAST_CHUNK,
     MAX_HEAD_BYTES,
@@ -251,12 +251,20 @@ class _Conn:
                     raise ProtocolError(502, "response head too large")
                 self._buf = data
                 return b""
-            key = data if len(data) == end + 4 else data[: end + 4]
-            heads = self._pool.heads
-            head = heads.get(key)  # a head seen before (headcache.py)
+            pool = self._pool
+            misses = pool.head_misses  # heads parsed since the cache's last hit
+            if misses < LOOKUPS:  # a head seen before (headcache.py)
+                key = data if len(data) == end + 4 else data[: end + 4]
+                head = pool.heads.get(key)
+            else:
+                key, head = b"", None
             if head is None:
                 head = parse_response_head(data[: end + 2])
-                remember(heads, key, head)
+                if key:
+                    remember(pool.heads, key, head)
+                pool.head_misses = misses + 1 if misses < LOOKUPS + PAUSE else 0
+            elif misses:
+                pool.head_misses = 0
             data = data[end + 4 :]
             if head.status >= 200:
                 break
@@ -456,6 +464,7 @@ class Pool:
         self.deadlines = Deadlines(self.loop)
         self.batch = WriteBatch(self.loop)  # requests go out at the end of each iteration
         self.heads: dict[bytes, Head] = {}  # response heads parsed, by their bytes
+        self.head_misses = 0  # heads parsed since the last hit (headcache.py)
 
     async def request(
         self,

@@ -46,7 +46,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from skyctl.router.headcache import remember
+from skyctl.router.headcache import LOOKUPS, PAUSE, remember
 from skyctl.router.http1 import (
     LAST_CHUNK,
     REASONS,
@@ -210,15 +210,23 @@ class Connection:
                         self._head_since = self._loop.time()
                 return
             self._head_since = None
-            key = data if len(data) == end + 4 else data[: end + 4]
-            head = server.heads.get(key)  # a head seen before (headcache.py)
+            misses = server.head_misses  # heads parsed since the cache's last hit
+            if misses < LOOKUPS:  # a head seen before (headcache.py)
+                key = data if len(data) == end + 4 else data[: end + 4]
+                head = server.heads.get(key)
+            else:
+                key, head = b"", None
             if head is None:
                 try:
                     head = parse_request_head(data[: end + 2], server.max_headers)
                 except ProtocolError as exc:
                     self._reject(exc)
                     return
-                remember(server.heads, key, head)
+                if key:
+                    remember(server.heads, key, head)
+                server.head_misses = misses + 1 if misses < LOOKUPS + PAUSE else 0
+            elif misses:
+                server.head_misses = 0
             if head.content_length is not None and head.content_length > server.max_body_bytes:
                 self._reject(ProtocolError(413, f"request body over {server.max_body_bytes} bytes"))
                 return

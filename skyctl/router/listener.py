@@ -55,6 +55,7 @@ class FrontServer:
         self.body_timeout = body_timeout
         self.max_head_bytes = max_head_bytes
         self.heads: dict[bytes, Head] = {}  # request heads parsed, by their bytes
+        self.head_misses = 0  # heads parsed since the last hit (headcache.py)
         self._max_headers = max_headers
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections

@@ -223,12 +223,22 @@ def _parse_fields(
         kind = _NAMES.get(name)
         if kind is None:
             kind = _NAMES[name.lower()]
+        # the kinds most heads carry first (each test is a comparison)
         if kind == _CONTENT_LENGTH:
             if codings:  # after a Transfer-Encoding (llhttp: one with a value)
                 conflict = True
             # llhttp: digits, then spaces only (a tab after them is an error)
             length = value if not space or space.count(9) == 0 else b"\t"
             lengths += 1
+        elif kind == _HOST:
+            head.host = value
+            hosts += 1
+        elif kind == _REQUEST_ID:
+            head.request_id = value
+        elif kind == _CONNECTION:
+            if space and space.count(9):  # llhttp: a tab after the value is part of it
+                value += space
+            connection = [value] if connection is None else [*connection, value]
         elif kind == _TRANSFER_ENCODING:
             if lengths:  # after a Content-Length, even empty
                 conflict = True
@@ -236,15 +246,6 @@ def _parse_fields(
                 value += space
             if value or request:  # llhttp: an empty one in a response does not count
                 codings = [value] if codings is None else [*codings, value]
-        elif kind == _CONNECTION:
-            if space and space.count(9):  # llhttp: a tab after the value is part of it
-                value += space
-            connection = [value] if connection is None else [*connection, value]
-        elif kind == _HOST:
-            head.host = value
-            hosts += 1
-        elif kind == _REQUEST_ID:
-            head.request_id = value
         elif kind == _FORWARDED_FOR:
             head.forwarded_for = (*head.forwarded_for, value)
         elif kind == _EXPECT:
@@ -253,9 +254,9 @@ def _parse_fields(
             head.authorization = value if head.authorization is None else b""
         elif kind == _UPGRADE:
             upgrade = upgrade or bool(value)  # llhttp: an empty one does not count
-    if conflict or (codings is not None and lengths):
-        raise ProtocolError(status, "both Content-Length and Transfer-Encoding")
     if codings is not None:
+        if conflict or lengths:
+            raise ProtocolError(status, "both Content-Length and Transfer-Encoding")
         if request:
             _request_codings(head, codings)
         else:  # chunked if it is the last coding, else the body runs until the close
@@ -263,6 +264,8 @@ def _parse_fields(
             last = codings[-1].rsplit(b",", 1)[-1].lstrip(b" \t").rstrip(b" ")
             head.chunked = last.lower() == b"chunked"
     elif length is not None:
+        if conflict:
+            raise ProtocolError(status, "both Content-Length and Transfer-Encoding")
         if lengths > 1:
             raise ProtocolError(status, "more than one Content-Length")
         # isdigit: ASCII digits only, for bytes (no `b"," in value` here: bytes' `in`
@@ -277,17 +280,19 @@ def _parse_fields(
         head.content_length = number
     if connection is not None:
         common = _COMMON_CONNECTION.get(connection[0]) if len(connection) == 1 else None
-        head.connection = common or frozenset(
+        tokens = head.connection = common or frozenset(
             t.lstrip(b" \t").rstrip(b" ").lower() for v in connection for t in v.split(b",")
         )
-    if head.http11:
-        head.keep_alive = b"close" not in head.connection
-    else:
-        head.keep_alive = b"keep-alive" in head.connection  # as llhttp (even with close)
-    if request:
-        if hosts != 1 and (head.http11 or hosts):  # RFC 9112 3.2
-            raise ProtocolError(400, "a request needs one Host header" if hosts else "no Host")
-        head.upgrade = upgrade and b"upgrade" in head.connection
+        if head.http11:
+            head.keep_alive = b"close" not in tokens
+        else:
+            head.keep_alive = b"keep-alive" in tokens  # as llhttp (even with close)
+        if upgrade:
+            head.upgrade = request and b"upgrade" in tokens
+    elif not head.http11:
+        head.keep_alive = False  # (the class default: True, no Connection tokens)
+    if request and hosts != 1 and (hosts or head.http11):  # RFC 9112 3.2
+        raise ProtocolError(400, "a request needs one Host header" if hosts else "no Host")
 
 
 def _request_codings(head: Head, codings: list[bytes]) -> None:

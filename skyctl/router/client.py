@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import Final, Protocol, cast
+from typing import Final, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.deadlines import Deadlines
@@ -58,6 +58,7 @@ from skyctl.router.http1 import (
     parse_response_head,
 )
 from skyctl.router.origin import Origin
+from skyctl.router.response import HeadFuture, Listener, Response
 from skyctl.router.upstream_errors import (
     BadResponse,
     ClientBodyError,
@@ -71,101 +72,6 @@ MAX_IDLE_PER_ORIGIN: Final = 256
 # a body already ended: a Framer in its end state keeps no state (feed returns its
 # input), so one serves every response whose body is complete at its head
 _ENDED: Final = Framer(0, False)
-_NO_HEAD: Final = Head()  # a response's head until its own is in (heads are never changed)
-
-
-class Listener(Protocol):
-    """Told, from the connection's own callbacks (no future, no task), how a
-    request sent with a listener went: exactly one of the two, once."""
-
-    def on_head(self, resp: Response) -> None:
-        """The head is in (``resp.head``); the body bytes that came with it are
-        fed, so ``resp.body.complete`` says whether the response arrived whole."""
-
-    def on_error(self, resp: Response | None, exc: BaseException) -> None:
-        """The request failed before its head (an :class:`UpstreamError`, or a
-        :class:`TimeoutError` past the head deadline); the connection is closed.
-        ``resp`` is None when no connection could be made."""
-
-
-class HeadFuture:
-    """A :class:`Listener` that resolves ``future`` at the head (or fails it), for
-    callers that would rather await (:meth:`Pool.request`)."""
-
-    __slots__ = ("future",)
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-    def on_head(self, resp: Response) -> None:
-        if not self.future.done():
-            self.future.set_result(resp)
-
-    def on_error(self, resp: Response | None, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-class Response:
-    """The response to one request: once the head is in, its listener is told,
-    ``head`` is set and ``body`` streams the rest.
-
-    ``whole``: a body that arrived complete with its head, as bytes (b"" for
-    none), until taken (the common small answer needs no stream); ``body``
-    makes it a complete stream when asked.
-    """
-
-    __slots__ = ("_body", "_conn", "head", "listener", "whole")
-
-    def __init__(self, listener: Listener) -> None:
-        self.head = _NO_HEAD
-        self.whole: bytes | None = None
-        self._body: BodyStream | None = None  # made at the head, unless whole
-        self.listener: Listener | None = listener  # cleared once told
-        self._conn: _Conn | None = None  # set while the connection still carries it
-
-    @property
-    def body(self) -> BodyStream:
-        body = self._body
-        if body is None:
-            body = self._body = BodyStream()
-            whole, self.whole = self.whole, None
-            if whole is not None:  # complete: arrived with the head
-                if whole:
-                    body.feed(whole)
-                body.finish()
-        return body
-
-    @property
-    def status(self) -> int:
-        return self.head.status
-
-    @property
-    def reason(self) -> bytes:
-        return self.head.reason
-
-    def release(self) -> None:
-        """Done with the response: close its connection unless it already arrived whole.
-
-        A response still awaited is cancelled (the replica sees the disconnect);
-        its listener is not told.
-        """
-        self.listener = None
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn._pool.deadlines.discard(self)
-            conn.abort()
-
-    # the head deadline (an Expirable for Deadlines)
-    def done(self) -> bool:
-        return self.listener is None
-
-    def set_exception(self, exc: BaseException) -> None:
-        """The head deadline passed: close the connection and tell the listener."""
-        listener = self.listener
-        self.release()
-        if listener is not None:
-            listener.on_error(self, exc)
 
 
 class _Conn:

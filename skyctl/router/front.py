@@ -365,25 +365,6 @@ class Connection:
             self._body_active = self._loop.time()  # silence while paused was ours
             self.transport.resume_reading()
 
-    def _timed_out(self, now: float) -> None:
-        """Called by the server's sweep: cut a head or a body that arrives too slowly."""
-        server = self._server
-        request = self._receiving
-        if request is not None and request.body is not None:
-            if not self._reading_paused and now - self._body_active > server.body_timeout:
-                exc = ProtocolError(408, "request body timed out")
-                request.body.fail(exc)
-                self._framer = self._receiving = None
-                self._reject(exc)  # answered by the handler if it is reading the body
-            return
-        if self.busy:
-            return
-        if self._head_since is not None:
-            if now - self._head_since > server.head_timeout:
-                self._reject(ProtocolError(408, "request head timed out"))
-        elif now - self.last_active > server.keepalive_timeout:
-            self.close()
-
     # ---- the task: one request at a time ------------------------------------------------------
 
     async def _run(self, request: Request) -> None:

@@ -45,4 +45,3 @@ def remember(cache: dict[bytes, Head], raw: bytes, head: Head) -> None:
     if len(cache) >= MAX_ENTRIES:
         cache.clear()
     cache[raw] = head
-

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from skyctl.router.batch import WriteBatch
 from skyctl.router.front import Connection
-from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES, Head
+from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES, Head, ProtocolError
 from skyctl.router.request import FastHandler, Handler
 
 # "1": SO_REUSEPORT on every listening socket, set by a router process that is
@@ -149,5 +149,26 @@ class FrontServer:
     def _sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.connections):
-            conn._timed_out(now)
+            _timed_out(conn, now)
         self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+
+def _timed_out(conn: Connection, now: float) -> None:
+    """The sweep's look at one connection: cut a head or a body that arrives too
+    slowly (408), close one idle past the keep-alive timeout."""
+    server = conn._server
+    request = conn._receiving
+    if request is not None and request.body is not None:
+        if not conn._reading_paused and now - conn._body_active > server.body_timeout:
+            exc = ProtocolError(408, "request body timed out")
+            request.body.fail(exc)
+            conn._framer = conn._receiving = None
+            conn._reject(exc)  # answered by the handler if it is reading the body
+        return
+    if conn.busy:
+        return
+    if conn._head_since is not None:
+        if now - conn._head_since > server.head_timeout:
+            conn._reject(ProtocolError(408, "request head timed out"))
+    elif now - conn.last_active > server.keepalive_timeout:
+        conn.close()

@@ -97,3 +97,26 @@ async def test_a_replica_repeating_its_response_head_is_parsed_once(
     heads = [r.head for r in responses]
     assert heads[0] is heads[1] is heads[2] and heads[0].status == 200
     assert heads[0].content_length == 5 and len(pool.heads) == 1
+
+
+async def test_the_cache_stops_looking_while_heads_do_not_repeat_and_looks_again_later(
+    front: Callable[[Handler], Awaitable[int]],
+) -> None:
+    seen: list[Request] = []
+
+    async def answer(request: Request, out: Connection) -> None:
+        seen.append(request)
+        out.send(200, b"OK", b"", b"")
+
+    port = await front(answer)
+    fresh = [b"GET /%d HTTP/1.1\r\nHost: svc\r\n\r\n" % i for i in range(headcache.LOOKUPS)]
+    # LOOKUPS heads never seen before: the cache stops looking, so HEAD is parsed twice
+    last = b"GET /last HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n"
+    await talk(port, b"".join(fresh) + HEAD + b"\r\n" + HEAD + b"\r\n" + last)
+    assert len(seen) == headcache.LOOKUPS + 3
+    assert seen[-3].head is not seen[-2].head and seen[-2].head.target == b"/v1/models"
+    # PAUSE heads later it looks again: a head seen then is a hit once more
+    seen.clear()
+    more = [b"GET /more HTTP/1.1\r\nHost: svc\r\n\r\n"] * headcache.PAUSE
+    await talk(port, b"".join(more) + HEAD + b"\r\n" + HEAD + b"\r\n" + last)
+    assert len(seen) == headcache.PAUSE + 3 and seen[-3].head is seen[-2].head

@@ -321,3 +321,22 @@ def test_the_one_regex_path_and_the_line_by_line_path_agree_on_every_head() -> N
         fast = _outcome(lambda d: parse_request_head(d, 5), head + b"\r\n")
         slow = _outcome(lambda d: _parse_request_slowly(d, 5), head)
         assert fast == slow, head
+
+
+async def test_a_body_that_came_whole_with_its_head_reaches_a_handler_as_a_stream(
+    front: Callable[[Handler], Awaitable[int]],
+) -> None:
+    bodies: list[bytes | None] = []
+
+    async def read(request: Request, out: Connection) -> None:
+        assert request.whole is None and request.body is not None  # a stream for handlers
+        bodies.append(await request.body.read_all())
+        out.send(200, b"OK", b"", b"")
+
+    port = await front(read)
+    got = await talk(
+        port,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nde",
+    )
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and bodies == [b"abc", b"de"]

@@ -63,10 +63,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from policies import routing
 from skyctl.router.exchange import Call, Copy, Exchange
-from skyctl.router.health import Check
+from skyctl.router.health import Check, Health
+from skyctl.router.hedging import Hedging
 from skyctl.router.stats import ReplicaState
 from skyctl.router.upstream import ERROR_BODY_LIMIT, read_error_body
+from skyctl.spec import RouterOptions
 
 
 class RacePlan:
@@ -88,6 +91,47 @@ class RacePlan:
         self.hedge_delay = hedge_delay
         self.retries = retries
         self.deadline = deadline
+
+
+def plan_race(
+    kind: str,
+    opts: RouterOptions,
+    replicas: list[ReplicaState],
+    ranked: list[ReplicaState] | None,
+    cursor: int,
+    health: Health,
+    hedging: Hedging,
+) -> tuple[RacePlan, int]:
+    """The plan of a ``kind`` race (fan_out or hedge) over ``replicas`` (``ranked``:
+    an order already chosen, by cache_aware), and the router's next cursor."""
+    replicas, ranked = health.racing(replicas, ranked)  # none being checked
+    if ranked is None:
+        if kind == routing.FAN_OUT and opts.fan_out >= len(replicas):
+            ranked = replicas  # every replica gets a copy: no ranking to do
+        else:
+            locations = [r.backend.location for r in replicas]
+            loads = [float(r.in_flight) for r in replicas]
+            order = routing.pick_diverse(locations, loads, len(replicas), cursor)
+            cursor += 1
+            ranked = [replicas[i] for i in order]
+    if kind == routing.FAN_OUT:
+        k = max(1, min(opts.fan_out, len(ranked)))
+        plan = RacePlan(
+            first=ranked[:k],
+            spares=ranked[k:],
+            retries=opts.retries,
+            deadline=opts.request_timeout_seconds,
+        )
+        return plan, cursor
+    hedging.earn(opts.hedge_budget)
+    plan = RacePlan(
+        first=ranked[:1],
+        spares=ranked[1:],
+        hedge_delay=hedging.delay(opts.hedge_delay_seconds),
+        retries=opts.retries,
+        deadline=opts.request_timeout_seconds,
+    )
+    return plan, cursor
 
 
 class Race(Exchange):

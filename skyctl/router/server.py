@@ -41,12 +41,12 @@ from skyctl.router.affinity import for_policy
 from skyctl.router.affinity_metrics import AffinityCollector
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
-from skyctl.router.headers import new_request_id, request_id, upstream_lines
+from skyctl.router.headers import new_request_id, printable_id, request_id, upstream_lines
 from skyctl.router.health import Health
 from skyctl.router.hedging import Hedging
 from skyctl.router.http1 import BodyStream
 from skyctl.router.listener import FrontServer
-from skyctl.router.race import Race, RacePlan
+from skyctl.router.race import Race, RacePlan, plan_race
 from skyctl.router.stats import Histogram, RateWindow, ReplicaState, Reservoir
 from skyctl.router.upstream import Upstream
 from skyctl.spec import ServiceSection
@@ -333,7 +333,8 @@ class Router:
         if head.upgrade:
             return None  # a tunnel: in a task
         replicas = self._replicas if not self._ejected else self._health.routable(self._replicas)
-        if not replicas or self._ctx is None:
+        ctx = self._ctx
+        if not replicas or ctx is None:
             return None
         data = request.whole  # a body that came whole with its head (front.py)
         if data is not None:
@@ -350,9 +351,29 @@ class Router:
             ):
                 return None
             data = body.take()
-        self._enter()
-        rid = new_request_id() if head.request_id is None else request_id(head.request_id)
-        return self._exchange(request, out, rid, replicas, data)
+        # self._enter, inline (the hot path)
+        self._requests += 1
+        self._rate.record(self._clock.now())
+        self._active += 1
+        if self._active == 1 and self._idle is not None:
+            self._idle.clear()
+        rid = head.request_id  # (headers.request_id, inline)
+        if not rid or not printable_id(rid):
+            rid = new_request_id()
+        if self._affinity is not None or self._policy in _RACING:
+            return self._exchange(request, out, rid, replicas, data)
+        # one replica at a time (self._exchange, self._lines and self._forward, inline)
+        opts = self._section.router
+        lines = upstream_lines(
+            head,
+            rid=rid,
+            client_ip=request.remote,
+            scheme=b"http" if self._tls is None else b"https",
+            drop_authorization=auth is not None and not auth.forward,
+        )
+        length = len(data) if head.content_length is not None or head.chunked else None
+        tries, timeout, pick = 1 + opts.retries, opts.request_timeout_seconds, self._pick
+        return Forward(ctx, out, request, rid, lines, replicas, pick, data, length, tries, timeout)
 
     async def _handle(self, request: Request, out: Connection) -> None:
         auth = self._auth
@@ -549,34 +570,10 @@ class Router:
         race: str | None = None,
     ) -> RacePlan:
         """``ranked``/``race``: an order and a race kind already chosen (cache_aware)."""
-        opts = self._section.router
         kind = self._policy if race is None else race
-        replicas, ranked = self._health.racing(replicas, ranked)  # none being checked
-        if ranked is None:
-            if kind == routing.FAN_OUT and opts.fan_out >= len(replicas):
-                ranked = replicas  # every replica gets a copy: no ranking to do
-            else:
-                locations = [r.backend.location for r in replicas]
-                loads = [float(r.in_flight) for r in replicas]
-                order = routing.pick_diverse(locations, loads, len(replicas), self._cursor)
-                self._cursor += 1
-                ranked = [replicas[i] for i in order]
-        if kind == routing.FAN_OUT:
-            k = max(1, min(opts.fan_out, len(ranked)))
-            return RacePlan(
-                first=ranked[:k],
-                spares=ranked[k:],
-                retries=opts.retries,
-                deadline=opts.request_timeout_seconds,
-            )
-        self._hedging.earn(opts.hedge_budget)
-        return RacePlan(
-            first=ranked[:1],
-            spares=ranked[1:],
-            hedge_delay=self._hedging.delay(opts.hedge_delay_seconds),
-            retries=opts.retries,
-            deadline=opts.request_timeout_seconds,
-        )
+        opts, health, hedging = self._section.router, self._health, self._hedging
+        plan, self._cursor = plan_race(kind, opts, replicas, ranked, self._cursor, health, hedging)
+        return plan
 
     # ---- router-local endpoints -------------------------------------------------------
 

@@ -54,6 +54,7 @@ class Conversation:
     turns: list[tuple[Message, Message]]
     start: float = 0.0
     sent: int = field(default=0)  # turns sent so far
+    thinks: list[float] = field(default_factory=list)  # seconds before each later turn
 
     def prompt(self, turn: int) -> list[int]:
         """The tokens of turn ``turn``'s prompt: the history, the question, the

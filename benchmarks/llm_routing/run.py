@@ -282,8 +282,7 @@ def recovery_before(timeline: dict[int, list[int]], half: float) -> float | None
     None if the minute before cached nothing (the reading before
     :func:`recovery_paired`: noisy, see the module docstring)."""
     before = [
-        timeline.get(w, [0, 0])
-        for w in range(int((half - 60) // WINDOW), int(half // WINDOW))
+        timeline.get(w, [0, 0]) for w in range(int((half - 60) // WINDOW), int(half // WINDOW))
     ]
     cached = sum(c for c, _ in before)
     prompt = sum(p for _, p in before)

@@ -15,6 +15,7 @@ from benchmarks.llm_routing.run import (
     REPLACEMENT,
     WINDOW,
     Config,
+    pooled,
     recovery_before,
     recovery_paired,
     run,
@@ -85,3 +86,25 @@ def test_the_paired_runs_share_every_window_before_the_preemption() -> None:
     assert preempted.recovery is not None and 0.0 <= preempted.recovery <= REPLACEMENT
     assert preempted.recovery_before is not None
     assert unpreempted.recovery is None and unpreempted.recovery_before is None
+
+
+def test_seeds_pooled_window_by_window_read_a_chance_window_of_one_seed_as_noise() -> None:
+    """One seed's window short by chance (a few long prompts) is diluted by the other
+    seed's same window; a shortfall in both seeds is still read."""
+    steady = timeline({})
+    one = timeline({15: 0.5, 18: 0.65})  # seed 1: short again at 30-40 s
+    two = timeline({15: 0.5})
+    assert recovery_paired(one, steady, AT, END) == 4 * WINDOW
+    both = pooled([one, two])
+    assert both[18] == [650 + 800, 2000] and both[15] == [1000, 2000]
+    assert recovery_paired(both, pooled([steady, steady]), AT, END) == WINDOW
+    assert recovery_paired(pooled([one, one]), pooled([steady, steady]), AT, END) == 4 * WINDOW
+
+
+def test_the_replica_the_preemption_takes_can_be_absent_from_the_start() -> None:
+    """``absent``: the run a recovery could be read against to leave out the capacity
+    the preemption takes (the replicas left at steady state)."""
+    config = Config("chat", "least_load", 3, 0.7, 5, 160.0, preempt=False, absent=True)
+    result = run(config)
+    assert result.requests > 0 and result.recovery is None
+    assert result.balance > 0.0  # measured over the two replicas there

@@ -14,8 +14,9 @@ The hit rate's recovery is read against a paired counterfactual: the same
 seed run again without the preemption (the same conversations, sent at the
 same times, each later turn the same think time after its previous answer),
 and the recovery is the time after the preemption from which every 10 s
-window's cached share stays within 90% of the same window's in that run
-(:func:`recovery_paired`). The reading before it, the first window back at
+window's cached share, until the replacement joins, stays within 90% of the
+same window's in that run (:func:`recovery_paired`; the benchmark's table
+pools the seeds' windows first, :func:`pooled`). The reading before it, the first window back at
 90% of the minute before's rate (:func:`recovery_before`), is kept beside it:
 with no preemption at all it read 20 s at 6% of the instants tried (chat,
 4 replicas, tuning seeds 1 and 2), as a window of about 100 requests with a
@@ -27,6 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from benchmarks.llm_routing.engine import Job, Model, Replica
@@ -72,6 +74,8 @@ class Result:
     # seconds after the preemption from which the hit rate stays back (recovery_paired)
     recovery: float | None = None
     recovery_before: float | None = None  # the first window back at 90% of the minute before
+    # the same seed's windows without the preemption (paired runs only): window -> [cached, prompt]
+    unpreempted: dict[int, list[int]] = field(default_factory=dict)
     timeline: dict[int, list[int]] = field(default_factory=dict)  # window -> [cached, prompt]
 
     @property
@@ -233,8 +237,9 @@ def run(config: Config) -> Result:
         result.recovery_before = recovery_before(result.timeline, half)
         if config.paired and any(c for c, _ in result.timeline.values()):
             unpreempted = replace(config, preempt=False, paired=False, until=config.duration)
+            result.unpreempted = run(unpreempted).timeline
             result.recovery = recovery_paired(
-                result.timeline, run(unpreempted).timeline, half, half + REPLACEMENT
+                result.timeline, result.unpreempted, half, half + REPLACEMENT
             )
     return result
 
@@ -274,6 +279,17 @@ def recovery_paired(
     if not compared:
         return None
     return NEVER if under else recovered
+
+
+def pooled(timelines: Sequence[dict[int, list[int]]]) -> dict[int, list[int]]:
+    """Timelines of several seeds summed window by window."""
+    out: dict[int, list[int]] = {}
+    for timeline in timelines:
+        for window, (cached, prompt) in timeline.items():
+            total = out.setdefault(window, [0, 0])
+            total[0] += cached
+            total[1] += prompt
+    return out
 
 
 def recovery_before(timeline: dict[int, list[int]], half: float) -> float | None:

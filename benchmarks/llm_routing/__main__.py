@@ -9,9 +9,10 @@ ceiling is under it), mean and P99
 time to first token, max/mean of the replicas' time-averaged in-flight
 counts; then after one replica's preemption the seconds from which the hit
 rate stays within 90% of the same seed's run without the preemption (10 s
-windows, until the replacement joins a minute later: "not back" if the last
-is still short; beside it the reading before that: the end of the first window back
-at 90% of the minute before) and the P99 time to first token of the requests
+windows of the seeds pooled, until the replacement joins a minute later: "not
+back" if the last is still short; beside it the slowest seed's own reading and
+the reading before these: the end of the first window back at 90% of the
+minute before) and the P99 time to first token of the requests
 sent in the minute after. Then the goals checked at 70%
 load. Virtual time: a 300 s run takes a few seconds of CPU.
 
@@ -24,7 +25,11 @@ time-averaged exception to the bound, whose window,
 30 s; the chat turn keys, ``policies.cache_keys``, which have no constant)
 were tried on seeds 1 and 2 only; the held-out pairs are run once they are
 fixed. Fresh pairs, each run once and never again: 7001 and 7002 (after the
-time-averaged exception), 9101 and 9102 (after the turn keys).
+time-averaged exception), 9101 and 9102 (after the turn keys), 5501 and 5502
+(after the paired recovery reading and the think times drawn per conversation,
+which changed every run's trajectory: the held-out pairs were run again with
+them). The recovery's reading (paired, seeds pooled, until the replacement
+joins) was chosen on seeds 1 and 2 from its noise with no preemption.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class Pooled:
             if paired and len(paired) == len(results)
             else None
         )
+        self.recovery_slowest = _slowest([r.recovery for r in results])  # each seed's own
         self.recovery_before = _slowest([r.recovery_before for r in results])
 
     @property
@@ -167,9 +173,9 @@ def table(args: argparse.Namespace, data: dict[tuple[str, int, float, str], Pool
             f"\n### {workload}\n",
             "| replicas | load | policy | cached share | ceiling | vs least_load | mean TTFT ms "
             "| vs least_load | P99 TTFT ms | max/mean load | preempted: hit rate back after "
-            "| (before: vs the minute before) | P99 TTFT ms in the minute after |",
+            "| slowest seed | (before: vs the minute before) | P99 TTFT ms in the minute after |",
             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: |",
+            "| ---: | ---: |",
         ]
         for replicas in args.replicas:
             for load in args.loads:
@@ -178,7 +184,9 @@ def table(args: argparse.Namespace, data: dict[tuple[str, int, float, str], Pool
                     p = data[workload, replicas, load, policy]
                     share = f"{p.share / base.share:.2f}x" if base.share else "-"
                     faster = f"{base.mean / p.mean:.2f}x" if p.mean else "-"
-                    back = f"{_seconds(p.recovery)} | {_seconds(p.recovery_before)}"
+                    back = " | ".join(
+                        _seconds(x) for x in (p.recovery, p.recovery_slowest, p.recovery_before)
+                    )
                     name = f"**{policy}**" if policy == "cache_aware" else policy
                     lines.append(
                         f"| {replicas} | {load:.0%} | {name} | {p.share:.1%} | {p.ceiling:.1%} "
@@ -238,10 +246,12 @@ def _goals_at(
                 ]
             if ours.recovery is not None or workload in SHARED:
                 back = _seconds(ours.recovery)
+                slowest = _seconds(ours.recovery_slowest)
                 checks.append(
                     (
-                        f"hit rate back in {back} <= 30 s (against the same run without the "
-                        f"preemption, {_seconds(ours.recovery_before)} against the minute before)",
+                        f"hit rate back in {back} <= 30 s (against the same runs without the "
+                        f"preemption, seeds pooled: slowest seed {slowest}, "
+                        f"{_seconds(ours.recovery_before)} against the minute before)",
                         ours.recovery is not None and ours.recovery <= 30.0,
                     )
                 )

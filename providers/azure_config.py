@@ -103,7 +103,8 @@ def parse_config(
     subscription = _str(section, "subscription_id") or env.get("AZURE_SUBSCRIPTION_ID", "").strip()
     if not subscription:
         raise ConfigError(
-            "azure.subscription_id: not set; put it in ~/.skyctl/config.yaml or export "
+            "azure.subscription_id: not set; put it in config.yaml in skyctl's home "
+            "($SKYCTL_HOME, default ~/.skyctl) or export "
             "AZURE_SUBSCRIPTION_ID (see `az account show --query id`)"
         )
     cloud = _str(section, "cloud")

@@ -84,5 +84,8 @@ def check(config: Mapping[str, Any]) -> tuple[bool, str]:
         )
     project = config.get("project") or default_project
     if not project:
-        return False, "credentials found but no project: set gcp.project in ~/.skyctl/config.yaml"
+        return False, (
+            "credentials found but no project: set gcp.project in config.yaml in skyctl's "
+            "home ($SKYCTL_HOME, default ~/.skyctl), or export GOOGLE_CLOUD_PROJECT"
+        )
     return True, f"credentials found (project {project})"

@@ -37,6 +37,7 @@ def test_without_credentials_each_cloud_says_what_to_configure(
     assert "aws configure" in lines["aws"]
     assert "GOOGLE_APPLICATION_CREDENTIALS" in lines["gcp"]
     assert "subscription_id" in lines["azure"]
+    assert "$SKYCTL_HOME" in lines["azure"]  # where config.yaml is when the home moved
     assert "kubeconfig" in lines["kubernetes"]
 
 

@@ -105,6 +105,7 @@ class Connection:
         self._close_after = False
         self._head_only = False
         self._http11 = True
+        self._writer = self._write_now  # bound once, not per response
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -468,11 +469,11 @@ class Connection:
         if len(body) <= _SMALL_BODY:  # head and body in one write
             self._state = _DONE
             end = b"\r\n"
-            self._write_raw(
-                b"".join(
+            if self.transport is not None and not self.closed:  # (self._write_raw, inline)
+                data = b"".join(
                     (b"HTTP/1.1 ", code, b" ", reason, end, lines, framing, connection, end, body)
                 )
-            )
+                self._server.batch.write(self._writer, data)
         else:
             head = b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (status, reason, lines, framing, connection)
             self._state = _DONE
@@ -548,7 +549,7 @@ class Connection:
 
     def _write_raw(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self._server.batch.write(self._write_now, data)
+            self._server.batch.write(self._writer, data)
 
     def _write_now(self, data: bytes) -> None:
         transport = self.transport

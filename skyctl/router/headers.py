@@ -19,9 +19,7 @@ from skyctl.router.http1 import Head
 
 REQUEST_ID = "X-Request-Id"
 MAX_REQUEST_ID_LENGTH: Final = 128
-# whether a client's request id is kept (printable ASCII, at most 128 bytes)
-printable_id: Final = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
-_PRINTABLE_ID: Final = printable_id
+_PRINTABLE_ID: Final = re.compile(rb"[\x20-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH).fullmatch
 
 _HOP: Final = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-encoding|upgrade"
 # dropped on the way to a replica: Host is the replica's, the rest the router sets

@@ -41,7 +41,7 @@ from skyctl.router.affinity import for_policy
 from skyctl.router.affinity_metrics import AffinityCollector
 from skyctl.router.exchange import Call, Context, Exchange, Forward
 from skyctl.router.front import Connection, Request
-from skyctl.router.headers import new_request_id, printable_id, request_id, upstream_lines
+from skyctl.router.headers import MAX_REQUEST_ID_LENGTH, new_request_id, request_id, upstream_lines
 from skyctl.router.health import Health
 from skyctl.router.hedging import Hedging
 from skyctl.router.http1 import BodyStream
@@ -357,8 +357,10 @@ class Router:
         self._active += 1
         if self._active == 1 and self._idle is not None:
             self._idle.clear()
-        rid = head.request_id  # (headers.request_id, inline)
-        if not rid or not printable_id(rid):
+        # the client's id if printable ASCII of at most 128 bytes (headers.request_id, inline:
+        # a parsed value holds no control byte but HTAB, so no regex is needed)
+        rid = head.request_id
+        if not rid or len(rid) > MAX_REQUEST_ID_LENGTH or not rid.isascii() or rid.count(9):
             rid = new_request_id()
         if self._affinity is not None or self._policy in _RACING:
             return self._exchange(request, out, rid, replicas, data)

@@ -114,8 +114,10 @@ class Copy(Attempt):
                     owner.lines,
                     framing,
                     b"\r\n",
+                    body or b"",
                 )
             )
+            body = b""  # in the one bytes with its head: no second copy to send
         resp = upstream.pool.begin(origin, head.method, wire, body, timeout, chunked, self)
         if resp is not None:
             self.resp = resp

@@ -261,7 +261,8 @@ class Connection:
                 else:
                     body.finish()
                     data = rest
-            self.last_active = self._loop.time()  # (self._dispatch, inline: the hot path)
+            # (self._dispatch, inline: the hot path; last_active is read only when not
+            # busy, and the answer sets it)
             if self._current is not None:
                 self._ready = request
             else:

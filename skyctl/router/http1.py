@@ -334,7 +334,8 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
     method, target, minor, fields = m.groups()
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
-    _check_request_line(method, target)
+    if method not in METHODS or target[:1] != b"/":  # (no call for the common case)
+        _check_request_line(method, target)
     head = Head()
     head.method, head.target, head.http11, head.fields = method, target, minor == b"1", fields
     _parse_fields(head, _REQUEST_SPECIAL, data, m.start(4) - 1, True)

@@ -286,7 +286,11 @@ class Exchange:
         whole = resp.whole
         if whole is not None:  # the head goes out with the end: one clock read, at the end
             resp.whole = None
-            self.send_whole(copy, whole)
+            head = resp.head  # (self.send_whole, inline: the hot path)
+            lines = downstream_lines(head, rid=self.rid)
+            self.out.send(head.status, head.reason, lines, whole, head.content_length)
+            copy.drop()  # arrived whole: its connection is back in the pool
+            self._finish()
             return
         if resp.body.complete:
             self.send_whole(copy, resp.body.take())

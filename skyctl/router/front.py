@@ -219,7 +219,8 @@ class Connection:
                 key, head = b"", None
             if head is None:
                 try:
-                    head = parse_request_head(data[: end + 2], server.max_headers)
+                    # (server._max_headers: the max_headers property without its call)
+                    head = parse_request_head(data[: end + 2], server._max_headers)
                 except ProtocolError as exc:
                     self._reject(exc)
                     return

@@ -25,9 +25,12 @@ _HOP: Final = rb"connection|keep-alive|proxy-[^:\r\n]*|te|trailers?|transfer-enc
 # dropped on the way to a replica: Host is the replica's, the rest the router sets
 # applied to LF + a header section: each match is LF, one line, CR (its LF stays for
 # the next line); a literal LF first lets the regex engine skip ahead
+# (_HOP's names and the rest, factored by first letter: fewer alternatives tried per
+# line; 1.19 against 1.34 us for a varied request's section)
 _DROP_UPSTREAM: Final = re.compile(
-    rb"\n(?:%b|host|content-length|expect|x-request-id|x-forwarded-(?:for|proto|host)):[^\r]*\r"
-    % _HOP,
+    rb"\n(?:c(?:onnection|ontent-length)|t(?:e|railers?|ransfer-encoding)"
+    rb"|x-(?:request-id|forwarded-(?:for|proto|host))|keep-alive|proxy-[^:\r\n]*|upgrade|host"
+    rb"|expect):[^\r]*\r",
     re.I,
 ).sub
 _DROP_AUTHORIZATION: Final = re.compile(rb"\n(?:authorization):[^\r]*\r", re.I).sub

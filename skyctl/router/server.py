@@ -97,7 +97,7 @@ class Router:
         self._hedging = Hedging(self._latency)
         self._requests = 0
         self._active = 0
-        self._idle: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None  # while stop() waits for the active ones
         self._upstream: Upstream | None = None
         self._ctx: Context | None = None
         self._front: FrontServer | None = None
@@ -147,8 +147,6 @@ class Router:
             self._duration,
             self._health,
         )
-        self._idle = asyncio.Event()
-        self._idle.set()
         front = FrontServer(self._handle, ssl_context=self._tls, fast=self._fast)
         # one batch for the writes to replicas and to clients: a race decided at the
         # end of an iteration answers its client in that iteration's burst
@@ -194,11 +192,14 @@ class Router:
             return
         front.stop_accepting()  # idle keep-alive connections close now, busy ones after
         await self._health.stop_checks()  # no client waits for a check
-        if self._idle is not None and grace_seconds > 0:
+        if self._active and grace_seconds > 0:
+            self._idle = asyncio.Event()  # set by _leave (none to set per request while serving)
             try:
                 await asyncio.wait_for(self._idle.wait(), grace_seconds)
             except TimeoutError:
                 log.warning("router %s: %d requests cut at stop", self.service, self._active)
+            finally:
+                self._idle = None
         await front.close()  # cancels what is left
         self._front = None
         if self._affinity is not None:
@@ -357,8 +358,7 @@ class Router:
         self._active += 1
         if self._active == 1 and self._idle is not None:
             self._idle.clear()
-        # the client's id if printable ASCII of at most 128 bytes (headers.request_id, inline:
-        # a parsed value holds no control byte but HTAB, so no regex is needed)
+        # (headers.request_id, inline: a parsed value holds no control byte but HTAB)
         rid = head.request_id
         if not rid or len(rid) > MAX_REQUEST_ID_LENGTH or not rid.isascii() or rid.count(9):
             rid = new_request_id()

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from aiohttp import web
 
+from skyctl.router import headers
 from tests.helpers.waiting import eventually
 from tests.test_router_helpers import (
     FakeReplica,
@@ -414,3 +415,21 @@ async def test_a_client_reading_slowly_holds_back_the_replica(h: Harness) -> Non
         assert got == total and written[0] == total
     finally:
         await raw.close()
+
+
+def test_every_hop_by_hop_name_is_dropped_both_ways_in_any_case() -> None:
+    # the drop regexes spell _HOP's names out (factored by first letter): kept in step
+    names = [
+        alt.replace(b"[^:\r\n]*", b"Authenticate").replace(b"s?", b"")
+        for alt in headers._HOP.split(b"|")
+    ] + [b"trailers"]
+    assert len(names) == 8
+    for name in names:
+        for spelt in (name, name.upper(), name.title()):
+            section = b"\nA: 1\r\n" + spelt + b": x\r\nB: 2\r\n"
+            assert headers._DROP_UPSTREAM(b"", section) == b"\nA: 1\r\nB: 2\r\n", spelt
+            assert headers._DROP_DOWNSTREAM(b"", section) == b"\nA: 1\r\nB: 2\r\n", spelt
+            kept = b"\n" + spelt + b"x: 1\r\n"  # a longer name is no hop-by-hop header
+            if not spelt.lower().startswith(b"proxy-"):
+                assert headers._DROP_UPSTREAM(b"", kept) == kept
+                assert headers._DROP_DOWNSTREAM(b"", kept) == kept

@@ -45,8 +45,7 @@ from skyctl.config import load_user_config, paths
 from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
-from skyctl.spec_env import unresolved_references
-from skyctl.spec_files import anchor_workdir, check_files, check_ports
+from skyctl.spec_files import anchor_workdir, check_files, check_ports, spec_notes
 from skyctl.spec_places import check_places
 from skyctl.spec_yaml import load_spec_file, service_name_problem
 
@@ -145,12 +144,8 @@ def _load(
         if to_run:
             raise ConfigError(unusable)
         click.echo(f"warning: serve up here would refuse it: {unusable}", err=True)
-    for name in unresolved_references(spec.extra.get("secrets", []), spec.secrets):
-        click.echo(
-            f"note: secrets:{name} is a managed secret reference and skyctl has no secret "
-            f"store: replicas get no {name} unless you pass --secret {name}",
-            err=True,
-        )
+    for note in spec_notes(spec):  # what replicas will not get (secrets, mounts, git)
+        click.echo(f"note: {note}", err=True)
     return spec, (envs, secrets)
 
 

@@ -14,8 +14,19 @@ from pathlib import Path
 
 from skyctl.spec import ServiceSpec
 from skyctl.spec_checks import load_yaml, spec_error
+from skyctl.spec_env import unresolved_references
 
-__all__ = ["anchor_workdir", "check_files", "check_ports", "unprivileged_port_start"]
+__all__ = [
+    "anchor_workdir",
+    "check_files",
+    "check_ports",
+    "spec_notes",
+    "unprivileged_port_start",
+]
+
+#: SkyPilot keys kept in ``spec.extra`` (so the spec round-trips) that skyctl does not
+#: act on, though a replica's ``run`` may rely on them: what each would have done
+NOT_ACTED_ON = {"file_mounts": "mounted", "volumes": "attached", "volume_mounts": "attached"}
 
 UNPRIVILEGED = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
@@ -114,3 +125,35 @@ def check_files(spec: ServiceSpec) -> None:
             line=data.value_lines.get(key),
             source=spec.source,
         )
+
+
+def spec_notes(spec: ServiceSpec) -> list[str]:
+    """A line for each thing the spec asks for that its replicas will not get: a
+    managed secret reference with no value given, file mounts and volumes, a git
+    workdir (kept in the spec, not acted on). Printed by ``serve up``, ``update``
+    and ``validate`` as notes: the spec still runs."""
+    notes = [
+        f"secrets:{name} is a managed secret reference and skyctl has no secret store: "
+        f"replicas get no {name} unless you pass --secret {name}"
+        for name in unresolved_references(spec.extra.get("secrets", []), spec.secrets)
+    ]
+    for key, verb in NOT_ACTED_ON.items():
+        value = spec.extra.get(key)
+        if not value:
+            continue
+        paths = list(value) if isinstance(value, dict) else []
+        shown = ", ".join(map(str, paths[:4])) + (
+            f" and {len(paths) - 4} more" if paths[4:] else ""
+        )
+        where = f": replicas will not find {shown}" if shown else ""
+        notes.append(
+            f"{key} is kept but not {verb} by skyctl{where} (fetch them in setup:, "
+            f"or put local files in workdir:)"
+        )
+    repo = spec.extra.get("workdir")
+    if isinstance(repo, dict):
+        notes.append(
+            f"workdir: the git repository {repo.get('url', '?')} is kept but not cloned: "
+            f"replicas run in a fresh directory of their own (clone it in setup:)"
+        )
+    return notes

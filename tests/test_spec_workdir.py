@@ -122,3 +122,37 @@ def test_serve_up_from_the_checkout_runs_the_replica_in_the_workdir_it_names(
     down = run_cli(skyctl_home, "serve", "down", "app")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not pids_mentioning(str(skyctl_home / "local"))
+
+
+def test_mounts_volumes_and_a_git_workdir_kept_but_not_acted_on_each_get_a_note(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from skyctl.cli import cli
+    from skyctl.spec_files import spec_notes
+
+    mounts = "".join(f"  /m{i}: s3://bucket/{i}\n" for i in range(6))
+    spec = parse_spec(
+        "workdir: {url: 'https://github.com/x/y', ref: main}\n"
+        f"file_mounts:\n{mounts}volumes:\n  /mnt/v: myvol\n"
+        "service: {readiness_probe: /}\nrun: serve\n"
+    )
+    assert spec_notes(spec) == [
+        "file_mounts is kept but not mounted by skyctl: replicas will not find /m0, /m1, /m2, "
+        "/m3 and 2 more (fetch them in setup:, or put local files in workdir:)",
+        "volumes is kept but not attached by skyctl: replicas will not find /mnt/v "
+        "(fetch them in setup:, or put local files in workdir:)",
+        "workdir: the git repository https://github.com/x/y is kept but not cloned: replicas "
+        "run in a fresh directory of their own (clone it in setup:)",
+    ]
+    assert spec_notes(parse_spec("service: {readiness_probe: /}\nrun: serve\n")) == []
+
+    file = tmp_path / "s.yaml"
+    file.write_text("file_mounts: {/data: ./d}\nservice: {readiness_probe: /}\nrun: serve\n")
+    noted = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "serve", "validate", str(file)])
+    assert noted.exit_code == 0, noted.output
+    assert noted.stderr == (
+        "note: file_mounts is kept but not mounted by skyctl: replicas will not find /data "
+        "(fetch them in setup:, or put local files in workdir:)\n"
+    )

@@ -59,12 +59,9 @@ class GatedProvider(MemoryProvider):
 
 
 class GatedHarness(Harness):
+    provider: GatedProvider
+    provider_type = GatedProvider
     deadlines: dict[str, float] = {}
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        self.provider = GatedProvider(clock=self.clock)
-        self.controller = self._controller()
 
     def _controller(self) -> Controller:
         providers = ProviderSet(config={}, clock=self.clock, local_state=self.tmp / "local")
@@ -97,18 +94,13 @@ def release_all(p: GatedProvider) -> None:
         gate.set()
 
 
-def provider(g: GatedHarness) -> GatedProvider:
-    assert isinstance(g.provider, GatedProvider)
-    return g.provider
-
-
 async def test_a_hung_launch_in_one_service_leaves_another_services_time_to_ready_unchanged(
     g: GatedHarness,
 ) -> None:
     await g.controller.create_service(FIXED.format(name="alone", replicas=1), None)
     baseline = await g.seconds_until_ready("alone")
 
-    provider(g).hang_launch.add("stuck")
+    g.provider.hang_launch.add("stuck")
     await g.controller.create_service(FIXED.format(name="stuck", replicas=2), None)
     await g.controller.create_service(FIXED.format(name="other", replicas=1), None)
     assert await g.seconds_until_ready("other") <= baseline + 0.25  # one step of real I/O
@@ -124,7 +116,7 @@ async def test_a_hung_terminate_in_one_service_leaves_another_services_time_to_r
     await g.controller.create_service(FIXED.format(name="stuck", replicas=2), None)
     await g.until(lambda: g.ready("stuck") == 2)
 
-    provider(g).hang_terminate.add("stuck")
+    g.provider.hang_terminate.add("stuck")
     await g.controller.delete_service("stuck")
     await g.controller.create_service(FIXED.format(name="other", replicas=1), None)
     assert await g.seconds_until_ready("other") <= baseline + 0.25
@@ -136,19 +128,19 @@ async def test_a_hung_terminate_in_one_service_leaves_another_services_time_to_r
 async def test_a_replica_passing_its_probe_is_routed_while_its_services_tick_is_still_running(
     g: GatedHarness,
 ) -> None:
-    provider(g).hang_launch.add("web")
+    g.provider.hang_launch.add("web")
     await g.controller.create_service(FIXED.format(name="web", replicas=1), None)
-    await g.until(lambda: bool(provider(g).launch_calls))  # the launch is under way
-    provider(g).hang_list.add("web")  # and the service's next tick hangs in its observation
+    await g.until(lambda: bool(g.provider.launch_calls))  # the launch is under way
+    g.provider.hang_list.add("web")  # and the service's next tick hangs in its observation
     g.controller.wake("web")
     await g.until(lambda: "web" in g.controller._ticking)
-    provider(g).gates["launch"].set()  # the launch returns: the replica boots, passes its probe
+    g.provider.gates["launch"].set()  # the launch returns: the replica boots, passes its probe
     rt = g.controller.runtimes["web"]
     await g.until(lambda: bool(rt.backends))
     assert "web" in g.controller._ticking  # the tick is still stuck: the probe routed it
     assert g.ready("web") == 0  # the store has not heard yet
     assert await g.get("web") == 200  # and requests reach the replica
-    provider(g).gates["list"].set()
+    g.provider.gates["list"].set()
     await g.until(lambda: g.ready("web") == 1)
 
 
@@ -161,7 +153,7 @@ async def short(tmp_path: Path) -> AsyncIterator[GatedHarness]:
     harness = ShortDeadlines(tmp_path)
     await harness.start()
     yield harness
-    release_all(provider(harness))
+    release_all(harness.provider)
     await harness.stop_controller()
     await harness.controller.stop(0)
     await harness.provider.close()
@@ -172,7 +164,7 @@ async def test_a_launch_past_its_deadline_is_a_visible_failure_retried_with_back
     short: GatedHarness,
 ) -> None:
     g = short
-    provider(g).hang_launch.add("web")
+    g.provider.hang_launch.add("web")
     await g.controller.create_service(FIXED.format(name="web", replicas=1), None)
     await g.until(lambda: bool(g.store.list_replicas("web")))
     first = g.store.list_replicas("web")[0]
@@ -189,7 +181,7 @@ async def test_a_launch_past_its_deadline_is_a_visible_failure_retried_with_back
     assert len(retries) == 2 and all("no answer within 30s (deadline)" in m for m in retries)
     assert any(k == "launch_failed" and "deadline" in m for k, m in events)
     # three attempts of that replica, each after the previous deadline plus a growing backoff
-    times = [t for s, t in provider(g).launch_calls if s == "web"][:3]
+    times = [t for s, t in g.provider.launch_calls if s == "web"][:3]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 30 + 2 and gaps[1] >= 30 + 4
     assert gaps[1] > gaps[0]

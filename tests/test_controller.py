@@ -52,11 +52,14 @@ run: serve
 
 
 class Harness:
+    #: the in-process cloud; a test harness for another fake sets its own
+    provider_type: type[MemoryProvider] = MemoryProvider
+
     def __init__(self, tmp: Path) -> None:
         self.clock = FakeClock()
         self.tmp = tmp
         self.store = Store(tmp / "state.db")
-        self.provider = MemoryProvider(clock=self.clock)
+        self.provider = self.provider_type(clock=self.clock)
         self.controller = self._controller()
         self.task: asyncio.Task[None] | None = None
 

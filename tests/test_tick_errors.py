@@ -33,10 +33,8 @@ class BrokenProvider(MemoryProvider):
 
 
 class BrokenHarness(Harness):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        self.provider = BrokenProvider(clock=self.clock)
-        self.controller = self._controller()
+    provider: BrokenProvider
+    provider_type = BrokenProvider
 
 
 @pytest.fixture

@@ -45,10 +45,8 @@ class LockedProvider(MemoryProvider):
 
 
 class LockedHarness(Harness):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        self.provider = LockedProvider(clock=self.clock)
-        self.controller = self._controller()
+    provider: LockedProvider
+    provider_type = LockedProvider
 
 
 @pytest.fixture

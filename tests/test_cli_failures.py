@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.waiting import wait_until
 from tests.test_e2e_local import cli
 
 SPEC = """\
@@ -37,6 +38,13 @@ def test_a_run_that_exits_fails_serve_up_status_shows_why_and_retry_relaunches(
     line = up.stderr.strip().splitlines()[-1]
     assert line.startswith("error: service exits FAILED: ") and "exit code 3 (log " in line
 
+    def replicas() -> list[dict[str, object]]:
+        (svc,) = json.loads(cli(skyctl_home, "serve", "status", "exits", "-o", "json").stdout)
+        return list(svc["replicas"])
+
+    # `serve up` returns once the service is FAILED; the failed replica's instance may
+    # still be going (SHUTTING_DOWN) on a loaded machine
+    assert wait_until(lambda: [r["status"] for r in replicas()] == ["TERMINATED"]), replicas()
     table = cli(skyctl_home, "serve", "status", "exits", "-a").stdout
     assert "FAILED: version 1:" in table and "TERMINATED (FAILED, exit 3)" in table
     assert "no such file: weights.bin" in table  # the log's last lines

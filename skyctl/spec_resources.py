@@ -63,9 +63,11 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
     if sec is None:
         return Resources()
     drop_nulls(sec.data)
-    for item in sec.data.get("any_of") or sec.data.get("ordered") or []:
-        if isinstance(item, LineDict):
-            drop_nulls(item)
+    for key in ("any_of", "ordered"):
+        entries = sec.data.get(key)
+        for item in entries if isinstance(entries, list) else []:  # else sec.items says so
+            if isinstance(item, LineDict):
+                drop_nulls(item)
     base = _fields(sec, extra, top=True)
     any_of, ordered = sec.items("any_of"), sec.items("ordered")
     if any_of is not None and ordered is not None:

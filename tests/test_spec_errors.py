@@ -323,6 +323,30 @@ REJECTED = [
         "not both",
     ),
     (
+        "any_of not a list (found by the fuzz test: an internal TypeError)",
+        """
+        resources:
+          any_of: true
+        service: {}
+        run: serve
+        """,
+        2,
+        "resources.any_of",
+        "expected a list, got boolean",
+    ),
+    (
+        "ordered not a list",
+        """
+        resources:
+          ordered: 3
+        service: {}
+        run: serve
+        """,
+        2,
+        "resources.ordered",
+        "expected a list, got integer",
+    ),
+    (
         "several accelerators with ordered",
         """
         resources:

@@ -108,3 +108,36 @@ async def test_an_explicit_retry_ticks_that_service_alone_at_once(
         await asyncio.sleep(0.005)
     now = [name for when, name in ticks if when == at]
     assert "s3" in now and len(now) <= 2  # (another may be on its phase just then)
+
+
+async def test_a_quiet_service_taken_down_ticks_each_period_while_it_drains(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that was quiet and is taken down while its replicas still have
+    requests in flight ticks every ``tick_seconds`` until they drain, so it goes as
+    soon as they have: not on its next quiet tick, up to 1.5 quiet periods later
+    (``serve down`` of an idle service took about 10 s behind the router process,
+    whose in-flight counts are known only after the tick that removed the replicas)."""
+    await quiet_ticks(h, monkeypatch, seconds=0)
+    rt = h.controller.runtimes["s3"]
+    busy = {"in_flight": 1}
+    monkeypatch.setattr(rt.router, "replica_stats", lambda: {r: dict(busy) for r in (1, 2, 3)})
+    ticks: list[float] = []
+    tick = h.controller.reconciler.tick
+
+    async def counting(rt: Any, svc: Any) -> bool:
+        if svc.name == "s3":
+            ticks.append(h.clock.now())
+        return await tick(rt, svc)
+
+    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    await h.controller.delete_service("s3")
+    for _ in range(12):  # three seconds
+        await h.clock.advance(0.25)
+        await asyncio.sleep(0.002)
+    assert len(ticks) >= 3, ticks  # draining: a tick a second
+    assert h.controller.store.get_service("s3") is not None  # still draining
+    busy["in_flight"] = 0
+    drained_at = h.clock.now()
+    await h.until(lambda: h.controller.store.get_service("s3") is None, seconds=30)
+    assert h.clock.now() - drained_at <= 2 * h.controller.tick_seconds + 0.5

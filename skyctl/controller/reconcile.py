@@ -163,6 +163,7 @@ class Reconciler:
         if down:
             if not replicas and not self.actuator.in_flight(name):
                 return await self._finish_down(name, clouds, instances, rt)
+            rt.quiet = False  # draining and terminating: tick each period, not the quiet one
             return False
         assert plan is not None
         rt.next_at = plan.launch_after

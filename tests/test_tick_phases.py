@@ -56,6 +56,20 @@ async def quiet_ticks(
     return ticks
 
 
+def ticks_of(h: Harness, monkeypatch: pytest.MonkeyPatch, name: str) -> list[float]:
+    """From now on, the times of ``name``'s ticks (the list fills as they happen)."""
+    ticks: list[float] = []
+    tick = h.controller.reconciler.tick
+
+    async def counting(rt: Any, svc: Any) -> bool:
+        if svc.name == name:
+            ticks.append(h.clock.now())
+        return await tick(rt, svc)
+
+    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    return ticks
+
+
 async def test_quiet_services_created_together_tick_spread_over_the_period(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,15 +95,7 @@ async def test_a_woken_quiet_service_ticks_at_once(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await quiet_ticks(h, monkeypatch, seconds=0)
-    ticks: list[float] = []
-    tick = h.controller.reconciler.tick
-
-    async def counting(rt: Any, svc: Any) -> bool:
-        if svc.name == "s3":
-            ticks.append(h.clock.now())
-        return await tick(rt, svc)
-
-    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    ticks = ticks_of(h, monkeypatch, "s3")
     woken_at = h.clock.now()
     h.controller.wake("s3")
     for _ in range(3):
@@ -122,15 +128,7 @@ async def test_a_quiet_service_taken_down_ticks_each_period_while_it_drains(
     rt = h.controller.runtimes["s3"]
     busy = {"in_flight": 1}
     monkeypatch.setattr(rt.router, "replica_stats", lambda: {r: dict(busy) for r in (1, 2, 3)})
-    ticks: list[float] = []
-    tick = h.controller.reconciler.tick
-
-    async def counting(rt: Any, svc: Any) -> bool:
-        if svc.name == "s3":
-            ticks.append(h.clock.now())
-        return await tick(rt, svc)
-
-    monkeypatch.setattr(h.controller.reconciler, "tick", counting)
+    ticks = ticks_of(h, monkeypatch, "s3")
     await h.controller.delete_service("s3")
     for _ in range(12):  # three seconds
         await h.clock.advance(0.25)

@@ -28,6 +28,12 @@ run: exec {python} {echo}
 """
 
 
+def write_spec(spec: Path, greeting: str, *, exits: bool = False) -> None:
+    """The echo service greeting ``greeting``; ``exits``: its run exits 3 at once."""
+    text = SPEC.replace("run: exec", "run: exit 3; exec") if exits else SPEC
+    spec.write_text(text.format(greeting=greeting, python=sys.executable, echo=ECHO))
+
+
 def replicas(home: Path) -> list[tuple[int, int, str]]:
     (svc,) = json.loads(cli(home, "serve", "status", "http2", "-a", "-o", "json").stdout)
     return [(r["id"], r["version"], r["status"]) for r in svc["replicas"]]
@@ -38,7 +44,7 @@ def test_update_by_name_identical_is_a_no_op_and_a_change_waits_for_the_rollout(
     tmp_path: Path, skyctl_home: Path
 ) -> None:
     spec = tmp_path / "svc.yaml"
-    spec.write_text(SPEC.format(greeting="v1", python=sys.executable, echo=ECHO))
+    write_spec(spec, "v1")
     up = cli(skyctl_home, "serve", "up", str(spec), "-n", "http2")
     assert up.returncode == 0, up.stderr
     before = replicas(skyctl_home)
@@ -49,7 +55,7 @@ def test_update_by_name_identical_is_a_no_op_and_a_change_waits_for_the_rollout(
     assert "nothing to update" in same.stdout
     assert replicas(skyctl_home) == before  # no new version, no relaunch
 
-    spec.write_text(SPEC.format(greeting="v2", python=sys.executable, echo=ECHO))
+    write_spec(spec, "v2")
     changed = cli(skyctl_home, "serve", "update", "http2", str(spec), "--timeout", "90")
     assert changed.returncode == 0, changed.stderr
     assert "rolling update to version 2 started" in changed.stdout
@@ -78,13 +84,9 @@ def test_an_update_whose_version_fails_exits_non_zero_and_the_old_version_keeps_
     tmp_path: Path, skyctl_home: Path
 ) -> None:
     spec = tmp_path / "svc.yaml"
-    spec.write_text(SPEC.format(greeting="v1", python=sys.executable, echo=ECHO))
+    write_spec(spec, "v1")
     assert cli(skyctl_home, "serve", "up", str(spec), "-n", "http2").returncode == 0
-    spec.write_text(
-        SPEC.replace("run: exec", "run: exit 3; exec").format(
-            greeting="v2", python=sys.executable, echo=ECHO
-        )
-    )
+    write_spec(spec, "v2", exits=True)
     # no --timeout: a rolling update keeps the service READY on version 1, so only
     # the failure of version 2 itself can end the wait
     broken = cli(skyctl_home, "serve", "update", "http2", str(spec))

@@ -142,7 +142,7 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
         if not value:
             continue
         paths = list(value) if isinstance(value, dict) else []
-        shown = ", ".join(map(str, paths[:4])) + (
+        shown = ", ".join(map(_shown, paths[:4])) + (
             f" and {len(paths) - 4} more" if paths[4:] else ""
         )
         where = f": replicas will not find {shown}" if shown else ""
@@ -157,3 +157,10 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
             f"replicas run in a fresh directory of their own (clone it in setup:)"
         )
     return notes
+
+
+def _shown(path: object) -> str:
+    """A path from the spec as a note prints it: on one line, at most 80 characters."""
+    text = str(path)
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -147,6 +147,12 @@ def test_mounts_volumes_and_a_git_workdir_kept_but_not_acted_on_each_get_a_note(
         "run in a fresh directory of their own (clone it in setup:)",
     ]
     assert spec_notes(parse_spec("service: {readiness_probe: /}\nrun: serve\n")) == []
+    odd = parse_spec(
+        'file_mounts: {"/a\\nb": x, "/%s": y}\nservice: {readiness_probe: /}\nrun: serve\n'
+        % ("d" * 200)
+    )
+    (note,) = spec_notes(odd)  # one line, whatever the paths hold
+    assert "'/a\\nb'" in note and "/" + "d" * 76 + "..." in note and "\n" not in note
 
     file = tmp_path / "s.yaml"
     file.write_text("file_mounts: {/data: ./d}\nservice: {readiness_probe: /}\nrun: serve\n")

@@ -451,6 +451,14 @@ class LocalProvider(Provider):
         signal_group(rec.pgid, signal.SIGKILL)  # stragglers of the group too
         local_nodes.signal_workers(rec, signal.SIGKILL)
         await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
+        escaped = await local_process.kill_escaped(rec.instance_id, str(self._state_dir))
+        if escaped:
+            logger.warning(
+                "local: killed %d process(es) of %s that had left its process group: %s",
+                len(escaped),
+                rec.instance_id,
+                ", ".join(map(str, escaped)),
+            )
         keys = [rec.instance_id]
         keys += [local_nodes.worker_key(rec.instance_id, int(w["rank"])) for w in rec.workers]
         for key in keys:

@@ -11,13 +11,15 @@ process's exit is awaited through a pidfd registered with the loop (Linux
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from providers.local_records import processes_with_env
+from providers.local_records import pid_alive, processes_with_env
 
 
 class ReplicaProcess:
@@ -101,3 +103,27 @@ async def start(
 async def find_with_env(name: str, value: str) -> dict[int, dict[str, str]]:
     """``local_records.processes_with_env`` in a worker thread (it reads all of /proc)."""
     return await asyncio.to_thread(processes_with_env, name, value)
+
+
+async def kill_escaped(instance_id: str, state_dir: str, *, wait: float = 2.0) -> list[int]:
+    """SIGKILL the processes of a replica that left its process group.
+
+    A replica's processes are stopped through its process group, but a
+    ``setsid``, ``daemon()`` or double-forked server leaves it and would outlive
+    the replica. Every process the replica started inherits its
+    ``SKYCTL_INSTANCE_ID`` and ``SKYCTL_LOCAL_STATE``, so the escaped ones are
+    found by their environment (one ``/proc`` scan, in a worker thread). Waits
+    up to ``wait`` seconds for them to be gone; returns their pids.
+    """
+    found = await find_with_env("SKYCTL_INSTANCE_ID", instance_id)
+    pids = [pid for pid, env in found.items() if env.get("SKYCTL_LOCAL_STATE") == state_dir]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        if not any(pid_alive(pid, None) for pid in pids):
+            break
+        await asyncio.sleep(0.02)
+    return pids

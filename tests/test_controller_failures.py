@@ -112,6 +112,16 @@ CLASSIFY = [
         (EndReason.FAILED, 3, "run failed with exit code 3; log /l/r.log"),
     ),
     (
+        "run exits 0 (its server started in the background, or quit)",
+        (EndReason.FAILED, "process exited with code 0"),
+        "started",
+        (
+            EndReason.FAILED,
+            0,
+            "run exited with code 0 (it must keep the server in the foreground); log /l/r.log",
+        ),
+    ),
+    (
         "setup exits",
         (EndReason.FAILED, "process exited with code 1"),
         "pip: no such package\nskyctl: setup failed with exit code 1",

@@ -329,6 +329,25 @@ async def test_terminate_kills_a_replica_that_ignores_sigterm(
     assert await provider.list_instances("svc") == []
 
 
+async def test_terminate_kills_what_left_the_replicas_process_group(
+    make_provider: MakeProvider, tmp_path: Path
+) -> None:
+    """A server started with setsid (or daemonized) leaves the replica's process
+    group; terminating the replica still stops it, found by its environment."""
+    pidfile = tmp_path / "escaped.pid"
+    provider = make_provider()
+    run = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & exec {sys.executable} {ECHO}"
+    spec = spec_for(None, run=run)
+    inst = await provider.launch(
+        request(spec, pick(list(await provider.offerings(spec)), "us-east-a", False), 1)
+    )
+    await eventually(lambda: pidfile.exists() and pidfile.read_text().strip(), "setsid to run")
+    escaped = int(pidfile.read_text())
+    assert os.getpgid(escaped) == escaped  # its own group: the group kill misses it
+    await provider.terminate(inst.instance_id)
+    assert process_gone(escaped)
+
+
 async def test_a_restarted_provider_finds_and_controls_existing_replicas(
     make_provider: MakeProvider, state_dir: Path
 ) -> None:

@@ -92,6 +92,8 @@ def classify(
         ran = _EXIT.search(detail)
         if ran:
             line = f"run failed with exit code {ran.group(1)}"
+            if int(ran.group(1)) == 0:  # a server started in the background, or one that quit
+                line = "run exited with code 0 (it must keep the server in the foreground)"
             return EndReason.FAILED, int(ran.group(1)), "; ".join(filter(None, (line, where)))
     line = "; ".join(x for x in (detail.replace("\n", " ").strip(), where) if x)
     return reason, None, line

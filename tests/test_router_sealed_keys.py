@@ -76,3 +76,29 @@ def test_sealed_keys_open_with_the_spec_and_only_named_ones_are_kept(tmp_path: P
     assert opened.secrets == {}  # not a secret: replicas never see it
     plain = secrets.seal(SPEC, "svc.yaml")
     assert plain.ciphertext is None and plain.spec.api_keys == {}
+
+
+async def test_an_update_from_a_shell_without_the_variable_keeps_the_key(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serve update` run where SERVE_API_KEY is not set sends no value for it:
+    # the new version keeps the one sealed with the current version (before: the
+    # update succeeded and every request got 401)
+    monkeypatch.delenv("SERVE_API_KEY", raising=False)
+    await h.controller.create_service(SPEC, None, api_keys={"SERVE_API_KEY": KEY})
+    await h.until(lambda: h.ready("web") == 1)
+    changed = SPEC.replace("  replicas: 1", "  replicas: 1\n  load_balancing_policy: round_robin")
+    assert changed != SPEC
+    await h.controller.update_service("web", changed, None, api_keys={})
+    assert h.store.get_service("web").current_version == 2  # type: ignore[union-attr]
+    assert await get(h, KEY) == 200 and await get(h, None) == 401
+
+    # the same spec again from that shell is no change at all (no version 3)
+    result = await h.controller.update_service("web", changed, None, api_keys={})
+    assert result.get("unchanged") is True
+
+    # a value sent with the update replaces the old key
+    await h.controller.update_service(
+        "web", SPEC, None, api_keys={"SERVE_API_KEY": "sk-rotated-2b1e"}
+    )
+    assert await get(h, "sk-rotated-2b1e") == 200 and await get(h, KEY) == 401

@@ -50,6 +50,7 @@ async def update_service(
     svc = ctl._get(name)
     if svc.status is ServiceStatus.SHUTTING_DOWN:
         raise ServiceError(f"service {name!r} is shutting down")
+    api_keys = _carried_api_keys(ctl, svc, api_keys)
     sealed = ctl.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
     # the NAME given wins over the spec's `name:` (as `serve up -n`, and sky serve update)
     # (a FAILED service starts afresh with a new version even from the same spec)
@@ -87,6 +88,21 @@ async def update_service(
     ctl.store.add_event(name, "updated", f"version {version}: {how}", now=now)
     ctl.wake(name)
     return {**ctl.describe(name), "mode": update_mode.value, "in_place": kept}
+
+
+def _carried_api_keys(
+    ctl: Controller, svc: ServiceRecord, sent: dict[str, str] | None
+) -> dict[str, str]:
+    """The ``api_keys_env`` values for the new version: those the command sent, and
+    for a variable its shell lacks, the value sealed with the current version (an
+    update from a shell without the variable keeps the key instead of leaving the
+    endpoint with none: every request 401). ``seal`` keeps only the names the new
+    spec still gives."""
+    try:
+        before = load_spec(ctl.store.get_version(svc.name, svc.current_version), ctl.secrets)
+    except SkyctlError:  # unreadable: only what was sent
+        return dict(sent or {})
+    return {**before.api_keys, **(sent or {})}
 
 
 def _unchanged(ctl: Controller, svc: ServiceRecord, yaml_text: str, spec: ServiceSpec) -> bool:

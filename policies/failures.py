@@ -72,13 +72,28 @@ def hourly_cap(max_replicas: int) -> int:
     return max(60, 10 * max_replicas)
 
 
+# the signals a replica's command most often dies of (a negative exit code is one)
+_SIGNALS = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+
+
+def ended_with(step: str, code: int) -> str:
+    """How ``step`` (``run``, ``setup``) ended, in words: ``run failed with exit code 3``;
+    code 0 is a server started in the background, or one that quit; a negative code
+    is a signal, ``run killed by signal 9 (SIGKILL)``."""
+    if code < 0:
+        name = _SIGNALS.get(-code)
+        return f"{step} killed by signal {-code}" + (f" ({name})" if name else "")
+    if code == 0:
+        return f"{step} exited with code 0 (it must keep the server in the foreground)"
+    return f"{step} failed with exit code {code}"
+
+
 def describe(end: ReplicaEnded) -> str:
     """One line on how a replica ended: ``replica 4: run failed with exit code 3 (log P)``."""
-    code = f" with exit code {end.exit_code}" if end.exit_code is not None else ""
-    if end.reason is EndReason.FAILED_SETUP:
-        what = "setup failed" + code
-    elif end.reason is EndReason.FAILED and code:
-        what = "run failed" + code
+    if end.reason is EndReason.FAILED_SETUP and end.exit_code is not None:
+        what = ended_with("setup", end.exit_code)
+    elif end.reason is EndReason.FAILED and end.exit_code is not None:
+        what = ended_with("run", end.exit_code)
     else:
         what = str(end.reason)
     if end.detail:  # for a failed setup or run: the replica's log file

@@ -122,6 +122,12 @@ CLASSIFY = [
         ),
     ),
     (
+        "run killed by a signal",
+        (EndReason.FAILED, "process exited with code -9"),
+        "loading",
+        (EndReason.FAILED, -9, "run killed by signal 9 (SIGKILL); log /l/r.log"),
+    ),
+    (
         "setup exits",
         (EndReason.FAILED, "process exited with code 1"),
         "pip: no such package\nskyctl: setup failed with exit code 1",

@@ -234,6 +234,16 @@ DESCRIBE = [
         "replica 4: run failed with exit code 3",
     ),
     (
+        "run exits 0: the service's failure line says what the replica's says",
+        ReplicaEnded(4, 1, EndReason.FAILED, 0.0, exit_code=0),
+        "replica 4: run exited with code 0 (it must keep the server in the foreground)",
+    ),
+    (
+        "run killed by a signal (a negative code), not an exit code",
+        ReplicaEnded(4, 1, EndReason.FAILED, 0.0, exit_code=-9),
+        "replica 4: run killed by signal 9 (SIGKILL)",
+    ),
+    (
         "setup exit",
         ReplicaEnded(5, 1, EndReason.FAILED_SETUP, 0.0, exit_code=1),
         "replica 5: setup failed with exit code 1",

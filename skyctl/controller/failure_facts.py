@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from policies.failures import ended_with
 from policies.model import ReplicaEnded
 from providers.registry import ProviderSet
 from skyctl.errors import SkyctlError
@@ -83,7 +84,7 @@ def classify(
     if reason is EndReason.FAILED:
         setup = _SETUP.search(tail)
         if setup:
-            line = f"setup failed with exit code {setup.group(1)}"
+            line = ended_with("setup", int(setup.group(1)))
             return (
                 EndReason.FAILED_SETUP,
                 int(setup.group(1)),
@@ -91,9 +92,7 @@ def classify(
             )
         ran = _EXIT.search(detail)
         if ran:
-            line = f"run failed with exit code {ran.group(1)}"
-            if int(ran.group(1)) == 0:  # a server started in the background, or one that quit
-                line = "run exited with code 0 (it must keep the server in the foreground)"
+            line = ended_with("run", int(ran.group(1)))
             return EndReason.FAILED, int(ran.group(1)), "; ".join(filter(None, (line, where)))
     line = "; ".join(x for x in (detail.replace("\n", " ").strip(), where) if x)
     return reason, None, line

@@ -130,7 +130,8 @@ def check_files(spec: ServiceSpec) -> None:
 def spec_notes(spec: ServiceSpec) -> list[str]:
     """A line for each thing the spec asks for that its replicas will not get: a
     managed secret reference with no value given, file mounts and volumes, a git
-    workdir (kept in the spec, not acted on). Printed by ``serve up``, ``update``
+    workdir (kept in the spec, not acted on), a container image where the local
+    provider would run the replica. Printed by ``serve up``, ``update``
     and ``validate`` as notes: the spec still runs."""
     notes = [
         f"secrets:{name} is a managed secret reference and skyctl has no secret store: "
@@ -149,6 +150,16 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
         notes.append(
             f"{key} is kept but not {verb} by skyctl{where} (fetch them in setup:, "
             f"or put local files in workdir:)"
+        )
+    images = {
+        c.image_id
+        for c in spec.resources.candidates
+        if c.image_id and c.image_id.startswith("docker:") and c.cloud in (None, "local")
+    }
+    for image in sorted(images):
+        notes.append(
+            f"resources.image_id {_shown(image)}: a replica placed on local runs in this "
+            f"machine's environment, not in the image (kubernetes runs the image)"
         )
     repo = spec.extra.get("workdir")
     if isinstance(repo, dict):

@@ -353,10 +353,26 @@ def _labels(sec: Section, key: str) -> dict[str, str]:
     return out
 
 
+#: how each VM cloud names a boot image (a container image runs on kubernetes only)
+VM_IMAGES = {
+    "aws": "an AMI id such as ami-0123456789abcdef0",
+    "gcp": "an image such as projects/debian-cloud/global/images/family/debian-12",
+    "azure": "publisher:offer:sku:version or an image's resource id",
+}
+
+
 def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
     def get(key: str, default: Any = None) -> Any:
         return fields[key][0] if key in fields else default
 
+    image, cloud = get("image_id"), get("cloud")
+    if isinstance(image, str) and image.startswith("docker:") and cloud in VM_IMAGES:
+        _, sec, key = fields["image_id"]
+        raise sec.error(
+            key,
+            f"{image!r} is a container image: skyctl runs those on kubernetes only; "
+            f"on {cloud} give {VM_IMAGES[cloud]}",
+        )
     accels: list[Accel | None] = list(get("accelerators", ([None], False))[0])
     return [
         ResourceCandidate(

@@ -764,6 +764,35 @@ REJECTED = [
         "local.trace_tick_seconds",
         "must be > 0",
     ),
+    (
+        "a container image on a VM cloud",
+        """
+        resources:
+          infra: aws
+          image_id: docker:vllm/vllm-openai
+        service: {readiness_probe: /}
+        run: serve
+        """,
+        3,
+        "resources.image_id",
+        "a container image: skyctl runs those on kubernetes only; on aws give an AMI id",
+    ),
+    (
+        "a container image in an any_of entry on a VM cloud",
+        """
+        resources:
+          any_of:
+            - infra: gcp
+              image_id: docker:x
+            - infra: k8s
+              image_id: docker:x
+        service: {readiness_probe: /}
+        run: serve
+        """,
+        4,
+        "resources.any_of[0].image_id",
+        "on gcp give an image such as projects/",
+    ),
 ]
 
 

@@ -147,6 +147,13 @@ def test_mounts_volumes_and_a_git_workdir_kept_but_not_acted_on_each_get_a_note(
         "run in a fresh directory of their own (clone it in setup:)",
     ]
     assert spec_notes(parse_spec("service: {readiness_probe: /}\nrun: serve\n")) == []
+    local_image = "resources: {image_id: 'docker:img:1'}\nservice: {readiness_probe: /}\nrun: x\n"
+    assert spec_notes(parse_spec(local_image)) == [
+        "resources.image_id docker:img:1: a replica placed on local runs in this machine's "
+        "environment, not in the image (kubernetes runs the image)"
+    ]
+    on_k8s = local_image.replace("{image_id", "{infra: k8s, image_id")
+    assert spec_notes(parse_spec(on_k8s)) == []
     odd = parse_spec(
         'file_mounts: {"/a\\nb": x, "/%s": y}\nservice: {readiness_probe: /}\nrun: serve\n'
         % ("d" * 200)

@@ -29,7 +29,13 @@ from skyctl.cli_down import (
     wait_down,
 )
 from skyctl.cli_env import SECONDS, override_options, overrides, skypilot_flags
-from skyctl.cli_exit import INTERRUPTED_BEFORE_UP, interrupted_down, interrupted_up, run
+from skyctl.cli_exit import (
+    INTERRUPTED_BEFORE_UP,
+    interrupted_down,
+    interrupted_submitting,
+    interrupted_up,
+    run,
+)
 from skyctl.cli_logs import logs
 from skyctl.cli_router import router
 from skyctl.cli_sim import sim
@@ -210,10 +216,11 @@ def up(
         if problem:
             raise click.BadParameter(problem, param_hint="'-n' / '--name'")
     spec, (envs, secrets) = _load(file, kw, ctx)
-    target = ""  # set once the request may have reached the controller
+    target = name or spec.name or ""
+    sent = submitted = False  # the request may have reached the controller / it did
     try:
         client = ControllerClient.ensure(_home(ctx), progress=click.echo)
-        target = name or spec.name or "the service"
+        sent = True
         svc = client.call(
             "POST",
             "/v1/services",
@@ -226,14 +233,17 @@ def up(
                 "api_keys": api_keys_from_environment(spec),
             },
         )
-        target = svc["name"]
+        target, submitted = svc["name"], True
         click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
         if detach:
             click.echo(f"Follow it with: skyctl serve status {svc['name']}")
             return
         _wait_ready(client, svc["name"], timeout)
     except KeyboardInterrupt:
-        click.echo(interrupted_up(target) if target else INTERRUPTED_BEFORE_UP, err=True)
+        if submitted:
+            click.echo(interrupted_up(target), err=True)
+        else:
+            click.echo(interrupted_submitting(target) if sent else INTERRUPTED_BEFORE_UP, err=True)
         raise SystemExit(130) from None
 
 

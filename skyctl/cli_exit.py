@@ -19,11 +19,21 @@ from skyctl.errors import SkyctlError
 def interrupted_up(name: str) -> str:
     """What Ctrl-C in `serve up` leaves behind, and what to do about it (as SkyPilot)."""
     return (
-        f"\nStopped waiting. Service {name} keeps starting in the controller "
-        "(if it was submitted).\n"
+        f"\nStopped waiting. Service {name} keeps starting in the controller.\n"
         f"  To see its status:   skyctl serve status {name}\n"
         f"  To follow its events: skyctl serve logs {name} --events -f\n"
         f"  To take it down:     skyctl serve down {name}"
+    )
+
+
+def interrupted_submitting(name: str) -> str:
+    """Ctrl-C while `serve up`'s request was on its way: created or not, the CLI cannot
+    tell; what to look at (``name`` is "" when the controller names it after the file)."""
+    who = f"service {name}" if name else "a service (named after the spec file)"
+    return (
+        f"\nInterrupted while the spec was being submitted: {who} may have been created.\n"
+        f"  To see:            skyctl serve status{' ' + name if name else ''}\n"
+        f"  To take it down:   skyctl serve down {name or 'NAME'}"
     )
 
 

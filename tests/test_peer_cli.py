@@ -1,0 +1,75 @@
+"""What `serve up` says when Ctrl-C comes, as a peer reads docs/cli.md ("Ctrl-C").
+
+Before the request was sent nothing was created; while it was on its way the
+CLI cannot know, and says so, naming the service where it knows the name;
+once the controller answered, the service keeps starting. Before: a Ctrl-C
+during the request printed `Service the service keeps starting ... skyctl
+serve down the service` for a spec without `name:`, and every message after
+the submission still hedged "(if it was submitted)".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import skyctl.cli as cli_module
+from skyctl.cli import cli
+
+SPEC = "service:\n  readiness_probe: /\n  replicas: 1\nrun: exec python3 -m http.server $PORT\n"
+
+
+class Interrupting:
+    """A controller client whose calls are cut by Ctrl-C once ``after`` calls answered."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        if self.after == 0:
+            raise KeyboardInterrupt
+        self.after -= 1
+        return {"name": "named-by-controller", "endpoint": "http://127.0.0.1:1"}
+
+
+def up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int, *args: str) -> tuple[int, str]:
+    spec = tmp_path / "web-app.yaml"
+    spec.write_text(SPEC)
+    client = Interrupting(after)
+    monkeypatch.setattr(cli_module.ControllerClient, "ensure", lambda *a, **k: client)
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path / "home"), "serve", "up", str(spec), *args]
+    )
+    return result.exit_code, result.output
+
+
+def test_ctrl_c_while_submitting_a_named_service_says_it_may_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = up(tmp_path, monkeypatch, 0, "-n", "web")
+    assert code == 130
+    assert "service web may have been created" in out
+    assert "skyctl serve status web" in out and "skyctl serve down web" in out
+    assert "keeps starting" not in out
+
+
+def test_ctrl_c_while_submitting_an_unnamed_spec_names_no_made_up_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = up(tmp_path, monkeypatch, 0)
+    assert code == 130
+    assert "the service keeps" not in out and "serve down the service" not in out
+    assert "a service (named after the spec file) may have been created" in out
+
+
+def test_ctrl_c_after_the_submission_says_it_keeps_starting_without_doubt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = up(tmp_path, monkeypatch, 1)  # the POST answered, the first poll is cut
+    assert code == 130
+    assert "Stopped waiting. Service named-by-controller keeps starting in the controller." in out
+    assert "if it was submitted" not in out
+    assert "skyctl serve down named-by-controller" in out

@@ -24,6 +24,7 @@ from skyctl.controller import routing_feed
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
+from skyctl.lifecycle import ReplicaStatus
 from skyctl.logtail import tail_offset
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,6 +45,13 @@ def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
             raise ServiceError(f"{key}: expected a mapping of names to strings")
         out[key] = values or None
     return out
+
+
+def _ended(controller: Controller, name: str, rid: int) -> bool:
+    """``logs --replica N -f`` ends with the replica: removed, or TERMINATED (its row
+    stays for ``serve status -a``; following it went on for ever)."""
+    r = controller.store.get_replica(name, rid)
+    return r is None or r.status is ReplicaStatus.TERMINATED
 
 
 def make_app(
@@ -127,8 +135,11 @@ def make_app(
                 if chunk:
                     await resp.write(chunk)
                     continue
-                if not follow or controller.store.get_replica(name, rid) is None:
+                if not follow:
                     break
+                if _ended(controller, name, rid):  # read what came since, then end
+                    follow = False
+                    continue
                 await controller.clock.sleep(LOG_POLL_SECONDS)
         await resp.write_eof()
         return resp

@@ -235,6 +235,8 @@ def up(
         )
         target, submitted = svc["name"], True
         click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
+        for warning in svc.get("warnings") or ():
+            click.echo(f"warning: {warning}", err=True)
         if detach:
             click.echo(f"Follow it with: skyctl serve status {svc['name']}")
             return

@@ -105,6 +105,8 @@ def update(
             "mode": mode,
         },
     )
+    for warning in svc.get("warnings") or ():
+        click.echo(f"warning: {warning}", err=True)
     if svc.get("unchanged"):
         click.echo(f"Service {name}: the spec is version {svc['version']}'s; nothing to update")
         return

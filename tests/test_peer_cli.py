@@ -73,3 +73,25 @@ def test_ctrl_c_after_the_submission_says_it_keeps_starting_without_doubt(
     assert "Stopped waiting. Service named-by-controller keeps starting in the controller." in out
     assert "if it was submitted" not in out
     assert "skyctl serve down named-by-controller" in out
+
+
+class Warning_(Interrupting):
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        return {
+            "name": "web",
+            "endpoint": "http://127.0.0.1:1",
+            "warnings": ["service.auth: no API key: every request to web gets 401"],
+        }
+
+
+def test_serve_up_prints_the_controllers_warnings_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "web.yaml"
+    spec.write_text(SPEC)
+    monkeypatch.setattr(cli_module.ControllerClient, "ensure", lambda *a, **k: Warning_(0))
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path / "home"), "serve", "up", str(spec), "-n", "web", "-d"]
+    )
+    assert result.exit_code == 0
+    assert "warning: service.auth: no API key: every request to web gets 401" in result.stderr

@@ -102,3 +102,33 @@ async def test_an_update_from_a_shell_without_the_variable_keeps_the_key(
         "web", SPEC, None, api_keys={"SERVE_API_KEY": "sk-rotated-2b1e"}
     )
     assert await get(h, "sk-rotated-2b1e") == 200 and await get(h, KEY) == 401
+
+
+async def test_serve_up_with_no_key_anywhere_is_told_the_endpoint_refuses_everything(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the router fails closed (401 to every request); before, `serve up` reported the
+    # service READY and only controller.log said why
+    monkeypatch.delenv("SERVE_API_KEY", raising=False)
+    created = await h.controller.create_service(SPEC, None, api_keys={})
+    (warning,) = created["warnings"]
+    assert warning.startswith("service.auth: no API key: environment variable SERVE_API_KEY")
+    assert "every request to web gets 401" in warning and "serve update web" in warning
+    assert any(e["kind"] == "warning" for e in h.controller.events("web"))
+
+    # a key given with the update: no warning, and the endpoint answers with it
+    changed = SPEC.replace("  replicas: 1", "  replicas: 1\n  load_balancing_policy: round_robin")
+    updated = await h.controller.update_service(
+        "web", changed, None, api_keys={"SERVE_API_KEY": KEY}
+    )
+    assert "warnings" not in updated
+    await h.until(lambda: h.ready("web") == 1)
+    assert await get(h, KEY) == 200
+
+
+async def test_a_key_in_the_controllers_environment_is_no_warning(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVE_API_KEY", KEY)  # a controller started with it (containers)
+    created = await h.controller.create_service(SPEC, None, api_keys={})
+    assert "warnings" not in created

@@ -31,6 +31,7 @@ from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
 from skyctl.controller import updates
 from skyctl.controller.describe import describe_service
+from skyctl.controller.keyless import keyless_warning
 from skyctl.controller.metrics import ControllerMetrics
 from skyctl.controller.reconcile import Reconciler
 from skyctl.controller.routing_feed import RoutingFeed
@@ -434,7 +435,16 @@ class Controller:
             name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
         )
         self.wake(name)
-        return self.describe(name)
+        return self._warned(name, spec, self.describe(name))
+
+    def _warned(self, name: str, spec: ServiceSpec, answer: dict[str, Any]) -> dict[str, Any]:
+        """``answer`` with the ``warnings`` the CLI prints (an endpoint with no API key),
+        each also in the service's events."""
+        warning = keyless_warning(name, spec)
+        if not warning:
+            return answer
+        self.store.add_event(name, "warning", warning, now=self.clock.now())
+        return {**answer, "warnings": [warning]}
 
     async def update_service(
         self,

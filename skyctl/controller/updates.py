@@ -87,7 +87,8 @@ async def update_service(
     )
     ctl.store.add_event(name, "updated", f"version {version}: {how}", now=now)
     ctl.wake(name)
-    return {**ctl.describe(name), "mode": update_mode.value, "in_place": kept}
+    answer = {**ctl.describe(name), "mode": update_mode.value, "in_place": kept}
+    return ctl._warned(name, sealed.spec, answer)
 
 
 def _carried_api_keys(

@@ -391,7 +391,12 @@ def _auth(sec: Section, secrets: dict[str, str]) -> Auth:
         items = [(sec.raw(key), sec.sub(key), sec.value_line(key))] if one else sec.items(key)
         for item, path, line in items or []:
             if not isinstance(item, str) or not _ENV_RE.fullmatch(item):
-                raise sec.at(path, line, f"expected a variable name, got {item!r}")
+                raise sec.at(
+                    path,
+                    line,
+                    f"expected a variable name (a letter or _, then letters, digits or _), "
+                    f"got {item!r}",
+                )
             if key == "api_key_secrets" and item not in secrets:
                 raise sec.at(path, line, f"no secret {item!r} in the `secrets:` mapping")
         names[key] = tuple(dict.fromkeys(item for item, _, _ in items or []))

@@ -335,6 +335,18 @@ REJECTED = [
         "expected a list, got boolean",
     ),
     (
+        "an api_keys_env name that is no variable name says what one is",
+        """
+        service:
+          auth:
+            api_keys_env: lower-case bad
+        run: serve
+        """,
+        3,
+        "service.auth.api_keys_env",
+        "expected a variable name (a letter or _, then letters, digits or _), got 'lower-case",
+    ),
+    (
         "ordered not a list",
         """
         resources:

@@ -113,6 +113,11 @@ def cost(
     now = time.time()
     start = parse_when(since, "--since", now) if since else float("-inf")
     end = parse_when(until, "--until", now) if until else now
+    if since and start >= end:  # an empty window would report zero cost as if it were true
+        raise BadTime(
+            f"--since {since!r} is not before --until {until or 'now'!r} "
+            f"({_iso(start)} >= {_iso(end)}): the window must start before it ends"
+        )
     p = paths(ctx.obj.get("home") if ctx.obj else None)
     spans: list[costs.BilledSpan] = []
     if p.db.exists():

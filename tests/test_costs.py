@@ -132,6 +132,21 @@ def test_windows_are_durations_back_from_now_or_iso_times() -> None:
         parse_when("yesterday", "--since", now)
 
 
+@pytest.mark.parametrize(
+    "window",
+    [("--since", "1h", "--until", "2h"), ("--since", "2999-01-01"), ("--since", "0m")],
+    ids=["reversed", "in the future", "empty"],
+)
+def test_a_window_that_does_not_start_before_it_ends_is_refused(
+    tmp_path: Path, window: tuple[str, ...]
+) -> None:
+    # it reported a cost of 0 for a window from 10:28 to 09:28, exit 0
+    out = run_cli(tmp_path, "serve", "cost", *window)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"error: --since {window[1]!r} is not before --until")
+    assert "the window must start before it ends" in out.stderr
+
+
 # -- the store -----------------------------------------------------------------
 
 

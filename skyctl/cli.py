@@ -46,6 +46,7 @@ from skyctl.client import (
     service_path,
     services_query,
     stored_services,
+    watched_service,
 )
 from skyctl.config import load_user_config, paths
 from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
@@ -253,7 +254,7 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
     start = time.monotonic()
     last = said = ""
     while True:
-        svc = client.call("GET", services_query(name))[0]
+        svc = watched_service(client, name, "waiting for a ready replica")
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
         counts: dict[str, int] = {}
         for r in live:

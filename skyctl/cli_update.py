@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from skyctl.cli_env import SECONDS, override_options, skypilot_flags
-from skyctl.client import ControllerClient, service_path, services_query
+from skyctl.client import ControllerClient, service_path, watched_service
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
 from skyctl.spec_yaml import service_name_problem
@@ -165,7 +165,7 @@ def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: flo
     start = time.monotonic()
     last = ""
     while True:
-        svc = client.call("GET", services_query(name))[0]
+        svc = watched_service(client, name, f"rolling out version {version}")
         line = rollout_line(svc, version)
         if line != last:
             click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")

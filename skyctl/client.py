@@ -51,6 +51,18 @@ def services_query(name: str | None = None) -> str:
     return "/v1/services?" + urllib.parse.urlencode({"name": name})
 
 
+def watched_service(client: ControllerClient, name: str, waiting: str) -> dict[str, Any]:
+    """The service a command waits on (``serve up``, ``serve update``); taken down
+    meanwhile (by another ``serve down``), a one-line error saying so, exit 1, not the
+    "no service named" of a name never given (exit 2)."""
+    try:
+        return dict(client.call("GET", services_query(name))[0])
+    except ServiceNotFound:
+        raise SkyctlError(
+            f"service {name} was taken down while {waiting} (another `skyctl serve down`)"
+        ) from None
+
+
 def _start_supervisor(p: Paths) -> subprocess.Popen[bytes] | None:
     """Start the supervisor (controller + router process), or wake the running one
     whose controller was stopped (then None: there is no new process to watch)."""

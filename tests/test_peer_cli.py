@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 import skyctl.cli as cli_module
 from skyctl.cli import cli
+from skyctl.errors import ServiceNotFound, SkyctlError
 
 SPEC = "service:\n  readiness_probe: /\n  replicas: 1\nrun: exec python3 -m http.server $PORT\n"
 
@@ -95,3 +96,37 @@ def test_serve_up_prints_the_controllers_warnings_on_stderr(
     )
     assert result.exit_code == 0
     assert "warning: service.auth: no API key: every request to web gets 401" in result.stderr
+
+
+class TakenDown:
+    """A controller whose service is taken down (another `serve down`) once submitted."""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        if method == "GET":
+            raise ServiceNotFound("no service named 'web'")
+        return {"name": "web", "endpoint": "http://127.0.0.1:1", "version": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "waiting"),
+    [
+        (("serve", "up", "{spec}", "-n", "web"), "waiting for a ready replica"),
+        (("serve", "update", "web", "{spec}"), "rolling out version 2"),
+    ],
+    ids=["up", "update"],
+)
+def test_a_service_taken_down_while_a_command_waits_on_it_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], waiting: str
+) -> None:
+    # it ended `error: no service named 'web'`, exit 2: the answer to a name never given
+    spec = tmp_path / "web.yaml"
+    spec.write_text(SPEC)
+    monkeypatch.setattr(cli_module.ControllerClient, "ensure", lambda *a, **k: TakenDown())
+    monkeypatch.setattr(cli_module, "_controller", lambda ctx: TakenDown())
+    argv = [a.format(spec=spec) for a in args]
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), *argv])
+    error = result.exception  # `skyctl` prints it as one line with its exit code (cli_exit)
+    assert isinstance(error, SkyctlError) and error.exit_code == 1, result.output
+    assert str(error) == (
+        f"service web was taken down while {waiting} (another `skyctl serve down`)"
+    )

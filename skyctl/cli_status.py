@@ -9,6 +9,7 @@ file they are plain, space-aligned columns with no styling, for grep and awk.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -36,6 +37,9 @@ STATUS_STYLE = {
     "FAILED": "red",
     "TERMINATED": "dim",
 }
+
+
+_NAMED = re.compile(r"last replica (\d+):")
 
 
 def console() -> Console:
@@ -137,6 +141,19 @@ def _styled(header: list[str], rows: list[list[str]], status_col: int) -> Table:
     return table
 
 
+def failed_replica(svc: dict[str, Any]) -> dict[str, Any] | None:
+    """The replica whose log tail goes under a FAILED service's line: the one the line
+    names (``last replica 1: ...``), else the newest with a tail (two replicas that end
+    together: the line named one and the tail was the other's)."""
+    tailed = [r for r in svc["replicas"] if r.get("log_tail")]
+    named = _NAMED.search(svc.get("failure") or "")
+    if named is not None:
+        for r in tailed:
+            if str(r["id"]) == named.group(1):
+                return r
+    return tailed[-1] if tailed else None
+
+
 def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     """Print the services table, the replicas table, and each FAILED service's why."""
     out = console()
@@ -163,7 +180,7 @@ def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     for svc in services:
         if svc.get("failure"):
             click.echo(f"{svc['name']} FAILED: {svc['failure']}")
-            last = next((r for r in reversed(svc["replicas"]) if r.get("log_tail")), None)
+            last = failed_replica(svc)
             if last is not None:
                 click.echo(f"  last lines of replica {last['id']}'s log:")
                 for line in last["log_tail"][-5:]:

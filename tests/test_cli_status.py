@@ -118,3 +118,19 @@ def test_the_version_cell_shows_an_update_in_progress(
 ) -> None:
     svc = {"version": 2, "replicas": replicas, "update_mode": mode, "serving_versions": serving}
     assert cli_status.version_cell(svc) == cell
+
+
+def test_a_failed_services_log_tail_is_the_replica_its_line_names() -> None:
+    # two replicas that exit together: the line named replica 1 and printed replica 2's tail
+    now = time.time()
+    svc = service(now)
+    one = {**svc["replicas"][0], "id": 1, "reason": "FAILED", "log_tail": ["one: boom"]}
+    two = {**svc["replicas"][0], "id": 2, "reason": "FAILED", "log_tail": ["two: boom"]}
+    svc.update(
+        status="FAILED",
+        replicas=[one, two],
+        failure="version 1: 2 replicas failed, none ever READY; last replica 1: run failed",
+    )
+    assert cli_status.failed_replica(svc) is one
+    svc["failure"] = "version 1: 2 replicas failed, none ever READY"  # naming none: the newest
+    assert cli_status.failed_replica(svc) is two

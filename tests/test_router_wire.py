@@ -95,9 +95,9 @@ SMUGGLING = [
     ("cl-list", POST + b"Content-Length: 5, 5\r\n\r\nabcde", 400),
     ("cl-plus", POST + b"Content-Length: +5\r\n\r\nabcde", 400),
     ("cl-hex", POST + b"Content-Length: 0x5\r\n\r\nabcde", 400),
-    ("cl-tab-after", POST + b"Content-Length: 5\t\r\n\r\nabcde", 400),
     ("cl-vtab", POST + b"Content-Length: \x0b5\r\n\r\nabcde", 400),
     ("cl-empty", POST + b"Content-Length:\r\n\r\n", 400),
+    ("te-empty", POST + b"Transfer-Encoding: \t\r\nContent-Length: 5\r\n\r\nabcde", 400),
     ("cl-overflow", POST + b"Content-Length: 99999999999999999999\r\n\r\n", 400),
     # chunk sizes and lines
     ("chunk-0x", POST + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n0\r\n\r\n", 400),
@@ -149,6 +149,7 @@ ACCEPTED = [
         [b"abcde", b""],
     ),
     ("cl-trailing-space", POST + b"Content-Length: 5 \r\n\r\nabcde", [200], [b"abcde"]),
+    ("cl-trailing-tab", POST + b"Content-Length: 5\t\r\n\r\nabcde", [200], [b"abcde"]),
     ("cl-leading-zeros", POST + b"Content-Length: 005\r\n\r\nabcde", [200], [b"abcde"]),
     (
         "te-case",

@@ -227,8 +227,7 @@ def _parse_fields(
         if kind == _CONTENT_LENGTH:
             if codings:  # after a Transfer-Encoding (llhttp: one with a value)
                 conflict = True
-            # llhttp: digits, then spaces only (a tab after them is an error)
-            length = value if not space or space.count(9) == 0 else b"\t"
+            length = value  # llhttp 9.3: spaces and tabs after the digits are whitespace
             lengths += 1
         elif kind == _HOST:
             head.host = value
@@ -236,16 +235,15 @@ def _parse_fields(
         elif kind == _REQUEST_ID:
             head.request_id = value
         elif kind == _CONNECTION:
-            if space and space.count(9):  # llhttp: a tab after the value is part of it
-                value += space
             connection = [value] if connection is None else [*connection, value]
         elif kind == _TRANSFER_ENCODING:
             if lengths:  # after a Content-Length, even empty
                 conflict = True
             if space and space.count(9):  # llhttp: a tab after the value is part of it
                 value += space
-            if value or request:  # llhttp: an empty one in a response does not count
-                codings = [value] if codings is None else [*codings, value]
+            if not value:  # llhttp 9.3: an empty one is an error, in a response too
+                raise ProtocolError(status, "empty Transfer-Encoding")
+            codings = [value] if codings is None else [*codings, value]
         elif kind == _FORWARDED_FOR:
             head.forwarded_for = (*head.forwarded_for, value)
         elif kind == _EXPECT:

@@ -272,7 +272,8 @@ def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> N
             raise SkyctlError(
                 f"service {name} ({svc['endpoint']}): "
                 f"{svc['endpoint_error']}; fix the spec and `skyctl serve update {name} FILE`, "
-                f"or `skyctl serve down {name}`"
+                f"or `skyctl serve down {name}` (an update cannot move its port: take it down "
+                "and `serve up` it with another service.router.port)"
             )
         if svc["ready_replicas"] > 0:
             click.echo(

@@ -64,6 +64,7 @@ async def update_service(
             now=now,
         )
         return {**ctl.describe(name), "unchanged": True}
+    _endpoint_stays(svc, sealed.spec)
     ctl._check_placeable(sealed.spec)
     kept = _kept_replicas(ctl, name, sealed.spec)
     version = ctl.store.add_version(
@@ -89,6 +90,26 @@ async def update_service(
     ctl.wake(name)
     answer = {**ctl.describe(name), "mode": update_mode.value, "in_place": kept}
     return ctl._warned(name, sealed.spec, answer)
+
+
+def _endpoint_stays(svc: ServiceRecord, spec: ServiceSpec) -> None:
+    """An update keeps the service's endpoint: a new ``service.router.port`` or ``host``
+    is refused in one line (before, it was stored and ignored: the update said the
+    new version runs while the endpoint stayed where it was, or stayed closed)."""
+    router = spec.service.router
+    name = svc.name
+    if router.port is not None and svc.router_port is not None and router.port != svc.router_port:
+        raise ServiceError(
+            f"service.router.port: {name}'s endpoint is on port {svc.router_port} and an "
+            f"update cannot move it to {router.port}: `skyctl serve down {name}`, then "
+            f"`skyctl serve up` the spec (or drop router.port to keep {svc.router_port})"
+        )
+    if router.host != svc.router_host:
+        raise ServiceError(
+            f"service.router.host: {name}'s endpoint listens on {svc.router_host} and an "
+            f"update cannot move it to {router.host}: `skyctl serve down {name}`, then "
+            "`skyctl serve up` the spec"
+        )
 
 
 def _carried_api_keys(

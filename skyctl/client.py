@@ -63,6 +63,16 @@ def watched_service(client: ControllerClient, name: str, waiting: str) -> dict[s
         ) from None
 
 
+def _live_controller_pid(p: Paths) -> int | None:
+    """The pid ``controller.json`` names when that process still runs (it may not answer)."""
+    try:
+        pid = int(json.loads(p.daemon_info.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
 def _start_supervisor(p: Paths) -> subprocess.Popen[bytes] | None:
     """Start the supervisor (controller + router process), or wake the running one
     whose controller was stopped (then None: there is no new process to watch)."""
@@ -115,7 +125,12 @@ class ControllerClient:
             return client
         stored_services(p)  # a corrupt or newer-schema database: its one-line error, now
         if progress:
-            progress("starting the skyctl controller")
+            hung = _live_controller_pid(p)
+            progress(
+                f"the controller (pid {hung}) is not answering; waiting for it"
+                if hung is not None
+                else "starting the skyctl controller"
+            )
         read_or_create_token(p)
         daemon = _start_supervisor(p)
         deadline = time.monotonic() + START_TIMEOUT
@@ -130,6 +145,12 @@ class ControllerClient:
                         f"the controller exited at start ({error}); see {p.daemon_log}"
                     )
             time.sleep(0.1)
+        hung = _live_controller_pid(p)
+        if hung is not None:  # it runs: stopped (SIGSTOP), or too busy to answer
+            raise SkyctlError(
+                f"the controller (pid {hung}) runs but did not answer within "
+                f"{START_TIMEOUT:.0f}s (stopped or overloaded); see {p.daemon_log}"
+            )
         raise SkyctlError(
             f"the controller did not start within {START_TIMEOUT:.0f}s; see {p.daemon_log}"
         )

@@ -130,3 +130,32 @@ def test_a_service_taken_down_while_a_command_waits_on_it_is_said_so(
     assert str(error) == (
         f"service web was taken down while {waiting} (another `skyctl serve down`)"
     )
+
+
+def test_a_controller_that_runs_but_does_not_answer_is_not_called_unstarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a SIGSTOPped controller: `serve status` said "the controller did not start within
+    # 30s" after printing "starting the skyctl controller"
+    import json
+    import os
+    import socket
+
+    from skyctl import client as client_module
+    from skyctl.config import paths
+
+    p = paths(str(tmp_path / "home"))
+    p.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with socket.socket() as s:  # a port nothing answers on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    p.daemon_info.write_text(json.dumps({"pid": os.getpid(), "host": "127.0.0.1", "port": closed}))
+    monkeypatch.setattr(client_module, "_start_supervisor", lambda p: None)
+    monkeypatch.setattr(client_module, "START_TIMEOUT", 0.3)
+    said: list[str] = []
+    with pytest.raises(SkyctlError) as error:
+        client_module.ControllerClient.ensure(p, progress=said.append)
+    assert said == [f"the controller (pid {os.getpid()}) is not answering; waiting for it"]
+    assert str(error.value).startswith(
+        f"the controller (pid {os.getpid()}) runs but did not answer within 0s (stopped or"
+    )

@@ -42,6 +42,7 @@ from providers.local_records import (
     RecordStore,
     group_alive,
     log_of,
+    pgid_of,
     pid_alive,
     proc_start_time,
     safe_name,
@@ -348,11 +349,11 @@ class LocalProvider(Provider):
             ).items()
             if env.get("SKYCTL_LOCAL_STATE") == str(self._state_dir)
         }
-        leaders = [pid for pid in found if _pgid(pid) == pid]  # the launcher leads its group
+        leaders = [pid for pid in found if pgid_of(pid) == pid]  # the launcher leads its group
         port = int(found[leaders[0]].get("PORT") or 0) if leaders else 0
         if not port or request.spec.num_nodes > 1:  # a multi-node one starts afresh
             for pid in found:  # parts of a launch that cannot be adopted
-                signal_group(_pgid(pid) or pid, signal.SIGKILL)
+                signal_group(pgid_of(pid) or pid, signal.SIGKILL)
             return None
         pid, now = leaders[0], self._clock.now()
         rec = Record(
@@ -451,14 +452,7 @@ class LocalProvider(Provider):
         signal_group(rec.pgid, signal.SIGKILL)  # stragglers of the group too
         local_nodes.signal_workers(rec, signal.SIGKILL)
         await self._wait_gone(rec, proc, TERM_GRACE_SECONDS)
-        escaped = await local_process.kill_escaped(rec.instance_id, str(self._state_dir))
-        if escaped:
-            logger.warning(
-                "local: killed %d process(es) of %s that had left its process group: %s",
-                len(escaped),
-                rec.instance_id,
-                ", ".join(map(str, escaped)),
-            )
+        await local_process.kill_escaped(rec.instance_id, str(self._state_dir))
         keys = [rec.instance_id]
         keys += [local_nodes.worker_key(rec.instance_id, int(w["rank"])) for w in rec.workers]
         for key in keys:
@@ -583,13 +577,6 @@ class LocalProvider(Provider):
     def _event(kind: InstanceEventKind, rec: Record, at: float) -> InstanceEvent:
         loc = Location.parse(rec.location)
         return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at)
-
-
-def _pgid(pid: int) -> int:
-    try:
-        return os.getpgid(pid)
-    except (ProcessLookupError, PermissionError):
-        return 0
 
 
 def _matching_candidate(

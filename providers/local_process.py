@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from providers.local_records import pid_alive, processes_with_env
+
+logger = logging.getLogger(__name__)
 
 
 class ReplicaProcess:
@@ -120,6 +123,12 @@ async def kill_escaped(instance_id: str, state_dir: str, *, wait: float = 2.0) -
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    if pids:
+        logger.warning(
+            "local: killed %s of %s: they had left its process group",
+            ", ".join(map(str, pids)),
+            instance_id,
+        )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while loop.time() < deadline:

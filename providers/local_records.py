@@ -198,6 +198,14 @@ def processes_with_env(name: str, value: str) -> dict[int, dict[str, str]]:
     return found
 
 
+def pgid_of(pid: int) -> int:
+    """The process group of ``pid``; 0 once it is gone (or not ours)."""
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return 0
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -7,7 +7,9 @@ It composes, in this order:
 0. Breaker gating: offerings in ``closed_locations`` are not used; nor are
    spot offerings at a location that refused spot capacity lately
    (:mod:`policies.capacity`: 30 s doubling to 1 h, cleared by a granted
-   launch there), whatever the placement policy.
+   launch there; 30 s growing 4x to 4 h while the replicas the service has
+   cover the autoscaler target, so that the ask is only for a spare or to
+   replace an on-demand fallback), whatever the placement policy.
 2. Health: a replica STARTING for longer than the probe's
    ``initial_delay_seconds`` (since it became STARTING: its own start, never
    the batch's decision time) ends FAILED_INITIAL_DELAY;
@@ -126,7 +128,6 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     sstate, snotes = capacity.record_search(state.get(capacity.SEARCH_KEY), obs.events)
     state[capacity.SEARCH_KEY] = sstate
     notes += cnotes + snotes
-    obs = replace(obs, offerings=capacity.available(obs.offerings, cstate, now))
     spec = obs.spec
     rp = spec.service.replica_policy
 
@@ -144,6 +145,10 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     live = [r for r in obs.replicas if r.status in UP and r.replica_id not in terminations]
     current = tuple(r for r in live if r.version >= obs.version)
     old = [r for r in live if r.version < obs.version]
+    # the replicas there already cover the target: a spot ask now is only for a spare or to
+    # replace an on-demand fallback, and waits for the longer holds (policies.capacity)
+    target_covered = len(current) >= auto.target
+    obs = replace(obs, offerings=capacity.available(obs.offerings, cstate, now, target_covered))
     mode = UpdateMode(obs.update_mode)
     if old:
         new_ready = sum(1 for r in current if r.status is S.READY)
@@ -212,7 +217,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     state[failures.STATE_KEY] = fstate
     notes += fnotes + gnotes
     spot_after = sum(1 for r in current if r.spot) + sum(1 for la in launches if la.offering.spot)
-    probe = capacity.next_probe(cstate, now, search)
+    probe = capacity.next_probe(cstate, now, search, target_covered)
     if (
         probe is not None
         and spot_after < result.spot_target

@@ -71,7 +71,7 @@ def test_holds(events: list[LocationEvent], now: float, held: set[Location]) -> 
 
 def test_a_granted_launch_after_refusals_starts_the_backoff_over() -> None:
     state, _ = capacity.record({}, [ev(CAP, 0.0), ev(CAP, 30.0), ev(OK, 100.0), ev(CAP, 200.0)])
-    assert state[str(A)] == {"refusals": 1, "until": 230.0}
+    assert state[str(A)] == {"refusals": 1, "until": 230.0, "covered_until": 230.0}
 
 
 def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
@@ -81,7 +81,80 @@ def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
     assert [la.offering.location for la in p.launches] == [B]  # A is the cheapest, but held
     assert any("not tried for 30s" in n for n in p.notes)
     assert p.launch_after is None  # B covers the target: nothing waits for A
-    assert p.policy_state[capacity.STATE_KEY] == {str(A): {"refusals": 1, "until": 30.0}}
+    held = {"refusals": 1, "until": 30.0, "covered_until": 30.0}
+    assert p.policy_state[capacity.STATE_KEY] == {str(A): held}
+
+
+@pytest.mark.parametrize(
+    ("refusals", "needed", "covered"),
+    [
+        (0, 0.0, 0.0),
+        (1, 30.0, 30.0),  # the first refusal: the same 30 s either way
+        (2, 60.0, 120.0),
+        (3, 120.0, 480.0),
+        (4, 240.0, 1920.0),
+        (5, 480.0, 7680.0),
+        (6, 960.0, 14400.0),  # four hours at most
+        (8, 3600.0, 14400.0),
+        (40, 3600.0, 14400.0),
+    ],
+)
+def test_an_ask_the_target_does_not_need_waits_longer_after_each_refusal(
+    refusals: int, needed: float, covered: float
+) -> None:
+    assert (capacity.hold(refusals), capacity.covered_hold(refusals)) == (needed, covered)
+    state: dict[str, object] = {}
+    for _ in range(refusals):  # refused at 0 s, plan after plan, through JSON
+        state = json.loads(json.dumps(capacity.record(state, [ev(CAP, 0.0)])[0]))
+    for covering, end in ((False, needed), (True, covered)):
+        if end:
+            assert capacity.held(state, end - 1.0, covering) == {A}
+        assert capacity.held(state, end, covering) == set()
+
+
+def test_a_state_written_before_covered_holds_holds_as_it_said() -> None:
+    state = {str(A): {"refusals": 5, "until": 480.0}}  # persisted by an older controller
+    assert capacity.held(state, 479.0, True) == {A}
+    assert capacity.held(state, 480.0, True) == capacity.held(state, 480.0) == set()
+
+
+def _refused_four_times() -> dict[str, object]:
+    cstate: dict[str, object] = {}
+    for _ in range(4):
+        cstate = capacity.record(cstate, [ev(CAP, 0.0)])[0]
+    return {capacity.STATE_KEY: cstate}
+
+
+@pytest.mark.parametrize("covered", [False, True])
+def test_plan_gives_a_needed_ask_the_short_hold_and_a_covered_one_the_long(
+    covered: bool,
+) -> None:
+    # A, the cheapest zone, refused 4 times in a row at 0 s: held 240 s for a replica the
+    # target needs, 1,920 s while on-demand already covers the target (the spot ask would
+    # only replace the fallback). At 300 s the needed ask probes A; the covered one goes
+    # to B, and with only A offered it waits and wakes when A's long hold ends.
+    spec = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)  # SpotHedge
+    have = [replica(9, spot=False, status=ReplicaStatus.READY)] if covered else []
+    state = _refused_four_times()
+    p = plan(observe(spec, have, offerings(PRICES), policy_state=state), 300.0)
+    assert [la.offering.location for la in p.launches if la.offering.spot] == (
+        [B] if covered else [A]
+    )
+    only_a = offerings({"us-east-1a": 1.0})
+    p = plan(observe(spec, have, only_a, policy_state=state), 300.0)
+    spot = [la for la in p.launches if la.offering.spot]
+    assert (len(spot), p.launch_after) == ((0, 1920.0) if covered else (1, None))
+
+
+def test_the_spare_alone_missing_is_a_covered_ask() -> None:
+    # 1 replica READY on spot for a target of 1, num_overprovision 1: the spare's ask is a
+    # hedge, not a need, and does not probe A (refused 4x) before the long hold ends
+    spec = make_spec(replicas=1, overprovision=1, policy="cheapest_spot")
+    have = [replica(9, "us-east-1c")]
+    only_a = offerings({"us-east-1a": 1.0})
+    obs = observe(spec, have, only_a, policy_state=_refused_four_times())
+    assert not plan(obs, 300.0).launches
+    assert [la.offering.location for la in plan(obs, 1920.0).launches] == [A]
 
 
 def test_when_every_spot_location_is_held_the_plan_wakes_for_the_first_probe() -> None:

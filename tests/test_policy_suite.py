@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import policy_suite
+from benchmarks import policy_suite, policy_suite_shipped
 from skyctl.errors import ConfigError
 from skyctl.sim.synthetic import FAMILIES, synthetic_trace
 
@@ -104,3 +104,29 @@ def test_price_spikes_and_capacity_caps() -> None:
 def test_unknown_family_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError, match="allowed: independent"):
         synthetic_trace("weekly", 0)
+
+
+def test_the_shipped_manifests_report_compares_groups_and_counts_rises_and_falls() -> None:
+    def fig(avail: float, cost: float, launches: int, refused: int) -> dict[str, float]:
+        return {"avail": avail, "cost": cost, "launches": launches, "refused": refused}
+
+    before = {
+        "generated|aws-1-flap|skyserve-vllm": fig(0.90, 10.0, 20, 8),
+        "generated|gcp-30-long|skyserve-vllm": fig(0.99, 30.0, 10, 2),
+        "year-long|aws|skyserve-vllm": fig(0.98, 100.0, 50, 5),
+    }
+    after = {
+        "generated|aws-1-flap|skyserve-vllm": fig(0.95, 12.0, 12, 3),
+        "generated|gcp-30-long|skyserve-vllm": fig(0.98, 30.0, 10, 2),
+        "year-long|aws|skyserve-vllm": fig(0.98, 90.0, 40, 4),
+    }
+    lines = policy_suite_shipped.report(after, before)
+    row = next(line for line in lines if line.startswith("| generated, skyserve-vllm |"))
+    # summed attempts (refused) and cost, mean availability, per group
+    assert (
+        row
+        == "| generated, skyserve-vllm | 2 | 30 (10) -> 22 (5) | 94.500% -> 96.500% | 40 -> 42 |"
+    )
+    assert lines[-1] == "Availability rose in 1 of 3 replays, fell in 1, unchanged in 1."
+    alone = policy_suite_shipped.report(after, None)
+    assert "| year-long, skyserve-vllm | 1 | 40 (4) | 98.000% | 90 |" in alone

@@ -22,13 +22,17 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
 - A spot ask the target does not need (the replicas the service has,
   on-demand fallbacks included, already cover the autoscaler target: the ask
   would only replace an on-demand fallback with spot or restore the spare of
-  ``num_overprovision``) waits longer: ``covered_hold(n)``, 30 s growing 4x a
-  step up to 4 h (``MAX_COVERED_HOLD``). A refusal streak is evidence of a
-  long outage (zones of the AWS V100 trace are out for days), and a covered
-  ask is worth only a price difference or a hedge. An ask that replaces a
-  needed replica keeps ``hold(n)``. On spot-local-trace over the AWS trace
-  this took refused asks from 598 to 430 (docs/simulator.md, "Covered asks
-  wait longer").
+  ``num_overprovision``) is held ``covered_hold(n)``: the same doubling, on
+  past the hour to 8 h (``MAX_COVERED_HOLD``). Such an ask is worth a price
+  difference or a hedge, and a location that refused 8 times in a row (an
+  hour into the streak) is out for long: asked again after 64 min, 2 h 8 min,
+  4 h 16 min, then every 8 h, not every hour. A hold never exceeds the time
+  already refused by much more than that time (doubling), as before,
+  so a zone out for an hour is asked again as soon (a 4x step overshot a
+  1 h outage by 1.8 h: docs/simulator.md). An ask that replaces a needed
+  replica keeps ``hold(n)``. On spot-local-trace over the AWS trace this
+  took refused asks from 598 to 454 (docs/simulator.md, "Covered asks wait
+  longer").
 - On-demand offerings are never held (the on-demand fallback is what covers
   spot capacity that is on hold).
 - A plan makes at most one spot launch into the locations that refused last
@@ -63,8 +67,7 @@ STATE_KEY = "capacity"
 SEARCH_KEY = "capacity_search"  # the service-wide streak: {"refusals": n, "until": t}
 BASE_HOLD = 30.0  # seconds a location is held after its first capacity refusal
 MAX_HOLD = 3600.0  # seconds: the longest hold, of a location or of the search
-COVERED_STEP = 4.0  # a covered ask's hold grows 4x a refusal (a needed one's 2x)
-MAX_COVERED_HOLD = 4 * 3600.0  # seconds: the longest hold of a location for a covered ask
+MAX_COVERED_HOLD = 8 * 3600.0  # seconds: the longest hold of a location for a covered ask
 
 
 def hold(refusals: int) -> float:
@@ -79,7 +82,7 @@ def covered_hold(refusals: int) -> float:
     for a spot ask the target does not need (the target is covered without it)."""
     if refusals <= 0:
         return 0.0
-    return min(BASE_HOLD * COVERED_STEP ** min(refusals - 1, 32), MAX_COVERED_HOLD)
+    return min(BASE_HOLD * 2.0 ** min(refusals - 1, 32), MAX_COVERED_HOLD)
 
 
 def search_hold(refusals: int) -> float:

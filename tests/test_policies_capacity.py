@@ -89,14 +89,14 @@ def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
     ("refusals", "needed", "covered"),
     [
         (0, 0.0, 0.0),
-        (1, 30.0, 30.0),  # the first refusal: the same 30 s either way
-        (2, 60.0, 120.0),
-        (3, 120.0, 480.0),
-        (4, 240.0, 1920.0),
-        (5, 480.0, 7680.0),
-        (6, 960.0, 14400.0),  # four hours at most
-        (8, 3600.0, 14400.0),
-        (40, 3600.0, 14400.0),
+        (1, 30.0, 30.0),  # the same doubling: a zone out for an hour is asked again as soon
+        (2, 60.0, 60.0),
+        (7, 1920.0, 1920.0),
+        (8, 3600.0, 3840.0),  # past the hour, only for an ask the target does not need
+        (9, 3600.0, 7680.0),
+        (10, 3600.0, 15360.0),
+        (11, 3600.0, 28800.0),  # eight hours at most
+        (40, 3600.0, 28800.0),
     ],
 )
 def test_an_ask_the_target_does_not_need_waits_longer_after_each_refusal(
@@ -113,14 +113,14 @@ def test_an_ask_the_target_does_not_need_waits_longer_after_each_refusal(
 
 
 def test_a_state_written_before_covered_holds_holds_as_it_said() -> None:
-    state = {str(A): {"refusals": 5, "until": 480.0}}  # persisted by an older controller
-    assert capacity.held(state, 479.0, True) == {A}
-    assert capacity.held(state, 480.0, True) == capacity.held(state, 480.0) == set()
+    state = {str(A): {"refusals": 9, "until": 3600.0}}  # persisted by an older controller
+    assert capacity.held(state, 3599.0, True) == {A}
+    assert capacity.held(state, 3600.0, True) == capacity.held(state, 3600.0) == set()
 
 
-def _refused_four_times() -> dict[str, object]:
+def _refused_nine_times() -> dict[str, object]:
     cstate: dict[str, object] = {}
-    for _ in range(4):
+    for _ in range(9):
         cstate = capacity.record(cstate, [ev(CAP, 0.0)])[0]
     return {capacity.STATE_KEY: cstate}
 
@@ -129,32 +129,33 @@ def _refused_four_times() -> dict[str, object]:
 def test_plan_gives_a_needed_ask_the_short_hold_and_a_covered_one_the_long(
     covered: bool,
 ) -> None:
-    # A, the cheapest zone, refused 4 times in a row at 0 s: held 240 s for a replica the
-    # target needs, 1,920 s while on-demand already covers the target (the spot ask would
-    # only replace the fallback). At 300 s the needed ask probes A; the covered one goes
-    # to B, and with only A offered it waits and wakes when A's long hold ends.
+    # A, the cheapest zone, refused 9 times in a row (at 0 s, for the test): held an hour
+    # for a replica the target needs, 7,680 s while on-demand already covers the target
+    # (the spot ask would only replace the fallback). At 4,000 s the needed ask probes A;
+    # the covered one goes to B, and with only A offered it waits and wakes when A's long
+    # hold ends.
     spec = make_spec(replicas=1, placer="dynamic_fallback", dynamic=True)  # SpotHedge
     have = [replica(9, spot=False, status=ReplicaStatus.READY)] if covered else []
-    state = _refused_four_times()
-    p = plan(observe(spec, have, offerings(PRICES), policy_state=state), 300.0)
+    state = _refused_nine_times()
+    p = plan(observe(spec, have, offerings(PRICES), policy_state=state), 4000.0)
     assert [la.offering.location for la in p.launches if la.offering.spot] == (
         [B] if covered else [A]
     )
     only_a = offerings({"us-east-1a": 1.0})
-    p = plan(observe(spec, have, only_a, policy_state=state), 300.0)
+    p = plan(observe(spec, have, only_a, policy_state=state), 4000.0)
     spot = [la for la in p.launches if la.offering.spot]
-    assert (len(spot), p.launch_after) == ((0, 1920.0) if covered else (1, None))
+    assert (len(spot), p.launch_after) == ((0, 7680.0) if covered else (1, None))
 
 
 def test_the_spare_alone_missing_is_a_covered_ask() -> None:
     # 1 replica READY on spot for a target of 1, num_overprovision 1: the spare's ask is a
-    # hedge, not a need, and does not probe A (refused 4x) before the long hold ends
+    # hedge, not a need, and does not probe A (refused 9x) before the long hold ends
     spec = make_spec(replicas=1, overprovision=1, policy="cheapest_spot")
     have = [replica(9, "us-east-1c")]
     only_a = offerings({"us-east-1a": 1.0})
-    obs = observe(spec, have, only_a, policy_state=_refused_four_times())
-    assert not plan(obs, 300.0).launches
-    assert [la.offering.location for la in plan(obs, 1920.0).launches] == [A]
+    obs = observe(spec, have, only_a, policy_state=_refused_nine_times())
+    assert not plan(obs, 4000.0).launches
+    assert [la.offering.location for la in plan(obs, 7680.0).launches] == [A]
 
 
 def test_when_every_spot_location_is_held_the_plan_wakes_for_the_first_probe() -> None:

@@ -26,8 +26,8 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   past the hour to 8 h (``MAX_COVERED_HOLD``). Such an ask is worth a price
   difference or a hedge, and a location that refused 8 times in a row (an
   hour into the streak) is out for long: asked again after 64 min, 2 h 8 min,
-  4 h 16 min, then every 8 h, not every hour. A hold never exceeds the time
-  already refused by much more than that time (doubling), as before,
+  4 h 16 min, then every 8 h, not every hour. Each hold is about as long as
+  the streak so far (doubling), as before, and the first seven are the same,
   so a zone out for an hour is asked again as soon (a 4x step overshot a
   1 h outage by 1.8 h: docs/simulator.md). An ask that replaces a needed
   replica keeps ``hold(n)``. On spot-local-trace over the AWS trace this

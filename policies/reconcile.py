@@ -7,7 +7,7 @@ It composes, in this order:
 0. Breaker gating: offerings in ``closed_locations`` are not used; nor are
    spot offerings at a location that refused spot capacity lately
    (:mod:`policies.capacity`: 30 s doubling to 1 h, cleared by a granted
-   launch there; 30 s growing 4x to 4 h while the replicas the service has
+   launch there; doubling on to 8 h while the replicas the service has
    cover the autoscaler target, so that the ask is only for a spare or to
    replace an on-demand fallback), whatever the placement policy.
 2. Health: a replica STARTING for longer than the probe's

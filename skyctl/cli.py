@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +40,20 @@ from skyctl.cli_router import router
 from skyctl.cli_sim import sim
 from skyctl.cli_status import show as show_status
 from skyctl.cli_update import update
+from skyctl.cli_wait import wait_ready
 from skyctl.client import (
     ControllerClient,
     service_path,
     services_query,
     stored_services,
-    watched_service,
 )
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
+from skyctl.errors import ConfigError, ServiceNotFound, SpecError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_files import anchor_workdir, check_files, check_ports, spec_notes
 from skyctl.spec_places import check_places
 from skyctl.spec_yaml import load_spec_file, service_name_problem
-
-POLL_SECONDS = 1.0
 
 
 def _examples(*lines: str) -> str:
@@ -241,66 +238,13 @@ def up(
         if detach:
             click.echo(f"Follow it with: skyctl serve status {svc['name']}")
             return
-        _wait_ready(client, svc["name"], timeout)
+        wait_ready(client, svc["name"], timeout)
     except KeyboardInterrupt:
         if submitted:
             click.echo(interrupted_up(target), err=True)
         else:
             click.echo(interrupted_submitting(target) if sent else INTERRUPTED_BEFORE_UP, err=True)
         raise SystemExit(130) from None
-
-
-def _wait_ready(client: ControllerClient, name: str, timeout: float | None) -> None:
-    start = time.monotonic()
-    last = said = ""
-    while True:
-        svc = watched_service(client, name, "waiting for a ready replica")
-        live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-        counts: dict[str, int] = {}
-        for r in live:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        summary = (
-            ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no replicas yet"
-        )
-        line = f"[{time.monotonic() - start:5.0f}s] {svc['status']}: {summary}"
-        if line.split("] ", 1)[1] != last:
-            click.echo(line)
-            last = line.split("] ", 1)[1]
-        # ready replicas or not, nobody can reach them; a bare "endpoint not open" (no
-        # reason) is a router process still opening it, under load for seconds
-        if (svc.get("endpoint_error") or "").partition(":")[2].strip():
-            raise SkyctlError(
-                f"service {name} ({svc['endpoint']}): "
-                f"{svc['endpoint_error']}; fix the spec and `skyctl serve update {name} FILE`, "
-                f"or `skyctl serve down {name}` (an update cannot move its port: take it down "
-                "and `serve up` it with another service.router.port)"
-            )
-        if svc["ready_replicas"] > 0:
-            click.echo(
-                f"Service {name} is ready at {svc['endpoint']} "
-                f"(first replica ready after {time.monotonic() - start:.1f}s)"
-            )
-            return
-        if svc["status"] == "FAILED":
-            raise SkyctlError(
-                f"service {name} FAILED: {svc.get('failure') or svc.get('last_error')}; "
-                f"fix the spec and `skyctl serve update {name} FILE`"
-            )
-        if svc["status"] == "NO_REPLICA" and not live and svc["plan"].get("target") == 0:
-            click.echo(  # scaled to zero: nothing to wait for until a request comes
-                f"Service {name} is up at {svc['endpoint']} with no replica "
-                "(min_replicas: 0): the first request starts one"
-            )
-            return
-        if svc.get("last_error") and svc["last_error"] != said:
-            said = svc["last_error"]
-            click.echo(f"  last error: {said}", err=True)
-        if timeout is not None and time.monotonic() - start > timeout:
-            raise SkyctlError(
-                f"no replica of {name} became ready within {timeout:.0f}s; "
-                f"see `skyctl serve status {name}` and `skyctl serve logs {name}`"
-            )
-        time.sleep(POLL_SECONDS)
 
 
 @serve.command(

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli_logs", 4),
     ("skyctl.cli_status", 4),
     ("skyctl.cli_update", 4),
+    ("skyctl.cli_wait", 4),
     ("skyctl.cli_down_progress", 4),
     ("skyctl.cli_exit", 4),
     ("skyctl.client", 4),

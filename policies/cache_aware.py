@@ -92,13 +92,13 @@ DEFAULT_BALANCE: Final = 1.25  # a replica over 1.25x the mean load loses new wo
 # let a few-shot template's home run 1.25x the mean on average (benchmarks/llm_routing,
 # tuned on its seeds 1 and 2 among 0, 0.5 and 1 with factors 1.15 to 1.5)
 DEFAULT_SLACK: Final = 0.5
-# the window of the load averages that let a prefix's home go one request over the bound
+# the window of the load averages that let a prefix's holders go over the bound
 # (benchmarks/llm_routing, chosen on its tuning seeds 1 and 2 between 10 and 30 s)
 DEFAULT_AVERAGE_SECONDS: Final = 10.0
-# requests over the bound a holder of the prefix may carry while its averaged load is fair:
-# the averaged test is what binds (3 changed no decision on the tuning seeds); a cap keeps a
-# burst from piling onto one replica before its average catches up (benchmarks/llm_routing,
-# seeds 1 and 2: 2 against 1; docs/router.md "Agents on 4 replicas")
+# requests over the bound a holder of the prefix may carry while its averaged load is fair;
+# a cap, so that a burst does not pile onto one replica before its average catches up
+# (benchmarks/llm_routing, tuning seeds 1 and 2 at 70%: 1, 2 and 3 tried; 3 changed nothing
+# on few-shot and 8 replicas and was 1.6 ms slower on agents on 4; docs/router.md)
 HOLDER_ROOM: Final = 2.0
 DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used

@@ -216,22 +216,28 @@ def test_pending_prefill_is_counted_per_copy_and_taken_back_once() -> None:
     assert pending.of(1) == 3
 
 
-def test_a_prefix_home_goes_one_request_over_the_bound_while_its_average_load_is_fair() -> None:
+def test_a_holder_goes_up_to_two_requests_over_the_bound_while_its_average_is_fair() -> None:
     loads = [8.0, 7.0, 5.0, 4.0]  # mean with this request 6.25: bound ceil(7.8) = 8
     assert ca.bound(loads, 1.25) == 8
     depths = [200, 0, 0, 0]  # replica 0, over the bound, holds the whole system prompt
     assert ca.rank(depths, loads, 210)[0] == 3  # by the counts alone: a 200-block prefill
     fair = [6.0, 6.0, 6.0, 6.0]  # averaged over time: a moment's swing, not sustained
     assert ca.rank(depths, loads, 210, averages=fair)[0] == 0
-    hot = [7.5, 6.0, 5.5, 5.0]  # sustained: 7.5 + 1 > 1.25 x (24 + 1) / 4
+    hot = [7.5, 6.0, 5.5, 5.0]  # sustained: 7.5 + the slack 0.5 > 1.25 x (24 + 1) / 4
     assert ca.rank(depths, loads, 210, averages=hot)[0] == 3
-    # one request over, never two
-    assert ca.rank(depths, [9.0, 7.0, 5.0, 3.0], 210, averages=fair)[0] == 3
-    # only the deepest holder: a shallower one (the system prompt without this chat's
-    # history) is held to the bound, and a replica holding nothing gains nothing
+    # two requests over (bound 9: 10 + this one is 11), never three
+    assert ca.bound([10.0, 7.0, 5.0, 3.0], 1.25) == 9
+    assert ca.rank(depths, [10.0, 7.0, 5.0, 3.0], 210, averages=fair)[0] == 0
+    assert ca.rank(depths, [11.0, 7.0, 5.0, 2.0], 210, averages=fair)[0] == 3
+    assert ca.rank(depths, [10.0, 7.0, 5.0, 3.0], 210, averages=fair, room=1.0)[0] == 3
+    # any holder, not only the deepest: with the deepest (the chat's history too) three
+    # over, a shallower holder (its system prompt) two over beats a replica holding nothing
+    assert ca.rank([120, 200, 0, 0], [9.0, 12.0, 3.0, 1.0], 210, averages=fair)[0] == 0
+    # ... while its own average is fair: a hot shallower holder is held to the bound
+    warm = [7.6, 6.0, 5.2, 5.2]
+    assert ca.rank([120, 200, 0, 0], [9.0, 12.0, 3.0, 1.0], 210, averages=warm)[0] == 3
+    # the deepest holder under the bound still comes first
     assert ca.rank([200, 120, 0, 0], [7.0, 8.0, 5.0, 4.0], 210, averages=fair)[0] == 0
-    # (bound 9: the shallower holder at 9 would fit one over it, the deepest at 10 would not)
-    assert ca.rank([120, 200, 0, 0], [9.0, 10.0, 3.0, 3.0], 210, averages=fair)[0] == 2
     assert ca.rank([0, 0, 0, 0], [8.0, 7.0, 5.0, 4.0], 210, averages=fair)[0] == 3
     assert ca.rank([1, 0, 0, 0], loads, 210, averages=fair)[0] == 3  # a match too short
 

@@ -101,7 +101,7 @@ def test_homes_send_a_chat_home_and_count_only_the_new_question_as_pending() -> 
     assert max(depths) == 0  # its prefixes left with it
 
 
-def test_homes_sample_the_load_averages_that_let_a_home_go_one_over_the_bound() -> None:
+def test_homes_sample_the_load_averages_that_let_a_home_go_over_the_bound() -> None:
     """A fake clock: ``now`` passed in. Loads balanced for a minute, then a momentary
     swing: the home keeps the prefix; the same counts sustained for a minute: it moves."""
     prompt = ca.Prefix(ca.block_keys(b"a long system prompt " * 100))

@@ -19,9 +19,9 @@ home when the bound moved it). A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what
 the replica publishes (:mod:`skyctl.router.replica_load`); one whose published
 KV-cache usage is at or over :data:`policies.cache_aware.KV_FULL` counts as over
-the bound; the holder of the deepest match may go one request over the bound
-while its load averaged over time (:class:`policies.cache_aware.LoadAverage`,
-sampled at each request) is within the factor of the mean. Among replicas
+the bound; a replica holding a usable match may go up to two requests over the
+bound while its load averaged over time (:class:`policies.cache_aware.LoadAverage`,
+sampled at each request), plus the slack, is within the factor of the mean. Among replicas
 holding as much of the prefix, the one with the least prefill pending goes
 first (:class:`policies.cache_aware.Pending`: the blocks each copy sent there
 was not expected to find cached, counted until the request's first response

@@ -28,7 +28,9 @@ fixed. Fresh pairs, each run once and never again: 7001 and 7002 (after the
 time-averaged exception), 9101 and 9102 (after the turn keys), 5501 and 5502
 (after the paired recovery reading and the think times drawn per conversation,
 which changed every run's trajectory: the held-out pairs were run again with
-them). The recovery's reading (paired, seeds pooled, until the replacement
+them), 6611 and 6612 (after the holders' room over the bound,
+``policies.cache_aware.HOLDER_ROOM``, chosen on seeds 1 and 2 among 1, 2 and 3).
+The recovery's reading (paired, seeds pooled, until the replacement
 joins) was chosen on seeds 1 and 2 from its noise with no preemption.
 """
 

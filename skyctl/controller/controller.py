@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -572,9 +573,11 @@ class Controller:
 
 
 def _name_from(source: str | None) -> str:
+    """A service name from the spec file's name: ``Ünï spec.yaml`` -> ``Uni-spec``."""
     if not source:
         return "service"
-    stem = re.sub(r"[^a-zA-Z0-9-]+", "-", Path(source).stem).strip("-") or "service"
+    ascii_stem = unicodedata.normalize("NFKD", Path(source).stem).encode("ascii", "ignore")
+    stem = re.sub(r"[^a-zA-Z0-9-]+", "-", ascii_stem.decode()).strip("-") or "service"
     if not stem[0].isalpha():
         stem = "s-" + stem
     return stem[:63].rstrip("-")

@@ -131,8 +131,9 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
     """A line for each thing the spec asks for that its replicas will not get: a
     managed secret reference with no value given, file mounts and volumes, a git
     workdir (kept in the spec, not acted on), a container image where the local
-    provider would run the replica. Printed by ``serve up``, ``update``
-    and ``validate`` as notes: the spec still runs."""
+    provider would run the replica; and an initial delay no server can meet.
+    Printed by ``serve up``, ``update`` and ``validate`` as notes: the spec still
+    runs."""
     notes = [
         f"secrets:{name} is a managed secret reference and skyctl has no secret store: "
         f"replicas get no {name} unless you pass --secret {name}"
@@ -160,6 +161,13 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
         notes.append(
             f"resources.image_id {_shown(image)}: a replica placed on local runs in this "
             f"machine's environment, not in the image (kubernetes runs the image)"
+        )
+    delay = spec.service.readiness_probe.initial_delay_seconds
+    if delay < 1:
+        notes.append(
+            f"service.readiness_probe.initial_delay_seconds is {delay:g}: a replica that does "
+            f"not answer its first probe ends FAILED_INITIAL_DELAY (give the seconds your "
+            f"server needs to start; SkyServe's default is 1200)"
         )
     repo = spec.extra.get("workdir")
     if isinstance(repo, dict):

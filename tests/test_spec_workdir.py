@@ -124,7 +124,7 @@ def test_serve_up_from_the_checkout_runs_the_replica_in_the_workdir_it_names(
     assert not pids_mentioning(str(skyctl_home / "local"))
 
 
-def test_mounts_volumes_and_a_git_workdir_kept_but_not_acted_on_each_get_a_note(
+def test_what_replicas_will_not_get_as_the_spec_asks_each_gets_a_note(
     tmp_path: Path,
 ) -> None:
     from click.testing import CliRunner
@@ -154,6 +154,10 @@ def test_mounts_volumes_and_a_git_workdir_kept_but_not_acted_on_each_get_a_note(
     ]
     on_k8s = local_image.replace("{image_id", "{infra: k8s, image_id")
     assert spec_notes(parse_spec(on_k8s)) == []
+    no_delay = "service: {readiness_probe: {path: /, initial_delay_seconds: 0}}\nrun: x\n"
+    (note,) = spec_notes(parse_spec(no_delay))
+    assert note.startswith("service.readiness_probe.initial_delay_seconds is 0: a replica")
+    assert spec_notes(parse_spec(no_delay.replace("seconds: 0", "seconds: 1"))) == []
     odd = parse_spec(
         'file_mounts: {"/a\\nb": x, "/%s": y}\nservice: {readiness_probe: /}\nrun: serve\n'
         % ("d" * 200)

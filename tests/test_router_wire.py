@@ -133,6 +133,12 @@ SMUGGLING = [
     ("no-host", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("two-hosts", b"GET / HTTP/1.1\r\n" + H + b"host: evil\r\n\r\n", 400),
     ("two-hosts-http10", b"GET / HTTP/1.0\r\n" + H + H + b"\r\n", 400),
+    ("host-space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    ("host-list", b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
+    ("host-slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("host-userinfo", b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400),
+    ("host-bad-port", b"GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n", 400),
+    ("host-bad-literal", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
     # request lines
     ("absolute-form", b"GET http://evil/ HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("connect", b"CONNECT evil:443 HTTP/1.1\r\n" + H + b"\r\n", 400),
@@ -165,6 +171,9 @@ ACCEPTED = [
     ),
     ("double-space", b"GET  /  HTTP/1.1\r\n" + H + b"\r\n", [200], [b""]),
     ("http10-no-host", b"GET / HTTP/1.0\r\n\r\n", [200], [b""]),
+    ("host-port", b"GET / HTTP/1.1\r\nHost: svc.example:8080\r\n\r\n", [200], [b""]),
+    ("host-ipv6", b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", [200], [b""]),
+    ("host-empty", b"GET / HTTP/1.1\r\nHost: \r\n\r\n", [200], [b""]),
 ]
 
 

@@ -80,6 +80,11 @@ _REQUEST_HEAD: Final = re.compile(
 _RESPONSE_HEAD: Final = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?\r\n" + _LINES
 ).fullmatch
+# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [":" port]; an IP literal in brackets, or
+# a reg-name (unreserved, pct-encoded, sub-delims); anything else is answered 400
+_HOST_VALUE: Final = re.compile(
+    rb"(?:\[[0-9A-Fa-fVv:.]+\]|[-A-Za-z0-9._~%!$&'()*+,;=]*)(?::[0-9]*)?"
+).fullmatch
 # the methods llhttp knows (an HTTP/1.1 server answers others 501); CONNECT is
 # refused apart: the router is no forward proxy
 _FRAMING_FIELD: Final = re.compile(rb"(?i:content-length|transfer-encoding):").match
@@ -291,6 +296,8 @@ def _parse_fields(
         head.keep_alive = False  # (the class default: True, no Connection tokens)
     if request and hosts != 1 and (hosts or head.http11):  # RFC 9112 3.2
         raise ProtocolError(400, "a request needs one Host header" if hosts else "no Host")
+    if hosts and _HOST_VALUE(host := head.host or b"") is None:  # RFC 9112 3.2: 400
+        raise ProtocolError(400, f"invalid Host {host[:40]!r}")
 
 
 def _request_codings(head: Head, codings: list[bytes]) -> None:

@@ -229,6 +229,25 @@ def _tokens(values: list[bytes]) -> list[bytes]:
     return [t for t in tokens if t]
 
 
+_REG_NAME = b"-._~%!$&'()*+,;=" + bytes([*range(48, 58), *range(65, 91), *range(97, 123)])
+
+
+def _valid_host(value: bytes) -> bool:
+    """RFC 3986 3.2.2 host and 3.2.3 port, character by character."""
+    host, port = value, b""
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        if end < 2 or any(c not in b"0123456789abcdefABCDEFvV:." for c in value[1:end]):
+            return False
+        host, port = b"", value[end + 1 :]
+        if port and not port.startswith(b":"):
+            return False
+    elif b":" in value:
+        host, _, rest = value.partition(b":")
+        port = b":" + rest
+    return all(c in _REG_NAME for c in host) and all(c in b"0123456789" for c in port[1:])
+
+
 def router_policy(framing: Framing) -> Framing:
     """llhttp's framing of requests with the router's own rules applied: the first
     message a rule rejects ends the stream with an error (the router answers it
@@ -237,7 +256,9 @@ def router_policy(framing: Framing) -> Framing:
     - HTTP/1.0 or HTTP/1.1 only (llhttp also takes 0.9 and 2.0);
     - an origin-form target (``/...``), or ``*`` for OPTIONS: the router is no
       forward proxy (no absolute-form, no CONNECT);
-    - ``Host`` exactly once in HTTP/1.1, at most once in HTTP/1.0 (RFC 9112 3.2);
+    - ``Host`` exactly once in HTTP/1.1, at most once in HTTP/1.0 (RFC 9112 3.2),
+      its value a URI host and optional port (RFC 3986 3.2.2: an IP literal in
+      brackets or a reg-name, then ``:`` and digits);
     - ``Transfer-Encoding`` only as ``chunked`` alone, only in HTTP/1.1 (llhttp
       frames ``gzip, chunked`` as chunked: the router answers 501).
     """
@@ -247,11 +268,13 @@ def router_policy(framing: Framing) -> Framing:
         names = [name.lower() for name, _ in message.headers]
         codings = [v for n, v in message.headers if n.lower() == b"transfer-encoding"]
         hosts = names.count(b"host")
+        host = next((v.strip(b" \t") for n, v in message.headers if n.lower() == b"host"), b"")
         if (
             version not in (b"1.0", b"1.1")
             or method == b"CONNECT"
             or not (target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"))
             or (hosts != 1 if version == b"1.1" else hosts > 1)
+            or (hosts and not _valid_host(host))
             or (codings and (version != b"1.1" or _tokens(codings) != [b"chunked"]))
         ):
             expected.end = "error"

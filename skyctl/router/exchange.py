@@ -1,8 +1,9 @@
 """A proxied request driven by callbacks: copies on replicas, and one forwarded request.
 
 The request path runs without a task or a future in the common case: a
-:class:`Copy` sends the request on an idle pooled connection with itself as
-the connection's :class:`~skyctl.router.client.Listener`, the connection
+:class:`Try` (a race's :class:`Copy`, or a :class:`~skyctl.router.forward.Forward`
+itself) sends the request on an idle pooled connection (:func:`send`) as the
+connection's :class:`~skyctl.router.client.Listener`, the connection
 tells it when the response head is in (with the body, when it came along),
 and a response that arrived whole goes to the client in one write from that
 same callback. Tasks appear only where something must wait: a new
@@ -13,10 +14,8 @@ connection being opened, a streamed response being relayed
   ``cancel`` (the client hung up) and, when answered, a call to
   :meth:`~skyctl.router.front.Connection.exchange_done` (or, when a handler
   task awaits it, :meth:`Exchange.wait`).
-- :class:`Forward` tries one replica at a time: a connection error moves on to
-  the next untried replica (an idempotent request, or one the replica cannot
-  have seen, :func:`~skyctl.router.upstream.may_retry`); no head within the
-  request timeout answers 504; a replica's own 5xx passes through.
+- :class:`~skyctl.router.forward.Forward` tries one replica at a time
+  (:mod:`skyctl.router.forward`).
 - :class:`~skyctl.router.race.Race` (fan-out and hedging) builds on the same
   copies.
 """
@@ -25,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from skyctl.clock import Clock
 from skyctl.router.client import ClientBodyError, Response
@@ -35,7 +34,7 @@ from skyctl.router.front import Connection, Request
 from skyctl.router.headers import downstream_lines
 from skyctl.router.http1 import BodyStream
 from skyctl.router.stats import FOLD_AT, Attempt, Histogram, ReplicaState, Reservoir
-from skyctl.router.upstream import AttemptFailed, Upstream, may_retry, relay
+from skyctl.router.upstream import Upstream, relay
 
 if TYPE_CHECKING:
     from skyctl.router.health import Health
@@ -60,15 +59,97 @@ class Context:
     health: Health | None = None  # passive health: a race's losers may run on as checks
 
 
-class Copy(Attempt):
-    """The request on one replica; the connection's listener.
+class Try(Protocol):
+    """One try of the request on one replica, the connection's listener: a race's
+    :class:`Copy`, or a :class:`Forward` itself (one try at a time, no object per try).
+    Holds an in-flight slot on ``replica`` until :meth:`drop` or a failure."""
 
-    An :class:`~skyctl.router.stats.Attempt`: holds an in-flight slot from
-    creation until :meth:`drop` or a failure. Tells its owner
-    ``copy_head(copy)`` or ``copy_failed(copy, exc)``, once.
+    replica: ReplicaState
+    resp: Response | None
+    connecting: asyncio.Task[None] | None  # opening a new connection first
+
+    def on_head(self, resp: Response) -> None: ...
+
+    def on_error(self, resp: Response | None, exc: BaseException) -> None: ...
+
+    def drop(self) -> None: ...
+
+
+def send(
+    attempt: Try,
+    ctx: Context,
+    request: Request,
+    lines: bytes,
+    body: bytes | BodyStream | None,
+    length: int | None,
+    timeout: float | None,
+) -> None:
+    """Send ``request`` to ``attempt.replica`` with ``attempt`` as the listener: on an
+    idle pooled connection at once (``attempt.resp``), else on a new one once
+    connected (``attempt.connecting``)."""
+    head = request.head
+    upstream = ctx.upstream
+    replica = attempt.replica
+    origin = replica.origin
+    if isinstance(body, BodyStream):
+        wire, chunked = upstream.prepare(replica, head.method, head.target, lines, body, length)
+    else:  # (upstream.prepare for a bytes body, inline: the hot path)
+        chunked = False
+        if body or length is not None:
+            size = len(body) if body else 0
+            framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
+        else:
+            framing = b""
+        wire = b"".join(
+            (
+                head.method,
+                b" ",
+                origin.prefix,
+                head.target,
+                b" HTTP/1.1\r\nHost: ",
+                origin.host_header,
+                b"\r\n",
+                lines,
+                framing,
+                b"\r\n",
+                body or b"",
+            )
+        )
+        body = b""  # in the one bytes with its head: no second copy to send
+    resp = upstream.pool.begin(origin, head.method, wire, body, timeout, chunked, attempt)
+    if resp is not None:
+        attempt.resp = resp
+    else:  # no idle connection: open one first
+        task = _connect(attempt, ctx, head.method, wire, body, timeout, chunked)
+        attempt.connecting = ctx.loop.create_task(task)
+
+
+async def _connect(
+    attempt: Try,
+    ctx: Context,
+    method: bytes,
+    wire: bytes,
+    body: bytes | BodyStream | None,
+    timeout: float | None,
+    chunked: bool,
+) -> None:
+    try:
+        conn = await ctx.upstream.pool.connect(attempt.replica.origin)
+    except Exception as exc:
+        attempt.connecting = None
+        attempt.on_error(None, exc)
+        return
+    attempt.connecting = None
+    attempt.resp = conn.begin(method, wire, body, timeout, chunked, attempt)
+
+
+class Copy(Attempt):
+    """A race's request on one replica (a :class:`Try`; an
+    :class:`~skyctl.router.stats.Attempt`). Tells its owner ``copy_head(copy)`` or
+    ``copy_failed(copy, exc)``, once.
     """
 
-    __slots__ = ("_task", "owner", "resp", "started")
+    __slots__ = ("connecting", "owner", "resp", "started")
 
     def __init__(
         self,
@@ -87,56 +168,8 @@ class Copy(Attempt):
         self.owner = owner
         self.started = ctx.clock.now()
         self.resp: Response | None = None
-        self._task: asyncio.Task[None] | None = None
-        head = owner.request.head
-        upstream = ctx.upstream
-        origin = replica.origin
-        if isinstance(body, BodyStream):
-            wire, chunked = upstream.prepare(
-                replica, head.method, head.target, owner.lines, body, length
-            )
-        else:  # (upstream.prepare for a bytes body, inline: the hot path)
-            chunked = False
-            if body or length is not None:
-                size = len(body) if body else 0
-                framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
-            else:
-                framing = b""
-            wire = b"".join(
-                (
-                    head.method,
-                    b" ",
-                    origin.prefix,
-                    head.target,
-                    b" HTTP/1.1\r\nHost: ",
-                    origin.host_header,
-                    b"\r\n",
-                    owner.lines,
-                    framing,
-                    b"\r\n",
-                    body or b"",
-                )
-            )
-            body = b""  # in the one bytes with its head: no second copy to send
-        resp = upstream.pool.begin(origin, head.method, wire, body, timeout, chunked, self)
-        if resp is not None:
-            self.resp = resp
-        else:  # no idle connection: open one first
-            self._task = ctx.loop.create_task(self._connect(wire, body, timeout, chunked))
-
-    async def _connect(
-        self, wire: bytes, body: bytes | BodyStream | None, timeout: float | None, chunked: bool
-    ) -> None:
-        pool = self.owner.ctx.upstream.pool
-        try:
-            conn = await pool.connect(self.replica.origin)
-        except Exception as exc:
-            self._task = None
-            self.on_error(None, exc)
-            return
-        self._task = None
-        method = self.owner.request.head.method
-        self.resp = conn.begin(method, wire, body, timeout, chunked, self)
+        self.connecting: asyncio.Task[None] | None = None
+        send(self, ctx, owner.request, owner.lines, body, length, timeout)
 
     # -- Listener
     def on_head(self, resp: Response) -> None:
@@ -164,12 +197,12 @@ class Copy(Attempt):
     # -- owner side
     @property
     def task(self) -> asyncio.Task[None] | None:
-        return self._task
+        return self.connecting
 
     def drop(self) -> None:
         """Done with this copy: stop it if in flight (its connection closes unless the
         answer arrived whole) and free its slot. Its owner is told nothing more."""
-        task, self._task = self._task, None
+        task, self.connecting = self.connecting, None
         if task is not None:
             task.cancel()
         resp, self.resp = self.resp, None
@@ -278,7 +311,7 @@ class Exchange:
         return []
 
     # -- answering
-    def deliver(self, copy: Copy) -> None:
+    def deliver(self, copy: Try) -> None:
         """``copy`` won: its response goes to the client (in one write when whole)."""
         resp = copy.resp
         assert resp is not None
@@ -298,7 +331,7 @@ class Exchange:
         self.first = self.ctx.clock.now()
         self._relay = self.ctx.loop.create_task(self._relay_stream(copy))
 
-    def send_whole(self, copy: Copy, body: bytes) -> None:
+    def send_whole(self, copy: Try, body: bytes) -> None:
         """Answer with ``copy``'s response head and ``body`` in one write, and finish."""
         resp = copy.resp
         assert resp is not None
@@ -308,7 +341,7 @@ class Exchange:
         copy.drop()  # a response that arrived whole: its connection is back in the pool
         self._finish()
 
-    async def _relay_stream(self, copy: Copy) -> None:
+    async def _relay_stream(self, copy: Try) -> None:
         resp = copy.resp
         assert resp is not None
         replica = copy.replica
@@ -373,103 +406,3 @@ class Exchange:
                 waiter.set_result(None)
         elif answered:
             self.out.exchange_done()
-
-
-class Forward(Exchange):
-    """One replica at a time (see the module docstring)."""
-
-    __slots__ = (
-        "_body",
-        "_copy",
-        "_excluded",
-        "_last",
-        "_length",
-        "_pick",
-        "_replicas",
-        "_timeout",
-        "_tries",
-    )
-
-    def __init__(
-        self,
-        ctx: Context,
-        out: Connection,
-        request: Request,
-        rid: bytes,
-        lines: bytes,
-        replicas: Sequence[ReplicaState],
-        pick: Callable[[Sequence[ReplicaState], frozenset[int]], int],
-        body: bytes | BodyStream | None,
-        length: int | None,
-        tries: int,
-        timeout: float,
-    ) -> None:
-        Exchange.__init__(self, ctx, out, request, rid, lines)  # (no super object per request)
-        self._replicas = replicas
-        self._pick = pick
-        self._body = body
-        self._length = length
-        self._tries = tries
-        self._timeout = timeout
-        self._excluded: frozenset[int] = frozenset()
-        self._copy: Copy | None = None
-        self._last: AttemptFailed | None = None
-
-    def start(self) -> None:
-        if self._tries <= 0:
-            self._all_failed()
-            return
-        index = self._pick(self._replicas, self._excluded)
-        if index < 0:
-            self._all_failed()
-            return
-        self._excluded = self._excluded | {index}
-        self._tries -= 1
-        self._copy = Copy(self, self._replicas[index], self._body, self._length, self._timeout)
-
-    def copy_head(self, copy: Copy) -> None:
-        self._copy = None
-        assert copy.resp is not None
-        replica = copy.replica
-        if copy.resp.head.status >= 500:
-            replica.failed("5xx")
-        else:
-            replica.wins += 1
-            if replica.consecutive:  # ReplicaState.answered, inline (the hot path)
-                replica.consecutive = 0
-        self.deliver(copy)
-
-    def copy_failed(self, copy: Copy, exc: BaseException) -> None:
-        self._copy = None
-        if isinstance(exc, ClientBodyError):
-            self.client_failed(exc)
-            return
-        failure = self.ctx.upstream.failure(copy.replica, exc)
-        if failure.kind == "timeout":
-            self.send_json(504, {"error": "replica did not answer in time"})
-            return
-        self._last = failure
-        method = self.request.head.method
-        if may_retry(method, failure):
-            self.start()
-            return
-        error = f"replica failed after the request was sent; a {method.decode('latin-1')} "
-        self.send_json(502, {"error": error + "is not retried", "detail": failure.detail})
-
-    def _all_failed(self) -> None:
-        last = self._last
-        self.send_json(
-            502,
-            {
-                "error": f"all {len(self._excluded)} tried replicas failed",
-                "detail": last.detail if last is not None else "no replica to try",
-            },
-        )
-
-    def _drop_all(self) -> None:
-        copy, self._copy = self._copy, None
-        if copy is not None:
-            copy.drop()
-
-    def _copy_tasks(self) -> list[asyncio.Task[None] | None]:
-        return [self._copy.task] if self._copy is not None else []

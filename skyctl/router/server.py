@@ -39,7 +39,8 @@ from skyctl.clock import Clock
 from skyctl.router import local, metrics, security, tunnel
 from skyctl.router.affinity import for_policy
 from skyctl.router.affinity_metrics import AffinityCollector
-from skyctl.router.exchange import Call, Context, Exchange, Forward
+from skyctl.router.exchange import Call, Context, Exchange
+from skyctl.router.forward import Forward
 from skyctl.router.front import Connection, Request
 from skyctl.router.headers import MAX_REQUEST_ID_LENGTH, new_request_id, request_id, upstream_lines
 from skyctl.router.health import Health

@@ -31,13 +31,29 @@ def kill_leftovers(home: Path) -> list[int]:
     if info.exists():
         with contextlib.suppress(ValueError, KeyError, OSError):
             pids.append(int(json.loads(info.read_text())["pid"]))
-    return kill_all(pids)
+    killed = kill_all(pids)
+    for _ in range(4):  # what a dying controller or supervisor started meanwhile
+        found = kill_all(pids_mentioning(str(home)))
+        if not found:
+            break
+        killed += found
+    return killed
 
 
 def kill_under(folder: Path) -> list[int]:
     """SIGKILL every process tied to a path under ``folder`` (the separator keeps
-    ``/tmp/pytest-1`` from matching ``/tmp/pytest-12``); return those that were alive."""
-    return kill_all(pids_mentioning(str(folder).rstrip(os.sep) + os.sep))
+    ``/tmp/pytest-1`` from matching ``/tmp/pytest-12``); return those that were alive.
+
+    Scans again after each round: a controller or supervisor killed after the
+    scan may have started a replica or a controller (in a session of its own)
+    between the scan and its own death."""
+    tied, killed = str(folder).rstrip(os.sep) + os.sep, []
+    for _ in range(5):
+        found = kill_all(pids_mentioning(tied))
+        if not found:
+            break
+        killed += found
+    return killed
 
 
 def kill_all(pids: list[int]) -> list[int]:

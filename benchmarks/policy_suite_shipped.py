@@ -42,23 +42,6 @@ MULTINODE = (
 Figures = dict[str, float]
 
 
-def write(fmt: str, root: Path, kind: str, zones: int, ticks: int, gap: float) -> Path:
-    """A generated trace, as tests/test_sim_traces_unseen.py writes it."""
-    names = gen.zone_names(zones, gcp=fmt == "gcp")
-    avail = gen.pattern(kind, names, ticks, seed=zones)
-    if fmt == "aws":
-        prices = {
-            z: [0.9 + 0.01 * (i % 7) + 0.001 * (t % 5) for t in range(ticks)]
-            for i, z in enumerate(names)
-        }
-        return gen.write_aws(root, avail, gap=gap, prices=prices)
-    if fmt == "aws-noprices":
-        return gen.write_aws(root, avail, gap=gap)
-    if fmt == "gcp":
-        return gen.write_gcp(root, avail, gap=gap)
-    return gen.write_counts(root, gen.as_counts(avail, 4, seed=zones), gap=gap)
-
-
 def _replay(manifest: str, trace_path: str, policy: str | None = None) -> Figures:
     spec = load_spec_file(str(ROOT / "manifests" / f"{manifest}.yaml"))
     r = simulate(spec, load_trace(trace_path), SimConfig(policy=policy))
@@ -78,11 +61,12 @@ def replay_all() -> dict[str, Figures]:
         for fmt, gap in GAPS.items():
             for zones in (1, 30):
                 for kind in PATTERNS:
-                    folder = write(fmt, Path(tmp) / f"{fmt}-{zones}-{kind}", kind, zones, 120, gap)
+                    where = Path(tmp) / f"{fmt}-{zones}-{kind}"
+                    folder = gen.write(fmt, where, kind, zones, 120, gap)
                     for m in MANIFESTS:
                         out[f"generated|{fmt}-{zones}-{kind}|{m}"] = _replay(m, str(folder))
         for fmt, gap, ticks in YEARS:
-            folder = write(fmt, Path(tmp) / f"year-{fmt}", "random", 3, ticks, gap)
+            folder = gen.write(fmt, Path(tmp) / f"year-{fmt}", "random", 3, ticks, gap)
             for m in MANIFESTS:
                 out[f"year-long|{fmt}|{m}"] = _replay(m, str(folder))
     for name in MULTINODE:

@@ -34,22 +34,6 @@ VLLM = str(ROOT / "manifests/skyserve-vllm.yaml")
 PATTERNS = ("all", "never", "flap", "long", "regional", "random")
 
 
-def write(fmt: str, root: Path, kind: str, zones: int, ticks: int, gap: float) -> Path:
-    names = gen.zone_names(zones, gcp=fmt == "gcp")
-    avail = gen.pattern(kind, names, ticks, seed=zones)
-    if fmt == "aws":
-        prices = {
-            z: [0.9 + 0.01 * (i % 7) + 0.001 * (t % 5) for t in range(ticks)]
-            for i, z in enumerate(names)
-        }
-        return gen.write_aws(root, avail, gap=gap, prices=prices)
-    if fmt == "aws-noprices":
-        return gen.write_aws(root, avail, gap=gap)
-    if fmt == "gcp":
-        return gen.write_gcp(root, avail, gap=gap)
-    return gen.write_counts(root, gen.as_counts(avail, 4, seed=zones), gap=gap)
-
-
 def replay(
     manifest: Path | str, folder: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
 ) -> tuple[dict[str, float], str, dict[str, list[tuple[int, float, bool]]]]:
@@ -91,7 +75,7 @@ def test_every_manifest_replays_an_unseen_trace_sanely(
     fmt: str, zones: int, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gap = {"aws": 195.0, "aws-noprices": 60.0, "gcp": 600.0, "counts": 300.0}[fmt]
-    folder = write(fmt, tmp_path / "t", kind, zones, 120, gap)
+    folder = gen.write(fmt, tmp_path / "t", kind, zones, 120, gap)
     for manifest in MANIFESTS:
         row, err, seen = replay(manifest, folder, monkeypatch)
         assert_sane(manifest, row, seen)
@@ -114,7 +98,7 @@ def test_every_manifest_replays_an_unseen_trace_sanely(
 def test_a_year_long_trace_replays(
     fmt: str, gap: float, ticks: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = write(fmt, tmp_path / "t", "random", 3, ticks, gap)
+    folder = gen.write(fmt, tmp_path / "t", "random", 3, ticks, gap)
     row, _, seen = replay(VLLM, folder, monkeypatch)
     assert_sane(VLLM, row, seen)
     assert row["hours"] == pytest.approx(ticks * gap / 3600)
@@ -124,7 +108,7 @@ def test_a_year_long_trace_replays(
 def test_a_one_tick_trace_replays_and_says_when_nothing_was_measured(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = write(fmt, tmp_path / "t", "all", 2, 1, 60.0)
+    folder = gen.write(fmt, tmp_path / "t", "all", 2, 1, 60.0)
     if fmt == "aws":  # one row: the tick length cannot come from the dates
         (folder / "trace.json").write_text('{"ondemand_price": 3.06, "gap_seconds": 60}')
     row, err, seen = replay(VLLM, folder, monkeypatch)
@@ -179,7 +163,7 @@ def test_the_capacity_hold_has_no_float_overflow_after_many_refusals() -> None:
 
 
 def test_many_replicas_refused_at_once_replay(tmp_path: Path) -> None:
-    folder = write("aws", tmp_path / "t", "random", 3, 20, 195.0)
+    folder = gen.write("aws", tmp_path / "t", "random", 3, 20, 195.0)
     r = simulate(load_spec_file(VLLM), load_trace(str(folder)), SimConfig(replicas=1000))
     assert 0 <= r.availability <= 1 and r.failed_launches > 0
 
@@ -266,7 +250,7 @@ def test_a_spec_with_more_replicas_than_a_replay_holds_is_refused(small: Path) -
 def test_an_unseen_trace_in_an_archive_and_a_path_with_a_hash_replay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = write("gcp", tmp_path / "g#1", "long", 5, 100, 600.0)
+    folder = gen.write("gcp", tmp_path / "g#1", "long", 5, 100, 600.0)
     row, _, _ = replay(VLLM, folder, monkeypatch)
     packed, _, _ = replay(VLLM, gen.tar_of(folder, tmp_path / "g.tar.xz", "w:xz"), monkeypatch)
     assert {**row, "trace": ""} == {**packed, "trace": ""}
@@ -277,7 +261,7 @@ def test_the_speed_benchmark_replays_an_unseen_trace_or_says_why_not(
 ) -> None:
     from benchmarks import sim_speed
 
-    folder = write("counts", tmp_path / "c", "random", 30, 200, 300.0)
+    folder = gen.write("counts", tmp_path / "c", "random", 30, 200, 300.0)
     sim_speed.main(["spothedge", "--trace", str(folder)])
     assert "spothedge on c: 200 ticks x 30 zones" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:
@@ -317,7 +301,7 @@ def test_a_plot_file_type_matplotlib_cannot_write_is_refused_before_the_replay(s
 def test_a_relative_trace_path_is_found_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write("aws", tmp_path / "traces" / "mine", "long", 2, 50, 195.0)
+    gen.write("aws", tmp_path / "traces" / "mine", "long", 2, 50, 195.0)
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(sim, [VLLM, "--trace", "traces/mine", "-o", "json"])
     assert res.exit_code == 0, res.output

@@ -182,3 +182,21 @@ def tar_of(folder: Path, out: Path, mode: str = "w:gz") -> Path:
     with tarfile.open(out, mode) as tf:
         tf.add(folder, arcname=folder.name)
     return out
+
+
+def write(fmt: str, root: Path, kind: str, zones: int, ticks: int, gap: float) -> Path:
+    """A generated trace in ``fmt`` (``aws``, ``aws-noprices``, ``gcp``, ``counts``):
+    ``kind``'s pattern over ``zones`` zones, ``ticks`` ticks ``gap`` seconds apart."""
+    names = zone_names(zones, gcp=fmt == "gcp")
+    avail = pattern(kind, names, ticks, seed=zones)
+    if fmt == "aws":
+        prices = {
+            z: [0.9 + 0.01 * (i % 7) + 0.001 * (t % 5) for t in range(ticks)]
+            for i, z in enumerate(names)
+        }
+        return write_aws(root, avail, gap=gap, prices=prices)
+    if fmt == "aws-noprices":
+        return write_aws(root, avail, gap=gap)
+    if fmt == "gcp":
+        return write_gcp(root, avail, gap=gap)
+    return write_counts(root, as_counts(avail, 4, seed=zones), gap=gap)

@@ -412,7 +412,9 @@ def down(
             f"(watch: skyctl serve status {names[0]})"
         )
         return
-    targets = list(names) or [s["name"] for s in client.call("GET", services_query())]
+    targets = list(dict.fromkeys(names)) or [
+        s["name"] for s in client.call("GET", services_query())
+    ]
     for n in targets:  # every name exists before any goes down
         client.call("GET", services_query(n))
     clouds: dict[str, list[str]] = {}

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from skyctl.spec import ServiceSpec
+from skyctl.spec import CacheAware, ServiceSpec
 from skyctl.spec_checks import load_yaml, spec_error
 from skyctl.spec_env import unresolved_references
 
@@ -131,7 +131,8 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
     """A line for each thing the spec asks for that its replicas will not get: a
     managed secret reference with no value given, file mounts and volumes, a git
     workdir (kept in the spec, not acted on), a container image where the local
-    provider would run the replica; and an initial delay no server can meet.
+    provider would run the replica; cache_aware options under another policy; and an
+    initial delay no server can meet.
     Printed by ``serve up``, ``update`` and ``validate`` as notes: the spec still
     runs."""
     notes = [
@@ -161,6 +162,12 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
         notes.append(
             f"resources.image_id {_shown(image)}: a replica placed on local runs in this "
             f"machine's environment, not in the image (kubernetes runs the image)"
+        )
+    policy = spec.service.load_balancing_policy
+    if spec.service.router.cache_aware != CacheAware() and policy != "cache_aware":
+        notes.append(
+            f"service.router.cache_aware is not used: load_balancing_policy is {policy} "
+            f"(set it to cache_aware to route by prompt prefix)"
         )
     delay = spec.service.readiness_probe.initial_delay_seconds
     if delay < 1:

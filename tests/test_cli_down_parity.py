@@ -68,10 +68,12 @@ def test_replica_id_then_several_names_then_all_with_confirmation(
     missing = runner.invoke(skyctl, [*home, "serve", "down", "one", "--replica-id", "99"])
     assert missing.exit_code != 0
 
-    # two names at once: both verified down, the third untouched
-    result = runner.invoke(skyctl, [*home, "serve", "down", "one", "two"])
+    # two names at once (one given twice): both verified down, once each, the third untouched
+    result = runner.invoke(skyctl, [*home, "serve", "down", "one", "two", "one"])
     assert result.exit_code == 0, result.output
-    assert "Service one is down" in result.output and "Service two is down" in result.output
+    assert "Shutting down one, two..." in result.output
+    assert result.output.count("Service one is down") == 1
+    assert result.output.count("Service two is down") == 1
     assert list(services(skyctl_home)) == ["three"]
 
     # --all asks first; "no" leaves everything running

@@ -158,6 +158,13 @@ def test_what_replicas_will_not_get_as_the_spec_asks_each_gets_a_note(
     (note,) = spec_notes(parse_spec(no_delay))
     assert note.startswith("service.readiness_probe.initial_delay_seconds is 0: a replica")
     assert spec_notes(parse_spec(no_delay.replace("seconds: 0", "seconds: 1"))) == []
+    unused = "service: {readiness_probe: /, router: {cache_aware: {ttl_seconds: 60}}}\nrun: x\n"
+    assert spec_notes(parse_spec(unused)) == [
+        "service.router.cache_aware is not used: load_balancing_policy is least_load "
+        "(set it to cache_aware to route by prompt prefix)"
+    ]
+    used = unused.replace("service: {", "service: {load_balancing_policy: cache_aware, ")
+    assert spec_notes(parse_spec(used)) == []
     odd = parse_spec(
         'file_mounts: {"/a\\nb": x, "/%s": y}\nservice: {readiness_probe: /}\nrun: serve\n'
         % ("d" * 200)

@@ -249,6 +249,12 @@ def sim(
     """Replay a spot trace through placement policies and report availability and cost."""
     if plot is not None and Path(plot).suffix.lower() not in PLOT_TYPES:
         _fail(f"--plot {plot}: the file type comes from its name; allowed: {', '.join(PLOT_TYPES)}")
+    if plot is not None:
+        try:  # before the replay, which can take seconds, not after it
+            from skyctl.sim.plot import plot_results
+        except ImportError:
+            _fail("--plot needs matplotlib: pip install 'skyctl[plot]'")
+            return
     try:
         for wanted in policies:
             registry.get(wanted)
@@ -316,11 +322,6 @@ def sim(
         Path(html).write_text(render(results))
         click.echo(f"report written to {html}", err=True)
     if plot is not None:
-        try:
-            from skyctl.sim.plot import plot_results
-        except ImportError:
-            _fail("--plot needs matplotlib: pip install 'skyctl[plot]'")
-            return
         window = trace.window(start_tick, ticks if ticks is not None else trace.ticks - start_tick)
         plot_results(results, window, plot)
         click.echo(f"plot written to {plot}", err=True)

@@ -1,4 +1,4 @@
-"""``skyctl sim`` as a new user meets it: a missing optional extra is said before the replay runs."""
+"""``skyctl sim`` as a new user meets it: a missing optional extra is said before the replay."""
 
 from __future__ import annotations
 

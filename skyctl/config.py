@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from skyctl.errors import ConfigError
+from skyctl.errors import ConfigError, SkyctlError
 
 # the clouds' sections, the controller's, and the router process's (router.workers)
 CLOUD_SECTIONS = (
@@ -64,8 +64,17 @@ class Paths:
 
 def paths(home: str | os.PathLike[str] | None = None) -> Paths:
     """The file layout under ``home``, ``$SKYCTL_HOME`` or ``~/.skyctl``; created 0700."""
-    root = Path(home or os.environ.get("SKYCTL_HOME") or Path.home() / ".skyctl").expanduser()
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    given = home or os.environ.get("SKYCTL_HOME")
+    root = Path(given or Path.home() / ".skyctl").expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:  # one line naming the setting (it was "error: File exists: /dev/null")
+        why = "it is a file" if isinstance(e, FileExistsError) else e.strerror or str(e)
+        source = "--home or $SKYCTL_HOME" if given else "the default"
+        raise SkyctlError(
+            f"state directory {root} ({source}): cannot create it: {why}; "
+            "set SKYCTL_HOME (or --home) to a directory you can write"
+        ) from None
     return Paths(root.resolve())
 
 

@@ -227,7 +227,10 @@ def bound(loads: Sequence[float], factor: float, slack: float = DEFAULT_SLACK) -
     if not loads:
         return 0.0
     mean = (sum(loads) + 1.0) / len(loads)
-    return max(1.0, float(math.ceil(max(factor * mean, mean + slack) - 1e-9)))
+    limit = max(factor * mean, mean + slack)
+    if not math.isfinite(limit):  # a published load too large for a float: no bound
+        return math.inf
+    return max(1.0, float(math.ceil(limit - 1e-9)))
 
 
 def rank(

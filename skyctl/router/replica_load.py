@@ -4,20 +4,26 @@ With ``service.router.cache_aware.replica_metrics_seconds`` set, a
 :class:`ReplicaLoad` task fetches every routable replica's ``/metrics`` once
 per period (all at once, each bounded by a timeout) and keeps, per replica,
 vLLM's gauges: ``vllm:num_requests_running`` + ``vllm:num_requests_waiting``
-(summed over their label sets) and ``vllm:gpu_cache_usage_perc``. The
+(summed over their label sets) and the KV-cache usage, ``vllm:kv_cache_usage_perc``
+(``vllm:gpu_cache_usage_perc`` before vLLM 0.10). The
 router's ``cache_aware`` ranking then takes as a replica's load the larger of
 its own in-flight count and the published running + waiting requests (which
 include other routers' and clients' work), while the sample is younger than
 three periods; a replica whose fresh KV-cache usage is at or over
 :data:`policies.cache_aware.KV_FULL` counts as over the load bound. A replica
 that does not answer, answers an error or publishes no such gauge simply has no
-sample: its in-flight count is used, as without polling. Parsing is prometheus_client's text parser.
+sample: its in-flight count is used, as without polling; so does a gauge whose value
+is not a finite number. A page is read whole (up to :data:`MAX_BYTES`; a larger one
+is ignored), and only its lines of these gauges are parsed (prometheus_client's text
+parser): a vLLM page is mostly histograms, which would cost the router's loop
+milliseconds per replica and round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import aiohttp
@@ -29,8 +35,11 @@ log = logging.getLogger(__name__)
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
-KV_USAGE = "vllm:gpu_cache_usage_perc"
+KV_USAGE = "vllm:kv_cache_usage_perc"  # vLLM 0.10 and later
+GPU_KV_USAGE = "vllm:gpu_cache_usage_perc"  # the same, before vLLM 0.10
 MAX_BYTES = 1 << 20  # a metrics page larger than this is ignored
+_NAMES = (RUNNING, WAITING, KV_USAGE, GPU_KV_USAGE)
+_LINES = tuple(name.encode() for name in _NAMES)
 
 
 class Sample:
@@ -42,16 +51,25 @@ class Sample:
         self.at = at
 
 
-def parse(text: str, at: float) -> Sample | None:
-    """A sample from a Prometheus text page; None when it has neither request gauge."""
+def parse(text: str | bytes, at: float) -> Sample | None:
+    """A sample from a Prometheus text page; None when it has neither request gauge.
+
+    Only the lines of the gauges read here are parsed; a gauge whose value is not a
+    finite number counts as absent (a ValueError for a line the parser refuses)."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    wanted = b"".join(line + b"\n" for line in data.splitlines() if line.startswith(_LINES))
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in (RUNNING, WAITING, KV_USAGE):
-            found[family.name] = sum(s.value for s in family.samples)
+    for family in text_string_to_metric_families(wanted.decode("utf-8", "replace")):
+        if family.name in _NAMES:
+            values = [s.value for s in family.samples]
+            if values and all(math.isfinite(v) for v in values):
+                found[family.name] = sum(values)
     if RUNNING not in found and WAITING not in found:
         return None
     queued = found.get(RUNNING, 0.0) + found.get(WAITING, 0.0)
-    return Sample(queued, found.get(KV_USAGE), at)
+    if not math.isfinite(queued):
+        return None
+    return Sample(queued, found.get(KV_USAGE, found.get(GPU_KV_USAGE)), at)
 
 
 class ReplicaLoad:
@@ -113,7 +131,10 @@ class ReplicaLoad:
                 current = {rid for rid, _ in targets}
                 for rid in [r for r in self.samples if r not in current]:
                     del self.samples[rid]
-                await asyncio.gather(*(self._poll(session, rid, url) for rid, url in targets))
+                polls = (self._poll(session, rid, url) for rid, url in targets)
+                for failed in await asyncio.gather(*polls, return_exceptions=True):
+                    if failed is not None:  # our bug: logged, and the polling goes on
+                        log.error("replica metrics: %r", failed)
                 self.rounds += 1
                 await self._clock.sleep(self.period)
 
@@ -122,10 +143,14 @@ class ReplicaLoad:
             async with session.get(url + self._path) as resp:
                 if resp.status != 200:
                     return
-                data = await resp.content.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                return
-            sample = parse(data.decode("utf-8", "replace"), self._clock.now())
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_any():  # read(n) returns what came first
+                    size += len(chunk)
+                    if size > MAX_BYTES:
+                        return
+                    chunks.append(chunk)
+            sample = parse(b"".join(chunks), self._clock.now())
         except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
             log.debug("replica %d metrics: %s", replica_id, exc)
             return

@@ -58,12 +58,13 @@ def parse(text: str | bytes, at: float) -> Sample | None:
     finite number counts as absent (a ValueError for a line the parser refuses)."""
     data = text.encode("utf-8", "replace") if isinstance(text, str) else text
     wanted = b"".join(line + b"\n" for line in data.splitlines() if line.startswith(_LINES))
-    found: dict[str, float] = {}
+    values: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(wanted.decode("utf-8", "replace")):
-        if family.name in _NAMES:
-            values = [s.value for s in family.samples]
-            if values and all(math.isfinite(v) for v in values):
-                found[family.name] = sum(values)
+        if family.name in _NAMES:  # (untyped: a family per line)
+            values.setdefault(family.name, []).extend(s.value for s in family.samples)
+    found = {
+        name: sum(got) for name, got in values.items() if all(math.isfinite(v) for v in got)
+    }
     if RUNNING not in found and WAITING not in found:
         return None
     queued = found.get(RUNNING, 0.0) + found.get(WAITING, 0.0)

@@ -139,11 +139,12 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.seeds, args.duration = args.seeds[:1], 200.0
     if any(n < 2 for n in args.replicas):
         parser.error(f"--replicas must be 2 or more (one is preempted), got {args.replicas}")
-    if any(not 0.0 < x < 2.0 for x in args.loads):
+    if any(not 0.0 < x < 2.0 for x in args.loads):  # (NaN too)
         parser.error(f"--loads are shares of capacity between 0 and 2, got {args.loads}")
-    if args.duration < 120.0:
+    if not math.isfinite(args.duration) or args.duration < 120.0:
         parser.error(
-            f"--duration must be 120 or more (a preemption and a recovery), got {args.duration:g}"
+            f"--duration must be a finite number of virtual seconds, 120 or more "
+            f"(a preemption and a recovery), got {args.duration:g}"
         )
     if "least_load" not in args.policies:
         args.policies = ["least_load", *args.policies]

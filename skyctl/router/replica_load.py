@@ -62,9 +62,7 @@ def parse(text: str | bytes, at: float) -> Sample | None:
     for family in text_string_to_metric_families(wanted.decode("utf-8", "replace")):
         if family.name in _NAMES:  # (untyped: a family per line)
             values.setdefault(family.name, []).extend(s.value for s in family.samples)
-    found = {
-        name: sum(got) for name, got in values.items() if all(math.isfinite(v) for v in got)
-    }
+    found = {name: sum(got) for name, got in values.items() if all(math.isfinite(v) for v in got)}
     if RUNNING not in found and WAITING not in found:
         return None
     queued = found.get(RUNNING, 0.0) + found.get(WAITING, 0.0)

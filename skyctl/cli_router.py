@@ -53,6 +53,8 @@ def router_run(
     from skyctl.config import TOKEN_ENV, paths
     from skyctl.router import process
 
+    if stop_grace != stop_grace:  # click's FloatRange lets nan through
+        raise click.BadParameter("nan is not a number of seconds", param_hint="'--stop-grace'")
     parts = urlsplit(controller)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(

@@ -64,6 +64,9 @@ log = logging.getLogger("skyctl.router.process")
 
 RECONNECT_FIRST = 0.1
 RECONNECT_CAP = 1.0  # seconds: the longest wait between two tries to reach the controller
+# failed tries before a watch that never connected says why (about 2.5 s: a controller the
+# supervisor starts beside the router answers by then; a wrong URL or token never does)
+WARN_AFTER_TRIES = 5
 REPORT_SECONDS = 1.0
 STOP_GRACE = 10.0
 Target = tuple[str, str]  # (API base URL, token)
@@ -100,11 +103,14 @@ class Watch:
         self.epoch: str | None = None
         self.version = 0
         self.connected = False
+        self.error: str | None = None  # why the last try to reach the controller failed
+        self._warned: str | None = None  # the reason last logged, until it connects
         self.synced = asyncio.Event()  # set after each applied answer (tests wait on it)
         self.on_change: Callable[[], None] = lambda: None
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         delay = RECONNECT_FIRST
+        failures = 0
         while True:
             target = self._locate()
             try:
@@ -112,11 +118,19 @@ class Watch:
                     raise ConnectionError("no controller.json: the controller is not running")
                 answer = await self._poll(session, target)
             except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
-                if self.connected:
+                failures += 1
+                self.error = str(e) or type(e).__name__
+                # said once per reason: when it was connected, else once the tries show
+                # it is no start-up race (a wrong --controller URL or token says so)
+                if self.error != self._warned and (self.connected or failures >= WARN_AFTER_TRIES):
+                    self._warned = self.error
                     log.warning(
-                        "controller unreachable (%s): serving the last table (%d endpoints)",
-                        e or type(e).__name__,
+                        "controller unreachable at %s (%s): serving the last table "
+                        "(%d endpoints); retrying every %g s",
+                        "?" if target is None else target[0],
+                        self.error,
                         len(self.endpoints.routers),
+                        RECONNECT_CAP,
                     )
                 self.connected = False
                 await asyncio.sleep(delay)
@@ -127,7 +141,8 @@ class Watch:
             if not self.connected:
                 log.info("routing watch connected (%s): version %s", target[0], answer["version"])
             self.connected = True
-            delay = RECONNECT_FIRST
+            self.error = self._warned = None
+            delay, failures = RECONNECT_FIRST, 0
             try:
                 await self.endpoints.apply(answer)
                 self.epoch, self.version = str(answer["epoch"]), int(answer["version"])
@@ -263,6 +278,7 @@ async def serve(
         return {
             "ready": from_cache or watch.synced.is_set(),
             "controller": watch.connected,
+            "controller_error": watch.error,
             "endpoints": endpoints.ports,
             "errors": dict(endpoints.errors),
         }

@@ -14,8 +14,9 @@ The rules, per service and version:
   launch refused for a reason other than capacity). PREEMPTED and capacity
   errors are the cloud's doing: placement moves away from the location
   (``location_states``), they do not count here.
-- ``streak``: failures since a replica of the version last became READY.
-  Relaunches wait ``backoff(rounds)`` after the last failure, where a round is
+- ``streak``: failures since a replica of the version was last READY for
+  :data:`STABLE_SECONDS` (a replica that crashes sooner after its first good
+  probe is a crash loop, not a recovery: the waits keep growing). Relaunches wait ``backoff(rounds)`` after the last failure, where a round is
   one replica target's worth of failures: the first round relaunches at once
   (one crash is not a pattern), then 10 s, 20 s, 40 s ... up to 10 minutes.
 - A version none of whose replicas was ever READY is given up: at once when
@@ -48,12 +49,13 @@ from policies.model import (
     ServiceObservation,
     Terminate,
 )
-from skyctl.lifecycle import FAILURES, EndReason
+from skyctl.lifecycle import FAILURES, EndReason, ReplicaStatus
 
 STATE_KEY = "failures"
 GIVE_UP_ROUNDS = 3  # rounds of failures, with none ever READY, before a version is given up
 BASE_BACKOFF = 10.0  # seconds: the wait after the second round of failures
 MAX_BACKOFF = 600.0
+STABLE_SECONDS = 60.0  # READY this long resets a version's streak (one crashing sooner: a loop)
 HOUR = 3600.0
 LOSS_CREDIT = 2  # launches allowed per spot loss: its replacement and an on-demand cover
 _LOSSES = frozenset({LocationEventKind.NOTICE, LocationEventKind.PREEMPTED})
@@ -124,15 +126,22 @@ def record(
             {"streak": 0, "ever_ready": False, "last_ready_at": None, "hold_until": 0.0},
         )
 
-    for r in obs.replicas:  # readiness first: a replica that made it resets the streak
+    for r in obs.replicas:  # readiness first: a replica that made it may reset the streak
         if r.ready_at is None:
             continue
         e = entry(r.version)
         if e["last_ready_at"] is None or r.ready_at > e["last_ready_at"]:
-            e.update(streak=0, ever_ready=True, last_ready_at=r.ready_at, hold_until=0.0)
+            e.update(ever_ready=True, last_ready_at=r.ready_at)
             if failed is not None and failed.get("version") == r.version:
                 notes.append(f"version {r.version}: a replica became READY; launching again")
                 failed = None
+        stable = e.get("stable_ready_at")
+        if (
+            r.status is ReplicaStatus.READY
+            and now - r.ready_at >= STABLE_SECONDS
+            and (stable is None or r.ready_at > stable)
+        ):  # READY for a while: the version works, its failures so far are forgiven
+            e.update(streak=0, hold_until=0.0, stable_ready_at=r.ready_at)
 
     ends = list(obs.ended) + [
         ReplicaEnded(t.replica_id, _version_of(obs, t.replica_id), t.reason, now, detail=t.detail)

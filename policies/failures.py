@@ -16,9 +16,10 @@ The rules, per service and version:
   (``location_states``), they do not count here.
 - ``streak``: failures since a replica of the version was last READY for
   :data:`STABLE_SECONDS` (a replica that crashes sooner after its first good
-  probe is a crash loop, not a recovery: the waits keep growing). Relaunches wait ``backoff(rounds)`` after the last failure, where a round is
-  one replica target's worth of failures: the first round relaunches at once
-  (one crash is not a pattern), then 10 s, 20 s, 40 s ... up to 10 minutes.
+  probe is a crash loop, not a recovery: the waits keep growing). Relaunches
+  wait ``backoff(rounds)`` after the last failure, where a round is one replica
+  target's worth of failures: the first round relaunches at once (one crash is
+  not a pattern), then 10 s, 20 s, 40 s ... up to 10 minutes.
 - A version none of whose replicas was ever READY is given up: at once when
   a replica's setup or run command exits (a user bug, as SkyServe treats it:
   one FAILED row, nothing relaunched), else after ``GIVE_UP_ROUNDS`` rounds of

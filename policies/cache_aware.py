@@ -100,9 +100,10 @@ DEFAULT_AVERAGE_SECONDS: Final = 10.0
 # (benchmarks/llm_routing, tuning seeds 1 and 2 at 70%: 1, 2 and 3 tried; 3 changed nothing
 # on few-shot and 8 replicas and was 1.6 ms slower on agents on 4; docs/router.md)
 HOLDER_ROOM: Final = 2.0
-DEFAULT_MAX_ENTRIES: Final = 200_000  # (block, replica) pairs remembered: ~30 MB at most
+# (block, replica) pairs remembered: 71 MB at most (benchmarks/llm_routing/index_memory.py)
+DEFAULT_MAX_ENTRIES: Final = 200_000
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
-# vLLM's gpu_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
+# vLLM's kv_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
 # use by running requests, so a new one waits for blocks or preempts one (recomputed later)
 KV_FULL: Final = 0.9
 

@@ -28,3 +28,12 @@ def test_bad_arguments_are_one_line_errors_before_any_run(
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert named in line and "Traceback" not in err
+
+
+def test_the_index_memory_figure_is_measured_at_the_bound() -> None:
+    """``python -m benchmarks.llm_routing.index_memory`` (docs/spec.md's bytes per pair):
+    the index it fills holds exactly its bound, however much more it was sent."""
+    from benchmarks.llm_routing.index_memory import measure
+
+    pairs, used = measure(2, entries=3000)
+    assert pairs == 3000 and 3000 * 50 < used < 3000 * 2000

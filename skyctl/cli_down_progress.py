@@ -67,7 +67,10 @@ class DownProgress:
             self._redraw()
         elif self._shown.get(name) != left:
             self._shown[name] = left
-            click.echo(f"  {name}: {len(replicas)} replica(s) still terminating ({left})")
+            if replicas:
+                click.echo(f"  {name}: {len(replicas)} replica(s) still terminating ({left})")
+            else:  # it printed "0 replica(s) still terminating (none)"
+                click.echo(f"  {name}: no replica left; releasing resources")
 
     def done(self, name: str, ok: bool, message: str = "") -> None:
         """``name`` is gone from the store (``ok``: and confirmed); ``message`` its final

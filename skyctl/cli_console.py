@@ -23,6 +23,8 @@ def console(ctx: click.Context, no_browser: bool) -> None:
     \b
     Prints an address carrying a login token (exchanged for a read-only cookie
     on first visit) and opens it in a browser where there is one.
+
+    \b
     Examples:
       skyctl console
       skyctl console --no-browser   # e.g. over ssh -L

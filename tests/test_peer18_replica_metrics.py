@@ -4,9 +4,13 @@ pages that come in pieces, are large, malformed, hang, or use vLLM's current nam
 from __future__ import annotations
 
 import asyncio
+import ssl
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 
 from policies import cache_aware as ca
@@ -14,6 +18,7 @@ from skyctl.router.replica_load import parse
 from tests.helpers.waiting import eventually
 from tests.test_router_cache_aware import CHAT, cache_section, post, turn
 from tests.test_router_helpers import FakeReplica, Harness, harness
+from tests.test_router_tls import write_cert
 
 __all__ = ["harness"]  # the fixture, used by name
 
@@ -135,3 +140,33 @@ async def test_a_published_load_beyond_floats_still_routes(
     await eventually(lambda: poller.rounds == 1, "a round")
     for conversation in range(3):
         assert (await post(harness, url + CHAT, turn(conversation, 0)))[0] == 200
+
+
+@pytest.mark.parametrize("updated", [False, True])
+async def test_https_replicas_metrics_are_polled_trusting_the_replica_ca_file(
+    harness: Harness, tmp_path: Path, updated: bool
+) -> None:
+    """``router.replica_ca_file`` is what https replicas are verified against: the
+    metrics polls too (they used the system CAs, failed, and the published load was
+    silently never used)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    replica_tls = write_cert(ca, tmp_path, "replica")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(replica_tls.certfile, replica_tls.keyfile)
+    pages: dict[int, Any] = {1: "vllm:num_requests_running 7\n"}
+    one = await harness.replica(1, behaviour=vllm(pages), ssl_context=context)
+    sec = cache_section(replica_metrics_seconds=5.0)
+    sec = replace(sec, router=replace(sec.router, replica_ca_file=str(ca_file)))
+    if updated:  # turned on by serve update in a running router
+        plain = replace(sec, load_balancing_policy="least_load")
+        router, url = await harness.router([one.backend], plain)
+        router.reconfigure(sec)
+    else:
+        router, url = await harness.router([one.backend], sec)
+    assert router._affinity is not None and router._affinity.poller is not None
+    poller = router._affinity.poller
+    await eventually(lambda: poller.rounds == 1, "a round")
+    assert poller.load(1, 0.0) == 7.0
+    assert (await post(harness, url + CHAT, turn(1, 0))) == (200, "replica-1")

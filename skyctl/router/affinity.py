@@ -39,6 +39,7 @@ and the index's evictions.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable, Sequence
 
 from policies import cache_aware, routing
@@ -103,18 +104,25 @@ class Affinity:
         )
         self.poller: ReplicaLoad | None = None
         self._targets: Callable[[], Sequence[tuple[int, str]]] | None = None
+        self._ssl: ssl.SSLContext | None = None
         self.keyed = 0  # requests that had a key
         # requests by what the ranking did for them (policies.cache_aware.outcome)
         self.outcomes = dict.fromkeys(
             (cache_aware.HIT, cache_aware.MISS, cache_aware.OVERFLOW, cache_aware.UNKEYED), 0
         )
 
-    def start_polling(self, targets: Callable[[], Sequence[tuple[int, str]]]) -> None:
-        """Poll the replicas' metrics if ``replica_metrics_seconds`` is set (in a running loop)."""
+    def start_polling(
+        self,
+        targets: Callable[[], Sequence[tuple[int, str]]],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Poll the replicas' metrics if ``replica_metrics_seconds`` is set (in a running
+        loop); ``ssl_context`` verifies https replicas (the router's, for ``replica_ca_file``)."""
         self._targets = targets
+        self._ssl = ssl_context
         period = self.options.replica_metrics_seconds
         if period is not None and self.poller is None:
-            self.poller = ReplicaLoad(period, self.clock, targets)
+            self.poller = ReplicaLoad(period, self.clock, targets, ssl_context=ssl_context)
             self.poller.start()
 
     async def stop_polling(self) -> None:
@@ -134,7 +142,7 @@ class Affinity:
             self.close()
             self.options = options
             if self._targets is not None:
-                self.start_polling(self._targets)
+                self.start_polling(self._targets, self._ssl)
         self.index.max_entries = max(1, options.max_prefixes)
         self.index.ttl = options.ttl_seconds
         self.options = options
@@ -242,6 +250,7 @@ def for_policy(
     options: CacheAware,
     clock: Clock,
     targets: Callable[[], Sequence[tuple[int, str]]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Affinity | None:
     """The router's :class:`Affinity` for ``policy`` (None unless ``cache_aware``):
     ``current`` reconfigured, or a new one (polling ``targets`` at once when given:
@@ -255,5 +264,5 @@ def for_policy(
         return current
     fresh = Affinity(options, clock)
     if targets is not None:
-        fresh.start_polling(targets)
+        fresh.start_polling(targets, ssl_context)
     return fresh

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from collections.abc import Callable, Sequence
 
 import aiohttp
@@ -80,9 +81,13 @@ class ReplicaLoad:
         clock: Clock,
         targets: Callable[[], Sequence[tuple[int, str]]],
         path: str = "/metrics",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``targets``: the routable replicas as (replica id, base URL), asked each round."""
+        """``targets``: the routable replicas as (replica id, base URL), asked each round;
+        ``ssl_context``: how https replicas are verified (the router's, from
+        ``router.replica_ca_file``; None: the system's CAs)."""
         self.period = period
+        self._ssl = ssl_context
         self.samples: dict[int, Sample] = {}
         self._clock = clock
         self._targets = targets
@@ -124,7 +129,8 @@ class ReplicaLoad:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(0.1, min(2.0, self.period)))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 targets = list(self._targets())
                 current = {rid for rid, _ in targets}

@@ -162,7 +162,7 @@ class Router:
         self._front = front
         self._upstream.pool.retain({s.origin for s in self._replicas})
         if self._affinity is not None:
-            self._affinity.start_polling(self._poll_targets)
+            self._affinity.start_polling(self._poll_targets, replica_ssl)
         return self._port
 
     def _poll_targets(self) -> list[tuple[int, str]]:
@@ -264,7 +264,11 @@ class Router:
         self._policy = routing.check_policy(section.load_balancing_policy)
         targets = self._poll_targets if self._front is not None else None
         options = section.router.cache_aware
-        self._affinity = for_policy(self._affinity, self._policy, options, self._clock, targets)
+        upstream = self._upstream  # its context verifies https replicas: the polls' too
+        replica_ssl = upstream.pool.replica_ssl() if upstream is not None else None
+        self._affinity = for_policy(
+            self._affinity, self._policy, options, self._clock, targets, replica_ssl
+        )
         self._metrics_path = _metrics_path(section)
         # what a target the router may answer itself starts with (one C call per request)
         self._own_prefixes = (_LOCAL_PREFIX, self._metrics_path or _LOCAL_PREFIX)

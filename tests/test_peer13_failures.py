@@ -1,4 +1,4 @@
-"""Peer review of issue 13's failure discipline: odd but legal failure patterns.
+"""Peer review of issue 13: odd but legal failure patterns, and what they leave in the log.
 
 A replica that passes its probe and then crashes within seconds, again and
 again, is a crash loop: its relaunches back off as a never-ready one's do (the
@@ -7,13 +7,23 @@ than going at once until the hourly cap and then leaving the service with no
 replica for the rest of the hour. A replica that served for a while before it
 broke is still replaced at once. Driven through the real plan() in virtual time
 (the scripted world of tests/test_policies_failures.py).
+
+A condition a plan notes tick after tick (no on-demand offering while every
+location's breaker is open) is one event per spell, not one per tick: the
+event log is bounded and must keep the launch failures that explain it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from policies import failures
+from tests.fakes.memory_provider import ZONES
+from tests.test_controller import FIXED, Harness
 from tests.test_policies_failures import Scripted, World
 from tests.test_policies_support import make_spec
 
@@ -42,3 +52,26 @@ def test_a_replica_that_served_for_minutes_before_it_crashed_is_replaced_at_once
     w.run(1800.0)
     assert len(w.launches) >= 6
     assert max(gaps(w)) <= 302.0  # each crash: a relaunch at the next tick, no backoff
+
+
+# --------------------------------------------------------------- the controller
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.close()
+
+
+async def test_a_plan_note_that_holds_tick_after_tick_is_logged_once_not_every_tick(
+    h: Harness,
+) -> None:
+    # every location answers 503: the breakers open, no on-demand offering is left,
+    # and every plan says so; the event log (bounded) must not fill with that line
+    h.provider.sick = set(ZONES)
+    await h.controller.create_service(FIXED.format(name="sick", replicas=1), None)
+    await h.until(lambda: any("breaker" in e.kind for e in h.store.events("sick")))
+    for _ in range(120):
+        await h.clock.advance(1.0)
+    notes = [e for e in h.store.events("sick", limit=1000) if "no on-demand offering" in e.message]
+    assert 1 <= len(notes) <= 10, len(notes)  # once per spell, not once per tick

@@ -225,8 +225,10 @@ class Reconciler:
         if _json(policy_state) != _json(rt.policy_state):
             tx().set_policy_state(name, policy_state)
             rt.policy_state = json.loads(_json(policy_state))
-        for note in plan.notes:
-            tx().add_event(name, "plan", note, now=now)
+        for note in plan.notes:  # a note the previous plan made too is not news
+            if note not in rt.notes:
+                tx().add_event(name, "plan", note, now=now)
+        rt.notes = frozenset(plan.notes)
         rt.plan_summary = {
             "policy": policy_for(spec),
             "target": plan.target,

@@ -57,6 +57,9 @@ class ServiceRuntime:
     next_at: float | None = None  # the plan held launches back until then: tick then
     clouds: set[str] | None = None  # where its live replicas were at the last tick
     update_mode: str = "rolling"  # the current version's (serve update --mode)
+    # the last plan's notes: one the next plan repeats (a condition that holds,
+    # "no on-demand offering") is logged once, not every tick
+    notes: frozenset[str] = frozenset()
     # replicas a launch task recorded an outcome for since the tick began: the
     # tick's instance listing may predate it, so it does not judge them
     touched: set[int] = field(default_factory=set)

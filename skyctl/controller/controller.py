@@ -431,7 +431,11 @@ class Controller:
             await self._ensure_runtime(svc)
         except (SkyctlError, OSError) as e:  # a taken port, a TLS file that is not there
             self.store.delete_service(name)
-            raise ConfigError(f"service {name!r}: cannot open its endpoint: {e}") from None
+            why = str(e)
+            if isinstance(e, OSError):  # it said only "[Errno 98] Address already in use"
+                router = spec.service.router
+                why = f"{router.host}:{router.port} (service.router.port): {e.strerror or e}"
+            raise ConfigError(f"service {name!r}: cannot open its endpoint: {why}") from None
         self.store.add_event(
             name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
         )

@@ -75,3 +75,17 @@ async def test_a_plan_note_that_holds_tick_after_tick_is_logged_once_not_every_t
         await h.clock.advance(1.0)
     notes = [e for e in h.store.events("sick", limit=1000) if "no on-demand offering" in e.message]
     assert 1 <= len(notes) <= 10, len(notes)  # once per spell, not once per tick
+
+
+async def test_launches_that_keep_failing_are_the_services_last_error_until_one_lands(
+    h: Harness,
+) -> None:
+    # every launch answered 503: REPLICA_INIT with an empty last error told the user
+    # nothing (`serve up` printed no `last error` line, then timed out)
+    h.provider.sick = set(ZONES)
+    await h.controller.create_service(FIXED.format(name="sick", replicas=1), None)
+    await h.until(lambda: "503" in h.controller.describe("sick")["last_error"])
+    assert "launch failed" in h.controller.describe("sick")["last_error"]
+    h.provider.sick = set()  # the cloud recovers: a launch lands and the error goes
+    await h.until(lambda: h.controller.describe("sick")["ready_replicas"] == 1, seconds=1200)
+    assert h.controller.describe("sick")["last_error"] == ""

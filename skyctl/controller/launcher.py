@@ -170,6 +170,9 @@ class Launcher:
             return
         self.breakers.success(r.location)
         self.actuator.forget(name, key)
+        if rt.launch_error and rt.last_error == rt.launch_error:
+            rt.last_error = ""  # a launch landed: the launch failures are over
+        rt.launch_error = ""
         if r.spot:
             rt.events.append(
                 LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())
@@ -211,6 +214,9 @@ class Launcher:
             self.store.update_replica(name, r.replica_id, now=now, status=S.TERMINATED)
             self.store.add_event(name, "launch_failed", detail, now=now, replica_id=r.replica_id)
             return
+        # the service's last error until a launch lands (capacity, a failing API
+        # included: with every launch refused the service would say nothing)
+        rt.last_error = rt.launch_error = f"replica {r.replica_id}: launch failed: {line}"
         with self.store.transaction():
             self.store.update_replica(
                 name,

@@ -48,6 +48,7 @@ class ServiceRuntime:
     # when the cloud answers again, and last_error with it
     unusable: dict[str, str] = field(default_factory=dict)
     tick_error: str = ""  # the last tick failure logged (a repeat is not logged again)
+    launch_error: str = ""  # the last launch failure: last_error until a launch lands
     quiet: bool = False  # the last tick found nothing to do (ticked less often)
     # the store's placement and policy state as last read or written (only this
     # controller writes them), so an unchanged plan writes nothing

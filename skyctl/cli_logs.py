@@ -234,6 +234,8 @@ def _reattach(p: Paths, name: str, error: ControllerUnreachable) -> ControllerCl
 
     Raises ``error`` when the service is still stored but no controller answers
     within ``REATTACH_SECONDS`` (nothing restarted it: ``serve status`` does)."""
+    if name not in stored_services(p):  # `serve down` of the last service: said as gone
+        return None
     click.echo(f"(the controller went away: {error}; waiting for it)", err=True)
     deadline = time.monotonic() + REATTACH_SECONDS
     pause = 0.25

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import zlib
 from typing import Any
 
@@ -27,6 +28,8 @@ from aiohttp import web
 
 from benchmarks.llm_routing.engine import Job, Model, Replica
 from benchmarks.llm_routing.workloads import ROLE_TOKENS
+
+MAX_TOKENS = 32_768  # an answer's tokens at most (a model's context, not the memory's)
 
 
 def tokens_of(text: str) -> list[int]:
@@ -117,10 +120,11 @@ class SimServer:
             doc = await request.json()
             tokens = prompt_tokens(doc)
             count = int(doc.get("max_tokens") or 16)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, OverflowError):
             return web.json_response({"error": "expected an OpenAI JSON request"}, status=400)
-        if not tokens or count < 1:
-            return web.json_response({"error": "empty prompt or max_tokens < 1"}, status=400)
+        if not tokens or not 1 <= count <= MAX_TOKENS:
+            error = f"empty prompt, or max_tokens not within 1 to {MAX_TOKENS}"
+            return web.json_response({"error": error}, status=400)
         seed = zlib.crc32(json.dumps(tokens[-8:]).encode())
         answer = [10 + (seed + 7919 * i) % 49_990 for i in range(count)]
         job = Job(tokens, answer, self._clock)
@@ -179,10 +183,24 @@ async def _serve(args: argparse.Namespace) -> None:
     await asyncio.Event().wait()
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.llm_routing.server", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     parser.add_argument("--replica-id", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=0.01)
-    asyncio.run(_serve(parser.parse_args()))
+    parser.add_argument("--time-scale", type=float, default=0.01, help="real s per virtual s")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0 to 65535 (0: a free one), got {args.port}")
+    if not math.isfinite(args.time_scale) or args.time_scale < 0:
+        parser.error(f"--time-scale must be a finite number >= 0, got {args.time_scale:g}")
+    try:
+        asyncio.run(_serve(args))
+    except OSError as exc:  # the address: taken, or a host that does not resolve
+        parser.exit(1, f"{parser.prog}: cannot listen on {args.host}:{args.port}: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -59,7 +59,7 @@ from skyctl.router.http1 import (
 from skyctl.router.request import Exchange, Request
 
 if TYPE_CHECKING:
-    from skyctl.router.listener import FrontServer
+    from skyctl.router.listener import FrontServer, TLSProtocol
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,18 @@ class Connection:
         self._head_only = False
         self._http11 = True
         self._writer = self._write_now  # bound once, not per response
+        self._handshake: asyncio.Future[None] | None = None  # TLS, until it is done
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._handshake is not None:  # TLS: the handshake is done, this is its transport
+            self.transport = cast(asyncio.Transport, transport)
+            return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         server = self._server
         if len(server.connections) >= server.max_connections:
-            self._close_after = True
-            self.send_json(503, {"error": "too many connections"})
-            self.close()  # stops reading at once: no data_received follows
+            self._refuse(b"too many connections")
             return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
@@ -123,12 +125,48 @@ class Connection:
             per_client = server.per_client
             count = per_client.get(remote, 0)
             if count >= server.max_connections_per_client:  # one client cannot take them all
-                self._close_after = True
-                self.send_json(503, {"error": "too many connections from this client"})
-                self.close()
+                self._refuse(b"too many connections from this client")
                 return
             per_client[remote] = count + 1
         server.connections.add(self)
+        if server.tls is not None:
+            self._shake_hands(self.transport, server.tls)
+
+    def _refuse(self, why: bytes) -> None:
+        """Over a connection limit: 503 and close (a TLS connection, before its
+        handshake, is closed: a plain answer would mean nothing to the client)."""
+        if self._server.ssl_context is None:
+            self._close_after = True
+            self.send_json(503, {"error": why.decode()})
+        self.close()  # stops reading at once: no data_received follows
+
+    def _shake_hands(self, transport: asyncio.Transport, tls: TLSProtocol) -> None:
+        """TLS over the accepted connection, which counts towards the limits from its
+        accept on: a server made with ``ssl=`` calls its protocol only once the
+        handshake is done, leaving connections that never finish one uncounted
+        for the whole handshake timeout. As that server does, the loop's own
+        SSLProtocol takes the raw transport (before it starts reading) and calls
+        :meth:`connection_made` again with the TLS transport when done."""
+        server = self._server
+        waiter = self._handshake = self._loop.create_future()
+        waiter.add_done_callback(self._handshake_done)
+        protocol = tls.make(
+            self._loop,
+            self,
+            server.ssl_context,
+            waiter,
+            server_side=True,
+            server_hostname=None,
+            ssl_handshake_timeout=server.head_timeout,
+        )
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        self._handshake = None
+        if waiter.cancelled() or waiter.exception() is not None:  # failed, timed out, cut
+            self.closed = True
+            self._forget()
 
     def data_received(self, data: bytes) -> None:
         framer = self._framer
@@ -590,3 +628,4 @@ class Connection:
     @property
     def busy(self) -> bool:
         return self._current is not None
+

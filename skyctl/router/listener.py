@@ -25,6 +25,19 @@ from skyctl.router.request import FastHandler, Handler
 REUSE_PORT_ENV = "SKYCTL_ROUTER_REUSE_PORT"
 
 
+class TLSProtocol:
+    """The event loop's own SSLProtocol class (uvloop's, else asyncio's): what a
+    server made with ``ssl=`` wraps each connection in, which the front applies
+    itself once it has counted the connection (``Connection._shake_hands``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if type(loop).__module__.startswith("uvloop"):
+            from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
+        else:
+            from asyncio.sslproto import SSLProtocol
+        self.make: Callable[..., Any] = SSLProtocol
+
+
 class FrontServer:
     """Listens and runs :class:`Connection` protocols (see the module docstring)."""
 
@@ -62,6 +75,7 @@ class FrontServer:
         self.max_connections_per_client = max_connections_per_client
         self.per_client: dict[bytes, int] = {}  # open connections by client address
         self.ssl_context = ssl_context
+        self.tls: TLSProtocol | None = None  # set by start() with ssl_context
         self.connections: set[Connection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
@@ -82,9 +96,9 @@ class FrontServer:
     async def start(self, host: str, port: int) -> int:
         self.loop = asyncio.get_running_loop()
         self.draining = False
-        tls: dict[str, Any] = {}
-        if self.ssl_context is not None:  # a slow handshake is cut like a slow head
-            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.head_timeout}
+        self.tls = None if self.ssl_context is None else TLSProtocol(self.loop)
+        # with ssl_context, each connection starts its own TLS once accepted and
+        # counted (Connection._shake_hands; a slow handshake is cut like a slow head)
         self._server = await self.loop.create_server(
             cast(Callable[[], asyncio.Protocol], lambda: Connection(self)),
             host,
@@ -92,7 +106,6 @@ class FrontServer:
             reuse_address=True,
             reuse_port=os.environ.get(REUSE_PORT_ENV) == "1" or None,
             backlog=1024,
-            **tls,
         )
         self.rearm()
         # Any: uvloop's Server.sockets is a list where asyncio's is a tuple (compiled

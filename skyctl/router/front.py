@@ -501,6 +501,12 @@ class Connection:
         else:
             size = len(body)
             framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
+        receiving = self._receiving
+        if receiving is not None and receiving is self._current:
+            # answered before its body came (a 401, a replica's early answer): the rest
+            # of the body is unread, so the connection closes; said, as RFC 9110
+            # section 10.1.1 asks (a client may have held the body for a 100-continue)
+            self._close_after = True
         if self._close_after:  # (self._head, inline: the hot path)
             connection = b"Connection: close\r\n"
         else:

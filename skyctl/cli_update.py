@@ -10,13 +10,14 @@ change and returns once every replica runs the new version and is READY.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
 from skyctl.cli_env import SECONDS, override_options, skypilot_flags
-from skyctl.client import ControllerClient, service_path, watched_service
+from skyctl.client import ControllerClient, ServiceWatch, service_path
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
 from skyctl.spec_yaml import service_name_problem
@@ -164,8 +165,10 @@ def rollout_line(svc: dict[str, Any], version: int) -> str:
 def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: float | None) -> None:
     start = time.monotonic()
     last = ""
+    say = partial(click.echo, err=True)
+    watch = ServiceWatch(client, name, f"rolling out version {version}", say)
     while True:
-        svc = watched_service(client, name, f"rolling out version {version}")
+        svc = watch.get()
         line = rollout_line(svc, version)
         if line != last:
             click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")

@@ -5,10 +5,11 @@ down meanwhile, or ``--timeout`` passes; scaled to zero, nothing to wait for).""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import click
 
-from skyctl.client import ControllerClient, watched_service
+from skyctl.client import ControllerClient, ServiceWatch
 from skyctl.errors import SkyctlError
 
 POLL_SECONDS = 1.0
@@ -19,8 +20,10 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
     cannot open, a take-down or ``timeout`` end it with a one-line error (exit 1)."""
     start = time.monotonic()
     last = said = ""
+    say = partial(click.echo, err=True)
+    watch = ServiceWatch(client, name, "waiting for a ready replica", say)
     while True:
-        svc = watched_service(client, name, "waiting for a ready replica")
+        svc = watch.get()
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
         counts: dict[str, int] = {}
         for r in live:

@@ -63,6 +63,52 @@ def watched_service(client: ControllerClient, name: str, waiting: str) -> dict[s
         ) from None
 
 
+class ServiceWatch:
+    """What ``serve up`` and ``serve update`` poll while they wait: the service, through
+    the controller that answers now. A controller that went away meanwhile (killed,
+    crashed) is found again (its supervisor's warm spare, or one started now, as ``serve
+    status`` does, while the store holds the service), at most ``REATTACH_TIMES`` times,
+    and the wait goes on: the roll-out or start goes on in the controller too."""
+
+    REATTACH_TIMES = 3
+
+    def __init__(
+        self, client: ControllerClient, name: str, waiting: str, note: Callable[[str], None]
+    ) -> None:
+        self.client, self.name, self.waiting, self.note = client, name, waiting, note
+        self.reattached = 0
+
+    def get(self) -> dict[str, Any]:
+        while True:
+            try:
+                return watched_service(self.client, self.name, self.waiting)
+            except ControllerUnreachable as gone:
+                self._reattach(gone)
+
+    def _reattach(self, gone: ControllerUnreachable) -> None:
+        p = self.paths
+        self.reattached += 1
+        if self.reattached > self.REATTACH_TIMES:
+            raise SkyctlError(
+                f"{gone}: it went away {self.REATTACH_TIMES} times while {self.waiting}; "
+                f"see {p.daemon_log} and `skyctl serve status {self.name}`"
+            ) from None
+        if self.name not in stored_services(p):
+            raise SkyctlError(
+                f"service {self.name} was taken down while {self.waiting} "
+                "(another `skyctl serve down`)"
+            ) from None
+        self.note(
+            f"The controller went away while {self.waiting}; waiting for it again "
+            f"(see {p.daemon_log})"
+        )
+        self.client = ControllerClient.ensure(p)
+
+    @property
+    def paths(self) -> Paths:
+        return self.client.paths
+
+
 def _live_controller_pid(p: Paths) -> int | None:
     """The pid ``controller.json`` names when that process still runs (it may not answer)."""
     try:

@@ -135,3 +135,22 @@ async def test_a_prefix_unused_for_ttl_seconds_of_the_routers_clock_is_forgotten
     await post(harness, url + CHAT, turn(1, 2))  # a minute past its last use: forgotten
     assert affinity.outcomes["hit"] == 1 and affinity.outcomes["miss"] == 2
     assert affinity.index.evicted > 0
+
+
+async def test_a_configured_session_header_and_json_path_key_other_apis(
+    harness: Harness,
+) -> None:
+    replicas = [await harness.replica(i, behaviour=echo_name) for i in (1, 2, 3, 4)]
+    router, url = await harness.router(
+        [r.backend for r in replicas],
+        cache_section(session_header="X-Conversation", json_path="inputs"),
+    )
+    tgi = {"inputs": SYSTEM + "Translate: hello", "parameters": {"max_new_tokens": 9}}
+    assert len({(await post(harness, url + "/generate", tgi))[1] for _ in range(4)}) == 1
+    by_header = {"X-Conversation": "c-42"}
+    names = {(await post(harness, url + "/other", headers=by_header))[1] for _ in range(4)}
+    assert len(names) == 1
+    default = {"X-Session-Id": "c-42"}  # not the configured header: by load
+    names = {(await post(harness, url + "/other", headers=default))[1] for _ in range(4)}
+    assert len(names) == 4
+    assert router._affinity is not None and router._affinity.keyed == 8

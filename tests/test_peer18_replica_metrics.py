@@ -54,9 +54,12 @@ def test_the_load_bound_of_loads_too_large_for_a_float_is_no_bound() -> None:
     assert ca.rank([0, 4, 0], [1e308, 1e308, 0.0], 4) == [1, 2, 0]  # the holder, then by load
 
 
-def vllm(pages: dict[int, Any], gate: asyncio.Event | None = None) -> Any:
+def vllm(
+    pages: dict[int, Any], gate: asyncio.Event | None = None, head_out: asyncio.Event | None = None
+) -> Any:
     """A replica answering ``pages[id]`` at /metrics: a string; or (head, tail), the
-    tail written once ``gate`` is set (a page arriving in pieces); or None: it hangs."""
+    tail written once ``gate`` is set (a page arriving in pieces; ``head_out`` is set
+    once the head is written); or None: it hangs."""
 
     async def behaviour(replica: FakeReplica, request: web.BaseRequest) -> web.StreamResponse:
         if request.path != "/metrics":
@@ -70,8 +73,8 @@ def vllm(pages: dict[int, Any], gate: asyncio.Event | None = None) -> Any:
         resp = web.StreamResponse()
         await resp.prepare(request)
         await resp.write(page[0].encode())
-        replica.finished += 1  # the head is out
-        assert gate is not None
+        assert gate is not None and head_out is not None
+        head_out.set()
         await gate.wait()
         await resp.write(page[1].encode())
         await resp.write_eof()
@@ -88,12 +91,12 @@ async def test_a_page_arriving_in_pieces_is_read_whole(harness: Harness) -> None
     pages: dict[int, Any] = {
         1: (HISTOGRAM[:cut], HISTOGRAM[cut:] + "vllm:num_requests_running 40\n")
     }
-    gate = asyncio.Event()
-    one = await harness.replica(1, behaviour=vllm(pages, gate))
+    gate, head_out = asyncio.Event(), asyncio.Event()
+    one = await harness.replica(1, behaviour=vllm(pages, gate, head_out))
     router, _ = await harness.router([one.backend], cache_section(replica_metrics_seconds=5.0))
     assert router._affinity is not None and router._affinity.poller is not None
     poller = router._affinity.poller
-    await eventually(lambda: one.finished == 1, "the page's first piece sent")
+    await eventually(head_out.is_set, "the page's first piece sent")
     gate.set()
     await eventually(lambda: poller.rounds == 1, "a round")
     assert poller.load(1, 0.0) == 40.0

@@ -124,7 +124,8 @@ def update(
         click.echo(f"Follow it with: skyctl serve status {name}")
         return
     try:
-        _wait_rolled(client, name, int(svc["version"]), timeout)
+        floor = spec.service.replica_policy.min_replicas
+        _wait_rolled(client, name, int(svc["version"]), timeout, floor)
     except KeyboardInterrupt:
         click.echo(
             f"\nStopped waiting. The update of {name} goes on in the controller.\n"
@@ -147,9 +148,10 @@ def _name_and_file(args: tuple[str, ...], name_option: str | None) -> tuple[str,
     )
 
 
-def rollout_line(svc: dict[str, Any], version: int) -> str:
+def rollout_line(svc: dict[str, Any], version: int, floor: int = 0) -> str:
     """``version 2: 1/2 ready; older versions: 1 left; serving 1, 2 (rolling)`` from a
-    status answer."""
+    status answer; out of the new version's replicas, or ``floor`` (its
+    ``min_replicas``) while fewer are launched (it showed ``0/0 ready``)."""
     live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
     new = [r for r in live if r["version"] == version]
     ready = sum(1 for r in new if r["status"] == "READY")
@@ -157,24 +159,29 @@ def rollout_line(svc: dict[str, Any], version: int) -> str:
     serving = ", ".join(map(str, svc.get("serving_versions") or [])) or "none"
     mode = svc.get("update_mode") or "rolling"
     return (
-        f"version {version}: {ready}/{len(new)} ready; older versions: {old} left; "
+        f"version {version}: {ready}/{max(len(new), floor)} ready; older versions: {old} left; "
         f"serving {serving} ({mode})"
     )
 
 
-def _wait_rolled(client: ControllerClient, name: str, version: int, timeout: float | None) -> None:
+def _wait_rolled(
+    client: ControllerClient, name: str, version: int, timeout: float | None, floor: int
+) -> None:
+    """Until every live replica runs ``version`` and is READY, and at least ``floor`` of
+    them (it returned at 2 of 3 when the poll came before the controller scaled up)."""
     start = time.monotonic()
     last = ""
     say = partial(click.echo, err=True)
     watch = ServiceWatch(client, name, f"rolling out version {version}", say)
     while True:
         svc = watch.get()
-        line = rollout_line(svc, version)
+        line = rollout_line(svc, version, floor)
         if line != last:
             click.echo(f"[{time.monotonic() - start:5.0f}s] {line}")
             last = line
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
-        if live and all(r["version"] == version and r["status"] == "READY" for r in live):
+        rolled = all(r["version"] == version and r["status"] == "READY" for r in live)
+        if live and rolled and len(live) >= floor:
             click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
             return
         if svc["version"] != version:  # another update replaced this one

@@ -1,6 +1,6 @@
 """cache_aware and request bodies, as a peer would check them through the real router:
 uploads the router must stream (never buffered whole, even keyed and raced), bodies in
-encodings or shapes it must not misread, and replicas joining."""
+encodings or shapes it must not misread, replicas joining, configured keys, retries."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from policies import cache_aware as ca
 from tests.test_router_cache_aware import CHAT, SYSTEM, cache_section, echo_name, post, turn
-from tests.test_router_helpers import FakeReplica, Harness, harness
+from tests.test_router_helpers import FakeReplica, Harness, harness, refused_backend
 
 __all__ = ["harness"]  # the fixture, used by name
 
@@ -154,3 +155,23 @@ async def test_a_configured_session_header_and_json_path_key_other_apis(
     names = {(await post(harness, url + "/other", headers=default))[1] for _ in range(4)}
     assert len(names) == 4
     assert router._affinity is not None and router._affinity.keyed == 8
+
+
+async def test_a_retry_after_a_refused_connection_goes_to_the_next_best_holder(
+    harness: Harness,
+) -> None:
+    """Not raced: the one copy's retry goes down the prefix's order too, to the replica
+    holding the next longest match, not to the least loaded one."""
+    others = [await harness.replica(i, behaviour=echo_name) for i in (2, 3, 4)]
+    sec = cache_section()
+    sec = replace(sec, router=replace(sec.router, retries=1))
+    backends = [refused_backend(1)] + [o.backend for o in others]
+    router, url = await harness.router(backends, sec)
+    doc = turn(5, 1)
+    keys = ca.block_keys(ca.prompt_bytes(CHAT, json.dumps(doc).encode()) or b"")
+    assert router._affinity is not None
+    now = harness.clock.now()
+    router._affinity.index.record(keys, 1, now)  # the home, whose port is closed
+    router._affinity.index.record(keys[: len(keys) // 2], 3, now)  # half of it
+    assert await post(harness, url + CHAT, doc) == (200, "replica-3")
+    assert [o.hits for o in others] == [0, 1, 0]

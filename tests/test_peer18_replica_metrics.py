@@ -14,7 +14,7 @@ import trustme
 from aiohttp import web
 
 from policies import cache_aware as ca
-from skyctl.router.replica_load import parse
+from skyctl.router.replica_load import MAX_BYTES, parse
 from tests.helpers.waiting import eventually
 from tests.test_router_cache_aware import CHAT, cache_section, post, turn
 from tests.test_router_helpers import FakeReplica, Harness, harness
@@ -106,14 +106,17 @@ async def test_malformed_or_hanging_pages_leave_requests_to_in_flight_counts(
     harness: Harness,
 ) -> None:
     """+Inf (a broken exporter) crashed every cache_aware request while it was fresh;
-    a page that hangs costs its round a timeout, not the requests."""
+    a page that hangs costs its round a timeout, not the requests; a page over 1 MiB
+    is not read."""
     pages: dict[int, Any] = {
         1: "vllm:num_requests_running +Inf\n",
         2: "vllm:num_requests_running NaN\nvllm:num_requests_waiting {{{\n",
         3: None,
         4: "vllm:num_requests_running 0\n",
+        5: "vllm:num_requests_running 0\n" + HISTOGRAM * 6,
     }
-    replicas = [await harness.replica(i, behaviour=vllm(pages)) for i in (1, 2, 3, 4)]
+    assert len(pages[5]) > MAX_BYTES
+    replicas = [await harness.replica(i, behaviour=vllm(pages)) for i in (1, 2, 3, 4, 5)]
     router, url = await harness.router(
         [r.backend for r in replicas], cache_section(replica_metrics_seconds=0.2)
     )
@@ -121,10 +124,10 @@ async def test_malformed_or_hanging_pages_leave_requests_to_in_flight_counts(
     poller = router._affinity.poller
     await eventually(lambda: poller.rounds == 1, "a round past the hanging page")
     assert set(poller.samples) == {4}
-    for conversation in range(8):
+    for conversation in range(10):
         assert (await post(harness, url + CHAT, turn(conversation, 0)))[0] == 200
     served = [sum(s.path == CHAT for s in r.seen) for r in replicas]
-    assert served == [2, 2, 2, 2]  # idle replicas: by load, ties rotating
+    assert served == [2, 2, 2, 2, 2]  # idle replicas: by load, ties rotating
 
 
 @pytest.mark.parametrize("pages", [{1: "+Inf", 2: "0"}, {1: "1e308", 2: "1e308"}])

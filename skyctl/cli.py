@@ -48,7 +48,7 @@ from skyctl.client import (
     stored_services,
 )
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ConfigError, ServiceNotFound, SpecError, StoreError
+from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
 from skyctl.secrets import api_keys_from_environment, redact
 from skyctl.spec import ServiceSpec
 from skyctl.spec_files import anchor_workdir, check_files, check_ports, spec_notes
@@ -216,21 +216,28 @@ def up(
     spec, (envs, secrets) = _load(file, kw, ctx)
     target = name or spec.name or ""
     sent = submitted = False  # the request may have reached the controller / it did
+    home = _home(ctx)
+    fresh = supervisor.running_pid(home) is None  # the controller is started for this one
     try:
-        client = ControllerClient.ensure(_home(ctx), progress=click.echo)
+        client = ControllerClient.ensure(home, progress=click.echo)
         sent = True
-        svc = client.call(
-            "POST",
-            "/v1/services",
-            {
-                "yaml": spec.yaml_text,
-                "source": str(Path(file).resolve()),
-                "name": name,
-                "envs": envs,
-                "secrets": secrets,
-                "api_keys": api_keys_from_environment(spec),
-            },
-        )
+        try:
+            svc = client.call(
+                "POST",
+                "/v1/services",
+                {
+                    "yaml": spec.yaml_text,
+                    "source": str(Path(file).resolve()),
+                    "name": name,
+                    "envs": envs,
+                    "secrets": secrets,
+                    "api_keys": api_keys_from_environment(spec),
+                },
+            )
+        except SkyctlError:  # refused (its port taken): stop what was started for it alone
+            if fresh and not stored_services(home):
+                stop_supervisor(home)  # it kept running, with no service, until stopped
+            raise
         target, submitted = svc["name"], True
         click.echo(f"Service {svc['name']}: endpoint {svc['endpoint']}")
         for warning in svc.get("warnings") or ():

@@ -40,6 +40,7 @@ def test_a_port_another_program_holds_is_named_with_its_key(
         try:
             up = _skyctl(skyctl_home, "serve", "up", str(spec))
             status = _skyctl(skyctl_home, "serve", "status", "--json")
+            stop = _skyctl(skyctl_home, "controller", "stop", "--all")
         finally:
             _skyctl(skyctl_home, "controller", "stop", "--all")
     assert up.returncode == 2, up
@@ -48,3 +49,6 @@ def test_a_port_another_program_holds_is_named_with_its_key(
         "(service.router.port): Address already in use"
     ]
     assert status.stdout.strip() == "[]"
+    # the controller this `serve up` started for it is gone with the refusal (it kept
+    # running, serving nothing, until `controller stop --all`)
+    assert stop.stdout.strip() == "No controller is running.", stop

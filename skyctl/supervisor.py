@@ -97,8 +97,9 @@ def running_pid(p: Paths) -> int | None:
 UNKNOWN = 256  # the "exit status" of an adopted process (not our child: not knowable)
 
 
-def running_module(info: Path, module: str, home: Path) -> int | None:
-    """The pid ``info`` names if that process runs ``python -m module`` for ``home``."""
+def running_command(info: Path, module: str, home: Path) -> tuple[int, list[str]] | None:
+    """The pid ``info`` names and its command line, if that process runs
+    ``python -m module`` for ``home``."""
     try:
         pid = int(json.loads(info.read_text())["pid"])
         args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -107,7 +108,31 @@ def running_module(info: Path, module: str, home: Path) -> int | None:
         return None
     if pid == os.getpid() or state == "Z" or module not in args or str(home) not in args:
         return None
-    return pid
+    return pid, [a for a in args if a]
+
+
+def running_module(info: Path, module: str, home: Path) -> int | None:
+    """The pid ``info`` names if that process runs ``python -m module`` for ``home``."""
+    found = running_command(info, module, home)
+    return None if found is None else found[0]
+
+
+def options(args: list[str], module: str) -> list[str]:
+    """What follows ``module`` on a command line (its options)."""
+    return args[args.index(module) + 1 :] if module in args else []
+
+
+async def terminate(pid: int, name: str) -> None:
+    """SIGTERM a process that is not our child and wait for it; SIGKILL after
+    :data:`STOP_SECONDS`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(_exited(pid), STOP_SECONDS)
+    except TimeoutError:
+        log.warning("%s did not stop within %.0f s: killed", name, STOP_SECONDS)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _poll_until_gone(pid: int) -> None:
@@ -158,12 +183,15 @@ class Child:
         argv: list[str],
         info: Path | None = None,
         spare_flag: str | None = None,
+        exact: bool = False,
     ) -> None:
         """``info``: the file naming the running process (``-m`` module in ``argv``),
         for adopting one a previous supervisor left behind. ``spare_flag``: ``argv``
         plus it starts a warm spare (it waits for one line on stdin, then runs);
-        only while ``argv`` is the one given here, unless ``spare_argv`` is set."""
+        only while ``argv`` is the one given here, unless ``spare_argv`` is set.
+        ``exact``: adopt only a process with the options of ``argv``."""
         self.name = name
+        self.exact = exact
         self.argv = argv
         self.info = info
         self.spare_flag = spare_flag
@@ -246,12 +274,24 @@ class Child:
                 spare.kill()
             await spare.wait()
 
+    @property
+    def module(self) -> str:
+        argv = self._given_argv
+        return argv[argv.index("-m") + 1] if "-m" in argv else ""
+
+    def runs_as_given(self, args: list[str]) -> bool:
+        """Whether a command line has this child's options (a router worker's index
+        and ``--reuse-port`` must match to share the ports as config.yaml asks)."""
+        return options(args, self.module) == options(self._given_argv, self.module)
+
     def adopt(self, home: Path) -> bool:
-        """Watch the process ``info`` names, if it runs this child's module for ``home``."""
-        module = self.argv[self.argv.index("-m") + 1] if "-m" in self.argv else ""
-        pid = running_module(self.info, module, home) if self.info and module else None
-        if pid is None:
+        """Watch the process ``info`` names, if it runs this child's module for ``home``
+        (a router process: with this child's options, see :meth:`runs_as_given`)."""
+        module = self.module
+        found = running_command(self.info, module, home) if self.info and module else None
+        if found is None or (self.exact and not self.runs_as_given(found[1])):
             return False
+        pid = found[0]
         self.adopted, self.proc = pid, None
         self.started_at = time.monotonic()
         self.starts += 1
@@ -298,14 +338,7 @@ class Child:
             await proc.wait()
 
     async def _stop_adopted(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(_exited(pid), STOP_SECONDS)
-        except TimeoutError:
-            log.warning("%s did not stop within %.0f s: killed", self.name, STOP_SECONDS)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        await terminate(pid, self.name)
         self.adopted = None
 
 
@@ -319,13 +352,16 @@ class Supervisor:
         self.controller = Child("controller", daemon, p.daemon_info, "--standby")
         router = [*python, "skyctl.router.process", *home]
         if workers == 1:
-            self.routers = [Child("router process", router, p.home / router_info_name(0))]
+            self.routers = [
+                Child("router process", router, p.home / router_info_name(0), exact=True)
+            ]
         else:
             self.routers = [
                 Child(
                     f"router worker {i}",
                     [*router, "--worker", str(i), "--reuse-port"],
                     p.home / router_info_name(i),
+                    exact=True,
                 )
                 for i in range(workers)
             ]
@@ -353,6 +389,34 @@ class Supervisor:
             done.cancel()
             return None
         return done.result()
+
+    async def retire_stray_routers(self) -> None:
+        """Stop the router processes a killed supervisor left that this one would not
+        run as they are (``router.workers`` changed meanwhile): a worker beyond the
+        count, or one with other options (``--reuse-port``, its index). Left alone,
+        an extra worker kept its ports and served on, unsupervised, even after
+        ``serve down``; a process without ``--reuse-port`` kept a new worker from
+        binding its ports."""
+        mine = {r.info: r for r in self.routers}
+        module = self.routers[0].module
+        strays = []
+        for info in sorted(self.paths.home.glob("router*.json")):
+            found = running_command(info, module, self.paths.home)
+            if found is None:
+                continue
+            child = mine.get(info)
+            if child is not None and child.runs_as_given(found[1]):
+                continue  # adopted by its child
+            log.warning(
+                "router process (pid %d, %s) left by a previous supervisor runs as %s, "
+                "not as config.yaml's router.workers (%d) asks: stopping it",
+                found[0],
+                info.name,
+                " ".join(options(found[1], module)),
+                len(self.routers),
+            )
+            strays.append(terminate(found[0], f"router process {found[0]}"))
+        await asyncio.gather(*strays)
 
     async def keep_router(self, router: Child) -> None:
         first = True
@@ -441,6 +505,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGUSR1, self.wanted.set)
+        await self.retire_stray_routers()
         tasks = [asyncio.create_task(self.keep_router(r)) for r in self.routers]
         tasks.append(asyncio.create_task(self.keep_controller()))
         await self.stopping.wait()

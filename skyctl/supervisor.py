@@ -29,9 +29,11 @@ The controller is *not* restarted when it exits by itself:
   command that needs the controller) starts it again, and the router re-syncs;
 - :data:`NO_SERVICES` (its last service is down): the supervisor stops the
   router process and exits, leaving no process or port behind;
-- status 1 before its first start completed (a corrupt database, another
+- status 1 before its first start ever completed (a corrupt database, another
   controller holding the home's lock): the supervisor stops and exits 1, so the
-  CLI shows the controller's error.
+  CLI shows the controller's error. Whether a start completed is watched while
+  the controller runs (``controller.json`` naming it), since its exit removes
+  that file: one that served and then exits 1 is a crash, restarted as above.
 
 A supervisor that was itself killed leaves its children running (the endpoints
 keep answering). The next one *adopts* them instead of starting a second
@@ -77,6 +79,7 @@ STOP_SECONDS = 20.0
 # idle machine (0.55 s of CPU), not to slow its start; early enough on a loaded one
 # (imports of 5 s and more), where a kill soon after the start must find it ready.
 SPARE_AFTER = 1.0
+READY_POLL = 0.2  # seconds between looks for a starting controller's controller.json
 INFO_NAME = "supervisor.json"
 
 
@@ -368,6 +371,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.wanted = asyncio.Event()  # SIGUSR1: start a stopped controller
         self.exit_code = 0
+        self.controller_was_ready = False  # a start of the controller completed (ever)
 
     async def _sleep(self, seconds: float | None, also: asyncio.Event | None = None) -> None:
         """Sleep ``seconds`` (None: until woken), or until stopping or ``also`` is set."""
@@ -439,11 +443,13 @@ class Supervisor:
                 await self.controller.start(warm=crashed)
             first, crashed = False, False
             spare = asyncio.create_task(self._spare_soon())
+            ready = asyncio.create_task(self._note_ready())
             try:
                 code = await self._wait(self.controller)
             finally:
                 spare.cancel()
-                await asyncio.gather(spare, return_exceptions=True)
+                ready.cancel()
+                await asyncio.gather(spare, ready, return_exceptions=True)
             if code is None:
                 return
             if code == UNKNOWN:
@@ -460,7 +466,7 @@ class Supervisor:
                 await self.controller.discard_spare()  # the next start runs the code on disk
                 await self._sleep(None, also=self.wanted)
                 continue
-            if code == 1 and self.controller.starts == 1 and not self._ever_ready():
+            if code == 1 and self.controller.starts == 1 and not self.controller_was_ready:
                 log.error("controller could not start (%s): supervisor stops", _why(code))
                 self.exit_code = 1
                 self.stopping.set()
@@ -492,6 +498,17 @@ class Supervisor:
                 store.close()
         except SkyctlError:
             return 0  # the store cannot be read: keep the endpoints, wait to be asked
+
+    async def _note_ready(self) -> None:
+        """Watch for the controller's first completed start (``controller.json`` naming
+        it), which its exit removes: a controller that served, then exits 1 (a crash, or
+        an error on its way out) is restarted, never taken for one that could not start
+        (which stops the supervisor and with it every endpoint)."""
+        while not self.controller_was_ready:
+            if self.controller.adopted is not None or self._ever_ready():
+                self.controller_was_ready = True
+                return
+            await asyncio.sleep(READY_POLL)
 
     def _ever_ready(self) -> bool:
         try:

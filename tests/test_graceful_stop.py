@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from skyctl.client import ControllerClient
+from skyctl.errors import StoreError
 from skyctl.store import Store
 from tests.helpers.crash import spec_text
 from tests.helpers.daemon import Daemon, replica_processes
@@ -97,3 +98,34 @@ async def test_sigterm_finishes_in_flight_requests_exits_0_and_leaves_replicas_t
         assert [(r.replica_id, r.instance_id) for r in replicas] == [(replica["id"], instance)]
     finally:
         daemon.close()
+
+
+class _FailingRunner:
+    async def cleanup(self) -> None:
+        raise RuntimeError("the API would not close")
+
+
+class _Controller:
+    def __init__(self) -> None:
+        self.stopped_with: float | None = None
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        self.stopped_with = grace_seconds
+
+
+async def test_a_step_of_the_way_out_that_fails_is_logged_and_the_next_steps_still_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon's shutdown (after SIGTERM): the API failing to close still stops the
+    services' runtimes and closes the store, and the daemon says what failed: it exits
+    as a stop, not as a crash with its providers and store left open."""
+    from skyctl.controller import daemon
+
+    store = Store(tmp_path / "state.db")
+    controller = _Controller()
+    empty = await daemon._shut_down(_FailingRunner(), controller, store, 7.0)  # type: ignore[arg-type]
+    assert controller.stopped_with == 7.0
+    assert empty  # nothing stored
+    assert "closing the API failed" in caplog.text and "would not close" in caplog.text
+    with pytest.raises(StoreError):  # closed: no more statements
+        store.list_services()

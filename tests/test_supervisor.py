@@ -89,6 +89,38 @@ async def test_a_controller_that_cannot_start_stops_the_supervisor_with_status_1
     assert all(r.proc is not None and r.proc.returncode is not None for r in sup.routers)
 
 
+async def test_a_controller_that_served_then_exits_1_is_restarted_and_the_router_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Exit status 1 after a completed start (an error on its way out, which removed
+    controller.json as every exit does) is a crash: restarted, the router untouched."""
+    p = paths(tmp_path / "home")
+    sup = Supervisor(p)
+    info = str(p.daemon_info)
+    sup.controller.argv = stand_in(
+        tmp_path,
+        "import json, time\n"
+        f"if n > 1: sys.exit({NO_SERVICES})\n"
+        f"pathlib.Path({info!r}).write_text(json.dumps({{'pid': os.getpid()}}))\n"
+        "time.sleep(1.0)\n"  # it serves
+        f"pathlib.Path({info!r}).unlink()\n"
+        "sys.exit(1)\n",
+    )
+    for router in sup.routers:
+        router.argv = SLEEPER
+    caplog.set_level(logging.INFO, logger="skyctl.supervisor")
+    running = asyncio.create_task(sup.run())
+    try:
+        await eventually(lambda: sup.controller.starts == 2, "the controller restarted", 30)
+        assert "controller exited (exit status 1); restarting in" in caplog.text
+        assert "could not start" not in caplog.text
+        assert all(r.proc is not None and r.proc.returncode is None for r in sup.routers)
+        assert await asyncio.wait_for(running, 30) == 0
+    finally:
+        sup.stopping.set()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_a_stopped_controller_waits_for_sigusr1_while_the_router_runs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

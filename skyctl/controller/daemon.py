@@ -132,11 +132,35 @@ async def serve(
             p.daemon_info.unlink()
         if feed is not None:
             feed.close()  # watches answer now, the API closes without waiting for them
-        await runner.cleanup()
-        await controller.stop(grace_seconds)
-        empty = not store.list_services()
-        store.close()
+        empty = await _shut_down(runner, controller, store, grace_seconds)
         lock.close()
+    return empty
+
+
+async def _shut_down(
+    runner: web.AppRunner, controller: Controller, store: Store, grace_seconds: float
+) -> bool:
+    """The way out, every step taken even when one before it failed (each failure
+    logged with its traceback): a stop asked for exits 0 and leaves the router process
+    serving, rather than exit 1 as a crash with the providers left open. True when no
+    service is stored (False when the store cannot say)."""
+    empty = False
+    for step, run in (
+        ("closing the API", runner.cleanup),
+        ("stopping the services' runtimes", lambda: controller.stop(grace_seconds)),
+    ):
+        try:
+            await run()
+        except Exception:  # the next steps still run
+            log.exception("controller stopping: %s failed", step)
+    try:
+        empty = not store.list_services()
+    except Exception:
+        log.exception("controller stopping: the store could not list the services")
+    try:
+        store.close()
+    except Exception:
+        log.exception("controller stopping: the store did not close")
     return empty
 
 

@@ -168,9 +168,13 @@ def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     if out.is_terminal:
         for header, rows, col in ((SERVICE_COLUMNS, srows, 3), (REPLICA_COLUMNS, rrows, 7)):
             if rows:
-                # a terminal narrower than the headers: lines wrap, headers stay whole
-                least = sum(len(h) + 3 for h in header)
-                out.print(_styled(header, rows, col), width=max(out.width, least), crop=False)
+                # a terminal narrower than the table: lines wrap, cells stay whole (a
+                # folded endpoint, `http://1` over `27.0.0.1:348` over `33`, copied wrong)
+                # (print(width=) is capped at the console's width: widen the console)
+                cells = zip(header, *rows, strict=True)
+                least = sum(max(len(c) for c in column) + 3 for column in cells)
+                out.width = max(out.width, least)
+                out.print(_styled(header, rows, col), crop=False)
     else:
         click.echo("Services")
         click.echo(plain(SERVICE_COLUMNS, srows))

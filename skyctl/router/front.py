@@ -634,4 +634,3 @@ class Connection:
     @property
     def busy(self) -> bool:
         return self._current is not None
-

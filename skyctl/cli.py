@@ -43,6 +43,7 @@ from skyctl.cli_update import update
 from skyctl.cli_wait import wait_ready
 from skyctl.client import (
     ControllerClient,
+    ControllerRefused,
     service_path,
     services_query,
     stored_services,
@@ -221,19 +222,16 @@ def up(
     try:
         client = ControllerClient.ensure(home, progress=click.echo)
         sent = True
+        body = {
+            "yaml": spec.yaml_text,
+            "source": str(Path(file).resolve()),
+            "name": name,
+            "envs": envs,
+            "secrets": secrets,
+            "api_keys": api_keys_from_environment(spec),
+        }
         try:
-            svc = client.call(
-                "POST",
-                "/v1/services",
-                {
-                    "yaml": spec.yaml_text,
-                    "source": str(Path(file).resolve()),
-                    "name": name,
-                    "envs": envs,
-                    "secrets": secrets,
-                    "api_keys": api_keys_from_environment(spec),
-                },
-            )
+            svc = _create(client, home, body)
         except SkyctlError:  # refused (its port taken): stop what was started for it alone
             if fresh and not stored_services(home):
                 stop_supervisor(home)  # it kept running, with no service, until stopped
@@ -252,6 +250,16 @@ def up(
         else:
             click.echo(interrupted_submitting(target) if sent else INTERRUPTED_BEFORE_UP, err=True)
         raise SystemExit(130) from None
+
+
+def _create(client: ControllerClient, home: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the service; a controller that exited since it was found (idle, with no
+    service) never got the request: it goes again to the one that answers now."""
+    try:
+        return dict(client.call("POST", "/v1/services", body))
+    except ControllerRefused:
+        client = ControllerClient.ensure(home, progress=click.echo)
+        return dict(client.call("POST", "/v1/services", body))
 
 
 @serve.command(

@@ -37,6 +37,11 @@ class ControllerUnreachable(SkyctlError):
     """The controller did not answer: not running, or it exited meanwhile."""
 
 
+class ControllerRefused(ControllerUnreachable):
+    """Nothing listens where the controller was (it exited): the request was not sent,
+    so it can be sent again to the controller that answers now."""
+
+
 def service_path(name: str, *rest: str) -> str:
     """``/v1/services/<name>[/rest...]`` with the name percent-encoded: a name is
     data, never part of the URL's syntax (``good?x`` must not address ``good``)."""
@@ -217,6 +222,11 @@ class ControllerClient:
         except urllib.error.HTTPError as e:
             raise _error_from(e) from None
         except (urllib.error.URLError, OSError) as e:
+            refused = isinstance(getattr(e, "reason", e), ConnectionRefusedError)
+            if refused:
+                raise ControllerRefused(
+                    f"cannot reach the controller at {self.base}: {e}"
+                ) from None
             raise ControllerUnreachable(
                 f"cannot reach the controller at {self.base}: {e}"
             ) from None

@@ -101,7 +101,8 @@ class Controller:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._ticks = 0
-        self._had_service = False
+        self._had_service = False  # (or was asked for one): idle from then on, it may exit
+        self._creating = 0  # creates in progress: never idle meanwhile
         self._names: list[str] | None = None  # the services, re-read when stale
         self._names_read_at = 0.0
         self._dirty: set[str] = set()  # woken services
@@ -133,6 +134,7 @@ class Controller:
                     self.exit_when_idle
                     and self._had_service
                     and not self.runtimes
+                    and not self._creating
                     and not self._ticking
                     and self.reconciler.actuator.idle  # a purged service's terminate ends first
                 ):
@@ -403,6 +405,28 @@ class Controller:
         envs: dict[str, str] | None = None,
         secrets: dict[str, str] | None = None,
         api_keys: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        self._creating += 1
+        try:
+            return await self._create_service(
+                yaml_text, source, name, envs=envs, secrets=secrets, api_keys=api_keys
+            )
+        finally:
+            self._creating -= 1
+            # asked for a service: a controller started for a create it refused (a taken
+            # port, a provider's bad config) exits when idle as after the last `down`,
+            # instead of staying with its supervisor and router process for good
+            self._had_service = True
+
+    async def _create_service(
+        self,
+        yaml_text: str,
+        source: str | None,
+        name: str | None,
+        *,
+        envs: dict[str, str] | None,
+        secrets: dict[str, str] | None,
+        api_keys: dict[str, str] | None,
     ) -> dict[str, Any]:
         # secrets redacted and encrypted, with the command line's --env/--secret values
         sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)

@@ -527,6 +527,8 @@ def controller_stop(ctx: click.Context, everything: bool) -> None:
         click.echo("No controller is running.")
         return
     stop_controller(p)
+    if everything:  # no supervisor: the router processes a killed one left
+        supervisor.stop_orphan_routers(p)
     if supervisor.running_pid(p) is not None:
         click.echo("Controller stopped; the endpoints keep answering (`--all` stops them).")
     else:

@@ -125,6 +125,39 @@ def options(args: list[str], module: str) -> list[str]:
     return args[args.index(module) + 1 :] if module in args else []
 
 
+ROUTER_MODULE = "skyctl.router.process"
+
+
+def stop_orphan_routers(p: Paths, wait: float = STOP_SECONDS) -> list[int]:
+    """Stop the router processes of this home that no supervisor runs any more (a
+    killed supervisor left them, and the controller or the CLI that would have had
+    them stopped finds none): SIGTERM, SIGKILL after ``wait`` seconds. Their pids;
+    none while a supervisor runs (it stops its own)."""
+    if running_pid(p) is not None:
+        return []
+    found = [running_command(info, ROUTER_MODULE, p.home) for info in p.home.glob("router*.json")]
+    pids = [f[0] for f in found if f is not None]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        log.info("router process %d left by a killed supervisor: stopped", pid)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (reaped by whoever is its parent) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 async def terminate(pid: int, name: str) -> None:
     """SIGTERM a process that is not our child and wait for it; SIGKILL after
     :data:`STOP_SECONDS`."""
@@ -353,7 +386,7 @@ class Supervisor:
         daemon = [*python, "skyctl.controller.daemon", *home]
         daemon += ["--exit-when-idle", "--router-process"]
         self.controller = Child("controller", daemon, p.daemon_info, "--standby")
-        router = [*python, "skyctl.router.process", *home]
+        router = [*python, ROUTER_MODULE, *home]
         if workers == 1:
             self.routers = [
                 Child("router process", router, p.home / router_info_name(0), exact=True)

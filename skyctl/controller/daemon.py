@@ -51,7 +51,7 @@ from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.errors import SkyctlError
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.store import Store
-from skyctl.supervisor import NO_SERVICES  # exit status: stopped with nothing left to route
+from skyctl.supervisor import NO_SERVICES, stop_orphan_routers  # exit status: nothing to route
 
 log = logging.getLogger("skyctl.controller")
 
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SkyctlError, OSError) as e:  # one line, e.g. a corrupt database, a taken port
         log.error("%s", e)
         return 1
+    if empty and args.router_process and args.exit_when_idle:  # its supervisor stops the
+        stop_orphan_routers(paths(args.home))  # router process; if it was killed, this does
     return NO_SERVICES if empty and args.router_process else 0
 
 

@@ -28,7 +28,8 @@ for flow control and :meth:`~Connection.abort` to cut it.
 - Slow clients: a request head must arrive within ``head_timeout`` of its
   first byte and a request body may not stay silent for ``body_timeout``
   (while the server reads; not while it pauses for back-pressure); both
-  end in 408 and a closed connection. Idle connections close after
+  end in 408 and a closed connection. A client that accepts no byte of a
+  response for ``send_timeout`` is cut. Idle connections close after
   ``keepalive_timeout``. Beyond ``max_connections`` open connections (or
   ``max_connections_per_client`` from one address) a new
   one gets 503 and is closed (memory stays bounded: each connection buffers
@@ -98,6 +99,7 @@ class Connection:
         self._head_since: float | None = None  # when the head being received began
         self._body_active = 0.0  # when the body being received last had bytes
         self._write_paused = False
+        self._paused_at = 0.0
         self._drain_waiter: asyncio.Future[None] | None = None
         # the response to _current
         self._state = _IDLE
@@ -212,6 +214,7 @@ class Connection:
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._paused_at = self._loop.time()  # for the send timeout (listener._timed_out)
 
     def resume_writing(self) -> None:
         self._write_paused = False

@@ -48,6 +48,7 @@ class FrontServer:
         keepalive_timeout: float = 75.0,
         head_timeout: float = 30.0,
         body_timeout: float = 60.0,
+        send_timeout: float = 120.0,
         max_head_bytes: int = MAX_HEAD_BYTES,
         max_headers: int = MAX_FIELDS,
         max_body_bytes: int = 64 << 20,
@@ -66,6 +67,9 @@ class FrontServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        # a client accepting no byte of its response this long is cut (nginx's send_timeout):
+        # it would hold its request, and its replica's, for ever
+        self.send_timeout = send_timeout
         self.max_head_bytes = max_head_bytes
         self.heads: dict[bytes, Head] = {}  # request heads parsed, by their bytes
         self.head_misses = 0  # heads parsed since the last hit (headcache.py)
@@ -156,7 +160,9 @@ class FrontServer:
         await asyncio.sleep(0)  # let the transports run connection_lost
 
     def _sweep_interval(self) -> float:
-        shortest = min(self.keepalive_timeout, self.head_timeout, self.body_timeout)
+        shortest = min(
+            self.keepalive_timeout, self.head_timeout, self.body_timeout, self.send_timeout
+        )
         return max(0.05, min(shortest / 4, 5.0))
 
     def _sweep(self) -> None:
@@ -168,8 +174,12 @@ class FrontServer:
 
 def _timed_out(conn: Connection, now: float) -> None:
     """The sweep's look at one connection: cut a head or a body that arrives too
-    slowly (408), close one idle past the keep-alive timeout."""
+    slowly (408), a client that has accepted no byte for the send timeout, close
+    one idle past the keep-alive timeout."""
     server = conn._server
+    if conn._write_paused and now - conn._paused_at > server.send_timeout:
+        conn.abort()  # its request, and its replica's connection, end with it
+        return
     request = conn._receiving
     if request is not None and request.body is not None:
         if not conn._reading_paused and now - conn._body_active > server.body_timeout:

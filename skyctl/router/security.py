@@ -118,8 +118,10 @@ def reload_tls(service: str, current: ssl.SSLContext | None, tls: TLS | None) ->
             log.error("router %s: service.tls kept the old files: %s", service, error)
 
 
-def apply_limits(front: FrontServer, opts: RouterOptions) -> None:
-    """``service.router``'s limits and timeouts, for the next bytes each connection reads."""
+def apply_limits(front: FrontServer, opts: RouterOptions, stream_timeout: float) -> None:
+    """``service.router``'s limits and timeouts, for the next bytes each connection reads;
+    ``stream_timeout`` (``load_balancer.stream_timeout_seconds``) also bounds how long a
+    client may accept no byte of its response."""
     front.max_body_bytes = opts.max_body_bytes
     front.max_head_bytes = opts.max_header_bytes
     front.max_headers = opts.max_headers
@@ -128,4 +130,5 @@ def apply_limits(front: FrontServer, opts: RouterOptions) -> None:
     front.head_timeout = opts.client_header_timeout_seconds
     front.body_timeout = opts.client_body_timeout_seconds
     front.keepalive_timeout = opts.client_keepalive_timeout_seconds
+    front.send_timeout = stream_timeout
     front.rearm()

@@ -152,7 +152,7 @@ class Router:
         # one batch for the writes to replicas and to clients: a race decided at the
         # end of an iteration answers its client in that iteration's burst
         front.batch = self._upstream.pool.batch
-        security.apply_limits(front, opts)
+        security.apply_limits(front, opts, self._section.stream_timeout_seconds)
         try:
             self._port = await front.start(host, port or 0)
         except BaseException:
@@ -280,7 +280,7 @@ class Router:
         self._section = section
         self._set_target_qps()
         if self._front is not None:
-            security.apply_limits(self._front, section.router)
+            security.apply_limits(self._front, section.router, section.stream_timeout_seconds)
         if self._upstream is not None:
             self._upstream.set_timeouts(
                 connect_timeout=section.router.connect_timeout_seconds,

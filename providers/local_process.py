@@ -136,3 +136,42 @@ async def kill_escaped(instance_id: str, state_dir: str, *, wait: float = 2.0) -
             break
         await asyncio.sleep(0.02)
     return pids
+
+
+async def find_strays(state_dir: str, known: set[str]) -> dict[str, list[int]]:
+    """Service -> pids of the replica processes of ``state_dir`` whose instance id is not
+    in ``known`` (no record knows them: a record file lost or damaged, or a controller
+    killed between a spawn and its record). Every replica process inherits
+    ``SKYCTL_LOCAL_STATE`` and ``SKYCTL_INSTANCE_ID``: the local cloud's tags, read from
+    ``/proc`` (one scan, in a worker thread). For teardowns, never a tick."""
+    found = await find_with_env("SKYCTL_LOCAL_STATE", state_dir)
+    out: dict[str, list[int]] = {}
+    for pid, env in sorted(found.items()):
+        if env.get("SKYCTL_INSTANCE_ID") not in known:
+            out.setdefault(env.get("SKYCTL_SERVICE", "?"), []).append(pid)
+    return out
+
+
+async def kill_strays(
+    state_dir: str, known: set[str], *, wait: float = 2.0
+) -> dict[str, list[int]]:
+    """SIGKILL what :func:`find_strays` finds (each process and its group, never this
+    process's own); wait up to ``wait`` seconds for them to go. Returns what was killed."""
+    strays = await find_strays(state_dir, known)
+    own = os.getpgrp()
+    pids = [pid for group in strays.values() for pid in group]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != own:
+                os.killpg(group, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+    if pids:
+        logger.info("local: killed %s: replica processes no record knows", pids)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while pids and loop.time() < deadline:
+        if not any(pid_alive(pid, None) for pid in pids):
+            break
+        await asyncio.sleep(0.02)
+    return strays

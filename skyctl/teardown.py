@@ -82,6 +82,16 @@ async def _listing(provider: Provider) -> dict[str, list[str]]:
     return out
 
 
+async def _strays(provider: Provider, kill: bool = False) -> dict[str, list[str]]:
+    """Service -> what is left of it besides the provider's records (the local cloud's
+    replica processes no record knows: ``pid N (no record)``); {} elsewhere."""
+    find = getattr(provider, "kill_strays" if kill else "strays", None)
+    if find is None:
+        return {}
+    found: dict[str, list[int]] = await find()
+    return {svc: [f"pid {pid} (no record)" for pid in pids] for svc, pids in found.items()}
+
+
 async def _leftovers(
     p: Paths, services: Mapping[str, Iterable[str]]
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -98,7 +108,7 @@ async def _leftovers(
                 except (SkyctlError, ImportError, OSError) as e:
                     unchecked[cloud] = _one_line(e)
                     continue
-                ids = _live(listed)
+                ids = _live(listed) + (await _strays(providers.get(cloud))).get(service, [])
                 if ids:
                     left.setdefault(service, []).extend(f"{cloud}:{i}" for i in ids)
     finally:
@@ -127,8 +137,13 @@ async def _sweep(p: Paths, clouds: list[str]) -> Sweep:
                     done.setdefault(service, []).append(instance_id)
                 with contextlib.suppress(SkyctlError):
                     await provider.release_service(service)
+            for service, ids in (await _strays(provider, kill=True)).items():
+                done.setdefault(service, []).extend(ids)
             try:
-                out.left[cloud] = await _listing(provider)
+                left = await _listing(provider)
+                for service, ids in (await _strays(provider)).items():
+                    left.setdefault(service, []).extend(ids)
+                out.left[cloud] = left
             except (SkyctlError, OSError) as e:
                 out.unchecked[cloud] = f"terminated, but listing again failed: {_one_line(e)}"
             out.checked.append(cloud)

@@ -23,7 +23,7 @@ import pytest
 from providers.registry import ProviderSet
 from skyctl.controller import Controller
 from skyctl.errors import ConfigError
-from tests.helpers.processes import wait_until_gone
+from tests.helpers.processes import pids_mentioning, wait_until_gone
 from tests.test_controller import FIXED, Harness
 from tests.test_e2e_local import cli
 
@@ -92,3 +92,27 @@ async def test_a_controller_that_refused_its_only_create_exits_when_idle(tmp_pat
         await h.until(h.task.done, seconds=10)  # as after the last `serve down`
     finally:
         await h.close()
+
+
+@pytest.mark.timeout(120)
+def test_force_stops_replica_processes_whose_records_are_gone(
+    tmp_path: Path, skyctl_home: Path
+) -> None:
+    # the local cloud's own state damaged (or a controller killed between a spawn and
+    # its record): the processes still carry their tags, and `--force` finds them there
+    spec = tmp_path / "lost.yaml"
+    spec.write_text(
+        SPEC.format(port=0, python=sys.executable)
+        .replace("porty", "lost")
+        .replace("  router:\n    port: 0\n", "")
+    )
+    assert cli(skyctl_home, "serve", "up", str(spec)).returncode == 0
+    assert cli(skyctl_home, "controller", "stop", "--all").returncode == 0
+    records = list((skyctl_home / "local" / "instances").glob("*.json"))
+    assert records and pids_mentioning(str(skyctl_home / "local"))
+    for record in records:
+        record.unlink()
+    force = cli(skyctl_home, "serve", "down", "--all", "--force", "-y")
+    assert force.returncode == 0, force.stdout + force.stderr
+    assert "(no record)" in force.stdout  # said, never "nothing found"
+    assert not wait_until_gone(str(skyctl_home), seconds=10)

@@ -122,8 +122,8 @@ def _load(
 ) -> tuple[ServiceSpec, Overrides]:
     """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
     controller will make: the regions and zones it names exist, an enabled provider
-    can run it (as SkyPilot's optimizer), and that provider admits it (the local
-    provider: one replica at most on a fixed port). The overrides are sent to the
+    can run it (as SkyPilot's optimizer), and that provider admits it
+    (providers.admission.SPEC_CHECKS). The overrides are sent to the
     controller with the spec. This machine's files and ports (TLS files, workdir,
     privileged ports) refuse it when ``to_run`` (up, update), else (validate: a
     README's placeholder paths) are a warning line each."""

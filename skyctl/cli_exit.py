@@ -54,6 +54,13 @@ def interrupted_down(names: list[str]) -> str:
     )
 
 
+#: click 8.2+ raises a group's help page, given no command, as a usage error (it printed
+#: the page squeezed into one `error: Usage: ...` line); older click prints it itself
+NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    getattr(click.exceptions, n) for n in ("NoArgsIsHelpError",) if hasattr(click.exceptions, n)
+)
+
+
 def main() -> None:
     """The ``skyctl`` entry point: Ctrl-C while the commands import is an exit too."""
     try:
@@ -70,6 +77,9 @@ def run(cli: click.Group) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         raise SystemExit(130) from None
+    except NO_ARGS_IS_HELP as e:  # `skyctl`, `skyctl serve`: click's help page, whole
+        e.show()
+        raise SystemExit(2) from None
     except click.ClickException as e:
         click.echo(f"error: {usage_line(e)}", err=True)
         raise SystemExit(2) from None

@@ -614,6 +614,7 @@ class Connection:
             return None
         self._state = _DONE
         self._close_after = True
+        self._write_paused = False  # the tunnel's flow control from now on, not the sweep's
         early, self.upgraded = self.upgraded or b"", b""
         return self.transport, early
 

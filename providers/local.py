@@ -209,14 +209,10 @@ class LocalProvider(Provider):
         path = log_of(self._state_dir, instance_id)
         return str(path) if path is not None and path.is_file() else None
 
-    async def strays(self) -> dict[str, list[int]]:
-        """Service -> pids of this state directory's replica processes no record knows
-        (``local_process.find_strays``): what a teardown must stop besides the records."""
-        return await local_process.find_strays(str(self._state_dir), set(self._store.records))
-
-    async def kill_strays(self) -> dict[str, list[int]]:
-        """Stop :meth:`strays` (``serve down --all --force``); what was killed."""
-        return await local_process.kill_strays(str(self._state_dir), set(self._store.records))
+    async def strays(self, kill: bool = False) -> dict[str, list[int]]:
+        """Replica processes no record knows, by service (``local_process.find_strays``)."""
+        find = local_process.kill_strays if kill else local_process.find_strays
+        return await find(str(self._state_dir), set(self._store.records))
 
     async def close(self) -> None:
         tasks = [t for t in (self._driver, *self._waiters.values()) if t is not None]

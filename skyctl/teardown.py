@@ -85,10 +85,10 @@ async def _listing(provider: Provider) -> dict[str, list[str]]:
 async def _strays(provider: Provider, kill: bool = False) -> dict[str, list[str]]:
     """Service -> what is left of it besides the provider's records (the local cloud's
     replica processes no record knows: ``pid N (no record)``); {} elsewhere."""
-    find = getattr(provider, "kill_strays" if kill else "strays", None)
+    find = getattr(provider, "strays", None)
     if find is None:
         return {}
-    found: dict[str, list[int]] = await find()
+    found: dict[str, list[int]] = await find(kill=kill)
     return {svc: [f"pid {pid} (no record)" for pid in pids] for svc, pids in found.items()}
 
 

@@ -406,65 +406,50 @@ class Controller:
         secrets: dict[str, str] | None = None,
         api_keys: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        self._creating += 1
+        self._creating += 1  # never idle meanwhile
         try:
-            return await self._create_service(
-                yaml_text, source, name, envs=envs, secrets=secrets, api_keys=api_keys
+            # secrets redacted and encrypted, with the command line's --env/--secret values
+            sealed = self.secrets.seal(
+                yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys
             )
-        finally:
+            spec = sealed.spec
+            name = name or spec.name or _name_from(source)
+            if not NAME_RE.fullmatch(name):
+                raise ServiceError(
+                    f"service name {name!r}: use letters, digits, '-', '_' and '.', starting with "
+                    "a letter and ending with a letter or digit, at most 63 characters"
+                )
+            if self.store.get_service(name) is not None:
+                raise ServiceExists(
+                    f"service {name!r} already exists; use `skyctl serve update {name} FILE`"
+                )
+            self._check_placeable(spec)
+            svc = self.store.create_service(
+                name,
+                sealed.yaml_text,
+                now=self.clock.now(),
+                router_host=spec.service.router.host,
+                router_port=spec.service.router.port,
+                source=source,
+                secrets_ciphertext=sealed.ciphertext,
+            )
+            try:
+                await self._ensure_runtime(svc)
+            except (SkyctlError, OSError) as e:  # a taken port, a TLS file that is not there
+                self.store.delete_service(name)
+                why = str(e)
+                if isinstance(e, OSError):  # it said only "[Errno 98] Address already in use"
+                    router = spec.service.router
+                    why = f"{router.host}:{router.port} (service.router.port): {e.strerror or e}"
+                raise ConfigError(f"service {name!r}: cannot open its endpoint: {why}") from None
+            self.store.add_event(
+                name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
+            )
+            self.wake(name)
+            return self._warned(name, spec, self.describe(name))
+        finally:  # asked for a service: refused, with none left, it exits when idle
             self._creating -= 1
-            # asked for a service: a controller started for a create it refused (a taken
-            # port, a provider's bad config) exits when idle as after the last `down`,
-            # instead of staying with its supervisor and router process for good
             self._had_service = True
-
-    async def _create_service(
-        self,
-        yaml_text: str,
-        source: str | None,
-        name: str | None,
-        *,
-        envs: dict[str, str] | None,
-        secrets: dict[str, str] | None,
-        api_keys: dict[str, str] | None,
-    ) -> dict[str, Any]:
-        # secrets redacted and encrypted, with the command line's --env/--secret values
-        sealed = self.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
-        spec = sealed.spec
-        name = name or spec.name or _name_from(source)
-        if not NAME_RE.fullmatch(name):
-            raise ServiceError(
-                f"service name {name!r}: use letters, digits, '-', '_' and '.', starting with "
-                "a letter and ending with a letter or digit, at most 63 characters"
-            )
-        if self.store.get_service(name) is not None:
-            raise ServiceExists(
-                f"service {name!r} already exists; use `skyctl serve update {name} FILE`"
-            )
-        self._check_placeable(spec)
-        svc = self.store.create_service(
-            name,
-            sealed.yaml_text,
-            now=self.clock.now(),
-            router_host=spec.service.router.host,
-            router_port=spec.service.router.port,
-            source=source,
-            secrets_ciphertext=sealed.ciphertext,
-        )
-        try:
-            await self._ensure_runtime(svc)
-        except (SkyctlError, OSError) as e:  # a taken port, a TLS file that is not there
-            self.store.delete_service(name)
-            why = str(e)
-            if isinstance(e, OSError):  # it said only "[Errno 98] Address already in use"
-                router = spec.service.router
-                why = f"{router.host}:{router.port} (service.router.port): {e.strerror or e}"
-            raise ConfigError(f"service {name!r}: cannot open its endpoint: {why}") from None
-        self.store.add_event(
-            name, "created", f"version 1, policy {policy_for(spec)}", now=self.clock.now()
-        )
-        self.wake(name)
-        return self._warned(name, spec, self.describe(name))
 
     def _warned(self, name: str, spec: ServiceSpec, answer: dict[str, Any]) -> dict[str, Any]:
         """``answer`` with the ``warnings`` the CLI prints (an endpoint with no API key),

@@ -2,16 +2,14 @@
 
 :class:`~skyctl.router.listener.FrontServer` listens; each client connection is a
 :class:`Connection` protocol that parses requests from the bytes it receives
-(:mod:`skyctl.router.http1`) and answers them one at a time. A request
-first goes to the server's ``fast`` hook, which may take it without a task
-(an :class:`Exchange` driven by callbacks, which calls
-:meth:`Connection.exchange_done` when answered); otherwise
-``await handler(request, connection)`` runs in a task. Either answers
-through the connection: :meth:`Connection.send` for a
-complete response (head and body in one write), or
-:meth:`~Connection.start`, :meth:`~Connection.write`,
-:meth:`~Connection.finish` to stream one, with :meth:`~Connection.drain`
-for flow control and :meth:`~Connection.abort` to cut it.
+(:mod:`skyctl.router.http1`) and answers them one at a time. A request first goes to the
+server's ``fast`` hook, which may take it without a task (an :class:`Exchange` driven by
+callbacks, which calls :meth:`Connection.exchange_done` when answered); otherwise
+``await handler(request, connection)`` runs in a task. Either answers through the
+connection: :meth:`Connection.send` for a complete response (head and body in one
+write), or :meth:`~Connection.start`, :meth:`~Connection.write`,
+:meth:`~Connection.finish` to stream one, with :meth:`~Connection.drain` for flow
+control and :meth:`~Connection.abort` to cut it.
 
 - Keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelining with one
   request parsed ahead, ``Expect: 100-continue`` answered when the handler
@@ -19,21 +17,20 @@ for flow control and :meth:`~Connection.abort` to cut it.
   :class:`~skyctl.router.http1.BodyStream`.
 - When the client hangs up, the task or exchange handling its request is
   cancelled.
-- Malformed requests get the parser's status (400, 431, 501, 505) and the
-  connection closes; so does a connection whose request body was left
-  unread. A body over ``max_body_bytes`` gets 413 (at once when its
-  Content-Length says so, else when the chunks pass the limit); a handler
-  reading a broken body gets the :class:`~skyctl.router.http1.ProtocolError`,
-  and a handler that lets it propagate answers with its status.
-- Slow clients: a request head must arrive within ``head_timeout`` of its
-  first byte and a request body may not stay silent for ``body_timeout``
-  (while the server reads; not while it pauses for back-pressure); both
-  end in 408 and a closed connection. A client that accepts no byte of a
-  response for ``send_timeout`` is cut. Idle connections close after
-  ``keepalive_timeout``. Beyond ``max_connections`` open connections (or
-  ``max_connections_per_client`` from one address) a new
-  one gets 503 and is closed (memory stays bounded: each connection buffers
-  at most one head ahead and a body up to the high-water mark).
+- Malformed requests get the parser's status (400, 431, 501, 505) and the connection
+  closes; so does a connection whose request body was left unread. A body over
+  ``max_body_bytes`` gets 413 (at once when its Content-Length says so, else when the
+  chunks pass the limit); a handler reading a broken body gets the
+  :class:`~skyctl.router.http1.ProtocolError`, and a handler that lets it propagate
+  answers with its status.
+- Slow clients: a request head must arrive within ``head_timeout`` of its first byte and
+  a request body may not stay silent for ``body_timeout`` (while the server reads; not
+  while it pauses for back-pressure); both end in 408 and a closed connection. A client
+  that accepts no byte of a response for ``send_timeout`` is cut. Idle connections close
+  after ``keepalive_timeout``. Beyond ``max_connections`` open connections (or
+  ``max_connections_per_client`` from one address) a new one gets 503 and is closed
+  (memory stays bounded: each connection buffers at most one head ahead and a body up to
+  the high-water mark).
 - With ``ssl`` (an :class:`ssl.SSLContext`) the server speaks HTTPS.
 - :meth:`FrontServer.stop_accepting` closes the listening socket and idle
   connections; busy ones close after their current response.
@@ -60,7 +57,7 @@ from skyctl.router.http1 import (
 from skyctl.router.request import Exchange, Request
 
 if TYPE_CHECKING:
-    from skyctl.router.listener import FrontServer, TLSProtocol
+    from skyctl.router.listener import FrontServer
 
 log = logging.getLogger(__name__)
 
@@ -131,44 +128,22 @@ class Connection:
                 return
             per_client[remote] = count + 1
         server.connections.add(self)
-        if server.tls is not None:
-            self._shake_hands(self.transport, server.tls)
+        if server.tls is not None:  # counted above, before its handshake (listener.py)
+            self._handshake = server.tls.wrap(self, self.transport)
+            self._handshake.add_done_callback(self._handshake_done)
 
     def _refuse(self, why: bytes) -> None:
-        """Over a connection limit: 503 and close (a TLS connection, before its
-        handshake, is closed: a plain answer would mean nothing to the client)."""
+        """Over a limit: 503 and close (TLS, before the handshake: just close)."""
         if self._server.ssl_context is None:
             self._close_after = True
             self.send_json(503, {"error": why.decode()})
         self.close()  # stops reading at once: no data_received follows
 
-    def _shake_hands(self, transport: asyncio.Transport, tls: TLSProtocol) -> None:
-        """TLS over the accepted connection, which counts towards the limits from its
-        accept on: a server made with ``ssl=`` calls its protocol only once the
-        handshake is done, leaving connections that never finish one uncounted
-        for the whole handshake timeout. As that server does, the loop's own
-        SSLProtocol takes the raw transport (before it starts reading) and calls
-        :meth:`connection_made` again with the TLS transport when done."""
-        server = self._server
-        waiter = self._handshake = self._loop.create_future()
-        waiter.add_done_callback(self._handshake_done)
-        protocol = tls.make(
-            self._loop,
-            self,
-            server.ssl_context,
-            waiter,
-            server_side=True,
-            server_hostname=None,
-            ssl_handshake_timeout=server.head_timeout,
-        )
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-
     def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
         self._handshake = None
         if waiter.cancelled() or waiter.exception() is not None:  # failed, timed out, cut
             self.closed = True
-            self._forget()
+            self._server.forget(self)
 
     def data_received(self, data: bytes) -> None:
         framer = self._framer
@@ -200,7 +175,7 @@ class Connection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._forget()
+        self._server.forget(self)
         if self._receiving is not None and self._receiving.body is not None:
             self._receiving.body.fail(ConnectionResetError("client closed the connection"))
         if self._current is not None and self.task is not None:
@@ -505,11 +480,8 @@ class Connection:
             size = len(body)
             framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
         receiving = self._receiving
-        if receiving is not None and receiving is self._current:
-            # answered before its body came (a 401, a replica's early answer): the rest
-            # of the body is unread, so the connection closes; said, as RFC 9110
-            # section 10.1.1 asks (a client may have held the body for a 100-continue)
-            self._close_after = True
+        if receiving is not None and receiving is self._current:  # answered before its
+            self._close_after = True  # body came: unread, so it closes (RFC 9110 10.1.1)
         if self._close_after:  # (self._head, inline: the hot path)
             connection = b"Connection: close\r\n"
         else:
@@ -620,20 +592,7 @@ class Connection:
 
     def tunnel_closed(self) -> None:
         self.closed = True
-        self._forget()
-
-    def _forget(self) -> None:
-        """No longer open: out of the server's counts (once)."""
-        server = self._server
-        if self in server.connections:
-            server.connections.discard(self)
-            remote = self.remote
-            if remote is not None:
-                left = server.per_client.get(remote, 1) - 1
-                if left > 0:
-                    server.per_client[remote] = left
-                else:
-                    server.per_client.pop(remote, None)
+        self._server.forget(self)
 
     @property
     def busy(self) -> bool:

@@ -26,16 +26,37 @@ REUSE_PORT_ENV = "SKYCTL_ROUTER_REUSE_PORT"
 
 
 class TLSProtocol:
-    """The event loop's own SSLProtocol class (uvloop's, else asyncio's): what a
-    server made with ``ssl=`` wraps each connection in, which the front applies
-    itself once it has counted the connection (``Connection._shake_hands``)."""
+    """TLS over an accepted connection, counted first towards the limits: a server
+    made with ``ssl=`` calls its protocol only once the handshake is done, leaving
+    connections that never finish one uncounted for the handshake timeout (one
+    client could take every file descriptor). As that server does, the loop's own
+    SSLProtocol (uvloop's, else asyncio's) takes the raw transport before it
+    starts reading, and calls ``connection_made`` again with the TLS transport."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        if type(loop).__module__.startswith("uvloop"):
+    def __init__(self, server: FrontServer) -> None:
+        self.server = server
+        if type(server.loop).__module__.startswith("uvloop"):
             from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]
         else:
             from asyncio.sslproto import SSLProtocol
         self.make: Callable[..., Any] = SSLProtocol
+
+    def wrap(self, conn: Connection, transport: asyncio.Transport) -> asyncio.Future[None]:
+        """Start the handshake; the future is done when it is (its error if it failed)."""
+        server = self.server
+        waiter: asyncio.Future[None] = server.loop.create_future()
+        protocol = self.make(
+            server.loop,
+            conn,
+            server.ssl_context,
+            waiter,
+            server_side=True,
+            server_hostname=None,
+            ssl_handshake_timeout=server.head_timeout,
+        )
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        return waiter
 
 
 class FrontServer:
@@ -100,9 +121,7 @@ class FrontServer:
     async def start(self, host: str, port: int) -> int:
         self.loop = asyncio.get_running_loop()
         self.draining = False
-        self.tls = None if self.ssl_context is None else TLSProtocol(self.loop)
-        # with ssl_context, each connection starts its own TLS once accepted and
-        # counted (Connection._shake_hands; a slow handshake is cut like a slow head)
+        self.tls = None if self.ssl_context is None else TLSProtocol(self)  # (not ssl=)
         self._server = await self.loop.create_server(
             cast(Callable[[], asyncio.Protocol], lambda: Connection(self)),
             host,
@@ -158,6 +177,18 @@ class FrontServer:
         if tasks:
             await asyncio.wait(tasks)
         await asyncio.sleep(0)  # let the transports run connection_lost
+
+    def forget(self, conn: Connection) -> None:
+        """``conn`` is no longer open: out of the counts (once)."""
+        if conn in self.connections:
+            self.connections.discard(conn)
+            remote = conn.remote
+            if remote is not None:
+                left = self.per_client.get(remote, 1) - 1
+                if left > 0:
+                    self.per_client[remote] = left
+                else:
+                    self.per_client.pop(remote, None)
 
     def _sweep_interval(self) -> float:
         shortest = min(

@@ -10,20 +10,19 @@ The router process (or a foreground controller) owns one :class:`Router` per ser
     router.request_rate(60.0); router.replica_stats()
     await router.stop(grace_seconds=10.0)
 
-Requests arrive through our own HTTP/1.1 server (:mod:`skyctl.router.front`),
-are matched to replicas by the policy in ``service.load_balancing_policy``
-(ranking in :mod:`policies.routing`), sent over keep-alive connections of our
-own client (:mod:`skyctl.router.client`) and their responses streamed back
+Requests arrive through our own HTTP/1.1 server (:mod:`skyctl.router.front`), are
+matched to replicas by the policy in ``service.load_balancing_policy`` (ranking in
+:mod:`policies.routing`), sent over keep-alive connections of our own client
+(:mod:`skyctl.router.client`) and their responses streamed back
 (:mod:`skyctl.router.upstream`); ``fan_out`` and ``hedge`` race copies
 (:mod:`skyctl.router.race`). Paths under ``/-/skyctl/`` belong to the router
-(``health``, ``metrics``), and so does ``service.router.metrics_path``
-(``/metrics`` unless set to another path or null); every other path goes to
-a replica.
+(``health``, ``metrics``), and so does ``service.router.metrics_path`` (``/metrics``
+unless set to another path or null); every other path goes to a replica.
 
-With ``service.auth`` every request but ``/-/skyctl/health`` needs a
-``Bearer`` key (:mod:`skyctl.router.auth`), else 401; with ``service.tls``
-the endpoint speaks HTTPS only (TLS 1.2 or later). Limits and timeouts for
-hostile clients come from ``service.router`` (see :mod:`skyctl.router.front`).
+With ``service.auth`` every request but ``/-/skyctl/health`` needs a ``Bearer`` key
+(:mod:`skyctl.router.auth`), else 401; with ``service.tls`` the endpoint speaks HTTPS
+only (TLS 1.2 or later). Limits and timeouts for hostile clients come from
+``service.router`` (see :mod:`skyctl.router.front`).
 """
 
 from __future__ import annotations
@@ -255,12 +254,9 @@ class Router:
     def reconfigure(
         self, section: ServiceSection, secrets: Mapping[str, str] | None = None
     ) -> None:
-        """Apply a new service section (``serve update``) to the next requests.
-
-        ``secrets``: the new spec's secret values (None: keep the current ones).
-        New TLS files are loaded for the next handshakes; turning TLS on or off
-        needs a router restart (the controller's), and is logged.
-        """
+        """Apply a new service section (``serve update``) to the next requests; ``secrets``:
+        the new spec's secret values (None: keep them). New TLS files serve the next
+        handshakes; turning TLS on or off needs a router restart (the controller's), logged."""
         self._policy = routing.check_policy(section.load_balancing_policy)
         targets = self._poll_targets if self._front is not None else None
         options = section.router.cache_aware
@@ -275,11 +271,10 @@ class Router:
         if secrets is not None:
             self._secrets = dict(secrets)
         self._auth = security.load_api_keys(self.service, section.auth, self._secrets)
-        if self._front is not None:
-            security.reload_tls(self.service, self._tls, section.tls)
         self._section = section
         self._set_target_qps()
         if self._front is not None:
+            security.reload_tls(self.service, self._tls, section.tls)
             security.apply_limits(self._front, section.router, section.stream_timeout_seconds)
         if self._upstream is not None:
             self._upstream.set_timeouts(

@@ -472,7 +472,13 @@ def retry(ctx: click.Context, name: str) -> None:
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
     svc = client.call("POST", service_path(name, "retry"))
-    click.echo(f"Service {name}: retrying version {svc['version']}")
+    if svc["status"] == "FAILED":
+        click.echo(f"Service {name}: retrying version {svc['version']}")
+    else:  # a backoff lifted, say, but nothing had given up
+        click.echo(
+            f"Service {name} is not FAILED ({svc['status']}): version {svc['version']}'s "
+            "failures and backoff are forgotten; nothing else changes"
+        )
 
 
 @cli.group(epilog=_examples("skyctl controller stop"))

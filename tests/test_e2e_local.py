@@ -158,6 +158,8 @@ def test_a_second_up_of_a_running_name_is_a_clear_error(tmp_path: Path, skyctl_h
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0
     assert "already exists" in again.stderr
+    retried = cli(skyctl_home, "serve", "retry", "twice")  # nothing had failed: said so
+    assert retried.returncode == 0 and "twice is not FAILED (" in retried.stdout, retried
     assert cli(skyctl_home, "serve", "down", "--all", "--yes").returncode == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
 
 import click
 
@@ -51,8 +52,9 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
             )
             return
         if svc["status"] == "FAILED":
+            failure = svc.get("failure") or svc.get("last_error") or ""
             raise SkyctlError(
-                f"service {name} FAILED: {svc.get('failure') or svc.get('last_error')}; "
+                f"service {name} FAILED: {failure}{_output_hint(name, svc, failure)}; "
                 f"fix the spec and `skyctl serve update {name} FILE`"
             )
         if svc["status"] == "NO_REPLICA" and not live and svc["plan"].get("target") == 0:
@@ -70,3 +72,13 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
                 f"see `skyctl serve status {name}` and `skyctl serve logs {name}`"
             )
         time.sleep(POLL_SECONDS)
+
+
+def _output_hint(name: str, svc: dict[str, Any], failure: str) -> str:
+    """Where the last replica's output is, when the failure line does not name its log
+    (a setup or run that exited does; a server never ready, or failing its probes,
+    says only why it was stopped)."""
+    if "(log " in failure or not svc["replicas"]:
+        return ""
+    last = max(int(r["id"]) for r in svc["replicas"])
+    return f"; its output: `skyctl serve logs {name} --replica {last}`"

@@ -535,9 +535,9 @@ def controller_stop(ctx: click.Context, everything: bool) -> None:
     stop_controller(p)
     if everything:  # no supervisor: the router processes a killed one left
         supervisor.stop_orphan_routers(p)
-    if supervisor.running_pid(p) is not None:
+    if supervisor.running_pid(p) is not None and stored_services(p):
         click.echo("Controller stopped; the endpoints keep answering (`--all` stops them).")
-    else:
+    else:  # no service: no endpoint to keep (the supervisor and router process exit too)
         click.echo("Controller stopped.")
 
 

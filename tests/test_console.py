@@ -186,4 +186,7 @@ def test_skyctl_console_prints_the_address_and_opens_it_in_a_browser(
         quiet = run_cli(skyctl_home, "console", "--no-browser")
         assert quiet.stdout.strip() == url
     finally:
-        assert run_cli(skyctl_home, "controller", "stop").returncode == 0
+        stopped = run_cli(skyctl_home, "controller", "stop")
+        assert stopped.returncode == 0
+        # no service: no endpoint is kept (the supervisor and router process exit too)
+        assert stopped.stdout.strip() == "Controller stopped.", stopped.stdout

@@ -18,12 +18,28 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.helpers.probed import ProbedServer
 
+if TYPE_CHECKING:
+    from tests.test_controller import Harness
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    """A controller over the fake provider (``tests/test_controller.py``'s
+    :class:`Harness`), started, and closed after the test."""
+    from tests.test_controller import Harness
+
+    harness = Harness(tmp_path)
+    await harness.start()
+    yield harness
+    await harness.close()
 
 
 @pytest.fixture

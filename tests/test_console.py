@@ -30,14 +30,6 @@ TOKEN = "k" * 32
 
 
 @pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
-
-
-@pytest.fixture
 async def api(h: Harness) -> AsyncIterator[TestServer]:
     server = TestServer(make_app(h.controller, TOKEN, lambda: None))
     await server.start_server()

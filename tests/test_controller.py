@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -123,14 +123,6 @@ class Harness:
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{svc.router_port}/") as r:
             await r.read()
             return r.status
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def test_a_service_comes_up_and_its_endpoint_routes_to_ready_replicas(h: Harness) -> None:

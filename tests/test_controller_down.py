@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from skyctl.controller import controller as controller_module
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.errors import ConfigError, ServiceExists
 from tests.test_controller import FIXED, Harness
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 @pytest.fixture

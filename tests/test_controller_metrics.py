@@ -7,7 +7,6 @@ replicas as tiny aiohttp servers) behind the real API app.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,14 +21,6 @@ from tests.helpers.waiting import eventually
 from tests.test_controller import SPOT, Harness
 
 TOKEN = "t" * 32
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -257,14 +257,6 @@ def test_the_cached_sums_agree_with_the_spans_and_a_new_service_of_an_old_name_s
 
 
 # -- a spot service under the controller ----------------------------------------
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def test_a_spot_service_accrues_what_its_instances_ran_times_their_price(

@@ -16,10 +16,6 @@ event log is bounded and must keep the launch failures that explain it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from policies import failures
 from tests.fakes.memory_provider import ZONES
@@ -55,14 +51,6 @@ def test_a_replica_that_served_for_minutes_before_it_crashed_is_replaced_at_once
 
 
 # --------------------------------------------------------------- the controller
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
-
-
 async def test_a_plan_note_that_holds_tick_after_tick_is_logged_once_not_every_tick(
     h: Harness,
 ) -> None:

@@ -9,22 +9,10 @@ the replica count (kept replicas, one leaves), on the controller's fake clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from skyctl.lifecycle import ReplicaStatus
 from tests.test_controller import FIXED, Harness
 from tests.test_router_drain import stream
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def test_streams_on_a_replica_scaled_away_complete_before_it_goes(h: Harness) -> None:

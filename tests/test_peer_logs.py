@@ -11,7 +11,6 @@ TERMINATED.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from skyctl.lifecycle import ReplicaStatus
 from tests.test_controller import FIXED, Harness
 
 TOKEN = "t" * 32
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 def ended(h: Harness, rid: int) -> bool:

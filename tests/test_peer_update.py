@@ -10,9 +10,6 @@ the port the endpoint keeps, and how to move it (down, then up).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from skyctl.errors import ServiceError
@@ -23,14 +20,6 @@ SPEC = FIXED.format(name="web", replicas=1)
 
 def with_router(spec: str, line: str) -> str:
     return spec.replace("  replicas: 1", f"  replicas: 1\n  router:\n    {line}")
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 def port(h: Harness) -> int:

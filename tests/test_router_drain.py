@@ -10,23 +10,12 @@ servers whose ``/stream`` writes a line per clock second).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import pytest
 
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.spec import ServiceSection
 from tests.test_controller import FIXED, Harness
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def stream(h: Harness, lines: int) -> tuple[list[str], str]:

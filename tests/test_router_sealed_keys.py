@@ -10,7 +10,6 @@ READY).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -24,14 +23,6 @@ KEY = "sk-sealed-7f3a9c"
 SPEC = FIXED.format(name="web", replicas=1).replace(
     "  replicas: 1", "  replicas: 1\n  auth:\n    api_keys_env: SERVE_API_KEY"
 )
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def get(h: Harness, key: str | None) -> int:

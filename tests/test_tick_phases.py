@@ -10,8 +10,6 @@ that is woken still ticks at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +17,6 @@ import pytest
 from tests.test_controller import FIXED, Harness
 
 SERVICES = 10
-
-
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path)
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 async def quiet_ticks(

@@ -30,6 +30,7 @@ from skyctl.logtail import tail_offset
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
 MAX_BODY = 1 << 20
+MAX_COUNT = (1 << 31) - 1  # bounds ids, limits and tails from the query string
 
 
 def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
@@ -45,6 +46,44 @@ def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
             raise ServiceError(f"{key}: expected a mapping of names to strings")
         out[key] = values or None
     return out
+
+
+async def _spec_body(request: web.Request) -> dict[str, Any]:
+    """A create/update body: a JSON object with the spec text under ``yaml`` (one-line
+    400s for anything else, where a traceback and a 500 were)."""
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError) as e:  # malformed, or nested past the parser's depth
+        reason = "nested too deeply" if isinstance(e, RecursionError) else "not valid JSON"
+        raise ServiceError(f"request body: {reason}; expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise ServiceError(f"request body: expected a JSON object, got {type(body).__name__}")
+    if "yaml" not in body:
+        raise ServiceError("request body: missing key 'yaml' (the spec's text)")
+    return body
+
+
+def _int_query(request: web.Request, key: str, default: int) -> int:
+    """A whole-number query parameter, or a one-line 400 naming it."""
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not -1 <= value <= MAX_COUNT:
+        raise ServiceError(f"{key}: {raw[:40]!r} is not a whole number from -1 to {MAX_COUNT}")
+    return value
+
+
+def _replica_id(request: web.Request) -> int:
+    """The replica id from the path (digits only, by the route), bounded so it fits SQLite."""
+    rid = int(request.match_info["replica"])
+    if rid > MAX_COUNT:
+        name = request.match_info["name"]
+        raise ServiceNotFound(f"service {name!r} has no replica {rid}")
+    return rid
 
 
 def _ended(controller: Controller, name: str, rid: int) -> bool:
@@ -74,6 +113,11 @@ def make_app(
             return web.json_response({"error": str(e), "exit_code": e.exit_code}, status=404)
         except SkyctlError as e:
             return web.json_response({"error": str(e), "exit_code": e.exit_code}, status=400)
+        except web.HTTPException as e:  # 404, 405, 413 from aiohttp: JSON too, one line
+            if e.status < 400 or console.is_console(request):
+                raise
+            reason = f"request body over {MAX_BODY} bytes" if e.status == 413 else e.reason
+            return web.json_response({"error": reason, "exit_code": 1}, status=e.status)
 
     app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
 
@@ -84,14 +128,14 @@ def make_app(
         return web.json_response(controller.status(request.query.get("name")))
 
     async def create(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await _spec_body(request)
         result = await controller.create_service(
             body["yaml"], body.get("source"), body.get("name"), **_overrides(body)
         )
         return web.json_response(result, status=201)
 
     async def update(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await _spec_body(request)
         result = await controller.update_service(
             request.match_info["name"],
             body["yaml"],
@@ -107,24 +151,24 @@ def make_app(
         )
 
     async def delete_replica(request: web.Request) -> web.Response:
-        name, rid = request.match_info["name"], int(request.match_info["replica"])
+        name, rid = request.match_info["name"], _replica_id(request)
         return web.json_response(await controller.terminate_replica(name, rid), status=202)
 
     async def retry(request: web.Request) -> web.Response:
         return web.json_response(await controller.retry_service(request.match_info["name"]))
 
     async def events(request: web.Request) -> web.Response:
-        limit = int(request.query.get("limit", "50"))
+        limit = _int_query(request, "limit", 50)
         return web.json_response(controller.events(request.match_info["name"], limit))
 
     async def replica_log(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        rid = int(request.match_info["replica"])
+        rid = _replica_id(request)
         follow = request.query.get("follow") == "1"
         path = controller.log_path(name, rid)
         if path is None or not path.exists():
             raise ServiceNotFound(f"replica {rid} of {name!r} has no log here")
-        tail = int(request.query.get("tail", "-1"))  # the last N lines, then on (`logs --tail`)
+        tail = _int_query(request, "tail", -1)  # the last N lines, then on (`logs --tail`)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         with path.open("rb") as f:

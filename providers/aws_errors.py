@@ -16,7 +16,8 @@ InstanceLimitExceeded, VcpuLimitExceeded,              QuotaError
 MaxSpotInstanceCountExceeded, PendingVerification, ...
 InvalidInstanceID.NotFound / .Malformed                NotFoundError
 RequestLimitExceeded, Throttling, InternalError,       TransientError (after retries)
-Unavailable, any other 5xx, connection errors
+Unavailable, other throttling codes, any 429 or 5xx,
+connection errors
 AuthFailure, UnauthorizedOperation, missing            ConfigError
 credentials, any other 4xx (bad AMI, bad parameter)
 =====================================================  ==============
@@ -75,6 +76,11 @@ TRANSIENT_CODES = frozenset(
         "Throttling",
         "ThrottlingException",
         "RequestThrottled",
+        "RequestThrottledException",
+        "ThrottledException",
+        "EC2ThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
         "InternalError",
         "InternalFailure",
         "ServiceUnavailable",
@@ -115,14 +121,15 @@ def _status(e: bx.ClientError) -> int:
 
 
 def is_transient(e: Exception) -> bool:
-    """Worth retrying: throttling, a 5xx that is not a capacity error, a network error."""
+    """Worth retrying: throttling (a 429 whatever its code), a 5xx that is not a capacity
+    error, a network error."""
     if isinstance(e, NETWORK_ERRORS):
         return True
     if isinstance(e, bx.ClientError):
         code = error_code(e)
         if code in CAPACITY_CODES:
             return False
-        return code in TRANSIENT_CODES or _status(e) >= 500
+        return code in TRANSIENT_CODES or _status(e) == 429 or _status(e) >= 500
     return False
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from skyctl.cli_status import printable
 from skyctl.client import (
     ControllerClient,
     ControllerUnreachable,
@@ -188,7 +189,7 @@ def _write(path: Path, chunks: Iterable[bytes]) -> None:
 def format_event(e: dict[str, Any]) -> str:
     rid = f" replica {e['replica']}" if e["replica"] is not None else ""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
-    return f"{stamp} {e['kind']}{rid}: {e['message']}"
+    return f"{stamp} {e['kind']}{rid}: {printable(e['message'])}"  # no terminal escapes
 
 
 def all_events(client: ControllerClient, name: str, tail: int | None) -> list[dict[str, Any]]:

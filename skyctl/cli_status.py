@@ -5,6 +5,10 @@ cost and policy) and replicas (SERVICE_NAME, ID, VERSION, ENDPOINT, LAUNCHED,
 INFRA, RESOURCES, STATUS, then uptime, cost and requests). On a terminal rich
 draws them with colour (none under ``NO_COLOR``); when the output is a pipe or a
 file they are plain, space-aligned columns with no styling, for grep and awk.
+Text that comes from replicas, specs or providers (log tails, errors, cells)
+is printed with its control characters as visible ``\\x1b`` escapes and, in
+rich tables, its ``[...]`` as text, not markup: a replica's log line cannot
+move the cursor, retitle the terminal or restyle (or crash) the table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 SERVICE_COLUMNS = [
@@ -40,6 +45,12 @@ STATUS_STYLE = {
 
 
 _NAMED = re.compile(r"last replica (\d+):")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but tab, DEL, C1
+
+
+def printable(text: object) -> str:
+    """``text`` with its control characters (ESC, CR, BEL, newline...) as ``\\x1b``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def console() -> Console:
@@ -133,11 +144,10 @@ def _styled(header: list[str], rows: list[list[str]], status_col: int) -> Table:
         table.add_column(h, min_width=len(h), overflow="fold")
     for row in rows:
         style = STATUS_STYLE.get(row[status_col].split(" ")[0], "")
-        table.add_row(
-            *row[:status_col],
-            f"[{style}]{row[status_col]}[/]" if style else row[status_col],
-            *row[status_col + 1 :],
-        )
+        cells = [escape(c) for c in row]  # a cell's "[/x]" is text, not markup
+        if style:
+            cells[status_col] = f"[{style}]{cells[status_col]}[/]"
+        table.add_row(*cells)
     return table
 
 
@@ -158,9 +168,9 @@ def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     """Print the services table, the replicas table, and each FAILED service's why."""
     out = console()
     now = time.time()
-    srows = [service_row(s, now) for s in services]
+    srows = [[printable(c) for c in service_row(s, now)] for s in services]
     rrows = [
-        replica_row(s, r, now)
+        [printable(c) for c in replica_row(s, r, now)]
         for s in services
         for r in s["replicas"]
         if all_replicas or r["status"] != "TERMINATED"
@@ -183,11 +193,11 @@ def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
             click.echo(plain(REPLICA_COLUMNS, rrows))
     for svc in services:
         if svc.get("failure"):
-            click.echo(f"{svc['name']} FAILED: {svc['failure']}")
+            click.echo(f"{svc['name']} FAILED: {printable(svc['failure'])}")
             last = failed_replica(svc)
             if last is not None:
                 click.echo(f"  last lines of replica {last['id']}'s log:")
                 for line in last["log_tail"][-5:]:
-                    click.echo(f"    {line}")
+                    click.echo(f"    {printable(line)}")
         elif svc.get("last_error"):
-            click.echo(f"{svc['name']} last error: {svc['last_error']}")
+            click.echo(f"{svc['name']} last error: {printable(svc['last_error'])}")

@@ -1,0 +1,66 @@
+"""`serve status` and `serve logs --events` print what replicas wrote without terminal escapes.
+
+A replica's log tail, a failure or error line, an event's message and the
+table cells (a spec's ``instance_type``) reach the user's terminal. An ANSI or
+OSC sequence in them (clear the screen, retitle the window, move the cursor
+up and overwrite the table) is printed as visible ``\\x1b`` text, and a cell's
+``[/bold]`` is text, not rich markup (it raised MarkupError on a terminal).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from skyctl import cli_logs, cli_status
+from tests.test_cli_status import service
+
+CLEAR = "\x1b[2J\x1b[H"
+TITLE = "\x1b]0;pwned\x07"
+UP = "\x1b[1A\r"  # up a line, back to its start: overwrite what was printed
+HOSTILE = f"boom{CLEAR}{TITLE}{UP}\x9b31m fake READY"
+
+
+def failed(now: float) -> dict[str, Any]:
+    svc = service(now)
+    svc["status"] = "FAILED"
+    svc["failure"] = f"last replica 3: run failed{TITLE}"
+    svc["replicas"][1]["log_tail"] = ["ok line", HOSTILE]
+    svc["replicas"][1]["instance_type"] = f"x[/bold]y{CLEAR}"
+    return svc
+
+
+@click.command()
+def status_command() -> None:
+    cli_status.show([failed(time.time())], True)
+
+
+@pytest.mark.parametrize("env", [{}, {"FORCE_COLOR": "1", "COLUMNS": "200"}], ids=["pipe", "tty"])
+def test_status_prints_log_tails_errors_and_cells_without_escapes(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    result = CliRunner(env=env).invoke(status_command, [], catch_exceptions=False)
+    out = result.output
+    for seq in ("\x1b[2J", "\x1b]", "\x07", "\x1b[1A", "\r", "\x9b"):
+        assert seq not in out
+    assert "    boom\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07\\x1b[1A\\x0d\\x9b31m fake READY" in out
+    assert "FAILED: last replica 3: run failed\\x1b]0;pwned\\x07" in out
+    assert "x[/bold]y\\x1b[2J\\x1b[H" in out.replace("\n", "")  # the cell, verbatim
+
+
+def test_printable_keeps_text_and_tabs_and_shows_controls() -> None:
+    assert cli_status.printable("GET /v1 200\tok é 日本") == "GET /v1 200\tok é 日本"
+    assert cli_status.printable("a\nb\x00c\x7f") == "a\\x0ab\\x00c\\x7f"
+
+
+def test_an_event_message_is_printed_without_escapes() -> None:
+    line = cli_logs.format_event({"at": 0.0, "kind": "error", "replica": 2, "message": HOSTILE})
+    assert "\x1b" not in line and "\r" not in line
+    assert line.endswith(
+        "error replica 2: boom\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07\\x1b[1A\\x0d\\x9b31m fake READY"
+    )

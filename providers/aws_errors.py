@@ -210,9 +210,9 @@ class Caller:
                     return None
                 if not is_transient(e) or attempt == self.max_attempts - 1:
                     if is_transient(e):
+                        why = str(translate(e, what=what, location=location))
                         raise TransientError(
-                            f"AWS {what}: still failing after {self.max_attempts} attempts: "
-                            f"{error_code(e) or type(e).__name__}",
+                            f"{why} (still failing after {self.max_attempts} attempts)",
                             location=location,
                         ) from e
                     raise translate(e, what=what, location=location) from e

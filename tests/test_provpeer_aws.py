@@ -7,6 +7,8 @@ as a TransientError, never as a ConfigError that fails the service.
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from providers.aws import AWSProvider
@@ -38,3 +40,19 @@ async def test_a_429_answered_every_time_ends_as_a_transient_error(
     with pytest.raises(TransientError, match="after 5 attempts"):
         await drive(clock, provider.list_instances("svc"))
     assert sum(c["Action"] == "DescribeInstances" for c in ec2.calls) == 5
+
+
+async def test_an_unreachable_endpoint_says_which_url_after_the_retries(
+    clock: FakeClock, aws_env: None
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    provider = AWSProvider({"endpoint_url": url, "regions": ["us-east-1"]}, clock=clock)
+    try:
+        with pytest.raises(TransientError, match="after 5 attempts") as info:
+            await drive(clock, provider.list_instances("svc"))
+    finally:
+        await provider.close()
+    message = str(info.value)
+    assert url in message and "\n" not in message, message

@@ -279,13 +279,26 @@ def _codes(vm: dict[str, Any]) -> list[str]:
     return [str(st.get("code", "")) for st in statuses]
 
 
+def _failure(vm: dict[str, Any]) -> str:
+    """Why provisioning failed, from the instance view's ``ProvisioningState/failed/<code>``
+    status and its message (one line)."""
+    statuses = (vm.get("properties", {}).get("instanceView") or {}).get("statuses") or []
+    for st in statuses:
+        code = str(st.get("code", ""))
+        if code.lower().startswith("provisioningstate/failed"):
+            reason = code.split("/", 2)[2] if code.count("/") >= 2 else ""
+            text = " ".join(str(st.get("message") or "").split())[:300]
+            return ": ".join(x for x in ("provisioning failed", reason, text) if x)
+    return "provisioning failed"
+
+
 def vm_state(vm: dict[str, Any], *, spot: bool) -> tuple[InstanceState, str]:
     """The instance state of an ARM VM with its instance view, and a detail line."""
     props = vm.get("properties", {})
     provisioning = str(props.get("provisioningState", "")).lower()
     power = next((c.split("/", 1)[1] for c in _codes(vm) if c.startswith("PowerState/")), "")
     if provisioning == "failed":
-        return InstanceState.FAILED, "provisioning failed"
+        return InstanceState.FAILED, _failure(vm)
     if power in ("deallocated", "deallocating"):
         if spot:
             return InstanceState.PREEMPTED, f"spot VM evicted (power state {power})"

@@ -402,8 +402,15 @@ class ArmState:
             op.status = "Failed"
             if res is not None:
                 res["properties"]["provisioningState"] = "Failed"
-                res["properties"]["instanceView"] = {
-                    "statuses": [{"code": "ProvisioningState/failed"}]
+                res["properties"]["instanceView"] = {  # as ARM: the reason in the view
+                    "statuses": [
+                        {
+                            "code": f"ProvisioningState/failed/{op.failure.code}",
+                            "level": "Error",
+                            "displayStatus": "Provisioning failed",
+                            "message": op.failure.message,
+                        }
+                    ]
                 }
             return
         op.status = "Succeeded"

@@ -21,7 +21,8 @@ def test_a_failed_provisioning_keeps_arms_code_and_message_on_one_line() -> None
                         "code": "ProvisioningState/failed/OSProvisioningTimedOut",
                         "level": "Error",
                         "displayStatus": "Provisioning failed",
-                        "message": "OS Provisioning for VM 'vm1' did not finish\nin the allotted time.",
+                        "message": "OS Provisioning for VM 'vm1' did not finish\n"
+                        "in the allotted time.",
                     },
                     {"code": "PowerState/running"},
                 ]

@@ -8,11 +8,10 @@ policies' cumulative cost side by side against on-demand only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from importlib import resources
 
-from skyctl.console.web import environment
+from skyctl.console.web import environment, script_json
 from skyctl.sim.report import COLUMNS, SimResult, _row
 
 
@@ -45,7 +44,7 @@ def series(results: Sequence[SimResult]) -> dict[str, object]:
 
 def render(results: Sequence[SimResult], *, command: str = "") -> str:
     first = results[0] if results else None
-    data = json.dumps(series(results)).replace("</", "<\\/")
+    data = script_json(series(results))
     return (
         environment()
         .get_template("sim.html")

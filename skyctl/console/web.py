@@ -80,6 +80,14 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def script_json(value: Any) -> str:
+    """JSON to embed in a ``<script type="application/json">``: its ``<``, ``>`` and ``&``
+    as ``\\u`` escapes (JSON.parse reads them back), so no text the data carries (an
+    event's ``<!--<script>``, a ``</script>``) changes how the page around it parses."""
+    text = json.dumps(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def charts(snap: dict[str, Any]) -> dict[str, Any]:
     return {
         s["name"]: {
@@ -120,7 +128,7 @@ def add_routes(app: web.Application, controller: Controller, api_token: str) -> 
     async def page(_: web.Request) -> web.Response:
         snap = build(controller, Rates())
         env = environment()
-        initial = json.dumps(update(env, snap)).replace("</", "<\\/")
+        initial = script_json(update(env, snap))
         html = env.get_template("page.html").render(
             prefix=PREFIX, at=snap["at"], services=snap["services"], initial=initial
         )

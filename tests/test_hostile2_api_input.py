@@ -10,6 +10,7 @@ Error``), and the service the request named is untouched.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,7 +81,7 @@ async def test_a_body_that_is_not_a_spec_object_is_a_one_line_400(
         ("/v1/services/web/events?limit=abc", "limit"),
         ("/v1/services/web/events?limit=1e999", "limit"),
         ("/v1/services/web/events?limit=99999999999999999999999", "limit"),
-        ("/v1/services/web/events?limit=-5", "limit"),
+        ("/v1/services/web/events?limit=-1", "limit"),
     ],
 )
 async def test_a_query_number_that_is_not_one_names_its_parameter(
@@ -120,3 +121,47 @@ async def test_a_method_the_route_does_not_take_and_a_huge_body_answer_json(
     resp = await client.post("/v1/services", headers=AUTH, data=b"x" * (MAX_BODY + 1))
     assert resp.status == 413
     assert (await resp.json())["error"] == f"request body over {MAX_BODY} bytes"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({"yaml": SPEC, "name": 5}, "name"),
+        ({"yaml": SPEC, "source": {"a": 1}}, "source"),
+        ({"yaml": SPEC, "mode": ["rolling"]}, "mode"),
+    ],
+)
+async def test_a_body_key_that_is_not_a_string_is_named(
+    client: Client, body: dict[str, object], key: str
+) -> None:
+    for method, path in WRITES:
+        resp = await client.request(method, path, headers=AUTH, json=body)
+        assert resp.status == 400
+        assert (await resp.json())["error"] == f"request body: {key}: expected a string"
+
+
+async def raw_status(client: Client, head: bytes) -> int:
+    """The status line's code for a request written byte for byte (aiohttp's client
+    will not send header bytes that are not UTF-8)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(b"GET " + head + b"\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"/v1/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe",
+        b"/console/ HTTP/1.1\r\nHost: x\r\nCookie: skyctl_console=\xff\xfe",
+        b"/console/login?token=%ff%fe HTTP/1.1\r\nHost: x",
+    ],
+    ids=["bearer", "cookie", "login token"],
+)
+async def test_credentials_that_are_not_utf8_are_refused_not_a_500(
+    client: Client, head: bytes
+) -> None:
+    assert await raw_status(client, head) == 401

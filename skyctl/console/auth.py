@@ -50,7 +50,9 @@ def allows(request: web.Request, api_token: str) -> bool:
     given = request.cookies.get(COOKIE, "")
     if not given:
         return False  # whether a cookie was sent at all is no secret
-    return hmac.compare_digest(given.encode(), cookie_value(api_token).encode())
+    return hmac.compare_digest(
+        given.encode(errors="surrogateescape"), cookie_value(api_token).encode()
+    )
 
 
 def login_page(request: web.Request) -> web.Response:
@@ -65,7 +67,9 @@ def login_page(request: web.Request) -> web.Response:
 
 async def login(request: web.Request, api_token: str) -> web.StreamResponse:
     given = request.query.get("token", "")
-    if not hmac.compare_digest(given.encode(), login_token(api_token).encode()):
+    if not hmac.compare_digest(
+        given.encode(errors="surrogateescape"), login_token(api_token).encode()
+    ):
         return login_page(request)
     resp = web.HTTPFound(f"{PREFIX}/")
     resp.set_cookie(COOKIE, cookie_value(api_token), httponly=True, samesite="Strict", path="/")

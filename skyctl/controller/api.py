@@ -60,11 +60,14 @@ async def _spec_body(request: web.Request) -> dict[str, Any]:
         raise ServiceError(f"request body: expected a JSON object, got {type(body).__name__}")
     if "yaml" not in body:
         raise ServiceError("request body: missing key 'yaml' (the spec's text)")
+    for key in ("name", "source", "mode"):
+        if not isinstance(body.get(key, ""), str | None):
+            raise ServiceError(f"request body: {key}: expected a string")
     return body
 
 
-def _int_query(request: web.Request, key: str, default: int) -> int:
-    """A whole-number query parameter, or a one-line 400 naming it."""
+def _int_query(request: web.Request, key: str, default: int, least: int) -> int:
+    """A whole-number query parameter from ``least`` up, or a one-line 400 naming it."""
     raw = request.query.get(key)
     if raw is None:
         return default
@@ -72,8 +75,8 @@ def _int_query(request: web.Request, key: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or not -1 <= value <= MAX_COUNT:
-        raise ServiceError(f"{key}: {raw[:40]!r} is not a whole number from -1 to {MAX_COUNT}")
+    if value is None or not least <= value <= MAX_COUNT:
+        raise ServiceError(f"{key}: {raw[:40]!r} is not a whole number from {least} to {MAX_COUNT}")
     return value
 
 
@@ -100,7 +103,8 @@ def make_app(
     async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token}"
-        bearer = hmac.compare_digest(given.encode(), expected.encode())
+        # a header's bytes that are not UTF-8 arrive as surrogates: compare them, not fail
+        bearer = hmac.compare_digest(given.encode(errors="surrogateescape"), expected.encode())
         if not bearer and not console.allows(request, token):
             if console.is_console(request):
                 return console.login_page(request)
@@ -158,7 +162,7 @@ def make_app(
         return web.json_response(await controller.retry_service(request.match_info["name"]))
 
     async def events(request: web.Request) -> web.Response:
-        limit = _int_query(request, "limit", 50)
+        limit = _int_query(request, "limit", 50, 0)
         return web.json_response(controller.events(request.match_info["name"], limit))
 
     async def replica_log(request: web.Request) -> web.StreamResponse:
@@ -168,7 +172,7 @@ def make_app(
         path = controller.log_path(name, rid)
         if path is None or not path.exists():
             raise ServiceNotFound(f"replica {rid} of {name!r} has no log here")
-        tail = _int_query(request, "tail", -1)  # the last N lines, then on (`logs --tail`)
+        tail = _int_query(request, "tail", -1, -1)  # the last N lines, then on (`logs --tail`)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         with path.open("rb") as f:

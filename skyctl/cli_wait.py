@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from skyctl.cli_status import printable
 from skyctl.client import ControllerClient, ServiceWatch
 from skyctl.errors import SkyctlError
 
@@ -52,7 +53,7 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
             )
             return
         if svc["status"] == "FAILED":
-            failure = svc.get("failure") or svc.get("last_error") or ""
+            failure = printable(svc.get("failure") or svc.get("last_error") or "")
             raise SkyctlError(
                 f"service {name} FAILED: {failure}{_output_hint(name, svc, failure)}; "
                 f"fix the spec and `skyctl serve update {name} FILE`"
@@ -65,7 +66,7 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
             return
         if svc.get("last_error") and svc["last_error"] != said:
             said = svc["last_error"]
-            click.echo(f"  last error: {said}", err=True)
+            click.echo(f"  last error: {printable(said)}", err=True)  # no terminal escapes
         if timeout is not None and time.monotonic() - start > timeout:
             raise SkyctlError(
                 f"no replica of {name} became ready within {timeout:.0f}s; "

@@ -1,4 +1,6 @@
-"""`serve status` and `serve logs --events` print what replicas wrote without terminal escapes.
+"""What replicas wrote reaches the terminal without escapes (status, events, up).
+
+`serve status`, `serve logs --events` and `serve up`'s wait print it.
 
 A replica's log tail, a failure or error line, an event's message and the
 table cells (a spec's ``instance_type``) reach the user's terminal. An ANSI or
@@ -17,7 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from skyctl import cli_logs, cli_status
+from skyctl.cli_wait import wait_ready
+from skyctl.errors import SkyctlError
 from tests.test_cli_status import service
+from tests.test_cli_wait_failed import _Controller
+from tests.test_cli_wait_failed import failed as failed_service
 
 CLEAR = "\x1b[2J\x1b[H"
 TITLE = "\x1b]0;pwned\x07"
@@ -64,3 +70,11 @@ def test_an_event_message_is_printed_without_escapes() -> None:
     assert line.endswith(
         "error replica 2: boom\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07\\x1b[1A\\x0d\\x9b31m fake READY"
     )
+
+
+def test_serve_ups_wait_prints_a_failure_without_escapes() -> None:
+    svc = failed_service(f"version 1: last replica 1: launch failed: {HOSTILE}", [1])
+    with pytest.raises(SkyctlError) as e:
+        wait_ready(_Controller(svc), "llm", timeout=5)  # type: ignore[arg-type]
+    assert "\x1b" not in str(e.value) and "\r" not in str(e.value)
+    assert "launch failed: boom\\x1b[2J" in str(e.value)

@@ -29,8 +29,11 @@ service:
       replica_metrics_seconds: 0.5
 resources:
   cloud: local
+envs:
+  PYTHONPATH: {root}  # benchmarks/ is the repository's, not an installed package
 run: exec {python} -m benchmarks.llm_routing.server --port $PORT --time-scale 0.001
 """
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def chat(endpoint: str, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def test_a_chats_next_turn_finds_its_history_cached_through_the_whole_product(
     tmp_path: Path, skyctl_home: Path
 ) -> None:
     spec = tmp_path / "llm.yaml"
-    spec.write_text(SPEC.format(python=sys.executable))
+    spec.write_text(SPEC.format(python=sys.executable, root=ROOT))
     up = run_cli(skyctl_home, "serve", "up", str(spec), "--timeout", "90")
     try:
         assert up.returncode == 0, up.stdout + up.stderr

@@ -13,6 +13,7 @@ import os
 
 import click
 
+from skyctl.cli_status import printable
 from skyctl.errors import SkyctlError
 
 
@@ -84,7 +85,7 @@ def run(cli: click.Group) -> None:
         click.echo(f"error: {usage_line(e)}", err=True)
         raise SystemExit(2) from None
     except SkyctlError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {printable(e)}", err=True)  # it may quote a spec or a replica
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

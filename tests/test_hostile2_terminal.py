@@ -12,6 +12,7 @@ up and overwrite the table) is printed as visible ``\\x1b`` text, and a cell's
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from skyctl import cli_logs, cli_status
 from skyctl.cli_wait import wait_ready
 from skyctl.errors import SkyctlError
+from tests.helpers.cli import run_cli
 from tests.test_cli_status import service
 from tests.test_cli_wait_failed import _Controller
 from tests.test_cli_wait_failed import failed as failed_service
@@ -78,3 +80,12 @@ def test_serve_ups_wait_prints_a_failure_without_escapes() -> None:
         wait_ready(_Controller(svc), "llm", timeout=5)  # type: ignore[arg-type]
     assert "\x1b" not in str(e.value) and "\r" not in str(e.value)
     assert "launch failed: boom\\x1b[2J" in str(e.value)
+
+
+def test_an_error_line_quoting_a_spec_prints_without_escapes(tmp_path: Path) -> None:
+    spec = tmp_path / "svc.yaml"
+    spec.write_text('"\\e[2J\\e]0;pwned\\a": 1\nname: a\nservice: {replicas: 1}\nrun: x\n')
+    result = run_cli(tmp_path / "home", "serve", "up", str(spec))
+    assert result.returncode == 2
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "\\x1b[2J\\x1b]0;pwned\\x07: unknown key" in result.stderr

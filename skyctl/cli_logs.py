@@ -270,9 +270,9 @@ def _daemon_log(p: Paths, tail: int | None, follow: bool, router_only: bool) -> 
         if not router_only and tail is not None:
             f.seek(tail_offset(f, tail))
         backlog = deque((ln for ln in lines_to_end(f) if _wanted(ln, router_only)), maxlen=tail)
-        for line in backlog:
-            click.echo(line)
+        for line in backlog:  # skyctl's own log, quoting specs and providers: no escapes
+            click.echo(printable(line))
         if follow:
             for line in follow_lines(f):
                 if _wanted(line, router_only):
-                    click.echo(line)
+                    click.echo(printable(line))

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from skyctl import cli_logs, cli_status
 from skyctl.cli_wait import wait_ready
+from skyctl.config import paths
 from skyctl.errors import SkyctlError
 from tests.helpers.cli import run_cli
 from tests.test_cli_status import service
@@ -89,3 +90,19 @@ def test_an_error_line_quoting_a_spec_prints_without_escapes(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
     assert "\\x1b[2J\\x1b]0;pwned\\x07: unknown key" in result.stderr
+
+
+def test_the_controller_log_prints_without_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = paths(tmp_path)
+    p.daemon_log.parent.mkdir(parents=True, exist_ok=True)
+    p.daemon_log.write_text(f"2026-01-01 INFO skyctl: launch failed: {HOSTILE}\nnext line\n")
+    cli_logs._daemon_log(p, None, False, router_only=False)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\x9b" not in out
+    assert out.splitlines() == [
+        "2026-01-01 INFO skyctl: launch failed: boom\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07"
+        "\\x1b[1A\\x0d\\x9b31m fake READY",
+        "next line",
+    ]

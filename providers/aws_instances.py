@@ -10,7 +10,10 @@ State mapping: ``pending`` -> PENDING, ``running`` -> RUNNING,
 ``shutting-down``/``terminated`` with state reason
 ``Server.SpotInstanceTermination`` -> PREEMPTED, with another ``Server.*``
 reason -> FAILED; an instance shutting down for any other reason is
-TERMINATED, and once ``terminated`` it is gone (not listed). A spot request
+TERMINATED, and once ``terminated`` it is gone (not listed). ``stopping`` and
+``stopped`` (stopped by someone, or by an AWS retirement event) -> FAILED: it
+is not serving, yet it stays (and its volumes cost) until it is terminated,
+so teardown must still terminate it. A spot request
 in status ``marked-for-termination`` (AWS's two-minute notice) sets
 ``interruption_at``.
 """
@@ -114,7 +117,8 @@ def to_instance(
             state = InstanceState.TERMINATED
     else:
         state = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING}.get(
-            state_name, InstanceState.TERMINATED
+            state_name,
+            InstanceState.FAILED,  # stopping/stopped: it stays until terminated
         )
     ip = raw.get("PublicIpAddress")
     port = tags.get(TAG_PORT, "")

@@ -413,7 +413,7 @@ class AzureProvider(Provider):
             elif tags.get(TAG_SPOT) == "true":
                 state, detail = InstanceState.PREEMPTED, "spot VM evicted (VM gone)"
             else:
-                state, detail = InstanceState.TERMINATED, "VM gone; network resources left"
+                state, detail = InstanceState.FAILED, "VM gone; network resources left"
             out[name] = instance_from_tags(
                 tags,
                 str(res.get("location", "")),

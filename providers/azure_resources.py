@@ -299,12 +299,14 @@ def vm_state(vm: dict[str, Any], *, spot: bool) -> tuple[InstanceState, str]:
     power = next((c.split("/", 1)[1] for c in _codes(vm) if c.startswith("PowerState/")), "")
     if provisioning == "failed":
         return InstanceState.FAILED, _failure(vm)
+    # stopped or deallocated by someone else: not serving, yet the VM (and its disk, and
+    # while only stopped its compute) stays until deleted, so teardown must delete it
     if power in ("deallocated", "deallocating"):
         if spot:
             return InstanceState.PREEMPTED, f"spot VM evicted (power state {power})"
-        return InstanceState.TERMINATED, f"power state {power}"
+        return InstanceState.FAILED, f"stopped (power state {power})"
     if power in ("stopped", "stopping"):
-        return InstanceState.TERMINATED, f"power state {power}"
+        return InstanceState.FAILED, f"stopped (power state {power})"
     if provisioning == "deleting":
         return InstanceState.TERMINATED, "being deleted"
     if provisioning == "succeeded" and power == "running":

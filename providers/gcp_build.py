@@ -245,4 +245,6 @@ def state_of(status: str, *, spot: bool, preempted: bool, deleting: bool) -> Ins
         return InstanceState.PREEMPTED
     if status == "TERMINATED" and spot:
         return InstanceState.PREEMPTED  # a spot VM stops only when preempted (we delete ours)
-    return InstanceState.TERMINATED
+    # stopped or suspended by someone else (or by host maintenance): not serving, yet it
+    # stays (and its disks cost) until deleted, so teardown must still delete it
+    return InstanceState.FAILED

@@ -9,6 +9,8 @@ state and ``interruption_at``:
 - preempted, VM still RUNNING or STOPPING within GCP's ~30 s notice: RUNNING
   with ``interruption_at`` = preemption start + 30 s;
 - preempted and past it, or a TERMINATED spot VM: PREEMPTED;
+- an on-demand VM stopped or suspended (status TERMINATED, SUSPENDED, ...) and
+  not being deleted by us: FAILED, as it stays until deleted;
 - a maintenance window that will stop the VM (spot, or ``onHostMaintenance:
   TERMINATE`` as GPUs have): RUNNING with ``interruption_at`` = window start.
 """
@@ -89,6 +91,8 @@ def to_instance(
             state, interruption_at, detail = InstanceState.RUNNING, due, "preemption notice"
         else:
             state, detail = InstanceState.PREEMPTED, "preempted"
+    if state is InstanceState.FAILED:
+        detail = f"stopped (GCP status {status})"
     maintenance = maintenance_start(inst)
     if maintenance and state is InstanceState.RUNNING and interruption_at is None:
         if spot or (sched and sched.on_host_maintenance == "TERMINATE"):

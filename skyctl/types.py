@@ -57,8 +57,8 @@ class InstanceState(str, enum.Enum):
     PENDING = "PENDING"  # being created
     RUNNING = "RUNNING"
     PREEMPTED = "PREEMPTED"  # taken away by the cloud (spot interruption, eviction)
-    TERMINATED = "TERMINATED"  # stopped/deleted for another reason
-    FAILED = "FAILED"  # crashed or could not start
+    TERMINATED = "TERMINATED"  # deleted, or being deleted, for another reason
+    FAILED = "FAILED"  # crashed, could not start, or stopped (it stays until terminated)
 
     def __str__(self) -> str:
         return self.value

@@ -397,8 +397,9 @@ async def test_a_deallocated_spot_vm_is_preempted(provider: AzureProvider, fake:
         ("Succeeded", "starting", False, InstanceState.PENDING),
         ("Succeeded", "deallocated", True, InstanceState.PREEMPTED),
         ("Succeeded", "deallocating", True, InstanceState.PREEMPTED),
-        ("Succeeded", "deallocated", False, InstanceState.TERMINATED),
-        ("Succeeded", "stopped", False, InstanceState.TERMINATED),
+        ("Succeeded", "deallocated", False, InstanceState.FAILED),
+        ("Succeeded", "stopped", False, InstanceState.FAILED),
+        ("Succeeded", "stopped", True, InstanceState.FAILED),
         ("Failed", "", True, InstanceState.FAILED),
     ],
 )

@@ -458,8 +458,9 @@ def test_names_are_valid_gcp_names_and_deterministic(service: str) -> None:
         ("STOPPING", True, False, True, InstanceState.TERMINATED),
         ("STOPPING", True, True, False, InstanceState.PREEMPTED),
         ("TERMINATED", True, False, False, InstanceState.PREEMPTED),
-        ("TERMINATED", False, False, False, InstanceState.TERMINATED),
-        ("SUSPENDED", False, False, False, InstanceState.TERMINATED),
+        ("TERMINATED", False, False, False, InstanceState.FAILED),
+        ("SUSPENDED", False, False, False, InstanceState.FAILED),
+        ("STOPPING", False, False, False, InstanceState.FAILED),
     ],
 )
 def test_gcp_status_maps_to_our_state(

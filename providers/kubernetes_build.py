@@ -396,8 +396,8 @@ def view_pod(pod: Mapping[str, Any]) -> PodView:
         )
     elif phase == "Failed" or (phase == "Pending" and fatal):
         state, detail = InstanceState.FAILED, problem or reason or "pod failed"
-    elif phase == "Succeeded":
-        state, detail = InstanceState.TERMINATED, problem or "pod completed"
+    elif phase == "Succeeded":  # a server that ended; the pod (and its Service) stay
+        state, detail = InstanceState.FAILED, problem or "pod completed"
     elif phase == "Running":
         state, detail = InstanceState.RUNNING, problem
     else:

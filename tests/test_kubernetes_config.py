@@ -152,7 +152,7 @@ async def test_a_spec_candidate_names_the_accelerator_used_for_the_offering(
             InstanceState.PREEMPTED,
             "PreemptionByScheduler",
         ),
-        ({"phase": "Succeeded"}, InstanceState.TERMINATED, "pod completed"),
+        ({"phase": "Succeeded"}, InstanceState.FAILED, "pod completed"),
         (
             {
                 "phase": "Pending",

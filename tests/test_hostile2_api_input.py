@@ -22,6 +22,8 @@ from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
 from skyctl.controller.api import MAX_BODY, make_app
+from skyctl.controller.routing_feed import RoutingFeed
+from skyctl.routing_wire import REPORT_PATH
 from skyctl.store import Store
 
 TOKEN = "h" * 40
@@ -31,11 +33,20 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
+async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
     clock = FakeClock()
     store = Store(tmp_path / "state.db")
     providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
     controller = Controller(store, providers, clock)
+    try:
+        yield controller
+    finally:
+        await controller.stop(0)
+        store.close()
+
+
+@pytest.fixture
+async def client(controller: Controller) -> AsyncIterator[Client]:
     c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
     await c.start_server()
     try:
@@ -44,8 +55,6 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
         yield c
     finally:
         await c.close()
-        await controller.stop(0)
-        store.close()
 
 
 DEEP = b"[" * 50_000 + b"]" * 50_000
@@ -165,3 +174,12 @@ async def test_credentials_that_are_not_utf8_are_refused_not_a_500(
     client: Client, head: bytes
 ) -> None:
     assert await raw_status(client, head) == 401
+
+
+async def test_a_routing_report_nested_past_the_parser_is_a_400(
+    client: Client, controller: Controller
+) -> None:
+    controller.routing_feed = RoutingFeed(FakeClock())  # as with external routers
+    resp = await client.post(REPORT_PATH, headers=AUTH, data=DEEP)
+    assert resp.status == 400
+    assert (await resp.json())["error"].startswith("report: not a routing report (")

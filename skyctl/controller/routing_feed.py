@@ -225,7 +225,7 @@ def add_routes(app: web.Application, feed: Callable[[], RoutingFeed | None], tok
     async def report(request: web.Request) -> web.Response:
         try:
             the_feed(request).report(await request.json())
-        except (ValueError, TypeError, IndexError, AttributeError) as e:
+        except (ValueError, TypeError, IndexError, AttributeError, RecursionError) as e:
             raise ServiceError(f"report: not a routing report ({e})") from None
         return web.json_response({"ok": True})
 

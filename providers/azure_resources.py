@@ -299,6 +299,8 @@ def vm_state(vm: dict[str, Any], *, spot: bool) -> tuple[InstanceState, str]:
     power = next((c.split("/", 1)[1] for c in _codes(vm) if c.startswith("PowerState/")), "")
     if provisioning == "failed":
         return InstanceState.FAILED, _failure(vm)
+    if provisioning == "deleting":  # (its power state goes to stopped on the way)
+        return InstanceState.TERMINATED, "being deleted"
     # stopped or deallocated by someone else: not serving, yet the VM (and its disk, and
     # while only stopped its compute) stays until deleted, so teardown must delete it
     if power in ("deallocated", "deallocating"):
@@ -307,8 +309,6 @@ def vm_state(vm: dict[str, Any], *, spot: bool) -> tuple[InstanceState, str]:
         return InstanceState.FAILED, f"stopped (power state {power})"
     if power in ("stopped", "stopping"):
         return InstanceState.FAILED, f"stopped (power state {power})"
-    if provisioning == "deleting":
-        return InstanceState.TERMINATED, "being deleted"
     if provisioning == "succeeded" and power == "running":
         return InstanceState.RUNNING, ""
     return (

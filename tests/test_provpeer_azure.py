@@ -80,3 +80,14 @@ async def test_network_resources_left_by_a_vanished_ondemand_vm_are_not_called_g
     assert listed.state is InstanceState.FAILED
     await provider.terminate(inst.instance_id)
     assert leftovers(fake) == {}
+
+
+def test_a_vm_being_deleted_is_terminated_whatever_its_power_state_on_the_way() -> None:
+    for power in ("stopping", "stopped", "deallocating"):
+        vm = {
+            "properties": {
+                "provisioningState": "Deleting",
+                "instanceView": {"statuses": [{"code": f"PowerState/{power}"}]},
+            }
+        }
+        assert vm_state(vm, spot=False) == (InstanceState.TERMINATED, "being deleted")

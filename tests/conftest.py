@@ -63,6 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SKYCTL_LOG_LEVEL", "WARNING")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt_once)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # a run started as a background job (`cmd &` in a script, nohup) ignores
+            # SIGINT, and so would every process it starts: the tests that press
+            # Ctrl-C on a CLI (SIGINT) would wait on a command that cannot hear it
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupt_once(signum: int, frame: FrameType | None) -> None:

@@ -251,7 +251,10 @@ def duplicate_starts(home: Path) -> list[str]:
     """Replica ids whose process was started more than once (from their logs)."""
     dupes = []
     for log in sorted((home / "local" / "logs").glob("*/replica-*.log")):
-        starts = log.read_text(errors="replace").count("echo server (replica")
+        try:
+            starts = log.read_text(errors="replace").count("echo server (replica")
+        except FileNotFoundError:
+            continue  # its service went down since the listing: its logs went with it
         if starts > 1:
             dupes.append(f"{log.parent.name}/{log.stem} started {starts} times")
     return dupes

@@ -7,6 +7,10 @@ request head (and a body: bytes, or a :class:`~skyctl.router.http1.BodyStream`
 uploaded as it arrives) and returns a :class:`Response` once the response
 head is in; its body streams through ``response.body`` as it arrives.
 
+Interim (1xx) heads before the final one go to the listener's ``on_interim``,
+if it has one; more than :data:`MAX_HEAD_BYTES` of them, or a head over it
+however it arrives, is a :class:`BadResponse`.
+
 Connection reuse: a connection returns to the pool the moment its response
 has fully *arrived* (the bytes may still wait in the body buffer), provided
 the request was fully sent and both sides keep the connection alive.
@@ -93,6 +97,7 @@ class _Conn:
         self._framer: Framer | None = None
         self._method = b""
         self._sent = True
+        self._interim = 0  # bytes of 1xx heads before this response's final head
         self._unsent = False  # the request's first write failed at once: no byte went out
         self._written = True  # the request's first write was made (it waits for the batch)
         self._upload: asyncio.Task[None] | None = None
@@ -152,7 +157,7 @@ class _Conn:
     def _parse_head(self, resp: Response, data: bytes) -> bytes:
         while True:
             end = data.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD_BYTES:  # too large however it arrived: in one read too
                 if len(data) > MAX_HEAD_BYTES:
                     raise ProtocolError(502, "response head too large")
                 self._buf = data
@@ -180,7 +185,15 @@ class _Conn:
                 raise ProtocolError(502, "informational response on a closing connection")
             if data[:1] == b"\r" or data[:1] == b"\n":
                 data = data.lstrip(b"\r\n")  # empty lines between messages (as llhttp)
-            # 1xx informational: skip it, the real head follows
+            # 1xx informational: its listener may pass it on; the final head follows
+            self._interim += end + 4
+            if self._interim > MAX_HEAD_BYTES:  # a replica cannot flood the client with them
+                raise ProtocolError(502, "informational responses over the head limit")
+            interim = getattr(resp.listener, "on_interim", None)
+            if interim is not None:
+                interim(head)
+        if self._interim:
+            self._interim = 0
         resp.head = head
         status = head.status  # (response_has_body, inline)
         if self._method == b"HEAD" or status == 204 or status == 304:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from skyctl.router.client import ClientBodyError, Response
 from skyctl.router.exchange import Context, Exchange, send
 from skyctl.router.front import Connection, Request
-from skyctl.router.http1 import BodyStream
+from skyctl.router.headers import downstream_lines
+from skyctl.router.http1 import REASONS, BodyStream, Head
 from skyctl.router.stats import ReplicaState
 from skyctl.router.upstream import AttemptFailed, may_retry
 
@@ -109,6 +110,12 @@ class Forward(Exchange):
             self.deliver(self)
         except Exception as exc:  # a bug of ours: answer 500, keep the connection sane
             self.crash(exc)
+
+    def on_interim(self, head: Head) -> None:
+        """A 1xx from the current try (its one replica): to the client at once (a
+        retry after it is still safe: no final response went out)."""
+        reason = head.reason or REASONS.get(head.status, b"")
+        self.out.interim(head.status, reason, downstream_lines(head, rid=self.rid))
 
     def on_error(self, resp: Response | None, exc: BaseException) -> None:
         self.resp = None

@@ -1,40 +1,22 @@
 """The router's front: a lean HTTP/1.1 server on an asyncio Protocol.
 
 :class:`~skyctl.router.listener.FrontServer` listens; each client connection is a
-:class:`Connection` protocol that parses requests from the bytes it receives
-(:mod:`skyctl.router.http1`) and answers them one at a time. A request first goes to the
-server's ``fast`` hook, which may take it without a task (an :class:`Exchange` driven by
-callbacks, which calls :meth:`Connection.exchange_done` when answered); otherwise
-``await handler(request, connection)`` runs in a task. Either answers through the
-connection: :meth:`Connection.send` for a complete response (head and body in one
-write), or :meth:`~Connection.start`, :meth:`~Connection.write`,
-:meth:`~Connection.finish` to stream one, with :meth:`~Connection.drain` for flow
-control and :meth:`~Connection.abort` to cut it.
+:class:`Connection` protocol that parses requests (:mod:`skyctl.router.http1`) and
+answers them one at a time: through the server's ``fast`` hook (an :class:`Exchange`
+driven by callbacks, which calls :meth:`Connection.exchange_done`), else ``await
+handler(request, connection)`` in a task. Answers go out by :meth:`Connection.send`
+(head and body in one write), or :meth:`~Connection.start`, :meth:`~Connection.write`,
+:meth:`~Connection.finish` streamed (:meth:`~Connection.drain`, :meth:`~Connection.abort`).
 
-- Keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelining with one
-  request parsed ahead, ``Expect: 100-continue`` answered when the handler
-  first reads the body; request bodies stream through a
-  :class:`~skyctl.router.http1.BodyStream`.
-- When the client hangs up, the task or exchange handling its request is
-  cancelled.
-- Malformed requests get the parser's status (400, 431, 501, 505) and the connection
-  closes; so does a connection whose request body was left unread. A body over
-  ``max_body_bytes`` gets 413 (at once when its Content-Length says so, else when the
-  chunks pass the limit); a handler reading a broken body gets the
-  :class:`~skyctl.router.http1.ProtocolError`, and a handler that lets it propagate
-  answers with its status.
-- Slow clients: a request head must arrive within ``head_timeout`` of its first byte and
-  a request body may not stay silent for ``body_timeout`` (while the server reads; not
-  while it pauses for back-pressure); both end in 408 and a closed connection. A client
-  that accepts no byte of a response for ``send_timeout`` is cut. Idle connections close
-  after ``keepalive_timeout``. Beyond ``max_connections`` open connections (or
-  ``max_connections_per_client`` from one address) a new one gets 503 and is closed
-  (memory stays bounded: each connection buffers at most one head ahead and a body up to
-  the high-water mark).
-- With ``ssl`` (an :class:`ssl.SSLContext`) the server speaks HTTPS.
-- :meth:`FrontServer.stop_accepting` closes the listening socket and idle
-  connections; busy ones close after their current response.
-  :meth:`FrontServer.close` cuts what is left and waits for the tasks.
+- Keep-alive, pipelining (one request parsed ahead), ``Expect: 100-continue`` answered at
+  the body's first read, a replica's 1xx passed on; a hang-up cancels the request.
+- Malformed requests get the parser's status (400, 431, 501, 505), a body over
+  ``max_body_bytes`` 413 (at once for its Content-Length), a head or body too slow
+  (``head_timeout``, ``body_timeout``) 408, then the connection closes, as it does after
+  a body left unread; an answer given while the client may still send closes
+  gracefully (:mod:`skyctl.router.linger`). A client accepting no byte for
+  ``send_timeout`` is cut; idle connections close after ``keepalive_timeout``; beyond
+  ``max_connections`` (or ``max_connections_per_client``) a new one gets 503 (TLS: the listener).
 """
 
 from __future__ import annotations
@@ -372,6 +354,17 @@ class Connection:
     def _continue(self) -> None:
         if self._state == _IDLE:
             self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def interim(self, status: int, reason: bytes, lines: bytes) -> None:
+        """A replica's 1xx (not 101): to HTTP/1.1 clients only (RFC 9110 15.2); a 100 only
+        while the client's ``Expect`` waits for one (not after the router's own)."""
+        request = self._current
+        if self._http11 and self._state == _IDLE and request is not None:
+            body = request.body if status == 100 and request.head.expect_continue else None
+            if body is None or body.on_first_read is not None:
+                if body is not None:
+                    body.on_first_read = None  # the replica's answers the expectation
+                self._write_raw(b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, reason, lines))
 
     def _pause_reading(self) -> None:
         if self.transport is not None and not self.closed:

@@ -155,7 +155,7 @@ class Head:
     forwarded_for: tuple[bytes, ...] = ()
     expect_continue = False
     authorization: bytes | None = None  # b"" when the request repeats the header
-    upgrade = False  # Connection names "upgrade" and an Upgrade header is present
+    upgrade = False  # HTTP/1.1, Connection names "upgrade" and an Upgrade header is present
     # the header lines a proxy forwards for it, kept once made (skyctl.router.headers)
     forwarded: bytes | None = None
     forwarded_without_auth: bytes | None = None
@@ -290,8 +290,11 @@ def _parse_fields(
             head.keep_alive = b"close" not in tokens
         else:
             head.keep_alive = b"keep-alive" in tokens  # as llhttp (even with close)
-        if upgrade:
-            head.upgrade = request and b"upgrade" in tokens
+        if upgrade and request and b"upgrade" in tokens:
+            if head.http11:
+                head.upgrade = True
+            else:  # RFC 9110 7.8: ignored in HTTP/1.0; a plain request, then the close
+                head.keep_alive = False  # (what follows is no request: llhttp upgrades)
     elif not head.http11:
         head.keep_alive = False  # (the class default: True, no Connection tokens)
     if request and hosts != 1 and (hosts or head.http11):  # RFC 9112 3.2

@@ -22,7 +22,10 @@ _NO_HEAD: Final = Head()  # a response's head until its own is in (heads are nev
 
 class Listener(Protocol):
     """Told, from the connection's own callbacks (no future, no task), how a
-    request sent with a listener went: exactly one of the two, once."""
+    request sent with a listener went: exactly one of the two, once. A listener
+    with an ``on_interim(head)`` method is also told of each 1xx head (not 101)
+    before the final one (:class:`~skyctl.router.forward.Forward` passes them on);
+    without one they are dropped (racing copies, checks, probes)."""
 
     def on_head(self, resp: Response) -> None:
         """The head is in (``resp.head``); the body bytes that came with it are

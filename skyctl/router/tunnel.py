@@ -72,7 +72,7 @@ class _Pipe:
         if future is not None:  # still reading the replica's response head
             data = self._head + data
             end = data.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD_BYTES:  # too large however it arrived
                 self._head = data
                 if len(data) > MAX_HEAD_BYTES and not future.done():
                     future.set_exception(ProtocolError(502, "response head too large"))

@@ -260,9 +260,15 @@ def router_policy(framing: Framing) -> Framing:
       its value a URI host and optional port (RFC 3986 3.2.2: an IP literal in
       brackets or a reg-name, then ``:`` and digits);
     - ``Transfer-Encoding`` only as ``chunked`` alone, only in HTTP/1.1 (llhttp
-      frames ``gzip, chunked`` as chunked: the router answers 501).
+      frames ``gzip, chunked`` as chunked: the router answers 501);
+    - ``Upgrade`` in an HTTP/1.0 request is ignored (RFC 9110 7.8; llhttp upgrades):
+      a plain request, body and all, then the connection closes (``"plain-1.0"``,
+      compared by :func:`same`).
     """
     expected = Framing(end=framing.end)
+    last = framing.messages[-1] if framing.messages else None
+    if framing.end == "upgrade" and last is not None and last.start[2:] == (b"1.0",):
+        expected.end = "plain-1.0"
     for message in framing.messages:
         method, target, version = message.start
         names = [name.lower() for name, _ in message.headers]
@@ -306,5 +312,16 @@ def same(ours: Framing, theirs: Framing) -> bool:
     has already refused counts as equal (neither delivers another message)."""
     if ours.key() == theirs.key():
         return True
+    if theirs.end == "plain-1.0":  # llhttp's upgrade head, the router's plain request
+        *before, last = theirs.messages
+        if ours.messages[: len(before)] != before:
+            return False
+        if len(ours.messages) == len(before):  # its body still arriving, or broken
+            return ours.end in ("partial", "error")
+        mine = ours.messages[len(before)]
+        return len(ours.messages) == len(theirs.messages) and (mine.start, mine.headers) == (
+            last.start,
+            last.headers,
+        )
     ends = {ours.end, theirs.end}
     return ends == {"partial", "error"} and ours.key()[1] == theirs.key()[1]

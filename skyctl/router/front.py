@@ -36,6 +36,7 @@ from skyctl.router.http1 import (
     encode_chunk,
     parse_request_head,
 )
+from skyctl.router.linger import Linger
 from skyctl.router.request import Exchange, Request
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Connection:
         self._http11 = True
         self._writer = self._write_now  # bound once, not per response
         self._handshake: asyncio.Future[None] | None = None  # TLS, until it is done
+        self.unread = False  # the client may still be sending: close by lingering
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class Connection:
         if self._server.ssl_context is None:
             self._close_after = True
             self.send_json(503, {"error": why.decode()})
-        self.close()  # stops reading at once: no data_received follows
+        self.close()  # stops reading at once (no lingering: no slot held)
 
     def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
         self._handshake = None
@@ -137,7 +139,7 @@ class Connection:
             except ProtocolError as exc:  # a broken body: nothing after it can be trusted
                 request.body.fail(exc)
                 self._framer = self._receiving = None
-                self._close_after = True
+                self._close_after = self.unread = True
                 self._pause_reading()
                 return
             if rest is None:
@@ -339,6 +341,7 @@ class Connection:
         return request
 
     def _reject(self, exc: ProtocolError) -> None:
+        self.unread = True  # what follows is unread: lingering close
         if self._current is not None:  # a response is under way: just stop reading
             self._close_after = True
             self._pause_reading()
@@ -430,7 +433,7 @@ class Connection:
             else:
                 self.abort()
         if request.body is not None and not request.body.complete:
-            self._close_after = True  # the rest of the body is still on the wire
+            self._close_after = self.unread = True  # the rest of the body is on the wire
         self.last_active = self._loop.time()
 
     # ---- responses -----------------------------------------------------------------------------
@@ -474,7 +477,7 @@ class Connection:
             framing = _LENGTHS[size] if size < 1024 else b"Content-Length: %d\r\n" % size
         receiving = self._receiving
         if receiving is not None and receiving is self._current:  # answered before its
-            self._close_after = True  # body came: unread, so it closes (RFC 9110 10.1.1)
+            self._close_after = self.unread = True  # body came: it closes (RFC 9110 10.1.1)
         if self._close_after:  # (self._head, inline: the hot path)
             connection = b"Connection: close\r\n"
         else:
@@ -556,9 +559,13 @@ class Connection:
             self.transport.abort()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             self._server.batch.flush()  # what was answered goes out first
-            self.transport.close()
+            if self.unread and not self.closed:  # the client may still be sending
+                Linger(self, transport)
+            else:
+                transport.close()
         self.closed = True
 
     def _write_raw(self, data: bytes) -> None:

@@ -92,6 +92,8 @@ class FrontServer:
         # it would hold its request, and its replica's, for ever
         self.send_timeout = send_timeout
         self.max_head_bytes = max_head_bytes
+        # a lingering close (linger.py): nginx's lingering_timeout and _time, and bytes dropped
+        self.linger_idle, self.linger_time, self.linger_bytes = 5.0, 30.0, 64 << 20
         self.heads: dict[bytes, Head] = {}  # request heads parsed, by their bytes
         self.head_misses = 0  # heads parsed since the last hit (headcache.py)
         self._max_headers = max_headers

@@ -2,7 +2,8 @@
 
 Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own
 process group, listening on a free port of 127.0.0.1 given as ``$PORT``, with
-its output in ``<state_dir>/logs/<service>/replica-<id>.log``. It runs in the
+its output in ``<state_dir>/logs/<service>/replica-<id>.log`` (kept an hour after it
+ends, as its row in ``serve status -a``: ``local_records.LogPruner``). It runs in the
 spec's ``workdir``, else in a directory of its own (``<state_dir>/work/<instance
 id>``, removed at termination), never in the state folder itself. Instance
 records are JSON files under ``state_dir`` (``providers.local_records``), so a
@@ -38,8 +39,10 @@ from providers.local_records import (
     FAILED,
     PREEMPTED,
     RUNNING,
+    LogPruner,
     Record,
     RecordStore,
+    end_files,
     group_alive,
     log_of,
     pgid_of,
@@ -87,6 +90,7 @@ class LocalProvider(Provider):
         self._state_dir = Path(state_dir)
         self._base_dir = base_dir
         self._store = RecordStore(self._state_dir)
+        self._logs = LogPruner(self._state_dir, clock.now)
         self._replays: dict[str, Replay] = {}
         self._procs: dict[str, ReplicaProcess] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
@@ -171,10 +175,10 @@ class LocalProvider(Provider):
         try:
             await self._stop(rec)
             self._store.remove(instance_id)
-            # its own directory goes with it, as a cloud VM's disk does (a spec's
-            # workdir is the user's and stays)
-            await asyncio.to_thread(shutil.rmtree, self._replica_dir(instance_id), True)
+            now = self._clock.now()
+            await asyncio.to_thread(end_files, self._replica_dir(instance_id), rec.log_path, now)
             self._random_due.pop(instance_id, None)
+            await self._logs.after_end(rec.service, self._store.records.values())
         finally:
             self._terminating.discard(instance_id)
 
@@ -198,11 +202,12 @@ class LocalProvider(Provider):
             return
         self._replays.pop(service, None)
         self._store.forget_replay(service)
+        self._logs.forget(service)
         logs = self._state_dir / "logs" / safe_name(service)
         await asyncio.to_thread(shutil.rmtree, logs, True)
 
     def log_path(self, instance_id: str) -> str | None:
-        """The replica's log, also once it ended (kept until its service is released)."""
+        """The replica's log, also once it ended (kept an hour, or until its service is released)."""
         rec = self._store.records.get(instance_id)
         if rec is not None:
             return rec.log_path
@@ -421,17 +426,7 @@ class LocalProvider(Provider):
         rec.detail = detail
         self._store.save(rec)
         self._random_due.pop(rec.instance_id, None)
-        self._emit(
-            InstanceEvent(
-                InstanceEventKind.EXITED,
-                rec.service,
-                rec.replica_id,
-                rec.instance_id,
-                Location.parse(rec.location),
-                self._clock.now(),
-                detail,
-            )
-        )
+        self._emit(self._event(InstanceEventKind.EXITED, rec, self._clock.now(), detail))
 
     def _alive(self, rec: Record) -> bool:
         proc = self._procs.get(rec.instance_id)
@@ -579,9 +574,9 @@ class LocalProvider(Provider):
         self._emit(self._event(InstanceEventKind.PREEMPTED, rec, now))
 
     @staticmethod
-    def _event(kind: InstanceEventKind, rec: Record, at: float) -> InstanceEvent:
+    def _event(kind: InstanceEventKind, rec: Record, at: float, detail: str = "") -> InstanceEvent:
         loc = Location.parse(rec.location)
-        return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at)
+        return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at, detail)
 
 
 def _matching_candidate(

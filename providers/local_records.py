@@ -10,18 +10,27 @@ is trusted only while its start time matches the recorded one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skyctl.types import Instance, InstanceState, Location
+
+#: an ended replica's log is kept this long after its last write: as long as its row
+#: shows in `serve status -a` (skyctl.controller.reconcile.KEEP_TERMINATED_SECONDS)
+LOG_KEEP_SECONDS = 3600.0
+#: a service's logs folder is scanned at most this often (clock seconds), in a thread
+LOG_PRUNE_EVERY_SECONDS = 300.0
 
 RUNNING = "RUNNING"
 PREEMPTED = "PREEMPTED"
@@ -134,6 +143,55 @@ class RecordStore:
     def save_replay_t0(self, service: str, t0: float) -> None:
         self.replay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_json(self.replay_dir / f"{safe_name(service)}.json", {"t0": t0})
+
+
+def prune_logs(folder: Path, live: set[str], before: float) -> int:
+    """Remove the replica logs in ``folder`` last written before ``before`` (epoch
+    seconds) but those named in ``live``; return how many went. Blocking: run it in a
+    thread."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for path in folder.iterdir():
+            if path.name in live or not path.name.endswith(".log"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < before:
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+def end_files(work_dir: Path, log_path: str, now: float) -> None:
+    """An ended replica's files: its own directory goes (as a cloud VM's disk does; a
+    spec's workdir is the user's and stays), its log is stamped with its end (``now``,
+    the clock's) so it is kept ``LOG_KEEP_SECONDS`` from there. Blocking: run it in a
+    thread."""
+    shutil.rmtree(work_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.utime(log_path, (now, now))
+
+
+class LogPruner:
+    """Ended replicas' logs go ``LOG_KEEP_SECONDS`` after their last write (a service
+    that churns replicas for months kept every log until ``serve down``); each
+    service's folder is looked at most every ``LOG_PRUNE_EVERY_SECONDS``."""
+
+    def __init__(self, state_dir: Path, now: Callable[[], float]) -> None:
+        self._dir = state_dir / "logs"
+        self._now = now
+        self._due: dict[str, float] = {}
+
+    async def after_end(self, service: str, live: Iterable[Record]) -> int:
+        now = self._now()
+        if now < self._due.get(service, 0.0):
+            return 0
+        self._due[service] = now + LOG_PRUNE_EVERY_SECONDS
+        keep = {Path(r.log_path).name for r in live if r.service == service}
+        folder = self._dir / safe_name(service)
+        return await asyncio.to_thread(prune_logs, folder, keep, now - LOG_KEEP_SECONDS)
+
+    def forget(self, service: str) -> None:
+        self._due.pop(service, None)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -207,7 +207,7 @@ class LocalProvider(Provider):
         await asyncio.to_thread(shutil.rmtree, logs, True)
 
     def log_path(self, instance_id: str) -> str | None:
-        """The replica's log, also once it ended (kept an hour, or until its service is released)."""
+        """The replica's log, also once it ended (kept an hour, or until the service goes)."""
         rec = self._store.records.get(instance_id)
         if rec is not None:
             return rec.log_path

@@ -33,7 +33,7 @@ async def provider(tmp_path: Path) -> AsyncIterator[tuple[LocalProvider, FakeClo
     p = LocalProvider(None, clock=clock, state_dir=state, base_dir=str(tmp_path))
     yield p, clock, state
     await p.close()
-    pgids = [json.loads(f.read_text())["pgid"] for f in state.glob("instances/*.json")]  # noqa: ASYNC240
+    pgids = [json.loads(f.read_text())["pgid"] for f in state.glob("instances/*.json")]
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)

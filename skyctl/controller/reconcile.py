@@ -44,11 +44,12 @@ from policies.reconcile import shutdown_terminations
 from policies.registry import policy_for
 from providers.registry import ProviderSet, canonical
 from skyctl.clock import Clock
-from skyctl.controller import failure_facts, observe
+from skyctl.controller import failure_facts, observe, retention
 from skyctl.controller.actuator import Actuator
 from skyctl.controller.breaker import Breakers
 from skyctl.controller.launcher import Launcher, backend_of, view_of
 from skyctl.controller.prober import Target
+from skyctl.controller.retention import KEEP_TERMINATED_SECONDS as KEEP_TERMINATED_SECONDS
 from skyctl.controller.routing_feed import RemoteRouter
 from skyctl.controller.runtime import ServiceRuntime
 from skyctl.controller.terminator import Terminator
@@ -62,10 +63,6 @@ from skyctl.types import Instance, InstanceState, Location, Offering
 log = logging.getLogger(__name__)
 S = ReplicaStatus
 
-#: terminated replica rows are kept this long for `serve status` history
-KEEP_TERMINATED_SECONDS = 3600.0
-#: how often terminated rows older than that are purged (clock seconds)
-PURGE_EVERY_SECONDS = 300.0
 # a replica's termination waits this long at most for a router process to report how
 # many requests it still has in flight to it, when none has reported lately
 UNREPORTED_DRAIN_SECONDS = 10.0
@@ -168,11 +165,7 @@ class Reconciler:
         assert plan is not None
         rt.next_at = plan.launch_after
         wrote = self._set_status(svc, replicas, plan.failure) or wrote
-        if now >= rt.purge_at:
-            rt.purge_at = now + PURGE_EVERY_SECONDS
-            wrote = (
-                self.store.purge_terminated(name, before=now - KEEP_TERMINATED_SECONDS) > 0 or wrote
-            )
+        wrote = retention.prune(self.store, rt, svc, replicas, now) or wrote
         rt.quiet = (
             not wrote
             and not started

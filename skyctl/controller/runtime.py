@@ -54,7 +54,7 @@ class ServiceRuntime:
     # controller writes them), so an unchanged plan writes nothing
     location_states: dict[str, str] | None = None
     policy_state: dict[str, object] | None = None
-    purge_at: float = 0.0  # when terminated rows are next purged
+    purge_at: float = 0.0  # when its history is next pruned (controller.retention)
     next_at: float | None = None  # the plan held launches back until then: tick then
     clouds: set[str] | None = None  # where its live replicas were at the last tick
     update_mode: str = "rolling"  # the current version's (serve update --mode)
@@ -77,6 +77,13 @@ class ServiceRuntime:
             spec = load_spec(record, secrets)
             self.specs[record.version] = spec
         return spec
+
+    def forget_versions(self, keep: set[int]) -> None:
+        """Drop the cached versions and specs not in ``keep`` (a long-lived service
+        updated often kept every spec it ever parsed)."""
+        for cache in (self.versions, self.specs):
+            for version in [v for v in cache if v not in keep]:
+                del cache[version]
 
 
 def load_spec(record: VersionRecord, secrets: Secrets) -> ServiceSpec:

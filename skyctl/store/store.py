@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, exists, func, insert, select, update
 
 from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, StoreError
 from skyctl.lifecycle import ENDING, UP, EndReason, ReplicaStatus, transition
@@ -445,6 +445,21 @@ class Store(CostQueries):
                 )
             )
             return int(result.rowcount)
+
+    def purge_versions(self, name: str, *, below: int) -> int:
+        """Delete the versions numbered under ``below`` that no replica row has; return
+        how many. Nothing to purge writes nothing (a read, no write transaction)."""
+        v, r = t.service_versions, t.replicas
+        old = and_(
+            v.c.service == name,
+            v.c.version < below,
+            ~exists().where(r.c.service == name, r.c.version == v.c.version),
+        )
+        with self._read() as conn:
+            if conn.execute(select(v.c.version).where(old).limit(1)).first() is None:
+                return 0
+        with self._write() as conn:
+            return int(conn.execute(delete(v).where(old)).rowcount)
 
     # -- placement and policy state -----------------------------------------
 

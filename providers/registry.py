@@ -69,6 +69,9 @@ class ProviderSet:
             provider: Provider = cls(
                 None, clock=self._clock, state_dir=self._local_state, accelerators=accelerators
             )
+        elif name == "simulated":  # its instances are kept across restarts there
+            state = self._local_state.parent / "simulated"
+            provider = cls(self._config.get(name, {}), clock=self._clock, state_dir=state)
         else:
             provider = cls(self._config.get(name, {}), clock=self._clock)
         return provider

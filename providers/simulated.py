@@ -26,6 +26,16 @@ Configured by the ``simulated:`` section of ``config.yaml`` (all optional):
 - ``max_concurrent_calls`` (256).
 
 Times run on the injected clock (a FakeClock in tests) in ``inprocess`` mode.
+
+Instances survive a controller restart, as a cloud's VMs do: given a
+``state_dir`` (the controller passes ``$SKYCTL_HOME/simulated``), the provider
+keeps its instances in ``instances.json`` there (written in a thread before a
+launch returns, after a termination, a notice or a preemption), and the next
+controller's provider serves them again from its own endpoint server, booted
+(their endpoints move to its port; the controller follows the listing). Before,
+they died with the controller's process and the next one recorded every one as
+``instance gone``: spot ones as PREEMPTED (counted as preemptions), on-demand
+ones as FAILED (counted against the version).
 """
 
 from __future__ import annotations
@@ -33,9 +43,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from providers.base import LaunchRequest, Provider, per_replica
@@ -53,6 +66,8 @@ from skyctl.types import (
 )
 
 CLOUD = "simulated"
+STATE_FILE = "instances.json"
+_DONE: Any = object()  # restored (or nothing to restore)
 _NUMBERS = {
     "launch_seconds": 1.0,
     "boot_seconds": 5.0,
@@ -132,8 +147,15 @@ class _Sim:
 class SimulatedProvider(Provider):
     name = CLOUD
 
-    def __init__(self, config: Mapping[str, Any] | None, *, clock: Clock) -> None:
+    def __init__(
+        self, config: Mapping[str, Any] | None, *, clock: Clock, state_dir: Path | None = None
+    ) -> None:
         self.options = SimulatedOptions.parse(config or {})
+        # where the instances are kept across restarts (None: in memory only)
+        self._state = state_dir / STATE_FILE if state_dir is not None else None
+        self._restored: asyncio.Lock | None = None if state_dir is not None else _DONE
+        self._dirty = 0  # changes not yet written
+        self._writing: asyncio.Lock | None = None
         self.max_concurrent_calls = self.options.max_concurrent_calls
         self._clock = clock
         self._rng = random.Random(self.options.seed)
@@ -165,13 +187,16 @@ class SimulatedProvider(Provider):
         return per_replica(out, spec)  # a replica of num_nodes nodes costs that many
 
     async def launch(self, request: LaunchRequest) -> Instance:
+        await self._restore()
         lock = self._token_locks.setdefault(request.client_token, asyncio.Lock())
         try:
             async with lock:
                 iid = self._by_token.get(request.client_token)
                 if iid is not None and iid in self._instances:
                     return self._instances[iid].instance
-                return await self._launch(request)
+                inst = await self._launch(request)
+                await self._persist()  # kept before the controller records it
+                return inst
         finally:
             if not lock.locked():
                 self._token_locks.pop(request.client_token, None)
@@ -216,6 +241,7 @@ class SimulatedProvider(Provider):
         return inst
 
     async def terminate(self, instance_id: str) -> None:
+        await self._restore()
         sim = self._instances.pop(instance_id, None)
         if sim is None:
             return  # not found counts as done
@@ -227,16 +253,19 @@ class SimulatedProvider(Provider):
                 del self._by_service[sim.instance.service]
         if self._endpoints is not None:
             await self._endpoints.remove(instance_id)
+        await self._persist()
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
+        await self._restore()
         return [self._instances[i].instance for i in self._by_service.get(service, ())]
 
     async def list_services(self) -> Sequence[str]:
+        await self._restore()
         return sorted(self._by_service)
 
     async def close(self) -> None:
-        """Stop the endpoint server: in this provider, instances live in it, so
-        closing ends them (a restarted controller finds none, and relaunches)."""
+        """Stop the endpoint server. Without a ``state_dir`` instances live only in it,
+        so closing ends them; with one, the next provider serves them again."""
         if self._driver is not None:
             self._driver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -248,6 +277,74 @@ class SimulatedProvider(Provider):
         self._instances.clear()
         self._by_service.clear()
         self._by_token.clear()
+
+    # ------------------------------------------------------------ persistence
+    async def _restore(self) -> None:
+        """Once, before anything else: serve the instances a previous provider kept."""
+        if self._restored is _DONE:
+            return
+        if self._restored is None:
+            self._restored = asyncio.Lock()
+        async with self._restored:
+            if self._restored is _DONE or self._state is None:
+                return
+            saved = await asyncio.to_thread(_read_state, self._state)
+            if saved:
+                await self._adopt(saved)
+            self._restored = _DONE
+
+    async def _adopt(self, saved: list[dict[str, Any]]) -> None:
+        endpoints = await self._server()
+        now, top = self._clock.now(), 0
+        for d in saved:
+            try:
+                sim = self._sim_of(d, endpoints.base_url)
+            except (KeyError, ValueError, TypeError):
+                continue  # not one of ours: its replica is found gone
+            inst = sim.instance
+            if inst.state is InstanceState.RUNNING:
+                boot = inst.created_at + self.options.boot_seconds - now
+                await endpoints.add(inst.instance_id, boot_seconds=max(0.0, boot))
+            self._instances[inst.instance_id] = sim
+            self._by_service.setdefault(inst.service, {})[inst.instance_id] = None
+            self._by_token[sim.token] = inst.instance_id
+            with contextlib.suppress(ValueError, IndexError):
+                top = max(top, int(inst.instance_id.split("-")[1]))
+        self._ids = itertools.count(top + 1)  # no id of theirs is handed out again
+        if any(s.notice_at is not None for s in self._instances.values()):
+            self._start_driver()
+
+    @staticmethod
+    def _sim_of(d: dict[str, Any], base_url: str) -> _Sim:
+        inst = Instance(
+            instance_id=d["instance_id"],
+            service=d["service"],
+            replica_id=int(d["replica_id"]),
+            version=int(d["version"]),
+            location=Location.parse(d["location"]),
+            spot=bool(d["spot"]),
+            state=InstanceState(d["state"]),
+            endpoint=f"{base_url}/i/{d['instance_id']}",
+            price=float(d["price"]),
+            created_at=float(d["created_at"]),
+            interruption_at=d.get("interruption_at"),
+        )
+        return _Sim(inst, str(d["token"]), d.get("notice_at"))
+
+    async def _persist(self) -> None:
+        """Write the instances (in a thread); returns once a write that includes every
+        change made before the call is done (concurrent calls share writes)."""
+        if self._state is None:
+            return
+        self._dirty += 1
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        async with self._writing:
+            if not self._dirty:
+                return  # another call's write included this change
+            self._dirty = 0
+            rows = [_saved(s) for s in self._instances.values()]
+            await asyncio.to_thread(_write_state, self._state, rows)
 
     # ------------------------------------------------------------ internals
     async def _server(self) -> EndpointServer:
@@ -285,6 +382,7 @@ class SimulatedProvider(Provider):
                     at = now + self.options.notice_seconds
                     sim.instance = replace(inst, interruption_at=at)
                     self._emit(self._event(InstanceEventKind.NOTICE, sim.instance, at))
+                    await self._persist()
                     due.append(at)
                 else:
                     due.append(sim.notice_at)
@@ -305,9 +403,48 @@ class SimulatedProvider(Provider):
         if self._endpoints is not None:
             await self._endpoints.remove(sim.instance.instance_id)
         self._emit(self._event(InstanceEventKind.PREEMPTED, sim.instance, now))
+        await self._persist()
 
     @staticmethod
     def _event(kind: InstanceEventKind, inst: Instance, at: float) -> InstanceEvent:
         return InstanceEvent(
             kind, inst.service, inst.replica_id, inst.instance_id, inst.location, at
         )
+
+
+def _saved(sim: _Sim) -> dict[str, Any]:
+    i = sim.instance
+    return {
+        "instance_id": i.instance_id,
+        "token": sim.token,
+        "service": i.service,
+        "replica_id": i.replica_id,
+        "version": i.version,
+        "location": str(i.location),
+        "spot": i.spot,
+        "state": i.state.value,
+        "price": i.price,
+        "created_at": i.created_at,
+        "interruption_at": i.interruption_at,
+        "notice_at": sim.notice_at,
+    }
+
+
+def _read_state(path: Path) -> list[dict[str, Any]]:
+    """The kept instances; a missing or unreadable file keeps none (the controller
+    then finds its replicas gone, and says so)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [d for d in data.get("instances", []) if isinstance(d, dict)]
+
+
+def _write_state(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomically, readable by the user only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"instances": rows}, f)
+    os.replace(tmp, path)

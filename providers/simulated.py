@@ -29,8 +29,9 @@ Times run on the injected clock (a FakeClock in tests) in ``inprocess`` mode.
 
 Instances survive a controller restart, as a cloud's VMs do: given a
 ``state_dir`` (the controller passes ``$SKYCTL_HOME/simulated``), the provider
-keeps its instances in ``instances.json`` there (written in a thread before a
-launch returns, after a termination, a notice or a preemption), and the next
+keeps its instances in ``instances.jsonl`` there (a journal: a line per change,
+appended in a thread before a launch returns, after a termination, a notice or a
+preemption; replaced by a snapshot past twice the live count), and the next
 controller's provider serves them again from its own endpoint server, booted
 (their endpoints move to its port; the controller follows the listing). Before,
 they died with the controller's process and the next one recorded every one as
@@ -66,7 +67,7 @@ from skyctl.types import (
 )
 
 CLOUD = "simulated"
-STATE_FILE = "instances.json"
+STATE_FILE = "instances.jsonl"  # a journal: one change a line, compacted as it grows
 _DONE: Any = object()  # restored (or nothing to restore)
 _NUMBERS = {
     "launch_seconds": 1.0,
@@ -154,7 +155,8 @@ class SimulatedProvider(Provider):
         # where the instances are kept across restarts (None: in memory only)
         self._state = state_dir / STATE_FILE if state_dir is not None else None
         self._restored: asyncio.Lock | None = None if state_dir is not None else _DONE
-        self._dirty = 0  # changes not yet written
+        self._journal: list[dict[str, Any]] = []  # changes not yet written
+        self._lines = 0  # lines in the file (a snapshot replaces it past 2x the instances)
         self._writing: asyncio.Lock | None = None
         self.max_concurrent_calls = self.options.max_concurrent_calls
         self._clock = clock
@@ -195,7 +197,7 @@ class SimulatedProvider(Provider):
                 if iid is not None and iid in self._instances:
                     return self._instances[iid].instance
                 inst = await self._launch(request)
-                await self._persist()  # kept before the controller records it
+                await self._persist(inst.instance_id)  # kept before the controller records it
                 return inst
         finally:
             if not lock.locked():
@@ -253,7 +255,7 @@ class SimulatedProvider(Provider):
                 del self._by_service[sim.instance.service]
         if self._endpoints is not None:
             await self._endpoints.remove(instance_id)
-        await self._persist()
+        await self._persist(instance_id)
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
         await self._restore()
@@ -291,6 +293,9 @@ class SimulatedProvider(Provider):
             saved = await asyncio.to_thread(_read_state, self._state)
             if saved:
                 await self._adopt(saved)
+            rows = [_saved(sim) for sim in self._instances.values()]
+            await asyncio.to_thread(_write_state, self._state, rows, replace_file=True)
+            self._lines = len(rows)  # the journal starts compacted
             self._restored = _DONE
 
     async def _adopt(self, saved: list[dict[str, Any]]) -> None:
@@ -331,20 +336,26 @@ class SimulatedProvider(Provider):
         )
         return _Sim(inst, str(d["token"]), d.get("notice_at"))
 
-    async def _persist(self) -> None:
-        """Write the instances (in a thread); returns once a write that includes every
-        change made before the call is done (concurrent calls share writes)."""
+    async def _persist(self, instance_id: str) -> None:
+        """Journal the instance as it is now (or its end), written in a thread; returns
+        once a write that includes it is done (concurrent calls share writes). Each
+        change costs a line, not the whole set (10,000s of instances in benchmarks)."""
         if self._state is None:
             return
-        self._dirty += 1
+        sim = self._instances.get(instance_id)
+        self._journal.append(_saved(sim) if sim is not None else {"gone": instance_id})
         if self._writing is None:
             self._writing = asyncio.Lock()
         async with self._writing:
-            if not self._dirty:
+            if not self._journal:
                 return  # another call's write included this change
-            self._dirty = 0
-            rows = [_saved(s) for s in self._instances.values()]
-            await asyncio.to_thread(_write_state, self._state, rows)
+            batch, self._journal = self._journal, []
+            if self._lines + len(batch) > 2 * len(self._instances) + 1024:
+                batch, self._lines = [_saved(s) for s in self._instances.values()], 0
+                await asyncio.to_thread(_write_state, self._state, batch, replace_file=True)
+            else:
+                await asyncio.to_thread(_write_state, self._state, batch, replace_file=False)
+            self._lines += len(batch)
 
     # ------------------------------------------------------------ internals
     async def _server(self) -> EndpointServer:
@@ -382,7 +393,7 @@ class SimulatedProvider(Provider):
                     at = now + self.options.notice_seconds
                     sim.instance = replace(inst, interruption_at=at)
                     self._emit(self._event(InstanceEventKind.NOTICE, sim.instance, at))
-                    await self._persist()
+                    await self._persist(inst.instance_id)
                     due.append(at)
                 else:
                     due.append(sim.notice_at)
@@ -403,7 +414,7 @@ class SimulatedProvider(Provider):
         if self._endpoints is not None:
             await self._endpoints.remove(sim.instance.instance_id)
         self._emit(self._event(InstanceEventKind.PREEMPTED, sim.instance, now))
-        await self._persist()
+        await self._persist(sim.instance.instance_id)
 
     @staticmethod
     def _event(kind: InstanceEventKind, inst: Instance, at: float) -> InstanceEvent:
@@ -431,20 +442,35 @@ def _saved(sim: _Sim) -> dict[str, Any]:
 
 
 def _read_state(path: Path) -> list[dict[str, Any]]:
-    """The kept instances; a missing or unreadable file keeps none (the controller
-    then finds its replicas gone, and says so)."""
+    """The kept instances, the journal replayed (a line cut by a crash is skipped); a
+    missing or unreadable file keeps none (the controller then finds its replicas
+    gone, and says so)."""
+    kept: dict[str, dict[str, Any]] = {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        lines = path.read_text().splitlines()
+    except OSError:
         return []
-    return [d for d in data.get("instances", []) if isinstance(d, dict)]
+    for line in lines:
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(d, dict) and isinstance(d.get("gone"), str):
+            kept.pop(d["gone"], None)
+        elif isinstance(d, dict) and isinstance(d.get("instance_id"), str):
+            kept[d["instance_id"]] = d
+    return list(kept.values())
 
 
-def _write_state(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Atomically, readable by the user only."""
+def _write_state(path: Path, rows: list[dict[str, Any]], *, replace_file: bool) -> None:
+    """Append ``rows`` to the journal, or replace it with them (atomically); the file
+    is readable by the user only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if replace_file else path
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace_file else os.O_APPEND)
+    fd = os.open(target, flags, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"instances": rows}, f)
-    os.replace(tmp, path)
+        f.write(text)
+    if replace_file:
+        os.replace(target, path)

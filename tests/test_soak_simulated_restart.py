@@ -108,3 +108,26 @@ async def test_a_restarted_controller_keeps_its_simulated_replicas(tmp_path: Pat
             await new.stop(0)
         await old.stop(0)
         store.close()
+
+
+async def test_the_journal_stays_compact_under_churn_and_skips_a_line_a_crash_cut(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    p = SimulatedProvider({"launch_seconds": 0}, clock=clock, state_dir=tmp_path)
+    try:
+        kept = await p.launch(request("tok-kept", replica_id=1))
+        for i in range(2, 700):  # launched and terminated: 1,400 changes
+            inst = await p.launch(request(f"tok-{i}", replica_id=i))
+            await p.terminate(inst.instance_id)
+        journal = tmp_path / STATE_FILE
+        assert len(journal.read_text().splitlines()) <= 2 * 1 + 1024 + 1
+        with journal.open("a") as f:
+            f.write('{"instance_id": "sim-99')  # the controller died mid-write
+    finally:
+        await p.close()
+    again = SimulatedProvider({}, clock=clock, state_dir=tmp_path)
+    try:
+        assert [i.instance_id for i in await again.list_instances("svc")] == [kept.instance_id]
+    finally:
+        await again.close()

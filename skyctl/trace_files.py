@@ -104,6 +104,13 @@ class Files:
         return out
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters (a value
+    read from a hostile file can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows here")
 
@@ -115,6 +122,10 @@ def parse_json(where: str, text: str) -> Any:
     except json.JSONDecodeError as e:
         raise TraceError(f"{where}:{e.lineno}", f"not JSON ({e.msg}, column {e.colno})") from None
     except ValueError as e:
+        if "integer string conversion" in str(e):  # Python's int digit limit
+            raise TraceError(
+                where, "a number of more than 4,300 digits; no trace value is that long"
+            ) from None
         raise TraceError(where, f"{e}; values must be finite numbers") from None
     except RecursionError:
         raise TraceError(where, "JSON nested too deeply for a trace file") from None
@@ -124,7 +135,10 @@ def finite(value: object) -> float | None:
     """``value`` as a finite float, or None when it is not a number (bools are not)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an int of hundreds of digits, as strict JSON allows
+        return None
     return f if math.isfinite(f) else None
 
 

@@ -38,14 +38,19 @@ import statistics
 from datetime import UTC, datetime
 from typing import Any
 
-from skyctl.trace_files import Files, TraceError, finite
-from skyctl.traces import Trace, ZoneTrace, region_of
+from skyctl.trace_files import Files, TraceError, finite, shown
+from skyctl.traces import MAX_PRICE, Trace, ZoneTrace, region_of
 
 MAX_ZONES = 256
 _FLAGS = {"0": False, "1": True, "0.0": False, "1.0": True}  # a float column writes 1.0
 MAX_TICKS = 5_000_000  # per zone: ~31 years at 195 s ticks
 MAX_CELLS = 10_000_000  # ticks x zones held in memory (a year of 60 s ticks x 19 zones)
 MAX_COUNT = 1_000_000
+# A replay plans at every tick and, while capacity is short, about twice an hour of trace
+# time (capacity holds, probes): an hour counts as two ticks against MAX_TICKS and MAX_CELLS.
+PLANS_PER_HOUR = 2
+# keys of a GCP zone file's metadata that a count file never has (see _parse_counts)
+GCP_ONLY_KEYS = ("price_info", "start_time", "zone", "gap_filled", "source_dir")
 TRACE_JSON_KEYS = ("ondemand_price", "gap_seconds", "start", "nodes")
 LAYOUTS = (
     "availability/<zone>_<type>.csv (AWS, 1 = available), zones/<zone>.json (GCP, "
@@ -105,28 +110,38 @@ def _trace_json(files: Files, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in doc.items():
         if key not in TRACE_JSON_KEYS:
-            raise TraceError(where, f"unknown key {key!r}; allowed: {', '.join(TRACE_JSON_KEYS)}")
+            raise TraceError(
+                where, f"unknown key {shown(key)}; allowed: {', '.join(TRACE_JSON_KEYS)}"
+            )
         if key == "start":
             out[key] = _start(where, key, value)
         elif key == "nodes":
             out[key] = _whole(where, key, value, 1, MAX_COUNT)
+        elif key == "ondemand_price":
+            out[key] = _positive(where, key, value, high=MAX_PRICE)
         else:
             out[key] = _positive(where, key, value)
     return out
 
 
-def _positive(where: str, key: str, value: object, *, zero_ok: bool = False) -> float:
+def _positive(
+    where: str, key: str, value: object, *, zero_ok: bool = False, high: float | None = None
+) -> float:
     f = finite(value)
-    if f is None or f < 0 or (f == 0 and not zero_ok):
+    if f is None or f < 0 or (f == 0 and not zero_ok) or (high is not None and f > high):
         allowed = "a finite number >= 0" if zero_ok else "a finite number > 0"
-        raise TraceError(where, f"{key} {value!r}: must be {allowed}")
+        if high is not None:
+            allowed += f", at most {high:,.0f} (USD/h)"
+        raise TraceError(where, f"{key} {shown(value)}: must be {allowed}")
     return f
 
 
 def _whole(where: str, key: str, value: object, low: int, high: int) -> int:
     f = finite(value)
     if f is None or f != int(f) or not low <= f <= high:
-        raise TraceError(where, f"{key} {value!r}: must be a whole number from {low} to {high:,}")
+        raise TraceError(
+            where, f"{key} {shown(value)}: must be a whole number from {low} to {high:,}"
+        )
     return int(f)
 
 
@@ -140,15 +155,19 @@ def _epoch(text: str) -> float:
 def _start(where: str, key: str, value: object) -> float:
     if isinstance(value, str):
         try:
-            return _epoch(value)
+            t = _epoch(value)
         except ValueError:
             pass
+        else:
+            if t >= 0:  # policies' clocks start at 1970: a hold_until of 0.0 means "none"
+                return t
     else:
         f = finite(value)
         if f is not None and 0 <= f < 253402300800:  # up to 9999-12-31
             return f
     raise TraceError(
-        where, f"{key} {value!r}: must be an ISO 8601 date or epoch seconds from 0 to year 9999"
+        where,
+        f"{key} {shown(value)}: must be an ISO 8601 date or epoch seconds, from 1970 to year 9999",
     )
 
 
@@ -160,6 +179,21 @@ def _check_size(where: str, ticks: int, zones: int) -> None:
             where,
             f"{ticks:,} ticks x {zones} zones; at most {MAX_TICKS:,} ticks and "
             f"{MAX_CELLS:,} values in all (cut the trace, or use a longer tick)",
+        )
+
+
+def _check_span(where: str, ticks: int, gap: float, zones: int) -> None:
+    """The trace's length in time bounds a replay's work as its ticks do (PLANS_PER_HOUR)."""
+    hours = ticks * gap / 3600
+    work = max(ticks, PLANS_PER_HOUR * hours)
+    if work > MAX_TICKS or work * zones > MAX_CELLS:
+        span = f"{hours:,.0f}" if hours < 1e9 else f"{hours:.3g}"
+        raise TraceError(
+            where,
+            f"{ticks:,} ticks of {gap:g} s span {span} h over {zones} zone(s); a replay "
+            f"plans about {PLANS_PER_HOUR} times an hour, so a trace spans at most "
+            f"{MAX_TICKS // PLANS_PER_HOUR:,} h and {MAX_CELLS // PLANS_PER_HOUR:,} zone-hours "
+            "in all (cut the trace, or check its tick length)",
         )
 
 
@@ -188,7 +222,8 @@ def _named(where: str, key: str, value: object, what: str) -> str:
     ok = isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable()
     if not ok or "/" in str(value):
         raise TraceError(
-            where, f"{key} {value!r}: expected {what}, a name of 1 to 128 characters without '/'"
+            where,
+            f"{key} {shown(value)}: expected {what}, a name of 1 to 128 characters without '/'",
         )
     return str(value)
 
@@ -204,12 +239,14 @@ def _unique(files: Files, name: str, zone: str, seen: dict[str, str]) -> None:
 # ---------------------------------------------------------------- AWS
 
 
-def _csv(files: Files, name: str) -> tuple[list[str], list[bool]]:
-    """A ``date,availability`` CSV: its date strings and availability (1 = available)."""
+def _csv(files: Files, name: str) -> tuple[list[str], list[bool], list[int]]:
+    """A ``date,availability`` CSV: its date strings, availability (1 = available) and
+    the line number of each row (blank lines are skipped)."""
     where = files.where(name)
-    reader = csv.reader(io.StringIO(files.text(name)))
+    reader = csv.reader(io.StringIO(files.text(name), newline=None))  # \n, \r\n or \r
     dates: list[str] = []
     avail: list[bool] = []
+    lines: list[int] = []
     try:
         header = next(reader, None)
         if header is None:
@@ -219,7 +256,8 @@ def _csv(files: Files, name: str) -> tuple[list[str], list[bool]]:
         cols = [c.strip().lower() for c in header]
         if "date" not in cols or "availability" not in cols:
             raise TraceError(
-                f"{where}:1", f"header {','.join(header)!r}: expected columns date,availability"
+                f"{where}:1",
+                f"header {shown(','.join(header))}: expected columns date,availability",
             )
         di, ai = cols.index("date"), cols.index("availability")
         for row in reader:
@@ -228,23 +266,25 @@ def _csv(files: Files, name: str) -> tuple[list[str], list[bool]]:
             line = reader.line_num
             if len(row) <= max(di, ai):
                 raise TraceError(
-                    f"{where}:{line}", f"{','.join(row)!r}: expected date,availability"
+                    f"{where}:{line}", f"{shown(','.join(row))}: expected date,availability"
                 )
             value = row[ai].strip()
             if value not in _FLAGS:
                 raise TraceError(
-                    f"{where}:{line}", f"availability {value!r}: must be 0 or 1 (1 = available)"
+                    f"{where}:{line}",
+                    f"availability {shown(value)}: must be 0 or 1 (1 = available)",
                 )
             dates.append(row[di].strip())
             avail.append(_FLAGS[value])
+            lines.append(line)
     except csv.Error as e:
         raise TraceError(f"{where}:{reader.line_num}", f"not CSV ({e})") from None
     if not avail:
         raise TraceError(where, "no rows after the header; a trace needs at least one tick")
-    return dates, avail
+    return dates, avail, lines
 
 
-def _times(files: Files, name: str, dates: list[str]) -> list[float]:
+def _times(files: Files, name: str, dates: list[str], lines: list[int]) -> list[float]:
     where = files.where(name)
     out: list[float] = []
     for i, text in enumerate(dates):
@@ -252,19 +292,26 @@ def _times(files: Files, name: str, dates: list[str]) -> list[float]:
             t = _epoch(text)
         except ValueError:
             raise TraceError(
-                f"{where}:{i + 2}", f"date {text!r}: expected ISO 8601 (2023-02-15 22:08:16, UTC)"
+                f"{where}:{lines[i]}",
+                f"date {shown(text)}: expected ISO 8601 (2023-02-15 22:08:16, UTC)",
             ) from None
+        if t < 0:  # policies' clocks start at 1970: a hold_until of 0.0 means "none"
+            raise TraceError(
+                f"{where}:{lines[i]}", f"date {shown(text)}: before 1970; dates run from 1970"
+            )
         if out and t <= out[-1]:
             raise TraceError(
-                f"{where}:{i + 2}",
-                f"date {text!r} is not after the row before ({dates[i - 1]}): rows must be "
+                f"{where}:{lines[i]}",
+                f"date {shown(text)} is not after the row before ({dates[i - 1]}): rows must be "
                 "sorted by date, one a tick, no duplicates",
             )
         out.append(t)
     return out
 
 
-def _tick_of(files: Files, name: str, times: list[float], dates: list[str]) -> float | None:
+def _tick_of(
+    files: Files, name: str, times: list[float], dates: list[str], lines: list[int]
+) -> float | None:
     """The median step between dates; None with one row. A step over twice it is a hole."""
     steps = [b - a for a, b in itertools.pairwise(times)]
     if not steps:
@@ -273,7 +320,7 @@ def _tick_of(files: Files, name: str, times: list[float], dates: list[str]) -> f
     for i, step in enumerate(steps):
         if step > 2 * gap:
             raise TraceError(
-                f"{files.where(name)}:{i + 3}",
+                f"{files.where(name)}:{lines[i + 1]}",
                 f"date {dates[i + 1]!r} comes {step:,.0f} s after the row before, ticks are "
                 f"{gap:g} s: a hole in the data (fill it, or split the trace there)",
             )
@@ -293,14 +340,14 @@ def _parse_aws(
     seen: dict[str, str] = {}
     for fname, stem in zip(names, stems, strict=True):
         name = f"{prefix}availability/{fname}"
-        dates, avail = _csv(files, name)
+        dates, avail, lines = _csv(files, name)
         _check_size(files.where(name), len(avail), len(names))
         if first is None:
-            times = _times(files, name, dates)
-            first = (fname, dates, times[0], _tick_of(files, name, times, dates))
+            times = _times(files, name, dates, lines)
+            first = (fname, dates, times[0], _tick_of(files, name, times, dates, lines))
         elif dates != first[1]:
-            times = _times(files, name, dates)
-            _tick_of(files, name, times, dates)
+            times = _times(files, name, dates, lines)
+            _tick_of(files, name, times, dates, lines)
             ref_name, ref_dates, ref_start, ref_gap = first
             if len(dates) != len(ref_dates) or abs(times[0] - ref_start) >= (ref_gap or 1) / 2:
                 raise TraceError(
@@ -325,12 +372,16 @@ def _parse_aws(
     gap = first[3]
     if "gap_seconds" in extra:
         gap = float(extra["gap_seconds"])
+    where = files.where(f"{prefix}availability/{first[0]}")
     if gap is None:
         raise TraceError(
-            files.where(f"{prefix}availability/{first[0]}"),
+            where,
             "one row, so the tick length cannot be read from the dates: put "
             '{"gap_seconds": SECONDS} in a trace.json beside availability/',
         )
+    if "gap_seconds" in extra:
+        where = files.where(prefix + "trace.json")
+    _check_span(where, len(zones[0].available), gap, len(zones))
     return float(extra.get("start", first[2])), gap, zones
 
 
@@ -344,7 +395,7 @@ def _aws_prices(files: Files, name: str, stems: list[str]) -> dict[str, list[flo
         if key not in stems and key not in zones:
             raise TraceError(
                 where,
-                f"key {key!r} names no availability/*.csv; keys: {', '.join(stems)} "
+                f"key {shown(key)} names no availability/*.csv; keys: {', '.join(stems)} "
                 "(file stems) or their zones",
             )
     out: dict[str, list[float]] = {}
@@ -359,8 +410,12 @@ def _aws_prices(files: Files, name: str, stems: list[str]) -> dict[str, list[flo
         row = []
         for i, v in enumerate(values):
             f = finite(v)
-            if f is None or f < 0:
-                raise TraceError(where, f"{stem}[{i}] {v!r}: must be a finite price >= 0 (USD/h)")
+            if f is None or not 0 <= f <= MAX_PRICE:
+                raise TraceError(
+                    where,
+                    f"{stem}[{i}] {shown(v)}: must be a finite price >= 0, "
+                    f"at most {MAX_PRICE:,.0f} (USD/h)",
+                )
             row.append(f)
         out[stem] = row
     return out
@@ -391,15 +446,23 @@ def _parse_gcp(
         name = f"{folder}/{fname}"
         where = files.where(name)
         meta, data = _doc(files, name)
+        if "nodes" in meta:
+            raise TraceError(
+                where,
+                "metadata.nodes: looks like a count file (1 = one available), which would read "
+                "here as GCP data (1 = preempted): put count files directly in the trace folder",
+            )
         _check_size(where, len(data), len(names))
         available = []
         for i, v in enumerate(data):
             if isinstance(v, bool) or v not in (0, 1):
                 raise TraceError(
-                    where, f"data[{i}] {v!r}: must be 0 or 1 (GCP: 1 = preempted, 0 = available)"
+                    where,
+                    f"data[{i}] {shown(v)}: must be 0 or 1 (GCP: 1 = preempted, 0 = available)",
                 )
             available.append(v == 0)
         gap = _gap(where, extra, meta.get("gap_seconds"), "metadata.gap_seconds")
+        _check_span(where, len(data), gap, len(names))
         start = 0.0
         if "start_time" in meta:
             start = _start(where, "metadata.start_time", meta["start_time"])
@@ -419,9 +482,16 @@ def _parse_gcp(
             raise TraceError(where, "metadata.price_info: expected an object")
         spot = od = None
         if "price" in info:
-            spot = _positive(where, "metadata.price_info.price", info["price"], zero_ok=True)
+            spot = _positive(
+                where, "metadata.price_info.price", info["price"], zero_ok=True, high=MAX_PRICE
+            )
         if "on_demand_price" in info:
-            od = _positive(where, "metadata.price_info.on_demand_price", info["on_demand_price"])
+            od = _positive(
+                where,
+                "metadata.price_info.on_demand_price",
+                info["on_demand_price"],
+                high=MAX_PRICE,
+            )
         region = _named(
             where, "metadata.price_info.region", info.get("region", region_of(zone)), "a region"
         )
@@ -450,10 +520,13 @@ def _parse_counts(
         name = prefix + fname
         where = files.where(name)
         meta, data = _doc(files, name)
-        if "price_info" in meta:
+        gcp_keys = [k for k in GCP_ONLY_KEYS if k in meta]
+        if gcp_keys:
             raise TraceError(
                 where,
-                "looks like a GCP zone file (1 = unavailable): load the folder holding zones/",
+                f"metadata.{gcp_keys[0]}: looks like a GCP zone file (1 = preempted), which would "
+                "read here as a count (1 = available): put GCP files in a zones/ folder; a "
+                "count file's metadata holds gap_seconds and nodes (a start goes in trace.json)",
             )
         _check_size(where, len(data), len(names))
         nodes = folder_nodes
@@ -465,9 +538,12 @@ def _parse_counts(
         for i, v in enumerate(data):
             f = finite(v)
             if f is None or f != int(f) or not 0 <= f <= high:
-                raise TraceError(where, f"data[{i}] {v!r}: must be a whole count from 0 to {what}")
+                raise TraceError(
+                    where, f"data[{i}] {shown(v)}: must be a whole count from 0 to {what}"
+                )
             capacity.append(int(f))
         gap = _gap(where, extra, meta.get("gap_seconds"), "metadata.gap_seconds")
+        _check_span(where, len(data), gap, len(names))
         if gap0 is None:
             gap0 = (fname, gap)
         elif gap != gap0[1]:

@@ -47,6 +47,7 @@ from skyctl.errors import ConfigError
 
 __all__ = [
     "DEFAULT_SPOT_DISCOUNT",
+    "MAX_PRICE",
     "Trace",
     "ZoneTrace",
     "bundled_traces",
@@ -58,6 +59,8 @@ DATA_DIR = Path(__file__).parent / "data" / "traces"
 
 #: spot price as a share of on-demand when a trace carries no spot price
 DEFAULT_SPOT_DISCOUNT = 0.3
+#: USD/h: a price beyond is a typo (and N x price x hours would overflow to inf)
+MAX_PRICE = 1_000_000.0
 
 # name -> (archive in DATA_DIR, folder inside it, on-demand USD/h when the data lacks it)
 _BUNDLED: dict[str, tuple[str, str, float | None]] = {
@@ -120,8 +123,8 @@ class Trace:
             raise ValueError(f"trace {self.name!r}: ondemand_price must be > 0")
         if not 0 < self.gap_seconds < math.inf:
             raise ValueError(f"trace {self.name!r}: gap_seconds must be > 0")
-        if not math.isfinite(self.start):
-            raise ValueError(f"trace {self.name!r}: start must be finite")
+        if not 0 <= self.start < math.inf:  # policies' clocks start at 1970 (0.0 = "none")
+            raise ValueError(f"trace {self.name!r}: start must be finite epoch seconds >= 0")
         n = len(self.zones[0].available)
         for z in self.zones:
             if len(z.available) != n:
@@ -240,8 +243,11 @@ def load_trace(
     """A bundled trace by name, or a trace folder/archive by path (absolute, or
     relative to ``base_dir``, else to the working directory). ``ondemand_price``
     (USD/h) applies where the trace does not carry one (see the module docstring)."""
-    if ondemand_price is not None and not 0 < ondemand_price < math.inf:
-        raise ConfigError(f"ondemand_price {ondemand_price!r}: must be > 0 (USD per hour)")
+    if ondemand_price is not None and not 0 < ondemand_price <= MAX_PRICE:
+        raise ConfigError(
+            f"ondemand_price {ondemand_price!r}: must be > 0, at most {MAX_PRICE:,.0f} "
+            "(USD per hour)"
+        )
     if name_or_path in _BUNDLED:
         return _load_bundled(name_or_path)
     text, _, member = name_or_path.partition("#")

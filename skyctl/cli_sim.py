@@ -19,7 +19,7 @@ from skyctl.sim import DEFAULT_COLD_START, SimConfig, SimResult, format_table, s
 from skyctl.sim.coldstart import ColdStart, parse_cold_start
 from skyctl.sim.engine import MAX_REPLICAS, cold_start_warning
 from skyctl.spec_yaml import load_spec_file
-from skyctl.traces import Trace, load_trace
+from skyctl.traces import MAX_PRICE, Trace, load_trace
 
 
 def _fail(message: str) -> None:
@@ -66,12 +66,13 @@ def _progress(total: int) -> _Progress:
 
 
 class _Finite(click.ParamType):
-    """A finite float from ``low`` (``low_open``: above it): NaN, inf and 1e999 refused."""
+    """A finite float from ``low`` (``low_open``: above it) to ``high``: NaN, inf and 1e999
+    refused."""
 
     name = "float"
 
-    def __init__(self, low: float, *, low_open: bool = False) -> None:
-        self.low, self.low_open = low, low_open
+    def __init__(self, low: float, *, low_open: bool = False, high: float = math.inf) -> None:
+        self.low, self.low_open, self.high = low, low_open, high
 
     def convert(
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
@@ -83,6 +84,8 @@ class _Finite(click.ParamType):
         if not math.isfinite(f) or f < self.low or (self.low_open and f == self.low):
             sign = ">" if self.low_open else ">="
             self.fail(f"{value!r}: must be a finite number {sign} {self.low:g}", param, ctx)
+        if f > self.high:
+            self.fail(f"{value!r}: must be at most {self.high:,.0f}", param, ctx)
         return f
 
 
@@ -185,7 +188,7 @@ Examples:
 )
 @click.option(
     "--ondemand-price",
-    type=_Finite(0, low_open=True),
+    type=_Finite(0, low_open=True, high=MAX_PRICE),
     default=None,
     metavar="USD_PER_HOUR",
     help="On-demand price for a trace that does not carry one.",
@@ -247,6 +250,9 @@ def sim(
     html: str | None,
 ) -> None:
     """Replay a spot trace through placement policies and report availability and cost."""
+    for flag, out in (("--plot", plot), ("--html", html)):
+        if out is not None and not Path(out).parent.is_dir():
+            _fail(f"{flag} {out}: no folder {Path(out).parent}; the file's folder must exist")
     if plot is not None and Path(plot).suffix.lower() not in PLOT_TYPES:
         _fail(f"--plot {plot}: the file type comes from its name; allowed: {', '.join(PLOT_TYPES)}")
     if plot is not None:
@@ -319,9 +325,15 @@ def sim(
     if html is not None:
         from skyctl.console.simpage import render
 
-        Path(html).write_text(render(results))
+        try:
+            Path(html).write_text(render(results))
+        except OSError as e:
+            _fail(f"--html {html}: cannot be written ({e.strerror or e})")
         click.echo(f"report written to {html}", err=True)
     if plot is not None:
         window = trace.window(start_tick, ticks if ticks is not None else trace.ticks - start_tick)
-        plot_results(results, window, plot)
+        try:
+            plot_results(results, window, plot)
+        except OSError as e:
+            _fail(f"--plot {plot}: cannot be written ({e.strerror or e})")
         click.echo(f"plot written to {plot}", err=True)

@@ -154,6 +154,11 @@ class Simulation:
         self.config = config
         self.spec = effective_spec(spec, config)
         self.n = self.spec.service.replica_policy.min_replicas
+        if self.n < 1:  # "at least 0 ready" would read 100% available at $0
+            raise ConfigError(
+                "replicas 0: the spec's min_replicas is 0, and a replay has no traffic to "
+                f"scale up on; set --replicas N (1 to {MAX_REPLICAS:,}) to replay N replicas"
+            )
         if self.n > MAX_REPLICAS:
             raise ConfigError(
                 f"replicas {self.n:,}: the simulator replays at most {MAX_REPLICAS:,} "

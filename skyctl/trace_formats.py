@@ -79,7 +79,7 @@ def parse(
     kind = kind_of(files, folder)
     notes: tuple[str, ...] = ()
     if kind == "aws":
-        start, gap, zones = _parse_aws(files, prefix, extra)
+        start, gap, zones, notes = _parse_aws(files, prefix, extra)
     elif kind == "gcp":
         start, gap, zones = _parse_gcp(files, prefix + "zones", extra)
     else:
@@ -329,14 +329,14 @@ def _tick_of(
 
 def _parse_aws(
     files: Files, prefix: str, extra: dict[str, Any]
-) -> tuple[float, float, list[ZoneTrace]]:
+) -> tuple[float, float, list[ZoneTrace], tuple[str, ...]]:
     names = _zone_files(files, prefix + "availability", ".csv")
     prices: dict[str, list[float]] = {}
     stems = [n[: -len(".csv")] for n in names]
     if "spot_prices.json" in files.listdir(prefix.rstrip("/")):
         prices = _aws_prices(files, prefix + "spot_prices.json", stems)
     zones: list[ZoneTrace] = []
-    first: tuple[str, list[str], float, float | None] | None = None
+    first: tuple[str, list[str], float, float | None, float] | None = None
     seen: dict[str, str] = {}
     for fname, stem in zip(names, stems, strict=True):
         name = f"{prefix}availability/{fname}"
@@ -344,11 +344,12 @@ def _parse_aws(
         _check_size(files.where(name), len(avail), len(names))
         if first is None:
             times = _times(files, name, dates, lines)
-            first = (fname, dates, times[0], _tick_of(files, name, times, dates, lines))
+            tick = _tick_of(files, name, times, dates, lines)
+            first = (fname, dates, times[0], tick, times[-1])
         elif dates != first[1]:
             times = _times(files, name, dates, lines)
             _tick_of(files, name, times, dates, lines)
-            ref_name, ref_dates, ref_start, ref_gap = first
+            ref_name, ref_dates, ref_start, ref_gap, _ = first
             if len(dates) != len(ref_dates) or abs(times[0] - ref_start) >= (ref_gap or 1) / 2:
                 raise TraceError(
                     files.where(name),
@@ -382,7 +383,24 @@ def _parse_aws(
     if "gap_seconds" in extra:
         where = files.where(prefix + "trace.json")
     _check_span(where, len(zones[0].available), gap, len(zones))
-    return float(extra.get("start", first[2])), gap, zones
+    notes = _stretch(first, len(zones[0].available), gap)
+    return float(extra.get("start", first[2])), gap, zones, notes
+
+
+def _stretch(
+    first: tuple[str, list[str], float, float | None, float], ticks: int, gap: float
+) -> tuple[str, ...]:
+    """A note when the rows replayed evenly spaced, one tick each, span over 10% more or
+    less than their dates (irregular timestamps: every figure in hours is off as much)."""
+    fname, _, t0, _, t1 = first
+    dated, replayed = t1 - t0 + gap, ticks * gap
+    if abs(dated - replayed) <= 0.1 * replayed:
+        return ()
+    return (
+        f"{fname}'s dates span {dated / 3600:,.1f} h, but its {ticks:,} rows are replayed "
+        f"evenly spaced, one tick of {gap:g} s each: {replayed / 3600:,.1f} h; resample the "
+        "trace to one tick if the hours matter",
+    )
 
 
 def _aws_prices(files: Files, name: str, stems: list[str]) -> dict[str, list[float]]:

@@ -244,3 +244,34 @@ def test_a_spec_of_no_replicas_is_refused_not_reported_fully_available(tmp_path:
     assert "set --replicas N (1 to 1,000)" in r.stderr
     ok = CliRunner().invoke(sim, [str(spec), "--trace", str(folder), "--replicas", "1"])
     assert ok.exit_code == 0, ok.output
+
+
+# ---------------------------------------------------------------- irregular timestamps
+
+
+def irregular_csv(rows: int) -> str:
+    """Steps of 60, 60 and 115 s in turn: the median (60 s) is the tick, the dates span 30%
+    more than the rows replayed evenly spaced."""
+    t, out = 1_680_000_000.0, ["date,availability"]
+    for i in range(rows):
+        out.append(f"{gen._stamp(t)},1")
+        t += 115 if i % 3 == 2 else 60
+    return "\n".join(out) + "\n"
+
+
+def test_irregular_timestamps_replayed_evenly_spaced_are_warned_about(tmp_path: Path) -> None:
+    folder = gen.aws_raw(tmp_path, irregular_csv(600))
+    assert load_trace(str(folder)).notes == (
+        "us-east-1a_v100_1.csv's dates span 13.0 h, but its 600 rows are replayed evenly "
+        "spaced, one tick of 60 s each: 10.0 h; resample the trace to one tick if the hours "
+        "matter",
+    )
+    r = CliRunner().invoke(sim, [HTTP, "--trace", str(folder), "--policy", "ondemand_only"])
+    assert r.exit_code == 0 and "warning: trace " in r.stderr and "dates span 13.0 h" in r.stderr
+
+
+def test_timestamps_a_few_seconds_off_their_tick_are_not_warned_about(tmp_path: Path) -> None:
+    jitter = [0, 3, -2, 5, -4, 1] * 20  # the bundled AWS data's steps run 194 to 280 s
+    rows = ["date,availability"]
+    rows += [f"{gen._stamp(1_680_000_000 + i * 195 + j)},1" for i, j in enumerate(jitter)]
+    assert load_trace(str(gen.aws_raw(tmp_path, "\n".join(rows) + "\n"))).notes == ()

@@ -150,11 +150,11 @@ def prune_logs(folder: Path, live: set[str], before: float) -> int:
     seconds) but those named in ``live``; return how many went. Blocking: run it in a
     thread."""
     removed = 0
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # never fails a termination: next time, then
         for path in folder.iterdir():
             if path.name in live or not path.name.endswith(".log"):
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 if path.stat().st_mtime < before:
                     path.unlink()
                     removed += 1

@@ -17,20 +17,27 @@ MaxSpotInstanceCountExceeded, PendingVerification, ...
 InvalidInstanceID.NotFound / .Malformed                NotFoundError
 RequestLimitExceeded, Throttling, InternalError,       TransientError (after retries)
 Unavailable, other throttling codes, any 429 or 5xx,
-connection errors
+network errors (endpoint unreachable, connect/read
+timeouts, proxy, TLS handshake, connection closed)
+the same network errors when the TLS certificate       ConfigError (after retries)
+does not verify (it never will: CA bundle, proxy)
 AuthFailure, UnauthorizedOperation, missing            ConfigError
 credentials, any other 4xx (bad AMI, bad parameter)
 =====================================================  ==============
+
+Each retry is logged (what failed, attempt k of n); the error raised once the
+attempts are spent names what kept failing and how many times it was tried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from providers.backoff import full_jitter
+from providers.backoff import certificate_problem, full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -48,6 +55,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     raise ConfigError("the AWS provider needs boto3: pip install 'skyctl[aws]'") from None
 
 T = TypeVar("T")
+log = logging.getLogger("skyctl.providers.aws")
 
 CAPACITY_CODES = frozenset(
     {
@@ -101,12 +109,16 @@ AUTH_CODES = frozenset(
         "RequestExpired",
     }
 )
+#: botocore's connection errors (EndpointConnectionError, ConnectTimeoutError, SSLError,
+#: ProxyConnectionError) and HTTP client errors (ReadTimeoutError, ConnectionClosedError)
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    bx.EndpointConnectionError,
-    bx.ConnectionClosedError,
-    bx.ConnectTimeoutError,
-    bx.ReadTimeoutError,
+    bx.ConnectionError,
+    bx.HTTPClientError,
     ResponseParserError,
+)
+CERT_HINT = (
+    "the TLS certificate did not verify; check aws.endpoint_url, the proxy "
+    "(HTTPS_PROXY) and the CA bundle (AWS_CA_BUNDLE)"
 )
 
 
@@ -211,10 +223,17 @@ class Caller:
                 if not is_transient(e) or attempt == self.max_attempts - 1:
                     if is_transient(e):
                         why = str(translate(e, what=what, location=location))
-                        raise TransientError(
-                            f"{why} (still failing after {self.max_attempts} attempts)",
-                            location=location,
-                        ) from e
+                        tries = f"still failing after {self.max_attempts} attempts"
+                        if certificate_problem(e):
+                            raise ConfigError(f"{why} ({tries}): {CERT_HINT}") from e
+                        raise TransientError(f"{why} ({tries})", location=location) from e
                     raise translate(e, what=what, location=location) from e
+                log.info(
+                    "AWS %s: %s (attempt %d/%d); retrying",
+                    what,
+                    type(e).__name__,
+                    attempt + 1,
+                    self.max_attempts,
+                )
                 await self.clock.sleep(self.backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover

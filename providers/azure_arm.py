@@ -10,18 +10,21 @@ Every call of the Azure provider to Azure Resource Manager goes through
 - translates SDK errors at the boundary (``raise ... from e``): allocation
   failures -> CapacityError (with the location), quota -> QuotaError, 404 ->
   NotFoundError, 401/403 or missing credentials -> ConfigError, 429/5xx and
-  connection errors -> retried, then TransientError;
+  connection errors (refused, reset, timeouts, proxy, TLS handshake) -> retried
+  (each retry logged), then TransientError; a TLS certificate that does not
+  verify -> retried the same, then ConfigError naming it (it never heals);
 - speaks plain ARM JSON (dict bodies in, ``as_dict()`` out), so request bodies
   are the ones in ``providers.azure_resources``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from providers.backoff import full_jitter
+from providers.backoff import certificate_problem, full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -50,6 +53,11 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
     ) from None
 
 T = TypeVar("T")
+log = logging.getLogger("skyctl.providers.azure")
+CERT_HINT = (
+    "the TLS certificate did not verify; check azure.base_url, azure.ca_bundle "
+    "and the proxy (HTTPS_PROXY)"
+)
 
 CAPACITY_CODES = frozenset(
     {
@@ -239,11 +247,16 @@ class ArmClient:
                     return None
                 error = translate(e, what, location)
                 if not isinstance(error, TransientError) or attempt + 1 == self.max_attempts:
-                    if isinstance(error, TransientError):
+                    if isinstance(error, TransientError) and certificate_problem(e):
+                        error = ConfigError(
+                            f"{error} (after {self.max_attempts} attempts): {CERT_HINT}"
+                        )
+                    elif isinstance(error, TransientError):
                         error = TransientError(
                             f"{error} (after {self.max_attempts} attempts)", location=location
                         )
                     raise error from e
+                log.info("%s (attempt %d/%d); retrying", error, attempt + 1, self.max_attempts)
                 wait = self.backoff(
                     attempt, _retry_after(e) if isinstance(e, HttpResponseError) else 0.0
                 )

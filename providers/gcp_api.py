@@ -9,7 +9,8 @@ translates what the SDK raises into ``skyctl.errors`` at this boundary:
 SDK / API                                   skyctl
 =========================================  ==================================
 429, 500, 502, 503, 504, rateLimitExceeded  TransientError (after retries)
-connection errors, timeouts                 TransientError (after retries)
+connection errors, timeouts, proxy, TLS     TransientError (after retries)
+a TLS certificate that does not verify      ConfigError (after retries)
 403 quotaExceeded, op QUOTA_EXCEEDED        QuotaError
 op ZONE_RESOURCE_POOL_EXHAUSTED[...]        CapacityError(location=...)
 404                                         NotFoundError
@@ -26,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from providers.backoff import full_jitter
+from providers.backoff import certificate_problem, full_jitter
 from skyctl.clock import Clock
 from skyctl.errors import (
     CapacityError,
@@ -43,6 +45,7 @@ from skyctl.errors import (
 
 try:
     import requests
+    import urllib3
     from google.api_core import exceptions as gexc
     from google.auth.credentials import AnonymousCredentials
     from google.auth.exceptions import GoogleAuthError, TransportError
@@ -56,6 +59,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 __all__ = ["AlreadyExists", "ComputeApi", "compute_v1", "operation_error", "translate"]
 
 T = TypeVar("T")
+log = logging.getLogger("skyctl.providers.gcp")
 
 _CAPACITY_CODES = frozenset(
     {
@@ -74,6 +78,18 @@ _TRANSIENT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "b
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 _DONE = compute_v1.Operation.Status.DONE
+#: what a connection, proxy or TLS failure may reach us as, whichever layer raised it
+_NETWORK_ERRORS = (
+    TransportError,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+CERT_HINT = (
+    "the TLS certificate did not verify; check gcp.api_endpoint, the proxy (HTTPS_PROXY) "
+    "and the CA bundle (REQUESTS_CA_BUNDLE)"
+)
 
 
 class AlreadyExists(ProviderError):
@@ -107,7 +123,7 @@ def translate(
         if status == 401 or status == 403:
             return ConfigError(f"{text} (check the credentials and the project's permissions)")
         return ConfigError(text)
-    if isinstance(e, TransportError | requests.exceptions.RequestException | TimeoutError):
+    if isinstance(e, _NETWORK_ERRORS):
         return TransientError(f"GCP {what}: {type(e).__name__}: {e}", location=location)
     if isinstance(e, GoogleAuthError):
         return ConfigError(f"GCP {what}: credentials: {e}")
@@ -204,10 +220,13 @@ class ComputeApi:
                 if err is None:
                     raise
                 if isinstance(err, TransientError) and attempt < self.max_attempts:
+                    log.info("%s (attempt %d/%d); retrying", err, attempt, self.max_attempts)
                     delay = full_jitter(attempt - 1, base=self._base, cap=self._cap, rng=self._rng)
                     await self._clock.sleep(delay)
                     continue
-                if isinstance(err, TransientError):
+                if isinstance(err, TransientError) and certificate_problem(e):
+                    err = ConfigError(f"{err} (after {attempt} attempts): {CERT_HINT}")
+                elif isinstance(err, TransientError):
                     err = TransientError(f"{err} (after {attempt} attempts)", location=location)
                 raise err from e
         raise AssertionError("unreachable")

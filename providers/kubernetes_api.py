@@ -15,7 +15,14 @@ API answer         skyctl error
 409                AlreadyExists (internal: the provider's idempotency)
 400, 422           ConfigError (the object was rejected)
 429, 5xx, network  TransientError after retries
+TLS certificate    ConfigError after retries (it never verifies)
 =================  ==============================================
+
+The wait before a retry is the backoff (0.5 s doubling, with jitter) or the
+server's ``Retry-After`` (seconds, as the API server's priority and fairness
+sends on 429 and an apiserver shedding load on 503), whichever is longer,
+capped at :data:`RETRY_AFTER_CAP` so a hostile or confused server cannot park
+a call for an hour. Each retry is logged with its reason.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from providers.backoff import certificate_problem
 from providers.kubernetes_config import IN_CLUSTER, KubeConfig
 from skyctl.clock import Clock
 from skyctl.errors import (
@@ -66,6 +74,11 @@ ATTEMPTS = 4
 BACKOFF_SECONDS = 0.5
 REQUEST_TIMEOUT = (10.0, 30.0)  # connect, read
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 30.0  # seconds: the longest a server's Retry-After makes a call wait
+CERT_HINT = (
+    "the TLS certificate did not verify; check the kubeconfig's certificate-authority "
+    "(-data), server address and the proxy (HTTPS_PROXY)"
+)
 
 
 class AlreadyExists(ProviderError):
@@ -133,6 +146,19 @@ def _message(e: ApiException) -> str:
     except (TypeError, ValueError):
         pass
     return str(e.reason or "").strip() or f"HTTP {e.status}"
+
+
+def retry_after(e: BaseException) -> float:
+    """The seconds a 429/503 answer's ``Retry-After`` asks for (0 without one, or with an
+    HTTP date: the backoff is used then), at most :data:`RETRY_AFTER_CAP`."""
+    headers = getattr(e, "headers", None) if isinstance(e, ApiException) else None
+    try:
+        value = float(str((headers or {}).get("Retry-After", "")).strip())
+    except ValueError:
+        return 0.0
+    if value != value or value <= 0:  # NaN or not a wait
+        return 0.0
+    return min(value, RETRY_AFTER_CAP)
 
 
 def translate(e: BaseException, what: str, context: str) -> SkyctlError:
@@ -337,6 +363,9 @@ class KubeApi:
                 )
         except (ConfigException, OSError, ValueError) as e:
             raise ConfigError(f"kubernetes/{context}: cannot load credentials: {e}") from e
+        # urllib3 would otherwise retry each request 3 times at once (no backoff, off
+        # the injected clock) inside every one of our attempts
+        configuration.retries = 0
         return kclient.ApiClient(configuration)
 
     def to_dict(self, obj: Any) -> Any:
@@ -389,14 +418,20 @@ class KubeApi:
                 TypeError,
             ) as e:
                 err = translate(e, what, context)
+                if isinstance(err, TransientError) and attempt == ATTEMPTS:
+                    if certificate_problem(e):
+                        err = ConfigError(f"{err} (after {ATTEMPTS} attempts): {CERT_HINT}")
+                    else:
+                        err = TransientError(f"{err} (after {ATTEMPTS} attempts)")
                 if (
                     not isinstance(err, TransientError)
                     or attempt == ATTEMPTS
                     or ("unexpected answer" in str(err))
                 ):
                     raise err from e
-                log.info("%s (attempt %d/%d); retrying", err, attempt, ATTEMPTS)
-            await self._clock.sleep(delay + self._random.uniform(0, delay / 2))
+                wait = max(retry_after(e), delay + self._random.uniform(0, delay / 2))
+                log.info("%s (attempt %d/%d); retrying in %.1fs", err, attempt, ATTEMPTS, wait)
+            await self._clock.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 

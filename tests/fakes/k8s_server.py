@@ -41,6 +41,7 @@ from aiohttp import web
 from tests.fakes.k8s_cluster import NodesAndPods
 from tests.fakes.k8s_objects import (
     KINDS,
+    REASONS,
     ApiError,
     api_version,
     matches,
@@ -91,7 +92,7 @@ class FakeKubernetes(NodesAndPods):
         self._history: list[tuple[int, str, str, str, dict[str, Any]]] = []
         self._store: dict[str, dict[Key, dict[str, Any]]] = {p: {} for p in KINDS}
         self._watchers: list[_Watcher] = []
-        self._failures: list[tuple[int, str | None]] = []
+        self._failures: list[tuple[int, str | None, str | None]] = []
         self._forbidden: set[tuple[str, str]] = set()
         self._ips = itertools.count(10)
         self._node_ports = itertools.count(30000)
@@ -321,9 +322,13 @@ class FakeKubernetes(NodesAndPods):
     def watch_count(self) -> int:
         return len(self._watchers)
 
-    def fail_next(self, code: int, count: int = 1, method: str | None = None) -> None:
-        """The next ``count`` requests (of ``method``, if given) answer ``code``."""
-        self._failures.extend([(code, method)] * count)
+    def fail_next(
+        self, code: int, count: int = 1, method: str | None = None, retry_after: str | None = None
+    ) -> None:
+        """The next ``count`` requests (of ``method``, if given) answer ``code``, with a
+        ``Retry-After: <retry_after>`` header when given (as the API server's priority
+        and fairness does on 429)."""
+        self._failures.extend([(code, method, retry_after)] * count)
 
     def forbid(self, verb: str, plural: str) -> None:
         """RBAC denies ``verb`` (create, get, list, watch, delete) on ``plural``."""
@@ -335,10 +340,15 @@ class FakeKubernetes(NodesAndPods):
         try:
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
-            for i, (code, method) in enumerate(self._failures):
+            for i, (code, method, retry_after) in enumerate(self._failures):
                 if method in (None, request.method):
                     del self._failures[i]
-                    raise ApiError(code, "injected failure")
+                    headers = {"Retry-After": retry_after} if retry_after is not None else None
+                    return web.json_response(
+                        status(code, "injected failure", REASONS.get(code, "InternalError")),
+                        status=code,
+                        headers=headers,
+                    )
             return await self._route(request)
         except ApiError as e:
             return web.json_response(status(e.code, e.message, e.reason, e.details), status=e.code)

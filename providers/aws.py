@@ -10,8 +10,9 @@ Configuration (the ``aws:`` section of ``~/.skyctl/config.yaml``, see
 - Launch: one ``run_instances`` per replica, ``ClientToken`` derived from the
   request's token (and an instance tag, so a retried launch finds the first
   instance before asking again), tags ``skyctl-service``/``-replica``/
-  ``-version``, the bootstrap script as user data, and a security group per
-  service and port that opens only that port.
+  ``-version`` (the spec's ``resources.labels`` beside them, never over them;
+  a ``Name`` label names the instance), the bootstrap script as user data,
+  and a security group per service and port that opens only that port.
 - State: found by tag on every call (not from memory). Spot termination
   (state reason ``Server.SpotInstanceTermination``) is PREEMPTED; the
   two-minute notice shows up as the instance's spot request status
@@ -48,7 +49,7 @@ from providers.aws_instances import (
 )
 from providers.aws_market import Market
 from providers.aws_nodes import NODE_SCRIPT, TAG_NODES
-from providers.base import LaunchRequest, Provider, per_replica
+from providers.base import LaunchRequest, Provider, per_replica, user_labels
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
 from providers.events import EventsOnce
@@ -243,6 +244,7 @@ class AWSProvider(Provider):
     async def _run(self, request: LaunchRequest) -> Instance:
         loc, offer = request.offering.location, request.offering
         candidate = self._candidate_for(request)
+        labels = user_labels(candidate, "aws")  # before any call: a bad label leaves nothing
         image = await self._market.image(
             loc.region, gpu=bool(offer.accelerators), image_id=candidate.image_id
         )
@@ -271,15 +273,20 @@ class AWSProvider(Provider):
                     }
                 ],
             )
-        tags = [
-            {"Key": "Name", "Value": f"skyctl-{request.service}-{request.replica_id}"},
-            {"Key": TAG_SERVICE, "Value": request.service},
-            {"Key": TAG_REPLICA, "Value": str(request.replica_id)},
-            {"Key": TAG_VERSION, "Value": str(request.version)},
-            {"Key": TAG_PORT, "Value": str(request.port)},
-            {"Key": TAG_PRICE, "Value": f"{offer.price:.6g}"},
-            {"Key": TAG_TOKEN, "Value": request.client_token[:256]},
-        ] + ([{"Key": TAG_NODES, "Value": str(nodes)}] if nodes > 1 else [])
+        name = labels.pop("Name", f"skyctl-{request.service}-{request.replica_id}")
+        tags = (
+            [
+                {"Key": "Name", "Value": name},  # the console's name: the spec may set it
+                *({"Key": k, "Value": v} for k, v in labels.items()),
+                {"Key": TAG_SERVICE, "Value": request.service},
+                {"Key": TAG_REPLICA, "Value": str(request.replica_id)},
+                {"Key": TAG_VERSION, "Value": str(request.version)},
+                {"Key": TAG_PORT, "Value": str(request.port)},
+                {"Key": TAG_PRICE, "Value": f"{offer.price:.6g}"},
+                {"Key": TAG_TOKEN, "Value": request.client_token[:256]},
+            ]
+            + ([{"Key": TAG_NODES, "Value": str(nodes)}] if nodes > 1 else [])
+        )
         kinds = ["instance", "volume"] + (["spot-instances-request"] if offer.spot else [])
         args: dict[str, Any] = {
             "ImageId": image.image_id,

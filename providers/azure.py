@@ -58,7 +58,7 @@ from providers.azure_resources import (
     vnet_body,
     vnet_name,
 )
-from providers.base import LaunchRequest, Provider, per_replica
+from providers.base import LaunchRequest, Provider, per_replica, user_labels
 from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match
 from providers.nodes import node_name
@@ -170,13 +170,18 @@ class AzureProvider(Provider):
     def _lock(self, service: str, region: str) -> asyncio.Lock:
         return self._locks.setdefault((service, region), asyncio.Lock())
 
-    def _image_and_disk(self, request: LaunchRequest) -> tuple[str, int]:
+    def _matching(self, request: LaunchRequest) -> list[ResourceCandidate]:
+        """The spec's azure candidates that offer the request's instance type (else all)."""
         offering = request.offering
-        cands = [
+        return [
             c
             for c in self._candidates(request.spec)
             if any(e.instance_type == offering.instance_type for e in match(c, self.catalog()))
         ] or self._candidates(request.spec)
+
+    def _image_and_disk(self, request: LaunchRequest) -> tuple[str, int]:
+        offering = request.offering
+        cands = self._matching(request)
         image = next((c.image_id for c in cands if c.image_id), None) or self.config.image_id
         if image is None:
             image = DEFAULT_GPU_IMAGE if offering.accelerators else DEFAULT_CPU_IMAGE
@@ -222,6 +227,7 @@ class AzureProvider(Provider):
             raise ConfigError(
                 f"azure: cannot launch offering at {loc} ({offering.instance_type!r})"
             )
+        labels = user_labels(next(iter(self._matching(request)), None), "azure")
         head = Names.for_launch(request.service, request.replica_id, request.client_token)
         n = request.spec.num_nodes
         all_names = [Names(node_name(head.vm, k)) for k in range(n)]  # n == 1: the head
@@ -236,8 +242,9 @@ class AzureProvider(Provider):
                 assert vms[0] is not None
                 return await self._with_endpoint(vms[0])
             image, disk = self._image_and_disk(request)
-            tags = [
-                tags_for(
+            tags = [  # the spec's labels beside skyctl's tags (which teardown lists by)
+                labels
+                | tags_for(
                     request.service,
                     request.replica_id,
                     request.version,

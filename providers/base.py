@@ -37,7 +37,9 @@ import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from skyctl.spec import ServiceSpec
+from skyctl.errors import ConfigError
+from skyctl.spec import ResourceCandidate, ServiceSpec
+from skyctl.spec_resources import labels_problem
 from skyctl.types import Instance, InstanceEvent, Offering
 
 EventSink = Callable[[InstanceEvent], None]
@@ -63,6 +65,20 @@ class LaunchRequest:
     spec: ServiceSpec
     port: int = 8080  # the port the replica's server listens on ($PORT)
     envs: Mapping[str, str] = field(default_factory=dict)  # already merged with secrets
+
+
+def user_labels(candidate: ResourceCandidate | None, cloud: str) -> dict[str, str]:
+    """The spec's ``resources.labels`` for an instance on ``cloud`` (AWS tags, GCP labels,
+    Azure tags, Kubernetes pod labels), set beside skyctl's own, never over them.
+
+    ConfigError naming the label when it cannot be one there: the spec parser refuses
+    those already (see ``skyctl.spec_resources.label_problem``); this guards a
+    candidate made some other way."""
+    labels = dict(candidate.labels) if candidate is not None else {}
+    found = labels_problem(cloud, labels)
+    if found is not None:
+        raise ConfigError(f"resources.labels.{found[0]}: {found[1]}")
+    return labels
 
 
 def per_replica(offerings: Iterable[Offering], spec: ServiceSpec) -> list[Offering]:

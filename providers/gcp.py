@@ -54,6 +54,7 @@ from providers.gcp_build import (
     slug,
     split_instance_id,
     token_label,
+    user_labels,
 )
 from providers.gcp_config import CONFIG_KEYS, check, project_of, validate_config
 from providers.gcp_instances import metadata_value, to_instance
@@ -197,6 +198,7 @@ class GCPProvider(Provider):
             )
         zone, n = off.location.zone, request.spec.num_nodes
         name = instance_name(request.service, request.replica_id, request.client_token)
+        user_labels(_candidate_for(request.spec, off))  # a bad label: refused before any call
         async with self._lock(request.service):
             await self._firewalls.ensure(request.service, request.port, peers=n > 1)
             self._firewalls_clean.discard(request.service)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from providers import base
 from skyctl.spec import ResourceCandidate
 from skyctl.types import InstanceState
 
@@ -129,13 +130,11 @@ def parse_time(text: str) -> float:
 
 
 def user_labels(candidate: ResourceCandidate | None) -> dict[str, str]:
-    """The spec's ``resources.labels`` made valid for GCP (keys start with a letter)."""
-    out: dict[str, str] = {}
-    for key, value in (candidate.labels if candidate else {}).items():
-        k = _NOT_LABEL.sub("-", key.lower())[:63]
-        if k and k[0].isalpha() and not k.startswith("skyctl-"):
-            out[k] = label_value(str(value))
-    return out
+    """The spec's ``resources.labels`` as GCP labels: lowercased (GCP allows no capitals).
+
+    Anything else GCP refuses, and names of skyctl's own labels, are a ConfigError
+    naming the label (the spec parser refuses them already)."""
+    return {k.lower(): v.lower() for k, v in base.user_labels(candidate, "gcp").items()}
 
 
 def instance_body(

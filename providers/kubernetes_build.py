@@ -9,7 +9,8 @@ plain dicts in the API's JSON shape (camelCase keys), as sent and received.
   creating it twice is an AlreadyExists the provider treats as success.
 - Labels on every object: ``skyctl-service``, ``skyctl-replica``,
   ``skyctl-version``, ``skyctl-capacity`` (spot/on-demand) and ``skyctl-pod``
-  (the Service's selector); the full service name is also an annotation.
+  (the Service's selector), and the spec's ``resources.labels`` beside them
+  (never over them); the full service name is also an annotation.
 - The container runs ``bash -c 'setup && exec run'`` with ``setup`` and ``run``
   passed as separate arguments (``$1``, ``$2``), never pasted into the command;
   spec envs are container env vars. Without ``run`` the image's own command runs.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from providers.base import LaunchRequest
+from providers.base import LaunchRequest, user_labels
 from providers.kubernetes_config import KubeConfig, NodeSelection, accelerator_selector
 from providers.replica_env import NODE_IP_VARS, skypilot_env
 from skyctl.errors import ConfigError
@@ -266,7 +267,8 @@ def pod_body(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": labels_of(request, name),
+            # the spec's labels beside skyctl's (listing and teardown select by those)
+            "labels": {**user_labels(candidate, "kubernetes"), **labels_of(request, name)},
             "annotations": {
                 ANNOTATION_SERVICE: request.service,
                 ANNOTATION_PRICE: f"{request.offering.price:g}",

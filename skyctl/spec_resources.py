@@ -350,7 +350,95 @@ def _labels(sec: Section, key: str) -> dict[str, str]:
         if not isinstance(name, str) or not isinstance(value, str):
             raise labels.error(str(name), "label names and values must be strings")
         out[name] = value
+    if len(out) > MAX_LABELS:
+        raise sec.error(key, f"at most {MAX_LABELS} labels, got {len(out)}")
     return out
+
+
+#: ``resources.labels`` become AWS instance tags, GCP labels, Azure tags, Kubernetes pod
+#: labels. Names starting with this (in any case) are skyctl's own: teardown and every
+#: listing find instances by them, so a user label may never replace one.
+RESERVED_LABEL_PREFIX = "skyctl"
+MAX_LABELS = 32  # every cloud caps tags per resource (AWS and Azure: 50, with skyctl's own)
+_AWS_TAG = re.compile(r"[\w .:+=@/-]*")
+_GCP_KEY, _GCP_VALUE = re.compile(r"[a-z][a-z0-9_-]{0,62}"), re.compile(r"[a-z0-9_-]{0,63}")
+_K8S_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_K8S_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_AZURE_BAD = "<>%&\\?/"
+
+
+def label_problem(cloud: str | None, name: str, value: str) -> str | None:
+    """Why ``name: value`` cannot be a label of an instance on ``cloud`` (None: it can).
+
+    GCP labels are lowercased by the provider, so only their case may differ here."""
+    if name.lower().startswith(RESERVED_LABEL_PREFIX):
+        return (
+            f"label names starting with {RESERVED_LABEL_PREFIX!r} are reserved for skyctl's "
+            "own tags (teardown finds instances by them); choose another name"
+        )
+    if not name.strip():
+        return "label names must not be empty"
+    if cloud == "aws":
+        if name.lower().startswith("aws:"):
+            return "AWS reserves tag names starting with 'aws:'"
+        if len(name) > 128 or len(value) > 256:
+            return "AWS tags: names up to 128 characters, values up to 256"
+        if not (_AWS_TAG.fullmatch(name) and _AWS_TAG.fullmatch(value)):
+            return "AWS tags allow letters, digits, spaces and + - = . _ : / @"
+    elif cloud == "gcp":
+        if not (_GCP_KEY.fullmatch(name.lower()) and _GCP_VALUE.fullmatch(value.lower())):
+            return (
+                "GCP labels allow letters (lowercased), digits, _ and -, names start with a "
+                "letter, names and values up to 63 characters"
+            )
+    elif cloud == "azure":
+        if name.lower().startswith(("microsoft", "azure", "windows")):
+            return "Azure reserves tag names starting with microsoft, azure or windows"
+        if any(c in _AZURE_BAD for c in name) or len(name) > 512 or len(value) > 256:
+            return (
+                f"Azure tag names (up to 512 characters) cannot contain any of {_AZURE_BAD}, "
+                "values are up to 256 characters"
+            )
+    elif cloud == "kubernetes":
+        prefix, _, short = name.rpartition("/")
+        bad_prefix = "/" in name and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))
+        if bad_prefix or not _K8S_NAME.fullmatch(short):
+            return (
+                "Kubernetes label names are [prefix/]name: name up to 63 letters, digits, "
+                "-, _ or . (starting and ending alphanumeric), prefix a DNS subdomain"
+            )
+        if prefix.endswith(("kubernetes.io", "k8s.io")):
+            return "Kubernetes reserves the kubernetes.io and k8s.io label prefixes"
+        if not _K8S_VALUE.fullmatch(value):
+            return (
+                "Kubernetes label values are up to 63 letters, digits, -, _ or . "
+                "(starting and ending alphanumeric), or empty"
+            )
+    return None
+
+
+def labels_problem(cloud: str | None, labels: dict[str, str]) -> tuple[str, str] | None:
+    """The first label that cannot be one on ``cloud`` and why: (name, reason)."""
+    seen: dict[str, str] = {}
+    for name, value in labels.items():
+        why = label_problem(cloud, name, value)
+        if why is not None:
+            return name, why
+        folded = name.lower()  # GCP lowercases names; Azure compares them ignoring case
+        if cloud in ("gcp", "azure") and folded in seen:
+            return name, f"the same {cloud} label name as {seen[folded]!r} (case does not count)"
+        seen[folded] = name
+    return None
+
+
+def _check_labels(field: _Field, cloud: str | None) -> None:
+    labels, sec, key = field
+    found = labels_problem(cloud, labels)
+    if found is not None:
+        section = sec.mapping(key)
+        assert section is not None
+        raise section.error(found[0], found[1], at_key=True)
 
 
 #: how each VM cloud names a boot image (a container image runs on kubernetes only)
@@ -373,6 +461,8 @@ def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
             f"{image!r} is a container image: skyctl runs those on kubernetes only; "
             f"on {cloud} give {VM_IMAGES[cloud]}",
         )
+    if "labels" in fields:
+        _check_labels(fields["labels"], cloud)
     accels: list[Accel | None] = list(get("accelerators", ([None], False))[0])
     return [
         ResourceCandidate(

@@ -175,6 +175,10 @@ class ArmState:
             raise ArmError(
                 400, "LocationRequired", "The location property is required for this definition."
             )
+        tags = body.get("tags") or {}
+        bad = [k for k in tags if set(k) & set("<>%&\\?/") or len(k) > 512]
+        if bad or len(tags) > 50 or len({k.lower() for k in tags}) < len(tags):
+            raise ArmError(400, "InvalidTag", f"The tags {bad or sorted(tags)} are not valid.")
         existing = self.resources.get(rid.lower())
         res = copy.deepcopy(body)
         res.update(id=rid, name=name, type=arm_type, location=body["location"].lower())

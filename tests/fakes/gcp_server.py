@@ -35,6 +35,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -63,6 +64,9 @@ DEFAULT_ACCELERATORS = (
     "nvidia-a100-80gb",
     "nvidia-h100-80gb",
 )
+
+#: Compute Engine's label rules (keys and values; at most 64 labels)
+_LABEL_KEY, _LABEL_VALUE = re.compile(r"[a-z][-_a-z0-9]{0,62}"), re.compile(r"[-_a-z0-9]{0,63}")
 
 _REASONS = {
     400: "invalid",
@@ -409,6 +413,16 @@ class FakeComputeEngine:
         if machine not in self.machine_types[zone]:
             raise ApiError(
                 400, f"Invalid value for field 'resource.machineType': '{machine}'.", "invalid"
+            )
+        labels = body.get("labels") or {}
+        bad = [
+            k
+            for k, v in labels.items()
+            if not (_LABEL_KEY.fullmatch(k) and _LABEL_VALUE.fullmatch(v))
+        ]
+        if bad or len(labels) > 64:
+            raise ApiError(
+                400, f"Invalid value for field 'resource.labels': {bad or len(labels)}", "invalid"
             )
         spot = body.get("scheduling", {}).get("provisioningModel") == "SPOT"
         inst = copy.deepcopy(body)

@@ -25,6 +25,7 @@ Configuration (the ``aws:`` section of ``~/.skyctl/config.yaml``, see
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,7 +55,7 @@ from providers.bootstrap import render_bootstrap
 from providers.catalog import CatalogEntry, load_catalog, match, regions
 from providers.events import EventsOnce
 from skyctl.clock import Clock
-from skyctl.errors import ConfigError, SpecError
+from skyctl.errors import ConfigError, SkyctlError, SpecError
 from skyctl.spec import ResourceCandidate, ServiceSpec
 from skyctl.types import (
     Instance,
@@ -72,6 +73,7 @@ except ImportError:
 
 __all__ = ["NOTICE_SECONDS", "NOTICE_WATCH", "AWSProvider", "check"]
 
+log = logging.getLogger("skyctl.providers.aws")
 USER_DATA_LIMIT = 16 * 1024
 RELEASE_ATTEMPTS = 6  # tries to delete a service's security group after serve down
 RELEASE_WAIT_SECONDS = 10.0
@@ -457,11 +459,28 @@ class AWSProvider(Provider):
             r.get("InstanceLifecycle") == "spot" and r["State"]["Name"] == "running" for r in raws
         )
         notices = await self._notices(region, service) if running_spot else {}
+        if not self._launching.get((region, service)):
+            await self._finish_tagging(region, raws)
         out = aws_nodes.fold([(raw, self._instance(raw, region, notices)) for raw in raws])
         if not any(i.state in (InstanceState.PENDING, InstanceState.RUNNING) for i in out):
             if not any(r["State"]["Name"] in LIVE_STATES for r in raws):
                 await self._sweep_security_groups(region, service)
         return out, {str(r["InstanceId"]) for r in raws}
+
+    async def _finish_tagging(self, region: str, raws: list[dict[str, Any]]) -> None:
+        """Write the node tags of a multi-node launch cut short between ``run_instances``
+        and ``create_tags`` (a controller killed there): the next controller adopts the
+        replica as listed, and its nodes wait at boot for those tags."""
+        launches: dict[str, list[dict[str, Any]]] = {}
+        for raw in raws:
+            if aws_nodes.nodes_of(raw) > 1 and raw["State"]["Name"] in ("pending", "running"):
+                launches.setdefault(tags_of(raw).get(TAG_TOKEN, ""), []).append(raw)
+        for group in launches.values():
+            if len(group) == aws_nodes.nodes_of(group[0]) and not aws_nodes.tagged(group):
+                try:
+                    await self._tag_nodes(region, group)  # updates the raws' tags too
+                except SkyctlError as e:  # the replica waits; the next listing tries again
+                    log.warning("AWS: cannot tag the nodes of a replica in %s: %s", region, e)
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
         groups = await asyncio.gather(

@@ -429,6 +429,8 @@ class GCPProvider(Provider):
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
         rows = await self._list_raw(service)
+        if await gcp_nodes.finish(self._api, self._project, rows, self._launching):
+            rows = await self._list_raw(service)  # with the node lists just written
         preempted = await self._preemptions(service)
         now = self._clock.now()
         out: list[Instance] = []  # one per node

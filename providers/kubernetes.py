@@ -60,7 +60,7 @@ from providers.nodes import node_name
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, NotFoundError, SkyctlError
 from skyctl.spec import ResourceCandidate, ServiceSpec
-from skyctl.types import Instance, Location, Offering
+from skyctl.types import Instance, InstanceState, Location, Offering
 
 __all__ = ["KubernetesProvider", "check"]
 
@@ -398,6 +398,8 @@ class KubernetesProvider(Provider):
                 if (node := kubernetes_nodes.node_of(ctx, pod)) is not None:
                     self._tracker.node_of[iid] = node
                     replicas.setdefault(node.head, []).append(pod)
+            if service_mode:
+                await self._repair_services(ctx, kept, svcs)
             why: dict[str, str] = {}  # head id -> why its node list is not written
             for head, group in replicas.items():  # the node list, once every pod has an IP
                 if head not in self._launching:
@@ -419,6 +421,26 @@ class KubernetesProvider(Provider):
         return nodes.group(
             ((self._tracker.node_of.get(i.instance_id), i) for i in out), launching=self._launching
         )
+
+    async def _repair_services(
+        self,
+        ctx: str,
+        kept: list[tuple[dict[str, Any], PodView, str]],
+        svcs: dict[str, dict[str, Any]],
+    ) -> None:
+        """Create the Service of a live replica pod that has none: its launch was cut
+        after the pod (a controller killed between the two calls), and the next
+        controller adopts the pod as listed, without launching again."""
+        for pod, view, iid in kept:
+            node = self._tracker.node_of.get(iid)
+            if view.name in svcs or view.deleting or (node is not None and node.rank != 0):
+                continue
+            if view.state not in (InstanceState.PENDING, InstanceState.RUNNING):
+                continue
+            try:
+                svcs[view.name] = await self._create_service(ctx, pod, view.port)
+            except SkyctlError as e:  # no endpoint yet; the next listing tries again
+                log.warning("kubernetes/%s: cannot create the Service of %s: %s", ctx, iid, e)
 
     async def list_services(self) -> Sequence[str]:
         names: set[str] = set()

@@ -13,6 +13,7 @@ skips most of its prefill. This module is the pure part of the router's
   blocks evicted first) and in age (blocks older than ``ttl`` are forgotten).
   A replica sent an earlier turn's prompt holds a chat through that turn's
   answer (the server cached what it generated; the router never saw it).
+  A copy that failed is taken back (:meth:`Homes.failed`).
 - :func:`rank` orders the replicas: the one holding the longest prefix first,
   unless its load is over the bound (``balance_factor`` times the mean, as in
   consistent hashing with bounded loads, and at least half a request over it), in
@@ -43,7 +44,8 @@ skips most of its prefill. This module is the pure part of the router's
 - :class:`Homes` holds the index, the pending prefill and the load averages
   and runs the steps per request: the router's, and the benchmark's.
 
-A replica that leaves takes only the blocks it held: every other prefix keeps
+A replica that leaves takes only the blocks it held, at a cost in proportion
+to them, spread over later records: every other prefix keeps
 its home (the index is keyed by prefix, not by position in a ring); a replica
 that joins takes new prefixes as the least loaded one. The index is data the
 router owns and passes ``now`` into; nothing here reads a clock or does I/O.
@@ -52,7 +54,8 @@ router owns and passes ``now`` into; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from policies.cache_keys import (
@@ -106,14 +109,24 @@ DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
 # vLLM's kv_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
 # use by running requests, so a new one waits for blocks or preempts one (recomputed later)
 KV_FULL: Final = 0.9
+# pairs of replicas that left taken off the index per record (PrefixIndex.forget): about
+# 0.1 ms a request until a replica's last pair is gone
+SWEEP: Final = 256
 
 
-class _Block:
-    __slots__ = ("holders", "used")
+Holders = int | tuple[int, ...]  # a block's holders: one replica id, or several
 
-    def __init__(self, used: float) -> None:
-        self.used = used
-        self.holders: dict[int, float] = {}  # replica id -> when it was last sent the block
+
+def _each(holders: Holders) -> tuple[int, ...]:
+    return (holders,) if isinstance(holders, int) else holders
+
+
+def _without(holders: Holders, replica: int) -> Holders | None:
+    """``holders`` less ``replica`` (None: no one left)."""
+    if isinstance(holders, int):
+        return None if holders == replica else holders
+    rest = tuple(r for r in holders if r != replica)
+    return rest[0] if len(rest) == 1 else (rest or None)
 
 
 class PrefixIndex:
@@ -122,12 +135,26 @@ class PrefixIndex:
     ``max_entries`` bounds the (block, replica) pairs kept; past it, the blocks
     used least recently go first. Blocks unused for ``ttl`` seconds are dropped
     (and a replica's hold on a block expires after ``ttl`` too).
+
+    Two maps hold the pairs: the blocks in order of last use, each with its
+    holders, and per replica the blocks it holds, each with when it was last
+    sent. A step costs in proportion to what it touches: a record to its keys,
+    an eviction to the block's holders, the oldest block found in O(1) (an
+    ``OrderedDict``: a plain dict finds its first key by skipping the slots
+    its deletions left, 4 ms a request once the index was full). A replica
+    that leaves (:meth:`forget`) stops counting at once, in O(1); its pairs
+    go from the blocks :data:`SWEEP` at a time with each later record (a
+    walk of every block took 138 ms at 200,000 pairs, on the router's event
+    loop, stalling every request).
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float = DEFAULT_TTL) -> None:
         self.max_entries = max(1, max_entries)
         self.ttl = ttl
-        self._blocks: dict[int, _Block] = {}  # in order of last use, oldest first
+        self._blocks: OrderedDict[int, Holders] = OrderedDict()  # oldest use first
+        self._held: dict[int, dict[int, float]] = {}  # replica -> block -> when last sent
+        # replicas that left, and their blocks still to take their id off
+        self._leaving: list[tuple[int, Iterator[int]]] = []
         self._entries = 0
         self.evicted = 0  # (block, replica) pairs dropped for size or age, ever
 
@@ -137,6 +164,10 @@ class PrefixIndex:
 
     def blocks(self) -> int:
         return len(self._blocks)
+
+    def held(self, replica: int) -> int:
+        """(block, replica) pairs ``replica`` holds."""
+        return len(self._held.get(replica, ()))
 
     def depths(
         self, keys: Sequence[int], now: float, answers: Sequence[tuple[int, int]] = ()
@@ -152,73 +183,139 @@ class PrefixIndex:
         if not keys:
             return {}
         oldest = now - self.ttl
-        blocks = self._blocks
+        blocks, held = self._blocks, self._held
         depth: dict[int, int] = {}
         for key, through in answers:
             turn = blocks.get(key)
-            if turn is None or turn.used < oldest:
+            if turn is None:
                 continue
-            for replica, used in turn.holders.items():
-                if used >= oldest and depth.get(replica, 0) < through:
+            for replica in _each(turn):
+                when = held.get(replica, {}).get(key)  # (none: it left)
+                if when is not None and when >= oldest and depth.get(replica, 0) < through:
                     depth[replica] = through
-        first = blocks.get(keys[0])
-        if first is None or first.used < oldest:
+        first = keys[0]
+        holders = blocks.get(first)
+        if holders is None:
             return depth
-        for replica, used in first.holders.items():
-            if used < oldest:
+        for replica in _each(holders):
+            mine = held.get(replica)
+            if mine is None:
+                continue  # it left
+            when = mine.get(first)
+            if when is None or when < oldest:
                 continue
             lo, hi = 1, len(keys)  # it holds keys[:lo]; not beyond keys[:hi]
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                block = blocks.get(keys[mid - 1])
-                held = None if block is None else block.holders.get(replica)
-                if held is not None and held >= oldest:
+                when = mine.get(keys[mid - 1])
+                if when is not None and when >= oldest:
                     lo = mid
                 else:
                     hi = mid - 1
             depth[replica] = max(lo, depth.get(replica, 0))
         return depth
 
-    def record(self, keys: Sequence[int], replica: int, now: float, end: int | None = None) -> None:
+    def record(
+        self, keys: Sequence[int], replica: int, now: float, end: int | None = None
+    ) -> list[int]:
         """``replica`` was sent the prompt of ``keys``: it holds those blocks now
         (and with ``end``, :attr:`Prefix.end`, the whole prompt: its answer next).
+        Returns the keys it did not hold before (for :meth:`undo`).
 
         The blocks are touched last to first (``end`` before them all), so a
         prompt's first blocks are always the more recently used: the tail of a
         prefix is evicted first.
         """
+        if self._leaving:
+            self._sweep(SWEEP)
         blocks = self._blocks
+        mine = self._held.get(replica)
+        if mine is None:
+            mine = self._held[replica] = {}
+        fresh: list[int] = []
         for key in reversed(keys) if end is None else (end, *reversed(keys)):
-            block = blocks.pop(key, None)
-            if block is None:
-                block = _Block(now)
-            block.used = now
-            if replica not in block.holders:
-                self._entries += 1
-            block.holders[replica] = now
-            blocks[key] = block  # to the end: the most recently used
+            if key in mine:
+                blocks.move_to_end(key)
+            else:
+                holders = blocks.pop(key, None)
+                if holders is None:
+                    blocks[key] = replica
+                elif isinstance(holders, int):  # (itself: back under its id, not swept yet)
+                    blocks[key] = holders if holders == replica else (holders, replica)
+                else:
+                    blocks[key] = holders if replica in holders else (*holders, replica)
+                fresh.append(key)
+            mine[key] = now
+        self._entries += len(fresh)
         self._evict(now)
+        return fresh
+
+    def undo(self, fresh: Sequence[int], replica: int, when: float) -> None:
+        """Take back a :meth:`record` at ``when`` whose request failed: ``replica`` no
+        longer holds ``fresh`` (the keys that record added), unless sent them again since."""
+        mine = self._held.get(replica)
+        if mine is None:
+            return
+        blocks = self._blocks
+        for key in fresh:
+            if mine.get(key) != when:
+                continue  # gone, or sent again since: held by that later request
+            del mine[key]
+            self._entries -= 1
+            rest = _without(blocks[key], replica)
+            if rest is None:
+                del blocks[key]
+            else:
+                blocks[key] = rest  # (an existing key: its place in the order stays)
 
     def forget(self, replica: int) -> None:
-        """Drop everything ``replica`` holds (it left); other replicas' blocks stay."""
-        for key in list(self._blocks):
-            block = self._blocks[key]
-            if block.holders.pop(replica, None) is not None:
-                self._entries -= 1
-                if not block.holders:
-                    del self._blocks[key]
+        """``replica`` left: it holds nothing from now on, other replicas' blocks stay.
+
+        O(1) here; its pairs leave the blocks over the next records (:meth:`_sweep`).
+        """
+        mine = self._held.pop(replica, None)
+        if mine:
+            self._entries -= len(mine)
+            self._leaving.append((replica, iter(mine)))
+
+    def _sweep(self, budget: int) -> None:
+        """Take up to ``budget`` of the pairs of replicas that left off their blocks."""
+        blocks, held, leaving = self._blocks, self._held, self._leaving
+        while leaving and budget > 0:
+            replica, keys = leaving[0]
+            back = held.get(replica)  # itself, back under its id: what it holds anew stays
+            for key in keys:
+                budget -= 1
+                holders = blocks.get(key)
+                if holders is not None and (back is None or key not in back):
+                    rest = _without(holders, replica)
+                    if rest is None:
+                        del blocks[key]
+                    else:
+                        blocks[key] = rest
+                if budget <= 0:
+                    break
+            else:
+                leaving.pop(0)
 
     def _evict(self, now: float) -> None:
-        blocks = self._blocks
+        blocks, held = self._blocks, self._held
         oldest = now - self.ttl
         while blocks:
             key = next(iter(blocks))
-            block = blocks[key]
-            if self._entries <= self.max_entries and block.used >= oldest:
-                break
+            group = _each(blocks[key])
+            if self._entries <= self.max_entries:
+                times = [held.get(r, {}).get(key) for r in group]
+                if any(when is not None and when >= oldest for when in times):
+                    break
             del blocks[key]
-            self._entries -= len(block.holders)
-            self.evicted += len(block.holders)
+            for replica in group:
+                mine = held.get(replica)
+                if mine is not None and mine.pop(key, None) is not None:
+                    self._entries -= 1
+                    self.evicted += 1
+                    if not mine:
+                        del held[replica]
 
 
 def bound(loads: Sequence[float], factor: float, slack: float = DEFAULT_SLACK) -> float:
@@ -346,12 +443,15 @@ def uncached(depth: int, total_blocks: int, min_match: int = MIN_MATCH) -> int:
 
 
 class Ticket:
-    """One request's prefill counted in a :class:`Pending`: (replica, blocks) per copy sent."""
+    """One request's copies in a :class:`Homes`: per copy sent, its prefill counted
+    in :class:`Pending` (replica, blocks) and what its record added to the index
+    (replica, keys, when), to take back if that copy fails (:meth:`Homes.failed`)."""
 
-    __slots__ = ("shares",)
+    __slots__ = ("claims", "shares")
 
     def __init__(self) -> None:
         self.shares: list[tuple[int, int]] = []
+        self.claims: list[tuple[int, list[int], float]] = []
 
 
 class Pending:
@@ -375,17 +475,22 @@ class Pending:
             ticket.shares.append((replica, blocks))
             self._blocks[replica] = self._blocks.get(replica, 0) + blocks
 
-    def release(self, ticket: Ticket) -> None:
-        shares, ticket.shares = ticket.shares, []
+    def release(self, ticket: Ticket, replica: int | None = None) -> None:
+        """Take back ``ticket``'s shares (only ``replica``'s with it)."""
+        if replica is None:
+            shares, ticket.shares = ticket.shares, []
+        else:
+            shares = [share for share in ticket.shares if share[0] == replica]
+            ticket.shares = [share for share in ticket.shares if share[0] != replica]
         counts = self._blocks
-        for replica, blocks in shares:
-            left = counts.get(replica)
+        for rid, blocks in shares:
+            left = counts.get(rid)
             if left is None:
                 continue  # forgotten: the replica left
             if left > blocks:
-                counts[replica] = left - blocks
+                counts[rid] = left - blocks
             else:
-                del counts[replica]
+                del counts[rid]
 
     def forget(self, replica: int) -> None:
         self._blocks.pop(replica, None)
@@ -449,11 +554,29 @@ class Homes:
         return ranked, depths
 
     def sent(self, prompt: Prefix, replica: int, depth: int, ticket: Ticket, now: float) -> None:
-        """A copy of ``prompt`` went to ``replica``, which held ``depth`` of its blocks."""
+        """A copy of ``prompt`` went to ``replica``, which held ``depth`` of its blocks:
+        it holds them all now (until :meth:`failed`), their prefill pending there."""
         keys = prompt.keys
         if keys:
-            self.index.record(keys, replica, now, prompt.end)
+            fresh = self.index.record(keys, replica, now, prompt.end)
+            if fresh:
+                ticket.claims.append((replica, fresh, now))
             self.pending.add(ticket, replica, uncached(depth, len(keys)))
+
+    def failed(self, ticket: Ticket, replica: int | None = None) -> None:
+        """The copy of ``ticket``'s request sent to ``replica`` (every copy, without it)
+        failed: a connection error, a timeout, an error status, a refusal. The replica
+        did not take the prompt: what its record added to the index is taken back
+        (:meth:`PrefixIndex.undo`) and its prefill is no longer pending."""
+        kept: list[tuple[int, list[int], float]] = []
+        for claim in ticket.claims:
+            rid, fresh, when = claim
+            if replica is None or rid == replica:
+                self.index.undo(fresh, rid, when)
+            else:
+                kept.append(claim)
+        ticket.claims = kept
+        self.pending.release(ticket, replica)
 
     def answered(self, ticket: Ticket) -> None:
         """The request of ``ticket`` got its first response bytes, or ended."""

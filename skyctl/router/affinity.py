@@ -13,23 +13,24 @@ PrefixIndex`) and turns a request into an order of replicas, best first:
   least loaded replica as before.
 
 The index, ranking, pending prefill and load averages are
-:class:`policies.cache_aware.Homes` (the benchmark drives the same). The
-replica a request is sent to is recorded as holding its prefix (its new
-home when the bound moved it). A replica's load is the router's in-flight
-count of it, or with ``replica_metrics_seconds`` the larger of that and what
-the replica publishes (:mod:`skyctl.router.replica_load`); one whose published
-KV-cache usage is at or over :data:`policies.cache_aware.KV_FULL` counts as over
-the bound; a replica holding a usable match may go up to two requests over the
-bound while its load averaged over time (:class:`policies.cache_aware.LoadAverage`,
-sampled at each request), plus the slack, is within the factor of the mean. Among replicas
-holding as much of the prefix, the one with the least prefill pending goes
-first (:class:`policies.cache_aware.Pending`: the blocks each copy sent there
-was not expected to find cached, counted until the request's first response
-bytes arrive or it ends: the exchange calls the :class:`Route`'s
-``answered``). A raced request (``cache_aware.race``) goes to the same order:
-its first copy (``fan_out``: copies) to the best replicas, a hedge or a retry
-to the next; every replica a copy is sent to is recorded as a holder, so the
-one that answers is one.
+:class:`policies.cache_aware.Homes` (the benchmark drives the same). The replica a
+request is sent to is recorded as holding its prefix (its new home when the bound moved
+it), and taken back if that copy fails: a retry after a connection error takes back the
+try before, an error status (:func:`failed`) every copy
+(:meth:`policies.cache_aware.Homes.failed`). A replica's load is the router's in-flight
+count of it, or with ``replica_metrics_seconds`` the larger of that and what the replica
+publishes (:mod:`skyctl.router.replica_load`); one whose published KV-cache usage is at
+or over :data:`policies.cache_aware.KV_FULL` counts as over the bound; a replica holding
+a usable match may go up to two requests over the bound while its load averaged over
+time (:class:`policies.cache_aware.LoadAverage`, sampled at each request), plus the
+slack, is within the factor of the mean. Among replicas holding as much of the prefix,
+the one with the least prefill pending goes first
+(:class:`policies.cache_aware.Pending`: the blocks each copy sent there was not expected
+to find cached, counted until the request's first response bytes arrive or it ends: the
+exchange calls the :class:`Route`'s ``answered``). A raced request
+(``cache_aware.race``) goes to the same order: its first copy (``fan_out``: copies) to
+the best replicas, a hedge or a retry to the next; every replica a copy is sent to is
+recorded as a holder, so the one that answers is one.
 
 Counters (``skyctl_router_cache_aware_*_total``, :mod:`skyctl.router.affinity_metrics`):
 requests by :func:`policies.cache_aware.outcome` (hit, miss, overflow, unkeyed)
@@ -59,26 +60,47 @@ class Route:
     first when it is to be raced, else None), ``pick`` (a ``Forward`` pick down
     the same order), ``sent`` (records a raced copy as a holder), and
     ``answered`` (its first response bytes came, or it ended: its prefill is no
-    longer pending; idempotent)."""
+    longer pending, and a copy that failed is no holder; idempotent)."""
 
-    __slots__ = ("answered", "pick", "ranked", "sent")
+    __slots__ = ("exchange", "homes", "pick", "ranked", "sent", "ticket")
 
     def __init__(
         self,
         ranked: list[ReplicaState] | None,
         pick: Pick,
         sent: Sent,
-        answered: Callable[[], None],
+        homes: cache_aware.Homes,
+        ticket: cache_aware.Ticket,
     ) -> None:
         self.ranked = ranked
         self.pick = pick
         self.sent = sent
-        self.answered = answered
+        self.homes = homes
+        self.ticket = ticket
+        self.exchange: Exchange | None = None
 
     def bind(self, exchange: Exchange) -> Exchange:
         """``exchange`` (this request's) tells ``answered`` at its first body bytes or end."""
+        self.exchange = exchange
         exchange.on_answer = self.answered
         return exchange
+
+    def answered(self) -> None:
+        """The first response bytes came, or the exchange ended: with an error status
+        (:func:`failed`) no copy is counted as holding the prompt: one at a time, the
+        tries before the last were taken back as they failed; a race answers a 5xx
+        only when every copy failed, and a 4xx winner's rivals were cut unanswered."""
+        exchange, ticket = self.exchange, self.ticket
+        if exchange is not None and failed(exchange.status) and ticket.claims:
+            self.homes.failed(ticket)
+        self.homes.answered(ticket)
+
+
+def failed(status: int) -> bool:
+    """Whether a response ``status`` says the replica did not take the prompt: an
+    error (5xx), a refusal (429, 503: shed) or a request it rejected (4xx).
+    0 (the client left before an answer) is not: the replica may have it."""
+    return status >= 400
 
 
 def _header_re(name: str) -> re.Pattern[bytes]:
@@ -197,12 +219,17 @@ class Affinity:
         as a holder of the prompt and its prefill counted as pending on ``ticket``."""
 
         def pick(replicas: Sequence[ReplicaState], excluded: frozenset[int]) -> int:
+            if excluded:  # a retry: the last try failed (a connection error), took nothing
+                self.homes.failed(ticket, tried[-1])
             for index in order:
                 if index not in excluded:
-                    self.homes.sent(prompt, replicas[index].replica_id, depths[index], ticket, now)
+                    rid = replicas[index].replica_id
+                    tried.append(rid)
+                    self.homes.sent(prompt, rid, depths[index], ticket, now)
                     return index
             return -1
 
+        tried: list[int] = []
         return pick
 
     def route(
@@ -226,17 +253,14 @@ class Affinity:
             rid = replica.replica_id
             homes.sent(prompt, rid, held.get(rid, 0), ticket, self.clock.now())
 
-        def answered() -> None:
-            homes.answered(ticket)
-
         if (
             race is None
             or body is None
             or len(replicas) < 2
             or request.method not in opts.fan_out_methods
         ):
-            return Route(None, pick, sent, answered)
-        return Route([replicas[i] for i in order], pick, sent, answered)
+            return Route(None, pick, sent, homes, ticket)
+        return Route([replicas[i] for i in order], pick, sent, homes, ticket)
 
     def forget(self, replica_ids: set[int]) -> None:
         """Replicas that left: their blocks go, every other prefix keeps its home."""

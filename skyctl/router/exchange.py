@@ -336,6 +336,8 @@ class Exchange:
         resp = copy.resp
         assert resp is not None
         head = resp.head
+        # (a race's error answer comes here without deliver: its status counts too)
+        self.replica_id, self.status = copy.replica.replica_id, head.status
         lines = downstream_lines(head, rid=self.rid)
         self.out.send(head.status, head.reason, lines, body, head.content_length)
         copy.drop()  # a response that arrived whole: its connection is back in the pool

@@ -247,6 +247,8 @@ class AWSProvider(Provider):
         loc, offer = request.offering.location, request.offering
         candidate = self._candidate_for(request)
         labels = user_labels(candidate, "aws")  # before any call: a bad label leaves nothing
+        if request.spec.num_nodes > 1:
+            aws_nodes.check_labels(labels)
         image = await self._market.image(
             loc.region, gpu=bool(offer.accelerators), image_id=candidate.image_id
         )

@@ -20,11 +20,13 @@ any node is pending. Terminating the head's id terminates every node.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from providers import nodes
 from providers.nodes import TAG_HEAD, TAG_NODES, TAG_RANK
+from skyctl.errors import ConfigError
 from skyctl.types import Instance
 
 __all__ = [
@@ -33,12 +35,14 @@ __all__ = [
     "TAG_IPS",
     "TAG_NODES",
     "TAG_RANK",
+    "check_labels",
     "fold",
     "node_tags",
     "nodes_of",
     "tagged",
 ]
 TAG_IPS = "skyctl-node-ips"
+_METADATA_TAG = re.compile(r"[A-Za-z0-9+\-=.,_:@]+")  # EC2's rule with metadata tags on
 _TAG_LIMIT = 256
 
 #: bash for the boot script: waits for the provider's tags, then exports the node variables
@@ -131,3 +135,16 @@ def tagged_all(group: Sequence[tuple[Mapping[str, Any], Instance | None]]) -> bo
 
 def _tags(raw: Mapping[str, Any]) -> dict[str, str]:
     return {str(t["Key"]): str(t["Value"]) for t in raw.get("Tags", []) or []}
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """ConfigError naming the first label EC2 refuses on a multi-node replica: its
+    nodes read their tags from the instance metadata, and with that on, tag names
+    allow only letters, digits and ``+ - = . , _ : @`` (no spaces, no ``/``)."""
+    for name in labels:
+        if not _METADATA_TAG.fullmatch(name) or name in (".", "..", "_index"):
+            raise ConfigError(
+                f"resources.labels.{name}: with num_nodes > 1 the nodes read their tags from "
+                "the instance metadata, where AWS tag names allow only letters, digits and "
+                "+ - = . , _ : @ (no spaces or /)"
+            )

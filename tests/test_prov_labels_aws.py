@@ -61,3 +61,17 @@ async def test_a_label_named_like_a_skyctl_tag_is_refused_before_any_call(
     with pytest.raises(ConfigError, match=r"resources.labels.skyctl-service: .*reserved"):
         await provider.launch(_labelled({"skyctl-service": "someone-else"}))
     assert not [c for c in ec2.calls if c["Action"] in ("RunInstances", "CreateSecurityGroup")]
+
+
+@pytest.mark.parametrize("name", ["cost center", "team/ml", "_index"])
+async def test_a_multi_node_replica_refuses_labels_the_instance_metadata_cannot_show(
+    provider: AWSProvider, ec2: MotoEC2, name: str
+) -> None:
+    """Its nodes read their rank and peers from the instance metadata's tags; EC2
+    refuses the launch when a tag name there has a space or '/'."""
+    req = _labelled({name: "x"})
+    req = dataclasses.replace(req, spec=dataclasses.replace(req.spec, num_nodes=2))
+    with pytest.raises(ConfigError, match=r"with num_nodes > 1 .*no spaces or /"):
+        await provider.launch(req)
+    assert not [c for c in ec2.calls if c["Action"] == "RunInstances"]
+    await provider.launch(_labelled({name: "x"}))  # one node: no metadata tags, fine

@@ -85,6 +85,14 @@ class AlreadyExists(ProviderError):
     """409 on create: an object of that name exists (idempotent launches)."""
 
 
+class Throttled(TransientError):
+    """429/503 with a ``Retry-After``: ``retry_after`` is the wait asked for (capped)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Gone(ProviderError):
     """410: the watch's resourceVersion is too old; list again."""
 
@@ -177,6 +185,9 @@ def translate(e: BaseException, what: str, context: str) -> SkyctlError:
         if code == 410:
             return Gone(f"{where}: {msg}")
         if code in RETRYABLE:
+            wait = retry_after(e)
+            if wait:
+                return Throttled(f"{where}: HTTP {code}: {msg} (retry after {wait:g}s)", wait)
             return TransientError(f"{where}: HTTP {code}: {msg}")
         return ConfigError(f"{where}: rejected ({code}): {msg}")
     if isinstance(e, urllib3.exceptions.HTTPError | OSError):

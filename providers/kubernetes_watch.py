@@ -278,9 +278,10 @@ class PodTracker:
             except Gone:
                 rv = None
             except SkyctlError as e:
-                log.warning("kubernetes/%s: pod watch failed: %s; retrying in %.0fs", ctx, e, delay)
+                wait = max(delay, getattr(e, "retry_after", 0.0))  # the server's Retry-After
+                log.warning("kubernetes/%s: pod watch failed: %s; retrying in %.0fs", ctx, e, wait)
                 rv = None
-                await self._clock.sleep(delay)
+                await self._clock.sleep(wait)
                 delay = min(delay * 2, 30.0)
 
     def _resync(self, ctx: str, pods: list[dict[str, Any]], known: set[str]) -> None:

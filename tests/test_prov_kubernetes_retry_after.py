@@ -15,9 +15,11 @@ from providers.kubernetes_api import RETRY_AFTER_CAP
 from skyctl.clock import FakeClock
 from skyctl.types import InstanceState, Location, Offering
 from tests.fakes.k8s_harness import (
+    advance_until,
     make_request,
     make_spec,
     start_clusters,
+    wait_for,
     with_clock,
     write_kubeconfig,
 )
@@ -106,3 +108,12 @@ async def test_a_retry_after_that_is_not_a_number_of_seconds_falls_back_to_the_b
     )
     assert inst.state is InstanceState.RUNNING
     assert clock.sleeps and max(clock.sleeps) < RETRY_AFTER_CAP
+
+
+async def test_the_pod_watch_waits_the_retry_after_before_watching_again(
+    provider: KubernetesProvider, clusters: dict[str, FakeKubernetes], clock: RecordingClock
+) -> None:
+    clusters["ctx-a"].fail_next(429, 1, method="GET", retry_after="25", watch=True)
+    await provider.list_instances("svc")  # starts the pod watch, which is refused once
+    await wait_for(lambda: 25.0 in clock.sleeps, "the watch to wait the Retry-After")
+    await advance_until(clock, lambda: clusters["ctx-a"].watch_count > 0, "the watch again")

@@ -92,7 +92,7 @@ class FakeKubernetes(NodesAndPods):
         self._history: list[tuple[int, str, str, str, dict[str, Any]]] = []
         self._store: dict[str, dict[Key, dict[str, Any]]] = {p: {} for p in KINDS}
         self._watchers: list[_Watcher] = []
-        self._failures: list[tuple[int, str | None, str | None]] = []
+        self._failures: list[tuple[int, str | None, str | None, bool | None]] = []
         self._forbidden: set[tuple[str, str]] = set()
         self._ips = itertools.count(10)
         self._node_ports = itertools.count(30000)
@@ -323,12 +323,18 @@ class FakeKubernetes(NodesAndPods):
         return len(self._watchers)
 
     def fail_next(
-        self, code: int, count: int = 1, method: str | None = None, retry_after: str | None = None
+        self,
+        code: int,
+        count: int = 1,
+        method: str | None = None,
+        retry_after: str | None = None,
+        *,
+        watch: bool | None = None,
     ) -> None:
-        """The next ``count`` requests (of ``method``, if given) answer ``code``, with a
-        ``Retry-After: <retry_after>`` header when given (as the API server's priority
-        and fairness does on 429)."""
-        self._failures.extend([(code, method, retry_after)] * count)
+        """The next ``count`` requests (of ``method``, and watches or not, if given) answer
+        ``code``, with a ``Retry-After: <retry_after>`` header when given (as the API
+        server's priority and fairness does on 429)."""
+        self._failures.extend([(code, method, retry_after, watch)] * count)
 
     def forbid(self, verb: str, plural: str) -> None:
         """RBAC denies ``verb`` (create, get, list, watch, delete) on ``plural``."""
@@ -340,8 +346,9 @@ class FakeKubernetes(NodesAndPods):
         try:
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
-            for i, (code, method, retry_after) in enumerate(self._failures):
-                if method in (None, request.method):
+            watching = request.query.get("watch", "").lower() in ("true", "1", "t")
+            for i, (code, method, retry_after, watch) in enumerate(self._failures):
+                if method in (None, request.method) and watch in (None, watching):
                     del self._failures[i]
                     headers = {"Retry-After": retry_after} if retry_after is not None else None
                     return web.json_response(

@@ -39,13 +39,12 @@ class CostQueries:
         mine = [s for s in self.billed_spans(name, purged=False) if _since(s, since)]
         live = costs.total(mine, float("-inf"), now)
         with self._read() as conn:
-            curve, billed = self._ledger.curve(conn, name, since)
-        seconds, cost, ondemand = curve.at(now)
+            kept = self._ledger.totals(conn, name, since, now)
         return costs.CostTotals(
-            live.replicas + billed,
-            live.replica_seconds + seconds,
-            live.cost + cost,
-            live.ondemand_cost + ondemand,
+            live.replicas + kept.replicas,
+            live.replica_seconds + kept.replica_seconds,
+            live.cost + kept.cost,
+            live.ondemand_cost + kept.ondemand_cost,
         )
 
     def cost_series(

@@ -202,8 +202,10 @@ def _read_file(path: Path, where: str) -> bytes:
             f"{st.st_size / 1024 / 1024:,.0f} MiB; a trace file is at most {_mib(MAX_FILE_BYTES)}",
         )
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+        with path.open("rb") as f:  # read(n) allocates n bytes: the size, not the cap
+            data = f.read(min(st.st_size, MAX_FILE_BYTES) + 1)
+            if len(data) > st.st_size:  # grown since stat(): the rest, bounded
+                data += f.read(MAX_FILE_BYTES + 1 - len(data))
     except OSError as e:
         raise TraceError(where, f"cannot be read ({e.strerror or e})") from None
     if len(data) > MAX_FILE_BYTES:

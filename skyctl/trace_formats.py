@@ -3,40 +3,28 @@
 Each parser reads the files of one trace folder (through
 :class:`skyctl.trace_files.Files`) and returns zones in one convention
 (``available[i] is True``: a spot instance could be obtained and kept during
-tick ``i``). What is accepted (also in docs/simulator.md, "Trace formats"):
-
-- AWS: ``availability/<zone>_<type>.csv``, header ``date,availability`` (other
-  columns ignored), one row a tick, dates ISO 8601 (UTC unless they say),
-  strictly increasing, about evenly spaced (no step over twice the median,
-  which is the tick length); availability ``0`` or ``1`` (or ``0.0``/``1.0``;
-  **1 = available**); every zone's CSV the same number of rows from the same date.
-  Optional ``spot_prices.json``: ``{"<csv stem>": [USD/h per row]}``, every
-  key a CSV's stem (or its zone), prices finite and >= 0 (a zone without: 30% of on-demand).
-- GCP: ``zones/<zone>.json``: ``{"metadata": {"gap_seconds", "start_time",
-  "zone", "price_info": {"price", "on_demand_price", "region"}}, "data":
-  [0 or 1 per tick]}`` (**1 = preempted/unavailable**); every zone the same
-  length, tick and start.
-- counts: ``<zone>_<type>.json`` in the folder: ``{"metadata": {"gap_seconds",
-  "nodes"?}, "data": [count per tick]}``, counts whole numbers from 0 to the
-  node count (``metadata.nodes``, ``trace.json`` ``nodes``, or ``N-nodes`` in
-  the folder name) or to 1,000,000; zones of unequal length are cut to the
-  shortest (these files carry no start time), and the trace says so in
-  ``Trace.notes``.
-
-Optional ``trace.json`` (ours): ``ondemand_price`` (USD/h, > 0),
-``gap_seconds`` (> 0), ``start`` (epoch seconds or an ISO date), ``nodes``.
-Every error is one line naming the file, the line or key, and what is allowed.
+tick ``i``). The layouts and what is refused are in docs/simulator.md ("Trace
+formats"): AWS ``availability/<zone>_<type>.csv`` (``date,availability``,
+**1 = available**, optional ``spot_prices.json``); GCP ``zones/<zone>.json``
+(``{"metadata", "data"}``, **1 = preempted**, prices in
+``metadata.price_info``); counts ``<zone>_<type>.json`` in the folder (how
+many instances could be had: a capacity cap; zones of unequal length cut to
+the shortest, said in ``Trace.notes``); an optional ``trace.json`` of ours
+(``ondemand_price``, ``gap_seconds``, ``start``, ``nodes``). Every error is one
+line naming the file, the line or key, and what is allowed.
 """
 
 from __future__ import annotations
 
+import array
 import csv
+import hashlib
 import io
 import itertools
 import re
 import statistics
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from skyctl.trace_files import Files, TraceError, finite, shown
 from skyctl.traces import MAX_PRICE, Trace, ZoneTrace, region_of
@@ -239,14 +227,14 @@ def _unique(files: Files, name: str, zone: str, seen: dict[str, str]) -> None:
 # ---------------------------------------------------------------- AWS
 
 
-def _csv(files: Files, name: str) -> tuple[list[str], list[bool], list[int]]:
+def _csv(files: Files, name: str) -> tuple[list[str], list[bool], array.array[int]]:
     """A ``date,availability`` CSV: its date strings, availability (1 = available) and
     the line number of each row (blank lines are skipped)."""
     where = files.where(name)
     reader = csv.reader(io.StringIO(files.text(name), newline=None))  # \n, \r\n or \r
     dates: list[str] = []
     avail: list[bool] = []
-    lines: list[int] = []
+    lines = array.array("q")  # 8 bytes a row, not an int object: 3,000,000 rows fit a file
     try:
         header = next(reader, None)
         if header is None:
@@ -284,9 +272,11 @@ def _csv(files: Files, name: str) -> tuple[list[str], list[bool], list[int]]:
     return dates, avail, lines
 
 
-def _times(files: Files, name: str, dates: list[str], lines: list[int]) -> list[float]:
+def _times(
+    files: Files, name: str, dates: list[str], lines: array.array[int]
+) -> array.array[float]:
     where = files.where(name)
-    out: list[float] = []
+    out = array.array("d")
     for i, text in enumerate(dates):
         try:
             t = _epoch(text)
@@ -310,13 +300,14 @@ def _times(files: Files, name: str, dates: list[str], lines: list[int]) -> list[
 
 
 def _tick_of(
-    files: Files, name: str, times: list[float], dates: list[str], lines: list[int]
+    files: Files, name: str, times: array.array[float], dates: list[str], lines: array.array[int]
 ) -> float | None:
     """The median step between dates; None with one row. A step over twice it is a hole."""
-    steps = [b - a for a, b in itertools.pairwise(times)]
+    steps = array.array("d", (b - a for a, b in itertools.pairwise(times)))
     if not steps:
         return None
-    gap = float(round(statistics.median(steps)) or statistics.median(steps))
+    median = statistics.median(steps)
+    gap = float(round(median) or median)
     for i, step in enumerate(steps):
         if step > 2 * gap:
             raise TraceError(
@@ -336,27 +327,28 @@ def _parse_aws(
     if "spot_prices.json" in files.listdir(prefix.rstrip("/")):
         prices = _aws_prices(files, prefix + "spot_prices.json", stems)
     zones: list[ZoneTrace] = []
-    first: tuple[str, list[str], float, float | None, float] | None = None
+    first: _First | None = None
     seen: dict[str, str] = {}
     for fname, stem in zip(names, stems, strict=True):
         name = f"{prefix}availability/{fname}"
         dates, avail, lines = _csv(files, name)
         _check_size(files.where(name), len(avail), len(names))
+        digest = _digest(dates)  # the first file's dates are not kept: 200 MB at 3M rows
         if first is None:
             times = _times(files, name, dates, lines)
             tick = _tick_of(files, name, times, dates, lines)
-            first = (fname, dates, times[0], tick, times[-1])
-        elif dates != first[1]:
+            first = _First(fname, len(dates), dates[0], digest, times[0], tick, times[-1])
+        elif (len(dates), digest) != (first.rows, first.digest):
             times = _times(files, name, dates, lines)
             _tick_of(files, name, times, dates, lines)
-            ref_name, ref_dates, ref_start, ref_gap, _ = first
-            if len(dates) != len(ref_dates) or abs(times[0] - ref_start) >= (ref_gap or 1) / 2:
+            if len(dates) != first.rows or abs(times[0] - first.start) >= (first.tick or 1) / 2:
                 raise TraceError(
                     files.where(name),
-                    f"{len(dates):,} rows from {dates[0]}, but {ref_name} has "
-                    f"{len(ref_dates):,} from {ref_dates[0]}: every zone's CSV must cover "
+                    f"{len(dates):,} rows from {dates[0]}, but {first.name} has "
+                    f"{first.rows:,} from {first.date}: every zone's CSV must cover "
                     "the same ticks",
                 )
+        del dates, lines
         price: tuple[float, ...] | None = None
         if stem in prices:
             price = tuple(prices[stem])
@@ -370,10 +362,10 @@ def _parse_aws(
         _unique(files, name, zone, seen)
         zones.append(ZoneTrace(zone, region_of(zone), tuple(avail), price, None))
     assert first is not None
-    gap = first[3]
+    gap = first.tick
     if "gap_seconds" in extra:
         gap = float(extra["gap_seconds"])
-    where = files.where(f"{prefix}availability/{first[0]}")
+    where = files.where(f"{prefix}availability/{first.name}")
     if gap is None:
         raise TraceError(
             where,
@@ -384,20 +376,33 @@ def _parse_aws(
         where = files.where(prefix + "trace.json")
     _check_span(where, len(zones[0].available), gap, len(zones))
     notes = _stretch(first, len(zones[0].available), gap)
-    return float(extra.get("start", first[2])), gap, zones, notes
+    return float(extra.get("start", first.start)), gap, zones, notes
 
 
-def _stretch(
-    first: tuple[str, list[str], float, float | None, float], ticks: int, gap: float
-) -> tuple[str, ...]:
+class _First(NamedTuple):
+    """What the first CSV of an AWS trace sets for the others."""
+
+    name: str
+    rows: int
+    date: str  # its first date, as written
+    digest: bytes  # of its dates, as written: another CSV with the same needs no parsing
+    start: float
+    tick: float | None  # None: one row
+    end: float  # its last date
+
+
+def _digest(dates: list[str]) -> bytes:
+    return hashlib.blake2b("\n".join(dates).encode(), digest_size=16).digest()
+
+
+def _stretch(first: _First, ticks: int, gap: float) -> tuple[str, ...]:
     """A note when the rows replayed evenly spaced, one tick each, span over 10% more or
     less than their dates (irregular timestamps: every figure in hours is off as much)."""
-    fname, _, t0, _, t1 = first
-    dated, replayed = t1 - t0 + gap, ticks * gap
+    dated, replayed = first.end - first.start + gap, ticks * gap
     if abs(dated - replayed) <= 0.1 * replayed:
         return ()
     return (
-        f"{fname}'s dates span {dated / 3600:,.1f} h, but its {ticks:,} rows are replayed "
+        f"{first.name}'s dates span {dated / 3600:,.1f} h, but its {ticks:,} rows are replayed "
         f"evenly spaced, one tick of {gap:g} s each: {replayed / 3600:,.1f} h; resample the "
         "trace to one tick if the hours matter",
     )

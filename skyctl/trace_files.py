@@ -45,6 +45,13 @@ class TraceError(ConfigError):
         super().__init__(f"trace {where}: {message}")
 
 
+def _macos_metadata(name: str) -> bool:
+    """macOS's own files beside the data: ``__MACOSX/`` in a zip Finder made, ``._<name>``
+    (AppleDouble) in a tar macOS made or on a volume it wrote; never trace data."""
+    parts = name.split("/")
+    return "__MACOSX" in parts or parts[-1].startswith("._")
+
+
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:.0f} MiB"
 
@@ -54,7 +61,7 @@ class Files:
 
     def __init__(self, root: str, names: list[str], read: Callable[[str], bytes]) -> None:
         self.root = root
-        self.names = names
+        self.names = [n for n in names if not _macos_metadata(n)]
         self._read = read
         self.total = 0
 

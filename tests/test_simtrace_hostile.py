@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,34 @@ def test_reading_more_zones_holds_about_one_zones_text_at_a_time(tmp_path: Path)
     _load_peak(tmp_path / "warm", 1)
     one, six = _load_peak(tmp_path / "one", 1), _load_peak(tmp_path / "six", 6)
     assert six < 1.6 * one  # was 2.3x; the six zones' flags themselves add 0.3x
+
+
+# ---------------------------------------------------------------- macOS's own files
+
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+
+
+def test_a_zip_finder_made_reads_as_its_trace(tmp_path: Path) -> None:
+    # Finder's "Compress" adds __MACOSX/<folder>/... ; it read as a second trace
+    folder = gen.aws_raw(tmp_path / "eu", gen.OK_CSV)
+    archive = tmp_path / "eu.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(tmp_path).as_posix()
+                zf.write(f, rel)
+                head, _, base = rel.rpartition("/")
+                zf.writestr(f"__MACOSX/{head}/._{base}", APPLEDOUBLE)
+    trace = load_trace(str(archive))
+    assert trace.zone_names() == ("us-east-1a",) and trace.ticks == 3
+
+
+def test_appledouble_files_beside_the_data_are_not_read_as_zones(tmp_path: Path) -> None:
+    # macOS's tar and non-Apple volumes keep ._<name> beside each file
+    folder = gen.aws_raw(tmp_path / "eu", gen.OK_CSV)
+    (folder / "availability" / "._us-east-1a_v100_1.csv").write_bytes(APPLEDOUBLE)
+    (folder / "._trace.json").write_bytes(APPLEDOUBLE)
+    assert load_trace(str(folder)).zone_names() == ("us-east-1a",)
+    tarball = gen.tar_of(folder, tmp_path / "eu.tar.gz")
+    assert load_trace(str(tarball)).zone_names() == ("us-east-1a",)

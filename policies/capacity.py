@@ -32,7 +32,16 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   1 h outage by 1.8 h: docs/simulator.md). An ask that replaces a needed
   replica keeps ``hold(n)``. On spot-local-trace over the AWS trace this
   took refused asks from 598 to 454 (docs/simulator.md, "Covered asks wait
-  longer").
+  longer"). A covered ask's hold is also at least as long as the location has
+  been out so far (since its first refusal in a row, ``since`` in the state),
+  up to the same 8 h: a zone refused once and asked again five hours later
+  (the service had its replicas meanwhile) is out five hours, not "refused
+  twice" (60 s). Where on-demand covers spot shortfalls (the spec's
+  ``dynamic_ondemand_fallback``, or a policy whose fallback is always on) a
+  needed ask's hold is too, up to the hour; without that cover a needed ask
+  keeps ``hold(n)`` (waiting would leave the service short). On the AWS trace
+  this took refused asks from 454 to 289 on spot-local-trace (docs/simulator.md,
+  "Holds as long as the outage so far").
 - On-demand offerings are never held (the on-demand fallback is what covers
   spot capacity that is on hold).
 - A plan makes at most one spot launch into the locations that refused last
@@ -51,8 +60,8 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   held location. The service-wide state is ``policy_state["capacity_search"]``.
 
 The state is JSON (``policy_state["capacity"]``, keyed by location: the
-refusals in a row, ``until`` for a needed ask and ``covered_until`` for a
-covered one), persisted with the plan, so a restart does not forget a hold.
+refusals in a row, ``since`` the first of them, ``until`` for a needed ask and
+``covered_until`` for a covered one), persisted with the plan, so a restart does not forget a hold.
 """
 
 from __future__ import annotations
@@ -94,9 +103,11 @@ def search_hold(refusals: int) -> float:
 
 
 def record(
-    state: Mapping[str, Any] | None, events: Iterable[LocationEvent]
+    state: Mapping[str, Any] | None, events: Iterable[LocationEvent], fallback: bool = False
 ) -> tuple[dict[str, Any], list[str]]:
-    """Fold spot launch outcomes into the holds; returns the state and notes."""
+    """Fold spot launch outcomes into the holds; returns the state and notes.
+    ``fallback``: on-demand covers a spot shortfall, so a needed ask's hold too is
+    at least the location's outage so far (up to the hour)."""
     out = {k: dict(v) for k, v in (state or {}).items()}
     notes: dict[str, str] = {}
     for ev in events:
@@ -109,7 +120,9 @@ def record(
         elif ev.kind is LocationEventKind.CAPACITY_ERROR:
             e = out.setdefault(key, {"refusals": 0, "until": 0.0})
             n = e["refusals"] = int(e["refusals"]) + 1
-            wait, longer = hold(n), covered_hold(n)
+            out_so_far = ev.at - float(e.setdefault("since", ev.at))  # the streak's start
+            wait = max(hold(n), min(out_so_far, MAX_HOLD)) if fallback else hold(n)
+            longer = max(covered_hold(n), min(out_so_far, MAX_COVERED_HOLD))
             e["until"] = max(float(e["until"]), ev.at + wait)
             e["covered_until"] = max(_until(e, True), ev.at + longer)
             notes[key] = (

@@ -123,7 +123,11 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
         )
     state: dict[str, Any] = dict(obs.policy_state)
     notes: list[str] = []
-    cstate, cnotes = capacity.record(state.get(capacity.STATE_KEY), obs.events)
+    name = registry.policy_for(obs.spec)
+    policy = registry.get(name)
+    # on-demand covers spot shortfalls: a needed ask may wait out a location's outage too
+    covered = obs.spec.service.replica_policy.dynamic_ondemand_fallback or covers_shortfalls(policy)
+    cstate, cnotes = capacity.record(state.get(capacity.STATE_KEY), obs.events, covered)
     state[capacity.STATE_KEY] = cstate
     sstate, snotes = capacity.record_search(state.get(capacity.SEARCH_KEY), obs.events)
     state[capacity.SEARCH_KEY] = sstate
@@ -157,8 +161,6 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     staying = [r for r in old if r.replica_id not in terminations]
     gate = cutover(mode, obs.version, staying, final_target)
 
-    name = registry.policy_for(spec)
-    policy = registry.get(name)
     _, high = replica_bounds(rp)
     in_use = tuple(r.location for r in live if r.spot and r.replica_id not in terminations)
 
@@ -185,7 +187,6 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     # or a policy whose fallback is always on, as skyhedge_online's) and while the rest
     # covers the target: a service is never left short for it, and otherwise asks as
     # the location holds allow
-    covered = rp.dynamic_ondemand_fallback or covers_shortfalls(policy)
     search = sstate if covered else None
     if capacity.searching(search, now):
         ctx, result = place(obs.offerings)

@@ -2,7 +2,9 @@
 
 A location that refused spot capacity is not offered to any placement policy
 for 30 s, then 60 s, 120 s ... up to an hour; the first launch after a hold is
-the probe; a granted launch there clears it; a preemption holds nothing. A plan
+the probe; for an ask the target does not need, a refusal holds a location at
+least as long as it has been out so far (since its first refusal in a row, up
+to 8 h); a granted launch there clears it; a preemption holds nothing. A plan
 probes one refusing location at a time, and when spot is refused wherever it
 is tried, the whole search backs off the same way. The state round-trips
 through JSON each tick, as the controller persists it.
@@ -71,7 +73,7 @@ def test_holds(events: list[LocationEvent], now: float, held: set[Location]) -> 
 
 def test_a_granted_launch_after_refusals_starts_the_backoff_over() -> None:
     state, _ = capacity.record({}, [ev(CAP, 0.0), ev(CAP, 30.0), ev(OK, 100.0), ev(CAP, 200.0)])
-    assert state[str(A)] == {"refusals": 1, "until": 230.0, "covered_until": 230.0}
+    assert state[str(A)] == {"refusals": 1, "until": 230.0, "covered_until": 230.0, "since": 200.0}
 
 
 def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
@@ -81,7 +83,7 @@ def test_plan_offers_a_held_location_to_no_policy_and_says_why() -> None:
     assert [la.offering.location for la in p.launches] == [B]  # A is the cheapest, but held
     assert any("not tried for 30s" in n for n in p.notes)
     assert p.launch_after is None  # B covers the target: nothing waits for A
-    held = {"refusals": 1, "until": 30.0, "covered_until": 30.0}
+    held = {"refusals": 1, "until": 30.0, "covered_until": 30.0, "since": 0.0}
     assert p.policy_state[capacity.STATE_KEY] == {str(A): held}
 
 
@@ -110,6 +112,82 @@ def test_an_ask_the_target_does_not_need_waits_longer_after_each_refusal(
         if end:
             assert capacity.held(state, end - 1.0, covering) == {A}
         assert capacity.held(state, end, covering) == set()
+
+
+@pytest.mark.parametrize(
+    ("events", "needed", "covered"),
+    [
+        # refused once, then not asked for 5 h (the service had its replicas): refused
+        # again, the zone has been out 5 h: an ask the target does not need waits as
+        # long (not the 60 s of a second refusal in a row); a needed one keeps 60 s
+        ([ev(CAP, 0.0), ev(CAP, 18000.0)], 60.0, 18000.0),
+        ([ev(CAP, 0.0), ev(CAP, 7200.0), ev(CAP, 9000.0)], 120.0, 9000.0),
+        ([ev(CAP, 0.0), ev(CAP, 50000.0)], 60.0, 28800.0),  # the 8 h cap still
+        # the doubling, when longer, still decides (asked as each hold ends)
+        ([ev(CAP, 0.0), ev(CAP, 30.0), ev(CAP, 90.0)], 120.0, 120.0),
+        # granted since: the clock starts again at the next refusal
+        ([ev(CAP, 0.0), ev(OK, 3000.0), ev(CAP, 6600.0)], 30.0, 30.0),
+        # a preemption starts no clock (docs/simulator.md: measured, not kept)
+        ([ev(LOST, 0.0), ev(CAP, 7200.0)], 30.0, 30.0),
+    ],
+)
+def test_a_covered_ask_waits_at_least_as_long_as_the_location_has_been_out(
+    events: list[LocationEvent], needed: float, covered: float
+) -> None:
+    state: dict[str, object] = {}
+    for e in events:  # one plan per event, the state through JSON between them
+        state = json.loads(json.dumps(capacity.record(state, [e])[0]))
+    last = events[-1].at
+    for covering, wait in ((False, needed), (True, covered)):
+        assert capacity.held(state, last + wait - 1.0, covering) == {A}
+        assert capacity.held(state, last + wait, covering) == set()
+
+
+def test_a_state_written_before_outage_clocks_starts_the_clock_at_its_next_refusal() -> None:
+    state = {str(A): {"refusals": 2, "until": 90.0, "covered_until": 90.0}}  # no "since"
+    state = capacity.record(state, [ev(CAP, 5000.0)])[0]
+    for covering in (False, True):  # the third in a row: 120 s, the clock starts now
+        assert capacity.held(state, 5000.0 + 119.0, covering) == {A}
+        assert capacity.held(state, 5000.0 + 120.0, covering) == set()
+
+
+@pytest.mark.parametrize(
+    ("events", "needed"),
+    [
+        ([ev(CAP, 0.0), ev(CAP, 1000.0)], 1000.0),  # out 1,000 s so far: held as long
+        ([ev(CAP, 0.0), ev(CAP, 18000.0)], 3600.0),  # a needed ask's cap: the hour
+        ([ev(CAP, 0.0), ev(CAP, 30.0)], 60.0),  # the doubling, when longer
+    ],
+)
+def test_with_an_ondemand_fallback_a_needed_ask_waits_out_the_outage_too(
+    events: list[LocationEvent], needed: float
+) -> None:
+    state: dict[str, object] = {}
+    for e in events:
+        state = json.loads(json.dumps(capacity.record(state, [e], fallback=True)[0]))
+    last = events[-1].at
+    assert capacity.held(state, last + needed - 1.0) == {A}
+    assert capacity.held(state, last + needed) == set()
+
+
+@pytest.mark.parametrize(("dynamic", "until"), [(True, 4000.0 + 3600.0), (False, 4000.0 + 60.0)])
+def test_plan_holds_a_needed_ask_for_the_outage_only_where_ondemand_covers_the_wait(
+    dynamic: bool, until: float
+) -> None:
+    # A refused at 0 s and again at 4,000 s: out 4,000 s so far. With the spec's on-demand
+    # fallback covering the wait, even a needed ask waits the hour; without it (plain
+    # cheapest_spot) waiting would leave the service short: the 60 s of a second refusal.
+    spec = make_spec(replicas=1, policy="cheapest_spot", dynamic=dynamic)
+    first = capacity.record({}, [ev(CAP, 0.0)])[0]
+    obs = observe(
+        spec,
+        [],
+        offerings(PRICES),
+        events=[ev(CAP, 4000.0)],
+        policy_state={capacity.STATE_KEY: first},
+    )
+    p = plan(obs, 4000.0)
+    assert p.policy_state[capacity.STATE_KEY][str(A)]["until"] == until
 
 
 def test_a_state_written_before_covered_holds_holds_as_it_said() -> None:

@@ -3,6 +3,7 @@ connection, a 5xx, a shed 429) does not make that replica the prefix's home."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from policies import cache_aware as ca
-from tests.test_router_cache_aware import CHAT, cache_section, echo_name, post, turn
+from tests.helpers.waiting import eventually
+from tests.test_router_cache_aware import CHAT, cache_section, echo_name, held, post, turn
 from tests.test_router_helpers import FakeReplica, Harness, harness, refused_backend
 
 __all__ = ["harness"]  # the fixture, used by name
@@ -90,3 +92,20 @@ async def test_a_race_whose_every_copy_fails_leaves_no_holder(harness: Harness) 
     assert got == 503 and [f.hits for f in failing] == [1, 1]
     assert affinity.index.depths(keys_of(doc), harness.clock.now()) == {}
     assert affinity.pending.of(1) == affinity.pending.of(2) == 0
+
+
+async def test_a_raced_copy_that_fails_while_another_wins_is_no_holder(harness: Harness) -> None:
+    failing = await harness.replica(1, behaviour=status(503))
+    slow = await harness.replica(2, behaviour=held)
+    sec = cache_section(race="fan_out")
+    sec = replace(sec, router=replace(sec.router, fan_out_methods=("POST",), fan_out=2))
+    router, url = await harness.router([failing.backend, slow.backend], sec)
+    affinity = router._affinity
+    assert affinity is not None
+    doc = turn(13, 0)
+    answer = asyncio.ensure_future(post(harness, url + CHAT, doc))
+    await eventually(lambda: failing.finished == 1 and slow.hits == 1, "both copies sent")
+    slow.gate.set()
+    assert await answer == (200, "replica-2")
+    assert affinity.index.depths(keys_of(doc), harness.clock.now()) == {2: len(keys_of(doc))}
+    assert affinity.pending.of(1) == 0

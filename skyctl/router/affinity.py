@@ -85,6 +85,10 @@ class Route:
         exchange.on_answer = self.answered
         return exchange
 
+    def copy_failed(self, replica: ReplicaState) -> None:
+        """A raced copy failed at ``replica`` (a 5xx, a connection error, a timeout)."""
+        self.homes.failed(self.ticket, replica.replica_id)
+
     def answered(self) -> None:
         """The first response bytes came, or the exchange ended: with an error status
         (:func:`failed`) no copy is counted as holding the prompt: one at a time, the

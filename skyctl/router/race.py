@@ -50,7 +50,9 @@ slow one behind it unhedged. Hedges stay within the budget either way.
 
 ``on_send`` (cache_aware) is told of every copy as it goes out (the first ones,
 a hedge, a retry's replacement): each replica sent the prompt becomes a holder
-of its prefix, so the one that answers is one, whichever copy won.
+of its prefix, so the one that answers is one, whichever copy won; ``on_fail``
+of every copy that fails before the race is decided (a 5xx, a connection
+error, a timeout): that replica holds nothing of it.
 
 Copies go out at once on idle pooled connections, with no task; only a copy
 that must connect first, the hedge timer and a streamed relay run as tasks.
@@ -149,6 +151,7 @@ class Race(Exchange):
         "_initial",
         "_length",
         "_lingering",
+        "_on_fail",
         "_on_send",
         "_pending",
         "_plan",
@@ -168,9 +171,11 @@ class Race(Exchange):
         body: bytes,
         try_hedge: Callable[[], bool],
         on_send: Callable[[ReplicaState], None] | None = None,
+        on_fail: Callable[[ReplicaState], None] | None = None,
     ) -> None:
         super().__init__(call.ctx, call.out, call.request, call.rid, call.lines)
         self._on_send = on_send
+        self._on_fail = on_fail
         self._plan = plan
         self._body = body
         head = call.request.head
@@ -269,6 +274,8 @@ class Race(Exchange):
                 copy.drop()
             return
         copy.replica.failed("5xx")
+        if self._on_fail is not None:
+            self._on_fail(copy.replica)
         if self._error is None:
             self._error = copy
         else:
@@ -288,6 +295,8 @@ class Race(Exchange):
             lingering.remove(copy)
             return
         self._pending.remove(copy)
+        if self._on_fail is not None:
+            self._on_fail(copy.replica)
         failure = self.ctx.upstream.failure(copy.replica, exc)
         if failure.kind == "timeout":
             self._timed_out = True

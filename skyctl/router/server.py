@@ -488,6 +488,7 @@ class Router:
                     body=body,
                     try_hedge=self._hedging.try_hedge,
                     on_send=route.sent,
+                    on_fail=route.copy_failed,
                 )
                 return route.bind(ex)
             forward = self._forward(ctx, out, request, rid, lines, replicas, body, route.pick)

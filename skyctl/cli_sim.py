@@ -150,7 +150,7 @@ Examples:
     "policies",
     multiple=True,
     metavar="NAME",
-    help=f"Policy to replay (repeatable; default: the spec's). "
+    help=f"Policy to replay (repeatable, each replayed once; default: the spec's). "
     f"One of: {', '.join(registry.names())}.",
 )
 @click.option(
@@ -290,7 +290,8 @@ def sim(
         if warning:
             click.echo(f"warning: {warning}", err=True)
     results: list[SimResult] = []
-    chosen: tuple[str | None, ...] = policies or (None,)
+    # a policy named twice is replayed once (in the order first named)
+    chosen: tuple[str | None, ...] = tuple(dict.fromkeys(policies)) or (None,)
     progress = _progress(len(chosen))
     for name in progress.iterate(chosen):
         config = SimConfig(

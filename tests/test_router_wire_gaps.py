@@ -92,6 +92,11 @@ EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+async def just_ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
+    writer.write(OK)
+    await writer.drain()
+
+
 async def hints_then_ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
     writer.write(EARLY_HINTS)
     await writer.drain()
@@ -242,11 +247,7 @@ async def test_a_flood_of_interim_responses_is_refused(
 async def test_upgrade_in_an_http10_request_is_ignored_and_the_request_forwarded_plain(
     h: Harness, raw_replicas: list[RawReplica]
 ) -> None:
-    async def ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
-        writer.write(OK)
-        await writer.drain()
-
-    replica = await raw_replica(raw_replicas, ok)
+    replica = await raw_replica(raw_replicas, just_ok)
     _, url = await h.router([replica.backend(1)])
     answer = await _exchange(
         url,
@@ -265,11 +266,7 @@ async def test_upgrade_in_an_http10_request_with_keep_alive_closes_after_its_ans
     """What follows it is never read as requests (llhttp-based proxies in front would
     take those bytes for the new protocol's)."""
 
-    async def ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
-        writer.write(OK)
-        await writer.drain()
-
-    replica = await raw_replica(raw_replicas, ok)
+    replica = await raw_replica(raw_replicas, just_ok)
     _, url = await h.router([replica.backend(1)])
     answer = await _exchange(
         url,

@@ -46,7 +46,8 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
                 f"or `skyctl serve down {name}` (an update cannot move its port: take it down "
                 "and `serve up` it with another service.router.port)"
             )
-        if svc["ready_replicas"] > 0:
+        # ready, and its router listening: "ready at URL" is never a refused connection
+        if svc["ready_replicas"] > 0 and svc.get("endpoint_open", True):
             click.echo(
                 f"Service {name} is ready at {svc['endpoint']} "
                 f"(first replica ready after {time.monotonic() - start:.1f}s)"

@@ -131,6 +131,9 @@ async def service(
     spec = spec_text("rp", replicas=2, tag="a", spot=False)
     client.call("POST", "/v1/services", {"yaml": spec, "name": "rp"})
     await eventually(lambda: describe(skyctl_home)["ready_replicas"] == 2, "2 READY", 60)
+    # the router process opens the endpoint on its own time: load sent before it listens
+    # is refused (what made this test fail now and then under load)
+    await eventually(lambda: describe(skyctl_home)["endpoint_open"], "the endpoint open", 30)
     url = describe(skyctl_home)["endpoint"] + "/"
     yield skyctl_home, url
 

@@ -40,8 +40,11 @@ def describe_service(c: Controller, svc: ServiceRecord) -> dict[str, Any]:
     state = c.store.policy_state(name).get(failures.STATE_KEY)
     failure = failures.failure(state, svc.current_version)
     unopened = c.unopened.get(name, "")
-    if rt is not None and not rt.last_error and isinstance(rt.router, RemoteRouter):
-        unopened = rt.router.open_error()  # the router process could not open it
+    listening = not unopened  # a router in this process opens before it is stored
+    if rt is not None and isinstance(rt.router, RemoteRouter):
+        listening = rt.router.is_open()  # as its router process last reported
+        if not rt.last_error:
+            unopened = rt.router.open_error()  # the router process could not open it
     return {
         "name": name,
         "status": svc.status.value,
@@ -64,6 +67,8 @@ def describe_service(c: Controller, svc: ServiceRecord) -> dict[str, Any]:
         "last_error": (rt.last_error if rt and rt.last_error else unopened) or failure,
         # non-empty: the endpoint could not be opened (a TLS file missing, its port taken)
         "endpoint_error": unopened,
+        # the endpoint accepts connections (its router reported it listening)
+        "endpoint_open": bool(svc.router_port) and listening,
         "replicas": replicas,
         "created_at": svc.created_at,
     }

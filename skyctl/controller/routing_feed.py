@@ -357,6 +357,12 @@ class RemoteRouter:
         errors = [str(r.get("error") or "") for r in self._feed.fresh_reports(self.service)]
         return "; ".join(e for e in errors if e)
 
+    def is_open(self) -> bool:
+        """A router process has reported the endpoint open (listening) lately."""
+        return any(
+            not r.get("error") and "rate_60" in r for r in self._feed.fresh_reports(self.service)
+        )
+
     def backend_error(self, replica_id: int, reason: str) -> None:
         if self._on_backend_error is not None:
             self._on_backend_error(replica_id, reason)

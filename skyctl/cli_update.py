@@ -181,7 +181,11 @@ def _wait_rolled(
             last = line
         live = [r for r in svc["replicas"] if r["status"] != "TERMINATED"]
         rolled = all(r["version"] == version and r["status"] == "READY" for r in live)
-        if live and rolled and len(live) >= floor:
+        # A poll before the controller's first plan for this version saw the old plan's
+        # replicas (an in-place update to fewer replicas returned with the extra one
+        # still READY); a controller that names no planned version is taken as current.
+        planned = (svc.get("plan") or {}).get("version", version) == version
+        if live and rolled and planned and len(live) >= floor:
             click.echo(f"Service {name} runs version {version} on {len(live)} ready replica(s)")
             return
         if svc["version"] != version:  # another update replaced this one

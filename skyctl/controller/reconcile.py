@@ -223,6 +223,7 @@ class Reconciler:
                 tx().add_event(name, "plan", note, now=now)
         rt.notes = frozenset(plan.notes)
         rt.plan_summary = {
+            "version": svc.current_version,  # the version planned for (`serve update` waits on it)
             "policy": policy_for(spec),
             "target": plan.target,
             "spot_target": plan.spot_target,

@@ -118,7 +118,7 @@ SMUGGLING = [
     (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 3.2)
     (b"GET / HTTP/1.1 extra\r\n\r\n", 400),
     (b"G(T / HTTP/1.1\r\n\r\n", 400),
-    (b"GET http://evil/ HTTP/1.1\r\n\r\n", 400),
+    (b"GET gopher://evil/ HTTP/1.1\r\n\r\n", 400),  # absolute-form: http(s) only
     (b"GET / HTTP/9.9\r\n\r\n", 505),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS to a plain port
 ]

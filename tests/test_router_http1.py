@@ -93,7 +93,7 @@ def test_header_values_lose_the_whitespace_around_them_only() -> None:
         (b"GET / HTTP/1.1\r\nX-A: a\x00b", 400),
         (b"GET / HTTP/1.1\r\nNoColon", 400),
         (b"GET /  HTTP/1.1", 400),
-        (b"GET http://other/ HTTP/1.1", 400),
+        (b"GET ftp://other/ HTTP/1.1", 400),  # absolute-form: http(s) only
         (b"GET / HTTP/2.0", 505),
         (b"GET / FTP/1.0", 400),
     ],

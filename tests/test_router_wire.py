@@ -142,7 +142,9 @@ SMUGGLING = [
     ("host-bad-port", b"GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n", 400),
     ("host-bad-literal", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
     # request lines
-    ("absolute-form", b"GET http://evil/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-form-userinfo", b"GET http://u@evil/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-form-no-host", b"GET http:///p HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute-form-ftp", b"GET ftp://evil/ HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("connect", b"CONNECT evil:443 HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("unknown-method", b"FOO / HTTP/1.1\r\n" + H + b"\r\n", 501),
     ("http2-version", b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),

@@ -16,6 +16,10 @@ Pure parsing and serialisation shared by the router's front server
   consumer reads it (``await read()``), and a high-water mark pauses the
   transport's reading while the consumer lags.
 
+An absolute-form request target (``GET http://host/path``, RFC 9112 3.2.2)
+is accepted as a server must: the head's ``target`` is then its origin-form
+(path and query) and ``host`` its authority, in place of the Host header.
+
 Malformed input raises :class:`ProtocolError`, which carries the status a
 server answers with (400, 413, 431, 501, 505). The parser is strict where
 leniency lets two parties frame one message differently (request
@@ -151,6 +155,7 @@ class Head:
     connection: frozenset[bytes] = frozenset()  # tokens named in Connection
     keep_alive = True
     host: bytes | None = None
+    authority: bytes | None = None  # an absolute-form target's, which ``host`` then is
     request_id: bytes | None = None
     forwarded_for: tuple[bytes, ...] = ()
     expect_continue = False
@@ -297,10 +302,13 @@ def _parse_fields(
                 head.keep_alive = False  # (what follows is no request: llhttp upgrades)
     elif not head.http11:
         head.keep_alive = False  # (the class default: True, no Connection tokens)
-    if request and hosts != 1 and (hosts or head.http11):  # RFC 9112 3.2
+    authority = head.authority  # an absolute-form target's (RFC 9112 3.2.2)
+    if request and hosts != 1 and (hosts or (head.http11 and authority is None)):  # 3.2
         raise ProtocolError(400, "a request needs one Host header" if hosts else "no Host")
     if hosts and _HOST_VALUE(host := head.host or b"") is None:  # RFC 9112 3.2: 400
         raise ProtocolError(400, f"invalid Host {host[:40]!r}")
+    if authority is not None:  # 3.2.2: the Host header (if any) is ignored, replaced
+        head.host = authority
 
 
 def _request_codings(head: Head, codings: list[bytes]) -> None:
@@ -322,13 +330,32 @@ def _request_codings(head: Head, codings: list[bytes]) -> None:
     head.chunked = True
 
 
-def _check_request_line(method: bytes, target: bytes) -> None:
+# RFC 9112 3.2.2: absolute-form, an http(s) URI: scheme "://" authority, then the
+# path and query (a server MUST accept it, as nginx does)
+_ABSOLUTE: Final = re.compile(rb"(?i:https?)://([^/?#]*)(.*)", re.S).fullmatch
+
+
+def _check_request_line(method: bytes, target: bytes) -> tuple[bytes, bytes | None]:
+    """The target in origin-form (``*`` for OPTIONS as is) and, for absolute-form, its
+    authority (what the request is routed by, in place of the Host header)."""
     if method not in METHODS:
         if method == b"CONNECT":
             raise ProtocolError(400, "CONNECT: the router is no forward proxy")
         raise ProtocolError(501, f"unknown method {method[:20]!r}")
-    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
-        raise ProtocolError(400, f"request target must be a path, got {target[:60]!r}")
+    if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
+        return target, None
+    m = _ABSOLUTE(target)
+    if m is None:
+        raise ProtocolError(
+            400, f"request target must be a path or an http(s) URI, got {target[:60]!r}"
+        )
+    authority, rest = m.groups()
+    # RFC 9110 4.2.1: an http URI with an empty host is invalid; 4.2.4: no userinfo
+    if _HOST_VALUE(authority) is None or authority[:1] in (b"", b":"):
+        raise ProtocolError(400, f"invalid authority in the request target {target[:60]!r}")
+    if rest[:1] not in (b"/", b"?", b""):  # (a fragment: no request target holds one)
+        raise ProtocolError(400, f"invalid request target {target[:60]!r}")
+    return (rest if rest[:1] == b"/" else b"/" + rest), authority
 
 
 def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
@@ -342,9 +369,9 @@ def parse_request_head(data: bytes, max_fields: int = MAX_FIELDS) -> Head:
     method, target, minor, fields = m.groups()
     if fields.count(b"\n") > max_fields:
         raise ProtocolError(431, f"more than {max_fields} header lines")
-    if method not in METHODS or target[:1] != b"/":  # (no call for the common case)
-        _check_request_line(method, target)
     head = Head()
+    if method not in METHODS or target[:1] != b"/":  # (no call for the common case)
+        target, head.authority = _check_request_line(method, target)
     head.method, head.target, head.http11, head.fields = method, target, minor == b"1", fields
     _parse_fields(head, _REQUEST_SPECIAL, data, m.start(4) - 1, True)
     return head
@@ -374,8 +401,8 @@ def _parse_request_slowly(data: bytes, max_fields: int) -> Head:
         raise ProtocolError(505, f"unsupported version {version[:16]!r}")
     else:
         raise ProtocolError(400, f"malformed request line {start[:60]!r}")
-    _check_request_line(method, target)
     head = Head()
+    target, head.authority = _check_request_line(method, target)
     head.method, head.target, head.http11, head.fields = method, target, http11, fields
     _parse_fields(head, _REQUEST_SPECIAL, b"\n" + fields, 0, True)
     return head

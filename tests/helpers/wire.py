@@ -248,15 +248,34 @@ def _valid_host(value: bytes) -> bool:
     return all(c in _REG_NAME for c in host) and all(c in b"0123456789" for c in port[1:])
 
 
+def _origin_form(target: bytes) -> bytes | None:
+    """An absolute-form http(s) target as origin-form (None if it is none, or bad)."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    cut = min(
+        [i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0] or [len(rest)]
+    )
+    authority, path = rest[:cut], rest[cut:]
+    if not authority or authority.startswith(b":") or not _valid_host(authority):
+        return None
+    if path.startswith(b"#"):
+        return None
+    return path if path.startswith(b"/") else b"/" + path
+
+
 def router_policy(framing: Framing) -> Framing:
     """llhttp's framing of requests with the router's own rules applied: the first
     message a rule rejects ends the stream with an error (the router answers it
     with 400, 501 or 505 and closes). The rules (docs/router.md, "Hostile input"):
 
     - HTTP/1.0 or HTTP/1.1 only (llhttp also takes 0.9 and 2.0);
-    - an origin-form target (``/...``), or ``*`` for OPTIONS: the router is no
-      forward proxy (no absolute-form, no CONNECT);
-    - ``Host`` exactly once in HTTP/1.1, at most once in HTTP/1.0 (RFC 9112 3.2),
+    - an origin-form target (``/...``), ``*`` for OPTIONS, or an absolute-form
+      ``http(s)://`` URI (RFC 9112 3.2.2) with a non-empty host and no userinfo,
+      which the router frames in origin-form (its path, ``/`` if empty, and
+      query); no CONNECT and no other scheme: the router is no forward proxy;
+    - ``Host`` exactly once in HTTP/1.1 (at most once with an absolute-form
+      target, whose authority replaces it), at most once in HTTP/1.0 (RFC 9112 3.2),
       its value a URI host and optional port (RFC 3986 3.2.2: an IP literal in
       brackets or a reg-name, then ``:`` and digits);
     - ``Transfer-Encoding`` only as ``chunked`` alone, only in HTTP/1.1 (llhttp
@@ -275,11 +294,18 @@ def router_policy(framing: Framing) -> Framing:
         codings = [v for n, v in message.headers if n.lower() == b"transfer-encoding"]
         hosts = names.count(b"host")
         host = next((v.strip(b" \t") for n, v in message.headers if n.lower() == b"host"), b"")
+        origin = _origin_form(target)
+        if origin is not None:
+            message = Message((method, origin, version), message.headers, message.body)
         if (
             version not in (b"1.0", b"1.1")
             or method == b"CONNECT"
-            or not (target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"))
-            or (hosts != 1 if version == b"1.1" else hosts > 1)
+            or not (
+                target[:1] == b"/"
+                or (target == b"*" and method == b"OPTIONS")
+                or origin is not None
+            )
+            or (hosts != 1 if version == b"1.1" and origin is None else hosts > 1)
             or (hosts and not _valid_host(host))
             or (codings and (version != b"1.1" or _tokens(codings) != [b"chunked"]))
         ):

@@ -29,6 +29,11 @@ TARGETS = [b"/", b"/a/b?c=d&e", b"/x#frag", b"/%41%00", b"/~u;p=1"]
 ODD_TARGETS = [
     b"*",
     b"http://h/p",
+    b"HTTPS://h:8?q",
+    b"http://[::1]",
+    b"http://u@h/",
+    b"http:///p",
+    b"ftp://h/",
     b"h:443",
     b"/a b",
     b"/\x7f",

@@ -37,6 +37,7 @@ counts since it started); the controller sums them over every router process.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from skyctl.types import Backend, Location
@@ -74,3 +75,72 @@ def router_info_name(worker: int) -> str:
     """The file a router worker names itself and its ports in (under the home; the
     supervisor reads it to adopt a router process a previous supervisor left)."""
     return "router.json" if worker == 0 else f"router-{worker}.json"
+
+
+MAX_REPLICA_ID = (1 << 31) - 1  # as the API bounds ids (SQLite, the store)
+
+
+def _figure(value: object, where: str) -> float:
+    """A finite number (JSON lets NaN and Infinity through; a float cannot hold 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+    if (isinstance(value, int) and abs(value) > 1 << 63) or not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r:.40} is not a finite number")
+    return float(value)
+
+
+def _replica_key(key: str, where: str) -> None:
+    if not (key.isascii() and key.isdigit() and int(key) <= MAX_REPLICA_ID):
+        raise ValueError(f"{where}: {key[:40]!r} is not a replica id")
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def check_report(body: object) -> dict[str, Any]:
+    """A router process's report (the module docstring), checked whole before any of it
+    is taken: a forged or corrupt one is a ValueError naming the first bad key (it was
+    stored, and broke ``serve status``, ``/metrics`` and the ticks until it aged out)."""
+    report = _mapping(body, "report")
+    for key in ("router", "epoch"):
+        if not isinstance(report.get(key) or "", str):
+            raise ValueError(f"{key}: expected a string")
+    version = report.get("version") or 0
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"version: expected a whole number, got {version!r:.40}")
+    for name, entry in _mapping(report.get("services") or {}, "services").items():
+        where = f"services.{name[:63]}"
+        entry = _mapping(entry, where)
+        if "rate_60" in entry and _figure(entry["rate_60"], f"{where}.rate_60") < 0:
+            raise ValueError(f"{where}.rate_60: a rate cannot be negative")
+        for rid, stats in _mapping(
+            entry.get("replica_stats") or {}, f"{where}.replica_stats"
+        ).items():
+            _replica_key(rid, f"{where}.replica_stats")
+            for key, value in _mapping(stats, f"{where}.replica_stats.{rid}").items():
+                _figure(value, f"{where}.replica_stats.{rid}.{key[:40]}")
+        for rid, until in _mapping(entry.get("ejected") or {}, f"{where}.ejected").items():
+            _replica_key(rid, f"{where}.ejected")
+            _figure(until, f"{where}.ejected.{rid}")
+        if not isinstance(entry.get("histograms") or [], list):
+            raise ValueError(f"{where}.histograms: expected a list")
+        if not isinstance(entry.get("error") or "", str):
+            raise ValueError(f"{where}.error: expected a string")
+    errors = report.get("backend_errors") or []
+    if not isinstance(errors, list):
+        raise ValueError("backend_errors: expected a list")
+    for item in errors:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and isinstance(item[0], str)
+            and isinstance(item[1], int)
+            and not isinstance(item[1], bool)
+            and 0 <= item[1] <= MAX_REPLICA_ID
+            and isinstance(item[2], str)
+        ):
+            raise ValueError(f"backend_errors: {item!r:.60} is not [service, replica id, reason]")
+    return report

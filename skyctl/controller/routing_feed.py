@@ -31,7 +31,13 @@ from aiohttp import web
 
 from skyctl.clock import Clock
 from skyctl.errors import ServiceError
-from skyctl.routing_wire import REPORT_PATH, WAIT_SECONDS, WATCH_PATH, backend_to_json
+from skyctl.routing_wire import (
+    REPORT_PATH,
+    WAIT_SECONDS,
+    WATCH_PATH,
+    backend_to_json,
+    check_report,
+)
 from skyctl.spec import ServiceSection
 from skyctl.store import VersionRecord
 from skyctl.types import Backend
@@ -163,7 +169,9 @@ class RoutingFeed:
             del self._sinks[name]
 
     def report(self, body: dict[str, Any]) -> None:
-        """A router process's report: figures per service, replica errors to act on."""
+        """A router process's report: figures per service, replica errors to act on
+        (checked whole first: ValueError, and nothing taken, for a corrupt one)."""
+        body = check_report(body)
         router = str(body.get("router") or "router")
         now = self.clock.now()
         services = body.get("services") or {}

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from skyctl.spec_checks import LineDict, LineList, Section, type_name
+from skyctl.spec_checks import LineDict, LineList, Section, spec_error, type_name
 
 __all__ = [
     "ENV_NAME_RE",
@@ -197,6 +197,14 @@ def env_map(top: Section, key: str, managed: list[str] | None = None) -> dict[st
     if sec is None:
         return out
     for name, value in sec.data.items():
+        if name is None or isinstance(name, bool):  # `ON: 1` was variable "True"
+            kind = "null (~, null)" if name is None else "a boolean (yes, no, on, off, ...)"
+            raise spec_error(
+                f"YAML reads this unquoted name as {kind}, not text: quote it",
+                key=sec.sub(str(name)),
+                line=sec.key_line(name),
+                source=sec.source,
+            )
         label = str(name)  # as SkyServe: `1: x` is variable "1" (then rejected by name)
         if managed is not None and label.startswith(MANAGED_PREFIX):
             if value is not None:

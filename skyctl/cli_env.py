@@ -149,7 +149,8 @@ _RESOURCE_FLAGS: dict[str, str] = {
 def _not_here(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is None:
         return
-    flag = param.opts[0]
+    # the flag as typed: --no-use-spot is the secondary of --use-spot/--no-use-spot
+    flag = param.secondary_opts[0] if value is False and param.secondary_opts else param.opts[0]
     key = _RESOURCE_FLAGS.get(flag, "resources.use_spot")
     raise click.UsageError(
         f"{flag}: skyctl reads resources from the spec only (no command-line overrides, "

@@ -270,7 +270,7 @@ def _create(client: ControllerClient, home: Any, body: dict[str, Any]) -> dict[s
         "curl $(skyctl serve status --endpoint llm)/v1/models",
     )
 )
-@click.argument("name", required=False)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option(
     "-o",
     "--output",
@@ -279,7 +279,14 @@ def _create(client: ControllerClient, home: Any, body: dict[str, Any]) -> dict[s
     help="json: a list of services, each with its replicas (docs/cli.md lists the fields).",
 )
 @click.option("--json", "as_json", is_flag=True, help="The same as -o json.")
-@click.option("-a", "--all-replicas", is_flag=True, help="Include terminated replicas.")
+@click.option(
+    "-a",
+    "--all-replicas",
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Include terminated replicas (-v/--verbose: as sky serve status -v).",
+)
 @click.option(
     "--endpoint",
     "endpoint_only",
@@ -290,26 +297,29 @@ def _create(client: ControllerClient, home: Any, body: dict[str, Any]) -> dict[s
 @click.pass_context
 def status(
     ctx: click.Context,
-    name: str | None,
+    names: tuple[str, ...],
     output: str,
     as_json: bool,
     all_replicas: bool,
     endpoint_only: bool,
 ) -> None:
-    """Services and their replicas."""
+    """Services and their replicas (all, or those named, as sky serve status NAME...)."""
     output = "json" if as_json else output
     if endpoint_only:
-        if not name:
-            raise click.UsageError("--endpoint needs the service: serve status --endpoint NAME")
-        click.echo(_endpoint(ctx, name))
+        if len(names) != 1:
+            raise click.UsageError("--endpoint needs one service: serve status --endpoint NAME")
+        click.echo(_endpoint(ctx, names[0]))
         return
     client = _controller(ctx)
     if client is None:
-        if name:
-            raise ServiceNotFound(f"no service named {name!r} (no controller is running)")
+        if names:
+            raise ServiceNotFound(f"no service named {names[0]!r} (no controller is running)")
         click.echo("[]" if output == "json" else "No services.")
         return
-    services = client.call("GET", services_query(name))
+    if names:  # each once, in the order given; an unknown one is exit 2
+        services = [s for n in dict.fromkeys(names) for s in client.call("GET", services_query(n))]
+    else:
+        services = client.call("GET", services_query())
     if output == "json":
         click.echo(json.dumps(services, indent=2))
         return
@@ -355,6 +365,7 @@ Examples:
 )
 @click.option("--no-wait", is_flag=True, help="Return once shutdown has begun.")
 @click.option(
+    "-p",
     "--purge",
     is_flag=True,
     help="Remove the services from the store even if their teardown fails or is stuck "

@@ -1,0 +1,329 @@
+"""What README.md and docs/**/*.md tell a reader to run exists, as spelled there.
+
+Read mechanically from the docs: every ``skyctl ...`` invocation (code blocks and inline
+code, usage forms like ``[-o json|--json]`` included) names commands and options the CLI
+has, and the concrete ones parse with click; every ``python -m X`` module exists and every
+``python path.py`` script too, with the flags the docs give it; every repository path the
+docs name exists; every pip extra is in setup.cfg; every ``SKYCTL_*`` variable is read
+somewhere. The other way round, every command and option ``skyctl --help`` shows is
+named in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from skyctl.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+INDENTED = re.compile(r"(?:^(?: {4}|\t)\S.*\n?)+", re.M)
+SPAN = re.compile(r"(?<!`)`([^`]+?)`(?!`)")
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def snippets(path: Path) -> Iterator[tuple[str, str, bool]]:
+    """(where, code, in a code block) for every code block line (``\\`` continuations
+    joined) and every inline span."""
+    text = path.read_text()
+    blocks = [m.group(0) for m in FENCE.finditer(text)]
+    prose = FENCE.sub("\n", text)
+    blocks += [m.group(0) for m in INDENTED.finditer(prose)]
+    for block in blocks:
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            if line.strip() and not line.lstrip().startswith("```"):
+                yield rel(path), line.strip(), True
+    for paragraph in re.split(r"\n\s*\n", INDENTED.sub("\n", prose)):
+        for m in SPAN.finditer(paragraph):
+            yield rel(path), " ".join(m.group(1).split()), False
+
+
+ALL_SNIPPETS = [s for doc in DOCS for s in snippets(doc)]
+
+# ``skyctl serve up ...``, ``python3 -m skyctl serve ...``; and, inline, ``serve up ...``
+INVOCATION = re.compile(
+    r"(?:^|(?<=[\s\"'(]))(?:python3? -m )?skyctl "
+    r"((?:serve|controller|router|sim|check|console|COMMAND|--)[^#;&)\"]*)"
+)
+BARE = re.compile(r"^((?:serve|controller|router) [a-z][a-z|\\]*\b.*)$")
+
+
+def invocations() -> list[tuple[str, str, bool]]:
+    """(where, the words after ``skyctl``, in a code block), cut at a shell pipe, comment
+    or quote."""
+    found = set()
+    for where, code, block in ALL_SNIPPETS:
+        if code.startswith(("error:", "warning:")):
+            continue  # a quoted message: its commands are the CLI's own text
+        texts = [m.group(1) for m in INVOCATION.finditer(code)]
+        bare = BARE.match(code)
+        if bare and not texts:
+            texts.append(bare.group(1))
+        for found_text in texts:
+            words = re.split(r"\s\\?\|\s", found_text)[0].strip()
+            found.add((where, words, block))
+    return sorted(found)
+
+
+def command_at(words: list[str]) -> tuple[list[click.Command], list[str]]:
+    """The command(s) the leading words name (``run|start|stop`` names three), and the rest."""
+    cmds: list[click.Command] = [cli]
+    rest = list(words)
+    while rest and all(isinstance(c, click.Group) for c in cmds):
+        names = rest[0].replace("\\", "").split("|")
+        if not all(re.fullmatch(r"[a-z][a-z-]*", n) for n in names):
+            break
+        groups = [c for c in cmds if isinstance(c, click.Group)]
+        subs = [g.commands.get(n) for g in groups for n in names]
+        assert all(subs), f"no command {rest[0]!r} under {' '.join(c.name or '' for c in cmds)}"
+        cmds = [s for s in subs if s is not None]
+        rest = rest[1:]
+    return cmds, rest
+
+
+def option_names(cmd: click.Command) -> set[str]:
+    names = {"--help", "-h"}
+    for param in cmd.params:
+        if isinstance(param, click.Option):
+            names.update(param.opts, param.secondary_opts)
+    return names
+
+
+def mentioned_options(words: list[str]) -> list[str]:
+    out = []
+    for word in words:
+        for piece in word.replace("\\", "").strip("[]{}.,").split("|"):
+            piece = piece.strip("[]{}.,")
+            if re.fullmatch(r"--?[A-Za-z][\w-]*(=.*)?", piece):
+                out.append(piece.split("=")[0])
+    return out
+
+
+def is_concrete(words: str, block: bool) -> bool:
+    """A command a reader can paste as it is: no placeholders, no alternatives; a code
+    block's line, or an inline one with an argument (``serve up`` alone names the command)."""
+    if re.search(r"[\[\]|<>]|\.\.\.|\b[A-Z][A-Z_]+\b|\$", words):
+        return False
+    try:
+        cmds, rest = command_at(words.split())
+    except AssertionError:
+        return True  # an unknown command: the parse says so
+    return block or (
+        not isinstance(cmds[0], click.Group) and any(not w.startswith("-") for w in rest)
+    )
+
+
+INVOCATIONS = invocations()
+
+
+def test_the_docs_have_skyctl_invocations_to_check() -> None:
+    assert len(INVOCATIONS) > 60
+    assert len(CONCRETE) > 20
+
+
+@pytest.mark.parametrize(("where", "words", "block"), INVOCATIONS, ids=str)
+def test_documented_skyctl_invocation_names_existing_commands_and_options(
+    where: str, words: str, block: bool
+) -> None:
+    cmds, rest = command_at(words.split())
+    known = set().union(*(option_names(c) for c in cmds))
+    if cmds == [cli]:
+        known |= {"--home", "--version"}
+    unknown = [o for o in mentioned_options(rest) if o not in known]
+    assert not unknown, f"{where}: `skyctl {words}`: no option {unknown} (has {sorted(known)})"
+
+
+def pending(ctx: click.Context) -> list[str]:
+    """A group's words left for its subcommand (click 8.2 renamed ``protected_args``)."""
+    protected = getattr(ctx, "_protected_args", None)
+    if protected is None:
+        protected = ctx.protected_args
+    return [*protected, *ctx.args]
+
+
+def parse(words: list[str]) -> None:
+    """Parse as click would run it, callbacks included, without running the command."""
+    ctx = cli.make_context("skyctl", list(words))
+    cmd: click.Command = cli
+    while isinstance(cmd, click.Group) and pending(ctx):
+        name, sub, args = cmd.resolve_command(ctx, pending(ctx))
+        assert sub is not None and name is not None
+        ctx = sub.make_context(name, args, parent=ctx)
+        cmd = sub
+    if isinstance(cmd, click.Group):
+        raise click.UsageError(f"{cmd.name}: a group needs a command")
+
+
+CONCRETE = [(where, words) for where, words, block in INVOCATIONS if is_concrete(words, block)]
+
+
+@pytest.mark.parametrize(("where", "words"), CONCRETE, ids=str)
+def test_documented_concrete_skyctl_invocation_parses(
+    where: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HF_TOKEN", "hf_example")
+    try:
+        parse(shlex.split(words))
+    except click.exceptions.Exit:
+        pass  # --help
+    except click.UsageError as e:
+        pytest.fail(f"{where}: `skyctl {words}`: {e.format_message()}")
+
+
+def visible(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """(command path, option) for every command and option --help shows."""
+    for name, cmd in group.commands.items():
+        if cmd.hidden:
+            continue
+        here = " ".join((*path, name))
+        yield here, ""
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+                yield here, (longs or param.opts)[0]
+        if isinstance(cmd, click.Group):
+            yield from visible(cmd, (*path, name))
+
+
+HELP = [("", "--home"), ("", "--version"), *visible(cli)]
+
+
+@pytest.mark.parametrize(("command", "option"), HELP, ids=str)
+def test_every_command_and_option_in_help_is_in_docs_cli_md(command: str, option: str) -> None:
+    doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
+    if not command:
+        assert re.search(rf"`(skyctl )?{option}\b", doc), f"docs/cli.md: skyctl {option}"
+        return
+    if not option:
+        assert f"skyctl {command}" in doc or f"`{command}" in doc, f"docs/cli.md: {command}"
+        return
+    section = doc.split(f"### `skyctl {command}`")
+    assert len(section) == 2, f"docs/cli.md: no section ### `skyctl {command}`"
+    body = section[1].split("### ")[0]
+    assert re.search(rf"`{re.escape(option)}\b", body), f"docs/cli.md: {command} {option}"
+
+
+# -- python -m X, python path.py --------------------------------------------------------
+
+MODULE = re.compile(r"\bpython3? -m ((?:benchmarks|skyctl|tools)(?:\.\w+)*)((?:\s+[^|;&#]*)?)")
+SCRIPT = re.compile(r"\bpython3? ((?:benchmarks|tools)/[\w/]+\.py)((?:\s+[^|;&#]*)?)")
+
+
+def python_runs() -> list[tuple[str, str, str]]:
+    """(where, module or script path, its documented arguments)."""
+    out = set()
+    for where, code, _ in ALL_SNIPPETS:
+        for m in MODULE.finditer(code):
+            if m.group(1) != "skyctl":
+                out.add((where, m.group(1), m.group(2).strip()))
+        for m in SCRIPT.finditer(code):
+            out.add((where, m.group(1), m.group(2).strip()))
+    return sorted(out)
+
+
+PYTHON_RUNS = python_runs()
+
+
+def source_of(target: str) -> str:
+    if target.endswith(".py"):
+        path = ROOT / target
+        assert path.is_file(), f"no file {target}"
+        return path.read_text()
+    spec = importlib.util.find_spec(target)
+    assert spec is not None and spec.origin, f"no module {target}"
+    origin = Path(spec.origin)
+    files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+    return "\n".join(f.read_text() for f in files)
+
+
+def test_the_docs_have_python_runs_to_check() -> None:
+    assert len(PYTHON_RUNS) > 20
+
+
+@pytest.mark.parametrize(("where", "target", "args"), PYTHON_RUNS, ids=str)
+def test_documented_python_run_exists_with_its_flags(where: str, target: str, args: str) -> None:
+    source = source_of(target)
+    for flag in mentioned_options(args.split()):
+        assert f'"{flag}"' in source or f"'{flag}'" in source, f"{where}: {target} has no {flag}"
+
+
+# -- paths, extras, variables -------------------------------------------------------------
+
+PATH = re.compile(
+    r"(?<![\w/.~-])((?:manifests|docs|tests|benchmarks|tools|skyctl|providers|policies)/"
+    r"[\w./{},-]*[\w}])"
+)
+
+
+def named_paths() -> list[tuple[str, str]]:
+    """(where, path) for every repository path a doc names (``{a,b}`` expanded), except
+    SkyPilot's own (``SkyPilot's tests/skyserve/``, ``sky serve up tests/...``)."""
+    out = set()
+    for doc in DOCS:
+        text = doc.read_text()
+        for m in PATH.finditer(text):
+            before = text[max(0, m.start() - 40) : m.start()]
+            if "SkyPilot's" in before or "sky serve" in before:
+                continue
+            path = m.group(1)
+            if re.search(r"/[A-Z]\.|\.\.\.", path):
+                continue  # a placeholder (manifests/X.yaml)
+            brace = re.search(r"\{([^}]*)\}", path)
+            choices = brace.group(1).split(",") if brace else [""]
+            for choice in choices:
+                out.add((rel(doc), re.sub(r"\{[^}]*\}", choice, path, count=1)))
+    return sorted(out)
+
+
+NAMED_PATHS = named_paths()
+
+
+@pytest.mark.parametrize(("where", "path"), NAMED_PATHS, ids=str)
+def test_every_repository_path_the_docs_name_exists(where: str, path: str) -> None:
+    candidates = [path, path + ".py", path.replace(".", "/") + ".py"]
+    if "." in path.rsplit("/", 1)[-1]:  # providers/local_records.LogPruner: a module's name
+        candidates.append(path.rsplit(".", 1)[0] + ".py")
+    assert any((ROOT / c).exists() for c in candidates), f"{where}: {path} does not exist"
+
+
+def extras() -> set[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return set(cfg["options.extras_require"])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=rel)
+def test_every_pip_extra_the_docs_name_is_in_setup_cfg(doc: Path) -> None:
+    named = re.findall(r"(?:(?<=['\"\s])\.|skyctl)\[([a-z][\w,\s-]*)\]", doc.read_text())
+    missing = {e.strip() for group in named for e in group.split(",")} - extras()
+    assert not missing, f"{rel(doc)}: extras {sorted(missing)} not in setup.cfg"
+
+
+def code_text() -> str:
+    roots = ["skyctl", "providers", "policies", "benchmarks", "tools", "tests", "manifests"]
+    files = [f for r in roots for f in (ROOT / r).rglob("*") if f.suffix in {".py", ".yaml", ".sh"}]
+    files += [ROOT / "setup.py", ROOT / "Dockerfile"]
+    return "\n".join(f.read_text(errors="replace") for f in files if f.is_file())
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=rel)
+def test_every_skyctl_variable_the_docs_name_is_read_somewhere(doc: Path) -> None:
+    named = set(re.findall(r"\bSKYCTL_[A-Z][A-Z0-9_]*[A-Z0-9]\b", doc.read_text()))
+    code = code_text()
+    missing = sorted(v for v in named if v not in code)
+    assert not missing, f"{rel(doc)}: no code reads {missing}"

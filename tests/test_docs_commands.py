@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 
 from skyctl.cli import cli
 
@@ -327,3 +328,65 @@ def test_every_skyctl_variable_the_docs_name_is_read_somewhere(doc: Path) -> Non
     code = code_text()
     missing = sorted(v for v in named if v not in code)
     assert not missing, f"{rel(doc)}: no code reads {missing}"
+
+
+# -- docs/spec.md's keys ------------------------------------------------------------------
+
+SPEC_SECTIONS = {  # a heading of docs/spec.md -> where its table's keys sit in a spec
+    "## Top level": (),
+    "## `service`": ("service",),
+    "### `service.router` (ours)": ("service", "router"),
+    "#### `service.router.cache_aware` (ours)": ("service", "router", "cache_aware"),
+    "### `service.auth` (ours)": ("service", "auth"),
+    "## `local` (ours): the local provider": ("local",),
+}
+
+
+def spec_keys() -> list[tuple[tuple[str, ...], str]]:
+    """(where, key) for every key in docs/spec.md's key tables, and resources' list."""
+    text = (ROOT / "docs" / "spec.md").read_text()
+    out = []
+    for heading, where in SPEC_SECTIONS.items():
+        assert heading in text, f"docs/spec.md has no heading {heading!r}"
+        body = re.split(r"\n#{1,4} ", text.split(heading + "\n", 1)[1])[0]
+        for key in re.findall(r"^\| `([a-z_.]+)` \|", body, re.M):
+            out.append((where, key))
+    resources = text.split("## `resources`\n", 1)[1].split("\n- ")[0]
+    out += [(("resources",), k) for k in re.findall(r"`([a-z_]+)`", resources)]
+    return out
+
+
+def unknown_key_error(where: tuple[str, ...], key: str) -> str:
+    """The loader's message for a spec with ``key`` under ``where`` ("" if it took it)."""
+    from skyctl.errors import SpecError
+    from skyctl.spec_yaml import parse_spec
+
+    spec: dict[str, object] = {"name": "docs", "run": "true", "service": {"replicas": 1}}
+    node = spec
+    for part in (*where, *key.split(".")[:-1]):
+        child = node.get(part)
+        node[part] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    node[key.split(".")[-1]] = "x"
+    try:
+        parse_spec(yaml.safe_dump(spec), "docs.yaml")
+    except SpecError as e:
+        return str(e) if "unknown key" in str(e) else ""
+    return ""
+
+
+SPEC_KEYS = spec_keys()
+
+
+def test_docs_spec_md_has_keys_to_check_and_the_loader_refuses_an_unknown_one() -> None:
+    assert len(SPEC_KEYS) > 60
+    for where in {*SPEC_SECTIONS.values(), ("resources",)}:
+        assert unknown_key_error(where, "no_such_key"), where
+
+
+@pytest.mark.parametrize(("where", "key"), SPEC_KEYS, ids=str)
+def test_every_key_docs_spec_md_documents_is_a_key_the_loader_takes(
+    where: tuple[str, ...], key: str
+) -> None:
+    error = unknown_key_error(where, key)
+    assert not error, f"docs/spec.md: {'.'.join((*where, key))}: {error}"

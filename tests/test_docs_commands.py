@@ -263,10 +263,33 @@ def test_documented_python_run_exists_with_its_flags(where: str, target: str, ar
         assert f'"{flag}"' in source or f"'{flag}'" in source, f"{where}: {target} has no {flag}"
 
 
+PYTEST = re.compile(r"\bpython3? -m pytest ([^|;&#`]*)")
+
+
+def pytest_selections() -> list[tuple[str, str, str]]:
+    """(where, test files, the ``-k`` word) of every ``python -m pytest FILES -k WORD``."""
+    out = set()
+    for where, code, _ in ALL_SNIPPETS:
+        for m in PYTEST.finditer(code):
+            words = m.group(1).split()
+            files = " ".join(w for w in words if w.startswith("tests/"))
+            if "-k" in words and files:
+                out.add((where, files, words[words.index("-k") + 1]))
+    return sorted(out)
+
+
+@pytest.mark.parametrize(("where", "files", "word"), pytest_selections(), ids=str)
+def test_documented_pytest_selection_selects_a_test(where: str, files: str, word: str) -> None:
+    names = [
+        n for f in files.split() for n in re.findall(r"def (test_\w+)", (ROOT / f).read_text())
+    ]
+    assert any(word in n for n in names), f"{where}: -k {word} selects no test in {files}"
+
+
 # -- paths, extras, variables -------------------------------------------------------------
 
 PATH = re.compile(
-    r"(?<![\w/.~-])((?:manifests|docs|tests|benchmarks|tools|skyctl|providers|policies)/"
+    r"(?<![\w/.~-])((?:manifests|docs|tests|benchmarks|tools|skyctl|providers|policies|\.ci)/"
     r"[\w./{},-]*[\w}])"
 )
 
@@ -390,3 +413,47 @@ def test_every_key_docs_spec_md_documents_is_a_key_the_loader_takes(
 ) -> None:
     error = unknown_key_error(where, key)
     assert not error, f"docs/spec.md: {'.'.join((*where, key))}: {error}"
+
+
+# -- config.yaml sections the cloud docs show -----------------------------------------------
+
+
+def config_keys() -> dict[str, tuple[str, ...]]:
+    from providers import aws_config, azure_config, gcp_config, kubernetes_config
+
+    return {
+        "aws": tuple(aws_config.CONFIG_KEYS),
+        "gcp": tuple(gcp_config.CONFIG_KEYS),
+        "azure": tuple(azure_config.KEYS),
+        "kubernetes": tuple(kubernetes_config.CONFIG_KEYS),
+    }
+
+
+CLOUD_DOCS = {
+    "aws": "docs/clouds/aws.md",
+    "gcp": "docs/clouds/gcp.md",
+    "azure": "docs/clouds/azure.md",
+    "kubernetes": "docs/kubernetes.md",
+}
+
+
+@pytest.mark.parametrize(
+    "doc", [ROOT / "docs" / "clouds.md", *(ROOT / d for d in CLOUD_DOCS.values())], ids=rel
+)
+def test_every_config_yaml_key_the_cloud_docs_show_is_one_the_provider_takes(doc: Path) -> None:
+    keys = config_keys()
+    shown = 0
+    for block in re.findall(r"```ya?ml\n(.*?)```", doc.read_text(), re.S):
+        for section, body in (yaml.safe_load(block) or {}).items():
+            if section in keys and isinstance(body, dict):
+                unknown = set(body) - set(keys[section])
+                assert not unknown, f"{rel(doc)}: {section}: no key {sorted(unknown)}"
+                shown += 1
+    assert shown, f"{rel(doc)} shows no config.yaml section"
+
+
+@pytest.mark.parametrize("cloud", sorted(CLOUD_DOCS))
+def test_every_config_yaml_key_a_provider_takes_is_in_its_doc(cloud: str) -> None:
+    text = (ROOT / CLOUD_DOCS[cloud]).read_text()
+    missing = [k for k in config_keys()[cloud] if not re.search(rf"\b{k}\b", text)]
+    assert not missing, f"{CLOUD_DOCS[cloud]}: {cloud} keys {missing} undocumented"

@@ -298,7 +298,10 @@ class Section:
         return spec_error(message, key=self.sub(key), line=line, source=self.source)
 
     # -- keys -------------------------------------------------------------------
-    def check_keys(self, allowed: Iterable[str]) -> None:
+    def check_keys(self, allowed: Iterable[str], hints: dict[str, str] | None = None) -> None:
+        """Every key is one of ``allowed``: else the key, its line, and a did-you-mean
+        or the allowed keys; a key of ``hints`` (one SkyPilot used to take, or one
+        that belongs in another section) gets its own message saying what to write."""
         allowed = set(allowed)
         for key in self.data:
             if not isinstance(key, str):
@@ -306,8 +309,12 @@ class Section:
                 raise spec_error(
                     message, key=self.path, line=self.key_line(key), source=self.source
                 )
-            if key not in allowed:
-                raise self.error(key, f"unknown key{did_you_mean(key, allowed)}", at_key=True)
+            if key in allowed:
+                continue
+            if hints and key in hints:
+                raise self.error(key, hints[key], at_key=True)
+            hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(sorted(allowed))})"
+            raise self.error(key, f"unknown key{hint}", at_key=True)
 
     def has(self, key: str) -> bool:
         return key in self.data

@@ -27,6 +27,27 @@ __all__ = [
 #: SkyPilot keys kept in ``spec.extra`` (so the spec round-trips) that skyctl does not
 #: act on, though a replica's ``run`` may rely on them: what each would have done
 NOT_ACTED_ON = {"file_mounts": "mounted", "volumes": "attached", "volume_mounts": "attached"}
+#: SkyPilot keys kept in ``spec.extra`` that change what a replica gets on SkyPilot
+#: (disk, network, a price cap, TPU settings, config overrides ...), and what replicas
+#: get from skyctl instead; each present one is named in a note
+IGNORED = {
+    "config": "skyctl's own provider settings (its config.yaml), not these overrides",
+    "experimental": "skyctl's own provider settings (its config.yaml), not these overrides",
+    "resources.max_hourly_cost": "no price cap",
+    "resources.disk_tier": "the provider's default disk",
+    "resources.network_tier": "the provider's default network",
+    "resources.local_disk": "no local disk request",
+    "resources.ephemeral_storage": "no ephemeral storage request",
+    "resources.volumes": "no extra volumes",
+    "resources.accelerator_args": "no TPU arguments",
+    "resources.autostop": "no autostop (a service's replicas run until scaled down)",
+    "resources.priority": "no scheduling priority",
+    "resources.priority_class": "no priority class",
+    "api_server_access": "no SkyPilot API server access",
+    "managed_secrets": "no managed secrets (skyctl has no secret store: pass --secret NAME)",
+}
+
+_ALTERNATIVE = re.compile(r"\.(any_of|ordered)\[\d+\]")
 
 UNPRIVILEGED = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
@@ -152,6 +173,20 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
         notes.append(
             f"{key} is kept but not {verb} by skyctl{where} (fetch them in setup:, "
             f"or put local files in workdir:)"
+        )
+    present = {  # resources.any_of[1].disk_tier counts as resources.disk_tier
+        _ALTERNATIVE.sub("", key)
+        for key, value in spec.extra.items()
+        if value not in (None, False, [], {})
+    }
+    for key, instead in IGNORED.items():
+        if key in present:
+            notes.append(f"{key} is kept but not acted on by skyctl: replicas get {instead}")
+    if "resources.image_id" in present:
+        notes.append(
+            "resources.image_id: skypilot:... tags name SkyPilot's own images, which skyctl "
+            "does not have: replicas get the provider's default image (give an image id to "
+            "choose one)"
         )
     images = {
         c.image_id

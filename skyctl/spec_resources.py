@@ -26,6 +26,7 @@ from skyctl.spec_checks import (
     spec_error,
     type_name,
 )
+from skyctl.spec_hints import RETIRED_RESOURCES
 
 #: Cloud names SkyServe accepts in ``resources.cloud``/``infra``, plus our ``local`` and
 #: ``simulated`` (providers.simulated: cheap endpoints for measuring the controller).
@@ -52,6 +53,7 @@ _DISK_RE = re.compile(r"(\d+)\s*([KkMmGgTtPp])?[Bb]?")
 MAX_DISK_GB = 1_000_000  # no cloud offers a larger disk; bounds what a typo asks for
 _DISK_KB = {"k": 1, "m": 1 << 10, "g": 1 << 20, "t": 1 << 30, "p": 1 << 40}
 MAX_PORTS = 1024
+SKYPILOT_IMAGE = "skypilot:"  # SkyPilot's image tags: skypilot:gpu-ubuntu-2204 ...
 _NULLABLE = ("ports", "image_id")  # SkyServe allows null for these
 
 # one parsed resources field: its value and where it came from (for errors)
@@ -126,7 +128,8 @@ def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Fie
         | _ALIASES.keys()
         | _RESOURCE_EXTRA.keys()
         | {"job_recovery"}
-        | ({"any_of", "ordered"} if top else set())
+        | ({"any_of", "ordered"} if top else set()),
+        hints=RETIRED_RESOURCES,
     )
     if sec.has("job_recovery"):
         raise sec.error(
@@ -150,15 +153,19 @@ def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Fie
     for key in sec.data:  # in document order, so the first problem is reported
         name = _ALIASES.get(key, key)
         if name in _CANDIDATE_KEYS and (sec.raw(key) is not None or name not in _NULLABLE):
-            value = _accelerators(sec, key) if name == "accelerators" else _field(sec, key, extra)
+            value = _accelerators(sec, key) if name == "accelerators" else _field(sec, key)
             out[name] = (value, sec, key)
+    image = out.get("image_id", (None,))[0]
+    tags = image.values() if isinstance(image, dict) else [image]
+    if any(isinstance(t, str) and t.startswith(SKYPILOT_IMAGE) for t in tags):
+        extra[sec.sub("image_id")] = sec.plain("image_id")  # for its note (spec_notes)
     if "infra" in out:  # as cloud/region/zone, so an any_of entry overrides them all
         for name, value in zip(("cloud", "region", "zone"), out.pop("infra")[0], strict=True):
             out[name] = (value, sec, "infra")
     return out
 
 
-def _field(sec: Section, key: str, extra: dict[str, Any]) -> Any:
+def _field(sec: Section, key: str) -> Any:
     value = sec.raw(key)
     if key == "cloud":
         return _cloud(sec, key, sec.string(key, nonempty=True) or "")
@@ -185,15 +192,27 @@ def _field(sec: Section, key: str, extra: dict[str, Any]) -> Any:
             raise sec.error(key, f"must be > 0, got {value!r}")
         return value.strip()
     if key == "image_id":
-        if isinstance(value, dict):  # SkyServe: a per-region map, kept as is
-            extra[sec.sub(key)] = sec.plain(key)
-            return None
-        return sec.string(key, nonempty=True)
+        return _image_map(sec, key) if isinstance(value, dict) else sec.string(key, nonempty=True)
     if key == "disk_size":
         return _disk_size(sec, key)
     if key == "ports":
         return _ports(sec, key)
     return _labels(sec, key)
+
+
+def _image_map(sec: Section, key: str) -> dict[str, str]:
+    """SkyPilot's per-region images (``{us-east-1: ami-1, us-west-2: ami-2}``):
+    each region's image, and only those regions (sky/resources.py)."""
+    images = sec.mapping(key)
+    assert images is not None
+    if not images.data:
+        raise sec.error(key, "the per-region image map is empty")
+    for region, image in images.data.items():
+        if not isinstance(region, str) or not region.strip():
+            raise images.error(str(region), "expected a region name as the key", at_key=True)
+        if not isinstance(image, str) or not image.strip():
+            raise images.error(region, f"expected an image id, got {type_name(image)}")
+    return {region: image.strip() for region, image in images.data.items()}
 
 
 def _cloud(sec: Section, key: str, name: str) -> str:
@@ -453,34 +472,68 @@ def _build(fields: dict[str, _Field]) -> list[ResourceCandidate]:
     def get(key: str, default: Any = None) -> Any:
         return fields[key][0] if key in fields else default
 
-    image, cloud = get("image_id"), get("cloud")
-    if isinstance(image, str) and image.startswith("docker:") and cloud in VM_IMAGES:
-        _, sec, key = fields["image_id"]
-        raise sec.error(
-            key,
-            f"{image!r} is a container image: skyctl runs those on kubernetes only; "
-            f"on {cloud} give {VM_IMAGES[cloud]}",
-        )
+    cloud = get("cloud")
+    places = _image_places(fields)
+    for _, image in places:
+        if isinstance(image, str) and image.startswith("docker:") and cloud in VM_IMAGES:
+            _, sec, key = fields["image_id"]
+            raise sec.error(
+                key,
+                f"{image!r} is a container image: skyctl runs those on kubernetes only; "
+                f"on {cloud} give {VM_IMAGES[cloud]}",
+            )
     if "labels" in fields:
         _check_labels(fields["labels"], cloud)
     accels: list[Accel | None] = list(get("accelerators", ([None], False))[0])
     return [
         ResourceCandidate(
-            cloud=get("cloud"),
-            region=get("region"),
+            cloud=cloud,
+            region=region,
             zone=get("zone"),
             accelerators=accel,
             cpus=get("cpus"),
             memory=get("memory"),
             instance_type=get("instance_type"),
             use_spot=bool(get("use_spot", False)),
-            image_id=get("image_id"),
+            image_id=image,
             disk_size=get("disk_size"),
             ports=get("ports", ()),
             labels=get("labels", {}),
         )
+        for region, image in places
         for accel in accels
     ]
+
+
+def _image_places(fields: dict[str, _Field]) -> list[tuple[str | None, str | None]]:
+    """(region, image) pairs: the candidate's own region and image, or, for a
+    per-region image map, one pair per region of the map (in the candidate's
+    region when it names one, which must then be in the map, as in SkyPilot)."""
+    region = fields["region"][0] if "region" in fields else None
+    image = fields["image_id"][0] if "image_id" in fields else None
+    if not isinstance(image, dict):
+        return [(region, _own_image(image))]
+    _, sec, key = fields["image_id"]
+    zone = fields["zone"][0] if "zone" in fields else None
+    if region is None and zone is not None:  # aws/gcp zones start with their region
+        region = next((r for r in image if zone.startswith(r)), None)
+        if region is None:
+            raise sec.error(key, f"no image for zone {zone!r}'s region in the per-region map")
+    if region is None:
+        return [(r, _own_image(i)) for r, i in image.items()]
+    if region not in image:
+        raise sec.error(
+            key,
+            f"no image for region {region!r} in the per-region map "
+            f"(it has: {', '.join(image)}): add one, or give one image_id",
+        )
+    return [(region, _own_image(image[region]))]
+
+
+def _own_image(image: str | None) -> str | None:
+    """A SkyPilot image tag (``skypilot:gpu-ubuntu-2204``) names one of SkyPilot's own
+    images, which skyctl does not have: the provider's default image stands for it."""
+    return None if image is not None and image.startswith(SKYPILOT_IMAGE) else image
 
 
 def all_ports(resources: Resources) -> tuple[int, ...]:

@@ -52,6 +52,7 @@ from skyctl.spec_env import (
     read_secrets,
     substitute,
 )
+from skyctl.spec_hints import PROBE_KEYS, RESOURCE_KEYS, RETIRED_POLICY, belongs
 from skyctl.spec_local import parse_local
 from skyctl.spec_probe import TOKEN_RE, parse_probe
 from skyctl.spec_resources import all_ports, parse_resources
@@ -89,6 +90,7 @@ _TOP_EXTRA: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("volume_mounts", "managed_secrets"), (list,)),
     "event_callback": (str,),
     "_metadata": (dict,),
+    "experimental": (dict,),  # SkyPilot <= 0.10: {config_overrides: ...}, now `config`
     "api_server_access": (bool,),
 }
 _SERVICE_KEYS = {"readiness_probe", "replica_policy", "replicas", "load_balancing_policy"}
@@ -136,6 +138,22 @@ _CACHE_AWARE = {
     "ttl_seconds": "num>0",
     "race": "text?",
     "replica_metrics_seconds": "num>0?",
+}
+# Keys written one level off, and keys SkyServe used to take (skyctl.spec_hints)
+_TOP_HINTS = {
+    **belongs(("readiness_probe", "replicas", "replica_policy"), "`service:`, not at the top"),
+    **belongs(("load_balancing_policy", "tls"), "`service:`, not at the top"),
+    **belongs([*RESOURCE_KEYS, "ports"], "`resources:`, not at the top"),
+}
+_SERVICE_HINTS = {
+    **belongs(PROBE_KEYS, "readiness_probe", "readiness_probe: {{path: /health, {key}: ...}}"),
+    **belongs(
+        [*_POLICY, "target_qps_per_replica"],
+        "replica_policy",
+        "replica_policy: {{{key}: ..., ...}}",
+    ),
+    **belongs(RESOURCE_KEYS, "the top-level `resources:`, not under service"),
+    **RETIRED_POLICY,
 }
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -196,7 +214,7 @@ def parse_spec(
     if not isinstance(data, LineDict):
         raise spec_error(f"expected a mapping, got {type_name(data)}", line=1, source=source)
     top = Section(data, "", source)
-    top.check_keys(_TOP_KEYS | _TOP_EXTRA.keys())
+    top.check_keys(_TOP_KEYS | _TOP_EXTRA.keys(), hints=_TOP_HINTS)
     apply_overrides(data, "envs", envs)
     apply_overrides(data, "secrets", secrets)
     drop_nulls(data)
@@ -209,6 +227,7 @@ def parse_spec(
             data[key] = substitute(data[key], variables)
     keep_extra(top, _TOP_EXTRA, extra)
     _file_mounts(top)
+    _experimental(top)
     if top.has("pool"):
         raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
     name = top.string("name")
@@ -276,7 +295,7 @@ def _workdir(top: Section, extra: dict[str, Any]) -> str | None:
 
 
 def _service(sec: Section, resources: Resources, extra: dict[str, Any]) -> ServiceSection:
-    sec.check_keys(_SERVICE_KEYS | _SERVICE_EXTRA.keys())
+    sec.check_keys(_SERVICE_KEYS | _SERVICE_EXTRA.keys(), hints=_SERVICE_HINTS)
     drop_nulls(sec.data, keep=("readiness_probe",))  # SkyServe fails on a null probe
     keep_extra(sec, _SERVICE_EXTRA, extra)
     if sec.has("replicas") and sec.has("replica_policy"):
@@ -414,7 +433,7 @@ def _replica_policy(sec: Section, use_spot: bool) -> ReplicaPolicy:
     rp = sec.mapping("replica_policy")
     if rp is None:
         return ReplicaPolicy()
-    rp.check_keys(_POLICY.keys() | {"target_qps_per_replica"})
+    rp.check_keys(_POLICY.keys() | {"target_qps_per_replica"}, hints=RETIRED_POLICY)
     rp.require("min_replicas")
     values = rp.read_all(_POLICY)
     min_r, max_r = values["min_replicas"], values.get("max_replicas")
@@ -512,6 +531,16 @@ def _file_mounts(top: Section) -> None:
                 f"expected a path or URL, or a storage mapping (store, source, ...), "
                 f"got {type_name(source)}",
             )
+
+
+def _experimental(top: Section) -> None:
+    """SkyPilot's old ``experimental: {config_overrides: ...}`` (now ``config:``,
+    removed in 0.11): taken as ``config`` is, kept and not acted on."""
+    sec = top.mapping("experimental", null_ok=True)
+    if sec is None:
+        return
+    sec.check_keys({"config_overrides"})
+    sec.mapping("config_overrides", null_ok=True)
 
 
 def _cache_aware(sec: Section) -> CacheAware:

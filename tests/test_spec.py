@@ -376,7 +376,6 @@ ACCEPTED = [
           /data: s3://bucket
         resources:
           disk_tier: best
-          image_id: {us-east-1: ami-1}
         service:
           tls: {keyfile: k.pem, certfile: c.pem}
           load_balancer: {stream_timeout_seconds: 30, drain_timeout_seconds: 900}
@@ -387,7 +386,6 @@ ACCEPTED = [
             "extra": {
                 "file_mounts": {"/data": "s3://bucket"},
                 "resources.disk_tier": "best",
-                "resources.image_id": {"us-east-1": "ami-1"},
                 "workdir": {"url": "https://github.com/org/repo", "ref": "main"},
             },
             "service.tls.certfile": "c.pem",

@@ -129,23 +129,34 @@ def is_concrete(words: str, block: bool) -> bool:
 
 
 INVOCATIONS = invocations()
+DOC_IDS = [rel(d) for d in DOCS]
 
 
 def test_the_docs_have_skyctl_invocations_to_check() -> None:
     assert len(INVOCATIONS) > 60
-    assert len(CONCRETE) > 20
+    assert len([i for i in INVOCATIONS if is_concrete(i[1], i[2])]) > 20
 
 
-@pytest.mark.parametrize(("where", "words", "block"), INVOCATIONS, ids=str)
-def test_documented_skyctl_invocation_names_existing_commands_and_options(
-    where: str, words: str, block: bool
-) -> None:
-    cmds, rest = command_at(words.split())
+def unknown_options(words: str) -> str:
+    """What is wrong with ``skyctl WORDS``'s command and options, or ""."""
+    try:
+        cmds, rest = command_at(words.split())
+    except AssertionError as e:
+        return str(e)
     known = set().union(*(option_names(c) for c in cmds))
     if cmds == [cli]:
         known |= {"--home", "--version"}
     unknown = [o for o in mentioned_options(rest) if o not in known]
-    assert not unknown, f"{where}: `skyctl {words}`: no option {unknown} (has {sorted(known)})"
+    return f"no option {unknown} (has {sorted(known)})" if unknown else ""
+
+
+@pytest.mark.parametrize("doc", DOC_IDS)
+def test_every_skyctl_invocation_in_the_doc_names_existing_commands_and_options(
+    doc: str,
+) -> None:
+    wrong = [(w, unknown_options(w)) for where, w, _ in INVOCATIONS if where == doc]
+    wrong = [(w, why) for w, why in wrong if why]
+    assert not wrong, "\n".join(f"{doc}: `skyctl {w}`: {why}" for w, why in wrong)
 
 
 def pending(ctx: click.Context) -> list[str]:
@@ -156,67 +167,70 @@ def pending(ctx: click.Context) -> list[str]:
     return [*protected, *ctx.args]
 
 
-def parse(words: list[str]) -> None:
-    """Parse as click would run it, callbacks included, without running the command."""
-    ctx = cli.make_context("skyctl", list(words))
-    cmd: click.Command = cli
-    while isinstance(cmd, click.Group) and pending(ctx):
-        name, sub, args = cmd.resolve_command(ctx, pending(ctx))
-        assert sub is not None and name is not None
-        ctx = sub.make_context(name, args, parent=ctx)
-        cmd = sub
-    if isinstance(cmd, click.Group):
-        raise click.UsageError(f"{cmd.name}: a group needs a command")
-
-
-CONCRETE = [(where, words) for where, words, block in INVOCATIONS if is_concrete(words, block)]
-
-
-@pytest.mark.parametrize(("where", "words"), CONCRETE, ids=str)
-def test_documented_concrete_skyctl_invocation_parses(
-    where: str, words: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("HF_TOKEN", "hf_example")
+def parse_error(words: list[str]) -> str:
+    """click's complaint about ``skyctl WORDS``, callbacks included, or "" (nothing runs)."""
     try:
-        parse(shlex.split(words))
+        ctx = cli.make_context("skyctl", list(words))
+        cmd: click.Command = cli
+        while isinstance(cmd, click.Group) and pending(ctx):
+            name, sub, args = cmd.resolve_command(ctx, pending(ctx))
+            assert sub is not None and name is not None
+            ctx = sub.make_context(name, args, parent=ctx)
+            cmd = sub
     except click.exceptions.Exit:
-        pass  # --help
+        return ""  # --help
     except click.UsageError as e:
-        pytest.fail(f"{where}: `skyctl {words}`: {e.format_message()}")
+        return e.format_message()
+    return f"{cmd.name}: a group needs a command" if isinstance(cmd, click.Group) else ""
 
 
-def visible(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
-    """(command path, option) for every command and option --help shows."""
+@pytest.mark.parametrize("doc", DOC_IDS)
+def test_every_concrete_skyctl_invocation_in_the_doc_parses(
+    doc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the docs' paths are the repository's
+    monkeypatch.setenv("HF_TOKEN", "hf_example")  # `--secret HF_TOKEN` takes $HF_TOKEN
+    concrete = [w for where, w, block in INVOCATIONS if where == doc and is_concrete(w, block)]
+    wrong = [(w, parse_error(shlex.split(w))) for w in concrete]
+    wrong = [(w, why) for w, why in wrong if why]
+    assert not wrong, "\n".join(f"{doc}: `skyctl {w}`: {why}" for w, why in wrong)
+
+
+def visible(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
+    """(command path, its options) for every command and option --help shows."""
     for name, cmd in group.commands.items():
         if cmd.hidden:
             continue
-        here = " ".join((*path, name))
-        yield here, ""
+        options = []
         for param in cmd.params:
             if isinstance(param, click.Option) and not param.hidden:
                 longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
-                yield here, (longs or param.opts)[0]
+                options.append((longs or param.opts)[0])
+        yield " ".join((*path, name)), options
         if isinstance(cmd, click.Group):
             yield from visible(cmd, (*path, name))
 
 
-HELP = [("", "--home"), ("", "--version"), *visible(cli)]
+HELP = dict(visible(cli))
 
 
-@pytest.mark.parametrize(("command", "option"), HELP, ids=str)
-def test_every_command_and_option_in_help_is_in_docs_cli_md(command: str, option: str) -> None:
-    doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
-    if not command:
+def test_skyctls_own_options_are_in_docs_cli_md() -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    for option in ("--home", "--version"):
         assert re.search(rf"`(skyctl )?{option}\b", doc), f"docs/cli.md: skyctl {option}"
-        return
-    if not option:
-        assert f"skyctl {command}" in doc or f"`{command}" in doc, f"docs/cli.md: {command}"
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_every_command_and_option_in_help_is_in_docs_cli_md(command: str) -> None:
+    doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
+    assert f"skyctl {command}" in doc, f"docs/cli.md: no skyctl {command}"
+    if not HELP[command]:
         return
     section = doc.split(f"### `skyctl {command}`")
     assert len(section) == 2, f"docs/cli.md: no section ### `skyctl {command}`"
     body = section[1].split("### ")[0]
-    assert re.search(rf"`{re.escape(option)}\b", body), f"docs/cli.md: {command} {option}"
+    missing = [o for o in HELP[command] if not re.search(rf"`{re.escape(o)}\b", body)]
+    assert not missing, f"docs/cli.md, skyctl {command}: options {missing} undocumented"
 
 
 # -- python -m X, python path.py --------------------------------------------------------
@@ -256,11 +270,21 @@ def test_the_docs_have_python_runs_to_check() -> None:
     assert len(PYTHON_RUNS) > 20
 
 
-@pytest.mark.parametrize(("where", "target", "args"), PYTHON_RUNS, ids=str)
-def test_documented_python_run_exists_with_its_flags(where: str, target: str, args: str) -> None:
-    source = source_of(target)
-    for flag in mentioned_options(args.split()):
-        assert f'"{flag}"' in source or f"'{flag}'" in source, f"{where}: {target} has no {flag}"
+def run_error(target: str, args: str) -> str:
+    try:
+        source = source_of(target)
+    except AssertionError as e:
+        return str(e)
+    flags = mentioned_options(args.split())
+    missing = [f for f in flags if f'"{f}"' not in source and f"'{f}'" not in source]
+    return f"{target} has no {missing}" if missing else ""
+
+
+@pytest.mark.parametrize("doc", DOC_IDS)
+def test_every_python_run_in_the_doc_exists_with_its_flags(doc: str) -> None:
+    wrong = [(t, a, run_error(t, a)) for where, t, a in PYTHON_RUNS if where == doc]
+    wrong = [w for w in wrong if w[2]]
+    assert not wrong, "\n".join(f"{doc}: `python -m {t} {a}`: {why}" for t, a, why in wrong)
 
 
 PYTEST = re.compile(r"\bpython3? -m pytest ([^|;&#`]*)")
@@ -317,12 +341,17 @@ def named_paths() -> list[tuple[str, str]]:
 NAMED_PATHS = named_paths()
 
 
-@pytest.mark.parametrize(("where", "path"), NAMED_PATHS, ids=str)
-def test_every_repository_path_the_docs_name_exists(where: str, path: str) -> None:
+def exists(path: str) -> bool:
     candidates = [path, path + ".py", path.replace(".", "/") + ".py"]
     if "." in path.rsplit("/", 1)[-1]:  # providers/local_records.LogPruner: a module's name
         candidates.append(path.rsplit(".", 1)[0] + ".py")
-    assert any((ROOT / c).exists() for c in candidates), f"{where}: {path} does not exist"
+    return any((ROOT / c).exists() for c in candidates)
+
+
+@pytest.mark.parametrize("doc", DOC_IDS)
+def test_every_repository_path_the_doc_names_exists(doc: str) -> None:
+    missing = [p for where, p in NAMED_PATHS if where == doc and not exists(p)]
+    assert not missing, f"{doc}: {missing} do not exist"
 
 
 def extras() -> set[str]:
@@ -332,7 +361,7 @@ def extras() -> set[str]:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=rel)
-def test_every_pip_extra_the_docs_name_is_in_setup_cfg(doc: Path) -> None:
+def test_every_pip_extra_the_doc_names_is_in_setup_cfg(doc: Path) -> None:
     named = re.findall(r"(?:(?<=['\"\s])\.|skyctl)\[([a-z][\w,\s-]*)\]", doc.read_text())
     missing = {e.strip() for group in named for e in group.split(",")} - extras()
     assert not missing, f"{rel(doc)}: extras {sorted(missing)} not in setup.cfg"
@@ -346,7 +375,7 @@ def code_text() -> str:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=rel)
-def test_every_skyctl_variable_the_docs_name_is_read_somewhere(doc: Path) -> None:
+def test_every_skyctl_variable_the_doc_names_is_read_somewhere(doc: Path) -> None:
     named = set(re.findall(r"\bSKYCTL_[A-Z][A-Z0-9_]*[A-Z0-9]\b", doc.read_text()))
     code = code_text()
     missing = sorted(v for v in named if v not in code)
@@ -407,12 +436,10 @@ def test_docs_spec_md_has_keys_to_check_and_the_loader_refuses_an_unknown_one() 
         assert unknown_key_error(where, "no_such_key"), where
 
 
-@pytest.mark.parametrize(("where", "key"), SPEC_KEYS, ids=str)
-def test_every_key_docs_spec_md_documents_is_a_key_the_loader_takes(
-    where: tuple[str, ...], key: str
-) -> None:
-    error = unknown_key_error(where, key)
-    assert not error, f"docs/spec.md: {'.'.join((*where, key))}: {error}"
+def test_every_key_docs_spec_md_documents_is_a_key_the_loader_takes() -> None:
+    wrong = [unknown_key_error(where, key) for where, key in SPEC_KEYS]
+    wrong = [w for w in wrong if w]
+    assert not wrong, "docs/spec.md documents keys the loader refuses:\n" + "\n".join(wrong)
 
 
 # -- config.yaml sections the cloud docs show -----------------------------------------------

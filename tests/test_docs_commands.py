@@ -179,7 +179,7 @@ def parse_error(words: list[str]) -> str:
             cmd = sub
     except click.exceptions.Exit:
         return ""  # --help
-    except click.UsageError as e:
+    except click.ClickException as e:  # a usage error, or a callback's (--secret KEY unset)
         return e.format_message()
     return f"{cmd.name}: a group needs a command" if isinstance(cmd, click.Group) else ""
 
@@ -484,3 +484,33 @@ def test_every_config_yaml_key_a_provider_takes_is_in_its_doc(cloud: str) -> Non
     text = (ROOT / CLOUD_DOCS[cloud]).read_text()
     missing = [k for k in config_keys()[cloud] if not re.search(rf"\b{k}\b", text)]
     assert not missing, f"{CLOUD_DOCS[cloud]}: {cloud} keys {missing} undocumented"
+
+
+# -- the examples --help shows --------------------------------------------------------------
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command, the words after ``skyctl``) of every ``skyctl ...`` line of the epilogs."""
+    out = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        for line in (cmd.epilog or "").splitlines():
+            m = INVOCATION.search(line.split("#")[0])
+            if m and not line.strip().startswith("curl"):
+                out.append((path, re.split(r"\s\|\s", m.group(1))[0].strip()))
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}".strip())
+
+    walk(cli, "")
+    return out
+
+
+def test_every_example_in_help_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HF_TOKEN", "hf_example")
+    examples = help_examples()
+    assert len(examples) > 20
+    wrong = [(c, w, unknown_options(w) or parse_error(shlex.split(w))) for c, w in examples]
+    wrong = [x for x in wrong if x[2]]
+    assert not wrong, "\n".join(f"skyctl {c} --help: `skyctl {w}`: {why}" for c, w, why in wrong)

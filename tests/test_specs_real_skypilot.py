@@ -15,6 +15,9 @@ and keys kept but not acted on (``config``, ``disk_tier``, ...: silently).
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,9 +29,12 @@ from skyctl.cli import cli
 from skyctl.errors import SpecError
 from skyctl.spec_files import spec_notes
 from skyctl.spec_yaml import load_spec_file, parse_spec
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import pids_mentioning
 
 DATA = Path(__file__).parent / "data" / "skypilot_specs"
 PLACE = "no enabled provider can run this spec"
+_HTTP = "examples/serve/http_server/task.yaml"
 TAKEN = "valid"
 AUTO_RESTART = (
     "service.replica_policy.auto_restart: SkyServe no longer takes auto_restart: failed "
@@ -273,3 +279,32 @@ def test_the_old_experimental_config_overrides_is_taken_as_config_is() -> None:
     assert any(n.startswith("experimental is kept but not acted on") for n in spec_notes(spec))
     with pytest.raises(SpecError, match=r"s.yaml:4: experimental.other: unknown key \(allowed: co"):
         parse_spec("service: {replicas: 1}\nrun: x\nexperimental:\n  other: 1\n", "s.yaml")
+
+
+# -- an unchanged SkyPilot service, really served by the local provider --------------
+
+
+@pytest.mark.timeout(150)
+def test_skypilots_http_server_example_serves_unchanged_on_the_local_provider(
+    skyctl_home: Path,
+) -> None:
+    """examples/serve/http_server/task.yaml as its header says (``sky serve up -n http
+    examples/serve/http_server/task.yaml`` from the checkout's root, here the data
+    folder): 2 replicas of ``python3 server.py`` on the fixed port 8080 (the second
+    one's bind moved by the port shim), ready on /health; the endpoint answers with
+    the server's page; ``serve down`` leaves no process behind."""
+    up = run_cli(skyctl_home, "serve", "up", "-n", "http", "-y", _HTTP, cwd=DATA)
+    assert up.returncode == 0, up.stdout + up.stderr
+    deadline = time.monotonic() + 60  # a real subprocess: a deadline, not a timed assert
+    while True:
+        (service,) = json.loads(run_cli(skyctl_home, "serve", "status", "--json").stdout)
+        ready = [r for r in service["replicas"] if r["status"] == "READY"]
+        if len(ready) == 2:
+            break
+        assert "FAILED" not in str(service) and time.monotonic() < deadline, service
+        time.sleep(0.3)
+    with urllib.request.urlopen(service["endpoint"] + "/", timeout=10) as reply:
+        assert "Hi, SkyPilot here!" in reply.read().decode()
+    down = run_cli(skyctl_home, "serve", "down", "http", "-y")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not pids_mentioning(str(skyctl_home / "local"))

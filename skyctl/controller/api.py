@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from skyctl import console
+from skyctl.clock import Clock
+from skyctl.console.web import CLOSING
 from skyctl.controller import routing_feed
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
@@ -94,6 +96,21 @@ def _ended(controller: Controller, name: str, rid: int) -> bool:
     stays for ``serve status -a``; following it went on for ever)."""
     r = controller.store.get_replica(name, rid)
     return r is None or r.status is ReplicaStatus.TERMINATED
+
+
+async def _closed_after_pause(clock: Clock, closing: asyncio.Event) -> bool:
+    """Wait one log poll; True once the API is closing (a followed log then ends: aiohttp
+    would wait its shutdown timeout for it, and `controller stop` gave up after 30 s)."""
+    if closing.is_set():
+        return True
+    pause = asyncio.ensure_future(clock.sleep(LOG_POLL_SECONDS))
+    ended = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({pause, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in (pause, ended):
+            fut.cancel()
+    return closing.is_set()
 
 
 def make_app(
@@ -188,7 +205,8 @@ def make_app(
                 if _ended(controller, name, rid):  # read what came since, then end
                     follow = False
                     continue
-                await controller.clock.sleep(LOG_POLL_SECONDS)
+                if await _closed_after_pause(controller.clock, request.app[CLOSING]):
+                    break
         await resp.write_eof()
         return resp
 

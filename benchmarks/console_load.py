@@ -9,6 +9,7 @@ first update (which reads the ledger; later ones read only new rows).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -60,7 +61,11 @@ def fill(store: Store, n: int, now: float) -> None:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "rows", nargs="?", type=int, default=10_000, help="ended replicas in the ledger"
+    )
+    n = parser.parse_args().rows
     clock = FakeClock(1_800_000_000.0)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "state.db")

@@ -20,6 +20,7 @@ tuned per trace.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import replace
@@ -156,6 +157,8 @@ def dominance() -> str:
 
 
 def main() -> None:
+    # no options; --help says what it does instead of running it
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()
     for label, params in CURVE.items():
         registry.POLICIES[label] = make_skyhedge(params)
     started = time.perf_counter()

@@ -15,6 +15,8 @@ import configparser
 import importlib.util
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -514,3 +516,19 @@ def test_every_example_in_help_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = [(c, w, unknown_options(w) or parse_error(shlex.split(w))) for c, w in examples]
     wrong = [x for x in wrong if x[2]]
     assert not wrong, "\n".join(f"skyctl {c} --help: `skyctl {w}`: {why}" for c, w, why in wrong)
+
+
+def test_every_documented_script_answers_help_without_running() -> None:
+    """``python benchmarks/X.py --help`` prints its usage (it ran the 1.5-minute
+    benchmarks/policies.py, and was a traceback for benchmarks/console_load.py)."""
+    scripts = sorted({t for _, t, _ in PYTHON_RUNS if t.endswith(".py")})
+    assert len(scripts) >= 5
+    for script in scripts:
+        done = subprocess.run(
+            [sys.executable, script, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "usage:" in done.stdout, (script, done.stderr[-500:])

@@ -111,7 +111,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     )
 )
 def serve() -> None:
-    """Run services: up, status, logs, update, down, validate."""
+    """Run services: up, status, logs, update, down, retry, cost, validate."""
 
 
 Overrides = tuple[dict[str, str], dict[str, str]]

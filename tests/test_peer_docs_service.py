@@ -432,6 +432,28 @@ def test_update_of_run_replaces_every_replica_and_returns_once_all_run_the_new_v
     home.ok("serve", "down", name)
 
 
+def test_a_rolling_update_to_a_new_probe_path_keeps_the_old_replicas_serving_meanwhile(
+    home: Home,
+) -> None:
+    """Each replica answers its own version's probe: the old ones do not serve the new
+    path (they were probed on it, went NOT_READY and were taken down at once, so
+    the service served no version until a new replica was ready)."""
+    home.ok("serve", "up", str(home.spec("probed")))
+    path = home.root / "probed-v2.yaml"
+    path.write_text(
+        home.spec("probed")
+        .read_text()
+        .replace("path: /\n", "path: /v2.txt\n")
+        .replace("run: exec", "run: echo v2 > v2.txt && exec")
+    )
+    out = home.ok("serve", "update", "probed", str(path)).stdout
+    assert "serving none" not in out, out
+    assert "Service probed runs version 2 on 2 ready replica(s)" in out
+    events = home.ok("serve", "logs", "probed", "--events").stdout
+    assert "not_ready" not in events and "HTTP 404" not in events, events
+    home.ok("serve", "down", "probed")
+
+
 def test_update_detach_returns_once_the_new_version_is_recorded(home: Home) -> None:
     home.ok("serve", "up", str(home.spec("later", replicas=1)))
     out = home.ok("serve", "update", "later", str(home.spec("later", 1, " --directory ."))).stdout

@@ -188,7 +188,9 @@ class Launcher:
         if current.status is S.PROVISIONING:
             r = self.started(rt, current, inst, self.store)
             if r.endpoint:  # probed from now on, routed as soon as a probe passes
-                rt.prober.add_target(Target(r.replica_id, r.endpoint))
+                spec = rt.specs.get(r.version)  # its version's probe (launch_one parsed it)
+                probe = spec.service.readiness_probe if spec is not None else None
+                rt.prober.add_target(Target(r.replica_id, r.endpoint, probe))
                 rt.table.add_candidate(backend_of(r), view_of(r))
         elif current.status is S.SHUTTING_DOWN and not current.instance_id:
             # terminated while launching: keep the instance id, so the

@@ -71,6 +71,10 @@ class ProbeResult:
 class Target:
     replica_id: int
     endpoint: str
+    # the probe of the replica's own version (None: the service's current one): in a
+    # rolling update the old replicas keep passing their own probe (as SkyServe's
+    # per-version probe), not the new version's path, which they may not serve
+    probe: ReadinessProbe | None = None
 
 
 class _Request:
@@ -139,6 +143,11 @@ class _Entry:
         self.queued = False  # due, waiting for a free slot (MAX_IN_FLIGHT)
 
     @property
+    def settings(self) -> ReadinessProbe:
+        """The probe this replica gets: its version's, else the service's."""
+        return self.target.probe or self.owner.probe
+
+    @property
     def busy(self) -> bool:
         return self.started > 0 or self.queued
 
@@ -163,7 +172,7 @@ class _Entry:
 
     async def _drain(self, resp: Response) -> None:
         """The body did not come with the head: read it within the probe's time."""
-        left = self.owner.probe.timeout_seconds - (time.perf_counter() - self.started)
+        left = self.settings.timeout_seconds - (time.perf_counter() - self.started)
         try:
             async with asyncio.timeout(max(0.0, left)):
                 while await resp.body.read():
@@ -268,7 +277,7 @@ class ProbeScheduler:
 
     def following(self, entry: _Entry, now: float) -> float:
         """The next time on the entry's phase, at least a scan interval from ``now``."""
-        period = entry.owner.probe.period_seconds
+        period = entry.settings.period_seconds
         due = now + (entry.phase * period - now) % period
         return due + period if due - now < self.scan_interval else due
 
@@ -325,7 +334,7 @@ class ProbeScheduler:
         request = entry.request
         if request is None:
             try:
-                request = entry.request = _Request(entry.owner.probe, entry.target.endpoint)
+                request = entry.request = _Request(entry.settings, entry.target.endpoint)
             except ValueError as e:
                 request = entry.request = e
         if isinstance(request, ValueError):  # an endpoint or a header that cannot be sent

@@ -473,7 +473,12 @@ class Reconciler:
         """Probe targets and the routing table's candidates, from the statuses (and
         the plan's blue-green gate, if an update is in progress)."""
         serving = [r for r in live if r.endpoint and r.status in (S.STARTING, S.READY, S.NOT_READY)]
-        rt.prober.set_targets([Target(r.replica_id, r.endpoint or "") for r in serving])
+        for v in {r.version for r in serving} - set(rt.specs):  # (a restart mid-update)
+            rt.spec(self.store.get_version(rt.name, v), self.secrets)
+        probes = {v: s.service.readiness_probe for v, s in rt.specs.items()}
+        rt.prober.set_targets(
+            [Target(r.replica_id, r.endpoint or "", probes[r.version]) for r in serving]
+        )
         rt.table.set_candidates(
             {r.replica_id: (backend_of(r), _view(r, rt)) for r in serving}, cutover=cutover
         )

@@ -164,6 +164,27 @@ def failed_replica(svc: dict[str, Any]) -> dict[str, Any] | None:
     return tailed[-1] if tailed else None
 
 
+_LOG = re.compile(r"(?:^|; )log (.+)$")  # a replica's failure: "...; log PATH"
+
+
+def failure_line(svc: dict[str, Any]) -> str:
+    """A FAILED service's one line, naming the log file of the replica it names where the
+    controller's line does not: a replica never ready (``last replica 3:
+    FAILED_INITIAL_DELAY (not ready 20s after it started)``) or failing its probes has
+    the file only on its own row (``failure``: ``...; log PATH``), while a run or setup
+    that exited is already ``(log PATH)``."""
+    failure = str(svc.get("failure") or "")
+    named = _NAMED.search(failure)
+    if named is None or "(log " in failure or "; log " in failure:
+        return failure
+    for r in svc.get("replicas") or []:
+        if str(r.get("id")) == named.group(1):
+            log = _LOG.search(str(r.get("failure") or ""))
+            if log is not None:
+                return f"{failure} (log {log.group(1)})"
+    return failure
+
+
 def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     """Print the services table, the replicas table, and each FAILED service's why."""
     out = console()
@@ -193,7 +214,7 @@ def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
             click.echo(plain(REPLICA_COLUMNS, rrows))
     for svc in services:
         if svc.get("failure"):
-            click.echo(f"{svc['name']} FAILED: {printable(svc['failure'])}")
+            click.echo(f"{svc['name']} FAILED: {printable(failure_line(svc))}")
             last = failed_replica(svc)
             if last is not None:
                 click.echo(f"  last lines of replica {last['id']}'s log:")

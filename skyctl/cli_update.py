@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from skyctl.cli_env import SECONDS, override_options, skypilot_flags
+from skyctl.cli_status import failure_line
 from skyctl.client import ControllerClient, ServiceWatch, service_path
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
@@ -199,7 +200,7 @@ def _wait_rolled(
         if svc.get("failure"):
             serving = ", ".join(map(str, svc.get("serving_versions") or [])) or "none"
             raise SkyctlError(
-                f"version {version} of {name} FAILED: {svc['failure']}; "
+                f"version {version} of {name} FAILED: {failure_line(svc)}; "
                 f"still serving version(s): {serving}; "
                 f"fix the spec and `skyctl serve update {name} FILE` again"
             )

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from skyctl.cli_status import printable
+from skyctl.cli_status import failure_line, printable
 from skyctl.client import ControllerClient, ServiceWatch
 from skyctl.errors import SkyctlError
 
@@ -54,9 +54,10 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
             )
             return
         if svc["status"] == "FAILED":
-            failure = printable(svc.get("failure") or svc.get("last_error") or "")
+            failure = printable(failure_line(svc) or svc.get("last_error") or "")
+            hint = _output_hint(name, svc, str(svc.get("failure") or failure))
             raise SkyctlError(
-                f"service {name} FAILED: {failure}{_output_hint(name, svc, failure)}; "
+                f"service {name} FAILED: {failure}{hint}; "
                 f"fix the spec and `skyctl serve update {name} FILE`"
             )
         if svc["status"] == "NO_REPLICA" and not live and svc["plan"].get("target") == 0:

@@ -198,6 +198,17 @@ def spec_notes(spec: ServiceSpec) -> list[str]:
             f"resources.image_id {_shown(image)}: a replica placed on local runs in this "
             f"machine's environment, not in the image (kubernetes runs the image)"
         )
+    types = {
+        c.instance_type
+        for c in spec.resources.candidates
+        if c.instance_type and c.cloud in (None, "local")
+    }
+    for kind in sorted(types):  # SkyPilot finds the cloud that has it; local ignores it
+        notes.append(
+            f"resources.instance_type {_shown(kind)} names a cloud's machine type: a replica "
+            f"placed on local runs on this machine, whatever its size (name the cloud in "
+            f"resources.infra to get one)"
+        )
     policy = spec.service.load_balancing_policy
     if spec.service.router.cache_aware != CacheAware() and policy != "cache_aware":
         notes.append(

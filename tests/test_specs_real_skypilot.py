@@ -69,7 +69,8 @@ CASES: dict[str, tuple[list[str], int | None, str]] = {
     "llm/gpt-oss/gpt-oss-vllm.sky.yaml": ([], None, PLACE),
     "llm/kimi-k2/kimi-k2.sky.yaml": (["--secret", "HF_TOKEN"], None, PLACE),
     "examples/oci/serve-qwen-7b.yaml": ([], None, "skyctl does not run on oci"),
-    # any_of of cloud/region/zone, spot: taken and placed on the local provider
+    # taken: spot any_of of cloud/region/zone (aws, gcp: a warning where they are not set up);
+    # SkyPilot's http_server example: placed on the local provider
     "tests/skyserve/spot/spot_hedge.yaml": (["--env", "HF_TOKEN"], None, TAKEN),
     "examples/serve/http_server/task.yaml": ([], None, TAKEN),
 }
@@ -308,3 +309,16 @@ def test_skypilots_http_server_example_serves_unchanged_on_the_local_provider(
     down = run_cli(skyctl_home, "serve", "down", "http", "-y")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not pids_mentioning(str(skyctl_home / "local"))
+
+
+def test_an_instance_type_with_no_cloud_notes_that_local_ignores_it() -> None:
+    # SkyPilot finds the cloud whose catalog has m5.xlarge; a spec naming no cloud runs
+    # on local here, which has no machine types: said, not silently dropped
+    spec = parse_spec("service: {replicas: 1}\nrun: x\nresources: {instance_type: m5.xlarge}\n")
+    assert spec_notes(spec) == [
+        "resources.instance_type m5.xlarge names a cloud's machine type: a replica placed on "
+        "local runs on this machine, whatever its size (name the cloud in resources.infra to "
+        "get one)"
+    ]
+    on_aws = "service: {}\nrun: x\nresources: {infra: aws, instance_type: m5.xlarge}\n"
+    assert spec_notes(parse_spec(on_aws)) == []

@@ -532,3 +532,33 @@ def test_every_documented_script_answers_help_without_running() -> None:
             timeout=120,
         )
         assert done.returncode == 0 and "usage:" in done.stdout, (script, done.stderr[-500:])
+
+
+# -- links between the docs -----------------------------------------------------------------
+
+
+def anchors(doc: Path) -> set[str]:
+    """GitHub's anchors for the doc's headings (``## `local` (ours)`` -> ``local-ours``)."""
+    text = FENCE.sub("", doc.read_text())
+    out: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.*)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = sum(1 for a in out if a == slug or re.fullmatch(rf"{re.escape(slug)}-\d+", a))
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=rel)
+def test_every_link_in_the_doc_reaches_a_file_and_heading(doc: Path) -> None:
+    text = SPAN.sub("", FENCE.sub("", doc.read_text()))
+    wrong = []
+    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", link):
+            continue  # https://...
+        path, _, anchor = link.partition("#")
+        target = (doc.parent / path) if path else doc
+        if not target.exists():
+            wrong.append(f"{link}: no file")
+        elif anchor and target.suffix == ".md" and anchor not in anchors(target):
+            wrong.append(f"{link}: no heading #{anchor} in {rel(target)}")
+    assert not wrong, f"{rel(doc)}: {wrong}"

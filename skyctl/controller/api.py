@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
 MAX_BODY = 1 << 20
 MAX_COUNT = (1 << 31) - 1  # bounds ids, limits and tails from the query string
+_WHOLE = re.compile(r"-?[0-9]{1,12}").fullmatch
 
 
 def _overrides(body: dict[str, Any]) -> dict[str, dict[str, str] | None]:
@@ -73,22 +75,22 @@ def _int_query(request: web.Request, key: str, default: int, least: int) -> int:
     raw = request.query.get(key)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    # ASCII digits only: int() also reads " 1", "1_000" and other scripts' digits
+    value = int(raw) if _WHOLE(raw) else None
     if value is None or not least <= value <= MAX_COUNT:
         raise ServiceError(f"{key}: {raw[:40]!r} is not a whole number from {least} to {MAX_COUNT}")
     return value
 
 
 def _replica_id(request: web.Request) -> int:
-    """The replica id from the path (digits only, by the route), bounded so it fits SQLite."""
-    rid = int(request.match_info["replica"])
-    if rid > MAX_COUNT:
+    """The replica id from the path (ASCII digits only, by the route), bounded so it fits
+    SQLite (and before int() meets more than 4,300 digits: a ValueError, a 500)."""
+    digits = request.match_info["replica"].lstrip("0") or "0"
+    if len(digits) > 10 or int(digits) > MAX_COUNT:
         name = request.match_info["name"]
-        raise ServiceNotFound(f"service {name!r} has no replica {rid}")
-    return rid
+        shown = digits if len(digits) <= 40 else f"{digits[:20]}... ({len(digits)} digits)"
+        raise ServiceNotFound(f"service {name!r} has no replica {shown}")
+    return int(digits)
 
 
 def _ended(controller: Controller, name: str, rid: int) -> bool:
@@ -236,8 +238,8 @@ def make_app(
     app.router.add_delete("/v1/services/{name}", delete)
     app.router.add_get("/v1/services/{name}/events", events)
     app.router.add_post("/v1/services/{name}/retry", retry)
-    app.router.add_get("/v1/services/{name}/replicas/{replica:\\d+}/log", replica_log)
-    app.router.add_delete("/v1/services/{name}/replicas/{replica:\\d+}", delete_replica)
+    app.router.add_get("/v1/services/{name}/replicas/{replica:[0-9]+}/log", replica_log)
+    app.router.add_delete("/v1/services/{name}/replicas/{replica:[0-9]+}", delete_replica)
     app.router.add_post("/v1/shutdown", shutdown)
     routing_feed.add_routes(app, lambda: controller.routing_feed, token)
     return app

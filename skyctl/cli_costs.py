@@ -1,7 +1,8 @@
 """``skyctl serve cost``: what services cost over a time window, against on demand.
 
 Read straight from the state database (no controller needed: cost is history),
-through :mod:`skyctl.store.costs`, which documents which time bills.
+through :mod:`skyctl.store.costs`, which documents which time bills (and
+:mod:`skyctl.store.ledger`: what folding the ledger's old rows keeps exact).
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ import datetime as dt
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from skyctl.config import paths
 from skyctl.errors import ServiceNotFound, SkyctlError
-
-if TYPE_CHECKING:
-    from skyctl.store import costs
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
@@ -119,17 +117,14 @@ def cost(
             f"({_iso(start)} >= {_iso(end)}): the window must start before it ends"
         )
     p = paths(ctx.obj.get("home") if ctx.obj else None)
-    spans: list[costs.BilledSpan] = []
+    rep = costs.Report(start, end)
     if p.db.exists():
         store = Store(p.db)
-        try:
-            spans = store.billed_spans(name)
+        try:  # summed a replica (or folded day) at a time: the ledger is never all loaded
+            rep = store.cost_report(name, start, end)
         finally:
             store.close()
-    if name is not None and not spans:
+    if name is not None and not rep.seen:
         raise ServiceNotFound(f"no cost recorded for a service named {name!r}")
-    if start == float("-inf"):
-        froms = [s.billed_from for s in spans if s.billed_from is not None]
-        start = min(froms, default=end)
-    rep = costs.report(spans, start, end)
-    click.echo(json.dumps(rep, indent=2) if output == "json" else render(rep))
+    out = rep.as_dict()
+    click.echo(json.dumps(out, indent=2) if output == "json" else render(out))

@@ -100,6 +100,7 @@ class Reconciler:
     actuator: Actuator = field(init=False)
     launcher: Launcher = field(init=False)
     terminator: Terminator = field(init=False)
+    folding: retention.LedgerFolding = field(init=False, default_factory=retention.LedgerFolding)
 
     def __post_init__(self) -> None:
         self.actuator = Actuator(self.clock, on_done=self._done, deadlines=self.deadlines)
@@ -165,7 +166,7 @@ class Reconciler:
         assert plan is not None
         rt.next_at = plan.launch_after
         wrote = self._set_status(svc, replicas, plan.failure) or wrote
-        wrote = retention.prune(self.store, rt, svc, replicas, now) or wrote
+        wrote = retention.prune(self.store, rt, svc, replicas, now, self.folding) or wrote
         rt.quiet = (
             not wrote
             and not started

@@ -1,9 +1,10 @@
 """The store's cost queries (a part of :class:`~skyctl.store.store.Store`).
 
 Sums over the replicas' rows, which are few, plus the ledger's cached sums
-(:class:`~skyctl.store.costs.Ledger`), so a console redrawing every second and
+(:class:`~skyctl.store.ledger.Ledger`), so a console redrawing every second and
 a metrics scrape stay cheap however long the history. See
-:mod:`skyctl.store.costs` for which time bills.
+:mod:`skyctl.store.costs` for which time bills and :mod:`skyctl.store.ledger`
+for how the ledger stays bounded.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from contextlib import AbstractContextManager
 
 from sqlalchemy import Connection
 
-from skyctl.store import costs
+from skyctl.store import costs, ledger
 
 
 class CostQueries:
     """Mixed into :class:`~skyctl.store.store.Store`, which provides these two."""
 
-    _ledger: costs.Ledger
+    _ledger: ledger.Ledger
 
     def _read(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
@@ -26,16 +27,24 @@ class CostQueries:
     def billed_spans(
         self, name: str | None = None, *, purged: bool = True
     ) -> list[costs.BilledSpan]:
-        """Every replica's billed interval and prices, purged ones too unless asked (all
-        services when ``name`` is None); :mod:`skyctl.store.costs` sums them."""
+        """Every replica's billed interval and prices, the ledger's rows not yet folded
+        too unless asked (all services when ``name`` is None); :mod:`skyctl.store.costs`
+        sums them. Folded days are not spans: :meth:`cost_report` sums everything."""
         with self._read() as conn:
-            return costs.spans(conn, name, self._ledger if purged else None)
+            return list(ledger.spans(conn, name, purged))
+
+    def cost_report(self, name: str | None, start: float, end: float) -> costs.Report:
+        """`serve cost`'s report over [start, end] (``start`` -inf: from the first bill):
+        every replica, the ledger's rows and its folded days, streamed, not loaded."""
+        with self._read() as conn:
+            return ledger.report(conn, name, start, end)
 
     def cost_total(
         self, name: str | None, now: float, *, since: float = float("-inf")
     ) -> costs.CostTotals:
         """Everything accrued up to ``now`` by replicas that started billing at ``since``
-        or later: the replicas' rows plus the ledger's cached sums."""
+        (a service's creation time) or later: the replicas' rows plus the ledger's
+        cached sums."""
         mine = [s for s in self.billed_spans(name, purged=False) if _since(s, since)]
         live = costs.total(mine, float("-inf"), now)
         with self._read() as conn:
@@ -51,10 +60,10 @@ class CostQueries:
         self, name: str, times: list[float], *, since: float = float("-inf")
     ) -> list[tuple[float, float]]:
         """(cost, on-demand equivalent) accrued up to each of ``times`` (USD) by replicas
-        that started billing at ``since`` or later."""
+        that started billing at ``since`` (a service's creation time) or later."""
         live = costs.Curve(s for s in self.billed_spans(name, purged=False) if _since(s, since))
         with self._read() as conn:
-            kept, _ = self._ledger.curve(conn, name, since)
+            kept = self._ledger.curve(conn, name, since)
         return [(a[1] + b[1], a[2] + b[2]) for a, b in ((live.at(t), kept.at(t)) for t in times)]
 
     def cost_facts(self, now: float) -> dict[tuple[str, str, str], costs.Facts]:

@@ -153,6 +153,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         "how each version replaces the older ones: serve update --mode (rolling, blue_green)",
         ("ALTER TABLE service_versions ADD COLUMN update_mode TEXT NOT NULL DEFAULT 'rolling'",),
     ),
+    Migration(
+        7,
+        "a bounded cost ledger: ended replicas' rows older than a retention window are folded "
+        "into totals per service, place, kind, instance type, end reason and UTC day",
+        (
+            """CREATE TABLE replica_ledger_days (
+                service TEXT NOT NULL,
+                service_since REAL NOT NULL,
+                cloud TEXT NOT NULL,
+                region TEXT NOT NULL,
+                zone TEXT NOT NULL,
+                spot BOOLEAN NOT NULL,
+                instance_type TEXT NOT NULL,
+                end_reason TEXT NOT NULL,
+                day REAL NOT NULL,
+                replicas INTEGER NOT NULL,
+                billed INTEGER NOT NULL,
+                began INTEGER NOT NULL,
+                active INTEGER NOT NULL,
+                replica_seconds REAL NOT NULL,
+                cost REAL NOT NULL,
+                ondemand_cost REAL NOT NULL,
+                first_at REAL,
+                last_at REAL,
+                launches INTEGER NOT NULL,
+                notices INTEGER NOT NULL,
+                PRIMARY KEY (service, service_since, cloud, region, zone, spot, instance_type,
+                    end_reason, day)
+            )""",
+            "CREATE TABLE ledger_folds (folded INTEGER NOT NULL)",
+            "INSERT INTO ledger_folds (folded) VALUES (0)",
+            "CREATE INDEX replica_ledger_terminated ON replica_ledger (terminated_at)",
+        ),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

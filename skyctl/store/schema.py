@@ -123,6 +123,51 @@ replica_ledger = Table(
     PrimaryKeyConstraint("service", "replica_id", "created_at"),
 )
 
+# v7: the ledger's rows older than a retention window, folded into one row per
+# service, place, kind, instance type, end reason and UTC day (skyctl.store.ledger)
+replica_ledger_days = Table(
+    "replica_ledger_days",
+    metadata,
+    Column("service", Text, nullable=False),
+    # the creation time of the service the replicas belonged to (its current one when
+    # folded); -inf: an earlier service of the same name, or replicas never billed
+    Column("service_since", Float, nullable=False),
+    Column("cloud", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("zone", Text, nullable=False),
+    Column("spot", Boolean, nullable=False),
+    Column("instance_type", Text, nullable=False),
+    Column("end_reason", Text, nullable=False),  # '' for none
+    Column("day", Float, nullable=False),  # its UTC midnight, epoch seconds
+    # replicas counted here: their billing began this day (or, never billed, they ended)
+    Column("replicas", Integer, nullable=False),
+    Column("billed", Integer, nullable=False),  # of those, the ones that had an instance
+    Column("began", Integer, nullable=False),  # of those, billed for some time
+    Column("active", Integer, nullable=False),  # replicas billed for some time this day
+    Column("replica_seconds", Float, nullable=False),  # billed this day
+    Column("cost", Float, nullable=False),  # USD billed this day
+    Column("ondemand_cost", Float, nullable=False),  # the same seconds on demand
+    Column("first_at", Float),  # the first and last billed moments this day
+    Column("last_at", Float),
+    Column("launches", Integer, nullable=False),
+    Column("notices", Integer, nullable=False),
+    PrimaryKeyConstraint(
+        "service",
+        "service_since",
+        "cloud",
+        "region",
+        "zone",
+        "spot",
+        "instance_type",
+        "end_reason",
+        "day",
+    ),
+)
+
+# v7: how many ledger rows were ever folded (with the ledger's highest rowid, a
+# stamp: the controller's cached sums are valid while it is unchanged)
+ledger_folds = Table("ledger_folds", metadata, Column("folded", Integer, nullable=False))
+
 location_states = Table(
     "location_states",
     metadata,

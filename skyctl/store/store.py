@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Row, and_, delete, exists, func, insert, sele
 
 from skyctl.errors import InvalidTransition, ServiceExists, ServiceNotFound, StoreError
 from skyctl.lifecycle import ENDING, UP, EndReason, ReplicaStatus, transition
-from skyctl.store import costs, migrations
+from skyctl.store import ledger, migrations
 from skyctl.store import schema as t
 from skyctl.store import statements as q
 from skyctl.store.costview import CostQueries
@@ -65,7 +65,7 @@ class Store(CostQueries):
         #: write blocks begun through this Store, ever: a caller that read something
         #: knows it is unchanged (by this process) while the count is
         self.writes = 0
-        self._ledger = costs.Ledger()  # cost facts of purged replicas, read incrementally
+        self._ledger = ledger.Ledger()  # the cost ledger's sums, cached while it is unchanged
         prepare_file(self.path)
         self._engine = make_engine(self.path, busy_timeout)
         try:
@@ -303,11 +303,11 @@ class Store(CostQueries):
     def delete_service(self, name: str) -> None:
         """Remove the service and every row about it (versions, replicas, states, events).
 
-        Its ended replicas' cost facts stay in the ledger (see :mod:`skyctl.store.costs`).
+        Its ended replicas' cost facts stay in the ledger (see :mod:`skyctl.store.ledger`).
         """
         with self._write() as conn:
             self._service_row(conn, name)
-            costs.keep_in_ledger(conn, t.replicas.c.service == name)
+            ledger.keep_in_ledger(conn, t.replicas.c.service == name)
             for table in (t.events, t.location_states, t.policy_state, t.replicas):
                 conn.execute(delete(table).where(table.c.service == name))
             conn.execute(delete(t.service_versions).where(t.service_versions.c.service == name))
@@ -424,7 +424,7 @@ class Store(CostQueries):
     def purge_terminated(self, name: str, *, before: float) -> int:
         """Delete TERMINATED replicas that ended before ``before``; return how many.
 
-        Their cost facts are kept in the ledger first (see :mod:`skyctl.store.costs`).
+        Their cost facts are kept in the ledger first (see :mod:`skyctl.store.ledger`).
         Nothing to purge writes nothing (a read, no write transaction).
         """
         old = and_(
@@ -436,7 +436,7 @@ class Store(CostQueries):
             if conn.execute(select(t.replicas.c.replica_id).where(old).limit(1)).first() is None:
                 return 0
         with self._write() as conn:
-            costs.keep_in_ledger(conn, old)
+            ledger.keep_in_ledger(conn, old)
             result = conn.execute(
                 delete(t.replicas).where(
                     t.replicas.c.service == name,
@@ -445,6 +445,24 @@ class Store(CostQueries):
                 )
             )
             return int(result.rowcount)
+
+    def ledger_foldable(self, *, before: float) -> bool:
+        """Whether the cost ledger has rows of replicas that ended before ``before``."""
+        with self._read() as conn:
+            return ledger.foldable(conn, before)
+
+    def fold_ledger(self, *, before: float, limit: int) -> int:
+        """Fold at most ``limit`` cost ledger rows of replicas that ended before
+        ``before`` into per-day totals (:func:`skyctl.store.ledger.fold`); return how
+        many. Thread-safe: it runs on a connection of its own, so the controller calls
+        it in a worker thread (one short write transaction a batch)."""
+        with (
+            translated(self.path, "folding the cost ledger failed"),
+            self._engine.connect() as conn,
+        ):
+            conn.info[WRITE_INTENT] = True
+            with conn.begin():
+                return ledger.fold(conn, before, limit)
 
     def purge_versions(self, name: str, *, below: int) -> int:
         """Delete the versions numbered under ``below`` that no replica row has; return

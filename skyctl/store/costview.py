@@ -10,6 +10,7 @@ for how the ledger stays bounded.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 from sqlalchemy import Connection
 
@@ -67,7 +68,9 @@ class CostQueries:
         return [(a[1] + b[1], a[2] + b[2]) for a, b in ((live.at(t), kept.at(t)) for t in times)]
 
     def cost_facts(self, now: float) -> dict[tuple[str, str, str], costs.Facts]:
-        """Counters per (service, location, kind) for metrics, purged replicas included."""
+        """Counters per (service, location, kind) for metrics, purged replicas included.
+        Cost in whole micro-dollars: folding the ledger sums the same figures in another
+        order, and a counter a float rounding lower would read as a reset."""
         with self._read() as conn:
             out = dict(self._ledger.facts(conn))
         for s in self.billed_spans(purged=False):
@@ -75,7 +78,7 @@ class CostQueries:
             mine = costs.Facts()
             mine.add(s, now)
             out[key] = out[key].plus(mine) if key in out else mine
-        return out
+        return {k: replace(f, cost=round(f.cost, 6)) for k, f in out.items()}
 
 
 def _since(span: costs.BilledSpan, since: float) -> bool:

@@ -6,12 +6,13 @@ totals and counters never shrink. That was one row per replica for good: ~140 MB
 on disk and ~370 MB of controller memory a year at 100 replicas preempted hourly.
 
 Now the rows of replicas that ended more than a retention window ago are folded
-(:func:`fold`, a bounded batch per call, run off the controller's event loop by
-``skyctl.controller.retention``) into ``replica_ledger_days``: one row per
-service, place, kind, instance type, end reason and UTC day, holding the billed
-seconds, cost and on-demand cost that fell inside that day (a replica billing
-across midnight is split between the days), the replica counts the report and
-the metrics need, and the first and last billed moments of the day.
+(:func:`plan_fold` then :func:`apply_fold`, a bounded batch per call, run off the
+controller's event loop by ``skyctl.controller.retention``) into
+``replica_ledger_days``: one row per service, place, kind, instance type, end
+reason and UTC day, holding the billed seconds, cost and on-demand cost that
+fell inside that day (a replica billing across midnight is split between the
+days), the replica counts the report and the metrics need, and the first and
+last billed moments of the day.
 
 Exact after folding (to float rounding): every all-time total (``serve status``'s
 accrued cost, ``serve cost`` without ``--since``, the ``skyctl_*`` counters), a
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, insert, literal_column, select, text
 
+from skyctl.errors import StoreError
 from skyctl.store import costs
 from skyctl.store import schema as t
 from skyctl.types import Location
@@ -318,26 +321,34 @@ def foldable(conn: Connection, before: float) -> bool:
     return conn.execute(q).first() is not None
 
 
-def fold(conn: Connection, before: float, limit: int) -> int:
-    """Fold at most ``limit`` ledger rows of replicas that ended before ``before`` into
-    per-day totals, oldest first, inside the caller's write transaction; return how
-    many. The service a row belonged to is its current one when it started billing
-    at or after that service's creation (``service_since``), else an earlier one."""
+@dataclass(frozen=True)
+class Fold:
+    """A batch of ledger rows summed into days (:func:`plan_fold`), to write."""
+
+    rowids: list[int]
+    days: list[dict[str, Any]]  # the upserts, one per day and key
+
+
+def plan_fold(conn: Connection, before: float, limit: int) -> Fold | None:
+    """Sum at most ``limit`` ledger rows of replicas that ended before ``before``,
+    oldest first, into per-day totals (a read: no lock held while summing). The
+    service a row belonged to is its current one when it started billing at or after
+    that service's creation (``service_since``), else an earlier one."""
     led = t.replica_ledger
     rows = conn.execute(
         select(literal_column("rowid"), led)
         .where(led.c.terminated_at < before)
-        .order_by(led.c.terminated_at)
+        .order_by(led.c.terminated_at, literal_column("rowid"))
         .limit(limit)
     ).all()
     if not rows:
-        return 0
+        return None
     created = dict(conn.execute(select(t.services.c.name, t.services.c.created_at)).all())
     acc: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         _fold_row(acc, row, created.get(row.service))
     keys = _KEY.split(", ")
-    params = [
+    days = [
         {
             **dict(zip(keys, key, strict=True)),
             **dict(zip(_SUMMED.split(), v[:9], strict=True)),
@@ -346,10 +357,23 @@ def fold(conn: Connection, before: float, limit: int) -> int:
         }
         for key, v in acc.items()
     ]
-    conn.execute(text(_UPSERT), params)
-    conn.execute(text("DELETE FROM replica_ledger WHERE rowid = :id"), [{"id": r[0]} for r in rows])
-    conn.execute(text("UPDATE ledger_folds SET folded = folded + :n"), {"n": len(rows)})
-    return len(rows)
+    return Fold([r[0] for r in rows], days)
+
+
+def apply_fold(conn: Connection, fold: Fold) -> None:
+    """Write a planned fold inside the caller's write transaction: add its days, delete
+    its rows. Rows are never changed in place, so the sums still hold unless another
+    fold took some of them meanwhile: then this raises and the caller rolls back."""
+    deleted = conn.execute(
+        text("DELETE FROM replica_ledger WHERE rowid = :id"), [{"id": i} for i in fold.rowids]
+    ).rowcount
+    if deleted != len(fold.rowids):
+        raise StoreError(
+            f"the cost ledger changed while folding ({deleted} of {len(fold.rowids)} rows "
+            "left): nothing folded, retried later"
+        )
+    conn.execute(text(_UPSERT), fold.days)
+    conn.execute(text("UPDATE ledger_folds SET folded = folded + :n"), {"n": deleted})
 
 
 def day_of(when: float) -> float:

@@ -453,16 +453,20 @@ class Store(CostQueries):
 
     def fold_ledger(self, *, before: float, limit: int) -> int:
         """Fold at most ``limit`` cost ledger rows of replicas that ended before
-        ``before`` into per-day totals (:func:`skyctl.store.ledger.fold`); return how
-        many. Thread-safe: it runs on a connection of its own, so the controller calls
-        it in a worker thread (one short write transaction a batch)."""
-        with (
-            translated(self.path, "folding the cost ledger failed"),
-            self._engine.connect() as conn,
-        ):
-            conn.info[WRITE_INTENT] = True
-            with conn.begin():
-                return ledger.fold(conn, before, limit)
+        ``before`` into per-day totals (:mod:`skyctl.store.ledger`); return how many.
+        Thread-safe: it runs on a connection of its own, so the controller calls it in
+        a worker thread. Summed in a read transaction; the write lock is held only to
+        add the days and delete the rows (a few milliseconds a batch)."""
+        with translated(self.path, "folding the cost ledger failed"):
+            with self._engine.connect() as conn:
+                with conn.begin():
+                    plan = ledger.plan_fold(conn, before, limit)
+                if plan is None:
+                    return 0
+                conn.info[WRITE_INTENT] = True
+                with conn.begin():
+                    ledger.apply_fold(conn, plan)
+                return len(plan.rowids)
 
     def purge_versions(self, name: str, *, below: int) -> int:
         """Delete the versions numbered under ``below`` that no replica row has; return

@@ -64,12 +64,12 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
     """``resources:`` -> the concrete candidates (one per any_of/ordered entry and accelerator)."""
     if sec is None:
         return Resources()
-    drop_nulls(sec.data)
+    drop_nulls(sec.data, keep=set(sec.data) - _allowed_keys(top=True))  # `gpu:` is a typo
     for key in ("any_of", "ordered"):
         entries = sec.data.get(key)
         for item in entries if isinstance(entries, list) else []:  # else sec.items says so
             if isinstance(item, LineDict):
-                drop_nulls(item)
+                drop_nulls(item, keep=set(item) - _allowed_keys(top=False))
     base = _fields(sec, extra, top=True)
     any_of, ordered = sec.items("any_of"), sec.items("ordered")
     if any_of is not None and ordered is not None:
@@ -122,15 +122,18 @@ def parse_resources(sec: Section | None, extra: dict[str, Any]) -> Resources:
     return Resources(candidates=candidates, ordered=bool(ordered_flag), use_spot=spot == {True})
 
 
-def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Field]:
-    sec.check_keys(
+def _allowed_keys(*, top: bool) -> set[str]:
+    return (
         _CANDIDATE_KEYS
         | _ALIASES.keys()
         | _RESOURCE_EXTRA.keys()
         | {"job_recovery"}
-        | ({"any_of", "ordered"} if top else set()),
-        hints=RETIRED_RESOURCES,
+        | ({"any_of", "ordered"} if top else set())
     )
+
+
+def _fields(sec: Section, extra: dict[str, Any], *, top: bool) -> dict[str, _Field]:
+    sec.check_keys(_allowed_keys(top=top), hints=RETIRED_RESOURCES)
     if sec.has("job_recovery"):
         raise sec.error(
             "job_recovery",

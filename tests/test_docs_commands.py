@@ -449,8 +449,10 @@ def test_every_key_docs_spec_md_documents_is_a_key_the_loader_takes() -> None:
 
 def config_keys() -> dict[str, tuple[str, ...]]:
     from providers import aws_config, azure_config, gcp_config, kubernetes_config
+    from providers.simulated import SimulatedOptions
 
     return {
+        "simulated": tuple(SimulatedOptions.__dataclass_fields__),
         "aws": tuple(aws_config.CONFIG_KEYS),
         "gcp": tuple(gcp_config.CONFIG_KEYS),
         "azure": tuple(azure_config.KEYS),
@@ -459,6 +461,7 @@ def config_keys() -> dict[str, tuple[str, ...]]:
 
 
 CLOUD_DOCS = {
+    "simulated": "docs/clouds.md",
     "aws": "docs/clouds/aws.md",
     "gcp": "docs/clouds/gcp.md",
     "azure": "docs/clouds/azure.md",

@@ -169,7 +169,16 @@ class Watch:
                 raise aiohttp.ClientResponseError(
                     r.request_info, (), status=r.status, message=(await r.text())[:200]
                 )
-            answer: dict[str, Any] = await r.json()
+            answer = await r.json()
+        # a corrupt answer is a failed poll (retried, said): it ended the watch task
+        # (``answer["version"]`` below, outside its guard) and so the router process
+        if not (
+            isinstance(answer, dict)
+            and isinstance(answer.get("epoch"), str)
+            and isinstance(answer.get("version"), int)
+            and isinstance(answer.get("services") or {}, dict)
+        ):
+            raise ValueError(f"not a routing watch answer: {str(answer)[:80]!r}")
         return answer
 
     async def report_loop(self, session: aiohttp.ClientSession) -> None:

@@ -144,6 +144,8 @@ _TOP_HINTS = {
     **belongs(("readiness_probe", "replicas", "replica_policy"), "`service:`, not at the top"),
     **belongs(("load_balancing_policy", "tls"), "`service:`, not at the top"),
     **belongs([*RESOURCE_KEYS, "ports"], "`resources:`, not at the top"),
+    **belongs(PROBE_KEYS, "service.readiness_probe, not at the top"),
+    **belongs([*_POLICY, "target_qps_per_replica"], "service.replica_policy, not at the top"),
 }
 _SERVICE_HINTS = {
     **belongs(PROBE_KEYS, "readiness_probe", "readiness_probe: {{path: /health, {key}: ...}}"),

@@ -16,6 +16,9 @@ and keys kept but not acted on (``config``, ``disk_tier``, ...: silently).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -29,7 +32,7 @@ from skyctl.cli import cli
 from skyctl.errors import SpecError
 from skyctl.spec_files import spec_notes
 from skyctl.spec_yaml import load_spec_file, parse_spec
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import ROOT, run_cli
 from tests.helpers.processes import pids_mentioning
 
 DATA = Path(__file__).parent / "data" / "skypilot_specs"
@@ -133,6 +136,10 @@ def test_a_probe_key_one_level_off_says_where_it_belongs() -> None:
         (
             "service: {replicas: 1}\naccelerators: L4\nrun: x\n",
             "s.yaml:2: accelerators: belongs under `resources:`, not at the top",
+        ),
+        (
+            "service: {readiness_probe: /}\nmin_replicas: 2\nrun: x\n",
+            "s.yaml:2: min_replicas: belongs under service.replica_policy, not at the top",
         ),
         (
             "readiness_probe: /health\nservice: {replicas: 1}\nrun: x\n",
@@ -294,7 +301,7 @@ def test_skypilots_http_server_example_serves_unchanged_on_the_local_provider(
     folder): 2 replicas of ``python3 server.py`` on the fixed port 8080 (the second
     one's bind moved by the port shim), ready on /health; the endpoint answers with
     the server's page; ``serve down`` leaves no process behind."""
-    up = run_cli(skyctl_home, "serve", "up", "-n", "http", "-y", _HTTP, cwd=DATA)
+    up = _in_data(skyctl_home, "serve", "up", "-n", "http", "-y", _HTTP)
     assert up.returncode == 0, up.stdout + up.stderr
     deadline = time.monotonic() + 60  # a real subprocess: a deadline, not a timed assert
     while True:
@@ -322,3 +329,19 @@ def test_an_instance_type_with_no_cloud_notes_that_local_ignores_it() -> None:
     ]
     on_aws = "service: {}\nrun: x\nresources: {infra: aws, instance_type: m5.xlarge}\n"
     assert spec_notes(parse_spec(on_aws)) == []
+
+
+def _in_data(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``skyctl ARGS`` run in the data folder (a relative workdir is relative to where
+    skyctl runs), this checkout's skyctl first on the path: from a folder outside
+    the checkout, ``python -m skyctl`` would import whichever skyctl is installed."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "skyctl", *args],
+        cwd=DATA,
+        env={**os.environ, "SKYCTL_HOME": str(home), "PYTHONPATH": path},
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )

@@ -22,6 +22,7 @@ from skyctl.cli_costs import cost
 from skyctl.cli_down import (
     FORCE_HINT,
     PURGE_WAIT_SECONDS,
+    expand_names,
     force_down,
     stop_controller,
     stop_supervisor,
@@ -345,6 +346,7 @@ DOWN_EXAMPLES = """
 Examples:
   skyctl serve down llm                  # verify nothing is left, then forget it
   skyctl serve down llm chat             # several services
+  skyctl serve down "llm-*"              # every service the pattern matches
   skyctl serve down --all -y             # every service, no confirmation prompt
   skyctl serve down llm --replica-id 3   # one replica; the service launches a replacement
   skyctl serve down --all --force        # no controller or database needed
@@ -438,7 +440,7 @@ def down(
             f"(watch: skyctl serve status {names[0]})"
         )
         return
-    targets = list(dict.fromkeys(names)) or [
+    targets = expand_names(client, names) or [
         s["name"] for s in client.call("GET", services_query())
     ]
     for n in targets:  # every name exists before any goes down

@@ -16,6 +16,7 @@ where. The wait is shown by :class:`~skyctl.cli_down_progress.DownProgress`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import signal
@@ -49,6 +50,25 @@ MAX_CONTROLLER_RESTARTS = 3
 BUSY_SECONDS = 120.0
 #: `serve down --purge` waits this long for the teardown before removing the record
 PURGE_WAIT_SECONDS = 60.0
+
+
+_GLOB = frozenset("*?[")  # never in a service name: a pattern, as sky serve down takes
+
+
+def expand_names(client: ControllerClient, names: tuple[str, ...]) -> list[str]:
+    """The services ``names`` give, each once in order: a name as is; a glob pattern
+    (``'svc-*'``, as ``sky serve down "service-*"``) as every service it matches,
+    none matching being the same error as an unknown name."""
+    if not any(_GLOB & set(n) for n in names):
+        return list(dict.fromkeys(names))
+    known = [str(s["name"]) for s in client.call("GET", services_query())]
+    out: list[str] = []
+    for n in names:
+        hits = fnmatch.filter(known, n) if _GLOB & set(n) else [n]
+        if not hits:
+            raise ServiceNotFound(f"no service named {n!r} (nor matching it as a pattern)")
+        out += hits
+    return list(dict.fromkeys(out))
 
 
 def wait_down(

@@ -19,7 +19,7 @@ import yaml
 
 from skyctl.errors import ConfigError, SkyctlError
 
-# the clouds' sections, the controller's, and the router process's (router.workers)
+# the clouds' sections and the router process's (router.workers)
 CLOUD_SECTIONS = (
     "local",
     "aws",
@@ -27,9 +27,11 @@ CLOUD_SECTIONS = (
     "azure",
     "kubernetes",
     "simulated",
-    "controller",
     "router",
 )
+# the keys of the sections no provider checks itself (the clouds' providers refuse their
+# own unknown keys when built); a key nothing reads is refused, not silently ignored
+SECTION_KEYS: dict[str, tuple[str, ...]] = {"local": ("accelerators",), "router": ("workers",)}
 MAX_ROUTER_WORKERS = 64
 
 
@@ -101,6 +103,16 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
             )
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{where}: section {key!r} must be a mapping")
+        allowed = SECTION_KEYS.get(key)
+        unknown = sorted(str(k) for k in value or {} if k not in (allowed or (k,)))
+        if unknown:
+            line = _key_lines(p.config.read_text(), key).get(unknown[0], 1)
+            close = difflib.get_close_matches(unknown[0], allowed or (), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{p.config}:{line}: {key}.{unknown[0]}: unknown key{hint}; "
+                f"allowed: {', '.join(allowed or ())}"
+            )
     return {k: dict(v or {}) for k, v in data.items()}
 
 

@@ -17,6 +17,12 @@ from skyctl.errors import ConfigError
         ("aws: 3\n", "config.yaml:1: section 'aws' must be a mapping"),
         ("aws: [\n", "config.yaml:2: not valid YAML"),
         ("- aws\n", "config.yaml: expected a mapping of sections"),
+        (
+            "aws: {}\nrouter:\n  worker: 4\n",
+            "config.yaml:3: router.worker: unknown key (did you mean 'workers'?); allowed: workers",
+        ),
+        ("local: {gpus: 1}\n", "config.yaml:1: local.gpus: unknown key; allowed: accelerators"),
+        ("controller: {port: 8000}\n", "config.yaml:1: unknown section 'controller'"),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_where(

@@ -39,6 +39,13 @@ def _any_env(*names: str) -> bool:
 
 
 def _aws_missing(config: Mapping[str, Any]) -> str | None:
+    if config:  # a misspelt key first (it was "no AWS credentials found" with none set)
+        from providers.aws_config import parse_config  # imports boto3: only with a section
+
+        try:
+            parse_config(config)
+        except SkyctlError as e:
+            return str(e)
     files = [
         Path(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or _home() / ".aws" / "credentials"),
         Path(os.environ.get("AWS_CONFIG_FILE") or _home() / ".aws" / "config"),

@@ -41,6 +41,15 @@ def test_without_credentials_each_cloud_says_what_to_configure(
     assert "kubeconfig" in lines["kubernetes"]
 
 
+def test_a_misspelt_aws_key_is_named_before_the_missing_credentials(
+    skyctl_home: Path, no_cloud_env: None
+) -> None:
+    (skyctl_home / "config.yaml").write_text("aws:\n  regoins: [us-east-1]\n")
+    result = cli(skyctl_home, "check")
+    lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert "unknown key(s) regoins" in lines["aws"], result.stdout
+
+
 def test_credentials_in_the_environment_make_aws_usable_and_are_never_printed(
     skyctl_home: Path, no_cloud_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

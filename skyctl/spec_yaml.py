@@ -158,6 +158,9 @@ _SERVICE_HINTS = {
     **RETIRED_POLICY,
 }
 _NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
+# SkyPilot's task names (sky/task.py): `name:` is one; SkyServe names a service
+# with -n (or generates a name), so `name: 7b-chat` is valid there
+_TASK_NAME_RE = re.compile(r"[a-zA-Z0-9]+(?:[._-]{1,2}[a-zA-Z0-9]+)*")
 _ENV_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PATH_RE = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
 _QPS_KEY_RE = re.compile(r"[A-Z0-9]+(?::[0-9]+)?")
@@ -233,8 +236,9 @@ def parse_spec(
     if top.has("pool"):
         raise top.error("pool", "a pool is not a service: give `service`, not `pool`", at_key=True)
     name = top.string("name")
-    if name is not None and service_name_problem(name):
-        raise top.error("name", service_name_problem(name))
+    task_name = name is not None and len(name) <= 63 and _TASK_NAME_RE.fullmatch(name)
+    if name is not None and service_name_problem(name) and not task_name:
+        raise top.error("name", service_name_problem(name))  # SkyPilot refuses it too
     num_nodes = top.integer("num_nodes")
     if num_nodes is not None and not 1 <= num_nodes <= MAX_NUM_NODES:
         raise top.error(

@@ -345,3 +345,27 @@ def _in_data(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.timeout(150)
+def test_a_task_name_skypilot_takes_but_no_service_can_have_is_valid(
+    skyctl_home: Path, tmp_path: Path
+) -> None:
+    """SkyPilot's task names may start with a digit (`name: 7b-chat`); SkyServe names
+    the service with -n (or makes one up), so such a spec is valid there. skyctl took
+    `name:` for a service name and refused the spec; now it is valid, `-n` names the
+    service, and without `-n` the service is named after the file."""
+    assert parse_spec("name: 7b-chat\nservice: {}\nrun: x\n").name == "7b-chat"
+    with pytest.raises(SpecError, match=r":1: name: invalid service name 'my chat'"):
+        parse_spec("name: my chat\nservice: {}\nrun: x\n")  # SkyPilot refuses it too
+    spec = tmp_path / "chat.yaml"
+    spec.write_text(
+        "name: 7b-chat\nservice: {readiness_probe: /, replicas: 1}\n"
+        "run: exec python3 -m http.server $PORT --bind 127.0.0.1\n"
+    )
+    up = run_cli(skyctl_home, "serve", "up", str(spec), "-d")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "Service chat: endpoint" in up.stdout
+    down = run_cli(skyctl_home, "serve", "down", "chat", "-y")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not pids_mentioning(str(skyctl_home / "local"))

@@ -413,7 +413,9 @@ class Controller:
                 yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys
             )
             spec = sealed.spec
-            name = name or spec.name or _name_from(source)
+            # a `name:` SkyPilot takes for a task but no service can have (7b-chat): the file's
+            written = spec.name if spec.name and NAME_RE.fullmatch(spec.name) else None
+            name = name or written or _name_from(source)
             if not NAME_RE.fullmatch(name):
                 raise ServiceError(
                     f"service name {name!r}: use letters, digits, '-', '_' and '.', starting with "

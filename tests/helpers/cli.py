@@ -22,6 +22,9 @@ def run_cli(
     by default); output captured, never raises on a non-zero exit (the caller asserts
     on ``returncode``)."""
     env = {**os.environ, "SKYCTL_HOME": str(home)}
+    if Path(cwd).resolve() != ROOT:  # elsewhere `-m skyctl` would find the installed copy,
+        # not this checkout (a worktree's tests then ran main's code)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if log_level is not None:
         env["SKYCTL_LOG_LEVEL"] = log_level
     return subprocess.run(

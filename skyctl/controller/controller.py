@@ -311,7 +311,7 @@ class Controller:
 
     async def _make_runtime(self, svc: ServiceRecord) -> ServiceRuntime:
         version = self.store.get_version(svc.name, svc.current_version)
-        spec = load_spec(version, self.secrets)
+        spec = await asyncio.to_thread(load_spec, version, self.secrets)  # seconds, if huge
         name = svc.name
         rt = make_runtime(  # with a feed: the router runs in its own process
             name,
@@ -409,8 +409,9 @@ class Controller:
         self._creating += 1  # never idle meanwhile
         try:
             # secrets redacted and encrypted, with the command line's --env/--secret values
-            sealed = self.secrets.seal(
-                yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys
+            # (in a thread: a 256 KiB spec parses for seconds, the loop must not stall)
+            sealed = await asyncio.to_thread(
+                self.secrets.seal, yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys
             )
             spec = sealed.spec
             # a `name:` SkyPilot takes for a task but no service can have (7b-chat): the file's

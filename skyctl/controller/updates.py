@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from policies.update import DEFAULT_MODE, UpdateMode, in_place
@@ -50,13 +51,15 @@ async def update_service(
     svc = ctl._get(name)
     if svc.status is ServiceStatus.SHUTTING_DOWN:
         raise ServiceError(f"service {name!r} is shutting down")
-    api_keys = _carried_api_keys(ctl, svc, api_keys)
-    sealed = ctl.secrets.seal(yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys)
+    api_keys = await _carried_api_keys(ctl, svc, api_keys)
+    sealed = await asyncio.to_thread(  # a thread: a huge spec parses for seconds
+        ctl.secrets.seal, yaml_text, source, envs=envs, secrets=secrets, api_keys=api_keys
+    )
     # the NAME given wins over the spec's `name:` (as `serve up -n`, and sky serve update)
     # (a FAILED service starts afresh with a new version even from the same spec)
     failed = svc.status is ServiceStatus.FAILED
     now = ctl.clock.now()
-    if not failed and _unchanged(ctl, svc, sealed.yaml_text, sealed.spec):
+    if not failed and await _unchanged(ctl, svc, sealed.yaml_text, sealed.spec):
         ctl.store.add_event(
             name,
             "updated",
@@ -66,7 +69,9 @@ async def update_service(
         return {**ctl.describe(name), "unchanged": True}
     _endpoint_stays(svc, sealed.spec)
     ctl._check_placeable(sealed.spec)
-    kept = _kept_replicas(ctl, name, sealed.spec)
+    kept = await _kept_replicas(ctl, name, sealed.spec)
+    if ctl._get(name).status is ServiceStatus.SHUTTING_DOWN:  # a `serve down` meanwhile
+        raise ServiceError(f"service {name!r} is shutting down")
     version = ctl.store.add_version(
         name,
         sealed.yaml_text,
@@ -78,7 +83,8 @@ async def update_service(
     )
     rt = ctl.runtimes.get(name)
     if rt is not None:
-        spec = rt.spec(ctl.store.get_version(name, version), ctl.secrets)
+        record = ctl.store.get_version(name, version)
+        spec = rt.specs[version] = await asyncio.to_thread(load_spec, record, ctl.secrets)
         rt.router.reconfigure(spec.service, router_secrets(spec))
         rt.prober.probe = spec.service.readiness_probe
     how = (
@@ -112,7 +118,7 @@ def _endpoint_stays(svc: ServiceRecord, spec: ServiceSpec) -> None:
         )
 
 
-def _carried_api_keys(
+async def _carried_api_keys(
     ctl: Controller, svc: ServiceRecord, sent: dict[str, str] | None
 ) -> dict[str, str]:
     """The ``api_keys_env`` values for the new version: those the command sent, and
@@ -121,25 +127,30 @@ def _carried_api_keys(
     endpoint with none: every request 401). ``seal`` keeps only the names the new
     spec still gives."""
     try:
-        before = load_spec(ctl.store.get_version(svc.name, svc.current_version), ctl.secrets)
+        record = ctl.store.get_version(svc.name, svc.current_version)
+        before = await asyncio.to_thread(load_spec, record, ctl.secrets)
     except SkyctlError:  # unreadable: only what was sent
         return dict(sent or {})
     return {**before.api_keys, **(sent or {})}
 
 
-def _unchanged(ctl: Controller, svc: ServiceRecord, yaml_text: str, spec: ServiceSpec) -> bool:
+async def _unchanged(
+    ctl: Controller, svc: ServiceRecord, yaml_text: str, spec: ServiceSpec
+) -> bool:
     """The submitted spec (overrides and secrets included) is the current version's."""
     current = ctl.store.get_version(svc.name, svc.current_version)
     if current.yaml_text != yaml_text:
         return False
     try:
-        before = ctl.secrets.open(current.yaml_text, spec.source, current.secrets_ciphertext)
+        before = await asyncio.to_thread(
+            ctl.secrets.open, current.yaml_text, spec.source, current.secrets_ciphertext
+        )
     except SkyctlError:  # unreadable: not the same, a new version it is
         return False
     return before == spec
 
 
-def _kept_replicas(ctl: Controller, name: str, new: ServiceSpec) -> list[int]:
+async def _kept_replicas(ctl: Controller, name: str, new: ServiceSpec) -> list[int]:
     """Live replicas whose own version's spec allows moving them to ``new`` in place."""
     specs: dict[int, ServiceSpec | None] = {}
     kept: list[int] = []
@@ -148,7 +159,8 @@ def _kept_replicas(ctl: Controller, name: str, new: ServiceSpec) -> list[int]:
             continue
         if r.version not in specs:
             try:
-                specs[r.version] = load_spec(ctl.store.get_version(name, r.version), ctl.secrets)
+                record = ctl.store.get_version(name, r.version)
+                specs[r.version] = await asyncio.to_thread(load_spec, record, ctl.secrets)
             except SkyctlError:  # unreadable: relaunch it
                 specs[r.version] = None
         old = specs[r.version]

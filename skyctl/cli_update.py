@@ -21,6 +21,7 @@ from skyctl.cli_status import failure_line
 from skyctl.client import ControllerClient, ServiceWatch, service_path
 from skyctl.errors import ServiceNotFound, SkyctlError
 from skyctl.secrets import api_keys_from_environment
+from skyctl.spec import ServiceSpec
 from skyctl.spec_yaml import service_name_problem
 
 POLL_SECONDS = 1.0
@@ -107,6 +108,28 @@ def update(
             "mode": mode,
         },
     )
+    try:  # recorded: from here a Ctrl-C stops only the waiting (it came between the
+        # "started" line and the wait, and got click's bare "Aborted.")
+        _follow(client, name, svc, spec, mode, detach, timeout)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped waiting. The update of {name} goes on in the controller.\n"
+            f"  To see its status: skyctl serve status {name}",
+            err=True,
+        )
+        raise SystemExit(130) from None
+
+
+def _follow(
+    client: ControllerClient,
+    name: str,
+    svc: dict[str, Any],
+    spec: ServiceSpec,
+    mode: str,
+    detach: bool,
+    timeout: float | None,
+) -> None:
+    """What ``serve update`` prints once the update is recorded, and its wait."""
     for warning in svc.get("warnings") or ():
         click.echo(f"warning: {warning}", err=True)
     if svc.get("unchanged"):
@@ -124,16 +147,9 @@ def update(
     if detach:
         click.echo(f"Follow it with: skyctl serve status {name}")
         return
-    try:
-        floor = spec.service.replica_policy.min_replicas
-        _wait_rolled(client, name, int(svc["version"]), timeout, floor)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nStopped waiting. The update of {name} goes on in the controller.\n"
-            f"  To see its status: skyctl serve status {name}",
-            err=True,
-        )
-        raise SystemExit(130) from None
+    _wait_rolled(
+        client, name, int(svc["version"]), timeout, spec.service.replica_policy.min_replicas
+    )
 
 
 def _name_and_file(args: tuple[str, ...], name_option: str | None) -> tuple[str, str]:

@@ -72,6 +72,7 @@ from policies.cache_keys import (
     session_keys,
     turn_key,
 )
+from policies.cache_pending import Pending, Ticket
 
 __all__ = [
     "BLOCK_BYTES",
@@ -79,7 +80,9 @@ __all__ = [
     "COMPLETION_SUFFIX",
     "MAX_BLOCKS",
     "NONE",
+    "Pending",
     "Prefix",
+    "Ticket",
     "block_keys",
     "parse_json_path",
     "prefix",
@@ -135,6 +138,9 @@ class PrefixIndex:
     ``max_entries`` bounds the (block, replica) pairs kept; past it, the blocks
     used least recently go first. Blocks unused for ``ttl`` seconds are dropped
     (and a replica's hold on a block expires after ``ttl`` too).
+    ``replica_blocks`` (None: no bound): blocks one replica's cache holds; past
+    it the replica forgets those it was sent least recently, as its server
+    evicts them (else the index names holders that evicted a prefix long ago).
 
     Two maps hold the pairs: the blocks in order of last use, each with its
     holders, and per replica the blocks it holds, each with when it was last
@@ -148,9 +154,15 @@ class PrefixIndex:
     loop, stalling every request).
     """
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        ttl: float = DEFAULT_TTL,
+        replica_blocks: int | None = None,
+    ) -> None:
         self.max_entries = max(1, max_entries)
         self.ttl = ttl
+        self.replica_blocks = None if replica_blocks is None else max(1, replica_blocks)
         self._blocks: OrderedDict[int, Holders] = OrderedDict()  # oldest use first
         self._held: dict[int, dict[int, float]] = {}  # replica -> block -> when last sent
         # replicas that left, and their blocks still to take their id off
@@ -229,13 +241,17 @@ class PrefixIndex:
         if self._leaving:
             self._sweep(SWEEP)
         blocks = self._blocks
+        bounded = self.replica_blocks is not None
         mine = self._held.get(replica)
-        if mine is None:
-            mine = self._held[replica] = {}
+        if mine is None or (bounded and type(mine) is dict):  # (bounded since: once)
+            # bounded: in order of use too, the replica's least recently sent first
+            mine = self._held[replica] = OrderedDict(mine or {}) if bounded else {}
         fresh: list[int] = []
         for key in reversed(keys) if end is None else (end, *reversed(keys)):
             if key in mine:
                 blocks.move_to_end(key)
+                if bounded:
+                    mine.move_to_end(key)  # type: ignore[attr-defined]
             else:
                 holders = blocks.pop(key, None)
                 if holders is None:
@@ -247,8 +263,23 @@ class PrefixIndex:
                 fresh.append(key)
             mine[key] = now
         self._entries += len(fresh)
+        if self.replica_blocks is not None and len(mine) > self.replica_blocks:
+            self._trim(mine, replica, self.replica_blocks)
         self._evict(now)
         return fresh
+
+    def _trim(self, mine: dict[int, float], replica: int, keep: int) -> None:
+        """``replica`` forgets its least recently sent blocks past ``keep``."""
+        assert isinstance(mine, OrderedDict)
+        while len(mine) > keep:
+            key = mine.popitem(last=False)[0]
+            self._entries, self.evicted = self._entries - 1, self.evicted + 1
+            holders = self._blocks.get(key)
+            rest = None if holders is None else _without(holders, replica)
+            if rest is not None:
+                self._blocks[key] = rest
+            elif holders is not None:
+                del self._blocks[key]
 
     def undo(self, fresh: Sequence[int], replica: int, when: float) -> None:
         """Take back a :meth:`record` at ``when`` whose request failed: ``replica`` no
@@ -316,6 +347,11 @@ class PrefixIndex:
                     self.evicted += 1
                     if not mine:
                         del held[replica]
+
+
+def replica_blocks(cache_bytes: int | None) -> int | None:
+    """A replica's cache of ``cache_bytes`` of prompt text in blocks (None: unbounded)."""
+    return None if cache_bytes is None else max(1, cache_bytes // BLOCK_BYTES)
 
 
 def bound(loads: Sequence[float], factor: float, slack: float = DEFAULT_SLACK) -> float:
@@ -442,60 +478,6 @@ def uncached(depth: int, total_blocks: int, min_match: int = MIN_MATCH) -> int:
     return total_blocks - depth if depth >= least else total_blocks
 
 
-class Ticket:
-    """One request's copies in a :class:`Homes`: per copy sent, its prefill counted
-    in :class:`Pending` (replica, blocks) and what its record added to the index
-    (replica, keys, when), to take back if that copy fails (:meth:`Homes.failed`)."""
-
-    __slots__ = ("claims", "shares")
-
-    def __init__(self) -> None:
-        self.shares: list[tuple[int, int]] = []
-        self.claims: list[tuple[int, list[int], float]] = []
-
-
-class Pending:
-    """Per replica, the prompt blocks sent and not yet answered with a first byte.
-
-    :meth:`add` counts a copy sent (its uncached blocks, by the index) on the
-    request's :class:`Ticket`; :meth:`release` takes the whole ticket back
-    when the first response bytes arrive or the request ends (idempotent:
-    whichever comes first); :meth:`forget` drops a replica that left. An
-    estimate (the index's guess of what is cached), never negative.
-    """
-
-    def __init__(self) -> None:
-        self._blocks: dict[int, int] = {}
-
-    def of(self, replica: int) -> int:
-        return self._blocks.get(replica, 0)
-
-    def add(self, ticket: Ticket, replica: int, blocks: int) -> None:
-        if blocks > 0:
-            ticket.shares.append((replica, blocks))
-            self._blocks[replica] = self._blocks.get(replica, 0) + blocks
-
-    def release(self, ticket: Ticket, replica: int | None = None) -> None:
-        """Take back ``ticket``'s shares (only ``replica``'s with it)."""
-        if replica is None:
-            shares, ticket.shares = ticket.shares, []
-        else:
-            shares = [share for share in ticket.shares if share[0] == replica]
-            ticket.shares = [share for share in ticket.shares if share[0] != replica]
-        counts = self._blocks
-        for rid, blocks in shares:
-            left = counts.get(rid)
-            if left is None:
-                continue  # forgotten: the replica left
-            if left > blocks:
-                counts[rid] = left - blocks
-            else:
-                del counts[rid]
-
-    def forget(self, replica: int) -> None:
-        self._blocks.pop(replica, None)
-
-
 class Homes:
     """One service's cache_aware state and its steps per request (the router's, in
     :mod:`skyctl.router.affinity`, and the benchmark's run this same code).
@@ -513,8 +495,9 @@ class Homes:
         max_entries: int = DEFAULT_MAX_ENTRIES,
         ttl: float = DEFAULT_TTL,
         window: float = DEFAULT_AVERAGE_SECONDS,
+        replica_blocks: int | None = None,
     ) -> None:
-        self.index = PrefixIndex(max_entries, ttl)
+        self.index = PrefixIndex(max_entries, ttl, replica_blocks)
         self.pending = Pending()
         self.averages = LoadAverage(window)
         self.cursor = 0  # ties rotate

@@ -78,6 +78,9 @@ class CacheAware:
     ttl_seconds: float = 600.0  # a prefix unused this long is forgotten
     race: str | None = None  # "hedge" or "fan_out": copies to the next-best replicas
     replica_metrics_seconds: float | None = None  # poll vLLM's /metrics for load; None: off
+    # prompt bytes one replica's prefix cache holds: the index forgets a replica's least
+    # recently sent blocks past it, as its server evicts them; None: no bound
+    replica_cache_bytes: int | None = None
 
 
 @dataclass(frozen=True)

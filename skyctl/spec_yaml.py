@@ -138,6 +138,7 @@ _CACHE_AWARE = {
     "ttl_seconds": "num>0",
     "race": "text?",
     "replica_metrics_seconds": "num>0?",
+    "replica_cache_bytes": "int>=1?",
 }
 # Keys written one level off, and keys SkyServe used to take (skyctl.spec_hints)
 _TOP_HINTS = {

@@ -119,7 +119,11 @@ class Affinity:
 
     def __init__(self, options: CacheAware, clock: Clock) -> None:
         # the index, pending prefill, load averages and the ranking (the benchmark's too)
-        self.homes = cache_aware.Homes(options.max_prefixes, options.ttl_seconds)
+        self.homes = cache_aware.Homes(
+            options.max_prefixes,
+            options.ttl_seconds,
+            replica_blocks=cache_aware.replica_blocks(options.replica_cache_bytes),
+        )
         self.index = self.homes.index
         self.pending = self.homes.pending  # prompt blocks each replica has still to prefill
         self.clock = clock
@@ -171,6 +175,7 @@ class Affinity:
                 self.start_polling(self._targets, self._ssl)
         self.index.max_entries = max(1, options.max_prefixes)
         self.index.ttl = options.ttl_seconds
+        self.index.replica_blocks = cache_aware.replica_blocks(options.replica_cache_bytes)
         self.options = options
         self._header = _header_re(options.session_header)
         self._json_path = (

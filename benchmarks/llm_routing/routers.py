@@ -18,6 +18,9 @@ peers are written here from their published descriptions:
 
 ``cache_aware_blocks`` (only when named in ``--policies``) is ``cache_aware``
 keyed by its blocks alone, without the chat turn keys: the policy before them.
+``cache_aware_capacity`` (the same) is ``cache_aware`` whose index knows each
+replica's cache size (``policies.cache_aware.PrefixIndex``'s ``replica_blocks``):
+the simulated server's KV pool in blocks of prompt text, :func:`replica_blocks`.
 """
 
 from __future__ import annotations
@@ -26,11 +29,22 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from benchmarks.llm_routing.engine import BLOCK, Model
 from policies import cache_aware as ca
 
 POLICIES = ("least_load", "cache_aware", "sglang", "chash")
 # not run by default: cache_aware keyed by its blocks alone, as before the chat turn keys
-VARIANTS = ("cache_aware_blocks",)
+VARIANTS = ("cache_aware_blocks", "cache_aware_capacity")
+# bytes of prompt text per token in the workloads: each token id (10 to 65,545) as its
+# decimal digits and a space (5.83; measured on the bodies, 5.83 to 5.84)
+BYTES_PER_TOKEN = sum(len(str(t)) + 1 for t in range(10, 65_546)) / 65_536
+
+
+def replica_blocks(model: Model | None = None) -> int:
+    """One simulated replica's KV pool (``Model.cache_blocks`` of ``BLOCK`` tokens) in
+    the router's blocks of prompt text (``policies.cache_aware.BLOCK_BYTES``): 2,985."""
+    model = model or Model()
+    return int(model.cache_blocks * BLOCK * BYTES_PER_TOKEN / ca.BLOCK_BYTES)
 
 
 class Router:
@@ -91,9 +105,14 @@ class CacheAware(Router):
 
     name = "cache_aware"
 
-    def __init__(self, factor: float = ca.DEFAULT_BALANCE, slack: float = ca.DEFAULT_SLACK) -> None:
+    def __init__(
+        self,
+        factor: float = ca.DEFAULT_BALANCE,
+        slack: float = ca.DEFAULT_SLACK,
+        replica_blocks: int | None = None,
+    ) -> None:
         super().__init__()
-        self.homes = ca.Homes()
+        self.homes = ca.Homes(replica_blocks=replica_blocks)
         self.factor = factor
         self.slack = slack
 
@@ -138,6 +157,15 @@ class CacheAwareBlocks(CacheAware):
         prompt: ca.Prefix | None = None,
     ) -> int:
         return super().choose(keys, size, alive, load, now, ticket, ca.Prefix(keys))
+
+
+class CacheAwareCapacity(CacheAware):
+    """``cache_aware`` with the replicas' cache size known to its index (:func:`replica_blocks`)."""
+
+    name = "cache_aware_capacity"
+
+    def __init__(self) -> None:
+        super().__init__(replica_blocks=replica_blocks())
 
 
 class SGLang(Router):
@@ -221,6 +249,7 @@ def make(name: str) -> Router:
         "least_load": LeastLoad,
         "cache_aware": CacheAware,
         "cache_aware_blocks": CacheAwareBlocks,
+        "cache_aware_capacity": CacheAwareCapacity,
         "sglang": SGLang,
         "chash": ConsistentHash,
     }[name]()

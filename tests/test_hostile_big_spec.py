@@ -60,7 +60,9 @@ class HeldParses:
         return self.real(*args, **kwargs)
 
     async def run(self, operation: Any) -> Any:
+        self.loop_ran.clear()
         task = asyncio.ensure_future(operation)
+        await asyncio.sleep(0)  # its first step runs (a parse on this thread: held there)
         while not task.done():
             self.loop_ran.set()  # the loop runs: a parse in a thread may go on
             await asyncio.sleep(0.01)

@@ -93,7 +93,10 @@ class Endpoints:
         self._entries[name] = entry
         spec = self._specs.get(name)
         if spec is None or old is None or old.get("spec_version") != entry["spec_version"]:
-            spec = self._secrets.open(entry["yaml"], entry.get("source"), entry.get("secrets"))
+            # in a thread: a big spec parses for seconds, and this loop routes every service
+            spec = await asyncio.to_thread(
+                self._secrets.open, entry["yaml"], entry.get("source"), entry.get("secrets")
+            )
             self._specs[name] = spec
         router = self.routers.get(name)
         if router is not None:

@@ -360,3 +360,91 @@ def test_serve_validate_warns_about_a_missing_tls_file_but_exits_0(
     assert up.returncode == 2
     assert result.stderr.split("would refuse it: ", 1)[1].splitlines()[0] in up.stderr
     nothing_started(skyctl_home)
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "said"),
+    [
+        ("--env-file", "A=1\nthis is not dotenv\n", ":2: expected KEY=VALUE (dotenv)"),
+        ("--secret-file", "B=2\n= nothing\n", ":2: expected KEY=VALUE (dotenv)"),
+    ],
+)
+def test_a_dotenv_file_with_a_line_it_cannot_parse_is_refused_naming_file_and_line(
+    skyctl_home: Path, spec: Path, tmp_path: Path, flag: str, content: str, said: str
+) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text(content)
+    result = run_cli(skyctl_home, "serve", "up", str(spec), flag, str(env_file))
+    assert result.returncode == 2
+    assert f"{flag} {env_file}{said}" in one_error_line(result.stderr)
+    nothing_started(skyctl_home)
+
+
+@pytest.mark.parametrize("flag", ["--env-file", "--secret-file"])
+def test_dev_zero_as_a_dotenv_file_is_refused_at_once(
+    skyctl_home: Path, spec: Path, flag: str
+) -> None:
+    result = run_cli(skyctl_home, "serve", "up", str(spec), flag, "/dev/zero")
+    assert result.returncode == 2
+    assert "not a regular file" in one_error_line(result.stderr)
+
+
+def test_dev_zero_as_a_spec_is_refused_at_once_as_too_large(skyctl_home: Path) -> None:
+    result = run_cli(skyctl_home, "serve", "up", "/dev/zero")
+    assert result.returncode == 2
+    assert "too large: a spec is at most 256 KiB" in one_error_line(result.stderr)
+
+
+def test_an_env_taken_from_an_unset_shell_variable_is_refused_naming_it(
+    skyctl_home: Path, spec: Path
+) -> None:
+    result = run_cli(skyctl_home, "serve", "up", str(spec), "--env", "PEER_UNSET_VARIABLE")
+    assert result.returncode == 2
+    assert "PEER_UNSET_VARIABLE is not set" in one_error_line(result.stderr)
+
+
+def test_validate_refuses_a_region_that_does_not_exist_with_its_line(
+    skyctl_home: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "region.yaml"
+    bad.write_text(SPEC + "resources:\n  cloud: aws\n  region: xx-nowhere-1\n")
+    result = run_cli(skyctl_home, "serve", "validate", str(bad))
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"error: {bad}:8: resources.region: unknown aws region 'xx-nowhere-1'")
+
+
+def test_a_cloud_not_usable_here_is_refused_by_up_and_a_warning_in_validate(
+    skyctl_home: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    aws = tmp_path / "aws.yaml"
+    aws.write_text(SPEC + "resources:\n  cloud: aws\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(SKYCTL_HOME=str(skyctl_home), HOME=str(tmp_path))  # no ~/.aws
+    outcomes = {}
+    for command in ("up", "validate"):
+        outcomes[command] = subprocess.run(
+            [sys.executable, "-m", "skyctl", "serve", command, str(aws)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    up, validate = outcomes["up"], outcomes["validate"]
+    assert up.returncode == 2
+    assert one_error_line(up.stderr).startswith(
+        "error: the spec's cloud is not usable here: aws: no AWS credentials found"
+    )
+    assert validate.returncode == 0 and "valid (" in validate.stdout
+    assert validate.stderr.startswith("warning: serve up here would refuse it: the spec's cloud")
+    nothing_started(skyctl_home)
+
+
+def test_version_prints_the_version(skyctl_home: Path) -> None:
+    result = run_cli(skyctl_home, "--version")
+    assert result.returncode == 0 and result.stdout.startswith("skyctl, version ")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import kill_leftovers
+from tests.helpers.processes import kill_leftovers, pids_mentioning
 from tests.helpers.waiting import wait_until
 from tests.test_peer_docs_follow import start
 from tests.test_peer_docs_service import Home
@@ -134,3 +135,22 @@ def test_a_router_port_another_program_holds_is_refused_at_once_creating_nothing
         "(service.router.port): Address already in use"
     )
     assert "taken" not in names(home)
+
+
+def test_down_all_force_stops_every_instance_without_the_controller(
+    skyctl_home: Path, tmp_path: Path
+) -> None:
+    """`--all --force` needs neither the controller nor the database: it stops the
+    controller, then every instance skyctl tagged, and says what it terminated."""
+    (tmp_path / "force").mkdir()
+    h = Home(tmp_path / "force")
+    h.path = skyctl_home
+    h.ok("serve", "up", str(h.spec("forced")))
+    assert pids_mentioning(str(skyctl_home / "local"))
+    result = h.run("serve", "down", "--all", "--force", "-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forced" in result.stdout
+    assert wait_until(lambda: not pids_mentioning(str(skyctl_home)), 30), pids_mentioning(
+        str(skyctl_home)
+    )
+    assert h.run("serve", "status", "-o", "json").stdout.strip() == "[]"

@@ -36,6 +36,9 @@ from tests.test_router_hostile import exchange, status
         (b"GET http://target/p HTTP/1.1", b"/p", b"target"),  # Host may be absent
         (b"GET http://target/p HTTP/1.0", b"/p", b"target"),
         (b"GET  http://target/p  HTTP/1.1", b"/p", b"target"),  # the slow path too
+        (b"OPTIONS http://target HTTP/1.1", b"*", b"target"),  # 3.2.4: server-wide
+        (b"OPTIONS http://target/ HTTP/1.1", b"/", b"target"),
+        (b"OPTIONS http://target?q HTTP/1.1", b"/?q", b"target"),
     ],
 )
 def test_an_absolute_form_target_is_framed_in_origin_form_with_its_authority_as_host(

@@ -355,6 +355,8 @@ def _check_request_line(method: bytes, target: bytes) -> tuple[bytes, bytes | No
         raise ProtocolError(400, f"invalid authority in the request target {target[:60]!r}")
     if rest[:1] not in (b"/", b"?", b""):  # (a fragment: no request target holds one)
         raise ProtocolError(400, f"invalid request target {target[:60]!r}")
+    if not rest and method == b"OPTIONS":  # 3.2.4: the server-wide OPTIONS, "*"
+        return b"*", authority
     return (rest if rest[:1] == b"/" else b"/" + rest), authority
 
 

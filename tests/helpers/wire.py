@@ -249,7 +249,8 @@ def _valid_host(value: bytes) -> bool:
 
 
 def _origin_form(target: bytes) -> bytes | None:
-    """An absolute-form http(s) target as origin-form (None if it is none, or bad)."""
+    """An absolute-form http(s) target's path and query (b"" for neither; None if
+    it is no such target, or a bad one)."""
     scheme, sep, rest = target.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
         return None
@@ -261,7 +262,7 @@ def _origin_form(target: bytes) -> bytes | None:
         return None
     if path.startswith(b"#"):
         return None
-    return path if path.startswith(b"/") else b"/" + path
+    return path if path.startswith(b"/") or not path else b"/" + path
 
 
 def router_policy(framing: Framing) -> Framing:
@@ -273,7 +274,8 @@ def router_policy(framing: Framing) -> Framing:
     - an origin-form target (``/...``), ``*`` for OPTIONS, or an absolute-form
       ``http(s)://`` URI (RFC 9112 3.2.2) with a non-empty host and no userinfo,
       which the router frames in origin-form (its path, ``/`` if empty, and
-      query); no CONNECT and no other scheme: the router is no forward proxy;
+      query; ``*`` for an OPTIONS with neither, RFC 9112 3.2.4); no CONNECT
+      and no other scheme: the router is no forward proxy;
     - ``Host`` exactly once in HTTP/1.1 (at most once with an absolute-form
       target, whose authority replaces it), at most once in HTTP/1.0 (RFC 9112 3.2),
       its value a URI host and optional port (RFC 3986 3.2.2: an IP literal in
@@ -295,8 +297,10 @@ def router_policy(framing: Framing) -> Framing:
         hosts = names.count(b"host")
         host = next((v.strip(b" \t") for n, v in message.headers if n.lower() == b"host"), b"")
         origin = _origin_form(target)
+        if origin == b"" and method == b"OPTIONS":  # RFC 9112 3.2.4: server-wide
+            origin = b"*"
         if origin is not None:
-            message = Message((method, origin, version), message.headers, message.body)
+            message = Message((method, origin or b"/", version), message.headers, message.body)
         if (
             version not in (b"1.0", b"1.1")
             or method == b"CONNECT"

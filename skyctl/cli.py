@@ -188,7 +188,11 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
 )
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
-    "-n", "--name", default=None, help="Service name (default: the spec's or the file's)."
+    "-n",
+    "--name",
+    "--service-name",
+    default=None,
+    help="Service name (default: the spec's or the file's; --service-name as sky serve up).",
 )
 @click.option(
     "-d", "--detach", is_flag=True, help="Return once submitted; don't wait for a replica."

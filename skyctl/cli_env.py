@@ -140,10 +140,17 @@ _RESOURCE_FLAGS: dict[str, str] = {
     "--memory": "resources.memory",
     "--disk-size": "resources.disk_size",
     "--image-id": "resources.image_id",
+    "--instance-type": "resources.instance_type",
+    "--disk-tier": "resources.disk_tier",
+    "--network-tier": "resources.network_tier",
+    "--local-disk": "resources.local_disk",
     "--ports": "resources.ports",
     "--num-nodes": "num_nodes",
     "--workdir": "workdir",
 }
+
+
+_SHORT = {"--instance-type": ("-t",)}  # sky serve up -t
 
 
 def _not_here(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -170,7 +177,9 @@ def skypilot_flags(f: F) -> F:
             help="Accepted as sky serve takes it; skyctl asks nothing here.",
         ),
         *(
-            click.option(flag, hidden=True, expose_value=False, callback=_not_here)
+            click.option(
+                flag, *_SHORT.get(flag, ()), hidden=True, expose_value=False, callback=_not_here
+            )
             for flag in _RESOURCE_FLAGS
         ),
         click.option(

@@ -58,7 +58,7 @@ Examples:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["rolling", "blue_green"]),
+    type=click.Choice(["rolling", "blue_green"], case_sensitive=False),  # as sky serve
     default="rolling",
     show_default=True,
     help="rolling: new replicas replace old ones one by one, both versions serve meanwhile; "

@@ -147,6 +147,11 @@ def test_a_spec_from_standard_input_is_refused_saying_to_give_a_file(
         (["--workdir", "."], "workdir"),
         (["--use-spot"], "resources.use_spot"),
         (["--no-use-spot"], "resources.use_spot"),
+        (["--instance-type", "m5.large"], "resources.instance_type"),
+        (["-t", "m5.large"], "resources.instance_type"),
+        (["--disk-tier", "high"], "resources.disk_tier"),
+        (["--network-tier", "best"], "resources.network_tier"),
+        (["--local-disk", "nvme"], "resources.local_disk"),
     ],
 )
 def test_a_skypilot_resource_override_is_refused_naming_the_flag_and_the_spec_key(
@@ -156,7 +161,8 @@ def test_a_skypilot_resource_override_is_refused_naming_the_flag_and_the_spec_ke
         result = run_cli(skyctl_home, *command, *flag)
         assert result.returncode == 2
         line = one_error_line(result.stderr)
-        assert line.startswith(f"error: {flag[0]}: skyctl reads resources from the spec only")
+        typed = "--instance-type" if flag[0] == "-t" else flag[0]
+        assert line.startswith(f"error: {typed}: skyctl reads resources from the spec only")
         assert f"set {key} in FILE" in line
     nothing_started(skyctl_home)
 
@@ -448,3 +454,15 @@ def test_a_cloud_not_usable_here_is_refused_by_up_and_a_warning_in_validate(
 def test_version_prints_the_version(skyctl_home: Path) -> None:
     result = run_cli(skyctl_home, "--version")
     assert result.returncode == 0 and result.stdout.startswith("skyctl, version ")
+
+
+def test_update_mode_is_case_insensitive_as_in_sky_serve(skyctl_home: Path, spec: Path) -> None:
+    result = run_cli(skyctl_home, "serve", "update", "nosuch", str(spec), "--mode", "BLUE_GREEN")
+    assert result.returncode == 2
+    assert "no service named 'nosuch'" in one_error_line(result.stderr)  # past the --mode check
+
+
+def test_serve_up_takes_sky_serves_service_name_spelling(skyctl_home: Path, spec: Path) -> None:
+    result = run_cli(skyctl_home, "serve", "up", "--service-name", "../x", str(spec))
+    assert result.returncode == 2
+    assert "invalid service name '../x'" in one_error_line(result.stderr)

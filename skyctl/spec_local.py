@@ -72,6 +72,17 @@ def _check_trace(sec: Section, trace: str) -> None:
         raise sec.error("trace", message)
 
 
+def _check_place_names(z: Section, region: str, zone: str) -> None:
+    """A location is written ``cloud/region/zone`` (the store, the routing feed) and
+    read back: a zone with a "/" (or a region starting or ending with one) came back
+    as another place, and a control character breaks the lines it is printed on."""
+    for key, text in (("region", region), ("zone", zone)):
+        slash = "/" in text if key == "zone" else text[:1] == "/" or text[-1:] == "/"
+        if slash or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            where = "at all" if key == "zone" else "at either end"
+            raise z.error(key, f"{text!r}: no control characters, and no '/' {where}")
+
+
 def _local_zones(sec: Section, ondemand: float | None) -> tuple[LocalZone, ...]:
     zones: dict[tuple[str, str], LocalZone] = {}
     for item, path, line in sec.items("zones") or []:
@@ -84,6 +95,7 @@ def _local_zones(sec: Section, ondemand: float | None) -> tuple[LocalZone, ...]:
         if ondemand is None:
             z.require("ondemand_price", "or set local.ondemand_price")
         values = {"ondemand_price": ondemand, **z.read_all(_ZONE)}
+        _check_place_names(z, values["region"], values["zone"])
         zone = LocalZone(**values)
         if (zone.region, zone.zone) in zones:
             raise z.error("zone", f"zone {zone.region}/{zone.zone} is listed twice")

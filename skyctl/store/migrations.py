@@ -187,6 +187,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX replica_ledger_terminated ON replica_ledger (terminated_at)",
         ),
     ),
+    Migration(
+        8,
+        "replicas recorded before cost accounting (schema 2 and 3) bill from their creation: "
+        "migration 4 left their billed_from empty, so after an upgrade they cost nothing, "
+        "running or ended (the store sets it with the instance id since; a row with an "
+        "instance and no billed_from exists only from before)",
+        (
+            "UPDATE replicas SET billed_from = created_at "
+            "WHERE billed_from IS NULL AND instance_id IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

@@ -82,7 +82,8 @@ class Endpoints:
         for name, entry in sorted(services.items()):
             try:
                 await self._apply_one(name, entry)
-            except (SkyctlError, OSError, ValueError, KeyError) as e:
+            except (SkyctlError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                # (a malformed entry is that service's error: the ones after it still apply)
                 self.errors[name] = f"endpoint not open: {e}"
                 log.error("router %s: %s", name, self.errors[name])
 

@@ -47,6 +47,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -75,6 +76,19 @@ Target = tuple[str, str]  # (API base URL, token)
 def cache_name(worker: int) -> str:
     """The file a router worker keeps its last table in (under the home)."""
     return "routes.cache" if worker == 0 else f"routes-{worker}.cache"
+
+
+def cached_table(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The last table a router process applied (``routes.cache``); None when absent,
+    unreadable or no table (a corrupt one crashed every start: a restart loop)."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(table, dict) or not all(isinstance(e, dict) for e in table.values()):
+        log.warning("%s holds no routing table: ignored, waiting for the watch", path)
+        return None
+    return table
 
 
 def home_target(p: Paths) -> Callable[[], Target | None]:
@@ -294,8 +308,8 @@ async def serve(
 
     # first: a port taken fails the start before any endpoint opened
     probes = None if health_port is None else await start_health(health_port, health)
-    with contextlib.suppress(OSError, ValueError):  # none, or unreadable: wait for the watch
-        last = json.loads(cache.read_text())
+    last = cached_table(cache)
+    if last is not None:  # else none, or unreadable: wait for the watch
         await endpoints.apply({"full": True, "services": last})
         from_cache = True
         log.info("serving %d endpoints from the last table until the watch answers", len(last))

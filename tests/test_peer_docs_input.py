@@ -157,7 +157,10 @@ def test_a_spec_from_standard_input_is_refused_saying_to_give_a_file(
 def test_a_skypilot_resource_override_is_refused_naming_the_flag_and_the_spec_key(
     skyctl_home: Path, spec: Path, flag: list[str], key: str
 ) -> None:
-    for command in (["serve", "up", str(spec)], ["serve", "update", "web", str(spec)]):
+    commands = [["serve", "up", str(spec)]]
+    if flag[0] in ("--gpus", "--use-spot"):  # update takes the same flags
+        commands.append(["serve", "update", "web", str(spec)])
+    for command in commands:
         result = run_cli(skyctl_home, *command, *flag)
         assert result.returncode == 2
         line = one_error_line(result.stderr)

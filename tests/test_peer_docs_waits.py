@@ -154,3 +154,24 @@ def test_down_all_force_stops_every_instance_without_the_controller(
         str(skyctl_home)
     )
     assert h.run("serve", "status", "-o", "json").stdout.strip() == "[]"
+
+
+def test_down_purge_past_its_timeout_forgets_the_service_saying_what_may_be_left(
+    home: Home,
+) -> None:
+    path = home.spec("sticky", replicas=1).with_name("sticky-term.yaml")
+    path.write_text(home.spec("sticky", replicas=1).read_text().split("run:")[0])
+    path.write_text(path.read_text() + f"run: {STUBBORN}\n")
+    home.ok("serve", "up", str(path))
+    result = home.run("serve", "down", "sticky", "--purge", "--timeout", "0")
+    out = result.stdout + result.stderr
+    if result.returncode == 0:  # the provider already listed nothing: said so
+        assert "Purged sticky from the store; no instance of it is listed on local." in out
+    else:
+        assert result.returncode == 1
+        assert "purged sticky from the store though its teardown did not finish" in out
+        assert "may keep running (and billing) on local" in out
+        assert "--all --force" in out
+    assert "sticky" not in names(home)
+    gone = home.run("serve", "status", "sticky")
+    assert gone.returncode == 2 and "no service named 'sticky'" in gone.stderr

@@ -23,6 +23,7 @@ import pytest
 
 from tests.helpers.cli import ROOT
 from tests.helpers.processes import kill_leftovers
+from tests.helpers.waiting import wait_until
 from tests.test_peer_docs_service import Home
 
 pytestmark = pytest.mark.timeout(180)
@@ -145,3 +146,21 @@ def test_down_no_wait_returns_once_the_shutdown_has_begun(home: Home) -> None:
     assert out.strip() == "Shutting down quick..."
     left: list[dict[str, Any]] = [s for s in home.json() if s["name"] == "quick"]
     assert not left or left[0]["status"] == "SHUTTING_DOWN"
+
+
+def test_ended_replicas_show_only_with_a_in_the_table_and_always_in_json(home: Home) -> None:
+    home.ok("serve", "up", str(home.spec("ended", replicas=1)))
+    home.ok("serve", "down", "ended", "--replica-id", "1")
+
+    def replaced() -> bool:
+        rows = home.one("ended")["replicas"]
+        return [(r["id"], r["status"]) for r in rows] == [(1, "TERMINATED"), (2, "READY")]
+
+    assert wait_until(replaced, 60), home.one("ended")
+    (ended, live) = home.one("ended")["replicas"]  # JSON: every replica, ended ones too
+    assert ended["reason"] == "USER" and ended["uptime_seconds"] is None
+    assert live["uptime_seconds"] is not None
+    table = home.ok("serve", "status", "ended").stdout
+    assert "TERMINATED" not in table
+    assert "TERMINATED (USER)" in home.ok("serve", "status", "ended", "-a").stdout
+    home.ok("serve", "down", "ended")

@@ -211,7 +211,7 @@ def _daemon_running(p: Paths) -> bool:
     try:
         pid = int(json.loads(p.daemon_info.read_text())["pid"])
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 

@@ -159,9 +159,10 @@ class ControllerClient:
         try:
             info = json.loads(p.daemon_info.read_text())
             os.kill(int(info["pid"]), 0)
-        except (OSError, ValueError, KeyError):
+            host, port = str(info["host"]), int(info["port"])
+        except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
             return None
-        client = cls(p, info["host"], int(info["port"]))
+        client = cls(p, host, port)
         try:
             client.call("GET", "/v1/health", timeout=5)
         except SkyctlError:

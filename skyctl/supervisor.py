@@ -92,7 +92,7 @@ def running_pid(p: Paths) -> int | None:
     try:
         pid = int(json.loads(info_path(p).read_text())["pid"])
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
         return None
     return None if stat.rsplit(")", 1)[-1].split()[0] == "Z" else pid
 
@@ -545,10 +545,10 @@ class Supervisor:
 
     def _ever_ready(self) -> bool:
         try:
-            info = json.loads(self.paths.daemon_info.read_text())
-        except (OSError, ValueError):
+            pid = json.loads(self.paths.daemon_info.read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt: not yet
             return False
-        return self.controller.pid is not None and info.get("pid") == self.controller.pid
+        return self.controller.pid is not None and pid == self.controller.pid
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

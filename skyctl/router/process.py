@@ -99,7 +99,7 @@ def home_target(p: Paths) -> Callable[[], Target | None]:
             info = json.loads(p.daemon_info.read_text())
             token = os.environ.get(TOKEN_ENV, "").strip() or p.token.read_text().strip()
             return f"http://{info['host']}:{int(info['port'])}", token
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
             return None
 
     return locate

@@ -175,3 +175,21 @@ def test_down_purge_past_its_timeout_forgets_the_service_saying_what_may_be_left
     assert "sticky" not in names(home)
     gone = home.run("serve", "status", "sticky")
     assert gone.returncode == 2 and "no service named 'sticky'" in gone.stderr
+
+
+def test_serve_up_waiting_on_a_service_taken_down_meanwhile_says_so_with_exit_1(
+    home: Home,
+) -> None:
+    path = home.spec("doomed", replicas=1).with_name("doomed-never.yaml")
+    path.write_text(home.spec("doomed", replicas=1).read_text().replace("path: /", "path: /x"))
+    waiting = start(home, "serve", "up", str(path))
+    try:
+        assert waiting.stdout is not None
+        assert waiting.stdout.readline().startswith("Service doomed: endpoint ")
+        home.ok("serve", "down", "doomed")
+        _, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+        waiting.communicate()
+    assert waiting.returncode == 1
+    assert "service doomed was taken down while waiting for a ready replica" in err

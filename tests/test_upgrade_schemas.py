@@ -69,7 +69,11 @@ def shape(db: Path) -> dict[str, object]:
 def test_there_is_a_captured_database_for_every_released_schema_before_the_latest() -> None:
     # schema 1 never shipped (the first commit with a store was already at 2); a new
     # migration's release adds the schema it leaves behind here
-    assert OLD_SCHEMAS == list(range(2, 7))
+    assert OLD_SCHEMAS == list(range(2, SCHEMA_VERSION)), (
+        "capture the schema your migration leaves behind: run the commit before it "
+        "(docs/reliability.md#upgrading-skyctl) and `sqlite3 state.db .dump` into "
+        f"tests/data/upgrade/schema-{SCHEMA_VERSION - 1}.sql"
+    )
     assert SCHEMA_VERSION > OLD_SCHEMAS[-1]
 
 

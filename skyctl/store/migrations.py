@@ -6,6 +6,10 @@ edit an old one: add the next). :func:`upgrade` runs the pending ones and bumps
 ``schema_version`` in one transaction, so a database is always at exactly one
 version. A database written by a newer skyctl is refused with
 :class:`~skyctl.errors.SchemaVersionError` and left untouched.
+
+A migration is released with a database of the schema before it, captured from
+a real home (``tests/data/upgrade/schema-N.sql``, docs/reliability.md#upgrading-skyctl):
+tests/test_upgrade_schemas.py migrates each of them.
 """
 
 from __future__ import annotations

@@ -106,11 +106,11 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
         allowed = SECTION_KEYS.get(key)
         unknown = sorted(str(k) for k in value or {} if k not in (allowed or (k,)))
         if unknown:
-            line = _key_lines(p.config.read_text(), key).get(unknown[0], 1)
+            at = _key_lines(p.config.read_text(), key).get(unknown[0], 1)
             close = difflib.get_close_matches(unknown[0], allowed or (), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{p.config}:{line}: {key}.{unknown[0]}: unknown key{hint}; "
+                f"{p.config}:{at}: {key}.{unknown[0]}: unknown key{hint}; "
                 f"allowed: {', '.join(allowed or ())}"
             )
     return {k: dict(v or {}) for k, v in data.items()}

@@ -221,7 +221,7 @@ class ControllerClient:
             with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as r:
                 return json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
-            raise _error_from(e) from None
+            raise _error_from(e, method, path) from None
         except (urllib.error.URLError, OSError) as e:
             refused = isinstance(getattr(e, "reason", e), ConnectionRefusedError)
             if refused:
@@ -238,7 +238,7 @@ class ControllerClient:
                 while chunk := r.read1(64 * 1024):
                     yield chunk
         except urllib.error.HTTPError as e:
-            raise _error_from(e) from None
+            raise _error_from(e, "GET", path) from None
         except (urllib.error.URLError, OSError) as e:
             raise ControllerUnreachable(
                 f"cannot reach the controller at {self.base}: {e}"
@@ -311,13 +311,26 @@ def _last_error(p: Paths) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _error_from(e: urllib.error.HTTPError) -> SkyctlError:
+#: what an API answers for a route it does not have: aiohttp's reason, as JSON
+#: (controllers since the API's error middleware) or as plain text (earlier ones)
+_NO_ROUTE = {404: "Not Found", 405: "Method Not Allowed"}
+
+
+def _error_from(e: urllib.error.HTTPError, method: str, path: str) -> SkyctlError:
     try:
         payload = json.loads(e.read())
         message = str(payload.get("error", e.reason))
         code = int(payload.get("exit_code", 1))
     except (ValueError, AttributeError):
         message, code = f"HTTP {e.code} {e.reason}", 1
+    if message in (_NO_ROUTE.get(e.code), f"HTTP {e.code} {_NO_ROUTE.get(e.code)}"):
+        # a controller of an older skyctl, still running after an upgrade
+        return SkyctlError(
+            f"the running controller does not know {method} {path.split('?')[0]}: it runs "
+            "an older skyctl than this command; restart it on this version with "
+            "`skyctl controller stop && skyctl controller start` (replicas and endpoints "
+            "keep running)"
+        )
     if e.code == 404:
         return ServiceNotFound(message)
     if code == 2:

@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -31,6 +32,38 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+class SteadyClock:
+    """Time of day that a wall-clock step cannot move: the wall clock is read
+    once, at construction, and then advanced by the monotonic clock.
+
+    The controller measures initial delays, probe periods, backoff and billed
+    time as differences of ``now()``; an NTP step (or an operator's ``date -s``)
+    of the wall clock must not age a STARTING replica by an hour, stall a backoff
+    for hours or shrink a bill. Timestamps drift from the wall clock by the size
+    of a step until the next controller start, which reads the wall clock anew.
+    ``wall``/``monotonic``/``sleep`` are injectable so tests can step a fake wall.
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._monotonic = monotonic or time.monotonic
+        self._sleep = sleep
+        self._origin = (wall or time.time)() - self._monotonic()
+
+    def now(self) -> float:
+        return self._origin + self._monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        if self._sleep is not None:
+            await self._sleep(seconds)
+        else:
+            await asyncio.sleep(max(0.0, seconds))
 
 
 class FakeClock:

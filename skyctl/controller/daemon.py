@@ -36,7 +36,7 @@ import sys
 from aiohttp import web
 
 from providers.registry import PROVIDERS, ProviderSet
-from skyctl.clock import SystemClock
+from skyctl.clock import SteadyClock
 from skyctl.config import (
     Paths,
     load_user_config,
@@ -81,7 +81,7 @@ async def serve(
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SkyctlError(f"another controller is running for {p.home}") from None
-    clock = SystemClock()
+    clock = SteadyClock()  # an NTP step of the wall clock must not age replicas
     config = load_user_config(p)
     store = Store(p.db)
     providers = ProviderSet(config=config, clock=clock, local_state=p.local_state)

@@ -8,6 +8,7 @@ token, the daemon's pid/port file and log, the local provider's replicas, and
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import secrets
@@ -152,9 +153,14 @@ def write_private(path: Path, text: str) -> None:
     controller's, supervisor's and router processes' ``.json`` files, the route cache)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:  # a full disk: no half-written .tmp left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_or_create_token(p: Paths) -> str:

@@ -286,13 +286,27 @@ async def serve(
     info, cache = p.home / router_info_name(worker), p.home / cache_name(worker)
     cached = ""
 
+    unwritable = ""  # the last reason the files could not be written, said once
+
     def write_info() -> None:
-        nonlocal cached
-        write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
-        table = json.dumps(endpoints.entries)
-        if table != cached:
-            write_private(cache, table)
-            cached = table
+        """Rewrite router.json and routes.cache. A full (or read-only) disk must not
+        close the endpoints: said once, serving goes on, and the next change (every
+        watch answer) tries again."""
+        nonlocal cached, unwritable
+        try:
+            write_private(info, json.dumps({"pid": os.getpid(), "ports": endpoints.ports}))
+            table = json.dumps(endpoints.entries)
+            if table != cached:
+                write_private(cache, table)
+                cached = table
+        except OSError as e:
+            if str(e) != unwritable:
+                unwritable = str(e)
+                log.error("cannot write %s: %s; serving on, retried on each change", info, e)
+            return
+        if unwritable:
+            unwritable = ""
+            log.info("%s written again", info.name)
 
     watch.on_change = write_info
     from_cache = False

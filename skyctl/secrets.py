@@ -33,6 +33,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from skyctl.errors import ConfigError, SpecError
 from skyctl.spec import ServiceSpec
+from skyctl.spec_checks import stored_spec
 from skyctl.spec_yaml import parse_spec
 
 __all__ = [
@@ -241,11 +242,15 @@ class Secrets:
         return Sealed(redacted, ciphertext, sealed)
 
     def open(self, yaml_text: str, source: str | None, ciphertext: str | None) -> ServiceSpec:
-        """The stored spec with its secret values (and command-line envs) put back."""
+        """The stored spec with its secret values (and command-line envs) put back.
+        Its unknown keys are ignored (:func:`~skyctl.spec_checks.stored_spec`): an
+        earlier skyctl, whose checks were looser, accepted it."""
         if ciphertext is None:
-            return parse_spec(yaml_text, source)
+            with stored_spec():
+                return parse_spec(yaml_text, source)
         envs, values, keys = self._unseal(ciphertext)
-        spec = parse_spec(yaml_text, source, envs=envs, secrets=values)
+        with stored_spec():
+            spec = parse_spec(yaml_text, source, envs=envs, secrets=values)
         if keys:
             spec = dataclasses.replace(spec, api_keys=keys)
         missing = [name for name, value in spec.secrets.items() if value == placeholder(name)]

@@ -12,6 +12,8 @@ Nothing here knows the schema: ``skyctl.spec_yaml`` and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime
 import difflib
 import math
@@ -21,6 +23,23 @@ from typing import Any
 import yaml
 
 from skyctl.errors import SpecError
+
+#: True while a stored spec is read again (:func:`stored_spec`, skyctl.secrets.Secrets.open)
+_STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("skyctl_stored", default=False)
+
+
+@contextlib.contextmanager
+def stored_spec() -> Iterator[None]:
+    """Parse a spec an earlier skyctl accepted and stored: an unknown key is skipped,
+    not refused, as that skyctl did (``gpu:`` with no value was dropped until the
+    checks got stricter). Without this, its service had no endpoint after an upgrade
+    and its ``serve down`` never finished (docs/reliability.md#upgrading-skyctl)."""
+    token = _STORED.set(True)
+    try:
+        yield
+    finally:
+        _STORED.reset(token)
+
 
 # Characters str.splitlines() treats as line breaks: never let one into an error.
 _BREAKS = str.maketrans({c: " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
@@ -309,7 +328,7 @@ class Section:
                 raise spec_error(
                     message, key=self.path, line=self.key_line(key), source=self.source
                 )
-            if key in allowed:
+            if key in allowed or _STORED.get():
                 continue
             if hints and key in hints:
                 raise self.error(key, hints[key], at_key=True)

@@ -121,15 +121,24 @@ def start_replica(home: Path, row: sqlite3.Row) -> tuple[subprocess.Popen[bytes]
     return proc, port
 
 
-def older_home(home: Path, version: int) -> tuple[dict[int, subprocess.Popen[bytes]], int]:
+def older_home(
+    home: Path, version: int, spec_tweak: tuple[str, str] = ("", "")
+) -> tuple[dict[int, subprocess.Popen[bytes]], int]:
     """``home`` as an older skyctl at ``version`` left it when SIGKILLed: the replica
-    processes (by id) and the endpoint's port."""
+    processes (by id) and the endpoint's port. ``spec_tweak``: (old, new) text
+    replaced in its stored spec."""
     db = home / "state.db"
     load(db, version)
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     procs: dict[int, subprocess.Popen[bytes]] = {}
     with conn:
+        if spec_tweak[0]:
+            conn.execute(
+                "UPDATE service_versions SET yaml_text = replace(yaml_text, ?, ?)", spec_tweak
+            )
+            [(stored,)] = conn.execute("SELECT yaml_text FROM service_versions").fetchall()
+            assert spec_tweak[1] in stored
         for row in conn.execute("SELECT * FROM replicas WHERE replica_id IN (2, 3)").fetchall():
             proc, port = start_replica(home, row)
             procs[row["replica_id"]] = proc
@@ -148,7 +157,23 @@ def older_home(home: Path, version: int) -> tuple[dict[int, subprocess.Popen[byt
 def test_the_current_controller_adopts_the_running_replicas_of_an_older_skyctl(
     skyctl_home: Path, version: int
 ) -> None:
-    procs, router_port = older_home(skyctl_home, version)
+    upgrade_and_take_down(skyctl_home, version)
+
+
+@pytest.mark.timeout(180)
+def test_a_stored_spec_with_a_key_the_older_skyctl_ignored_still_serves_and_goes_down(
+    skyctl_home: Path,
+) -> None:
+    """Schema 6's skyctl dropped `gpu:` with no value (a null); this one refuses it in a
+    new spec (a typo of gpus). Reading the stored one refused it too: the service had no
+    endpoint after the upgrade and `serve down` never finished."""
+    upgrade_and_take_down(skyctl_home, 6, ("  cloud: local\n", "  cloud: local\n  gpu:\n"))
+
+
+def upgrade_and_take_down(
+    skyctl_home: Path, version: int, spec_tweak: tuple[str, str] = ("", "")
+) -> None:
+    procs, router_port = older_home(skyctl_home, version, spec_tweak)
     ports = {}
     try:
         first = cli(skyctl_home, "serve", "status")

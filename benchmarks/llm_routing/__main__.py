@@ -32,6 +32,11 @@ them), 6611 and 6612 (after the holders' room over the bound,
 ``policies.cache_aware.HOLDER_ROOM``, chosen on seeds 1 and 2 among 1, 2 and 3).
 The recovery's reading (paired, seeds pooled, until the replacement
 joins) was chosen on seeds 1 and 2 from its noise with no preemption.
+``--policies ... cache_aware_capacity`` (the index bounded by each replica's
+cache, ``service.router.cache_aware.replica_cache_bytes``) has no constant
+tuned: its bound is the simulated replica's cache (its sensitivity measured on
+seeds 1 to 10); held out: 4401 and 4402, 5501 and 5502, and the fresh 8801 and
+8802.
 """
 
 from __future__ import annotations

@@ -198,10 +198,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically, readable by the user only."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(fd, 0o600)
-        out.write(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(fd, 0o600)
+            out.write(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a full disk: no half-written .tmp left among the records
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # ---------------------------------------------------------------- processes

@@ -16,12 +16,14 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from providers import local_records
 from skyctl import config
 from skyctl.clock import FakeClock
 from skyctl.config import paths
@@ -103,3 +105,37 @@ async def listening(port: int) -> bool:
 
 def process_backend(rid: int) -> dict[str, Any]:
     return backend_to_json(backend(rid, free_port()))
+
+
+class FullDisk:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", ["config", "local_records"])
+def test_a_write_that_fails_on_a_full_disk_leaves_no_tmp_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    """The state files (router.json, an instance record) are written aside and
+    renamed; a write the disk refused removes its ``.tmp`` and keeps the old file."""
+    target = tmp_path / "http-server-r1-abc.json"
+    target.write_text('{"old": 1}')
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(fd))
+    with pytest.raises(OSError, match="No space left"):
+        if writer == "config":
+            config.write_private(target, "{}")
+        else:
+            local_records._write_json(target, {"new": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert target.read_text() == '{"old": 1}'

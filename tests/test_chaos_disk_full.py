@@ -7,7 +7,9 @@ died on its first write: no endpoint until space was freed. Now the router
 says once that it cannot write its files and keeps serving; the files are
 written again at the first change once there is space. The router process runs
 in-process here against a real routing feed; the disk is full by a stand-in for
-``write_private`` that raises ENOSPC.
+``write_private`` that raises ENOSPC. The controller, whose state database is
+on that disk, says so in one log line (no traceback) and as the service's last
+error.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from skyctl import config
 from skyctl.clock import FakeClock
 from skyctl.config import paths
 from skyctl.controller.routing_feed import RoutingFeed
+from skyctl.errors import StoreError
 from skyctl.router import process
 from skyctl.routing_wire import backend_to_json
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from tests.helpers.waiting import eventually
+from tests.test_controller import FIXED, Harness
 from tests.test_router_watch import SPEC, TOKEN, api, backend, free_port
 
 
@@ -139,3 +143,24 @@ def test_a_write_that_fails_on_a_full_disk_leaves_no_tmp_file_behind(
             local_records._write_json(target, {"new": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert target.read_text() == '{"old": 1}'
+
+
+async def test_a_full_disk_under_the_controller_is_one_log_line_and_the_services_last_error(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tick whose store write fails (the state database on a full disk) logs one
+    line saying so, no traceback, and ``serve status`` shows it as the last error."""
+    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
+    await h.until(lambda: h.ready("web") == 1)
+    full = "state database /h/state.db: write failed: database or disk is full"
+
+    async def tick(*_: object) -> None:
+        raise StoreError(full)
+
+    monkeypatch.setattr(h.controller.reconciler, "tick", tick)
+    caplog.set_level(logging.INFO, "skyctl.controller")
+    await h.controller.tick_all()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [f"service web: tick failed: StoreError({full!r})"]
+    assert errors[0].exc_info is None
+    assert h.controller.runtimes["web"].last_error == f"StoreError: {full}"

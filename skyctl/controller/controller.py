@@ -43,6 +43,7 @@ from skyctl.errors import (
     ServiceExists,
     ServiceNotFound,
     SkyctlError,
+    StoreError,
 )
 from skyctl.lifecycle import EndReason, ReplicaStatus
 from skyctl.secrets import KEY_FILE_NAME, Secrets
@@ -257,7 +258,7 @@ class Controller:
                 "service %s: tick failed: %r",
                 svc.name,
                 result,
-                exc_info=None if again else result,
+                exc_info=None if again or isinstance(result, StoreError) else result,  # disk full
             )
             if rt is not None:
                 rt.last_error = msg

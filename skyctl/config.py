@@ -157,10 +157,12 @@ def write_private(path: Path, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except OSError:  # a full disk: no half-written .tmp left behind
+    except OSError as e:  # a full disk: no half-written .tmp left behind, and say which file
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def read_or_create_token(p: Paths) -> str:
@@ -173,8 +175,5 @@ def read_or_create_token(p: Paths) -> str:
         if token:
             return token
     token = secrets.token_urlsafe(32)
-    fd = os.open(p.token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(p.token, 0o600)
+    write_private(p.token, token + "\n")  # a full disk leaves no empty token file
     return token

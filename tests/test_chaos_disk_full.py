@@ -164,3 +164,17 @@ async def test_a_full_disk_under_the_controller_is_one_log_line_and_the_services
     assert [r.getMessage() for r in errors] == [f"service web: tick failed: StoreError({full!r})"]
     assert errors[0].exc_info is None
     assert h.controller.runtimes["web"].last_error == f"StoreError: {full}"
+
+
+def test_serve_up_in_a_new_home_on_a_full_disk_names_the_file_and_leaves_no_empty_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first command in a home creates the API token: on a full disk the error
+    names the file (the CLI prints ``error: No space left on device: <path>``) and
+    no empty token file is left for the next command to trip on."""
+    p = paths(str(tmp_path / "home"))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(fd))
+    with pytest.raises(OSError) as raised:
+        config.read_or_create_token(p)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(p.token)
+    assert list(p.home.iterdir()) == []

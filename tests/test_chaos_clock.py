@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from providers.registry import ProviderSet
-from skyctl.clock import SteadyClock
+from skyctl.clock import FakeClock, SteadyClock
 from skyctl.controller import Controller, daemon
 from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.router import process as router_process
+from skyctl.router.stats import RateWindow
 from tests.test_controller import FIXED, Harness
 
 
@@ -66,9 +68,29 @@ def test_the_steady_clock_ignores_steps_of_the_wall_clock(
     assert clock.now() == 1_700_000_015.0
 
 
-def test_the_controller_daemon_runs_on_the_steady_clock() -> None:
-    source = inspect.getsource(daemon.serve)
+@pytest.mark.parametrize(
+    "serve", [daemon.serve, router_process.serve], ids=["controller", "router"]
+)
+def test_the_controller_and_router_processes_run_on_the_steady_clock(serve: object) -> None:
+    source = inspect.getsource(serve)  # type: ignore[arg-type]
     assert "SteadyClock()" in source and "SystemClock()" not in source
+
+
+async def test_a_backward_step_does_not_zero_the_routers_request_rate() -> None:
+    """The router's request rate (what the autoscaler reads) over the steady clock
+    is the same after the wall clock steps back two hours; over the wall clock it
+    read 0 req/s for those two hours (every request counted in a future second)."""
+    fake, step = FakeClock(), [0.0]
+    steady = SteadyClock(wall=lambda: fake.now() + step[0], monotonic=fake.now)
+    window = RateWindow()
+    for _ in range(10):
+        await fake.advance(1.0)
+        window.record(steady.now(), 5)
+    step[0] = -7200.0
+    await fake.advance(0.5)
+    window.record(steady.now(), 5)
+    assert window.rate(steady.now(), 10) == 5.5  # 55 requests in the last 10 s
+    assert window.rate(fake.now() + step[0], 10) == 0.0  # what the wall clock reads
 
 
 async def test_a_forward_step_does_not_fail_a_starting_replica_for_its_initial_delay(

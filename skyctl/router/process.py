@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from skyctl.clock import SystemClock
+from skyctl.clock import SteadyClock
 from skyctl.config import TOKEN_ENV, Paths, paths, write_private
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import REUSE_PORT_ENV
@@ -277,7 +277,9 @@ async def serve(
     ``health_port``: answer a kubelet's probes there (:func:`start_health`);
     ``stop_grace``: seconds in-flight requests get once SIGTERM came.
     """
-    clock = SystemClock()
+    # a wall-clock step must not stop request rates (a step back: 0 req/s for its
+    # length) or keep a replica ejected for hours; ~60 ns a read more than time.time
+    clock = SteadyClock()
     shared = os.environ.get(REUSE_PORT_ENV) == "1"  # one of several workers per port
     endpoints = Endpoints(
         Secrets(p.home / KEY_FILE_NAME), clock, p.home / ROOT_NAME if shared else None

@@ -12,13 +12,14 @@ hours. Time is fake throughout: the "wall" is the fake clock plus a step.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from providers.registry import ProviderSet
+from skyctl import clock as clock_module
 from skyctl.clock import FakeClock, SteadyClock
 from skyctl.controller import Controller, daemon
 from skyctl.lifecycle import EndReason, ReplicaStatus
@@ -56,8 +57,9 @@ def test_the_steady_clock_ignores_steps_of_the_wall_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wall, mono = [1_700_000_000.0], [50.0]
-    monkeypatch.setattr(time, "time", lambda: wall[0])
-    monkeypatch.setattr(time, "monotonic", lambda: mono[0])
+    # what skyctl.clock reads as the time module (not the real one: other threads use it)
+    fake_time = SimpleNamespace(time=lambda: wall[0], monotonic=lambda: mono[0])
+    monkeypatch.setattr(clock_module, "time", fake_time)
     clock = SteadyClock()
     assert clock.now() == 1_700_000_000.0
     mono[0] += 10

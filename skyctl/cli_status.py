@@ -188,10 +188,10 @@ def failure_line(svc: dict[str, Any]) -> str:
 def show(services: list[dict[str, Any]], all_replicas: bool) -> None:
     """Print the services table, the replicas table, and each FAILED service's why."""
     out = console()
-    now = time.time()
-    srows = [[printable(c) for c in service_row(s, now)] for s in services]
+    now = time.time()  # a controller's answer says its own time (as_of): ages use that
+    srows = [[printable(c) for c in service_row(s, s.get("as_of", now))] for s in services]
     rrows = [
-        [printable(c) for c in replica_row(s, r, now)]
+        [printable(c) for c in replica_row(s, r, s.get("as_of", now))]
         for s in services
         for r in s["replicas"]
         if all_replicas or r["status"] != "TERMINATED"

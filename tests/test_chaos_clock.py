@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from providers.registry import ProviderSet
+from skyctl import cli_status
 from skyctl import clock as clock_module
 from skyctl.clock import FakeClock, SteadyClock
 from skyctl.controller import Controller, daemon
@@ -120,3 +121,18 @@ async def test_a_backward_step_does_not_stall_a_launch_backing_off(
     await h.until(lambda: h.provider.transient_launch_errors == 0)
     h.wall_step -= 7200  # the wall clock jumps two hours back
     await h.until(lambda: h.ready("web") == 1, seconds=60)
+
+
+async def test_serve_status_ages_use_the_controllers_time_not_the_wall_clock(
+    h: SteppedWallHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a wall-clock step the controller's timestamps are off the wall clock by
+    the step; ``serve status`` measures ages against the controller's time (``as_of``
+    in its answer), so a replica launched seconds ago does not read hours (here the
+    fake clock is years behind the real one: the same difference, larger)."""
+    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
+    await h.until(lambda: h.ready("web") == 1)
+    await h.clock.advance(30)
+    cli_status.show([h.controller.describe("web")], all_replicas=False)
+    row = next(line for line in capsys.readouterr().out.splitlines() if " ago " in line)
+    assert row.split()[4:6] == ["30s", "ago"], row  # LAUNCHED

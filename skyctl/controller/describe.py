@@ -71,6 +71,9 @@ def describe_service(c: Controller, svc: ServiceRecord) -> dict[str, Any]:
         "endpoint_open": bool(svc.router_port) and listening,
         "replicas": replicas,
         "created_at": svc.created_at,
+        # the controller's time for the figures above: ages shown against it stay
+        # right after a step of the wall clock (its clock ignores steps)
+        "as_of": now,
     }
 
 

@@ -478,7 +478,12 @@ def test_down_replica_id_ends_it_as_user_and_a_replacement_keeps_the_target(
         svc = home.json("shed", all_replicas=True)[0]
         ended = [r for r in svc["replicas"] if r["id"] == victim]
         ready = [r for r in svc["replicas"] if r["status"] == "READY"]
-        return bool(ended) and ended[0]["reason"] == "USER" and len(ready) == 2
+        return (
+            bool(ended)
+            and ended[0]["reason"] == "USER"
+            and ended[0]["status"] == "TERMINATED"  # (a second down while SHUTTING_DOWN: 0)
+            and len(ready) == 2
+        )
 
     assert wait_until(replaced, 60), home.json("shed", all_replicas=True)
     again = home.run("serve", "down", "shed", "--replica-id", str(victim))

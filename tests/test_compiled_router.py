@@ -31,7 +31,7 @@ ROUTER_TESTS = sorted(p.name for p in (ROOT / "tests").glob("test_router*.py"))
 @pytest.fixture(scope="module")
 def compiled_tree() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="skyctl-compiled-") as tmp:
-        yield compiled_copy(Path(tmp))
+        yield compiled_copy(Path(tmp), opt_level="0")  # behaviour, not speed: -O0 builds faster
 
 
 def test_the_compiled_build_imports_the_router_as_extensions(compiled_tree: Path) -> None:

@@ -19,8 +19,10 @@ COPIED = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 COPIED_DIRS = ("skyctl", "policies", "providers", "benchmarks", "tests", "tools")
 
 
-def compiled_copy(dest: Path, timeout: float = 900.0) -> Path:
+def compiled_copy(dest: Path, timeout: float = 900.0, opt_level: str = "3") -> Path:
     """Copy the checkout to ``dest`` (created) and compile its router there; returns ``dest``.
+    ``opt_level``: the C compiler's -O (3 as `pip install` builds it; the test suite, which
+    checks behaviour, not speed, builds at 0: the C compile is most of the build).
 
     Raises ``RuntimeError`` with the compiler's last lines when the build fails.
     """
@@ -33,7 +35,7 @@ def compiled_copy(dest: Path, timeout: float = 900.0) -> Path:
     done = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
         cwd=dest,
-        env={**os.environ, "SKYCTL_COMPILE": "1"},
+        env={**os.environ, "SKYCTL_COMPILE": "1", "MYPYC_OPT_LEVEL": opt_level},
         capture_output=True,
         text=True,
         timeout=timeout,

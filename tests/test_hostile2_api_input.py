@@ -18,13 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
 from skyctl.controller.api import MAX_BODY, make_app
 from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.routing_wire import REPORT_PATH
-from skyctl.store import Store
+from tests.helpers.fake_controller import fake_controller
 
 TOKEN = "h" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,15 +33,8 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    clock = FakeClock()
-    store = Store(tmp_path / "state.db")
-    providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
-    controller = Controller(store, providers, clock)
-    try:
+    async with fake_controller(tmp_path) as controller:
         yield controller
-    finally:
-        await controller.stop(0)
-        store.close()
 
 
 @pytest.fixture

@@ -19,11 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from providers.registry import ProviderSet
-from skyctl.clock import FakeClock
-from skyctl.controller import Controller
 from skyctl.controller.api import make_app
-from skyctl.store import Store
+from tests.helpers.fake_controller import fake_controller
 
 TOKEN = "n" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,20 +30,15 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    clock = FakeClock()
-    store = Store(tmp_path / "state.db")
-    providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
-    controller = Controller(store, providers, clock)
-    c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
-    await c.start_server()
-    try:
-        created = await c.post("/v1/services", headers=AUTH, json={"yaml": SPEC})
-        assert created.status == 201, await created.text()
-        yield c
-    finally:
-        await c.close()
-        await controller.stop(0)
-        store.close()
+    async with fake_controller(tmp_path) as controller:
+        c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
+        await c.start_server()
+        try:
+            created = await c.post("/v1/services", headers=AUTH, json={"yaml": SPEC})
+            assert created.status == 201, await created.text()
+            yield c
+        finally:
+            await c.close()
 
 
 LONG = "1" * 5000

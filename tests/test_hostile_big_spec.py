@@ -21,26 +21,17 @@ from typing import Any
 
 import pytest
 
-from providers.registry import ProviderSet
 from skyctl import secrets as secrets_module
-from skyctl.clock import FakeClock
 from skyctl.controller import Controller
-from skyctl.store import Store
+from tests.helpers.fake_controller import fake_controller
 
 SPEC = "name: web\nservice:\n  replicas: 1\nrun: sleep 1000\nsecrets:\n  TOKEN: abc\n"
 
 
 @pytest.fixture
 async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
-    clock = FakeClock()
-    store = Store(tmp_path / "state.db")
-    providers = ProviderSet(config={}, clock=clock, local_state=tmp_path / "local")
-    c = Controller(store, providers, clock)
-    try:
+    async with fake_controller(tmp_path) as c:
         yield c
-    finally:
-        await c.stop(0)
-        store.close()
 
 
 class HeldParses:

@@ -44,6 +44,10 @@ class SteadyClock:
     for hours or shrink a bill. Timestamps drift from the wall clock by the size
     of a step until the next controller start, which reads the wall clock anew.
     ``wall``/``monotonic``/``sleep`` are injectable so tests can step a fake wall.
+
+    The default steady source is :func:`boottime`: unlike ``CLOCK_MONOTONIC`` it
+    keeps counting while the machine is suspended, so a laptop that slept for an
+    hour does not leave every timestamp an hour behind the wall clock.
     """
 
     def __init__(
@@ -52,7 +56,7 @@ class SteadyClock:
         monotonic: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        self._monotonic = monotonic or time.monotonic
+        self._monotonic = monotonic or boottime
         self._sleep = sleep
         self._origin = (wall or time.time)() - self._monotonic()
 
@@ -64,6 +68,15 @@ class SteadyClock:
             await self._sleep(seconds)
         else:
             await asyncio.sleep(max(0.0, seconds))
+
+
+def boottime() -> float:
+    """Seconds of a clock no wall-clock step moves and that counts suspended time
+    (Linux ``CLOCK_BOOTTIME``); elsewhere :func:`time.monotonic`."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
 
 
 class FakeClock:

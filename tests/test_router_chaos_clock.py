@@ -12,6 +12,7 @@ hours. Time is fake throughout: the "wall" is the fake clock plus a step.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,8 +59,15 @@ def test_the_steady_clock_ignores_steps_of_the_wall_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wall, mono = [1_700_000_000.0], [50.0]
+
     # what skyctl.clock reads as the time module (not the real one: other threads use it)
-    fake_time = SimpleNamespace(time=lambda: wall[0], monotonic=lambda: mono[0])
+    def steady(clock_id: int) -> float:
+        # CLOCK_BOOTTIME: it counts time the machine spent suspended, where
+        # CLOCK_MONOTONIC stops (a laptop's sleep would leave timestamps behind)
+        assert clock_id == time.CLOCK_BOOTTIME
+        return mono[0]
+
+    fake_time = SimpleNamespace(time=lambda: wall[0], clock_gettime=steady, monotonic=None)
     monkeypatch.setattr(clock_module, "time", fake_time)
     clock = SteadyClock()
     assert clock.now() == 1_700_000_000.0

@@ -19,6 +19,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,12 @@ def load_spec_file(
         message = "a spec is read from a file, not standard input (as sky serve up): give its path"
         raise spec_error(message, line=None, source="-")
     try:
-        with open(path, encoding="utf-8") as f:  # bounded: /dev/zero, a 40 MB file
+        # O_NONBLOCK: a named pipe no one writes to is opened, not waited on for ever;
+        # read blocking, so process substitution's <(...) gives its writer's text
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, encoding="utf-8") as f:  # bounded: /dev/zero, a 40 MB file
+            fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
+            os.set_blocking(fd, True)
             text = f.read(MAX_SPEC_BYTES + 1)
     except UnicodeDecodeError as e:
         raise spec_error(f"not UTF-8 text ({e.reason})", line=None, source=source) from None
@@ -194,6 +200,9 @@ def load_spec_file(
     except ValueError:  # "embedded null byte": no file has such a path
         message = "cannot read: a path cannot hold a NUL character"
         raise spec_error(message, line=None, source=source) from None
+    if fifo and not text:
+        message = "a named pipe (FIFO) no process writes to: nothing to read"
+        raise spec_error(message, line=None, source=source)
     return parse_spec(text, source=source, envs=envs, secrets=secrets)
 
 

@@ -24,6 +24,7 @@ from skyctl import console
 from skyctl.clock import Clock
 from skyctl.console.web import CLOSING
 from skyctl.controller import routing_feed
+from skyctl.controller.api_server import started
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
@@ -142,7 +143,7 @@ def make_app(
             reason = f"request body over {MAX_BODY} bytes" if e.status == 413 else e.reason
             return web.json_response({"error": reason, "exit_code": 1}, status=e.status)
 
-    app = web.Application(middlewares=[auth_and_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[started, auth_and_errors], client_max_size=MAX_BODY)
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "pid": os.getpid(), "ticks": controller.ticks})

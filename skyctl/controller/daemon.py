@@ -45,6 +45,7 @@ from skyctl.config import (
     write_private,
 )
 from skyctl.controller.api import make_app
+from skyctl.controller.api_server import ApiSite, make_runner
 from skyctl.controller.controller import Controller
 from skyctl.controller.heap import HeapKeeper
 from skyctl.controller.routing_feed import RoutingFeed
@@ -98,9 +99,9 @@ async def serve(
     controller.routing_feed = feed
     token = read_or_create_token(p)
     app = make_app(controller, token, controller.request_stop)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app)  # slow or idle clients cannot hold connections for ever
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = ApiSite(runner, host, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, controller.request_stop)

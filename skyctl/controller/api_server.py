@@ -1,0 +1,126 @@
+"""The controller API's listener: no client holds its connections for ever.
+
+aiohttp takes every connection and (before 3.14.x) waits for a request head
+without end, so a local process that opened thousands of connections sending
+nothing, or a head a byte at a time, held the controller's file descriptors
+(which its store, launches, readiness probes and embedded routers need) before
+any token was checked. Here:
+
+- at most ``MAX_CONNECTIONS`` are open: one more is answered with a one-line
+  JSON 503 and closed (the API refuses; the controller goes on);
+- a connection whose first request has not arrived ``HEAD_SECONDS`` after it
+  opened is closed, and one idle as long between requests (aiohttp's
+  keep-alive timeout). A request being answered (``logs -f``, the console's
+  event stream) is never cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from aiohttp import web
+
+HEAD_SECONDS = 30.0
+MAX_CONNECTIONS = 256
+_BUSY = b'{"error": "too many connections to the controller API", "exit_code": 1}'
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY)
+)
+
+
+class _Guarded(asyncio.Protocol):
+    """An aiohttp request handler, closed unless a request arrives in time."""
+
+    def __init__(self, site: ApiSite, inner: asyncio.Protocol) -> None:
+        self.site = site
+        self.inner = inner
+        self.started = False  # set by `started` when a request reaches the app
+        self.transport: asyncio.BaseTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.site.open.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.site.head_seconds, self._expire)
+        self.inner.connection_made(transport)
+
+    def _expire(self) -> None:
+        if not self.started and self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site.open.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.inner.connection_lost(exc)
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(_REFUSAL)
+        transport.close()
+
+
+@web.middleware
+async def started(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Mark the connection as having sent a request (its head deadline no longer applies)."""
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    if isinstance(protocol, _Guarded):
+        protocol.started = True
+    return await handler(request)
+
+
+def make_runner(app: web.Application, *, head_seconds: float = HEAD_SECONDS) -> web.AppRunner:
+    """The API's runner: idle keep-alive connections closed after ``head_seconds``."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=head_seconds)
+
+
+class ApiSite(web.BaseSite):
+    """A TCP site on ``host:port`` (0: any free port) with the limits above."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        limit: int = MAX_CONNECTIONS,
+        head_seconds: float = HEAD_SECONDS,
+    ) -> None:
+        super().__init__(runner)
+        self.host, self.port, self.limit, self.head_seconds = host, port, limit, head_seconds
+        self.open: set[_Guarded] = set()
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _protocol(self) -> asyncio.Protocol:
+        server: Any = self._runner.server
+        if len(self.open) >= self.limit:
+            return _Refused()
+        return _Guarded(self, server())
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, self.host, self.port)

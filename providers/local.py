@@ -2,8 +2,9 @@
 
 Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own
 process group, listening on a free port of 127.0.0.1 given as ``$PORT``, with
-its output in ``<state_dir>/logs/<service>/replica-<id>.log`` (kept an hour after it
-ends, as its row in ``serve status -a``: ``local_records.LogPruner``). It runs in the
+its output in ``<state_dir>/logs/<service>/replica-<id>.log`` (rotated at a size cap:
+``local_logs``; kept an hour after it ends, as its row in ``serve status -a``:
+``local_records.LogPruner``). It runs in the
 spec's ``workdir``, else in a directory of its own (``<state_dir>/work/<instance
 id>``, removed at termination), never in the state folder itself. Instance
 records are JSON files under ``state_dir`` (``providers.local_records``), so a
@@ -33,7 +34,8 @@ from pathlib import Path
 
 from providers import local_nodes, local_ports, local_process
 from providers.base import LaunchRequest, Provider, per_replica
-from providers.feasibility import Machine, fits_machine, this_machine
+from providers.feasibility import this_machine
+from providers.local_logs import ReplicaLogs
 from providers.local_process import ReplicaProcess
 from providers.local_records import (
     FAILED,
@@ -52,11 +54,11 @@ from providers.local_records import (
     signal_group,
 )
 from providers.local_records import instance_id as make_instance_id
-from providers.local_replay import CLOUD, Replay, ZoneModel
+from providers.local_replay import CLOUD, Replay, ZoneModel, matching_candidate
 from providers.replica_env import skypilot_env
 from skyctl.clock import Clock
 from skyctl.errors import CapacityError, ConfigError, TransientError
-from skyctl.spec import LocalOptions, ResourceCandidate, ServiceSpec
+from skyctl.spec import LocalOptions, ServiceSpec
 from skyctl.types import Instance, InstanceEvent, InstanceEventKind, Location, Offering
 
 # setup failure ends the replica with this code; run replaces the shell (exec)
@@ -82,6 +84,7 @@ class LocalProvider(Provider):
         state_dir: Path,
         base_dir: str | None = None,
         accelerators: Mapping[str, float] | None = None,
+        logs: ReplicaLogs | None = None,
     ) -> None:
         self._default_options = spec_options or LocalOptions()
         # what a replica can get here: this machine, and the configured accelerators
@@ -91,6 +94,7 @@ class LocalProvider(Provider):
         self._base_dir = base_dir
         self._store = RecordStore(self._state_dir)
         self._logs = LogPruner(self._state_dir, clock.now)
+        self._log_caps = logs or ReplicaLogs()  # each replica's log under its size cap
         self._replays: dict[str, Replay] = {}
         self._procs: dict[str, ReplicaProcess] = {}
         self._waiters: dict[str, asyncio.Task[None]] = {}
@@ -142,7 +146,7 @@ class LocalProvider(Provider):
         now = self._clock.now()
         out: list[Offering] = []
         for zone in replay.zones:
-            cand = _matching_candidate(spec, zone.location, self._machine)
+            cand = matching_candidate(spec, zone.location, self._machine)
             if cand is None:
                 continue
             accel = ",".join(f"{k}:{v}" for k, v in (cand.accelerators or {}).items())
@@ -161,6 +165,7 @@ class LocalProvider(Provider):
                 if existing is not None:
                     return existing.to_instance()
                 rec = await self._spawn(request)
+                self._log_caps.watch([rec.log_path])
         finally:
             if not lock.locked():
                 self._token_locks.pop(request.client_token, None)
@@ -176,6 +181,7 @@ class LocalProvider(Provider):
             await self._stop(rec)
             self._store.remove(instance_id)
             now = self._clock.now()
+            await asyncio.to_thread(self._log_caps.finish, rec.log_path)  # under its cap
             await asyncio.to_thread(end_files, self._replica_dir(instance_id), rec.log_path, now)
             self._random_due.pop(instance_id, None)
             await self._logs.after_end(rec.service, self._store.records.values())
@@ -229,6 +235,7 @@ class LocalProvider(Provider):
         self._driver = None
         self._waiters.clear()
         self._procs.clear()  # from now on their liveness is checked by pid, like adopted ones
+        self._log_caps.close()
 
     # ------------------------------------------------------------ launching
 
@@ -480,6 +487,7 @@ class LocalProvider(Provider):
     def _start_driver(self) -> None:
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name="local-provider-preemptions")
+            self._log_caps.watch(r.log_path for r in self._store.records.values())
 
     async def _replan(self) -> None:
         """Wake the driver and wait until it has planned from the current state, so
@@ -577,19 +585,3 @@ class LocalProvider(Provider):
     def _event(kind: InstanceEventKind, rec: Record, at: float, detail: str = "") -> InstanceEvent:
         loc = Location.parse(rec.location)
         return InstanceEvent(kind, rec.service, rec.replica_id, rec.instance_id, loc, at, detail)
-
-
-def _matching_candidate(
-    spec: ServiceSpec, location: Location, machine: Machine | None = None
-) -> ResourceCandidate | None:
-    for cand in spec.resources.candidates:
-        if machine is not None and not fits_machine(cand, machine):
-            continue  # needs more CPUs, memory or accelerators than this machine has
-        if cand.cloud not in (None, CLOUD, "*"):
-            continue
-        if cand.region not in (None, "*", location.region):
-            continue
-        if cand.zone not in (None, "*", location.zone):
-            continue
-        return cand
-    return None

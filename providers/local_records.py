@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyctl.logtail import MAX_BACKUPS, backup_path
 from skyctl.types import Instance, InstanceState, Location
 
 #: an ended replica's log is kept this long after its last write: as long as its row
@@ -31,6 +32,7 @@ from skyctl.types import Instance, InstanceState, Location
 LOG_KEEP_SECONDS = 3600.0
 #: a service's logs folder is scanned at most this often (clock seconds), in a thread
 LOG_PRUNE_EVERY_SECONDS = 300.0
+_ROTATED = re.compile(r"\.([0-9]+|rotating)$")  # replica-1.log.2: a copy of replica-1.log
 
 RUNNING = "RUNNING"
 PREEMPTED = "PREEMPTED"
@@ -152,7 +154,8 @@ def prune_logs(folder: Path, live: set[str], before: float) -> int:
     removed = 0
     with contextlib.suppress(OSError):  # never fails a termination: next time, then
         for path in folder.iterdir():
-            if path.name in live or not path.name.endswith(".log"):
+            log = _ROTATED.sub("", path.name)  # its rotated copies go with it (local_logs)
+            if log in live or not log.endswith(".log"):
                 continue
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < before:
@@ -167,8 +170,9 @@ def end_files(work_dir: Path, log_path: str, now: float) -> None:
     the clock's) so it is kept ``LOG_KEEP_SECONDS`` from there. Blocking: run it in a
     thread."""
     shutil.rmtree(work_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.utime(log_path, (now, now))
+    for n in range(MAX_BACKUPS + 1):  # and its rotated copies
+        with contextlib.suppress(OSError):
+            os.utime(backup_path(log_path, n) if n else log_path, (now, now))
 
 
 class LogPruner:

@@ -23,7 +23,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from skyctl.spec import LocalOptions, LocalZone
+from providers.feasibility import Machine, fits_machine
+from skyctl.spec import LocalOptions, LocalZone, ResourceCandidate, ServiceSpec
 from skyctl.traces import DEFAULT_SPOT_DISCOUNT, Trace, load_trace
 from skyctl.types import Location
 
@@ -136,3 +137,20 @@ class Replay:
         if not self.random_preemptions:
             return None
         return now + self._rng.expovariate(self.options.preemption_rate_per_hour / 3600.0)
+
+
+def matching_candidate(
+    spec: ServiceSpec, location: Location, machine: Machine | None = None
+) -> ResourceCandidate | None:
+    """The spec's first resource candidate a replica in ``location`` (on ``machine``) can use."""
+    for cand in spec.resources.candidates:
+        if machine is not None and not fits_machine(cand, machine):
+            continue  # needs more CPUs, memory or accelerators than this machine has
+        if cand.cloud not in (None, CLOUD, "*"):
+            continue
+        if cand.region not in (None, "*", location.region):
+            continue
+        if cand.zone not in (None, "*", location.zone):
+            continue
+        return cand
+    return None

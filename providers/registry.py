@@ -13,6 +13,7 @@ from typing import Any
 
 from providers.base import Provider
 from providers.feasibility import local_accelerators
+from providers.local_logs import LogLimits, ReplicaLogs
 from skyctl.clock import Clock
 from skyctl.errors import ConfigError
 
@@ -65,9 +66,13 @@ class ProviderSet:
         module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
         if name == "local":
-            accelerators = local_accelerators(self._config.get("local"))
+            section = self._config.get("local")
             provider: Provider = cls(
-                None, clock=self._clock, state_dir=self._local_state, accelerators=accelerators
+                None,
+                clock=self._clock,
+                state_dir=self._local_state,
+                accelerators=local_accelerators(section),
+                logs=ReplicaLogs(LogLimits.from_section(section)),  # local.log_max_mb, ...
             )
         elif name == "simulated":  # its instances are kept across restarts there
             state = self._local_state.parent / "simulated"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from skyctl.errors import ConfigError, SkyctlError
+from skyctl.logtail import log_limits_problem
 
 # the clouds' sections and the router process's (router.workers)
 CLOUD_SECTIONS = (
@@ -32,7 +33,10 @@ CLOUD_SECTIONS = (
 )
 # the keys of the sections no provider checks itself (the clouds' providers refuse their
 # own unknown keys when built); a key nothing reads is refused, not silently ignored
-SECTION_KEYS: dict[str, tuple[str, ...]] = {"local": ("accelerators",), "router": ("workers",)}
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "local": ("accelerators", "log_max_mb", "log_backups"),
+    "router": ("workers",),
+}
 MAX_ROUTER_WORKERS = 64
 
 
@@ -114,6 +118,10 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
                 f"{p.config}:{at}: {key}.{unknown[0]}: unknown key{hint}; "
                 f"allowed: {', '.join(allowed or ())}"
             )
+        bad = log_limits_problem(value or {}) if key == "local" else None
+        if bad:  # the replica logs' cap (providers/local_logs.py)
+            at = _key_lines(p.config.read_text(), key).get(bad[0], 1)
+            raise ConfigError(f"{p.config}:{at}: {bad[1]}")
     return {k: dict(v or {}) for k, v in data.items()}
 
 

@@ -29,7 +29,7 @@ from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 from skyctl.lifecycle import ReplicaStatus
-from skyctl.logtail import tail_offset
+from skyctl.logtail import LogReader
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOG_POLL_SECONDS = 0.5
@@ -195,13 +195,14 @@ def make_app(
         tail = _int_query(request, "tail", -1, -1)  # the last N lines, then on (`logs --tail`)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
-        with path.open("rb") as f:
-            if tail >= 0:
-                f.seek(tail_offset(f, tail))
+        with LogReader(path, tail if tail >= 0 else None) as log:  # across its rotations
             while True:
-                chunk = f.read(64 * 1024)
+                chunk = log.read(64 * 1024)
                 if chunk:
                     await resp.write(chunk)
+                    continue
+                if log.pending:  # rotating this instant (microseconds): read on
+                    await asyncio.sleep(0.001)
                     continue
                 if not follow:
                     break

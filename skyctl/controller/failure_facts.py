@@ -14,7 +14,6 @@ Reading the log tail is disk I/O: it runs in a thread, never on the loop.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from policies.model import ReplicaEnded
 from providers.registry import ProviderSet
 from skyctl.errors import SkyctlError
 from skyctl.lifecycle import EndReason
+from skyctl.logtail import tail_bytes
 from skyctl.store import ReplicaRecord
 
 TAIL_LINES = 10
@@ -37,11 +37,7 @@ def read_tail(path: str | None, lines: int = TAIL_LINES) -> str:
     if not path:
         return ""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            data = f.read()
+        data = tail_bytes(path, TAIL_BYTES)  # with its rotated copy's when it was just rotated
     except OSError:
         return ""
     text = data.decode("utf-8", "replace")

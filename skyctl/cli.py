@@ -13,10 +13,7 @@ from typing import Any
 
 import click
 
-from providers.admission import check_provider_rules, places_for
-from providers.feasibility import check_placement
-from skyctl import __version__, supervisor
-from skyctl.cli_check import unusable_clouds
+from skyctl import __version__, supervisor_files
 from skyctl.cli_console import console
 from skyctl.cli_costs import cost
 from skyctl.cli_down import (
@@ -28,7 +25,7 @@ from skyctl.cli_down import (
     stop_supervisor,
     wait_down,
 )
-from skyctl.cli_env import SECONDS, override_options, overrides, skypilot_flags
+from skyctl.cli_env import SECONDS, override_options, skypilot_flags
 from skyctl.cli_exit import (
     INTERRUPTED_BEFORE_UP,
     interrupted_down,
@@ -39,6 +36,7 @@ from skyctl.cli_exit import (
 from skyctl.cli_logs import logs
 from skyctl.cli_router import router
 from skyctl.cli_sim import sim
+from skyctl.cli_spec import load_checked
 from skyctl.cli_status import show as show_status
 from skyctl.cli_update import update
 from skyctl.cli_wait import wait_ready
@@ -50,12 +48,7 @@ from skyctl.client import (
     stored_services,
 )
 from skyctl.config import load_user_config, paths
-from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, SpecError, StoreError
-from skyctl.secrets import api_keys_from_environment, redact
-from skyctl.spec import ServiceSpec
-from skyctl.spec_files import anchor_workdir, check_files, check_ports, spec_notes
-from skyctl.spec_places import check_places
-from skyctl.spec_yaml import load_spec_file, service_name_problem
+from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
 
 
 def _examples(*lines: str) -> str:
@@ -115,46 +108,6 @@ def serve() -> None:
     """Run services: up, status, logs, update, down, retry, cost, validate."""
 
 
-Overrides = tuple[dict[str, str], dict[str, str]]
-
-
-def _load(
-    file: str, kw: dict[str, Any], ctx: click.Context, *, to_run: bool = True
-) -> tuple[ServiceSpec, Overrides]:
-    """Parse a spec file with the --env/--secret flags in ``kw`` and every check the
-    controller will make: the regions and zones it names exist, an enabled provider
-    can run it (as SkyPilot's optimizer), and that provider admits it
-    (providers.admission.SPEC_CHECKS). The overrides are sent to the
-    controller with the spec. This machine's files and ports (TLS files, workdir,
-    privileged ports) refuse it when ``to_run`` (up, update), else (validate: a
-    README's placeholder paths) are a warning line each."""
-    envs, secrets = overrides(
-        kw.pop("env"), kw.pop("env_file"), kw.pop("secret"), kw.pop("secret_file")
-    )
-    spec = load_spec_file(file, envs=envs, secrets=secrets)
-    for check in (anchor_workdir, check_files, check_ports):  # this machine's files, ports
-        try:
-            spec = check(spec) or spec
-        except SpecError as e:
-            if to_run:
-                raise
-            click.echo(f"warning: serve up here would refuse it: {e}", err=True)
-    if spec.secrets:  # secrets must be redactable in place
-        redact(spec.yaml_text, spec.source, envs=envs, secrets=secrets)
-    config = load_user_config(_home(ctx))
-    check_places(spec, places_for(spec, config))
-    check_placement(spec, config)
-    check_provider_rules(spec)  # what the controller's provider refuses (as at serve up)
-    unusable = unusable_clouds(spec.clouds, config)  # no credentials, no SDK: refused now
-    if unusable is not None:
-        if to_run:
-            raise ConfigError(unusable)
-        click.echo(f"warning: serve up here would refuse it: {unusable}", err=True)
-    for note in spec_notes(spec):  # what replicas will not get (secrets, mounts, git)
-        click.echo(f"note: {note}", err=True)
-    return spec, (envs, secrets)
-
-
 @serve.command(
     epilog=_examples(
         "skyctl serve validate svc.yaml",
@@ -168,7 +121,7 @@ def validate(ctx: click.Context, file: str, **kw: Any) -> None:
     """Check a service spec without running anything: refused (exit 2) as serve up
     would refuse it; files and ports serve up needs on this machine (TLS files,
     workdir, a privileged port) are warnings (exit 0)."""
-    spec, _ = _load(file, kw, ctx, to_run=False)
+    spec, _ = load_checked(file, kw, ctx, to_run=False)
     rp = spec.service.replica_policy
     replicas = f"{rp.min_replicas}" if rp.fixed else f"{rp.min_replicas}-{rp.max_replicas}"
     clouds = ", ".join(sorted(spec.clouds))
@@ -215,15 +168,18 @@ def up(
     **kw: Any,
 ) -> None:
     """Start a service from a spec; print its endpoint."""
+    from skyctl.secrets import api_keys_from_environment
+    from skyctl.spec_yaml import service_name_problem
+
     if name is not None:  # checked before a controller is started for it
         problem = service_name_problem(name)
         if problem:
             raise click.BadParameter(problem, param_hint="'-n' / '--name'")
-    spec, (envs, secrets) = _load(file, kw, ctx)
+    spec, (envs, secrets) = load_checked(file, kw, ctx)
     target = name or spec.name or ""
     sent = submitted = False  # the request may have reached the controller / it did
     home = _home(ctx)
-    fresh = supervisor.running_pid(home) is None  # the controller is started for this one
+    fresh = supervisor_files.running_pid(home) is None  # the controller is started for this one
     try:
         client = ControllerClient.ensure(home, progress=click.echo)
         sent = True
@@ -542,7 +498,7 @@ def controller_stop(ctx: click.Context, everything: bool) -> None:
     """Stop the controller gracefully (replicas keep running, and so do the endpoints:
     the router process keeps serving until `--all`)."""
     p = _home(ctx)
-    if everything and supervisor.running_pid(p) is not None:
+    if everything and supervisor_files.running_pid(p) is not None:
         stop_supervisor(p)
         click.echo("Controller and router process stopped.")
         return
@@ -551,8 +507,8 @@ def controller_stop(ctx: click.Context, everything: bool) -> None:
         return
     stop_controller(p)
     if everything:  # no supervisor: the router processes a killed one left
-        supervisor.stop_orphan_routers(p)
-    if supervisor.running_pid(p) is not None and stored_services(p):
+        supervisor_files.stop_orphan_routers(p)
+    if supervisor_files.running_pid(p) is not None and stored_services(p):
         click.echo("Controller stopped; the endpoints keep answering (`--all` stops them).")
     else:  # no service: no endpoint to keep (the supervisor and router process exit too)
         click.echo("Controller stopped.")

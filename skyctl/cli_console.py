@@ -6,8 +6,6 @@ API's loopback origin; see :mod:`skyctl.console`.
 
 from __future__ import annotations
 
-import webbrowser
-
 import click
 
 from skyctl.client import ControllerClient
@@ -29,6 +27,8 @@ def console(ctx: click.Context, no_browser: bool) -> None:
       skyctl console
       skyctl console --no-browser   # e.g. over ssh -L
     """
+    import webbrowser
+
     from skyctl.console import login_url  # the web stack, only for this command
 
     p = paths(ctx.obj.get("home") if ctx.obj else None)

@@ -22,11 +22,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from skyctl import supervisor, teardown
-from skyctl.cli_down_progress import DownProgress
+from skyctl import supervisor_files
 from skyctl.client import (
     ControllerClient,
     ControllerUnreachable,
@@ -38,6 +38,11 @@ from skyctl.client import (
 )
 from skyctl.config import Paths
 from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
+
+# the providers (teardown) and rich (DownProgress) are imported by the functions using
+# them: `serve down` of a service that is not there, or with --no-wait, needs neither
+if TYPE_CHECKING:
+    from skyctl.cli_down_progress import DownProgress
 
 POLL_SECONDS = 1.0
 POLL_TIMEOUT = 10.0  # one status call; a controller slower than this counts as not answering
@@ -86,6 +91,8 @@ def wait_down(
     teardown did not finish (in time, or at all) is removed from the store anyway,
     and the command says what may be left and where.
     """
+    from skyctl.cli_down_progress import DownProgress  # rich: only for the wait
+
     pending = dict(clouds)
     problems: list[str] = []
     with DownProgress(sorted(clouds)) as progress:
@@ -182,6 +189,8 @@ def _follow(
 def _purge(p: Paths, pending: dict[str, list[str]]) -> list[str]:
     """``--purge``: forget services whose teardown did not finish, then say what may be
     left (the store's replicas, what each provider still lists) and where. Problems."""
+    from skyctl import teardown
+
     left = _what_is_left(p, pending)  # before the rows go
     listed, unchecked = teardown.leftovers(p, pending)
     problems: list[str] = []
@@ -220,6 +229,8 @@ def _confirm_down(
     p: Paths, name: str, clouds: list[str], progress: DownProgress | None = None
 ) -> list[str]:
     """The store no longer has ``name``: ask its providers too. Problems, if any."""
+    from skyctl import teardown
+
     left, unchecked = teardown.leftovers(p, {name: clouds})
     problems = []
     if left.get(name):
@@ -254,6 +265,8 @@ def _one_more_restart(p: Paths, pending: dict[str, list[str]], restarts: int) ->
 
 def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:
     """One line: the replicas the store still has live, and what the providers list."""
+    from skyctl import teardown
+
     replicas: dict[str, list[tuple[int, str]]] | None
     try:
         replicas = stored_replicas(p, list(pending))
@@ -274,7 +287,9 @@ def _what_is_left(p: Paths, pending: dict[str, list[str]]) -> str:
 
 def force_down(p: Paths) -> None:
     """Stop everything skyctl launched, by the providers' tags, store or no store."""
-    if supervisor.running_pid(p) is not None:
+    from skyctl import teardown
+
+    if supervisor_files.running_pid(p) is not None:
         click.echo("Stopping the controller and the router process first")
         stop_supervisor(p, kill_after=True)
     if _daemon_running(p):
@@ -322,12 +337,12 @@ def stop_supervisor(p: Paths, *, kill_after: bool = False) -> None:
     """SIGTERM the supervisor (it stops the controller and the router process, so
     every endpoint closes) and wait up to 45 s; then SIGKILL its process group
     if ``kill_after``, else raise."""
-    pid = supervisor.running_pid(p)
+    pid = supervisor_files.running_pid(p)
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
     for _ in range(450):
-        if supervisor.running_pid(p) is None:
+        if supervisor_files.running_pid(p) is None:
             return
         time.sleep(0.1)
     if not kill_after:
@@ -336,7 +351,7 @@ def stop_supervisor(p: Paths, *, kill_after: bool = False) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # its children share its process group
     files = [*p.home.glob("router*.json"), *p.home.glob("routes*.cache")]
-    for info in [p.home / supervisor.INFO_NAME, *files]:
+    for info in [p.home / supervisor_files.INFO_NAME, *files]:
         with contextlib.suppress(FileNotFoundError):
             info.unlink()  # they could not remove theirs
 

@@ -17,12 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
-import dotenv
-from dotenv.parser import parse_stream
 
-from skyctl.spec_checks import MAX_SPEC_BYTES
-from skyctl.spec_env import ENV_NAME_RE, merge_overrides, parse_assignment
-
+# skyctl.spec_env and dotenv are imported by the commands taking these flags, when they
+# run: every command imports this module (the flags' definitions)
 __all__ = ["SECONDS", "override_options", "overrides", "skypilot_flags"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +44,8 @@ SECONDS = _Seconds(min=0)
 def _pairs(
     ctx: click.Context, param: click.Parameter, values: Sequence[str]
 ) -> list[tuple[str, str]]:
+    from skyctl.spec_env import parse_assignment
+
     flag = f"--{(param.name or '').replace('_', '-')}"
     try:
         return [parse_assignment(text, flag) for text in values]
@@ -57,6 +56,12 @@ def _pairs(
 def _dotenv(ctx: click.Context, param: click.Parameter, path: str | None) -> dict[str, str]:
     if path is None:
         return {}
+    import dotenv
+    from dotenv.parser import parse_stream
+
+    from skyctl.spec_checks import MAX_SPEC_BYTES
+    from skyctl.spec_env import ENV_NAME_RE
+
     flag = f"--{(param.name or '').replace('_', '-')}"
     if not os.path.isfile(path):  # /dev/zero, a FIFO: dotenv would read nothing, silently
         raise click.ClickException(f"{flag} {path}: not a regular file (a dotenv file)")
@@ -126,6 +131,8 @@ def overrides(
     secret_file: dict[str, str],
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(envs, secrets) to override the spec's, in SkyPilot's precedence."""
+    from skyctl.spec_env import merge_overrides
+
     return merge_overrides([env_file], env), merge_overrides([env_file, secret_file], secret)
 
 

@@ -10,16 +10,19 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from policies import registry
 from skyctl.errors import SkyctlError
-from skyctl.sim import DEFAULT_COLD_START, SimConfig, SimResult, format_table, simulate, to_json
-from skyctl.sim.coldstart import ColdStart, parse_cold_start
-from skyctl.sim.engine import MAX_REPLICAS, cold_start_warning
-from skyctl.spec_yaml import load_spec_file
-from skyctl.traces import MAX_PRICE, Trace, load_trace
+from skyctl.sim_limits import DEFAULT_COLD_START, MAX_PRICE, MAX_REPLICAS
+
+# The simulator, the policies and the spec parser are imported by `sim` when it runs:
+# every skyctl command imports this module (the `sim` command's definition).
+if TYPE_CHECKING:
+    from skyctl.sim import SimResult
+    from skyctl.sim.coldstart import ColdStart
+    from skyctl.traces import Trace
 
 
 def _fail(message: str) -> None:
@@ -123,6 +126,21 @@ def _trace_base(trace_name: str, spec_file: str) -> str | None:
     return str(Path(spec_file).parent)
 
 
+class _PolicyOption(click.Option):
+    """``--policy``: its help also names the registered policies, looked up when the help
+    is shown (the registry imports every policy)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.base_help = self.help
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from policies import registry
+
+        self.help = f"{self.base_help} One of: {', '.join(registry.names())}."
+        return super().get_help_record(ctx)
+
+
 PLOT_TYPES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # what matplotlib writes by name
 
 SIM_EXAMPLES = """
@@ -148,10 +166,10 @@ Examples:
 @click.option(
     "--policy",
     "policies",
+    cls=_PolicyOption,
     multiple=True,
     metavar="NAME",
-    help=f"Policy to replay (repeatable, each replayed once; default: the spec's). "
-    f"One of: {', '.join(registry.names())}.",
+    help="Policy to replay (repeatable, each replayed once; default: the spec's).",
 )
 @click.option(
     "--replicas",
@@ -250,6 +268,13 @@ def sim(
     html: str | None,
 ) -> None:
     """Replay a spot trace through placement policies and report availability and cost."""
+    from policies import registry
+    from skyctl.sim import SimConfig, format_table, simulate, to_json
+    from skyctl.sim.coldstart import parse_cold_start
+    from skyctl.sim.engine import cold_start_warning
+    from skyctl.spec_yaml import load_spec_file
+    from skyctl.traces import load_trace
+
     for flag, out in (("--plot", plot), ("--html", html)):
         if out is not None and not Path(out).parent.is_dir():
             _fail(f"{flag} {out}: no folder {Path(out).parent}; the file's folder must exist")

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported when a table is shown, not by every command's
+    from rich.console import Console  # printable() (cli_exit)
+    from rich.table import Table
 
 SERVICE_COLUMNS = [
     "NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT",
@@ -55,6 +55,8 @@ def printable(text: object) -> str:
 
 def console() -> Console:
     """stdout as rich sees it: colour on a terminal unless NO_COLOR, else plain."""
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=False)
 
 
@@ -139,6 +141,10 @@ def plain(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _styled(header: list[str], rows: list[list[str]], status_col: int) -> Table:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
     for h in header:  # narrow terminals fold cells, never the headers
         table.add_column(h, min_width=len(h), overflow="fold")

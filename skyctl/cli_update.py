@@ -12,17 +12,18 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skyctl.cli_env import SECONDS, override_options, skypilot_flags
+from skyctl.cli_spec import load_checked
 from skyctl.cli_status import failure_line
 from skyctl.client import ControllerClient, ServiceWatch, service_path
 from skyctl.errors import ServiceNotFound, SkyctlError
-from skyctl.secrets import api_keys_from_environment
-from skyctl.spec import ServiceSpec
-from skyctl.spec_yaml import service_name_problem
+
+if TYPE_CHECKING:
+    from skyctl.spec import ServiceSpec
 
 POLL_SECONDS = 1.0
 
@@ -86,13 +87,15 @@ def update(
     Without --detach it shows the roll-out and returns once every replica runs
     the new version and is READY.
     """
-    from skyctl.cli import _controller, _load  # the CLI's own helpers (cli imports this module)
+    from skyctl.cli import _controller  # the CLI's own helper (cli imports this module)
+    from skyctl.secrets import api_keys_from_environment
+    from skyctl.spec_yaml import service_name_problem
 
     name, file = _name_and_file(name_and_file, name_option)
     problem = service_name_problem(name)  # no such service can exist: say what can
     if problem:
         raise click.BadParameter(problem, param_hint="NAME")
-    spec, (envs, secrets) = _load(file, kw, ctx)
+    spec, (envs, secrets) = load_checked(file, kw, ctx)
     client = _controller(ctx)
     if client is None:
         raise ServiceNotFound(f"no service named {name!r} (no controller is running)")

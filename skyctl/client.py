@@ -22,9 +22,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from skyctl import supervisor
 from skyctl.config import Paths, read_or_create_token
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
+from skyctl.supervisor_files import running_pid
 
 if TYPE_CHECKING:
     from skyctl.store import Store
@@ -127,7 +127,7 @@ def _live_controller_pid(p: Paths) -> int | None:
 def _start_supervisor(p: Paths) -> subprocess.Popen[bytes] | None:
     """Start the supervisor (controller + router process), or wake the running one
     whose controller was stopped (then None: there is no new process to watch)."""
-    pid = supervisor.running_pid(p)
+    pid = running_pid(p)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGUSR1)  # start the controller again

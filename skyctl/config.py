@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from skyctl.errors import ConfigError, SkyctlError
 from skyctl.logtail import log_limits_problem
 
@@ -89,6 +87,8 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
     """Read ``config.yaml``; missing file -> empty config. One-line errors."""
     if not p.config.exists():
         return {}
+    import yaml  # not for a home without config.yaml (most commands, most homes)
+
     try:
         data = yaml.safe_load(p.config.read_text()) or {}
     except yaml.YAMLError as e:
@@ -145,6 +145,8 @@ def router_workers(p: Paths) -> int:
 def _key_lines(text: str, under: str | None = None) -> dict[str, int]:
     """Top-level key (or the keys of the mapping at top-level key ``under``) -> its
     1-based line, for error messages."""
+    import yaml
+
     node = yaml.compose(text)
     if under is not None and isinstance(node, yaml.MappingNode):
         node = next((v for k, v in node.value if k.value == under), None)

@@ -67,6 +67,18 @@ from pathlib import Path
 from skyctl.config import Paths, paths, router_workers, write_private
 from skyctl.errors import ConfigError, SkyctlError
 from skyctl.routing_wire import router_info_name
+from skyctl.supervisor_files import (  # noqa: F401  (re-exported: the daemon, the tests)
+    INFO_NAME,
+    ROUTER_MODULE,
+    STOP_SECONDS,
+    UNKNOWN,
+    info_path,
+    options,
+    running_command,
+    running_module,
+    running_pid,
+    stop_orphan_routers,
+)
 
 log = logging.getLogger("skyctl.supervisor")
 
@@ -74,88 +86,11 @@ NO_SERVICES = 3  # the controller's exit status when it stopped with no service 
 FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
 STABLE_SECONDS = 60.0
-STOP_SECONDS = 20.0
 # A spare starts this long after its controller: past the controller's imports on an
 # idle machine (0.55 s of CPU), not to slow its start; early enough on a loaded one
 # (imports of 5 s and more), where a kill soon after the start must find it ready.
 SPARE_AFTER = 1.0
 READY_POLL = 0.2  # seconds between looks for a starting controller's controller.json
-INFO_NAME = "supervisor.json"
-
-
-def info_path(p: Paths) -> Path:
-    return p.home / INFO_NAME
-
-
-def running_pid(p: Paths) -> int | None:
-    """The supervisor of this home, if one runs (not a zombie)."""
-    try:
-        pid = int(json.loads(info_path(p).read_text())["pid"])
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
-        return None
-    return None if stat.rsplit(")", 1)[-1].split()[0] == "Z" else pid
-
-
-UNKNOWN = 256  # the "exit status" of an adopted process (not our child: not knowable)
-
-
-def running_command(info: Path, module: str, home: Path) -> tuple[int, list[str]] | None:
-    """The pid ``info`` names and its command line, if that process runs
-    ``python -m module`` for ``home``."""
-    try:
-        pid = int(json.loads(info.read_text())["pid"])
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if pid == os.getpid() or state == "Z" or module not in args or str(home) not in args:
-        return None
-    return pid, [a for a in args if a]
-
-
-def running_module(info: Path, module: str, home: Path) -> int | None:
-    """The pid ``info`` names if that process runs ``python -m module`` for ``home``."""
-    found = running_command(info, module, home)
-    return None if found is None else found[0]
-
-
-def options(args: list[str], module: str) -> list[str]:
-    """What follows ``module`` on a command line (its options)."""
-    return args[args.index(module) + 1 :] if module in args else []
-
-
-ROUTER_MODULE = "skyctl.router.process"
-
-
-def stop_orphan_routers(p: Paths, wait: float = STOP_SECONDS) -> list[int]:
-    """Stop the router processes of this home that no supervisor runs any more (a
-    killed supervisor left them, and the controller or the CLI that would have had
-    them stopped finds none): SIGTERM, SIGKILL after ``wait`` seconds. Their pids;
-    none while a supervisor runs (it stops its own)."""
-    if running_pid(p) is not None:
-        return []
-    found = [running_command(info, ROUTER_MODULE, p.home) for info in p.home.glob("router*.json")]
-    pids = [f[0] for f in found if f is not None]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        log.info("router process %d left by a killed supervisor: stopped", pid)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    return pids
-
-
-def _alive(pid: int) -> bool:
-    try:  # a zombie (reaped by whoever is its parent) counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def terminate(pid: int, name: str) -> None:

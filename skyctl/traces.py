@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from skyctl.errors import ConfigError
+from skyctl.sim_limits import MAX_PRICE
 
 __all__ = [
     "DEFAULT_SPOT_DISCOUNT",
@@ -59,8 +60,6 @@ DATA_DIR = Path(__file__).parent / "data" / "traces"
 
 #: spot price as a share of on-demand when a trace carries no spot price
 DEFAULT_SPOT_DISCOUNT = 0.3
-#: USD/h: a price beyond is a typo (and N x price x hours would overflow to inf)
-MAX_PRICE = 1_000_000.0
 
 # name -> (archive in DATA_DIR, folder inside it, on-demand USD/h when the data lacks it)
 _BUNDLED: dict[str, tuple[str, str, float | None]] = {

@@ -19,7 +19,7 @@ def stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stored: list[str]) -> 
     stopped: list[bool] = []
     monkeypatch.setattr(cli_module.ControllerClient, "find", staticmethod(lambda p: object()))
     monkeypatch.setattr(cli_module, "stop_controller", lambda p: stopped.append(True))
-    monkeypatch.setattr(cli_module.supervisor, "running_pid", lambda p: 4242)
+    monkeypatch.setattr(cli_module.supervisor_files, "running_pid", lambda p: 4242)
     monkeypatch.setattr(cli_module, "stored_services", lambda p: stored)
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "controller", "stop"])
     assert result.exit_code == 0, result.output

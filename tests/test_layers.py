@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, int]] = [
     ("skyctl.cli_wait", 4),
     ("skyctl.cli_down_progress", 4),
     ("skyctl.cli_exit", 4),
+    ("skyctl.cli_spec", 4),
     ("skyctl.client", 4),
     ("skyctl.__main__", 4),
     ("skyctl.controller", 3),

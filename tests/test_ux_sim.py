@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import skyctl.cli_sim
+import skyctl.sim
 from skyctl.cli_sim import sim
 
 SPEC = """
@@ -32,7 +32,7 @@ def test_plot_without_matplotlib_fails_before_replaying(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     monkeypatch.delitem(sys.modules, "skyctl.sim.plot", raising=False)
     replays: list[object] = []
-    monkeypatch.setattr(skyctl.cli_sim, "simulate", lambda *a, **k: replays.append(a))
+    monkeypatch.setattr(skyctl.sim, "simulate", lambda *a, **k: replays.append(a))
     res = CliRunner().invoke(
         sim, [str(spec), "--trace", "aws-v100-2023-02", "--plot", str(tmp_path / "sim.png")]
     )

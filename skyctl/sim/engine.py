@@ -52,14 +52,12 @@ from skyctl.errors import ConfigError
 from skyctl.lifecycle import EndReason, ReplicaStatus, transition
 from skyctl.sim.coldstart import ColdStart, as_cold_start
 from skyctl.sim.report import Recorder, SimResult
+from skyctl.sim_limits import DEFAULT_COLD_START, MAX_REPLICAS
 from skyctl.spec import ServiceSpec
 from skyctl.traces import Trace
 from skyctl.types import Location, Offering
 
 S = ReplicaStatus
-DEFAULT_COLD_START = 180.0
-#: replicas one replay holds at most: its work grows with N x launches (3,000 on 100 ticks: 37 s)
-MAX_REPLICAS = 1000
 
 _TICK, _NOTICE, _READY, _WAKE = 0, 1, 2, 3  # event kinds; at equal times ticks go first
 

@@ -7,13 +7,16 @@ descriptors (its store, launches, probes and embedded routers need them),
 before any token was checked. The API's listener (``api_server``) closes a
 connection with no request after ``head_seconds``, closes idle keep-alive
 connections as soon, never cuts a request being answered, and beyond its
-connection limit answers a one-line 503.
+connection limit answers a one-line 503. A request aiohttp cannot parse was a
+traceback in ``controller.log`` each (a loop of them filled the disk): now one
+line a minute, counting the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import pytest
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
 from skyctl.controller.api import make_app
-from skyctl.controller.api_server import ApiSite, make_runner
+from skyctl.controller.api_server import MALFORMED_EVERY, ApiSite, MalformedLog, make_runner
 from tests.helpers.fake_controller import fake_controller
 
 TOKEN = "c" * 40
@@ -38,9 +41,23 @@ async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
         yield controller
 
 
+class Now:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.fixture
-async def site(controller: Controller) -> AsyncIterator[ApiSite]:
-    runner = make_runner(make_app(controller, TOKEN, lambda: None), head_seconds=HEAD_SECONDS)
+def now() -> Now:
+    return Now()
+
+
+@pytest.fixture
+async def site(controller: Controller, now: Now) -> AsyncIterator[ApiSite]:
+    app = make_app(controller, TOKEN, lambda: None)
+    runner = make_runner(app, head_seconds=HEAD_SECONDS, log=MalformedLog(now))
     await runner.setup()
     site = ApiSite(runner, "127.0.0.1", 0, limit=LIMIT, head_seconds=HEAD_SECONDS)
     await site.start()
@@ -145,3 +162,27 @@ async def test_connections_beyond_the_limit_get_a_one_line_503_until_one_closes(
     assert await closed(held[0])  # the server's side closes after it forgot the connection
     status, _ = await answer(await connect(site), "/v1/health")
     assert status == 200
+
+
+async def test_malformed_requests_are_one_log_line_a_minute_not_a_traceback_each(
+    site: ApiSite, now: Now, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def malformed(count: int) -> None:
+        for _ in range(count):
+            conn = await connect(site)
+            conn[1].write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            async with asyncio.timeout(DEADLINE):
+                assert b" 400 Bad Request" in await conn[0].readline()
+            conn[1].close()
+
+    caplog.set_level(logging.INFO)
+    await malformed(20)
+    now.t += MALFORMED_EVERY
+    await malformed(1)
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert lines == [
+        "malformed request refused with a 400: Invalid header token",
+        "malformed request refused with a 400: Invalid header token (19 more since the last line)",
+    ]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
+    assert not any("Error handling request" in r.getMessage() for r in caplog.records)

@@ -11,19 +11,27 @@ any token was checked. Here:
 - a connection whose first request has not arrived ``HEAD_SECONDS`` after it
   opened is closed, and one idle as long between requests (aiohttp's
   keep-alive timeout). A request being answered (``logs -f``, the console's
-  event stream) is never cut.
+  event stream) is never cut;
+- a request aiohttp cannot parse (the client gets its 400) is one log line a
+  minute at most, counting the others: aiohttp logged a traceback for each
+  (some 500 bytes a request of 30, so a loop of them filled the disk with
+  ``controller.log``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 HEAD_SECONDS = 30.0
 MAX_CONNECTIONS = 256
+MALFORMED_EVERY = 60.0  # seconds between log lines about malformed requests
 _BUSY = b'{"error": "too many connections to the controller API", "exit_code": 1}'
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -89,9 +97,44 @@ async def started(
     return await handler(request)
 
 
-def make_runner(app: web.Application, *, head_seconds: float = HEAD_SECONDS) -> web.AppRunner:
-    """The API's runner: idle keep-alive connections closed after ``head_seconds``."""
-    return web.AppRunner(app, access_log=None, keepalive_timeout=head_seconds)
+class MalformedLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, with requests it could not parse counted, not each logged."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(logging.getLogger(__name__))
+        self.now = now
+        self.quiet = 0  # malformed requests since the last line
+        self._next_at = -float("inf")
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if not isinstance(error, HttpProcessingError):
+            super().log(level, msg, *args, **kwargs)
+            return
+        now = self.now()
+        if now < self._next_at:
+            self.quiet += 1
+            return
+        why = (error.message.strip().splitlines() or ["?"])[0].rstrip(":")[:120]
+        more = f" ({self.quiet} more since the last line)" if self.quiet else ""
+        self.logger.warning("malformed request refused with a 400: %s%s", why, more)
+        self.quiet, self._next_at = 0, now + MALFORMED_EVERY
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
+def make_runner(
+    app: web.Application,
+    *,
+    head_seconds: float = HEAD_SECONDS,
+    log: MalformedLog | None = None,
+) -> web.AppRunner:
+    """The API's runner: idle keep-alive connections closed after ``head_seconds``,
+    malformed requests logged by ``log``."""
+    return web.AppRunner(
+        app, access_log=None, keepalive_timeout=head_seconds, logger=log or MalformedLog()
+    )
 
 
 class ApiSite(web.BaseSite):

@@ -38,17 +38,24 @@ def tail_offset(f: BinaryIO, lines: int, block: int = 64 * 1024) -> int:
     f.seek(max(0, end - 1))
     if end and f.read(1) == b"\n":  # the last line's own newline does not count
         pos = end - 1
-    while pos > 0:
+    while pos > 0:  # bytes.count and rfind, not a loop per byte (32 MiB took 4 s)
         start = max(0, pos - block)
         f.seek(start)
         chunk = f.read(pos - start)
-        for i in range(len(chunk) - 1, -1, -1):
-            if chunk[i] == 10:
-                found += 1
-                if found >= lines:
-                    return start + i + 1
+        count = chunk.count(b"\n")
+        if found + count >= lines:
+            return start + _newline_from_end(chunk, lines - found) + 1
+        found += count
         pos = start
     return 0
+
+
+def _newline_from_end(chunk: bytes, k: int) -> int:
+    """The index of the ``k``-th last newline in ``chunk`` (it holds at least ``k``)."""
+    i = len(chunk)
+    for _ in range(k):
+        i = chunk.rfind(b"\n", 0, i)
+    return i
 
 
 def lines_to_end(f: BinaryIO) -> Iterator[str]:
@@ -252,10 +259,9 @@ def _tail_start(files: list[BinaryIO], lines: int, block: int = 64 * 1024) -> tu
             start = max(0, pos - block)
             f.seek(start)
             chunk = f.read(pos - start)
-            for i in range(len(chunk) - 1, -1, -1):
-                if chunk[i] == 10:
-                    found += 1
-                    if found >= lines:
-                        return idx, start + i + 1
+            count = chunk.count(b"\n")
+            if found + count >= lines:
+                return idx, start + _newline_from_end(chunk, lines - found) + 1
+            found += count
             pos = start
     return 0, 0

@@ -195,7 +195,9 @@ def make_app(
         tail = _int_query(request, "tail", -1, -1)  # the last N lines, then on (`logs --tail`)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
-        with LogReader(path, tail if tail >= 0 else None) as log:  # across its rotations
+        # across its rotations; its tail found in a thread (a scan of up to every copy)
+        log = await asyncio.to_thread(LogReader, path, tail if tail >= 0 else None)
+        with log:
             while True:
                 chunk = log.read(64 * 1024)
                 if chunk:

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -204,6 +205,8 @@ def main() -> None:
         "--baseline", type=Path, default=None, help="another source tree, measured alike"
     )
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, ignored in a background job) stop the run with its clean-up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped"))
     if args.runs < 1:
         parser.error(f"--runs must be 1 or more, got {args.runs}")
     if args.baseline is not None and not (args.baseline / "skyctl" / "cli.py").is_file():

@@ -18,6 +18,7 @@ elapsed time, not time of day, so they are not read from the injected clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -119,6 +120,8 @@ class ControllerMetrics:
     """The controller's registry: store facts plus this process's histograms."""
 
     def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self._probed: set[str] = set()  # services with probe series
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StoreFacts(controller))
         # the router processes' reports, summed (none with the routers embedded)
@@ -144,10 +147,22 @@ class ControllerMetrics:
         )
 
     def render(self) -> bytes:
+        self._forget_removed()
         return generate_latest(self.registry)
+
+    def _forget_removed(self) -> None:
+        """Bounded: the probe series of services no longer stored are dropped (they
+        stayed until a restart, two label sets for every service ever created)."""
+        stored = {svc.name for svc in self.controller.store.list_services()}
+        for service in self._probed - stored:
+            for result in ("ok", "fail"):
+                with contextlib.suppress(KeyError):
+                    self.probe_seconds.remove(service, result)
+        self._probed &= stored
 
     def probe_observer(self, service: str) -> Callable[[float, bool], None]:
         """What a service's prober calls after each probe (seconds, passed)."""
+        self._probed.add(service)
 
         def observe(seconds: float, ok: bool) -> None:
             self.probe_seconds.labels(service, "ok" if ok else "fail").observe(seconds)

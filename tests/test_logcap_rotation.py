@@ -22,6 +22,7 @@ from providers.local_records import end_files, prune_logs
 from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.config import load_user_config, paths
+from skyctl.controller.failure_facts import read_tail
 from skyctl.errors import ConfigError
 from skyctl.logtail import LogReader, tail_bytes
 from tests.helpers.waiting import wait_until
@@ -179,6 +180,8 @@ def test_a_failures_last_bytes_include_the_copys_end_when_the_log_was_just_rotat
     log.write_bytes(b"Traceback: boom\n")
     assert tail_bytes(log, 38) == lines(198, 2) + b"Traceback: boom\n"  # 22 + 16 bytes
     assert tail_bytes(tmp_path / "none.log", 40) == b""
+    # the lines `serve status` shows for a replica that failed right after a rotation
+    assert read_tail(str(log), lines=3) == "line 00198\nline 00199\nTraceback: boom"
 
 
 # ---------------------------------------------------------------- kept, pruned, watched

@@ -139,8 +139,13 @@ def tail_bytes(path: str | os.PathLike[str], size: int) -> bytes:
 class LogReader:
     """A log and its rotated copies, read as one stream (see the module's doc)."""
 
-    def __init__(self, path: str | os.PathLike[str], tail: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], tail: int | None = None, *, follow: bool = True
+    ) -> None:
+        """``follow=False``: only what is there now (a replica printing fast made a
+        ``--tail 2`` chase its log and print what it wrote meanwhile)."""
         self.path = os.fspath(path)
+        self._left: int | None = None
         #: True when :meth:`read` returned b"" only because a rotation is under way
         self.pending = False
         self._queue: list[BinaryIO] = []  # copies to read to their end first
@@ -157,21 +162,33 @@ class LogReader:
                 break
             _close_all([*files, cur])
         self._cur = cur
-        if tail is None:
-            self._queue, self._pos = files, 0
-            return
-        idx, offset = _tail_start([*files, cur], tail)
-        _close_all(files[:idx])
-        self._queue = files[idx:]
-        if self._queue:
-            self._queue[0].seek(offset)
-            self._pos = 0
-        else:
-            self._pos = offset
+        self._queue, self._pos = files, 0
+        if tail is not None:
+            idx, offset = _tail_start([*files, cur], tail)
+            _close_all(files[:idx])
+            self._queue = files[idx:]
+            if self._queue:
+                self._queue[0].seek(offset)
+            else:
+                self._pos = offset
+        if not follow:
+            sizes = [os.fstat(f.fileno()).st_size - f.tell() for f in self._queue]
+            self._left = sum(sizes) + os.fstat(cur.fileno()).st_size - self._pos
 
     def read(self, size: int = 64 * 1024) -> bytes:
         """The next bytes (b"" when there are none yet: see ``pending``)."""
         self.pending = False
+        assert self._cur is not None
+        if self._left is not None:
+            size = min(size, self._left)
+            if size <= 0:
+                return b""
+        chunk = self._read(size)
+        if self._left is not None:
+            self._left -= len(chunk)
+        return chunk
+
+    def _read(self, size: int) -> bytes:
         assert self._cur is not None
         for _ in range(3):
             while self._queue:

@@ -103,6 +103,10 @@ def test_a_whole_read_is_the_copies_oldest_first_then_the_log(tmp_path: Path) ->
         os.close(fd)
     with LogReader(log) as reader:
         assert read_all(reader, 100) == lines(150, 310)  # the first copy is gone (2 kept)
+    with LogReader(log, tail=2, follow=False) as reader:
+        with log.open("ab") as replica:
+            replica.write(lines(460, 1000))  # a fast replica: not chased by a --no-follow
+        assert read_all(reader) == lines(458, 2)
 
 
 def test_tail_counts_lines_across_the_rotation_and_joins_a_line_it_split(tmp_path: Path) -> None:

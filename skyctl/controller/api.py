@@ -196,7 +196,8 @@ def make_app(
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         # across its rotations; its tail found in a thread (a scan of up to every copy)
-        log = await asyncio.to_thread(LogReader, path, tail if tail >= 0 else None)
+        tail_lines = tail if tail >= 0 else None
+        log = await asyncio.to_thread(LogReader, path, tail_lines, follow=follow)
         with log:
             while True:
                 chunk = log.read(64 * 1024)

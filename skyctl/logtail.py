@@ -140,7 +140,7 @@ class LogReader:
     """A log and its rotated copies, read as one stream (see the module's doc)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], tail: int | None = None, *, follow: bool = True
+        self, path: str | os.PathLike[str], tail: int | None = None, follow: bool = True
     ) -> None:
         """``follow=False``: only what is there now (a replica printing fast made a
         ``--tail 2`` chase its log and print what it wrote meanwhile)."""

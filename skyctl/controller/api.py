@@ -197,7 +197,7 @@ def make_app(
         await resp.prepare(request)
         # across its rotations; its tail found in a thread (a scan of up to every copy)
         tail_lines = tail if tail >= 0 else None
-        log = await asyncio.to_thread(LogReader, path, tail_lines, follow=follow)
+        log = await asyncio.to_thread(LogReader, path, tail_lines, follow)
         with log:
             while True:
                 chunk = log.read(64 * 1024)

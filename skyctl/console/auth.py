@@ -3,9 +3,12 @@
 ``skyctl console`` prints ``/console/login?token=LOGIN``. The login token and
 the cookie value are both derived from the API token with HMAC-SHA256 under
 their own labels, so neither reveals the API token, and neither is good for
-anything but reading: the cookie is accepted for GET and HEAD only, is
-HttpOnly and SameSite=Strict, and the login answers with a redirect that
-drops the token from the address bar.
+anything but reading: the cookie is accepted for GET and HEAD of the
+console's own paths only, is HttpOnly, SameSite=Strict and scoped to
+``/console`` (a browser sends a 127.0.0.1 cookie to every port of that host:
+with ``Path=/`` it went to each service's endpoint, which forwards it to the
+replicas, and to any other local server visited), and the login answers with
+a redirect that drops the token from the address bar.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def allows(request: web.Request, api_token: str) -> bool:
     """Whether the console may serve this request without a bearer token."""
     if request.path == f"{PREFIX}/login":
         return True  # it checks its own token
-    if request.method not in READS:
-        return False
+    if request.method not in READS or not is_console(request):
+        return False  # not /v1/... or /metrics: the API token reads those
     given = request.cookies.get(COOKIE, "")
     if not given:
         return False  # whether a cookie was sent at all is no secret
@@ -72,6 +75,6 @@ async def login(request: web.Request, api_token: str) -> web.StreamResponse:
     ):
         return login_page(request)
     resp = web.HTTPFound(f"{PREFIX}/")
-    resp.set_cookie(COOKIE, cookie_value(api_token), httponly=True, samesite="Strict", path="/")
+    resp.set_cookie(COOKIE, cookie_value(api_token), httponly=True, samesite="Strict", path=PREFIX)
     resp.headers["Referrer-Policy"] = "no-referrer"
     raise resp

@@ -11,11 +11,13 @@ the log as one stream. All in-process, on files: no daemon, no sleep.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
+import providers.local_logs as local_logs
 import skyctl.logtail as logtail
 from providers.local_logs import LogLimits, LogRotator, rotate
 from providers.local_records import end_files, prune_logs
@@ -86,6 +88,20 @@ def test_with_no_copies_kept_a_log_over_its_cap_is_only_truncated(tmp_path: Path
     assert rotate(str(log), LogLimits(max_bytes=1000, backups=0))
     assert log.read_bytes() == b""
     assert [p.name for p in tmp_path.iterdir()] == ["replica-1.log"]
+
+
+def test_with_no_space_for_the_copy_the_log_is_truncated_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*_: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local_logs, "_copy", disk_full)
+    log = tmp_path / "replica-1.log"
+    log.write_bytes(lines(0, 200))
+    assert rotate(str(log), CAP)  # the cap first: the disk is what is full
+    assert [p.name for p in tmp_path.iterdir()] == ["replica-1.log"]  # no half copy left
+    assert log.read_bytes() == b""
 
 
 # ---------------------------------------------------------------- reading across it

@@ -203,6 +203,9 @@ class LogReader:
             if seq % 2 == 0:
                 chunk = os.pread(self._cur.fileno(), size, self._pos)
                 if rotation_seq(self.path) == seq:  # else it may be the new file's bytes
+                    if not chunk and os.fstat(self._cur.fileno()).st_size < self._pos:
+                        self._pos = 0  # truncated by its replica (`echo x >/dev/stderr`)
+                        continue
                     self._pos += len(chunk)
                     return chunk
         self.pending = True

@@ -191,6 +191,17 @@ def test_a_rotation_during_a_read_never_passes_off_the_new_files_bytes_as_the_ol
     assert got == lines(0, 100) + lines(500, 200)
 
 
+def test_following_goes_on_when_the_replica_itself_truncates_its_log(tmp_path: Path) -> None:
+    """A shell's ``echo x >/dev/stderr`` reopens the replica's log with O_TRUNC (a regular
+    file: nothing can refuse it); following it stayed past the end and printed nothing."""
+    log = tmp_path / "replica-1.log"
+    log.write_bytes(lines(0, 50))
+    with LogReader(log) as reader:
+        assert read_all(reader) == lines(0, 50)
+        log.write_bytes(b"err\n")  # what the shell's redirection does
+        assert read_all(reader) == b"err\n"
+
+
 def test_a_failures_last_bytes_include_the_copys_end_when_the_log_was_just_rotated(
     tmp_path: Path,
 ) -> None:

@@ -39,16 +39,14 @@ skips most of its prefill. This module is the pure part of the router's
 - :class:`Pending` counts, per replica, the prompt blocks the router sent
   there that the replica had not cached (by the index) and has not yet
   answered with a first byte: the prefill work queued ahead of a new request.
-- :func:`outcome` names what the ranking did for a request (its home, a miss,
-  an overflow to the least loaded), for the router's counters.
-- :class:`Homes` holds the index, the pending prefill and the load averages
+- :func:`outcome` names what the ranking did for a request, for the counters.
+- :class:`Homes` holds the index, the pending prefill, the load averages and
+  each replica's capacity (:class:`Capacity`, learned from what it publishes)
   and runs the steps per request: the router's, and the benchmark's.
 
-A replica that leaves takes only the blocks it held, at a cost in proportion
-to them, spread over later records: every other prefix keeps
-its home (the index is keyed by prefix, not by position in a ring); a replica
-that joins takes new prefixes as the least loaded one. The index is data the
-router owns and passes ``now`` into; nothing here reads a clock or does I/O.
+A replica that leaves takes only its blocks (spread over later records): every
+other prefix keeps its home; one that joins takes new prefixes as the least
+loaded. The router passes ``now`` in; nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
@@ -58,6 +56,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
+from policies.cache_capacity import Capacity
 from policies.cache_keys import (
     BLOCK_BYTES,
     CHAT_SUFFIX,
@@ -80,6 +79,7 @@ __all__ = [
     "COMPLETION_SUFFIX",
     "MAX_BLOCKS",
     "NONE",
+    "Capacity",
     "Pending",
     "Prefix",
     "Ticket",
@@ -101,19 +101,15 @@ DEFAULT_SLACK: Final = 0.5
 # the window of the load averages that let a prefix's holders go over the bound
 # (benchmarks/llm_routing, chosen on its tuning seeds 1 and 2 between 10 and 30 s)
 DEFAULT_AVERAGE_SECONDS: Final = 10.0
-# requests over the bound a holder of the prefix may carry while its averaged load is fair;
-# a cap, so that a burst does not pile onto one replica before its average catches up
-# (benchmarks/llm_routing, tuning seeds 1 and 2 at 70%: 1, 2 and 3 tried; 3 changed nothing
-# on few-shot and 8 replicas and was 1.6 ms slower on agents on 4; docs/router.md)
+# requests over the bound a holder of the prefix may carry while its averaged load is fair
+# (a cap against bursts; tuning seeds 1 and 2 at 70%: 1, 2 and 3 tried; docs/router.md)
 HOLDER_ROOM: Final = 2.0
-# (block, replica) pairs remembered: 71 MB at most (benchmarks/llm_routing/index_memory.py)
+# (block, replica) pairs remembered: 62 MB at most (benchmarks/llm_routing/index_memory.py)
 DEFAULT_MAX_ENTRIES: Final = 200_000
 DEFAULT_TTL: Final = 600.0  # seconds a block is remembered without being used
-# vLLM's kv_cache_usage_perc at or over this: the replica's KV blocks are (nearly) all in
-# use by running requests, so a new one waits for blocks or preempts one (recomputed later)
+# vLLM's kv_cache_usage_perc at or over this: a new request waits for blocks or preempts one
 KV_FULL: Final = 0.9
-# pairs of replicas that left taken off the index per record (PrefixIndex.forget): about
-# 0.1 ms a request until a replica's last pair is gone
+# pairs of replicas that left taken off the index per record (PrefixIndex.forget): ~0.1 ms
 SWEEP: Final = 256
 
 
@@ -141,6 +137,10 @@ class PrefixIndex:
     ``replica_blocks`` (None: no bound): blocks one replica's cache holds; past
     it the replica forgets those it was sent least recently, as its server
     evicts them (else the index names holders that evicted a prefix long ago).
+    Without it, :attr:`bounds` (replica -> blocks, learned from what each
+    replica publishes: :class:`Capacity`) bounds the replicas it names; with
+    ``ordered`` every replica's blocks are kept in order of use from the start,
+    ready for a bound learned later.
 
     Two maps hold the pairs: the blocks in order of last use, each with its
     holders, and per replica the blocks it holds, each with when it was last
@@ -159,10 +159,13 @@ class PrefixIndex:
         max_entries: int = DEFAULT_MAX_ENTRIES,
         ttl: float = DEFAULT_TTL,
         replica_blocks: int | None = None,
+        ordered: bool = False,
     ) -> None:
         self.max_entries = max(1, max_entries)
         self.ttl = ttl
         self.replica_blocks = None if replica_blocks is None else max(1, replica_blocks)
+        self.bounds: dict[int, int] = {}  # per replica, when replica_blocks is None
+        self.ordered = ordered
         self._blocks: OrderedDict[int, Holders] = OrderedDict()  # oldest use first
         self._held: dict[int, dict[int, float]] = {}  # replica -> block -> when last sent
         # replicas that left, and their blocks still to take their id off
@@ -241,11 +244,12 @@ class PrefixIndex:
         if self._leaving:
             self._sweep(SWEEP)
         blocks = self._blocks
-        bounded = self.replica_blocks is not None
+        limit = self.replica_blocks if self.replica_blocks is not None else self.bounds.get(replica)
+        bounded = self.ordered or limit is not None
         mine = self._held.get(replica)
         if mine is None or (bounded and type(mine) is dict):  # (bounded since: once)
             # bounded: in order of use too, the replica's least recently sent first
-            mine = self._held[replica] = OrderedDict(mine or {}) if bounded else {}
+            mine = self._held[replica] = _by_use(mine) if bounded else {}
         fresh: list[int] = []
         for key in reversed(keys) if end is None else (end, *reversed(keys)):
             if key in mine:
@@ -263,8 +267,8 @@ class PrefixIndex:
                 fresh.append(key)
             mine[key] = now
         self._entries += len(fresh)
-        if self.replica_blocks is not None and len(mine) > self.replica_blocks:
-            self._trim(mine, replica, self.replica_blocks)
+        if limit is not None and len(mine) > limit:
+            self._trim(mine, replica, limit)
         self._evict(now)
         return fresh
 
@@ -304,6 +308,7 @@ class PrefixIndex:
 
         O(1) here; its pairs leave the blocks over the next records (:meth:`_sweep`).
         """
+        self.bounds.pop(replica, None)
         mine = self._held.pop(replica, None)
         if mine:
             self._entries -= len(mine)
@@ -347,6 +352,11 @@ class PrefixIndex:
                     self.evicted += 1
                     if not mine:
                         del held[replica]
+
+
+def _by_use(mine: dict[int, float] | None) -> OrderedDict[int, float]:
+    """A replica's blocks least recently sent first (a plain dict: first sent first)."""
+    return OrderedDict(sorted(mine.items(), key=lambda item: item[1]) if mine else ())
 
 
 def replica_blocks(cache_bytes: int | None) -> int | None:
@@ -486,8 +496,10 @@ class Homes:
     depths, each replica's pending prefill and its load averaged over time,
     sampled here at each decision); :meth:`sent` records a copy sent (the
     replica holds the prefix now, and what it was not expected to hold is
-    pending prefill there until :meth:`answered`); :meth:`forget` drops a
-    replica that left.
+    pending prefill there until :meth:`answered`); :meth:`observe` takes what a
+    replica publishes of its cache (with ``learn`` and no ``replica_blocks``,
+    its bound in the index: :class:`Capacity`); :meth:`forget` drops a replica
+    that left.
     """
 
     def __init__(
@@ -496,8 +508,10 @@ class Homes:
         ttl: float = DEFAULT_TTL,
         window: float = DEFAULT_AVERAGE_SECONDS,
         replica_blocks: int | None = None,
+        learn: bool = True,
     ) -> None:
-        self.index = PrefixIndex(max_entries, ttl, replica_blocks)
+        self.index = PrefixIndex(max_entries, ttl, replica_blocks, ordered=learn)
+        self.capacity = Capacity()
         self.pending = Pending()
         self.averages = LoadAverage(window)
         self.cursor = 0  # ties rotate
@@ -544,6 +558,7 @@ class Homes:
             fresh = self.index.record(keys, replica, now, prompt.end)
             if fresh:
                 ticket.claims.append((replica, fresh, now))
+            ticket.sent.append((replica, len(keys) + (prompt.end is not None)))
             self.pending.add(ticket, replica, uncached(depth, len(keys)))
 
     def failed(self, ticket: Ticket, replica: int | None = None) -> None:
@@ -559,14 +574,26 @@ class Homes:
             else:
                 kept.append(claim)
         ticket.claims = kept
+        ticket.sent = [] if replica is None else [s for s in ticket.sent if s[0] != replica]
         self.pending.release(ticket, replica)
 
     def answered(self, ticket: Ticket) -> None:
-        """The request of ``ticket`` got its first response bytes, or ended."""
+        """The request of ``ticket`` got its first response bytes, or ended: its
+        prefill is no longer pending, and its copies' entries count (:class:`Capacity`)."""
         self.pending.release(ticket)
+        sent, ticket.sent = ticket.sent, []
+        for replica, entries in sent:
+            self.capacity.count(replica, entries)
+
+    def observe(self, replica: int, cache_tokens: float | None, prompts: float | None) -> None:
+        """What ``replica`` publishes (:meth:`Capacity.observe`): its bound, once learned."""
+        bound = self.capacity.observe(replica, cache_tokens, prompts)
+        if bound is not None and self.index.ordered:
+            self.index.bounds[replica] = bound
 
     def forget(self, replica: int) -> None:
-        """``replica`` left: its blocks, pending prefill and average go."""
+        """``replica`` left: its blocks, pending prefill, average and capacity go."""
+        self.capacity.forget(replica)
         self.index.forget(replica)
         self.pending.forget(replica)
         self.averages.forget(replica)

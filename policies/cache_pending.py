@@ -11,14 +11,17 @@ from __future__ import annotations
 
 class Ticket:
     """One request's copies in a :class:`Homes`: per copy sent, its prefill counted
-    in :class:`Pending` (replica, blocks) and what its record added to the index
-    (replica, keys, when), to take back if that copy fails (:meth:`Homes.failed`)."""
+    in :class:`Pending` (replica, blocks), what its record added to the index
+    (replica, keys, when), to take back if that copy fails (:meth:`Homes.failed`),
+    and the index entries it touched (replica, entries), counted towards the
+    replica's capacity once answered (:class:`policies.cache_capacity.Capacity`)."""
 
-    __slots__ = ("claims", "shares")
+    __slots__ = ("claims", "sent", "shares")
 
     def __init__(self) -> None:
         self.shares: list[tuple[int, int]] = []
         self.claims: list[tuple[int, list[int], float]] = []
+        self.sent: list[tuple[int, int]] = []
 
 
 class Pending:

@@ -17,7 +17,11 @@ The index, ranking, pending prefill and load averages are
 request is sent to is recorded as holding its prefix (its new home when the bound moved
 it), and taken back if that copy fails: a retry after a connection error takes back the
 try before, an error status (:func:`failed`) every copy
-(:meth:`policies.cache_aware.Homes.failed`). A replica's load is the router's in-flight
+(:meth:`policies.cache_aware.Homes.failed`). Each replica's cache bound in the index
+is ``replica_cache_bytes`` when set, else learned from what the replica publishes
+(:class:`policies.cache_aware.Capacity`: its ``/metrics`` polled every
+``replica_metrics_seconds``, or :data:`CAPACITY_POLL_SECONDS` by default); a replica
+that publishes none has no bound. A replica's load is the router's in-flight
 count of it, or with ``replica_metrics_seconds`` the larger of that and what the replica
 publishes (:mod:`skyctl.router.replica_load`); one whose published KV-cache usage is at
 or over :data:`policies.cache_aware.KV_FULL` counts as over the bound; a replica holding
@@ -47,12 +51,26 @@ from policies import cache_aware, routing
 from skyctl.clock import Clock
 from skyctl.router.exchange import Exchange
 from skyctl.router.front import Request
-from skyctl.router.replica_load import ReplicaLoad
+from skyctl.router.replica_load import ReplicaLoad, Sample
 from skyctl.router.stats import ReplicaState
 from skyctl.spec import CacheAware, RouterOptions
 
 Pick = Callable[[Sequence[ReplicaState], frozenset[int]], int]
 Sent = Callable[[ReplicaState], None]
+
+# how often the replicas' /metrics are read for their caches' size when no
+# replica_metrics_seconds is set (one small GET per replica; a cache's size is fixed,
+# the token counters only need to pass a cache's worth between reads to be exact)
+CAPACITY_POLL_SECONDS = 10.0
+
+
+def poll_period(options: CacheAware) -> float | None:
+    """Seconds between reads of the replicas' metrics (None: none): the load's period
+    when set, else :data:`CAPACITY_POLL_SECONDS` to learn their caches, unless
+    ``replica_cache_bytes`` says it."""
+    if options.replica_metrics_seconds is not None:
+        return options.replica_metrics_seconds
+    return CAPACITY_POLL_SECONDS if options.replica_cache_bytes is None else None
 
 
 class Route:
@@ -146,14 +164,27 @@ class Affinity:
         targets: Callable[[], Sequence[tuple[int, str]]],
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """Poll the replicas' metrics if ``replica_metrics_seconds`` is set (in a running
-        loop); ``ssl_context`` verifies https replicas (the router's, for ``replica_ca_file``)."""
+        """Poll the replicas' metrics every :func:`poll_period` (in a running loop);
+        ``ssl_context`` verifies https replicas (the router's, for ``replica_ca_file``)."""
         self._targets = targets
         self._ssl = ssl_context
-        period = self.options.replica_metrics_seconds
+        period = poll_period(self.options)
         if period is not None and self.poller is None:
-            self.poller = ReplicaLoad(period, self.clock, targets, ssl_context=ssl_context)
+            # only to learn the caches: the first read is a baseline, needed a period on
+            delay = period if self.options.replica_metrics_seconds is None else 0.0
+            self.poller = ReplicaLoad(
+                period,
+                self.clock,
+                targets,
+                ssl_context=ssl_context,
+                on_sample=self.observed,
+                delay=delay,
+            )
             self.poller.start()
+
+    def observed(self, replica_id: int, sample: Sample) -> None:
+        """A replica's metrics came: what it says of its cache goes to the index."""
+        self.homes.observe(replica_id, sample.cache_tokens, sample.prompt_tokens)
 
     async def stop_polling(self) -> None:
         poller, self.poller = self.poller, None
@@ -168,7 +199,7 @@ class Affinity:
 
     def reconfigure(self, options: CacheAware) -> None:
         """New options; the index is kept (resized to the new bounds)."""
-        if options.replica_metrics_seconds != self.options.replica_metrics_seconds:
+        if poll_period(options) != poll_period(self.options):
             self.close()
             self.options = options
             if self._targets is not None:
@@ -200,7 +231,7 @@ class Affinity:
         and each replica's depth (leading blocks of the prompt it holds); counted by outcome."""
         poller = self.poller
         full: list[bool] | None = None
-        if poller is None:
+        if poller is None or self.options.replica_metrics_seconds is None:
             loads = [float(r.in_flight) for r in replicas]
         else:
             loads = [poller.load(r.replica_id, float(r.in_flight)) for r in replicas]

@@ -22,7 +22,11 @@ One :class:`Replica` behaves as vLLM does at the level routing can see:
   stays cached, named by its hash, until its space is needed: those go least
   recently freed first, and a finished request's blocks are freed last to
   first, so a prefix's tail goes before its head (vLLM's order). The published
-  ``gpu_cache_usage_perc`` is the share held by running requests.
+  ``gpu_cache_usage_perc`` is the share held by running requests, and its
+  counters as vLLM's: ``prompt_tokens_total`` (a request's whole prompt, counted
+  at its first token) and ``generation_tokens_total`` (each token generated);
+  its cache, ``cache_config_info``'s ``num_gpu_blocks`` x ``block_size``, is
+  ``Model.cache_blocks`` x :data:`BLOCK`.
 
 Times are virtual seconds; :mod:`benchmarks.llm_routing.run` drives replicas
 from an event queue. :mod:`benchmarks.llm_routing.server` serves one over
@@ -111,6 +115,8 @@ class Replica:
         self.alive = True
         self.prompt_tokens = 0
         self.cached_tokens = 0
+        self.prompt_tokens_total = 0  # vLLM's counters (published; see the module docstring)
+        self.generation_tokens_total = 0
 
     @property
     def running(self) -> int:
@@ -229,6 +235,7 @@ class Replica:
         first: list[Job] = []
         finished: list[Job] = []
         still: list[Job] = []
+        self.generation_tokens_total += len(self.decoding)
         for job in self.decoding:
             job.left -= 1
             if job.left <= 0:
@@ -245,6 +252,8 @@ class Replica:
                 continue
             job.first_token = now
             first.append(job)
+            self.prompt_tokens_total += len(job.tokens)
+            self.generation_tokens_total += 1
             self._prefilled(job)
             job.left = len(job.answer) - 1
             if job.left <= 0:

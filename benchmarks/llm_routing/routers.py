@@ -16,11 +16,20 @@ peers are written here from their published descriptions:
 - ``chash``: plain consistent hashing (rendezvous) of the prompt's first
   256 bytes over the replicas: perfect affinity, no load bound.
 
-``cache_aware_blocks`` (only when named in ``--policies``) is ``cache_aware``
-keyed by its blocks alone, without the chat turn keys: the policy before them.
-``cache_aware_capacity`` (the same) is ``cache_aware`` whose index knows each
-replica's cache size (``policies.cache_aware.PrefixIndex``'s ``replica_blocks``):
-the simulated server's KV pool in blocks of prompt text, :func:`replica_blocks`.
+``cache_aware`` learns each replica's cache from what the replica publishes, as
+the router does by default (:class:`policies.cache_aware.Capacity`): every
+:data:`POLL_SECONDS` the run passes it each replica's ``cache_config_info``
+(its KV pool in tokens) and prompt token counter (:meth:`Router.observe`).
+
+Variants, run only when named in ``--policies``: ``cache_aware_blocks`` is
+``cache_aware`` keyed by its blocks alone, without the chat turn keys: the
+policy before them. ``cache_aware_unbounded`` is ``cache_aware`` whose index
+learns no capacity: every replica sent a prefix within ``ttl`` counts as its
+holder (the default before the capacity was learned).
+``cache_aware_capacity`` is ``cache_aware`` whose index is told each replica's
+cache size (``service.router.cache_aware.replica_cache_bytes``, which wins over
+what is learned): the simulated server's KV pool in blocks of prompt text,
+:func:`replica_blocks`.
 """
 
 from __future__ import annotations
@@ -34,7 +43,10 @@ from policies import cache_aware as ca
 
 POLICIES = ("least_load", "cache_aware", "sglang", "chash")
 # not run by default: cache_aware keyed by its blocks alone, as before the chat turn keys
-VARIANTS = ("cache_aware_blocks", "cache_aware_capacity")
+VARIANTS = ("cache_aware_blocks", "cache_aware_unbounded", "cache_aware_capacity")
+# how often the simulated router reads the replicas' published figures: the router's
+# default period for cache_aware (skyctl.router.affinity.CAPACITY_POLL_SECONDS)
+POLL_SECONDS = 10.0
 # bytes of prompt text per token in the workloads: each token id (10 to 65,545) as its
 # decimal digits and a space (5.83; measured on the bodies, 5.83 to 5.84)
 BYTES_PER_TOKEN = sum(len(str(t)) + 1 for t in range(10, 65_546)) / 65_536
@@ -76,6 +88,12 @@ class Router:
     def leave(self, replica: int) -> None:
         """``replica`` is gone."""
 
+    polls = False  # whether the run passes it what the replicas publish (observe)
+
+    def observe(self, replica: int, cache_tokens: float, prompt_tokens: float) -> None:
+        """``replica`` publishes a KV cache of ``cache_tokens`` and has processed
+        ``prompt_tokens`` of prompts since it started."""
+
     def _least(self, alive: Sequence[int], load: dict[int, int]) -> int:
         n = len(alive)
         best = min(range(n), key=lambda i: (load[alive[i]], (i - self.cursor) % n))
@@ -110,11 +128,13 @@ class CacheAware(Router):
         factor: float = ca.DEFAULT_BALANCE,
         slack: float = ca.DEFAULT_SLACK,
         replica_blocks: int | None = None,
+        learn: bool = True,
     ) -> None:
         super().__init__()
-        self.homes = ca.Homes(replica_blocks=replica_blocks)
+        self.homes = ca.Homes(replica_blocks=replica_blocks, learn=learn)
         self.factor = factor
         self.slack = slack
+        self.polls = learn and replica_blocks is None
 
     def choose(
         self,
@@ -139,6 +159,9 @@ class CacheAware(Router):
     def leave(self, replica: int) -> None:
         self.homes.forget(replica)
 
+    def observe(self, replica: int, cache_tokens: float, prompt_tokens: float) -> None:
+        self.homes.observe(replica, cache_tokens, prompt_tokens)
+
 
 class CacheAwareBlocks(CacheAware):
     """``cache_aware`` without the chat turn keys (:attr:`policies.cache_aware.Prefix.end`
@@ -157,6 +180,15 @@ class CacheAwareBlocks(CacheAware):
         prompt: ca.Prefix | None = None,
     ) -> int:
         return super().choose(keys, size, alive, load, now, ticket, ca.Prefix(keys))
+
+
+class CacheAwareUnbounded(CacheAware):
+    """``cache_aware`` whose index learns no capacity (the default before it did)."""
+
+    name = "cache_aware_unbounded"
+
+    def __init__(self) -> None:
+        super().__init__(learn=False)
 
 
 class CacheAwareCapacity(CacheAware):
@@ -249,6 +281,7 @@ def make(name: str) -> Router:
         "least_load": LeastLoad,
         "cache_aware": CacheAware,
         "cache_aware_blocks": CacheAwareBlocks,
+        "cache_aware_unbounded": CacheAwareUnbounded,
         "cache_aware_capacity": CacheAwareCapacity,
         "sglang": SGLang,
         "chash": ConsistentHash,

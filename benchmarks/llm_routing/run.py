@@ -32,8 +32,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from benchmarks.llm_routing.engine import Job, Model, Replica
-from benchmarks.llm_routing.routers import make
+from benchmarks.llm_routing.engine import BLOCK, Job, Model, Replica
+from benchmarks.llm_routing.routers import POLL_SECONDS, make
 from benchmarks.llm_routing.workloads import THINK_SECONDS, Conversation, Generator, mean_cost
 from policies import cache_aware as ca
 
@@ -165,6 +165,8 @@ def run(config: Config) -> Result:
         del load[0]
     if config.preempt or config.absent:
         push(half + REPLACEMENT, "join", config.replicas)
+    if router.polls:  # it reads what the replicas publish, from the start, every period
+        push(0.0, "poll", None)
     area = dict.fromkeys(alive, 0.0)  # in-flight x seconds, warm-up to the preemption
     last = config.warmup
 
@@ -225,6 +227,12 @@ def run(config: Config) -> Result:
                 req = job.owner
                 assert isinstance(req, Request)
                 dispatch(req, now)
+        elif kind == "poll":
+            for rid in alive:
+                replica = replicas[rid]
+                router.observe(rid, model.cache_blocks * BLOCK, replica.prompt_tokens_total)
+            if events:  # (none left: the run is over)
+                push(now + POLL_SECONDS, "poll", None)
         elif kind == "join":
             rid = int(payload)  # type: ignore[call-overload]
             replicas[rid] = Replica(rid, model, seen)

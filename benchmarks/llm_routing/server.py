@@ -10,7 +10,10 @@ from the prompt, streamed as server-sent events one token per engine step
 when ``"stream": true``. The last chunk (or the whole answer) carries
 ``usage`` with ``prompt_tokens_details.cached_tokens``, as vLLM reports it.
 ``GET /metrics`` publishes vLLM's gauges (``vllm:num_requests_running``,
-``vllm:num_requests_waiting``, ``vllm:gpu_cache_usage_perc``).
+``vllm:num_requests_waiting``, ``vllm:gpu_cache_usage_perc``), its cache's size
+(``vllm:cache_config_info``, an info gauge: ``num_gpu_blocks`` and ``block_size``
+among its labels) and its token counters (``vllm:prompt_tokens_total``,
+``vllm:generation_tokens_total``), as vLLM's V1 engine writes them.
 
 ``python -m benchmarks.llm_routing.server --port 8001`` serves one.
 """
@@ -26,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from benchmarks.llm_routing.engine import Job, Model, Replica
+from benchmarks.llm_routing.engine import BLOCK, Job, Model, Replica
 from benchmarks.llm_routing.workloads import ROLE_TOKENS
 
 MAX_TOKENS = 32_768  # an answer's tokens at most (a model's context, not the memory's)
@@ -108,10 +111,20 @@ class SimServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         r = self.replica
         usage = r.kv_usage
+        labels = 'engine="0",model_name="sim"'
         text = (
-            f'vllm:num_requests_running{{model_name="sim"}} {float(r.running)}\n'
-            f'vllm:num_requests_waiting{{model_name="sim"}} {float(len(r.waiting))}\n'
-            f'vllm:gpu_cache_usage_perc{{model_name="sim"}} {usage}\n'
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+            "# TYPE vllm:cache_config_info gauge\n"
+            f'vllm:cache_config_info{{block_size="{BLOCK}",cache_dtype="auto",'
+            f'enable_prefix_caching="True",engine="0",num_cpu_blocks="None",'
+            f'num_gpu_blocks="{r.model.cache_blocks}"}} 1.0\n'
+            f"vllm:num_requests_running{{{labels}}} {float(r.running)}\n"
+            f"vllm:num_requests_waiting{{{labels}}} {float(len(r.waiting))}\n"
+            f"vllm:gpu_cache_usage_perc{{{labels}}} {usage}\n"
+            "# TYPE vllm:prompt_tokens counter\n"
+            f"vllm:prompt_tokens_total{{{labels}}} {float(r.prompt_tokens_total)}\n"
+            "# TYPE vllm:generation_tokens counter\n"
+            f"vllm:generation_tokens_total{{{labels}}} {float(r.generation_tokens_total)}\n"
         )
         return web.Response(text=text, content_type="text/plain")
 

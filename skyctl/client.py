@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +26,8 @@ from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 from skyctl.supervisor_files import running_pid
 
 if TYPE_CHECKING:
+    import urllib.request  # imported by the first request (ControllerClient._request)
+
     from skyctl.store import Store
 
 START_TIMEOUT = 30.0
@@ -209,6 +210,11 @@ class ControllerClient:
 
     # ------------------------------------------------------------------ calls
     def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
+        """The request; the first imports urllib.request (http.client, email, ssl: 30 ms
+        of CPU), which ``call`` and ``stream`` then use, and which a command that asks no
+        controller (--help, validate, status with none running) never needs."""
+        import urllib.request
+
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -217,8 +223,9 @@ class ControllerClient:
         return req
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        req = self._request(method, path, body)
         try:
-            with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             raise _error_from(e, method, path) from None
@@ -233,8 +240,9 @@ class ControllerClient:
             ) from None
 
     def stream(self, path: str) -> Iterator[bytes]:
+        req = self._request("GET", path)
         try:
-            with urllib.request.urlopen(self._request("GET", path), timeout=None) as r:
+            with urllib.request.urlopen(req, timeout=None) as r:
                 while chunk := r.read1(64 * 1024):
                     yield chunk
         except urllib.error.HTTPError as e:

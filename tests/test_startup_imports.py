@@ -26,6 +26,8 @@ NOT_AT_START = (
     "yaml",  # spec files, config.yaml: when read
     "cryptography",  # secrets: when a spec is sent
     "dotenv",
+    "urllib.request",  # http.client, email, ssl: by the first call to a controller
+    "http.client",
     "policies",
     "providers",
     "skyctl.sim",

@@ -4,7 +4,7 @@ aiohttp waited for a request head for an hour (and, before 3.14.x, for ever)
 and took every connection: a local process opening thousands of connections
 that send nothing, or a head a byte at a time, held the controller's file
 descriptors (its store, launches, probes and embedded routers need them),
-before any token was checked. The API's listener (``api_server``) closes a
+before any token was checked. The API's listener (``skyctl.http_guard``) closes a
 connection with no request after ``head_seconds``, closes idle keep-alive
 connections as soon, never cuts a request being answered, and beyond its
 connection limit answers a one-line 503. A request aiohttp cannot parse was a
@@ -25,7 +25,7 @@ import pytest
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
 from skyctl.controller.api import make_app
-from skyctl.controller.api_server import MALFORMED_EVERY, ApiSite, MalformedLog, make_runner
+from skyctl.http_guard import MALFORMED_EVERY, GuardedSite, MalformedLog, make_runner
 from tests.helpers.fake_controller import fake_controller
 
 TOKEN = "c" * 40
@@ -55,11 +55,13 @@ def now() -> Now:
 
 
 @pytest.fixture
-async def site(controller: Controller, now: Now) -> AsyncIterator[ApiSite]:
+async def site(controller: Controller, now: Now) -> AsyncIterator[GuardedSite]:
     app = make_app(controller, TOKEN, lambda: None)
     runner = make_runner(app, head_seconds=HEAD_SECONDS, log=MalformedLog(now))
     await runner.setup()
-    site = ApiSite(runner, "127.0.0.1", 0, limit=LIMIT, head_seconds=HEAD_SECONDS)
+    site = GuardedSite(
+        runner, "127.0.0.1", 0, what="the controller API", limit=LIMIT, head_seconds=HEAD_SECONDS
+    )
     await site.start()
     try:
         yield site
@@ -67,7 +69,7 @@ async def site(controller: Controller, now: Now) -> AsyncIterator[ApiSite]:
         await runner.cleanup()
 
 
-async def connect(site: ApiSite) -> Conn:
+async def connect(site: GuardedSite) -> Conn:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return await asyncio.open_connection("127.0.0.1", port)
 
@@ -99,7 +101,7 @@ async def answer(conn: Conn, path: str) -> tuple[int, bytes]:
 
 
 async def test_a_connection_that_sends_no_request_or_a_head_that_never_ends_is_closed(
-    site: ApiSite,
+    site: GuardedSite,
 ) -> None:
     silent = await connect(site)
     trickling = await connect(site)
@@ -120,7 +122,7 @@ async def test_a_connection_that_sends_no_request_or_a_head_that_never_ends_is_c
 
 
 async def test_a_keep_alive_connection_left_idle_is_closed_after_its_answer(
-    site: ApiSite,
+    site: GuardedSite,
 ) -> None:
     conn = await connect(site)
     status, body = await answer(conn, "/v1/health")
@@ -129,7 +131,7 @@ async def test_a_keep_alive_connection_left_idle_is_closed_after_its_answer(
 
 
 async def test_a_request_still_being_answered_is_not_cut(
-    site: ApiSite, controller: Controller
+    site: GuardedSite, controller: Controller
 ) -> None:
     conn = await connect(site)
     conn[1].write(get("/console/events"))  # one update a (fake) second, for ever
@@ -146,7 +148,7 @@ async def test_a_request_still_being_answered_is_not_cut(
 
 
 async def test_connections_beyond_the_limit_get_a_one_line_503_until_one_closes(
-    site: ApiSite,
+    site: GuardedSite,
 ) -> None:
     held = [await connect(site) for _ in range(LIMIT)]
     over = await connect(site)
@@ -165,7 +167,7 @@ async def test_connections_beyond_the_limit_get_a_one_line_503_until_one_closes(
 
 
 async def test_malformed_requests_are_one_log_line_a_minute_not_a_traceback_each(
-    site: ApiSite, now: Now, caplog: pytest.LogCaptureFixture
+    site: GuardedSite, now: Now, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def malformed(count: int) -> None:
         for _ in range(count):

@@ -24,10 +24,10 @@ from skyctl import console
 from skyctl.clock import Clock
 from skyctl.console.web import CLOSING
 from skyctl.controller import routing_feed
-from skyctl.controller.api_server import started
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
+from skyctl.http_guard import started
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.logtail import LogReader
 

@@ -45,11 +45,11 @@ from skyctl.config import (
     write_private,
 )
 from skyctl.controller.api import make_app
-from skyctl.controller.api_server import ApiSite, make_runner
 from skyctl.controller.controller import Controller
 from skyctl.controller.heap import HeapKeeper
 from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.errors import SkyctlError
+from skyctl.http_guard import GuardedSite, make_runner
 from skyctl.secrets import KEY_FILE_NAME, Secrets
 from skyctl.store import Store
 from skyctl.supervisor import NO_SERVICES, stop_orphan_routers  # exit status: nothing to route
@@ -101,7 +101,7 @@ async def serve(
     app = make_app(controller, token, controller.request_stop)
     runner = make_runner(app)  # slow or idle clients cannot hold connections for ever
     await runner.setup()
-    site = ApiSite(runner, host, port)
+    site = GuardedSite(runner, host, port, what="the controller API")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, controller.request_stop)

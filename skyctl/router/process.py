@@ -55,6 +55,7 @@ from aiohttp import web
 
 from skyctl.clock import SteadyClock
 from skyctl.config import TOKEN_ENV, Paths, paths, write_private
+from skyctl.http_guard import GuardedSite, make_runner
 from skyctl.router.endpoints import Endpoints
 from skyctl.router.listener import REUSE_PORT_ENV
 from skyctl.router.worker_metrics import PUBLISH_SECONDS, ROOT_NAME
@@ -254,11 +255,12 @@ async def start_health(port: int, state: Callable[[], dict[str, Any]]) -> web.Ap
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app)  # on every interface: no client holds its connections
     await runner.setup()
     reuse = os.environ.get(REUSE_PORT_ENV) == "1" or None
+    site = GuardedSite(runner, "0.0.0.0", port, what="the router's health port", reuse_port=reuse)
     try:
-        await web.TCPSite(runner, "0.0.0.0", port, reuse_port=reuse).start()
+        await site.start()
     except BaseException:
         await runner.cleanup()
         raise

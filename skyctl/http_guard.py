@@ -1,13 +1,14 @@
-"""The controller API's listener: no client holds its connections for ever.
+"""An aiohttp listener no client holds connections on for ever (the controller's API,
+the router process's health port).
 
 aiohttp takes every connection and (before 3.14.x) waits for a request head
-without end, so a local process that opened thousands of connections sending
-nothing, or a head a byte at a time, held the controller's file descriptors
-(which its store, launches, readiness probes and embedded routers need) before
-any token was checked. Here:
+without end, so a process that opened thousands of connections sending
+nothing, or a head a byte at a time, held the server's file descriptors (the
+controller's store, launches, readiness probes and embedded routers need them;
+a router process's, its clients') before any token was checked. Here:
 
 - at most ``MAX_CONNECTIONS`` are open: one more is answered with a one-line
-  JSON 503 and closed (the API refuses; the controller goes on);
+  JSON 503 and closed (the listener refuses; the process goes on);
 - a connection whose first request has not arrived ``HEAD_SECONDS`` after it
   opened is closed, and one idle as long between requests (aiohttp's
   keep-alive timeout). A request being answered (``logs -f``, the console's
@@ -21,6 +22,7 @@ any token was checked. Here:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,17 +34,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 HEAD_SECONDS = 30.0
 MAX_CONNECTIONS = 256
 MALFORMED_EVERY = 60.0  # seconds between log lines about malformed requests
-_BUSY = b'{"error": "too many connections to the controller API", "exit_code": 1}'
-_REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY)
-)
 
 
 class _Guarded(asyncio.Protocol):
     """An aiohttp request handler, closed unless a request arrives in time."""
 
-    def __init__(self, site: ApiSite, inner: asyncio.Protocol) -> None:
+    def __init__(self, site: GuardedSite, inner: asyncio.Protocol) -> None:
         self.site = site
         self.inner = inner
         self.started = False  # set by `started` when a request reaches the app
@@ -80,8 +77,15 @@ class _Guarded(asyncio.Protocol):
 
 
 class _Refused(asyncio.Protocol):
+    def __init__(self, what: str) -> None:
+        body = json.dumps({"error": f"too many connections to {what}", "exit_code": 1})
+        self.reply = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+        ).encode()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).write(_REFUSAL)
+        cast(asyncio.Transport, transport).write(self.reply)
         transport.close()
 
 
@@ -130,15 +134,18 @@ def make_runner(
     head_seconds: float = HEAD_SECONDS,
     log: MalformedLog | None = None,
 ) -> web.AppRunner:
-    """The API's runner: idle keep-alive connections closed after ``head_seconds``,
-    malformed requests logged by ``log``."""
+    """The runner: idle keep-alive connections closed after ``head_seconds``,
+    malformed requests logged by ``log``; marks connections that sent a request."""
+    if started not in app.middlewares:
+        app.middlewares.insert(0, started)
     return web.AppRunner(
         app, access_log=None, keepalive_timeout=head_seconds, logger=log or MalformedLog()
     )
 
 
-class ApiSite(web.BaseSite):
-    """A TCP site on ``host:port`` (0: any free port) with the limits above."""
+class GuardedSite(web.BaseSite):
+    """A TCP site on ``host:port`` (0: any free port) with the limits above;
+    ``what`` names it in the 503 (``too many connections to WHAT``)."""
 
     def __init__(
         self,
@@ -146,11 +153,14 @@ class ApiSite(web.BaseSite):
         host: str,
         port: int,
         *,
+        what: str,
         limit: int = MAX_CONNECTIONS,
         head_seconds: float = HEAD_SECONDS,
+        reuse_port: bool | None = None,
     ) -> None:
         super().__init__(runner)
         self.host, self.port, self.limit, self.head_seconds = host, port, limit, head_seconds
+        self.what, self.reuse_port = what, reuse_port
         self.open: set[_Guarded] = set()
 
     @property
@@ -160,10 +170,12 @@ class ApiSite(web.BaseSite):
     def _protocol(self) -> asyncio.Protocol:
         server: Any = self._runner.server
         if len(self.open) >= self.limit:
-            return _Refused()
+            return _Refused(self.what)
         return _Guarded(self, server())
 
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, self.host, self.port)
+        self._server = await loop.create_server(
+            self._protocol, self.host, self.port, reuse_port=self.reuse_port
+        )

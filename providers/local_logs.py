@@ -99,13 +99,13 @@ def _rotate_open(fd: int, path: str, backups: int) -> None:
                         break
                     copied = _copy(fd, out, copied, end)
         except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            logger.warning("local: no space to keep a copy of %s over its cap: truncated", path)
-            backups = 0  # a full disk: the cap matters more than the old lines
+            backups = _no_space(e, path)
         with rotating(path):  # readers wait (see skyctl.logtail.LogReader)
-            if backups:  # to the end, and truncate right at it: the window where a
-                copied = _copy(fd, out, copied, None)  # write is lost is one syscall's
+            try:
+                if backups:  # to the end, and truncate right at it: the window where a
+                    copied = _copy(fd, out, copied, None)  # write is lost is one syscall's
+            except OSError as e:
+                backups = _no_space(e, path)
             os.ftruncate(fd, 0)  # the replica's next write (O_APPEND) lands at 0
             for n in range(backups, 1, -1):
                 with contextlib.suppress(FileNotFoundError):
@@ -119,6 +119,14 @@ def _rotate_open(fd: int, path: str, backups: int) -> None:
     for n in range(backups + 1, MAX_BACKUPS + 1):  # kept by a larger log_backups before
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup_path(path, n))
+
+
+def _no_space(error: OSError, path: str) -> int:
+    """No copy kept (0) when the disk is full: the cap matters more than the old lines."""
+    if error.errno != errno.ENOSPC:
+        raise error
+    logger.warning("local: no space to keep a copy of %s over its cap: truncated", path)
+    return 0
 
 
 def _copy(src: int, dst: int, start: int, end: int | None) -> int:

@@ -90,16 +90,24 @@ def test_with_no_copies_kept_a_log_over_its_cap_is_only_truncated(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["replica-1.log"]
 
 
+@pytest.mark.parametrize("full_at", [1, 2], ids=["first copy", "last copy, at the truncate"])
 def test_with_no_space_for_the_copy_the_log_is_truncated_without_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: int
 ) -> None:
-    def disk_full(*_: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    real_copy = local_logs._copy
+    calls: list[int] = []
+
+    def disk_full(src: int, dst: int, start: int, end: int | None) -> int:
+        calls.append(1)
+        if len(calls) >= full_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, start, end)
 
     monkeypatch.setattr(local_logs, "_copy", disk_full)
     log = tmp_path / "replica-1.log"
     log.write_bytes(lines(0, 200))
     assert rotate(str(log), CAP)  # the cap first: the disk is what is full
+    assert len(calls) == full_at
     assert [p.name for p in tmp_path.iterdir()] == ["replica-1.log"]  # no half copy left
     assert log.read_bytes() == b""
 

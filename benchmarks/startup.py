@@ -21,7 +21,12 @@ Rows, each the mean over ``--runs`` starts with a fresh throwaway SKYCTL_HOME:
 A CLI's CPU is its exit's rusage; a daemon's is ``/proc/PID/stat`` (10 ms ticks)
 when it is ready. ``--baseline DIR`` (another source tree, e.g. ``git archive``
 of an older commit) measures that tree in the same rounds, side by side.
-Asserts nothing: figures move by 10-20% with a shared machine's load.
+Asserts nothing: figures move by 10-20% with a shared machine's load. Where
+PYTHONDONTWRITEBYTECODE is set and a tree has no ``__pycache__``, every start compiles
+the modules it imports from source, and the figures include that (a third of a CLI's
+CPU, a fifth of a daemon's; the test suite compiles the packages once,
+``tests/conftest.py``): ``python -m compileall -q skyctl providers policies`` in each
+tree first measures the imports alone.
 """
 
 from __future__ import annotations

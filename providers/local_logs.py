@@ -1,32 +1,33 @@
-"""Local replicas' logs stay under a size cap (copy-truncate rotation, off the event loop).
+"""Local replicas' logs stay under a size cap (rotation in one thread, off the event loop).
 
 A replica's processes write their output straight into ``replica-<id>.log``
 through an inherited ``O_APPEND`` descriptor (``local_process``): no pipe, so a
 replica outlives a controller restart and every node of a multi-node replica
 shares the file. That descriptor cannot be renamed away, so a log over its cap
-is rotated as ``logrotate``'s ``copytruncate`` does: its content is copied to
-``replica-<id>.log.1`` (older copies shift to ``.2`` .. ``.<backups>``, the oldest
-goes) and the file is truncated to 0; the replica's next write lands at offset 0
-(``O_APPEND``). One daemon thread per process (:data:`ROTATOR`) looks at the
-watched logs every ``CHECK_SECONDS`` (one ``stat`` each), every
-``BUSY_CHECK_SECONDS`` for 5 s after a rotation; a log grows at most by what
-its replica writes in that time past the cap. Copies go through
-``copy_file_range`` (in the kernel), catching up on what the replica wrote
-meanwhile, the last one to the file's end right before the truncate: what the
-replica writes between those two calls is lost (``copytruncate``'s known
-cost: usually nothing; a replica writing ~15 MB/s on a loaded machine lost
-60 to 140 kB at 4 of 80 rotations, the thread descheduled between them).
-Lossless would need a pipe and a pump process per replica that outlives the
-controller.
+is rotated in place: its content is copied to ``replica-<id>.log.1`` (older
+copies shift to ``.2`` .. ``.<backups>``, the oldest goes), then taken off the
+file's start. Where the file system can (ext4, XFS), the file's whole blocks are
+copied and then removed with ``fallocate(FALLOC_FL_COLLAPSE_RANGE)``, atomically
+with the replica's appends: nothing is lost, and the log keeps its last partial
+block. Elsewhere (tmpfs, overlayfs) it is ``logrotate``'s ``copytruncate``: all of
+it is copied, the last copy to the file's end right before the truncate, and
+what the replica writes between those two calls is lost (a replica writing
+~15 MB/s on a loaded machine lost 60 to 140 kB at 4 of 80 rotations); the
+replica's next write lands at offset 0 (``O_APPEND``). Copies go through
+``copy_file_range`` (in the kernel).
 
-Readers in this process (``serve logs``, ``-f``, ``--tail``, a failure's last
-lines) read across the rotation exactly: see ``skyctl.logtail.LogReader`` and
-``skyctl.logtail.rotating``.
+One daemon thread per process (:data:`ROTATOR`) looks at the watched logs every
+``CHECK_SECONDS`` (one ``stat`` each), every ``BUSY_CHECK_SECONDS`` for 5 s after
+a rotation; a log grows at most by what its replica writes in that time past
+the cap. Readers in this process (``serve logs``, ``-f``, ``--tail``, a
+failure's last lines) read across the rotation exactly: see
+``skyctl.logtail.LogReader`` and ``skyctl.logtail.rotating``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -47,6 +48,8 @@ CHECK_SECONDS = 0.5  # real time between looks at the watched logs
 BUSY_CHECK_SECONDS = 0.1  # for BUSY_ROUNDS looks after a rotation (a chatty replica)
 BUSY_ROUNDS = 50
 _CATCH_UP_ROUNDS = 4
+_FALLOC_FL_COLLAPSE_RANGE = 0x08
+_fallocate: Any = None  # libc's fallocate, False where there is none
 _CHUNK = 8 * MIB
 
 
@@ -91,22 +94,26 @@ def _rotate_open(fd: int, path: str, backups: int) -> None:
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         copied = 0
+        cut = _whole_blocks(fd) if backups else 0  # what a collapse can take off its start
         try:
-            if backups:  # copy what is there, then what came meanwhile (shorter each time)
+            if cut:
+                copied = _copy(fd, out, 0, cut)
+            elif backups:  # copy what is there, then what came meanwhile (shorter each time)
                 for _ in range(_CATCH_UP_ROUNDS):
                     end = os.fstat(fd).st_size
                     if end - copied < 64 * 1024 and copied:
                         break
                     copied = _copy(fd, out, copied, end)
         except OSError as e:
-            backups = _no_space(e, path)
+            backups, cut = _no_space(e, path), 0
         with rotating(path):  # readers wait (see skyctl.logtail.LogReader)
-            try:
-                if backups:  # to the end, and truncate right at it: the window where a
-                    copied = _copy(fd, out, copied, None)  # write is lost is one syscall's
-            except OSError as e:
-                backups = _no_space(e, path)
-            os.ftruncate(fd, 0)  # the replica's next write (O_APPEND) lands at 0
+            if not (cut and _collapse(fd, cut)):  # lossless where the file system can
+                try:
+                    if backups:  # to the end, and truncate right at it: the window where a
+                        copied = _copy(fd, out, copied, None)  # write is lost is one syscall's
+                except OSError as e:
+                    backups = _no_space(e, path)
+                os.ftruncate(fd, 0)  # the replica's next write (O_APPEND) lands at 0
             for n in range(backups, 1, -1):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(backup_path(path, n - 1), backup_path(path, n))
@@ -119,6 +126,32 @@ def _rotate_open(fd: int, path: str, backups: int) -> None:
     for n in range(backups + 1, MAX_BACKUPS + 1):  # kept by a larger log_backups before
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup_path(path, n))
+
+
+def _whole_blocks(fd: int) -> int:
+    """The file's whole file-system blocks short of its end: what ``_collapse`` may take."""
+    try:
+        block = os.fstatvfs(fd).f_bsize
+    except OSError:
+        return 0
+    size = os.fstat(fd).st_size
+    return ((size - 1) // block) * block if block > 0 and size > block else 0
+
+
+def _collapse(fd: int, length: int) -> bool:
+    """Take the first ``length`` bytes off the file, atomically with the replica's appends
+    (``fallocate(FALLOC_FL_COLLAPSE_RANGE)``: ext4, XFS); False where it cannot."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            func = ctypes.CDLL(None, use_errno=True).fallocate
+        except (OSError, AttributeError):  # not Linux
+            _fallocate = False
+            return False
+        func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        func.restype = ctypes.c_int
+        _fallocate = func
+    return bool(_fallocate) and _fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, 0, length) == 0
 
 
 def _no_space(error: OSError, path: str) -> int:

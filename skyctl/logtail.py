@@ -222,17 +222,28 @@ class LogReader:
         self.close()
 
     def _after_rotation(self, seq: int) -> None:
-        """Rotated ``k`` times since the last read: the rest of what was read is now
-        ``<log>.k``, newer content in ``.k-1`` .. ``.1``, then the log from its start."""
+        """Rotated ``k`` times since the last read: each rotation took a copy's worth off
+        the log's start (all of it when truncated; whole blocks when collapsed), the
+        oldest now ``<log>.k``. The stream goes on at the read's offset, counted through
+        ``.k``, ``.k-1`` .. ``.1``, then the log (from its start when some are gone)."""
         k = (seq - self._seq) // 2
         copies = _existing_copies(self.path)[:k]  # newest first
         files = self._open_copies(copies)
         if rotation_seq(self.path) != seq:  # rotated again meanwhile: next read
             _close_all(files)
             return
-        if len(copies) == k and files:
-            files[0].seek(self._pos)  # .k is the file this read was in
-        self._queue, self._pos, self._seq = files, 0, seq
+        rest = self._pos if len(copies) == k and len(files) == k else 0
+        queue: list[BinaryIO] = []
+        for f in files:  # oldest first
+            size = os.fstat(f.fileno()).st_size
+            if rest >= size:  # read already (or empty)
+                rest -= size
+                f.close()
+                continue
+            f.seek(rest)
+            rest = 0
+            queue.append(f)
+        self._queue, self._pos, self._seq = queue, rest, seq
 
     @staticmethod
     def _open_copies(copies: list[str]) -> list[BinaryIO]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+import providers.local_logs as local_logs
 from providers.base import LaunchRequest
 from providers.local import LocalProvider
 from providers.local_logs import LogLimits, LogRotator, ReplicaLogs, rotate
@@ -58,9 +59,10 @@ async def provider(tmp_path: Path) -> AsyncIterator[tuple[LocalProvider, LogRota
 
 
 async def test_a_replicas_log_is_rotated_while_it_writes_on_and_its_copy_goes_with_the_service(
-    provider: tuple[LocalProvider, LogRotator], tmp_path: Path
+    provider: tuple[LocalProvider, LogRotator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local, rotator = provider
+    monkeypatch.setattr(local_logs, "_collapse", lambda fd, length: False)  # copy, truncate
     go = tmp_path / "go"
     spec = ServiceSpec(name="svc", resources=Resources(), run=TWO_PHASES, envs={"GO": str(go)})
     offering = next(o for o in await local.offerings(spec) if not o.spot)

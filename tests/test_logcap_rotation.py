@@ -32,6 +32,24 @@ from tests.helpers.waiting import wait_until
 CAP = LogLimits(max_bytes=1000, backups=1)
 
 
+@pytest.fixture
+def truncating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotations copy and truncate, as on a file system that cannot collapse a range
+    (tmpfs, overlayfs): the layout these tests spell out."""
+    monkeypatch.setattr(local_logs, "_collapse", lambda fd, length: False)
+
+
+def can_collapse(folder: Path) -> bool:
+    probe = folder / "probe"
+    probe.write_bytes(b"x" * 3 * 65536)
+    fd = os.open(probe, os.O_RDWR)
+    try:
+        return local_logs._collapse(fd, local_logs._whole_blocks(fd))
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
 def replica_fd(log: Path) -> int:
     """The descriptor a replica's processes write through (as local_process opens it)."""
     return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -53,6 +71,7 @@ def read_all(reader: LogReader, size: int = 64 * 1024) -> bytes:
 
 def test_a_log_over_its_cap_is_copied_to_dot_1_and_truncated_and_the_replica_writes_on_at_0(
     tmp_path: Path,
+    truncating: None,
 ) -> None:
     log = tmp_path / "replica-1.log"
     fd = replica_fd(log)
@@ -69,7 +88,9 @@ def test_a_log_over_its_cap_is_copied_to_dot_1_and_truncated_and_the_replica_wri
     assert not Path(f"{log}.rotating").exists()
 
 
-def test_older_copies_shift_and_those_past_the_kept_count_go(tmp_path: Path) -> None:
+def test_older_copies_shift_and_those_past_the_kept_count_go(
+    tmp_path: Path, truncating: None
+) -> None:
     log = tmp_path / "replica-1.log"
     for gen in range(4):
         log.write_bytes(b"%d\n" % gen * 600)
@@ -92,7 +113,7 @@ def test_with_no_copies_kept_a_log_over_its_cap_is_only_truncated(tmp_path: Path
 
 @pytest.mark.parametrize("full_at", [1, 2], ids=["first copy", "last copy, at the truncate"])
 def test_with_no_space_for_the_copy_the_log_is_truncated_without_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: int
+    tmp_path: Path, truncating: None, monkeypatch: pytest.MonkeyPatch, full_at: int
 ) -> None:
     real_copy = local_logs._copy
     calls: list[int] = []
@@ -112,10 +133,57 @@ def test_with_no_space_for_the_copy_the_log_is_truncated_without_one(
     assert log.read_bytes() == b""
 
 
+def test_where_the_file_system_can_a_rotation_takes_whole_blocks_off_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """ext4 and XFS collapse a range atomically with the replica's appends: no instant
+    between a last copy and a truncate where its writes are lost."""
+    if not can_collapse(tmp_path):
+        pytest.skip("this file system cannot collapse a range (tmpfs, overlayfs)")
+    log = tmp_path / "replica-1.log"
+    fd = replica_fd(log)
+    try:
+        os.write(fd, lines(0, 1000))  # 11,000 bytes
+        assert rotate(str(log), LogLimits(max_bytes=5000, backups=1))
+        os.write(fd, b"after\n")
+    finally:
+        os.close(fd)
+    copy = Path(f"{log}.1").read_bytes()
+    assert len(copy) % os.statvfs(tmp_path).f_bsize == 0 and len(copy) > 5000
+    assert copy + log.read_bytes() == lines(0, 1000) + b"after\n"  # nothing lost, no twice
+    with LogReader(log, tail=2) as reader:  # a line the cut split is whole again
+        assert read_all(reader) == b"line 00999\nafter\n"
+
+
+def test_following_a_collapsed_log_goes_on_where_it_was_in_the_copy_or_the_log(
+    tmp_path: Path,
+) -> None:
+    if not can_collapse(tmp_path):
+        pytest.skip("this file system cannot collapse a range (tmpfs, overlayfs)")
+    log = tmp_path / "replica-1.log"
+    fd = replica_fd(log)
+    limits = LogLimits(max_bytes=5000, backups=2)
+    got = b""
+    try:
+        with LogReader(log) as behind, LogReader(log) as ahead:
+            os.write(fd, lines(0, 1000))
+            got = behind.read(3000)  # still in what goes to the copy
+            ahead_got = read_all(ahead)  # past the cut: it stays in the log
+            assert rotate(str(log), limits)
+            os.write(fd, lines(1000, 10))
+            got += read_all(behind)
+            ahead_got += read_all(ahead)
+    finally:
+        os.close(fd)
+    assert got == ahead_got == lines(0, 1010)
+
+
 # ---------------------------------------------------------------- reading across it
 
 
-def test_a_whole_read_is_the_copies_oldest_first_then_the_log(tmp_path: Path) -> None:
+def test_a_whole_read_is_the_copies_oldest_first_then_the_log(
+    tmp_path: Path, truncating: None
+) -> None:
     log = tmp_path / "replica-1.log"
     fd = replica_fd(log)
     try:
@@ -173,7 +241,7 @@ def test_following_goes_on_into_the_new_file_after_one_or_two_rotations(tmp_path
 
 
 def test_a_rotation_during_a_read_never_passes_off_the_new_files_bytes_as_the_old(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, truncating: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "replica-1.log"
     fd = replica_fd(log)

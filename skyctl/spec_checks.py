@@ -17,6 +17,7 @@ import contextvars
 import datetime
 import difflib
 import math
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -288,6 +289,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def not_ascii(key: str) -> str:
+    """What a key that reads as a known one holds beyond ASCII (a lookalike letter, a
+    no-break space from a web page, an invisible character), named: else ''."""
+    odd = list(dict.fromkeys(c for c in key if not c.isascii()))
+    if not odd:
+        return ""
+    named = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in odd[:3])
+    return f" (it holds {named}{', ...' if odd[3:] else ''}: keys are ASCII)"
+
+
 class Section:
     """One mapping of the spec, its key path and where it sits in the file."""
 
@@ -333,7 +344,7 @@ class Section:
             if hints and key in hints:
                 raise self.error(key, hints[key], at_key=True)
             hint = did_you_mean(key, allowed) or f" (allowed: {', '.join(sorted(allowed))})"
-            raise self.error(key, f"unknown key{hint}", at_key=True)
+            raise self.error(key, f"unknown key{hint}{not_ascii(key)}", at_key=True)
 
     def has(self, key: str) -> bool:
         return key in self.data

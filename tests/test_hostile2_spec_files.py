@@ -1,7 +1,8 @@
 """A spec path that names no plain file is one line, at once: a named pipe no process
 writes to (``open`` waited for a writer for ever, so ``serve up``/``validate`` hung),
 a directory, a symlink loop; a pipe with a writer (``serve up <(envsubst < svc.yaml)``)
-is still read.
+is still read. A key that looks like a known one but holds a character beyond
+ASCII (a Cyrillic lookalike, a no-break space pasted from a web page) says which.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from skyctl.errors import SpecError
-from skyctl.spec_yaml import load_spec_file
+from skyctl.spec_yaml import load_spec_file, parse_spec
 
 SPEC = "name: web\nservice:\n  replicas: 1\nrun: sleep 1000\n"
 
@@ -68,3 +69,20 @@ def test_a_path_that_is_no_file_is_one_line(tmp_path: Path, make: object, says: 
     with pytest.raises(SpecError) as info:
         load_spec_file(path)
     assert str(info.value) == f"{path}: {says}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\u0455ervice:\n  replicas: 1\nrun: x\n", "s.yaml:1: \u0455ervice: unknown key; did "
+         "you mean 'service'? (it holds U+0455 CYRILLIC SMALL LETTER DZE: keys are ASCII)"),
+        ("service\u00a0:\n  replicas: 1\nrun: x\n", "s.yaml:1: service\u00a0: unknown key; did "
+         "you mean 'service'? (it holds U+00A0 NO-BREAK SPACE: keys are ASCII)"),
+    ],
+    ids=["cyrillic lookalike", "no-break space from a web page"],
+)  # fmt: skip
+def test_a_key_that_looks_known_names_what_it_holds_beyond_ascii(text: str, expected: str) -> None:
+    # was "\\u0455ervice: unknown key; did you mean 'service'?": the two look the same
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, source="s.yaml")
+    assert str(info.value) == expected

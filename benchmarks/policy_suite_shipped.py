@@ -10,7 +10,7 @@ also with ``--policy skyhedge`` and ``skyhedge_online``). Prints, per group,
 launch attempts (refused), mean availability and cost; ``--json`` keeps
 every replay's figures, ``--compare`` an earlier ``--json`` file: per group
 before -> after, and how many replays rose, fell or kept their availability.
-docs/simulator.md, "Covered asks wait longer", has a run (about 3 minutes).
+docs/simulator-notes.md, "Covered asks wait longer", has a run (about 3 minutes).
 """
 
 from __future__ import annotations

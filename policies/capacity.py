@@ -12,13 +12,13 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   30 s, 60 s, 120 s ... up to an hour (``MAX_HOLD``). A location refusing
   for days is asked once an hour, not every 30 minutes (a 30-minute cap:
   1,264 attempts on spot-local-trace over the AWS V100 trace; 1 h: 1,205;
-  longer caps cost more, docs/simulator.md).
+  longer caps cost more, docs/simulator-notes.md).
 - When the hold ends the location is offered again: the next launch there is
   the probe. Refused again, the hold doubles; granted (a ``LAUNCHED`` event),
   the location starts clean. Preemptions do not touch the hold: counting one
   as a refusal (so that SpotHedge's reset of every zone to ACTIVE does not
   send the replacement straight back) cut refusals on the tuning traces but
-  lowered availability on held-out ones (docs/simulator.md).
+  lowered availability on held-out ones (docs/simulator-notes.md).
 - A spot ask the target does not need (the replicas the service has,
   on-demand fallbacks included, already cover the autoscaler target: the ask
   would only replace an on-demand fallback with spot or restore the spare of
@@ -29,9 +29,9 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   4 h 16 min, then every 8 h, not every hour. Each hold is about as long as
   the streak so far (doubling), as before, and the first seven are the same,
   so a zone out for an hour is asked again as soon (a 4x step overshot a
-  1 h outage by 1.8 h: docs/simulator.md). An ask that replaces a needed
+  1 h outage by 1.8 h: docs/simulator-notes.md). An ask that replaces a needed
   replica keeps ``hold(n)``. On spot-local-trace over the AWS trace this
-  took refused asks from 598 to 454 (docs/simulator.md, "Covered asks wait
+  took refused asks from 598 to 454 (docs/simulator-notes.md, "Covered asks wait
   longer"). A covered ask's hold is also at least as long as the location has
   been out so far (since its first refusal in a row, ``since`` in the state),
   up to the same 8 h: a zone refused once and asked again five hours later
@@ -40,7 +40,7 @@ still marks the location PREEMPTED); this only bounds how often one is probed.
   ``dynamic_ondemand_fallback``, or a policy whose fallback is always on) a
   needed ask's hold is too, up to the hour; without that cover a needed ask
   keeps ``hold(n)`` (waiting would leave the service short). On the AWS trace
-  this took refused asks from 454 to 289 on spot-local-trace (docs/simulator.md,
+  this took refused asks from 454 to 289 on spot-local-trace (docs/simulator-notes.md,
   "Holds as long as the outage so far").
 - On-demand offerings are never held (the on-demand fallback is what covers
   spot capacity that is on hold).

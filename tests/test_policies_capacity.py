@@ -127,7 +127,7 @@ def test_an_ask_the_target_does_not_need_waits_longer_after_each_refusal(
         ([ev(CAP, 0.0), ev(CAP, 30.0), ev(CAP, 90.0)], 120.0, 120.0),
         # granted since: the clock starts again at the next refusal
         ([ev(CAP, 0.0), ev(OK, 3000.0), ev(CAP, 6600.0)], 30.0, 30.0),
-        # a preemption starts no clock (docs/simulator.md: measured, not kept)
+        # a preemption starts no clock (docs/simulator-notes.md: measured, not kept)
         ([ev(LOST, 0.0), ev(CAP, 7200.0)], 30.0, 30.0),
     ],
 )

@@ -43,7 +43,7 @@ def _run(args: list[str]) -> tuple[list[dict[str, object]], str]:
 # when the spare started to cover a preemption on its own (no fallback launched besides).
 # skyserve-vllm's granted launches alone are about 2 x preemptions (177 of 178 on AWS, 23 of
 # 24 on GCP): within the limit with SpotHedge exact would take at most one refusal in all
-# (the breakdown: docs/simulator.md, "Where the attempts over the limit come from").
+# (the breakdown: docs/simulator-notes.md, "Where the attempts over the limit come from").
 # Holds of up to 1 h (not 30 min) took AWS from 409 to 369 and 1,264 to 1,205. A spot ask
 # the target does not need (the replicas there cover it: the ask is for the spare or to
 # replace an on-demand fallback) held on past the hour, doubling to 8 h: 369 -> 350 and

@@ -381,7 +381,7 @@ async def test_a_location_whose_api_keeps_failing_is_skipped_by_its_breaker(h: H
 async def test_the_daemon_freezes_its_start_up_heap_once_it_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What start-up loaded stays out of later collections (docs/router.md): the
+    """What start-up loaded stays out of later collections (docs/router-benchmarks.md): the
     daemon collects once and freezes, after it is listening, before it runs."""
     from types import SimpleNamespace
 

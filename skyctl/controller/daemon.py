@@ -115,7 +115,7 @@ async def serve(
         log.info("controller %d listening on %s:%d", os.getpid(), host, bound)
         # What start-up loaded (modules, SDKs, the restored state) lives as long as
         # the process: keep it out of every later collection, so the router's
-        # short-lived objects are all a collection walks (docs/router.md)
+        # short-lived objects are all a collection walks (docs/router-benchmarks.md)
         gc.collect()
         gc.freeze()
         # and what services made later (creates, launches) once it costs a collection

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers.processes import pids_mentioning, wait_until_gone
+from tests.helpers.status import api_services
 from tests.test_e2e_local import cli
 from tests.test_skyserve_smoke import (
     DATA,
@@ -37,16 +39,25 @@ from tests.test_skyserve_smoke import (
 
 def wait_until_ready(home: Path, name: str, replicas: int, limit: float = 60) -> str:
     """_SERVE_WAIT_UNTIL_READY: poll the ``serve status NAME`` table until it shows
-    ``N/N``, failing at once if it shows FAILED; the table, for more greps."""
+    ``N/N``, failing at once if it shows FAILED; the table, for more greps. Polled
+    through the API (tests/helpers/status.py) until its READY/live count is N/N or
+    the service FAILED; then the table is shown, and checked, by the CLI."""
     deadline = time.monotonic() + limit
+
+    def shown(s: dict[str, Any]) -> bool:  # the table's READY column: ready/live
+        ready = (s["ready_replicas"], len(live(s))) == (replicas, replicas)
+        return ready or s["status"] == "FAILED"
+
     while True:
-        result = cli(home, "serve", "status", name)
-        assert result.returncode == 0, result.stdout + result.stderr
-        table = result.stdout
-        if f"{replicas}/{replicas}" in table:
-            return table
-        assert "FAILED" not in table, table
-        assert time.monotonic() < deadline, f"never {replicas}/{replicas}: {table}"
+        seen = api_services(home, name)
+        if seen is None or shown(seen[0]):  # no controller answers: the CLI starts one
+            result = cli(home, "serve", "status", name)
+            assert result.returncode == 0, result.stdout + result.stderr
+            table = result.stdout
+            if f"{replicas}/{replicas}" in table:
+                return table
+            assert "FAILED" not in table, table
+        assert time.monotonic() < deadline, f"never {replicas}/{replicas}: {seen}"
         time.sleep(0.3)
 
 

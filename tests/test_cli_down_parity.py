@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from skyctl.cli import cli as skyctl
+from tests.helpers.status import wait_services
 from tests.test_e2e_local import ECHO, cli
 
 SPEC = """\
@@ -52,15 +53,16 @@ def test_replica_id_then_several_names_then_all_with_confirmation(
     result = runner.invoke(skyctl, [*home, "serve", "down", "one", "--replica-id", str(first)])
     assert result.exit_code == 0, result.output
     assert "replacement" in result.output
-    deadline = time.monotonic() + 90
-    while True:
-        svc = services(skyctl_home)["one"]
+
+    def replaced(shown: list[dict[str, Any]]) -> bool:
+        (svc,) = [s for s in shown if s["name"] == "one"]
         gone = [r for r in svc["replicas"] if r["id"] == first]
         ready = [r for r in svc["replicas"] if r["status"] == "READY"]
-        if (not gone or gone[0]["status"] == "TERMINATED") and len(ready) == 2:
-            break
-        assert time.monotonic() < deadline, svc
-        time.sleep(0.5)
+        return (not gone or gone[0]["status"] == "TERMINATED") and len(ready) == 2
+
+    shown = wait_services(skyctl_home, replaced, "replica replaced: 2 READY", 90)
+    (svc,) = [s for s in shown if s["name"] == "one"]
+    ready = [r for r in svc["replicas"] if r["status"] == "READY"]
     assert first not in [r["id"] for r in ready]
     ended = cli(skyctl_home, "serve", "status", "one", "-a", "-o", "json").stdout
     (old,) = [r for r in json.loads(ended)[0]["replicas"] if r["id"] == first]

@@ -19,10 +19,21 @@ from rich.console import Console
 
 from skyctl.cli_down_progress import DownProgress
 from skyctl.config import paths
+from skyctl.errors import ServiceNotFound
 from skyctl.store import Store
+from tests.helpers.status import api_services
 from tests.helpers.waiting import wait_until
 from tests.test_cli_down import replica_pids, up
 from tests.test_e2e_local import cli
+
+
+def served(home: Path, name: str) -> bool:
+    """The controller still knows NAME (``GET /v1/services?name=NAME``, in this process);
+    no controller answering is not (it exits with its last service)."""
+    try:
+        return api_services(home, name) is not None
+    except ServiceNotFound:
+        return False
 
 
 def kept(home: Path, name: str) -> bool:
@@ -66,7 +77,9 @@ def test_a_timeout_gives_up_waiting_and_keeps_the_service(
     # can take longer, on a loaded machine, than the 5 s the teardown needs)
     assert kept(skyctl_home, "slow")
     # the shutdown goes on without the CLI: the service is gone, its replica too
-    assert wait_until(lambda: cli(skyctl_home, "serve", "status", "slow").returncode == 2, 30)
+    assert wait_until(lambda: not served(skyctl_home, "slow"), 30)  # (the API, in-process)
+    gone = cli(skyctl_home, "serve", "status", "slow")
+    assert gone.returncode == 2 and "no service named 'slow'" in gone.stderr, gone.stderr
     assert wait_until(lambda: not replica_pids(skyctl_home), 10), replica_pids(skyctl_home)
 
 

@@ -22,12 +22,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from skyctl.store import SCHEMA_VERSION
 from tests.helpers.processes import pids_mentioning
+from tests.helpers.status import wait_services
 from tests.helpers.waiting import wait_until
 from tests.test_upgrade_schemas import OLD_SCHEMAS, load
 
@@ -57,13 +57,6 @@ def cli(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
     )
-
-
-def status(home: Path) -> dict[str, Any]:
-    result = cli(home, "serve", "status", "-a", "-o", "json")
-    assert result.returncode == 0, result.stderr
-    [svc] = json.loads(result.stdout)
-    return dict(svc)
 
 
 def proc_start(pid: int) -> str:
@@ -211,14 +204,16 @@ def upgrade_and_take_down(
         first = cli(skyctl_home, "serve", "status")
         assert first.returncode == 0, first.stderr
         assert "Traceback" not in first.stderr
-        assert wait_until(
-            lambda: (
-                [(r["id"], r["status"]) for r in status(skyctl_home)["replicas"]]
+        (svc,) = wait_services(  # through the API, then shown by `serve status -a -o json`
+            skyctl_home,
+            lambda shown: (
+                len(shown) == 1
+                and [(r["id"], r["status"]) for r in shown[0]["replicas"]]
                 == [(1, "TERMINATED"), (2, "READY"), (3, "READY")]
             ),
+            "replica 1 TERMINATED, 2 and 3 READY",
             60,
-        ), status(skyctl_home)
-        svc = status(skyctl_home)
+        )
         assert all(p.poll() is None for p in procs.values())  # the same processes
         ports = {r["id"]: int(r["endpoint"].rsplit(":", 1)[1]) for r in svc["replicas"]}
         assert svc["endpoint"] == f"http://127.0.0.1:{router_port}"

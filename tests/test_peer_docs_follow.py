@@ -156,7 +156,7 @@ def test_ended_replicas_show_only_with_a_in_the_table_and_always_in_json(home: H
         rows = home.one("ended")["replicas"]
         return [(r["id"], r["status"]) for r in rows] == [(1, "TERMINATED"), (2, "READY")]
 
-    assert wait_until(replaced, 60), home.one("ended")
+    assert wait_until(replaced, 60, every=1), home.one("ended")
     (ended, live) = home.one("ended")["replicas"]  # JSON: every replica, ended ones too
     assert ended["reason"] == "USER" and ended["uptime_seconds"] is None
     assert live["uptime_seconds"] is not None

@@ -485,7 +485,7 @@ def test_down_replica_id_ends_it_as_user_and_a_replacement_keeps_the_target(
             and len(ready) == 2
         )
 
-    assert wait_until(replaced, 60), home.json("shed", all_replicas=True)
+    assert wait_until(replaced, 60, every=1), home.json("shed", all_replicas=True)
     again = home.run("serve", "down", "shed", "--replica-id", str(victim))
     assert again.returncode == 2
     assert f"service 'shed' has no live replica {victim}" in again.stderr

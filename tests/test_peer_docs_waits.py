@@ -69,7 +69,7 @@ def test_serve_down_timeout_exits_1_with_what_is_left_and_the_shutdown_goes_on(
     line = result.stderr.strip().splitlines()[-1]
     assert "not down within 0s; left: stubborn is not down" in line, line
     # the shutdown went on in the controller: gone once the 5 s grace has passed
-    assert wait_until(lambda: "stubborn" not in names(home), 60), home.json()
+    assert wait_until(lambda: "stubborn" not in names(home), 60, every=1), home.json()
 
 
 def test_ctrl_c_while_an_update_rolls_out_stops_only_the_waiting(home: Home) -> None:

@@ -26,14 +26,16 @@ async def eventually(
         await asyncio.sleep(0.005)
 
 
-def wait_until(check: Callable[[], object], seconds: float = 30.0) -> bool:
-    """Poll ``check()`` (from synchronous tests) until truthy or ``seconds`` pass; its last
-    value as a bool, so ``assert wait_until(...), details`` names what never happened."""
+def wait_until(check: Callable[[], object], seconds: float = 30.0, every: float = 0.1) -> bool:
+    """Poll ``check()`` (from synchronous tests) every ``every`` seconds until truthy or
+    ``seconds`` pass; its last value as a bool, so ``assert wait_until(...), details``
+    names what never happened. A check that runs the CLI (~0.5 s of CPU a call) polls
+    every second or so."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(0.1)
+        time.sleep(every)
     return bool(check())
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.status import wait_status
 from tests.test_e2e_local import ECHO, cli
 
 SPEC = """\
@@ -27,13 +28,9 @@ run: exec {python} {echo}
 
 
 def wait_for(home: Path, predicate, seconds: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        svc = json.loads(cli(home, "serve", "status", "cli-demo", "-o", "json").stdout)[0]
-        if predicate(svc):
-            return svc
-        time.sleep(0.3)
-    raise AssertionError(f"condition not reached in {seconds}s: {svc}")
+    """Polled through the controller's API, then shown by ``serve status -o json``
+    (tests/helpers/status.py)."""
+    return wait_status(home, "cli-demo", predicate, "the awaited status", seconds)
 
 
 @pytest.mark.timeout(180)

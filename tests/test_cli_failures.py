@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.waiting import wait_until
+from tests.helpers.status import wait_status
 from tests.test_e2e_local import cli
 
 SPEC = """\
@@ -44,7 +44,13 @@ def test_a_run_that_exits_fails_serve_up_status_shows_why_and_retry_relaunches(
 
     # `serve up` returns once the service is FAILED; the failed replica's instance may
     # still be going (SHUTTING_DOWN) on a loaded machine
-    assert wait_until(lambda: [r["status"] for r in replicas()] == ["TERMINATED"]), replicas()
+    wait_status(  # through the API, then shown by `serve status exits -o json -a`
+        skyctl_home,
+        "exits",
+        lambda s: [r["status"] for r in s["replicas"]] == ["TERMINATED"],
+        "the failed replica TERMINATED",
+        30,
+    )
     table = cli(skyctl_home, "serve", "status", "exits", "-a").stdout
     assert "FAILED: version 1:" in table and "TERMINATED (FAILED, exit 3)" in table
     assert "no such file: weights.bin" in table  # the log's last lines

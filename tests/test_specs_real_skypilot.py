@@ -15,13 +15,12 @@ and keys kept but not acted on (``config``, ``disk_tier``, ...: silently).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -34,6 +33,7 @@ from skyctl.spec_files import spec_notes
 from skyctl.spec_yaml import load_spec_file, parse_spec
 from tests.helpers.cli import ROOT, run_cli
 from tests.helpers.processes import pids_mentioning
+from tests.helpers.status import wait_services
 
 DATA = Path(__file__).parent / "data" / "skypilot_specs"
 PLACE = "no enabled provider can run this spec"
@@ -303,14 +303,14 @@ def test_skypilots_http_server_example_serves_unchanged_on_the_local_provider(
     the server's page; ``serve down`` leaves no process behind."""
     up = _in_data(skyctl_home, "serve", "up", "-n", "http", "-y", _HTTP)
     assert up.returncode == 0, up.stdout + up.stderr
-    deadline = time.monotonic() + 60  # a real subprocess: a deadline, not a timed assert
-    while True:
-        (service,) = json.loads(run_cli(skyctl_home, "serve", "status", "--json").stdout)
-        ready = [r for r in service["replicas"] if r["status"] == "READY"]
-        if len(ready) == 2:
-            break
-        assert "FAILED" not in str(service) and time.monotonic() < deadline, service
-        time.sleep(0.3)
+
+    def ready_or_failed(shown: list[dict[str, Any]]) -> bool:
+        (svc,) = shown
+        return "FAILED" in str(svc) or [r["status"] for r in svc["replicas"]].count("READY") == 2
+
+    # through the API, then shown by `serve status --json` (tests/helpers/status.py)
+    (service,) = wait_services(skyctl_home, ready_or_failed, "2 READY replicas", 60)
+    assert "FAILED" not in str(service), service
     with urllib.request.urlopen(service["endpoint"] + "/", timeout=10) as reply:
         assert "Hi, SkyPilot here!" in reply.read().decode()
     down = run_cli(skyctl_home, "serve", "down", "http", "-y")

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.cli_fork import forked_cli
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -17,25 +19,30 @@ def run_cli(
     timeout: float = 120.0,
     log_level: str | None = None,
     cwd: Path = ROOT,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m skyctl ARGS`` with ``SKYCTL_HOME=home``, run in ``cwd`` (the repository
     by default); output captured, never raises on a non-zero exit (the caller asserts
-    on ``returncode``)."""
+    on ``returncode``). The command runs in a process of its own forked from a server
+    that imported the command line once (:mod:`tests.helpers.cli_fork`); ``fresh``
+    (or ``SKYCTL_TEST_FRESH_CLI=1`` for the whole run) starts a new interpreter."""
     env = {**os.environ, "SKYCTL_HOME": str(home)}
     if Path(cwd).resolve() != ROOT:  # elsewhere `-m skyctl` would find the installed copy,
         # not this checkout (a worktree's tests then ran main's code)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if log_level is not None:
         env["SKYCTL_LOG_LEVEL"] = log_level
-    return subprocess.run(
-        [sys.executable, "-m", "skyctl", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+    if fresh or os.environ.get("SKYCTL_TEST_FRESH_CLI") == "1":
+        return subprocess.run(
+            [sys.executable, "-m", "skyctl", *args],
+            cwd=cwd,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    return forked_cli(list(args), env, Path(cwd), timeout)
 
 
 def run_in_process(

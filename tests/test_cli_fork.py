@@ -1,0 +1,74 @@
+"""The tests' ``skyctl`` runs (:func:`tests.helpers.cli.run_cli`) fork from a server that
+imported the command line once: a command run that way gives what a new interpreter
+(``python -m skyctl``) gives: exit status, standard output and error, the caller's
+environment, working directory and standard input, and a kill at the timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import run_cli
+
+SPEC = """\
+service:
+  readiness_probe: /
+  replicas: 1
+run: exec python3 -m http.server "$PORT" --bind 127.0.0.1
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),  # a group alone: its help, exit 2
+        ("serve", "up"),  # a usage error
+        ("serve", "validate", "missing.yaml"),  # a file that is not there, relative to cwd
+        ("serve", "validate", "web.yaml"),  # a good spec, found in cwd
+        ("serve", "validate", "-"),  # the spec on standard input (none: not a tty)
+        ("serve", "status", "--endpoint", "nosuch"),  # exit 2, no controller started
+        ("--version",),
+    ],
+    ids=["help", "usage", "missing", "valid", "stdin", "no-service", "version"],
+)
+def test_a_forked_command_answers_as_a_new_interpreter_does(
+    skyctl_home: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    (tmp_path / "web.yaml").write_text(SPEC)
+    fresh = run_cli(skyctl_home, *args, cwd=tmp_path, fresh=True)
+    forked = run_cli(skyctl_home, *args, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        fresh.returncode,
+        fresh.stdout,
+        fresh.stderr,
+    )
+
+
+def test_the_callers_environment_reaches_the_command(
+    skyctl_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--env NAME`` takes NAME's value from the environment run_cli was called with."""
+    spec = tmp_path / "web.yaml"
+    spec.write_text(SPEC.replace("run:", "envs:\n  GREETING:\nrun:"))
+    monkeypatch.setenv("GREETING", "hello")
+    taken = run_cli(skyctl_home, "serve", "validate", str(spec), "--env", "GREETING")
+    assert taken.returncode == 0, taken.stderr
+    monkeypatch.delenv("GREETING")
+    refused = run_cli(skyctl_home, "serve", "validate", str(spec), "--env", "GREETING")
+    assert refused.returncode == 2 and "GREETING" in refused.stderr, refused.stderr
+
+
+def test_a_command_past_its_timeout_is_killed_and_the_timeout_raised(
+    skyctl_home: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR)  # a writer that never writes: the spec's read blocks
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            run_cli(skyctl_home, "serve", "validate", str(fifo), timeout=2)
+    finally:
+        os.close(held)

@@ -172,6 +172,19 @@ def failed_replica(svc: dict[str, Any]) -> dict[str, Any] | None:
 
 _LOG = re.compile(r"(?:^|; )log (.+)$")  # a replica's failure: "...; log PATH"
 
+# How long a command that saw a version fail waits for its replicas to finish shutting
+# down, so the line it prints (and the status right after) has their final rows: the
+# exit code, the reason and the log file are recorded as each one ends.
+SETTLE_SECONDS = 15.0
+
+
+def settling(svc: dict[str, Any], version: int | None = None) -> bool:
+    """Whether a replica (of ``version``, if given) is still shutting down."""
+    return any(
+        r.get("status") == "SHUTTING_DOWN" and (version is None or r.get("version") == version)
+        for r in svc.get("replicas") or []
+    )
+
 
 def failure_line(svc: dict[str, Any]) -> str:
     """A FAILED service's one line, naming the log file of the replica it names where the

@@ -18,7 +18,7 @@ import click
 
 from skyctl.cli_env import SECONDS, override_options, skypilot_flags
 from skyctl.cli_spec import load_checked
-from skyctl.cli_status import failure_line
+from skyctl.cli_status import SETTLE_SECONDS, failure_line, settling
 from skyctl.client import ControllerClient, ServiceWatch, service_path
 from skyctl.errors import ServiceNotFound, SkyctlError
 
@@ -190,6 +190,7 @@ def _wait_rolled(
     """Until every live replica runs ``version`` and is READY, and at least ``floor`` of
     them (it returned at 2 of 3 when the poll came before the controller scaled up)."""
     start = time.monotonic()
+    failed_at = 0.0  # when the version was first seen failed
     last = ""
     say = partial(click.echo, err=True)
     watch = ServiceWatch(client, name, f"rolling out version {version}", say)
@@ -217,6 +218,10 @@ def _wait_rolled(
         # itself stays READY while the older version still serves (a rolling update
         # keeps it until the new one is ready), so the status alone does not say it.
         if svc.get("failure"):
+            failed_at = failed_at or time.monotonic()
+            if settling(svc, version) and time.monotonic() - failed_at < SETTLE_SECONDS:
+                time.sleep(POLL_SECONDS / 4)  # its last rows: exit code, log file
+                continue
             serving = ", ".join(map(str, svc.get("serving_versions") or [])) or "none"
             raise SkyctlError(
                 f"version {version} of {name} FAILED: {failure_line(svc)}; "

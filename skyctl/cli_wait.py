@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from skyctl.cli_status import failure_line, printable
+from skyctl.cli_status import SETTLE_SECONDS, failure_line, printable, settling
 from skyctl.client import ControllerClient, ServiceWatch
 from skyctl.errors import SkyctlError
 
@@ -21,6 +21,7 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
     """Follow ``serve up`` until a replica is READY; a FAILED service, an endpoint that
     cannot open, a take-down or ``timeout`` end it with a one-line error (exit 1)."""
     start = time.monotonic()
+    failed_at = 0.0  # when it was first seen FAILED
     last = said = ""
     say = partial(click.echo, err=True)
     watch = ServiceWatch(client, name, "waiting for a ready replica", say)
@@ -54,6 +55,10 @@ def wait_ready(client: ControllerClient, name: str, timeout: float | None) -> No
             )
             return
         if svc["status"] == "FAILED":
+            failed_at = failed_at or time.monotonic()
+            if settling(svc) and time.monotonic() - failed_at < SETTLE_SECONDS:
+                time.sleep(POLL_SECONDS / 4)  # its last rows: exit code, log file
+                continue
             failure = printable(failure_line(svc) or svc.get("last_error") or "")
             hint = _output_hint(name, svc, str(svc.get("failure") or failure))
             raise SkyctlError(

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.compiled import ROOT, compiled_copy, is_compiled
+from tests.helpers.tools import require_c_compiler
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -45,6 +46,7 @@ COMPILED_RUN = [name for name in ROUTER_TESTS if name not in PROCESS_LEVEL]
 
 @pytest.fixture(scope="module")
 def compiled_tree() -> Iterator[Path]:
+    require_c_compiler()  # the default install and the rest of the suite need none
     with tempfile.TemporaryDirectory(prefix="skyctl-compiled-") as tmp:
         yield compiled_copy(Path(tmp), opt_level="0")  # behaviour, not speed: -O0 builds faster
 

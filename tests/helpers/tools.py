@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -27,3 +29,13 @@ def require(program: str, package: str) -> str:
     if path is None:
         missing(f"needs {program} (apt-get install -y {package}; .ci/run installs it)")
     return path
+
+
+def require_c_compiler() -> None:
+    """The compiled router's build needs the C compiler Python was built with and its
+    headers (``apt-get install -y gcc python3-dev``), else :func:`missing`."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        missing(f"needs a C compiler ({cc}: apt-get install -y gcc; .ci/run installs it)")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        missing("needs Python's headers (Python.h: apt-get install -y python3-dev)")

@@ -23,6 +23,18 @@ from skyctl.errors import ConfigError
         ),
         ("local: {gpus: 1}\n", "config.yaml:1: local.gpus: unknown key; allowed: accelerators"),
         ("controller: {port: 8000}\n", "config.yaml:1: unknown section 'controller'"),
+        # the replica log cap (providers/local_logs.py)
+        (
+            "local:\n  log_max_mb: big\n",
+            "config.yaml:2: local.log_max_mb: expected a positive number of MiB (default 32), "
+            "got 'big'",
+        ),
+        ("local:\n  accelerators: {}\n  log_max_mb: 0\n", "config.yaml:3: local.log_max_mb:"),
+        (
+            "local:\n  log_backups: 10\n",
+            "config.yaml:2: local.log_backups: expected an integer from 0 to 9 (default 1), got 10",
+        ),
+        ("local: {log_backups: -1}\n", "config.yaml:1: local.log_backups:"),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_where(

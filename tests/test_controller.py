@@ -117,6 +117,14 @@ class Harness:
     def ready(self, name: str) -> int:
         return len(self.replicas(name, ReplicaStatus.READY))
 
+    async def one_ready_replica(self, name: str = "web") -> int:
+        """Create service ``name`` of one replica (``FIXED``), wait for it to be READY,
+        and return its replica id."""
+        await self.controller.create_service(FIXED.format(name=name, replicas=1), None)
+        await self.until(lambda: self.ready(name) == 1)
+        (rid,) = [r.replica_id for r in self.replicas(name)]
+        return int(rid)
+
     async def get(self, name: str) -> int:
         svc = self.store.get_service(name)
         assert svc is not None

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from skyctl.controller.api import make_app
-from tests.test_controller import FIXED, Harness
+from tests.test_controller import Harness
 
 TOKEN = "s" * 32
 
@@ -26,9 +26,7 @@ TOKEN = "s" * 32
 async def test_a_followed_log_ends_when_the_api_closes(
     h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
-    await h.until(lambda: h.ready("web") == 1)
-    (rid,) = [r.replica_id for r in h.replicas("web")]
+    rid = await h.one_ready_replica("web")
     log = tmp_path / "replica.log"
     log.write_bytes(b"serving\n")
     monkeypatch.setattr(h.controller, "log_path", lambda name, replica: log)

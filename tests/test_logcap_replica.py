@@ -29,7 +29,7 @@ from skyctl.lifecycle import ReplicaStatus
 from skyctl.logtail import LogReader
 from skyctl.spec import Resources, ServiceSpec
 from tests.helpers.waiting import eventually
-from tests.test_controller import FIXED, Harness
+from tests.test_controller import Harness
 
 TOKEN = "c" * 32
 CAP = LogLimits(max_bytes=2000, backups=1)
@@ -92,9 +92,7 @@ async def test_a_replicas_log_is_rotated_while_it_writes_on_and_its_copy_goes_wi
 async def test_serve_logs_reads_and_follows_a_replica_log_across_its_rotation(
     h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
-    await h.until(lambda: h.ready("web") == 1)
-    (rid,) = [r.replica_id for r in h.replicas("web")]
+    rid = await h.one_ready_replica("web")
     log = tmp_path / "replica.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # the replica's
     os.write(fd, b"".join(b"old %03d\n" % i for i in range(300)))  # 2.4 kB

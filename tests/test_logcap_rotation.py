@@ -25,7 +25,6 @@ from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.config import load_user_config, paths
 from skyctl.controller.failure_facts import read_tail
-from skyctl.errors import ConfigError
 from skyctl.logtail import LogReader, tail_bytes
 from tests.helpers.waiting import wait_until
 
@@ -333,30 +332,3 @@ def test_the_cap_defaults_to_32_mib_and_one_copy_and_is_set_in_config_yaml(
         "local"
     )
     assert provider._log_caps.limits == LogLimits(512 * 1024, 3)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (
-            "local:\n  log_max_mb: big\n",
-            "config.yaml:2: local.log_max_mb: expected a positive number of MiB (default 32), "
-            "got 'big'",
-        ),
-        ("local:\n  accelerators: {}\n  log_max_mb: 0\n", "config.yaml:3: local.log_max_mb:"),
-        (
-            "local:\n  log_backups: 10\n",
-            "config.yaml:2: local.log_backups: expected an integer from 0 to 9 (default 1), got 10",
-        ),
-        ("local: {log_backups: -1}\n", "config.yaml:1: local.log_backups:"),
-    ],
-)
-def test_a_bad_cap_is_one_line_naming_the_key_and_its_line(
-    tmp_path: Path, text: str, message: str
-) -> None:
-    p = paths(tmp_path)
-    p.config.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_user_config(p)
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from skyctl.controller.api import make_app
 from skyctl.lifecycle import ReplicaStatus
-from tests.test_controller import FIXED, Harness
+from tests.test_controller import Harness
 
 TOKEN = "t" * 32
 
@@ -31,9 +31,7 @@ def ended(h: Harness, rid: int) -> bool:
 async def test_following_a_replica_log_ends_once_the_replica_is_terminated(
     h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.controller.create_service(FIXED.format(name="web", replicas=1), None)
-    await h.until(lambda: h.ready("web") == 1)
-    (rid,) = [r.replica_id for r in h.replicas("web")]
+    rid = await h.one_ready_replica("web")
     log = tmp_path / "replica.log"
     log.write_bytes(b"serving\n")
     monkeypatch.setattr(h.controller, "log_path", lambda name, replica: log)

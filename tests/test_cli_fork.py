@@ -72,3 +72,14 @@ def test_a_command_past_its_timeout_is_killed_and_the_timeout_raised(
             run_cli(skyctl_home, "serve", "validate", str(fifo), timeout=2)
     finally:
         os.close(held)
+
+
+def test_a_command_whose_environment_changes_the_interpreters_start_gets_a_new_one(
+    skyctl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's streams were set up for its own environment: a command asking for
+    another encoding is not forked (it would print in the server's)."""
+    monkeypatch.setenv("PYTHONIOENCODING", "utf-16")
+    shown = run_cli(skyctl_home, "--version")
+    assert shown.returncode == 0
+    assert "\x00" in shown.stdout  # UTF-16 read back as the locale's encoding

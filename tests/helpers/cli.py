@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.cli_fork import forked_cli
+from tests.helpers.cli_fork import forked_cli, forks_like_a_start
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -25,14 +25,16 @@ def run_cli(
     by default); output captured, never raises on a non-zero exit (the caller asserts
     on ``returncode``). The command runs in a process of its own forked from a server
     that imported the command line once (:mod:`tests.helpers.cli_fork`); ``fresh``
-    (or ``SKYCTL_TEST_FRESH_CLI=1`` for the whole run) starts a new interpreter."""
+    (or ``SKYCTL_TEST_FRESH_CLI=1`` for the whole run, or an environment that changes
+    what an interpreter reads at its start, such as PYTHONIOENCODING) starts a new
+    interpreter."""
     env = {**os.environ, "SKYCTL_HOME": str(home)}
     if Path(cwd).resolve() != ROOT:  # elsewhere `-m skyctl` would find the installed copy,
         # not this checkout (a worktree's tests then ran main's code)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if log_level is not None:
         env["SKYCTL_LOG_LEVEL"] = log_level
-    if fresh or os.environ.get("SKYCTL_TEST_FRESH_CLI") == "1":
+    if fresh or os.environ.get("SKYCTL_TEST_FRESH_CLI") == "1" or not forks_like_a_start(env):
         return subprocess.run(
             [sys.executable, "-m", "skyctl", *args],
             cwd=cwd,

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 _lock = threading.Lock()
 _server: tuple[subprocess.Popen[bytes], str] | None = None
+_server_env: dict[str, str] = {}  # the environment the running server started with
 
 
 def _clean_env() -> dict[str, str]:
@@ -37,12 +38,41 @@ def _clean_env() -> dict[str, str]:
     }
 
 
+# What an interpreter reads once, at its start (its streams' encoding, warnings, modes):
+# a command run with other values than the server started with needs a new interpreter.
+STARTUP_VARIABLES = (
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONWARNINGS",
+    "PYTHONDEVMODE",
+    "PYTHONUNBUFFERED",
+    "PYTHONHASHSEED",
+    "PYTHONSAFEPATH",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LANG",
+)
+
+
+def forks_like_a_start(env: dict[str, str]) -> bool:
+    """Whether a command with ``env`` can fork from the server: it agrees with the
+    server's environment on every :data:`STARTUP_VARIABLES` (``run_cli``'s PYTHONPATH
+    only ever names this checkout, whose code the server imported)."""
+    with _lock:
+        running = _server is not None and _server[0].poll() is None
+    started = _server_env if running else _clean_env()
+    return all(env.get(k) == started.get(k) for k in STARTUP_VARIABLES)
+
+
 def _start() -> tuple[subprocess.Popen[bytes], str]:
     path = os.path.join(tempfile.mkdtemp(prefix="cli-fork-"), "sock")
+    env = _clean_env()
+    _server_env.clear()
+    _server_env.update(env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.cli_server", path, str(os.getpid())],
         cwd=ROOT,
-        env=_clean_env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         start_new_session=True,  # a test's Ctrl-C to its own process group is not for it

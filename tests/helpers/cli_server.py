@@ -117,7 +117,8 @@ def serve(path: str, parent: int) -> None:
     listener.bind(path)
     listener.listen(64)
     listener.settimeout(1.0)
-    print("ready", flush=True)
+    sys.stdout.buffer.write(b"ready\n")  # bytes: whatever the streams' encoding
+    sys.stdout.buffer.flush()
     while os.getppid() == parent:
         try:
             conn, _ = listener.accept()

@@ -201,11 +201,15 @@ class LocalProvider(Provider):
         return sorted({r.service for r in self._store.records.values()})
 
     async def release_service(self, service: str) -> None:
-        """Forget the service's replay clock once none of its replicas is left, and
-        remove its replicas' logs (no command reads them once it is gone, and a
-        later service of the same name would show them as its own replica 1's)."""
+        """Forget the service's replay clock once none of its replicas is left, stop its
+        replica processes that no record knows (a controller killed between a spawn and
+        its record, whose launch was then never retried: the service went), and remove
+        its replicas' logs (no command reads them once it is gone, and a later service
+        of the same name would show them as its own replica 1's)."""
         if any(r.service == service for r in self._store.records.values()):
             return
+        known = set(self._store.records)
+        await local_process.kill_strays(str(self._state_dir), known, service=service)
         self._replays.pop(service, None)
         self._store.forget_replay(service)
         self._logs.forget(service)

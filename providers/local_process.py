@@ -153,11 +153,14 @@ async def find_strays(state_dir: str, known: set[str]) -> dict[str, list[int]]:
 
 
 async def kill_strays(
-    state_dir: str, known: set[str], *, wait: float = 2.0
+    state_dir: str, known: set[str], *, wait: float = 2.0, service: str | None = None
 ) -> dict[str, list[int]]:
     """SIGKILL what :func:`find_strays` finds (each process and its group, never this
-    process's own); wait up to ``wait`` seconds for them to go. Returns what was killed."""
+    process's own), only ``service``'s if given; wait up to ``wait`` seconds for them to
+    go. Returns what was killed."""
     strays = await find_strays(state_dir, known)
+    if service is not None:
+        strays = {service: strays[service]} if service in strays else {}
     own = os.getpgrp()
     pids = [pid for group in strays.values() for pid in group]
     for pid in pids:

@@ -312,6 +312,35 @@ async def test_a_released_service_takes_its_replica_logs_with_it(
     assert provider.log_path(first.instance_id) is None
 
 
+async def test_releasing_a_service_stops_its_replica_processes_that_no_record_knows(
+    make_provider: Callable[..., LocalProvider], state_dir: Path
+) -> None:
+    """A controller killed between a spawn and its record leaves a process no record
+    knows; once the service is gone (its launch never retried) its release stops it.
+    Another service's such process may be a launch in flight: it is left alone."""
+    provider = make_provider()
+
+    async def stray(service: str) -> asyncio.subprocess.Process:
+        env = {
+            **os.environ,
+            "SKYCTL_LOCAL_STATE": str(state_dir),
+            "SKYCTL_SERVICE": service,
+            "SKYCTL_INSTANCE_ID": f"{service}-r1-0000",
+        }
+        return await asyncio.create_subprocess_exec("sleep", "60", env=env, start_new_session=True)
+
+    gone, other = await stray("svc"), await stray("other")
+    try:
+        await provider.release_service("svc")
+        assert await asyncio.wait_for(gone.wait(), 10) == -signal.SIGKILL
+        assert other.returncode is None
+    finally:
+        for proc in (gone, other):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 async def test_terminate_kills_a_replica_that_ignores_sigterm(
     make_provider: MakeProvider, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

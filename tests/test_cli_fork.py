@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import ROOT, run_cli
 
 SPEC = """\
 service:
@@ -83,3 +84,25 @@ def test_a_command_whose_environment_changes_the_interpreters_start_gets_a_new_o
     shown = run_cli(skyctl_home, "--version")
     assert shown.returncode == 0
     assert "\x00" in shown.stdout  # UTF-16 read back as the locale's encoding
+
+
+def test_a_test_process_that_ends_leaves_no_server_and_no_socket_behind(
+    skyctl_home: Path,
+) -> None:
+    """Another test process runs a command, says where its server listened and ends:
+    the server is gone with it, and so is the socket's directory."""
+    code = (
+        "from pathlib import Path\n"
+        "from tests.helpers import cli_fork\n"
+        "from tests.helpers.cli import run_cli\n"
+        f"assert run_cli(Path({str(skyctl_home)!r}), '--version').returncode == 0\n"
+        "proc, path = cli_fork._server\n"
+        "print(proc.pid, path)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    pid, path = done.stdout.split()
+    assert not Path(path).parent.exists()
+    assert not Path(f"/proc/{pid}").exists()  # ended, and reaped by the process that ended

@@ -10,10 +10,12 @@ stop every process mentioning a test's home never take it for the test's.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import locale
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,10 +83,28 @@ def _start() -> tuple[subprocess.Popen[bytes], str]:
     line = proc.stdout.readline()
     proc.stdout.close()
     if line.strip() != b"ready":
-        proc.kill()
-        proc.wait()
+        _stop(proc, path)
         raise RuntimeError("the CLI fork server did not start (see the output above)")
     return proc, path
+
+
+def _stop(proc: subprocess.Popen[bytes], path: str) -> None:
+    """End the server and remove its socket's directory."""
+    with contextlib.suppress(OSError):
+        proc.kill()
+    proc.wait()
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """The test process is ending: so does its server (it would notice within a second
+    anyway), and nothing of it is left in the temporary directory."""
+    global _server
+    with _lock:
+        if _server is not None:
+            _stop(*_server)
+            _server = None
 
 
 def _server_path() -> str:
@@ -109,9 +129,7 @@ def _connect() -> socket.socket:
             with _lock:  # gone without exiting yet (killed, being reaped): start anew
                 global _server
                 if _server is not None:
-                    with contextlib.suppress(OSError):
-                        _server[0].kill()
-                    _server[0].wait()
+                    _stop(*_server)
                     _server = None
     raise AssertionError("unreachable")
 

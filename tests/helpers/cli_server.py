@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import runpy
+import shutil
 import signal
 import socket
 import sys
@@ -145,9 +146,7 @@ def serve(path: str, parent: int) -> None:
             for fd in fds:
                 os.close(fd)
     listener.close()
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-        os.rmdir(os.path.dirname(path))
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 if __name__ == "__main__":

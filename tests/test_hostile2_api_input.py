@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
-from skyctl.controller.api import MAX_BODY, make_app
+from skyctl.controller.api import MAX_BODY
 from skyctl.controller.routing_feed import RoutingFeed
 from skyctl.routing_wire import REPORT_PATH
-from tests.helpers.fake_controller import fake_controller
+from tests.helpers.fake_controller import api_client, fake_controller
 
 TOKEN = "h" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,14 +39,8 @@ async def controller(tmp_path: Path) -> AsyncIterator[Controller]:
 
 @pytest.fixture
 async def client(controller: Controller) -> AsyncIterator[Client]:
-    c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
-    await c.start_server()
-    try:
-        created = await c.post("/v1/services", headers=AUTH, json={"yaml": SPEC})
-        assert created.status == 201, await created.text()
+    async with api_client(controller, TOKEN, SPEC) as c:
         yield c
-    finally:
-        await c.close()
 
 
 DEEP = b"[" * 50_000 + b"]" * 50_000

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from skyctl.console import auth
-from skyctl.controller.api import make_app
-from tests.helpers.fake_controller import fake_controller
+from tests.helpers.fake_controller import api_client, fake_controller
 
 TOKEN = "q" * 40
 Client = TestClient[web.Request, web.Application]
@@ -27,13 +26,8 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    async with fake_controller(tmp_path) as controller:
-        c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
-        await c.start_server()
-        try:
-            yield c
-        finally:
-            await c.close()
+    async with fake_controller(tmp_path) as controller, api_client(controller, TOKEN) as c:
+        yield c
 
 
 async def test_the_login_scopes_the_cookie_to_the_console(client: Client) -> None:

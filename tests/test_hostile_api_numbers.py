@@ -17,10 +17,9 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from skyctl.controller.api import make_app
-from tests.helpers.fake_controller import fake_controller
+from tests.helpers.fake_controller import api_client, fake_controller
 
 TOKEN = "n" * 40
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,15 +29,8 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    async with fake_controller(tmp_path) as controller:
-        c = TestClient(TestServer(make_app(controller, TOKEN, lambda: None)))
-        await c.start_server()
-        try:
-            created = await c.post("/v1/services", headers=AUTH, json={"yaml": SPEC})
-            assert created.status == 201, await created.text()
-            yield c
-        finally:
-            await c.close()
+    async with fake_controller(tmp_path) as controller, api_client(controller, TOKEN, SPEC) as c:
+        yield c
 
 
 LONG = "1" * 5000

@@ -6,9 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
 from providers.registry import ProviderSet
 from skyctl.clock import FakeClock
 from skyctl.controller import Controller
+from skyctl.controller.api import make_app
 from skyctl.store import Store
 
 
@@ -25,3 +29,24 @@ async def fake_controller(tmp_path: Path) -> AsyncIterator[Controller]:
     finally:
         await controller.stop(0)
         store.close()
+
+
+Client = TestClient[web.Request, web.Application]
+
+
+@asynccontextmanager
+async def api_client(
+    controller: Controller, token: str, spec: str | None = None
+) -> AsyncIterator[Client]:
+    """A test client of ``controller``'s API (bearer ``token``), with the service ``spec``
+    (a YAML text) created first if given; closed on exit."""
+    client = TestClient(TestServer(make_app(controller, token, lambda: None)))
+    await client.start_server()
+    try:
+        if spec is not None:
+            headers = {"Authorization": f"Bearer {token}"}
+            created = await client.post("/v1/services", headers=headers, json={"yaml": spec})
+            assert created.status == 201, await created.text()
+        yield client
+    finally:
+        await client.close()

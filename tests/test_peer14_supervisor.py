@@ -30,9 +30,7 @@ from tests.test_supervisor import SLEEPER, left_running
 async def left_worker(home: Path, *options: str) -> asyncio.subprocess.Process:
     """A router process a killed supervisor left (a stand-in that sleeps, killed
     by SIGTERM), with ``options`` after its module, as its command line shows."""
-    return await asyncio.create_subprocess_exec(
-        *SLEEPER, "-m", "skyctl.router.process", "--home", str(home), *options
-    )
+    return await left_running(home, "skyctl.router.process", *options)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

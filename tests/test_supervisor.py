@@ -142,12 +142,20 @@ async def test_a_stopped_controller_waits_for_sigusr1_while_the_router_runs(
         await asyncio.gather(running, return_exceptions=True)
 
 
-async def left_running(home: Path, module: str) -> asyncio.subprocess.Process:
-    """A process a killed supervisor left: it runs ``module`` for ``home``, as its
-    command line says (a stand-in that only sleeps)."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import time; time.sleep(120)", "-m", module, "--home", str(home)
+async def left_running(home: Path, module: str, *options: str) -> asyncio.subprocess.Process:
+    """A process a killed supervisor left: it runs ``module`` for ``home`` (then
+    ``options``), as its command line says (a stand-in that only sleeps).
+
+    Returned once ``/proc/PID/cmdline`` says so: the exec that the start waits for
+    sets up the new command line a moment later, and a loaded machine can
+    deschedule the child in between (the supervisor then read an empty command
+    line, took the process for another one, and left it running: a CI failure)."""
+    proc = await asyncio.create_subprocess_exec(
+        *SLEEPER, "-m", module, "--home", str(home), *options
     )
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    await eventually(lambda: module.encode() in cmdline.read_bytes(), "its command line")
+    return proc
 
 
 async def test_a_router_process_left_by_a_killed_supervisor_is_adopted_then_restarted(

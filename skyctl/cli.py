@@ -21,6 +21,7 @@ from skyctl.cli_down import (
     PURGE_WAIT_SECONDS,
     expand_names,
     force_down,
+    restart_controller,
     stop_controller,
     stop_supervisor,
     wait_down,
@@ -454,9 +455,9 @@ def retry(ctx: click.Context, name: str) -> None:
         )
 
 
-@cli.group(epilog=_examples("skyctl controller stop"))
+@cli.group(epilog=_examples("skyctl controller stop", "skyctl controller restart"))
 def controller() -> None:
-    """Run or stop the controller process."""
+    """Run, start, stop or restart the controller process."""
 
 
 @controller.command(
@@ -524,6 +525,25 @@ def controller_start(ctx: click.Context) -> None:
         return
     ControllerClient.ensure(p)
     click.echo("Controller started.")
+
+
+@controller.command(
+    "restart",
+    epilog=_examples("skyctl controller restart", "skyctl controller restart --all"),
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also restart the router process: every endpoint closes meanwhile (replicas keep "
+    "running).",
+)
+@click.pass_context
+def controller_restart(ctx: click.Context, everything: bool) -> None:
+    """Stop the controller and start it again (on the skyctl installed now), returning
+    once the new one answers; replicas keep running, and so do the endpoints (the router
+    process keeps serving) unless `--all`. A config.yaml it would refuse stops nothing."""
+    click.echo(restart_controller(_home(ctx), everything=everything))
 
 
 @cli.command(epilog=_examples("skyctl check"))

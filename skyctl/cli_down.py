@@ -373,3 +373,59 @@ def stop_controller(p: Paths, *, kill_after: bool = False) -> None:
         if not _daemon_running(p):
             return
         time.sleep(0.1)
+
+
+def _controller_pid(p: Paths) -> int | None:
+    """The pid ``controller.json`` names while that process runs (answering or not)."""
+    try:
+        pid = int(json.loads(p.daemon_info.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, or corrupt
+        return None
+    return pid if _daemon_running(p) else None
+
+
+def restart_controller(p: Paths, *, everything: bool = False) -> str:
+    """``skyctl controller restart``: stop the controller (with ``everything``, the
+    supervisor and router process too), start it again, and return what to say once
+    the new one answers. Refused before anything stops when the new one could not
+    start (a bad config.yaml, a database it cannot open); a stop or a start that
+    fails is a one-line error saying what runs then."""
+    from skyctl.config import router_workers
+
+    router_workers(p)  # config.yaml, all of it (and router.workers, the supervisor's)
+    stored_services(p)  # a database the new controller could not open: its error, now
+    note = lambda message: click.echo(message, err=True)  # noqa: E731
+    old, supervisor = _controller_pid(p), supervisor_files.running_pid(p)
+    try:
+        if everything and supervisor is not None:
+            note("Stopping the controller and the router process...")
+            stop_supervisor(p)
+        elif old is not None:
+            note(f"Stopping the controller (pid {old})...")
+            stop_controller(p)
+            if everything:  # no supervisor: the router processes a killed one left
+                supervisor_files.stop_orphan_routers(p)
+            elif not stored_services(p):  # with no service the supervisor exits now:
+                stop_supervisor(p)  # wait for it, so the start below starts a new one
+    except SkyctlError as e:
+        raise SkyctlError(f"{e}; nothing was restarted") from None
+    try:
+        ControllerClient.ensure(p, progress=note)  # returns once the new one answers
+    except SkyctlError as e:
+        serving = supervisor_files.running_pid(p) is not None and bool(stored_services(p))
+        endpoints = "; the endpoints keep answering" if serving else ""
+        raise SkyctlError(
+            f"the controller stopped but did not start again: {e}{endpoints} "
+            "(`skyctl controller start` tries again)"
+        ) from None
+    new = _controller_pid(p)
+    if old is None and not (everything and supervisor is not None):
+        return f"No controller was running; controller started (pid {new})."
+    pids = f"pid {old} -> {new}" if old is not None else f"pid {new}"
+    if everything:
+        closed = "; the endpoints were closed meanwhile" if stored_services(p) else ""
+        return f"Controller and router process restarted ({pids}){closed}."
+    kept = supervisor is not None and supervisor_files.running_pid(p) == supervisor
+    if kept and stored_services(p):
+        return f"Controller restarted ({pids}); the endpoints kept answering."
+    return f"Controller restarted ({pids})."

@@ -8,8 +8,8 @@ response through a service's endpoint:
   the supervisor has the controller back within 5 s by itself, and the routing
   table is re-synced: a replica taken down after the restart leaves the router
   and its replacement joins it, and the router's reports feed ``serve status``;
-- ``skyctl controller stop`` and ``controller start``: the same, the endpoint
-  answering all along; a SIGKILLed router process is restarted and re-synced;
+- ``skyctl controller stop``, ``controller start`` and ``controller restart``: the
+  same, the endpoint answering all along; a SIGKILLed router process is restarted and re-synced;
 - ``serve down`` of the last service leaves no process, port or file behind.
 """
 
@@ -222,6 +222,18 @@ async def test_controller_stop_keeps_endpoints_and_serve_down_leaves_nothing(
     assert started.returncode == 0, started.stderr
     load, tasks = await start_load(url)
     await a_change_reaches_the_router(home, load)
+
+    # `controller restart` under the same load: a new controller, answering before the
+    # command says so, and not one request failed meanwhile
+    before = controller_pid(home)
+    restarted = await asyncio.to_thread(run_cli, home, "controller", "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    after = controller_pid(home)
+    assert after not in (None, before)
+    assert restarted.stdout.strip() == (
+        f"Controller restarted (pid {before} -> {after}); the endpoints kept answering."
+    )
+    assert describe(home)["ready_replicas"] == 2  # it answers, with the service adopted
     await stop_load(load, tasks)
     failed_none(load, home)
 

@@ -48,8 +48,8 @@ from skyctl.client import (
     services_query,
     stored_services,
 )
-from skyctl.config import load_user_config, paths
-from skyctl.errors import ServiceNotFound, SkyctlError, StoreError
+from skyctl.config import load_user_config, paths, read_user_config
+from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, StoreError
 
 
 def _examples(*lines: str) -> str:
@@ -523,6 +523,7 @@ def controller_start(ctx: click.Context) -> None:
     if ControllerClient.find(p) is not None:
         click.echo("The controller is running.")
         return
+    load_user_config(p)  # one it would refuse to start with: its line now, not a 30 s wait
     ControllerClient.ensure(p)
     click.echo("Controller started.")
 
@@ -550,9 +551,13 @@ def controller_restart(ctx: click.Context, everything: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Say which clouds are usable and what to configure for the others."""
-    from skyctl.cli_check import run_check
+    from skyctl.cli_check import CLOUDS, run_check
 
-    run_check(load_user_config(_home(ctx)))
+    config, problems = read_user_config(_home(ctx))  # a bad cloud section: on its line
+    for section, problem in problems.items():
+        if section not in CLOUDS:
+            raise ConfigError(problem)
+    run_check(config, problems)
 
 
 cli.add_command(sim)

@@ -197,10 +197,14 @@ def check_cloud(cloud: str, config: Mapping[str, Any]) -> Check:
         return False, f"pip install 'skyctl[{cloud}]' ({e.name} missing)"
 
 
-def run_check(config: Mapping[str, Any]) -> None:
+def run_check(config: Mapping[str, Any], problems: Mapping[str, str] | None = None) -> None:
+    """One line per cloud; ``problems``: a cloud's bad config.yaml section (its line)."""
     click.echo("local: ok (replicas run as local processes)")
     for cloud in CLOUDS:
-        ok, message = check_cloud(cloud, config.get(cloud, {}))
+        if cloud in (problems or {}):
+            ok, message = False, (problems or {})[cloud]
+        else:
+            ok, message = check_cloud(cloud, config.get(cloud, {}))
         click.echo(f"{cloud}: {'ok' if ok else 'not usable'}: {message}")
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from skyctl.errors import ConfigError, SkyctlError
-from skyctl.logtail import log_limits_problem
+
+KeyPath = tuple[str | int, ...]  # a key's place: section, keys, list indexes
 
 # the clouds' sections and the router process's (router.workers)
 CLOUD_SECTIONS = (
@@ -29,13 +30,7 @@ CLOUD_SECTIONS = (
     "simulated",
     "router",
 )
-# the keys of the sections no provider checks itself (the clouds' providers refuse their
-# own unknown keys when built); a key nothing reads is refused, not silently ignored
-SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "local": ("accelerators", "log_max_mb", "log_backups"),
-    "router": ("workers",),
-}
-MAX_ROUTER_WORKERS = 64
+# every section's keys and what each allows: skyctl/config_schema.py
 
 
 @dataclass(frozen=True)
@@ -84,22 +79,41 @@ def paths(home: str | os.PathLike[str] | None = None) -> Paths:
 
 
 def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
-    """Read ``config.yaml``; missing file -> empty config. One-line errors."""
+    """Read ``config.yaml`` and check every section and key of it
+    (:mod:`skyctl.config_schema`); missing file -> empty config. The first problem is a
+    one-line ConfigError naming the file, the line, the dotted key and what is allowed."""
+    config, problems = read_user_config(p)
+    if problems:
+        raise ConfigError(next(iter(problems.values())))
+    return config
+
+
+def read_user_config(p: Paths) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``config.yaml`` as written, and each section's first problem (section -> one
+    line), for a command that reports each cloud on its own (``skyctl check``, a
+    teardown asking every cloud it can). A file that is no YAML, no mapping, or has an
+    unknown section, a section that is no mapping, or a key given twice, raises."""
     if not p.config.exists():
-        return {}
+        return {}, {}
     import yaml  # not for a home without config.yaml (most commands, most homes)
 
+    from skyctl.config_schema import Bad, check_section, dotted
+
+    text = p.config.read_text()
     try:
-        data = yaml.safe_load(p.config.read_text()) or {}
+        data = yaml.safe_load(text) or {}
+        lines = _lines(yaml.compose(text), ())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p.config}{line}: not valid YAML") from None
+    except _Twice as e:
+        raise ConfigError(f"{p.config}:{e.line}: {dotted(e.path)}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p.config}: expected a mapping of sections {CLOUD_SECTIONS}")
-    lines = _key_lines(p.config.read_text())
+    problems: dict[str, str] = {}
     for key, value in data.items():
-        where = f"{p.config}:{lines.get(str(key), 1)}"
+        where = f"{p.config}:{lines.get((str(key),), 1)}"
         if key not in CLOUD_SECTIONS:
             close = difflib.get_close_matches(str(key), CLOUD_SECTIONS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -108,51 +122,50 @@ def load_user_config(p: Paths) -> dict[str, dict[str, Any]]:
             )
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{where}: section {key!r} must be a mapping")
-        allowed = SECTION_KEYS.get(key)
-        unknown = sorted(str(k) for k in value or {} if k not in (allowed or (k,)))
-        if unknown:
-            at = _key_lines(p.config.read_text(), key).get(unknown[0], 1)
-            close = difflib.get_close_matches(unknown[0], allowed or (), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{p.config}:{at}: {key}.{unknown[0]}: unknown key{hint}; "
-                f"allowed: {', '.join(allowed or ())}"
-            )
-        bad = log_limits_problem(value or {}) if key == "local" else None
-        if bad:  # the replica logs' cap (providers/local_logs.py)
-            at = _key_lines(p.config.read_text(), key).get(bad[0], 1)
-            raise ConfigError(f"{p.config}:{at}: {bad[1]}")
-    return {k: dict(v or {}) for k, v in data.items()}
+        try:
+            check_section(key, value)
+        except Bad as e:
+            problems[key] = f"{p.config}:{_line_of(lines, e.path)}: {dotted(e.path)}: {e.message}"
+    return {k: dict(v or {}) for k, v in data.items()}, problems
 
 
 def router_workers(p: Paths) -> int:
     """``router.workers`` of ``config.yaml``: how many router processes share each
     endpoint's port (SO_REUSEPORT); 1 when unset. One-line error when invalid."""
-    workers = load_user_config(p).get("router", {}).get("workers", 1)
-    if (
-        isinstance(workers, bool)
-        or not isinstance(workers, int)
-        or not (1 <= workers <= MAX_ROUTER_WORKERS)
-    ):
-        line = _key_lines(p.config.read_text(), "router").get("workers", 1)
-        raise ConfigError(
-            f"{p.config}:{line}: router.workers: expected an integer from 1 to "
-            f"{MAX_ROUTER_WORKERS}, got {workers!r}"
-        )
-    return workers
+    return int(load_user_config(p).get("router", {}).get("workers", 1))
 
 
-def _key_lines(text: str, under: str | None = None) -> dict[str, int]:
-    """Top-level key (or the keys of the mapping at top-level key ``under``) -> its
-    1-based line, for error messages."""
+class _Twice(Exception):
+    def __init__(self, path: KeyPath, line: int, first: int) -> None:
+        super().__init__(f"given twice (first on line {first}); give it once")
+        self.path, self.line = path, line
+
+
+def _lines(node: Any, path: KeyPath) -> dict[KeyPath, int]:
+    """Every key and list item under ``node`` (a composed YAML node) -> its 1-based
+    line, for error messages; a key given twice in one mapping raises ``_Twice``."""
     import yaml
 
-    node = yaml.compose(text)
-    if under is not None and isinstance(node, yaml.MappingNode):
-        node = next((v for k, v in node.value if k.value == under), None)
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+    out: dict[KeyPath, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            here = (*path, str(k.value))
+            if here in out:
+                raise _Twice(here, k.start_mark.line + 1, out[here])
+            out[here] = k.start_mark.line + 1
+            out.update(_lines(v, here))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*path, i)] = item.start_mark.line + 1
+            out.update(_lines(item, (*path, i)))
+    return out
+
+
+def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int:
+    """The line of ``path``, or of the nearest enclosing key the file has."""
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path, 1)
 
 
 TOKEN_ENV = "SKYCTL_API_TOKEN"  # the token itself (pods sharing a Kubernetes Secret)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from providers.base import Provider
 from providers.registry import PROVIDERS, ProviderSet, canonical
 from skyctl.clock import SystemClock
-from skyctl.config import Paths, load_user_config
+from skyctl.config import Paths, read_user_config
 from skyctl.errors import SkyctlError
 from skyctl.types import Instance, InstanceState
 
@@ -47,7 +47,7 @@ class Sweep:
 def configured_clouds(p: Paths, extra: Iterable[str] = ()) -> list[str]:
     """``local``, every cloud with a section in the user's config, and ``extra``."""
     clouds = {"local", *(canonical(c) for c in extra)}
-    clouds |= {c for c in load_user_config(p) if c in PROVIDERS}
+    clouds |= {c for c in read_user_config(p)[0] if c in PROVIDERS}
     return sorted(clouds)
 
 
@@ -65,7 +65,10 @@ def sweep(p: Paths, clouds: Iterable[str]) -> Sweep:
 
 
 def _providers(p: Paths) -> ProviderSet:
-    return ProviderSet(config=load_user_config(p), clock=SystemClock(), local_state=p.local_state)
+    """Each cloud as config.yaml sets it up: a bad section fails that cloud alone, named
+    as a cloud that could not be asked, and the others are still asked."""
+    config = read_user_config(p)[0]
+    return ProviderSet(config=config, clock=SystemClock(), local_state=p.local_state)
 
 
 def _live(instances: Iterable[Instance]) -> list[str]:

@@ -47,7 +47,7 @@ def test_a_misspelt_aws_key_is_named_before_the_missing_credentials(
     (skyctl_home / "config.yaml").write_text("aws:\n  regoins: [us-east-1]\n")
     result = cli(skyctl_home, "check")
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
-    assert "unknown key(s) regoins" in lines["aws"], result.stdout
+    assert "config.yaml:2: aws.regoins: unknown key (did you mean 'regions'?)" in lines["aws"]
 
 
 def test_credentials_in_the_environment_make_aws_usable_and_are_never_printed(

@@ -162,3 +162,26 @@ def test_a_config_the_new_controller_would_refuse_stops_nothing(
         f"error: {procs.home.resolve()}/config.yaml:2: router.workers: expected an integer "
         "from 1 to 64, got 0"
     )
+
+
+def test_controller_start_refuses_a_bad_config_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else a supervisor waiting since `controller stop` started a controller that exited at
+    once, again and again, and the command said only "did not start within 30s"."""
+    from skyctl import cli as cli_module
+
+    started: list[bool] = []
+    monkeypatch.setattr(cli_module.ControllerClient, "find", staticmethod(lambda p: None))
+    monkeypatch.setattr(
+        cli_module.ControllerClient, "ensure", staticmethod(lambda p: started.append(True))
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("gcp:\n  regoins: [us-central1]\n")
+    code, _, err = run_in_process(home, ["controller", "start"], capsys, monkeypatch)
+    assert code == 2
+    assert started == []
+    assert err.strip().startswith(
+        f"error: {home.resolve()}/config.yaml:2: gcp.regoins: unknown key"
+    )

@@ -48,7 +48,7 @@ from skyctl.client import (
     services_query,
     stored_services,
 )
-from skyctl.config import load_user_config, paths, read_user_config
+from skyctl.config import paths, read_user_config
 from skyctl.errors import ConfigError, ServiceNotFound, SkyctlError, StoreError
 
 
@@ -523,7 +523,6 @@ def controller_start(ctx: click.Context) -> None:
     if ControllerClient.find(p) is not None:
         click.echo("The controller is running.")
         return
-    load_user_config(p)  # one it would refuse to start with: its line now, not a 30 s wait
     ControllerClient.ensure(p)
     click.echo("Controller started.")
 

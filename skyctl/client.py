@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from skyctl.config import Paths, read_or_create_token
+from skyctl.config import Paths, load_user_config, read_or_create_token
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
 from skyctl.supervisor_files import running_pid
 
@@ -177,6 +177,8 @@ class ControllerClient:
         if client is not None:
             return client
         stored_services(p)  # a corrupt or newer-schema database: its one-line error, now
+        load_user_config(p)  # a config.yaml the controller would refuse: its line, now (not
+        # a supervisor restarting a controller that exits at once, and a 30 s wait)
         if progress:
             hung = _live_controller_pid(p)
             progress(

@@ -164,22 +164,25 @@ def test_a_config_the_new_controller_would_refuse_stops_nothing(
     )
 
 
-def test_controller_start_refuses_a_bad_config_before_starting_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("command", [["controller", "start"], ["serve", "status"]])
+def test_a_controller_is_not_started_with_a_config_it_would_refuse(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
 ) -> None:
     """Else a supervisor waiting since `controller stop` started a controller that exited at
     once, again and again, and the command said only "did not start within 30s"."""
-    from skyctl import cli as cli_module
+    from skyctl import cli, client
 
     started: list[bool] = []
-    monkeypatch.setattr(cli_module.ControllerClient, "find", staticmethod(lambda p: None))
-    monkeypatch.setattr(
-        cli_module.ControllerClient, "ensure", staticmethod(lambda p: started.append(True))
-    )
+    monkeypatch.setattr(client, "_start_supervisor", lambda p: started.append(True))
+    for module in (cli, client):  # a service stored, no controller: status starts one
+        monkeypatch.setattr(module, "stored_services", lambda p: ["web"])
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.yaml").write_text("gcp:\n  regoins: [us-central1]\n")
-    code, _, err = run_in_process(home, ["controller", "start"], capsys, monkeypatch)
+    code, _, err = run_in_process(home, command, capsys, monkeypatch)
     assert code == 2
     assert started == []
     assert err.strip().startswith(

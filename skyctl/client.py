@@ -193,6 +193,11 @@ class ControllerClient:
             client = cls.find(p)
             if client is not None:
                 return client
+            if daemon is None and running_pid(p) is None:
+                # the supervisor woken was exiting (its controller stopped with no
+                # service left, as after `controller stop`): SIGUSR1 came too late
+                daemon = _start_supervisor(p)
+                continue
             if daemon is not None and daemon.poll() not in (None, 0):
                 error = _last_error(p)
                 if "another controller is running" not in error:  # else: wait for that one

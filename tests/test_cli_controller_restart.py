@@ -188,3 +188,44 @@ def test_a_controller_is_not_started_with_a_config_it_would_refuse(
     assert err.strip().startswith(
         f"error: {home.resolve()}/config.yaml:2: gcp.regoins: unknown key"
     )
+
+
+def test_a_start_that_woke_an_exiting_supervisor_starts_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`controller stop && controller start` by hand, with no service stored: the stop
+    makes the supervisor exit, and the start's SIGUSR1 reached it on its way out. The
+    start then waited 30 s for a controller no one would start."""
+    from skyctl import client
+    from skyctl.config import paths
+
+    p = paths(tmp_path / "home")
+    supervisors: list[int | None] = [4242]  # the one exiting, then none
+    woken: list[int] = []
+    started: list[list[str]] = []
+
+    class NewSupervisor:
+        def __init__(self, argv: list[str], **kwargs: object) -> None:
+            started.append(argv)
+            supervisors.append(4343)
+
+        def poll(self) -> None:
+            return None
+
+    def kill(pid: int, sig: int) -> None:
+        woken.append(pid)
+        supervisors.append(None)  # it exits anyway: its controller stopped, no service
+
+    monkeypatch.setattr(client, "running_pid", lambda p: supervisors[-1])
+    monkeypatch.setattr(client.os, "kill", kill)
+    monkeypatch.setattr(client.subprocess, "Popen", NewSupervisor)
+    monkeypatch.setattr(client, "stored_services", lambda p: [])
+    answering = object()
+    monkeypatch.setattr(
+        client.ControllerClient,
+        "find",
+        classmethod(lambda cls, p: answering if supervisors[-1] == 4343 else None),
+    )
+    assert client.ControllerClient.ensure(p) is answering
+    assert woken == [4242]
+    assert len(started) == 1 and "skyctl.supervisor" in started[0]

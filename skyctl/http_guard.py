@@ -13,6 +13,12 @@ a router process's, its clients') before any token was checked. Here:
   opened is closed, and one idle as long between requests (aiohttp's
   keep-alive timeout). A request being answered (``logs -f``, the console's
   event stream) is never cut;
+- a request body (its handler waits for it, after the token is checked) is read
+  by :func:`read_body`: a ``Content-Length`` over the limit is a 413 at once, a
+  body not all arrived ``BODY_SECONDS`` after its head (none sent, one trickled
+  a byte at a time, chunks without the last) a 408; either closes the
+  connection. aiohttp waited for it without end, so one authenticated client
+  held a handler (and a connection) for ever;
 - a request aiohttp cannot parse (the client gets its 400) is one log line a
   minute at most, counting the others: aiohttp logged a traceback for each
   (some 500 bytes a request of 30, so a loop of them filled the disk with
@@ -32,6 +38,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 HEAD_SECONDS = 30.0
+BODY_SECONDS = 30.0  # for a whole request body (the controller's are 1 MiB at most)
+LINGER_SECONDS = 10.0  # aiohttp's: unread body bytes drained this long after an answer
 MAX_CONNECTIONS = 256
 MALFORMED_EVERY = 60.0  # seconds between log lines about malformed requests
 
@@ -101,6 +109,29 @@ async def started(
     return await handler(request)
 
 
+async def read_body(request: web.Request, max_bytes: int, seconds: float) -> None:
+    """Read ``request``'s body, if it has one (aiohttp keeps it for ``read()`` and
+    ``json()``): HTTPRequestEntityTooLarge for a Content-Length over ``max_bytes``
+    without reading a byte (or once the chunks pass it), HTTPRequestTimeout when it
+    is not complete within ``seconds``; both close the connection."""
+    if not request.body_exists:
+        return
+    length = request.content_length
+    try:
+        if length is not None and length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
+        try:
+            async with asyncio.timeout(seconds):
+                await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                reason=f"request body not complete within {seconds:g} s"
+            ) from None
+    except web.HTTPException as e:
+        e.force_close()  # what remains of the body cannot be parsed as the next request
+        raise
+
+
 class MalformedLog(logging.LoggerAdapter[logging.Logger]):
     """aiohttp's server log, with requests it could not parse counted, not each logged."""
 
@@ -132,14 +163,21 @@ def make_runner(
     app: web.Application,
     *,
     head_seconds: float = HEAD_SECONDS,
+    linger_seconds: float = LINGER_SECONDS,
     log: MalformedLog | None = None,
 ) -> web.AppRunner:
-    """The runner: idle keep-alive connections closed after ``head_seconds``,
-    malformed requests logged by ``log``; marks connections that sent a request."""
+    """The runner: idle keep-alive connections closed after ``head_seconds``, a body
+    left unread drained for at most ``linger_seconds`` after the answer (then the
+    connection closes), malformed requests logged by ``log``; marks connections
+    that sent a request."""
     if started not in app.middlewares:
         app.middlewares.insert(0, started)
     return web.AppRunner(
-        app, access_log=None, keepalive_timeout=head_seconds, logger=log or MalformedLog()
+        app,
+        access_log=None,
+        keepalive_timeout=head_seconds,
+        lingering_time=linger_seconds,
+        logger=log or MalformedLog(),
     )
 
 

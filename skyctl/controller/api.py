@@ -27,7 +27,7 @@ from skyctl.controller import routing_feed
 from skyctl.controller.controller import Controller
 from skyctl.controller.metrics import CONTENT_TYPE
 from skyctl.errors import ServiceError, ServiceNotFound, SkyctlError
-from skyctl.http_guard import started
+from skyctl.http_guard import BODY_SECONDS, read_body, started
 from skyctl.lifecycle import ReplicaStatus
 from skyctl.logtail import LogReader
 
@@ -117,8 +117,15 @@ async def _closed_after_pause(clock: Clock, closing: asyncio.Event) -> bool:
 
 
 def make_app(
-    controller: Controller, token: str, on_shutdown: Callable[[], None]
+    controller: Controller,
+    token: str,
+    on_shutdown: Callable[[], None],
+    *,
+    body_seconds: float = BODY_SECONDS,
 ) -> web.Application:
+    """The API's app; a request's body must arrive within ``body_seconds`` of its head
+    (:func:`skyctl.http_guard.read_body`)."""
+
     @web.middleware
     async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = request.headers.get("Authorization", "")
@@ -132,6 +139,7 @@ def make_app(
                 {"error": "missing or wrong API token", "exit_code": 1}, status=401
             )
         try:
+            await read_body(request, MAX_BODY, body_seconds)  # only once the token is checked
             return await handler(request)
         except ServiceNotFound as e:
             return web.json_response({"error": str(e), "exit_code": e.exit_code}, status=404)
@@ -141,7 +149,10 @@ def make_app(
             if e.status < 400 or console.is_console(request):
                 raise
             reason = f"request body over {MAX_BODY} bytes" if e.status == 413 else e.reason
-            return web.json_response({"error": reason, "exit_code": 1}, status=e.status)
+            resp = web.json_response({"error": reason, "exit_code": 1}, status=e.status)
+            if e.keep_alive is False:  # (read_body's 408 and 413)
+                resp.force_close()
+            return resp
 
     app = web.Application(middlewares=[started, auth_and_errors], client_max_size=MAX_BODY)
 

@@ -150,6 +150,12 @@ class Provider(abc.ABC):
         state). Called by the controller after ``serve down`` verified, by
         listing, that nothing is left. Must be idempotent."""
 
+    async def recover(self) -> None:  # noqa: B027 - optional hook
+        """Called once by a controller as it starts, before any launch: make what a
+        controller killed mid-launch left running and unrecorded known to
+        :meth:`list_instances` (the controller then adopts it or terminates it), or stop
+        it. A cloud that tags its instances as it creates them has nothing to do."""
+
     def check_spec(self, spec: ServiceSpec) -> None:  # noqa: B027 - optional hook
         """Raise a one-line SpecError when every replica the spec asks for would be
         placed here and this provider can never run them as asked (the local

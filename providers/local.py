@@ -224,6 +224,13 @@ class LocalProvider(Provider):
         path = log_of(self._state_dir, instance_id)
         return str(path) if path is not None and path.is_file() else None
 
+    async def recover(self) -> None:
+        """Replica processes no record knows (a controller killed between a spawn and its
+        record) become records, listed as the instances they are (local_process.adopt_strays)."""
+        now = self._clock.now()
+        for rec in await local_process.adopt_strays(self._state_dir, set(self._store.records), now):
+            self._store.save(rec)
+
     async def strays(self, kill: bool = False) -> dict[str, list[int]]:
         """Replica processes no record knows, by service (``local_process.find_strays``)."""
         find = local_process.kill_strays if kill else local_process.find_strays

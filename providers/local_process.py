@@ -20,7 +20,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from providers.local_records import pid_alive, processes_with_env
+from providers.local_records import (
+    Record,
+    log_of,
+    pgid_of,
+    pid_alive,
+    proc_start_time,
+    processes_with_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +185,67 @@ async def kill_strays(
             break
         await asyncio.sleep(0.02)
     return strays
+
+
+async def adopt_strays(state_dir: Path, known: set[str], now: float) -> list[Record]:
+    """Records for the replica processes of ``state_dir`` that no record in ``known``
+    names: a controller killed between starting a replica's process and saving its
+    record left them. A single-node replica's head tells, in its environment, whose
+    replica it is, its version, place and port (its price is unknown: 0); what cannot
+    be adopted (a multi-node replica's processes, a head or port not found) is
+    SIGKILLed with its group. One ``/proc`` scan, in a worker thread."""
+    found = await find_with_env("SKYCTL_LOCAL_STATE", str(state_dir))
+    strays: dict[str, dict[int, dict[str, str]]] = {}
+    for pid, env in found.items():
+        if env.get("SKYCTL_INSTANCE_ID", "") not in known:
+            strays.setdefault(env.get("SKYCTL_INSTANCE_ID", ""), {})[pid] = env
+    out, own = [], os.getpgrp()
+    for instance_id, procs in sorted(strays.items()):
+        rec = _stray_record(state_dir, instance_id, procs, now)
+        if rec is not None:
+            out.append(rec)
+            continue
+        for pid in procs:
+            group = pgid_of(pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group and group != own:
+                    os.killpg(group, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        logger.warning(
+            "local: killed %s of %s: no record, not adoptable", sorted(procs), instance_id
+        )
+    return out
+
+
+def _stray_record(
+    state_dir: Path, instance_id: str, procs: dict[int, dict[str, str]], now: float
+) -> Record | None:
+    leaders = [pid for pid in procs if pgid_of(pid) == pid]  # the launcher leads its group
+    log_path = log_of(state_dir, instance_id)
+    if len(leaders) != 1 or log_path is None:
+        return None  # a multi-node replica has one leader per node
+    pid = leaders[0]
+    env = procs[pid]
+    try:
+        if int(env.get("SKYPILOT_NUM_NODES", "1")) != 1:
+            return None
+        rec = Record(
+            instance_id=instance_id,
+            client_token="",  # unknown: a relaunch with it adopts the process again
+            service=env["SKYCTL_SERVICE"],
+            replica_id=int(env["SKYCTL_REPLICA_ID"]),
+            version=int(env["SKYCTL_VERSION"]),
+            location=env["SKYCTL_LOCATION"],
+            spot=env.get("SKYCTL_SPOT") == "1",
+            price=0.0,
+            created_at=now,
+            pid=pid,
+            pgid=pid,
+            port=int(env["PORT"]),
+            log_path=str(log_path),
+            proc_start=proc_start_time(pid),
+        )
+    except (KeyError, ValueError):
+        return None
+    logger.warning("local: adopted process %d of %s (no record: a launch cut)", pid, instance_id)
+    return rec

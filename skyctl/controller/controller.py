@@ -367,7 +367,8 @@ class Controller:
         self.wake(event.service)
 
     async def _collect_garbage(self) -> None:
-        """Terminate instances of services the store does not know."""
+        """Terminate instances of services the store does not know, once each provider
+        has recovered what a killed controller left unrecorded (``Provider.recover``)."""
         known = {s.name for s in self.store.list_services()}
         clouds = set(self.gc_clouds)
         for name in known:
@@ -379,15 +380,13 @@ class Controller:
         for cloud in sorted(clouds):
             try:
                 provider = self.providers.get(cloud)
+                await provider.recover()
                 for service in await provider.list_services():
                     if service in known:
                         continue
                     for inst in await provider.list_instances(service):
-                        log.warning(
-                            "garbage collection: terminating %s of unknown service %s",
-                            inst.instance_id,
-                            service,
-                        )
+                        what = f"{inst.instance_id} of unknown service {service}"
+                        log.warning("garbage collection: terminating %s", what)
                         await provider.terminate(inst.instance_id)
             except SkyctlError as e:
                 log.warning("garbage collection on %s skipped: %s", cloud, e)

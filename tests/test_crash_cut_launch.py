@@ -1,0 +1,110 @@
+"""A controller killed between starting a replica's process and saving its record.
+
+The kill is injected at that exact point (the record file removed after the
+spawn), not left to a random delay: the restarted controller must find the
+process and either adopt it or stop it, whatever it then decides about the
+replica. ``tests/test_crash_recovery.py`` covers the same window by random
+kills of a real daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from providers.base import LaunchRequest
+from providers.local import LocalProvider
+from providers.local_records import processes_with_env
+from providers.registry import ProviderSet
+from skyctl.clock import FakeClock
+from skyctl.controller import Controller
+from skyctl.lifecycle import EndReason, ReplicaStatus
+from skyctl.spec_yaml import parse_spec
+from skyctl.store import Store
+from tests.helpers.waiting import eventually
+
+S = ReplicaStatus
+
+# scales to zero: the restarted controller launches nothing of its own
+SPEC = f"""\
+name: web
+service:
+  readiness_probe: /
+  replica_policy:
+    min_replicas: 0
+    max_replicas: 1
+    target_qps_per_replica: 10
+resources:
+  cloud: local
+run: exec {sys.executable} -c "import time; time.sleep(600)"
+"""
+
+
+def processes_of(state: Path) -> dict[int, str]:
+    """This test's replica processes (pid -> instance id), by their environment."""
+    found = processes_with_env("SKYCTL_LOCAL_STATE", str(state))
+    return {pid: env.get("SKYCTL_INSTANCE_ID", "") for pid, env in found.items()}
+
+
+async def test_a_launch_cut_before_its_record_and_then_unwanted_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    """The tick had moved the launching replica to SHUTTING_DOWN (a scale-down, an
+    update) when the controller died between the spawn and the record: the row has
+    no instance id, so its termination calls no provider; the process must still go."""
+    clock, state = FakeClock(), tmp_path / "local"
+    store = Store(tmp_path / "state.db")
+    first = Controller(store, ProviderSet(config={}, clock=clock, local_state=state), clock)
+    await first.create_service(SPEC, None)  # no tick runs: nothing launched yet
+    await first.stop(0)
+    spec = parse_spec(SPEC)
+    provider = LocalProvider(None, clock=clock, state_dir=state)
+    offering = next(o for o in await provider.offerings(spec) if not o.spot)
+    row = store.add_replica(
+        "web",
+        version=1,
+        location=offering.location,
+        spot=False,
+        price=offering.price,
+        instance_type=offering.instance_type,
+        client_token="tok",
+        now=clock.now(),
+    )
+    store.update_replica("web", row.replica_id, now=clock.now(), status=S.PROVISIONING)
+    request = LaunchRequest("web", row.replica_id, 1, offering, "tok", spec)
+    cut = await provider.launch(request)  # the spawn...
+    (state / "instances" / f"{cut.instance_id}.json").unlink()  # ...but no record
+    await provider.close()
+    # its environment shows once it has exec'd (a restarting controller takes seconds)
+    await eventually(lambda: cut.instance_id in processes_of(state).values(), "exec")
+    store.update_replica(
+        "web", row.replica_id, now=clock.now(), status=S.SHUTTING_DOWN, reason=EndReason.SCALED_DOWN
+    )
+    second = Controller(store, ProviderSet(config={}, clock=clock, local_state=state), clock)
+    run: asyncio.Task[None] | None = None
+    try:
+        await second.start()
+        run = asyncio.create_task(second.run())
+        for _ in range(200):  # fake seconds; ends as soon as the replica is settled
+            replica = store.get_replica("web", row.replica_id)
+            if replica is not None and replica.status is S.TERMINATED:
+                if cut.instance_id not in processes_of(state).values():
+                    break
+            await clock.advance(0.5)
+            await asyncio.sleep(0.01)
+        replica = store.get_replica("web", row.replica_id)
+        assert replica is not None and replica.status is S.TERMINATED
+        assert cut.instance_id not in processes_of(state).values(), "the cut launch's process"
+    finally:
+        second.request_stop()
+        if run is not None:
+            await run
+        await second.stop(0)
+        store.close()
+        for pid in processes_of(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

@@ -113,7 +113,8 @@ def fold(
             how = "preempted" if state is InstanceState.PREEMPTED else f"ended ({ranks[k].detail})"
             if state is InstanceState.TERMINATED:
                 state = InstanceState.FAILED
-            return _lost(base, state, f"node {k} of {nodes} {how}")
+            lost_node = _lost(base, state, f"node {k} of {nodes} {how}")
+            return replace(lost_node, launch_failed=ranks[k].launch_failed)
     missing = sorted(set(range(nodes)) - set(ranks))
     if missing and complete:
         return _lost(base, InstanceState.FAILED, f"node {missing[0]} of {nodes} is gone")
@@ -194,6 +195,7 @@ def _lost(base: Instance, state: InstanceState, why: str) -> Instance:
     return replace(
         base,
         state=state,
+        launch_failed=False,
         endpoint=None,
         interruption_at=None,
         detail=f"{why}: the replica is lost with it",

@@ -70,6 +70,10 @@ class Instance:
 
     ``interruption_at`` is the announced time (epoch seconds) of a coming
     preemption when the cloud gave notice; ``None`` otherwise.
+
+    ``launch_failed`` (with state FAILED): the instance never finished being
+    created (its provisioning failed, or a launch cut short left only part of
+    it); the controller ends its replica FAILED_PROVISION, never PREEMPTED.
     """
 
     instance_id: str
@@ -84,6 +88,7 @@ class Instance:
     created_at: float = 0.0
     interruption_at: float | None = None
     detail: str = ""
+    launch_failed: bool = False
 
 
 class InstanceEventKind(str, enum.Enum):

@@ -61,6 +61,14 @@ def test_a_notice_on_any_node_is_the_replicas_and_no_node_left_is_no_replica() -
     assert fold("h", 3, {}) is None
 
 
+def test_a_node_whose_launch_failed_makes_the_replica_a_failed_launch_not_a_preemption() -> None:
+    cut = node(1, S.FAILED, launch_failed=True, detail="launch cut short")
+    got = fold("h", 2, {0: node(0, launch_failed=True), 1: cut})
+    assert got is not None and got.state is S.FAILED and got.launch_failed
+    got = fold("h", 2, {0: node(0, S.FAILED, launch_failed=True), 1: node(1, S.PREEMPTED)})
+    assert got is not None and got.state is S.PREEMPTED and not got.launch_failed
+
+
 def test_group_folds_nodes_by_head_and_passes_one_node_replicas() -> None:
     single = replace(node(0), instance_id="solo", replica_id=2)
     listed = [(Node("h", 1, 2), node(1)), (None, single), (Node("h", 0, 2), node(0))]

@@ -348,7 +348,9 @@ class Reconciler:
         extra: dict[str, Any] = {}
         if facts is not None:  # how it failed: exit code, log tail
             reason, extra = facts.reason, facts.fields()
-            rt.ended.append(facts.ended(r, now))
+            # a launch that failed (capacity, a cut) does not count against the version
+            provision = reason is EndReason.FAILED_PROVISION
+            rt.ended.append(facts.ended(r, now, capacity=provision))
         if reason is EndReason.PREEMPTED:
             rt.events.append(LocationEvent(LocationEventKind.PREEMPTED, r.location, now, r.spot))
         r = tx().update_replica(
@@ -578,6 +580,10 @@ def _location(text: str) -> Location:
 
 def _ending(r: ReplicaRecord, inst: Instance | None) -> tuple[EndReason, str] | None:
     """Why a STARTING/READY/NOT_READY replica ends, by its instance; None: it does not."""
+    if inst is not None and inst.launch_failed:
+        # its launch never finished (provisioning failed, or cut short and adopted):
+        # neither a preemption nor the version's fault
+        return EndReason.FAILED_PROVISION, inst.detail or "launch failed"
     if inst is None or inst.state is InstanceState.PREEMPTED:
         # a spot instance that vanished was taken by the cloud (GCP and Azure
         # delete preempted spot VMs); an on-demand one that vanished failed

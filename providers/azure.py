@@ -8,9 +8,12 @@ so a retried launch finds or re-creates the same resources instead of new ones.
 
 - Spot: ``priority: Spot``, ``evictionPolicy: Delete``, ``billingProfile.maxPrice: -1``
   (never evicted for price, only for capacity).
-- Preemption: a spot VM that is gone while its NIC or public IP (tagged) is
-  still there, a deallocated spot VM, or one being deleted that we did not
-  delete, is PREEMPTED; an event is emitted the first time a listing sees it.
+- Preemption: a spot VM that is gone while its public IP (tagged) is still
+  there (eviction takes the NIC with the VM), a deallocated spot VM, or one
+  being deleted that we did not delete, is PREEMPTED; an event is emitted the
+  first time a listing sees it. A launch cut short is not: a NIC with no VM, or
+  a VM whose provisioning Failed, is FAILED with ``launch_failed``; a launch
+  cancelled in this process (the controller's deadline) deletes what it made.
 - Notices: Azure announces an eviction about 30 s ahead only inside the VM
   (Scheduled Events, ``Preempt``); :data:`NOTICE_WATCH` polls it and writes the
   kill time to ``$SKYCTL_NOTICE_FILE`` (see ``providers.bootstrap``).
@@ -26,6 +29,7 @@ All ARM calls go through :class:`providers.azure_arm.ArmClient`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -133,6 +137,7 @@ class AzureProvider(Provider):
         self._launching: set[str] = set()
         self._terminating: set[str] = set()
         self._preempted_seen: set[str] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()  # after cancelled launches
         self._ssh_key: str | None = None
 
     # ---- offerings -------------------------------------------------------------------------
@@ -302,6 +307,13 @@ class AzureProvider(Provider):
         except SkyctlError:  # all nodes or none
             await self._cleanup(all_names, request.service, loc.region)
             raise
+        except asyncio.CancelledError:  # cut (a deadline): what it made goes, even if cut again
+            cleanup = asyncio.ensure_future(self._cleanup(all_names, request.service, loc.region))
+            self._cleanups.add(cleanup)  # a strong reference until it is done
+            cleanup.add_done_callback(self._cleanups.discard)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(cleanup)
+            raise
         finally:
             self._launching.difference_update(x.vm for x in all_names)
 
@@ -403,24 +415,29 @@ class AzureProvider(Provider):
             deleting = (
                 str(vm.get("properties", {}).get("provisioningState", "")).lower() == "deleting"
             )
-            if deleting and inst.spot and inst.instance_id not in self._terminating:
+            ours = inst.instance_id in self._terminating or inst.instance_id in self._launching
+            if deleting and inst.spot and not ours:
                 inst = _replace_state(
                     inst, InstanceState.PREEMPTED, "spot VM evicted (being deleted)"
                 )
             out[inst.instance_id] = inst
+        unattached = {  # NICs no VM ever had: a launch cut before its VM
+            str((n.get("tags") or {}).get(TAG_INSTANCE))
+            for n in nics
+            if not n.get("properties", {}).get("virtualMachine")
+            and str(n.get("properties", {}).get("provisioningState", "")).lower() != "deleting"
+        }
         for res in [*nics, *ips]:  # network resources whose VM is gone
             tags = res.get("tags") or {}
             if not owned_by(tags, service) or tags[TAG_INSTANCE] in out:
                 continue
             name = tags[TAG_INSTANCE]
-            if name in self._launching:
-                state, detail = InstanceState.PENDING, "launching"
-            elif name in self._terminating:
-                state, detail = InstanceState.TERMINATED, "being deleted"
-            elif tags.get(TAG_SPOT) == "true":
-                state, detail = InstanceState.PREEMPTED, "spot VM evicted (VM gone)"
-            else:
-                state, detail = InstanceState.FAILED, "VM gone; network resources left"
+            state, detail, cut = _leftover(
+                launching=name in self._launching,
+                terminating=name in self._terminating,
+                nic=name in unattached,
+                spot=tags.get(TAG_SPOT) == "true",
+            )
             out[name] = instance_from_tags(
                 tags,
                 str(res.get("location", "")),
@@ -428,6 +445,7 @@ class AzureProvider(Provider):
                 detail=detail,
                 endpoint=None,
                 created_at=now,
+                launch_failed=cut,
             )
         replicas = nodes.group(
             ((node_of.get(i.instance_id), i) for i in out.values()), launching=self._launching
@@ -464,6 +482,10 @@ class AzureProvider(Provider):
         return sorted(found)
 
     async def close(self) -> None:
+        for task in list(self._cleanups):  # what is left is listed by the next controller
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.arm.close()
 
 
@@ -471,6 +493,32 @@ def _endpoint(ip: dict[str, Any] | None, tags: Mapping[str, str]) -> str | None:
     address = (ip or {}).get("properties", {}).get("ipAddress")
     port = tags.get(TAG_PORT)
     return f"http://{address}:{port}" if address and port else None
+
+
+def _leftover(
+    *, launching: bool, terminating: bool, nic: bool, spot: bool
+) -> tuple[InstanceState, str, bool]:
+    """State, detail and ``launch_failed`` of a replica whose VM is gone but whose
+    NIC or public IP is still there (``nic``: a NIC that is not being deleted and
+    no VM holds).
+
+    An eviction (policy Delete) deletes the VM with its NIC (``deleteOption:
+    Delete``) and leaves the public IP; a NIC still there that no VM holds is a
+    launch cut short before its VM was made (the controller killed, the call
+    cut): not a preemption."""
+    if launching:
+        return InstanceState.PENDING, "launching", False
+    if terminating:
+        return InstanceState.TERMINATED, "being deleted", False
+    if nic:
+        return (
+            InstanceState.FAILED,
+            "launch cut short: network interface left, its VM never created",
+            True,
+        )
+    if spot:
+        return InstanceState.PREEMPTED, "spot VM evicted (VM gone)", False
+    return InstanceState.FAILED, "VM gone; network resources left", False
 
 
 def _replace_state(inst: Instance, state: InstanceState, detail: str) -> Instance:

@@ -9,7 +9,8 @@ Pure functions, no SDK and no I/O, so they are testable on their own:
   network interface and virtual machine (spot: ``priority: Spot``,
   ``evictionPolicy: Delete``, ``billingProfile.maxPrice: -1``);
 - :func:`instance_from_vm`: an ARM VM (with its instance view) as an
-  :class:`~skyctl.types.Instance`.
+  :class:`~skyctl.types.Instance` (provisioning ``Failed``: FAILED with
+  ``launch_failed``, never PREEMPTED, whatever its power state).
 """
 
 from __future__ import annotations
@@ -341,6 +342,7 @@ def instance_from_tags(
     detail: str,
     endpoint: str | None,
     created_at: float,
+    launch_failed: bool = False,
 ) -> Instance:
     try:
         replica_id, version = int(tags[TAG_REPLICA]), int(tags[TAG_VERSION])
@@ -359,6 +361,7 @@ def instance_from_tags(
         price=price,
         created_at=created_at,
         detail=detail,
+        launch_failed=launch_failed,
     )
 
 
@@ -374,4 +377,8 @@ def instance_from_vm(vm: dict[str, Any], *, endpoint: str | None, now: float) ->
         detail=detail,
         endpoint=endpoint if state in (InstanceState.RUNNING, InstanceState.PENDING) else None,
         created_at=created,
+        # provisioning Failed: the VM was never made (we never update one), whatever
+        # its power state says: a failed launch, not an eviction
+        launch_failed=str(vm.get("properties", {}).get("provisioningState", "")).lower()
+        == "failed",
     )

@@ -19,7 +19,9 @@ The protocol, as the ARM reference describes it:
 - lists answer ``{"value": [...], "nextLink": ...}`` pages;
 - errors are ``{"error": {"code": ..., "message": ...}}``.
 
-Injection: :meth:`FakeAzure.throttle` (429/503 answers), and the state's
+Injection: :meth:`FakeAzure.throttle` (429/503 answers), :meth:`FakeAzure.hold`
+(the next matching request waits, unanswered: a test cancels the client there to
+cut a launch at that step), and the state's
 ``fail_allocation``, ``exceed_quota`` and ``evict``. Runs in the test's own
 event loop; ``async with FakeAzure(tmp_path) as fake:`` starts and stops it, and
 ``AzureProvider(fake.provider_config(), clock=..., credential=FakeCredential())``
@@ -28,6 +30,7 @@ talks to it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ssl
 from dataclasses import dataclass
@@ -76,6 +79,19 @@ class _Throttle:
     retry_after: int
 
 
+@dataclass
+class Hold:
+    """The next request matching ``method`` and ``path_contains`` waits unanswered
+    (``reached`` is set when it arrives) until ``release`` is set."""
+
+    method: str
+    path_contains: str
+    reached: asyncio.Event
+    release: asyncio.Event
+    skip: int = 0  # let this many matching requests through first
+    used: bool = False
+
+
 class FakeAzure:
     """The fake ARM server plus its state and request log."""
 
@@ -85,6 +101,7 @@ class FakeAzure:
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.throttled = 0
         self._throttles: list[_Throttle] = []
+        self._holds: list[Hold] = []
         self._ca = trustme.CA()
         self.ca_path = str(workdir / "fake-azure-ca.pem")
         self._ca.cert_pem.write_to_path(self.ca_path)
@@ -106,6 +123,13 @@ class FakeAzure:
     ) -> None:
         """Answer the next ``count`` matching requests with ``status`` (429 or 5xx)."""
         self._throttles.append(_Throttle(count, status, method, path_contains, retry_after))
+
+    def hold(self, method: str, path_contains: str, *, skip: int = 0) -> Hold:
+        """Keep the next matching request unanswered and tell the test it arrived: a
+        launch cut at that step. It never reaches the state (released: a 503)."""
+        hold = Hold(method, path_contains.lower(), asyncio.Event(), asyncio.Event(), skip)
+        self._holds.append(hold)
+        return hold
 
     def provider_config(self, **extra: Any) -> dict[str, Any]:
         """An ``azure:`` config section pointing our provider here.
@@ -143,6 +167,8 @@ class FakeAzure:
         self.base_url = f"https://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        for hold in self._holds:
+            hold.release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -163,6 +189,19 @@ class FakeAzure:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        for hold in self._holds:
+            if (
+                not hold.used
+                and hold.method == request.method
+                and hold.path_contains in request.path.lower()
+            ):
+                hold.skip -= 1
+                if hold.skip >= 0:
+                    continue
+                hold.used = True
+                hold.reached.set()
+                await hold.release.wait()
+                return web.Response(status=503)  # cut: never reaches the state
         try:
             self._check_throttle(request)
             if "api-version" not in request.query:

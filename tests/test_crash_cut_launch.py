@@ -108,3 +108,36 @@ async def test_a_launch_cut_before_its_record_and_then_unwanted_leaves_no_proces
         for pid in processes_of(state):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def fake_process(proc: Path, pid: int, *, environ: bytes, cmdline: bytes, flags: int = 0) -> Path:
+    entry = proc / str(pid)
+    entry.mkdir(parents=True)
+    (entry / "environ").write_bytes(environ)
+    (entry / "cmdline").write_bytes(cmdline)
+    (entry / "stat").write_text(f"{pid} (bash) S 1 {pid} {pid} 0 -1 {flags} 0 0 0 0 0 0 0")
+    return entry
+
+
+def test_a_replica_caught_in_an_exec_is_read_again_not_passed_over(tmp_path: Path) -> None:
+    """Its environment and command line read empty until the kernel has set the new
+    program up (right after a spawn, and at each exec of the replica's shells): the
+    stray sweeps and the adoption of a cut launch must not miss it for that moment."""
+    proc = tmp_path / "proc"
+    marker = b"SKYCTL_INSTANCE_ID=web-r1-0123456789\0SKYCTL_SERVICE=web\0"
+    execing = fake_process(proc, 100, environ=b"", cmdline=b"")
+    fake_process(proc, 2, environ=b"", cmdline=b"", flags=0x00200000)  # a kernel thread
+    fake_process(proc, 300, environ=b"OTHER=1\0", cmdline=b"sleep\0")
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the exec completes meanwhile
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            (execing / "environ").write_bytes(marker)
+            (execing / "cmdline").write_bytes(b"python3\0")
+
+    found = processes_with_env("SKYCTL_INSTANCE_ID", "web-r1-0123456789", proc=proc, sleep=sleep)
+    assert list(found) == [100] and found[100]["SKYCTL_SERVICE"] == "web"
+    assert len(pauses) == 2  # read again only while something was in an exec
+    assert processes_with_env("OTHER", "1", proc=proc, sleep=sleep) == {300: {"OTHER": "1"}}
+    assert len(pauses) == 2  # a kernel thread's empty environment is not waited for

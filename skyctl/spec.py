@@ -105,6 +105,8 @@ class RouterOptions:
     max_connections_per_client: int = 256  # from one client address; more get 503
     client_header_timeout_seconds: float = 30.0  # a request head must arrive within this
     client_body_timeout_seconds: float = 60.0  # longest silence inside a request body
+    # and a body's least average rate, after that first allowance (0: none)
+    client_body_min_bytes_per_second: float = 1024.0
     client_keepalive_timeout_seconds: float = 75.0  # idle client connections close after
     replica_ca_file: str | None = None  # CA bundle for https replicas (default: system CAs)
     # while no replica is ready, a request waits this long for one before its 503

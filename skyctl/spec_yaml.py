@@ -125,6 +125,7 @@ _ROUTER = {
     "max_connections_per_client": "int>=1",
     "client_header_timeout_seconds": "num>0",
     "client_body_timeout_seconds": "num>0",
+    "client_body_min_bytes_per_second": "num>=0",
     "client_keepalive_timeout_seconds": "num>0",
     "replica_ca_file": "text",
     "wait_for_replica_seconds": "num>=0",

@@ -469,6 +469,13 @@ class Framer:
     def until_close(self) -> bool:
         return self._state == _UNTIL_CLOSE
 
+    def received(self, length: int | None) -> int:
+        """Body bytes fed so far of a body of ``length`` (None: chunked, its data only:
+        not its framing, nor a chunk announced whose bytes have not come)."""
+        if length is not None:
+            return length - self._remaining
+        return self._total - (self._remaining if self._state == _DATA else 0)
+
     def feed(self, data: bytes, out: BodyStream) -> bytes | None:
         """Feed bytes; body bytes go to ``out``. Returns the bytes after the body's end
         (possibly empty) once it ended, else None."""

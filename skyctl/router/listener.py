@@ -4,7 +4,15 @@
 :class:`~skyctl.router.front.Connection` protocol for each; its attributes
 are the limits and timeouts every connection reads (they may change while it
 runs: call :meth:`FrontServer.rearm` after changing a timeout). One timer
-sweeps all connections for slow heads, stalled bodies and idle keep-alive.
+sweeps all connections for slow heads, stalled or too slow bodies and idle keep-alive.
+
+A body is cut (408) after ``body_timeout`` seconds of silence, and also once it
+has been arriving for longer than ``body_timeout`` plus one second per
+``body_min_rate`` bytes received (Apache's mod_reqtimeout ``MinRate``): a
+client trickling a byte every few seconds no longer holds its connection (and
+the replica's it streams to) for ever, while an upload that keeps up that rate,
+however large and long, goes through. Time the router itself paused reading
+(back-pressure) counts for neither.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any, cast
 from skyctl.router.batch import WriteBatch
 from skyctl.router.front import Connection
 from skyctl.router.http1 import MAX_FIELDS, MAX_HEAD_BYTES, Head, ProtocolError
-from skyctl.router.request import FastHandler, Handler
+from skyctl.router.request import FastHandler, Handler, Request
 
 # "1": SO_REUSEPORT on every listening socket, set by a router process that is
 # one of several workers sharing each endpoint's port (config.yaml router.workers)
@@ -69,6 +77,7 @@ class FrontServer:
         keepalive_timeout: float = 75.0,
         head_timeout: float = 30.0,
         body_timeout: float = 60.0,
+        body_min_rate: float = 1024.0,
         send_timeout: float = 120.0,
         max_head_bytes: int = MAX_HEAD_BYTES,
         max_headers: int = MAX_FIELDS,
@@ -88,6 +97,10 @@ class FrontServer:
         self.keepalive_timeout = keepalive_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate  # bytes/s a body must average (0: no minimum)
+        # bodies being received: their request, and when it began (moved on while paused)
+        self._bodies: dict[Connection, tuple[Request, float]] = {}
+        self._swept_at = 0.0
         # a client accepting no byte of its response this long is cut (nginx's send_timeout):
         # it would hold its request, and its replica's, for ever
         self.send_timeout = send_timeout
@@ -200,23 +213,47 @@ class FrontServer:
 
     def _sweep(self) -> None:
         now = self.loop.time()
+        elapsed, self._swept_at = now - self._swept_at, now
+        seen, self._bodies = self._bodies, {}
         for conn in list(self.connections):
-            _timed_out(conn, now)
+            _timed_out(
+                conn, now, conn._receiving is not None and self._slow(conn, now, elapsed, seen)
+            )
         self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
+    def _slow(
+        self,
+        conn: Connection,
+        now: float,
+        elapsed: float,
+        seen: dict[Connection, tuple[Request, float]],
+    ) -> bool:
+        """Whether ``conn``'s body arrives below ``body_min_rate`` (module docstring)."""
+        request, framer = conn._receiving, conn._framer
+        if request is None or framer is None or self.body_min_rate <= 0:
+            return False
+        before = seen.get(conn)
+        began = now if before is None or before[0] is not request else before[1]
+        if conn._reading_paused:
+            began = min(now, began + elapsed)  # our pause, not the client's slowness
+        self._bodies[conn] = (request, began)
+        head = request.head
+        got = framer.received(None if head.chunked else head.content_length)
+        return now - began > self.body_timeout + got / self.body_min_rate
 
-def _timed_out(conn: Connection, now: float) -> None:
+
+def _timed_out(conn: Connection, now: float, slow: bool) -> None:
     """The sweep's look at one connection: cut a head or a body that arrives too
-    slowly (408), a client that has accepted no byte for the send timeout, close
-    one idle past the keep-alive timeout."""
+    slowly (408; ``slow``: its body below the minimum rate), a client that has
+    accepted no byte for the send timeout, close one idle past the keep-alive timeout."""
     server = conn._server
     if conn._write_paused and now - conn._paused_at > server.send_timeout:
         conn.abort()  # its request, and its replica's connection, end with it
         return
     request = conn._receiving
     if request is not None and request.body is not None:
-        if not conn._reading_paused and now - conn._body_active > server.body_timeout:
-            exc = ProtocolError(408, "request body timed out")
+        if not conn._reading_paused and (slow or now - conn._body_active > server.body_timeout):
+            exc = ProtocolError(408, "request body too slow" if slow else "request body timed out")
             request.body.fail(exc)
             conn._framer = conn._receiving = None
             conn._reject(exc)  # answered by the handler if it is reading the body

@@ -129,6 +129,7 @@ def apply_limits(front: FrontServer, opts: RouterOptions, stream_timeout: float)
     front.max_connections_per_client = opts.max_connections_per_client
     front.head_timeout = opts.client_header_timeout_seconds
     front.body_timeout = opts.client_body_timeout_seconds
+    front.body_min_rate = opts.client_body_min_bytes_per_second
     front.keepalive_timeout = opts.client_keepalive_timeout_seconds
     front.send_timeout = stream_timeout
     front.rearm()

@@ -40,12 +40,18 @@ from skyctl.errors import ConfigError
 def test_a_bad_config_file_is_one_line_naming_where(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    p = paths(tmp_path)
+    error = config_error(tmp_path, text)
+    assert message in error
+    assert "\n" not in error
+
+
+def config_error(home: Path, text: str) -> str:
+    """The error ``config.yaml`` holding ``text`` in ``home`` is refused with."""
+    p = paths(home)
     p.config.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_user_config(p)
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    return str(err.value)
 
 
 def test_a_good_config_gives_each_cloud_its_section(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from skyctl.config import load_user_config, paths, read_user_config
 from skyctl.config_schema import SECTIONS, Bad, check_section
 from skyctl.errors import ConfigError
+from tests.test_config import config_error
 
 
 @pytest.mark.parametrize(
@@ -117,13 +118,10 @@ from skyctl.errors import ConfigError
 def test_every_key_of_every_section_is_checked_at_load(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    p = paths(tmp_path)
-    p.config.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        load_user_config(p)
-    assert f"{p.config}:" in str(err.value)  # the file, by its full path
-    assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    error = config_error(tmp_path, text)
+    assert f"{paths(tmp_path).config}:" in error  # the file, by its full path
+    assert message in error
+    assert "\n" not in error
 
 
 def test_a_cloud_section_s_problem_is_kept_apart_for_the_commands_that_report_each_cloud(

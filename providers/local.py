@@ -326,8 +326,10 @@ class LocalProvider(Provider):
                 log_path=log_path,
                 avoid_ports={port, *(r.port for r in self._store.records.values())},
             )
-        except OSError as exc:
+        except (OSError, asyncio.CancelledError) as exc:  # no record will name the head
             signal_group(proc.pid, signal.SIGKILL)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise TransientError(f"cannot start a worker node's process: {exc}") from exc
         price = replay.spot_price(zone, now) if offering.spot else zone.ondemand_price
         price *= spec.num_nodes

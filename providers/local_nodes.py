@@ -56,8 +56,8 @@ async def start_workers(
     log_path: Path,
     avoid_ports: set[int],
 ) -> list[tuple[dict[str, Any], ReplicaProcess]]:
-    """Start ranks 1..N-1 (in worker threads); on any failure stop those started
-    and raise OSError. Returns each worker's record entry and process."""
+    """Start ranks 1..N-1 (in worker threads); on any failure (or a cancel) stop those
+    started and raise OSError (or the cancel). Returns each worker's record entry and process."""
     started: list[tuple[dict[str, Any], ReplicaProcess]] = []
     ips = node_ips(request)
     try:
@@ -69,7 +69,7 @@ async def start_workers(
             proc = await local_process.start(argv, cwd=cwd, env=node_env, log_path=log_path)
             start = proc_start_time(proc.pid)
             started.append(({"rank": rank, "pid": proc.pid, "start": start, "port": port}, proc))
-    except OSError:
+    except BaseException:  # an OSError, or the launch cancelled: no record will name them
         for entry, _ in started:
             signal_group(entry["pid"], signal.SIGKILL)
         raise

@@ -106,8 +106,23 @@ async def start(
     argv: Sequence[str], *, cwd: str, env: Mapping[str, str], log_path: Path
 ) -> ReplicaProcess:
     """Start ``argv`` in its own session with its output appended to ``log_path``
-    (in a worker thread). Raises OSError when it cannot be started."""
-    return ReplicaProcess(await asyncio.to_thread(_start, argv, cwd, env, log_path))
+    (in a worker thread). Raises OSError when it cannot be started. Cancelled, it
+    still lets the thread finish, and kills the process it started: the cancelled
+    launch saves no record of it (a missed deadline, a controller stopping)."""
+    spawn = asyncio.ensure_future(asyncio.to_thread(_start, argv, cwd, env, log_path))
+    try:
+        return ReplicaProcess(await asyncio.shield(spawn))
+    except asyncio.CancelledError:
+        spawn.add_done_callback(_kill_started)
+        raise
+
+
+def _kill_started(spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not spawn.cancelled() and spawn.exception() is None:
+        popen = spawn.result()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)  # its own session: its group is its pid
+        threading.Thread(target=popen.wait, daemon=True).start()  # reaped, no zombie
 
 
 async def find_with_env(name: str, value: str) -> dict[int, dict[str, str]]:

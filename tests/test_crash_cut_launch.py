@@ -13,9 +13,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from providers import local_process
 from providers.base import LaunchRequest
 from providers.local import LocalProvider
 from providers.local_records import processes_with_env
@@ -141,3 +147,42 @@ def test_a_replica_caught_in_an_exec_is_read_again_not_passed_over(tmp_path: Pat
     assert len(pauses) == 2  # read again only while something was in an exec
     assert processes_with_env("OTHER", "1", proc=proc, sleep=sleep) == {300: {"OTHER": "1"}}
     assert len(pauses) == 2  # a kernel thread's empty environment is not waited for
+
+
+async def test_a_launch_cancelled_while_its_process_starts_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missed launch deadline (or a stopping controller) cancels the launch while the
+    worker thread forks: the thread goes on, and its process, which no record will
+    name, is killed once it is there."""
+    entered, release = threading.Event(), threading.Event()
+    spawned: list[subprocess.Popen[bytes]] = []
+    real = local_process._start
+
+    def held_start(*args: Any) -> subprocess.Popen[bytes]:
+        entered.set()
+        release.wait(30)
+        spawned.append(real(*args))
+        return spawned[-1]
+
+    monkeypatch.setattr(local_process, "_start", held_start)
+    spec = parse_spec(SPEC)
+    provider = LocalProvider(None, clock=FakeClock(), state_dir=tmp_path / "local")
+    try:
+        offering = next(o for o in await provider.offerings(spec) if not o.spot)
+        launch = asyncio.create_task(
+            provider.launch(LaunchRequest("web", 1, 1, offering, "tok", spec))
+        )
+        await asyncio.to_thread(entered.wait, 30)
+        launch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await launch
+        release.set()
+        await eventually(lambda: bool(spawned) and spawned[0].poll() is not None, "killed")
+        assert await provider.list_instances("web") == []
+    finally:
+        release.set()
+        await provider.close()
+        for popen in spawned:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)

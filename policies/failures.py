@@ -35,6 +35,10 @@ The rules, per service and version:
   service whose whole fleet was preempted twice in an hour could be left
   with nothing and no launch allowed for the rest of the hour (the default
   policy at N = 16 with notices on the AWS trace: 43 minutes with no replica).
+  Likewise every new version (``serve update``) in that hour allows a whole
+  fleet's launches more: the user asked for them, and a day of frequent
+  rolling updates (4 to 6 launches each) was held back for up to an hour
+  before (a failing version is given up on its own, above).
 """
 
 from __future__ import annotations
@@ -209,8 +213,10 @@ def gate(
     obs: ServiceObservation,
     now: float,
     cap: int,
+    update_credit: int = 0,
 ) -> tuple[list[Launch], dict[str, Any], list[str], float | None]:
-    """Hold back launches of a failed or backing-off version and beyond the hourly cap.
+    """Hold back launches of a failed or backing-off version and beyond the hourly cap
+    (``update_credit`` more per new version seen in the last hour).
 
     Returns the launches to make, the state (with them counted), notes, and when
     held-back launches may go (None: nothing held, or held until an update).
@@ -226,6 +232,15 @@ def gate(
     if losses or "losses_per_minute" in out:
         out["losses_per_minute"] = losses
     cap += LOSS_CREDIT * sum(losses.values())
+    updates = _recent(out.get("updates_per_minute") or {}, now)
+    seen = out.get("seen_version")
+    if seen is not None and int(seen) != obs.version:
+        minute = str(math.floor(now / 60.0))
+        updates[minute] = updates.get(minute, 0) + 1
+    out["seen_version"] = obs.version
+    if updates or "updates_per_minute" in out:
+        out["updates_per_minute"] = updates
+    cap += update_credit * sum(updates.values())
     if not wanted:
         return wanted, out, notes, None
     if failure(out, obs.version):

@@ -213,7 +213,7 @@ def plan(obs: ServiceObservation, now: float) -> Plan:
     own = [t for t in terminations.values() if t.reason in FAILURES]
     fstate, fnotes = failures.record(state.get(failures.STATE_KEY), obs, own, now, auto.target)
     launches, fstate, gnotes, after = failures.gate(
-        fstate, launches, obs, now, failures.hourly_cap(high + extra)
+        fstate, launches, obs, now, failures.hourly_cap(high + extra), high + extra
     )
     state[failures.STATE_KEY] = fstate
     notes += fnotes + gnotes

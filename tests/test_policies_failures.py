@@ -287,6 +287,25 @@ def test_hourly_cap_holds_back_launches_until_the_oldest_minute_leaves_the_hour(
     assert len(allowed) == 5  # the first minute's 50 are more than an hour old
 
 
+def test_every_update_in_the_hour_allows_a_whole_fleet_more() -> None:
+    # rolling updates the user asked for (4 to 6 launches each) are not a cost leak: a
+    # crash-recovery campaign of frequent updates was held back, the update unfinished
+    v1 = observe(make_spec())
+    state: dict[str, Any] = {}
+    allowed, state, _, _ = failures.gate(state, _launch(60), v1, 0.0, cap=60, update_credit=6)
+    assert len(allowed) == 60
+    allowed, state, notes, _ = failures.gate(state, _launch(6), v1, 60.0, 60, 6)
+    assert allowed == [] and "launch cap reached" in notes[0]
+    v2 = replace(v1, version=2)
+    state = json.loads(json.dumps(state))  # persisted as the controller does
+    allowed, state, _, _ = failures.gate(state, _launch(8), v2, 120.0, 60, 6)
+    assert len(allowed) == 6  # one update: one fleet
+    allowed, state, _, _ = failures.gate(state, _launch(8), v2, 180.0, 60, 6)
+    assert allowed == []  # counted once, not at every plan of the new version
+    allowed, state, _, _ = failures.gate(state, _launch(8), v1, 240.0, 60, 6)
+    assert len(allowed) == 6  # a rollback is an update too
+
+
 def test_every_spot_loss_in_the_hour_allows_two_more_launches() -> None:
     # a whole fleet preempted: its replacements and on-demand cover are not a cost leak,
     # and must not be held back for the rest of the hour (a failure loop makes no preemptions)

@@ -9,18 +9,31 @@ import signal
 import time
 from pathlib import Path
 
+from providers.local_records import EXEC_RETRY_SECONDS, _execing
+
 
 def pids_mentioning(text: str) -> list[int]:
-    """Live processes whose command line or environment mentions ``text``."""
+    """Live processes whose command line or environment mentions ``text``; one caught in
+    an exec (both read empty for a moment) is read again after a pause, as the local
+    provider's searches do (``providers.local_records.processes_with_env``)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-            if text.encode() in cmdline or text.encode() in environ:
-                found.append(int(entry.name))
+    pending = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    for pause in (*EXEC_RETRY_SECONDS, None):
+        execing = []
+        for entry in pending:
+            if int(entry.name) == os.getpid():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+                if text.encode() in cmdline or text.encode() in environ:
+                    found.append(int(entry.name))
+                elif not cmdline and not environ and _execing(entry):
+                    execing.append(entry)
+        if not execing or pause is None:
+            break
+        time.sleep(pause)
+        pending = execing
     return found
 
 

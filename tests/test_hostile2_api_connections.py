@@ -26,13 +26,11 @@ from skyctl.clock import FakeClock
 from skyctl.controller import Controller
 from skyctl.controller.api import make_app
 from skyctl.http_guard import MALFORMED_EVERY, GuardedSite, MalformedLog, make_runner
-from tests.helpers.fake_controller import fake_controller
+from tests.helpers.fake_controller import API_TOKEN as TOKEN
+from tests.helpers.fake_controller import DEADLINE, Conn, fake_controller
 
-TOKEN = "c" * 40
 HEAD_SECONDS = 0.5  # short for the test; a loop stalled as long would close a request too
 LIMIT = 4
-DEADLINE = 20.0  # for what must happen soon; never asserted as a duration
-Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @pytest.fixture

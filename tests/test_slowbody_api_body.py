@@ -22,13 +22,11 @@ import pytest
 from skyctl.controller import Controller
 from skyctl.controller.api import MAX_BODY, make_app
 from skyctl.http_guard import GuardedSite, make_runner
-from tests.helpers.fake_controller import fake_controller
+from tests.helpers.fake_controller import API_TOKEN as TOKEN
+from tests.helpers.fake_controller import DEADLINE, Conn, fake_controller
 
-TOKEN = "c" * 40
 BODY_SECONDS = 0.3  # short for the test
 LINGER_SECONDS = 0.05  # after an answer, for the rest of a body (cleanup waits for it)
-DEADLINE = 20.0  # for what must happen soon; never asserted as a duration
-Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @pytest.fixture

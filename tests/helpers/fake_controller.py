@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,3 +51,10 @@ async def api_client(
         yield client
     finally:
         await client.close()
+
+
+# for the tests that speak to the API over a raw socket (tests/test_hostile2_api_*.py,
+# tests/test_slowbody_api_body.py): its token, their connection, their deadline
+API_TOKEN = "c" * 40
+DEADLINE = 20.0  # for what must happen soon; never asserted as a duration
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -95,11 +95,14 @@ async def test_no_answer_before_the_deadline_gives_504(harness: Harness) -> None
     one = await harness.replica(1, location=Z1, behaviour=wait_for_gate)
     two = await harness.replica(2, location=GCP, behaviour=wait_for_gate)
     router, url = await harness.router(
-        [one.backend, two.backend], section("fan_out", request_timeout_seconds=0.2)
+        [one.backend, two.backend], section("fan_out", request_timeout_seconds=0.5)
     )
     status, body = await get_text(harness, url + "/")
     assert status == 504 and "in time" in body
-    await eventually(lambda: one.hung_up + two.hung_up == 2, "both copies cancelled")
+    # every copy a replica received is hung up on (a loaded machine may not have
+    # delivered the second one before the deadline: it is cancelled unsent)
+    sent = lambda: one.hits + two.hits  # noqa: E731
+    await eventually(lambda: sent() >= 1 and one.hung_up + two.hung_up == sent(), "cancelled")
     assert in_flight(router) == {1: 0.0, 2: 0.0}
 
 

@@ -314,7 +314,10 @@ async def test_a_replica_too_slow_to_answer_gives_504_and_is_hung_up_on(h: Harne
     for _ in range(3):
         async with h.client.get(url + "/") as resp:
             assert resp.status == 504
-    await eventually(lambda: replica.hung_up == 3, "the replica sees each hang-up")
+    # each request the replica received is hung up on (on a loaded machine one may be
+    # cancelled before it was delivered)
+    seen = lambda: replica.hits >= 1 and replica.hung_up == replica.hits  # noqa: E731
+    await eventually(seen, "the replica sees each hang-up")
     assert router.replica_stats()[1]["in_flight"] == 0
 
 

@@ -1,24 +1,23 @@
 """The local provider: replicas are processes on this machine.
 
-Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own
-process group, listening on a free port of 127.0.0.1 given as ``$PORT``, with
-its output in ``<state_dir>/logs/<service>/replica-<id>.log`` (rotated at a size cap:
-``local_logs``; kept an hour after it ends, as its row in ``serve status -a``:
-``local_records.LogPruner``). It runs in the
-spec's ``workdir``, else in a directory of its own (``<state_dir>/work/<instance
-id>``, removed at termination), never in the state folder itself. Instance
-records are JSON files under ``state_dir`` (``providers.local_records``), so a
-restarted controller finds the replicas a previous one started; launches are
-idempotent on the client token.
+Each replica is ``bash`` running the spec's ``setup`` then ``run`` in its own process
+group, listening on a free port of 127.0.0.1 given as ``$PORT``, with its output in
+``<state_dir>/logs/<service>/replica-<id>.log`` (rotated at a size cap: ``local_logs``;
+kept an hour after it ends, as its row in ``serve status -a``: ``local_records.LogPruner``).
+It runs in the spec's ``workdir``, else in a directory of its own (``<state_dir>/work/
+<instance id>``, removed at termination), never in the state folder itself. Instance
+records are JSON files under ``state_dir`` (``providers.local_records``), so a restarted
+controller finds the replicas a previous one started; launches are idempotent on the
+client token. The controller's provider is their one writer: an ``observer`` (another
+process's listing, e.g. the CLI's check after ``serve down``) writes none, drives nothing.
 
 Zones, prices and preemptions come from ``providers.local_replay``: a
 time-compressed replay of a real spot trace, or seeded random preemptions.
 When a zone turns unavailable every spot replica there gets an
 ``InstanceEvent(NOTICE)``, is killed ``notice_seconds`` later (SIGKILL to its
 group, as a cloud takes a machine) and reported PREEMPTED until terminated.
-A background task sleeping on the injected clock drives this; it starts on
-first use and stops in :meth:`LocalProvider.close`, which leaves replicas
-running.
+A background task sleeping on the injected clock drives this; it starts on first
+use and stops in :meth:`LocalProvider.close`, which leaves replicas running.
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ class LocalProvider(Provider):
         base_dir: str | None = None,
         accelerators: Mapping[str, float] | None = None,
         logs: ReplicaLogs | None = None,
+        observer: bool = False,
     ) -> None:
         self._default_options = spec_options or LocalOptions()
         # what a replica can get here: this machine, and the configured accelerators
@@ -92,7 +92,7 @@ class LocalProvider(Provider):
         self._clock = clock
         self._state_dir = Path(state_dir)
         self._base_dir = base_dir
-        self._store = RecordStore(self._state_dir)
+        self._store = RecordStore(self._state_dir, read_only=observer)
         self._logs = LogPruner(self._state_dir, clock.now)
         self._log_caps = logs or ReplicaLogs()  # each replica's log under its size cap
         self._replays: dict[str, Replay] = {}
@@ -498,7 +498,7 @@ class LocalProvider(Provider):
     # ------------------------------------------------------------ preemption driver
 
     def _start_driver(self) -> None:
-        if self._driver is None or self._driver.done():
+        if not self._store.read_only and (self._driver is None or self._driver.done()):
             self._driver = asyncio.create_task(self._drive(), name="local-provider-preemptions")
             self._log_caps.watch(r.log_path for r in self._store.records.values())
 

@@ -109,9 +109,15 @@ def log_of(state_dir: Path, instance_id: str) -> Path | None:
 
 
 class RecordStore:
-    """Records on disk plus an in-memory copy (this process is the only writer)."""
+    """Records on disk plus an in-memory copy (this process is the only writer).
 
-    def __init__(self, state_dir: Path) -> None:
+    ``read_only``: another process's view (the controller may be running and is
+    the writer): what it notices (a process ended) stays in memory. Written back,
+    a record the controller removed meanwhile would come back as an instance of
+    a service already gone."""
+
+    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
+        self.read_only = read_only
         self.dir = state_dir / "instances"
         self.replay_dir = state_dir / "replay"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -127,11 +133,13 @@ class RecordStore:
 
     def save(self, rec: Record) -> None:
         self.records[rec.instance_id] = rec
-        _write_json(self.dir / f"{rec.instance_id}.json", asdict(rec))
+        if not self.read_only:
+            _write_json(self.dir / f"{rec.instance_id}.json", asdict(rec))
 
     def remove(self, instance_id: str) -> None:
         self.records.pop(instance_id, None)
-        (self.dir / f"{instance_id}.json").unlink(missing_ok=True)
+        if not self.read_only:
+            (self.dir / f"{instance_id}.json").unlink(missing_ok=True)
 
     def replay_t0(self, service: str) -> float | None:
         path = self.replay_dir / f"{safe_name(service)}.json"
@@ -141,9 +149,12 @@ class RecordStore:
             return None
 
     def forget_replay(self, service: str) -> None:
-        (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
+        if not self.read_only:
+            (self.replay_dir / f"{safe_name(service)}.json").unlink(missing_ok=True)
 
     def save_replay_t0(self, service: str, t0: float) -> None:
+        if self.read_only:
+            return
         self.replay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_json(self.replay_dir / f"{safe_name(service)}.json", {"t0": t0})
 

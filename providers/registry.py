@@ -38,11 +38,21 @@ def canonical(cloud: str | None) -> str:
 
 
 class ProviderSet:
-    """The providers one controller uses, created on first use and closed together."""
+    """The providers one controller uses, created on first use and closed together.
+
+    ``observer``: another process's view while a controller may run (the CLI's
+    checks): a provider that keeps its instances on this machine's disk (local)
+    reads them and never writes them, the controller's provider being their writer."""
 
     def __init__(
-        self, *, config: Mapping[str, Mapping[str, Any]], clock: Clock, local_state: Path
+        self,
+        *,
+        config: Mapping[str, Mapping[str, Any]],
+        clock: Clock,
+        local_state: Path,
+        observer: bool = False,
     ) -> None:
+        self._observer = observer
         self._config = config
         self._clock = clock
         self._local_state = local_state
@@ -73,6 +83,7 @@ class ProviderSet:
                 state_dir=self._local_state,
                 accelerators=local_accelerators(section),
                 logs=ReplicaLogs(LogLimits.from_section(section)),  # local.log_max_mb, ...
+                observer=self._observer,
             )
         elif name == "simulated":  # its instances are kept across restarts there
             state = self._local_state.parent / "simulated"

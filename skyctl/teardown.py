@@ -64,11 +64,14 @@ def sweep(p: Paths, clouds: Iterable[str]) -> Sweep:
     return asyncio.run(_sweep(p, sorted(set(clouds))))
 
 
-def _providers(p: Paths) -> ProviderSet:
+def _providers(p: Paths, *, observer: bool = False) -> ProviderSet:
     """Each cloud as config.yaml sets it up: a bad section fails that cloud alone, named
-    as a cloud that could not be asked, and the others are still asked."""
+    as a cloud that could not be asked, and the others are still asked. ``observer``:
+    the controller may be running, the writer of what its providers keep on disk."""
     config = read_user_config(p)[0]
-    return ProviderSet(config=config, clock=SystemClock(), local_state=p.local_state)
+    return ProviderSet(
+        config=config, clock=SystemClock(), local_state=p.local_state, observer=observer
+    )
 
 
 def _live(instances: Iterable[Instance]) -> list[str]:
@@ -98,7 +101,9 @@ async def _strays(provider: Provider, kill: bool = False) -> dict[str, list[str]
 async def _leftovers(
     p: Paths, services: Mapping[str, Iterable[str]]
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    providers = _providers(p)
+    # read only: a controller may still be terminating another service's replicas (a
+    # record it removes meanwhile, written back from here, would outlive its service)
+    providers = _providers(p, observer=True)
     left: dict[str, list[str]] = {}
     unchecked: dict[str, str] = {}
     try:

@@ -70,7 +70,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Tagged, Unre
     gcp = Tagged("gcp", {"g-1": "a", "g-2": "a", "g-3": "b"}, stuck=["g-3"])
     aws = Unreachable("aws", {})
 
-    def providers(_: object) -> ProviderSet:
+    def providers(_: object, **__: object) -> ProviderSet:
         made = ProviderSet(config={}, clock=FakeClock(), local_state=tmp_path / "local")
         made.add(gcp)
         made.add(aws)

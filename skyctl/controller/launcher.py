@@ -11,6 +11,7 @@ same token after a backoff, and feeds the location's circuit breaker.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from skyctl.store import ReplicaIntent, ReplicaRecord, Store
 from skyctl.types import Backend, Instance, Offering
 
 S = ReplicaStatus
+log = logging.getLogger(__name__)
 
 #: launch attempts (same client token) before a replica counts as failed to provision
 MAX_LAUNCH_ATTEMPTS = 3
@@ -177,14 +179,18 @@ class Launcher:
             rt.events.append(
                 LocationEvent(LocationEventKind.LAUNCHED, r.location, self.clock.now())
             )
-        self._landed(rt, r, inst)
+        if not self._landed(rt, r, inst):
+            await self._unrecorded(rt, cloud, inst)
 
-    def _landed(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> None:
-        """Record a launch's instance, whatever the tick decided meanwhile."""
+    def _landed(self, rt: ServiceRuntime, r: ReplicaRecord, inst: Instance) -> bool:
+        """Record a launch's instance, whatever the tick decided meanwhile. False: no
+        row is left to record it in (the service was purged while this launch ran)."""
         rt.touched.add(r.replica_id)
         current = self.store.get_replica(rt.name, r.replica_id)
-        if current is None or current.status is S.TERMINATED:
-            return  # its instance is an orphan now: the next tick terminates it
+        if current is None:
+            return False
+        if current.status is S.TERMINATED:
+            return True  # its instance is an orphan now: the next tick terminates it
         if current.status is S.PROVISIONING:
             r = self.started(rt, current, inst, self.store)
             if r.endpoint:  # probed from now on, routed as soon as a probe passes
@@ -198,6 +204,22 @@ class Launcher:
             self.store.update_replica(
                 rt.name, r.replica_id, now=self.clock.now(), instance_id=inst.instance_id
             )
+        return True
+
+    async def _unrecorded(self, rt: ServiceRuntime, cloud: str, inst: Instance) -> None:
+        """The service was purged (``serve down --purge``) while this launch ran: its
+        sweep could not see this instance yet and no tick of it comes again, so the
+        launch terminates what it made (a failure is logged; the next controller start
+        collects instances of services the store does not know)."""
+        provider, iid = self.providers.get(cloud), inst.instance_id
+        try:
+            await self.actuator.call(
+                cloud, "terminate", f"terminate {iid}", lambda: provider.terminate(iid)
+            )
+        except (TransientError, ProviderError) as e:
+            log.warning("%s: terminating %s, launched after its purge, failed: %s", rt.name, iid, e)
+            return
+        log.warning("%s: terminated %s, launched after its purge", rt.name, iid)
 
     def fail(
         self, rt: ServiceRuntime, r: ReplicaRecord, detail: str, *, capacity: bool = False

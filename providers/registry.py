@@ -41,8 +41,8 @@ class ProviderSet:
     """The providers one controller uses, created on first use and closed together.
 
     ``observer``: another process's view while a controller may run (the CLI's
-    checks): a provider that keeps its instances on this machine's disk (local)
-    reads them and never writes them, the controller's provider being their writer."""
+    checks): a provider that keeps its instances on this machine's disk (local,
+    simulated) reads them and never writes them, the controller's provider being their writer."""
 
     def __init__(
         self,
@@ -87,7 +87,12 @@ class ProviderSet:
             )
         elif name == "simulated":  # its instances are kept across restarts there
             state = self._local_state.parent / "simulated"
-            provider = cls(self._config.get(name, {}), clock=self._clock, state_dir=state)
+            provider = cls(
+                self._config.get(name, {}),
+                clock=self._clock,
+                state_dir=state,
+                observer=self._observer,
+            )
         else:
             provider = cls(self._config.get(name, {}), clock=self._clock)
         return provider

@@ -149,9 +149,17 @@ class SimulatedProvider(Provider):
     name = CLOUD
 
     def __init__(
-        self, config: Mapping[str, Any] | None, *, clock: Clock, state_dir: Path | None = None
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        clock: Clock,
+        state_dir: Path | None = None,
+        observer: bool = False,
     ) -> None:
         self.options = SimulatedOptions.parse(config or {})
+        # another process's view (the CLI's checks): the controller's provider is the
+        # state file's one writer (a snapshot from here would drop its later lines)
+        self._observer = observer
         # where the instances are kept across restarts (None: in memory only)
         self._state = state_dir / STATE_FILE if state_dir is not None else None
         self._restored: asyncio.Lock | None = None if state_dir is not None else _DONE
@@ -294,7 +302,8 @@ class SimulatedProvider(Provider):
             if saved:
                 await self._adopt(saved)
             rows = [_saved(sim) for sim in self._instances.values()]
-            await asyncio.to_thread(_write_state, self._state, rows, replace_file=True)
+            if not self._observer:
+                await asyncio.to_thread(_write_state, self._state, rows, replace_file=True)
             self._lines = len(rows)  # the journal starts compacted
             self._restored = _DONE
 
@@ -340,7 +349,7 @@ class SimulatedProvider(Provider):
         """Journal the instance as it is now (or its end), written in a thread; returns
         once a write that includes it is done (concurrent calls share writes). Each
         change costs a line, not the whole set (10,000s of instances in benchmarks)."""
-        if self._state is None:
+        if self._state is None or self._observer:
             return
         sim = self._instances.get(instance_id)
         self._journal.append(_saved(sim) if sim is not None else {"gone": instance_id})

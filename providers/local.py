@@ -100,7 +100,7 @@ class LocalProvider(Provider):
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._starting: dict[int, str] = {}  # port -> whose, until its record is saved
         self._random_due: dict[str, float] = {}  # instance id -> random notice time
-        self._terminating: set[str] = set()
+        self._terminating: dict[str, asyncio.Event] = {}  # set once that terminate ends
         self._token_locks: dict[str, asyncio.Lock] = {}
         self._driver: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -173,10 +173,12 @@ class LocalProvider(Provider):
         return rec.to_instance()
 
     async def terminate(self, instance_id: str) -> None:
+        while (ending := self._terminating.get(instance_id)) is not None:
+            await ending.wait()  # the terminate under way; then: did it end the instance?
         rec = self._store.records.get(instance_id)
-        if rec is None or instance_id in self._terminating:
+        if rec is None:
             return
-        self._terminating.add(instance_id)
+        self._terminating[instance_id] = asyncio.Event()
         try:
             await self._stop(rec)
             self._store.remove(instance_id)
@@ -186,7 +188,7 @@ class LocalProvider(Provider):
             self._random_due.pop(instance_id, None)
             await self._logs.after_end(rec.service, self._store.records.values())
         finally:
-            self._terminating.discard(instance_id)
+            self._terminating.pop(instance_id).set()
 
     async def list_instances(self, service: str) -> Sequence[Instance]:
         self._start_driver()
@@ -201,11 +203,9 @@ class LocalProvider(Provider):
         return sorted({r.service for r in self._store.records.values()})
 
     async def release_service(self, service: str) -> None:
-        """Forget the service's replay clock once none of its replicas is left, stop its
-        replica processes that no record knows (a controller killed between a spawn and
-        its record, whose launch was then never retried: the service went), and remove
-        its replicas' logs (no command reads them once it is gone, and a later service
-        of the same name would show them as its own replica 1's)."""
+        """Once none of its replicas is left: forget the service's replay clock, stop its
+        processes no record knows (a controller killed between a spawn and its record),
+        remove its replicas' logs (a later service of the same name would show them)."""
         if any(r.service == service for r in self._store.records.values()):
             return
         known = set(self._store.records)

@@ -141,23 +141,29 @@ class _Twice(Exception):
         self.path, self.line = path, line
 
 
-def _lines(node: Any, path: KeyPath) -> dict[KeyPath, int]:
+def _lines(node: Any, path: KeyPath, seen: set[int] | None = None) -> dict[KeyPath, int]:
     """Every key and list item under ``node`` (a composed YAML node) -> its 1-based
-    line, for error messages; a key given twice in one mapping raises ``_Twice``."""
+    line, for error messages; a key given twice in one mapping raises ``_Twice``.
+    A node met again (a YAML alias) is not walked again: nested aliases ("a billion
+    laughs") would make the walk exponential, where the parse itself shares them."""
     import yaml
 
+    seen = set() if seen is None else seen
     out: dict[KeyPath, int] = {}
+    if id(node) in seen:
+        return out
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             here = (*path, str(k.value))
             if here in out:
                 raise _Twice(here, k.start_mark.line + 1, out[here])
             out[here] = k.start_mark.line + 1
-            out.update(_lines(v, here))
+            out.update(_lines(v, here, seen))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[(*path, i)] = item.start_mark.line + 1
-            out.update(_lines(item, (*path, i)))
+            out.update(_lines(item, (*path, i), seen))
     return out
 
 

@@ -343,3 +343,13 @@ def test_what_the_schema_refuses_the_provider_refuses_too(
         check_section(section, bad)
     with pytest.raises(ConfigError):
         PROVIDER_CHECKS[section](bad)
+
+
+def test_nested_aliases_are_read_once_not_walked_exponentially(tmp_path: Path) -> None:
+    # "a billion laughs": 10**9 list items if each alias were walked again where it is
+    # used (the check hung); the parse shares them, and so does the walk for the lines
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    assert "config.yaml:1: unknown section 'a0'" in config_error(tmp_path, "\n".join(laughs))
+    shared = "local: &l\n  log_backups: 2\nrouter:\n  <<: *l\n"  # a key met again by alias
+    assert "config.yaml:3: router.log_backups: unknown key" in config_error(tmp_path, shared)
